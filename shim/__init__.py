@@ -1,0 +1,1 @@
+"""verikv.shim."""

@@ -1,0 +1,116 @@
+"""Evidence that the proofs are not vacuous: each mutant breaks one rule the protocol needs,
+and `dafny verify` must then fail on the proof that depends on that rule.
+
+Usage: python -m verikv.verified_core.mutants [NAME ...]   (exit 1 if any mutant survives)
+
+A mutant is applied to a copy of dafny/ in a temporary folder; the sources are never touched.
+A mutant whose text is not found exactly once is an error, not a pass, so a stale mutant
+cannot silently stop testing anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from verikv.verified_core import build
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str  # relative to dafny/
+    original: str
+    mutated: str
+    breaks: str  # the symbol whose proof must fail (passed to --filter-symbol)
+    why: str
+
+
+MUTANTS = [
+    Mutant(
+        name="minority-quorum",
+        file="Quorums.i.dfy",
+        original="    n / 2 + 1\n  }\n\n  ghost predicate IsQuorum",
+        mutated="    n / 2\n  }\n\n  ghost predicate IsQuorum",
+        breaks="Quorums.QuorumsIntersect",
+        why="with a quorum of n/2, two disjoint halves of an even member set are both quorums",
+    ),
+    Mutant(
+        name="ballot-order-ignores-node",
+        file="Ballots.i.dfy",
+        original="a.round < b.round || (a.round == b.round && a.node < b.node)",
+        mutated="a.round < b.round || (a.round == b.round && a.node <= b.node)",
+        breaks="Ballots.BalLtIrreflexive",
+        why="two leaders with the same round and node would compare as both smaller",
+    ),
+]
+
+
+class MutantError(Exception):
+    pass
+
+
+def apply(mutant: Mutant, dafny_copy: Path) -> None:
+    path = dafny_copy / mutant.file
+    text = path.read_text()
+    count = text.count(mutant.original)
+    if count != 1:
+        raise MutantError(f"mutant {mutant.name}: its original text occurs {count} times in {mutant.file}, "
+                          "expected exactly once (update the mutant)")
+    path.write_text(text.replace(mutant.original, mutant.mutated))
+
+
+def verify_copy(dafny_copy: Path, symbol: str | None) -> subprocess.CompletedProcess[str]:
+    cmd = [str(build.find_dafny()), "verify", str(dafny_copy / "dfyconfig.toml"),
+           "--solver-path", str(build.find_solver())]
+    if symbol:
+        cmd += ["--filter-symbol", symbol]
+    return subprocess.run(cmd, env=build.dafny_env(), capture_output=True, text=True)
+
+
+def run_mutant(mutant: Mutant) -> tuple[bool, str]:
+    """Return (killed, verifier output). A mutant is killed when verification fails.
+
+    As a control, the targeted proof is first verified unmutated: it must pass and the filter
+    must select it, or the mutant proves nothing (MutantError).
+    """
+    with tempfile.TemporaryDirectory(prefix=f"verikv-mutant-{mutant.name}-") as tmp:
+        copy = Path(tmp) / "dafny"
+        shutil.copytree(build.DAFNY_DIR, copy, ignore=shutil.ignore_patterns("mutants"))
+        control = verify_copy(copy, mutant.breaks)
+        if control.returncode != 0 or " 0 verified" in control.stdout:
+            raise MutantError(f"mutant {mutant.name}: unmutated, {mutant.breaks} does not verify on its own "
+                              f"(or matches no symbol):\n{control.stdout}{control.stderr}")
+        apply(mutant, copy)
+        result = verify_copy(copy, mutant.breaks)
+        output = result.stdout + result.stderr
+        return result.returncode != 0 and "Error" in output, output
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = set(argv if argv is not None else sys.argv[1:])
+    survivors = 0
+    for mutant in MUTANTS:
+        if names and mutant.name not in names:
+            continue
+        started = time.monotonic()
+        try:
+            killed, output = run_mutant(mutant)
+        except (MutantError, build.BuildError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        verdict = "killed (verification fails, as it must)" if killed else "SURVIVED: the proof did not notice"
+        print(f"{mutant.name:32} {verdict}  [{time.monotonic() - started:.1f} s] — {mutant.why}")
+        if not killed:
+            survivors += 1
+            print(output)
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
