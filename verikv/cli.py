@@ -28,16 +28,47 @@ def cmd_info(_args: argparse.Namespace) -> int:
     return 0
 
 
+# Subcommands owned by a subpackage: `verikv NAME ARGS...` calls MODULE.main(ARGS) -> exit code.
+DELEGATED = {
+    "cluster": ("verikv.cluster.cli", "start, stop and inspect a local 3-node cluster"),
+    "serve": ("verikv.shim.serve", "run one node"),
+    "bench": ("verikv.cluster.bench", "benchmark verikv against etcd on this machine"),
+    "jepsen": ("verikv.jepsen.cli", "fault-injection tests of verikv and etcd"),
+}
+
+
+def run_delegated(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module_name, _ = DELEGATED[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise
+        print(f"verikv {name}: not available in this build ({module_name} is missing)", file=sys.stderr)
+        return 2
+    return module.main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="verikv", description="verikv: a replicated key-value store "
                                      "with a Multi-Paxos core proven in Dafny, speaking etcd's v3 API")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="say what is built")
     info.set_defaults(func=cmd_info)
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        try:
+            return run_delegated(argv[0], argv[1:])
+        except KeyboardInterrupt:
+            return 130
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
