@@ -1,10 +1,22 @@
 """The Python API of the compiled core: thin calls into `_core`, which Dafny generated.
 
-Each name matches the Dafny definition it calls (ballot_lt is Ballots.BalLt, has_quorum is
-Quorums.CheckQuorum, ...). This module converts; it must never decide.
+`Core` is one replica of the Multi-Paxos core (dafny/Impl.i.dfy, `Impl.Replica`), sans-I/O
+in the style of etcd-io/raft's Ready: every call takes one input (a received message, a tick,
+a proposal, durable records at recovery) and returns one `Ready`, whose duties the caller
+performs in order:
+
+1. append `ready.records` to durable storage and make them durable (fdatasync);
+2. only then send `ready.messages` (destination node id, encoded message);
+3. apply `ready.commits` (slot, value): newly committed slots, contiguous and in slot order.
+
+This module converts; it must never decide. The ballot and quorum helpers below are the
+Dafny definitions of the same names (ballot_lt is Ballots.BalLt, has_quorum is
+Quorums.CheckQuorum, ...).
 """
 
 from __future__ import annotations
+
+from typing import Iterable, NamedTuple
 
 try:
     from . import _core
@@ -24,5 +36,82 @@ quorum_size = _core.quorum_size
 count_acks = _core.count_acks
 has_quorum = _core.has_quorum
 
-__all__ = ["Ballot", "ballot_lt", "ballot_le", "ballot_max", "next_ballot", "quorum_size",
-           "count_acks", "has_quorum"]
+#: Slots a replica holds at once: [log_start, log_start + WINDOW). The shim snapshots and
+#: truncates well before a window fills; until then proposals are refused (back-pressure).
+WINDOW: int = _core.WINDOW
+
+#: Raised when a runtime check inside the extension fails (e.g. MessageRoundTrip); fatal.
+FatalCheck = _core.FatalCheck
+
+
+class Ready(NamedTuple):
+    records: list[bytes]
+    messages: list[tuple[int, bytes]]
+    commits: list[tuple[int, bytes]]
+    accepted: bool  # propose(): the value got a slot (False: not the leader, or window full)
+
+
+class Core:
+    """One replica of the verified core. Deterministic: no clock, socket, file or randomness."""
+
+    __slots__ = ("_replica", "node_id", "cluster_size", "_stepped")
+
+    def __init__(self, node_id: int, cluster_size: int, *, election_ticks: int = 20,
+                 heartbeat_ticks: int = 3, runtime_checks: bool = True) -> None:
+        self._replica = _core.Replica(node_id, cluster_size, election_ticks, heartbeat_ticks, runtime_checks)
+        self.node_id = node_id
+        self.cluster_size = cluster_size
+        self._stepped = False
+
+    def recover(self, records: Iterable[bytes]) -> Ready:
+        """Replay durable records in the order they were persisted; commits are every
+        committed slot from log_start on. Only on a fresh Core, before any other step."""
+        if self._stepped:
+            raise RuntimeError("recover() must come before any other step")
+        for record in records:
+            self._replica.replay(record)
+        self._stepped = True
+        return Ready(*self._replica.finish_recovery())
+
+    def receive(self, message: bytes) -> Ready:
+        """An encoded message from a peer. Raises ValueError if it is malformed."""
+        self._stepped = True
+        return Ready(*self._replica.receive(message))
+
+    def tick(self) -> Ready:
+        self._stepped = True
+        return Ready(*self._replica.tick())
+
+    def propose(self, value: bytes) -> Ready:
+        """Leader only: give `value` (opaque bytes) a slot. `ready.accepted` says whether it did."""
+        self._stepped = True
+        return Ready(*self._replica.propose(value))
+
+    def confirm_read(self) -> tuple[Ready, int, int]:
+        """Leader: start confirming leadership for the reads waiting now. Returns (ready,
+        read_seq, read_slot): serve them once status()['read_confirmed'] >= read_seq and the
+        applied slots reach read_slot. read_seq 0 means this node is not the leader."""
+        self._stepped = True
+        ready, seq, slot = self._replica.confirm_read()
+        return Ready(*ready), seq, slot
+
+    def truncate(self, upto_slot: int) -> Ready:
+        """Forget slots below upto_slot (covered by a snapshot). Only committed slots go."""
+        self._stepped = True
+        return Ready(*self._replica.truncate(upto_slot))
+
+    def checkpoint_records(self) -> list[bytes]:
+        """The whole durable state as records, to start a fresh log after a snapshot."""
+        return self._replica.checkpoint_records()
+
+    def status(self) -> dict:
+        return self._replica.status()
+
+
+def reencode_message(message: bytes) -> bytes:
+    """Decode and encode again (the codec's round trip, for tests and checks)."""
+    return _core.decode_message(message)
+
+
+__all__ = ["Ballot", "Core", "FatalCheck", "Ready", "WINDOW", "ballot_lt", "ballot_le", "ballot_max",
+           "next_ballot", "quorum_size", "count_acks", "has_quorum", "reencode_message"]

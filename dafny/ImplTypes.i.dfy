@@ -1,0 +1,64 @@
+// The executable core's data: wire messages, durable records and step outputs, all over
+// bounded integers and non-generic datatypes (what Dafny's C++ backend compiles).
+// Encoding to bytes is done once, in the extension's glue (verified_core/glue), and checked
+// by a round trip at run time; see dafny/TRUSTED.md.
+module ImplTypes {
+  import opened Native
+  import opened Ballots
+
+  type Value = seq<uint8>
+
+  datatype OptValue = None | Some(val: Value)
+
+  // A vote held by an acceptor for one slot.
+  datatype Vote = NoVote | Vote(bal: Ballot, val: Value)
+
+  // One entry of a Promise: the acceptor's vote in `slot`.
+  datatype SlotVote = SlotVote(slot: uint64, bal: Ballot, val: Value)
+
+  datatype Msg =
+    | Prepare(bal: Ballot, fromSlot: uint64)
+    | Promise(bal: Ballot, logStart: uint64, votes: seq<SlotVote>)
+    | Accept(bal: Ballot, slot: uint64, val: Value)
+    | Accepted(bal: Ballot, slot: uint64)
+    | Learn(bal: Ballot, slot: uint64)  // slot is chosen with the value of Accept(bal, slot)
+    | Commit(slot: uint64, val: Value)  // slot is chosen with val (catch-up)
+    | Nack(promised: Ballot)
+    | Heartbeat(bal: Ballot, commitUpto: uint64, readSeq: uint64)
+    | HeartbeatAck(bal: Ballot, readSeq: uint64)
+    | CatchUp(fromSlot: uint64)
+
+  datatype Packet = Packet(src: uint64, dst: uint64, msg: Msg)
+
+  // Durable records: the shim appends them to its write-ahead log and makes them durable
+  // before it sends any packet of the same step (persist-before-send).
+  datatype Record =
+    | RecPromised(bal: Ballot)
+    | RecVote(slot: uint64, bal: Ballot, val: Value)
+    | RecCommit(slot: uint64, val: Value)
+    | RecTruncate(logStart: uint64)
+
+  datatype Committed = Committed(slot: uint64, val: Value)
+
+  datatype Role = Follower | Candidate | Leader
+
+  datatype Status = Status(
+    role: Role,
+    bal: Ballot,          // the ballot this host leads or campaigns with (Zero when following)
+    promised: Ballot,
+    leaderHint: uint64,   // the node believed to lead; == n when unknown
+    commitUpto: uint64,   // every slot below is committed here
+    logStart: uint64,
+    nextSlot: uint64,     // leader: the next slot it will propose in
+    readConfirmed: uint64 // leader: highest read sequence number confirmed by a quorum
+  )
+
+  // Everything one step produces, in the order the shim must honour it:
+  // 1. make `records` durable, 2. send `packets`, 3. apply `commits` (contiguous, in order).
+  datatype Ready = Ready(
+    records: seq<Record>,
+    packets: seq<Packet>,
+    commits: seq<Committed>,
+    accepted: bool   // propose(): the value got a slot; false when not leader or the window is full
+  )
+}
