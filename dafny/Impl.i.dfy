@@ -19,18 +19,21 @@ module Impl {
   const TICKS_LIMIT: uint64 := 0x1_0000_0000
 
   class Replica {
-    const me: uint64
-    const n: uint64
-    const quorum: uint64
-    const electionTicks: uint64
-    const heartbeatTicks: uint64
-    const electionTimeout: uint64     // staggered by node id, so elections rarely collide
+    // Every field is a `var`: Dafny 4.11's C++ backend initialises a `const` field without an
+    // initialiser from itself (undefined behaviour that crashes for arrays). Valid() pins
+    // the arrays to Repr, so no method can swap them.
+    var me: uint64
+    var n: uint64
+    var quorum: uint64
+    var electionTicks: uint64
+    var heartbeatTicks: uint64
+    var electionTimeout: uint64     // staggered by node id, so elections rarely collide
 
     // Durable state (every change is emitted as a Record before anything depends on it).
     var promised: Ballot
     var logStart: uint64
-    const votes: array<Vote>          // slot s at index s % WINDOW
-    const committed: array<OptValue>  // slot s at index s % WINDOW
+    var votes: array<Vote>          // slot s at index s % WINDOW
+    var committed: array<OptValue>  // slot s at index s % WINDOW
     var commitUpto: uint64            // all slots in [logStart, commitUpto) are committed
 
     // Volatile state (lost on a crash).
@@ -41,20 +44,20 @@ module Impl {
     var ticks: uint64
     var catchUpCooldown: uint64
     var voteHi: uint64                // one past the highest slot holding a vote
-    const promiseFrom: array<bool>    // candidate: members that promised bal
+    var promiseFrom: array<bool>    // candidate: members that promised bal
     var promiseCount: uint64
     var maxLogStart: uint64
     var maxLogStartFrom: uint64
     var takeoverHi: uint64
     var takeoverOverflow: bool
-    const takeover: array<Vote>       // candidate: the highest vote reported per slot
-    const proposed: array<OptValue>   // leader: the value sent in Accept(bal, slot)
-    const acks: array<bool>           // leader: (slot % WINDOW) * n + member acked
-    const ackCount: array<uint64>
+    var takeover: array<Vote>       // candidate: the highest vote reported per slot
+    var proposed: array<OptValue>   // leader: the value sent in Accept(bal, slot)
+    var acks: array<bool>           // leader: (slot % WINDOW) * n + member acked
+    var ackCount: array<uint64>
     var nextSlot: uint64
     var readSeq: uint64
     var readConfirmed: uint64
-    const readAck: array<uint64>      // leader: highest read sequence each member acknowledged
+    var readAck: array<uint64>      // leader: highest read sequence each member acknowledged
 
     // The current step's output, and messages this host sent to itself.
     var outRecords: seq<Record>
@@ -89,7 +92,6 @@ module Impl {
       requires 1 <= n <= MAX_MEMBERS && me < n
       requires 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
       ensures Valid() && fresh(Repr - {this})
-      ensures this.me == me && this.n == n
     {
       this.me := me;
       this.n := n;
@@ -153,8 +155,8 @@ module Impl {
       }
       i := 0;
       while i < WINDOW * n
-        invariant i <= WINDOW * n
         invariant Valid()
+        invariant i <= WINDOW * n
       {
         acks[i] := false;
         i := i + 1;
@@ -324,8 +326,8 @@ module Impl {
       }
       i := 0;
       while i < WINDOW * n
-        invariant i <= WINDOW * n
         invariant Valid()
+        invariant i <= WINDOW * n
       {
         acks[i] := false;
         i := i + 1;
@@ -375,7 +377,10 @@ module Impl {
         StepDown();
         return;
       }
-      var start := if maxLogStart > nextSlot then maxLogStart else nextSlot;
+      // Phase 2 covers every slot from the first one this host has not seen committed, up to
+      // the highest slot it knows of (a vote reported in a promise, or a commit it saw).
+      var start := if maxLogStart > commitUpto then maxLogStart else commitUpto;
+      var hi := if takeoverHi > nextSlot then takeoverHi else nextSlot;
       if start - logStart > WINDOW {
         // The others are a whole window ahead: this host cannot lead until it catches up.
         StepDown();
@@ -384,20 +389,24 @@ module Impl {
       }
       role := Leader;
       leaderHint := me;
-      nextSlot := start;
+      nextSlot := if start > hi then start else hi;
       if maxLogStart > commitUpto {
         Send(maxLogStartFrom, CatchUp(commitUpto));
       }
-      // Phase 2 for every slot some promise reported a vote in: re-propose the value of the
-      // highest-ballot vote; fill holes below it with the empty value (a no-op batch).
-      while nextSlot < takeoverHi
+      // In each slot: a value this host saw committed (it was chosen), else the value of the
+      // highest-ballot vote the promises reported, else the empty value (a no-op batch).
+      var s := start;
+      while s < hi
         invariant Valid() && role == Leader
-        decreases takeoverHi as int - nextSlot as int
+        decreases hi as int - s as int
       {
-        var v := takeover[Idx(nextSlot)];
-        var val := if v.Vote? then v.val else [];
-        ProposeAt(nextSlot, val);
-        nextSlot := nextSlot + 1;
+        if InWindow(s) {
+          var c := committed[Idx(s)];
+          var v := takeover[Idx(s)];
+          var val := if c.Some? then c.val else if v.Vote? then v.val else [];
+          ProposeAt(s, val);
+        }
+        s := s + 1;
       }
       SendHeartbeats();
     }
@@ -414,19 +423,25 @@ module Impl {
         invariant i <= n
         invariant Valid() && role == Leader && Bounds()
       {
-        AckIndexBound(Idx(slot), i);
+        AckIndexBound(Idx(slot), i, n, acks.Length);
         acks[Idx(slot) * n + i] := false;
         i := i + 1;
       }
       Broadcast(Accept(bal, slot, val), true);
     }
 
-    lemma AckIndexBound(idx: uint64, i: uint64)
-      requires Valid() && idx < WINDOW && i < n
-      ensures (idx * n + i) as int < acks.Length
+    static lemma AckIndexBound(idx: uint64, i: uint64, n: uint64, len: int)
+      requires idx < WINDOW && i < n && len == WINDOW as int * n as int
+      ensures idx as int * n as int + i as int < len
     {
-      assert idx as int * n as int + i as int < (idx as int + 1) * n as int <= WINDOW as int * n as int
-        by { assert idx as int + 1 <= WINDOW as int; }
+      MulMonotone(idx as int + 1, WINDOW as int, n as int);
+      assert (idx as int + 1) * n as int == idx as int * n as int + n as int;
+    }
+
+    static lemma MulMonotone(a: int, b: int, c: int)
+      requires 0 <= a <= b && 0 <= c
+      ensures a * c <= b * c
+    {
     }
 
     method SendHeartbeats()
@@ -439,6 +454,9 @@ module Impl {
         return;
       }
       Broadcast(Heartbeat(bal, commitUpto, readSeq), false);
+      if maxLogStart > commitUpto && maxLogStartFrom != me {
+        Send(maxLogStartFrom, CatchUp(commitUpto));  // this leader lags: ask again
+      }
       // Re-send Accepts that have not reached a quorum yet (messages may be lost).
       var s := commitUpto;
       var end := if nextSlot - commitUpto > RETRANSMIT_BATCH then commitUpto + RETRANSMIT_BATCH else nextSlot;
@@ -569,7 +587,7 @@ module Impl {
       }
       var idx := Idx(slot);
       var p := proposed[idx];
-      AckIndexBound(idx, src);
+      AckIndexBound(idx, src, n, acks.Length);
       if p.None? || acks[idx * n + src] || committed[idx].Some? {
         return;
       }
@@ -876,7 +894,7 @@ module Impl {
         while i < n
           invariant i <= n && Valid() && Bounds() && logStart <= s < upto
         {
-          AckIndexBound(idx, i);
+          AckIndexBound(idx, i, n, acks.Length);
           acks[idx * n + i] := false;
           i := i + 1;
         }

@@ -1,0 +1,184 @@
+"""A deterministic simulation of several replicas of the compiled core.
+
+Real encoded messages travel over a simulated network that loses, duplicates, reorders and
+partitions them; replicas crash and restart from their durable records only (a crash may
+also tear the last step's records: a prefix is kept, nothing of that step was sent). One
+seed fixes every choice, so a failing run replays exactly: `Simulation(seed=...)`.
+
+After every step the simulation checks the safety properties the proof promises:
+- Agreement: no two replicas ever commit different values for a slot;
+- a replica's committed prefix never changes (not even across its own crash and recovery);
+- every committed value was proposed (or is the empty no-op a new leader fills holes with).
+It never imports anything but the core's public API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from verikv.verified_core.core import Core, Ready
+
+NOOP = b""
+
+
+class SafetyViolation(AssertionError):
+    pass
+
+
+@dataclasses.dataclass
+class Faults:
+    drop: float = 0.05       # a delivery attempt loses the message
+    duplicate: float = 0.05  # a delivered message stays in flight for another delivery
+    crash: float = 0.003     # per step: a random replica crashes and restarts
+    torn: float = 0.3        # of crashes: the last step's records are cut to a prefix
+    partition: float = 0.01  # per step: the network splits in two groups, or heals
+
+
+class Simulation:
+    def __init__(self, n: int, seed: int, faults: Faults | None = None,
+                 election_ticks: int = 10, heartbeat_ticks: int = 2) -> None:
+        self.n = n
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.faults = faults or Faults()
+        self.election_ticks = election_ticks
+        self.heartbeat_ticks = heartbeat_ticks
+        self.disks: list[list[bytes]] = [[] for _ in range(n)]
+        self.cores = [self._fresh(i) for i in range(n)]
+        self.in_flight: list[tuple[int, bytes]] = []
+        self.blocked: set[tuple[int, int]] = set()  # (src, dst) pairs the partition cuts
+        self.observed: list[dict[int, bytes]] = [{} for _ in range(n)]  # commits seen, per replica
+        self.chosen: dict[int, bytes] = {}  # slot -> value, over all replicas
+        self.proposed: set[bytes] = {NOOP}
+        self.steps = 0
+        self.next_value = 0
+        self.trace: list[str] = []
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def _fresh(self, i: int) -> Core:
+        return Core(i, self.n, election_ticks=self.election_ticks, heartbeat_ticks=self.heartbeat_ticks)
+
+    def _fail(self, what: str) -> None:
+        tail = "\n".join(self.trace[-30:])
+        raise SafetyViolation(f"{what}\n(n={self.n}, seed={self.seed}, step={self.steps}; "
+                              f"replay with Simulation(n={self.n}, seed={self.seed}))\nlast events:\n{tail}")
+
+    def _apply(self, i: int, ready: Ready, *, may_tear: bool = True) -> None:
+        if may_tear and ready.records and self.rng.random() < self.faults.crash * self.faults.torn * 10:
+            # crash while persisting: a prefix of the records is durable, nothing else happened
+            keep = self.rng.randrange(len(ready.records))
+            self.disks[i].extend(ready.records[:keep])
+            self.trace.append(f"{self.steps}: node {i} crashed mid-persist ({keep}/{len(ready.records)} records)")
+            self._restart(i)
+            return
+        self.disks[i].extend(ready.records)  # 1. durable
+        for dst, message in ready.messages:  # 2. sent
+            self.in_flight.append((dst, message))
+        self._observe(i, ready.commits)      # 3. applied
+
+    def _observe(self, i: int, commits: list[tuple[int, bytes]]) -> None:
+        seen = self.observed[i]
+        expected_next = max(seen) + 1 if seen else None
+        for slot, value in commits:
+            if slot in seen and seen[slot] != value:
+                self._fail(f"node {i}: committed slot {slot} changed from {seen[slot]!r} to {value!r}")
+            if expected_next is not None and slot not in seen and slot != expected_next:
+                self._fail(f"node {i}: commits not contiguous: got slot {slot}, expected {expected_next}")
+            seen[slot] = value
+            expected_next = slot + 1
+            if value not in self.proposed:
+                self._fail(f"node {i}: slot {slot} committed {value!r}, which nobody proposed")
+            if self.chosen.setdefault(slot, value) != value:
+                self._fail(f"Agreement violated in slot {slot}: {self.chosen[slot]!r} vs {value!r} (node {i})")
+
+    def _restart(self, i: int) -> None:
+        self.cores[i] = self._fresh(i)
+        ready = self.cores[i].recover(list(self.disks[i]))
+        self.in_flight = [(d, m) for d, m in self.in_flight if d != i] if self.rng.random() < 0.5 else self.in_flight
+        self._apply(i, ready, may_tear=False)
+
+    def _src_of(self, message: bytes) -> int:
+        return int.from_bytes(message[1:3], "little")  # wire header: version u8, src u16, dst u16
+
+    # ---- steps ----------------------------------------------------------------------------
+
+    def leader(self) -> int | None:
+        leaders = [i for i, c in enumerate(self.cores) if c.status()["role"] == "leader"]
+        if not leaders:
+            return None
+        return max(leaders, key=lambda i: tuple(self.cores[i].status()["ballot"]))
+
+    def propose(self, i: int) -> tuple[bytes, bool]:
+        value = f"v{self.next_value}@{i}".encode()
+        self.next_value += 1
+        self.proposed.add(value)
+        ready = self.cores[i].propose(value)
+        self._apply(i, ready)
+        return value, ready.accepted
+
+    def deliver_one(self, index: int) -> None:
+        dst, message = self.in_flight[index]
+        src = self._src_of(message)
+        if (src, dst) in self.blocked or self.rng.random() < self.faults.drop:
+            self.in_flight.pop(index)
+            return
+        if self.rng.random() >= self.faults.duplicate:
+            self.in_flight.pop(index)
+        self._apply(dst, self.cores[dst].receive(message))
+
+    def random_step(self, propose_rate: float = 0.05) -> None:
+        self.steps += 1
+        r = self.rng.random()
+        f = self.faults
+        if r < f.crash:
+            i = self.rng.randrange(self.n)
+            self.trace.append(f"{self.steps}: node {i} crashed")
+            self._restart(i)
+        elif r < f.crash + f.partition:
+            if self.blocked:
+                self.blocked = set()
+                self.trace.append(f"{self.steps}: network healed")
+            else:
+                group = set(self.rng.sample(range(self.n), self.rng.randrange(1, self.n)))
+                self.blocked = {(a, b) for a in range(self.n) for b in range(self.n)
+                                if (a in group) != (b in group)}
+                self.trace.append(f"{self.steps}: partition {sorted(group)} | rest")
+        elif r < f.crash + f.partition + propose_rate:
+            i = self.rng.randrange(self.n)
+            if self.cores[i].status()["role"] == "leader":
+                value, ok = self.propose(i)
+                self.trace.append(f"{self.steps}: node {i} proposed {value!r} accepted={ok}")
+        elif self.in_flight and self.rng.random() < 0.8:
+            self.deliver_one(self.rng.randrange(len(self.in_flight)))
+        else:
+            i = self.rng.randrange(self.n)
+            self._apply(i, self.cores[i].tick())
+
+    def run(self, steps: int, propose_rate: float = 0.05) -> None:
+        for _ in range(steps):
+            self.random_step(propose_rate)
+
+    # ---- after the faults ---------------------------------------------------------------------
+
+    def heal(self) -> None:
+        self.faults = Faults(drop=0.0, duplicate=0.0, crash=0.0, torn=0.0, partition=0.0)
+        self.blocked = set()
+
+    def run_round(self) -> None:
+        """Every replica ticks, then every message in flight is delivered (FIFO)."""
+        for i in range(self.n):
+            self._apply(i, self.cores[i].tick())
+        while self.in_flight:
+            self.steps += 1
+            self.deliver_one(0)
+
+    def stable_leader(self, rounds: int) -> int | None:
+        """Run up to `rounds` rounds; return a leader that every replica follows, if any."""
+        for _ in range(rounds):
+            self.run_round()
+            leader = self.leader()
+            if leader is not None and all(c.status()["leader"] == leader for c in self.cores):
+                return leader
+        return None
