@@ -51,12 +51,16 @@ struct DecodeError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the codec copies little-endian words");
+
 struct Writer {
     std::string buf;
+    Writer() { buf.reserve(64); }
+    template <typename T> void word(T v) { buf.append(reinterpret_cast<const char*>(&v), sizeof(T)); }
     void u8(uint8_t v) { buf.push_back(static_cast<char>(v)); }
-    void u16(uint16_t v) { for (int i = 0; i < 2; i++) u8(static_cast<uint8_t>(v >> (8 * i))); }
-    void u32(uint32_t v) { for (int i = 0; i < 4; i++) u8(static_cast<uint8_t>(v >> (8 * i))); }
-    void u64(uint64 v) { for (int i = 0; i < 8; i++) u8(static_cast<uint8_t>(v >> (8 * i))); }
+    void u16(uint16_t v) { word(v); }
+    void u32(uint32_t v) { word(v); }
+    void u64(uint64 v) { word(static_cast<uint64_t>(v)); }
     void ballot(const Ballots::Ballot& b) { u64(b.round); u64(b.node); }
     void value(const DafnySequence<uint8>& v) {
         u32(static_cast<uint32_t>(v.size()));
@@ -73,8 +77,8 @@ struct Reader {
     }
     uint64 le(int n) {
         need(n);
-        uint64 v = 0;
-        for (int i = 0; i < n; i++) v |= static_cast<uint64>(p[pos + i]) << (8 * i);
+        uint64_t v = 0;
+        std::memcpy(&v, p + pos, n);  // little-endian host (static_assert above)
         pos += n;
         return v;
     }
