@@ -177,7 +177,7 @@ module Impl {
     method Send(dst: uint64, msg: Msg)
       requires Valid()
       modifies this
-      ensures Valid() && Unchanged()
+      ensures Valid() && PromisedGrows() && Unchanged()
     {
       if dst == me {
         selfQueue := selfQueue + [msg];
@@ -189,10 +189,11 @@ module Impl {
     method Broadcast(msg: Msg, includeSelf: bool)
       requires Valid()
       modifies this
-      ensures Valid() && Unchanged()
+      ensures Valid() && PromisedGrows() && Unchanged()
     {
       var i: uint64 := 0;
       while i < n
+        invariant BalLe(old(promised), promised)
         invariant i <= n
         invariant Valid() && Unchanged()
       {
@@ -206,7 +207,7 @@ module Impl {
     method Persist(r: Record)
       requires Valid()
       modifies this
-      ensures Valid() && Unchanged()
+      ensures Valid() && PromisedGrows() && Unchanged()
     {
       outRecords := outRecords + [r];
     }
@@ -234,6 +235,13 @@ module Impl {
       && voteHi == old(voteHi) && takeoverHi == old(takeoverHi)
     }
 
+    // PromisedNeverDecreases: no step lowers the promised ballot (recovery replays it as it was).
+    twostate predicate PromisedGrows()
+      reads this
+    {
+      BalLe(old(promised), promised)
+    }
+
     function Idx(slot: uint64): uint64 {
       slot % WINDOW
     }
@@ -245,9 +253,9 @@ module Impl {
     }
 
     method SetPromised(b: Ballot)
-      requires Valid()
+      requires Valid() && BalLe(promised, b)
       modifies this
-      ensures Valid() && Bounds() && role == old(role) && bal == old(bal)
+      ensures Valid() && PromisedGrows() && Bounds() && role == old(role) && bal == old(bal)
     {
       if promised != b {
         promised := b;
@@ -259,7 +267,7 @@ module Impl {
     method StepDown()
       requires Valid()
       modifies this
-      ensures Valid() && Bounds()
+      ensures Valid() && PromisedGrows() && Bounds()
     {
       role := Follower;
       bal := Zero;
@@ -270,9 +278,10 @@ module Impl {
     method AdvanceCommit()
       requires Valid()
       modifies this
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       while commitUpto - logStart < WINDOW && committed[Idx(commitUpto)].Some?
+        invariant BalLe(old(promised), promised)
         invariant Valid()
         decreases logStart + WINDOW - commitUpto
       {
@@ -287,7 +296,7 @@ module Impl {
     method CommitSlot(slot: uint64, val: Value)
       requires Valid() && InWindow(slot)
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       if committed[Idx(slot)].None? {
         if slot >= nextSlot {
@@ -312,10 +321,11 @@ module Impl {
     method ClearLeaderState()
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       var i: uint64 := 0;
       while i < WINDOW
+        invariant BalLe(old(promised), promised)
         invariant i <= WINDOW
         invariant Valid()
       {
@@ -326,6 +336,7 @@ module Impl {
       }
       i := 0;
       while i < WINDOW * n
+        invariant BalLe(old(promised), promised)
         invariant Valid()
         invariant i <= WINDOW * n
       {
@@ -334,6 +345,7 @@ module Impl {
       }
       i := 0;
       while i < n
+        invariant BalLe(old(promised), promised)
         invariant i <= n
         invariant Valid()
       {
@@ -353,14 +365,19 @@ module Impl {
     method StartElection()
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
-      var seen := BalMax(promised, maxSeen);
-      if seen.round >= UINT64_MAX - 1 {
+      if BalMax(promised, maxSeen).round >= UINT64_MAX - 1 {
         return;  // ballots exhausted: never lead again rather than reuse a ballot
       }
-      var b := NextBallot(seen, me);
       ClearLeaderState();
+      var seen := BalMax(promised, maxSeen);
+      if seen.round >= UINT64_MAX - 1 {
+        return;
+      }
+      var b := NextBallot(seen, me);
+      NextBallotIsAbove(seen, me);
+      BalLeTransitive(promised, seen, b);
       SetPromised(b);
       role := Candidate;
       bal := b;
@@ -371,7 +388,7 @@ module Impl {
     method BecomeLeader()
       requires Valid() && role == Candidate
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       if takeoverOverflow || promised != bal {
         StepDown();
@@ -397,6 +414,7 @@ module Impl {
       // highest-ballot vote the promises reported, else the empty value (a no-op batch).
       var s := start;
       while s < hi
+        invariant BalLe(old(promised), promised)
         invariant Valid() && role == Leader
         decreases hi as int - s as int
       {
@@ -414,12 +432,13 @@ module Impl {
     method ProposeAt(slot: uint64, val: Value)
       requires Valid() && InWindow(slot) && role == Leader
       modifies Repr
-      ensures Valid() && role == Leader && Bounds()
+      ensures Valid() && PromisedGrows() && role == Leader && Bounds()
     {
       proposed[Idx(slot)] := Some(val);
       ackCount[Idx(slot)] := 0;
       var i: uint64 := 0;
       while i < n
+        invariant BalLe(old(promised), promised)
         invariant i <= n
         invariant Valid() && role == Leader && Bounds()
       {
@@ -447,7 +466,7 @@ module Impl {
     method SendHeartbeats()
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       ticks := 0;
       if role != Leader {
@@ -461,6 +480,7 @@ module Impl {
       var s := commitUpto;
       var end := if nextSlot - commitUpto > RETRANSMIT_BATCH then commitUpto + RETRANSMIT_BATCH else nextSlot;
       while s < end
+        invariant BalLe(old(promised), promised)
         invariant Valid() && Bounds() && commitUpto <= s <= end <= nextSlot
         decreases end - s
       {
@@ -477,7 +497,7 @@ module Impl {
     method OnPrepare(src: uint64, b: Ballot, fromSlot: uint64)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       if !BalLe(promised, b) {
         Send(src, Nack(promised));
@@ -494,6 +514,7 @@ module Impl {
       var reported: seq<SlotVote> := [];
       var s := start;
       while s < voteHi
+        invariant BalLe(old(promised), promised)
         invariant Valid() && start <= s
         decreases voteHi as int - s as int
       {
@@ -509,7 +530,7 @@ module Impl {
     method OnPromise(src: uint64, b: Ballot, ls: uint64, reported: seq<SlotVote>)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       if role != Candidate || b != bal || src >= n || promiseFrom[src] {
         return;
@@ -524,6 +545,7 @@ module Impl {
       }
       var rest := reported;
       while rest != []
+        invariant BalLe(old(promised), promised)
         invariant Valid() && role == Candidate
         decreases |rest|
       {
@@ -549,7 +571,7 @@ module Impl {
     method OnAccept(src: uint64, b: Ballot, slot: uint64, val: Value)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       if BalLt(b, promised) {
         Send(src, Nack(promised));
@@ -580,7 +602,7 @@ module Impl {
     method OnAccepted(src: uint64, b: Ballot, slot: uint64)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       if role != Leader || b != bal || src >= n || !InWindow(slot) {
         return;
@@ -604,7 +626,7 @@ module Impl {
     method OnLearn(b: Ballot, slot: uint64)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       if !InWindow(slot) {
         return;
@@ -618,7 +640,7 @@ module Impl {
     method OnCommit(slot: uint64, val: Value)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       if InWindow(slot) {
         CommitSlot(slot, val);
@@ -628,7 +650,7 @@ module Impl {
     method OnNack(p: Ballot)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       maxSeen := BalMax(maxSeen, p);
       if role != Follower && BalLt(bal, p) {
@@ -639,7 +661,7 @@ module Impl {
     method OnHeartbeat(src: uint64, b: Ballot, leaderCommit: uint64, rs: uint64)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       if BalLt(b, promised) {
         Send(src, Nack(promised));
@@ -663,7 +685,7 @@ module Impl {
     method OnHeartbeatAck(src: uint64, b: Ballot, rs: uint64)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       if role != Leader || b != bal || src >= n || rs > readSeq {
         return;
@@ -678,10 +700,11 @@ module Impl {
     method UpdateReadConfirmed()
       requires Valid()
       modifies this
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       var i: uint64 := 0;
       while i < n
+        invariant BalLe(old(promised), promised)
         invariant i <= n && Valid()
       {
         var c := readAck[i];
@@ -689,6 +712,7 @@ module Impl {
           var count: uint64 := 0;
           var j: uint64 := 0;
           while j < n
+            invariant BalLe(old(promised), promised)
             invariant j <= n && count <= j && Valid()
           {
             if readAck[j] >= c {
@@ -707,7 +731,7 @@ module Impl {
     method OnCatchUp(src: uint64, fromSlot: uint64)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       var s := if fromSlot > logStart then fromSlot else logStart;
       if s >= commitUpto {
@@ -715,6 +739,7 @@ module Impl {
       }
       var end := if commitUpto - s > CATCHUP_BATCH then s + CATCHUP_BATCH else commitUpto;
       while s < end
+        invariant BalLe(old(promised), promised)
         invariant Valid() && Bounds() && logStart <= s <= end <= commitUpto
         decreases end - s
       {
@@ -729,7 +754,7 @@ module Impl {
     method Dispatch(src: uint64, m: Msg)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       match m {
         case Prepare(b, fromSlot) => OnPrepare(src, b, fromSlot);
@@ -750,10 +775,11 @@ module Impl {
     method DrainSelf()
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       var fuel := SELF_DELIVERY_LIMIT;
       while |selfQueue| > 0 && fuel > 0
+        invariant BalLe(old(promised), promised)
         invariant Valid()
         decreases fuel
       {
@@ -768,7 +794,7 @@ module Impl {
     method BeginStep()
       requires Valid()
       modifies this
-      ensures Valid() && outRecords == [] && outPackets == [] && outCommits == []
+      ensures Valid() && PromisedGrows() && outRecords == [] && outPackets == [] && outCommits == []
     {
       outRecords := [];
       outPackets := [];
@@ -779,7 +805,7 @@ module Impl {
     method EndStep(accepted: bool) returns (r: Ready)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       DrainSelf();
       r := Ready(outRecords, outPackets, outCommits, accepted);
@@ -793,7 +819,7 @@ module Impl {
     method Receive(p: Packet) returns (r: Ready)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       BeginStep();
       if p.dst == me && p.src < n && p.src != me {
@@ -805,7 +831,7 @@ module Impl {
     method Tick() returns (r: Ready)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       BeginStep();
       if ticks < TICKS_LIMIT * 4 {
@@ -827,7 +853,7 @@ module Impl {
     method Propose(val: Value) returns (r: Ready)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       BeginStep();
       var ok := false;
@@ -844,7 +870,7 @@ module Impl {
     method ConfirmRead() returns (r: Ready, seqNo: uint64, readSlot: uint64)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       BeginStep();
       seqNo := 0;
@@ -864,7 +890,7 @@ module Impl {
     method Truncate(upto: uint64) returns (r: Ready)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       BeginStep();
       if logStart < upto && upto <= commitUpto && upto <= SLOT_LIMIT {
@@ -877,10 +903,11 @@ module Impl {
     method DropBelow(upto: uint64)
       requires Valid() && logStart < upto <= commitUpto && upto <= SLOT_LIMIT
       modifies Repr
-      ensures Valid() && logStart == upto
+      ensures Valid() && PromisedGrows() && logStart == upto
     {
       var s := logStart;
       while s < upto
+        invariant BalLe(old(promised), promised)
         invariant Valid() && Bounds() && logStart <= s <= upto
         decreases upto - s
       {
@@ -892,6 +919,7 @@ module Impl {
         ackCount[idx] := 0;
         var i: uint64 := 0;
         while i < n
+          invariant BalLe(old(promised), promised)
           invariant i <= n && Valid() && Bounds() && logStart <= s < upto
         {
           AckIndexBound(idx, i, n, acks.Length);
@@ -952,11 +980,12 @@ module Impl {
     method ClearWindow()
       requires Valid()
       modifies Repr
-      ensures Valid() && logStart == old(logStart) && commitUpto == old(commitUpto)
+      ensures Valid() && PromisedGrows() && logStart == old(logStart) && commitUpto == old(commitUpto)
       ensures nextSlot == old(nextSlot) && voteHi == old(voteHi) && takeoverHi == old(takeoverHi)
     {
       var i: uint64 := 0;
       while i < WINDOW
+        invariant BalLe(old(promised), promised)
         invariant i <= WINDOW && Valid()
         invariant logStart == old(logStart) && commitUpto == old(commitUpto)
         invariant nextSlot == old(nextSlot) && voteHi == old(voteHi) && takeoverHi == old(takeoverHi)
@@ -974,11 +1003,12 @@ module Impl {
     method FinishRecovery() returns (r: Ready)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && PromisedGrows()
     {
       BeginStep();
       var s := logStart;
       while s < commitUpto
+        invariant BalLe(old(promised), promised)
         invariant Valid() && logStart <= s <= commitUpto
         decreases commitUpto - s
       {

@@ -1,0 +1,239 @@
+"""`verikv cluster up|status|down`: a local 3-node verikv cluster on loopback, in the background.
+
+Everything lives under one directory (default ./.verikv): cluster.json (the ports, fixed when the
+directory is first used), nodeN/ (WAL and snapshots), nodeN.log, nodeN.pid. `up` is idempotent:
+running nodes are left alone, stopped ones are (re)started; it returns once a leader is elected.
+Node N serves clients on base_port + N and peers on base_port + 10 + N.
+
+This module must never stop a process it cannot prove is one of this directory's nodes (the pid
+file's process must be a `verikv serve` with this directory's node data dir), and must never show
+a traceback for an expected failure: a message on stderr and exit code 1 (2 for bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CLUSTER_SIZE = 3
+DEFAULT_BASE_PORT = 32379
+DEFAULT_DATA_DIR = Path(".verikv")
+
+
+class ClusterError(Exception):
+    """An expected failure, reported as one message."""
+
+
+def _layout(data_dir: Path, base_port: int | None) -> dict:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    conf_path = data_dir / "cluster.json"
+    if conf_path.exists():
+        try:
+            conf = json.loads(conf_path.read_text())
+        except (OSError, ValueError) as err:
+            raise ClusterError(f"{conf_path} is unreadable ({err}); remove it to start afresh")
+        if base_port is not None and base_port != conf["base_port"]:
+            raise ClusterError(f"{data_dir} was set up with --base-port {conf['base_port']}, not {base_port}")
+        return conf
+    conf = {"base_port": base_port or DEFAULT_BASE_PORT, "size": CLUSTER_SIZE}
+    conf_path.write_text(json.dumps(conf) + "\n")
+    return conf
+
+
+def client_endpoint(conf: dict, i: int) -> str:
+    return f"127.0.0.1:{conf['base_port'] + i}"
+
+
+def peer_address(conf: dict, i: int) -> str:
+    return f"127.0.0.1:{conf['base_port'] + 10 + i}"
+
+
+def _node_dir(data_dir: Path, i: int) -> Path:
+    return (data_dir / f"node{i}").resolve()
+
+
+def _pid_path(data_dir: Path, i: int) -> Path:
+    return data_dir / f"node{i}.pid"
+
+
+def running_pid(data_dir: Path, i: int) -> int | None:
+    """The pid of node i if its pid file names a live `verikv serve` of this directory."""
+    try:
+        pid = int(_pid_path(data_dir, i).read_text().strip())
+        for _ in range(50):  # a process that has just exec'd shows an empty cmdline for a moment
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if cmdline:
+                break
+            time.sleep(0.01)
+        cmdline = cmdline.split(b"\0")
+    except (OSError, ValueError):
+        return None
+    args = [a.decode(errors="replace") for a in cmdline]
+    if "serve" in args and str(_node_dir(data_dir, i)) in args:
+        try:  # a zombie child of ours counts as stopped
+            if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+                return None
+        except (OSError, IndexError):
+            pass
+        return pid
+    return None
+
+
+def _start_node(data_dir: Path, conf: dict, i: int, extra_args: list[str]) -> int:
+    peers = ",".join(peer_address(conf, j) for j in range(conf["size"]))
+    urls = ",".join(client_endpoint(conf, j) for j in range(conf["size"]))
+    cmd = [sys.executable, "-m", "verikv.cli", "serve", "--id", str(i), "--peers", peers,
+           "--client-listen", client_endpoint(conf, i), "--client-urls", urls,
+           "--data-dir", str(_node_dir(data_dir, i)), *extra_args]
+    with open(data_dir / f"node{i}.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    _pid_path(data_dir, i).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def node_status(conf: dict, i: int, timeout_s: float = 1.0) -> dict | None:
+    """Maintenance.Status of node i, or None if it does not answer."""
+    import grpc
+
+    from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(client_endpoint(conf, i)) as ch:
+            resp = rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=timeout_s)
+    except grpc.RpcError:
+        return None
+    member_id = resp.header.member_id
+    role = "leader" if resp.leader and resp.leader == member_id else ("follower" if resp.leader else "no leader")
+    return {"role": role, "leader_member_id": resp.leader, "committed_slot": resp.raftIndex,
+            "applied_slot": resp.raftAppliedIndex, "revision": resp.header.revision, "term": resp.raftTerm}
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def cmd_up(args) -> int:
+    data_dir = args.data_dir
+    conf = _layout(data_dir, args.base_port)
+    extra = ["--no-runtime-checks"] if args.no_runtime_checks else []
+    for i in range(conf["size"]):
+        pid = running_pid(data_dir, i)
+        if pid is not None:
+            print(f"node {i} already running (pid {pid})")
+        else:
+            print(f"node {i} started (pid {_start_node(data_dir, conf, i, extra)})")
+    deadline = time.monotonic() + args.timeout_s
+    while True:
+        for i in range(conf["size"]):
+            if running_pid(data_dir, i) is None:
+                raise ClusterError(f"node {i} exited while starting; last lines of "
+                                   f"{data_dir / f'node{i}.log'}:\n{_tail(data_dir / f'node{i}.log')}")
+        statuses = [node_status(conf, i) for i in range(conf["size"])]
+        leaders = [i for i, s in enumerate(statuses) if s and s["role"] == "leader"]
+        if leaders:
+            break
+        if time.monotonic() > deadline:
+            raise ClusterError(f"no leader elected within {args.timeout_s} s; logs in {data_dir}/node*.log")
+        time.sleep(0.1)
+    print(f"leader: node {leaders[0]}")
+    print("client endpoints: " + ",".join(client_endpoint(conf, i) for i in range(conf["size"])))
+    return 0
+
+
+def cmd_status(args) -> int:
+    data_dir = args.data_dir
+    if not (data_dir / "cluster.json").exists():
+        raise ClusterError(f"no cluster in {data_dir} (run `verikv cluster up --data-dir {data_dir}`)")
+    conf = _layout(data_dir, None)
+    rows = []
+    for i in range(conf["size"]):
+        pid = running_pid(data_dir, i)
+        st = node_status(conf, i) if pid is not None else None
+        rows.append({"id": i, "pid": pid, "endpoint": client_endpoint(conf, i),
+                     "role": st["role"] if st else ("unreachable" if pid else "stopped"),
+                     "committed_slot": st["committed_slot"] if st else None,
+                     "revision": st["revision"] if st else None})
+    if args.json:
+        print(json.dumps({"data_dir": str(data_dir.resolve()), "nodes": rows}, indent=2))
+    else:
+        print(f"{'id':>2}  {'pid':>7}  {'endpoint':<16}  {'role':<11}  {'committed':>9}  {'revision':>8}")
+        for row in rows:
+            print(f"{row['id']:>2}  {row['pid'] or '-':>7}  {row['endpoint']:<16}  {row['role']:<11}  "
+                  f"{row['committed_slot'] if row['committed_slot'] is not None else '-':>9}  "
+                  f"{row['revision'] if row['revision'] is not None else '-':>8}")
+    return 0
+
+
+def cmd_down(args) -> int:
+    data_dir = args.data_dir
+    if not (data_dir / "cluster.json").exists():
+        print(f"no cluster in {data_dir}")
+        return 0
+    conf = _layout(data_dir, None)
+    pids = {}
+    for i in range(conf["size"]):
+        pid = running_pid(data_dir, i)
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            pids[i] = pid
+    deadline = time.monotonic() + args.timeout_s
+    for i, pid in pids.items():
+        while running_pid(data_dir, i) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if running_pid(data_dir, i) is not None:
+            os.kill(pid, signal.SIGKILL)
+            print(f"node {i} (pid {pid}) did not stop in {args.timeout_s} s: killed")
+        else:
+            print(f"node {i} (pid {pid}) stopped")
+    for i in range(conf["size"]):
+        if running_pid(data_dir, i) is None:
+            _pid_path(data_dir, i).unlink(missing_ok=True)
+    if not pids:
+        print("no node was running")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="verikv cluster", description="a local 3-node verikv cluster")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, func, help_text in [("up", cmd_up, "start the nodes that are not running; wait for a leader"),
+                                  ("status", cmd_status, "show each node"),
+                                  ("down", cmd_down, "stop every node")]:
+        s = sub.add_parser(name, help=help_text)
+        s.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                       help=f"where logs, pid files and data live (default {DEFAULT_DATA_DIR})")
+        s.set_defaults(func=func)
+        if name == "up":
+            s.add_argument("--base-port", type=int, default=None,
+                           help=f"clients on BASE..BASE+2, peers on BASE+10..BASE+12 (default {DEFAULT_BASE_PORT})")
+            s.add_argument("--timeout-s", type=float, default=30.0)
+            s.add_argument("--no-runtime-checks", action="store_true")
+        if name == "down":
+            s.add_argument("--timeout-s", type=float, default=10.0)
+        if name == "status":
+            s.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        return args.func(args)
+    except ClusterError as err:
+        print(f"verikv cluster: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"verikv cluster: {err}", file=sys.stderr)
+        return 1

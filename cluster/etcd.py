@@ -1,0 +1,107 @@
+"""Start and stop a local etcd 3.4 cluster (Debian's /usr/bin/etcd) on loopback, for comparisons.
+
+Used by `verikv bench` and by the tests that compare verikv's answers with etcd's. It must never
+touch a data directory it did not create, nor stop a process it did not start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
+
+ETCD_BINARY = "/usr/bin/etcd"
+
+
+class EtcdUnavailable(RuntimeError):
+    """etcd is not installed or did not come up."""
+
+
+@dataclass
+class EtcdCluster:
+    data_dir: Path
+    client_endpoints: list[str]
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        for p in self.processes:
+            if p.poll() is None:
+                p.terminate()
+        deadline = time.monotonic() + timeout_s
+        for p in self.processes:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for p in self.processes:
+            for stream in (p.stdout, p.stderr):
+                if stream:
+                    stream.close()
+
+    def __enter__(self) -> "EtcdCluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_etcd_cluster(data_dir: Path, members: int, base_port: int, ready_timeout_s: float = 30.0,
+                       binary: str = ETCD_BINARY) -> EtcdCluster:
+    """Start `members` etcd processes; ports base_port .. base_port + 2*members - 1.
+
+    data_dir must not exist or be empty-able: it is (re)created and owned by this cluster.
+    """
+    if not os.access(binary, os.X_OK):
+        raise EtcdUnavailable(f"{binary} not found (Debian package etcd-server)")
+    data_dir = Path(data_dir)
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
+    names = [f"e{i}" for i in range(members)]
+    peer = [f"http://127.0.0.1:{base_port + 2 * i + 1}" for i in range(members)]
+    client = [f"127.0.0.1:{base_port + 2 * i}" for i in range(members)]
+    initial = ",".join(f"{n}={u}" for n, u in zip(names, peer))
+    cluster = EtcdCluster(data_dir, client)
+    for i, name in enumerate(names):
+        log = open(data_dir / f"{name}.log", "wb")
+        cluster.processes.append(subprocess.Popen(
+            [binary, "--name", name, "--data-dir", str(data_dir / name),
+             "--listen-client-urls", f"http://{client[i]}", "--advertise-client-urls", f"http://{client[i]}",
+             "--listen-peer-urls", peer[i], "--initial-advertise-peer-urls", peer[i],
+             "--initial-cluster", initial, "--initial-cluster-state", "new",
+             "--initial-cluster-token", f"verikv-{base_port}", "--log-outputs", "stderr"],
+            stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL))
+        log.close()
+    try:
+        wait_etcd_ready(cluster, ready_timeout_s)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def wait_etcd_ready(cluster: EtcdCluster, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for endpoint in cluster.client_endpoints:
+        with grpc.insecure_channel(endpoint) as ch:
+            stub = rpc_pb2_grpc.MaintenanceStub(ch)
+            while True:
+                for p in cluster.processes:
+                    if p.poll() is not None:
+                        raise EtcdUnavailable(f"etcd exited with {p.returncode}; see {cluster.data_dir}/*.log")
+                try:
+                    if stub.Status(rpc_pb2.StatusRequest(), timeout=1.0).leader:
+                        break
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise EtcdUnavailable(f"etcd at {endpoint} not ready after {timeout_s} s")
+                time.sleep(0.1)

@@ -1,0 +1,111 @@
+"""Runtime checks of what the shim assumes about the core, each named after the rule it guards.
+
+The core is proven, but the proof covers the Dafny model, not the extraction, the C++ glue, the
+Python conversions or the way the shim drives it. These checks watch the boundary. A failed check
+raises `RuntimeCheckFailed`; the node must then stop at once (FATAL log line, non-zero exit) —
+never log and carry on. This module must never change what the node does, only observe it.
+
+Checks (names as in dafny/PROTOCOL.md where there is one):
+- PersistBeforeSend: no message of a Ready leaves before that Ready's records are durable.
+- PromisedNeverDecreases: status()['promised'] never goes down (BalLt, the core's own order),
+  across restarts too (compared with the value recovered from the WAL).
+- LeaderUsesOwnBallot: while leading, ballot.node is this node's id.
+- CommitsContiguous: ready.commits come in slot order without gaps, from the next slot to apply.
+- CommittedSlotNeverChanges: a slot committed twice is committed with the same value.
+- CommitUptoNeverDecreases, LogStartNeverDecreases: monotonic progress counters.
+- LogStartCoversOnlyApplied: the core never forgets a slot the shim has not applied yet.
+- ProposalOnlyAtLeader: propose() accepts a value only while the core says it leads.
+- MessageDestinationValid: messages go to another member of the configuration.
+"""
+
+from __future__ import annotations
+
+import collections
+import zlib
+
+from verikv.verified_core import core as vcore
+
+
+class RuntimeCheckFailed(Exception):
+    def __init__(self, check: str, detail: str):
+        super().__init__(f"runtime check {check} failed: {detail}")
+        self.check = check
+        self.detail = detail
+
+
+class Checks:
+    """Observations of one node's core; call the hooks in the order the node acts."""
+
+    def __init__(self, node_id: int, cluster_size: int, enabled: bool = True, remember_slots: int = 8192):
+        self.node_id = node_id
+        self.cluster_size = cluster_size
+        self.enabled = enabled
+        self.promised: tuple[int, int] | None = None
+        self.commit_upto = 0
+        self.log_start = 0
+        self._digests: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self._remember_slots = remember_slots
+        self.failures_seen = 0
+
+    def _fail(self, check: str, detail: str) -> None:
+        self.failures_seen += 1
+        raise RuntimeCheckFailed(check, detail)
+
+    def before_send(self, unsynced_records: int) -> None:
+        if self.enabled and unsynced_records:
+            self._fail("PersistBeforeSend", f"{unsynced_records} records of this turn are not durable yet")
+
+    def on_status(self, status: dict) -> None:
+        if not self.enabled:
+            return
+        promised = tuple(status["promised"])
+        if self.promised is not None and vcore.ballot_lt(promised, self.promised):
+            self._fail("PromisedNeverDecreases", f"promised went from {self.promised} to {promised}")
+        self.promised = promised
+        if status["role"] == "leader" and tuple(status["ballot"])[1] != self.node_id:
+            self._fail("LeaderUsesOwnBallot", f"node {self.node_id} leads with ballot {status['ballot']}")
+        if status["commit_upto"] < self.commit_upto:
+            self._fail("CommitUptoNeverDecreases", f"commit_upto went from {self.commit_upto} to "
+                                                   f"{status['commit_upto']}")
+        self.commit_upto = status["commit_upto"]
+        if status["log_start"] < self.log_start:
+            self._fail("LogStartNeverDecreases", f"log_start went from {self.log_start} to {status['log_start']}")
+        self.log_start = status["log_start"]
+
+    def on_log_start(self, log_start: int, next_to_apply: int) -> None:
+        if self.enabled and log_start > next_to_apply:
+            self._fail("LogStartCoversOnlyApplied", f"log_start {log_start} is past the next slot to apply "
+                                                    f"{next_to_apply}")
+
+    def on_commits(self, commits: list[tuple[int, bytes]], next_to_apply: int) -> None:
+        """commits of one Ready; next_to_apply is the first slot the shim has not applied."""
+        if not self.enabled:
+            return
+        expected = None
+        for slot, value in commits:
+            digest = zlib.crc32(value)
+            known = self._digests.get(slot)
+            if known is not None and known != digest:
+                self._fail("CommittedSlotNeverChanges", f"slot {slot} was committed again with another value")
+            if expected is not None and slot != expected:
+                self._fail("CommitsContiguous", f"slot {slot} follows slot {expected - 1} in one Ready")
+            if expected is None and slot > next_to_apply:
+                self._fail("CommitsContiguous", f"slot {slot} committed while slot {next_to_apply} "
+                                                "was never delivered")
+            expected = slot + 1
+            self._digests[slot] = digest
+            self._digests.move_to_end(slot)
+            while len(self._digests) > self._remember_slots:
+                self._digests.popitem(last=False)
+
+    def on_propose(self, accepted: bool, status: dict) -> None:
+        if self.enabled and accepted and status["role"] != "leader":
+            self._fail("ProposalOnlyAtLeader", f"propose() accepted a value while role is {status['role']}")
+
+    def on_messages(self, messages: list[tuple[int, bytes]]) -> None:
+        if not self.enabled:
+            return
+        for dst, _ in messages:
+            if not (0 <= dst < self.cluster_size) or dst == self.node_id:
+                self._fail("MessageDestinationValid", f"message to node {dst} (cluster of "
+                                                      f"{self.cluster_size}, this is {self.node_id})")

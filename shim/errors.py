@@ -1,0 +1,74 @@
+"""etcd's client-visible errors, as (gRPC status code, message) pairs, with etcd 3.4's exact text.
+
+Every error a client can get from verikv is defined here, so the wire behaviour can be checked
+against etcd in one place. This module must never import the node, the core or gRPC servers:
+it is plain data used by the state machine (which must stay deterministic) and the servicer.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+Code = grpc.StatusCode
+
+
+class EtcdError(Exception):
+    """An error returned to the client as a gRPC status; deterministic (part of replicated results)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EtcdError) and (self.code, self.message) == (other.code, other.message)
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.message))
+
+    def __repr__(self) -> str:
+        return f"EtcdError({self.code.name}, {self.message!r})"
+
+
+def _err(code: grpc.StatusCode, message: str) -> EtcdError:
+    return EtcdError(code, message)
+
+
+# Observed from etcd 3.4.23 (see tests/shim/test_kv_vs_etcd.py and tests/shim/test_requests.py).
+EMPTY_KEY = _err(Code.INVALID_ARGUMENT, "etcdserver: key is not provided")
+KEY_NOT_FOUND = _err(Code.INVALID_ARGUMENT, "etcdserver: key not found")
+VALUE_PROVIDED = _err(Code.INVALID_ARGUMENT, "etcdserver: value is provided")
+LEASE_PROVIDED = _err(Code.INVALID_ARGUMENT, "etcdserver: lease is provided")
+TOO_MANY_OPS = _err(Code.INVALID_ARGUMENT, "etcdserver: too many operations in txn request")
+DUPLICATE_KEY = _err(Code.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request")
+REQUEST_TOO_LARGE = _err(Code.INVALID_ARGUMENT, "etcdserver: request is too large")
+LEASE_NOT_FOUND = _err(Code.NOT_FOUND, "etcdserver: requested lease not found")
+FUTURE_REV = _err(Code.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
+NO_LEADER = _err(Code.UNAVAILABLE, "etcdserver: no leader")
+TIMEOUT = _err(Code.UNAVAILABLE, "etcdserver: request timed out")
+
+# verikv's own: features it does not have. UNIMPLEMENTED, so clients can tell "not here" from "wrong".
+HISTORICAL_REVISION = _err(
+    Code.UNIMPLEMENTED,
+    "verikv: reading at a past revision is not supported (verikv keeps no MVCC history)")
+COMPACT_UNSUPPORTED = _err(
+    Code.UNIMPLEMENTED, "verikv: Compact is not supported (verikv keeps no MVCC history)")
+OUTCOME_UNKNOWN = _err(
+    Code.UNKNOWN, "verikv: the outcome of this request is unknown (its result left the dedup window)")
+
+
+def unsupported_method(full_method: str) -> EtcdError:
+    """The status for a gRPC method verikv does not serve (Watch, Lease, Auth, ...)."""
+    return _err(Code.UNIMPLEMENTED, f"verikv: {full_method} is not supported "
+                                    "(verikv serves KV Range/Put/DeleteRange/Txn, "
+                                    "Maintenance.Status and Cluster.MemberList)")
+
+
+def encode_error(err: EtcdError) -> bytes:
+    """Stable bytes for an error (for the dedup table inside snapshots)."""
+    return err.code.name.encode() + b"\0" + err.message.encode()
+
+
+def decode_error(data: bytes) -> EtcdError:
+    name, _, message = data.partition(b"\0")
+    return EtcdError(grpc.StatusCode[name.decode()], message.decode())

@@ -1,0 +1,420 @@
+"""The replicated key-value state machine, with etcd 3.4's revision semantics (no MVCC history).
+
+It applies committed batches in slot order, each client command exactly once (a retried command is
+answered from the dedup table), and answers reads. It must be deterministic: its state after a
+sequence of batches depends on nothing else (no clock, no randomness, no I/O, no node identity),
+because every replica applies the same log. It must never reorder, skip or re-apply a slot.
+
+Revision rules (checked against a real etcd 3.4): the store revision starts at 1 and grows by one
+per request that changes something (a Put always does; a DeleteRange or Txn only if it deletes or
+puts something). Each key has create_revision, mod_revision and version (1 on creation, +1 per put;
+a deleted key starts again at version 1). Headers here carry only `revision`; the servicer fills
+cluster_id, member_id and raft_term.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from dataclasses import dataclass, field
+
+from verikv.etcdpb import kv_pb2, rpc_pb2
+
+from . import errors
+from .errors import EtcdError
+from .requests import Command, Kind, decode_batch
+
+MAX_SESSIONS = 4096  # client sessions remembered in the dedup table (least recently used evicted)
+MAX_RESULTS_PER_SESSION = 4096  # remembered results per session (lowest seq evicted first)
+
+
+class _Rec:
+    __slots__ = ("create_revision", "mod_revision", "version", "value", "lease")
+
+    def __init__(self, create_revision: int, mod_revision: int, version: int, value: bytes, lease: int):
+        self.create_revision = create_revision
+        self.mod_revision = mod_revision
+        self.version = version
+        self.value = value
+        self.lease = lease
+
+
+def _kv(key: bytes, rec: _Rec, keys_only: bool = False) -> kv_pb2.KeyValue:
+    return kv_pb2.KeyValue(key=key, create_revision=rec.create_revision, mod_revision=rec.mod_revision,
+                           version=rec.version, value=b"" if keys_only else rec.value, lease=rec.lease)
+
+
+@dataclass(slots=True)
+class _Session:
+    acked_below: int = 0
+    results: dict[int, object] = field(default_factory=dict)  # request_seq -> response or EtcdError
+    last_slot: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one command of an applied batch, for whoever is waiting for it."""
+
+    command: Command
+    result: object  # a response message, or an EtcdError
+    duplicate: bool  # True if this command had been applied before (answered from the dedup table)
+
+
+_SORT_KEYS = {
+    rpc_pb2.RangeRequest.KEY: None,
+    rpc_pb2.RangeRequest.VERSION: lambda kr: kr[1].version,
+    rpc_pb2.RangeRequest.CREATE: lambda kr: kr[1].create_revision,
+    rpc_pb2.RangeRequest.MOD: lambda kr: kr[1].mod_revision,
+    rpc_pb2.RangeRequest.VALUE: lambda kr: kr[1].value,
+}
+
+
+class _Write:
+    """The revision bookkeeping of one mutating request (etcd's storeTxnWrite)."""
+
+    __slots__ = ("begin", "changes")
+
+    def __init__(self, begin: int):
+        self.begin = begin
+        self.changes = 0
+
+    @property
+    def rev(self) -> int:  # what a read inside this request sees
+        return self.begin + 1 if self.changes else self.begin
+
+
+class KVStore:
+    """The state machine. `apply(slot, batch)` for committed batches; `range()` for local reads."""
+
+    def __init__(self) -> None:
+        self.revision = 1
+        self.next_slot = 0  # the next slot to apply (slots below it are applied)
+        self._data: dict[bytes, _Rec] = {}
+        self._keys: list[bytes] = []  # sorted
+        self._sessions: dict[int, _Session] = {}
+
+    # ---- reads ----
+
+    def _keys_in(self, key: bytes, range_end: bytes) -> list[bytes]:
+        if not range_end:
+            return [key] if key in self._data else []
+        lo = bisect.bisect_left(self._keys, key)
+        if range_end == b"\0":
+            return self._keys[lo:]
+        if range_end <= key:
+            return []
+        return self._keys[lo:bisect.bisect_left(self._keys, range_end)]
+
+    def _check_read_revision(self, revision: int, current: int) -> None:
+        if revision > current:
+            raise errors.FUTURE_REV
+        if 0 < revision < current:
+            raise errors.HISTORICAL_REVISION
+
+    def range(self, r: rpc_pb2.RangeRequest, _w: _Write | None = None) -> rpc_pb2.RangeResponse:
+        """etcd's Range at the current revision (a serializable read if called outside the log)."""
+        if _w is None:
+            current = self.revision
+            self._check_read_revision(r.revision, current)
+        else:  # inside a txn: the revision was checked before the txn changed anything
+            current = _w.rev
+        keys = self._keys_in(r.key, r.range_end)
+        resp = rpc_pb2.RangeResponse(count=len(keys))
+        resp.header.revision = current
+        if r.count_only:
+            return resp
+        items = [(k, self._data[k]) for k in keys]
+        if r.max_mod_revision:
+            items = [kr for kr in items if kr[1].mod_revision <= r.max_mod_revision]
+        if r.min_mod_revision:
+            items = [kr for kr in items if kr[1].mod_revision >= r.min_mod_revision]
+        if r.max_create_revision:
+            items = [kr for kr in items if kr[1].create_revision <= r.max_create_revision]
+        if r.min_create_revision:
+            items = [kr for kr in items if kr[1].create_revision >= r.min_create_revision]
+        order = r.sort_order
+        if r.sort_target != rpc_pb2.RangeRequest.KEY and order == rpc_pb2.RangeRequest.NONE:
+            order = rpc_pb2.RangeRequest.ASCEND
+        if order != rpc_pb2.RangeRequest.NONE:
+            sort_key = _SORT_KEYS.get(r.sort_target) or (lambda kr: kr[0])
+            items.sort(key=sort_key, reverse=order == rpc_pb2.RangeRequest.DESCEND)
+        if r.limit > 0 and len(items) > r.limit:
+            items = items[:r.limit]
+            resp.more = True
+        resp.kvs.extend(_kv(k, rec, r.keys_only) for k, rec in items)
+        return resp
+
+    # ---- writes (inside a _Write) ----
+
+    def _put(self, r: rpc_pb2.PutRequest, w: _Write) -> rpc_pb2.PutResponse:
+        resp = rpc_pb2.PutResponse()
+        prev = self._data.get(r.key)
+        if prev is not None and r.prev_kv:
+            resp.prev_kv.CopyFrom(_kv(r.key, prev))
+        rev = w.begin + 1
+        value = r.value
+        lease = r.lease
+        if r.ignore_value:
+            value = prev.value if prev is not None else b""
+        if r.ignore_lease:
+            lease = prev.lease if prev is not None else 0
+        if prev is None:
+            self._data[r.key] = _Rec(rev, rev, 1, value, lease)
+            bisect.insort(self._keys, r.key)
+        else:
+            prev.mod_revision, prev.version, prev.value, prev.lease = rev, prev.version + 1, value, lease
+        w.changes += 1
+        resp.header.revision = rev
+        return resp
+
+    def _delete(self, r: rpc_pb2.DeleteRangeRequest, w: _Write) -> rpc_pb2.DeleteRangeResponse:
+        keys = self._keys_in(r.key, r.range_end)
+        resp = rpc_pb2.DeleteRangeResponse(deleted=len(keys))
+        if r.prev_kv:
+            resp.prev_kvs.extend(_kv(k, self._data[k]) for k in keys)
+        for k in keys:
+            del self._data[k]
+            del self._keys[bisect.bisect_left(self._keys, k)]
+        w.changes += len(keys)
+        resp.header.revision = w.rev
+        return resp
+
+    def _end(self, w: _Write) -> None:
+        if w.changes:
+            self.revision = w.begin + 1
+
+    def _check_put_state(self, r: rpc_pb2.PutRequest) -> None:
+        # etcd's checkPut, before any change: leases never exist here.
+        if r.lease != 0:
+            raise errors.LEASE_NOT_FOUND
+        if (r.ignore_value or r.ignore_lease) and r.key not in self._data:
+            raise errors.KEY_NOT_FOUND
+
+    def put(self, r: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        self._check_put_state(r)
+        w = _Write(self.revision)
+        resp = self._put(r, w)
+        self._end(w)
+        return resp
+
+    def delete_range(self, r: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+        w = _Write(self.revision)
+        resp = self._delete(r, w)
+        self._end(w)
+        return resp
+
+    # ---- txn ----
+
+    def _compare(self, c: rpc_pb2.Compare) -> bool:
+        recs = [self._data[k] for k in self._keys_in(c.key, c.range_end)]
+        if not recs:
+            if c.target == rpc_pb2.Compare.VALUE:
+                return False  # etcd: comparing the value of a missing key always fails
+            recs = [_Rec(0, 0, 0, b"", 0)]
+        return all(self._compare_one(c, rec) for rec in recs)
+
+    @staticmethod
+    def _compare_one(c: rpc_pb2.Compare, rec: _Rec) -> bool:
+        which = c.WhichOneof("target_union")
+        t = c.target
+        if t == rpc_pb2.Compare.VALUE:
+            mine, theirs = rec.value, c.value if which == "value" else b""
+        elif t == rpc_pb2.Compare.CREATE:
+            mine, theirs = rec.create_revision, c.create_revision if which == "create_revision" else 0
+        elif t == rpc_pb2.Compare.MOD:
+            mine, theirs = rec.mod_revision, c.mod_revision if which == "mod_revision" else 0
+        elif t == rpc_pb2.Compare.VERSION:
+            mine, theirs = rec.version, c.version if which == "version" else 0
+        elif t == rpc_pb2.Compare.LEASE:
+            mine, theirs = rec.lease, c.lease if which == "lease" else 0
+        else:
+            return True
+        res = c.result
+        if res == rpc_pb2.Compare.EQUAL:
+            return mine == theirs
+        if res == rpc_pb2.Compare.NOT_EQUAL:
+            return mine != theirs
+        if res == rpc_pb2.Compare.GREATER:
+            return mine > theirs
+        if res == rpc_pb2.Compare.LESS:
+            return mine < theirs
+        return True
+
+    def _txn_path(self, r: rpc_pb2.TxnRequest, path: list[bool]) -> None:
+        # etcd's compareToPath: every compare (nested ones too) sees the state before the txn.
+        ok = all(self._compare(c) for c in r.compare)
+        path.append(ok)
+        for op in (r.success if ok else r.failure):
+            if op.WhichOneof("request") == "request_txn":
+                self._txn_path(op.request_txn, path)
+
+    def _txn_check(self, r: rpc_pb2.TxnRequest, path: list[bool], i: int) -> int:
+        ok = path[i]
+        i += 1
+        for op in (r.success if ok else r.failure):
+            which = op.WhichOneof("request")
+            if which == "request_put":
+                self._check_put_state(op.request_put)
+            elif which == "request_range":
+                self._check_read_revision(op.request_range.revision, self.revision)
+            elif which == "request_txn":
+                i = self._txn_check(op.request_txn, path, i)
+        return i
+
+    def _txn_apply(self, r: rpc_pb2.TxnRequest, path: list[bool], i: int, w: _Write,
+                   resp: rpc_pb2.TxnResponse) -> int:
+        ok = path[i]
+        i += 1
+        resp.succeeded = ok
+        for op in (r.success if ok else r.failure):
+            which = op.WhichOneof("request")
+            out = resp.responses.add()
+            if which == "request_range":
+                out.response_range.CopyFrom(self.range(op.request_range, w))
+            elif which == "request_put":
+                out.response_put.CopyFrom(self._put(op.request_put, w))
+            elif which == "request_delete_range":
+                out.response_delete_range.CopyFrom(self._delete(op.request_delete_range, w))
+            elif which == "request_txn":
+                out.response_txn.header.SetInParent()  # etcd: a nested txn's header is empty
+                i = self._txn_apply(op.request_txn, path, i, w, out.response_txn)
+        return i
+
+    def txn(self, r: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        path: list[bool] = []
+        self._txn_path(r, path)
+        self._txn_check(r, path, 0)  # raises before any change: a failed txn changes nothing
+        w = _Write(self.revision)
+        resp = rpc_pb2.TxnResponse()
+        self._txn_apply(r, path, 0, w, resp)
+        self._end(w)
+        resp.header.revision = self.revision
+        return resp
+
+    # ---- commands and batches ----
+
+    def execute(self, kind: Kind, request):
+        """Run one request now; return its response or the EtcdError it fails with."""
+        try:
+            if kind == Kind.RANGE:
+                return self.range(request)
+            if kind == Kind.PUT:
+                return self.put(request)
+            if kind == Kind.DELETE_RANGE:
+                return self.delete_range(request)
+            if kind == Kind.TXN:
+                return self.txn(request)
+        except EtcdError as err:
+            return err
+        raise ValueError(f"unknown command kind {kind}")
+
+    def _session(self, client_id: int, slot: int) -> _Session:
+        s = self._sessions.get(client_id)
+        if s is None:
+            if len(self._sessions) >= MAX_SESSIONS:
+                oldest = min(self._sessions.items(), key=lambda item: (item[1].last_slot, item[0]))[0]
+                del self._sessions[oldest]
+            s = self._sessions[client_id] = _Session()
+        s.last_slot = slot
+        return s
+
+    def apply_command(self, cmd: Command, slot: int, reads_for: int | None = None) -> Outcome | None:
+        """Apply one command exactly once.
+
+        Reads change nothing: they are not deduplicated, and only evaluated if reads_for is None or
+        the reader's client_id (other replicas' reads are skipped: None is returned for them).
+        """
+        if cmd.kind == Kind.RANGE:
+            if reads_for is not None and cmd.client_id != reads_for:
+                return None
+            return Outcome(cmd, self.execute(cmd.kind, cmd.request()), False)
+        s = self._session(cmd.client_id, slot)
+        if cmd.request_seq in s.results:
+            outcome = Outcome(cmd, s.results[cmd.request_seq], True)
+        elif cmd.request_seq < s.acked_below:
+            outcome = Outcome(cmd, errors.OUTCOME_UNKNOWN, True)
+        else:
+            result = self.execute(cmd.kind, cmd.request())
+            s.results[cmd.request_seq] = result
+            outcome = Outcome(cmd, result, False)
+        if cmd.acked_below > s.acked_below:
+            s.acked_below = cmd.acked_below
+            for seq in [q for q in s.results if q < s.acked_below]:
+                del s.results[seq]
+        while len(s.results) > MAX_RESULTS_PER_SESSION:
+            lowest = min(s.results)
+            del s.results[lowest]
+            s.acked_below = max(s.acked_below, lowest + 1)
+        return outcome
+
+    def apply(self, slot: int, batch: bytes, reads_for: int | None = None) -> list[Outcome]:
+        """Apply the committed batch of `slot`; slots must come exactly in order."""
+        if slot != self.next_slot:
+            raise ValueError(f"slot {slot} applied out of order (expected {self.next_slot})")
+        commands = decode_batch(batch) if batch else []
+        outcomes = []
+        for cmd in commands:
+            out = self.apply_command(cmd, slot, reads_for)
+            if out is not None:
+                outcomes.append(out)
+        self.next_slot = slot + 1
+        return outcomes
+
+    # ---- snapshots ----
+
+    _HEAD = struct.Struct("<4sQQII")  # magic, revision, next_slot, key count, session count
+    _MAGIC = b"VKS1"
+
+    def snapshot(self) -> bytes:
+        """The whole state as bytes; `KVStore.restore(snapshot())` equals this store."""
+        parts = [self._HEAD.pack(self._MAGIC, self.revision, self.next_slot, len(self._keys),
+                                 len(self._sessions))]
+        for k in self._keys:
+            b = _kv(k, self._data[k]).SerializeToString()
+            parts += [struct.pack("<I", len(b)), b]
+        for cid, s in sorted(self._sessions.items()):
+            parts.append(struct.pack("<QQQI", cid, s.acked_below, s.last_slot, len(s.results)))
+            for seq, result in sorted(s.results.items()):
+                if isinstance(result, EtcdError):
+                    tag, b = 0, errors.encode_error(result)
+                else:
+                    tag, b = _RESULT_TAGS[type(result)], result.SerializeToString()
+                parts += [struct.pack("<QBI", seq, tag, len(b)), b]
+        return b"".join(parts)
+
+    @classmethod
+    def restore(cls, data: bytes) -> "KVStore":
+        store = cls()
+        magic, store.revision, store.next_slot, nkeys, nsessions = cls._HEAD.unpack_from(data)
+        if magic != cls._MAGIC:
+            raise ValueError(f"not a verikv KV snapshot (magic {magic!r})")
+        pos = cls._HEAD.size
+        for _ in range(nkeys):
+            (n,) = struct.unpack_from("<I", data, pos)
+            kv = kv_pb2.KeyValue.FromString(data[pos + 4:pos + 4 + n])
+            pos += 4 + n
+            store._data[kv.key] = _Rec(kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease)
+            store._keys.append(kv.key)
+        for _ in range(nsessions):
+            cid, acked, last_slot, nres = struct.unpack_from("<QQQI", data, pos)
+            pos += struct.calcsize("<QQQI")
+            s = store._sessions[cid] = _Session(acked, {}, last_slot)
+            for _ in range(nres):
+                seq, tag, n = struct.unpack_from("<QBI", data, pos)
+                pos += struct.calcsize("<QBI")
+                b = data[pos:pos + n]
+                pos += n
+                s.results[seq] = errors.decode_error(b) if tag == 0 else _TAG_TYPES[tag].FromString(b)
+        if pos != len(data):
+            raise ValueError(f"{len(data) - pos} trailing bytes in KV snapshot")
+        store._keys.sort()
+        return store
+
+    def items(self) -> list[kv_pb2.KeyValue]:
+        """Every key, in key order (for tests and debugging)."""
+        return [_kv(k, self._data[k]) for k in self._keys]
+
+
+_RESULT_TAGS = {rpc_pb2.RangeResponse: 1, rpc_pb2.PutResponse: 2, rpc_pb2.DeleteRangeResponse: 3,
+                rpc_pb2.TxnResponse: 4}
+_TAG_TYPES = {tag: t for t, tag in _RESULT_TAGS.items()}

@@ -1,0 +1,382 @@
+"""One verikv node: the verified core driven by one asyncio loop, with its WAL, peers and KV state.
+
+Each loop turn: feed the core every input that arrived (ticks, peer messages, proposals, read
+confirmations); make every record of the turn durable with one group commit; only then send the
+turn's messages; then apply the newly committed slots to the KV state and answer the clients.
+
+Client requests: this node gives each command (client_id = a random session id of this process,
+request_seq) and puts it in a batch. At the leader the batch is proposed to the core; a follower
+forwards its commands over the peer transport to the leader, which batches them with its own, and
+the follower answers its client when it applies that slot itself. A command not answered after
+`retry_after_s` is sent again; the KV dedup table makes the retry harmless. Linearizable reads at
+the leader wait for `core.confirm_read()` (one confirmation per turn for all waiting reads) and
+then read locally; at a follower they go through the log as read-only commands. Serializable
+reads are local.
+
+This module must never decide anything the core decides (who leads, what is chosen), never send a
+message before the records of its turn are durable, and never keep running after a runtime check,
+a WAL failure or a core FatalCheck: those propagate out of `run()` and the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import grpc
+
+from verikv.shim import errors
+from verikv.shim.checks import Checks
+from verikv.shim.errors import EtcdError
+from verikv.shim.kv import KVStore
+from verikv.shim.requests import Command, Kind, decode_batch, encode_batch, validate
+from verikv.shim.transport import KIND_CORE, KIND_FORWARD, Transport
+from verikv.shim.wal import Wal
+
+log = logging.getLogger("verikv.node")
+
+TOO_MANY_REQUESTS = EtcdError(grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: too many requests")
+CLUSTER_ID = 0x766B5F3300000001  # one local cluster; member ids are node id + 1
+
+
+class ReadyLike(Protocol):
+    records: list[bytes]
+    messages: list[tuple[int, bytes]]
+    commits: list[tuple[int, bytes]]
+    accepted: bool
+
+
+class CoreLike(Protocol):
+    """The part of verikv.verified_core.core.Core the node uses."""
+
+    def recover(self, records: list[bytes]) -> ReadyLike: ...
+    def tick(self) -> ReadyLike: ...
+    def receive(self, message: bytes) -> ReadyLike: ...
+    def propose(self, value: bytes) -> ReadyLike: ...
+    def confirm_read(self) -> tuple[ReadyLike, int, int]: ...
+    def truncate(self, upto_slot: int) -> ReadyLike: ...
+    def checkpoint_records(self) -> list[bytes]: ...
+    def status(self) -> dict: ...
+
+
+@dataclass
+class _Pending:
+    kind: Kind
+    body: bytes
+    future: asyncio.Future
+    deadline: float
+    last_sent: float
+
+
+@dataclass
+class NodeConfig:
+    node_id: int
+    peer_addresses: list[tuple[str, int]]  # index = node id
+    data_dir: Path
+    tick_ms: int = 10
+    runtime_checks: bool = True
+    request_timeout_s: float = 5.0
+    retry_after_s: float = 1.0
+    snapshot_every_slots: int = 1024
+    max_batch_bytes: int = 4 * 1024 * 1024
+    max_pending_requests: int = 20_000
+    max_inbox_messages: int = 50_000
+    max_catch_up_ticks: int = 10
+
+
+class Node:
+    def __init__(self, config: NodeConfig, core: CoreLike, disk=None):
+        self.config = config
+        self.node_id = config.node_id
+        self.cluster_size = len(config.peer_addresses)
+        self.core = core
+        self.disk = disk
+        self.kv = KVStore()
+        self.checks = Checks(self.node_id, self.cluster_size, enabled=config.runtime_checks)
+        self.client_id = secrets.randbits(63) | 1
+        self.wal: Wal | None = None
+        self.transport = Transport(self.node_id, config.peer_addresses, self._on_frame)
+        self.status: dict = {}
+        self._next_seq = 1
+        self._waiting: dict[int, _Pending] = {}
+        self._local_out: list[bytes] = []  # this node's encoded commands, to propose or forward
+        self._forwarded_in: list[bytes] = []  # followers' commands, proposed if this node leads
+        self._inbox: collections.deque[bytes] = collections.deque(maxlen=config.max_inbox_messages)
+        self._reads_waiting: list[tuple[object, asyncio.Future]] = []
+        self._read_batches: collections.deque = collections.deque()
+        self._ticks_due = 0
+        self._wake = asyncio.Event()
+        self._unsynced_records = 0
+        self._last_scan = 0.0
+        self._snapshot_slot = 0
+        self._stopping = False
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self.turns = 0
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        self.wal, rec = Wal.open(self.config.data_dir / "wal", self.disk)
+        if rec.cut_tail:
+            log.warning("WAL recovery: %s", rec.cut_tail)
+        records = rec.records
+        if rec.snapshot is not None:
+            self.kv = KVStore.restore(rec.snapshot.kv_state)
+            self._snapshot_slot = rec.snapshot.slot
+            records = rec.snapshot.core_records + records
+        log.info("recovering: snapshot at slot %s, %d WAL records",
+                 rec.snapshot.slot if rec.snapshot else None, len(records))
+        ready = self.core.recover(records)
+        self.status = self.core.status()
+        self.checks.on_status(self.status)
+        await self._handle([ready])
+        await self.transport.start()
+        self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tick_handle = loop.call_later(self.config.tick_ms / 1000.0, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._ticks_due += 1
+        self._wake.set()
+        if not self._stopping:
+            self._schedule_tick()
+
+    async def run(self) -> None:
+        """Turn until stopped. Fatal errors (runtime checks, WAL, core) propagate."""
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._turn()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._tick_handle:
+            self._tick_handle.cancel()
+        await self.transport.close()
+        if self.wal:
+            await self.wal.drain()
+            self.wal.close()
+        for p in self._waiting.values():
+            if not p.future.done():
+                p.future.set_exception(errors.NO_LEADER)
+
+    # ---- inputs ----
+
+    def _on_frame(self, kind: int, payload: bytes) -> None:
+        if kind == KIND_CORE:
+            self._inbox.append(payload)
+        elif kind == KIND_FORWARD:
+            if len(self._forwarded_in) < self.config.max_pending_requests:
+                self._forwarded_in.extend(c.encode() for c in decode_batch(payload))
+        self._wake.set()
+
+    def _acked_below(self) -> int:
+        return min(self._waiting) if self._waiting else self._next_seq
+
+    async def submit(self, kind: Kind, request) -> object:
+        """Order a request through the log; return its response (or raise its EtcdError)."""
+        validate(kind, request)
+        if len(self._waiting) >= self.config.max_pending_requests:
+            raise TOO_MANY_REQUESTS
+        seq = self._next_seq
+        self._next_seq += 1
+        now = time.monotonic()
+        fut = asyncio.get_running_loop().create_future()
+        p = _Pending(kind, request.SerializeToString(), fut, now + self.config.request_timeout_s, now)
+        self._waiting[seq] = p
+        self._local_out.append(Command(kind, self.client_id, seq, self._acked_below(), p.body).encode())
+        self._wake.set()
+        result = await fut
+        if isinstance(result, EtcdError):
+            raise result
+        return result
+
+    async def read(self, request, serializable: bool) -> object:
+        """A Range: local if serializable, else linearizable."""
+        if serializable:
+            validate(Kind.RANGE, request)
+            result = self.kv.execute(Kind.RANGE, request)
+            if isinstance(result, EtcdError):
+                raise result
+            return result
+        if self.status.get("role") != "leader":
+            return await self.submit(Kind.RANGE, request)
+        validate(Kind.RANGE, request)
+        fut = asyncio.get_running_loop().create_future()
+        self._reads_waiting.append((request, fut))
+        self._wake.set()
+        result = await fut
+        if isinstance(result, EtcdError):
+            raise result
+        return result
+
+    # ---- the turn ----
+
+    async def _turn(self) -> None:
+        self.turns += 1
+        core = self.core
+        readies = []
+        ticks = min(self._ticks_due, self.config.max_catch_up_ticks)
+        self._ticks_due = 0
+        for _ in range(ticks):
+            readies.append(core.tick())
+        inbox = self._inbox
+        while inbox:
+            msg = inbox.popleft()
+            try:
+                readies.append(core.receive(msg))
+            except ValueError as err:
+                log.warning("dropped a malformed peer message (%d bytes): %s", len(msg), err)
+        self.status = core.status()
+        self.checks.on_status(self.status)
+        self._propose(readies)
+        self._start_reads(readies)
+        await self._handle(readies)
+        self._serve_reads()
+        now = time.monotonic()
+        if now - self._last_scan >= 0.05:
+            self._last_scan = now
+            self._scan_pending(now)
+        if self.kv.next_slot - self._snapshot_slot >= self.config.snapshot_every_slots:
+            await self._snapshot()
+
+    async def _handle(self, readies: list) -> None:
+        """Persist, then send, then apply: the order every Ready demands."""
+        records = [r for rd in readies for r in rd.records]
+        if records:
+            self._unsynced_records = len(records)
+            await self.wal.append_many(records)
+            self._unsynced_records = 0
+        send = self.transport.send
+        for rd in readies:
+            if rd.messages:
+                self.checks.before_send(self._unsynced_records)
+                self.checks.on_messages(rd.messages)
+                for dst, msg in rd.messages:
+                    send(dst, KIND_CORE, msg)
+        for rd in readies:
+            if rd.commits:
+                self.checks.on_commits(rd.commits, self.kv.next_slot)
+                for slot, value in rd.commits:
+                    if slot < self.kv.next_slot:
+                        continue  # already in the KV state (e.g. redelivered after recovery)
+                    self._answer(self.kv.apply(slot, value, reads_for=self.client_id))
+        self.status = self.core.status()
+        self.checks.on_status(self.status)
+        self.checks.on_log_start(self.status["log_start"], self.kv.next_slot)
+
+    def _answer(self, outcomes) -> None:
+        my_id = self.client_id
+        for out in outcomes:
+            if out.command.client_id != my_id:
+                continue
+            p = self._waiting.pop(out.command.request_seq, None)
+            if p is not None and not p.future.done():
+                p.future.set_result(out.result)
+
+    def _batches(self, commands: list[bytes]) -> list[list[bytes]]:
+        out, cur, size = [], [], 0
+        for c in commands:
+            if cur and size + len(c) > self.config.max_batch_bytes:
+                out.append(cur)
+                cur, size = [], 0
+            cur.append(c)
+            size += len(c) + 4
+        if cur:
+            out.append(cur)
+        return out
+
+    def _propose(self, readies: list) -> None:
+        if not self._local_out and not self._forwarded_in:
+            return
+        role, leader = self.status.get("role"), self.status.get("leader")
+        if role == "leader":
+            commands = self._local_out + self._forwarded_in
+            self._local_out, self._forwarded_in = [], []
+            for i, batch in enumerate(self._batches(commands)):
+                rd = self.core.propose(encode_batch(batch))
+                readies.append(rd)
+                self.checks.on_propose(rd.accepted, self.core.status())
+                if not rd.accepted:  # not leading any more, or the window is full: retry later
+                    break
+            return
+        self._forwarded_in = []  # the originator retries them
+        if leader is not None and leader != self.node_id and self._local_out:
+            for batch in self._batches(self._local_out):
+                self.transport.send(leader, KIND_FORWARD, encode_batch(batch))
+        self._local_out = []  # with no leader known, _scan_pending resends them later
+
+    def _start_reads(self, readies: list) -> None:
+        if not self._reads_waiting:
+            return
+        reads, self._reads_waiting = self._reads_waiting, []
+        if self.status.get("role") == "leader":
+            rd, read_seq, read_slot = self.core.confirm_read()
+            readies.append(rd)
+            if read_seq:
+                self._read_batches.append((read_seq, read_slot, reads))
+                return
+        self._reads_through_log(reads)
+
+    def _reads_through_log(self, reads) -> None:
+        for request, fut in reads:
+            task = asyncio.get_running_loop().create_task(self.submit(Kind.RANGE, request))
+            task.add_done_callback(lambda t, fut=fut: fut.done() or fut.set_result(
+                t.exception() if t.exception() else t.result()))
+
+    def _serve_reads(self) -> None:
+        batches = self._read_batches
+        while batches:
+            read_seq, read_slot, reads = batches[0]
+            if self.status.get("read_confirmed", 0) >= read_seq and self.kv.next_slot >= read_slot:
+                batches.popleft()
+                for request, fut in reads:
+                    if not fut.done():
+                        fut.set_result(self.kv.execute(Kind.RANGE, request))
+            elif self.status.get("role") != "leader":
+                batches.popleft()  # lost leadership before confirming: order them through the log
+                self._reads_through_log(reads)
+            else:
+                break
+
+    def _scan_pending(self, now: float) -> None:
+        retry_before = now - self.config.retry_after_s
+        acked = self._acked_below()
+        expired = []
+        for seq, p in self._waiting.items():
+            if p.deadline <= now:
+                expired.append(seq)
+            elif p.last_sent <= retry_before:
+                p.last_sent = now
+                self._local_out.append(Command(p.kind, self.client_id, seq, acked, p.body).encode())
+        for seq in expired:
+            p = self._waiting.pop(seq)
+            if not p.future.done():
+                p.future.set_result(errors.TIMEOUT)
+        if self._local_out:
+            self._wake.set()
+
+    async def _snapshot(self) -> None:
+        slot = self.kv.next_slot
+        rd = self.core.truncate(slot)
+        await self._handle([rd])
+        self.wal.install_snapshot(slot, self.kv.snapshot(), self.core.checkpoint_records())
+        self._snapshot_slot = slot
+        log.info("snapshot at slot %d (revision %d)", slot, self.kv.revision)
+
+    # ---- for the servicer ----
+
+    def header_fields(self) -> dict:
+        ballot = self.status.get("ballot") or (0, 0)
+        promised = self.status.get("promised") or (0, 0)
+        return {"cluster_id": CLUSTER_ID, "member_id": self.node_id + 1,
+                "raft_term": max(ballot[0], promised[0])}

@@ -1,0 +1,236 @@
+"""Client commands inside a proposed batch: their compact encoding, and etcd's request validation.
+
+A batch is the opaque value the node proposes to the core; it carries whole client commands, each
+a 25-byte header (kind, client_id, request_seq, acked_below) and the etcd request's protobuf bytes.
+Validation mirrors etcd 3.4's gRPC-layer checks (v3rpc/key.go) with etcd's exact errors, so a
+request that etcd would reject never reaches the log.
+
+This module must never touch the KV state, the core or I/O: encode, decode, validate, nothing else.
+Decoding is strict: a malformed batch raises `BatchFormatError` (a committed batch that does not
+decode means the log is corrupt, and the node stops rather than guessing).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from verikv.etcdpb import rpc_pb2
+
+from . import errors
+
+MAX_REQUEST_BYTES = 1536 * 1024  # etcd's default --max-request-bytes (1.5 MiB)
+GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd accepts gRPC messages up to max-request-bytes + this
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
+
+_BATCH_MAGIC = b"VKB1"
+_BATCH_HEAD = struct.Struct("<4sI")  # magic, command count
+_LEN = struct.Struct("<I")
+_CMD_HEAD = struct.Struct("<BQQQ")  # kind, client_id, request_seq, acked_below
+MAX_COMMANDS_PER_BATCH = 100_000
+
+
+class BatchFormatError(ValueError):
+    """A batch's bytes do not decode: the log or the sender is corrupt."""
+
+
+class Kind(enum.IntEnum):
+    RANGE = 1  # a linearizable read, ordered through the log (never changes state)
+    PUT = 2
+    DELETE_RANGE = 3
+    TXN = 4
+
+
+REQUEST_TYPES = {
+    Kind.RANGE: rpc_pb2.RangeRequest,
+    Kind.PUT: rpc_pb2.PutRequest,
+    Kind.DELETE_RANGE: rpc_pb2.DeleteRangeRequest,
+    Kind.TXN: rpc_pb2.TxnRequest,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One client request as replicated.
+
+    (client_id, request_seq) names it for exactly-once application; acked_below promises that the
+    proposer will never again retry any of its requests with a smaller seq (so the state machine
+    can forget their results).
+    """
+
+    kind: Kind
+    client_id: int
+    request_seq: int
+    acked_below: int
+    body: bytes  # the etcd request, protobuf-encoded
+
+    def request(self):
+        return REQUEST_TYPES[self.kind].FromString(self.body)
+
+    def encode(self) -> bytes:
+        return _CMD_HEAD.pack(self.kind, self.client_id, self.request_seq, self.acked_below) + self.body
+
+    @staticmethod
+    def decode(data: bytes) -> "Command":
+        if len(data) < _CMD_HEAD.size:
+            raise BatchFormatError(f"command of {len(data)} bytes is shorter than its header")
+        kind, client_id, seq, acked = _CMD_HEAD.unpack_from(data)
+        try:
+            kind = Kind(kind)
+        except ValueError:
+            raise BatchFormatError(f"unknown command kind {kind}") from None
+        return Command(kind, client_id, seq, acked, bytes(data[_CMD_HEAD.size:]))
+
+
+def encoded_size(body_bytes: int) -> int:
+    return _LEN.size + _CMD_HEAD.size + body_bytes
+
+
+def encode_batch(commands: list[bytes]) -> bytes:
+    """Concatenate already-encoded commands (Command.encode()) into one proposal value."""
+    parts = [_BATCH_HEAD.pack(_BATCH_MAGIC, len(commands))]
+    for cmd in commands:
+        parts.append(_LEN.pack(len(cmd)))
+        parts.append(cmd)
+    return b"".join(parts)
+
+
+def decode_batch(data: bytes) -> list[Command]:
+    if len(data) < _BATCH_HEAD.size:
+        raise BatchFormatError(f"batch of {len(data)} bytes is shorter than its header")
+    magic, count = _BATCH_HEAD.unpack_from(data)
+    if magic != _BATCH_MAGIC:
+        raise BatchFormatError(f"batch magic {magic!r} is not {_BATCH_MAGIC!r}")
+    if count > MAX_COMMANDS_PER_BATCH:
+        raise BatchFormatError(f"batch claims {count} commands (max {MAX_COMMANDS_PER_BATCH})")
+    view = memoryview(data)
+    pos = _BATCH_HEAD.size
+    out = []
+    for i in range(count):
+        if pos + _LEN.size > len(data):
+            raise BatchFormatError(f"batch ends inside the length of command {i}")
+        (n,) = _LEN.unpack_from(data, pos)
+        pos += _LEN.size
+        if pos + n > len(data):
+            raise BatchFormatError(f"command {i} claims {n} bytes, only {len(data) - pos} remain")
+        out.append(Command.decode(bytes(view[pos:pos + n])))
+        pos += n
+    if pos != len(data):
+        raise BatchFormatError(f"{len(data) - pos} trailing bytes after {count} commands")
+    return out
+
+
+# ---- validation (etcd 3.4 v3rpc/key.go), raising errors.EtcdError ----
+
+def check_size(request_bytes: int) -> None:
+    if request_bytes > MAX_REQUEST_BYTES:
+        raise errors.REQUEST_TOO_LARGE
+
+
+def check_range(r: rpc_pb2.RangeRequest) -> None:
+    if not r.key:
+        raise errors.EMPTY_KEY
+
+
+def check_put(r: rpc_pb2.PutRequest) -> None:
+    if not r.key:
+        raise errors.EMPTY_KEY
+    if r.ignore_value and r.value:
+        raise errors.VALUE_PROVIDED
+    if r.ignore_lease and r.lease != 0:
+        raise errors.LEASE_PROVIDED
+
+
+def check_delete(r: rpc_pb2.DeleteRangeRequest) -> None:
+    if not r.key:
+        raise errors.EMPTY_KEY
+
+
+def _check_op(op: rpc_pb2.RequestOp, max_txn_ops: int) -> None:
+    which = op.WhichOneof("request")
+    if which == "request_range":
+        check_range(op.request_range)
+    elif which == "request_put":
+        check_put(op.request_put)
+    elif which == "request_delete_range":
+        check_delete(op.request_delete_range)
+    elif which == "request_txn":
+        _check_txn_ops(op.request_txn, max_txn_ops)
+    else:  # an empty RequestOp: etcd says "key not found"
+        raise errors.KEY_NOT_FOUND
+
+
+def _check_txn_ops(r: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
+    opc = max(len(r.compare), len(r.success), len(r.failure))
+    if opc > max_txn_ops:
+        raise errors.TOO_MANY_OPS
+    for c in r.compare:
+        if not c.key:
+            raise errors.EMPTY_KEY
+    for op in r.success:
+        _check_op(op, max_txn_ops - opc)
+    for op in r.failure:
+        _check_op(op, max_txn_ops - opc)
+
+
+class _Dels:
+    """etcd's interval tree of deleted ranges, with its affine order ("" as an end is +infinity)."""
+
+    def __init__(self) -> None:
+        self.intervals: list[tuple[bytes, bytes]] = []  # [begin, end); end b"" = +infinity
+
+    def hits_point(self, key: bytes) -> bool:
+        for begin, end in self.intervals:
+            if begin <= key and (end == b"" or key < end):
+                return True
+        return False
+
+
+def _check_intervals(ops) -> tuple[set[bytes], _Dels]:
+    dels = _Dels()
+    for op in ops:
+        if op.WhichOneof("request") == "request_delete_range":
+            d = op.request_delete_range
+            dels.intervals.append((d.key, d.range_end) if d.range_end else (d.key, d.key + b"\0"))
+    puts: set[bytes] = set()
+    for op in ops:
+        if op.WhichOneof("request") != "request_txn":
+            continue
+        puts_then, dels_then = _check_intervals(op.request_txn.success)
+        puts_else, dels_else = _check_intervals(op.request_txn.failure)
+        for k in puts_then:
+            if k in puts or dels.hits_point(k):
+                raise errors.DUPLICATE_KEY
+            puts.add(k)
+        for k in puts_else:
+            if k in puts and k not in puts_then:  # then/else exclude each other
+                raise errors.DUPLICATE_KEY
+            if dels.hits_point(k):
+                raise errors.DUPLICATE_KEY
+            puts.add(k)
+        dels.intervals += dels_then.intervals + dels_else.intervals
+    for op in ops:
+        if op.WhichOneof("request") != "request_put":
+            continue
+        k = op.request_put.key
+        if k in puts or dels.hits_point(k):
+            raise errors.DUPLICATE_KEY
+        puts.add(k)
+    return puts, dels
+
+
+def check_txn(r: rpc_pb2.TxnRequest, max_txn_ops: int = MAX_TXN_OPS) -> None:
+    _check_txn_ops(r, max_txn_ops)
+    _check_intervals(r.success)
+    _check_intervals(r.failure)
+
+
+CHECKS = {Kind.RANGE: check_range, Kind.PUT: check_put, Kind.DELETE_RANGE: check_delete,
+          Kind.TXN: check_txn}
+
+
+def validate(kind: Kind, request) -> None:
+    """Raise the etcd error for a request etcd would refuse before proposing it."""
+    check_size(request.ByteSize())
+    CHECKS[kind](request)

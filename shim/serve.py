@@ -1,0 +1,139 @@
+"""`verikv serve`: run one node (core + WAL + peer transport + etcd gRPC API) until SIGTERM/SIGINT.
+
+Exit codes: 0 after a clean stop; 2 bad arguments or a data directory it cannot use (message on
+stderr, no traceback); 70 a runtime check failed; 71 the WAL failed (fsync error, corrupt log);
+72 the core raised FatalCheck. Fatal errors print one `FATAL ...` line and exit at once, without
+running cleanup that could send more messages. This module must never swallow a fatal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_RUNTIME_CHECK = 70
+EXIT_WAL = 71
+EXIT_CORE_FATAL = 72
+
+log = logging.getLogger("verikv.serve")
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="verikv serve", description="run one verikv node")
+    p.add_argument("--id", type=int, required=True, help="this node's id (0-based index into --peers)")
+    p.add_argument("--peers", required=True,
+                   help="comma-separated HOST:PORT peer addresses of every node, in node id order")
+    p.add_argument("--client-listen", type=parse_hostport, required=True, help="HOST:PORT for etcd gRPC clients")
+    p.add_argument("--client-urls", default="",
+                   help="comma-separated client endpoints of every node (for MemberList)")
+    p.add_argument("--data-dir", type=Path, required=True, help="WAL and snapshots")
+    p.add_argument("--tick-ms", type=int, default=10)
+    p.add_argument("--election-ticks", type=int, default=20)
+    p.add_argument("--heartbeat-ticks", type=int, default=3)
+    p.add_argument("--no-runtime-checks", action="store_true",
+                   help="disable the shim's and the core's runtime checks (to measure their cost)")
+    p.add_argument("--faulty-disk", action="store_true",
+                   help="hold unsynced writes in memory (a kill loses them) and fail fsync while "
+                        "DATA_DIR/fail-fsync exists (fault injection)")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def fatal(code: int, text: str) -> None:
+    sys.stderr.write(f"FATAL {text}\n")
+    sys.stderr.flush()
+    os._exit(code)
+
+
+async def serve(args) -> int:
+    from verikv.shim import checks as shim_checks
+    from verikv.shim import grpc_server, wal
+    from verikv.shim.disk import FaultyDisk
+    from verikv.shim.node import Node, NodeConfig
+    from verikv.verified_core import core as vcore
+
+    peers = [parse_hostport(x) for x in args.peers.split(",")]
+    if not 0 <= args.id < len(peers):
+        print(f"verikv serve: --id {args.id} is not an index into {len(peers)} --peers", file=sys.stderr)
+        return EXIT_USAGE
+    client_urls = args.client_urls.split(",") if args.client_urls else [
+        f"{args.client_listen[0]}:{args.client_listen[1]}" if i == args.id else "" for i in range(len(peers))]
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    config = NodeConfig(node_id=args.id, peer_addresses=peers, data_dir=args.data_dir, tick_ms=args.tick_ms,
+                        runtime_checks=not args.no_runtime_checks)
+    core = vcore.Core(args.id, len(peers), election_ticks=args.election_ticks,
+                      heartbeat_ticks=args.heartbeat_ticks, runtime_checks=not args.no_runtime_checks)
+    disk = FaultyDisk(trigger_dir=args.data_dir) if args.faulty_disk else None
+    node = Node(config, core, disk)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await node.start()
+    except wal.WalCorruptError as err:
+        fatal(EXIT_WAL, f"WAL is corrupt, refusing to start: {err}")
+    except wal.WalFatalError as err:
+        fatal(EXIT_WAL, f"WAL failed: {err}")
+    except OSError as err:
+        print(f"verikv serve: cannot start: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    listen = f"{args.client_listen[0]}:{args.client_listen[1]}"
+    try:
+        server = grpc_server.build_server(node, listen, client_urls,
+                                          [f"http://{h}:{p}" for h, p in peers])
+        await server.start()
+    except (OSError, RuntimeError) as err:
+        print(f"verikv serve: cannot listen for clients on {listen}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    log.info("node %d serving clients on %s, peers on %s:%d, data in %s", args.id, listen, *peers[args.id],
+             args.data_dir)
+    runner = asyncio.ensure_future(node.run())
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if runner.done():
+        err = runner.exception()
+        if isinstance(err, shim_checks.RuntimeCheckFailed):
+            fatal(EXIT_RUNTIME_CHECK, str(err))
+        if isinstance(err, wal.WalFatalError):
+            fatal(EXIT_WAL, f"WAL failed, stopping (fail-stop): {err}")
+        if isinstance(err, vcore.FatalCheck):
+            fatal(EXIT_CORE_FATAL, f"core runtime check failed: {err}")
+        if err is not None:
+            fatal(EXIT_CORE_FATAL, f"node loop crashed: {type(err).__name__}: {err}")
+    log.info("stopping")
+    await server.stop(grace=0.5)
+    await node.stop()
+    runner.cancel()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        return asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        return 130
+    except ImportError as err:
+        print(f"verikv serve: {err}", file=sys.stderr)
+        return EXIT_USAGE

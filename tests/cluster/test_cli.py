@@ -1,0 +1,109 @@
+"""`verikv cluster up|status|down` runs a real 3-process cluster: up waits for a leader and is
+idempotent, status reports each node, down stops them, and mistakes give messages, not tracebacks.
+Also `verikv serve`'s fail-stop: an fsync failure ends the process with a FATAL line and exit 71."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
+
+VERIKV = [sys.executable, "-m", "verikv.cli"]
+
+
+def verikv(*args, timeout_s=60):
+    return subprocess.run(VERIKV + list(args), capture_output=True, text=True, timeout=timeout_s)
+
+
+@pytest.fixture
+def data_dir(request):
+    d = Path(f"/tmp/verikv-shim-clitest-{request.node.name}")
+    subprocess.run(["rm", "-rf", str(d)], check=True)
+    yield d
+    verikv("cluster", "down", "--data-dir", str(d))
+
+
+@pytest.mark.slow
+def test_up_status_down(data_dir):
+    up = verikv("cluster", "up", "--data-dir", str(data_dir), "--base-port", "25600")
+    assert up.returncode == 0, up.stderr
+    assert "leader: node" in up.stdout
+    assert "client endpoints: 127.0.0.1:25600,127.0.0.1:25601,127.0.0.1:25602" in up.stdout
+
+    with grpc.insecure_channel("127.0.0.1:25601") as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        assert kv.Put(rpc_pb2.PutRequest(key=b"k", value=b"v"), timeout=10).header.revision == 2
+        assert kv.Range(rpc_pb2.RangeRequest(key=b"k"), timeout=10).kvs[0].value == b"v"
+
+    st = verikv("cluster", "status", "--data-dir", str(data_dir), "--json")
+    nodes = json.loads(st.stdout)["nodes"]
+    assert sorted(n["role"] for n in nodes) == ["follower", "follower", "leader"]
+    assert all(n["pid"] and n["committed_slot"] >= 1 for n in nodes)
+
+    again = verikv("cluster", "up", "--data-dir", str(data_dir))
+    assert again.returncode == 0 and again.stdout.count("already running") == 3
+
+    os.kill(nodes[2]["pid"], signal.SIGKILL)  # one of the nodes this test started
+    time.sleep(0.3)
+    st = json.loads(verikv("cluster", "status", "--data-dir", str(data_dir), "--json").stdout)
+    assert st["nodes"][2]["role"] == "stopped"
+    healed = verikv("cluster", "up", "--data-dir", str(data_dir))
+    assert healed.returncode == 0 and healed.stdout.count("already running") == 2, healed.stdout
+
+    down = verikv("cluster", "down", "--data-dir", str(data_dir))
+    assert down.returncode == 0 and down.stdout.count("stopped") == 3
+    for n in nodes[:2]:
+        assert not Path(f"/proc/{n['pid']}").exists() or "Z" in Path(f"/proc/{n['pid']}/stat").read_text()
+    st = json.loads(verikv("cluster", "status", "--data-dir", str(data_dir), "--json").stdout)
+    assert [n["role"] for n in st["nodes"]] == ["stopped"] * 3
+
+
+def test_errors_are_messages_not_tracebacks(tmp_path):
+    missing = verikv("cluster", "status", "--data-dir", str(tmp_path / "none"))
+    assert missing.returncode == 1 and "no cluster in" in missing.stderr and "Traceback" not in missing.stderr
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "cluster.json").write_text('{"base_port": 25650, "size": 3}')
+    clash = verikv("cluster", "up", "--data-dir", str(tmp_path / "c"), "--base-port", "25660")
+    assert clash.returncode == 1 and "was set up with --base-port 25650" in clash.stderr
+    bad = verikv("cluster", "sideways")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
+    serve = verikv("serve", "--id", "5", "--peers", "127.0.0.1:25670", "--client-listen", "127.0.0.1:25671",
+                   "--data-dir", str(tmp_path / "s"))
+    assert serve.returncode == 2 and "--id 5 is not an index" in serve.stderr and "Traceback" not in serve.stderr
+
+
+@pytest.mark.slow
+def test_an_fsync_failure_stops_the_node_with_a_fatal_line(tmp_path):
+    d = Path("/tmp/verikv-shim-fsyncfail")
+    subprocess.run(["rm", "-rf", str(d)], check=True)
+    proc = subprocess.Popen(VERIKV + ["serve", "--id", "0", "--peers", "127.0.0.1:25680",
+                                      "--client-listen", "127.0.0.1:25681", "--data-dir", str(d),
+                                      "--faulty-disk"], stderr=subprocess.PIPE, text=True)
+    try:
+        with grpc.insecure_channel("127.0.0.1:25681") as ch:
+            kv = rpc_pb2_grpc.KVStub(ch)
+            deadline = time.monotonic() + 20
+            while True:  # a one-node cluster elects itself
+                try:
+                    kv.Put(rpc_pb2.PutRequest(key=b"a", value=b"1"), timeout=2)
+                    break
+                except grpc.RpcError:
+                    assert time.monotonic() < deadline, "the node never served a put"
+                    time.sleep(0.1)
+            (d / "fail-fsync").touch()
+            with pytest.raises(grpc.RpcError):
+                kv.Put(rpc_pb2.PutRequest(key=b"a", value=b"2"), timeout=5)
+        assert proc.wait(timeout=10) == 71
+        err = proc.stderr.read()
+        assert "FATAL WAL failed" in err and "injected fault" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

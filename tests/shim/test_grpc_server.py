@@ -1,0 +1,87 @@
+"""The gRPC API over real nodes: etcd's statuses for bad requests, UNIMPLEMENTED (with a message
+naming verikv) for what verikv does not serve, and working KV/Maintenance/Cluster calls."""
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from verikv.etcdpb import rpc_pb2 as r, rpc_pb2_grpc as g
+from verikv.shim.grpc_server import build_server
+from verikv.shim.requests import MAX_REQUEST_BYTES
+
+from test_node import leader_of, start_node, stop_node, wait_for
+
+CLIENT_PORT = 25390
+
+
+@pytest_asyncio.fixture
+async def stubs(tmp_path):
+    nodes = [await start_node(i, tmp_path, 80) for i in range(3)]
+    await wait_for(lambda: leader_of(nodes) is not None)
+    follower = next(n for n in nodes if n is not leader_of(nodes))
+    urls = [f"127.0.0.1:{CLIENT_PORT + i}" for i in range(3)]
+    server = build_server(follower, urls[follower.node_id], urls, ["http://peer"] * 3)
+    await server.start()
+    channel = grpc.aio.insecure_channel(urls[follower.node_id])
+    yield g.KVStub(channel), g.MaintenanceStub(channel), g.ClusterStub(channel), channel, follower
+    await channel.close()
+    await server.stop(None)
+    for n in nodes:
+        await stop_node(n)
+
+
+async def status_of(call):
+    try:
+        await call
+    except grpc.aio.AioRpcError as err:
+        return err.code(), err.details()
+    raise AssertionError("the call succeeded")
+
+
+async def test_kv_through_a_follower(stubs):
+    kv, _, _, _, follower = stubs
+    put = await kv.Put(r.PutRequest(key=b"k", value=b"v"))
+    assert put.header.revision == 2 and put.header.member_id == follower.node_id + 1
+    got = await kv.Range(r.RangeRequest(key=b"k"))
+    assert got.kvs[0].value == b"v" and got.count == 1
+    txn = await kv.Txn(r.TxnRequest(compare=[r.Compare(key=b"k", target=r.Compare.VALUE, value=b"v")],
+                                    success=[r.RequestOp(request_delete_range=r.DeleteRangeRequest(key=b"k"))]))
+    assert txn.succeeded and txn.header.revision == 3
+
+
+async def test_etcd_errors(stubs):
+    kv = stubs[0]
+    assert await status_of(kv.Put(r.PutRequest(key=b""))) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: key is not provided")
+    assert await status_of(kv.Put(r.PutRequest(key=b"k", value=b"x" * MAX_REQUEST_BYTES))) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: request is too large")
+    code, _ = await status_of(kv.Put(r.PutRequest(key=b"k", value=b"x" * (3 * 1024 * 1024))))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED  # over gRPC's limit, as in etcd
+    assert await status_of(kv.Txn(r.TxnRequest(success=[
+        r.RequestOp(request_put=r.PutRequest(key=b"a")), r.RequestOp(request_put=r.PutRequest(key=b"a"))]))) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request")
+
+
+async def test_unsupported_features_are_unimplemented_and_say_so(stubs):
+    kv, _, _, channel, _ = stubs
+    await kv.Put(r.PutRequest(key=b"k", value=b"v"))
+    code, msg = await status_of(kv.Range(r.RangeRequest(key=b"k", revision=1)))
+    assert code == grpc.StatusCode.UNIMPLEMENTED and msg.startswith("verikv:")
+    code, msg = await status_of(kv.Compact(r.CompactionRequest(revision=1)))
+    assert code == grpc.StatusCode.UNIMPLEMENTED and "Compact" in msg
+    watch = channel.stream_stream("/etcdserverpb.Watch/Watch")
+    call = watch(iter([b""]))
+    code, msg = await status_of(call.read())
+    assert code == grpc.StatusCode.UNIMPLEMENTED and "/etcdserverpb.Watch/Watch" in msg
+    lease = channel.unary_unary("/etcdserverpb.Lease/LeaseGrant")
+    code, msg = await status_of(lease(b""))
+    assert code == grpc.StatusCode.UNIMPLEMENTED and "verikv" in msg
+
+
+async def test_status_and_member_list(stubs):
+    _, maintenance, cluster, _, follower = stubs
+    st = await maintenance.Status(r.StatusRequest())
+    assert st.leader in (1, 2, 3) and st.leader != follower.node_id + 1 and not st.errors
+    members = await cluster.MemberList(r.MemberListRequest())
+    assert [m.ID for m in members.members] == [1, 2, 3]
+    assert members.members[0].clientURLs == [f"127.0.0.1:{CLIENT_PORT}"]

@@ -1,0 +1,277 @@
+"""The KV state machine answers like etcd 3.4 (cases observed on a real etcd 3.4.23) and applies
+every client command exactly once, in slot order."""
+
+import pytest
+
+from verikv.etcdpb import rpc_pb2 as r
+from verikv.shim import errors
+from verikv.shim.kv import KVStore, MAX_RESULTS_PER_SESSION
+from verikv.shim.requests import Command, Kind, encode_batch
+
+
+def P(k, v=b"", **kw):
+    return r.RequestOp(request_put=r.PutRequest(key=k, value=v, **kw))
+
+
+def D(k, e=b"", **kw):
+    return r.RequestOp(request_delete_range=r.DeleteRangeRequest(key=k, range_end=e, **kw))
+
+
+def R(k, e=b"", **kw):
+    return r.RequestOp(request_range=r.RangeRequest(key=k, range_end=e, **kw))
+
+
+def cmp(key, target, result, **kw):
+    return r.Compare(key=key, target=getattr(r.Compare, target), result=getattr(r.Compare, result), **kw)
+
+
+def keys(resp):
+    return [kv.key for kv in resp.kvs]
+
+
+@pytest.fixture
+def kv():
+    return KVStore()
+
+
+def test_fresh_store_is_at_revision_1(kv):
+    resp = kv.range(r.RangeRequest(key=b"a"))
+    assert resp.header.revision == 1 and resp.count == 0 and not resp.kvs
+
+
+def test_put_creates_then_versions_a_key(kv):
+    assert kv.put(r.PutRequest(key=b"a", value=b"1")).header.revision == 2
+    assert kv.put(r.PutRequest(key=b"a", value=b"2")).header.revision == 3
+    (a,) = kv.range(r.RangeRequest(key=b"a")).kvs
+    assert (a.create_revision, a.mod_revision, a.version, a.value) == (2, 3, 2, b"2")
+
+
+def test_put_of_the_same_value_still_moves_the_revision(kv):
+    kv.put(r.PutRequest(key=b"a", value=b"1"))
+    assert kv.put(r.PutRequest(key=b"a", value=b"1")).header.revision == 3
+
+
+def test_put_prev_kv_returns_the_previous_pair_only_if_asked(kv):
+    assert not kv.put(r.PutRequest(key=b"a", value=b"1", prev_kv=True)).HasField("prev_kv")
+    resp = kv.put(r.PutRequest(key=b"a", value=b"2", prev_kv=True))
+    assert resp.prev_kv.value == b"1" and resp.prev_kv.version == 1 and resp.prev_kv.mod_revision == 2
+    assert not kv.put(r.PutRequest(key=b"a", value=b"3")).HasField("prev_kv")
+
+
+def test_delete_resets_version_and_create_revision(kv):
+    kv.put(r.PutRequest(key=b"a", value=b"1"))
+    kv.put(r.PutRequest(key=b"a", value=b"2"))
+    d = kv.delete_range(r.DeleteRangeRequest(key=b"a", prev_kv=True))
+    assert d.deleted == 1 and d.header.revision == 4 and d.prev_kvs[0].value == b"2"
+    kv.put(r.PutRequest(key=b"a", value=b"3"))
+    (a,) = kv.range(r.RangeRequest(key=b"a")).kvs
+    assert (a.create_revision, a.mod_revision, a.version) == (5, 5, 1)
+
+
+def test_delete_of_nothing_does_not_move_the_revision(kv):
+    resp = kv.delete_range(r.DeleteRangeRequest(key=b"nothing"))
+    assert resp.deleted == 0 and resp.header.revision == 1 and kv.revision == 1
+
+
+def test_delete_range_deletes_many_keys_in_one_revision(kv):
+    for k in (b"a", b"b", b"c"):
+        kv.put(r.PutRequest(key=k, value=k))
+    d = kv.delete_range(r.DeleteRangeRequest(key=b"a", range_end=b"c", prev_kv=True))
+    assert d.deleted == 2 and [p.key for p in d.prev_kvs] == [b"a", b"b"] and d.header.revision == 5
+    assert keys(kv.range(r.RangeRequest(key=b"\0", range_end=b"\0"))) == [b"c"]
+
+
+def test_range_end_forms(kv):
+    for k in (b"a", b"ab", b"b", b"c"):
+        kv.put(r.PutRequest(key=k, value=b"v"))
+    assert keys(kv.range(r.RangeRequest(key=b"a"))) == [b"a"]  # single key
+    assert keys(kv.range(r.RangeRequest(key=b"a", range_end=b"b"))) == [b"a", b"ab"]  # [a, b)
+    assert keys(kv.range(r.RangeRequest(key=b"ab", range_end=b"\0"))) == [b"ab", b"b", b"c"]  # >= ab
+    assert keys(kv.range(r.RangeRequest(key=b"\0", range_end=b"\0"))) == [b"a", b"ab", b"b", b"c"]  # all
+    assert keys(kv.range(r.RangeRequest(key=b"z", range_end=b"a"))) == []  # end before start
+
+
+def test_range_limit_sets_more_and_count_is_the_total(kv):
+    for k in (b"a", b"b", b"c"):
+        kv.put(r.PutRequest(key=k, value=b"v"))
+    resp = kv.range(r.RangeRequest(key=b"a", range_end=b"\0", limit=2))
+    assert keys(resp) == [b"a", b"b"] and resp.more and resp.count == 3
+    resp = kv.range(r.RangeRequest(key=b"a", range_end=b"\0", limit=3))
+    assert not resp.more and resp.count == 3
+
+
+def test_count_only_and_keys_only(kv):
+    kv.put(r.PutRequest(key=b"a", value=b"v"))
+    kv.put(r.PutRequest(key=b"b", value=b"w"))
+    c = kv.range(r.RangeRequest(key=b"a", range_end=b"\0", count_only=True))
+    assert c.count == 2 and not c.kvs
+    k = kv.range(r.RangeRequest(key=b"a", range_end=b"\0", keys_only=True))
+    assert keys(k) == [b"a", b"b"] and all(kv_.value == b"" and kv_.version == 1 for kv_ in k.kvs)
+
+
+def test_sort_by_target_defaults_to_ascending_and_ties_keep_key_order(kv):
+    kv.put(r.PutRequest(key=b"a", value=b"z"))
+    kv.put(r.PutRequest(key=b"b", value=b"y"))
+    kv.put(r.PutRequest(key=b"c", value=b"y"))
+    by_value = kv.range(r.RangeRequest(key=b"\0", range_end=b"\0", sort_target=r.RangeRequest.VALUE))
+    assert keys(by_value) == [b"b", b"c", b"a"]
+    desc = kv.range(r.RangeRequest(key=b"\0", range_end=b"\0", sort_target=r.RangeRequest.VALUE,
+                                   sort_order=r.RangeRequest.DESCEND))
+    assert keys(desc) == [b"a", b"b", b"c"]
+    by_key_desc = kv.range(r.RangeRequest(key=b"\0", range_end=b"\0", sort_order=r.RangeRequest.DESCEND))
+    assert keys(by_key_desc) == [b"c", b"b", b"a"]
+    limited = kv.range(r.RangeRequest(key=b"\0", range_end=b"\0", sort_order=r.RangeRequest.DESCEND, limit=1))
+    assert keys(limited) == [b"c"] and limited.more
+
+
+def test_min_max_revision_filters(kv):
+    for k in (b"a", b"b", b"c"):  # mod revisions 2, 3, 4
+        kv.put(r.PutRequest(key=k, value=b"v"))
+    resp = kv.range(r.RangeRequest(key=b"\0", range_end=b"\0", min_mod_revision=3, max_mod_revision=3))
+    assert keys(resp) == [b"b"] and resp.count == 3
+
+
+def test_range_at_a_past_revision_is_unimplemented_and_future_is_out_of_range(kv):
+    kv.put(r.PutRequest(key=b"a", value=b"v"))
+    assert kv.execute(Kind.RANGE, r.RangeRequest(key=b"a", revision=1)) == errors.HISTORICAL_REVISION
+    assert errors.HISTORICAL_REVISION.code.name == "UNIMPLEMENTED"
+    assert kv.execute(Kind.RANGE, r.RangeRequest(key=b"a", revision=3)) == errors.FUTURE_REV
+    assert keys(kv.range(r.RangeRequest(key=b"a", revision=2))) == [b"a"]  # the current one is fine
+
+
+def test_put_ignore_value_keeps_the_value_and_needs_the_key(kv):
+    assert kv.execute(Kind.PUT, r.PutRequest(key=b"a", ignore_value=True)) == errors.KEY_NOT_FOUND
+    assert kv.revision == 1
+    kv.put(r.PutRequest(key=b"a", value=b"keep"))
+    assert kv.put(r.PutRequest(key=b"a", ignore_value=True)).header.revision == 3
+    (a,) = kv.range(r.RangeRequest(key=b"a")).kvs
+    assert a.value == b"keep" and a.version == 2
+
+
+def test_put_with_a_lease_fails_as_lease_not_found(kv):
+    err = kv.execute(Kind.PUT, r.PutRequest(key=b"a", value=b"v", lease=12345))
+    assert err == errors.LEASE_NOT_FOUND and err.code.name == "NOT_FOUND" and kv.revision == 1
+
+
+def test_txn_compare_value_on_a_missing_key_always_fails(kv):
+    t = kv.txn(r.TxnRequest(compare=[cmp(b"nope", "VALUE", "EQUAL", value=b"")], failure=[R(b"a")]))
+    assert not t.succeeded and t.header.revision == 1
+    assert t.responses[0].response_range.header.revision == 1
+
+
+def test_txn_compare_on_missing_key_uses_zero_fields(kv):
+    t = kv.txn(r.TxnRequest(compare=[cmp(b"nope", "VERSION", "EQUAL", version=0),
+                                     cmp(b"nope", "CREATE", "EQUAL", create_revision=0)]))
+    assert t.succeeded
+
+
+def test_txn_compare_over_a_range_needs_every_key(kv):
+    kv.put(r.PutRequest(key=b"a", value=b"1"))
+    kv.put(r.PutRequest(key=b"b", value=b"2"))
+    assert kv.txn(r.TxnRequest(compare=[cmp(b"a", "VALUE", "GREATER", value=b"0", range_end=b"c")])).succeeded
+    assert not kv.txn(r.TxnRequest(compare=[cmp(b"a", "VALUE", "GREATER", value=b"1",
+                                                 range_end=b"c")])).succeeded
+    assert kv.txn(r.TxnRequest(compare=[cmp(b"a", "MOD", "LESS", mod_revision=4, range_end=b"\0")])).succeeded
+    assert kv.txn(r.TxnRequest(compare=[cmp(b"a", "VERSION", "NOT_EQUAL", version=2)])).succeeded
+
+
+def test_txn_writes_share_one_revision_and_reads_see_earlier_ops(kv):
+    kv.put(r.PutRequest(key=b"a", value=b"1"))  # rev 2
+    t = kv.txn(r.TxnRequest(success=[R(b"q"), P(b"q", b"1"), R(b"q"), D(b"a"), P(b"z", b"2"), D(b"none")]))
+    assert t.succeeded and t.header.revision == 3
+    heads = [t.responses[i] for i in range(6)]
+    assert heads[0].response_range.header.revision == 2 and not heads[0].response_range.kvs
+    assert heads[1].response_put.header.revision == 3
+    assert heads[2].response_range.header.revision == 3 and heads[2].response_range.kvs[0].mod_revision == 3
+    assert heads[3].response_delete_range.deleted == 1
+    assert heads[4].response_put.header.revision == 3
+    assert heads[5].response_delete_range.deleted == 0 and heads[5].response_delete_range.header.revision == 3
+
+
+def test_txn_that_changes_nothing_keeps_the_revision(kv):
+    assert kv.txn(r.TxnRequest()).header.revision == 1 and kv.txn(r.TxnRequest()).succeeded
+    assert kv.txn(r.TxnRequest(success=[D(b"none"), R(b"a")])).header.revision == 1
+
+
+def test_nested_txn_compares_see_the_state_before_the_txn(kv):
+    t = kv.txn(r.TxnRequest(success=[
+        P(b"a", b"1"),
+        r.RequestOp(request_txn=r.TxnRequest(compare=[cmp(b"a", "VERSION", "EQUAL", version=0)],
+                                             success=[P(b"b", b"then")], failure=[P(b"b", b"else")]))]))
+    nested = t.responses[1].response_txn
+    assert nested.succeeded and nested.HasField("header") and nested.header.revision == 0
+    assert kv.range(r.RangeRequest(key=b"b")).kvs[0].value == b"then"
+
+
+def test_txn_failing_its_put_check_changes_nothing(kv):
+    err = kv.execute(Kind.TXN, r.TxnRequest(success=[P(b"a", b"1"), P(b"b", ignore_value=True)]))
+    assert err == errors.KEY_NOT_FOUND and kv.revision == 1 and not kv.items()
+
+
+def test_two_deletes_of_one_key_in_a_txn(kv):
+    kv.put(r.PutRequest(key=b"a", value=b"1"))
+    t = kv.txn(r.TxnRequest(success=[D(b"a"), D(b"a")]))
+    assert [x.response_delete_range.deleted for x in t.responses] == [1, 0] and t.header.revision == 3
+
+
+# ---- batches, slots, exactly once ----
+
+def put_cmd(client, seq, key, value, acked=0):
+    return Command(Kind.PUT, client, seq, acked, r.PutRequest(key=key, value=value).SerializeToString())
+
+
+def batch(*cmds):
+    return encode_batch([c.encode() for c in cmds])
+
+
+def test_batches_apply_in_slot_order_only(kv):
+    kv.apply(0, batch(put_cmd(1, 1, b"a", b"1")))
+    with pytest.raises(ValueError, match="out of order"):
+        kv.apply(2, batch(put_cmd(1, 2, b"a", b"2")))
+    with pytest.raises(ValueError, match="out of order"):
+        kv.apply(0, batch(put_cmd(1, 2, b"a", b"2")))
+    assert kv.next_slot == 1
+
+
+def test_a_retried_command_is_applied_once_and_answered_from_the_dedup_table(kv):
+    (first,) = kv.apply(0, batch(put_cmd(7, 1, b"a", b"1")))
+    (again,) = kv.apply(1, batch(put_cmd(7, 1, b"a", b"1")))
+    assert not first.duplicate and again.duplicate and again.result == first.result
+    (a,) = kv.range(r.RangeRequest(key=b"a")).kvs
+    assert a.version == 1 and kv.revision == 2
+
+
+def test_results_below_acked_are_forgotten(kv):
+    kv.apply(0, batch(put_cmd(7, 1, b"a", b"1"), put_cmd(7, 2, b"b", b"1", acked=2)))
+    (late,) = kv.apply(1, batch(put_cmd(7, 1, b"a", b"1")))
+    assert late.duplicate and late.result == errors.OUTCOME_UNKNOWN and kv.revision == 3
+
+
+def test_the_dedup_table_is_bounded(kv):
+    cmds = [put_cmd(9, seq, b"k", b"v") for seq in range(MAX_RESULTS_PER_SESSION + 10)]
+    kv.apply(0, batch(*cmds))
+    assert len(kv._sessions[9].results) == MAX_RESULTS_PER_SESSION
+
+
+def test_empty_committed_value_is_a_no_op_slot(kv):
+    assert kv.apply(0, b"") == [] and kv.next_slot == 1 and kv.revision == 1
+
+
+def test_snapshot_round_trip_keeps_state_and_dedup(kv):
+    kv.apply(0, batch(put_cmd(7, 1, b"a", b"1"), put_cmd(8, 1, b"b", b"2")))
+    kv.apply(1, batch(Command(Kind.PUT, 7, 2, 0, r.PutRequest(key=b"x", ignore_value=True).SerializeToString())))
+    copy = KVStore.restore(kv.snapshot())
+    assert copy.snapshot() == kv.snapshot()
+    assert copy.items() == kv.items() and copy.revision == kv.revision and copy.next_slot == 2
+    (again,) = copy.apply(2, batch(put_cmd(7, 1, b"a", b"1")))
+    assert again.duplicate and again.result.header.revision == 2
+    (err,) = copy.apply(3, batch(Command(Kind.PUT, 7, 2, 0, b"")))
+    assert err.duplicate and err.result == errors.KEY_NOT_FOUND
+
+
+def test_a_txn_that_crashes_etcd_is_answered(kv):
+    # etcd 3.4.23 panics on this one ("unexpected error during txn"): its duplicate-key check
+    # misses a "\\0" range end; verikv gives the missing key an empty value instead of crashing.
+    kv.put(r.PutRequest(key=b"b", value=b"1"))
+    t = kv.txn(r.TxnRequest(success=[D(b"a", b"\0"), P(b"b", ignore_value=True)]))
+    assert t.succeeded and kv.range(r.RangeRequest(key=b"b")).kvs[0].version == 1

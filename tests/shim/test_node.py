@@ -1,0 +1,243 @@
+"""The node drives the real verified core: three in-process nodes over real TCP with real fsync
+elect a leader, commit client commands from any node, serve linearizable reads, recover from their
+WAL and snapshots; and the runtime checks stop the node when the core breaks a rule (the broken
+core here is a scripted test double that returns fixed Readies — it decides nothing)."""
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+import pytest_asyncio
+
+from verikv.etcdpb import rpc_pb2 as r
+from verikv.shim.checks import Checks, RuntimeCheckFailed
+from verikv.shim.node import Node, NodeConfig
+from verikv.shim.requests import Kind, encode_batch
+from verikv.verified_core.core import Core
+
+BASE_PORT = 25300
+
+
+def config(i, tmp_path, port_offset, **kw):
+    peers = [("127.0.0.1", BASE_PORT + port_offset + j) for j in range(3)]
+    return NodeConfig(node_id=i, peer_addresses=peers, data_dir=tmp_path / f"n{i}", tick_ms=5, **kw)
+
+
+async def start_node(i, tmp_path, port_offset, **kw):
+    node = Node(config(i, tmp_path, port_offset, **kw), Core(i, 3))
+    await node.start()
+    node.task = asyncio.get_running_loop().create_task(node.run())
+    return node
+
+
+async def stop_node(node):
+    await node.stop()
+    node.task.cancel()
+    await asyncio.gather(node.task, return_exceptions=True)
+
+
+async def wait_for(cond, timeout_s=10.0):
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def leader_of(nodes):
+    leaders = [n for n in nodes if n.status.get("role") == "leader"]
+    return leaders[0] if leaders else None
+
+
+@pytest_asyncio.fixture
+async def cluster(tmp_path, request):
+    offset = request.node.get_closest_marker("ports").args[0]
+    nodes = [await start_node(i, tmp_path, offset) for i in range(3)]
+    await wait_for(lambda: leader_of(nodes) is not None)
+    yield nodes
+    for n in nodes:
+        if not n._stopping:
+            await stop_node(n)
+
+
+@pytest.mark.ports(0)
+async def test_a_put_at_a_follower_commits_everywhere(cluster):
+    leader = leader_of(cluster)
+    follower = next(n for n in cluster if n is not leader)
+    resp = await follower.submit(Kind.PUT, r.PutRequest(key=b"k", value=b"v"))
+    assert resp.header.revision == 2
+    await wait_for(lambda: all(n.kv.revision == 2 for n in cluster))
+    for n in cluster:
+        (kv,) = n.kv.range(r.RangeRequest(key=b"k")).kvs
+        assert kv.value == b"v" and kv.mod_revision == 2
+
+
+@pytest.mark.ports(10)
+async def test_concurrent_requests_apply_once_each(cluster):
+    leader = leader_of(cluster)
+    puts = [n.submit(Kind.PUT, r.PutRequest(key=b"c", value=b"%d" % i)) for i, n in
+            enumerate(cluster * 20)]
+    results = await asyncio.gather(*puts)
+    assert sorted(x.header.revision for x in results) == list(range(2, 62))
+    (kv,) = leader.kv.range(r.RangeRequest(key=b"c")).kvs
+    assert kv.version == 60
+
+
+@pytest.mark.ports(20)
+async def test_linearizable_reads_see_the_latest_write(cluster):
+    leader = leader_of(cluster)
+    follower = next(n for n in cluster if n is not leader)
+    await follower.submit(Kind.PUT, r.PutRequest(key=b"x", value=b"1"))
+    at_leader = await leader.read(r.RangeRequest(key=b"x"), serializable=False)  # confirm_read path
+    at_follower = await follower.read(r.RangeRequest(key=b"x"), serializable=False)  # through the log
+    assert at_leader.kvs[0].value == b"1" and at_follower.kvs[0].value == b"1"
+    await leader.submit(Kind.PUT, r.PutRequest(key=b"x", value=b"2"))
+    again = await follower.read(r.RangeRequest(key=b"x"), serializable=False)
+    assert again.kvs[0].value == b"2"
+
+
+@pytest.mark.ports(30)
+async def test_validation_errors_never_reach_the_log(cluster):
+    leader = leader_of(cluster)
+    slots = leader.kv.next_slot
+    with pytest.raises(Exception, match="key is not provided"):
+        await leader.submit(Kind.PUT, r.PutRequest(key=b""))
+    assert leader.kv.next_slot == slots
+
+
+@pytest.mark.ports(40)
+async def test_a_restarted_node_recovers_its_state_from_the_wal(cluster, tmp_path):
+    for i in range(5):
+        await cluster[i % 3].submit(Kind.PUT, r.PutRequest(key=b"r%d" % i, value=b"v"))
+    victim = cluster[1]
+    await stop_node(victim)
+    revision = max(n.kv.revision for n in cluster)
+    cluster[1] = await start_node(1, tmp_path, 40)
+    await wait_for(lambda: cluster[1].kv.revision == revision)
+    assert len(cluster[1].kv.items()) == 5
+
+
+async def test_snapshots_truncate_the_wal_and_restore(tmp_path):
+    nodes = [await start_node(i, tmp_path, 50, snapshot_every_slots=5) for i in range(3)]
+    try:
+        await wait_for(lambda: leader_of(nodes) is not None)
+        for i in range(30):
+            await nodes[i % 3].submit(Kind.PUT, r.PutRequest(key=b"s%d" % (i % 4), value=b"%d" % i))
+        await wait_for(lambda: all(n.kv.revision == 31 for n in nodes))
+        assert list((tmp_path / "n0" / "wal").glob("snap-*.snap"))
+        assert nodes[0].status["log_start"] > 0
+        await stop_node(nodes[0])
+        nodes[0] = await start_node(0, tmp_path, 50, snapshot_every_slots=5)
+        await wait_for(lambda: nodes[0].kv.revision == 31)
+        assert nodes[0].kv.items() == nodes[1].kv.items()
+    finally:
+        for n in nodes:
+            if not n._stopping:
+                await stop_node(n)
+
+
+# ---- runtime checks, with a scripted core ----
+
+def ready(records=(), messages=(), commits=(), accepted=False):
+    return SimpleNamespace(records=list(records), messages=list(messages), commits=list(commits),
+                           accepted=accepted)
+
+
+class ScriptedCore:
+    """Returns the Readies and statuses it is given, in order; decides nothing."""
+
+    def __init__(self, readies, statuses):
+        self.readies = list(readies)
+        self.statuses = list(statuses)
+
+    def recover(self, records):
+        return ready()
+
+    def tick(self):
+        return self.readies.pop(0) if self.readies else ready()
+
+    def receive(self, message):
+        return ready()
+
+    def status(self):
+        return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+
+    def checkpoint_records(self):
+        return []
+
+
+def status(promised=(1, 0), role="follower", commit_upto=0, log_start=0):
+    return {"role": role, "leader": None, "ballot": promised, "promised": promised,
+            "commit_upto": commit_upto, "log_start": log_start, "read_confirmed": 0}
+
+
+async def run_scripted(tmp_path, port_offset, readies, statuses):
+    node = Node(config(0, tmp_path, port_offset), ScriptedCore(readies, statuses))
+    await node.start()
+    node._ticks_due = len(readies)
+    try:
+        for _ in range(len(readies)):
+            node._ticks_due = 1
+            await node._turn()
+    finally:
+        await node.stop()
+    return node
+
+
+async def test_a_changed_committed_slot_stops_the_node(tmp_path):
+    first, other = encode_batch([]), encode_batch([b"\x02" + b"\0" * 24])
+    with pytest.raises(RuntimeCheckFailed, match="CommittedSlotNeverChanges"):
+        await run_scripted(tmp_path, 60, [ready(commits=[(0, first)]), ready(commits=[(0, other)])],
+                           [status()])
+
+
+async def test_the_same_slot_redelivered_with_the_same_value_is_fine(tmp_path):
+    node = await run_scripted(tmp_path, 65, [ready(commits=[(0, b"")]), ready(commits=[(0, b"")])], [status()])
+    assert node.kv.next_slot == 1
+
+
+async def test_a_gap_in_commits_stops_the_node(tmp_path):
+    with pytest.raises(RuntimeCheckFailed, match="CommitsContiguous"):
+        await run_scripted(tmp_path, 61, [ready(commits=[(0, b""), (2, b"")])], [status()])
+
+
+async def test_a_decreasing_promise_stops_the_node(tmp_path):
+    with pytest.raises(RuntimeCheckFailed, match="PromisedNeverDecreases"):
+        await run_scripted(tmp_path, 62, [ready()], [status(promised=(5, 1)), status(promised=(4, 2))])
+
+
+async def test_leading_with_another_nodes_ballot_stops_the_node(tmp_path):
+    with pytest.raises(RuntimeCheckFailed, match="LeaderUsesOwnBallot"):
+        await run_scripted(tmp_path, 63, [ready()], [status(promised=(2, 1), role="leader")])
+
+
+async def test_records_are_durable_before_the_turns_messages_leave(tmp_path):
+    node = Node(config(0, tmp_path, 64), ScriptedCore([ready(records=[b"vote"], messages=[(1, b"msg")])],
+                                                     [status()]))
+    await node.start()
+    seen = []
+    node.transport.send = lambda dst, kind, payload: seen.append((dst, payload, node.wal.appended_records))
+    node._ticks_due = 1
+    await node._turn()
+    await node.stop()
+    assert seen == [(1, b"msg", 1)]  # the record was synced when the message was handed over
+
+
+def test_checks_can_be_turned_off():
+    checks = Checks(0, 3, enabled=False)
+    checks.on_status(status(promised=(5, 1)))
+    checks.on_status(status(promised=(1, 1)))
+    checks.on_commits([(0, b"a"), (0, b"b")], 0)
+    checks.before_send(3)
+    assert checks.failures_seen == 0
+
+
+def test_persist_before_send_check_fires_on_unsynced_records():
+    with pytest.raises(RuntimeCheckFailed, match="PersistBeforeSend"):
+        Checks(0, 3).before_send(1)
+
+
+def test_message_destination_check():
+    with pytest.raises(RuntimeCheckFailed, match="MessageDestinationValid"):
+        Checks(0, 3).on_messages([(0, b"to myself")])
+    with pytest.raises(RuntimeCheckFailed, match="MessageDestinationValid"):
+        Checks(0, 3).on_messages([(3, b"outside")])

@@ -1,0 +1,86 @@
+"""Peers exchange frames over real TCP: one write per peer per loop turn, reconnects after a peer
+restarts, bounded queues that drop the oldest frame, and bad frames close only that connection."""
+
+import asyncio
+import struct
+
+from verikv.shim.transport import FRAME_HEAD, KIND_CORE, KIND_FORWARD, Transport
+
+BASE_PORT = 25100
+
+
+def addrs(offset):
+    return [("127.0.0.1", BASE_PORT + offset + i) for i in range(3)]
+
+
+async def wait_for(cond, timeout_s=5.0):
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def start_all(offset, **kw):
+    got = {i: [] for i in range(3)}
+    ts = [Transport(i, addrs(offset), lambda k, p, i=i: got[i].append((k, p)), **kw) for i in range(3)]
+    for t in ts:
+        await t.start()
+    return ts, got
+
+
+async def test_frames_arrive_in_order_and_are_coalesced_per_turn():
+    ts, got = await start_all(0)
+    try:
+        await wait_for(lambda: all(p.writer for t in ts for p in t.peers.values()))
+        writes_before = ts[0].writes
+        for i in range(100):  # all in one loop turn
+            ts[0].send(1, KIND_CORE, b"m%d" % i)
+        ts[0].send(2, KIND_FORWARD, b"fwd")
+        await wait_for(lambda: len(got[1]) == 100 and got[2])
+        assert got[1] == [(KIND_CORE, b"m%d" % i) for i in range(100)]
+        assert got[2] == [(KIND_FORWARD, b"fwd")]
+        assert ts[0].writes - writes_before == 2  # one write per peer
+    finally:
+        for t in ts:
+            await t.close()
+
+
+async def test_reconnects_after_a_peer_restarts_and_delivers_queued_frames():
+    ts, got = await start_all(10, backoff_initial_s=0.01, backoff_max_s=0.05)
+    try:
+        await wait_for(lambda: ts[0].peers[1].writer is not None)
+        await ts[1].close()
+        await wait_for(lambda: ts[0].peers[1].writer is None)
+        ts[0].send(1, KIND_CORE, b"while down")
+        ts[1] = Transport(1, addrs(10), lambda k, p: got[1].append((k, p)))
+        await ts[1].start()
+        await wait_for(lambda: (KIND_CORE, b"while down") in got[1])
+        assert ts[0].peers[1].connects == 2
+    finally:
+        for t in ts:
+            await t.close()
+
+
+async def test_a_full_queue_drops_the_oldest_frames():
+    t = Transport(0, addrs(20), lambda k, p: None, max_queue_frames=3)
+    # not started: no connection, so frames stay queued (and the flush leaves them there)
+    for i in range(5):
+        t.send(1, KIND_CORE, b"%d" % i)
+    await asyncio.sleep(0)
+    assert [f[FRAME_HEAD.size:] for f in t.peers[1].queue] == [b"2", b"3", b"4"]
+    assert t.peers[1].dropped_frames == 2
+
+
+async def test_a_bad_frame_closes_only_that_connection():
+    ts, got = await start_all(30)
+    try:
+        reader, writer = await asyncio.open_connection(*addrs(30)[1])
+        writer.write(struct.pack("<IB", 2**31, KIND_CORE))
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the receiver
+        await wait_for(lambda: ts[0].peers[1].writer is not None)
+        ts[0].send(1, KIND_CORE, b"still fine")
+        await wait_for(lambda: (KIND_CORE, b"still fine") in got[1])
+    finally:
+        for t in ts:
+            await t.close()

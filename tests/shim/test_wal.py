@@ -1,0 +1,196 @@
+"""The WAL keeps every acknowledged record, shares one fdatasync among concurrent appends, cuts only
+a torn tail, refuses a damaged log with the file and offset, and stops for good on a failed sync."""
+
+import asyncio
+import os
+
+import pytest
+
+from verikv.shim.disk import FaultyDisk, RealDisk
+from verikv.shim.wal import RECORD_HEAD, Wal, WalCorruptError, WalFatalError, encode_record
+
+
+class CountingDisk(RealDisk):
+    def __init__(self):
+        self.syncs = 0
+
+    def sync(self, fd):
+        self.syncs += 1
+        super().sync(fd)
+
+
+def segments(d):
+    return sorted(p for p in d.iterdir() if p.suffix == ".wal")
+
+
+async def test_appended_records_come_back_in_order(tmp_path):
+    wal, rec = Wal.open(tmp_path)
+    assert rec.records == [] and rec.snapshot is None
+    await wal.append_many([b"one", b"two"])
+    await wal.append_many([b""])
+    await wal.append_many([b"three"])
+    wal.close()
+    _, rec = Wal.open(tmp_path)
+    assert rec.records == [b"one", b"two", b"", b"three"] and rec.cut_tail is None
+
+
+async def test_concurrent_appends_share_syncs(tmp_path):
+    disk = CountingDisk()
+    wal, _ = Wal.open(tmp_path, disk)
+    await asyncio.gather(*(wal.append_many([b"r%d" % i]) for i in range(50)))
+    assert disk.syncs <= 2  # the first append's sync, then everyone who queued behind it
+    wal.close()
+    _, rec = Wal.open(tmp_path)
+    assert sorted(rec.records) == sorted(b"r%d" % i for i in range(50))
+
+
+async def test_segments_roll_and_replay_across_files(tmp_path):
+    wal, _ = Wal.open(tmp_path, segment_bytes=100)
+    for i in range(20):
+        await wal.append_many([b"x" * 30 + b"%d" % i])
+    wal.close()
+    assert len(segments(tmp_path)) > 5
+    _, rec = Wal.open(tmp_path, segment_bytes=100)
+    assert rec.records == [b"x" * 30 + b"%d" % i for i in range(20)]
+
+
+@pytest.mark.parametrize("garbage", [b"\x05\x00", encode_record(b"partial body")[:-3], b"\0" * 40])
+async def test_a_torn_tail_is_cut(tmp_path, garbage):
+    wal, _ = Wal.open(tmp_path)
+    await wal.append_many([b"a", b"b"])
+    wal.close()
+    (seg,) = segments(tmp_path)
+    good = seg.stat().st_size
+    with open(seg, "ab") as f:
+        f.write(garbage)
+    wal, rec = Wal.open(tmp_path)
+    assert rec.records == [b"a", b"b"]
+    assert rec.cut_tail and f"byte offset {good}" in rec.cut_tail
+    assert seg.stat().st_size == good
+    await wal.append_many([b"c"])  # appends continue after the cut
+    wal.close()
+    assert Wal.open(tmp_path)[1].records == [b"a", b"b", b"c"]
+
+
+async def test_a_bad_crc_in_the_middle_refuses_to_start(tmp_path):
+    wal, _ = Wal.open(tmp_path)
+    await wal.append_many([b"aaaa", b"bbbb", b"cccc"])
+    wal.close()
+    (seg,) = segments(tmp_path)
+    data = bytearray(seg.read_bytes())
+    second = RECORD_HEAD.size + 4
+    data[second + RECORD_HEAD.size] ^= 0xFF  # flip a body byte of the second record
+    seg.write_bytes(bytes(data))
+    with pytest.raises(WalCorruptError, match=rf"{seg.name}: record at byte offset {second} has a bad CRC"):
+        Wal.open(tmp_path)
+
+
+async def test_a_bad_crc_in_the_last_record_is_not_mistaken_for_a_torn_tail(tmp_path):
+    wal, _ = Wal.open(tmp_path)
+    await wal.append_many([b"aaaa", b"bbbb"])
+    wal.close()
+    (seg,) = segments(tmp_path)
+    data = bytearray(seg.read_bytes())
+    data[-1] ^= 0x01
+    seg.write_bytes(bytes(data))
+    with pytest.raises(WalCorruptError, match="bad CRC"):
+        Wal.open(tmp_path)
+
+
+async def test_a_bad_length_refuses_to_start(tmp_path):
+    wal, _ = Wal.open(tmp_path)
+    await wal.append_many([b"aaaa", b"bbbb"])
+    wal.close()
+    (seg,) = segments(tmp_path)
+    data = bytearray(seg.read_bytes())
+    data[0:4] = (2**31).to_bytes(4, "little")
+    seg.write_bytes(bytes(data))
+    with pytest.raises(WalCorruptError, match=r"byte offset 0 has a bad length"):
+        Wal.open(tmp_path)
+
+
+async def test_a_cut_record_in_an_older_segment_refuses_to_start(tmp_path):
+    wal, _ = Wal.open(tmp_path, segment_bytes=30)
+    for i in range(4):
+        await wal.append_many([b"y" * 25])
+    wal.close()
+    first = segments(tmp_path)[0]
+    first.write_bytes(first.read_bytes()[:-5])
+    with pytest.raises(WalCorruptError, match=f"{first.name}: record at byte offset 0"):
+        Wal.open(tmp_path, segment_bytes=30)
+
+
+async def test_a_failed_sync_is_fatal_and_stays_fatal(tmp_path):
+    disk = FaultyDisk()
+    wal, _ = Wal.open(tmp_path, disk)
+    await wal.append_many([b"durable"])
+    disk.fail_syncs = True
+    with pytest.raises(WalFatalError, match="injected fault"):
+        await wal.append_many([b"lost"])
+    disk.fail_syncs = False
+    with pytest.raises(WalFatalError, match="failed earlier"):
+        await wal.append_many([b"after"])  # never retried: fail-stop
+    disk.crash()
+    assert Wal.open(tmp_path)[1].records == [b"durable"]
+
+
+async def test_fsync_fault_can_be_triggered_from_outside(tmp_path):
+    disk = FaultyDisk(trigger_dir=tmp_path)
+    wal, _ = Wal.open(tmp_path / "wal", disk)
+    (tmp_path / "fail-fsync").touch()
+    with pytest.raises(WalFatalError):
+        await wal.append_many([b"x"])
+
+
+async def test_a_crash_loses_exactly_the_unsynced_writes(tmp_path):
+    disk = FaultyDisk()
+    wal, _ = Wal.open(tmp_path, disk)
+    await wal.append_many([b"synced"])
+    disk.append(wal._fd, encode_record(b"written but never synced"))
+    disk.crash(keep_unsynced_bytes=7)  # a torn write: part of it reached the disk
+    wal, rec = Wal.open(tmp_path)
+    assert rec.records == [b"synced"] and rec.cut_tail
+
+
+async def test_snapshot_replaces_older_segments(tmp_path):
+    wal, _ = Wal.open(tmp_path, segment_bytes=60)
+    for i in range(10):
+        await wal.append_many([b"old%d" % i + b"." * 20])
+    wal.install_snapshot(slot=42, kv_state=b"KV", core_records=[b"ckpt1", b"ckpt2"])
+    await wal.append_many([b"new"])
+    wal.close()
+    assert len(segments(tmp_path)) == 1 and len(list(tmp_path.glob("snap-*.snap"))) == 1
+    _, rec = Wal.open(tmp_path)
+    assert rec.snapshot.slot == 42 and rec.snapshot.kv_state == b"KV"
+    assert rec.snapshot.core_records == [b"ckpt1", b"ckpt2"] and rec.records == [b"new"]
+
+
+async def test_a_snapshot_that_never_got_renamed_is_ignored(tmp_path):
+    wal, _ = Wal.open(tmp_path)
+    await wal.append_many([b"a"])
+    wal.close()
+    (tmp_path / "snap-0000000000000009.snap.tmp").write_bytes(b"half")
+    _, rec = Wal.open(tmp_path)
+    assert rec.snapshot is None and rec.records == [b"a"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+async def test_a_corrupt_snapshot_refuses_to_start(tmp_path):
+    wal, _ = Wal.open(tmp_path)
+    wal.install_snapshot(slot=1, kv_state=b"KV", core_records=[])
+    wal.close()
+    (snap,) = tmp_path.glob("snap-*.snap")
+    data = bytearray(snap.read_bytes())
+    data[-1] ^= 1
+    snap.write_bytes(bytes(data))
+    with pytest.raises(WalCorruptError, match="snapshot has a bad magic or CRC"):
+        Wal.open(tmp_path)
+
+
+def test_records_are_really_fsynced(tmp_path, monkeypatch):
+    calls = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append(fd), real(fd)))
+    wal, _ = Wal.open(tmp_path)
+    wal.append_sync([b"x"])
+    assert calls
