@@ -62,6 +62,8 @@ module Impl {
     // The current step's output, and messages this host sent to itself.
     var outRecords: seq<Record>
     var outPackets: seq<Packet>
+    var outEarly: seq<Packet>
+    var outSync: bool
     var outCommits: seq<Committed>
     var selfQueue: seq<Msg>
 
@@ -137,6 +139,8 @@ module Impl {
       readConfirmed := 0;
       outRecords := [];
       outPackets := [];
+      outEarly := [];
+      outSync := false;
       outCommits := [];
       selfQueue := [];
       Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, ackCount, readAck};
@@ -181,8 +185,10 @@ module Impl {
     {
       if dst == me {
         selfQueue := selfQueue + [msg];
-      } else {
+      } else if outSync {
         outPackets := outPackets + [Packet(me, dst, msg)];
+      } else {
+        outEarly := outEarly + [Packet(me, dst, msg)];  // depends on no record of this step
       }
     }
 
@@ -210,6 +216,9 @@ module Impl {
       ensures Valid() && PromisedGrows() && Unchanged()
     {
       outRecords := outRecords + [r];
+      if NeedsSync(r) {
+        outSync := true;
+      }
     }
 
     // The state this step must not change behind the caller's back: everything but the
@@ -798,6 +807,8 @@ module Impl {
     {
       outRecords := [];
       outPackets := [];
+      outEarly := [];
+      outSync := false;
       outCommits := [];
       selfQueue := [];
     }
@@ -808,9 +819,11 @@ module Impl {
       ensures Valid() && PromisedGrows()
     {
       DrainSelf();
-      r := Ready(outRecords, outPackets, outCommits, accepted);
+      r := Ready(outRecords, outPackets, outCommits, accepted, outEarly, outSync);
       outRecords := [];
       outPackets := [];
+      outEarly := [];
+      outSync := false;
       outCommits := [];
     }
 

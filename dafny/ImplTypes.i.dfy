@@ -54,11 +54,23 @@ module ImplTypes {
   )
 
   // Everything one step produces, in the order the shim must honour it:
-  // 1. make `records` durable, 2. send `packets`, 3. apply `commits` (contiguous, in order).
+  // 1. `early` packets may be sent at once: they depend on no record of this step;
+  // 2. append `records` in order; if `sync`, they must be durable before 3 and 4 (and before
+  //    anything of a later step); if not, they may become durable later (commit records only:
+  //    losing one loses no chosen value, the slot is learned again);
+  // 3. send `packets`; 4. apply `commits` (contiguous, in order).
   datatype Ready = Ready(
     records: seq<Record>,
     packets: seq<Packet>,
     commits: seq<Committed>,
-    accepted: bool   // propose(): the value got a slot; false when not leader or the window is full
+    accepted: bool,  // propose(): the value got a slot; false when not leader or the window is full
+    early: seq<Packet>,
+    sync: bool
   )
+
+  // Records that must be durable before the step's packets leave: promises, votes and
+  // truncations. A commit record may lag.
+  predicate NeedsSync(r: Record) {
+    !r.RecCommit?
+  }
 }

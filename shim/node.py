@@ -112,7 +112,7 @@ class Node:
         self._read_batches: collections.deque = collections.deque()
         self._ticks_due = 0
         self._wake = asyncio.Event()
-        self._unsynced_records = 0
+        self._durable_needed = 0  # WAL records that must be durable before a message leaves
         self._last_scan = 0.0
         self._snapshot_slot = 0
         self._stopping = False
@@ -250,29 +250,49 @@ class Node:
             await self._snapshot()
 
     async def _handle(self, readies: list) -> None:
-        """Persist, then send, then apply: the order every Ready demands."""
+        """Honour each Ready in turn order: early messages at once; records written in order;
+        a `sync` Ready's records durable (one group commit for the turn) before its messages
+        and commits and before anything of the Readies after it."""
         records = [r for rd in readies for r in rd.records]
-        if records:
-            self._unsynced_records = len(records)
+        barrier = next((i for i, rd in enumerate(readies) if rd.sync), len(readies))
+        for rd in readies[:barrier]:  # nothing of theirs waits for a sync
+            self._send(rd.early)
+            self._send(rd.messages)
+            self._apply(rd.commits)
+        if barrier == len(readies):
+            self.wal.append_lazy(records)
+        else:
+            self._send(readies[barrier].early)  # independent of the barrier's own records
             await self.wal.append_many(records)
-            self._unsynced_records = 0
-        send = self.transport.send
-        for rd in readies:
-            if rd.messages:
-                self.checks.before_send(self._unsynced_records)
-                self.checks.on_messages(rd.messages)
-                for dst, msg in rd.messages:
-                    send(dst, KIND_CORE, msg)
-        for rd in readies:
-            if rd.commits:
-                self.checks.on_commits(rd.commits, self.kv.next_slot)
-                for slot, value in rd.commits:
-                    if slot < self.kv.next_slot:
-                        continue  # already in the KV state (e.g. redelivered after recovery)
-                    self._answer(self.kv.apply(slot, value, reads_for=self.client_id))
+            self._durable_needed = self.wal.written_records
+            for i, rd in enumerate(readies[barrier:]):
+                if i:
+                    self._send(rd.early)
+                self._send(rd.messages)
+                self._apply(rd.commits)
         self.status = self.core.status()
         self.checks.on_status(self.status)
         self.checks.on_log_start(self.status["log_start"], self.kv.next_slot)
+
+    def _send(self, messages: list) -> None:
+        if not messages:
+            return
+        # PersistBeforeSend, observed on the WAL: every record written up to the last sync
+        # barrier is durable before a message leaves.
+        self.checks.before_send(max(0, self._durable_needed - self.wal.appended_records))
+        self.checks.on_messages(messages)
+        send = self.transport.send
+        for dst, msg in messages:
+            send(dst, KIND_CORE, msg)
+
+    def _apply(self, commits: list) -> None:
+        if not commits:
+            return
+        self.checks.on_commits(commits, self.kv.next_slot)
+        for slot, value in commits:
+            if slot < self.kv.next_slot:
+                continue  # already in the KV state (e.g. redelivered after recovery)
+            self._answer(self.kv.apply(slot, value, reads_for=self.client_id))
 
     def _answer(self, outcomes) -> None:
         my_id = self.client_id

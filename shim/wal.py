@@ -139,7 +139,8 @@ class Wal:
         self._flusher: asyncio.Task | None = None
         self._failed: BaseException | None = None
         self.syncs = 0  # fdatasync calls made (for tests and metrics)
-        self.appended_records = 0
+        self.appended_records = 0  # records durable (synced) since open
+        self.written_records = 0  # records handed to append_many/append_lazy since open
 
     @classmethod
     def open(cls, directory: Path, disk=None, segment_bytes: int = DEFAULT_SEGMENT_BYTES
@@ -190,10 +191,22 @@ class Wal:
             return
         fut = asyncio.get_running_loop().create_future()
         self._pending.extend(encode_record(r) for r in records)
+        self.written_records += len(records)
         self._waiters.append(fut)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         await fut
+
+    def append_lazy(self, records: list[bytes]) -> None:
+        """Append records that may become durable later (the next sync makes them durable, in
+        order with everything appended before and after). Returns at once."""
+        self._check_usable()
+        if not records:
+            return
+        self._pending.extend(encode_record(r) for r in records)
+        self.written_records += len(records)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()

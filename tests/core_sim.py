@@ -1,8 +1,10 @@
 """A deterministic simulation of several replicas of the compiled core.
 
 Real encoded messages travel over a simulated network that loses, duplicates, reorders and
-partitions them; replicas crash and restart from their durable records only (a crash may
-also tear the last step's records: a prefix is kept, nothing of that step was sent). One
+partitions them; replicas crash and restart from their durable records only. Each Ready is
+honoured as a node would: early messages leave at once, records are written, and only a
+`sync` Ready makes them durable before its messages and commits; a crash loses what was
+written but not synced, or keeps a prefix of it (a torn write). One
 seed fixes every choice, so a failing run replays exactly: `Simulation(seed=...)`.
 
 After every step the simulation checks the safety properties the proof promises:
@@ -45,6 +47,7 @@ class Simulation:
         self.election_ticks = election_ticks
         self.heartbeat_ticks = heartbeat_ticks
         self.disks: list[list[bytes]] = [[] for _ in range(n)]
+        self.unsynced: list[list[bytes]] = [[] for _ in range(n)]  # written, not yet durable
         self.cores = [self._fresh(i) for i in range(n)]
         self.in_flight: list[tuple[int, bytes]] = []
         self.blocked: set[tuple[int, int]] = set()  # (src, dst) pairs the partition cuts
@@ -66,17 +69,21 @@ class Simulation:
                               f"replay with Simulation(n={self.n}, seed={self.seed}))\nlast events:\n{tail}")
 
     def _apply(self, i: int, ready: Ready, *, may_tear: bool = True) -> None:
-        if may_tear and ready.records and self.rng.random() < self.faults.crash * self.faults.torn * 10:
-            # crash while persisting: a prefix of the records is durable, nothing else happened
-            keep = self.rng.randrange(len(ready.records))
-            self.disks[i].extend(ready.records[:keep])
-            self.trace.append(f"{self.steps}: node {i} crashed mid-persist ({keep}/{len(ready.records)} records)")
-            self._restart(i)
+        self.in_flight.extend(ready.early)         # 1. sent before anything is durable
+        self.unsynced[i].extend(ready.records)     # 2. written, in order
+        if may_tear and ready.sync and self.rng.random() < self.faults.crash * self.faults.torn * 10:
+            # crash during the sync: a prefix of the unsynced records reached the disk
+            pending = self.unsynced[i]
+            keep = self.rng.randrange(len(pending))
+            self.trace.append(f"{self.steps}: node {i} crashed mid-sync ({keep}/{len(pending)} records)")
+            self._restart(i, keep_unsynced=keep)
             return
-        self.disks[i].extend(ready.records)  # 1. durable
-        for dst, message in ready.messages:  # 2. sent
+        if ready.sync:                             # ... and durable before what follows
+            self.disks[i].extend(self.unsynced[i])
+            self.unsynced[i] = []
+        for dst, message in ready.messages:        # 3. sent
             self.in_flight.append((dst, message))
-        self._observe(i, ready.commits)      # 3. applied
+        self._observe(i, ready.commits)            # 4. applied
 
     def _observe(self, i: int, commits: list[tuple[int, bytes]]) -> None:
         seen = self.observed[i]
@@ -93,7 +100,12 @@ class Simulation:
             if self.chosen.setdefault(slot, value) != value:
                 self._fail(f"Agreement violated in slot {slot}: {self.chosen[slot]!r} vs {value!r} (node {i})")
 
-    def _restart(self, i: int) -> None:
+    def _restart(self, i: int, keep_unsynced: int | None = None) -> None:
+        # what was written but not synced is lost, or (a torn write) partly kept
+        if keep_unsynced is None:
+            keep_unsynced = self.rng.randrange(len(self.unsynced[i]) + 1)
+        self.disks[i].extend(self.unsynced[i][:keep_unsynced])
+        self.unsynced[i] = []
         self.cores[i] = self._fresh(i)
         ready = self.cores[i].recover(list(self.disks[i]))
         self.in_flight = [(d, m) for d, m in self.in_flight if d != i] if self.rng.random() < 0.5 else self.in_flight

@@ -15,7 +15,7 @@ def _traffic():
     original = sim._apply
 
     def capture(i, ready, **kw):
-        captured.extend(m for _, m in ready.messages)
+        captured.extend(m for _, m in ready.early + ready.messages)
         return original(i, ready, **kw)
 
     sim._apply = capture

@@ -5,9 +5,13 @@ in the style of etcd-io/raft's Ready: every call takes one input (a received mes
 a proposal, durable records at recovery) and returns one `Ready`, whose duties the caller
 performs in order:
 
-1. append `ready.records` to durable storage and make them durable (fdatasync);
-2. only then send `ready.messages` (destination node id, encoded message);
-3. apply `ready.commits` (slot, value): newly committed slots, contiguous and in slot order.
+1. `ready.early` (destination node id, encoded message) may be sent at once: those messages
+   depend on no record of this step (a leader's Accepts go out while it persists its own vote);
+2. append `ready.records` to the log, in order; if `ready.sync`, make them durable (fdatasync)
+   before 3 and 4 and before anything of a later step; if not (commit records only), they may
+   become durable later, still in order;
+3. send `ready.messages`;
+4. apply `ready.commits` (slot, value): newly committed slots, contiguous and in slot order.
 
 This module converts; it must never decide. The ballot and quorum helpers below are the
 Dafny definitions of the same names (ballot_lt is Ballots.BalLt, has_quorum is
@@ -49,6 +53,8 @@ class Ready(NamedTuple):
     messages: list[tuple[int, bytes]]
     commits: list[tuple[int, bytes]]
     accepted: bool  # propose(): the value got a slot (False: not the leader, or window full)
+    early: list[tuple[int, bytes]]  # may be sent before this step's records are durable
+    sync: bool  # the records must be durable before messages, commits and later steps
 
 
 class Core:

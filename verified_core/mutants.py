@@ -48,6 +48,24 @@ MUTANTS = [
         breaks="Ballots.BalLtIrreflexive",
         why="two leaders with the same round and node would compare as both smaller",
     ),
+    Mutant(
+        name="accept-below-promise",
+        file="Protocol.i.dfy",
+        original="if BalLe(h.promised, m.bal) && m.slot >= h.logStart then",
+        mutated="if m.slot >= h.logStart then",
+        breaks="InvariantProof.ReceiveAcceptOk",
+        why="an acceptor that votes at a ballot below its promise breaks the promise it gave a "
+            "newer leader, whose proposal was computed without that vote",
+    ),
+    Mutant(
+        name="propose-ignores-highest-vote",
+        file="Protocol.i.dfy",
+        original="    && SafeToPropose(h.leader.promises, slot, val)\n",
+        mutated="",
+        breaks="InvariantProof.SendAcceptOk",
+        why="a leader that proposes a fresh value in a slot where phase 1 reported a vote can "
+            "overwrite a value that was already chosen",
+    ),
 ]
 
 

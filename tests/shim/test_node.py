@@ -73,13 +73,17 @@ async def test_a_put_at_a_follower_commits_everywhere(cluster):
 
 @pytest.mark.ports(10)
 async def test_concurrent_requests_apply_once_each(cluster):
-    leader = leader_of(cluster)
     puts = [n.submit(Kind.PUT, r.PutRequest(key=b"c", value=b"%d" % i)) for i, n in
             enumerate(cluster * 20)]
     results = await asyncio.gather(*puts)
     assert sorted(x.header.revision for x in results) == list(range(2, 62))
-    (kv,) = leader.kv.range(r.RangeRequest(key=b"c")).kvs
-    assert kv.version == 60
+    try:
+        await wait_for(lambda: all(n.kv.revision == 61 for n in cluster))
+    except AssertionError:
+        raise AssertionError([(n.kv.revision, n.status, n.task.done() and n.task.exception()) for n in cluster])
+    for n in cluster:
+        (kv,) = n.kv.range(r.RangeRequest(key=b"c")).kvs
+        assert kv.version == 60
 
 
 @pytest.mark.ports(20)
@@ -137,9 +141,10 @@ async def test_snapshots_truncate_the_wal_and_restore(tmp_path):
 
 # ---- runtime checks, with a scripted core ----
 
-def ready(records=(), messages=(), commits=(), accepted=False):
+def ready(records=(), messages=(), commits=(), accepted=False, early=(), sync=None):
     return SimpleNamespace(records=list(records), messages=list(messages), commits=list(commits),
-                           accepted=accepted)
+                           accepted=accepted, early=list(early),
+                           sync=bool(records) if sync is None else sync)
 
 
 class ScriptedCore:
@@ -220,6 +225,34 @@ async def test_records_are_durable_before_the_turns_messages_leave(tmp_path):
     await node._turn()
     await node.stop()
     assert seen == [(1, b"msg", 1)]  # the record was synced when the message was handed over
+
+
+async def test_early_messages_leave_before_the_sync_and_lazy_records_do_not_delay_commits(tmp_path):
+    node = Node(config(0, tmp_path, 65), ScriptedCore(
+        [ready(records=[b"vote"], messages=[(1, b"late")], early=[(2, b"early")])], [status()]))
+    await node.start()
+    seen = []
+    node.transport.send = lambda dst, kind, payload: seen.append((dst, payload, node.wal.appended_records))
+    node._ticks_due = 1
+    await node._turn()
+    await node.stop()
+    assert seen == [(2, b"early", 0), (1, b"late", 1)]
+
+
+async def test_a_wal_that_acknowledges_without_syncing_is_caught(tmp_path):
+    node = Node(config(0, tmp_path, 66), ScriptedCore([ready(records=[b"vote"], messages=[(1, b"m")])],
+                                                     [status()]))
+    await node.start()
+    node.transport.send = lambda dst, kind, payload: None
+
+    async def lying_append(records):  # returns as if durable, but syncs nothing
+        node.wal.written_records += len(records)
+
+    node.wal.append_many = lying_append
+    node._ticks_due = 1
+    with pytest.raises(RuntimeCheckFailed, match="PersistBeforeSend"):
+        await node._turn()
+    await node.stop()
 
 
 def test_checks_can_be_turned_off():

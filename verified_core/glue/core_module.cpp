@@ -311,17 +311,21 @@ class CoreHandle {
 
   private:
     py::tuple convert(const ImplTypes::Ready& r) {
-        py::list records, messages, commits;
+        py::list records, messages, commits, early;
         for (size_t i = 0; i < r.records.size(); i++) records.append(py::bytes(codec::encode_record(r.records.start[i])));
         for (size_t i = 0; i < r.packets.size(); i++) {
             const auto& p = r.packets.start[i];
             messages.append(py::make_tuple(p.dst, py::bytes(codec::encode_packet(p))));
         }
+        for (size_t i = 0; i < r.early.size(); i++) {
+            const auto& p = r.early.start[i];
+            early.append(py::make_tuple(p.dst, py::bytes(codec::encode_packet(p))));
+        }
         for (size_t i = 0; i < r.commits.size(); i++) {
             const auto& c = r.commits.start[i];
             commits.append(py::make_tuple(c.slot, to_bytes(c.val)));
         }
-        return py::make_tuple(records, messages, commits, r.accepted);
+        return py::make_tuple(records, messages, commits, r.accepted, early, r.sync);
     }
 
     std::shared_ptr<Impl::Replica> replica_;
