@@ -24,6 +24,7 @@ import asyncio
 import collections
 import logging
 import secrets
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +37,14 @@ from verikv.shim.checks import Checks
 from verikv.shim.errors import EtcdError
 from verikv.shim.kv import KVStore
 from verikv.shim.requests import Command, Kind, decode_batch, encode_batch, validate
-from verikv.shim.transport import KIND_CORE, KIND_FORWARD, Transport
+from verikv.shim.transport import (KIND_CORE, KIND_FORWARD, KIND_READ_INDEX, KIND_READ_INDEX_REPLY,
+                                   Transport)
 from verikv.shim.wal import Wal
 
 log = logging.getLogger("verikv.node")
+
+READ_ASK = struct.Struct("<QI")  # request id, asking node
+READ_REPLY = struct.Struct("<QQ")  # request id, read slot (0: ask again through the log)
 
 TOO_MANY_REQUESTS = EtcdError(grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: too many requests")
 CLUSTER_ID = 0x766B5F3300000001  # one local cluster; member ids are node id + 1
@@ -108,7 +113,14 @@ class Node:
         self._local_out: list[bytes] = []  # this node's encoded commands, to propose or forward
         self._forwarded_in: list[bytes] = []  # followers' commands, proposed if this node leads
         self._inbox: collections.deque[bytes] = collections.deque(maxlen=config.max_inbox_messages)
-        self._reads_waiting: list[tuple[object, asyncio.Future]] = []
+        # Linearizable reads. At the leader, entries are (request, future) for its own clients and
+        # (None, (asker, request id)) for followers' ReadIndex requests; one confirm_read() per
+        # turn covers them all. At a follower, a read waits for the leader's read slot
+        # (_remote_reads), then for its own applied slots to reach it (_follower_reads).
+        self._reads_waiting: list[tuple[object, object]] = []
+        self._remote_reads: dict[int, tuple[object, asyncio.Future, float]] = {}
+        self._follower_reads: list[tuple[int, object, asyncio.Future]] = []
+        self._next_read_id = 1
         self._read_batches: collections.deque = collections.deque()
         self._ticks_due = 0
         self._wake = asyncio.Event()
@@ -177,6 +189,19 @@ class Node:
         elif kind == KIND_FORWARD:
             if len(self._forwarded_in) < self.config.max_pending_requests:
                 self._forwarded_in.extend(c.encode() for c in decode_batch(payload))
+        elif kind == KIND_READ_INDEX and len(payload) == READ_ASK.size:
+            req_id, asker = READ_ASK.unpack(payload)
+            if asker < self.cluster_size and len(self._reads_waiting) < self.config.max_pending_requests:
+                self._reads_waiting.append((None, (asker, req_id)))
+        elif kind == KIND_READ_INDEX_REPLY and len(payload) == READ_REPLY.size:
+            req_id, read_slot = READ_REPLY.unpack(payload)
+            entry = self._remote_reads.pop(req_id, None)
+            if entry is not None:
+                request, fut, _ = entry
+                if read_slot:
+                    self._follower_reads.append((read_slot, request, fut))
+                else:
+                    self._reads_through_log([(request, fut)])
         self._wake.set()
 
     def _acked_below(self) -> int:
@@ -208,11 +233,18 @@ class Node:
             if isinstance(result, EtcdError):
                 raise result
             return result
-        if self.status.get("role") != "leader":
-            return await self.submit(Kind.RANGE, request)
         validate(Kind.RANGE, request)
         fut = asyncio.get_running_loop().create_future()
-        self._reads_waiting.append((request, fut))
+        role, leader = self.status.get("role"), self.status.get("leader")
+        if role == "leader":
+            self._reads_waiting.append((request, fut))
+        elif leader is not None and leader != self.node_id:
+            req_id = self._next_read_id
+            self._next_read_id += 1
+            self._remote_reads[req_id] = (request, fut, time.monotonic())
+            self.transport.send(leader, KIND_READ_INDEX, READ_ASK.pack(req_id, self.node_id))
+        else:
+            return await self.submit(Kind.RANGE, request)
         self._wake.set()
         result = await fut
         if isinstance(result, EtcdError):
@@ -348,16 +380,40 @@ class Node:
         self._reads_through_log(reads)
 
     def _reads_through_log(self, reads) -> None:
+        """Order reads through the log instead; a follower's ReadIndex request is told to do so."""
         for request, fut in reads:
+            if request is None:
+                asker, req_id = fut
+                self.transport.send(asker, KIND_READ_INDEX_REPLY, READ_REPLY.pack(req_id, 0))
+                continue
             task = asyncio.get_running_loop().create_task(self.submit(Kind.RANGE, request))
             task.add_done_callback(lambda t, fut=fut: fut.done() or fut.set_result(
                 t.exception() if t.exception() else t.result()))
 
     def _serve_reads(self) -> None:
+        if self._follower_reads:  # the leader's read slot is known: serve once applied that far
+            ready = [r for r in self._follower_reads if self.kv.next_slot >= r[0]]
+            if ready:
+                self._follower_reads = [r for r in self._follower_reads if self.kv.next_slot < r[0]]
+                for _, request, fut in ready:
+                    if not fut.done():
+                        fut.set_result(self.kv.execute(Kind.RANGE, request))
         batches = self._read_batches
+        confirmed = self.status.get("read_confirmed", 0)
         while batches:
             read_seq, read_slot, reads = batches[0]
-            if self.status.get("read_confirmed", 0) >= read_seq and self.kv.next_slot >= read_slot:
+            if confirmed >= read_seq:
+                # leadership confirmed after these reads arrived: followers get the read slot now
+                # (they wait for their own applied slots), this node's clients once applied
+                if any(request is None for request, _ in reads):
+                    for request, asker_and_id in reads:
+                        if request is None:
+                            asker, req_id = asker_and_id
+                            self.transport.send(asker, KIND_READ_INDEX_REPLY, READ_REPLY.pack(req_id, read_slot))
+                    reads = [r for r in reads if r[0] is not None]
+                    batches[0] = (read_seq, read_slot, reads)
+                if self.kv.next_slot < read_slot:
+                    break
                 batches.popleft()
                 for request, fut in reads:
                     if not fut.done():
@@ -378,6 +434,10 @@ class Node:
             elif p.last_sent <= retry_before:
                 p.last_sent = now
                 self._local_out.append(Command(p.kind, self.client_id, seq, acked, p.body).encode())
+        for req_id, (request, fut, asked_at) in list(self._remote_reads.items()):
+            if asked_at <= retry_before:  # no answer from the leader: order it through the log
+                del self._remote_reads[req_id]
+                self._reads_through_log([(request, fut)])
         for seq in expired:
             p = self._waiting.pop(seq)
             if not p.future.done():

@@ -26,7 +26,9 @@ MAX_FRAME_BYTES = 32 * 1024 * 1024
 KIND_CORE = 0  # an encoded core message
 KIND_FORWARD = 1  # a batch of client commands a follower forwards to the leader
 KIND_HELLO = 2  # first frame of a connection: the sender's node id (u32)
-KINDS = (KIND_CORE, KIND_FORWARD, KIND_HELLO)
+KIND_READ_INDEX = 3  # a follower asks the leader for a read slot: request id (u64), asker (u32)
+KIND_READ_INDEX_REPLY = 4  # the leader's answer: request id (u64), read slot (u64; 0 = retry)
+KINDS = (KIND_CORE, KIND_FORWARD, KIND_HELLO, KIND_READ_INDEX, KIND_READ_INDEX_REPLY)
 
 
 def encode_frame(kind: int, payload: bytes) -> bytes:

@@ -88,3 +88,11 @@ def test_checkpoint_records_rebuild_the_same_durable_state():
     assert [v for _, v in ready.commits] == [sim.observed[1][s] for s in sorted(sim.observed[1])]
     for key in ("promised", "commit_upto", "log_start"):
         assert rebuilt.status()[key] == original.status()[key]
+
+
+def test_the_core_microbenchmark_runs_and_commits_every_slot():
+    from verikv.verified_core import bench
+
+    result = bench.steady_state(slots=300, value_bytes=256, batch=32, runtime_checks=True)
+    assert result["slots"] >= 300
+    assert result["messages"] >= 300 * 4  # 2 Accepts + 2 Accepted + 2 Learns per slot, at least

@@ -33,6 +33,7 @@ def steady_state(slots: int, value_bytes: int, batch: int, runtime_checks: bool)
     committed = [0] * n
 
     def absorb(i: int, ready) -> None:
+        queue.extend(ready.early)
         queue.extend(ready.messages)
         committed[i] += len(ready.commits)
 

@@ -92,11 +92,24 @@ async def test_linearizable_reads_see_the_latest_write(cluster):
     follower = next(n for n in cluster if n is not leader)
     await follower.submit(Kind.PUT, r.PutRequest(key=b"x", value=b"1"))
     at_leader = await leader.read(r.RangeRequest(key=b"x"), serializable=False)  # confirm_read path
-    at_follower = await follower.read(r.RangeRequest(key=b"x"), serializable=False)  # through the log
+    at_follower = await follower.read(r.RangeRequest(key=b"x"), serializable=False)  # ReadIndex
     assert at_leader.kvs[0].value == b"1" and at_follower.kvs[0].value == b"1"
     await leader.submit(Kind.PUT, r.PutRequest(key=b"x", value=b"2"))
     again = await follower.read(r.RangeRequest(key=b"x"), serializable=False)
     assert again.kvs[0].value == b"2"
+
+
+@pytest.mark.ports(25)
+async def test_follower_reads_ask_the_leader_for_a_read_slot_instead_of_using_the_log(cluster):
+    leader = leader_of(cluster)
+    follower = next(n for n in cluster if n is not leader)
+    for i in range(5):
+        await leader.submit(Kind.PUT, r.PutRequest(key=b"y", value=b"%d" % i))
+        slots = leader.status["commit_upto"]
+        got = await follower.read(r.RangeRequest(key=b"y"), serializable=False)
+        assert got.kvs[0].value == b"%d" % i  # it waited until it had applied the leader's write
+        assert leader.status["commit_upto"] == slots  # and the read took no log slot
+    assert not follower._remote_reads and not follower._follower_reads
 
 
 @pytest.mark.ports(30)
