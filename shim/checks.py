@@ -16,14 +16,25 @@ Checks (names as in dafny/PROTOCOL.md where there is one):
 - LogStartCoversOnlyApplied: the core never forgets a slot the shim has not applied yet.
 - ProposalOnlyAtLeader: propose() accepts a value only while the core says it leads.
 - MessageDestinationValid: messages go to another member of the configuration.
+- CommittedValuesMatch: replicas agree on what they committed. Every DIGEST_RANGE_SLOTS slots a
+  node announces a digest of the values it committed in that range; a peer whose digest for
+  the same range differs stops (Agreement, observed across processes).
 """
 
 from __future__ import annotations
 
 import collections
-import zlib
+import hashlib
 
 from verikv.verified_core import core as vcore
+
+
+DIGEST_RANGE_SLOTS = 64
+DIGEST_BYTES = 8
+
+
+def slot_digest(value: bytes) -> bytes:
+    return hashlib.blake2b(value, digest_size=DIGEST_BYTES).digest()
 
 
 class RuntimeCheckFailed(Exception):
@@ -43,8 +54,13 @@ class Checks:
         self.promised: tuple[int, int] | None = None
         self.commit_upto = 0
         self.log_start = 0
-        self._digests: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self._digests: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self._remember_slots = remember_slots
+        # CommittedValuesMatch: this node's range digests, by the range's last slot, and peers'
+        # claims for ranges this node has not committed yet (both bounded).
+        self._ranges: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._claims: collections.OrderedDict[int, tuple[int, bytes]] = collections.OrderedDict()
+        self.announcements: list[tuple[int, bytes]] = []  # (last slot, digest) to send to peers
         self.failures_seen = 0
 
     def _fail(self, check: str, detail: str) -> None:
@@ -83,7 +99,7 @@ class Checks:
             return
         expected = None
         for slot, value in commits:
-            digest = zlib.crc32(value)
+            digest = slot_digest(value)
             known = self._digests.get(slot)
             if known is not None and known != digest:
                 self._fail("CommittedSlotNeverChanges", f"slot {slot} was committed again with another value")
@@ -97,6 +113,39 @@ class Checks:
             self._digests.move_to_end(slot)
             while len(self._digests) > self._remember_slots:
                 self._digests.popitem(last=False)
+            if (slot + 1) % DIGEST_RANGE_SLOTS == 0:
+                self._close_range(slot)
+
+    def _close_range(self, last: int) -> None:
+        parts = [self._digests.get(s) for s in range(last + 1 - DIGEST_RANGE_SLOTS, last + 1)]
+        if any(p is None for p in parts) or last in self._ranges:
+            return  # part of the range is in a snapshot this node started from: nothing to compare
+        mine = hashlib.blake2b(b"".join(parts), digest_size=DIGEST_BYTES).digest()
+        self._remember(self._ranges, last, mine)
+        self.announcements.append((last, mine))
+        claim = self._claims.pop(last, None)
+        if claim is not None:
+            self._compare(last, mine, *claim)
+
+    def on_peer_digest(self, peer: int, last: int, digest: bytes) -> None:
+        """A peer's digest of the values it committed in the range ending at slot `last`."""
+        if not self.enabled:
+            return
+        mine = self._ranges.get(last)
+        if mine is not None:
+            self._compare(last, mine, peer, digest)
+        else:
+            self._remember(self._claims, last, (peer, digest))
+
+    def _compare(self, last: int, mine: bytes, peer: int, theirs: bytes) -> None:
+        if mine != theirs:
+            self._fail("CommittedValuesMatch", f"node {peer} committed other values than node {self.node_id} "
+                                               f"in slots {last + 1 - DIGEST_RANGE_SLOTS}..{last}")
+
+    def _remember(self, table: collections.OrderedDict, key: int, value) -> None:
+        table[key] = value
+        while len(table) > self._remember_slots // DIGEST_RANGE_SLOTS:
+            table.popitem(last=False)
 
     def on_propose(self, accepted: bool, status: dict) -> None:
         if self.enabled and accepted and status["role"] != "leader":

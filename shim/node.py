@@ -37,14 +37,15 @@ from verikv.shim.checks import Checks
 from verikv.shim.errors import EtcdError
 from verikv.shim.kv import KVStore
 from verikv.shim.requests import Command, Kind, decode_batch, encode_batch, validate
-from verikv.shim.transport import (KIND_CORE, KIND_FORWARD, KIND_READ_INDEX, KIND_READ_INDEX_REPLY,
-                                   Transport)
+from verikv.shim.transport import (KIND_CORE, KIND_DIGEST, KIND_FORWARD, KIND_READ_INDEX,
+                                   KIND_READ_INDEX_REPLY, Transport)
 from verikv.shim.wal import Wal
 
 log = logging.getLogger("verikv.node")
 
 READ_ASK = struct.Struct("<QI")  # request id, asking node
 READ_REPLY = struct.Struct("<QQ")  # request id, read slot (0: ask again through the log)
+DIGEST = struct.Struct("<QI8s")  # last slot of the range, sender, digest (CommittedValuesMatch)
 
 TOO_MANY_REQUESTS = EtcdError(grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: too many requests")
 CLUSTER_ID = 0x766B5F3300000001  # one local cluster; member ids are node id + 1
@@ -121,6 +122,7 @@ class Node:
         self._remote_reads: dict[int, tuple[object, asyncio.Future, float]] = {}
         self._follower_reads: list[tuple[int, object, asyncio.Future]] = []
         self._next_read_id = 1
+        self._peer_digests: list[tuple[int, int, bytes]] = []  # checked at the next turn
         self._read_batches: collections.deque = collections.deque()
         self._ticks_due = 0
         self._wake = asyncio.Event()
@@ -189,6 +191,10 @@ class Node:
         elif kind == KIND_FORWARD:
             if len(self._forwarded_in) < self.config.max_pending_requests:
                 self._forwarded_in.extend(c.encode() for c in decode_batch(payload))
+        elif kind == KIND_DIGEST and len(payload) == DIGEST.size:
+            last, sender, digest = DIGEST.unpack(payload)
+            if sender < self.cluster_size and len(self._peer_digests) < 1024:
+                self._peer_digests.append((sender, last, digest))
         elif kind == KIND_READ_INDEX and len(payload) == READ_ASK.size:
             req_id, asker = READ_ASK.unpack(payload)
             if asker < self.cluster_size and len(self._reads_waiting) < self.config.max_pending_requests:
@@ -255,6 +261,10 @@ class Node:
 
     async def _turn(self) -> None:
         self.turns += 1
+        if self._peer_digests:
+            claims, self._peer_digests = self._peer_digests, []
+            for sender, last, digest in claims:
+                self.checks.on_peer_digest(sender, last, digest)
         core = self.core
         readies = []
         ticks = min(self._ticks_due, self.config.max_catch_up_ticks)
@@ -325,6 +335,13 @@ class Node:
             if slot < self.kv.next_slot:
                 continue  # already in the KV state (e.g. redelivered after recovery)
             self._answer(self.kv.apply(slot, value, reads_for=self.client_id))
+        if self.checks.announcements:
+            for last, digest in self.checks.announcements:
+                payload = DIGEST.pack(last, self.node_id, digest)
+                for peer in range(self.cluster_size):
+                    if peer != self.node_id:
+                        self.transport.send(peer, KIND_DIGEST, payload)
+            self.checks.announcements = []
 
     def _answer(self, outcomes) -> None:
         my_id = self.client_id

@@ -28,7 +28,8 @@ KIND_FORWARD = 1  # a batch of client commands a follower forwards to the leader
 KIND_HELLO = 2  # first frame of a connection: the sender's node id (u32)
 KIND_READ_INDEX = 3  # a follower asks the leader for a read slot: request id (u64), asker (u32)
 KIND_READ_INDEX_REPLY = 4  # the leader's answer: request id (u64), read slot (u64; 0 = retry)
-KINDS = (KIND_CORE, KIND_FORWARD, KIND_HELLO, KIND_READ_INDEX, KIND_READ_INDEX_REPLY)
+KIND_DIGEST = 5  # CommittedValuesMatch: range's last slot (u64), sender (u32), digest (8 bytes)
+KINDS = (KIND_CORE, KIND_FORWARD, KIND_HELLO, KIND_READ_INDEX, KIND_READ_INDEX_REPLY, KIND_DIGEST)
 
 
 def encode_frame(kind: int, payload: bytes) -> bytes:

@@ -287,3 +287,32 @@ def test_message_destination_check():
         Checks(0, 3).on_messages([(0, b"to myself")])
     with pytest.raises(RuntimeCheckFailed, match="MessageDestinationValid"):
         Checks(0, 3).on_messages([(3, b"outside")])
+
+
+def _commit_range(checks, first_slot, value):
+    checks.on_commits([(s, value) for s in range(first_slot, first_slot + 64)], first_slot)
+
+
+def test_replicas_that_committed_other_values_stop_each_other():
+    a, b = Checks(0, 3), Checks(1, 3)
+    _commit_range(a, 0, b"x")
+    _commit_range(b, 0, b"x")
+    (last, digest_a), = a.announcements
+    (_, digest_b), = b.announcements
+    assert last == 63 and digest_a == digest_b
+    b.on_peer_digest(0, last, digest_a)  # the same values: nothing happens
+    c = Checks(2, 3)
+    c.on_peer_digest(0, last, digest_a)  # a claim that arrives before c committed the range
+    with pytest.raises(RuntimeCheckFailed, match="CommittedValuesMatch"):
+        _commit_range(c, 0, b"y")
+
+
+@pytest.mark.ports(95)
+async def test_digests_travel_between_real_nodes_and_agree(cluster):
+    for i in range(70):
+        await cluster[i % 3].submit(Kind.PUT, r.PutRequest(key=b"d%d" % i, value=b"v"))
+    await wait_for(lambda: all(n.kv.next_slot >= 64 for n in cluster))
+    await wait_for(lambda: all(63 in n.checks._ranges for n in cluster))
+    digests = {n.checks._ranges[63] for n in cluster}
+    assert len(digests) == 1  # and no node stopped on CommittedValuesMatch
+    assert all(not n.task.done() for n in cluster)
