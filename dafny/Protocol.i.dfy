@@ -171,9 +171,13 @@ module Protocol {
     && sent == {m}
   }
 
-  // 12. Crash and restart: the volatile state is lost, the durable state is kept.
+  // 12. Crash and restart: the volatile state is lost, the durable state is kept, except that
+  // committed entries may be lost (the implementation writes commit records without waiting
+  // for them to be durable; a lost one is learned again).
   ghost predicate Crash(c: Constants, i: HostId, h: Host, h': Host, sent: set<Message>) {
-    && h' == h.(leader := NotLeader)
+    && h'.leader == NotLeader
+    && h'.promised == h.promised && h'.votes == h.votes && h'.logStart == h.logStart
+    && (forall slot | slot in h'.committed :: slot in h.committed && h'.committed[slot] == h.committed[slot])
     && sent == {}
   }
 
