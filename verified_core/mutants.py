@@ -66,6 +66,20 @@ MUTANTS = [
         why="a leader that proposes a fresh value in a slot where phase 1 reported a vote can "
             "overwrite a value that was already chosen",
     ),
+    Mutant(
+        name="impl-vote-below-promise",
+        file="Impl.i.dfy",
+        original="""    {
+      if BalLt(b, promised) {
+        Send(src, Nack(promised));
+        return;
+      }
+      if !InWindow(slot) {""",
+        mutated="""    {
+      if !InWindow(slot) {""",
+        breaks="Impl.Replica.OnAccept",
+        why="the executable acceptor would vote, and lower its promise, for a ballot below its promise",
+    ),
 ]
 
 
