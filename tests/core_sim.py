@@ -11,13 +11,18 @@ After every step the simulation checks the safety properties the proof promises:
 - Agreement: no two replicas ever commit different values for a slot;
 - a replica's committed prefix never changes (not even across its own crash and recovery);
 - every committed value was proposed (or is the empty no-op a new leader fills holes with).
-It never imports anything but the core's public API.
+Every message put on the wire is also checked against the protocol invariants the Agreement
+proof rests on (dafny/ProtocolInvariant.i.dfy), as evidence that the compiled core refines the
+protocol: an Accept comes from its ballot's leader and is unique per (ballot, slot); an
+Accepted answers an Accept; a Learn follows Accepteds from a quorum; a Promise reports only
+votes that were proposed. It never imports anything but the core's public API.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
+import struct
 
 from verikv.verified_core.core import Core, Ready
 
@@ -26,6 +31,60 @@ NOOP = b""
 
 class SafetyViolation(AssertionError):
     pass
+
+
+T_PROMISE, T_ACCEPT, T_ACCEPTED, T_LEARN = 2, 3, 4, 5
+_HEADER = struct.Struct("<BHHB")  # version, src, dst, tag
+_BALLOT_SLOT = struct.Struct("<QQQ")  # round, node, slot
+
+
+def _value(m: bytes, at: int) -> tuple[bytes, int]:
+    (n,) = struct.unpack_from("<I", m, at)
+    return m[at + 4:at + 4 + n], at + 4 + n
+
+
+class ProtocolObserver:
+    """Checks the protocol's message invariants on the real wire traffic of every replica."""
+
+    def __init__(self, n: int, fail) -> None:
+        self.quorum = n // 2 + 1
+        self.fail = fail
+        self.accepts: dict[tuple, bytes] = {}  # (ballot, slot) -> value
+        self.accepted_from: dict[tuple, set[int]] = {}  # (ballot, slot) -> acceptors
+
+    def sent(self, m: bytes) -> None:
+        _, src, dst, tag = _HEADER.unpack_from(m)
+        if tag == T_ACCEPT:
+            rnd, node, slot = _BALLOT_SLOT.unpack_from(m, 6)
+            val, _ = _value(m, 30)
+            if node != src:
+                self.fail(f"AcceptFromLeader: node {src} sent Accept at ballot ({rnd}, {node})")
+            known = self.accepts.setdefault(((rnd, node), slot), val)
+            if known != val:
+                self.fail(f"AcceptUnique: two values proposed in slot {slot} at ballot ({rnd}, {node})")
+        elif tag == T_ACCEPTED:
+            rnd, node, slot = _BALLOT_SLOT.unpack_from(m, 6)
+            key = ((rnd, node), slot)
+            if key not in self.accepts and self.quorum > 1:
+                self.fail(f"AcceptedHasAccept: node {src} voted in slot {slot} at ({rnd}, {node}) "
+                          "without an Accept")
+            self.accepted_from.setdefault(key, set()).add(src)
+        elif tag == T_LEARN:
+            rnd, node, slot = _BALLOT_SLOT.unpack_from(m, 6)
+            voters = self.accepted_from.get(((rnd, node), slot), set()) | {src}  # the leader's own vote
+            if len(voters) < self.quorum:
+                self.fail(f"LearnChosen: node {src} announced slot {slot} chosen at ({rnd}, {node}) "
+                          f"with votes from {sorted(voters)} only")
+        elif tag == T_PROMISE:
+            at = 6 + 16 + 8
+            (count,) = struct.unpack_from("<I", m, at)
+            at += 4
+            for _ in range(count):
+                slot, rnd, node = struct.unpack_from("<QQQ", m, at)
+                val, at = _value(m, at + 24)
+                if self.accepts.get(((rnd, node), slot), val) != val:
+                    self.fail(f"PromiseReportsVotes: node {src} reported a vote in slot {slot} at "
+                              f"({rnd}, {node}) for a value never proposed there")
 
 
 @dataclasses.dataclass
@@ -57,6 +116,7 @@ class Simulation:
         self.steps = 0
         self.next_value = 0
         self.trace: list[str] = []
+        self.observer = ProtocolObserver(n, self._fail)
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -69,6 +129,8 @@ class Simulation:
                               f"replay with Simulation(n={self.n}, seed={self.seed}))\nlast events:\n{tail}")
 
     def _apply(self, i: int, ready: Ready, *, may_tear: bool = True) -> None:
+        for _, message in ready.early:
+            self.observer.sent(message)
         self.in_flight.extend(ready.early)         # 1. sent before anything is durable
         self.unsynced[i].extend(ready.records)     # 2. written, in order
         if may_tear and ready.sync and self.rng.random() < self.faults.crash * self.faults.torn * 10:
@@ -82,6 +144,7 @@ class Simulation:
             self.disks[i].extend(self.unsynced[i])
             self.unsynced[i] = []
         for dst, message in ready.messages:        # 3. sent
+            self.observer.sent(message)
             self.in_flight.append((dst, message))
         self._observe(i, ready.commits)            # 4. applied
 

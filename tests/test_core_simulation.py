@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from core_sim import Faults, SafetyViolation, Simulation
 
 SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
-SIM_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SIM_SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def test_a_fault_free_cluster_elects_a_leader_and_commits_everywhere():
@@ -98,3 +98,16 @@ def test_commit_records_lost_in_a_crash_are_learned_again():
     for _ in range(10):
         sim.run_round()
     assert sim.cores[follower].status()["commit_upto"] >= upto
+
+
+def test_the_protocol_observer_catches_a_second_value_for_one_ballot_and_slot():
+    sim = Simulation(3, seed=2, faults=Faults(0, 0, 0, 0, 0))
+    leader = sim.stable_leader(rounds=50)
+    captured = []
+    original = sim.observer.sent
+    sim.observer.sent = lambda m: (captured.append(m), original(m))
+    sim.propose(leader)
+    accept = next(m for m in captured if m[5] == 3)
+    forged = accept[:-1] + bytes([accept[-1] ^ 1])  # same ballot and slot, another value
+    with pytest.raises(SafetyViolation, match="AcceptUnique"):
+        original(forged)
