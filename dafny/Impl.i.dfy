@@ -64,6 +64,7 @@ module Impl {
     var outPackets: seq<Packet>
     var outEarly: seq<Packet>
     var outSync: bool
+    var outNeedSnapshot: seq<uint64>
     var outCommits: seq<Committed>
     var selfQueue: seq<Msg>
 
@@ -141,6 +142,7 @@ module Impl {
       outPackets := [];
       outEarly := [];
       outSync := false;
+      outNeedSnapshot := [];
       outCommits := [];
       selfQueue := [];
       Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, ackCount, readAck};
@@ -742,6 +744,10 @@ module Impl {
       modifies Repr
       ensures Valid() && PromisedGrows()
     {
+      if fromSlot < logStart && src != me && src < n {
+        // the slots it lacks are only in this host's snapshot now
+        outNeedSnapshot := outNeedSnapshot + [src];
+      }
       var s := if fromSlot > logStart then fromSlot else logStart;
       if s >= commitUpto {
         return;
@@ -809,6 +815,7 @@ module Impl {
       outPackets := [];
       outEarly := [];
       outSync := false;
+      outNeedSnapshot := [];
       outCommits := [];
       selfQueue := [];
     }
@@ -819,11 +826,12 @@ module Impl {
       ensures Valid() && PromisedGrows()
     {
       DrainSelf();
-      r := Ready(outRecords, outPackets, outCommits, accepted, outEarly, outSync);
+      r := Ready(outRecords, outPackets, outCommits, accepted, outEarly, outSync, outNeedSnapshot);
       outRecords := [];
       outPackets := [];
       outEarly := [];
       outSync := false;
+      outNeedSnapshot := [];
       outCommits := [];
     }
 
@@ -973,21 +981,47 @@ module Impl {
           }
         case RecTruncate(upto) =>
           if logStart < upto && upto <= SLOT_LIMIT {
-            if upto - logStart >= WINDOW {
-              // the whole window is dropped
-              ClearWindow();
-              logStart := upto;
-              commitUpto := upto;
-              nextSlot := upto;
-              voteHi := upto;
-              takeoverHi := upto;
-            } else {
-              if nextSlot < upto { nextSlot := upto; }
-              if commitUpto < upto { commitUpto := upto; }
-              DropBelow(upto);
-            }
+            JumpTo(upto);
           }
       }
+    }
+
+    // Every slot below `upto` is in a snapshot: forget them, and count them as committed.
+    method JumpTo(upto: uint64)
+      requires Valid() && logStart < upto <= SLOT_LIMIT
+      modifies Repr
+      ensures Valid() && PromisedGrows() && logStart == upto
+    {
+      if upto - logStart >= WINDOW {
+        // the whole window is dropped
+        ClearWindow();
+        logStart := upto;
+        commitUpto := upto;
+        nextSlot := upto;
+        voteHi := upto;
+        takeoverHi := upto;
+      } else {
+        if nextSlot < upto { nextSlot := upto; }
+        if commitUpto < upto { commitUpto := upto; }
+        DropBelow(upto);
+      }
+    }
+
+    // A snapshot of the state after slots below `upto` arrived from a peer (this host lagged
+    // behind the peers' truncation point): jump to it. Slots above it that this host already
+    // committed are reported as commits, in order.
+    method InstallSnapshot(upto: uint64) returns (r: Ready)
+      requires Valid()
+      modifies Repr
+      ensures Valid() && PromisedGrows()
+    {
+      BeginStep();
+      if commitUpto < upto && upto <= SLOT_LIMIT {
+        JumpTo(upto);
+        Persist(RecTruncate(upto));
+        AdvanceCommit();
+      }
+      r := EndStep(false);
     }
 
     method ClearWindow()

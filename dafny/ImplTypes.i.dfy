@@ -65,7 +65,8 @@ module ImplTypes {
     commits: seq<Committed>,
     accepted: bool,  // propose(): the value got a slot; false when not leader or the window is full
     early: seq<Packet>,
-    sync: bool
+    sync: bool,
+    needSnapshot: seq<uint64>  // members that asked for slots this host has truncated: send them a snapshot
   )
 
   // Records that must be durable before the step's packets leave: promises, votes and

@@ -34,10 +34,7 @@ class RealDisk:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def append(self, fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+        _write_all(fd, data)
 
     def sync(self, fd: int) -> None:
         os.fdatasync(fd)
@@ -57,7 +54,7 @@ class RealDisk:
         """Create (or replace) path with data and fsync it (not its directory)."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            self.append(fd, data)
+            _write_all(fd, data)  # not self.append: a subclass may hold appends back
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -128,3 +125,10 @@ class FaultyDisk(RealDisk):
             buf.clear()
             super().close(fd)
         self._pending.clear()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]

@@ -38,7 +38,7 @@ from verikv.shim.errors import EtcdError
 from verikv.shim.kv import KVStore
 from verikv.shim.requests import Command, Kind, decode_batch, encode_batch, validate
 from verikv.shim.transport import (KIND_CORE, KIND_DIGEST, KIND_FORWARD, KIND_READ_INDEX,
-                                   KIND_READ_INDEX_REPLY, Transport)
+                                   KIND_READ_INDEX_REPLY, KIND_SNAPSHOT, MAX_FRAME_BYTES, Transport)
 from verikv.shim.wal import Wal
 
 log = logging.getLogger("verikv.node")
@@ -97,7 +97,11 @@ class NodeConfig:
 
 
 class Node:
-    def __init__(self, config: NodeConfig, core: CoreLike, disk=None):
+    def __init__(self, config: NodeConfig, core: CoreLike, disk=None, *,
+                 transport_factory=Transport, clock=time.monotonic, tick_timer: bool = True):
+        # transport_factory(node_id, peer_addresses, on_frame), clock() and tick_timer=False (no
+        # call_later ticks: the caller adds _ticks_due and runs _turn()) let a test simulate the
+        # network and time; the defaults are the production ones.
         self.config = config
         self.node_id = config.node_id
         self.cluster_size = len(config.peer_addresses)
@@ -107,7 +111,9 @@ class Node:
         self.checks = Checks(self.node_id, self.cluster_size, enabled=config.runtime_checks)
         self.client_id = secrets.randbits(63) | 1
         self.wal: Wal | None = None
-        self.transport = Transport(self.node_id, config.peer_addresses, self._on_frame)
+        self._clock = clock
+        self._tick_timer = tick_timer
+        self.transport = transport_factory(self.node_id, config.peer_addresses, self._on_frame)
         self.status: dict = {}
         self._next_seq = 1
         self._waiting: dict[int, _Pending] = {}
@@ -123,6 +129,11 @@ class Node:
         self._follower_reads: list[tuple[int, object, asyncio.Future]] = []
         self._next_read_id = 1
         self._peer_digests: list[tuple[int, int, bytes]] = []  # checked at the next turn
+        # Snapshot transfer: a peer's KV snapshot waiting to be installed (the newest one), and
+        # when this node last sent its own to each peer (sending is rate-limited).
+        self._snapshot_in: KVStore | None = None
+        self._snapshot_sent_at: dict[int, float] = {}
+        self.peer_snapshots_installed = 0
         self._read_batches: collections.deque = collections.deque()
         self._ticks_due = 0
         self._wake = asyncio.Event()
@@ -151,7 +162,8 @@ class Node:
         self.checks.on_status(self.status)
         await self._handle([ready])
         await self.transport.start()
-        self._schedule_tick()
+        if self._tick_timer:
+            self._schedule_tick()
 
     def _schedule_tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -195,6 +207,14 @@ class Node:
             last, sender, digest = DIGEST.unpack(payload)
             if sender < self.cluster_size and len(self._peer_digests) < 1024:
                 self._peer_digests.append((sender, last, digest))
+        elif kind == KIND_SNAPSHOT:
+            try:
+                store = KVStore.restore(payload)
+            except Exception as err:  # noqa: BLE001 - a malformed snapshot is dropped, loudly
+                log.warning("dropped a malformed snapshot from a peer (%d bytes): %s", len(payload), err)
+            else:
+                if self._snapshot_in is None or store.next_slot > self._snapshot_in.next_slot:
+                    self._snapshot_in = store
         elif kind == KIND_READ_INDEX and len(payload) == READ_ASK.size:
             req_id, asker = READ_ASK.unpack(payload)
             if asker < self.cluster_size and len(self._reads_waiting) < self.config.max_pending_requests:
@@ -220,7 +240,7 @@ class Node:
             raise TOO_MANY_REQUESTS
         seq = self._next_seq
         self._next_seq += 1
-        now = time.monotonic()
+        now = self._clock()
         fut = asyncio.get_running_loop().create_future()
         p = _Pending(kind, request.SerializeToString(), fut, now + self.config.request_timeout_s, now)
         self._waiting[seq] = p
@@ -247,7 +267,7 @@ class Node:
         elif leader is not None and leader != self.node_id:
             req_id = self._next_read_id
             self._next_read_id += 1
-            self._remote_reads[req_id] = (request, fut, time.monotonic())
+            self._remote_reads[req_id] = (request, fut, self._clock())
             self.transport.send(leader, KIND_READ_INDEX, READ_ASK.pack(req_id, self.node_id))
         else:
             return await self.submit(Kind.RANGE, request)
@@ -267,6 +287,8 @@ class Node:
                 self.checks.on_peer_digest(sender, last, digest)
         core = self.core
         readies = []
+        if self._snapshot_in is not None:
+            await self._install_peer_snapshot(readies)
         ticks = min(self._ticks_due, self.config.max_catch_up_ticks)
         self._ticks_due = 0
         for _ in range(ticks):
@@ -284,7 +306,7 @@ class Node:
         self._start_reads(readies)
         await self._handle(readies)
         self._serve_reads()
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last_scan >= 0.05:
             self._last_scan = now
             self._scan_pending(now)
@@ -297,6 +319,9 @@ class Node:
         and commits and before anything of the Readies after it."""
         records = [r for rd in readies for r in rd.records]
         barrier = next((i for i, rd in enumerate(readies) if rd.sync), len(readies))
+        for rd in readies:
+            if rd.need_snapshot:
+                self._send_snapshot(rd.need_snapshot)
         for rd in readies[:barrier]:  # nothing of theirs waits for a sync
             self._send(rd.early)
             self._send(rd.messages)
@@ -462,10 +487,43 @@ class Node:
         if self._local_out:
             self._wake.set()
 
+    def _send_snapshot(self, peers: list[int]) -> None:
+        """Peers asked for slots this node truncated: send them its KV snapshot (rate-limited)."""
+        now = time.monotonic()
+        due = [p for p in set(peers) if now - self._snapshot_sent_at.get(p, -1e9) >= self.config.retry_after_s]
+        if not due:
+            return
+        state = self.kv.snapshot()
+        if len(state) + 64 > MAX_FRAME_BYTES:
+            log.error("cannot send a snapshot of %d bytes to nodes %s: over the frame limit", len(state), due)
+            return
+        for peer in due:
+            self._snapshot_sent_at[peer] = now
+            self.transport.send(peer, KIND_SNAPSHOT, state)
+        log.info("sent a snapshot at slot %d to nodes %s", self.kv.next_slot, due)
+
+    async def _install_peer_snapshot(self, readies: list) -> None:
+        """This node lags behind a peer's truncation point: install the peer's snapshot."""
+        store, self._snapshot_in = self._snapshot_in, None
+        slot = store.next_slot
+        if slot <= self.kv.next_slot:
+            return  # caught up meanwhile
+        await self.wal.drain()
+        rd = self.core.install_snapshot(slot)
+        if self.core.status()["log_start"] != slot:
+            return  # the core refused (it is not behind): keep the own state
+        self.kv = store
+        self.wal.install_snapshot(slot, store.snapshot(), self.core.checkpoint_records())
+        self._snapshot_slot = slot
+        self.peer_snapshots_installed += 1
+        readies.append(rd)  # commits of slots above the snapshot that this node already had
+        log.info("installed a peer's snapshot at slot %d (revision %d)", slot, store.revision)
+
     async def _snapshot(self) -> None:
         slot = self.kv.next_slot
         rd = self.core.truncate(slot)
         await self._handle([rd])
+        await self.wal.drain()  # lazily written records may still be in flight
         self.wal.install_snapshot(slot, self.kv.snapshot(), self.core.checkpoint_records())
         self._snapshot_slot = slot
         log.info("snapshot at slot %d (revision %d)", slot, self.kv.revision)

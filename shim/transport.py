@@ -29,7 +29,9 @@ KIND_HELLO = 2  # first frame of a connection: the sender's node id (u32)
 KIND_READ_INDEX = 3  # a follower asks the leader for a read slot: request id (u64), asker (u32)
 KIND_READ_INDEX_REPLY = 4  # the leader's answer: request id (u64), read slot (u64; 0 = retry)
 KIND_DIGEST = 5  # CommittedValuesMatch: range's last slot (u64), sender (u32), digest (8 bytes)
-KINDS = (KIND_CORE, KIND_FORWARD, KIND_HELLO, KIND_READ_INDEX, KIND_READ_INDEX_REPLY, KIND_DIGEST)
+KIND_SNAPSHOT = 6  # the sender's KV snapshot, for a member behind the sender's truncation point
+KINDS = (KIND_CORE, KIND_FORWARD, KIND_HELLO, KIND_READ_INDEX, KIND_READ_INDEX_REPLY, KIND_DIGEST,
+         KIND_SNAPSHOT)
 
 
 def encode_frame(kind: int, payload: bytes) -> bytes:

@@ -55,6 +55,7 @@ class Ready(NamedTuple):
     accepted: bool  # propose(): the value got a slot (False: not the leader, or window full)
     early: list[tuple[int, bytes]]  # may be sent before this step's records are durable
     sync: bool  # the records must be durable before messages, commits and later steps
+    need_snapshot: list[int]  # members that asked for slots truncated here: send them a snapshot
 
 
 class Core:
@@ -105,6 +106,13 @@ class Core:
         """Forget slots below upto_slot (covered by a snapshot). Only committed slots go."""
         self._stepped = True
         return Ready(*self._replica.truncate(upto_slot))
+
+    def install_snapshot(self, upto_slot: int) -> Ready:
+        """A peer's snapshot of the state after every slot below upto_slot was installed (this
+        replica lagged behind the peers' truncation point): jump there. Commits report the
+        slots above it this replica had already committed."""
+        self._stepped = True
+        return Ready(*self._replica.install_snapshot(upto_slot))
 
     def checkpoint_records(self) -> list[bytes]:
         """The whole durable state as records, to start a fresh log after a snapshot."""

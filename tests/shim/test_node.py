@@ -157,7 +157,7 @@ async def test_snapshots_truncate_the_wal_and_restore(tmp_path):
 def ready(records=(), messages=(), commits=(), accepted=False, early=(), sync=None):
     return SimpleNamespace(records=list(records), messages=list(messages), commits=list(commits),
                            accepted=accepted, early=list(early),
-                           sync=bool(records) if sync is None else sync)
+                           sync=bool(records) if sync is None else sync, need_snapshot=[])
 
 
 class ScriptedCore:
@@ -316,3 +316,30 @@ async def test_digests_travel_between_real_nodes_and_agree(cluster):
     digests = {n.checks._ranges[63] for n in cluster}
     assert len(digests) == 1  # and no node stopped on CommittedValuesMatch
     assert all(not n.task.done() for n in cluster)
+
+
+@pytest.mark.ports(100)
+async def test_a_node_behind_the_others_snapshots_catches_up_from_a_peer_snapshot(tmp_path):
+    nodes = [await start_node(i, tmp_path, 100, snapshot_every_slots=40) for i in range(3)]
+    try:
+        await wait_for(lambda: leader_of(nodes) is not None)
+        leader = leader_of(nodes)
+        lagger = next(n for n in nodes if n is not leader)
+        await stop_node(lagger)
+        for i in range(120):
+            await leader.submit(Kind.PUT, r.PutRequest(key=b"s%d" % i, value=b"%d" % i))
+        live = [n for n in nodes if n is not lagger]
+        await wait_for(lambda: all(n.core.status()["log_start"] > 40 for n in live))
+        for n in live:  # what the peers queued for it is lost too (a long outage overflows the queue)
+            n.transport.peers[lagger.node_id].queue.clear()
+        revived = await start_node(lagger.node_id, tmp_path, 100, snapshot_every_slots=40)
+        nodes[lagger.node_id] = revived
+        await wait_for(lambda: revived.kv.revision == leader.kv.revision, timeout_s=20)
+        got = revived.kv.range(r.RangeRequest(key=b"s", range_end=b"t"))
+        assert len(got.kvs) == 120
+        # it jumped over slots no peer holds any more
+        assert revived.peer_snapshots_installed >= 1, (revived.core.status(), [n.core.status() for n in live])
+    finally:
+        for n in nodes:
+            if not n.task.done():
+                await stop_node(n)

@@ -271,6 +271,8 @@ class CoreHandle {
 
     py::tuple truncate(uint64 upto) { return convert(replica_->Truncate(upto)); }
 
+    py::tuple install_snapshot(uint64 upto) { return convert(replica_->InstallSnapshot(upto)); }
+
     void replay(const py::buffer& record) {
         py::buffer_info info = record.request();
         ImplTypes::Record rec;
@@ -325,7 +327,9 @@ class CoreHandle {
             const auto& c = r.commits.start[i];
             commits.append(py::make_tuple(c.slot, to_bytes(c.val)));
         }
-        return py::make_tuple(records, messages, commits, r.accepted, early, r.sync);
+        py::list need_snapshot;
+        for (size_t i = 0; i < r.needSnapshot.size(); i++) need_snapshot.append(r.needSnapshot.start[i]);
+        return py::make_tuple(records, messages, commits, r.accepted, early, r.sync, need_snapshot);
     }
 
     std::shared_ptr<Impl::Replica> replica_;
@@ -345,6 +349,7 @@ PYBIND11_MODULE(_core, m) {
         .def("propose", &CoreHandle::propose)
         .def("confirm_read", &CoreHandle::confirm_read)
         .def("truncate", &CoreHandle::truncate)
+        .def("install_snapshot", &CoreHandle::install_snapshot)
         .def("replay", &CoreHandle::replay)
         .def("finish_recovery", &CoreHandle::finish_recovery)
         .def("checkpoint_records", &CoreHandle::checkpoint_records)
