@@ -5,6 +5,12 @@ directory is first used), nodeN/ (WAL and snapshots), nodeN.log, nodeN.pid. `up`
 running nodes are left alone, stopped ones are (re)started; it returns once a leader is elected.
 Node N serves clients on base_port + N and peers on base_port + 10 + N.
 
+Placement (optional, fixed with the ports when the directory is first used): `--node-hosts
+H0,H1,H2` gives node N its own address HN for clients and peers (default 127.0.0.1 for all), and
+`--netns NS0,NS1,NS2` (or `--netns-prefix P`, meaning namespaces P1, P2, P3) launches node N with
+`ip netns exec NSN`, so its peer connections leave from HN, the namespace's address. The
+namespaces and addresses must already exist; `verikv jepsen` creates them for partition tests.
+
 This module must never stop a process it cannot prove is one of this directory's nodes (the pid
 file's process must be a `verikv serve` with this directory's node data dir), and must never show
 a traceback for an expected failure: a message on stderr and exit code 1 (2 for bad usage).
@@ -30,7 +36,17 @@ class ClusterError(Exception):
     """An expected failure, reported as one message."""
 
 
-def _layout(data_dir: Path, base_port: int | None) -> dict:
+def _split_list(text: str | None, what: str) -> list[str] | None:
+    if text is None:
+        return None
+    items = [x.strip() for x in text.split(",")]
+    if len(items) != CLUSTER_SIZE or not all(items):
+        raise ClusterError(f"{what} needs {CLUSTER_SIZE} comma-separated values, got {text!r}")
+    return items
+
+
+def _layout(data_dir: Path, base_port: int | None, hosts: list[str] | None = None,
+            netns: list[str] | None = None) -> dict:
     data_dir.mkdir(parents=True, exist_ok=True)
     conf_path = data_dir / "cluster.json"
     if conf_path.exists():
@@ -40,18 +56,33 @@ def _layout(data_dir: Path, base_port: int | None) -> dict:
             raise ClusterError(f"{conf_path} is unreadable ({err}); remove it to start afresh")
         if base_port is not None and base_port != conf["base_port"]:
             raise ClusterError(f"{data_dir} was set up with --base-port {conf['base_port']}, not {base_port}")
+        if hosts is not None and hosts != conf.get("hosts", ["127.0.0.1"] * conf["size"]):
+            raise ClusterError(f"{data_dir} was set up with --node-hosts "
+                               f"{','.join(conf.get('hosts', ['127.0.0.1'] * conf['size']))}, not {','.join(hosts)}")
+        if netns is not None and netns != conf.get("netns"):
+            raise ClusterError(f"{data_dir} was set up with --netns {','.join(conf.get('netns') or ['(none)'])}, "
+                               f"not {','.join(netns)}")
         return conf
     conf = {"base_port": base_port or DEFAULT_BASE_PORT, "size": CLUSTER_SIZE}
+    if hosts is not None:
+        conf["hosts"] = hosts
+    if netns is not None:
+        conf["netns"] = netns
     conf_path.write_text(json.dumps(conf) + "\n")
     return conf
 
 
+def node_host(conf: dict, i: int) -> str:
+    hosts = conf.get("hosts")
+    return hosts[i] if hosts else "127.0.0.1"
+
+
 def client_endpoint(conf: dict, i: int) -> str:
-    return f"127.0.0.1:{conf['base_port'] + i}"
+    return f"{node_host(conf, i)}:{conf['base_port'] + i}"
 
 
 def peer_address(conf: dict, i: int) -> str:
-    return f"127.0.0.1:{conf['base_port'] + 10 + i}"
+    return f"{node_host(conf, i)}:{conf['base_port'] + 10 + i}"
 
 
 def _node_dir(data_dir: Path, i: int) -> Path:
@@ -91,6 +122,8 @@ def _start_node(data_dir: Path, conf: dict, i: int, extra_args: list[str]) -> in
     cmd = [sys.executable, "-m", "verikv.cli", "serve", "--id", str(i), "--peers", peers,
            "--client-listen", client_endpoint(conf, i), "--client-urls", urls,
            "--data-dir", str(_node_dir(data_dir, i)), *extra_args]
+    if conf.get("netns"):
+        cmd = ["ip", "netns", "exec", conf["netns"][i], *cmd]  # exec's in place: same pid
     with open(data_dir / f"node{i}.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     _pid_path(data_dir, i).write_text(f"{proc.pid}\n")
@@ -123,7 +156,13 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 def cmd_up(args) -> int:
     data_dir = args.data_dir
-    conf = _layout(data_dir, args.base_port)
+    hosts = _split_list(args.node_hosts, "--node-hosts")
+    if args.netns is not None and args.netns_prefix is not None:
+        raise ClusterError("give --netns or --netns-prefix, not both")
+    netns = _split_list(args.netns, "--netns")
+    if args.netns_prefix is not None:
+        netns = [f"{args.netns_prefix}{i + 1}" for i in range(CLUSTER_SIZE)]
+    conf = _layout(data_dir, args.base_port, hosts, netns)
     extra = ["--no-runtime-checks"] if args.no_runtime_checks else []
     for i in range(conf["size"]):
         pid = running_pid(data_dir, i)
@@ -165,9 +204,9 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps({"data_dir": str(data_dir.resolve()), "nodes": rows}, indent=2))
     else:
-        print(f"{'id':>2}  {'pid':>7}  {'endpoint':<16}  {'role':<11}  {'committed':>9}  {'revision':>8}")
+        print(f"{'id':>2}  {'pid':>7}  {'endpoint':<21}  {'role':<11}  {'committed':>9}  {'revision':>8}")
         for row in rows:
-            print(f"{row['id']:>2}  {row['pid'] or '-':>7}  {row['endpoint']:<16}  {row['role']:<11}  "
+            print(f"{row['id']:>2}  {row['pid'] or '-':>7}  {row['endpoint']:<21}  {row['role']:<11}  "
                   f"{row['committed_slot'] if row['committed_slot'] is not None else '-':>9}  "
                   f"{row['revision'] if row['revision'] is not None else '-':>8}")
     return 0
@@ -217,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"clients on BASE..BASE+2, peers on BASE+10..BASE+12 (default {DEFAULT_BASE_PORT})")
             s.add_argument("--timeout-s", type=float, default=30.0)
             s.add_argument("--no-runtime-checks", action="store_true")
+            s.add_argument("--node-hosts", default=None, metavar="H0,H1,H2",
+                           help="each node's own address for clients and peers (default 127.0.0.1)")
+            s.add_argument("--netns", default=None, metavar="NS0,NS1,NS2",
+                           help="run node N inside network namespace NSN (`ip netns exec`; needs root)")
+            s.add_argument("--netns-prefix", default=None, metavar="P",
+                           help="same as --netns P1,P2,P3")
         if name == "down":
             s.add_argument("--timeout-s", type=float, default=10.0)
         if name == "status":

@@ -1,0 +1,193 @@
+"""One test run: fresh cluster, concurrent clients, nemesis schedule, heal, recover, check,
+report, tear down.
+
+It must never leave a process, namespace or firewall rule behind: everything after the
+cluster starts is inside try/finally, and SIGTERM is turned into KeyboardInterrupt so the
+same `finally` runs for Ctrl-C and `kill`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from .checker import check_register, check_set
+from .drivers import SystemDriver, make_driver
+from .history import History, Op
+from .nemesis import NemesisRunner, check_available, make_schedule
+from .report import compute_stats, write_report
+from .workloads import WORKLOADS, Clock, record, worker_loop
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_REPORTS = REPO / "reports"
+
+
+@dataclass
+class RunConfig:
+    system: str
+    nemesis: str
+    time_s: float
+    workload: str = "register"
+    seed: int = 0
+    out_dir: Path | None = None
+    concurrency: int = 6
+    recovery_s: float = 6.0
+    op_timeout_s: float = 1.0
+    progress_every_s: float = 3.0
+    serializable_reads: bool = False     # deliberately unsafe reads: proves the checker bites
+
+
+class Interrupted(KeyboardInterrupt):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted(f"signal {signum}")
+
+
+def default_out_dir(cfg: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return DEFAULT_REPORTS / f"{stamp}-{cfg.system}-{cfg.workload}-{cfg.nemesis}-s{cfg.seed}"
+
+
+def run(cfg: RunConfig, log: Callable[[str], None] = print,
+        driver_factory: Callable[[str], SystemDriver] = make_driver) -> dict:
+    """Run one test; returns the verdict dict (also written to the report folder)."""
+    if cfg.workload not in WORKLOADS:
+        raise ValueError(f"unknown workload {cfg.workload!r}")
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg)
+    driver = driver_factory(cfg.system)
+    data_dir = Path(tempfile.mkdtemp(prefix=f"verikv-jepsen-{cfg.system}-", dir="/tmp"))
+    schedule = make_schedule(cfg.nemesis, cfg.time_s, cfg.seed)
+    workload = WORKLOADS[cfg.workload](cfg.seed)
+    history, stop = History(), threading.Event()
+    workers: list[threading.Thread] = []
+    clients = []
+    nemesis: NemesisRunner | None = None
+    clock = Clock()
+    heal_s = run_end_s = 0.0
+    notes: list[str] = []
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        log(f"starting a 3-node {cfg.system} cluster in {data_dir}")
+        driver.start(data_dir)
+        check_available(cfg.nemesis, driver)
+        leader = driver.leader()
+        log(f"cluster up: {', '.join(driver.endpoints())}; pids {sorted(driver.pids().values())}; "
+            f"network {driver.network_name}; leader {'n%d' % (leader + 1) if leader is not None else '?'}")
+        log(f"schedule: " + ("; ".join(f"{w.kind} {w.start_s:.1f}-{w.end_s:.1f}s" for w in schedule) or "no faults"))
+        clock = Clock()
+        for w in range(cfg.concurrency):
+            node = w % driver.n_nodes
+            client = driver.client(node, cfg.op_timeout_s)
+            client.serializable_reads = cfg.serializable_reads
+            clients.append(client)
+            t = threading.Thread(target=worker_loop, name=f"client-{w}", daemon=True,
+                                 args=(w, cfg.concurrency, client, node, workload, history, clock, stop))
+            workers.append(t)
+        for t in workers:
+            t.start()
+        nemesis = NemesisRunner(driver, schedule, lambda: clock.now_ms() / 1000, log)
+        nemesis.start()
+        last_progress = 0.0
+        end_s = cfg.time_s + cfg.recovery_s
+        healed = False
+        while (now_s := clock.now_ms() / 1000) < end_s:
+            if not healed and now_s >= cfg.time_s:
+                nemesis.heal_all()
+                healed, heal_s = True, clock.now_ms() / 1000
+                log(f"{heal_s:6.1f}s all faults healed; recovering for {cfg.recovery_s:.0f} s")
+            if now_s - last_progress >= cfg.progress_every_s:
+                last_progress = now_s
+                log(_progress_line(history.snapshot(), now_s, nemesis))
+            time.sleep(0.1)
+        if not healed:
+            nemesis.heal_all()
+            heal_s = clock.now_ms() / 1000
+        stop.set()
+        for t in workers:
+            t.join(timeout=cfg.op_timeout_s + 5)
+        run_end_s = clock.now_ms() / 1000
+        if cfg.workload == "set":
+            _final_read(driver, history, clock, cfg, log)
+    finally:
+        stop.set()
+        if nemesis is not None:
+            nemesis.heal_all()
+        for t in workers:
+            t.join(timeout=cfg.op_timeout_s + 5)
+        for c in clients:
+            try:
+                c.close()
+            except Exception:
+                pass
+        try:
+            notes = driver.notes()
+        except Exception as err:
+            notes = [f"driver notes failed: {err}"]
+        driver.stop()
+        if history.ops:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            history.write_jsonl(out_dir / "history.jsonl")
+            for log_file in driver.logs():
+                shutil.copy(log_file, out_dir / log_file.name)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+        log("cluster torn down")
+    ops = history.snapshot()
+    log(f"checking {len(ops)} operations ...")
+    t0 = time.monotonic()
+    verdict_check = check_register(ops) if cfg.workload == "register" else check_set(ops)
+    check_s = time.monotonic() - t0
+    faults = [w.to_dict() for w in schedule if w.injected_s is not None]
+    stats = compute_stats(ops, faults, run_end_s, heal_s)
+    verdict = {"system": cfg.system, "nemesis": cfg.nemesis, "workload": cfg.workload, "seed": cfg.seed,
+               "serializable_reads": cfg.serializable_reads,
+               "time_s": cfg.time_s, "recovery_s": cfg.recovery_s, "concurrency": cfg.concurrency,
+               "valid": verdict_check["valid"], "checker": verdict_check, "check_time_s": round(check_s, 2),
+               "faults": faults, "stats": stats, "notes": notes, "out_dir": str(out_dir)}
+    report = write_report(out_dir, verdict, ops)
+    log(f"verdict: valid={verdict['valid']} ({stats['overall']['ops']} ops, {stats['overall']['ok_per_s']} ok/s, "
+        f"{stats['overall']['info']} indeterminate); report: {report}")
+    for note in notes:
+        log(f"NOTE: {note}")
+    for v in verdict_check.get("violations", [])[:1]:
+        if v.get("counterexample"):
+            log(v["counterexample"]["text"])
+    return verdict
+
+
+def _progress_line(ops: list[Op], now_s: float, nemesis: NemesisRunner | None) -> str:
+    ok = sum(o.type == "ok" for o in ops)
+    fail = sum(o.type == "fail" for o in ops)
+    info = sum(o.type == "info" for o in ops)
+    current = nemesis.current if nemesis else None
+    fault = f"{current.kind}: {current.detail}" if current else "none"
+    return f"{now_s:6.1f}s ops={len(ops)} ok={ok} fail={fail} info={info} fault={fault}"
+
+
+def _final_read(driver: SystemDriver, history: History, clock: Clock, cfg: RunConfig, log) -> None:
+    """Read the whole set after healing, retrying on every node for up to 20 s."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for node in range(driver.n_nodes):
+            client = driver.client(node, timeout_s=5.0)
+            try:
+                op = record(history, clock, 10_000 + node, node, "final-read", None, None, client.read_set)
+            finally:
+                client.close()
+            if op.type == "ok":
+                log(f"final read from n{node + 1}: {len(op.result)} elements")
+                return
+        time.sleep(1.0)
+    log("final read failed on every node")

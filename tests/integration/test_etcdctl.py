@@ -1,0 +1,134 @@
+"""The real etcdctl (3.4, /usr/bin/etcdctl, ETCDCTL_API=3) against a real 3-node verikv cluster.
+
+etcdctl 3.4 has no `get --count-only` (it came in 3.5); the count is checked through
+`get --prefix --limit 1 -w json` (count = all matches, one kv, more = true) instead.
+"""
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
+
+
+def b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+def unb64(s: str) -> str:
+    return base64.b64decode(s).decode()
+
+
+@pytest.fixture
+def ctl(make_cluster):
+    cluster = make_cluster(0)
+    cluster.up()
+    endpoints = ",".join(cluster.endpoints)
+
+    def run(*args, stdin: str | None = None, ok: bool = True, endpoints: str = endpoints):
+        env = dict(os.environ, ETCDCTL_API="3")
+        res = subprocess.run([ETCDCTL, f"--endpoints={endpoints}", "--command-timeout=10s", *args],
+                             input=stdin, capture_output=True, text=True, timeout=30, env=env)
+        if ok:
+            assert res.returncode == 0, f"etcdctl {' '.join(args)} -> {res.returncode}\n{res.stdout}{res.stderr}"
+        return res
+
+    run.cluster = cluster
+    return run
+
+
+@pytest.mark.slow
+def test_put_get_del_txn_status_members_and_unsupported(ctl):
+    # ---- put / get ----
+    assert ctl("put", "app/a", "1").stdout.strip() == "OK"
+    assert ctl("put", "app/b", "2").stdout.strip() == "OK"
+    assert ctl("put", "app/a", "3").stdout.strip() == "OK"
+    assert ctl("put", "other", "x").stdout.strip() == "OK"
+
+    assert ctl("get", "app/a").stdout.splitlines() == ["app/a", "3"]
+    got = json.loads(ctl("get", "app/a", "-w", "json").stdout)
+    assert got["count"] == 1
+    (kv,) = got["kvs"]
+    # fresh cluster: revision 1, then each put +1 -> app/a created at 2, modified at 4
+    assert (unb64(kv["key"]), unb64(kv["value"])) == ("app/a", "3")
+    assert (kv["create_revision"], kv["mod_revision"], kv["version"]) == (2, 4, 2)
+    assert got["header"]["revision"] == 5
+    b = json.loads(ctl("get", "app/b", "-w", "json").stdout)["kvs"][0]
+    assert (b["create_revision"], b["mod_revision"], b["version"]) == (3, 3, 1)
+
+    assert ctl("get", "app/", "--prefix").stdout.splitlines() == ["app/a", "3", "app/b", "2"]
+    assert [line for line in ctl("get", "app/", "--prefix", "--keys-only").stdout.splitlines() if line] == [
+        "app/a", "app/b"]
+    counted = json.loads(ctl("get", "app/", "--prefix", "--limit", "1", "-w", "json").stdout)
+    assert counted["count"] == 2 and len(counted["kvs"]) == 1 and counted.get("more") is True
+    assert ctl("get", "missing").stdout == ""
+    # a serializable read from each endpoint alone sees the same value
+    for ep in ctl.cluster.endpoints:
+        assert ctl("get", "app/a", "--consistency=s", endpoints=ep).stdout.splitlines() == ["app/a", "3"]
+
+    # ---- del ----
+    assert ctl("del", "app/b", "--prev-kv").stdout.splitlines() == ["1", "app/b", "2"]
+    assert ctl("del", "app/b").stdout.strip() == "0"
+    assert ctl("get", "app/b").stdout == ""
+    assert ctl("put", "app/c", "c").stdout.strip() == "OK"
+    assert ctl("del", "app/", "--prefix").stdout.strip() == "2"
+    assert ctl("get", "app/", "--prefix").stdout == ""
+    assert ctl("get", "other").stdout.splitlines() == ["other", "x"]
+
+    # ---- txn, read from stdin like `etcdctl txn` (compares, blank, success ops, blank, failure ops) ----
+    ctl("put", "t", "1")
+    win = ctl("txn", stdin='value("t") = "1"\n\nput t 2\nput t-then yes\n\nput t-else yes\n\n')
+    assert win.stdout.splitlines()[0] == "SUCCESS", win.stdout
+    assert ctl("get", "t", "--print-value-only").stdout.strip() == "2"
+    assert ctl("get", "t-then", "--print-value-only").stdout.strip() == "yes"
+    assert ctl("get", "t-else").stdout == ""
+
+    lose = ctl("txn", stdin='value("t") = "1"\nversion("t") = "1"\n\nput t 3\n\nput t-else yes\nget t\n\n')
+    assert lose.stdout.splitlines()[0] == "FAILURE", lose.stdout
+    assert "t-else" not in lose.stdout and lose.stdout.splitlines()[-2:] == ["t", "2"], lose.stdout
+    assert ctl("get", "t", "--print-value-only").stdout.strip() == "2"
+    assert ctl("get", "t-else", "--print-value-only").stdout.strip() == "yes"
+
+    lose_json = json.loads(ctl("txn", "-w", "json", stdin='mod("t") > "1000"\n\nput t 4\n\n\n').stdout)
+    assert not lose_json.get("succeeded") and lose_json.get("responses", []) == []
+    win_json = json.loads(ctl("txn", "-w", "json", stdin='create("t") > "0"\n\nput t 5\n\n\n').stdout)
+    assert win_json["succeeded"] is True and "ResponsePut" in win_json["responses"][0]["Response"]
+    t = json.loads(ctl("get", "t", "-w", "json").stdout)["kvs"][0]
+    assert unb64(t["value"]) == "5" and t["version"] == 3 and t["mod_revision"] == win_json["header"]["revision"]
+
+    # ---- endpoint status / member list ----
+    statuses = json.loads(ctl("endpoint", "status", "-w", "json").stdout)
+    assert sorted(s["Endpoint"] for s in statuses) == sorted(ctl.cluster.endpoints)
+    leaders = {s["Status"]["leader"] for s in statuses}
+    assert len(leaders) == 1, statuses
+    leader_id = leaders.pop()
+    assert [s["Status"]["header"]["member_id"] for s in statuses].count(leader_id) == 1, statuses
+    assert all(s["Status"]["version"] for s in statuses)
+    members = json.loads(ctl("member", "list", "-w", "json").stdout)["members"]
+    assert len(members) == 3
+    assert sorted(m["ID"] for m in members) == sorted(s["Status"]["header"]["member_id"] for s in statuses)
+    assert leader_id in {m["ID"] for m in members}
+    assert sorted(u for m in members for u in m["clientURLs"]) == sorted(ctl.cluster.endpoints)
+    leader_nodes = [n for n in ctl.cluster.status() if n["role"] == "leader"]
+    assert len(leader_nodes) == 1 and leader_nodes[0]["id"] + 1 == leader_id
+
+    # ---- what verikv does not serve: a clear message and a non-zero exit ----
+    watch = ctl("watch", "t", ok=False)
+    assert watch.returncode != 0
+    assert "Watch/Watch is not supported" in watch.stdout + watch.stderr
+    lease = ctl("lease", "grant", "10", ok=False)
+    assert lease.returncode != 0
+    assert "LeaseGrant is not supported" in lease.stderr
+    for args in (["put", "", "v"], ["get", ""], ["del", ""]):
+        res = ctl(*args, ok=False)
+        assert res.returncode != 0 and "etcdserver: key is not provided" in res.stderr, (args, res)
+    history = ctl("get", "t", "--rev", "2", ok=False)
+    assert history.returncode != 0 and "not supported" in history.stderr
+
+    # nothing above left a stray key behind
+    keys = [line for line in ctl("get", "", "--from-key", "--keys-only").stdout.splitlines() if line]
+    assert keys == ["other", "t", "t-else", "t-then"]

@@ -1,0 +1,76 @@
+"""The command line: bad input gives a message and a non-zero exit code, never a
+traceback; unavailable systems and faults are reported, not silently passed."""
+
+import subprocess
+import sys
+
+import pytest
+
+from verikv.jepsen import cli
+from verikv.jepsen.drivers import DriverUnavailable, EtcdDriver, NemesisUnavailable, VerikvDriver
+from verikv.jepsen.nemesis import NEMESES, check_available, make_schedule
+
+VERIKV_REASON = VerikvDriver.unavailable_reason()
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["run"],
+    ["run", "--system", "etcd"],
+    ["run", "--system", "mongo", "--nemesis", "kill"],
+    ["run", "--system", "etcd", "--nemesis", "meteor"],
+    ["run", "--system", "etcd", "--nemesis", "kill", "--time", "abc"],
+    ["run", "--system", "etcd", "--nemesis", "kill", "--time", "0"],
+    ["compare", "--nemesis", "kill", "--workload", "queue"],
+])
+def test_bad_input_exits_nonzero_without_traceback(argv, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "verikv jepsen" in err and "Traceback" not in err
+
+
+def test_bad_input_through_the_real_entry_point():
+    done = subprocess.run([sys.executable, "-m", "verikv.cli", "jepsen", "run", "--system", "etcd",
+                           "--nemesis", "kill", "--time", "soon"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "--time" in done.stderr
+
+
+def test_nemesis_list():
+    assert cli.main(["nemeses"]) == 0
+
+
+@pytest.mark.skipif(VERIKV_REASON is None, reason="verikv cluster exists: the unavailable path cannot be shown")
+def test_verikv_unavailable_is_a_clear_error(capsys):
+    with pytest.raises(DriverUnavailable, match="verikv cluster"):
+        VerikvDriver()
+    assert cli.main(["run", "--system", "verikv", "--nemesis", "kill", "--time", "5"]) == 2
+    assert "`verikv cluster` is not available" in capsys.readouterr().err
+
+
+def test_disk_nemesis_is_refused_for_etcd_not_passed():
+    with pytest.raises(NemesisUnavailable, match="disk faults"):
+        check_available("disk", EtcdDriver())
+
+
+def test_partition_refused_without_network():
+    d = EtcdDriver(use_netns=False)
+    d.net_reason = "network namespaces disabled for this run"
+    with pytest.raises(NemesisUnavailable, match="namespaces disabled"):
+        check_available("partition-leader", d)
+    check_available("kill", d)                          # process faults do not need the network
+
+
+def test_schedule_is_deterministic_and_healed_before_the_end():
+    a = make_schedule("kill", 60, seed=5)
+    b = make_schedule("kill", 60, seed=5)
+    assert [(w.start_s, w.end_s, w.choice) for w in a] == [(w.start_s, w.end_s, w.choice) for w in b]
+    assert len(a) >= 4 and all(w.end_s <= 59.0 and w.end_s - w.start_s >= 2 for w in a)
+    assert all(x.end_s < y.start_s for x, y in zip(a, a[1:]))
+    assert make_schedule("none", 60, seed=5) == []
+    assert set(NEMESES) >= {"kill", "kill-leader", "pause", "partition-leader", "partition-halves",
+                            "partition-bridge", "partition-flap"}
+
+
+def test_format_table():
+    text = cli.format_table([{"system": "etcd", "valid": True, "ops": 10}, {"system": "verikv", "valid": "not run"}])
+    assert "etcd" in text.splitlines()[2] and "not run" in text.splitlines()[3]
