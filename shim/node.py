@@ -489,7 +489,7 @@ class Node:
 
     def _send_snapshot(self, peers: list[int]) -> None:
         """Peers asked for slots this node truncated: send them its KV snapshot (rate-limited)."""
-        now = time.monotonic()
+        now = self._clock()
         due = [p for p in set(peers) if now - self._snapshot_sent_at.get(p, -1e9) >= self.config.retry_after_s]
         if not due:
             return
