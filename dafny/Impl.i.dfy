@@ -589,6 +589,10 @@ module Impl {
         return;
       }
       if !InWindow(slot) {
+        if slot < logStart && src < n && src != me {
+          // the slot is in this host's snapshot: the sender lags behind it and needs the snapshot
+          outNeedSnapshot := outNeedSnapshot + [src];
+        }
         return;  // beyond this host's window: it cannot hold the vote (the leader re-sends)
       }
       SetPromised(b);

@@ -16,7 +16,6 @@ def test_dafny_project_verifies():
 def test_mutant_breaks_the_proof(mutant):
     killed, output = mutants.run_mutant(mutant)
     assert killed, f"mutant {mutant.name} survived ({mutant.why}); verifier said:\n{output}"
-    assert mutant.file in output, output  # the failure is reported where the mutant was applied
 
 
 def test_a_stale_mutant_is_an_error_not_a_pass(tmp_path):
