@@ -163,7 +163,12 @@ def cmd_up(args) -> int:
     if args.netns_prefix is not None:
         netns = [f"{args.netns_prefix}{i + 1}" for i in range(CLUSTER_SIZE)]
     conf = _layout(data_dir, args.base_port, hosts, netns)
+    if args.faulty_disk and not conf.get("faulty_disk"):
+        conf["faulty_disk"] = True  # kept for restarts, like the placement
+        (data_dir / "cluster.json").write_text(json.dumps(conf) + "\n")
     extra = ["--no-runtime-checks"] if args.no_runtime_checks else []
+    if conf.get("faulty_disk"):
+        extra.append("--faulty-disk")
     for i in range(conf["size"]):
         pid = running_pid(data_dir, i)
         if pid is not None:
@@ -262,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="run node N inside network namespace NSN (`ip netns exec`; needs root)")
             s.add_argument("--netns-prefix", default=None, metavar="P",
                            help="same as --netns P1,P2,P3")
+            s.add_argument("--faulty-disk", action="store_true",
+                           help="run the nodes on the fault-injecting disk (`verikv serve --faulty-disk`: "
+                                "a kill loses unsynced writes; fsync fails while NODE_DIR/fail-fsync exists)")
         if name == "down":
             s.add_argument("--timeout-s", type=float, default=10.0)
         if name == "status":

@@ -147,35 +147,8 @@ module Impl {
       selfQueue := [];
       Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, ackCount, readAck};
       new;
-      var i: uint64 := 0;
-      while i < WINDOW
-        invariant i <= WINDOW
-        invariant Valid()
-      {
-        votes[i] := NoVote;
-        committed[i] := None;
-        takeover[i] := NoVote;
-        proposed[i] := None;
-        ackCount[i] := 0;
-        i := i + 1;
-      }
-      i := 0;
-      while i < WINDOW * n
-        invariant Valid()
-        invariant i <= WINDOW * n
-      {
-        acks[i] := false;
-        i := i + 1;
-      }
-      i := 0;
-      while i < n
-        invariant i <= n
-        invariant Valid()
-      {
-        promiseFrom[i] := false;
-        readAck[i] := 0;
-        i := i + 1;
-      }
+      ResetDurableArrays();
+      ResetLeaderArrays();
     }
 
     // ---- output helpers ----------------------------------------------------------------
@@ -334,11 +307,26 @@ module Impl {
       modifies Repr
       ensures Valid() && PromisedGrows()
     {
+      ResetLeaderArrays();
+      promiseCount := 0;
+      maxLogStart := 0;
+      maxLogStartFrom := me;
+      takeoverHi := 0;
+      takeoverOverflow := false;
+      readSeq := 0;
+      readConfirmed := 0;
+    }
+
+    // The loops below write array contents only; Valid() reads only this object's fields, so
+    // it is kept by framing (no field of `this` is in their modifies clauses).
+    method ResetLeaderArrays()
+      requires Valid()
+      modifies takeover, proposed, ackCount, acks, promiseFrom, readAck
+      ensures Valid() && PromisedGrows()
+    {
       var i: uint64 := 0;
       while i < WINDOW
-        invariant BalLe(old(promised), promised)
         invariant i <= WINDOW
-        invariant Valid()
       {
         takeover[i] := NoVote;
         proposed[i] := None;
@@ -347,8 +335,6 @@ module Impl {
       }
       i := 0;
       while i < WINDOW * n
-        invariant BalLe(old(promised), promised)
-        invariant Valid()
         invariant i <= WINDOW * n
       {
         acks[i] := false;
@@ -356,21 +342,27 @@ module Impl {
       }
       i := 0;
       while i < n
-        invariant BalLe(old(promised), promised)
         invariant i <= n
-        invariant Valid()
       {
         promiseFrom[i] := false;
         readAck[i] := 0;
         i := i + 1;
       }
-      promiseCount := 0;
-      maxLogStart := 0;
-      maxLogStartFrom := me;
-      takeoverHi := 0;
-      takeoverOverflow := false;
-      readSeq := 0;
-      readConfirmed := 0;
+    }
+
+    method ResetDurableArrays()
+      requires Valid()
+      modifies votes, committed
+      ensures Valid() && PromisedGrows()
+    {
+      var i: uint64 := 0;
+      while i < WINDOW
+        invariant i <= WINDOW
+      {
+        votes[i] := NoVote;
+        committed[i] := None;
+        i := i + 1;
+      }
     }
 
     method StartElection()
@@ -936,21 +928,7 @@ module Impl {
         invariant Valid() && Bounds() && logStart <= s <= upto
         decreases upto - s
       {
-        var idx := Idx(s);
-        votes[idx] := NoVote;
-        committed[idx] := None;
-        takeover[idx] := NoVote;
-        proposed[idx] := None;
-        ackCount[idx] := 0;
-        var i: uint64 := 0;
-        while i < n
-          invariant BalLe(old(promised), promised)
-          invariant i <= n && Valid() && Bounds() && logStart <= s < upto
-        {
-          AckIndexBound(idx, i, n, acks.Length);
-          acks[idx * n + i] := false;
-          i := i + 1;
-        }
+        ClearSlot(Idx(s));
         s := s + 1;
       }
       logStart := upto;
@@ -959,6 +937,27 @@ module Impl {
       }
       if takeoverHi < upto {
         takeoverHi := upto;
+      }
+    }
+
+    // Empty one window index (its slot left the window).
+    method ClearSlot(idx: uint64)
+      requires Valid() && idx < WINDOW
+      modifies votes, committed, takeover, proposed, ackCount, acks
+      ensures Valid() && PromisedGrows() && Bounds()
+    {
+      votes[idx] := NoVote;
+      committed[idx] := None;
+      takeover[idx] := NoVote;
+      proposed[idx] := None;
+      ackCount[idx] := 0;
+      var i: uint64 := 0;
+      while i < n
+        invariant i <= n
+      {
+        AckIndexBound(idx, i, n, acks.Length);
+        acks[idx * n + i] := false;
+        i := i + 1;
       }
     }
 
@@ -1030,16 +1029,12 @@ module Impl {
 
     method ClearWindow()
       requires Valid()
-      modifies Repr
-      ensures Valid() && PromisedGrows() && logStart == old(logStart) && commitUpto == old(commitUpto)
-      ensures nextSlot == old(nextSlot) && voteHi == old(voteHi) && takeoverHi == old(takeoverHi)
+      modifies votes, committed, takeover, proposed, ackCount
+      ensures Valid() && PromisedGrows() && Bounds()
     {
       var i: uint64 := 0;
       while i < WINDOW
-        invariant BalLe(old(promised), promised)
-        invariant i <= WINDOW && Valid()
-        invariant logStart == old(logStart) && commitUpto == old(commitUpto)
-        invariant nextSlot == old(nextSlot) && voteHi == old(voteHi) && takeoverHi == old(takeoverHi)
+        invariant i <= WINDOW
       {
         votes[i] := NoVote;
         committed[i] := None;

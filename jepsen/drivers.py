@@ -388,6 +388,8 @@ class VerikvDriver(SystemDriver):
         if self.net is not None:
             placement = ["--node-hosts", ",".join(self.net.address(i) for i in range(self.n_nodes)),
                          "--netns", ",".join(self.net.namespace(i) for i in range(self.n_nodes))]
+        if self.faulty_disk:
+            placement.append("--faulty-disk")
         try:
             self._cli("up", "--base-port", str(base_port), *placement)
         except RuntimeError as err:
@@ -399,6 +401,45 @@ class VerikvDriver(SystemDriver):
             self.stop()
             raise
         self.n_nodes = len(self._nodes)
+
+    # -- disk faults, through the node's own fault points (`verikv serve --faulty-disk`) --------
+    faulty_disk = False
+    _disk_rounds = 0
+
+    def disk_fault(self, node: int, kind: str) -> str:
+        """`fsync-fails`: fdatasync starts failing on the node, which must stop by itself
+        (fail-stop); `crash-unsynced`: kill -9, losing every write not yet fsynced. `default`
+        alternates them. Node -1 (the probe before the run) selects the fault-injecting disk."""
+        if node < 0:
+            self.faulty_disk = True
+            return "probe"
+        if kind == "default":
+            kind = ("fsync-fails", "crash-unsynced")[self._disk_rounds % 2]
+            self._disk_rounds += 1
+        if kind == "crash-unsynced":
+            self.kill(node)
+            return f"n{node + 1} crashed, losing its unsynced writes"
+        if kind != "fsync-fails":
+            raise NemesisUnavailable(f"unknown disk fault {kind!r}")
+        (self._node_dir(node) / "fail-fsync").write_text("set by the disk nemesis\n")
+        deadline = time.monotonic() + 15
+        while node in self.pids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if node in self.pids():
+            raise RuntimeError(f"n{node + 1} kept running for 15 s after its fsync started failing "
+                               "(it must stop: fail-stop)")
+        self.killed.add(node)
+        return f"fsync fails on n{node + 1}: it stopped by itself"
+
+    def heal_disk(self, node: int) -> None:
+        if node < 0 or self.data_dir is None:
+            return
+        (self._node_dir(node) / "fail-fsync").unlink(missing_ok=True)
+        if node not in self.pids():
+            self.restart(node)
+
+    def _node_dir(self, node: int) -> Path:
+        return self.data_dir / f"node{node}"
 
     def endpoints(self) -> list[str]:
         if not self._nodes:

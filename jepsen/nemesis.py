@@ -45,7 +45,7 @@ NEMESES = {
     "partition-halves": "cut a random node (minority) from the other two (majority)",
     "partition-bridge": "cut A-C while B still talks to both (a bridge)",
     "partition-flap": "a random partition switched on and off every second",
-    "disk": "disk faults (verikv only, hook: SystemDriver.disk_fault)",
+    "disk": "verikv only: fsync starts failing on a node (it must stop), or a crash loses unsynced writes",
 }
 PARTITION_KINDS = ("partition", "partition-leader", "partition-halves", "partition-bridge", "partition-flap")
 
@@ -177,8 +177,7 @@ class NemesisRunner(threading.Thread):
         elif w.kind == "partition-flap":
             w.detail = "flapping partitions"
         elif w.kind == "disk":
-            d.disk_fault(w.choice % n, "default")
-            w.detail = f"disk fault on n{w.choice % n + 1}"
+            w.detail = d.disk_fault(w.choice % n, "default") or f"disk fault on n{w.choice % n + 1}"
         else:
             raise NemesisUnavailable(w.kind)
 

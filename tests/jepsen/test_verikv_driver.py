@@ -75,3 +75,18 @@ def test_cluster_cli_refuses_mismatched_placement(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "verikv.cli", "cluster", "up", "--data-dir", str(tmp_path / "x"),
                           "--netns", "a,b"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 1 and "--netns needs 3" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@needs_verikv
+@pytest.mark.slow
+def test_verikv_disk_faults_stop_the_node_and_lose_only_unsynced_writes(tmp_path):
+    """The disk nemesis through the node's own fault points: first fsync starts failing on a
+    node, which must stop by itself (fail-stop); then a crash loses its unsynced writes. The
+    history stays linearizable and no acknowledged write is lost."""
+    verdict = _run(tmp_path, nemesis="disk", workload="set", time_s=22, recovery_s=4, seed=2)
+    faults = verdict["faults"]
+    assert len(faults) >= 2, faults
+    assert "stopped by itself" in faults[0]["detail"] and faults[0]["error"] is None, faults[0]
+    assert "losing its unsynced writes" in faults[1]["detail"] and faults[1]["error"] is None, faults[1]
+    assert verdict["valid"] is True, verdict["checker"]
+    assert any("FATAL" in p.read_text(errors="replace") for p in tmp_path.glob("node*.log"))
