@@ -79,6 +79,8 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print,
         old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         log(f"starting a 3-node {cfg.system} cluster in {data_dir}")
+        if cfg.nemesis == "disk":  # the nodes must start on the fault-injecting disk
+            driver.disk_fault(-1, "probe")
         driver.start(data_dir)
         check_available(cfg.nemesis, driver)
         leader = driver.leader()
