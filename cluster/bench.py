@@ -12,6 +12,7 @@ This module must never touch a cluster it did not start: it creates its own data
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import json
 import multiprocessing
@@ -102,6 +103,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--duration-s", type=float, default=5.0, help="per load")
     p.add_argument("--only", choices=["verikv", "etcd"], default=None)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-runtime-checks", action="store_true",
+                   help="run the verikv nodes without runtime checks (to measure their cost)")
     args = p.parse_args(argv)
 
     from verikv.cluster import cli as cluster_cli
@@ -114,16 +117,20 @@ def main(argv: list[str]) -> int:
     try:
         if args.only in (None, "verikv"):
             vdir = args.data_dir / "verikv"
-            up = argparse.Namespace(data_dir=vdir, base_port=args.base_port, timeout_s=30.0,
-                                    no_runtime_checks=False)
+            # the cluster CLI's own parser, so its defaults and new options always apply
+            up = cluster_cli.build_parser().parse_args(
+                ["up", "--data-dir", str(vdir), "--base-port", str(args.base_port)]
+                + (["--no-runtime-checks"] if args.no_runtime_checks else []))
             try:
-                cluster_cli.cmd_up(up)
+                with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the figures
+                    cluster_cli.cmd_up(up)
                 conf = cluster_cli._layout(vdir, None)
                 endpoints = [cluster_cli.client_endpoint(conf, i) for i in range(conf["size"])]
                 print(f"benchmarking verikv at {','.join(endpoints)}", file=sys.stderr)
                 results["verikv"] = bench(endpoints, args.duration_s)
             finally:
-                cluster_cli.cmd_down(argparse.Namespace(data_dir=vdir, timeout_s=10.0))
+                with contextlib.redirect_stdout(sys.stderr):
+                    cluster_cli.cmd_down(cluster_cli.build_parser().parse_args(["down", "--data-dir", str(vdir)]))
         if args.only in (None, "etcd"):
             try:
                 with start_etcd_cluster(args.data_dir / "etcd", 3, args.base_port + 50) as etcd:

@@ -107,3 +107,14 @@ def test_an_fsync_failure_stops_the_node_with_a_fatal_line(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+def test_bench_runs_against_verikv_and_prints_figures(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "verikv.cli", "bench", "--only", "verikv", "--duration-s", "0.5",
+                          "--data-dir", str(tmp_path / "b"), "--base-port", "26700", "--json"],
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    figures = json.loads(out.stdout)
+    assert figures["verikv"]["put 1x1"]["ops_per_s"] > 0
