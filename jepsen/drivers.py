@@ -64,11 +64,16 @@ class SystemDriver:
     def partition_unavailable_reason(self) -> str | None:
         return "this driver cannot partition its nodes"
 
+    net = None  # a PrivateNetwork when the nodes run in their own namespaces
+
     def cut(self, links: set[frozenset[int]]) -> None:
-        raise NemesisUnavailable(self.partition_unavailable_reason or "partitions unsupported")
+        if self.net is None:
+            raise NemesisUnavailable(self.partition_unavailable_reason or "partitions unsupported")
+        self.net.cut(links)
 
     def heal_network(self) -> None:
-        pass
+        if self.net is not None:
+            self.net.heal()
 
     def disk_fault(self, node: int, kind: str) -> None:
         """Hook for disk-fault nemeses (verikv only, later): e.g. kind = "fsync-lie", "torn-write"."""
@@ -239,15 +244,6 @@ class EtcdDriver(SystemDriver):
         if self.net is not None:
             return None
         return self.net_reason or "the etcd cluster is not started"
-
-    def cut(self, links: set[frozenset[int]]) -> None:
-        if self.net is None:
-            raise NemesisUnavailable(self.partition_unavailable_reason)
-        self.net.cut(links)
-
-    def heal_network(self) -> None:
-        if self.net is not None:
-            self.net.heal()
 
     def logs(self) -> list[Path]:
         return sorted(self.data_dir.glob("n*.log")) if self.data_dir else []
@@ -483,15 +479,6 @@ class VerikvDriver(SystemDriver):
             return None
         return ("verikv: partitions need each node in its own network namespace: "
                 + (self.net_reason or "the verikv cluster is not started"))
-
-    def cut(self, links: set[frozenset[int]]) -> None:
-        if self.net is None:
-            raise NemesisUnavailable(self.partition_unavailable_reason)
-        self.net.cut(links)
-
-    def heal_network(self) -> None:
-        if self.net is not None:
-            self.net.heal()
 
     @property
     def network_name(self) -> str:
