@@ -66,6 +66,16 @@ class SystemDriver:
 
     net = None  # a PrivateNetwork when the nodes run in their own namespaces
 
+    def _start_network(self) -> None:
+        """Give each node its own namespace on a private bridge, or say why not (net_reason)."""
+        if not self.use_netns:
+            self.net_reason = "network namespaces disabled for this run"
+            return
+        try:
+            self.net = PrivateNetwork.create(self.n_nodes)
+        except NetworkUnavailable as err:
+            self.net_reason = str(err)
+
     def cut(self, links: set[frozenset[int]]) -> None:
         if self.net is None:
             raise NemesisUnavailable(self.partition_unavailable_reason or "partitions unsupported")
@@ -202,13 +212,7 @@ class EtcdDriver(SystemDriver):
     def start(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.use_netns:
-            try:
-                self.net = PrivateNetwork.create(self.n_nodes)
-            except NetworkUnavailable as err:
-                self.net_reason = str(err)
-        else:
-            self.net_reason = "network namespaces disabled for this run"
+        self._start_network()
         try:
             for node in range(self.n_nodes):
                 self._spawn(node)
@@ -372,13 +376,7 @@ class VerikvDriver(SystemDriver):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.code_at_start = self.code_fingerprint()
         self.code_dir = self._snapshot_code()
-        if self.use_netns:
-            try:
-                self.net = PrivateNetwork.create(self.n_nodes)
-            except NetworkUnavailable as err:
-                self.net_reason = str(err)
-        else:
-            self.net_reason = "network namespaces disabled for this run"
+        self._start_network()
         base_port = 24600 + (os.getpid() % 15) * 20     # our port range, not another engineer's
         placement: list[str] = []
         if self.net is not None:

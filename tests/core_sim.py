@@ -249,6 +249,17 @@ class Simulation:
             self.steps += 1
             self.deliver_one(0)
 
+    def commit_some(self, proposals: int, rounds: int = 5) -> int:
+        """Elect a stable leader, propose `proposals` values there, run `rounds` rounds; return
+        the leader."""
+        leader = self.stable_leader(rounds=50)
+        assert leader is not None, f"no stable leader (seed={self.seed})"
+        for _ in range(proposals):
+            self.propose(leader)
+        for _ in range(rounds):
+            self.run_round()
+        return leader
+
     def stable_leader(self, rounds: int) -> int | None:
         """Run up to `rounds` rounds; return a leader that every replica follows, if any."""
         for _ in range(rounds):

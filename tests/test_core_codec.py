@@ -19,11 +19,7 @@ def _traffic():
         return original(i, ready, **kw)
 
     sim._apply = capture
-    leader = sim.stable_leader(rounds=50)
-    for _ in range(5):
-        sim.propose(leader)
-    for _ in range(3):
-        sim.run_round()
+    sim.commit_some(5, rounds=3)
     return captured
 
 
@@ -77,11 +73,7 @@ def test_recovery_refuses_a_malformed_record():
 
 def test_checkpoint_records_rebuild_the_same_durable_state():
     sim = Simulation(3, seed=5, faults=Faults(0, 0, 0, 0, 0))
-    leader = sim.stable_leader(rounds=50)
-    for _ in range(8):
-        sim.propose(leader)
-    for _ in range(3):
-        sim.run_round()
+    sim.commit_some(8, rounds=3)
     original = sim.cores[1]
     rebuilt = Core(1, 3)
     ready = rebuilt.recover(original.checkpoint_records())

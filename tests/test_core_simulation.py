@@ -70,11 +70,7 @@ def test_the_checker_catches_a_disagreement():
 
 def test_a_crashed_replica_recovers_its_committed_prefix_from_records_alone():
     sim = Simulation(3, seed=3, faults=Faults(0, 0, 0, 0, 0))
-    leader = sim.stable_leader(rounds=50)
-    for _ in range(5):
-        sim.propose(leader)
-    for _ in range(5):
-        sim.run_round()
+    leader = sim.commit_some(5)
     follower = (leader + 1) % 3
     before = dict(sim.observed[follower])
     assert len(before) >= 5
@@ -85,11 +81,7 @@ def test_a_crashed_replica_recovers_its_committed_prefix_from_records_alone():
 
 def test_commit_records_lost_in_a_crash_are_learned_again():
     sim = Simulation(3, seed=4, faults=Faults(0, 0, 0, 0, 0))
-    leader = sim.stable_leader(rounds=50)
-    for _ in range(5):
-        sim.propose(leader)
-    for _ in range(5):
-        sim.run_round()
+    leader = sim.commit_some(5)
     follower = (leader + 1) % 3
     upto = sim.cores[follower].status()["commit_upto"]
     assert sim.unsynced[follower], "commit records are written lazily"
