@@ -1,4 +1,4 @@
-"""etcd v3 gRPC API (KV, Maintenance.Status, Cluster.MemberList) over a node, with grpc.aio.
+"""etcd v3 gRPC API (KV, Maintenance.Status, Cluster.MemberList) over a node.
 
 Writes and linearizable reads go through `node.submit` / `node.read` (see node.py for how a
 follower's requests reach the leader); serializable reads are answered from the local state. Every
@@ -10,11 +10,15 @@ This module must never change the KV state itself nor talk to the core: it only 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
+from verikv.etcdpb import rpc_pb2
+from verikv.shim import _front
 from verikv.shim import errors
 from verikv.shim.errors import EtcdError
 from verikv.shim.requests import GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, Kind
@@ -43,92 +47,126 @@ def _fill_header(node, resp) -> None:
     resp.header.raft_term = h["raft_term"]
 
 
-async def _call(node, context, coro):
-    try:
-        resp = await coro
-    except EtcdError as err:
-        await context.abort(err.code, err.message)
-    _fill_header(node, resp)
-    return resp
+class ClientServer:
+    """The etcd v3 API on `listen`, served by the grpc++ front (shim/front/front.cpp).
 
+    The front's thread accepts calls and reads their requests; the event loop takes them in
+    batches (one wake-up per batch), parses each, starts it on the node and finishes the call
+    when the node's future resolves. `start()` and `stop(grace)` match grpc.aio.Server's."""
 
-class KVServicer(rpc_pb2_grpc.KVServicer):
-    def __init__(self, node):
+    def __init__(self, node, listen: str, client_urls: list[str], peer_urls: list[str]):
         self.node = node
+        self.listen = listen
+        self.client_urls = client_urls
+        self.peer_urls = peer_urls
+        self._front = None
+        self._methods = {
+            "/etcdserverpb.KV/Range": (rpc_pb2.RangeRequest, self._range),
+            "/etcdserverpb.KV/Put": (rpc_pb2.PutRequest, lambda r: node.submit_future(Kind.PUT, r)),
+            "/etcdserverpb.KV/DeleteRange": (rpc_pb2.DeleteRangeRequest,
+                                             lambda r: node.submit_future(Kind.DELETE_RANGE, r)),
+            "/etcdserverpb.KV/Txn": (rpc_pb2.TxnRequest, lambda r: node.submit_future(Kind.TXN, r)),
+            "/etcdserverpb.KV/Compact": (rpc_pb2.CompactionRequest, self._compact),
+            "/etcdserverpb.Maintenance/Status": (rpc_pb2.StatusRequest, self._status),
+            "/etcdserverpb.Cluster/MemberList": (rpc_pb2.MemberListRequest, self._member_list),
+        }
 
-    async def Range(self, request, context):
-        return await _call(self.node, context, self.node.read(request, request.serializable))
+    @property
+    def port(self) -> int:
+        return self._front.port if self._front else 0
 
-    async def Put(self, request, context):
-        return await _call(self.node, context, self.node.submit(Kind.PUT, request))
+    async def start(self) -> None:
+        try:
+            self._front = _front.Front(self.listen, MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES)
+        except RuntimeError as err:
+            raise OSError(str(err)) from None
+        asyncio.get_running_loop().add_reader(self._front.fd, self._on_calls)
 
-    async def DeleteRange(self, request, context):
-        return await _call(self.node, context, self.node.submit(Kind.DELETE_RANGE, request))
+    async def stop(self, grace: float | None = None) -> None:
+        front, self._front = self._front, None
+        if front is None:
+            return
+        asyncio.get_running_loop().remove_reader(front.fd)
+        await asyncio.get_running_loop().run_in_executor(None, front.shutdown, grace or 0.0)
 
-    async def Txn(self, request, context):
-        return await _call(self.node, context, self.node.submit(Kind.TXN, request))
+    # ---- calls ----
 
-    async def Compact(self, request, context):
-        await context.abort(errors.COMPACT_UNSUPPORTED.code, errors.COMPACT_UNSUPPORTED.message)
+    def _on_calls(self) -> None:
+        front = self._front
+        if front is None:
+            return
+        for call_id, method, body in front.take():
+            entry = self._methods.get(method)
+            if entry is None:
+                err = errors.unsupported_method(method)
+                front.finish(call_id, err.code.value[0], err.message, b"")
+                continue
+            request_type, start = entry
+            try:
+                request = request_type.FromString(body)
+            except DecodeError:
+                front.finish(call_id, grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                             f"verikv: {method}: the request is not a valid {request_type.__name__}", b"")
+                continue
+            try:
+                outcome = start(request)
+            except EtcdError as err:
+                front.finish(call_id, err.code.value[0], err.message, b"")
+                continue
+            if isinstance(outcome, asyncio.Future):
+                outcome.add_done_callback(functools.partial(self._finish_future, call_id))
+            else:
+                self._finish(call_id, outcome)
 
+    def _finish_future(self, call_id: int, fut: asyncio.Future) -> None:
+        if fut.cancelled():
+            result = errors.NO_LEADER
+        else:
+            result = fut.exception() or fut.result()
+        self._finish(call_id, result)
 
-class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
-    def __init__(self, node):
-        self.node = node
+    def _finish(self, call_id: int, result) -> None:
+        front = self._front
+        if front is None:
+            return
+        if isinstance(result, EtcdError):
+            front.finish(call_id, result.code.value[0], result.message, b"")
+        elif isinstance(result, BaseException):
+            log.error("request failed: %s: %s", type(result).__name__, result)
+            front.finish(call_id, grpc.StatusCode.INTERNAL.value[0], f"verikv: internal error: {result}", b"")
+        else:
+            _fill_header(self.node, result)
+            front.finish(call_id, 0, "", result.SerializeToString())
 
-    async def Status(self, request, context):
-        st = self.node.status
+    # ---- methods ----
+
+    def _range(self, request):
+        return self.node.read_future(request, request.serializable)
+
+    def _compact(self, request):
+        return errors.COMPACT_UNSUPPORTED
+
+    def _status(self, request):
+        node = self.node
+        st = node.status
         leader = st.get("leader")
         resp = rpc_pb2.StatusResponse(
             version=SERVER_VERSION, leader=0 if leader is None else leader + 1,
-            raftIndex=st.get("commit_upto", 0), raftAppliedIndex=self.node.kv.next_slot,
-            raftTerm=self.node.header_fields()["raft_term"])
-        resp.header.revision = self.node.kv.revision
+            raftIndex=st.get("commit_upto", 0), raftAppliedIndex=node.kv.next_slot,
+            raftTerm=node.header_fields()["raft_term"])
+        resp.header.revision = node.kv.revision
         if leader is None:
             resp.errors.append("etcdserver: no leader")
-        _fill_header(self.node, resp)
         return resp
 
-
-class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
-    def __init__(self, node, client_urls: list[str], peer_urls: list[str]):
-        self.node = node
-        self.client_urls = client_urls
-        self.peer_urls = peer_urls
-
-    async def MemberList(self, request, context):
+    def _member_list(self, request):
         resp = rpc_pb2.MemberListResponse()
         for i in range(self.node.cluster_size):
             resp.members.add(ID=i + 1, name=f"node{i}", peerURLs=[self.peer_urls[i]],
                              clientURLs=[self.client_urls[i]])
-        _fill_header(self.node, resp)
         return resp
 
 
-class _Unimplemented(grpc.GenericRpcHandler):
-    """Answers every method no servicer registered (Watch, Lease, Auth, unknown services)."""
-
-    def service(self, handler_call_details):
-        err = errors.unsupported_method(handler_call_details.method)
-
-        async def abort(request_iterator, context):
-            await context.abort(err.code, err.message)
-            yield  # pragma: no cover - makes this an async generator
-
-        return grpc.stream_stream_rpc_method_handler(abort)
-
-
-def build_server(node, listen: str, client_urls: list[str], peer_urls: list[str]) -> grpc.aio.Server:
-    """A grpc.aio server bound to `listen` (host:port), not yet started."""
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES),
-        ("grpc.max_send_message_length", 2**31 - 1),
-        ("grpc.so_reuseport", 0),
-    ])
-    rpc_pb2_grpc.add_KVServicer_to_server(KVServicer(node), server)
-    rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceServicer(node), server)
-    rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(node, client_urls, peer_urls), server)
-    server.add_generic_rpc_handlers((_Unimplemented(),))
-    if server.add_insecure_port(listen) == 0:
-        raise OSError(f"cannot listen for clients on {listen}")
-    return server
+def build_server(node, listen: str, client_urls: list[str], peer_urls: list[str]) -> ClientServer:
+    """The client API server for `node` on `listen` (host:port), not yet started."""
+    return ClientServer(node, listen, client_urls, peer_urls)

@@ -71,6 +71,12 @@ class CoreLike(Protocol):
     def status(self) -> dict: ...
 
 
+def _outcome(result):
+    if isinstance(result, EtcdError):
+        raise result
+    return result
+
+
 @dataclass
 class _Pending:
     kind: Kind
@@ -235,6 +241,11 @@ class Node:
 
     async def submit(self, kind: Kind, request) -> object:
         """Order a request through the log; return its response (or raise its EtcdError)."""
+        return _outcome(await self.submit_future(kind, request))
+
+    def submit_future(self, kind: Kind, request) -> asyncio.Future:
+        """`submit` without the coroutine: a future of the response or its EtcdError (invalid
+        requests and a full queue raise at once)."""
         validate(kind, request)
         if len(self._waiting) >= self.config.max_pending_requests:
             raise TOO_MANY_REQUESTS
@@ -246,21 +257,19 @@ class Node:
         self._waiting[seq] = p
         self._local_out.append(Command(kind, self.client_id, seq, self._acked_below(), p.body).encode())
         self._wake.set()
-        result = await fut
-        if isinstance(result, EtcdError):
-            raise result
-        return result
+        return fut
 
     async def read(self, request, serializable: bool) -> object:
         """A Range: local if serializable, else linearizable."""
-        if serializable:
-            validate(Kind.RANGE, request)
-            result = self.kv.execute(Kind.RANGE, request)
-            if isinstance(result, EtcdError):
-                raise result
-            return result
+        return _outcome(await self.read_future(request, serializable))
+
+    def read_future(self, request, serializable: bool) -> asyncio.Future:
+        """`read` without the coroutine: a future of the response or its EtcdError."""
         validate(Kind.RANGE, request)
         fut = asyncio.get_running_loop().create_future()
+        if serializable:
+            fut.set_result(self.kv.execute(Kind.RANGE, request))
+            return fut
         role, leader = self.status.get("role"), self.status.get("leader")
         if role == "leader":
             self._reads_waiting.append((request, fut))
@@ -270,12 +279,9 @@ class Node:
             self._remote_reads[req_id] = (request, fut, self._clock())
             self.transport.send(leader, KIND_READ_INDEX, READ_ASK.pack(req_id, self.node_id))
         else:
-            return await self.submit(Kind.RANGE, request)
+            return self.submit_future(Kind.RANGE, request)
         self._wake.set()
-        result = await fut
-        if isinstance(result, EtcdError):
-            raise result
-        return result
+        return fut
 
     # ---- the turn ----
 

@@ -1,4 +1,5 @@
-"""Build verikv: gRPC stubs, then verify the Dafny project, translate it to C++, compile the extension.
+"""Build verikv: gRPC stubs, the client gRPC front, then verify the Dafny project, translate it to C++
+and compile the core extension.
 
 Usage: python -m verikv.verified_core.build [--verify|--no-verify] [--force]
 
@@ -31,6 +32,8 @@ STAMP = OUT_DIR / "build.stamp"
 VERIFIED_STAMP = OUT_DIR / "verified.stamp"
 DAFNY_VERSION = "4.11.0"
 CXXFLAGS = ["-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-w"]
+FRONT_SOURCE = REPO / "shim" / "front" / "front.cpp"
+FRONT_STAMP = OUT_DIR / "front.stamp"
 
 
 class BuildError(Exception):
@@ -114,6 +117,32 @@ def compile_extension() -> Path:
     return target
 
 
+def front_path() -> Path:
+    return REPO / "shim" / ("_front" + sysconfig.get_config_var("EXT_SUFFIX"))
+
+
+def compile_front(force: bool = False) -> None:
+    """The client gRPC front (shim/front/front.cpp, grpc++ from Debian's libgrpc++-dev)."""
+    import pybind11
+
+    digest = hashlib.sha256(FRONT_SOURCE.read_bytes() + sys.version.encode()).hexdigest()
+    target = front_path()
+    if not force and target.exists() and FRONT_STAMP.exists() and FRONT_STAMP.read_text() == digest:
+        return
+    try:
+        grpc_flags = subprocess.run(["pkg-config", "--cflags", "--libs", "grpc++"], capture_output=True,
+                                    text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        raise BuildError("grpc++ not found: install Debian's libgrpc++-dev and pkg-config (./dev setup does)")
+    tmp = target.with_suffix(".tmp")
+    run(["g++", *CXXFLAGS, f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}",
+         FRONT_SOURCE, "-o", tmp, *grpc_flags], "compiling the gRPC front")
+    os.replace(tmp, target)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    FRONT_STAMP.write_text(digest)
+    print(f"built {target.relative_to(REPO)}", flush=True)
+
+
 PROTO_DIR = REPO / "proto"
 
 
@@ -134,6 +163,7 @@ def generate_stubs(force: bool = False) -> None:
 
 def build(*, verify_proofs: bool, force: bool, reverify: bool = False) -> Path:
     generate_stubs(force)
+    compile_front(force)
     digest = inputs_digest()
     target = extension_path()
     if verify_proofs:
