@@ -336,6 +336,7 @@ class Node:
             self.wal.append_lazy(records)
         else:
             self._send(readies[barrier].early)  # independent of the barrier's own records
+            self.transport.flush()  # they leave while this node syncs
             await self.wal.append_many(records)
             self._durable_needed = self.wal.written_records
             for i, rd in enumerate(readies[barrier:]):

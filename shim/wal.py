@@ -136,7 +136,8 @@ class Wal:
         self._fd = disk.open_append(directory / _segment_name(seq))
         self._pending: list[bytes] = []
         self._waiters: list[asyncio.Future] = []
-        self._flusher: asyncio.Task | None = None
+        self._flush_scheduled = False
+        self._unsynced = 0  # records written by append_lazy, not yet synced
         self._failed: BaseException | None = None
         self.syncs = 0  # fdatasync calls made (for tests and metrics)
         self.appended_records = 0  # records durable (synced) since open
@@ -185,7 +186,8 @@ class Wal:
             raise WalFatalError(f"the WAL failed earlier: {self._failed}") from self._failed
 
     async def append_many(self, records: list[bytes]) -> None:
-        """Append records and return once they are durable. Concurrent calls share one sync."""
+        """Append records and return once they are durable. Appends made in the same loop
+        iteration share one fdatasync (group commit)."""
         self._check_usable()
         if not records:
             return
@@ -193,61 +195,80 @@ class Wal:
         self._pending.extend(encode_record(r) for r in records)
         self.written_records += len(records)
         self._waiters.append(fut)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
         await fut
 
     def append_lazy(self, records: list[bytes]) -> None:
-        """Append records that may become durable later (the next sync makes them durable, in
-        order with everything appended before and after). Returns at once."""
+        """Append records that may become durable later: they are written at once and made
+        durable by the next sync (in order with everything appended before and after)."""
         self._check_usable()
         if not records:
             return
-        self._pending.extend(encode_record(r) for r in records)
+        data = b"".join(encode_record(r) for r in records)
         self.written_records += len(records)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        try:
+            self.disk.append(self._fd, data)
+        except BaseException as err:  # noqa: BLE001 - every failure is fatal and reported
+            self._fail(err, [])
+            raise self._fatal(err) from err
+        self.size_bytes += len(data)
+        self._unsynced += len(records)
 
-    async def _flush_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            data, waiters = b"".join(self._pending), self._waiters
-            count = len(self._pending)
-            self._pending, self._waiters = [], []
-            try:
-                await loop.run_in_executor(None, self._write_and_sync, data)
-            except BaseException as err:  # noqa: BLE001 - every failure is fatal and reported
-                self._failed = err
-                fatal = WalFatalError(f"WAL write/fdatasync of {self.directory / _segment_name(self.seq)} "
-                                      f"failed: {err}")
-                for w in waiters + self._waiters:
-                    if not w.done():
-                        w.set_exception(fatal)
-                self._pending, self._waiters = [], []
-                return
-            self.appended_records += count
-            for w in waiters:
-                if not w.done():
-                    w.set_result(None)
+    def _flush(self) -> None:
+        """Write what is pending and fdatasync, on the loop's thread: a sync costs less than
+        handing it to another thread and back on a small machine, and the turn that asked
+        for it waits for it anyway."""
+        self._flush_scheduled = False
+        if not self._pending and not self._waiters:
+            return
+        data, waiters, count = b"".join(self._pending), self._waiters, len(self._pending)
+        self._pending, self._waiters = [], []
+        try:
+            self._write_and_sync(data)
+        except BaseException as err:  # noqa: BLE001 - every failure is fatal and reported
+            self._fail(err, waiters)
+            return
+        self.appended_records += count + self._unsynced
+        self._unsynced = 0
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def _fatal(self, err: BaseException) -> WalFatalError:
+        return WalFatalError(f"WAL write/fdatasync of {self.directory / _segment_name(self.seq)} failed: {err}")
+
+    def _fail(self, err: BaseException, waiters: list) -> None:
+        self._failed = err
+        fatal = self._fatal(err)
+        for w in waiters + self._waiters:
+            if not w.done():
+                w.set_exception(fatal)
+        self._pending, self._waiters = [], []
 
     def _write_and_sync(self, data: bytes) -> None:
-        self.disk.append(self._fd, data)
-        self.size_bytes += len(data)
+        if data:
+            self.disk.append(self._fd, data)
+            self.size_bytes += len(data)
         self.disk.sync(self._fd)
         self.syncs += 1
         if self.size_bytes >= self.segment_bytes:
-            self._roll()
+            self._roll()  # only right after a sync: an earlier segment never ends unsynced
 
     def append_sync(self, records: list[bytes]) -> None:
         """Blocking append + sync (for startup and snapshots, when the loop has nothing else to do)."""
         self._check_usable()
-        if self._flusher is not None and not self._flusher.done():
-            raise RuntimeError("append_sync while an async append is in flight")
+        if self._pending:
+            raise RuntimeError("append_sync while an async append is pending")
         try:
             self._write_and_sync(b"".join(encode_record(r) for r in records))
         except OSError as err:
             self._failed = err
             raise WalFatalError(f"WAL write/fdatasync failed: {err}") from err
+        self.written_records += len(records)
+        self.appended_records += len(records) + self._unsynced
+        self._unsynced = 0
 
     def _roll(self) -> None:
         self.disk.close(self._fd)
@@ -265,9 +286,14 @@ class Wal:
         segment this starts holds everything after the snapshot.
         """
         self._check_usable()
-        if self._pending or (self._flusher is not None and not self._flusher.done()):
-            raise RuntimeError("install_snapshot while an append is in flight")
+        if self._pending:
+            raise RuntimeError("install_snapshot while an append is pending")
         try:
+            if self._unsynced:  # lazily written records: the segment is closed synced
+                self.disk.sync(self._fd)
+                self.syncs += 1
+                self.appended_records += self._unsynced
+                self._unsynced = 0
             self._roll()
             snap = Snapshot(slot, self.seq, kv_state, core_records)
             name = f"{SNAP_PREFIX}{slot:016x}{SNAP_SUFFIX}"
@@ -285,9 +311,9 @@ class Wal:
                 self.disk.remove(self.directory / n)
 
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """Wait (bounded) for an append in flight to finish, e.g. before close()."""
-        if self._flusher is not None and not self._flusher.done():
-            await asyncio.wait({self._flusher}, timeout=timeout_s)
+        """Make pending appends durable now, e.g. before close()."""
+        if self._pending or self._waiters:
+            self._flush()
 
     def close(self) -> None:
         if self._fd is not None:

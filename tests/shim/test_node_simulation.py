@@ -5,12 +5,12 @@ state machine over a simulated network, disk and clock.
 - Network: `SimNetwork` replaces the TCP transport (Node's `transport_factory` seam). A frame sits
   in flight until a rule delivers, drops or duplicates it; rules pick any frame (reordering) and
   can isolate a node (frames across the cut are dropped at send and at delivery).
-- Disk: each node has one `FaultyDisk` (real files in a temporary directory). The WAL's
-  write+fdatasync jobs go through the loop's default executor, replaced here by `ManualExecutor`,
-  which runs a node's jobs only when that node's turn waits for them (or a `flush_disk` rule runs
-  them), so lazily written commit records may still be unwritten when a node crashes. A crash
-  hands what was queued to the FaultyDisk unsynced, keeps a drawn prefix of it (a torn write),
-  loses the rest, discards the Node object and starts a new Node over the same disk.
+- Disk: each node has one `FaultyDisk` (real files in a temporary directory), which holds every
+  written byte until a sync. The WAL writes lazily persisted commit records at once and syncs on
+  the loop's thread when a turn waits for durability, so commit records may still be unsynced
+  when a node crashes. A crash keeps a drawn prefix of the unsynced bytes (a torn write), loses
+  the rest, discards the Node object and starts a new Node over the same disk. The loop's
+  default executor is `ManualExecutor`, which runs nothing on a thread.
 - Clock: Node's `clock` seam reads a per-node simulated monotonic clock, advanced only by tick
   rules; `tick_timer=False` turns off the call_later ticks: rules add `_ticks_due` and run
   `_turn()` themselves. Nothing sleeps; no thread runs.
@@ -69,8 +69,9 @@ def _h(data: bytes) -> str:
 # ---- simulated disk executor ----
 
 class ManualExecutor(concurrent.futures.ThreadPoolExecutor):
-    """The loop's default executor: holds submitted jobs (the WAL's write+fdatasync) until the test
-    runs them, on the test's thread. Never starts a thread."""
+    """The loop's default executor: holds submitted jobs until the test runs them, on the test's
+    thread. Never starts a thread. (The node submits none today; this keeps the run deterministic
+    if one ever does.)"""
 
     def __init__(self):
         super().__init__(max_workers=1)
@@ -98,17 +99,6 @@ class ManualExecutor(concurrent.futures.ThreadPoolExecutor):
             ran = True
         return ran
 
-    def discard_jobs_of(self, wal) -> list[bytes]:
-        """Forget the jobs of a crashed node's WAL; returns the bytes they would have written."""
-        lost = []
-        for job in self.jobs_of(wal):
-            self.jobs.remove(job)
-            fn, args, fut = job
-            assert fn.__name__ == "_write_and_sync", fn
-            lost.append(args[0])
-            fut.cancel()
-        return lost
-
 
 # ---- simulated network ----
 
@@ -126,6 +116,9 @@ class SimTransport:
 
     async def close(self) -> None:
         self.closed = True
+
+    def flush(self) -> None:
+        pass  # frames are delivered by the simulation's schedule
 
     def send(self, dst: int, kind: int, payload: bytes) -> None:
         if not (0 <= dst < N) or dst == self.node_id:
@@ -518,29 +511,17 @@ class NodeSimulation(RuleBasedStateMachine):
     def heal(self):
         self.net.isolated = set()
 
-    @rule(i=st.integers(0, N - 1))
-    @guarded
-    def flush_disk(self, i):
-        """The node's background WAL write+fsync (lazy commit records) completes."""
-        if self.executor.run_jobs_of(self.nodes[i].wal):
-            self._drain()
-            self._collect()
-
     @rule(i=st.integers(0, N - 1), keep=st.one_of(st.just(0), st.integers(1, 200), st.just(10**9)))
     @guarded
     def crash(self, i, keep):
         """Power loss at node i: what was not fsynced is lost, except a prefix of `keep` bytes
         that reached the file (a torn write); then a new Node recovers from the same disk."""
         node, disk = self.nodes[i], self.disks[i]
-        unsynced = self.executor.discard_jobs_of(node.wal)
-        if unsynced and node.wal._fd is not None:
-            disk.append(node.wal._fd, b"".join(unsynced))  # the write was issued, never synced
-            if keep and keep < sum(map(len, unsynced)):
-                self.stats["torn"] += 1
+        unsynced = sum(len(buf) for buf in disk._pending.values())
+        if keep and keep < unsynced:
+            self.stats["torn"] += 1
         disk.crash(keep_unsynced_bytes=keep)
         node.wal._fd = None  # its descriptor died with the crash
-        if node.wal._flusher is not None:
-            node.wal._flusher.cancel()
         node.transport.closed = True  # a dead process sends nothing more
         for op in self.ops:
             if op.node_id == i and op.incarnation == self.incarnation[i] and not op.task.done():
