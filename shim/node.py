@@ -131,7 +131,8 @@ class Node:
         # turn covers them all. At a follower, a read waits for the leader's read slot
         # (_remote_reads), then for its own applied slots to reach it (_follower_reads).
         self._reads_waiting: list[tuple[object, object]] = []
-        self._remote_reads: dict[int, tuple[object, asyncio.Future, float]] = {}
+        self._reads_to_ask: list[tuple[object, asyncio.Future]] = []  # one ReadIndex ask per turn
+        self._remote_reads: dict[int, tuple[list[tuple[object, asyncio.Future]], float]] = {}
         self._follower_reads: list[tuple[int, object, asyncio.Future]] = []
         self._next_read_id = 1
         self._peer_digests: list[tuple[int, int, bytes]] = []  # checked at the next turn
@@ -229,11 +230,11 @@ class Node:
             req_id, read_slot = READ_REPLY.unpack(payload)
             entry = self._remote_reads.pop(req_id, None)
             if entry is not None:
-                request, fut, _ = entry
+                reads, _ = entry
                 if read_slot:
-                    self._follower_reads.append((read_slot, request, fut))
+                    self._follower_reads.extend((read_slot, request, fut) for request, fut in reads)
                 else:
-                    self._reads_through_log([(request, fut)])
+                    self._reads_through_log(reads)
         self._wake.set()
 
     def _acked_below(self) -> int:
@@ -274,10 +275,7 @@ class Node:
         if role == "leader":
             self._reads_waiting.append((request, fut))
         elif leader is not None and leader != self.node_id:
-            req_id = self._next_read_id
-            self._next_read_id += 1
-            self._remote_reads[req_id] = (request, fut, self._clock())
-            self.transport.send(leader, KIND_READ_INDEX, READ_ASK.pack(req_id, self.node_id))
+            self._reads_to_ask.append((request, fut))  # asked for at the next turn, together
         else:
             return self.submit_future(Kind.RANGE, request)
         self._wake.set()
@@ -310,6 +308,8 @@ class Node:
         self.checks.on_status(self.status)
         self._propose(readies)
         self._start_reads(readies)
+        if self._reads_to_ask:
+            self._ask_leader_for_reads()
         await self._handle(readies)
         self._serve_reads()
         now = self._clock()
@@ -428,6 +428,21 @@ class Node:
                 return
         self._reads_through_log(reads)
 
+    def _ask_leader_for_reads(self) -> None:
+        """One ReadIndex request to the leader covers every read that arrived since the last turn."""
+        reads, self._reads_to_ask = self._reads_to_ask, []
+        leader = self.status.get("leader")
+        if self.status.get("role") == "leader":
+            self._reads_waiting.extend(reads)
+            self._wake.set()
+        elif leader is not None and leader != self.node_id:
+            req_id = self._next_read_id
+            self._next_read_id += 1
+            self._remote_reads[req_id] = (reads, self._clock())
+            self.transport.send(leader, KIND_READ_INDEX, READ_ASK.pack(req_id, self.node_id))
+        else:
+            self._reads_through_log(reads)
+
     def _reads_through_log(self, reads) -> None:
         """Order reads through the log instead; a follower's ReadIndex request is told to do so."""
         for request, fut in reads:
@@ -483,10 +498,10 @@ class Node:
             elif p.last_sent <= retry_before:
                 p.last_sent = now
                 self._local_out.append(Command(p.kind, self.client_id, seq, acked, p.body).encode())
-        for req_id, (request, fut, asked_at) in list(self._remote_reads.items()):
-            if asked_at <= retry_before:  # no answer from the leader: order it through the log
+        for req_id, (reads, asked_at) in list(self._remote_reads.items()):
+            if asked_at <= retry_before:  # no answer from the leader: order them through the log
                 del self._remote_reads[req_id]
-                self._reads_through_log([(request, fut)])
+                self._reads_through_log(reads)
         for seq in expired:
             p = self._waiting.pop(seq)
             if not p.future.done():
