@@ -1,5 +1,5 @@
-"""Build verikv: gRPC stubs, the client gRPC front, then verify the Dafny project, translate it to C++
-and compile the core extension.
+"""Build verikv: gRPC stubs, the grpc++ modules (client front, bench load generator), then verify
+the Dafny project, translate it to C++ and compile the core extension.
 
 Usage: python -m verikv.verified_core.build [--verify|--no-verify] [--force]
 
@@ -32,9 +32,11 @@ STAMP = OUT_DIR / "build.stamp"
 VERIFIED_STAMP = OUT_DIR / "verified.stamp"
 DAFNY_VERSION = "4.11.0"
 CXXFLAGS = ["-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-w"]
-FRONT_SOURCE = REPO / "shim" / "front" / "front.cpp"
-FRONT_STAMP = OUT_DIR / "front.stamp"
-
+# Native helpers that are not part of the verified core: (source, package dir, module name).
+GRPC_MODULES = [
+    (REPO / "shim" / "front" / "front.cpp", REPO / "shim", "_front"),            # the client API
+    (REPO / "cluster" / "loadgen" / "loadgen.cpp", REPO / "cluster", "_loadgen"),  # `verikv bench`
+]
 
 class BuildError(Exception):
     """A build step failed; the message says which and why."""
@@ -117,30 +119,32 @@ def compile_extension() -> Path:
     return target
 
 
-def front_path() -> Path:
-    return REPO / "shim" / ("_front" + sysconfig.get_config_var("EXT_SUFFIX"))
-
-
-def compile_front(force: bool = False) -> None:
-    """The client gRPC front (shim/front/front.cpp, grpc++ from Debian's libgrpc++-dev)."""
+def compile_grpc_modules(force: bool = False) -> None:
+    """The grpc++ modules (GRPC_MODULES), against Debian's libgrpc++-dev; each is rebuilt only
+    when its source or the Python version changed."""
     import pybind11
 
-    digest = hashlib.sha256(FRONT_SOURCE.read_bytes() + sys.version.encode()).hexdigest()
-    target = front_path()
-    if not force and target.exists() and FRONT_STAMP.exists() and FRONT_STAMP.read_text() == digest:
-        return
-    try:
-        grpc_flags = subprocess.run(["pkg-config", "--cflags", "--libs", "grpc++"], capture_output=True,
-                                    text=True, check=True).stdout.split()
-    except (OSError, subprocess.CalledProcessError):
-        raise BuildError("grpc++ not found: install Debian's libgrpc++-dev and pkg-config (./dev setup does)")
-    tmp = target.with_suffix(".tmp")
-    run(["g++", *CXXFLAGS, f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}",
-         FRONT_SOURCE, "-o", tmp, *grpc_flags], "compiling the gRPC front")
-    os.replace(tmp, target)
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    FRONT_STAMP.write_text(digest)
-    print(f"built {target.relative_to(REPO)}", flush=True)
+    grpc_flags = None
+    for source, package_dir, name in GRPC_MODULES:
+        digest = hashlib.sha256(source.read_bytes() + sys.version.encode()).hexdigest()
+        target = package_dir / (name + sysconfig.get_config_var("EXT_SUFFIX"))
+        stamp = OUT_DIR / f"{name}.stamp"
+        if not force and target.exists() and stamp.exists() and stamp.read_text() == digest:
+            continue
+        if grpc_flags is None:
+            try:
+                grpc_flags = subprocess.run(["pkg-config", "--cflags", "--libs", "grpc++"], capture_output=True,
+                                            text=True, check=True).stdout.split()
+            except (OSError, subprocess.CalledProcessError):
+                raise BuildError("grpc++ not found: install Debian's libgrpc++-dev and pkg-config "
+                                 "(./dev setup does)") from None
+        tmp = target.with_suffix(".tmp")
+        run(["g++", *CXXFLAGS, f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}",
+             source, "-o", tmp, *grpc_flags], f"compiling {source.relative_to(REPO)}")
+        os.replace(tmp, target)
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(digest)
+        print(f"built {target.relative_to(REPO)}", flush=True)
 
 
 PROTO_DIR = REPO / "proto"
@@ -163,7 +167,7 @@ def generate_stubs(force: bool = False) -> None:
 
 def build(*, verify_proofs: bool, force: bool, reverify: bool = False) -> Path:
     generate_stubs(force)
-    compile_front(force)
+    compile_grpc_modules(force)
     digest = inputs_digest()
     target = extension_path()
     if verify_proofs:
