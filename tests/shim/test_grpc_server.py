@@ -85,3 +85,26 @@ async def test_status_and_member_list(stubs):
     members = await cluster.MemberList(r.MemberListRequest())
     assert [m.ID for m in members.members] == [1, 2, 3]
     assert members.members[0].clientURLs == [f"127.0.0.1:{CLIENT_PORT}"]
+
+
+async def test_malformed_request_bytes_are_invalid_argument(stubs):
+    channel = stubs[3]
+    raw = channel.unary_unary("/etcdserverpb.KV/Put", request_serializer=None, response_deserializer=None)
+    assert await status_of(raw(b"\xff\xff\xff")) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "verikv: /etcdserverpb.KV/Put: the request is not a valid PutRequest")
+    # the server keeps serving after a bad call
+    assert (await stubs[0].Put(r.PutRequest(key=b"after", value=b"v"))).header.revision >= 2
+
+
+async def test_a_stopping_server_answers_waiting_calls_unavailable(tmp_path):
+    node = await start_node(0, tmp_path, 90)  # its peers never start: no leader, a put waits
+    url = f"127.0.0.1:{CLIENT_PORT + 9}"
+    server = build_server(node, url, [url] * 3, ["http://peer"] * 3)
+    await server.start()
+    channel = grpc.aio.insecure_channel(url)
+    call = g.KVStub(channel).Put(r.PutRequest(key=b"k", value=b"v"), timeout=20)
+    await wait_for(lambda: node._waiting or node._local_out)
+    await server.stop(0.5)
+    assert await status_of(call) == (grpc.StatusCode.UNAVAILABLE, "verikv: the node is stopping")
+    await channel.close()
+    await stop_node(node)
