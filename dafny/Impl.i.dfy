@@ -9,6 +9,9 @@ module Impl {
   import opened Ballots
   import opened ImplTypes
   import Quorums
+  import S = Spec
+  import P = Protocol
+  import R = ImplAbstraction
 
   const WINDOW: uint64 := 4096
   const MAX_MEMBERS: uint64 := 64
@@ -68,12 +71,43 @@ module Impl {
     var outCommits: seq<Committed>
     var selfQueue: seq<Msg>
 
+    // Ghost state for the refinement proof (ImplAbstraction.i.dfy).
+    // The protocol's volatile leader state. So far only StartElection (Leading(bal, 1, {}, {}))
+    // and StepDown (NotLeader) write it: the leader handlers' refinement is not proven yet.
+    ghost var leaderAbs: P.LeaderState
+    ghost var sentLog: seq<Packet>      // every packet this host sent, to itself included, in order
+
     ghost const Repr: set<object>
 
     ghost predicate Valid()
+      reads this, votes, committed
+    {
+      && Shape()
+      && VotesBelowHi()
+      && CommittedPrefix()
+    }
+
+    // Every slot in [logStart, commitUpto) is committed here.
+    ghost predicate CommittedPrefix()
+      reads this, committed
+    {
+      R.HasAll(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat)
+    }
+
+    // Every vote the window holds is at a slot below voteHi, so a Promise, which reports the
+    // votes below voteHi, reports them all.
+    ghost predicate VotesBelowHi()
+      reads this, votes
+    {
+      R.AllBelow(R.AbsVotes(votes[..], logStart as nat), voteHi as nat)
+    }
+
+    // Valid() but for the contents of the arrays.
+    ghost predicate Shape()
       reads this
     {
       && Repr == {this, votes, committed, promiseFrom, takeover, proposed, acks, ackCount, readAck}
+      && votes != takeover && committed != proposed
       && 1 <= n <= MAX_MEMBERS && me < n
       && quorum == Quorums.QuorumSize64(n) && quorum <= n
       && 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
@@ -95,6 +129,7 @@ module Impl {
       requires 1 <= n <= MAX_MEMBERS && me < n
       requires 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
       ensures Valid() && fresh(Repr - {this})
+      ensures P.HostInit(AbsHost()) && Consts() == P.Constants(n as nat) && sentLog == []  // the protocol's Init
     {
       this.me := me;
       this.n := n;
@@ -145,6 +180,8 @@ module Impl {
       outNeedSnapshot := [];
       outCommits := [];
       selfQueue := [];
+      leaderAbs := P.NotLeader;
+      sentLog := [];
       Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, ackCount, readAck};
       new;
       ResetDurableArrays();
@@ -157,7 +194,9 @@ module Impl {
       requires Valid()
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged()
+      ensures sentLog == old(sentLog) + [Packet(me, dst, msg)]
     {
+      sentLog := sentLog + [Packet(me, dst, msg)];
       if dst == me {
         selfQueue := selfQueue + [msg];
       } else if outSync {
@@ -171,15 +210,19 @@ module Impl {
       requires Valid()
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged()
+      ensures old(sentLog) <= sentLog && R.Broadcasts(sentLog[|old(sentLog)|..], me, n, msg)
     {
       var i: uint64 := 0;
       while i < n
         invariant BalLe(old(promised), promised)
         invariant i <= n
         invariant Valid() && Unchanged()
+        invariant old(sentLog) <= sentLog && R.Broadcasts(sentLog[|old(sentLog)|..], me, n, msg)
       {
         if i != me || includeSelf {
+          ghost var before := sentLog[|old(sentLog)|..];
           Send(i, msg);
+          assert sentLog[|old(sentLog)|..] == before + [Packet(me, i, msg)];
         }
         i := i + 1;
       }
@@ -188,7 +231,7 @@ module Impl {
     method Persist(r: Record)
       requires Valid()
       modifies this
-      ensures Valid() && PromisedGrows() && Unchanged()
+      ensures Valid() && PromisedGrows() && Unchanged() && sentLog == old(sentLog) && selfQueue == old(selfQueue)
     {
       outRecords := outRecords + [r];
       if NeedsSync(r) {
@@ -209,6 +252,47 @@ module Impl {
       && maxLogStartFrom == old(maxLogStartFrom) && takeoverHi == old(takeoverHi)
       && takeoverOverflow == old(takeoverOverflow) && nextSlot == old(nextSlot)
       && readSeq == old(readSeq) && readConfirmed == old(readConfirmed)
+      && Keeps()
+    }
+
+    // The fields the abstraction reads, other than promised and logStart, are unchanged: the
+    // configuration, the durable arrays (the same objects) and the ghost leader state.
+    twostate predicate Keeps()
+      reads this
+    {
+      SameConfig() && leaderAbs == old(leaderAbs)
+    }
+
+    // The fields the abstraction reads, and sentLog, are unchanged.
+    twostate predicate AbsSame()
+      reads this
+    {
+      Keeps() && promised == old(promised) && logStart == old(logStart) && sentLog == old(sentLog)
+    }
+
+    // The configuration and the durable arrays (the same objects) are unchanged.
+    twostate predicate SameConfig()
+      reads this
+    {
+      me == old(me) && n == old(n) && votes == old(votes) && committed == old(committed)
+    }
+
+    // ---- the abstraction (ImplAbstraction.i.dfy) ------------------------------------------
+
+    // The protocol's configuration.
+    ghost function Consts(): P.Constants
+      reads this
+    {
+      P.Constants(n as nat)
+    }
+
+    // The protocol's state of this host: the durable arrays read over the window, and the
+    // ghost leader state.
+    ghost function AbsHost(): P.Host
+      reads this, votes, committed
+    {
+      P.Host(promised, R.AbsVotes(votes[..], logStart as nat), logStart as nat,
+             R.AbsCommitted(committed[..], logStart as nat), leaderAbs)
     }
 
     // The window's bookkeeping is unchanged (for callers reasoning about slot bounds).
@@ -240,6 +324,7 @@ module Impl {
       requires Valid() && BalLe(promised, b)
       modifies this
       ensures Valid() && PromisedGrows() && Bounds() && role == old(role) && bal == old(bal)
+      ensures promised == b && Keeps() && sentLog == old(sentLog)
     {
       if promised != b {
         promised := b;
@@ -252,9 +337,13 @@ module Impl {
       requires Valid()
       modifies this
       ensures Valid() && PromisedGrows() && Bounds()
+      ensures promised == old(promised) && me == old(me) && n == old(n)
+      ensures votes == old(votes) && committed == old(committed) && sentLog == old(sentLog)
+      ensures leaderAbs == P.NotLeader && catchUpCooldown == old(catchUpCooldown)
     {
       role := Follower;
       bal := Zero;
+      leaderAbs := P.NotLeader;
     }
 
     // ---- learning ------------------------------------------------------------------------
@@ -263,12 +352,18 @@ module Impl {
       requires Valid()
       modifies this
       ensures Valid() && PromisedGrows()
+      ensures promised == old(promised) && logStart == old(logStart) && Keeps() && sentLog == old(sentLog)
+      ensures selfQueue == old(selfQueue)
     {
       while commitUpto - logStart < WINDOW && committed[Idx(commitUpto)].Some?
         invariant BalLe(old(promised), promised)
         invariant Valid()
+        invariant promised == old(promised) && logStart == old(logStart) && Keeps() && sentLog == old(sentLog)
+        invariant selfQueue == old(selfQueue)
         decreases logStart + WINDOW - commitUpto
       {
+        R.AbsCommittedAt(committed[..], logStart as nat, commitUpto as nat);
+        R.HasAllExtend(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat);
         outCommits := outCommits + [Committed(commitUpto, committed[Idx(commitUpto)].val)];
         if nextSlot == commitUpto {
           nextSlot := nextSlot + 1;  // a slot committed elsewhere is never proposed in again
@@ -277,16 +372,23 @@ module Impl {
       }
     }
 
+    // Abstractly: committed[slot] := val, unless slot is already committed here.
     method CommitSlot(slot: uint64, val: Value)
       requires Valid() && InWindow(slot)
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures Keeps() && sentLog == old(sentLog)
+      ensures var h := old(AbsHost());
+              AbsHost() == if slot as nat in h.committed then h else h.(committed := h.committed[slot as nat := val])
     {
+      R.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
       if committed[Idx(slot)].None? {
         if slot >= nextSlot {
           nextSlot := slot + 1;  // never propose in a slot already known to be chosen
         }
         committed[Idx(slot)] := Some(val);
+        R.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, val);
+        R.HasAllAdd(R.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, val);
         Persist(RecCommit(slot, val));
         AdvanceCommit();
       }
@@ -306,6 +408,8 @@ module Impl {
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures AbsSame() && votes[..] == old(votes[..]) && committed[..] == old(committed[..])
+      ensures maxSeen == old(maxSeen) && commitUpto == old(commitUpto) && role == old(role)
     {
       ResetLeaderArrays();
       promiseCount := 0;
@@ -351,25 +455,41 @@ module Impl {
     }
 
     method ResetDurableArrays()
-      requires Valid()
+      requires Shape() && logStart == commitUpto
       modifies votes, committed
       ensures Valid() && PromisedGrows()
+      ensures R.AbsVotes(votes[..], logStart as nat) == map[] && R.AbsCommitted(committed[..], logStart as nat) == map[]
     {
       var i: uint64 := 0;
       while i < WINDOW
         invariant i <= WINDOW
+        invariant forall j | 0 <= j < i :: votes[j].NoVote?
+        invariant forall j | 0 <= j < i :: committed[j].None?
       {
         votes[i] := NoVote;
         committed[i] := None;
         i := i + 1;
       }
+      R.AbsVotesEmpty(votes[..], logStart as nat);
+      R.AllBelowEmpty(voteHi as nat);
+      R.AbsCommittedEmpty(committed[..], logStart as nat);
+      R.HasAllEmpty(R.AbsCommitted(committed[..], logStart as nat), logStart as nat);
     }
 
+    // Refines StartPrepare(b), b the next ballot of this host above every ballot it has seen;
+    // no step when its ballots are exhausted.
     method StartElection()
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures SameConfig() && old(sentLog) <= sentLog
+      ensures var seen := BalMax(old(promised), old(maxSeen));
+              var ok := seen.round < UINT64_MAX - 1;
+              var moves := R.ElectionMoves(me as nat, n as nat, old(AbsHost()), if ok then NextBallot(seen, me) else Zero, ok);
+              && R.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
+              && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
     {
+      R.RunNil(Consts(), me as nat, AbsHost(), {});
       if BalMax(promised, maxSeen).round >= UINT64_MAX - 1 {
         return;  // ballots exhausted: never lead again rather than reuse a ballot
       }
@@ -384,8 +504,19 @@ module Impl {
       SetPromised(b);
       role := Candidate;
       bal := b;
+      leaderAbs := P.Leading(b, 1, {}, map[]);
       ticks := 0;
       Broadcast(Prepare(b, commitUpto), true);
+      // The refinement: StartPrepare(b).
+      ghost var h0 := old(AbsHost());
+      assert BalLt(h0.promised, b) by {
+        if h0.promised != seen { BalLtTransitive(h0.promised, seen, b); }
+      }
+      ghost var mv := R.ElectionMoves(me as nat, n as nat, h0, b, true)[0];
+      assert AbsHost() == mv.post;
+      assert P.HostStep(Consts(), me as nat, h0, mv.post, {}, mv.sent, mv.step);
+      R.RunOne(Consts(), me as nat, h0, {}, mv);
+      R.PrepareBroadcastRefines(sentLog[|old(sentLog)|..], me, n, b, commitUpto);
     }
 
     method BecomeLeader()
@@ -497,13 +628,26 @@ module Impl {
 
     // ---- message handlers ----------------------------------------------------------------
 
+    // Refines ReceivePrepare(m, fromSlot) (and StepDown when it stops leading), see R.PrepareMoves.
     method OnPrepare(src: uint64, b: Ballot, fromSlot: uint64)
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures SameConfig() && old(sentLog) <= sentLog
+      ensures var m := S.Prepare(src as nat, me as nat, b);
+              var moves := R.PrepareMoves(me as nat, old(AbsHost()), old(role) != Follower && b != old(bal), m, fromSlot as nat);
+              && R.Run(Consts(), me as nat, old(AbsHost()), {m}, moves, AbsHost())
+              && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
     {
       if !BalLe(promised, b) {
         Send(src, Nack(promised));
+        ghost var m := S.Prepare(src as nat, me as nat, b);
+        ghost var nack := S.Nack(me as nat, src as nat, promised);
+        ghost var mv := R.Move(P.ReceivePrepareStep(m, fromSlot as nat), {nack}, AbsHost());
+        assert P.HostStep(Consts(), me as nat, AbsHost(), AbsHost(), {m}, mv.sent, mv.step);
+        R.RunOne(Consts(), me as nat, AbsHost(), {m}, mv);
+        assert sentLog[|old(sentLog)|..] == [Packet(me, src, Nack(promised))];
+        R.PacketsRefineOne(Packet(me, src, Nack(promised)), nack, {nack});
         return;
       }
       SetPromised(b);
@@ -516,18 +660,57 @@ module Impl {
       var start := if fromSlot > logStart then fromSlot else logStart;
       var reported: seq<SlotVote> := [];
       var s := start;
+      ghost var h0 := old(AbsHost());
+      assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);
+      R.ReportNone(h0.votes, start as nat);
       while s < voteHi
         invariant BalLe(old(promised), promised)
         invariant Valid() && start <= s
+        invariant h0.votes == R.AbsVotes(votes[..], logStart as nat)
+        invariant R.SlotVotesMap(reported) == R.VotesIn(h0.votes, start as nat, s as nat)
+        modifies {}
         decreases voteHi as int - s as int
       {
         var v := votes[Idx(s)];
+        R.ReportNext(votes[..], logStart as nat, start as nat, s, reported);
         if v.Vote? {
           reported := reported + [SlotVote(s, v.bal, v.val)];
         }
         s := s + 1;
       }
+      assert {:split_here} true;  // keeps each half of this proof small
       Send(src, Promise(b, logStart, reported));
+      // The refinement: the votes below voteHi are all the votes held (VotesBelowHi).
+      ghost var m := S.Prepare(src as nat, me as nat, b);
+      ghost var p := S.Promise(me as nat, src as nat, b, start as nat, P.VotesFrom(h0.votes, start as nat));
+      R.ReportAll(h0.votes, start as nat, s as nat, voteHi as nat);
+      assert R.MsgRefines(me as nat, src as nat, Promise(b, logStart, reported), p);
+      assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);
+      PrepareRefines(h0, AbsHost(), m, fromSlot as nat, old(role) != Follower && b != old(bal));
+      assert sentLog[|old(sentLog)|..] == [Packet(me, src, Promise(b, logStart, reported))];
+      R.PacketsRefineOne(Packet(me, src, Promise(b, logStart, reported)), p, {p});
+    }
+
+    // A promise is ReceivePrepare, followed by StepDown when `down`.
+    lemma PrepareRefines(h: P.Host, h': P.Host, m: S.Message, from: nat, down: bool)
+      requires Valid() && m.Prepare? && m.dst == me as nat && BalLe(h.promised, m.bal)
+      requires h' == if down then h.(promised := m.bal, leader := P.NotLeader) else h.(promised := m.bal)
+      ensures var moves := R.PrepareMoves(me as nat, h, down, m, from);
+              var ls := if from > h.logStart then from else h.logStart;
+              && R.Run(Consts(), me as nat, h, {m}, moves, h')
+              && R.SentBy(moves) == {S.Promise(me as nat, m.src, m.bal, ls, P.VotesFrom(h.votes, ls))}
+    {
+      var h1 := h.(promised := m.bal);
+      var ls := if from > h.logStart then from else h.logStart;
+      var mv := R.Move(P.ReceivePrepareStep(m, from), {S.Promise(me as nat, m.src, m.bal, ls, P.VotesFrom(h.votes, ls))}, h1);
+      assert P.HostStep(Consts(), me as nat, h, h1, {m}, mv.sent, mv.step);
+      if down {
+        R.RunOne(Consts(), me as nat, h1, {m}, R.Move(P.StepDownStep, {}, h'));
+        R.RunCons(Consts(), me as nat, h, {m}, mv, [R.Move(P.StepDownStep, {}, h')], h');
+      } else {
+        R.RunOne(Consts(), me as nat, h, {m}, mv);
+        assert [mv] + [] == [mv];
+      }
     }
 
     method OnPromise(src: uint64, b: Ballot, ls: uint64, reported: seq<SlotVote>)
@@ -571,10 +754,17 @@ module Impl {
       }
     }
 
+    // Refines ReceiveAccept (and StepDown when it stops leading), see R.AcceptMoves.
     method OnAccept(src: uint64, b: Ballot, slot: uint64, val: Value)
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures SameConfig() && old(sentLog) <= sentLog
+      ensures var m := S.Accept(src as nat, me as nat, b, slot as nat, val);
+              var moves := R.AcceptMoves(me as nat, old(AbsHost()), old(logStart) as nat + WINDOW as nat,
+                                         old(role) != Follower && b != old(bal), m);
+              && R.Run(Consts(), me as nat, old(AbsHost()), {m}, moves, AbsHost())
+              && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
     {
       if BalLt(b, promised) {
         Send(src, Nack(promised));
@@ -587,6 +777,7 @@ module Impl {
         }
         return;  // beyond this host's window: it cannot hold the vote (the leader re-sends)
       }
+      assert {:split_here} true;  // verify the voting path apart from the two above
       SetPromised(b);
       if role != Follower && b != bal {
         StepDown();
@@ -602,8 +793,36 @@ module Impl {
       if slot + 1 > voteHi {
         voteHi := slot + 1;
       }
+      R.AbsVotesUpdate(old(votes[..]), logStart as nat, slot as nat, b, val);
+      R.AllBelowUpdate(R.AbsVotes(old(votes[..]), logStart as nat), slot as nat, S.Vote(b, val), old(voteHi) as nat, voteHi as nat);
       Persist(RecVote(slot, b, val));
       Send(b.node, Accepted(b, slot));
+      // The refinement: ReceiveAccept votes (then StepDown, if it stepped down).
+      assert R.MsgRefines(me as nat, b.node as nat, Accepted(b, slot), S.Accepted(me as nat, b.node as nat, b, slot as nat, val));
+      AcceptRefines(old(AbsHost()), AbsHost(), S.Accept(src as nat, me as nat, b, slot as nat, val),
+                    old(role) != Follower && b != old(bal));
+    }
+
+    // A vote in the window is ReceiveAccept, followed by StepDown when `down`.
+    lemma AcceptRefines(h: P.Host, h': P.Host, m: S.Message, down: bool)
+      requires Valid() && m.Accept? && m.dst == me as nat
+      requires BalLe(h.promised, m.bal) && h.logStart <= m.slot < h.logStart + WINDOW as nat
+      requires var h1 := h.(promised := m.bal, votes := h.votes[m.slot := S.Vote(m.bal, m.val)]);
+               h' == if down then h1.(leader := P.NotLeader) else h1
+      ensures var moves := R.AcceptMoves(me as nat, h, h.logStart + WINDOW as nat, down, m);
+              && R.Run(Consts(), me as nat, h, {m}, moves, h')
+              && R.SentBy(moves) == {S.Accepted(me as nat, m.bal.node as nat, m.bal, m.slot, m.val)}
+    {
+      var h1 := h.(promised := m.bal, votes := h.votes[m.slot := S.Vote(m.bal, m.val)]);
+      var mv := R.Move(P.ReceiveAcceptStep(m), {S.Accepted(me as nat, m.bal.node as nat, m.bal, m.slot, m.val)}, h1);
+      assert P.HostStep(Consts(), me as nat, h, h1, {m}, mv.sent, mv.step);
+      if down {
+        R.RunOne(Consts(), me as nat, h1, {m}, R.Move(P.StepDownStep, {}, h'));
+        R.RunCons(Consts(), me as nat, h, {m}, mv, [R.Move(P.StepDownStep, {}, h')], h');
+      } else {
+        R.RunOne(Consts(), me as nat, h, {m}, mv);
+        assert [mv] + [] == [mv];
+      }
     }
 
     method OnAccepted(src: uint64, b: Ballot, slot: uint64)
@@ -630,48 +849,96 @@ module Impl {
       }
     }
 
-    method OnLearn(b: Ballot, slot: uint64)
+    // Learn(b, slot) stands for Commit(slot, val), val the value of Accept(b, slot): this host's
+    // vote at b in slot, if it holds one (then it voted for that Accept). Refines ReceiveCommit
+    // of that Commit (sent by `src`, a ghost parameter), see R.CommitMoves; else it is ignored.
+    method OnLearn(b: Ballot, slot: uint64, ghost src: uint64)
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures Keeps() && sentLog == old(sentLog)
+      ensures var h := old(AbsHost());
+              if slot as nat in h.votes && h.votes[slot as nat].bal == b then
+                var m := S.Commit(src as nat, me as nat, slot as nat, h.votes[slot as nat].val);
+                R.Run(Consts(), me as nat, h, {m}, R.CommitMoves(h, old(logStart) as nat + WINDOW as nat, m), AbsHost())
+              else AbsHost() == h
     {
+      R.AbsVotesKeys(votes[..], logStart as nat);
+      if InWindow(slot) {
+        R.AbsVotesAt(votes[..], logStart as nat, slot as nat);
+      }
       if !InWindow(slot) {
         return;
       }
       var v := votes[Idx(slot)];
       if v.Vote? && v.bal == b {
         CommitSlot(slot, v.val);
+        ghost var m := S.Commit(src as nat, me as nat, slot as nat, v.val);
+        ReceiveCommitRefines(old(AbsHost()), AbsHost(), m);
       }
     }
 
-    method OnCommit(slot: uint64, val: Value)
+    // The effect of CommitSlot is that of ReceiveCommit, or of no step.
+    lemma ReceiveCommitRefines(h: P.Host, h': P.Host, m: S.Message)
+      requires Valid() && m.Commit? && m.dst == me as nat && h.logStart <= m.slot < h.logStart + WINDOW as nat
+      requires h' == if m.slot in h.committed then h else h.(committed := h.committed[m.slot := m.val])
+      ensures R.Run(Consts(), me as nat, h, {m}, R.CommitMoves(h, h.logStart + WINDOW as nat, m), h')
+    {
+      if m.slot !in h.committed {
+        R.RunOne(Consts(), me as nat, h, {m}, R.Move(P.ReceiveCommitStep(m), {}, h'));
+      } else {
+        R.RunNil(Consts(), me as nat, h, {m});
+      }
+    }
+
+    // Refines ReceiveCommit (of the Commit sent by `src`, a ghost parameter), see R.CommitMoves.
+    method OnCommit(slot: uint64, val: Value, ghost src: uint64)
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures Keeps() && sentLog == old(sentLog)
+      ensures var m := S.Commit(src as nat, me as nat, slot as nat, val);
+              R.Run(Consts(), me as nat, old(AbsHost()), {m}, R.CommitMoves(old(AbsHost()), old(logStart) as nat + WINDOW as nat, m), AbsHost())
     {
+      R.RunNil(Consts(), me as nat, AbsHost(), {S.Commit(src as nat, me as nat, slot as nat, val)});
       if InWindow(slot) {
         CommitSlot(slot, val);
+        ReceiveCommitRefines(old(AbsHost()), AbsHost(), S.Commit(src as nat, me as nat, slot as nat, val));
       }
     }
 
+    // A Nack has no protocol role: StepDown (when a higher ballot is about), or no step.
     method OnNack(p: Ballot)
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures R.Run(Consts(), me as nat, old(AbsHost()), {}, R.StepDownMoves(old(AbsHost()), old(role) != Follower && BalLt(old(bal), p)), AbsHost())
     {
       maxSeen := BalMax(maxSeen, p);
       if role != Follower && BalLt(bal, p) {
         StepDown();
       }
+      R.StepDownRefines(Consts(), me as nat, old(AbsHost()), {}, old(role) != Follower && BalLt(old(bal), p));
     }
 
+    // A Heartbeat has no protocol role: R.HeartbeatMoves (Nack, or StepDown and CatchUp).
     method OnHeartbeat(src: uint64, b: Ballot, leaderCommit: uint64, rs: uint64)
-      requires Valid()
+      requires Valid() && src < n
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures SameConfig() && old(sentLog) <= sentLog
+      ensures var moves := R.HeartbeatMoves(me as nat, old(AbsHost()), src as nat, b, old(role) != Follower && b != old(bal),
+                                            leaderCommit > old(commitUpto) && old(catchUpCooldown) == 0, old(commitUpto) as nat);
+              && R.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
+              && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
     {
       if BalLt(b, promised) {
         Send(src, Nack(promised));
+        ghost var nack := S.Nack(me as nat, src as nat, promised);
+        R.RunOne(Consts(), me as nat, AbsHost(), {}, R.NoSafety(AbsHost(), nack));
+        assert sentLog[|old(sentLog)|..] == [Packet(me, src, Nack(promised))];
+        R.PacketsRefineOne(Packet(me, src, Nack(promised)), nack, {nack});
         return;
       }
       maxSeen := BalMax(maxSeen, b);
@@ -687,12 +954,31 @@ module Impl {
         Send(src, CatchUp(commitUpto));
         catchUpCooldown := heartbeatTicks;
       }
+      assert {:split_here} true;  // keeps each half of this proof small
+      // The refinement.
+      ghost var h0, down := old(AbsHost()), old(role) != Follower && b != old(bal);
+      R.StepDownRefines(Consts(), me as nat, h0, {}, down);
+      ghost var ack := [Packet(me, src, HeartbeatAck(b, rs))];
+      assert R.PacketsRefine(ack, {});
+      if leaderCommit > old(commitUpto) && old(catchUpCooldown) == 0 {
+        ghost var cu := S.CatchUp(me as nat, src as nat, old(commitUpto) as nat);
+        R.RunSnoc(Consts(), me as nat, h0, {}, R.StepDownMoves(h0, down), AbsHost(), R.NoSafety(AbsHost(), cu));
+        assert sentLog[|old(sentLog)|..] == ack + [Packet(me, src, CatchUp(old(commitUpto)))];
+        R.PacketsRefineOne(Packet(me, src, CatchUp(old(commitUpto))), cu, {cu});
+        R.PacketsRefineAppend(ack, [Packet(me, src, CatchUp(old(commitUpto)))], {}, {cu});
+        assert {} + {cu} == {cu};
+      } else {
+        assert sentLog[|old(sentLog)|..] == ack;
+        assert R.StepDownMoves(h0, down) + [] == R.StepDownMoves(h0, down);
+      }
     }
 
+    // A HeartbeatAck changes only the leader's read bookkeeping: no protocol step.
     method OnHeartbeatAck(src: uint64, b: Ballot, rs: uint64)
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures SameConfig() && sentLog == old(sentLog) && AbsHost() == old(AbsHost())
     {
       if role != Leader || b != bal || src >= n || rs > readSeq {
         return;
@@ -708,11 +994,12 @@ module Impl {
       requires Valid()
       modifies this
       ensures Valid() && PromisedGrows()
+      ensures AbsSame()
     {
       var i: uint64 := 0;
       while i < n
         invariant BalLe(old(promised), promised)
-        invariant i <= n && Valid()
+        invariant i <= n && Valid() && AbsSame()
       {
         var c := readAck[i];
         if c > readConfirmed {
@@ -720,7 +1007,7 @@ module Impl {
           var j: uint64 := 0;
           while j < n
             invariant BalLe(old(promised), promised)
-            invariant j <= n && count <= j && Valid()
+            invariant j <= n && count <= j && Valid() && AbsSame()
           {
             if readAck[j] >= c {
               count := count + 1;
@@ -735,15 +1022,22 @@ module Impl {
       }
     }
 
+    // Catch-up replies: one SendCommit per Commit sent; the abstract state is unchanged.
     method OnCatchUp(src: uint64, fromSlot: uint64)
-      requires Valid()
+      requires Valid() && src < n
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures SameConfig() && old(sentLog) <= sentLog && AbsHost() == old(AbsHost())
+      ensures exists moves :: && R.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
+                              && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
     {
       if fromSlot < logStart && src != me && src < n {
         // the slots it lacks are only in this host's snapshot now
         outNeedSnapshot := outNeedSnapshot + [src];
       }
+      ghost var moves: seq<R.Move> := [];
+      R.RunNil(Consts(), me as nat, AbsHost(), {});
+      assert R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves));
       var s := if fromSlot > logStart then fromSlot else logStart;
       if s >= commitUpto {
         return;
@@ -752,18 +1046,31 @@ module Impl {
       while s < end
         invariant BalLe(old(promised), promised)
         invariant Valid() && Bounds() && logStart <= s <= end <= commitUpto
+        invariant SameConfig() && old(sentLog) <= sentLog && AbsHost() == old(AbsHost())
+        invariant R.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
+        invariant R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
         decreases end - s
       {
         var c := committed[Idx(s)];
         if c.Some? {
+          ghost var sent0 := sentLog[|old(sentLog)|..];
           Send(src, Commit(s, c.val));
+          R.AbsCommittedAt(committed[..], logStart as nat, s as nat);
+          ghost var mv := R.CatchUpMove(me as nat, AbsHost(), s as nat, src as nat, c.val);
+          ghost var a := S.Commit(me as nat, src as nat, s as nat, c.val);
+          assert P.HostStep(Consts(), me as nat, AbsHost(), mv.post, {}, mv.sent, mv.step);
+          R.RunSnoc(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost(), mv);
+          assert sentLog[|old(sentLog)|..] == sent0 + [Packet(me, src, Commit(s, c.val))];
+          R.PacketsRefineOne(Packet(me, src, Commit(s, c.val)), a, {a});
+          R.PacketsRefineAppend(sent0, [Packet(me, src, Commit(s, c.val))], R.SentBy(moves), {a});
+          moves := moves + [mv];
         }
         s := s + 1;
       }
     }
 
     method Dispatch(src: uint64, m: Msg)
-      requires Valid()
+      requires Valid() && src < n
       modifies Repr
       ensures Valid() && PromisedGrows()
     {
@@ -772,8 +1079,8 @@ module Impl {
         case Promise(b, ls, reported) => OnPromise(src, b, ls, reported);
         case Accept(b, slot, val) => OnAccept(src, b, slot, val);
         case Accepted(b, slot) => OnAccepted(src, b, slot);
-        case Learn(b, slot) => OnLearn(b, slot);
-        case Commit(slot, val) => OnCommit(slot, val);
+        case Learn(b, slot) => OnLearn(b, slot, src);
+        case Commit(slot, val) => OnCommit(slot, val, src);
         case Nack(p) => OnNack(p);
         case Heartbeat(b, c, rs) => OnHeartbeat(src, b, c, rs);
         case HeartbeatAck(b, rs) => OnHeartbeatAck(src, b, rs);
@@ -787,11 +1094,14 @@ module Impl {
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures old(selfQueue) == [] ==> unchanged(this, votes, committed)
+      ensures old(selfQueue) == [] ==> AbsHost() == old(AbsHost()) && sentLog == old(sentLog) && SameConfig()
     {
       var fuel := SELF_DELIVERY_LIMIT;
       while |selfQueue| > 0 && fuel > 0
         invariant BalLe(old(promised), promised)
         invariant Valid()
+        invariant old(selfQueue) == [] ==> unchanged(this, votes, committed)
         decreases fuel
       {
         var m := selfQueue[0];
@@ -806,6 +1116,7 @@ module Impl {
       requires Valid()
       modifies this
       ensures Valid() && PromisedGrows() && outRecords == [] && outPackets == [] && outCommits == []
+      ensures Unchanged() && selfQueue == [] && sentLog == old(sentLog)
     {
       outRecords := [];
       outPackets := [];
@@ -820,8 +1131,10 @@ module Impl {
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures old(selfQueue) == [] ==> AbsHost() == old(AbsHost()) && sentLog == old(sentLog) && SameConfig()
     {
       DrainSelf();
+      ghost var h := AbsHost();
       r := Ready(outRecords, outPackets, outCommits, accepted, outEarly, outSync, outNeedSnapshot);
       outRecords := [];
       outPackets := [];
@@ -829,6 +1142,7 @@ module Impl {
       outSync := false;
       outNeedSnapshot := [];
       outCommits := [];
+      assert AbsHost() == h;
     }
 
     // ---- the step API (what the extension exposes) --------------------------------------
@@ -904,33 +1218,65 @@ module Impl {
     }
 
     // Forget slots below `upto` (the shim has them in a snapshot). Only committed slots.
+    // Refines the protocol's Truncate(upto) when it truncates; otherwise no step.
     method Truncate(upto: uint64) returns (r: Ready)
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures var ok := old(logStart) < upto <= old(commitUpto) && upto <= SLOT_LIMIT;
+              R.Run(Consts(), me as nat, old(AbsHost()), {}, R.TruncateMoves(old(AbsHost()), upto as nat, ok), AbsHost())
     {
+      R.RunNil(Consts(), me as nat, AbsHost(), {});
       BeginStep();
       if logStart < upto && upto <= commitUpto && upto <= SLOT_LIMIT {
+        R.TruncateRefines(Consts(), me as nat, AbsHost(), upto as nat, commitUpto as nat);
+        R.HasAllSub(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat,
+                    upto as nat, commitUpto as nat);
         DropBelow(upto);
         Persist(RecTruncate(upto));
       }
       r := EndStep(false);
     }
 
+    // Abstractly: the protocol's truncation at upto (the caller knows [logStart, upto) committed).
     method DropBelow(upto: uint64)
-      requires Valid() && logStart < upto <= commitUpto && upto <= SLOT_LIMIT
+      requires Shape() && VotesBelowHi() && logStart < upto <= commitUpto && upto <= SLOT_LIMIT
+      requires R.HasAll(R.AbsCommitted(committed[..], logStart as nat), upto as nat, commitUpto as nat)
       modifies Repr
       ensures Valid() && PromisedGrows() && logStart == upto
+      ensures Keeps() && sentLog == old(sentLog) && selfQueue == old(selfQueue)
+      ensures promised == old(promised) && commitUpto == old(commitUpto)
+      ensures var h := old(AbsHost());
+              AbsHost() == h.(logStart := upto as nat, votes := P.VotesFrom(h.votes, upto as nat),
+                              committed := R.CommittedFrom(h.committed, upto as nat))
     {
       var s := logStart;
+      R.SameRefl(votes[..], logStart as nat, logStart as nat + WINDOW as nat);
+      R.SameRefl(committed[..], logStart as nat, logStart as nat + WINDOW as nat);
       while s < upto
         invariant BalLe(old(promised), promised)
-        invariant Valid() && Bounds() && logStart <= s <= upto
+        invariant Shape() && VotesBelowHi() && Bounds() && logStart <= s <= upto
+        invariant R.Emptied(votes[..], logStart as nat, s as nat)
+        invariant R.EmptiedC(committed[..], logStart as nat, s as nat)
+        invariant R.Same(votes[..], old(votes[..]), s as nat, logStart as nat + WINDOW as nat)
+        invariant R.Same(committed[..], old(committed[..]), s as nat, logStart as nat + WINDOW as nat)
+        modifies votes, committed, takeover, proposed, ackCount, acks
         decreases upto - s
       {
+        ghost var before, beforeC := votes[..], committed[..];
         ClearSlot(Idx(s));
+        R.EmptiedExtend(before, votes[..], logStart as nat, s as nat);
+        R.EmptiedCExtend(beforeC, committed[..], logStart as nat, s as nat);
+        R.SameStep(before, votes[..], old(votes[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, NoVote);
+        R.SameStep(beforeC, committed[..], old(committed[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, None);
         s := s + 1;
       }
+      // The slots entering the window share their indices with the ones just emptied.
+      R.AbsVotesTruncate(old(votes[..]), votes[..], logStart as nat, upto as nat);
+      R.AbsCommittedTruncate(old(committed[..]), committed[..], logStart as nat, upto as nat);
+      R.AllBelowFrom(old(AbsHost()).votes, upto as nat, voteHi as nat, if voteHi < upto then upto as nat else voteHi as nat);
+      R.HasAllFrom(R.AbsCommitted(old(committed[..]), logStart as nat), upto as nat, upto as nat, commitUpto as nat);
       logStart := upto;
       if voteHi < upto {
         voteHi := upto;
@@ -942,18 +1288,23 @@ module Impl {
 
     // Empty one window index (its slot left the window).
     method ClearSlot(idx: uint64)
-      requires Valid() && idx < WINDOW
+      requires Shape() && VotesBelowHi() && idx < WINDOW
       modifies votes, committed, takeover, proposed, ackCount, acks
-      ensures Valid() && PromisedGrows() && Bounds()
+      ensures Shape() && VotesBelowHi() && PromisedGrows() && Bounds()
+      ensures votes[..] == old(votes[..])[idx := NoVote]
+      ensures committed[..] == old(committed[..])[idx := None]
     {
       votes[idx] := NoVote;
       committed[idx] := None;
       takeover[idx] := NoVote;
       proposed[idx] := None;
       ackCount[idx] := 0;
+      assert votes[..] == old(votes[..])[idx := NoVote];
+      R.AbsVotesClear(old(votes[..]), logStart as nat, idx as nat, voteHi as nat);
       var i: uint64 := 0;
       while i < n
         invariant i <= n
+        modifies acks
       {
         AckIndexBound(idx, i, n, acks.Length);
         acks[idx * n + i] := false;
@@ -962,10 +1313,13 @@ module Impl {
     }
 
     // Recovery: replay one durable record, in the order the records were made.
+    // Abstractly: R.ApplyRecord.
     method Replay(rec: Record)
       requires Valid()
       modifies Repr
       ensures Valid()
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
       match rec {
         case RecPromised(b) =>
@@ -977,10 +1331,14 @@ module Impl {
             if slot + 1 > voteHi {
               voteHi := slot + 1;
             }
+            R.AbsVotesUpdate(old(votes[..]), logStart as nat, slot as nat, b, val);
+            R.AllBelowUpdate(R.AbsVotes(old(votes[..]), logStart as nat), slot as nat, S.Vote(b, val), old(voteHi) as nat, voteHi as nat);
           }
         case RecCommit(slot, val) =>
           if InWindow(slot) {
             committed[Idx(slot)] := Some(val);
+            R.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, val);
+            R.HasAllAdd(R.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, val);
           }
         case RecTruncate(upto) =>
           if logStart < upto && upto <= SLOT_LIMIT {
@@ -994,16 +1352,25 @@ module Impl {
       requires Valid() && logStart < upto <= SLOT_LIMIT
       modifies Repr
       ensures Valid() && PromisedGrows() && logStart == upto
+      ensures Keeps() && sentLog == old(sentLog) && selfQueue == old(selfQueue)
+      ensures AbsHost() == R.Truncated(old(AbsHost()), upto as nat)
     {
       if upto - logStart >= WINDOW {
         // the whole window is dropped
+        R.TruncatedPastWindow(votes[..], committed[..], logStart as nat, upto as nat);
         ClearWindow();
+        R.AbsVotesEmpty(votes[..], upto as nat);
+        R.AllBelowEmpty(upto as nat);
+        R.AbsCommittedEmpty(committed[..], upto as nat);
+        R.HasAllEmpty(map[], upto as nat);
         logStart := upto;
         commitUpto := upto;
         nextSlot := upto;
         voteHi := upto;
         takeoverHi := upto;
       } else {
+        R.HasAllSub(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat,
+                    upto as nat, if commitUpto < upto then upto as nat else commitUpto as nat);
         if nextSlot < upto { nextSlot := upto; }
         if commitUpto < upto { commitUpto := upto; }
         DropBelow(upto);
@@ -1028,13 +1395,17 @@ module Impl {
     }
 
     method ClearWindow()
-      requires Valid()
+      requires Shape() && VotesBelowHi()
       modifies votes, committed, takeover, proposed, ackCount
-      ensures Valid() && PromisedGrows() && Bounds()
+      ensures Shape() && VotesBelowHi() && PromisedGrows() && Bounds()
+      ensures forall j | 0 <= j < WINDOW :: votes[j].NoVote?
+      ensures forall j | 0 <= j < WINDOW :: committed[j].None?
     {
       var i: uint64 := 0;
       while i < WINDOW
         invariant i <= WINDOW
+        invariant forall j | 0 <= j < i :: votes[j].NoVote?
+        invariant forall j | 0 <= j < i :: committed[j].None?
       {
         votes[i] := NoVote;
         committed[i] := None;
@@ -1043,19 +1414,26 @@ module Impl {
         ackCount[i] := 0;
         i := i + 1;
       }
+      R.AbsVotesEmpty(votes[..], logStart as nat);
+      R.AllBelowEmpty(voteHi as nat);
     }
 
     // After the last replayed record: report every committed slot from logStart on.
+    // No protocol step: it only reports committed slots.
     method FinishRecovery() returns (r: Ready)
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures SameConfig() && sentLog == old(sentLog) && AbsHost() == old(AbsHost())
     {
       BeginStep();
+      assert AbsHost() == old(AbsHost());
       var s := logStart;
       while s < commitUpto
         invariant BalLe(old(promised), promised)
         invariant Valid() && logStart <= s <= commitUpto
+        invariant AbsSame() && selfQueue == [] && AbsHost() == old(AbsHost())
+        modifies this
         decreases commitUpto - s
       {
         var c := committed[Idx(s)];
@@ -1065,6 +1443,7 @@ module Impl {
         s := s + 1;
       }
       AdvanceCommit();
+      assert AbsHost() == old(AbsHost()) && selfQueue == [];
       r := EndStep(false);
     }
 

@@ -250,22 +250,23 @@ module InvariantProof {
     CommittedChosenKept(c, s, s', i);
   }
 
-  lemma ReceivePrepareOk(c: Constants, s: State, s': State, i: HostId, sent: set<Message>, m: Message)
+  lemma ReceivePrepareOk(c: Constants, s: State, s': State, i: HostId, sent: set<Message>, m: Message, from: Slot)
     requires Inv(c, s)
-    requires NextStep(c, s, s', i, ReceivePrepareStep(m), sent)
+    requires NextStep(c, s, s', i, ReceivePrepareStep(m, from), sent)
     ensures Inv(c, s')
   {
     var h := s.hosts[i];
     if !BalLe(h.promised, m.bal) {
-      QuietStepKeepsAcceptorConjuncts(c, s, s', i, ReceivePrepareStep(m), sent);
+      QuietStepKeepsAcceptorConjuncts(c, s, s', i, ReceivePrepareStep(m, from), sent);
       CommitsChosenKept(c, s, s');
       CommittedChosenKept(c, s, s', i);
       return;
     }
     reveal SendersAreMembers(), AcceptFromLeader(), AcceptedHasAccept(), AcceptUnique(),
            AcceptBelowLeaderPromise(), SentBelowPromise(), PromisesOk(), HostVotesOk(), LeadersOk();
-    StepFrame(c, s, s', i, ReceivePrepareStep(m), sent);
-    var p := Promise(i, m.src, m.bal, h.logStart, h.votes);
+    StepFrame(c, s, s', i, ReceivePrepareStep(m, from), sent);
+    var ls := if from > h.logStart then from else h.logStart;
+    var p := Promise(i, m.src, m.bal, ls, VotesFrom(h.votes, ls));
     assert sent == {p};
     assert Monotone(s, s');
     AcceptsSafeKept(c, s, s');
@@ -539,7 +540,7 @@ module InvariantProof {
     var i: HostId, step: Step, sent: set<Message> :| NextStep(c, s, s', i, step, sent);
     match step {
       case StartPrepareStep(bal) => StartPrepareOk(c, s, s', i, sent, bal);
-      case ReceivePrepareStep(m) => ReceivePrepareOk(c, s, s', i, sent, m);
+      case ReceivePrepareStep(m, from) => ReceivePrepareOk(c, s, s', i, sent, m, from);
       case ReceivePromiseStep(m) => ReceivePromiseOk(c, s, s', i, sent, m);
       case SendAcceptStep(slot, val) => SendAcceptOk(c, s, s', i, sent, slot, val);
       case ReceiveAcceptStep(m) => ReceiveAcceptOk(c, s, s', i, sent, m);

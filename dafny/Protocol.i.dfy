@@ -60,13 +60,22 @@ module Protocol {
     && sent == set j: nat | j < c.n :: Prepare(i, j, bal)
   }
 
-  // 2. Promise m.bal (reporting every vote held) or refuse.
+  // The votes at slots >= from.
+  ghost function VotesFrom(votes: map<Slot, Vote>, from: Slot): map<Slot, Vote> {
+    map slot | slot in votes && slot >= from :: votes[slot]
+  }
+
+  // 2. Promise m.bal, reporting every vote held at slots >= max(logStart, from), or refuse.
+  // `from` is free: an acceptor may report a later logStart than its own, with only the votes
+  // at or above it, as if it had truncated there (the leader then proposes only above it). With
+  // from == 0 this is the classic promise of every vote held.
   ghost predicate ReceivePrepare(c: Constants, i: HostId, h: Host, h': Host, net: set<Message>,
-                                 sent: set<Message>, m: Message) {
+                                 sent: set<Message>, m: Message, from: Slot) {
     && m in net && m.Prepare? && m.dst == i
     && if BalLe(h.promised, m.bal) then
          && h' == h.(promised := m.bal)
-         && sent == {Promise(i, m.src, m.bal, h.logStart, h.votes)}
+         && var ls := if from > h.logStart then from else h.logStart;
+            sent == {Promise(i, m.src, m.bal, ls, VotesFrom(h.votes, ls))}
        else
          && h' == h
          && sent == {Nack(i, m.src, h.promised)}
@@ -183,7 +192,7 @@ module Protocol {
 
   datatype Step =
     | StartPrepareStep(ghost bal: Ballot)
-    | ReceivePrepareStep(ghost m: Message)
+    | ReceivePrepareStep(ghost m: Message, ghost from: Slot)
     | ReceivePromiseStep(ghost m: Message)
     | SendAcceptStep(ghost slot: Slot, ghost val: Value)
     | ReceiveAcceptStep(ghost m: Message)
@@ -199,7 +208,7 @@ module Protocol {
                            sent: set<Message>, step: Step) {
     match step
     case StartPrepareStep(bal) => StartPrepare(c, i, h, h', sent, bal)
-    case ReceivePrepareStep(m) => ReceivePrepare(c, i, h, h', net, sent, m)
+    case ReceivePrepareStep(m, from) => ReceivePrepare(c, i, h, h', net, sent, m, from)
     case ReceivePromiseStep(m) => ReceivePromise(c, i, h, h', net, sent, m)
     case SendAcceptStep(slot, val) => SendAccept(c, i, h, h', sent, slot, val)
     case ReceiveAcceptStep(m) => ReceiveAccept(c, i, h, h', net, sent, m)

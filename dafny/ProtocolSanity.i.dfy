@@ -36,7 +36,7 @@ module ProtocolSanity {
     // 2. ReceivePrepare: promise bal, reporting no votes.
     var prom := Promise(0, 0, bal, 0, map[]);
     var s2 := State([h1], {prep, prom});
-    assert NextStep(c, s1, s2, 0, ReceivePrepareStep(prep), {prom});
+    assert NextStep(c, s1, s2, 0, ReceivePrepareStep(prep, 0), {prom});
     // 3. ReceivePromise: a quorum has promised, phase 2.
     assert Senders({prom}) == {0};
     var h3 := h1.(leader := Leading(bal, 2, {prom}, map[]));
