@@ -1,9 +1,11 @@
 """`verikv bench`: the same load against a local 3-node verikv and a local 3-member etcd 3.4.
 
 Loads: puts, then linearizable gets, of 256-byte values; (a) 1 client, one request at a time;
-(b) 2 client processes x 64 requests in flight. The clients are a C++ load generator
-(cluster/loadgen/loadgen.cpp) so that on a small machine they leave the CPU to the servers. Prints throughput and p50/p99 latency for both
-systems and the verikv/etcd ratio. Both clusters run on this machine, on loopback, with real
+(b) 2 client processes x 64 requests in flight. Both clusters run side by side for the whole run
+and the loads alternate between them (verikv first, then etcd first, ...); with --rounds N the
+whole sequence runs N times and each figure is the median over the rounds. The clients are a C++
+load generator (cluster/loadgen/loadgen.cpp), so that on a small machine they leave the CPU to
+the servers. Prints throughput and p50/p99 latency for both systems and the verikv/etcd ratio. Both clusters run on this machine, on loopback, with real
 fsync; the numbers compare the two under the same conditions, nothing more.
 
 This module must never touch a cluster it did not start: it creates its own data directories
@@ -18,6 +20,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -67,11 +70,37 @@ def run_load(endpoints: list[str], op: str, processes: int, in_flight: int, dura
 LOADS = [("put", 1, 1), ("get", 1, 1), ("put", 2, 64), ("get", 2, 64)]
 
 
-def bench(endpoints: list[str], duration_s: float) -> dict:
-    out = {}
-    for op, procs, in_flight in LOADS:
-        run_load(endpoints, "put", 1, 1, 0.2)  # warm up (and make sure keys exist for gets)
-        out[f"{op} {procs}x{in_flight}"] = run_load(endpoints, op, procs, in_flight, duration_s)
+def bench(systems: dict[str, list[str]], duration_s: float) -> dict:
+    """Every load against every system, load by load: both clusters run the whole time and the
+    order alternates, so a drift in this machine's speed does not favour either system."""
+    out: dict = {name: {} for name in systems}
+    for k, (op, procs, in_flight) in enumerate(LOADS):
+        names = list(systems) if k % 2 == 0 else list(reversed(systems))
+        for name in names:
+            endpoints = systems[name]
+            run_load(endpoints, "put", 1, 1, 0.2)  # warm up (and make sure keys exist for gets)
+            out[name][f"{op} {procs}x{in_flight}"] = run_load(endpoints, op, procs, in_flight, duration_s)
+    return out
+
+
+def _medians(rounds: list[dict]) -> dict:
+    """Per system and load: the median of each figure over the rounds (ops and errors: their
+    totals), and for the ratio the
+    median of the per-round ratios (`ratio_vs_etcd`, when both systems ran)."""
+    out: dict = {}
+    for name in rounds[0]:
+        out[name] = {}
+        for load in rounds[0][name]:
+            figures = [r[name][load] for r in rounds]
+            out[name][load] = {k: (sum(f[k] for f in figures) if k in ("ops", "errors")  # totals
+                                   else statistics.median(f[k] for f in figures)) for k in figures[0]}
+            out[name][load]["rounds"] = len(figures)
+    if "verikv" in out and "etcd" in out:
+        for load in out["verikv"]:
+            ratios = [r["verikv"][load]["ops_per_s"] / r["etcd"][load]["ops_per_s"]
+                      for r in rounds if r["etcd"][load]["ops_per_s"]]
+            if ratios:
+                out["verikv"][load]["ratio_vs_etcd"] = statistics.median(ratios)
     return out
 
 
@@ -81,11 +110,15 @@ def main(argv: list[str]) -> int:
                    help="where both clusters keep their data (recreated)")
     p.add_argument("--base-port", type=int, default=25700)
     p.add_argument("--duration-s", type=float, default=5.0, help="per load")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every load this many times per system; print medians (this host's speed drifts)")
     p.add_argument("--only", choices=["verikv", "etcd"], default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-runtime-checks", action="store_true",
                    help="run the verikv nodes without runtime checks (to measure their cost)")
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
 
     from verikv.cluster import cli as cluster_cli
     from verikv.cluster.etcd import EtcdUnavailable, start_etcd_cluster
@@ -94,30 +127,36 @@ def main(argv: list[str]) -> int:
     if args.data_dir.exists():
         shutil.rmtree(args.data_dir)
     args.data_dir.mkdir(parents=True)
+    systems: dict[str, list[str]] = {}
     try:
-        if args.only in (None, "verikv"):
-            vdir = args.data_dir / "verikv"
-            # the cluster CLI's own parser, so its defaults and new options always apply
-            up = cluster_cli.build_parser().parse_args(
-                ["up", "--data-dir", str(vdir), "--base-port", str(args.base_port)]
-                + (["--no-runtime-checks"] if args.no_runtime_checks else []))
-            try:
+        with contextlib.ExitStack() as stack:
+            if args.only in (None, "verikv"):
+                vdir = args.data_dir / "verikv"
+                # the cluster CLI's own parser, so its defaults and new options always apply
+                up = cluster_cli.build_parser().parse_args(
+                    ["up", "--data-dir", str(vdir), "--base-port", str(args.base_port)]
+                    + (["--no-runtime-checks"] if args.no_runtime_checks else []))
+                down = cluster_cli.build_parser().parse_args(["down", "--data-dir", str(vdir)])
+
+                def stop_verikv() -> None:
+                    with contextlib.redirect_stdout(sys.stderr):
+                        cluster_cli.cmd_down(down)
+
+                stack.callback(stop_verikv)
                 with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the figures
                     cluster_cli.cmd_up(up)
                 conf = cluster_cli._layout(vdir, None)
-                endpoints = [cluster_cli.client_endpoint(conf, i) for i in range(conf["size"])]
-                print(f"benchmarking verikv at {','.join(endpoints)}", file=sys.stderr)
-                results["verikv"] = bench(endpoints, args.duration_s)
-            finally:
-                with contextlib.redirect_stdout(sys.stderr):
-                    cluster_cli.cmd_down(cluster_cli.build_parser().parse_args(["down", "--data-dir", str(vdir)]))
-        if args.only in (None, "etcd"):
-            try:
-                with start_etcd_cluster(args.data_dir / "etcd", 3, args.base_port + 50) as etcd:
-                    print(f"benchmarking etcd at {','.join(etcd.client_endpoints)}", file=sys.stderr)
-                    results["etcd"] = bench(etcd.client_endpoints, args.duration_s)
-            except EtcdUnavailable as err:
-                print(f"verikv bench: etcd: {err}", file=sys.stderr)
+                systems["verikv"] = [cluster_cli.client_endpoint(conf, i) for i in range(conf["size"])]
+            if args.only in (None, "etcd"):
+                try:
+                    etcd = stack.enter_context(start_etcd_cluster(args.data_dir / "etcd", 3, args.base_port + 50))
+                    systems["etcd"] = etcd.client_endpoints
+                except EtcdUnavailable as err:
+                    print(f"verikv bench: etcd: {err}", file=sys.stderr)
+            for name, endpoints in systems.items():
+                print(f"benchmarking {name} at {','.join(endpoints)}", file=sys.stderr)
+            rounds = [bench(systems, args.duration_s) for _ in range(args.rounds)]
+            results = _medians(rounds)
     except cluster_cli.ClusterError as err:
         print(f"verikv bench: {err}", file=sys.stderr)
         return 1
@@ -133,7 +172,8 @@ def main(argv: list[str]) -> int:
             if r:
                 print(f"{load:<12} {system:<7} {r['ops_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                       f"{r['errors']:>6}")
-        if "verikv" in results and "etcd" in results and results["etcd"][load]["ops_per_s"]:
-            ratio = results["verikv"][load]["ops_per_s"] / results["etcd"][load]["ops_per_s"]
-            print(f"{load:<12} {'ratio':<7} {ratio:>9.2f}  (verikv / etcd throughput)")
+        ratio = results.get("verikv", {}).get(load, {}).get("ratio_vs_etcd")
+        if ratio is not None:
+            print(f"{load:<12} {'ratio':<7} {ratio:>9.2f}  (verikv / etcd throughput"
+                  + (f", median of {args.rounds} rounds)" if args.rounds > 1 else ")"))
     return 0
