@@ -1,9 +1,9 @@
 """etcd v3 gRPC API (KV, Maintenance.Status, Cluster.MemberList) over a node.
 
-Writes and linearizable reads go through `node.submit` / `node.read` (see node.py for how a
-follower's requests reach the leader); serializable reads are answered from the local state. Every
-failure is an etcd-style gRPC status; any method verikv does not serve (Watch, Lease, Auth,
-Compact, historical revisions, ...) is UNIMPLEMENTED with a message saying so.
+Writes and linearizable reads go through `node.submit_future` / `node.read_future` (see node.py
+for how a follower's requests reach the leader); serializable reads are answered from the local
+state. Every failure is an etcd-style gRPC status; any method verikv does not serve (Watch,
+Lease, Auth, Compact, historical revisions, ...) is UNIMPLEMENTED with a message saying so.
 
 This module must never change the KV state itself nor talk to the core: it only translates.
 """
@@ -35,8 +35,8 @@ class NodeApi:
     status: dict
     kv: object
 
-    async def submit(self, kind: Kind, request): ...
-    async def read(self, request, serializable: bool): ...
+    def submit_future(self, kind: Kind, request) -> asyncio.Future: ...
+    def read_future(self, request, serializable: bool) -> asyncio.Future: ...
     def header_fields(self) -> dict: ...
 
 
