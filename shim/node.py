@@ -544,9 +544,11 @@ class Node:
     async def _snapshot(self) -> None:
         slot = self.kv.next_slot
         rd = self.core.truncate(slot)
-        await self._handle([rd])
-        await self.wal.drain()  # lazily written records may still be in flight
+        await self.wal.drain()  # pending appends are durable before the segment is closed
+        # The snapshot is durable before any record says the log starts at `slot`: a crash or a
+        # failed write in between recovers from the previous snapshot and the whole log.
         self.wal.install_snapshot(slot, self.kv.snapshot(), self.core.checkpoint_records())
+        await self._handle([rd])
         self._snapshot_slot = slot
         log.info("snapshot at slot %d (revision %d)", slot, self.kv.revision)
 
