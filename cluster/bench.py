@@ -85,8 +85,7 @@ def bench(systems: dict[str, list[str]], duration_s: float) -> dict:
 
 def _medians(rounds: list[dict]) -> dict:
     """Per system and load: the median of each figure over the rounds (ops and errors: their
-    totals), and for the ratio the
-    median of the per-round ratios (`ratio_vs_etcd`, when both systems ran)."""
+    totals), and the median of the per-round verikv/etcd ratios (`ratio_vs_etcd`)."""
     out: dict = {}
     for name in rounds[0]:
         out[name] = {}

@@ -71,10 +71,6 @@ class ClientServer:
             "/etcdserverpb.Cluster/MemberList": (rpc_pb2.MemberListRequest, self._member_list),
         }
 
-    @property
-    def port(self) -> int:
-        return self._front.port if self._front else 0
-
     async def start(self) -> None:
         try:
             self._front = _front.Front(self.listen, MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES)
@@ -98,21 +94,16 @@ class ClientServer:
         for call_id, method, body in front.take():
             entry = self._methods.get(method)
             if entry is None:
-                err = errors.unsupported_method(method)
-                front.finish(call_id, err.code.value[0], err.message, b"")
+                self._finish(call_id, errors.unsupported_method(method))
                 continue
             request_type, start = entry
             try:
-                request = request_type.FromString(body)
+                outcome = start(request_type.FromString(body))
             except DecodeError:
-                front.finish(call_id, grpc.StatusCode.INVALID_ARGUMENT.value[0],
-                             f"verikv: {method}: the request is not a valid {request_type.__name__}", b"")
-                continue
-            try:
-                outcome = start(request)
+                outcome = EtcdError(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"verikv: {method}: the request is not a valid {request_type.__name__}")
             except EtcdError as err:
-                front.finish(call_id, err.code.value[0], err.message, b"")
-                continue
+                outcome = err
             if isinstance(outcome, asyncio.Future):
                 outcome.add_done_callback(functools.partial(self._finish_future, call_id))
             else:

@@ -131,7 +131,7 @@ class Node:
         # turn covers them all. At a follower, a read waits for the leader's read slot
         # (_remote_reads), then for its own applied slots to reach it (_follower_reads).
         self._reads_waiting: list[tuple[object, object]] = []
-        self._reads_to_ask: list[tuple[object, asyncio.Future]] = []  # one ReadIndex ask per turn
+        self._reads_arrived: list[tuple[object, asyncio.Future]] = []  # since the last turn
         self._remote_reads: dict[int, tuple[list[tuple[object, asyncio.Future]], float]] = {}
         self._follower_reads: list[tuple[int, object, asyncio.Future]] = []
         self._next_read_id = 1
@@ -196,7 +196,7 @@ class Node:
             self._tick_handle.cancel()
         await self.transport.close()
         if self.wal:
-            await self.wal.drain()
+            self.wal.drain()
             self.wal.close()
         for p in self._waiting.values():
             if not p.future.done():
@@ -271,13 +271,7 @@ class Node:
         if serializable:
             fut.set_result(self.kv.execute(Kind.RANGE, request))
             return fut
-        role, leader = self.status.get("role"), self.status.get("leader")
-        if role == "leader":
-            self._reads_waiting.append((request, fut))
-        elif leader is not None and leader != self.node_id:
-            self._reads_to_ask.append((request, fut))  # asked for at the next turn, together
-        else:
-            return self.submit_future(Kind.RANGE, request)
+        self._reads_arrived.append((request, fut))  # routed at the next turn, together
         self._wake.set()
         return fut
 
@@ -307,9 +301,9 @@ class Node:
         self.status = core.status()
         self.checks.on_status(self.status)
         self._propose(readies)
+        if self._reads_arrived:
+            self._route_reads()
         self._start_reads(readies)
-        if self._reads_to_ask:
-            self._ask_leader_for_reads()
         await self._handle(readies)
         self._serve_reads()
         now = self._clock()
@@ -335,8 +329,9 @@ class Node:
         if barrier == len(readies):
             self.wal.append_lazy(records)
         else:
-            self._send(readies[barrier].early)  # independent of the barrier's own records
-            self.transport.flush()  # they leave while this node syncs
+            # independent of the barrier's own records; their transport flush was scheduled
+            # before the WAL's sync (call_soon is FIFO), so they leave while this node syncs
+            self._send(readies[barrier].early)
             await self.wal.append_many(records)
             self._durable_needed = self.wal.written_records
             for i, rd in enumerate(readies[barrier:]):
@@ -428,13 +423,13 @@ class Node:
                 return
         self._reads_through_log(reads)
 
-    def _ask_leader_for_reads(self) -> None:
-        """One ReadIndex request to the leader covers every read that arrived since the last turn."""
-        reads, self._reads_to_ask = self._reads_to_ask, []
+    def _route_reads(self) -> None:
+        """The linearizable reads that arrived since the last turn: the leader confirms them
+        itself (in this turn); a follower asks the leader with one ReadIndex request for all."""
+        reads, self._reads_arrived = self._reads_arrived, []
         leader = self.status.get("leader")
         if self.status.get("role") == "leader":
             self._reads_waiting.extend(reads)
-            self._wake.set()
         elif leader is not None and leader != self.node_id:
             req_id = self._next_read_id
             self._next_read_id += 1
@@ -450,9 +445,14 @@ class Node:
                 asker, req_id = fut
                 self.transport.send(asker, KIND_READ_INDEX_REPLY, READ_REPLY.pack(req_id, 0))
                 continue
-            task = asyncio.get_running_loop().create_task(self.submit(Kind.RANGE, request))
-            task.add_done_callback(lambda t, fut=fut: fut.done() or fut.set_result(
-                t.exception() if t.exception() else t.result()))
+            try:
+                ordered = self.submit_future(Kind.RANGE, request)
+            except EtcdError as err:  # the queue is full
+                if not fut.done():
+                    fut.set_result(err)
+                continue
+            ordered.add_done_callback(
+                lambda o, fut=fut: fut.done() or fut.set_result(o.exception() or o.result()))
 
     def _serve_reads(self) -> None:
         if self._follower_reads:  # the leader's read slot is known: serve once applied that far
@@ -530,7 +530,7 @@ class Node:
         slot = store.next_slot
         if slot <= self.kv.next_slot:
             return  # caught up meanwhile
-        await self.wal.drain()
+        self.wal.drain()
         rd = self.core.install_snapshot(slot)
         if self.core.status()["log_start"] != slot:
             return  # the core refused (it is not behind): keep the own state
@@ -544,7 +544,7 @@ class Node:
     async def _snapshot(self) -> None:
         slot = self.kv.next_slot
         rd = self.core.truncate(slot)
-        await self.wal.drain()  # pending appends are durable before the segment is closed
+        self.wal.drain()  # pending appends are durable before the segment is closed
         # The snapshot is durable before any record says the log starts at `slot`: a crash or a
         # failed write in between recovers from the previous snapshot and the whole log.
         self.wal.install_snapshot(slot, self.kv.snapshot(), self.core.checkpoint_records())

@@ -102,10 +102,6 @@ class Transport:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def flush(self) -> None:
-        """Write the queued frames now (before the loop blocks, e.g. on a WAL sync)."""
-        self._flush()
-
     def _flush(self) -> None:
         self._flush_scheduled = False
         for peer in self.peers.values():

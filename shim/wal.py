@@ -206,8 +206,11 @@ class Wal:
         self._check_usable()
         if not records:
             return
-        data = b"".join(encode_record(r) for r in records)
         self.written_records += len(records)
+        if self._pending:  # behind a durable append not yet written: keep the order
+            self._pending.extend(encode_record(r) for r in records)
+            return
+        data = b"".join(encode_record(r) for r in records)
         try:
             self.disk.append(self._fd, data)
         except BaseException as err:  # noqa: BLE001 - every failure is fatal and reported
@@ -226,12 +229,10 @@ class Wal:
         data, waiters, count = b"".join(self._pending), self._waiters, len(self._pending)
         self._pending, self._waiters = [], []
         try:
-            self._write_and_sync(data)
+            self._write_and_sync(data, count)
         except BaseException as err:  # noqa: BLE001 - every failure is fatal and reported
             self._fail(err, waiters)
             return
-        self.appended_records += count + self._unsynced
-        self._unsynced = 0
         for w in waiters:
             if not w.done():
                 w.set_result(None)
@@ -247,12 +248,16 @@ class Wal:
                 w.set_exception(fatal)
         self._pending, self._waiters = [], []
 
-    def _write_and_sync(self, data: bytes) -> None:
+    def _write_and_sync(self, data: bytes, count: int) -> None:
+        """Write `count` records (`data`) and sync: they and every lazily written record are
+        durable."""
         if data:
             self.disk.append(self._fd, data)
             self.size_bytes += len(data)
         self.disk.sync(self._fd)
         self.syncs += 1
+        self.appended_records += count + self._unsynced
+        self._unsynced = 0
         if self.size_bytes >= self.segment_bytes:
             self._roll()  # only right after a sync: an earlier segment never ends unsynced
 
@@ -261,14 +266,12 @@ class Wal:
         self._check_usable()
         if self._pending:
             raise RuntimeError("append_sync while an async append is pending")
+        self.written_records += len(records)
         try:
-            self._write_and_sync(b"".join(encode_record(r) for r in records))
+            self._write_and_sync(b"".join(encode_record(r) for r in records), len(records))
         except OSError as err:
             self._failed = err
             raise WalFatalError(f"WAL write/fdatasync failed: {err}") from err
-        self.written_records += len(records)
-        self.appended_records += len(records) + self._unsynced
-        self._unsynced = 0
 
     def _roll(self) -> None:
         self.disk.close(self._fd)
@@ -290,10 +293,7 @@ class Wal:
             raise RuntimeError("install_snapshot while an append is pending")
         try:
             if self._unsynced:  # lazily written records: the segment is closed synced
-                self.disk.sync(self._fd)
-                self.syncs += 1
-                self.appended_records += self._unsynced
-                self._unsynced = 0
+                self._write_and_sync(b"", 0)
             self._roll()
             snap = Snapshot(slot, self.seq, kv_state, core_records)
             name = f"{SNAP_PREFIX}{slot:016x}{SNAP_SUFFIX}"
@@ -310,8 +310,8 @@ class Wal:
             elif n.startswith(SNAP_PREFIX) and n.endswith(SNAP_SUFFIX) and n != name:
                 self.disk.remove(self.directory / n)
 
-    async def drain(self, timeout_s: float = 5.0) -> None:
-        """Make pending appends durable now, e.g. before close()."""
+    def drain(self) -> None:
+        """Make pending appends durable now (before a snapshot or close())."""
         if self._pending or self._waiters:
             self._flush()
 

@@ -96,6 +96,35 @@ class Front {
   // Answer call `id`: code 0 sends `response`; any other code ends the call with that status.
   // Returns false if the call is unknown (already answered, or the front is shutting down).
   bool Finish(uint64_t id, int code, const std::string& message, py::bytes response) {
+    char* data;
+    Py_ssize_t len;
+    PyBytes_AsStringAndSize(response.ptr(), &data, &len);
+    return FinishCall(id, code, message, data, static_cast<size_t>(len));
+  }
+
+  // Stop accepting; calls still unanswered end with UNAVAILABLE; in-flight ones get `grace`
+  // seconds. Idempotent. Touches no Python object, so it runs without the GIL.
+  void Shutdown(double grace_s) {
+    if (stopped_) return;
+    stopped_ = true;
+    py::gil_scoped_release release;
+    std::vector<uint64_t> ids;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      for (auto& kv : waiting_) ids.push_back(kv.first);
+      pending_.clear();
+    }
+    for (auto id : ids) FinishCall(id, 14 /* UNAVAILABLE */, "verikv: the node is stopping", nullptr, 0);
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000)));
+    cq_->Shutdown();
+    if (thread_.joinable()) thread_.join();
+    if (efd_ >= 0) close(efd_);
+    efd_ = -1;
+  }
+
+ private:
+  bool FinishCall(uint64_t id, int code, const std::string& message, const char* data, size_t len) {
     Call* c;
     {
       std::lock_guard<std::mutex> g(mu_);
@@ -106,10 +135,7 @@ class Front {
     }
     c->state = Call::FINISHING;
     if (code == 0) {
-      char* data;
-      Py_ssize_t len;
-      PyBytes_AsStringAndSize(response.ptr(), &data, &len);
-      grpc::Slice slice(data, static_cast<size_t>(len));
+      grpc::Slice slice(data, len);
       grpc::ByteBuffer bb(&slice, 1);
       c->stream.WriteAndFinish(bb, grpc::WriteOptions(), grpc::Status::OK, c);
     } else {
@@ -118,31 +144,6 @@ class Front {
     return true;
   }
 
-  // Stop accepting; calls still unanswered end with UNAVAILABLE; in-flight ones get `grace`
-  // seconds. Idempotent.
-  void Shutdown(double grace_s) {
-    if (stopped_) return;
-    stopped_ = true;
-    std::vector<uint64_t> ids;
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      for (auto& kv : waiting_) ids.push_back(kv.first);
-      pending_.clear();
-    }
-    {
-      py::gil_scoped_acquire acquire;  // Finish takes py::bytes
-      for (auto id : ids) Finish(id, 14 /* UNAVAILABLE */, "verikv: the node is stopping", py::bytes());
-    }
-    py::gil_scoped_release release;
-    server_->Shutdown(std::chrono::system_clock::now() +
-                      std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000)));
-    cq_->Shutdown();
-    if (thread_.joinable()) thread_.join();
-    if (efd_ >= 0) close(efd_);
-    efd_ = -1;
-  }
-
- private:
   void RequestNew() {
     auto* c = new Call();
     service_.RequestCall(&c->ctx, &c->stream, cq_.get(), cq_.get(), c);

@@ -117,9 +117,6 @@ class SimTransport:
     async def close(self) -> None:
         self.closed = True
 
-    def flush(self) -> None:
-        pass  # frames are delivered by the simulation's schedule
-
     def send(self, dst: int, kind: int, payload: bytes) -> None:
         if not (0 <= dst < N) or dst == self.node_id:
             raise ValueError(f"node {self.node_id} has no peer {dst}")
