@@ -117,4 +117,5 @@ def test_bench_runs_against_verikv_and_prints_figures(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
     figures = json.loads(out.stdout)
-    assert figures["verikv"]["put 1x1"]["ops_per_s"] > 0
+    for load in ("put 1x1", "get 1x1", "put 2x64", "get 2x64"):
+        assert figures["verikv"][load]["ops"] > 0 and figures["verikv"][load]["errors"] == 0, (load, figures)

@@ -15,6 +15,7 @@ from verikv.shim.checks import Checks, RuntimeCheckFailed
 from verikv.shim.disk import RealDisk
 from verikv.shim.node import Node, NodeConfig
 from verikv.shim.requests import Kind, encode_batch
+from verikv.shim.transport import KIND_READ_INDEX
 from verikv.shim.wal import WalFatalError
 from verikv.verified_core.core import Core
 
@@ -113,6 +114,20 @@ async def test_follower_reads_ask_the_leader_for_a_read_slot_instead_of_using_th
         assert got.kvs[0].value == b"%d" % i  # it waited until it had applied the leader's write
         assert leader.status["commit_upto"] == slots  # and the read took no log slot
     assert not follower._remote_reads and not follower._follower_reads
+
+
+@pytest.mark.ports(35)
+async def test_reads_arriving_together_at_a_follower_share_one_read_index_request(cluster):
+    leader = leader_of(cluster)
+    follower = next(n for n in cluster if n is not leader)
+    await leader.submit(Kind.PUT, r.PutRequest(key=b"z", value=b"1"))
+    asks = []
+    send = follower.transport.send
+    follower.transport.send = lambda dst, kind, payload: (asks.append(kind), send(dst, kind, payload))
+    got = await asyncio.gather(*(follower.read(r.RangeRequest(key=b"z"), serializable=False)
+                                 for _ in range(10)))
+    assert all(g.kvs[0].value == b"1" for g in got)
+    assert asks.count(KIND_READ_INDEX) == 1, asks
 
 
 @pytest.mark.ports(30)

@@ -34,6 +34,17 @@ async def test_appended_records_come_back_in_order(tmp_path):
     assert rec.records == [b"one", b"two", b"", b"three"] and rec.cut_tail is None
 
 
+async def test_a_lazy_append_stays_behind_a_durable_append_not_yet_written(tmp_path):
+    wal, _ = Wal.open(tmp_path)
+    durable = asyncio.get_running_loop().create_task(wal.append_many([b"first"]))
+    await asyncio.sleep(0)  # the durable append is queued, its sync not yet run
+    wal.append_lazy([b"second"])
+    await durable
+    wal.close()
+    _, rec = Wal.open(tmp_path)
+    assert rec.records == [b"first", b"second"]
+
+
 async def test_concurrent_appends_share_syncs(tmp_path):
     disk = CountingDisk()
     wal, _ = Wal.open(tmp_path, disk)
