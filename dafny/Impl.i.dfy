@@ -53,6 +53,7 @@ module Impl {
     var maxLogStartFrom: uint64
     var takeoverHi: uint64
     var takeoverOverflow: bool
+    var overflowFrom: uint64        // candidate: a member that reported a vote beyond the window
     var takeover: array<Vote>       // candidate: the highest vote reported per slot
     var proposed: array<OptValue>   // leader: the value sent in Accept(bal, slot)
     var acks: array<bool>           // leader: (slot % WINDOW) * n + member acked
@@ -170,6 +171,7 @@ module Impl {
       maxLogStartFrom := me;
       takeoverHi := 0;
       takeoverOverflow := false;
+      overflowFrom := me;
       nextSlot := 0;
       readSeq := 0;
       readConfirmed := 0;
@@ -250,7 +252,8 @@ module Impl {
       && catchUpCooldown == old(catchUpCooldown) && voteHi == old(voteHi)
       && promiseCount == old(promiseCount) && maxLogStart == old(maxLogStart)
       && maxLogStartFrom == old(maxLogStartFrom) && takeoverHi == old(takeoverHi)
-      && takeoverOverflow == old(takeoverOverflow) && nextSlot == old(nextSlot)
+      && takeoverOverflow == old(takeoverOverflow) && overflowFrom == old(overflowFrom)
+      && nextSlot == old(nextSlot)
       && readSeq == old(readSeq) && readConfirmed == old(readConfirmed)
       && Keeps()
     }
@@ -417,6 +420,7 @@ module Impl {
       maxLogStartFrom := me;
       takeoverHi := 0;
       takeoverOverflow := false;
+      overflowFrom := me;
       readSeq := 0;
       readConfirmed := 0;
     }
@@ -525,7 +529,14 @@ module Impl {
       ensures Valid() && PromisedGrows()
     {
       if takeoverOverflow || promised != bal {
+        var lags := takeoverOverflow && promised == bal;
         StepDown();
+        if lags {
+          // A promise reported votes beyond this host's window: it lags and cannot take those
+          // slots over. Ask for what it lacks, or each election it starts preempts the others
+          // again and nobody leads (its election timeout may be the shortest).
+          Send(if maxLogStart > commitUpto then maxLogStartFrom else overflowFrom, CatchUp(commitUpto));
+        }
         return;
       }
       // Phase 2 covers every slot from the first one this host has not seen committed, up to
@@ -747,6 +758,7 @@ module Impl {
           }
         } else if sv.slot >= logStart {
           takeoverOverflow := true;
+          overflowFrom := src;
         }
       }
       if promiseCount >= quorum {

@@ -103,3 +103,78 @@ def test_the_protocol_observer_catches_a_second_value_for_one_ballot_and_slot():
     forged = accept[:-1] + bytes([accept[-1] ^ 1])  # same ballot and slot, another value
     with pytest.raises(SafetyViolation, match="AcceptUnique"):
         original(forged)
+
+
+class SnapshotSimulation(Simulation):
+    """A Simulation whose replicas answer `need_snapshot` the way a node does: the asking replica
+    installs the sender's state at the sender's commit point (and has then seen every value
+    chosen below it)."""
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.snapshots_sent: list[tuple[int, int, int]] = []  # (from, to, slot)
+
+    def _apply(self, i, ready, *, may_tear=True) -> None:
+        super()._apply(i, ready, may_tear=may_tear)
+        for peer in ready.need_snapshot:
+            slot = self.cores[i].status()["commit_upto"]
+            if slot <= self.cores[peer].status()["commit_upto"] or (i, peer) in self.blocked:
+                continue
+            self.snapshots_sent.append((i, peer, slot))
+            self.observed[peer].update({s: v for s, v in self.chosen.items() if s < slot})
+            super()._apply(peer, self.cores[peer].install_snapshot(slot))
+
+    def truncate(self, i: int, slot: int) -> None:
+        self._apply(i, self.cores[i].truncate(slot))
+
+
+def test_a_replica_left_a_window_behind_gets_a_snapshot_and_the_cluster_commits_again():
+    """Node 0 (the shortest election timeout) is cut off while the others commit a window's worth
+    of slots and truncate below it. Healed, its elections are refused (it cannot take over slots
+    beyond its window) and each one preempts the others, so unless it asks for what it lacks the
+    cluster never commits again. It must ask, get a snapshot, and let a leader commit.
+    (Found by the disk nemesis: a node crashed while leading, restarted behind the others.)"""
+    from verikv.verified_core.core import WINDOW
+
+    sim = SnapshotSimulation(3, seed=11, faults=Faults(0, 0, 0, 0, 0))
+    sim.commit_some(5)
+    sim.blocked = {(a, b) for a in range(3) for b in range(3) if (a == 0) != (b == 0)}
+    for _ in range(50):
+        sim.run_round()
+        leader = sim.leader()
+        if leader in (1, 2) and sim.cores[3 - leader].status()["leader"] == leader:
+            break
+    else:
+        raise AssertionError("nodes 1 and 2 elected no leader between them")
+    # Past the node's window: the others truncate just below WINDOW, then hold votes above it.
+    target = WINDOW + 150
+    while sim.cores[leader].status()["commit_upto"] < target:
+        for _ in range(256):
+            sim.propose(leader)
+        sim.run_round()
+        for i in (1, 2):
+            s = sim.cores[i].status()
+            upto = min(s["commit_upto"], WINDOW - 50)
+            if upto > s["log_start"]:
+                sim.truncate(i, upto)
+    assert sim.cores[0].status()["commit_upto"] < 10
+    assert all(sim.cores[i].status()["log_start"] == WINDOW - 50 for i in (1, 2))
+
+    # Node 0 restarts: its own connections are new, the others' still back off towards it, so
+    # its first elections reach them and their answers (and heartbeats) are lost.
+    sim._restart(0, keep_unsynced=0)
+    sim.blocked = {(1, 0), (2, 0)}
+    for _ in range(15):
+        sim.run_round()
+    assert sim.leader() is None, "node 0's ballot did not preempt the leader"
+    sim.blocked = set()
+    for _ in range(100):
+        sim.run_round()
+        if sim.cores[0].status()["commit_upto"] >= WINDOW - 50:
+            break
+    assert [(src, dst) for src, dst, _ in sim.snapshots_sent] and all(dst == 0 for _, dst, _ in sim.snapshots_sent)
+    values = sim.commit_some(0) is not None and [sim.propose(sim.leader())[0] for _ in range(3)]
+    for _ in range(10):
+        sim.run_round()
+    for i in range(3):
+        assert set(values) <= set(sim.observed[i].values()), f"node {i} lacks {values}"
