@@ -4,7 +4,9 @@ Frames are `[u32 length][u8 kind][payload]` (length counts kind + payload). Ever
 one peer during a loop turn goes out in one write at the end of the turn. Each peer has a bounded
 queue; when it is full the oldest frame is dropped — the core tolerates lost messages and the node
 retries forwarded commands — so a slow or dead peer never makes memory grow or blocks the node.
-Outbound connections reconnect with capped exponential backoff and jitter.
+Outbound connections reconnect with capped exponential backoff and jitter, and at once when the
+peer connects to this node (it restarted: its HELLO ends the wait, so a restarted node hears its
+peers within a round trip instead of after the backoff, which reaches seconds).
 
 This module must never interpret a payload, never block the loop, and never raise into the node
 because of a peer's behaviour: a bad frame closes that connection and is logged.
@@ -48,6 +50,7 @@ class _Peer:
         self.task: asyncio.Task | None = None
         self.dropped_frames = 0
         self.connects = 0
+        self.hello = asyncio.Event()  # the peer connected to us: retry the outbound now
 
 
 class Transport:
@@ -125,8 +128,12 @@ class Transport:
             try:
                 reader, writer = await asyncio.open_connection(peer.host, peer.port)
             except OSError:
-                await asyncio.sleep(backoff_s * (0.5 + random.random()))
-                backoff_s = min(self.backoff_max_s, backoff_s * 2)
+                peer.hello.clear()
+                try:
+                    await asyncio.wait_for(peer.hello.wait(), backoff_s * (0.5 + random.random()))
+                    backoff_s = self.backoff_initial_s
+                except asyncio.TimeoutError:
+                    backoff_s = min(self.backoff_max_s, backoff_s * 2)
                 continue
             backoff_s = self.backoff_initial_s
             peer.connects += 1
@@ -160,6 +167,10 @@ class Transport:
                 self.frames_received += 1
                 if kind != KIND_HELLO:
                     self.on_frame(kind, payload)
+                elif len(payload) == 4:
+                    peer = self.peers.get(struct.unpack("<I", payload)[0])
+                    if peer is not None and peer.writer is None:
+                        peer.hello.set()
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         finally:

@@ -61,6 +61,25 @@ async def test_reconnects_after_a_peer_restarts_and_delivers_queued_frames():
             await t.close()
 
 
+async def test_a_restarted_peer_is_reached_at_once_not_after_the_backoff():
+    """Node 1 is down long enough for node 0's reconnect backoff to grow; when node 1 comes back
+    and connects, node 0's frames reach it within a round trip, not after the backoff."""
+    got = []
+    t0 = Transport(0, addrs(30)[:2], lambda k, p: None, backoff_initial_s=30.0, backoff_max_s=30.0)
+    await t0.start()
+    t1 = Transport(1, addrs(30)[:2], lambda k, p: got.append((k, p)))
+    try:
+        await asyncio.sleep(0.1)  # node 0's first attempt failed: it now waits up to 45 s
+        assert t0.peers[1].writer is None and t0.peers[1].connects == 0
+        t0.send(1, KIND_CORE, b"queued while down")
+        await t1.start()
+        await wait_for(lambda: (KIND_CORE, b"queued while down") in got, timeout_s=3.0)
+        assert t0.peers[1].connects == 1
+    finally:
+        await t0.close()
+        await t1.close()
+
+
 async def test_a_full_queue_drops_the_oldest_frames():
     t = Transport(0, addrs(20), lambda k, p: None, max_queue_frames=3)
     # not started: no connection, so frames stay queued (and the flush leaves them there)
