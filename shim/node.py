@@ -298,8 +298,11 @@ class Node:
                 readies.append(core.receive(msg))
             except ValueError as err:
                 log.warning("dropped a malformed peer message (%d bytes): %s", len(msg), err)
-        self.status = core.status()
-        self.checks.on_status(self.status)
+        status = core.status()
+        if status["role"] != self.status.get("role") or status["promised"] != self.status.get("promised"):
+            self._log_role(status)
+        self.status = status
+        self.checks.on_status(status)
         self._propose(readies)
         if self._reads_arrived:
             self._route_reads()
@@ -312,6 +315,13 @@ class Node:
             self._scan_pending(now)
         if self.kv.next_slot - self._snapshot_slot >= self.config.snapshot_every_slots:
             await self._snapshot()
+
+    @staticmethod
+    def _log_role(s: dict) -> None:
+        """Elections are rare: each change of role or promise is one line of the node's log."""
+        log.info("%s at ballot %s, promised %s, leader %s; log [%d, %d), committed below %d",
+                 s["role"], tuple(s["ballot"]), tuple(s["promised"]), s["leader"],
+                 s["log_start"], s["next_slot"], s["commit_upto"])
 
     async def _handle(self, readies: list) -> None:
         """Honour each Ready in turn order: early messages at once; records written in order;
