@@ -9,9 +9,11 @@ request_seq) and puts it in a batch. At the leader the batch is proposed to the 
 forwards its commands over the peer transport to the leader, which batches them with its own, and
 the follower answers its client when it applies that slot itself. A command not answered after
 `retry_after_s` is sent again; the KV dedup table makes the retry harmless. Linearizable reads at
-the leader wait for `core.confirm_read()` (one confirmation per turn for all waiting reads) and
-then read locally; at a follower they go through the log as read-only commands. Serializable
-reads are local.
+the leader wait for `core.confirm_read()` and then read locally; a follower asks the leader for a
+read slot (ReadIndex) and reads locally once it has applied that far. One confirmation (one
+ReadIndex request at a follower) is in flight at a time: reads that arrive meanwhile wait for the
+next one, which covers them all, so under load the heartbeats per read shrink instead of growing.
+Without a leader, reads go through the log as read-only commands. Serializable reads are local.
 
 This module must never decide anything the core decides (who leads, what is chosen), never send a
 message before the records of its turn are durable, and never keep running after a runtime check,
@@ -127,8 +129,8 @@ class Node:
         self._forwarded_in: list[bytes] = []  # followers' commands, proposed if this node leads
         self._inbox: collections.deque[bytes] = collections.deque(maxlen=config.max_inbox_messages)
         # Linearizable reads. At the leader, entries are (request, future) for its own clients and
-        # (None, (asker, request id)) for followers' ReadIndex requests; one confirm_read() per
-        # turn covers them all. At a follower, a read waits for the leader's read slot
+        # (None, (asker, request id)) for followers' ReadIndex requests; one confirm_read() at a
+        # time covers every read waiting when it starts. At a follower, a read waits for the leader's read slot
         # (_remote_reads), then for its own applied slots to reach it (_follower_reads).
         self._reads_waiting: list[tuple[object, object]] = []
         self._reads_arrived: list[tuple[object, asyncio.Future]] = []  # since the last turn
@@ -424,8 +426,12 @@ class Node:
     def _start_reads(self, readies: list) -> None:
         if not self._reads_waiting:
             return
+        leading = self.status.get("role") == "leader"
+        batches = self._read_batches
+        if leading and batches and batches[-1][0] > self.status.get("read_confirmed", 0):
+            return  # a confirmation is in flight: these reads wait for the next one
         reads, self._reads_waiting = self._reads_waiting, []
-        if self.status.get("role") == "leader":
+        if leading:
             rd, read_seq, read_slot = self.core.confirm_read()
             readies.append(rd)
             if read_seq:
@@ -435,12 +441,16 @@ class Node:
 
     def _route_reads(self) -> None:
         """The linearizable reads that arrived since the last turn: the leader confirms them
-        itself (in this turn); a follower asks the leader with one ReadIndex request for all."""
-        reads, self._reads_arrived = self._reads_arrived, []
+        itself; a follower asks the leader with one ReadIndex request for all, once the one in
+        flight (if any) is answered."""
         leader = self.status.get("leader")
+        following = self.status.get("role") != "leader" and leader is not None and leader != self.node_id
+        if following and self._remote_reads:
+            return  # wait for the answer to the request in flight (or its retry timeout)
+        reads, self._reads_arrived = self._reads_arrived, []
         if self.status.get("role") == "leader":
             self._reads_waiting.extend(reads)
-        elif leader is not None and leader != self.node_id:
+        elif following:
             req_id = self._next_read_id
             self._next_read_id += 1
             self._remote_reads[req_id] = (reads, self._clock())

@@ -130,6 +130,53 @@ async def test_reads_arriving_together_at_a_follower_share_one_read_index_reques
     assert asks.count(KIND_READ_INDEX) == 1, asks
 
 
+@pytest.mark.ports(45)
+async def test_one_read_confirmation_at_a_time_covers_every_read_that_arrived_meanwhile(cluster):
+    """Reads arriving over many loop turns: the leader never starts a confirmation while another
+    is in flight, a follower never sends a ReadIndex request while one is unanswered, and every
+    read still sees the latest acknowledged write."""
+    leader = leader_of(cluster)
+    follower = next(n for n in cluster if n is not leader)
+    await leader.submit(Kind.PUT, r.PutRequest(key=b"w", value=b"1"))
+    overlaps, confirms, asks = [], [], []
+    core = leader.core
+
+    class CountingCore:  # the real core, with its confirm_read calls observed
+        def __getattr__(self, name):
+            return getattr(core, name)
+
+        def confirm_read(self):
+            if confirms and core.status()["read_confirmed"] < confirms[-1]:
+                overlaps.append(("leader", confirms[-1]))
+            rd, seq, slot = core.confirm_read()
+            confirms.append(seq)
+            return rd, seq, slot
+
+    leader.core = CountingCore()
+    send = follower.transport.send
+
+    def counting_send(dst, kind, payload):
+        if kind == KIND_READ_INDEX:
+            asks.append(kind)
+            if len(follower._remote_reads) != 1:
+                overlaps.append(("follower", len(follower._remote_reads)))
+        send(dst, kind, payload)
+
+    follower.transport.send = counting_send
+
+    async def reads(node, count):
+        out = []
+        for _ in range(count):
+            out.append(asyncio.ensure_future(node.read(r.RangeRequest(key=b"w"), serializable=False)))
+            await asyncio.sleep(0)  # one read per loop iteration
+        return await asyncio.gather(*out)
+
+    got = await asyncio.gather(reads(leader, 200), reads(follower, 200))
+    assert all(g.kvs[0].value == b"1" for batch in got for g in batch)
+    assert not overlaps, overlaps
+    assert 1 <= len(confirms) < 200 and 1 <= len(asks) < 200, (len(confirms), len(asks))
+
+
 @pytest.mark.ports(30)
 async def test_validation_errors_never_reach_the_log(cluster):
     leader = leader_of(cluster)
