@@ -151,6 +151,8 @@ class Node:
         self._snapshot_slot = 0
         self._stopping = False
         self._tick_handle: asyncio.TimerHandle | None = None
+        self._role_logged_at = float("-inf")
+        self._promises_unlogged = 0
         self.turns = 0
 
     # ---- lifecycle ----
@@ -302,7 +304,7 @@ class Node:
                 log.warning("dropped a malformed peer message (%d bytes): %s", len(msg), err)
         status = core.status()
         if status["role"] != self.status.get("role") or status["promised"] != self.status.get("promised"):
-            self._log_role(status)
+            self._log_role(status, status["role"] != self.status.get("role"))
         self.status = status
         self.checks.on_status(status)
         self._propose(readies)
@@ -318,12 +320,18 @@ class Node:
         if self.kv.next_slot - self._snapshot_slot >= self.config.snapshot_every_slots:
             await self._snapshot()
 
-    @staticmethod
-    def _log_role(s: dict) -> None:
-        """Elections are rare: each change of role or promise is one line of the node's log."""
-        log.info("%s at ballot %s, promised %s, leader %s; log [%d, %d), committed below %d",
+    def _log_role(self, s: dict, role_changed: bool) -> None:
+        """A line per change of role; a new promise in the same role (elections that keep failing,
+        in a partition) at most once a second, with how many were not logged."""
+        now = self._clock()
+        if not role_changed and now - self._role_logged_at < 1.0:
+            self._promises_unlogged += 1
+            return
+        more = f" ({self._promises_unlogged} more promises since the last line)" if self._promises_unlogged else ""
+        self._role_logged_at, self._promises_unlogged = now, 0
+        log.info("%s at ballot %s, promised %s, leader %s; log [%d, %d), committed below %d%s",
                  s["role"], tuple(s["ballot"]), tuple(s["promised"]), s["leader"],
-                 s["log_start"], s["next_slot"], s["commit_upto"])
+                 s["log_start"], s["next_slot"], s["commit_upto"], more)
 
     async def _handle(self, readies: list) -> None:
         """Honour each Ready in turn order: early messages at once; records written in order;

@@ -437,3 +437,23 @@ async def test_a_failed_snapshot_write_stops_the_node_and_its_log_still_recovers
     finally:
         for n in others:
             await stop_node(n)
+
+
+def test_role_changes_are_logged_and_repeated_elections_at_most_once_a_second(tmp_path, caplog):
+    now = [0.0]
+    node = Node(config(0, tmp_path, 95), Core(0, 3), clock=lambda: now[0])
+    status = {"role": "candidate", "ballot": (1, 0), "promised": (1, 0), "leader": None,
+              "log_start": 0, "next_slot": 0, "commit_upto": 0}
+    caplog.set_level("INFO", logger="verikv.node")
+    node._log_role(status, True)
+    for b in range(2, 7):  # five more failed elections within the same second
+        now[0] += 0.1
+        node._log_role(dict(status, ballot=(b, 0), promised=(b, 0)), False)
+    now[0] += 1.0
+    node._log_role(dict(status, ballot=(7, 0), promised=(7, 0)), False)
+    node._log_role(dict(status, role="leader", ballot=(7, 0), promised=(7, 0), leader=0), True)
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "verikv.node"]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("candidate at ballot (1, 0)")
+    assert lines[1].startswith("candidate at ballot (7, 0)") and "(5 more promises since the last line)" in lines[1]
+    assert lines[2].startswith("leader at ballot (7, 0)") and "more promises" not in lines[2]
