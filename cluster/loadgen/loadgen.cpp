@@ -2,6 +2,7 @@
 // C++ (grpc++ generic stub), so that the client's own cost stays small next to the servers' on a
 // small machine. The same code drives verikv and etcd; it knows nothing of either beyond the
 // method name and the pre-serialized request messages Python hands it.
+#include <absl/synchronization/mutex.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/support/byte_buffer.h>
@@ -90,6 +91,9 @@ std::tuple<std::vector<double>, long> Run(const std::string& endpoint, const std
 }  // namespace
 
 PYBIND11_MODULE(_loadgen, m) {
+  // As in shim/front/front.cpp: no abseil deadlock detector on every gRPC lock (the same client
+  // cost for both systems under test).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   m.doc() = "verikv bench's load generator (grpc++ generic stub); see cluster/bench.py";
   m.def("run", &Run, py::arg("endpoint"), py::arg("method"), py::arg("requests"), py::arg("in_flight"),
         py::arg("duration_s"), py::arg("timeout_s") = 10.0);

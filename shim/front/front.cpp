@@ -10,6 +10,7 @@
 // called from the event loop with the GIL held; the state they share with the CQ thread is
 // guarded by `mu_`. grpc++ allows starting an operation on a call from any thread, and each call
 // has at most one operation outstanding (RequestCall, then Read, then Finish or WriteAndFinish).
+#include <absl/synchronization/mutex.h>
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/support/byte_buffer.h>
@@ -226,6 +227,9 @@ class Front {
 }  // namespace
 
 PYBIND11_MODULE(_front, m) {
+  // Debian's abseil keeps absl::Mutex's deadlock detector on (a debugging aid): every lock that
+  // gRPC takes then updates a global lock-order graph, a few percent of the node's CPU per call.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   m.doc() = "verikv's client gRPC front (grpc++ async generic server); see shim/grpc_server.py";
   py::class_<Front>(m, "Front")
       .def(py::init<const std::string&, int>(), py::arg("listen"), py::arg("max_receive_bytes"))
