@@ -1,6 +1,6 @@
 """etcd v3 gRPC API (KV, Maintenance.Status, Cluster.MemberList) over a node.
 
-Writes and linearizable reads go through `node.submit_future` / `node.read_future` (see node.py
+Writes go through `node.submit_future`, reads through `node.read_then` (see node.py
 for how a follower's requests reach the leader); serializable reads are answered from the local
 state. Every failure is an etcd-style gRPC status; any method verikv does not serve (Watch,
 Lease, Auth, Compact, historical revisions, ...) is UNIMPLEMENTED with a message saying so.
@@ -36,15 +36,8 @@ class NodeApi:
     kv: object
 
     def submit_future(self, kind: Kind, request) -> asyncio.Future: ...
-    def read_future(self, request, serializable: bool) -> asyncio.Future: ...
+    def read_then(self, request, serializable: bool, done) -> None: ...
     def header_fields(self) -> dict: ...
-
-
-def _fill_header(node, resp) -> None:
-    h = node.header_fields()
-    resp.header.cluster_id = h["cluster_id"]
-    resp.header.member_id = h["member_id"]
-    resp.header.raft_term = h["raft_term"]
 
 
 class ClientServer:
@@ -60,12 +53,15 @@ class ClientServer:
         self.client_urls = client_urls
         self.peer_urls = peer_urls
         self._front = None
+        self._header: tuple[object, dict] | None = None  # (node.status it was made from, fields)
+        # method: (request type, start(request, done)); start returns a Future, an immediate
+        # result or EtcdError, or None when it calls done(result) itself
         self._methods = {
             "/etcdserverpb.KV/Range": (rpc_pb2.RangeRequest, self._range),
-            "/etcdserverpb.KV/Put": (rpc_pb2.PutRequest, lambda r: node.submit_future(Kind.PUT, r)),
+            "/etcdserverpb.KV/Put": (rpc_pb2.PutRequest, lambda r, _: node.submit_future(Kind.PUT, r)),
             "/etcdserverpb.KV/DeleteRange": (rpc_pb2.DeleteRangeRequest,
-                                             lambda r: node.submit_future(Kind.DELETE_RANGE, r)),
-            "/etcdserverpb.KV/Txn": (rpc_pb2.TxnRequest, lambda r: node.submit_future(Kind.TXN, r)),
+                                             lambda r, _: node.submit_future(Kind.DELETE_RANGE, r)),
+            "/etcdserverpb.KV/Txn": (rpc_pb2.TxnRequest, lambda r, _: node.submit_future(Kind.TXN, r)),
             "/etcdserverpb.KV/Compact": (rpc_pb2.CompactionRequest, self._compact),
             "/etcdserverpb.Maintenance/Status": (rpc_pb2.StatusRequest, self._status),
             "/etcdserverpb.Cluster/MemberList": (rpc_pb2.MemberListRequest, self._member_list),
@@ -98,12 +94,14 @@ class ClientServer:
                 continue
             request_type, start = entry
             try:
-                outcome = start(request_type.FromString(body))
+                outcome = start(request_type.FromString(body), functools.partial(self._finish, call_id))
             except DecodeError:
                 outcome = EtcdError(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"verikv: {method}: the request is not a valid {request_type.__name__}")
             except EtcdError as err:
                 outcome = err
+            if outcome is None:
+                continue  # start calls _finish itself
             if isinstance(outcome, asyncio.Future):
                 outcome.add_done_callback(functools.partial(self._finish_future, call_id))
             else:
@@ -126,18 +124,25 @@ class ClientServer:
             log.error("request failed: %s: %s", type(result).__name__, result)
             front.finish(call_id, grpc.StatusCode.INTERNAL.value[0], f"verikv: internal error: {result}", b"")
         else:
-            _fill_header(self.node, result)
+            header = self._header
+            if header is None or header[0] is not self.node.status:  # a new status each turn
+                header = self._header = (self.node.status, self.node.header_fields())
+            h = header[1]
+            resp = result.header
+            resp.cluster_id = h["cluster_id"]
+            resp.member_id = h["member_id"]
+            resp.raft_term = h["raft_term"]
             front.finish(call_id, 0, "", result.SerializeToString())
 
     # ---- methods ----
 
-    def _range(self, request):
-        return self.node.read_future(request, request.serializable)
+    def _range(self, request, done):
+        self.node.read_then(request, request.serializable, done)
 
-    def _compact(self, request):
+    def _compact(self, request, _):
         return errors.COMPACT_UNSUPPORTED
 
-    def _status(self, request):
+    def _status(self, request, _):
         node = self.node
         st = node.status
         leader = st.get("leader")
@@ -150,7 +155,7 @@ class ClientServer:
             resp.errors.append("etcdserver: no leader")
         return resp
 
-    def _member_list(self, request):
+    def _member_list(self, request, _):
         resp = rpc_pb2.MemberListResponse()
         for i in range(self.node.cluster_size):
             resp.members.add(ID=i + 1, name=f"node{i}", peerURLs=[self.peer_urls[i]],

@@ -29,6 +29,7 @@ import secrets
 import struct
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -48,6 +49,7 @@ log = logging.getLogger("verikv.node")
 READ_ASK = struct.Struct("<QI")  # request id, asking node
 READ_REPLY = struct.Struct("<QQ")  # request id, read slot (0: ask again through the log)
 DIGEST = struct.Struct("<QI8s")  # last slot of the range, sender, digest (CommittedValuesMatch)
+Done = Callable[[object], object]  # called once with a read's response or its EtcdError
 
 TOO_MANY_REQUESTS = EtcdError(grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: too many requests")
 CLUSTER_ID = 0x766B5F3300000001  # one local cluster; member ids are node id + 1
@@ -128,14 +130,14 @@ class Node:
         self._local_out: list[bytes] = []  # this node's encoded commands, to propose or forward
         self._forwarded_in: list[bytes] = []  # followers' commands, proposed if this node leads
         self._inbox: collections.deque[bytes] = collections.deque(maxlen=config.max_inbox_messages)
-        # Linearizable reads. At the leader, entries are (request, future) for its own clients and
+        # Linearizable reads. At the leader, entries are (request, done) for its own clients and
         # (None, (asker, request id)) for followers' ReadIndex requests; one confirm_read() at a
         # time covers every read waiting when it starts. At a follower, a read waits for the leader's read slot
         # (_remote_reads), then for its own applied slots to reach it (_follower_reads).
         self._reads_waiting: list[tuple[object, object]] = []
-        self._reads_arrived: list[tuple[object, asyncio.Future]] = []  # since the last turn
-        self._remote_reads: dict[int, tuple[list[tuple[object, asyncio.Future]], float]] = {}
-        self._follower_reads: list[tuple[int, object, asyncio.Future]] = []
+        self._reads_arrived: list[tuple[object, Done]] = []  # since the last turn
+        self._remote_reads: dict[int, tuple[list[tuple[object, Done]], float]] = {}
+        self._follower_reads: list[tuple[int, object, Done]] = []
         self._next_read_id = 1
         self._peer_digests: list[tuple[int, int, bytes]] = []  # checked at the next turn
         # Snapshot transfer: a peer's KV snapshot waiting to be installed (the newest one), and
@@ -236,7 +238,7 @@ class Node:
             if entry is not None:
                 reads, _ = entry
                 if read_slot:
-                    self._follower_reads.extend((read_slot, request, fut) for request, fut in reads)
+                    self._follower_reads.extend((read_slot, request, done) for request, done in reads)
                 else:
                     self._reads_through_log(reads)
         self._wake.set()
@@ -270,14 +272,19 @@ class Node:
 
     def read_future(self, request, serializable: bool) -> asyncio.Future:
         """`read` without the coroutine: a future of the response or its EtcdError."""
-        validate(Kind.RANGE, request)
         fut = asyncio.get_running_loop().create_future()
-        if serializable:
-            fut.set_result(self.kv.execute(Kind.RANGE, request))
-            return fut
-        self._reads_arrived.append((request, fut))  # routed at the next turn, together
-        self._wake.set()
+        self.read_then(request, serializable, lambda result: fut.done() or fut.set_result(result))
         return fut
+
+    def read_then(self, request, serializable: bool, done) -> None:
+        """`read` for a caller without a coroutine: `done(response or EtcdError)` is called once,
+        from the loop (at once for a serializable read). Invalid requests raise at once."""
+        validate(Kind.RANGE, request)
+        if serializable:
+            done(self.kv.execute(Kind.RANGE, request))
+            return
+        self._reads_arrived.append((request, done))  # routed at the next turn, together
+        self._wake.set()
 
     # ---- the turn ----
 
@@ -468,28 +475,26 @@ class Node:
 
     def _reads_through_log(self, reads) -> None:
         """Order reads through the log instead; a follower's ReadIndex request is told to do so."""
-        for request, fut in reads:
+        for request, done in reads:
             if request is None:
-                asker, req_id = fut
+                asker, req_id = done
                 self.transport.send(asker, KIND_READ_INDEX_REPLY, READ_REPLY.pack(req_id, 0))
                 continue
             try:
                 ordered = self.submit_future(Kind.RANGE, request)
             except EtcdError as err:  # the queue is full
-                if not fut.done():
-                    fut.set_result(err)
+                done(err)
                 continue
             ordered.add_done_callback(
-                lambda o, fut=fut: fut.done() or fut.set_result(o.exception() or o.result()))
+                lambda o, done=done: done(errors.NO_LEADER if o.cancelled() else o.exception() or o.result()))
 
     def _serve_reads(self) -> None:
         if self._follower_reads:  # the leader's read slot is known: serve once applied that far
             ready = [r for r in self._follower_reads if self.kv.next_slot >= r[0]]
             if ready:
                 self._follower_reads = [r for r in self._follower_reads if self.kv.next_slot < r[0]]
-                for _, request, fut in ready:
-                    if not fut.done():
-                        fut.set_result(self.kv.execute(Kind.RANGE, request))
+                for _, request, done in ready:
+                    done(self.kv.execute(Kind.RANGE, request))
         batches = self._read_batches
         confirmed = self.status.get("read_confirmed", 0)
         while batches:
@@ -507,9 +512,8 @@ class Node:
                 if self.kv.next_slot < read_slot:
                     break
                 batches.popleft()
-                for request, fut in reads:
-                    if not fut.done():
-                        fut.set_result(self.kv.execute(Kind.RANGE, request))
+                for request, done in reads:
+                    done(self.kv.execute(Kind.RANGE, request))
             elif self.status.get("role") != "leader":
                 batches.popleft()  # lost leadership before confirming: order them through the log
                 self._reads_through_log(reads)
