@@ -1,0 +1,234 @@
+// The system-level composition of the refinement: the hosts of the executable core, each
+// handler a run of protocol steps of its host (ImplAbstraction.Run, proven per handler in
+// Impl.i.dfy), make a behavior of the protocol, so Agreement and CommittedWasChosen hold of
+// the abstraction of the implementation's state.
+//
+// The system is modelled as the protocol state its hosts abstract to (`abs`: every host's
+// abstract state and the abstract network) together with `wire`, every packet the cores ever
+// sent (in flight, lost, duplicated or delivered: the wire only grows, like the protocol's
+// network). One step of the system is one host taking a run of protocol steps that receive
+// only messages of the abstract network, and putting on the wire packets that are images of
+// what those steps sent (ImplStep). What a per-handler theorem of Impl.i.dfy gives is exactly
+// the premise of ImplStep for that handler; `WireImage` is what a handler may assume of the
+// packet it receives.
+//
+// Everything here is ghost.
+module ImplSystem {
+  import opened Native
+  import opened Ballots
+  import S = Spec
+  import P = Protocol
+  import I = ImplTypes
+  import R = ImplAbstraction
+  import A = AgreementProof
+
+  datatype Sys = Sys(ghost abs: P.State, ghost wire: set<I.Packet>)
+
+  ghost predicate SysInit(c: P.Constants, s: Sys) {
+    P.Init(c, s.abs) && s.wire == {}
+  }
+
+  // The system state after host i ran `moves` to h' and sent `pkts`.
+  ghost function After(s: Sys, i: nat, h': P.Host, moves: seq<R.Move>, pkts: seq<I.Packet>): Sys
+    requires i < |s.abs.hosts|
+  {
+    Sys(P.State(s.abs.hosts[i := h'], s.abs.net + R.SentBy(moves)), s.wire + (set k | 0 <= k < |pkts| :: pkts[k]))
+  }
+
+  // One step of the implementation: host i receives only messages of the abstract network
+  // (`recv`, the image of the packet it handles, or nothing), takes the run `moves` from its
+  // abstract state to h', and sends `pkts`, each the image of a message the run sent.
+  ghost predicate ImplStep(c: P.Constants, s: Sys, s': Sys, i: nat, recv: set<S.Message>, moves: seq<R.Move>,
+                           h': P.Host, pkts: seq<I.Packet>) {
+    && P.WF(c, s.abs)
+    && i < |s.abs.hosts|
+    && recv <= s.abs.net
+    && R.Run(c, i, s.abs.hosts[i], recv, moves, h')
+    && R.PacketsRefine(pkts, R.SentBy(moves))
+    && s' == After(s, i, h', moves, pkts)
+  }
+
+  ghost predicate ImplNext(c: P.Constants, s: Sys, s': Sys) {
+    exists i: nat, recv: set<S.Message>, moves: seq<R.Move>, h': P.Host, pkts: seq<I.Packet> ::
+      ImplStep(c, s, s', i, recv, moves, h', pkts)
+  }
+
+  ghost predicate ImplReachable(c: P.Constants, run: seq<Sys>) {
+    && |run| > 0
+    && SysInit(c, run[0])
+    && forall k {:trigger run[k]} | 0 <= k < |run| - 1 :: ImplNext(c, run[k], run[k + 1])
+  }
+
+  // Every packet on the wire is the image of a message of the abstract network.
+  ghost predicate WireRefines(s: Sys) {
+    forall p | p in s.wire :: R.PacketRefines(p, s.abs.net)
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // One run of one host is a sequence of protocol steps of the whole system.
+
+  // The protocol states a run of host i passes through, from s: one per step.
+  ghost function Trace(s: P.State, i: nat, moves: seq<R.Move>): (t: seq<P.State>)
+    requires i < |s.hosts|
+    ensures |t| == |moves| + 1 && t[0] == s
+    decreases |moves|
+  {
+    if moves == [] then [s]
+    else [s] + Trace(P.State(s.hosts[i := moves[0].post], s.net + moves[0].sent), i, moves[1..])
+  }
+
+  // A run of host i that receives only messages of the network recv <= s.net is a sequence of
+  // the protocol's Next steps, from s to the state where i is at h' and the network has gained
+  // what the run sent.
+  lemma RunIsSteps(c: P.Constants, s: P.State, i: nat, recv: set<S.Message>, moves: seq<R.Move>, h': P.Host)
+    requires P.WF(c, s) && i < |s.hosts| && recv <= s.net
+    requires R.Run(c, i, s.hosts[i], recv, moves, h')
+    ensures var t := Trace(s, i, moves);
+            && t[|t| - 1] == P.State(s.hosts[i := h'], s.net + R.SentBy(moves))
+            && forall k {:trigger t[k]} | 0 <= k < |t| - 1 :: P.Next(c, t[k], t[k + 1])
+    decreases |moves|
+  {
+    var t := Trace(s, i, moves);
+    reveal R.Run();
+    if moves == [] {
+      assert s.hosts[i := s.hosts[i]] == s.hosts;
+      assert s.net + R.SentBy(moves) == s.net;
+    } else {
+      var mv := moves[0];
+      var s1 := P.State(s.hosts[i := mv.post], s.net + mv.sent);
+      // The first step reads from the network recv; it reads as well from the larger s.net.
+      R.RunOne(c, i, s.hosts[i], recv, mv);
+      R.RunNetMonotone(c, i, s.hosts[i], recv, s.net, [mv], mv.post);
+      reveal R.Run();
+      assert [mv][1..] == [];
+      assert P.HostStep(c, i, s.hosts[i], mv.post, s.net, mv.sent, mv.step);
+      assert P.NextStep(c, s, s1, i, mv.step, mv.sent);
+      assert P.Next(c, s, s1);
+      // The rest of the run, from s1.
+      assert R.Run(c, i, mv.post, recv, moves[1..], h');
+      RunIsSteps(c, s1, i, recv, moves[1..], h');
+      var t1 := Trace(s1, i, moves[1..]);
+      assert t == [s] + t1;
+      assert s1.hosts[i := h'] == s.hosts[i := h'];
+      assert s.net + R.SentBy(moves) == s1.net + R.SentBy(moves[1..]);
+      forall k | 0 <= k < |t| - 1 ensures P.Next(c, t[k], t[k + 1]) {
+        if k > 0 {
+          assert t[k] == t1[k - 1] && t[k + 1] == t1[k];
+        }
+      }
+    }
+  }
+
+  // A protocol behavior extended by a sequence of Next steps is a behavior.
+  lemma ExtendBehavior(c: P.Constants, behavior: seq<P.State>, t: seq<P.State>)
+    requires P.Reachable(c, behavior)
+    requires |t| > 0 && t[0] == behavior[|behavior| - 1]
+    requires forall k {:trigger t[k]} | 0 <= k < |t| - 1 :: P.Next(c, t[k], t[k + 1])
+    ensures P.Reachable(c, behavior + t[1..])
+  {
+    var b := behavior + t[1..];
+    forall k | 0 <= k < |b| - 1 ensures P.Next(c, b[k], b[k + 1]) {
+      if k < |behavior| - 1 {
+        assert b[k] == behavior[k] && b[k + 1] == behavior[k + 1];
+      } else {
+        var j := k - (|behavior| - 1);
+        assert b[k] == t[j] && b[k + 1] == t[j + 1];
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // The wire.
+
+  // Packets that refine what a run sent refine the grown network.
+  lemma WireStep(c: P.Constants, s: Sys, s': Sys, i: nat, recv: set<S.Message>, moves: seq<R.Move>,
+                 h': P.Host, pkts: seq<I.Packet>)
+    requires ImplStep(c, s, s', i, recv, moves, h', pkts) && WireRefines(s)
+    ensures WireRefines(s')
+  {
+    forall p | p in s'.wire ensures R.PacketRefines(p, s'.abs.net) {
+      if p in s.wire {
+        R.PacketRefinesMono(p, s.abs.net, s'.abs.net);
+      } else {
+        var k :| 0 <= k < |pkts| && pkts[k] == p;
+        assert R.PacketRefines(pkts[k], R.SentBy(moves));
+        R.PacketRefinesMono(p, R.SentBy(moves), s'.abs.net);
+      }
+    }
+  }
+
+  // What a handler may assume of a packet it receives from the wire: its image is in the
+  // abstract network (Promise, Accepted and Learn: some image, the others: the one their fields
+  // fix). HeartbeatAck has no image; its handler takes no protocol step.
+  lemma WireImage(s: Sys, p: I.Packet)
+    requires WireRefines(s) && p in s.wire && !p.msg.HeartbeatAck?
+    ensures exists a | a in s.abs.net :: R.MsgRefines(p.src as nat, p.dst as nat, p.msg, a)
+  {
+    assert R.PacketRefines(p, s.abs.net);
+    var src, dst := p.src as nat, p.dst as nat;
+    match p.msg {
+      case Prepare(b, _) =>
+        assert R.MsgRefines(src, dst, p.msg, S.Prepare(src, dst, b));
+      case Accept(b, slot, val) =>
+        assert R.MsgRefines(src, dst, p.msg, S.Accept(src, dst, b, slot as nat, val));
+      case Commit(slot, val) =>
+        assert R.MsgRefines(src, dst, p.msg, S.Commit(src, dst, slot as nat, val));
+      case Nack(pr) =>
+        assert R.MsgRefines(src, dst, p.msg, S.Nack(src, dst, pr));
+      case Heartbeat(b, cu, _) =>
+        assert R.MsgRefines(src, dst, p.msg, S.Heartbeat(src, dst, b, cu as nat));
+      case CatchUp(from) =>
+        assert R.MsgRefines(src, dst, p.msg, S.CatchUp(src, dst, from as nat));
+      case Promise(_, _, _) =>
+      case Accepted(_, _) =>
+      case Learn(_, _) =>
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // The theorems.
+
+  // Every reachable state of the implementation abstracts to a reachable state of the
+  // protocol, and its wire refines that state's network.
+  lemma ImplReachableIsProtocolReachable(c: P.Constants, run: seq<Sys>) returns (behavior: seq<P.State>)
+    requires ImplReachable(c, run)
+    ensures P.Reachable(c, behavior) && behavior[|behavior| - 1] == run[|run| - 1].abs
+    ensures WireRefines(run[|run| - 1])
+    decreases |run|
+  {
+    if |run| == 1 {
+      behavior := [run[0].abs];
+      return;
+    }
+    var prefix := run[..|run| - 1];
+    assert forall k | 0 <= k < |prefix| :: prefix[k] == run[k];
+    assert ImplReachable(c, prefix);
+    var b0 := ImplReachableIsProtocolReachable(c, prefix);
+    var s, s' := run[|run| - 2], run[|run| - 1];
+    assert ImplNext(c, s, s');
+    var i, recv, moves, h', pkts :| ImplStep(c, s, s', i, recv, moves, h', pkts);
+    RunIsSteps(c, s.abs, i, recv, moves, h');
+    var t := Trace(s.abs, i, moves);
+    ExtendBehavior(c, b0, t);
+    behavior := b0 + t[1..];
+    assert behavior[|behavior| - 1] == t[|t| - 1];
+    WireStep(c, s, s', i, recv, moves, h', pkts);
+  }
+
+  // THEOREM: in every reachable state of the implementation, the hosts' committed values
+  // were chosen and agree, and at most one value is chosen per slot.
+  lemma ImplAgreement(c: P.Constants, run: seq<Sys>, i: S.HostId, j: S.HostId, slot: S.Slot)
+    requires ImplReachable(c, run)
+    requires var s := run[|run| - 1].abs;
+             i < |s.hosts| && j < |s.hosts| && slot in s.hosts[i].committed && slot in s.hosts[j].committed
+    ensures var s := run[|run| - 1].abs;
+            && S.Agreement(c.n, s.net)
+            && S.Chosen(c.n, s.net, slot, s.hosts[i].committed[slot])
+            && s.hosts[i].committed[slot] == s.hosts[j].committed[slot]
+  {
+    var behavior := ImplReachableIsProtocolReachable(c, run);
+    A.AgreementInEveryReachableState(c, behavior);
+    A.CommittedWasChosen(c, behavior, i, slot);
+    A.CommittedAgree(c, behavior, i, j, slot);
+  }
+}
