@@ -1391,14 +1391,20 @@ module Impl {
 
     // A snapshot of the state after slots below `upto` arrived from a peer (this host lagged
     // behind the peers' truncation point): jump to it. Slots above it that this host already
-    // committed are reported as commits, in order.
+    // committed are reported as commits, in order. Refines the protocol's InstallSnapshot
+    // when it jumps, else takes no step (R.SnapshotMoves).
     method InstallSnapshot(upto: uint64) returns (r: Ready)
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures var ok := old(commitUpto) < upto <= SLOT_LIMIT;
+              R.Run(Consts(), me as nat, old(AbsHost()), {}, R.SnapshotMoves(old(AbsHost()), upto as nat, ok), AbsHost())
     {
+      R.RunNil(Consts(), me as nat, AbsHost(), {});
       BeginStep();
       if commitUpto < upto && upto <= SLOT_LIMIT {
+        R.SnapshotRefines(Consts(), me as nat, AbsHost(), upto as nat);
         JumpTo(upto);
         Persist(RecTruncate(upto));
         AdvanceCommit();

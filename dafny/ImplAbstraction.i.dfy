@@ -715,6 +715,22 @@ module ImplAbstraction {
     RunOne(c, i, h, {}, mv);
   }
 
+  // InstallSnapshot(upto) of the core: the protocol's InstallSnapshot when it jumps (ok), else
+  // no step.
+  ghost function SnapshotMoves(h: P.Host, t: nat, ok: bool): seq<Move> {
+    if ok then [Move(P.InstallSnapshotStep(t), {}, Truncated(h, t))] else []
+  }
+
+  lemma SnapshotRefines(c: P.Constants, i: S.HostId, h: P.Host, t: nat)
+    requires h.logStart <= t
+    ensures Run(c, i, h, {}, SnapshotMoves(h, t, true), Truncated(h, t))
+  {
+    var mv := SnapshotMoves(h, t, true)[0];
+    assert P.VotesFrom(h.votes, t) == map slot | slot in h.votes && slot >= t :: h.votes[slot];
+    assert P.HostStep(c, i, h, mv.post, {}, {}, mv.step);
+    RunOne(c, i, h, {}, mv);
+  }
+
   // A message with no safety role, sent by a step that changes nothing.
   ghost function NoSafety(h: P.Host, m: S.Message): Move {
     Move(P.SendNoSafetyStep(m), {m}, h)

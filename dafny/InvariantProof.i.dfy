@@ -197,11 +197,34 @@ module InvariantProof {
     requires NextStep(c, s, s', i, TruncateStep(t), sent)
     ensures Inv(c, s')
   {
+    DropBelowOk(c, s, s', i, TruncateStep(t), sent, t);
+  }
+
+  // Installing a snapshot: the same change of state as Truncate, without its committed prefix
+  // (which no conjunct of the invariant needs).
+  lemma InstallSnapshotOk(c: Constants, s: State, s': State, i: HostId, sent: set<Message>, t: Slot)
+    requires Inv(c, s)
+    requires NextStep(c, s, s', i, InstallSnapshotStep(t), sent)
+    ensures Inv(c, s')
+  {
+    DropBelowOk(c, s, s', i, InstallSnapshotStep(t), sent, t);
+  }
+
+  lemma DropBelowOk(c: Constants, s: State, s': State, i: HostId, step: Step, sent: set<Message>, t: Slot)
+    requires Inv(c, s)
+    requires NextStep(c, s, s', i, step, sent)
+    requires sent == {} && s.hosts[i].logStart <= t
+    requires var h := s.hosts[i];
+             s'.hosts[i] == h.(logStart := t,
+                               votes := map slot | slot in h.votes && slot >= t :: h.votes[slot],
+                               committed := map slot | slot in h.committed && slot >= t :: h.committed[slot])
+    ensures Inv(c, s')
+  {
     reveal SendersAreMembers(), AcceptFromLeader(), AcceptedHasAccept(), AcceptUnique(),
            AcceptBelowLeaderPromise(), SentBelowPromise(), PromisesOk(), HostVotesOk(), LeadersOk();
-    StepFrame(c, s, s', i, TruncateStep(t), sent);
+    StepFrame(c, s, s', i, step, sent);
     assert s'.net == s.net;
-    MonotoneIfPromisedKept(c, s, s', i, TruncateStep(t), sent);
+    MonotoneIfPromisedKept(c, s, s', i, step, sent);
     AcceptsSafeKept(c, s, s');
     assert forall j | 0 <= j < |s.hosts| :: s'.hosts[j].promised == s.hosts[j].promised;
     forall j | 0 <= j < |s'.hosts| ensures HostVotesOkAt(s', j) {
@@ -548,6 +571,7 @@ module InvariantProof {
       case ReceiveCommitStep(m) => ReceiveCommitOk(c, s, s', i, sent, m);
       case SendCommitStep(slot, dst) => SendCommitOk(c, s, s', i, sent, slot, dst);
       case TruncateStep(t) => TruncateOk(c, s, s', i, sent, t);
+      case InstallSnapshotStep(t) => InstallSnapshotOk(c, s, s', i, sent, t);
       case StepDownStep => StepDownOk(c, s, s', i, sent);
       case SendNoSafetyStep(m) => SendNoSafetyOk(c, s, s', i, sent, m);
       case CrashStep => CrashOk(c, s, s', i, sent);

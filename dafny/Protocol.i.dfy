@@ -190,6 +190,20 @@ module Protocol {
     && sent == {}
   }
 
+  // 13. Install a snapshot: jump the log start to t, dropping the votes and committed entries
+  // below it, as Truncate does but without holding those slots committed (a host that lags
+  // behind its peers' truncation point installs a peer's snapshot of the state those slots
+  // produced; the snapshot's contents are the shim's, see TRUSTED.md). Dropping votes is safe:
+  // the host then reports only the votes at or above t, with logStart t, and no leader
+  // proposes below the logStart of a promise it uses.
+  ghost predicate InstallSnapshot(c: Constants, i: HostId, h: Host, h': Host, sent: set<Message>, t: Slot) {
+    && h.logStart <= t
+    && h' == h.(logStart := t,
+                votes := map slot | slot in h.votes && slot >= t :: h.votes[slot],
+                committed := map slot | slot in h.committed && slot >= t :: h.committed[slot])
+    && sent == {}
+  }
+
   datatype Step =
     | StartPrepareStep(ghost bal: Ballot)
     | ReceivePrepareStep(ghost m: Message, ghost from: Slot)
@@ -203,6 +217,7 @@ module Protocol {
     | StepDownStep
     | SendNoSafetyStep(ghost m: Message)
     | CrashStep
+    | InstallSnapshotStep(ghost t: Slot)
 
   ghost predicate HostStep(c: Constants, i: HostId, h: Host, h': Host, net: set<Message>,
                            sent: set<Message>, step: Step) {
@@ -219,6 +234,7 @@ module Protocol {
     case StepDownStep => StepDown(c, i, h, h', sent)
     case SendNoSafetyStep(m) => SendNoSafety(c, i, h, h', sent, m)
     case CrashStep => Crash(c, i, h, h', sent)
+    case InstallSnapshotStep(t) => InstallSnapshot(c, i, h, h', sent, t)
   }
 
   // Host i takes `step`; every other host is unchanged; the network gains what i sent.
