@@ -1229,6 +1229,25 @@ module Impl {
       r := EndStep(false);
     }
 
+    // A ReadIndex request from member src, which had promised exactly b when it sent it (after
+    // the reads it asks for arrived there). With three members (a quorum of two), this leader
+    // and src are a quorum neither of which had promised a ballot above this leader's when
+    // those reads arrived; a newer leader needs the promise of one of them, so none committed
+    // anything before the reads, and nextSlot covers every slot this leader may have committed
+    // or re-proposed: the reads may be served once applied up to the returned slot, with no
+    // heartbeat round. Returns 0 when that does not hold (confirm with ConfirmRead instead).
+    // No state changes: the method only answers.
+    method ReadIndexAttested(src: uint64, b: Ballot) returns (readSlot: uint64)
+      requires Valid()
+      ensures readSlot != 0 ==> && role == Leader && b == bal && promised == bal && quorum == 2
+                                && src < n && src != me && readSlot == nextSlot
+    {
+      readSlot := 0;
+      if role == Leader && b == bal && promised == bal && quorum == 2 && src < n && src != me {
+        readSlot := nextSlot;
+      }
+    }
+
     // Forget slots below `upto` (the shim has them in a snapshot). Only committed slots.
     // Refines the protocol's Truncate(upto) when it truncates; otherwise no step.
     method Truncate(upto: uint64) returns (r: Ready)

@@ -13,6 +13,9 @@ the leader wait for `core.confirm_read()` and then read locally; a follower asks
 read slot (ReadIndex) and reads locally once it has applied that far. One confirmation (one
 ReadIndex request at a follower) is in flight at a time: reads that arrive meanwhile wait for the
 next one, which covers them all, so under load the heartbeats per read shrink instead of growing.
+A ReadIndex request carries the ballot the follower had promised when it asked; in a cluster of
+three, the core answers it at once when that ballot is the leader's own (the follower and the
+leader are a quorum that a newer leader would have needed), without a heartbeat round.
 Without a leader, reads go through the log as read-only commands. Serializable reads are local.
 
 This module must never decide anything the core decides (who leads, what is chosen), never send a
@@ -46,7 +49,7 @@ from verikv.shim.wal import Wal
 
 log = logging.getLogger("verikv.node")
 
-READ_ASK = struct.Struct("<QI")  # request id, asking node
+READ_ASK = struct.Struct("<QIQQ")  # request id, asking node, its promised ballot (round, node) when it asked
 READ_REPLY = struct.Struct("<QQ")  # request id, read slot (0: ask again through the log)
 DIGEST = struct.Struct("<QI8s")  # last slot of the range, sender, digest (CommittedValuesMatch)
 Done = Callable[[object], object]  # called once with a read's response or its EtcdError
@@ -70,6 +73,7 @@ class CoreLike(Protocol):
     def receive(self, message: bytes) -> ReadyLike: ...
     def propose(self, value: bytes) -> ReadyLike: ...
     def confirm_read(self) -> tuple[ReadyLike, int, int]: ...
+    def read_index_attested(self, src: int, promised: tuple[int, int]) -> int: ...
     def truncate(self, upto_slot: int) -> ReadyLike: ...
     def checkpoint_records(self) -> list[bytes]: ...
     def status(self) -> dict: ...
@@ -138,6 +142,7 @@ class Node:
         self._reads_arrived: list[tuple[object, Done]] = []  # since the last turn
         self._remote_reads: dict[int, tuple[list[tuple[object, Done]], float]] = {}
         self._follower_reads: list[tuple[int, object, Done]] = []
+        self._read_asks: list[tuple[int, int, tuple[int, int]]] = []  # (asker, request id, its promised ballot)
         self._next_read_id = 1
         self._peer_digests: list[tuple[int, int, bytes]] = []  # checked at the next turn
         # Snapshot transfer: a peer's KV snapshot waiting to be installed (the newest one), and
@@ -229,9 +234,9 @@ class Node:
                 if self._snapshot_in is None or store.next_slot > self._snapshot_in.next_slot:
                     self._snapshot_in = store
         elif kind == KIND_READ_INDEX and len(payload) == READ_ASK.size:
-            req_id, asker = READ_ASK.unpack(payload)
-            if asker < self.cluster_size and len(self._reads_waiting) < self.config.max_pending_requests:
-                self._reads_waiting.append((None, (asker, req_id)))
+            req_id, asker, rnd, node = READ_ASK.unpack(payload)
+            if asker < self.cluster_size and len(self._read_asks) < self.config.max_pending_requests:
+                self._read_asks.append((asker, req_id, (rnd, node)))
         elif kind == KIND_READ_INDEX_REPLY and len(payload) == READ_REPLY.size:
             req_id, read_slot = READ_REPLY.unpack(payload)
             entry = self._remote_reads.pop(req_id, None)
@@ -317,6 +322,8 @@ class Node:
         self._propose(readies)
         if self._reads_arrived:
             self._route_reads()
+        if self._read_asks:
+            self._answer_read_asks()
         self._start_reads(readies)
         await self._handle(readies)
         self._serve_reads()
@@ -469,9 +476,23 @@ class Node:
             req_id = self._next_read_id
             self._next_read_id += 1
             self._remote_reads[req_id] = (reads, self._clock())
-            self.transport.send(leader, KIND_READ_INDEX, READ_ASK.pack(req_id, self.node_id))
+            rnd, node = self.core.status()["promised"]  # now, after these reads arrived
+            self.transport.send(leader, KIND_READ_INDEX, READ_ASK.pack(req_id, self.node_id, rnd, node))
         else:
             self._reads_through_log(reads)
+
+    def _answer_read_asks(self) -> None:
+        """Followers' ReadIndex requests. The core answers one at once when the asker's promise
+        at the time it asked and this leader make a quorum (see `Core.read_index_attested`);
+        the others wait for a leadership confirmation, like this node's own reads."""
+        asks, self._read_asks = self._read_asks, []
+        leading = self.status.get("role") == "leader"
+        for asker, req_id, promised in asks:
+            slot = self.core.read_index_attested(asker, promised) if leading else 0
+            if slot:
+                self.transport.send(asker, KIND_READ_INDEX_REPLY, READ_REPLY.pack(req_id, slot))
+            else:
+                self._reads_waiting.append((None, (asker, req_id)))
 
     def _reads_through_log(self, reads) -> None:
         """Order reads through the log instead; a follower's ReadIndex request is told to do so."""

@@ -178,3 +178,29 @@ def test_a_replica_left_a_window_behind_gets_a_snapshot_and_the_cluster_commits_
         sim.run_round()
     for i in range(3):
         assert set(values) <= set(sim.observed[i].values()), f"node {i} lacks {values}"
+
+
+def test_a_followers_read_index_request_is_answered_at_once_only_when_its_promise_completes_a_quorum():
+    """read_index_attested: with three members, a follower that had promised exactly the
+    leader's ballot makes a quorum with it, so the leader gives its read slot (nextSlot, past
+    every slot it proposed) without a heartbeat round; any other ballot, asker or cluster size
+    gets 0 (confirm the usual way)."""
+    sim = Simulation(3, seed=7, faults=Faults(0, 0, 0, 0, 0))
+    leader = sim.commit_some(4)
+    lc = sim.cores[leader].status()
+    follower = (leader + 1) % 3
+    promised = tuple(sim.cores[follower].status()["promised"])
+    assert promised == tuple(lc["ballot"]) == tuple(lc["promised"])
+    slot = sim.cores[leader].read_index_attested(follower, promised)
+    assert slot == lc["next_slot"] and slot >= lc["commit_upto"] > 0
+    higher = (promised[0] + 1, promised[1])
+    lower = (promised[0] - 1, promised[1]) if promised[0] > 0 else (0, 0)
+    assert sim.cores[leader].read_index_attested(follower, higher) == 0   # it promised a newer leader
+    assert sim.cores[leader].read_index_attested(follower, lower) == 0    # it had not promised this one
+    assert sim.cores[leader].read_index_attested(leader, promised) == 0   # no quorum with itself
+    assert sim.cores[leader].read_index_attested(3, promised) == 0        # not a member
+    assert sim.cores[follower].read_index_attested(leader, promised) == 0  # not the leader
+    five = Simulation(5, seed=7, faults=Faults(0, 0, 0, 0, 0))
+    leader5 = five.commit_some(2)
+    f5 = (leader5 + 1) % 5
+    assert five.cores[leader5].read_index_attested(f5, tuple(five.cores[f5].status()["promised"])) == 0

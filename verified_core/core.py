@@ -102,6 +102,13 @@ class Core:
         ready, seq, slot = self._replica.confirm_read()
         return Ready(*ready), seq, slot
 
+    def read_index_attested(self, src: int, promised: Ballot) -> int:
+        """Leader: a ReadIndex request from member `src`, which had promised exactly `promised`
+        when it sent it. Returns the read slot if that member and this leader make a quorum
+        confirming this leader for the reads it asks for (three members), else 0 (confirm them
+        with confirm_read). Changes nothing."""
+        return self._replica.read_index_attested(src, promised)
+
     def truncate(self, upto_slot: int) -> Ready:
         """Forget slots below upto_slot (covered by a snapshot). Only committed slots go."""
         self._stepped = True

@@ -130,6 +130,42 @@ async def test_reads_arriving_together_at_a_follower_share_one_read_index_reques
     assert asks.count(KIND_READ_INDEX) == 1, asks
 
 
+@pytest.mark.ports(50)
+async def test_a_followers_read_index_request_needs_no_heartbeat_round_when_its_promise_completes_a_quorum(cluster):
+    """Three nodes: the follower's promise when it asked and the leader make a quorum, so the
+    leader answers with its read slot at once (no confirm_read); when the core refuses the
+    attestation, the request waits for a confirmation as before. Every read sees the last write."""
+    leader = leader_of(cluster)
+    follower = next(n for n in cluster if n is not leader)
+    core = leader.core
+    confirms, attested, refuse = [], [], []
+
+    class CountingCore:  # the real core, its read confirmations observed
+        def __getattr__(self, name):
+            return getattr(core, name)
+
+        def confirm_read(self):
+            confirms.append(1)
+            return core.confirm_read()
+
+        def read_index_attested(self, src, promised):
+            slot = 0 if refuse else core.read_index_attested(src, promised)
+            attested.append(slot)
+            return slot
+
+    leader.core = CountingCore()
+    for i in range(5):
+        await leader.submit(Kind.PUT, r.PutRequest(key=b"a", value=b"%d" % i))
+        got = await follower.read(r.RangeRequest(key=b"a"), serializable=False)
+        assert got.kvs[0].value == b"%d" % i
+    assert len(attested) == 5 and all(attested) and not confirms, (attested, confirms)
+    refuse.append(True)
+    await leader.submit(Kind.PUT, r.PutRequest(key=b"a", value=b"last"))
+    got = await follower.read(r.RangeRequest(key=b"a"), serializable=False)
+    assert got.kvs[0].value == b"last"
+    assert attested[-1] == 0 and confirms, (attested, confirms)
+
+
 @pytest.mark.ports(45)
 async def test_one_read_confirmation_at_a_time_covers_every_read_that_arrived_meanwhile(cluster):
     """Reads arriving over many loop turns: the leader never starts a confirmation while another

@@ -269,6 +269,10 @@ class CoreHandle {
         return py::make_tuple(convert(t.get<0>()), t.get<1>(), t.get<2>());
     }
 
+    uint64 read_index_attested(uint64 src, std::pair<uint64, uint64> promised) {
+        return replica_->ReadIndexAttested(src, to_ballot(promised));
+    }
+
     py::tuple truncate(uint64 upto) { return convert(replica_->Truncate(upto)); }
 
     py::tuple install_snapshot(uint64 upto) { return convert(replica_->InstallSnapshot(upto)); }
@@ -348,6 +352,7 @@ PYBIND11_MODULE(_core, m) {
         .def("tick", &CoreHandle::tick)
         .def("propose", &CoreHandle::propose)
         .def("confirm_read", &CoreHandle::confirm_read)
+        .def("read_index_attested", &CoreHandle::read_index_attested)
         .def("truncate", &CoreHandle::truncate)
         .def("install_snapshot", &CoreHandle::install_snapshot)
         .def("replay", &CoreHandle::replay)
