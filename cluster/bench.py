@@ -85,7 +85,8 @@ def bench(systems: dict[str, list[str]], duration_s: float) -> dict:
 
 def _medians(rounds: list[dict]) -> dict:
     """Per system and load: the median of each figure over the rounds (ops and errors: their
-    totals), and the median of the per-round verikv/etcd ratios (`ratio_vs_etcd`)."""
+    totals), the median of the per-round verikv/etcd ratios (`ratio_vs_etcd`) and their lowest
+    and highest (`ratio_range`: how much this machine's speed drifted between rounds)."""
     out: dict = {}
     for name in rounds[0]:
         out[name] = {}
@@ -100,6 +101,7 @@ def _medians(rounds: list[dict]) -> dict:
                       for r in rounds if r["etcd"][load]["ops_per_s"]]
             if ratios:
                 out["verikv"][load]["ratio_vs_etcd"] = statistics.median(ratios)
+                out["verikv"][load]["ratio_range"] = [min(ratios), max(ratios)]
     return out
 
 
@@ -173,6 +175,8 @@ def main(argv: list[str]) -> int:
                       f"{r['errors']:>6}")
         ratio = results.get("verikv", {}).get(load, {}).get("ratio_vs_etcd")
         if ratio is not None:
+            lo, hi = results["verikv"][load]["ratio_range"]
             print(f"{load:<12} {'ratio':<7} {ratio:>9.2f}  (verikv / etcd throughput"
-                  + (f", median of {args.rounds} rounds)" if args.rounds > 1 else ")"))
+                  + (f", median of {args.rounds} rounds, lowest {lo:.2f}, highest {hi:.2f})"
+                     if args.rounds > 1 else ")"))
     return 0
