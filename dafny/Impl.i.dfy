@@ -73,8 +73,10 @@ module Impl {
     var selfQueue: seq<Msg>
 
     // Ghost state for the refinement proof (ImplAbstraction.i.dfy).
-    // The protocol's volatile leader state. So far only StartElection (Leading(bal, 1, {}, {}))
-    // and StepDown (NotLeader) write it: the leader handlers' refinement is not proven yet.
+    // The protocol's volatile leader state. StartElection (Leading(bal, 1, {}, {})), StepDown
+    // (NotLeader) and OnPromise (R.Collected: the promise added) write it; CandidateTied ties
+    // it to role, bal, promiseFrom and promiseCount. The other leader handlers do not update it
+    // yet (their refinement is not proven).
     ghost var leaderAbs: P.LeaderState
     ghost var sentLog: seq<Packet>      // every packet this host sent, to itself included, in order
 
@@ -126,11 +128,63 @@ module Impl {
       && leaderHint <= n
     }
 
+    // The ghost leader state tied to the role: a follower does not lead; a candidate leads bal
+    // in phase 1, having proposed nothing, with Promise messages from members whose
+    // promiseFrom flag is set, from at most promiseCount distinct members. (Not part of
+    // Valid(): proven to hold after the constructor and a campaigning StartElection, for any
+    // follower (TiedFollower), and kept by OnPromise when it does not reach BecomeLeader;
+    // nothing is claimed for a leader yet.)
+    ghost predicate CandidateTied()
+      reads this, promiseFrom
+    {
+      Tied(role, bal, leaderAbs, n, promiseFrom[..], promiseCount)
+    }
+
+    static opaque ghost predicate Tied(role: Role, bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64) {
+      && (role == Follower ==> l == P.NotLeader)
+      && (role == Candidate ==>
+            && l.Leading? && l.bal == bal && l.phase == 1 && l.proposed == map[]
+            && |pf| == n as int
+            && (forall p | p in l.promises :: p.Promise? && p.src < n as nat && pf[p.src])
+            && |P.Senders(l.promises)| <= count as nat)
+    }
+
+    static lemma TiedFollower(bal: Ballot, n: uint64, pf: seq<bool>, count: uint64)
+      ensures Tied(Follower, bal, P.NotLeader, n, pf, count)
+    {
+      reveal Tied();
+    }
+
+    static lemma TiedStart(bal: Ballot, n: uint64, pf: seq<bool>, count: uint64)
+      requires |pf| == n as int
+      ensures Tied(Candidate, bal, P.Leading(bal, 1, {}, map[]), n, pf, count)
+    {
+      reveal Tied();
+      assert P.Senders({}) == {};
+    }
+
+    // A candidate's first promise from src, short of a quorum: ReceivePromise stays in phase 1.
+    static lemma TiedPromise(c: P.Constants, bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64,
+                             m: S.Message, quorum: uint64)
+      requires Tied(Candidate, bal, l, n, pf, count) && c.n == n as nat && quorum as nat == Quorums.QuorumSize(n as nat)
+      requires m.Promise? && |pf| == n as int && m.src < n as nat && !pf[m.src] && count as nat + 1 < quorum as nat
+      ensures l.Leading? && l.phase == 1 && l.bal == bal
+      ensures R.Collected(c, l, m) == l.(promises := l.promises + {m})
+      ensures Tied(Candidate, bal, R.Collected(c, l, m), n, pf[m.src := true], count + 1)
+    {
+      reveal Tied();
+      R.SendersAdd(l.promises, m);
+      var q := P.Senders(l.promises + {m});
+      assert |q| <= |P.Senders(l.promises)| + 1;
+      R.NotQuorum(n as nat, q);
+    }
+
     constructor (me: uint64, n: uint64, electionTicks: uint64, heartbeatTicks: uint64)
       requires 1 <= n <= MAX_MEMBERS && me < n
       requires 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
       ensures Valid() && fresh(Repr - {this})
       ensures P.HostInit(AbsHost()) && Consts() == P.Constants(n as nat) && sentLog == []  // the protocol's Init
+      ensures CandidateTied()
     {
       this.me := me;
       this.n := n;
@@ -188,6 +242,7 @@ module Impl {
       new;
       ResetDurableArrays();
       ResetLeaderArrays();
+      TiedFollower(bal, n, promiseFrom[..], promiseCount);
     }
 
     // ---- output helpers ----------------------------------------------------------------
@@ -343,6 +398,7 @@ module Impl {
       ensures promised == old(promised) && me == old(me) && n == old(n)
       ensures votes == old(votes) && committed == old(committed) && sentLog == old(sentLog)
       ensures leaderAbs == P.NotLeader && catchUpCooldown == old(catchUpCooldown)
+      ensures role == Follower
     {
       role := Follower;
       bal := Zero;
@@ -492,6 +548,7 @@ module Impl {
               var moves := R.ElectionMoves(me as nat, n as nat, old(AbsHost()), if ok then NextBallot(seen, me) else Zero, ok);
               && R.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
               && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
+      ensures BalMax(old(promised), old(maxSeen)).round < UINT64_MAX - 1 ==> CandidateTied()
     {
       R.RunNil(Consts(), me as nat, AbsHost(), {});
       if BalMax(promised, maxSeen).round >= UINT64_MAX - 1 {
@@ -521,6 +578,7 @@ module Impl {
       assert P.HostStep(Consts(), me as nat, h0, mv.post, {}, mv.sent, mv.step);
       R.RunOne(Consts(), me as nat, h0, {}, mv);
       R.PrepareBroadcastRefines(sentLog[|old(sentLog)|..], me, n, b, commitUpto);
+      TiedStart(bal, n, promiseFrom[..], promiseCount);
     }
 
     method BecomeLeader()
@@ -724,26 +782,56 @@ module Impl {
       }
     }
 
-    method OnPromise(src: uint64, b: Ballot, ls: uint64, reported: seq<SlotVote>)
+    // Refines ReceivePromise(m), m the Promise(b) from src with the reported votes and the
+    // logStart `absLs` (a ghost parameter: the concrete message refines m when ls <= absLs),
+    // see R.PromiseMoves, when the candidate's leader state is tied (CandidateTied) and the
+    // promise does not complete a quorum (then BecomeLeader runs, not covered yet: before it,
+    // leaderAbs is R.Collected(.., m), of phase 2).
+    method OnPromise(src: uint64, b: Ballot, ls: uint64, reported: seq<SlotVote>, ghost absLs: nat)
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
+      ensures var m := S.Promise(src as nat, me as nat, b, absLs, R.SlotVotesMap(reported));
+              var take := old(role) == Candidate && b == old(bal) && src < n && !old(promiseFrom[src]);
+              old(CandidateTied()) && !(take && old(promiseCount) as nat + 1 >= quorum as nat) ==>
+                && R.Run(Consts(), me as nat, old(AbsHost()), {m}, R.PromiseMoves(Consts(), old(AbsHost()), m, take), AbsHost())
+                && CandidateTied() && SameConfig() && sentLog == old(sentLog)
     {
       if role != Candidate || b != bal || src >= n || promiseFrom[src] {
+        R.RunNil(Consts(), me as nat, AbsHost(), {S.Promise(src as nat, me as nat, b, absLs, R.SlotVotesMap(reported))});
         return;
       }
+      ghost var m := S.Promise(src as nat, me as nat, b, absLs, R.SlotVotesMap(reported));
+      ghost var h0 := AbsHost();
+      ghost var tied, pf0, l0 := CandidateTied(), promiseFrom[..], leaderAbs;
+      ghost var count0 := promiseCount;
       promiseFrom[src] := true;
       if promiseCount < n {
         promiseCount := promiseCount + 1;
+      }
+      if leaderAbs.Leading? {
+        leaderAbs := R.Collected(Consts(), leaderAbs, m);
+      }
+      if tied && promiseCount < quorum {
+        TiedPromise(Consts(), bal, l0, n, pf0, count0, m, quorum);
+        assert promiseFrom[..] == pf0[src := true];
+        R.RunOne(Consts(), me as nat, h0, {m}, R.PromiseMoves(Consts(), h0, m, true)[0]);
+        assert R.PromiseMoves(Consts(), h0, m, true) == [R.PromiseMoves(Consts(), h0, m, true)[0]];
       }
       if ls > maxLogStart {
         maxLogStart := ls;
         maxLogStartFrom := src;
       }
+      assert {:split_here} true;  // keeps each half of this proof small
+      ghost var h1, pf, tied1 := AbsHost(), promiseFrom[..], CandidateTied();
       var rest := reported;
       while rest != []
         invariant BalLe(old(promised), promised)
         invariant Valid() && role == Candidate
+        invariant AbsHost() == h1 && SameConfig() && sentLog == old(sentLog)
+        invariant promiseFrom[..] == pf && bal == old(bal) && promiseCount == old(promiseCount) + (if old(promiseCount) < n then 1 else 0)
+        invariant tied1 ==> CandidateTied()
+        modifies this, takeover
         decreases |rest|
       {
         var sv := rest[0];
@@ -1088,7 +1176,7 @@ module Impl {
     {
       match m {
         case Prepare(b, fromSlot) => OnPrepare(src, b, fromSlot);
-        case Promise(b, ls, reported) => OnPromise(src, b, ls, reported);
+        case Promise(b, ls, reported) => OnPromise(src, b, ls, reported, ls as nat);
         case Accept(b, slot, val) => OnAccept(src, b, slot, val);
         case Accepted(b, slot) => OnAccepted(src, b, slot);
         case Learn(b, slot) => OnLearn(b, slot, src);

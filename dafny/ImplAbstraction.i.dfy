@@ -17,6 +17,7 @@ module ImplAbstraction {
   import I = ImplTypes
   import S = Spec
   import P = Protocol
+  import Quorums
 
   // ---------------------------------------------------------------------------------------
   // The durable state.
@@ -764,6 +765,35 @@ module ImplAbstraction {
   // OnCatchUp: one SendCommit per Commit it sends.
   ghost function CatchUpMove(i: S.HostId, h: P.Host, slot: nat, dst: nat, v: S.Value): Move {
     Move(P.SendCommitStep(slot, dst), {S.Commit(i, dst, slot, v)}, h)
+  }
+
+  // The leader state after ReceivePromise(m) (the phase is 2 once the senders are a quorum).
+  ghost function Collected(c: P.Constants, l: P.LeaderState, m: S.Message): P.LeaderState
+    requires l.Leading?
+  {
+    var ps := l.promises + {m};
+    l.(promises := ps, phase := if Quorums.IsQuorum(S.Members(c.n), P.Senders(ps)) then 2 else 1)
+  }
+
+  // OnPromise: ReceivePromise(m) when the host is campaigning for m.bal and has no promise
+  // from m.src yet (take), else no step (the message is as good as not yet received).
+  ghost function PromiseMoves(c: P.Constants, h: P.Host, m: S.Message, take: bool): seq<Move> {
+    if take && h.leader.Leading? then [Move(P.ReceivePromiseStep(m), {}, h.(leader := Collected(c, h.leader, m)))]
+    else []
+  }
+
+  // The senders of one more promise.
+  lemma SendersAdd(ps: set<S.Message>, m: S.Message)
+    ensures P.Senders(ps + {m}) == P.Senders(ps) + {m.src}
+  {
+  }
+
+  // Fewer than a majority of the members are not a quorum.
+  lemma NotQuorum(n: nat, q: set<S.HostId>)
+    requires |q| < Quorums.QuorumSize(n)
+    ensures !Quorums.IsQuorum(S.Members(n), q)
+  {
+    Quorums.IndicesCardinality(n);
   }
 
   // StartElection with ballot b: StartPrepare(b) when it campaigns (ok), else no step.
