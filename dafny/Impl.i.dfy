@@ -1049,10 +1049,15 @@ module Impl {
         leaderHint := b.node;
       }
       ticks := 0;
+      ghost var log0 := sentLog;
+      assert log0 == old(sentLog) && commitUpto == old(commitUpto) && catchUpCooldown == old(catchUpCooldown);
       Send(src, HeartbeatAck(b, rs));
+      ghost var log1 := sentLog;
+      assert log1 == log0 + [Packet(me, src, HeartbeatAck(b, rs))];
       if leaderCommit > commitUpto && catchUpCooldown == 0 {
         Send(src, CatchUp(commitUpto));
         catchUpCooldown := heartbeatTicks;
+        assert sentLog == log1 + [Packet(me, src, CatchUp(old(commitUpto)))];
       }
       assert {:split_here} true;  // keeps each half of this proof small
       // The refinement.
@@ -1063,11 +1068,13 @@ module Impl {
       if leaderCommit > old(commitUpto) && old(catchUpCooldown) == 0 {
         ghost var cu := S.CatchUp(me as nat, src as nat, old(commitUpto) as nat);
         R.RunSnoc(Consts(), me as nat, h0, {}, R.StepDownMoves(h0, down), AbsHost(), R.NoSafety(AbsHost(), cu));
+        assert sentLog == old(sentLog) + (ack + [Packet(me, src, CatchUp(old(commitUpto)))]);
         assert sentLog[|old(sentLog)|..] == ack + [Packet(me, src, CatchUp(old(commitUpto)))];
         R.PacketsRefineOne(Packet(me, src, CatchUp(old(commitUpto))), cu, {cu});
         R.PacketsRefineAppend(ack, [Packet(me, src, CatchUp(old(commitUpto)))], {}, {cu});
         assert {} + {cu} == {cu};
       } else {
+        assert sentLog == old(sentLog) + ack;
         assert sentLog[|old(sentLog)|..] == ack;
         assert R.StepDownMoves(h0, down) + [] == R.StepDownMoves(h0, down);
       }
