@@ -83,11 +83,12 @@ module Impl {
     ghost const Repr: set<object>
 
     ghost predicate Valid()
-      reads this, votes, committed
+      reads this, votes, committed, promiseFrom
     {
       && Shape()
       && VotesBelowHi()
       && CommittedPrefix()
+      && CandidateTied()
     }
 
     // Every slot in [logStart, commitUpto) is committed here.
@@ -110,7 +111,7 @@ module Impl {
       reads this
     {
       && Repr == {this, votes, committed, promiseFrom, takeover, proposed, acks, ackCount, readAck}
-      && votes != takeover && committed != proposed
+      && votes != takeover && committed != proposed && acks != promiseFrom
       && 1 <= n <= MAX_MEMBERS && me < n
       && quorum == Quorums.QuorumSize64(n) && quorum <= n
       && 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
@@ -130,10 +131,8 @@ module Impl {
 
     // The ghost leader state tied to the role: a follower does not lead; a candidate leads bal
     // in phase 1, having proposed nothing, with Promise messages from members whose
-    // promiseFrom flag is set, from at most promiseCount distinct members. (Not part of
-    // Valid(): proven to hold after the constructor and a campaigning StartElection, for any
-    // follower (TiedFollower), and kept by OnPromise when it does not reach BecomeLeader;
-    // nothing is claimed for a leader yet.)
+    // promiseFrom flag is set, from at most promiseCount distinct members. Part of Valid(), so
+    // every method keeps it; nothing is claimed for a leader yet.
     ghost predicate CandidateTied()
       reads this, promiseFrom
     {
@@ -161,6 +160,30 @@ module Impl {
     {
       reveal Tied();
       assert P.Senders({}) == {};
+    }
+
+    // Nothing constrains a leader's tie yet.
+    static lemma TiedLeader(bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64)
+      ensures Tied(Leader, bal, l, n, pf, count)
+    {
+      reveal Tied();
+    }
+
+    // A follower's (or leader's) tie does not depend on the promise flags and count.
+    static lemma TiedNonCandidate(role: Role, bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64,
+                                  pf': seq<bool>, count': uint64)
+      requires role != Candidate && Tied(role, bal, l, n, pf, count)
+      ensures Tied(role, bal, l, n, pf', count')
+    {
+      reveal Tied();
+    }
+
+    // One more flag and a count at least as high keep a candidate's tie.
+    static lemma TiedMoreFlags(bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64, src: uint64, count': uint64)
+      requires Tied(Candidate, bal, l, n, pf, count) && |pf| == n as int && src < n && count <= count'
+      ensures Tied(Candidate, bal, l, n, pf[src := true], count')
+    {
+      reveal Tied();
     }
 
     // A candidate's first promise from src, short of a quorum: ReceivePromise stays in phase 1.
@@ -240,9 +263,9 @@ module Impl {
       sentLog := [];
       Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, ackCount, readAck};
       new;
+      TiedFollower(bal, n, promiseFrom[..], promiseCount);
       ResetDurableArrays();
       ResetLeaderArrays();
-      TiedFollower(bal, n, promiseFrom[..], promiseCount);
     }
 
     // ---- output helpers ----------------------------------------------------------------
@@ -403,6 +426,7 @@ module Impl {
       role := Follower;
       bal := Zero;
       leaderAbs := P.NotLeader;
+      TiedFollower(bal, n, promiseFrom[..], promiseCount);
     }
 
     // ---- learning ------------------------------------------------------------------------
@@ -464,7 +488,7 @@ module Impl {
     }
 
     method ClearLeaderState()
-      requires Valid()
+      requires Valid() && role != Candidate
       modifies Repr
       ensures Valid() && PromisedGrows()
       ensures AbsSame() && votes[..] == old(votes[..]) && committed[..] == old(committed[..])
@@ -472,6 +496,7 @@ module Impl {
     {
       ResetLeaderArrays();
       promiseCount := 0;
+      TiedNonCandidate(role, bal, leaderAbs, n, promiseFrom[..], old(promiseCount), promiseFrom[..], 0);
       maxLogStart := 0;
       maxLogStartFrom := me;
       takeoverHi := 0;
@@ -484,10 +509,11 @@ module Impl {
     // The loops below write array contents only; Valid() reads only this object's fields, so
     // it is kept by framing (no field of `this` is in their modifies clauses).
     method ResetLeaderArrays()
-      requires Valid()
+      requires Valid() && role != Candidate
       modifies takeover, proposed, ackCount, acks, promiseFrom, readAck
       ensures Valid() && PromisedGrows()
     {
+      ghost var pf0 := promiseFrom[..];
       var i: uint64 := 0;
       while i < WINDOW
         invariant i <= WINDOW
@@ -512,10 +538,11 @@ module Impl {
         readAck[i] := 0;
         i := i + 1;
       }
+      TiedNonCandidate(role, bal, leaderAbs, n, pf0, promiseCount, promiseFrom[..], promiseCount);
     }
 
     method ResetDurableArrays()
-      requires Shape() && logStart == commitUpto
+      requires Shape() && CandidateTied() && logStart == commitUpto
       modifies votes, committed
       ensures Valid() && PromisedGrows()
       ensures R.AbsVotes(votes[..], logStart as nat) == map[] && R.AbsCommitted(committed[..], logStart as nat) == map[]
@@ -554,6 +581,9 @@ module Impl {
       if BalMax(promised, maxSeen).round >= UINT64_MAX - 1 {
         return;  // ballots exhausted: never lead again rather than reuse a ballot
       }
+      role := Follower;  // campaigning anew: the old campaign's state goes
+      leaderAbs := P.NotLeader;
+      TiedFollower(bal, n, promiseFrom[..], promiseCount);
       ClearLeaderState();
       var seen := BalMax(promised, maxSeen);
       if seen.round >= UINT64_MAX - 1 {
@@ -566,6 +596,7 @@ module Impl {
       role := Candidate;
       bal := b;
       leaderAbs := P.Leading(b, 1, {}, map[]);
+      TiedStart(bal, n, promiseFrom[..], promiseCount);
       ticks := 0;
       Broadcast(Prepare(b, commitUpto), true);
       // The refinement: StartPrepare(b).
@@ -578,7 +609,6 @@ module Impl {
       assert P.HostStep(Consts(), me as nat, h0, mv.post, {}, mv.sent, mv.step);
       R.RunOne(Consts(), me as nat, h0, {}, mv);
       R.PrepareBroadcastRefines(sentLog[|old(sentLog)|..], me, n, b, commitUpto);
-      TiedStart(bal, n, promiseFrom[..], promiseCount);
     }
 
     method BecomeLeader()
@@ -608,6 +638,7 @@ module Impl {
         return;
       }
       role := Leader;
+      TiedLeader(bal, leaderAbs, n, promiseFrom[..], promiseCount);
       leaderHint := me;
       nextSlot := if start > hi then start else hi;
       if maxLogStart > commitUpto {
@@ -784,16 +815,15 @@ module Impl {
 
     // Refines ReceivePromise(m), m the Promise(b) from src with the reported votes and the
     // logStart `absLs` (a ghost parameter: the concrete message refines m when ls <= absLs),
-    // see R.PromiseMoves, when the candidate's leader state is tied (CandidateTied) and the
-    // promise does not complete a quorum (then BecomeLeader runs, not covered yet: before it,
-    // leaderAbs is R.Collected(.., m), of phase 2).
+    // see R.PromiseMoves, when the promise does not complete a quorum (then BecomeLeader runs,
+    // not covered yet; leaderAbs then keeps the promises before this one).
     method OnPromise(src: uint64, b: Ballot, ls: uint64, reported: seq<SlotVote>, ghost absLs: nat)
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
       ensures var m := S.Promise(src as nat, me as nat, b, absLs, R.SlotVotesMap(reported));
               var take := old(role) == Candidate && b == old(bal) && src < n && !old(promiseFrom[src]);
-              old(CandidateTied()) && !(take && old(promiseCount) as nat + 1 >= quorum as nat) ==>
+              !(take && old(promiseCount) as nat + 1 >= quorum as nat) ==>
                 && R.Run(Consts(), me as nat, old(AbsHost()), {m}, R.PromiseMoves(Consts(), old(AbsHost()), m, take), AbsHost())
                 && CandidateTied() && SameConfig() && sentLog == old(sentLog)
     {
@@ -803,34 +833,34 @@ module Impl {
       }
       ghost var m := S.Promise(src as nat, me as nat, b, absLs, R.SlotVotesMap(reported));
       ghost var h0 := AbsHost();
-      ghost var tied, pf0, l0 := CandidateTied(), promiseFrom[..], leaderAbs;
+      ghost var pf0, l0 := promiseFrom[..], leaderAbs;
       ghost var count0 := promiseCount;
       promiseFrom[src] := true;
       if promiseCount < n {
         promiseCount := promiseCount + 1;
       }
-      if leaderAbs.Leading? {
-        leaderAbs := R.Collected(Consts(), leaderAbs, m);
-      }
-      if tied && promiseCount < quorum {
+      assert promiseFrom[..] == pf0[src := true];
+      if promiseCount < quorum {
         TiedPromise(Consts(), bal, l0, n, pf0, count0, m, quorum);
-        assert promiseFrom[..] == pf0[src := true];
+        leaderAbs := R.Collected(Consts(), leaderAbs, m);
         R.RunOne(Consts(), me as nat, h0, {m}, R.PromiseMoves(Consts(), h0, m, true)[0]);
         assert R.PromiseMoves(Consts(), h0, m, true) == [R.PromiseMoves(Consts(), h0, m, true)[0]];
+      } else {
+        // a quorum: BecomeLeader follows (its refinement is not proven; leaderAbs stays)
+        TiedMoreFlags(bal, l0, n, pf0, count0, src, promiseCount);
       }
       if ls > maxLogStart {
         maxLogStart := ls;
         maxLogStartFrom := src;
       }
       assert {:split_here} true;  // keeps each half of this proof small
-      ghost var h1, pf, tied1 := AbsHost(), promiseFrom[..], CandidateTied();
+      ghost var h1, pf := AbsHost(), promiseFrom[..];
       var rest := reported;
       while rest != []
         invariant BalLe(old(promised), promised)
         invariant Valid() && role == Candidate
         invariant AbsHost() == h1 && SameConfig() && sentLog == old(sentLog)
         invariant promiseFrom[..] == pf && bal == old(bal) && promiseCount == old(promiseCount) + (if old(promiseCount) < n then 1 else 0)
-        invariant tied1 ==> CandidateTied()
         modifies this, takeover
         decreases |rest|
       {
@@ -1367,7 +1397,7 @@ module Impl {
 
     // Abstractly: the protocol's truncation at upto (the caller knows [logStart, upto) committed).
     method DropBelow(upto: uint64)
-      requires Shape() && VotesBelowHi() && logStart < upto <= commitUpto && upto <= SLOT_LIMIT
+      requires Shape() && VotesBelowHi() && CandidateTied() && logStart < upto <= commitUpto && upto <= SLOT_LIMIT
       requires R.HasAll(R.AbsCommitted(committed[..], logStart as nat), upto as nat, commitUpto as nat)
       modifies Repr
       ensures Valid() && PromisedGrows() && logStart == upto
@@ -1382,7 +1412,7 @@ module Impl {
       R.SameRefl(committed[..], logStart as nat, logStart as nat + WINDOW as nat);
       while s < upto
         invariant BalLe(old(promised), promised)
-        invariant Shape() && VotesBelowHi() && Bounds() && logStart <= s <= upto
+        invariant Shape() && VotesBelowHi() && CandidateTied() && Bounds() && logStart <= s <= upto
         invariant R.Emptied(votes[..], logStart as nat, s as nat)
         invariant R.EmptiedC(committed[..], logStart as nat, s as nat)
         invariant R.Same(votes[..], old(votes[..]), s as nat, logStart as nat + WINDOW as nat)

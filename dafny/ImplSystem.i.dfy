@@ -127,14 +127,25 @@ module ImplSystem {
     ensures P.Reachable(c, behavior + t[1..])
   {
     var b := behavior + t[1..];
+    var m := |behavior|;
+    assert |b| == m + |t| - 1;
+    assert forall k | 0 <= k < m :: b[k] == behavior[k];
+    assert forall k | m <= k < |b| :: b[k] == t[k - m + 1];
     forall k | 0 <= k < |b| - 1 ensures P.Next(c, b[k], b[k + 1]) {
-      if k < |behavior| - 1 {
-        assert b[k] == behavior[k] && b[k + 1] == behavior[k + 1];
+      if k < m - 1 {
+        NextAt(c, behavior, k);
       } else {
-        var j := k - (|behavior| - 1);
-        assert b[k] == t[j] && b[k + 1] == t[j + 1];
+        NextAt(c, t, k - m + 1);
       }
     }
+  }
+
+  // The k-th step of a sequence of Next steps (one instantiation, by name).
+  lemma NextAt(c: P.Constants, t: seq<P.State>, k: nat)
+    requires k < |t| - 1
+    requires forall j {:trigger t[j]} | 0 <= j < |t| - 1 :: P.Next(c, t[j], t[j + 1])
+    ensures P.Next(c, t[k], t[k + 1])
+  {
   }
 
   // ---------------------------------------------------------------------------------------
