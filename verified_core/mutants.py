@@ -80,6 +80,15 @@ MUTANTS = [
         breaks="Impl.Replica.OnAccept",
         why="the executable acceptor would vote, and lower its promise, for a ballot below its promise",
     ),
+    Mutant(
+        name="impl-promise-any-ballot",
+        file="Impl.i.dfy",
+        original="      if role != Candidate || b != bal || src >= n || promiseFrom[src] {\n",
+        mutated="      if role != Candidate || src >= n || promiseFrom[src] {\n",
+        breaks="Impl.Replica.OnPromise",
+        why="a candidate would count a promise made to another ballot toward its quorum, which "
+            "the protocol's ReceivePromise never does",
+    ),
 ]
 
 
