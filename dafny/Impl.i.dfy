@@ -74,21 +74,22 @@ module Impl {
 
     // Ghost state for the refinement proof (ImplAbstraction.i.dfy).
     // The protocol's volatile leader state. StartElection (Leading(bal, 1, {}, {})), StepDown
-    // (NotLeader) and OnPromise (R.Collected: the promise added) write it; CandidateTied ties
-    // it to role, bal, promiseFrom and promiseCount. The other leader handlers do not update it
-    // yet (their refinement is not proven).
+    // (NotLeader), OnPromise (R.Collected: the promise added) and ProposeAt (the proposal
+    // added) write it; CandidateTied, TakeoverTied and LeaderTied tie it to the concrete state.
     ghost var leaderAbs: P.LeaderState
     ghost var sentLog: seq<Packet>      // every packet this host sent, to itself included, in order
 
     ghost const Repr: set<object>
 
     ghost predicate Valid()
-      reads this, votes, committed, promiseFrom
+      reads this, votes, committed, promiseFrom, takeover
     {
       && Shape()
       && VotesBelowHi()
       && CommittedPrefix()
       && CandidateTied()
+      && TakeoverTied()
+      && LeaderTied()
     }
 
     // Every slot in [logStart, commitUpto) is committed here.
@@ -126,13 +127,13 @@ module Impl {
       && takeoverHi <= logStart + WINDOW
       && promiseCount <= n
       && ticks <= TICKS_LIMIT * 4 && catchUpCooldown <= TICKS_LIMIT * 4
-      && leaderHint <= n
+      && leaderHint <= n && maxLogStartFrom < n && overflowFrom < n
     }
 
-    // The ghost leader state tied to the role: a follower does not lead; a candidate leads bal
-    // in phase 1, having proposed nothing, with Promise messages from members whose
-    // promiseFrom flag is set, from at most promiseCount distinct members. Part of Valid(), so
-    // every method keeps it; nothing is claimed for a leader yet.
+    // The ghost leader state tied to the role: a follower does not lead; a candidate leads bal,
+    // having proposed nothing, with Promise messages from exactly the members whose promiseFrom
+    // flag is set, promiseCount of them, in phase 2 exactly when they are a quorum. Part of
+    // Valid(), so every method keeps it.
     ghost predicate CandidateTied()
       reads this, promiseFrom
     {
@@ -142,10 +143,12 @@ module Impl {
     static opaque ghost predicate Tied(role: Role, bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64) {
       && (role == Follower ==> l == P.NotLeader)
       && (role == Candidate ==>
-            && l.Leading? && l.bal == bal && l.phase == 1 && l.proposed == map[]
+            && l.Leading? && l.bal == bal && l.proposed == map[]
             && |pf| == n as int
             && (forall p | p in l.promises :: p.Promise? && p.src < n as nat && pf[p.src])
-            && |P.Senders(l.promises)| <= count as nat)
+            && (forall j | 0 <= j < n as int && pf[j] :: j in P.Senders(l.promises))
+            && |P.Senders(l.promises)| == count as nat
+            && l.phase == (if Quorums.IsQuorum(S.Members(n as nat), P.Senders(l.promises)) then 2 else 1))
     }
 
     static lemma TiedFollower(bal: Ballot, n: uint64, pf: seq<bool>, count: uint64)
@@ -154,15 +157,17 @@ module Impl {
       reveal Tied();
     }
 
-    static lemma TiedStart(bal: Ballot, n: uint64, pf: seq<bool>, count: uint64)
-      requires |pf| == n as int
-      ensures Tied(Candidate, bal, P.Leading(bal, 1, {}, map[]), n, pf, count)
+    // A campaign starts with no promise, no flag and a count of 0.
+    static lemma TiedStart(bal: Ballot, n: uint64, pf: seq<bool>)
+      requires |pf| == n as int && 1 <= n && forall j | 0 <= j < n as int :: !pf[j]
+      ensures Tied(Candidate, bal, P.Leading(bal, 1, {}, map[]), n, pf, 0)
     {
       reveal Tied();
       assert P.Senders({}) == {};
+      Quorums.IndicesCardinality(n as nat);
     }
 
-    // Nothing constrains a leader's tie yet.
+    // Nothing constrains a leader's tie here (LeaderTied does).
     static lemma TiedLeader(bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64)
       ensures Tied(Leader, bal, l, n, pf, count)
     {
@@ -178,28 +183,152 @@ module Impl {
       reveal Tied();
     }
 
-    // One more flag and a count at least as high keep a candidate's tie.
-    static lemma TiedMoreFlags(bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64, src: uint64, count': uint64)
-      requires Tied(Candidate, bal, l, n, pf, count) && |pf| == n as int && src < n && count <= count'
-      ensures Tied(Candidate, bal, l, n, pf[src := true], count')
+    // A candidate short of a quorum is in phase 1.
+    static lemma TiedPhase(bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64, quorum: uint64)
+      requires Tied(Candidate, bal, l, n, pf, count) && quorum as nat == Quorums.QuorumSize(n as nat)
+      ensures l.Leading? && l.bal == bal && l.proposed == map[]
+      ensures (l.phase == 2) == (count >= quorum)
+      ensures forall p | p in l.promises :: p.Promise?
     {
       reveal Tied();
+      Quorums.IndicesCardinality(n as nat);
+      Quorums.IndicesBound(n as nat);
+      assert P.Senders(l.promises) <= S.Members(n as nat);
     }
 
-    // A candidate's first promise from src, short of a quorum: ReceivePromise stays in phase 1.
+    // A candidate's first promise from src: ReceivePromise adds it, and the phase is 2 once
+    // the count reaches a quorum.
     static lemma TiedPromise(c: P.Constants, bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64,
                              m: S.Message, quorum: uint64)
       requires Tied(Candidate, bal, l, n, pf, count) && c.n == n as nat && quorum as nat == Quorums.QuorumSize(n as nat)
-      requires m.Promise? && |pf| == n as int && m.src < n as nat && !pf[m.src] && count as nat + 1 < quorum as nat
-      ensures l.Leading? && l.phase == 1 && l.bal == bal
-      ensures R.Collected(c, l, m) == l.(promises := l.promises + {m})
+      requires m.Promise? && |pf| == n as int && m.src < n as nat && !pf[m.src] && count < quorum
+      ensures l.Leading? && l.phase == 1 && l.bal == bal && count < n
+      ensures R.Collected(c, l, m) == l.(promises := l.promises + {m},
+                                         phase := if count + 1 >= quorum then 2 else 1)
       ensures Tied(Candidate, bal, R.Collected(c, l, m), n, pf[m.src := true], count + 1)
     {
+      TiedPhase(bal, l, n, pf, count, quorum);
       reveal Tied();
       R.SendersAdd(l.promises, m);
       var q := P.Senders(l.promises + {m});
-      assert |q| <= |P.Senders(l.promises)| + 1;
-      R.NotQuorum(n as nat, q);
+      assert m.src !in P.Senders(l.promises);
+      assert |q| == count as nat + 1;
+      Quorums.IndicesBound(n as nat);
+      Quorums.IndicesCardinality(n as nat);
+      assert q <= S.Members(n as nat);
+      Quorums.SubsetCardinality(q, S.Members(n as nat));
+      forall j | 0 <= j < n as int && pf[m.src := true][j] ensures j in q {
+        if j != m.src as int {
+          assert j in P.Senders(l.promises);
+        }
+      }
+    }
+
+    // ---- the candidate's takeover array and the leader's free slots ---------------------
+
+    // A candidate's takeover array, read over the window like the votes, holds for each slot
+    // the highest vote that the promises it collected report there; every vote they report at
+    // or above logStart is in it and below takeoverHi, unless a reported vote was beyond the
+    // window (takeoverOverflow: then it does not lead); every promise's logStart is at most
+    // maxLogStart.
+    ghost predicate TakeoverTied()
+      reads this, takeover
+    {
+      Takeover(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
+               takeoverHi, takeoverOverflow)
+    }
+
+    static opaque ghost predicate Takeover(role: Role, l: P.LeaderState, tk: map<S.Slot, S.Vote>, logStart: nat,
+                                           maxLogStart: uint64, takeoverHi: uint64, overflow: bool) {
+      role == Candidate && l.Leading? ==> TakeoverOf(l.promises, tk, logStart, maxLogStart, takeoverHi, overflow)
+    }
+
+    static ghost predicate TakeoverOf(ps: set<S.Message>, tk: map<S.Slot, S.Vote>, logStart: nat,
+                                      maxLogStart: uint64, takeoverHi: uint64, overflow: bool) {
+      && (forall p | p in ps :: p.Promise? && p.logStart <= maxLogStart as nat)
+      && (forall p, s | p in ps && p.Promise? && s in p.votes && s >= logStart :: Covered(p, s, tk, takeoverHi, overflow))
+      && (forall s | s in tk :: exists p | p in ps :: p.Promise? && s in p.votes && p.votes[s] == tk[s])
+    }
+
+    // The vote p reports in slot s is in the takeover map, with a ballot at most the map's
+    // (unless a vote overflowed the window).
+    static ghost predicate Covered(p: S.Message, s: nat, tk: map<S.Slot, S.Vote>, takeoverHi: uint64, overflow: bool)
+      requires p.Promise? && s in p.votes
+    {
+      overflow || (s < takeoverHi as nat && s in tk && BalLe(p.votes[s].bal, tk[s].bal))
+    }
+
+    static lemma TakeoverNonCandidate(role: Role, l: P.LeaderState, tk: map<S.Slot, S.Vote>, logStart: nat,
+                                      maxLogStart: uint64, takeoverHi: uint64, overflow: bool)
+      requires role != Candidate
+      ensures Takeover(role, l, tk, logStart, maxLogStart, takeoverHi, overflow)
+    {
+      reveal Takeover();
+    }
+
+    // A fresh campaign: no promise, an empty takeover map.
+    static lemma TakeoverStart(bal: Ballot, logStart: nat, maxLogStart: uint64, takeoverHi: uint64, overflow: bool)
+      ensures Takeover(Candidate, P.Leading(bal, 1, {}, map[]), map[], logStart, maxLogStart, takeoverHi, overflow)
+    {
+      reveal Takeover();
+    }
+
+    // The window moves up to t: the takeover map keeps its slots from t on.
+    static lemma TakeoverTruncate(role: Role, l: P.LeaderState, tk: map<S.Slot, S.Vote>, logStart: nat,
+                                  maxLogStart: uint64, takeoverHi: uint64, overflow: bool, t: nat, hi': uint64)
+      requires Takeover(role, l, tk, logStart, maxLogStart, takeoverHi, overflow) && logStart <= t && takeoverHi <= hi'
+      ensures Takeover(role, l, P.VotesFrom(tk, t), t, maxLogStart, hi', overflow)
+    {
+      reveal Takeover();
+    }
+
+    // A leader leads bal in phase 2; no promise it used has its logStart above nextSlot or
+    // reports a vote at or above nextSlot (votes below logStart aside), and it proposed only
+    // below nextSlot: every slot from nextSlot on is free for any value.
+    ghost predicate LeaderTied()
+      reads this
+    {
+      Leads(role, bal, leaderAbs, nextSlot as nat, logStart as nat)
+    }
+
+    static opaque ghost predicate Leads(role: Role, bal: Ballot, l: P.LeaderState, nextSlot: nat, logStart: nat) {
+      role == Leader ==>
+        && l.Leading? && l.bal == bal && l.phase == 2
+        && (forall p | p in l.promises :: p.Promise? && p.logStart <= nextSlot)
+        && (forall p, s | p in l.promises && p.Promise? && s in p.votes :: s < nextSlot || s < logStart)
+        && (forall s | s in l.proposed :: s < nextSlot)
+    }
+
+    static lemma LeadsNonLeader(role: Role, bal: Ballot, l: P.LeaderState, nextSlot: nat, logStart: nat)
+      requires role != Leader
+      ensures Leads(role, bal, l, nextSlot, logStart)
+    {
+      reveal Leads();
+    }
+
+    static lemma LeadsMono(role: Role, bal: Ballot, l: P.LeaderState, nextSlot: nat, logStart: nat, nextSlot': nat, logStart': nat)
+      requires Leads(role, bal, l, nextSlot, logStart) && nextSlot <= nextSlot' && logStart <= logStart'
+      ensures Leads(role, bal, l, nextSlot', logStart')
+    {
+      reveal Leads();
+    }
+
+    // The slot nextSlot (at or above logStart) is free: SendAccept may propose any value there.
+    static lemma LeadsFree(bal: Ballot, l: P.LeaderState, nextSlot: nat, logStart: nat, val: S.Value)
+      requires Leads(Leader, bal, l, nextSlot, logStart) && logStart <= nextSlot
+      ensures l.Leading? && l.bal == bal && l.phase == 2 && nextSlot !in l.proposed
+      ensures forall p | p in l.promises :: p.Promise? && nextSlot >= p.logStart
+      ensures P.SafeToPropose(l.promises, nextSlot, val)
+    {
+      reveal Leads();
+    }
+
+    // One more proposal below nextSlot keeps the tie.
+    static lemma LeadsPropose(bal: Ballot, l: P.LeaderState, nextSlot: nat, logStart: nat, slot: nat, val: S.Value)
+      requires Leads(Leader, bal, l, nextSlot, logStart) && slot < nextSlot
+      ensures l.Leading? && Leads(Leader, bal, l.(proposed := l.proposed[slot := val]), nextSlot, logStart)
+    {
+      reveal Leads();
     }
 
     constructor (me: uint64, n: uint64, electionTicks: uint64, heartbeatTicks: uint64)
@@ -264,6 +393,8 @@ module Impl {
       Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, ackCount, readAck};
       new;
       TiedFollower(bal, n, promiseFrom[..], promiseCount);
+      TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
       ResetDurableArrays();
       ResetLeaderArrays();
     }
@@ -405,7 +536,7 @@ module Impl {
       requires Valid() && BalLe(promised, b)
       modifies this
       ensures Valid() && PromisedGrows() && Bounds() && role == old(role) && bal == old(bal)
-      ensures promised == b && Keeps() && sentLog == old(sentLog)
+      ensures promised == b && Keeps() && sentLog == old(sentLog) && promiseCount == old(promiseCount)
     {
       if promised != b {
         promised := b;
@@ -427,6 +558,8 @@ module Impl {
       bal := Zero;
       leaderAbs := P.NotLeader;
       TiedFollower(bal, n, promiseFrom[..], promiseCount);
+      TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
     }
 
     // ---- learning ------------------------------------------------------------------------
@@ -449,6 +582,7 @@ module Impl {
         R.HasAllExtend(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat);
         outCommits := outCommits + [Committed(commitUpto, committed[Idx(commitUpto)].val)];
         if nextSlot == commitUpto {
+          LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, nextSlot as nat + 1, logStart as nat);
           nextSlot := nextSlot + 1;  // a slot committed elsewhere is never proposed in again
         }
         commitUpto := commitUpto + 1;
@@ -467,6 +601,7 @@ module Impl {
       R.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
       if committed[Idx(slot)].None? {
         if slot >= nextSlot {
+          LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, slot as nat + 1, logStart as nat);
           nextSlot := slot + 1;  // never propose in a slot already known to be chosen
         }
         committed[Idx(slot)] := Some(val);
@@ -493,6 +628,9 @@ module Impl {
       ensures Valid() && PromisedGrows()
       ensures AbsSame() && votes[..] == old(votes[..]) && committed[..] == old(committed[..])
       ensures maxSeen == old(maxSeen) && commitUpto == old(commitUpto) && role == old(role)
+      ensures promiseCount == 0 && (forall j | 0 <= j < n :: !promiseFrom[j])
+      ensures forall j | 0 <= j < WINDOW :: takeover[j].NoVote?
+      ensures nextSlot == old(nextSlot) && bal == old(bal)
     {
       ResetLeaderArrays();
       promiseCount := 0;
@@ -504,6 +642,7 @@ module Impl {
       overflowFrom := me;
       readSeq := 0;
       readConfirmed := 0;
+      TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
     }
 
     // The loops below write array contents only; Valid() reads only this object's fields, so
@@ -512,11 +651,14 @@ module Impl {
       requires Valid() && role != Candidate
       modifies takeover, proposed, ackCount, acks, promiseFrom, readAck
       ensures Valid() && PromisedGrows()
+      ensures forall j | 0 <= j < n :: !promiseFrom[j]
+      ensures forall j | 0 <= j < WINDOW :: takeover[j].NoVote?
     {
       ghost var pf0 := promiseFrom[..];
       var i: uint64 := 0;
       while i < WINDOW
         invariant i <= WINDOW
+        invariant forall j | 0 <= j < i :: takeover[j].NoVote?
       {
         takeover[i] := NoVote;
         proposed[i] := None;
@@ -526,6 +668,7 @@ module Impl {
       i := 0;
       while i < WINDOW * n
         invariant i <= WINDOW * n
+        invariant forall j | 0 <= j < WINDOW :: takeover[j].NoVote?
       {
         acks[i] := false;
         i := i + 1;
@@ -533,16 +676,19 @@ module Impl {
       i := 0;
       while i < n
         invariant i <= n
+        invariant forall j | 0 <= j < i :: !promiseFrom[j]
+        invariant forall j | 0 <= j < WINDOW :: takeover[j].NoVote?
       {
         promiseFrom[i] := false;
         readAck[i] := 0;
         i := i + 1;
       }
       TiedNonCandidate(role, bal, leaderAbs, n, pf0, promiseCount, promiseFrom[..], promiseCount);
+      TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
     }
 
     method ResetDurableArrays()
-      requires Shape() && CandidateTied() && logStart == commitUpto
+      requires Shape() && CandidateTied() && TakeoverTied() && LeaderTied() && logStart == commitUpto
       modifies votes, committed
       ensures Valid() && PromisedGrows()
       ensures R.AbsVotes(votes[..], logStart as nat) == map[] && R.AbsCommitted(committed[..], logStart as nat) == map[]
@@ -584,6 +730,8 @@ module Impl {
       role := Follower;  // campaigning anew: the old campaign's state goes
       leaderAbs := P.NotLeader;
       TiedFollower(bal, n, promiseFrom[..], promiseCount);
+      TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
       ClearLeaderState();
       var seen := BalMax(promised, maxSeen);
       if seen.round >= UINT64_MAX - 1 {
@@ -596,7 +744,11 @@ module Impl {
       role := Candidate;
       bal := b;
       leaderAbs := P.Leading(b, 1, {}, map[]);
-      TiedStart(bal, n, promiseFrom[..], promiseCount);
+      assert forall j | 0 <= j < n as int :: !promiseFrom[..][j];
+      TiedStart(bal, n, promiseFrom[..]);
+      R.AbsVotesEmpty(takeover[..], logStart as nat);
+      TakeoverStart(bal, logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
       ticks := 0;
       Broadcast(Prepare(b, commitUpto), true);
       // The refinement: StartPrepare(b).
@@ -611,19 +763,79 @@ module Impl {
       R.PrepareBroadcastRefines(sentLog[|old(sentLog)|..], me, n, b, commitUpto);
     }
 
-    method BecomeLeader()
-      requires Valid() && role == Candidate
-      modifies Repr
-      ensures Valid() && PromisedGrows()
+    // The trail of this host's protocol steps from h0, its state when its packet log was log0,
+    // to now (see R.Trail).
+    ghost predicate TrailFrom(h0: P.Host, log0: seq<Packet>, net: set<S.Message>, moves: seq<R.Move>)
+      reads this, votes, committed
     {
+      R.Trail(Consts(), me as nat, h0, log0, net, moves, AbsHost(), sentLog)
+    }
+
+    // Send CatchUp(commitUpto) to dst: a SendNoSafety step, appended to the trail.
+    method SendCatchUp(dst: uint64, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves: seq<R.Move>)
+      returns (ghost moves': seq<R.Move>)
+      requires Valid() && dst < n && TrailFrom(h0, log0, {}, moves)
+      modifies this
+      ensures Valid() && PromisedGrows() && Unchanged() && TrailFrom(h0, log0, {}, moves')
+    {
+      ghost var h1, log1 := AbsHost(), sentLog;
+      Send(dst, CatchUp(commitUpto));
+      ghost var a := S.CatchUp(me as nat, dst as nat, commitUpto as nat);
+      assert AbsHost() == h1;
+      assert sentLog[|log1|..] == [Packet(me, dst, CatchUp(commitUpto))];
+      R.PacketsRefineOne(Packet(me, dst, CatchUp(commitUpto)), a, {a});
+      assert P.HostStep(Consts(), me as nat, h1, h1, {}, {a}, P.SendNoSafetyStep(a));
+      R.TrailSnoc(Consts(), me as nat, h0, log0, {}, moves, h1, log1, R.NoSafety(h1, a), sentLog);
+      moves' := moves + [R.NoSafety(h1, a)];
+    }
+
+    // The leader's heartbeat: Heartbeat(bal, commitUpto, readSeq) to the other members, and a
+    // CatchUp when this leader lags behind a promise's logStart. A SendNoSafety step each.
+    method Beat(ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves: seq<R.Move>) returns (ghost moves': seq<R.Move>)
+      requires Valid() && role == Leader && TrailFrom(h0, log0, {}, moves)
+      modifies this
+      ensures Valid() && PromisedGrows() && Unchanged() && TrailFrom(h0, log0, {}, moves')
+    {
+      LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
+      ghost var h1, log1 := AbsHost(), sentLog;
+      Broadcast(Heartbeat(bal, commitUpto, readSeq), false);
+      assert AbsHost() == h1;
+      R.BeatRefines(Consts(), h1, {}, me, n, bal, commitUpto, readSeq, sentLog[|log1|..]);
+      ghost var beats := R.BeatMoves(h1, me as nat, n as nat, bal, commitUpto as nat);
+      R.TrailChain(Consts(), me as nat, h0, log0, {}, moves, h1, log1, beats, h1, sentLog);
+      moves' := moves + beats;
+      if maxLogStart > commitUpto && maxLogStartFrom != me {
+        moves' := SendCatchUp(maxLogStartFrom, h0, log0, moves');  // this leader lags: ask again
+      }
+    }
+
+    // A quorum promised bal: lead it (the protocol's phase 2), unless this host cannot take the
+    // slots over (then it steps down and asks for what it lacks). It proposes in every slot
+    // from the first one it has not seen committed (and at or above every promise's logStart)
+    // up to the highest slot it knows of: the value of the highest vote the promises report
+    // there, else a value this host saw committed there, else the empty value (a no-op batch).
+    // Abstractly: SendAccept for each of those slots, then a SendNoSafety step per Heartbeat
+    // and CatchUp; or StepDown and a CatchUp.
+    method BecomeLeader() returns (ghost moves: seq<R.Move>)
+      requires Valid() && role == Candidate && promiseCount >= quorum
+      modifies Repr
+      ensures Valid() && PromisedGrows() && SameConfig()
+      ensures R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), {}, moves, AbsHost(), sentLog)
+    {
+      ghost var h0, log0 := AbsHost(), sentLog;
+      R.TrailNil(Consts(), me as nat, h0, log0, {});
+      moves := [];
       if takeoverOverflow || promised != bal {
         var lags := takeoverOverflow && promised == bal;
         StepDown();
+        moves := R.StepDownMoves(h0, true);
+        R.StepDownRefines(Consts(), me as nat, h0, {}, true);
+        assert sentLog[|log0|..] == [];
         if lags {
           // A promise reported votes beyond this host's window: it lags and cannot take those
           // slots over. Ask for what it lacks, or each election it starts preempts the others
           // again and nobody leads (its election timeout may be the shortest).
-          Send(if maxLogStart > commitUpto then maxLogStartFrom else overflowFrom, CatchUp(commitUpto));
+          moves := SendCatchUp(if maxLogStart > commitUpto then maxLogStartFrom else overflowFrom, h0, log0, moves);
         }
         return;
       }
@@ -634,53 +846,133 @@ module Impl {
       if start - logStart > WINDOW {
         // The others are a whole window ahead: this host cannot lead until it catches up.
         StepDown();
-        Send(maxLogStartFrom, CatchUp(commitUpto));
+        moves := R.StepDownMoves(h0, true);
+        R.StepDownRefines(Consts(), me as nat, h0, {}, true);
+        assert sentLog[|log0|..] == [];
+        moves := SendCatchUp(maxLogStartFrom, h0, log0, moves);
         return;
+      }
+      // What phase 1 established, kept across the proposals below.
+      ghost var l := leaderAbs;
+      ghost var tk := R.AbsVotes(takeover[..], logStart as nat);
+      TiedPhase(bal, l, n, promiseFrom[..], promiseCount, quorum);
+      assert TakeoverOf(l.promises, tk, logStart as nat, maxLogStart, takeoverHi, false) by {
+        reveal Takeover();
       }
       role := Leader;
       TiedLeader(bal, leaderAbs, n, promiseFrom[..], promiseCount);
+      TakeoverNonCandidate(role, leaderAbs, tk, logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       leaderHint := me;
       nextSlot := if start > hi then start else hi;
-      if maxLogStart > commitUpto {
-        Send(maxLogStartFrom, CatchUp(commitUpto));
-      }
-      // In each slot: a value this host saw committed (it was chosen), else the value of the
-      // highest-ballot vote the promises reported, else the empty value (a no-op batch).
+      LeadsTakeover(bal, l, tk, logStart as nat, maxLogStart, takeoverHi, nextSlot as nat);
       var s := start;
       while s < hi
-        invariant BalLe(old(promised), promised)
-        invariant Valid() && role == Leader
+        invariant BalLe(old(promised), promised) && SameConfig()
+        invariant Valid() && role == Leader && promised == bal && bal == old(bal)
+        invariant start <= s && logStart == old(logStart) && hi <= nextSlot
+        invariant maxLogStart == old(maxLogStart) && takeoverHi == old(takeoverHi)
+        invariant leaderAbs.Leading? && leaderAbs.promises == l.promises
+        invariant forall t | t in leaderAbs.proposed :: start as nat <= t < s as nat
+        invariant R.AbsVotes(takeover[..], logStart as nat) == tk
+        invariant TrailFrom(h0, log0, {}, moves)
         decreases hi as int - s as int
       {
         if InWindow(s) {
           var c := committed[Idx(s)];
           var v := takeover[Idx(s)];
-          var val := if c.Some? then c.val else if v.Vote? then v.val else [];
-          ProposeAt(s, val);
+          var val := if v.Vote? then v.val else if c.Some? then c.val else [];
+          R.AbsVotesAt(takeover[..], logStart as nat, s as nat);
+          TakeoverSafe(l.promises, tk, logStart as nat, maxLogStart, takeoverHi, s as nat, val);
+          ghost var h1, log1 := AbsHost(), sentLog;
+          ghost var mv := ProposeAt(s, val);
+          R.TrailSnoc(Consts(), me as nat, h0, log0, {}, moves, h1, log1, mv, sentLog);
+          moves := moves + [mv];
         }
         s := s + 1;
       }
-      SendHeartbeats();
+      ticks := 0;
+      moves := Beat(h0, log0, moves);
     }
 
-    method ProposeAt(slot: uint64, val: Value)
-      requires Valid() && InWindow(slot) && role == Leader
+    // The phase-1 rule, from the takeover map: in a slot where no promise reports a vote, any
+    // value; else the value of the highest vote reported (the map's).
+    static lemma TakeoverSafe(ps: set<S.Message>, tk: map<S.Slot, S.Vote>, logStart: nat, mls: uint64, hi: uint64,
+                              s: nat, val: S.Value)
+      requires TakeoverOf(ps, tk, logStart, mls, hi, false) && logStart <= s
+      requires s in tk ==> val == tk[s].val
+      ensures P.SafeToPropose(ps, s, val)
+    {
+      if s in tk {
+        var p :| p in ps && p.Promise? && s in p.votes && p.votes[s] == tk[s];
+        assert P.NoHigherVote(ps, s, tk[s].bal);
+      } else {
+        assert forall p | p in ps :: p.Promise? && s !in p.votes;
+      }
+    }
+
+    // A candidate with the promises of a quorum, no vote reported beyond its window, and
+    // nextSlot at or above every promise's logStart and every reported vote: a leader.
+    static lemma LeadsTakeover(bal: Ballot, l: P.LeaderState, tk: map<S.Slot, S.Vote>, logStart: nat, mls: uint64,
+                               hi: uint64, nextSlot: nat)
+      requires l.Leading? && l.bal == bal && l.phase == 2 && l.proposed == map[]
+      requires TakeoverOf(l.promises, tk, logStart, mls, hi, false) && mls as nat <= nextSlot && hi as nat <= nextSlot
+      ensures Leads(Leader, bal, l, nextSlot, logStart)
+    {
+      reveal Leads();
+      forall p, s | p in l.promises && p.Promise? && s in p.votes ensures s < nextSlot || s < logStart {
+        if s >= logStart {
+          assert s < hi as nat;
+        }
+      }
+    }
+
+    static lemma LeadsShape(bal: Ballot, l: P.LeaderState, nextSlot: nat, logStart: nat)
+      requires Leads(Leader, bal, l, nextSlot, logStart)
+      ensures l.Leading? && l.bal == bal && l.phase == 2
+    {
+      reveal Leads();
+    }
+
+    // Propose val in slot: Accept(bal, slot, val) to every member, this host included.
+    // Abstractly SendAccept(slot, val); the caller shows it is safe.
+    method ProposeAt(slot: uint64, val: Value) returns (ghost mv: R.Move)
+      requires Valid() && InWindow(slot) && role == Leader && promised == bal && slot < nextSlot
+      requires leaderAbs.Leading? && slot as nat !in leaderAbs.proposed
+      requires forall p | p in leaderAbs.promises :: p.Promise? && slot as nat >= p.logStart
+      requires P.SafeToPropose(leaderAbs.promises, slot as nat, val)
       modifies Repr
-      ensures Valid() && PromisedGrows() && role == Leader && Bounds()
+      ensures Valid() && PromisedGrows() && role == Leader && Bounds() && SameConfig()
+      ensures promised == old(promised) && bal == old(bal) && maxLogStart == old(maxLogStart)
+      ensures takeover[..] == old(takeover[..])
+      ensures leaderAbs == old(leaderAbs).(proposed := old(leaderAbs).proposed[slot as nat := val])
+      ensures mv.post == AbsHost() && P.HostStep(Consts(), me as nat, old(AbsHost()), mv.post, {}, mv.sent, mv.step)
+      ensures old(sentLog) <= sentLog && R.PacketsRefine(sentLog[|old(sentLog)|..], mv.sent)
     {
       proposed[Idx(slot)] := Some(val);
       ackCount[Idx(slot)] := 0;
       var i: uint64 := 0;
       while i < n
-        invariant BalLe(old(promised), promised)
         invariant i <= n
-        invariant Valid() && role == Leader && Bounds()
+        invariant Valid() && role == Leader && Unchanged()
+        invariant takeover[..] == old(takeover[..]) && AbsHost() == old(AbsHost())
+        modifies acks
       {
         AckIndexBound(Idx(slot), i, n, acks.Length);
         acks[Idx(slot) * n + i] := false;
         i := i + 1;
       }
+      ghost var h0 := AbsHost();
+      LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
+      LeadsPropose(bal, leaderAbs, nextSlot as nat, logStart as nat, slot as nat, val);
+      leaderAbs := leaderAbs.(proposed := leaderAbs.proposed[slot as nat := val]);
+      TiedLeader(bal, leaderAbs, n, promiseFrom[..], promiseCount);
+      TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      ghost var log0 := sentLog;
       Broadcast(Accept(bal, slot, val), true);
+      R.AcceptBroadcastRefines(sentLog[|log0|..], me, n, bal, slot, val);
+      mv := R.Move(P.SendAcceptStep(slot as nat, val), R.AcceptAll(me as nat, n as nat, bal, slot as nat, val), AbsHost());
+      assert AbsHost() == h0.(leader := leaderAbs);
+      assert P.HostStep(Consts(), me as nat, h0, mv.post, {}, mv.sent, mv.step);
     }
 
     static lemma AckIndexBound(idx: uint64, i: uint64, n: uint64, len: int)
@@ -697,6 +989,8 @@ module Impl {
     {
     }
 
+    // On a heartbeat tick. A leader beats (Beat), then re-sends the Accepts that have not
+    // reached a quorum yet (messages may be lost).
     method SendHeartbeats()
       requires Valid()
       modifies Repr
@@ -706,16 +1000,13 @@ module Impl {
       if role != Leader {
         return;
       }
-      Broadcast(Heartbeat(bal, commitUpto, readSeq), false);
-      if maxLogStart > commitUpto && maxLogStartFrom != me {
-        Send(maxLogStartFrom, CatchUp(commitUpto));  // this leader lags: ask again
-      }
-      // Re-send Accepts that have not reached a quorum yet (messages may be lost).
+      R.TrailNil(Consts(), me as nat, AbsHost(), sentLog, {});
+      ghost var moves := Beat(AbsHost(), sentLog, []);
       var s := commitUpto;
       var end := if nextSlot - commitUpto > RETRANSMIT_BATCH then commitUpto + RETRANSMIT_BATCH else nextSlot;
       while s < end
         invariant BalLe(old(promised), promised)
-        invariant Valid() && Bounds() && commitUpto <= s <= end <= nextSlot
+        invariant Valid() && commitUpto <= s <= end <= nextSlot
         decreases end - s
       {
         var p := proposed[Idx(s)];
@@ -779,16 +1070,16 @@ module Impl {
         s := s + 1;
       }
       assert {:split_here} true;  // keeps each half of this proof small
-      Send(src, Promise(b, logStart, reported));
+      Send(src, Promise(b, start, reported));
       // The refinement: the votes below voteHi are all the votes held (VotesBelowHi).
       ghost var m := S.Prepare(src as nat, me as nat, b);
       ghost var p := S.Promise(me as nat, src as nat, b, start as nat, P.VotesFrom(h0.votes, start as nat));
       R.ReportAll(h0.votes, start as nat, s as nat, voteHi as nat);
-      assert R.MsgRefines(me as nat, src as nat, Promise(b, logStart, reported), p);
+      assert R.MsgRefines(me as nat, src as nat, Promise(b, start, reported), p);
       assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);
       PrepareRefines(h0, AbsHost(), m, fromSlot as nat, old(role) != Follower && b != old(bal));
-      assert sentLog[|old(sentLog)|..] == [Packet(me, src, Promise(b, logStart, reported))];
-      R.PacketsRefineOne(Packet(me, src, Promise(b, logStart, reported)), p, {p});
+      assert sentLog[|old(sentLog)|..] == [Packet(me, src, Promise(b, start, reported))];
+      R.PacketsRefineOne(Packet(me, src, Promise(b, start, reported)), p, {p});
     }
 
     // A promise is ReceivePrepare, followed by StepDown when `down`.
@@ -813,63 +1104,67 @@ module Impl {
       }
     }
 
-    // Refines ReceivePromise(m), m the Promise(b) from src with the reported votes and the
-    // logStart `absLs` (a ghost parameter: the concrete message refines m when ls <= absLs),
-    // see R.PromiseMoves, when the promise does not complete a quorum (then BecomeLeader runs,
-    // not covered yet; leaderAbs then keeps the promises before this one).
-    method OnPromise(src: uint64, b: Ballot, ls: uint64, reported: seq<SlotVote>, ghost absLs: nat)
+    // Refines ReceivePromise(m), m the Promise(b) from src with its logStart and reported votes,
+    // when this host campaigns for b, has no promise from src yet and is short of a quorum;
+    // then, when the promises reach a quorum, BecomeLeader's steps. Otherwise no step (a report
+    // whose slots do not increase is malformed, the core never sends one: it is dropped like a
+    // lost message).
+    method OnPromise(src: uint64, b: Ballot, ls: uint64, reported: seq<SlotVote>) returns (ghost moves: seq<R.Move>)
       requires Valid()
       modifies Repr
-      ensures Valid() && PromisedGrows()
-      ensures var m := S.Promise(src as nat, me as nat, b, absLs, R.SlotVotesMap(reported));
-              var take := old(role) == Candidate && b == old(bal) && src < n && !old(promiseFrom[src]);
-              !(take && old(promiseCount) as nat + 1 >= quorum as nat) ==>
-                && R.Run(Consts(), me as nat, old(AbsHost()), {m}, R.PromiseMoves(Consts(), old(AbsHost()), m, take), AbsHost())
-                && CandidateTied() && SameConfig() && sentLog == old(sentLog)
+      ensures Valid() && PromisedGrows() && SameConfig()
+      ensures var m := S.Promise(src as nat, me as nat, b, ls as nat, R.SlotVotesMap(reported));
+              R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), {m}, moves, AbsHost(), sentLog)
     {
-      if role != Candidate || b != bal || src >= n || promiseFrom[src] {
-        R.RunNil(Consts(), me as nat, AbsHost(), {S.Promise(src as nat, me as nat, b, absLs, R.SlotVotesMap(reported))});
+      ghost var m := S.Promise(src as nat, me as nat, b, ls as nat, R.SlotVotesMap(reported));
+      ghost var h0, log0 := AbsHost(), sentLog;
+      R.TrailNil(Consts(), me as nat, h0, log0, {m});
+      moves := [];
+      if role != Candidate || b != bal || src >= n || promiseFrom[src] || promiseCount >= quorum {
         return;
       }
-      ghost var m := S.Promise(src as nat, me as nat, b, absLs, R.SlotVotesMap(reported));
-      ghost var h0 := AbsHost();
-      ghost var pf0, l0 := promiseFrom[..], leaderAbs;
-      ghost var count0 := promiseCount;
-      promiseFrom[src] := true;
-      if promiseCount < n {
-        promiseCount := promiseCount + 1;
+      var increasing := IncreasingSlots(reported);
+      if !increasing {
+        return;
       }
-      assert promiseFrom[..] == pf0[src := true];
-      if promiseCount < quorum {
-        TiedPromise(Consts(), bal, l0, n, pf0, count0, m, quorum);
-        leaderAbs := R.Collected(Consts(), leaderAbs, m);
-        R.RunOne(Consts(), me as nat, h0, {m}, R.PromiseMoves(Consts(), h0, m, true)[0]);
-        assert R.PromiseMoves(Consts(), h0, m, true) == [R.PromiseMoves(Consts(), h0, m, true)[0]];
-      } else {
-        // a quorum: BecomeLeader follows (its refinement is not proven; leaderAbs stays)
-        TiedMoreFlags(bal, l0, n, pf0, count0, src, promiseCount);
+      assert {:split_here} true;
+      ghost var l0, pf0, count0 := leaderAbs, promiseFrom[..], promiseCount;
+      TiedPromise(Consts(), bal, l0, n, pf0, count0, m, quorum);
+      assert TakeoverOf(l0.promises, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
+                        takeoverHi, takeoverOverflow) by {
+        reveal Takeover();
       }
       if ls > maxLogStart {
         maxLogStart := ls;
         maxLogStartFrom := src;
       }
-      assert {:split_here} true;  // keeps each half of this proof small
-      ghost var h1, pf := AbsHost(), promiseFrom[..];
+      // Fold the reported votes into takeover: the highest vote per slot.
+      TakeoverAddEmpty(l0.promises, m, reported, R.AbsVotes(takeover[..], logStart as nat), logStart as nat,
+                       maxLogStart, takeoverHi, takeoverOverflow);
       var rest := reported;
+      ghost var k: nat := 0;
       while rest != []
-        invariant BalLe(old(promised), promised)
-        invariant Valid() && role == Candidate
-        invariant AbsHost() == h1 && SameConfig() && sentLog == old(sentLog)
-        invariant promiseFrom[..] == pf && bal == old(bal) && promiseCount == old(promiseCount) + (if old(promiseCount) < n then 1 else 0)
+        invariant 0 <= k <= |reported| && rest == reported[k..]
+        invariant Shape() && VotesBelowHi() && CommittedPrefix() && CandidateTied() && LeaderTied()
+        invariant role == Candidate && leaderAbs == l0 && promiseFrom[..] == pf0 && promiseCount == count0
+        invariant bal == old(bal) && promised == old(promised) && logStart == old(logStart) && nextSlot == old(nextSlot)
+        invariant AbsHost() == h0 && sentLog == log0 && SameConfig()
+        invariant ls <= maxLogStart
+        invariant TakeoverOf(l0.promises + {Part(m, reported, k)}, R.AbsVotes(takeover[..], logStart as nat),
+                             logStart as nat, maxLogStart, takeoverHi, takeoverOverflow)
         modifies this, takeover
         decreases |rest|
       {
         var sv := rest[0];
         rest := rest[1..];
+        ghost var arr0 := takeover[..];
+        ghost var tk, hi0, ov0 := R.AbsVotes(takeover[..], logStart as nat), takeoverHi, takeoverOverflow;
         if InWindow(sv.slot) {
           var cur := takeover[Idx(sv.slot)];
+          R.AbsVotesAt(takeover[..], logStart as nat, sv.slot as nat);
           if cur.NoVote? || BalLt(cur.bal, sv.bal) {
             takeover[Idx(sv.slot)] := Vote(sv.bal, sv.val);
+            R.AbsVotesUpdate(arr0, logStart as nat, sv.slot as nat, sv.bal, sv.val);
           }
           if sv.slot + 1 > takeoverHi {
             takeoverHi := sv.slot + 1;
@@ -878,9 +1173,179 @@ module Impl {
           takeoverOverflow := true;
           overflowFrom := src;
         }
+        R.AbsVotesKeys(arr0, logStart as nat);
+        TakeoverFold(l0.promises, m, reported, k, tk, logStart as nat, WINDOW as nat, maxLogStart, hi0, ov0,
+                     R.AbsVotes(takeover[..], logStart as nat), takeoverHi, takeoverOverflow);
+        k := k + 1;
       }
+      assert {:split_here} true;  // keeps each part of this proof small
+      assert reported[..|reported|] == reported;
+      promiseFrom[src] := true;
+      promiseCount := promiseCount + 1;
+      assert promiseFrom[..] == pf0[src := true];
+      leaderAbs := R.Collected(Consts(), l0, m);
+      assert TakeoverTied() by {
+        reveal Takeover();
+      }
+      LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
+      ghost var mv := R.PromiseMoves(Consts(), h0, m, true)[0];
+      assert AbsHost() == mv.post;
+      R.TrailSnoc(Consts(), me as nat, h0, log0, {m}, [], h0, log0, mv, sentLog);
+      assert [] + [mv] == [mv];
+      moves := [mv];
       if promiseCount >= quorum {
-        BecomeLeader();
+        ghost var h1, log1 := AbsHost(), sentLog;
+        ghost var more := BecomeLeader();
+        R.TrailNet(Consts(), me as nat, h1, log1, {}, {m}, more, AbsHost(), sentLog);
+        R.TrailChain(Consts(), me as nat, h0, log0, {m}, moves, h1, log1, more, AbsHost(), sentLog);
+        moves := moves + more;
+      }
+    }
+
+    // The slots of a Promise's report increase (the core reports each slot once, in order).
+    static ghost predicate Increasing(vs: seq<SlotVote>) {
+      forall i, j | 0 <= i < j < |vs| :: vs[i].slot < vs[j].slot
+    }
+
+    static method IncreasingSlots(vs: seq<SlotVote>) returns (ok: bool)
+      ensures ok ==> Increasing(vs)
+    {
+      if vs == [] {
+        return true;
+      }
+      var last := vs[0].slot;
+      var rest := vs[1..];
+      ghost var k: nat := 1;
+      while rest != []
+        invariant 1 <= k <= |vs| && rest == vs[k..] && last == vs[k - 1].slot
+        invariant forall i, j | 0 <= i < j < k :: vs[i].slot < vs[j].slot
+        decreases |rest|
+      {
+        if rest[0].slot <= last {
+          return false;
+        }
+        last := rest[0].slot;
+        rest := rest[1..];
+        k := k + 1;
+      }
+      return true;
+    }
+
+    // The promise m with only the first k entries of its report.
+    static ghost function Part(m: S.Message, vs: seq<SlotVote>, k: nat): S.Message
+      requires m.Promise? && k <= |vs|
+    {
+      m.(votes := R.SlotVotesMap(vs[..k]))
+    }
+
+    static lemma TakeoverAddEmpty(ps: set<S.Message>, m: S.Message, vs: seq<SlotVote>, tk: map<S.Slot, S.Vote>,
+                                  logStart: nat, mls: uint64, hi: uint64, ov: bool)
+      requires m.Promise? && m.logStart <= mls as nat
+      requires TakeoverOf(ps, tk, logStart, mls, hi, ov)
+      ensures TakeoverOf(ps + {Part(m, vs, 0)}, tk, logStart, mls, hi, ov)
+    {
+      reveal R.SlotVotesMap();
+      assert vs[..0] == [];
+      assert Part(m, vs, 0).votes == map[];
+    }
+
+    // One more entry of the report folded into the takeover map (tk'): a slot in the window
+    // takes the entry's vote unless it holds a vote with a ballot at least as high; a slot
+    // beyond the window sets the overflow flag; a slot below it is ignored.
+    static lemma TakeoverFold(ps: set<S.Message>, m: S.Message, vs: seq<SlotVote>, k: nat,
+                              tk: map<S.Slot, S.Vote>, logStart: nat, w: nat, mls: uint64, hi: uint64, ov: bool,
+                              tk': map<S.Slot, S.Vote>, hi': uint64, ov': bool)
+      requires m.Promise? && k < |vs| && Increasing(vs) && m.votes == R.SlotVotesMap(vs)
+      requires TakeoverOf(ps + {Part(m, vs, k)}, tk, logStart, mls, hi, ov)
+      requires forall s | s in tk :: logStart <= s < logStart + w
+      requires var sv := vs[k]; var s := sv.slot as nat;
+               if logStart <= s < logStart + w then
+                 && hi' as nat >= s + 1 && hi' >= hi && ov' == ov
+                 && tk' == if s !in tk || BalLt(tk[s].bal, sv.bal) then tk[s := S.Vote(sv.bal, sv.val)] else tk
+               else if s >= logStart then ov' && tk' == tk && hi' == hi
+               else tk' == tk && hi' == hi && ov' == ov
+      ensures TakeoverOf(ps + {Part(m, vs, k + 1)}, tk', logStart, mls, hi', ov')
+    {
+      var sv := vs[k];
+      var s := sv.slot as nat;
+      var v := S.Vote(sv.bal, sv.val);
+      var pm, pm' := Part(m, vs, k), Part(m, vs, k + 1);
+      assert vs[..k + 1] == vs[..k] + [sv];
+      R.SlotVotesMapAppend(vs[..k], sv);
+      assert pm'.votes == pm.votes[s := v];
+      R.SlotVotesMapKeys(vs[..k]);
+      assert s !in pm.votes;
+      var P, P' := ps + {pm}, ps + {pm'};
+      forall p | p in P' ensures p.Promise? && p.logStart <= mls as nat {
+        if p == pm' {
+          assert pm in P;
+        }
+      }
+      // Every vote reported is in the map (or overflows), with a ballot at most the map's.
+      forall p: S.Message, t: nat | p in P' && p.Promise? && t in p.votes && t >= logStart
+        ensures Covered(p, t, tk', hi', ov')
+      {
+        var q := if p == pm' && t != s then pm else p;
+        assert q in P' || q in P;
+        assert q.Promise? && t in q.votes && q.votes[t] == p.votes[t];
+        if q in P {
+          TakeoverVote(P, tk, logStart, mls, hi, ov, q, t);
+        }
+        assert q !in P ==> q == pm' && t == s && q.votes[t] == v;
+        assert if logStart <= s < logStart + w then
+                 && hi' as nat >= s + 1 && hi' >= hi && ov' == ov
+                 && tk' == if s !in tk || BalLt(tk[s].bal, v.bal) then tk[s := v] else tk
+               else if s >= logStart then ov' && tk' == tk && hi' == hi
+               else tk' == tk && hi' == hi && ov' == ov;
+        FoldVote(q, pm', s, v, t, tk, logStart, w, hi, ov, tk', hi', ov', q in P);
+      }
+      // Every vote of the map is one a promise reports.
+      forall t | t in tk' ensures exists p | p in P' :: p.Promise? && t in p.votes && p.votes[t] == tk'[t] {
+        if t == s && tk' != tk {
+          assert pm' in P' && pm'.votes[s] == tk'[s];
+        } else {
+          assert t in tk && tk'[t] == tk[t];
+          var q :| q in P && q.Promise? && t in q.votes && q.votes[t] == tk[t];
+          if q == pm {
+            assert t != s;
+            assert pm' in P' && pm'.votes[t] == tk'[t];
+          } else {
+            assert q in P';
+          }
+        }
+      }
+    }
+
+    static lemma TakeoverVote(ps: set<S.Message>, tk: map<S.Slot, S.Vote>, logStart: nat, mls: uint64, hi: uint64, ov: bool,
+                              p: S.Message, t: nat)
+      requires TakeoverOf(ps, tk, logStart, mls, hi, ov) && p in ps && p.Promise? && t in p.votes && t >= logStart
+      ensures ov || (t < hi as nat && t in tk && BalLe(p.votes[t].bal, tk[t].bal))
+    {
+    }
+
+    // TakeoverFold for one vote q reports in slot t: q is a promise folded before (old), or
+    // pm', whose vote in s, v, is the one just folded.
+    static lemma FoldVote(q: S.Message, pm': S.Message, s: nat, v: S.Vote, t: nat,
+                          tk: map<S.Slot, S.Vote>, logStart: nat, w: nat, hi: uint64, ov: bool,
+                          tk': map<S.Slot, S.Vote>, hi': uint64, ov': bool, before: bool)
+      requires q.Promise? && t in q.votes && t >= logStart
+      requires before ==> ov || (t < hi as nat && t in tk && BalLe(q.votes[t].bal, tk[t].bal))
+      requires !before ==> q == pm' && t == s && q.votes[t] == v
+      requires if logStart <= s < logStart + w then
+                 && hi' as nat >= s + 1 && hi' >= hi && ov' == ov
+                 && tk' == if s !in tk || BalLt(tk[s].bal, v.bal) then tk[s := v] else tk
+               else if s >= logStart then ov' && tk' == tk && hi' == hi
+               else tk' == tk && hi' == hi && ov' == ov
+      ensures ov' || (t < hi' as nat && t in tk' && BalLe(q.votes[t].bal, tk'[t].bal))
+    {
+      if !ov' {
+        if !before {
+          if s in tk && !BalLt(tk[s].bal, v.bal) {
+            BalLtTotal(tk[s].bal, v.bal);
+          }
+        } else if t == s && logStart <= s < logStart + w && (s !in tk || BalLt(tk[s].bal, v.bal)) {
+          BalLeTransitive(q.votes[t].bal, tk[t].bal, v.bal);
+        }
       }
     }
 
@@ -1213,7 +1678,7 @@ module Impl {
     {
       match m {
         case Prepare(b, fromSlot) => OnPrepare(src, b, fromSlot);
-        case Promise(b, ls, reported) => OnPromise(src, b, ls, reported, ls as nat);
+        case Promise(b, ls, reported) => ghost var moves := OnPromise(src, b, ls, reported);
         case Accept(b, slot, val) => OnAccept(src, b, slot, val);
         case Accepted(b, slot) => OnAccepted(src, b, slot);
         case Learn(b, slot) => OnLearn(b, slot, src);
@@ -1325,9 +1790,12 @@ module Impl {
     {
       BeginStep();
       var ok := false;
-      if role == Leader && nextSlot - logStart < WINDOW {
-        ProposeAt(nextSlot, val);
+      if role == Leader && promised == bal && nextSlot - logStart < WINDOW {
+        var slot := nextSlot;
+        LeadsFree(bal, leaderAbs, slot as nat, logStart as nat, val);
+        LeadsMono(role, bal, leaderAbs, slot as nat, logStart as nat, slot as nat + 1, logStart as nat);
         nextSlot := nextSlot + 1;
+        ghost var mv := ProposeAt(slot, val);
         ok := true;
       }
       r := EndStep(ok);
@@ -1397,7 +1865,8 @@ module Impl {
 
     // Abstractly: the protocol's truncation at upto (the caller knows [logStart, upto) committed).
     method DropBelow(upto: uint64)
-      requires Shape() && VotesBelowHi() && CandidateTied() && logStart < upto <= commitUpto && upto <= SLOT_LIMIT
+      requires Shape() && VotesBelowHi() && CandidateTied() && TakeoverTied() && LeaderTied()
+      requires logStart < upto <= commitUpto && upto <= SLOT_LIMIT
       requires R.HasAll(R.AbsCommitted(committed[..], logStart as nat), upto as nat, commitUpto as nat)
       modifies Repr
       ensures Valid() && PromisedGrows() && logStart == upto
@@ -1410,22 +1879,27 @@ module Impl {
       var s := logStart;
       R.SameRefl(votes[..], logStart as nat, logStart as nat + WINDOW as nat);
       R.SameRefl(committed[..], logStart as nat, logStart as nat + WINDOW as nat);
+      R.SameRefl(takeover[..], logStart as nat, logStart as nat + WINDOW as nat);
       while s < upto
         invariant BalLe(old(promised), promised)
-        invariant Shape() && VotesBelowHi() && CandidateTied() && Bounds() && logStart <= s <= upto
+        invariant Shape() && VotesBelowHi() && CandidateTied() && LeaderTied() && Bounds() && logStart <= s <= upto
         invariant R.Emptied(votes[..], logStart as nat, s as nat)
         invariant R.EmptiedC(committed[..], logStart as nat, s as nat)
+        invariant R.Emptied(takeover[..], logStart as nat, s as nat)
         invariant R.Same(votes[..], old(votes[..]), s as nat, logStart as nat + WINDOW as nat)
         invariant R.Same(committed[..], old(committed[..]), s as nat, logStart as nat + WINDOW as nat)
+        invariant R.Same(takeover[..], old(takeover[..]), s as nat, logStart as nat + WINDOW as nat)
         modifies votes, committed, takeover, proposed, ackCount, acks
         decreases upto - s
       {
-        ghost var before, beforeC := votes[..], committed[..];
+        ghost var before, beforeC, beforeT := votes[..], committed[..], takeover[..];
         ClearSlot(Idx(s));
         R.EmptiedExtend(before, votes[..], logStart as nat, s as nat);
         R.EmptiedCExtend(beforeC, committed[..], logStart as nat, s as nat);
+        R.EmptiedExtend(beforeT, takeover[..], logStart as nat, s as nat);
         R.SameStep(before, votes[..], old(votes[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, NoVote);
         R.SameStep(beforeC, committed[..], old(committed[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, None);
+        R.SameStep(beforeT, takeover[..], old(takeover[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, NoVote);
         s := s + 1;
       }
       // The slots entering the window share their indices with the ones just emptied.
@@ -1433,6 +1907,10 @@ module Impl {
       R.AbsCommittedTruncate(old(committed[..]), committed[..], logStart as nat, upto as nat);
       R.AllBelowFrom(old(AbsHost()).votes, upto as nat, voteHi as nat, if voteHi < upto then upto as nat else voteHi as nat);
       R.HasAllFrom(R.AbsCommitted(old(committed[..]), logStart as nat), upto as nat, upto as nat, commitUpto as nat);
+      R.AbsVotesTruncate(old(takeover[..]), takeover[..], logStart as nat, upto as nat);
+      TakeoverTruncate(role, leaderAbs, R.AbsVotes(old(takeover[..]), logStart as nat), logStart as nat, maxLogStart,
+                       takeoverHi, takeoverOverflow, upto as nat, if takeoverHi < upto then upto else takeoverHi);
+      LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, nextSlot as nat, upto as nat);
       logStart := upto;
       if voteHi < upto {
         voteHi := upto;
@@ -1449,6 +1927,7 @@ module Impl {
       ensures Shape() && VotesBelowHi() && PromisedGrows() && Bounds()
       ensures votes[..] == old(votes[..])[idx := NoVote]
       ensures committed[..] == old(committed[..])[idx := None]
+      ensures takeover[..] == old(takeover[..])[idx := NoVote]
     {
       votes[idx] := NoVote;
       committed[idx] := None;
@@ -1456,6 +1935,7 @@ module Impl {
       proposed[idx] := None;
       ackCount[idx] := 0;
       assert votes[..] == old(votes[..])[idx := NoVote];
+      assert takeover[..] == old(takeover[..])[idx := NoVote];
       R.AbsVotesClear(old(votes[..]), logStart as nat, idx as nat, voteHi as nat);
       var i: uint64 := 0;
       while i < n
@@ -1514,7 +1994,12 @@ module Impl {
       if upto - logStart >= WINDOW {
         // the whole window is dropped
         R.TruncatedPastWindow(votes[..], committed[..], logStart as nat, upto as nat);
+        R.TruncatedPastWindow(takeover[..], committed[..], logStart as nat, upto as nat);
+        TakeoverTruncate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
+                         takeoverHi, takeoverOverflow, upto as nat, upto);
+        LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, upto as nat, upto as nat);
         ClearWindow();
+        R.AbsVotesEmpty(takeover[..], upto as nat);
         R.AbsVotesEmpty(votes[..], upto as nat);
         R.AllBelowEmpty(upto as nat);
         R.AbsCommittedEmpty(committed[..], upto as nat);
@@ -1527,7 +2012,10 @@ module Impl {
       } else {
         R.HasAllSub(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat,
                     upto as nat, if commitUpto < upto then upto as nat else commitUpto as nat);
-        if nextSlot < upto { nextSlot := upto; }
+        if nextSlot < upto {
+          LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, upto as nat, logStart as nat);
+          nextSlot := upto;
+        }
         if commitUpto < upto { commitUpto := upto; }
         DropBelow(upto);
       }
@@ -1562,12 +2050,14 @@ module Impl {
       ensures Shape() && VotesBelowHi() && PromisedGrows() && Bounds()
       ensures forall j | 0 <= j < WINDOW :: votes[j].NoVote?
       ensures forall j | 0 <= j < WINDOW :: committed[j].None?
+      ensures forall j | 0 <= j < WINDOW :: takeover[j].NoVote?
     {
       var i: uint64 := 0;
       while i < WINDOW
         invariant i <= WINDOW
         invariant forall j | 0 <= j < i :: votes[j].NoVote?
         invariant forall j | 0 <= j < i :: committed[j].None?
+        invariant forall j | 0 <= j < i :: takeover[j].NoVote?
       {
         votes[i] := NoVote;
         committed[i] := None;

@@ -404,17 +404,15 @@ module ImplAbstraction {
   }
 
   // The concrete message m, sent by src to dst, refines the abstract message a.
-  // A Promise's abstract logStart may be above the concrete one: the acceptor reports only the
-  // votes at slots >= max(logStart, fromSlot) (see PROTOCOL.md), which is a promise with that
-  // higher logStart. Accepted and Learn leave the value open (see the head of this file).
+  // A Promise carries the slot its report starts at, max(logStart, fromSlot) (see
+  // PROTOCOL.md), as its logStart. Accepted and Learn leave the value open (see the head of
+  // this file).
   // HeartbeatAck has no protocol counterpart (it only confirms leadership for reads).
   ghost predicate MsgRefines(src: nat, dst: nat, m: I.Msg, a: S.Message) {
     && a.src == src && a.dst == dst
     && match m
        case Prepare(b, _) => a == S.Prepare(src, dst, b)
-       case Promise(b, ls, vs) =>
-         && a.Promise? && a.bal == b && ls as nat <= a.logStart
-         && a.votes == SlotVotesMap(vs)
+       case Promise(b, ls, vs) => a == S.Promise(src, dst, b, ls as nat, SlotVotesMap(vs))
        case Accept(b, slot, val) => a == S.Accept(src, dst, b, slot as nat, val)
        case Accepted(b, slot) => a.Accepted? && a.bal == b && a.slot == slot as nat
        case Learn(b, slot) => a.Commit? && a.slot == slot as nat
@@ -442,8 +440,9 @@ module ImplAbstraction {
     case Nack(pr) => S.Nack(src, dst, pr) in sent
     case Heartbeat(b, c, _) => S.Heartbeat(src, dst, b, c as nat) in sent
     case CatchUp(from) => S.CatchUp(src, dst, from as nat) in sent
+    case Promise(b, ls, vs) => S.Promise(src, dst, b, ls as nat, SlotVotesMap(vs)) in sent
     case HeartbeatAck(_, _) => true
-    case _ => exists a | a in sent :: MsgRefines(src, dst, p.msg, a)  // Promise, Accepted, Learn
+    case _ => exists a | a in sent :: MsgRefines(src, dst, p.msg, a)  // Accepted, Learn
   }
 
   // One packet, the image of a sent message.
@@ -466,6 +465,27 @@ module ImplAbstraction {
     forall k | 0 <= k < |pkts| ensures PacketRefines(pkts[k], PrepareAll(src as nat, n as nat, b)) {
       PrepareAllHas(src as nat, n as nat, b, pkts[k].dst as nat);
     }
+  }
+
+  // A broadcast Accept(b, slot, val) is the image of the protocol's Accept to every member.
+  lemma AcceptBroadcastRefines(pkts: seq<I.Packet>, src: uint64, n: uint64, b: Ballot, slot: uint64, val: S.Value)
+    requires Broadcasts(pkts, src, n, I.Accept(b, slot, val))
+    ensures PacketsRefine(pkts, AcceptAll(src as nat, n as nat, b, slot as nat, val))
+  {
+    forall k | 0 <= k < |pkts| ensures PacketRefines(pkts[k], AcceptAll(src as nat, n as nat, b, slot as nat, val)) {
+      AcceptAllHas(src as nat, n as nat, b, slot as nat, val, pkts[k].dst as nat);
+    }
+  }
+
+  // Accept(b, slot, val) from i to every member: what the protocol's SendAccept sends.
+  ghost function AcceptAll(i: nat, n: nat, b: Ballot, slot: nat, val: S.Value): set<S.Message> {
+    set j: nat | j < n :: S.Accept(i, j, b, slot, val)
+  }
+
+  lemma AcceptAllHas(i: nat, n: nat, b: Ballot, slot: nat, val: S.Value, j: nat)
+    requires j < n
+    ensures S.Accept(i, j, b, slot, val) in AcceptAll(i, n, b, slot, val)
+  {
   }
 
   // Prepare(b) from i to every member.
@@ -538,6 +558,108 @@ module ImplAbstraction {
     } else {
       RunSnoc(c, i, moves[0].post, net, moves[1..], h1, mv);
       assert (moves + [mv])[1..] == moves[1..] + [mv];
+    }
+  }
+
+  // Two runs, one after the other.
+  lemma RunAppend(c: P.Constants, i: S.HostId, h: P.Host, net: set<S.Message>, moves: seq<Move>, h1: P.Host,
+                  moves': seq<Move>, h2: P.Host)
+    requires Run(c, i, h, net, moves, h1) && Run(c, i, h1, net, moves', h2)
+    ensures Run(c, i, h, net, moves + moves', h2) && SentBy(moves + moves') == SentBy(moves) + SentBy(moves')
+    decreases |moves|
+  {
+    reveal Run();
+    if moves == [] {
+      assert moves + moves' == moves';
+    } else {
+      RunAppend(c, i, moves[0].post, net, moves[1..], h1, moves', h2);
+      assert (moves + moves')[1..] == moves[1..] + moves';
+    }
+  }
+
+  // A trail: from h0, with the host's packet log at log0, the steps `moves` (receiving only
+  // from net) lead to h, and every packet sent since (log[|log0|..]) is an image of a message
+  // they sent. A handler's theorem is a trail from its entry state to its exit state.
+  ghost predicate Trail(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
+                        moves: seq<Move>, h: P.Host, log: seq<I.Packet>) {
+    && log0 <= log
+    && Run(c, i, h0, net, moves, h)
+    && PacketsRefine(log[|log0|..], SentBy(moves))
+  }
+
+  lemma TrailNil(c: P.Constants, i: S.HostId, h: P.Host, log: seq<I.Packet>, net: set<S.Message>)
+    ensures Trail(c, i, h, log, net, [], h, log)
+  {
+    RunNil(c, i, h, net);
+    assert log[|log|..] == [];
+  }
+
+  lemma TrailChain(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
+                   moves: seq<Move>, h1: P.Host, log1: seq<I.Packet>, moves': seq<Move>, h2: P.Host, log2: seq<I.Packet>)
+    requires Trail(c, i, h0, log0, net, moves, h1, log1) && Trail(c, i, h1, log1, net, moves', h2, log2)
+    ensures Trail(c, i, h0, log0, net, moves + moves', h2, log2)
+  {
+    RunAppend(c, i, h0, net, moves, h1, moves', h2);
+    assert log2[|log0|..] == log1[|log0|..] + log2[|log1|..];
+    PacketsRefineAppend(log1[|log0|..], log2[|log1|..], SentBy(moves), SentBy(moves'));
+  }
+
+  // One more step, which sent what the packets appended since log1 are images of.
+  lemma TrailSnoc(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
+                  moves: seq<Move>, h1: P.Host, log1: seq<I.Packet>, mv: Move, log2: seq<I.Packet>)
+    requires Trail(c, i, h0, log0, net, moves, h1, log1)
+    requires P.HostStep(c, i, h1, mv.post, net, mv.sent, mv.step)
+    requires log1 <= log2 && PacketsRefine(log2[|log1|..], mv.sent)
+    ensures Trail(c, i, h0, log0, net, moves + [mv], mv.post, log2)
+  {
+    RunSnoc(c, i, h0, net, moves, h1, mv);
+    assert log2[|log0|..] == log1[|log0|..] + log2[|log1|..];
+    PacketsRefineAppend(log1[|log0|..], log2[|log1|..], SentBy(moves), mv.sent);
+  }
+
+  // A trail may receive from any larger network.
+  lemma TrailNet(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>, net': set<S.Message>,
+                 moves: seq<Move>, h: P.Host, log: seq<I.Packet>)
+    requires Trail(c, i, h0, log0, net, moves, h, log) && net <= net'
+    ensures Trail(c, i, h0, log0, net', moves, h, log)
+  {
+    RunNetMonotone(c, i, h0, net, net', moves, h);
+  }
+
+  // Heartbeat(b, cu) from i to the members below n, one SendNoSafety step each.
+  ghost function BeatMoves(h: P.Host, i: nat, n: nat, b: Ballot, cu: nat): seq<Move>
+    decreases n
+  {
+    if n == 0 then [] else BeatMoves(h, i, n - 1, b, cu) + [NoSafety(h, S.Heartbeat(i, n - 1, b, cu))]
+  }
+
+  // A leader of b broadcasting Heartbeat(b, cu, _) takes the steps BeatMoves.
+  lemma BeatRefines(c: P.Constants, h: P.Host, net: set<S.Message>, src: uint64, n: uint64, b: Ballot, cu: uint64,
+                    rs: uint64, pkts: seq<I.Packet>)
+    requires n as nat <= c.n && h.leader.Leading? && h.leader.bal == b
+    requires Broadcasts(pkts, src, n, I.Heartbeat(b, cu, rs))
+    ensures Run(c, src as nat, h, net, BeatMoves(h, src as nat, n as nat, b, cu as nat), h)
+    ensures PacketsRefine(pkts, SentBy(BeatMoves(h, src as nat, n as nat, b, cu as nat)))
+  {
+    BeatSteps(c, src as nat, h, net, n as nat, b, cu as nat);
+    forall k | 0 <= k < |pkts| ensures PacketRefines(pkts[k], SentBy(BeatMoves(h, src as nat, n as nat, b, cu as nat))) {
+      assert S.Heartbeat(src as nat, pkts[k].dst as nat, b, cu as nat) in SentBy(BeatMoves(h, src as nat, n as nat, b, cu as nat));
+    }
+  }
+
+  lemma BeatSteps(c: P.Constants, i: S.HostId, h: P.Host, net: set<S.Message>, n: nat, b: Ballot, cu: nat)
+    requires n <= c.n && h.leader.Leading? && h.leader.bal == b
+    ensures Run(c, i, h, net, BeatMoves(h, i, n, b, cu), h)
+    ensures forall j: nat | j < n :: S.Heartbeat(i, j, b, cu) in SentBy(BeatMoves(h, i, n, b, cu))
+    decreases n
+  {
+    if n == 0 {
+      RunNil(c, i, h, net);
+    } else {
+      BeatSteps(c, i, h, net, n - 1, b, cu);
+      var mv := NoSafety(h, S.Heartbeat(i, n - 1, b, cu));
+      assert P.HostStep(c, i, h, mv.post, net, mv.sent, mv.step);
+      RunSnoc(c, i, h, net, BeatMoves(h, i, n - 1, b, cu), h, mv);
     }
   }
 
@@ -644,6 +766,17 @@ module ImplAbstraction {
   {
     reveal SlotVotesMap();
     assert (vs + [sv])[..|vs + [sv]| - 1] == vs;
+  }
+
+  // Every slot of the map is the slot of an entry.
+  lemma SlotVotesMapKeys(vs: seq<I.SlotVote>)
+    ensures forall s | s in SlotVotesMap(vs) :: exists i | 0 <= i < |vs| :: vs[i].slot as nat == s
+    decreases |vs|
+  {
+    reveal SlotVotesMap();
+    if vs != [] {
+      SlotVotesMapKeys(vs[..|vs| - 1]);
+    }
   }
 
   // The Promise loop of OnPrepare: the entries listed for the window slots [start, s) are

@@ -169,8 +169,8 @@ module ImplSystem {
   }
 
   // What a handler may assume of a packet it receives from the wire: its image is in the
-  // abstract network (Promise, Accepted and Learn: some image, the others: the one their fields
-  // fix). HeartbeatAck has no image; its handler takes no protocol step.
+  // abstract network (Accepted and Learn: some image, the others: the one their fields fix).
+  // HeartbeatAck has no image; its handler takes no protocol step.
   lemma WireImage(s: Sys, p: I.Packet)
     requires WireRefines(s) && p in s.wire && !p.msg.HeartbeatAck?
     ensures exists a | a in s.abs.net :: R.MsgRefines(p.src as nat, p.dst as nat, p.msg, a)
@@ -190,7 +190,8 @@ module ImplSystem {
         assert R.MsgRefines(src, dst, p.msg, S.Heartbeat(src, dst, b, cu as nat));
       case CatchUp(from) =>
         assert R.MsgRefines(src, dst, p.msg, S.CatchUp(src, dst, from as nat));
-      case Promise(_, _, _) =>
+      case Promise(b, ls, vs) =>
+        assert R.MsgRefines(src, dst, p.msg, S.Promise(src, dst, b, ls as nat, R.SlotVotesMap(vs)));
       case Accepted(_, _) =>
       case Learn(_, _) =>
     }

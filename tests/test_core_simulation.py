@@ -4,10 +4,13 @@ Every run checks Agreement, stable committed prefixes and validity after every s
 (tests/core_sim.py). A failing case prints its seed; `Simulation(n, seed)` replays it.
 """
 
+import struct
+
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from core_sim import Faults, SafetyViolation, Simulation
+from verikv.verified_core.core import Core
 
 SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
 SIM_SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -204,3 +207,63 @@ def test_a_followers_read_index_request_is_answered_at_once_only_when_its_promis
     leader5 = five.commit_some(2)
     f5 = (leader5 + 1) % 5
     assert five.cores[leader5].read_index_attested(f5, tuple(five.cores[f5].status()["promised"])) == 0
+
+
+def _promise(src: int, dst: int, ballot, log_start: int, votes) -> bytes:
+    """An encoded Promise: votes are (slot, (round, node), value)."""
+    body = struct.pack("<QQQI", ballot[0], ballot[1], log_start, len(votes))
+    for slot, (rnd, node), val in votes:
+        body += struct.pack("<QQQI", slot, rnd, node, len(val)) + val
+    return struct.pack("<BHHB", 1, src, dst, 2) + body
+
+
+def _accepts(ready) -> set[tuple[int, int, bytes]]:
+    """(destination, slot, value) of every Accept a step sends."""
+    out = set()
+    for dst, m in ready.early + ready.messages:
+        if m[5] == 3:
+            slot, = struct.unpack_from("<Q", m, 6 + 16)
+            (n,) = struct.unpack_from("<I", m, 6 + 24)
+            out.add((dst, slot, m[6 + 28:6 + 28 + n]))
+    return out
+
+
+def _candidate(n: int) -> tuple[Core, tuple[int, int]]:
+    core = Core(0, n, election_ticks=5)
+    for _ in range(50):
+        if core.status()["role"] == "candidate":
+            return core, tuple(core.status()["ballot"])
+        core.tick()
+    raise AssertionError("no election started")
+
+
+@pytest.mark.parametrize("order", [(1, 2), (2, 1)])
+def test_a_new_leader_proposes_the_value_of_the_highest_vote_its_quorum_reports(order):
+    """Phase 1's rule (Protocol.SafeToPropose), on the compiled core: with five members, two
+    promises report different votes in slot 0; whichever arrives first, the leader proposes the
+    value of the higher-ballot vote there, and each slot's reported value elsewhere."""
+    core, bal = _candidate(5)
+    reports = {
+        1: [(0, (0, 1), b"older"), (1, (0, 1), b"only-one")],
+        2: [(0, (0, 3), b"newer")],
+    }
+    ready = None
+    for src in order:
+        ready = core.receive(_promise(src, 0, bal, 0, reports[src]))
+    assert core.status()["role"] == "leader"
+    proposals = {(slot, val) for _, slot, val in _accepts(ready)}
+    assert proposals == {(0, b"newer"), (1, b"only-one")}
+    assert {dst for dst, _, _ in _accepts(ready)} == {1, 2, 3, 4}
+
+
+def test_a_promise_whose_report_repeats_a_slot_is_dropped():
+    """The core reports each slot once, in increasing order; a report that does not is
+    malformed, and the candidate drops the promise like a lost message (it does not count)."""
+    core, bal = _candidate(3)
+    core.receive(_promise(1, 0, bal, 0, [(4, (0, 1), b"x"), (4, (0, 2), b"y")]))
+    assert core.status()["role"] == "candidate"
+    core.receive(_promise(1, 0, bal, 0, [(5, (0, 1), b"x"), (4, (0, 2), b"y")]))
+    assert core.status()["role"] == "candidate"
+    ready = core.receive(_promise(1, 0, bal, 0, [(4, (0, 2), b"y"), (5, (0, 1), b"x")]))
+    assert core.status()["role"] == "leader"
+    assert {(slot, val) for _, slot, val in _accepts(ready)} == {(4, b"y"), (5, b"x"), (0, b""), (1, b""), (2, b""), (3, b"")}

@@ -83,11 +83,29 @@ MUTANTS = [
     Mutant(
         name="impl-promise-any-ballot",
         file="Impl.i.dfy",
-        original="      if role != Candidate || b != bal || src >= n || promiseFrom[src] {\n",
-        mutated="      if role != Candidate || src >= n || promiseFrom[src] {\n",
+        original="      if role != Candidate || b != bal || src >= n || promiseFrom[src] || promiseCount >= quorum {\n",
+        mutated="      if role != Candidate || src >= n || promiseFrom[src] || promiseCount >= quorum {\n",
         breaks="Impl.Replica.OnPromise",
         why="a candidate would count a promise made to another ballot toward its quorum, which "
             "the protocol's ReceivePromise never does",
+    ),
+    Mutant(
+        name="impl-leader-ignores-reported-vote",
+        file="Impl.i.dfy",
+        original="          var val := if v.Vote? then v.val else if c.Some? then c.val else [];\n",
+        mutated="          var val := if c.Some? then c.val else [];\n",
+        breaks="Impl.Replica.BecomeLeader",
+        why="a new leader would propose a fresh (empty) value in a slot where its quorum's "
+            "promises report a vote, which may be a value already chosen",
+    ),
+    Mutant(
+        name="impl-takeover-keeps-lower-vote",
+        file="Impl.i.dfy",
+        original="          if cur.NoVote? || BalLt(cur.bal, sv.bal) {\n",
+        mutated="          if cur.NoVote? || BalLt(sv.bal, cur.bal) {\n",
+        breaks="Impl.Replica.OnPromise",
+        why="a candidate would keep the lower-ballot vote of two reported for a slot, and as "
+            "leader propose a value that a later ballot may have replaced",
     ),
 ]
 
