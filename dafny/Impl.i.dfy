@@ -82,7 +82,7 @@ module Impl {
     ghost const Repr: set<object>
 
     ghost predicate Valid()
-      reads this, votes, committed, promiseFrom, takeover
+      reads this, votes, committed, promiseFrom, takeover, proposed
     {
       && Shape()
       && VotesBelowHi()
@@ -90,6 +90,7 @@ module Impl {
       && CandidateTied()
       && TakeoverTied()
       && LeaderTied()
+      && ProposedTied()
     }
 
     // Every slot in [logStart, commitUpto) is committed here.
@@ -225,6 +226,87 @@ module Impl {
     }
 
     // ---- the candidate's takeover array and the leader's free slots ---------------------
+
+    // The proposed array, read over the window like committed values: empty for a candidate;
+    // for a leader, every value in it went out in Accept(bal, slot, value) to every member (so
+    // sending one again puts no new message on the wire).
+    ghost predicate ProposedTied()
+      reads this, proposed
+    {
+      ProposalsSent(role, R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog)
+    }
+
+    static opaque ghost predicate ProposalsSent(role: Role, props: map<S.Slot, S.Value>, me: uint64, n: uint64, bal: Ballot,
+                                                log: seq<Packet>) {
+      && (role == Candidate ==> props == map[])
+      && (role == Leader ==> forall s: uint64, j: uint64 | j < n :: AcceptSent(log, me, j, bal, s, props))
+    }
+
+    // The packet from me to j carrying msg is in log.
+    static ghost predicate SentTo(log: seq<Packet>, me: uint64, j: uint64, msg: Msg) {
+      Packet(me, j, msg) in log
+    }
+
+    // If props holds a value in slot s, Accept(bal, s, that value) from me to j is in log.
+    static ghost predicate AcceptSent(log: seq<Packet>, me: uint64, j: uint64, bal: Ballot, s: uint64, props: map<S.Slot, S.Value>) {
+      s as nat in props ==> SentTo(log, me, j, Accept(bal, s, props[s as nat]))
+    }
+
+    static lemma ProposalsSentFollower(props: map<S.Slot, S.Value>, me: uint64, n: uint64, bal: Ballot, log: seq<Packet>)
+      ensures ProposalsSent(Follower, props, me, n, bal, log)
+    {
+      reveal ProposalsSent();
+    }
+
+    static lemma ProposalsSentEmpty(role: Role, me: uint64, n: uint64, bal: Ballot, log: seq<Packet>)
+      ensures ProposalsSent(role, map[], me, n, bal, log)
+    {
+      reveal ProposalsSent();
+    }
+
+    // More packets sent, or fewer proposals held, keep it.
+    static lemma ProposalsSentMono(role: Role, props: map<S.Slot, S.Value>, me: uint64, n: uint64, bal: Ballot, log: seq<Packet>,
+                                   props': map<S.Slot, S.Value>, log': seq<Packet>)
+      requires ProposalsSent(role, props, me, n, bal, log) && log <= log'
+      requires forall s | s in props' :: s in props && props'[s] == props[s]
+      ensures ProposalsSent(role, props', me, n, bal, log')
+    {
+      reveal ProposalsSent();
+      if role == Leader {
+        forall s: uint64, j: uint64 | j < n ensures AcceptSent(log', me, j, bal, s, props') {
+          if s as nat in props' {
+            assert AcceptSent(log, me, j, bal, s, props);
+            var k :| 0 <= k < |log| && log[k] == Packet(me, j, Accept(bal, s, props[s as nat]));
+            assert log'[k] == log[k];
+          }
+        }
+      }
+    }
+
+    // A leader's new proposal of v in slot, once Accept(bal, slot, v) went to every member.
+    static lemma ProposalsSentAdd(props: map<S.Slot, S.Value>, me: uint64, n: uint64, bal: Ballot, log: seq<Packet>,
+                                  slot: uint64, v: S.Value, log': seq<Packet>, msg: Msg)
+      requires ProposalsSent(Leader, props, me, n, bal, log) && log <= log' && msg == Accept(bal, slot, v)
+      requires forall j: uint64 | j < n :: SentTo(log', me, j, msg)
+      ensures ProposalsSent(Leader, props[slot as nat := v], me, n, bal, log')
+    {
+      ProposalsSentMono(Leader, props, me, n, bal, log, props, log');
+      reveal ProposalsSent();
+      var props' := props[slot as nat := v];
+      forall s: uint64, j: uint64 | j < n ensures AcceptSent(log', me, j, bal, s, props') {
+        if s != slot {
+          assert AcceptSent(log', me, j, bal, s, props);
+        }
+      }
+    }
+
+    // A candidate that becomes leader: nothing proposed yet.
+    static lemma ProposalsSentLead(props: map<S.Slot, S.Value>, me: uint64, n: uint64, bal: Ballot, log: seq<Packet>)
+      requires ProposalsSent(Candidate, props, me, n, bal, log)
+      ensures props == map[] && ProposalsSent(Leader, props, me, n, bal, log)
+    {
+      reveal ProposalsSent();
+    }
 
     // A candidate's takeover array, read over the window like the votes, holds for each slot
     // the highest vote that the promises it collected report there; every vote they report at
@@ -395,6 +477,7 @@ module Impl {
       TiedFollower(bal, n, promiseFrom[..], promiseCount);
       TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
+      ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
       ResetDurableArrays();
       ResetLeaderArrays();
     }
@@ -407,6 +490,8 @@ module Impl {
       ensures Valid() && PromisedGrows() && Unchanged()
       ensures sentLog == old(sentLog) + [Packet(me, dst, msg)]
     {
+      ghost var props := R.AbsCommitted(proposed[..], logStart as nat);
+      ProposalsSentMono(role, props, me, n, bal, sentLog, props, sentLog + [Packet(me, dst, msg)]);
       sentLog := sentLog + [Packet(me, dst, msg)];
       if dst == me {
         selfQueue := selfQueue + [msg];
@@ -422,6 +507,7 @@ module Impl {
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged()
       ensures old(sentLog) <= sentLog && R.Broadcasts(sentLog[|old(sentLog)|..], me, n, msg)
+      ensures forall j: uint64 | j < n && (j != me || includeSelf) :: SentTo(sentLog, me, j, msg)
     {
       var i: uint64 := 0;
       while i < n
@@ -429,11 +515,21 @@ module Impl {
         invariant i <= n
         invariant Valid() && Unchanged()
         invariant old(sentLog) <= sentLog && R.Broadcasts(sentLog[|old(sentLog)|..], me, n, msg)
+        invariant forall j: uint64 | j < i && (j != me || includeSelf) :: SentTo(sentLog, me, j, msg)
       {
         if i != me || includeSelf {
-          ghost var before := sentLog[|old(sentLog)|..];
+          ghost var before, log1 := sentLog[|old(sentLog)|..], sentLog;
           Send(i, msg);
           assert sentLog[|old(sentLog)|..] == before + [Packet(me, i, msg)];
+          forall j: uint64 | j < i + 1 && (j != me || includeSelf) ensures SentTo(sentLog, me, j, msg) {
+            if j < i {
+              assert SentTo(log1, me, j, msg);
+              var k :| 0 <= k < |log1| && log1[k] == Packet(me, j, msg);
+              assert sentLog[k] == log1[k];
+            } else {
+              assert sentLog[|sentLog| - 1] == Packet(me, i, msg);
+            }
+          }
         }
         i := i + 1;
       }
@@ -560,6 +656,7 @@ module Impl {
       TiedFollower(bal, n, promiseFrom[..], promiseCount);
       TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
+      ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
     }
 
     // ---- learning ------------------------------------------------------------------------
@@ -630,6 +727,7 @@ module Impl {
       ensures maxSeen == old(maxSeen) && commitUpto == old(commitUpto) && role == old(role)
       ensures promiseCount == 0 && (forall j | 0 <= j < n :: !promiseFrom[j])
       ensures forall j | 0 <= j < WINDOW :: takeover[j].NoVote?
+      ensures forall j | 0 <= j < WINDOW :: proposed[j].None?
       ensures nextSlot == old(nextSlot) && bal == old(bal)
     {
       ResetLeaderArrays();
@@ -653,12 +751,14 @@ module Impl {
       ensures Valid() && PromisedGrows()
       ensures forall j | 0 <= j < n :: !promiseFrom[j]
       ensures forall j | 0 <= j < WINDOW :: takeover[j].NoVote?
+      ensures forall j | 0 <= j < WINDOW :: proposed[j].None?
     {
       ghost var pf0 := promiseFrom[..];
       var i: uint64 := 0;
       while i < WINDOW
         invariant i <= WINDOW
         invariant forall j | 0 <= j < i :: takeover[j].NoVote?
+        invariant forall j | 0 <= j < i :: proposed[j].None?
       {
         takeover[i] := NoVote;
         proposed[i] := None;
@@ -669,6 +769,7 @@ module Impl {
       while i < WINDOW * n
         invariant i <= WINDOW * n
         invariant forall j | 0 <= j < WINDOW :: takeover[j].NoVote?
+        invariant forall j | 0 <= j < WINDOW :: proposed[j].None?
       {
         acks[i] := false;
         i := i + 1;
@@ -678,6 +779,7 @@ module Impl {
         invariant i <= n
         invariant forall j | 0 <= j < i :: !promiseFrom[j]
         invariant forall j | 0 <= j < WINDOW :: takeover[j].NoVote?
+        invariant forall j | 0 <= j < WINDOW :: proposed[j].None?
       {
         promiseFrom[i] := false;
         readAck[i] := 0;
@@ -685,10 +787,12 @@ module Impl {
       }
       TiedNonCandidate(role, bal, leaderAbs, n, pf0, promiseCount, promiseFrom[..], promiseCount);
       TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      R.AbsCommittedEmpty(proposed[..], logStart as nat);
+      ProposalsSentEmpty(role, me, n, bal, sentLog);
     }
 
     method ResetDurableArrays()
-      requires Shape() && CandidateTied() && TakeoverTied() && LeaderTied() && logStart == commitUpto
+      requires Shape() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && logStart == commitUpto
       modifies votes, committed
       ensures Valid() && PromisedGrows()
       ensures R.AbsVotes(votes[..], logStart as nat) == map[] && R.AbsCommitted(committed[..], logStart as nat) == map[]
@@ -732,6 +836,7 @@ module Impl {
       TiedFollower(bal, n, promiseFrom[..], promiseCount);
       TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
+      ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
       ClearLeaderState();
       var seen := BalMax(promised, maxSeen);
       if seen.round >= UINT64_MAX - 1 {
@@ -749,6 +854,8 @@ module Impl {
       R.AbsVotesEmpty(takeover[..], logStart as nat);
       TakeoverStart(bal, logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
+      R.AbsCommittedEmpty(proposed[..], logStart as nat);
+      ProposalsSentEmpty(role, me, n, bal, sentLog);
       ticks := 0;
       Broadcast(Prepare(b, commitUpto), true);
       // The refinement: StartPrepare(b).
@@ -802,6 +909,7 @@ module Impl {
       assert AbsHost() == h1;
       R.BeatRefines(Consts(), h1, {}, me, n, bal, commitUpto, readSeq, sentLog[|log1|..]);
       ghost var beats := R.BeatMoves(h1, me as nat, n as nat, bal, commitUpto as nat);
+      R.TrailOf(Consts(), me as nat, h1, log1, {}, beats, h1, sentLog);
       R.TrailChain(Consts(), me as nat, h0, log0, {}, moves, h1, log1, beats, h1, sentLog);
       moves' := moves + beats;
       if maxLogStart > commitUpto && maxLogStartFrom != me {
@@ -831,6 +939,7 @@ module Impl {
         moves := R.StepDownMoves(h0, true);
         R.StepDownRefines(Consts(), me as nat, h0, {}, true);
         assert sentLog[|log0|..] == [];
+        R.TrailOf(Consts(), me as nat, h0, log0, {}, moves, AbsHost(), sentLog);
         if lags {
           // A promise reported votes beyond this host's window: it lags and cannot take those
           // slots over. Ask for what it lacks, or each election it starts preempts the others
@@ -849,6 +958,7 @@ module Impl {
         moves := R.StepDownMoves(h0, true);
         R.StepDownRefines(Consts(), me as nat, h0, {}, true);
         assert sentLog[|log0|..] == [];
+        R.TrailOf(Consts(), me as nat, h0, log0, {}, moves, AbsHost(), sentLog);
         moves := SendCatchUp(maxLogStartFrom, h0, log0, moves);
         return;
       }
@@ -859,6 +969,7 @@ module Impl {
       assert TakeoverOf(l.promises, tk, logStart as nat, maxLogStart, takeoverHi, false) by {
         reveal Takeover();
       }
+      ProposalsSentLead(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
       role := Leader;
       TiedLeader(bal, leaderAbs, n, promiseFrom[..], promiseCount);
       TakeoverNonCandidate(role, leaderAbs, tk, logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
@@ -948,7 +1059,6 @@ module Impl {
       ensures mv.post == AbsHost() && P.HostStep(Consts(), me as nat, old(AbsHost()), mv.post, {}, mv.sent, mv.step)
       ensures old(sentLog) <= sentLog && R.PacketsRefine(sentLog[|old(sentLog)|..], mv.sent)
     {
-      proposed[Idx(slot)] := Some(val);
       ackCount[Idx(slot)] := 0;
       var i: uint64 := 0;
       while i < n
@@ -970,6 +1080,16 @@ module Impl {
       ghost var log0 := sentLog;
       Broadcast(Accept(bal, slot, val), true);
       R.AcceptBroadcastRefines(sentLog[|log0|..], me, n, bal, slot, val);
+      // The proposal is recorded once its Accepts are out (ProposedTied).
+      ghost var props := R.AbsCommitted(proposed[..], logStart as nat);
+      assert ProposalsSent(Leader, props, me, n, bal, sentLog);
+      assert proposed[..] == old(proposed[..]);
+      proposed[Idx(slot)] := Some(val);
+      assert proposed[..] == old(proposed[..])[slot as nat % WINDOW as nat := Some(val)];
+      R.AbsCommittedUpdate(old(proposed[..]), logStart as nat, slot as nat, val);
+      ProposalsSentAdd(props, me, n, bal, sentLog, slot, val, sentLog, Accept(bal, slot, val));
+      assert R.AbsCommitted(proposed[..], logStart as nat) == props[slot as nat := val];
+      assert ProposedTied();
       mv := R.Move(P.SendAcceptStep(slot as nat, val), R.AcceptAll(me as nat, n as nat, bal, slot as nat, val), AbsHost());
       assert AbsHost() == h0.(leader := leaderAbs);
       assert P.HostStep(Consts(), me as nat, h0, mv.post, {}, mv.sent, mv.step);
@@ -990,30 +1110,56 @@ module Impl {
     }
 
     // On a heartbeat tick. A leader beats (Beat), then re-sends the Accepts that have not
-    // reached a quorum yet (messages may be lost).
-    method SendHeartbeats()
+    // reached a quorum yet (messages may be lost). Abstractly: Beat's SendNoSafety steps; the
+    // re-sent Accepts are packets it sent before (ProposedTied), so their images are in the
+    // network already.
+    method SendHeartbeats() returns (ghost moves: seq<R.Move>)
       requires Valid()
       modifies Repr
-      ensures Valid() && PromisedGrows()
+      ensures Valid() && PromisedGrows() && SameConfig()
+      ensures R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), {}, moves, AbsHost(), sentLog)
     {
       ticks := 0;
+      ghost var h0, log0 := AbsHost(), sentLog;
+      R.TrailNil(Consts(), me as nat, h0, log0, {});
+      moves := [];
       if role != Leader {
         return;
       }
-      R.TrailNil(Consts(), me as nat, AbsHost(), sentLog, {});
-      ghost var moves := Beat(AbsHost(), sentLog, []);
+      moves := Beat(h0, log0, []);
       var s := commitUpto;
       var end := if nextSlot - commitUpto > RETRANSMIT_BATCH then commitUpto + RETRANSMIT_BATCH else nextSlot;
       while s < end
-        invariant BalLe(old(promised), promised)
-        invariant Valid() && commitUpto <= s <= end <= nextSlot
+        invariant BalLe(old(promised), promised) && SameConfig()
+        invariant Valid() && role == Leader && commitUpto <= s <= end <= nextSlot
+        invariant TrailFrom(h0, log0, {}, moves)
         decreases end - s
       {
         var p := proposed[Idx(s)];
         if p.Some? && committed[Idx(s)].None? {
+          R.AbsCommittedAt(proposed[..], logStart as nat, s as nat);
+          ghost var log1, h1 := sentLog, AbsHost();
+          ProposalsSentHas(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog, s, Accept(bal, s, p.val));
           Broadcast(Accept(bal, s, p.val), false);
+          assert AbsHost() == h1;
+          forall k | |log1| <= k < |sentLog| ensures sentLog[k] in log1 {
+            assert sentLog[|log1|..][k - |log1|] == sentLog[k];
+            assert SentTo(log1, me, sentLog[k].dst, Accept(bal, s, p.val));
+          }
+          R.TrailResend(Consts(), me as nat, h0, log0, {}, moves, h1, log1, sentLog);
         }
         s := s + 1;
+      }
+    }
+
+    static lemma ProposalsSentHas(props: map<S.Slot, S.Value>, me: uint64, n: uint64, bal: Ballot, log: seq<Packet>, s: uint64,
+                                  msg: Msg)
+      requires ProposalsSent(Leader, props, me, n, bal, log) && s as nat in props && msg == Accept(bal, s, props[s as nat])
+      ensures forall j: uint64 | j < n :: SentTo(log, me, j, msg)
+    {
+      reveal ProposalsSent();
+      forall j: uint64 | j < n ensures SentTo(log, me, j, msg) {
+        assert AcceptSent(log, me, j, bal, s, props);
       }
     }
 
@@ -1145,7 +1291,7 @@ module Impl {
       ghost var k: nat := 0;
       while rest != []
         invariant 0 <= k <= |reported| && rest == reported[k..]
-        invariant Shape() && VotesBelowHi() && CommittedPrefix() && CandidateTied() && LeaderTied()
+        invariant Shape() && VotesBelowHi() && CommittedPrefix() && CandidateTied() && LeaderTied() && ProposedTied()
         invariant role == Candidate && leaderAbs == l0 && promiseFrom[..] == pf0 && promiseCount == count0
         invariant bal == old(bal) && promised == old(promised) && logStart == old(logStart) && nextSlot == old(nextSlot)
         invariant AbsHost() == h0 && sentLog == log0 && SameConfig()
@@ -1775,7 +1921,7 @@ module Impl {
       }
       if role == Leader {
         if ticks >= heartbeatTicks {
-          SendHeartbeats();
+          ghost var moves := SendHeartbeats();
         }
       } else if ticks >= electionTimeout {
         StartElection();
@@ -1865,7 +2011,7 @@ module Impl {
 
     // Abstractly: the protocol's truncation at upto (the caller knows [logStart, upto) committed).
     method DropBelow(upto: uint64)
-      requires Shape() && VotesBelowHi() && CandidateTied() && TakeoverTied() && LeaderTied()
+      requires Shape() && VotesBelowHi() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied()
       requires logStart < upto <= commitUpto && upto <= SLOT_LIMIT
       requires R.HasAll(R.AbsCommitted(committed[..], logStart as nat), upto as nat, commitUpto as nat)
       modifies Repr
@@ -1880,23 +2026,29 @@ module Impl {
       R.SameRefl(votes[..], logStart as nat, logStart as nat + WINDOW as nat);
       R.SameRefl(committed[..], logStart as nat, logStart as nat + WINDOW as nat);
       R.SameRefl(takeover[..], logStart as nat, logStart as nat + WINDOW as nat);
+      R.SameRefl(proposed[..], logStart as nat, logStart as nat + WINDOW as nat);
       while s < upto
         invariant BalLe(old(promised), promised)
         invariant Shape() && VotesBelowHi() && CandidateTied() && LeaderTied() && Bounds() && logStart <= s <= upto
         invariant R.Emptied(votes[..], logStart as nat, s as nat)
         invariant R.EmptiedC(committed[..], logStart as nat, s as nat)
         invariant R.Emptied(takeover[..], logStart as nat, s as nat)
+        invariant R.EmptiedC(proposed[..], logStart as nat, s as nat)
+        invariant R.Same(proposed[..], old(proposed[..]), s as nat, logStart as nat + WINDOW as nat)
+        invariant sentLog == old(sentLog)
         invariant R.Same(votes[..], old(votes[..]), s as nat, logStart as nat + WINDOW as nat)
         invariant R.Same(committed[..], old(committed[..]), s as nat, logStart as nat + WINDOW as nat)
         invariant R.Same(takeover[..], old(takeover[..]), s as nat, logStart as nat + WINDOW as nat)
         modifies votes, committed, takeover, proposed, ackCount, acks
         decreases upto - s
       {
-        ghost var before, beforeC, beforeT := votes[..], committed[..], takeover[..];
+        ghost var before, beforeC, beforeT, beforeP := votes[..], committed[..], takeover[..], proposed[..];
         ClearSlot(Idx(s));
         R.EmptiedExtend(before, votes[..], logStart as nat, s as nat);
         R.EmptiedCExtend(beforeC, committed[..], logStart as nat, s as nat);
         R.EmptiedExtend(beforeT, takeover[..], logStart as nat, s as nat);
+        R.EmptiedCExtend(beforeP, proposed[..], logStart as nat, s as nat);
+        R.SameStep(beforeP, proposed[..], old(proposed[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, None);
         R.SameStep(before, votes[..], old(votes[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, NoVote);
         R.SameStep(beforeC, committed[..], old(committed[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, None);
         R.SameStep(beforeT, takeover[..], old(takeover[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, NoVote);
@@ -1911,6 +2063,9 @@ module Impl {
       TakeoverTruncate(role, leaderAbs, R.AbsVotes(old(takeover[..]), logStart as nat), logStart as nat, maxLogStart,
                        takeoverHi, takeoverOverflow, upto as nat, if takeoverHi < upto then upto else takeoverHi);
       LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, nextSlot as nat, upto as nat);
+      R.AbsCommittedTruncate(old(proposed[..]), proposed[..], logStart as nat, upto as nat);
+      ProposalsSentMono(role, R.AbsCommitted(old(proposed[..]), logStart as nat), me, n, bal, sentLog,
+                        R.AbsCommitted(proposed[..], upto as nat), sentLog);
       logStart := upto;
       if voteHi < upto {
         voteHi := upto;
@@ -1928,6 +2083,7 @@ module Impl {
       ensures votes[..] == old(votes[..])[idx := NoVote]
       ensures committed[..] == old(committed[..])[idx := None]
       ensures takeover[..] == old(takeover[..])[idx := NoVote]
+      ensures proposed[..] == old(proposed[..])[idx := None]
     {
       votes[idx] := NoVote;
       committed[idx] := None;
@@ -1936,6 +2092,7 @@ module Impl {
       ackCount[idx] := 0;
       assert votes[..] == old(votes[..])[idx := NoVote];
       assert takeover[..] == old(takeover[..])[idx := NoVote];
+      assert proposed[..] == old(proposed[..])[idx := None];
       R.AbsVotesClear(old(votes[..]), logStart as nat, idx as nat, voteHi as nat);
       var i: uint64 := 0;
       while i < n
@@ -2000,6 +2157,8 @@ module Impl {
         LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, upto as nat, upto as nat);
         ClearWindow();
         R.AbsVotesEmpty(takeover[..], upto as nat);
+        R.AbsCommittedEmpty(proposed[..], upto as nat);
+        ProposalsSentEmpty(role, me, n, bal, sentLog);
         R.AbsVotesEmpty(votes[..], upto as nat);
         R.AllBelowEmpty(upto as nat);
         R.AbsCommittedEmpty(committed[..], upto as nat);
@@ -2051,6 +2210,7 @@ module Impl {
       ensures forall j | 0 <= j < WINDOW :: votes[j].NoVote?
       ensures forall j | 0 <= j < WINDOW :: committed[j].None?
       ensures forall j | 0 <= j < WINDOW :: takeover[j].NoVote?
+      ensures forall j | 0 <= j < WINDOW :: proposed[j].None?
     {
       var i: uint64 := 0;
       while i < WINDOW
@@ -2058,6 +2218,7 @@ module Impl {
         invariant forall j | 0 <= j < i :: votes[j].NoVote?
         invariant forall j | 0 <= j < i :: committed[j].None?
         invariant forall j | 0 <= j < i :: takeover[j].NoVote?
+        invariant forall j | 0 <= j < i :: proposed[j].None?
       {
         votes[i] := NoVote;
         committed[i] := None;

@@ -579,19 +579,55 @@ module ImplAbstraction {
 
   // A trail: from h0, with the host's packet log at log0, the steps `moves` (receiving only
   // from net) lead to h, and every packet sent since (log[|log0|..]) is an image of a message
-  // they sent. A handler's theorem is a trail from its entry state to its exit state.
-  ghost predicate Trail(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
-                        moves: seq<Move>, h: P.Host, log: seq<I.Packet>) {
+  // they sent, or a packet the host had sent before (a re-send: its image is in the network
+  // already). A handler's theorem is a trail from its entry state to its exit state.
+  opaque ghost predicate Trail(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
+                               moves: seq<Move>, h: P.Host, log: seq<I.Packet>) {
     && log0 <= log
     && Run(c, i, h0, net, moves, h)
-    && PacketsRefine(log[|log0|..], SentBy(moves))
+    && forall k | |log0| <= k < |log| :: PacketRefines(log[k], SentBy(moves)) || log[k] in log0
   }
 
   lemma TrailNil(c: P.Constants, i: S.HostId, h: P.Host, log: seq<I.Packet>, net: set<S.Message>)
     ensures Trail(c, i, h, log, net, [], h, log)
   {
+    reveal Trail();
     RunNil(c, i, h, net);
-    assert log[|log|..] == [];
+  }
+
+  // A run whose packets are all images of what it sent is a trail.
+  lemma TrailOf(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
+                moves: seq<Move>, h: P.Host, log: seq<I.Packet>)
+    requires log0 <= log && Run(c, i, h0, net, moves, h) && PacketsRefine(log[|log0|..], SentBy(moves))
+    ensures Trail(c, i, h0, log0, net, moves, h, log)
+  {
+    reveal Trail();
+    forall k | |log0| <= k < |log| ensures PacketRefines(log[k], SentBy(moves)) {
+      assert log[|log0|..][k - |log0|] == log[k];
+    }
+  }
+
+  // What a trail says.
+  lemma TrailIs(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
+                moves: seq<Move>, h: P.Host, log: seq<I.Packet>)
+    requires Trail(c, i, h0, log0, net, moves, h, log)
+    ensures log0 <= log && Run(c, i, h0, net, moves, h)
+    ensures forall k | |log0| <= k < |log| :: PacketRefines(log[k], SentBy(moves)) || log[k] in log0
+  {
+    reveal Trail();
+  }
+
+  // A packet a trail's log holds is one sent before it, or the image of a message it sent.
+  lemma TrailHas(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
+                 moves: seq<Move>, h: P.Host, log: seq<I.Packet>, p: I.Packet)
+    requires Trail(c, i, h0, log0, net, moves, h, log) && p in log
+    ensures p in log0 || PacketRefines(p, SentBy(moves))
+  {
+    reveal Trail();
+    var k :| 0 <= k < |log| && log[k] == p;
+    if k < |log0| {
+      assert log0[k] == p;
+    }
   }
 
   lemma TrailChain(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
@@ -599,9 +635,24 @@ module ImplAbstraction {
     requires Trail(c, i, h0, log0, net, moves, h1, log1) && Trail(c, i, h1, log1, net, moves', h2, log2)
     ensures Trail(c, i, h0, log0, net, moves + moves', h2, log2)
   {
+    reveal Trail();
     RunAppend(c, i, h0, net, moves, h1, moves', h2);
-    assert log2[|log0|..] == log1[|log0|..] + log2[|log1|..];
-    PacketsRefineAppend(log1[|log0|..], log2[|log1|..], SentBy(moves), SentBy(moves'));
+    var all := SentBy(moves + moves');
+    forall k | |log0| <= k < |log2| ensures PacketRefines(log2[k], all) || log2[k] in log0 {
+      if k < |log1| {
+        assert log2[k] == log1[k];
+        if PacketRefines(log1[k], SentBy(moves)) {
+          PacketRefinesMono(log1[k], SentBy(moves), all);
+        }
+      } else if PacketRefines(log2[k], SentBy(moves')) {
+        PacketRefinesMono(log2[k], SentBy(moves'), all);
+      } else {
+        TrailHas(c, i, h0, log0, net, moves, h1, log1, log2[k]);
+        if PacketRefines(log2[k], SentBy(moves)) {
+          PacketRefinesMono(log2[k], SentBy(moves), all);
+        }
+      }
+    }
   }
 
   // One more step, which sent what the packets appended since log1 are images of.
@@ -612,9 +663,22 @@ module ImplAbstraction {
     requires log1 <= log2 && PacketsRefine(log2[|log1|..], mv.sent)
     ensures Trail(c, i, h0, log0, net, moves + [mv], mv.post, log2)
   {
-    RunSnoc(c, i, h0, net, moves, h1, mv);
-    assert log2[|log0|..] == log1[|log0|..] + log2[|log1|..];
-    PacketsRefineAppend(log1[|log0|..], log2[|log1|..], SentBy(moves), mv.sent);
+    RunOne(c, i, h1, net, mv);
+    TrailOf(c, i, h1, log1, net, [mv], mv.post, log2);
+    TrailChain(c, i, h0, log0, net, moves, h1, log1, [mv], mv.post, log2);
+  }
+
+  // Packets sent again: the host is unchanged, and every packet appended is one it sent before.
+  lemma TrailResend(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
+                    moves: seq<Move>, h: P.Host, log1: seq<I.Packet>, log2: seq<I.Packet>)
+    requires Trail(c, i, h0, log0, net, moves, h, log1)
+    requires log1 <= log2 && forall k | |log1| <= k < |log2| :: log2[k] in log1
+    ensures Trail(c, i, h0, log0, net, moves, h, log2)
+  {
+    reveal Trail();
+    RunNil(c, i, h, net);
+    assert moves + [] == moves;
+    TrailChain(c, i, h0, log0, net, moves, h, log1, [], h, log2);
   }
 
   // A trail may receive from any larger network.
@@ -623,6 +687,7 @@ module ImplAbstraction {
     requires Trail(c, i, h0, log0, net, moves, h, log) && net <= net'
     ensures Trail(c, i, h0, log0, net', moves, h, log)
   {
+    reveal Trail();
     RunNetMonotone(c, i, h0, net, net', moves, h);
   }
 

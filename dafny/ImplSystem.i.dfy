@@ -8,9 +8,10 @@
 // sent (in flight, lost, duplicated or delivered: the wire only grows, like the protocol's
 // network). One step of the system is one host taking a run of protocol steps that receive
 // only messages of the abstract network, and putting on the wire packets that are images of
-// what those steps sent (ImplStep). What a per-handler theorem of Impl.i.dfy gives is exactly
-// the premise of ImplStep for that handler; `WireImage` is what a handler may assume of the
-// packet it receives.
+// what those steps sent, or packets already on it (re-sends) (ImplStep). What a per-handler
+// theorem of Impl.i.dfy gives (a trail, R.Trail: its re-sends are packets its host sent before,
+// so on the wire) is exactly the premise of ImplStep for that handler; `WireImage` is what a
+// handler may assume of the packet it receives.
 //
 // Everything here is ghost.
 module ImplSystem {
@@ -37,14 +38,15 @@ module ImplSystem {
 
   // One step of the implementation: host i receives only messages of the abstract network
   // (`recv`, the image of the packet it handles, or nothing), takes the run `moves` from its
-  // abstract state to h', and sends `pkts`, each the image of a message the run sent.
+  // abstract state to h', and sends `pkts`, each the image of a message the run sent or a
+  // packet already on the wire (a re-send: a leader's Accept after a heartbeat tick).
   ghost predicate ImplStep(c: P.Constants, s: Sys, s': Sys, i: nat, recv: set<S.Message>, moves: seq<R.Move>,
                            h': P.Host, pkts: seq<I.Packet>) {
     && P.WF(c, s.abs)
     && i < |s.abs.hosts|
     && recv <= s.abs.net
     && R.Run(c, i, s.abs.hosts[i], recv, moves, h')
-    && R.PacketsRefine(pkts, R.SentBy(moves))
+    && (forall k | 0 <= k < |pkts| :: R.PacketRefines(pkts[k], R.SentBy(moves)) || pkts[k] in s.wire)
     && s' == After(s, i, h', moves, pkts)
   }
 
@@ -162,7 +164,7 @@ module ImplSystem {
         R.PacketRefinesMono(p, s.abs.net, s'.abs.net);
       } else {
         var k :| 0 <= k < |pkts| && pkts[k] == p;
-        assert R.PacketRefines(pkts[k], R.SentBy(moves));
+        assert R.PacketRefines(pkts[k], R.SentBy(moves));  // not a re-send: p is new on the wire
         R.PacketRefinesMono(p, R.SentBy(moves), s'.abs.net);
       }
     }
