@@ -57,7 +57,6 @@ module Impl {
     var takeover: array<Vote>       // candidate: the highest vote reported per slot
     var proposed: array<OptValue>   // leader: the value sent in Accept(bal, slot)
     var acks: array<bool>           // leader: (slot % WINDOW) * n + member acked
-    var ackCount: array<uint64>
     var nextSlot: uint64
     var readSeq: uint64
     var readConfirmed: uint64
@@ -78,11 +77,12 @@ module Impl {
     // added) write it; CandidateTied, TakeoverTied and LeaderTied tie it to the concrete state.
     ghost var leaderAbs: P.LeaderState
     ghost var sentLog: seq<Packet>      // every packet this host sent, to itself included, in order
+    ghost var acked: set<S.Message>     // the Accepted messages (images) counted for bal (AcksTied)
 
     ghost const Repr: set<object>
 
     ghost predicate Valid()
-      reads this, votes, committed, promiseFrom, takeover, proposed
+      reads this, votes, committed, promiseFrom, takeover, proposed, acks
     {
       && Shape()
       && VotesBelowHi()
@@ -91,6 +91,7 @@ module Impl {
       && TakeoverTied()
       && LeaderTied()
       && ProposedTied()
+      && AcksTied()
     }
 
     // Every slot in [logStart, commitUpto) is committed here.
@@ -112,7 +113,7 @@ module Impl {
     ghost predicate Shape()
       reads this
     {
-      && Repr == {this, votes, committed, promiseFrom, takeover, proposed, acks, ackCount, readAck}
+      && Repr == {this, votes, committed, promiseFrom, takeover, proposed, acks, readAck}
       && votes != takeover && committed != proposed && acks != promiseFrom
       && 1 <= n <= MAX_MEMBERS && me < n
       && quorum == Quorums.QuorumSize64(n) && quorum <= n
@@ -120,7 +121,7 @@ module Impl {
       && electionTimeout <= TICKS_LIMIT * 2
       && votes.Length == WINDOW as int && committed.Length == WINDOW as int
       && takeover.Length == WINDOW as int && proposed.Length == WINDOW as int
-      && ackCount.Length == WINDOW as int && acks.Length == (WINDOW * n) as int
+      && acks.Length == (WINDOW * n) as int
       && promiseFrom.Length == n as int && readAck.Length == n as int
       && logStart <= SLOT_LIMIT
       && logStart <= commitUpto <= nextSlot <= logStart + WINDOW
@@ -225,6 +226,184 @@ module Impl {
       }
     }
 
+    // ---- the leader's acknowledgements ---------------------------------------------------
+
+    // The flag of member j for the window slot s in acks (false off the array).
+    static ghost function AckAt(acks: seq<bool>, n: uint64, s: nat, j: uint64): bool {
+      var k := (s % WINDOW as nat) * n as nat + j as nat;
+      k < |acks| && acks[k]
+    }
+
+    // An Accepted message counted (in acked) is from j, for bal and slot s.
+    static ghost predicate AckedBy(acked: set<S.Message>, j: nat, bal: Ballot, s: nat) {
+      exists x | x in acked :: x.Accepted? && x.src == j && x.bal == bal && x.slot == s
+    }
+
+    // A candidate's or leader's flag for member j in a window slot stands for an Accepted
+    // message (its image) from j for bal and that slot, which this host received.
+    ghost predicate AcksTied()
+      reads this, acks
+    {
+      Acks(role, bal, acked, acks[..], n, logStart as nat)
+    }
+
+    static opaque ghost predicate Acks(role: Role, bal: Ballot, acked: set<S.Message>, acks: seq<bool>, n: uint64, logStart: nat) {
+      role != Follower ==>
+        forall s: nat, j: uint64 {:trigger AckAt(acks, n, s, j)} |
+          logStart <= s < logStart + WINDOW as nat && j < n && AckAt(acks, n, s, j) :: AckedBy(acked, j as nat, bal, s)
+    }
+
+    static lemma AcksFollower(bal: Ballot, acked: set<S.Message>, acks: seq<bool>, n: uint64, logStart: nat)
+      ensures Acks(Follower, bal, acked, acks, n, logStart)
+    {
+      reveal Acks();
+    }
+
+    static lemma AcksNone(role: Role, bal: Ballot, acked: set<S.Message>, acks: seq<bool>, n: uint64, logStart: nat)
+      requires forall k | 0 <= k < |acks| :: !acks[k]
+      ensures Acks(role, bal, acked, acks, n, logStart)
+    {
+      reveal Acks();
+    }
+
+    static lemma AcksRole(role: Role, role': Role, bal: Ballot, acked: set<S.Message>, acks: seq<bool>, n: uint64, logStart: nat)
+      requires Acks(role, bal, acked, acks, n, logStart) && role != Follower
+      ensures Acks(role', bal, acked, acks, n, logStart)
+    {
+      reveal Acks();
+    }
+
+    // Fewer flags keep it.
+    static lemma AcksFewer(role: Role, bal: Ballot, acked: set<S.Message>, acks: seq<bool>, acks': seq<bool>, n: uint64, logStart: nat)
+      requires Acks(role, bal, acked, acks, n, logStart) && |acks'| == |acks|
+      requires forall k | 0 <= k < |acks| :: acks'[k] ==> acks[k]
+      ensures Acks(role, bal, acked, acks', n, logStart)
+    {
+      reveal Acks();
+      if role != Follower {
+        forall s: nat, j: uint64 | logStart <= s < logStart + WINDOW as nat && j < n && AckAt(acks', n, s, j)
+          ensures AckedBy(acked, j as nat, bal, s)
+        {
+          assert AckAt(acks, n, s, j);
+        }
+      }
+    }
+
+    // Two cells of the slots-by-members flag array are one only for one slot and member.
+    static lemma AckIndexSame(a: nat, j: nat, b: nat, k: nat, n: nat)
+      requires j < n && k < n && a * n + j == b * n + k
+      ensures a == b && j == k
+    {
+      if a < b {
+        MulMonotone(a + 1, b, n);
+        assert (a + 1) * n == a * n + n;
+      } else if b < a {
+        MulMonotone(b + 1, a, n);
+        assert (b + 1) * n == b * n + n;
+      }
+    }
+
+    // One more flag, for (slot, src), with the Accepted it stands for counted.
+    static lemma AcksAdd(role: Role, bal: Ballot, acked: set<S.Message>, acks: seq<bool>, n: uint64, logStart: nat,
+                         slot: nat, src: uint64, a: S.Message)
+      requires Acks(role, bal, acked, acks, n, logStart) && logStart <= slot < logStart + WINDOW as nat && src < n
+      requires (slot % WINDOW as nat) * n as nat + src as nat < |acks|
+      requires a.Accepted? && a.src == src as nat && a.bal == bal && a.slot == slot
+      ensures Acks(role, bal, acked + {a}, acks[(slot % WINDOW as nat) * n as nat + src as nat := true], n, logStart)
+    {
+      reveal Acks();
+      var k0 := (slot % WINDOW as nat) * n as nat + src as nat;
+      var acks' := acks[k0 := true];
+      if role != Follower {
+        forall s: nat, j: uint64 | logStart <= s < logStart + WINDOW as nat && j < n && AckAt(acks', n, s, j)
+          ensures AckedBy(acked + {a}, j as nat, bal, s)
+        {
+          var k := (s % WINDOW as nat) * n as nat + j as nat;
+          if k == k0 {
+            AckIndexSame(s % WINDOW as nat, j as nat, slot % WINDOW as nat, src as nat, n as nat);
+            R.WindowIndexUnique(s, slot, logStart, WINDOW as nat);
+            assert a in acked + {a};
+          } else {
+            assert AckAt(acks, n, s, j);
+            var x :| x in acked && x.Accepted? && x.src == j as nat && x.bal == bal && x.slot == s;
+            assert x in acked + {a};
+          }
+        }
+      }
+    }
+
+    // The window moves up to t: the flags of the slots [logStart, t) were cleared, the others
+    // kept or cleared.
+    static lemma AcksTruncate(role: Role, bal: Ballot, acked: set<S.Message>, acks0: seq<bool>, acks: seq<bool>, n: uint64,
+                              logStart: nat, t: nat)
+      requires Acks(role, bal, acked, acks0, n, logStart) && logStart <= t <= logStart + WINDOW as nat
+      requires |acks| == |acks0|
+      requires forall s: nat, j: uint64 | logStart <= s < t && j < n :: !AckAt(acks, n, s, j)
+      requires forall k | 0 <= k < |acks| :: acks[k] ==> acks0[k]
+      ensures Acks(role, bal, acked, acks, n, t)
+    {
+      reveal Acks();
+      if role != Follower {
+        forall s: nat, j: uint64 | t <= s < t + WINDOW as nat && j < n && AckAt(acks, n, s, j)
+          ensures AckedBy(acked, j as nat, bal, s)
+        {
+          if s >= logStart + WINDOW as nat {
+            var s0: nat := s - WINDOW as nat;
+            R.ModShift(s0, WINDOW as nat);
+            assert AckAt(acks, n, s0, j) == AckAt(acks, n, s, j);
+            assert false;
+          } else {
+            assert AckAt(acks0, n, s, j);
+          }
+        }
+      }
+    }
+
+    // ---- the leader's proposals and its ghost leader state --------------------------------
+
+    // A leader's proposed array, read over the window, agrees with leaderAbs.proposed.
+    static opaque ghost predicate ProposalsLed(role: Role, props: map<S.Slot, S.Value>, l: P.LeaderState) {
+      role == Leader ==> l.Leading? && forall s | s in props :: s in l.proposed && l.proposed[s] == props[s]
+    }
+
+    static lemma ProposalsLedNonLeader(role: Role, props: map<S.Slot, S.Value>, l: P.LeaderState)
+      requires role != Leader
+      ensures ProposalsLed(role, props, l)
+    {
+      reveal ProposalsLed();
+    }
+
+    static lemma ProposalsLedSub(role: Role, props: map<S.Slot, S.Value>, l: P.LeaderState, props': map<S.Slot, S.Value>)
+      requires ProposalsLed(role, props, l) && forall s | s in props' :: s in props && props'[s] == props[s]
+      ensures ProposalsLed(role, props', l)
+    {
+      reveal ProposalsLed();
+    }
+
+    static lemma ProposalsLedStart(props: map<S.Slot, S.Value>, l: P.LeaderState)
+      requires props == map[] && l.Leading?
+      ensures ProposalsLed(Leader, props, l)
+    {
+      reveal ProposalsLed();
+    }
+
+    // A new proposal in a slot not proposed in yet: first in leaderAbs, then in the array.
+    static lemma ProposalsLedAdd(props: map<S.Slot, S.Value>, l: P.LeaderState, slot: nat, v: S.Value)
+      requires ProposalsLed(Leader, props, l) && l.Leading? && slot !in l.proposed
+      ensures ProposalsLed(Leader, props, l.(proposed := l.proposed[slot := v]))
+      ensures ProposalsLed(Leader, props[slot := v], l.(proposed := l.proposed[slot := v]))
+    {
+      reveal ProposalsLed();
+    }
+
+    // The value a leader's array holds in a window slot is its proposal there.
+    static lemma ProposalsLedHas(props: map<S.Slot, S.Value>, l: P.LeaderState, s: nat)
+      requires ProposalsLed(Leader, props, l) && s in props
+      ensures l.Leading? && s in l.proposed && l.proposed[s] == props[s]
+    {
+      reveal ProposalsLed();
+    }
+
     // ---- the candidate's takeover array and the leader's free slots ---------------------
 
     // The proposed array, read over the window like committed values: empty for a candidate;
@@ -233,7 +412,8 @@ module Impl {
     ghost predicate ProposedTied()
       reads this, proposed
     {
-      ProposalsSent(role, R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog)
+      && ProposalsSent(role, R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog)
+      && ProposalsLed(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs)
     }
 
     static opaque ghost predicate ProposalsSent(role: Role, props: map<S.Slot, S.Value>, me: uint64, n: uint64, bal: Ballot,
@@ -432,7 +612,6 @@ module Impl {
       var committed := new OptValue[WINDOW];
       var takeover := new Vote[WINDOW];
       var proposed := new OptValue[WINDOW];
-      var ackCount := new uint64[WINDOW];
       var acks := new bool[WINDOW * n];
       var promiseFrom := new bool[n];
       var readAck := new uint64[n];
@@ -440,7 +619,6 @@ module Impl {
       this.committed := committed;
       this.takeover := takeover;
       this.proposed := proposed;
-      this.ackCount := ackCount;
       this.acks := acks;
       this.promiseFrom := promiseFrom;
       this.readAck := readAck;
@@ -472,12 +650,15 @@ module Impl {
       selfQueue := [];
       leaderAbs := P.NotLeader;
       sentLog := [];
-      Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, ackCount, readAck};
+      acked := {};
+      Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, readAck};
       new;
       TiedFollower(bal, n, promiseFrom[..], promiseCount);
       TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
       ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
+      ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      AcksFollower(bal, acked, acks[..], n, logStart as nat);
       ResetDurableArrays();
       ResetLeaderArrays();
     }
@@ -568,7 +749,7 @@ module Impl {
     twostate predicate Keeps()
       reads this
     {
-      SameConfig() && leaderAbs == old(leaderAbs)
+      SameConfig() && leaderAbs == old(leaderAbs) && acked == old(acked)
     }
 
     // The fields the abstraction reads, and sentLog, are unchanged.
@@ -657,6 +838,8 @@ module Impl {
       TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
       ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
+      ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      AcksFollower(bal, acked, acks[..], n, logStart as nat);
     }
 
     // ---- learning ------------------------------------------------------------------------
@@ -728,7 +911,8 @@ module Impl {
       ensures promiseCount == 0 && (forall j | 0 <= j < n :: !promiseFrom[j])
       ensures forall j | 0 <= j < WINDOW :: takeover[j].NoVote?
       ensures forall j | 0 <= j < WINDOW :: proposed[j].None?
-      ensures nextSlot == old(nextSlot) && bal == old(bal)
+      ensures forall k | 0 <= k < acks.Length :: !acks[k]
+      ensures nextSlot == old(nextSlot) && bal == old(bal) && acked == old(acked)
     {
       ResetLeaderArrays();
       promiseCount := 0;
@@ -747,13 +931,15 @@ module Impl {
     // it is kept by framing (no field of `this` is in their modifies clauses).
     method ResetLeaderArrays()
       requires Valid() && role != Candidate
-      modifies takeover, proposed, ackCount, acks, promiseFrom, readAck
+      modifies takeover, proposed, acks, promiseFrom, readAck
       ensures Valid() && PromisedGrows()
       ensures forall j | 0 <= j < n :: !promiseFrom[j]
       ensures forall j | 0 <= j < WINDOW :: takeover[j].NoVote?
       ensures forall j | 0 <= j < WINDOW :: proposed[j].None?
+      ensures forall k | 0 <= k < acks.Length :: !acks[k]
     {
       ghost var pf0 := promiseFrom[..];
+      ghost var props0 := R.AbsCommitted(proposed[..], logStart as nat);
       var i: uint64 := 0;
       while i < WINDOW
         invariant i <= WINDOW
@@ -762,7 +948,6 @@ module Impl {
       {
         takeover[i] := NoVote;
         proposed[i] := None;
-        ackCount[i] := 0;
         i := i + 1;
       }
       i := 0;
@@ -770,6 +955,7 @@ module Impl {
         invariant i <= WINDOW * n
         invariant forall j | 0 <= j < WINDOW :: takeover[j].NoVote?
         invariant forall j | 0 <= j < WINDOW :: proposed[j].None?
+        invariant forall k | 0 <= k < i :: !acks[k]
       {
         acks[i] := false;
         i := i + 1;
@@ -780,6 +966,7 @@ module Impl {
         invariant forall j | 0 <= j < i :: !promiseFrom[j]
         invariant forall j | 0 <= j < WINDOW :: takeover[j].NoVote?
         invariant forall j | 0 <= j < WINDOW :: proposed[j].None?
+        invariant forall k | 0 <= k < acks.Length :: !acks[k]
       {
         promiseFrom[i] := false;
         readAck[i] := 0;
@@ -789,10 +976,12 @@ module Impl {
       TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       R.AbsCommittedEmpty(proposed[..], logStart as nat);
       ProposalsSentEmpty(role, me, n, bal, sentLog);
+      ProposalsLedSub(role, props0, leaderAbs, map[]);
+      AcksNone(role, bal, acked, acks[..], n, logStart as nat);
     }
 
     method ResetDurableArrays()
-      requires Shape() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && logStart == commitUpto
+      requires Shape() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied() && logStart == commitUpto
       modifies votes, committed
       ensures Valid() && PromisedGrows()
       ensures R.AbsVotes(votes[..], logStart as nat) == map[] && R.AbsCommitted(committed[..], logStart as nat) == map[]
@@ -837,6 +1026,8 @@ module Impl {
       TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
       ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
+      ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      AcksFollower(bal, acked, acks[..], n, logStart as nat);
       ClearLeaderState();
       var seen := BalMax(promised, maxSeen);
       if seen.round >= UINT64_MAX - 1 {
@@ -856,6 +1047,9 @@ module Impl {
       LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
       R.AbsCommittedEmpty(proposed[..], logStart as nat);
       ProposalsSentEmpty(role, me, n, bal, sentLog);
+      ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      acked := {};
+      AcksNone(role, bal, acked, acks[..], n, logStart as nat);
       ticks := 0;
       Broadcast(Prepare(b, commitUpto), true);
       // The refinement: StartPrepare(b).
@@ -970,7 +1164,9 @@ module Impl {
         reveal Takeover();
       }
       ProposalsSentLead(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
+      AcksRole(Candidate, Leader, bal, acked, acks[..], n, logStart as nat);
       role := Leader;
+      ProposalsLedStart(R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
       TiedLeader(bal, leaderAbs, n, promiseFrom[..], promiseCount);
       TakeoverNonCandidate(role, leaderAbs, tk, logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       leaderHint := me;
@@ -1059,7 +1255,6 @@ module Impl {
       ensures mv.post == AbsHost() && P.HostStep(Consts(), me as nat, old(AbsHost()), mv.post, {}, mv.sent, mv.step)
       ensures old(sentLog) <= sentLog && R.PacketsRefine(sentLog[|old(sentLog)|..], mv.sent)
     {
-      ackCount[Idx(slot)] := 0;
       var i: uint64 := 0;
       while i < n
         invariant i <= n
@@ -1068,12 +1263,15 @@ module Impl {
         modifies acks
       {
         AckIndexBound(Idx(slot), i, n, acks.Length);
+        ghost var before := acks[..];
         acks[Idx(slot) * n + i] := false;
+        AcksFewer(role, bal, acked, before, acks[..], n, logStart as nat);
         i := i + 1;
       }
       ghost var h0 := AbsHost();
       LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
       LeadsPropose(bal, leaderAbs, nextSlot as nat, logStart as nat, slot as nat, val);
+      ProposalsLedAdd(R.AbsCommitted(proposed[..], logStart as nat), leaderAbs, slot as nat, val);
       leaderAbs := leaderAbs.(proposed := leaderAbs.proposed[slot as nat := val]);
       TiedLeader(bal, leaderAbs, n, promiseFrom[..], promiseCount);
       TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
@@ -1291,7 +1489,7 @@ module Impl {
       ghost var k: nat := 0;
       while rest != []
         invariant 0 <= k <= |reported| && rest == reported[k..]
-        invariant Shape() && VotesBelowHi() && CommittedPrefix() && CandidateTied() && LeaderTied() && ProposedTied()
+        invariant Shape() && VotesBelowHi() && CommittedPrefix() && CandidateTied() && LeaderTied() && ProposedTied() && AcksTied()
         invariant role == Candidate && leaderAbs == l0 && promiseFrom[..] == pf0 && promiseCount == count0
         invariant bal == old(bal) && promised == old(promised) && logStart == old(logStart) && nextSlot == old(nextSlot)
         invariant AbsHost() == h0 && sentLog == log0 && SameConfig()
@@ -1330,6 +1528,7 @@ module Impl {
       promiseCount := promiseCount + 1;
       assert promiseFrom[..] == pf0[src := true];
       leaderAbs := R.Collected(Consts(), l0, m);
+      ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
       assert TakeoverTied() by {
         reveal Takeover();
       }
@@ -1566,27 +1765,114 @@ module Impl {
       }
     }
 
-    method OnAccepted(src: uint64, b: Ballot, slot: uint64)
+    // The Accepted messages counted carry the values of the leader's proposals: what the
+    // system discharges (an Accepted answers the Accept of its ballot and slot, and a leader
+    // sends one value per slot: AcceptedHasAccept and LeaderOkAt of the protocol's invariant).
+    static ghost predicate AckedValues(acked: set<S.Message>, l: P.LeaderState) {
+      forall x | x in acked && x.Accepted? && l.Leading? && x.bal == l.bal && x.slot in l.proposed ::
+        x.val == l.proposed[x.slot]
+    }
+
+    // An Accepted(b, slot) from src; `a` is its image (its value is not on the wire). A leader
+    // of b counts it; once a quorum acknowledged the slot, it is chosen: LearnChosen(slot, v, b,
+    // q), v the value proposed there and q those members, reading the Accepted messages counted
+    // (`acked`), given that they carry the proposal's value (AckedValues). Otherwise no step.
+    method OnAccepted(src: uint64, b: Ballot, slot: uint64, ghost a: S.Message) returns (ghost moves: seq<R.Move>)
       requires Valid()
+      requires a.Accepted? && a.src == src as nat && a.dst == me as nat && a.bal == b && a.slot == slot as nat
       modifies Repr
-      ensures Valid() && PromisedGrows()
+      ensures Valid() && PromisedGrows() && SameConfig() && old(acked) <= acked <= old(acked) + {a}
+      ensures leaderAbs == old(leaderAbs)
+      ensures AckedValues(acked, leaderAbs) ==>
+                R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), acked, moves, AbsHost(), sentLog)
     {
+      ghost var h0, log0 := AbsHost(), sentLog;
+      moves := [];
       if role != Leader || b != bal || src >= n || !InWindow(slot) {
+        R.TrailNil(Consts(), me as nat, h0, log0, acked);
         return;
       }
       var idx := Idx(slot);
       var p := proposed[idx];
       AckIndexBound(idx, src, n, acks.Length);
       if p.None? || acks[idx * n + src] || committed[idx].Some? {
+        R.TrailNil(Consts(), me as nat, h0, log0, acked);
         return;
       }
+      ghost var acks0 := acks[..];
       acks[idx * n + src] := true;
-      if ackCount[idx] < n {
-        ackCount[idx] := ackCount[idx] + 1;
+      assert acks[..] == acks0[(slot as nat % WINDOW as nat) * n as nat + src as nat := true];
+      AcksAdd(role, bal, acked, acks0, n, logStart as nat, slot as nat, src, a);
+      acked := acked + {a};
+      R.TrailNil(Consts(), me as nat, h0, log0, acked);
+      // Count the members that acknowledged this slot (n is small).
+      var count: uint64 := 0;
+      var j: uint64 := 0;
+      ghost var q: set<nat> := {};
+      while j < n
+        invariant j <= n && count <= j && |q| == count as nat
+        invariant forall k | k in q :: k < j as nat && AckAt(acks[..], n, slot as nat, k as uint64)
+        invariant Valid() && role == Leader
+        modifies {}
+      {
+        AckIndexBound(idx, j, n, acks.Length);
+        if acks[idx * n + j] {
+          assert j as nat !in q;
+          q := q + {j as nat};
+          count := count + 1;
+        }
+        j := j + 1;
       }
-      if ackCount[idx] >= quorum {
+      if count >= quorum {
+        ghost var props := R.AbsCommitted(proposed[..], logStart as nat);
+        R.AbsCommittedAt(proposed[..], logStart as nat, slot as nat);
+        assert proposed[..][slot as nat % WINDOW as nat] == p;
+        assert slot as nat in props && props[slot as nat] == p.val;
+        ProposalsLedHas(props, leaderAbs, slot as nat);
+        LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
+        R.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
+        if AckedValues(acked, leaderAbs) {
+          // The members in q are a quorum, each of which sent Accepted(b, slot, v).
+          AcksQuorum(bal, acked, acks[..], n, logStart as nat, slot as nat, q, quorum, leaderAbs, p.val);
+        }
+        assert {:split_here} true;
+        ghost var h1, log1 := AbsHost(), sentLog;
         CommitSlot(slot, p.val);
+        ghost var h2, log2 := AbsHost(), sentLog;
         Broadcast(Learn(b, slot), false);
+        assert AbsHost() == h2;
+        R.LearnBroadcastRefines(sentLog[|log2|..], me, n, b, slot, p.val);
+        if AckedValues(acked, leaderAbs) {
+          ghost var mv := R.Move(P.LearnChosenStep(slot as nat, p.val, b, q), R.CommitAll(me as nat, n as nat, slot as nat, p.val), AbsHost());
+          assert P.HostStep(Consts(), me as nat, h1, mv.post, acked, mv.sent, mv.step);
+          R.TrailSnoc(Consts(), me as nat, h0, log0, acked, [], h1, log1, mv, sentLog);
+          assert [] + [mv] == [mv];
+          moves := [mv];
+        }
+      } else {
+        assert sentLog == log0;
+      }
+    }
+
+    // The members whose flags are set for slot, a quorum of them, each sent Accepted(bal,
+    // slot, v) (v the leader's proposal there, when the counted messages carry proposals).
+    static lemma AcksQuorum(bal: Ballot, acked: set<S.Message>, acks: seq<bool>, n: uint64, logStart: nat, slot: nat,
+                            q: set<nat>, quorum: uint64, l: P.LeaderState, v: S.Value)
+      requires Acks(Leader, bal, acked, acks, n, logStart) && logStart <= slot < logStart + WINDOW as nat
+      requires forall k | k in q :: k < n as nat && AckAt(acks, n, slot, k as uint64)
+      requires |q| >= quorum as nat && quorum as nat == Quorums.QuorumSize(n as nat)
+      requires AckedValues(acked, l) && l.Leading? && l.bal == bal && slot in l.proposed && l.proposed[slot] == v
+      ensures S.ChosenAt(n as nat, acked, bal, q, slot, v)
+    {
+      reveal Acks();
+      Quorums.IndicesBound(n as nat);
+      Quorums.IndicesCardinality(n as nat);
+      assert q <= S.Members(n as nat);
+      forall k | k in q ensures S.SentAccepted(acked, k, bal, slot, v) {
+        assert AckAt(acks, n, slot, k as uint64);
+        assert AckedBy(acked, k, bal, slot);
+        var x :| x in acked && x.Accepted? && x.src == k && x.bal == bal && x.slot == slot;
+        assert x.val == v;
       }
     }
 
@@ -1826,7 +2112,10 @@ module Impl {
         case Prepare(b, fromSlot) => OnPrepare(src, b, fromSlot);
         case Promise(b, ls, reported) => ghost var moves := OnPromise(src, b, ls, reported);
         case Accept(b, slot, val) => OnAccept(src, b, slot, val);
-        case Accepted(b, slot) => OnAccepted(src, b, slot);
+        case Accepted(b, slot) =>
+          // The image's value is not on the wire; the whole step's refinement (not yet
+          // proven) takes it from the network.
+          ghost var moves := OnAccepted(src, b, slot, S.Accepted(src as nat, me as nat, b, slot as nat, []));
         case Learn(b, slot) => OnLearn(b, slot, src);
         case Commit(slot, val) => OnCommit(slot, val, src);
         case Nack(p) => OnNack(p);
@@ -2011,7 +2300,7 @@ module Impl {
 
     // Abstractly: the protocol's truncation at upto (the caller knows [logStart, upto) committed).
     method DropBelow(upto: uint64)
-      requires Shape() && VotesBelowHi() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied()
+      requires Shape() && VotesBelowHi() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied()
       requires logStart < upto <= commitUpto && upto <= SLOT_LIMIT
       requires R.HasAll(R.AbsCommitted(committed[..], logStart as nat), upto as nat, commitUpto as nat)
       modifies Repr
@@ -2035,15 +2324,26 @@ module Impl {
         invariant R.Emptied(takeover[..], logStart as nat, s as nat)
         invariant R.EmptiedC(proposed[..], logStart as nat, s as nat)
         invariant R.Same(proposed[..], old(proposed[..]), s as nat, logStart as nat + WINDOW as nat)
-        invariant sentLog == old(sentLog)
+        invariant sentLog == old(sentLog) && acked == old(acked)
+        invariant forall k | 0 <= k < acks.Length :: acks[k] ==> old(acks[k])
+        invariant forall t: nat, j: uint64 | logStart as nat <= t < s as nat && j < n :: !AckAt(acks[..], n, t, j)
         invariant R.Same(votes[..], old(votes[..]), s as nat, logStart as nat + WINDOW as nat)
         invariant R.Same(committed[..], old(committed[..]), s as nat, logStart as nat + WINDOW as nat)
         invariant R.Same(takeover[..], old(takeover[..]), s as nat, logStart as nat + WINDOW as nat)
-        modifies votes, committed, takeover, proposed, ackCount, acks
+        modifies votes, committed, takeover, proposed, acks
         decreases upto - s
       {
-        ghost var before, beforeC, beforeT, beforeP := votes[..], committed[..], takeover[..], proposed[..];
-        ClearSlot(Idx(s));
+        ghost var before, beforeC, beforeT, beforeP, beforeA := votes[..], committed[..], takeover[..], proposed[..], acks[..];
+        ClearSlot(Idx(s), s as nat);
+        forall t: nat, j: uint64 | logStart as nat <= t < s as nat + 1 && j < n ensures !AckAt(acks[..], n, t, j) {
+          if t < s as nat {
+            assert !AckAt(beforeA, n, t, j);
+            var k := (t % WINDOW as nat) * n as nat + j as nat;
+            if k < acks.Length {
+              assert acks[k] ==> beforeA[k];
+            }
+          }
+        }
         R.EmptiedExtend(before, votes[..], logStart as nat, s as nat);
         R.EmptiedCExtend(beforeC, committed[..], logStart as nat, s as nat);
         R.EmptiedExtend(beforeT, takeover[..], logStart as nat, s as nat);
@@ -2066,6 +2366,8 @@ module Impl {
       R.AbsCommittedTruncate(old(proposed[..]), proposed[..], logStart as nat, upto as nat);
       ProposalsSentMono(role, R.AbsCommitted(old(proposed[..]), logStart as nat), me, n, bal, sentLog,
                         R.AbsCommitted(proposed[..], upto as nat), sentLog);
+      ProposalsLedSub(role, R.AbsCommitted(old(proposed[..]), logStart as nat), leaderAbs, R.AbsCommitted(proposed[..], upto as nat));
+      AcksTruncate(role, bal, acked, old(acks[..]), acks[..], n, logStart as nat, upto as nat);
       logStart := upto;
       if voteHi < upto {
         voteHi := upto;
@@ -2076,20 +2378,21 @@ module Impl {
     }
 
     // Empty one window index (its slot left the window).
-    method ClearSlot(idx: uint64)
-      requires Shape() && VotesBelowHi() && idx < WINDOW
-      modifies votes, committed, takeover, proposed, ackCount, acks
+    method ClearSlot(idx: uint64, ghost s: nat)
+      requires Shape() && VotesBelowHi() && idx < WINDOW && idx as nat == s % WINDOW as nat
+      modifies votes, committed, takeover, proposed, acks
       ensures Shape() && VotesBelowHi() && PromisedGrows() && Bounds()
       ensures votes[..] == old(votes[..])[idx := NoVote]
       ensures committed[..] == old(committed[..])[idx := None]
       ensures takeover[..] == old(takeover[..])[idx := NoVote]
       ensures proposed[..] == old(proposed[..])[idx := None]
+      ensures forall k | 0 <= k < acks.Length :: acks[k] ==> old(acks[k])
+      ensures forall j: uint64 | j < n :: !AckAt(acks[..], n, s, j)
     {
       votes[idx] := NoVote;
       committed[idx] := None;
       takeover[idx] := NoVote;
       proposed[idx] := None;
-      ackCount[idx] := 0;
       assert votes[..] == old(votes[..])[idx := NoVote];
       assert takeover[..] == old(takeover[..])[idx := NoVote];
       assert proposed[..] == old(proposed[..])[idx := None];
@@ -2097,10 +2400,19 @@ module Impl {
       var i: uint64 := 0;
       while i < n
         invariant i <= n
+        invariant forall k | 0 <= k < acks.Length :: acks[k] ==> old(acks[k])
+        invariant forall k: uint64 | k < i :: !AckAt(acks[..], n, s, k)
         modifies acks
       {
         AckIndexBound(idx, i, n, acks.Length);
+        ghost var before := acks[..];
         acks[idx * n + i] := false;
+        assert acks[..] == before[idx as int * n as int + i as int := false];
+        forall k: uint64 | k < i + 1 ensures !AckAt(acks[..], n, s, k) {
+          if k < i {
+            assert !AckAt(before, n, s, k);
+          }
+        }
         i := i + 1;
       }
     }
@@ -2155,10 +2467,12 @@ module Impl {
         TakeoverTruncate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
                          takeoverHi, takeoverOverflow, upto as nat, upto);
         LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, upto as nat, upto as nat);
+        ProposalsLedSub(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs, map[]);
         ClearWindow();
         R.AbsVotesEmpty(takeover[..], upto as nat);
         R.AbsCommittedEmpty(proposed[..], upto as nat);
         ProposalsSentEmpty(role, me, n, bal, sentLog);
+        AcksNone(role, bal, acked, acks[..], n, upto as nat);
         R.AbsVotesEmpty(votes[..], upto as nat);
         R.AllBelowEmpty(upto as nat);
         R.AbsCommittedEmpty(committed[..], upto as nat);
@@ -2205,26 +2519,35 @@ module Impl {
 
     method ClearWindow()
       requires Shape() && VotesBelowHi()
-      modifies votes, committed, takeover, proposed, ackCount
+      modifies votes, committed, takeover, proposed, acks
       ensures Shape() && VotesBelowHi() && PromisedGrows() && Bounds()
       ensures forall j | 0 <= j < WINDOW :: votes[j].NoVote?
       ensures forall j | 0 <= j < WINDOW :: committed[j].None?
       ensures forall j | 0 <= j < WINDOW :: takeover[j].NoVote?
       ensures forall j | 0 <= j < WINDOW :: proposed[j].None?
+      ensures forall k | 0 <= k < acks.Length :: !acks[k]
     {
       var i: uint64 := 0;
+      while i < WINDOW * n
+        invariant i <= WINDOW * n
+        invariant forall k | 0 <= k < i :: !acks[k]
+      {
+        acks[i] := false;
+        i := i + 1;
+      }
+      i := 0;
       while i < WINDOW
         invariant i <= WINDOW
         invariant forall j | 0 <= j < i :: votes[j].NoVote?
         invariant forall j | 0 <= j < i :: committed[j].None?
         invariant forall j | 0 <= j < i :: takeover[j].NoVote?
         invariant forall j | 0 <= j < i :: proposed[j].None?
+        invariant forall k | 0 <= k < acks.Length :: !acks[k]
       {
         votes[i] := NoVote;
         committed[i] := None;
         takeover[i] := NoVote;
         proposed[i] := None;
-        ackCount[i] := 0;
         i := i + 1;
       }
       R.AbsVotesEmpty(votes[..], logStart as nat);

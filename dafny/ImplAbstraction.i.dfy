@@ -488,6 +488,24 @@ module ImplAbstraction {
   {
   }
 
+  // A broadcast Learn(b, slot) is the image of the protocol's Commit(slot, v) to every member,
+  // for any v (MsgRefines leaves a Learn's value open).
+  lemma LearnBroadcastRefines(pkts: seq<I.Packet>, src: uint64, n: uint64, b: Ballot, slot: uint64, v: S.Value)
+    requires Broadcasts(pkts, src, n, I.Learn(b, slot))
+    ensures PacketsRefine(pkts, CommitAll(src as nat, n as nat, slot as nat, v))
+  {
+    forall k | 0 <= k < |pkts| ensures PacketRefines(pkts[k], CommitAll(src as nat, n as nat, slot as nat, v)) {
+      var a := S.Commit(src as nat, pkts[k].dst as nat, slot as nat, v);
+      assert a in CommitAll(src as nat, n as nat, slot as nat, v);
+      assert MsgRefines(pkts[k].src as nat, pkts[k].dst as nat, pkts[k].msg, a);
+    }
+  }
+
+  // Commit(slot, v) from i to every member: what the protocol's LearnChosen sends.
+  ghost function CommitAll(i: nat, n: nat, slot: nat, v: S.Value): set<S.Message> {
+    set j: nat | j < n :: S.Commit(i, j, slot, v)
+  }
+
   // Prepare(b) from i to every member.
   ghost function PrepareAll(i: nat, n: nat, b: Ballot): set<S.Message> {
     set j: nat | j < n :: S.Prepare(i, j, b)

@@ -107,6 +107,15 @@ MUTANTS = [
         why="a candidate would keep the lower-ballot vote of two reported for a slot, and as "
             "leader propose a value that a later ballot may have replaced",
     ),
+    Mutant(
+        name="impl-learn-without-quorum",
+        file="Impl.i.dfy",
+        original="        j := j + 1;\n      }\n      if count >= quorum {\n",
+        mutated="        j := j + 1;\n      }\n      if count >= 1 {\n",
+        breaks="Impl.Replica.OnAccepted",
+        why="a leader would announce a slot chosen after one acknowledgement, before a quorum "
+            "accepted it",
+    ),
 ]
 
 
