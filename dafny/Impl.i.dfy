@@ -78,10 +78,37 @@ module Impl {
     ghost var leaderAbs: P.LeaderState
     ghost var sentLog: seq<Packet>      // every packet this host sent, to itself included, in order
     ghost var acked: set<S.Message>     // the Accepted messages (images) counted for bal (AcksTied)
+    ghost var recLog: seq<Record>       // every durable record this host emitted or replayed, in order
 
     ghost const Repr: set<object>
 
     ghost predicate Valid()
+      reads this, votes, committed, promiseFrom, takeover, proposed, acks
+    {
+      Valid0() && Replays()
+    }
+
+    // Replaying every record this host emitted, in order, from the initial host rebuilds its
+    // durable state (what a restart keeps: the protocol's Crash, see Replay).
+    ghost predicate Replays()
+      reads this, votes, committed
+    {
+      R.ApplyAll(InitHost(), recLog, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
+    }
+
+    static ghost function InitHost(): P.Host {
+      P.Host(Zero, map[], 0, map[], P.NotLeader)
+    }
+
+    // The abstract host without its volatile leader state.
+    ghost function Durable(): P.Host
+      reads this, votes, committed
+    {
+      AbsHost().(leader := P.NotLeader)
+    }
+
+    // Valid() but for Replays(): what holds between a durable change and its record.
+    ghost predicate Valid0()
       reads this, votes, committed, promiseFrom, takeover, proposed, acks
     {
       && Shape()
@@ -597,7 +624,7 @@ module Impl {
       requires 1 <= n <= MAX_MEMBERS && me < n
       requires 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
       ensures Valid() && fresh(Repr - {this})
-      ensures P.HostInit(AbsHost()) && Consts() == P.Constants(n as nat) && sentLog == []  // the protocol's Init
+      ensures P.HostInit(AbsHost()) && Consts() == P.Constants(n as nat) && sentLog == [] && recLog == []  // the protocol's Init
       ensures CandidateTied()
     {
       this.me := me;
@@ -651,6 +678,7 @@ module Impl {
       leaderAbs := P.NotLeader;
       sentLog := [];
       acked := {};
+      recLog := [];
       Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, readAck};
       new;
       TiedFollower(bal, n, promiseFrom[..], promiseCount);
@@ -716,11 +744,16 @@ module Impl {
       }
     }
 
+    // Emit r, the record of the durable change just made (its replay makes that change).
     method Persist(r: Record)
-      requires Valid()
+      requires Valid0()
+      requires R.ApplyRecord(R.ApplyAll(InitHost(), recLog, WINDOW as nat, SLOT_LIMIT as nat), r, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged() && sentLog == old(sentLog) && selfQueue == old(selfQueue)
+      ensures recLog == old(recLog) + [r]
     {
+      R.ApplyAllSnoc(InitHost(), recLog, r, WINDOW as nat, SLOT_LIMIT as nat);
+      recLog := recLog + [r];
       outRecords := outRecords + [r];
       if NeedsSync(r) {
         outSync := true;
@@ -982,6 +1015,7 @@ module Impl {
 
     method ResetDurableArrays()
       requires Shape() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied() && logStart == commitUpto
+      requires recLog == [] && promised == Zero && logStart == 0
       modifies votes, committed
       ensures Valid() && PromisedGrows()
       ensures R.AbsVotes(votes[..], logStart as nat) == map[] && R.AbsCommitted(committed[..], logStart as nat) == map[]
@@ -1490,6 +1524,7 @@ module Impl {
       while rest != []
         invariant 0 <= k <= |reported| && rest == reported[k..]
         invariant Shape() && VotesBelowHi() && CommittedPrefix() && CandidateTied() && LeaderTied() && ProposedTied() && AcksTied()
+        invariant Replays()
         invariant role == Candidate && leaderAbs == l0 && promiseFrom[..] == pf0 && promiseCount == count0
         invariant bal == old(bal) && promised == old(promised) && logStart == old(logStart) && nextSlot == old(nextSlot)
         invariant AbsHost() == h0 && sentLog == log0 && SameConfig()
@@ -2304,7 +2339,7 @@ module Impl {
       requires logStart < upto <= commitUpto && upto <= SLOT_LIMIT
       requires R.HasAll(R.AbsCommitted(committed[..], logStart as nat), upto as nat, commitUpto as nat)
       modifies Repr
-      ensures Valid() && PromisedGrows() && logStart == upto
+      ensures Valid0() && PromisedGrows() && logStart == upto && recLog == old(recLog)
       ensures Keeps() && sentLog == old(sentLog) && selfQueue == old(selfQueue)
       ensures promised == old(promised) && commitUpto == old(commitUpto)
       ensures var h := old(AbsHost());
@@ -2417,15 +2452,38 @@ module Impl {
       }
     }
 
+    // A restart is the protocol's Crash: a fresh core (the initial host: constructor) that
+    // replays (Replay, then FinishRecovery) the records this host emitted, in order, with any
+    // commit records among them lost, ends at R.ApplyAll(InitHost(), recs) (Replays() on the
+    // fresh core), which is Crash from this host's state: the volatile leader state goes, the
+    // durable state stays, committed entries may be missing.
+    lemma RestartIsCrash(recs: seq<Record>)
+      requires Valid() && R.LosesCommits(recLog, recs)
+      ensures P.Crash(Consts(), me as nat, AbsHost(), R.ApplyAll(InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat), {})
+    {
+      R.LosingCommits(InitHost(), recLog, recs, WINDOW as nat, SLOT_LIMIT as nat);
+      ApplyAllKeepsNotLeader(recs);
+    }
+
+    static lemma ApplyAllKeepsNotLeader(recs: seq<Record>)
+      ensures R.ApplyAll(InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat).leader == P.NotLeader
+      decreases |recs|
+    {
+      if recs != [] {
+        ApplyAllKeepsNotLeader(recs[..|recs| - 1]);
+      }
+    }
+
     // Recovery: replay one durable record, in the order the records were made.
     // Abstractly: R.ApplyRecord.
     method Replay(rec: Record)
       requires Valid()
       modifies Repr
-      ensures Valid()
+      ensures Valid() && recLog == old(recLog) + [rec]
       ensures SameConfig() && sentLog == old(sentLog)
       ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
+      ghost var h0 := AbsHost();
       match rec {
         case RecPromised(b) =>
           promised := b;
@@ -2441,6 +2499,9 @@ module Impl {
           }
         case RecCommit(slot, val) =>
           if InWindow(slot) {
+            R.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
+          }
+          if InWindow(slot) && committed[Idx(slot)].None? {
             committed[Idx(slot)] := Some(val);
             R.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, val);
             R.HasAllAdd(R.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, val);
@@ -2450,13 +2511,18 @@ module Impl {
             JumpTo(upto);
           }
       }
+      // The replayed record joins the log, which rebuilds the state it made.
+      assert AbsHost() == R.ApplyRecord(h0, rec, WINDOW as nat, SLOT_LIMIT as nat);
+      R.ApplyRecordLeader(h0, rec, WINDOW as nat, SLOT_LIMIT as nat, P.NotLeader);
+      R.ApplyAllSnoc(InitHost(), recLog, rec, WINDOW as nat, SLOT_LIMIT as nat);
+      recLog := recLog + [rec];
     }
 
     // Every slot below `upto` is in a snapshot: forget them, and count them as committed.
     method JumpTo(upto: uint64)
       requires Valid() && logStart < upto <= SLOT_LIMIT
       modifies Repr
-      ensures Valid() && PromisedGrows() && logStart == upto
+      ensures Valid0() && PromisedGrows() && logStart == upto && recLog == old(recLog)
       ensures Keeps() && sentLog == old(sentLog) && selfQueue == old(selfQueue)
       ensures AbsHost() == R.Truncated(old(AbsHost()), upto as nat)
     {

@@ -1032,9 +1032,61 @@ module ImplAbstraction {
     case RecVote(slot, b, val) =>
       if h.logStart <= slot as nat < h.logStart + w then h.(votes := h.votes[slot as nat := S.Vote(b, val)]) else h
     case RecCommit(slot, val) =>
-      if h.logStart <= slot as nat < h.logStart + w then h.(committed := h.committed[slot as nat := val]) else h
+      // a slot committed here keeps its value (the core writes a commit record only for a
+      // slot not committed yet)
+      if h.logStart <= slot as nat < h.logStart + w && slot as nat !in h.committed
+      then h.(committed := h.committed[slot as nat := val]) else h
     case RecTruncate(upto) =>
       if h.logStart < upto as nat <= limit then Truncated(h, upto as nat) else h
+  }
+
+  // Replaying a record does not touch the volatile leader state.
+  lemma ApplyRecordLeader(h: P.Host, rec: I.Record, w: nat, limit: nat, l: P.LeaderState)
+    ensures ApplyRecord(h.(leader := l), rec, w, limit) == ApplyRecord(h, rec, w, limit).(leader := l)
+  {
+  }
+
+  // The host a sequence of records rebuilds, replayed in order from h.
+  ghost function ApplyAll(h: P.Host, recs: seq<I.Record>, w: nat, limit: nat): P.Host
+    decreases |recs|
+  {
+    if recs == [] then h else ApplyRecord(ApplyAll(h, recs[..|recs| - 1], w, limit), recs[|recs| - 1], w, limit)
+  }
+
+  lemma ApplyAllSnoc(h: P.Host, recs: seq<I.Record>, r: I.Record, w: nat, limit: nat)
+    ensures ApplyAll(h, recs + [r], w, limit) == ApplyRecord(ApplyAll(h, recs, w, limit), r, w, limit)
+  {
+    assert (recs + [r])[..|recs + [r]| - 1] == recs;
+  }
+
+  // recs' is recs without a tail of commit records: what a crash may lose of a host's
+  // records (every other record is made durable before anything of its step leaves, and with
+  // all the records before it, see I.NeedsSync; commit records need no sync).
+  ghost predicate LosesCommits(recs: seq<I.Record>, recs': seq<I.Record>) {
+    && |recs'| <= |recs| && recs' == recs[..|recs'|]
+    && forall k | |recs'| <= k < |recs| :: recs[k].RecCommit?
+  }
+
+  // h' is h after a crash that kept the durable state but for some committed entries.
+  ghost predicate CrashedFrom(h: P.Host, h': P.Host) {
+    && h'.promised == h.promised && h'.votes == h.votes && h'.logStart == h.logStart
+    && (forall s | s in h'.committed :: s in h.committed && h'.committed[s] == h.committed[s])
+  }
+
+  // Replaying the records without a tail of commit records rebuilds the same durable state
+  // but for committed entries, which it may lack: the protocol's Crash allows exactly that.
+  lemma LosingCommits(h: P.Host, recs: seq<I.Record>, recs': seq<I.Record>, w: nat, limit: nat)
+    requires LosesCommits(recs, recs')
+    ensures CrashedFrom(ApplyAll(h, recs, w, limit), ApplyAll(h, recs', w, limit))
+    decreases |recs|
+  {
+    if |recs| > |recs'| {
+      var init := recs[..|recs| - 1];
+      assert init[..|recs'|] == recs[..|recs'|];
+      LosingCommits(h, init, recs', w, limit);
+    } else {
+      assert recs' == recs;
+    }
   }
 
   // The protocol's truncation at t (without its precondition).
