@@ -1800,14 +1800,6 @@ module Impl {
       }
     }
 
-    // The Accepted messages counted carry the values of the leader's proposals: what the
-    // system discharges (an Accepted answers the Accept of its ballot and slot, and a leader
-    // sends one value per slot: AcceptedHasAccept and LeaderOkAt of the protocol's invariant).
-    static ghost predicate AckedValues(acked: set<S.Message>, l: P.LeaderState) {
-      forall x | x in acked && x.Accepted? && l.Leading? && x.bal == l.bal && x.slot in l.proposed ::
-        x.val == l.proposed[x.slot]
-    }
-
     // An Accepted(b, slot) from src; `a` is its image (its value is not on the wire). A leader
     // of b counts it; once a quorum acknowledged the slot, it is chosen: LearnChosen(slot, v, b,
     // q), v the value proposed there and q those members, reading the Accepted messages counted
@@ -1818,7 +1810,7 @@ module Impl {
       modifies Repr
       ensures Valid() && PromisedGrows() && SameConfig() && old(acked) <= acked <= old(acked) + {a}
       ensures leaderAbs == old(leaderAbs)
-      ensures AckedValues(acked, leaderAbs) ==>
+      ensures R.AckedValues(acked, leaderAbs) ==>
                 R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), acked, moves, AbsHost(), sentLog)
     {
       ghost var h0, log0 := AbsHost(), sentLog;
@@ -1866,7 +1858,7 @@ module Impl {
         ProposalsLedHas(props, leaderAbs, slot as nat);
         LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
         R.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
-        if AckedValues(acked, leaderAbs) {
+        if R.AckedValues(acked, leaderAbs) {
           // The members in q are a quorum, each of which sent Accepted(b, slot, v).
           AcksQuorum(bal, acked, acks[..], n, logStart as nat, slot as nat, q, quorum, leaderAbs, p.val);
         }
@@ -1877,7 +1869,7 @@ module Impl {
         Broadcast(Learn(b, slot), false);
         assert AbsHost() == h2;
         R.LearnBroadcastRefines(sentLog[|log2|..], me, n, b, slot, p.val);
-        if AckedValues(acked, leaderAbs) {
+        if R.AckedValues(acked, leaderAbs) {
           ghost var mv := R.Move(P.LearnChosenStep(slot as nat, p.val, b, q), R.CommitAll(me as nat, n as nat, slot as nat, p.val), AbsHost());
           assert P.HostStep(Consts(), me as nat, h1, mv.post, acked, mv.sent, mv.step);
           R.TrailSnoc(Consts(), me as nat, h0, log0, acked, [], h1, log1, mv, sentLog);
@@ -1896,7 +1888,7 @@ module Impl {
       requires Acks(Leader, bal, acked, acks, n, logStart) && logStart <= slot < logStart + WINDOW as nat
       requires forall k | k in q :: k < n as nat && AckAt(acks, n, slot, k as uint64)
       requires |q| >= quorum as nat && quorum as nat == Quorums.QuorumSize(n as nat)
-      requires AckedValues(acked, l) && l.Leading? && l.bal == bal && slot in l.proposed && l.proposed[slot] == v
+      requires R.AckedValues(acked, l) && l.Leading? && l.bal == bal && slot in l.proposed && l.proposed[slot] == v
       ensures S.ChosenAt(n as nat, acked, bal, q, slot, v)
     {
       reveal Acks();

@@ -796,6 +796,14 @@ module ImplAbstraction {
   // The protocol steps each acceptor handler of the core takes. `i` is the host, `h` its
   // abstract state before the handler, `hi` the end of its window (logStart + WINDOW).
 
+  // The Accepted messages a leader counted carry the values of its proposals (OnAccepted's
+  // premise; ImplSystem.AckedValuesHold shows it of any Accepted messages in the network of a
+  // reachable state).
+  ghost predicate AckedValues(acked: set<S.Message>, l: P.LeaderState) {
+    forall x | x in acked && x.Accepted? && l.Leading? && x.bal == l.bal && x.slot in l.proposed ::
+      x.val == l.proposed[x.slot]
+  }
+
   // OnAccept: a refused Accept is answered by a Nack (ReceiveAccept's else branch); an Accept
   // for a slot outside the window is ignored (for a slot below logStart the protocol sends a
   // Nack, which is as good as lost; for a slot beyond the window the message is as good as not

@@ -22,6 +22,7 @@ module ImplSystem {
   import I = ImplTypes
   import R = ImplAbstraction
   import A = AgreementProof
+  import PI = ProtocolInvariant
 
   datatype Sys = Sys(ghost abs: P.State, ghost wire: set<I.Packet>)
 
@@ -227,6 +228,31 @@ module ImplSystem {
     behavior := b0 + t[1..];
     assert behavior[|behavior| - 1] == t[|t| - 1];
     WireStep(c, s, s', i, recv, moves, h', pkts);
+  }
+
+  // OnAccepted's premise holds in every reachable state, of the Accepted messages a leader
+  // received (each is in the network, WireImage): an Accepted answers the Accept of its ballot
+  // and slot (AcceptedHasAccept), and a leader's proposed map holds the value of every Accept
+  // at its ballot (LeadersOk).
+  lemma AckedValuesHold(c: P.Constants, run: seq<Sys>, i: nat, acked: set<S.Message>)
+    requires ImplReachable(c, run)
+    requires var s := run[|run| - 1].abs; i < |s.hosts| && acked <= s.net
+    ensures R.AckedValues(acked, run[|run| - 1].abs.hosts[i].leader)
+  {
+    var behavior := ImplReachableIsProtocolReachable(c, run);
+    var s := run[|run| - 1].abs;
+    A.ReachableInv(c, behavior);
+    assert PI.Inv(c, s);
+    var l := s.hosts[i].leader;
+    forall x | x in acked && x.Accepted? && l.Leading? && x.bal == l.bal && x.slot in l.proposed
+      ensures x.val == l.proposed[x.slot]
+    {
+      reveal PI.AcceptedHasAccept();
+      reveal PI.LeadersOk();
+      var a := S.Accept(x.bal.node as nat, x.src, x.bal, x.slot, x.val);
+      assert a in s.net;
+      assert PI.LeaderOkAt(c, s, i);
+    }
   }
 
   // THEOREM: in every reachable state of the implementation, the hosts' committed values
