@@ -10,7 +10,13 @@
 // called from the event loop with the GIL held; the state they share with the CQ thread is
 // guarded by `mu_`. grpc++ allows starting an operation on a call from any thread, and each call
 // has at most one operation outstanding (RequestCall, then Read, then Finish or WriteAndFinish).
+//
+// `finish` only queues the answer; the CQ thread starts the Finish/WriteAndFinish operations, all
+// the answers queued since its last turn at once, woken by one grpc::Alarm per batch. Starting
+// them from the event loop cost it ~25 us of CPU per call: each operation's completion woke the
+// CQ thread blocked in the completion queue (an eventfd write and a context switch per call).
 #include <absl/synchronization/mutex.h>
+#include <grpcpp/alarm.h>
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/support/byte_buffer.h>
@@ -43,6 +49,13 @@ struct Call {
 struct Incoming {
   uint64_t id;
   std::string method;
+  std::string body;
+};
+
+struct Outgoing {  // an answer `finish` queued for the CQ thread to send
+  Call* call;
+  int code;
+  std::string message;
   std::string body;
 };
 
@@ -96,11 +109,23 @@ class Front {
 
   // Answer call `id`: code 0 sends `response`; any other code ends the call with that status.
   // Returns false if the call is unknown (already answered, or the front is shutting down).
+  // The answer is queued; the CQ thread sends it (see the top of this file).
   bool Finish(uint64_t id, int code, const std::string& message, py::bytes response) {
     char* data;
     Py_ssize_t len;
     PyBytes_AsStringAndSize(response.ptr(), &data, &len);
-    return FinishCall(id, code, message, data, static_cast<size_t>(len));
+    std::lock_guard<std::mutex> g(mu_);
+    if (closing_) return false;  // Shutdown answers what is still waiting
+    auto it = waiting_.find(id);
+    if (it == waiting_.end()) return false;
+    outgoing_.push_back(Outgoing{it->second, code, message, std::string(data, static_cast<size_t>(len))});
+    waiting_.erase(it);
+    if (!alarm_armed_) {
+      // under mu_, so that Shutdown cannot shut the queue down between the check and the Set
+      alarm_armed_ = true;
+      alarm_.Set(cq_.get(), gpr_time_0(GPR_CLOCK_MONOTONIC), &alarm_tag_);
+    }
+    return true;
   }
 
   // Stop accepting; calls still unanswered end with UNAVAILABLE; in-flight ones get `grace`
@@ -110,11 +135,15 @@ class Front {
     stopped_ = true;
     py::gil_scoped_release release;
     std::vector<uint64_t> ids;
+    std::vector<Outgoing> out;
     {
       std::lock_guard<std::mutex> g(mu_);
+      closing_ = true;
       for (auto& kv : waiting_) ids.push_back(kv.first);
       pending_.clear();
+      out.swap(outgoing_);  // answered but not sent yet: send them now (an armed alarm finds none)
     }
+    for (auto& o : out) Send(o);
     for (auto id : ids) FinishCall(id, 14 /* UNAVAILABLE */, "verikv: the node is stopping", nullptr, 0);
     server_->Shutdown(std::chrono::system_clock::now() +
                       std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000)));
@@ -125,6 +154,18 @@ class Front {
   }
 
  private:
+  void Send(Outgoing& o) {
+    Call* c = o.call;
+    c->state = Call::FINISHING;
+    if (o.code == 0) {
+      grpc::Slice slice(o.body);
+      grpc::ByteBuffer bb(&slice, 1);
+      c->stream.WriteAndFinish(bb, grpc::WriteOptions(), grpc::Status::OK, c);
+    } else {
+      c->stream.Finish(grpc::Status(static_cast<grpc::StatusCode>(o.code), o.message), c);
+    }
+  }
+
   bool FinishCall(uint64_t id, int code, const std::string& message, const char* data, size_t len) {
     Call* c;
     {
@@ -160,6 +201,16 @@ class Front {
     void* tag;
     bool ok;
     while (cq_->Next(&tag, &ok)) {
+      if (tag == &alarm_tag_) {  // `finish` queued answers: send them all
+        std::vector<Outgoing> out;
+        {
+          std::lock_guard<std::mutex> g(mu_);
+          out.swap(outgoing_);
+          alarm_armed_ = false;
+        }
+        for (auto& o : out) Send(o);
+        continue;
+      }
       auto* c = static_cast<Call*>(tag);
       switch (c->state) {
         case Call::REQUESTED:
@@ -220,6 +271,11 @@ class Front {
   std::mutex mu_;
   std::vector<Incoming> pending_;
   std::unordered_map<uint64_t, Call*> waiting_;
+  std::vector<Outgoing> outgoing_;
+  grpc::Alarm alarm_;  // wakes the CQ thread to send outgoing_ (set when it was not armed)
+  char alarm_tag_ = 0;  // its tag: the address tells it apart from the calls
+  bool alarm_armed_ = false;
+  bool closing_ = false;
   uint64_t next_id_ = 1;
   bool signaled_ = false;
 };
