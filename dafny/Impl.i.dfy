@@ -1861,6 +1861,8 @@ module Impl {
         if R.AckedValues(acked, leaderAbs) {
           // The members in q are a quorum, each of which sent Accepted(b, slot, v).
           AcksQuorum(bal, acked, acks[..], n, logStart as nat, slot as nat, q, quorum, leaderAbs, p.val);
+          // A quorum is not empty: some member accepted p.val at b in slot.
+          AcksSome(acked, n, bal, q, slot as nat, p.val);
         }
         assert {:split_here} true;
         ghost var h1, log1 := AbsHost(), sentLog;
@@ -1868,7 +1870,7 @@ module Impl {
         ghost var h2, log2 := AbsHost(), sentLog;
         Broadcast(Learn(b, slot), false);
         assert AbsHost() == h2;
-        R.LearnBroadcastRefines(sentLog[|log2|..], me, n, b, slot, p.val);
+        R.LearnBroadcastRefines(sentLog[|log2|..], me, n, b, slot, p.val, acked);
         if R.AckedValues(acked, leaderAbs) {
           ghost var mv := R.Move(P.LearnChosenStep(slot as nat, p.val, b, q), R.CommitAll(me as nat, n as nat, slot as nat, p.val), AbsHost());
           assert P.HostStep(Consts(), me as nat, h1, mv.post, acked, mv.sent, mv.step);
@@ -1879,6 +1881,16 @@ module Impl {
       } else {
         assert sentLog == log0;
       }
+    }
+
+    // A quorum that sent Accepted(bal, slot, v): one of them did.
+    static lemma AcksSome(acked: set<S.Message>, n: uint64, bal: Ballot, q: set<nat>, slot: nat, v: S.Value)
+      requires S.ChosenAt(n as nat, acked, bal, q, slot, v)
+      ensures R.AcceptedAt(acked, bal, slot, v)
+    {
+      assert |q| >= Quorums.QuorumSize(|S.Members(n as nat)|) >= 1;
+      var k :| k in q;
+      assert S.SentAccepted(acked, k, bal, slot, v);
     }
 
     // The members whose flags are set for slot, a quorum of them, each sent Accepted(bal,
@@ -1906,6 +1918,7 @@ module Impl {
     // Learn(b, slot) stands for Commit(slot, val), val the value of Accept(b, slot): this host's
     // vote at b in slot, if it holds one (then it voted for that Accept). Refines ReceiveCommit
     // of that Commit (sent by `src`, a ghost parameter), see R.CommitMoves; else it is ignored.
+    // That Commit is in the network of every reachable state (ImplSystem.LearnValueHolds).
     method OnLearn(b: Ballot, slot: uint64, ghost src: uint64)
       requires Valid()
       modifies Repr

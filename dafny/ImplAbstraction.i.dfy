@@ -445,6 +445,39 @@ module ImplAbstraction {
     case _ => exists a | a in sent :: MsgRefines(src, dst, p.msg, a)  // Accepted, Learn
   }
 
+  // A Learn(b, slot) stands for Commit(slot, v) with v the value chosen at b: its image, in
+  // sent, carries a value some member accepted at b in slot (an Accepted in net; with
+  // AcceptedHasAccept and AcceptUnique, the value of every Accept at b in slot). What makes a
+  // receiver's own vote at b the Learn's value (ImplSystem.LearnValueHolds). Other messages:
+  // nothing more.
+  ghost predicate LearnBacked(p: I.Packet, sent: set<S.Message>, net: set<S.Message>) {
+    p.msg.Learn? ==>
+      exists v {:trigger AcceptedAt(net, p.msg.bal, p.msg.slot as nat, v)} ::
+        S.Commit(p.src as nat, p.dst as nat, p.msg.slot as nat, v) in sent && AcceptedAt(net, p.msg.bal, p.msg.slot as nat, v)
+  }
+
+  // Some member accepted v at b in slot.
+  ghost predicate AcceptedAt(net: set<S.Message>, b: Ballot, slot: nat, v: S.Value) {
+    exists a :: a in net && a.Accepted? && a.bal == b && a.slot == slot && a.val == v
+  }
+
+  ghost predicate LearnsBacked(pkts: seq<I.Packet>, sent: set<S.Message>, net: set<S.Message>) {
+    forall k | 0 <= k < |pkts| :: LearnBacked(pkts[k], sent, net)
+  }
+
+  lemma LearnBackedMono(p: I.Packet, sent: set<S.Message>, net: set<S.Message>, sent': set<S.Message>, net': set<S.Message>)
+    requires LearnBacked(p, sent, net) && sent <= sent' && net <= net'
+    ensures LearnBacked(p, sent', net')
+  {
+    if p.msg.Learn? {
+      var v :| S.Commit(p.src as nat, p.dst as nat, p.msg.slot as nat, v) in sent && AcceptedAt(net, p.msg.bal, p.msg.slot as nat, v);
+      var a :| a in net && a.Accepted? && a.bal == p.msg.bal && a.slot == p.msg.slot as nat && a.val == v;
+      assert a in net';
+      assert AcceptedAt(net', p.msg.bal, p.msg.slot as nat, v);
+      assert S.Commit(p.src as nat, p.dst as nat, p.msg.slot as nat, v) in sent';
+    }
+  }
+
   // One packet, the image of a sent message.
   lemma PacketsRefineOne(p: I.Packet, a: S.Message, sent: set<S.Message>)
     requires a in sent && MsgRefines(p.src as nat, p.dst as nat, p.msg, a)
@@ -490,14 +523,23 @@ module ImplAbstraction {
 
   // A broadcast Learn(b, slot) is the image of the protocol's Commit(slot, v) to every member,
   // for any v (MsgRefines leaves a Learn's value open).
-  lemma LearnBroadcastRefines(pkts: seq<I.Packet>, src: uint64, n: uint64, b: Ballot, slot: uint64, v: S.Value)
+  // When some member accepted v at b in slot, those Learns are backed.
+  lemma LearnBroadcastRefines(pkts: seq<I.Packet>, src: uint64, n: uint64, b: Ballot, slot: uint64, v: S.Value,
+                              net: set<S.Message>)
     requires Broadcasts(pkts, src, n, I.Learn(b, slot))
     ensures PacketsRefine(pkts, CommitAll(src as nat, n as nat, slot as nat, v))
+    ensures AcceptedAt(net, b, slot as nat, v) ==> LearnsBacked(pkts, CommitAll(src as nat, n as nat, slot as nat, v), net)
   {
     forall k | 0 <= k < |pkts| ensures PacketRefines(pkts[k], CommitAll(src as nat, n as nat, slot as nat, v)) {
       var a := S.Commit(src as nat, pkts[k].dst as nat, slot as nat, v);
       assert a in CommitAll(src as nat, n as nat, slot as nat, v);
       assert MsgRefines(pkts[k].src as nat, pkts[k].dst as nat, pkts[k].msg, a);
+    }
+    if AcceptedAt(net, b, slot as nat, v) {
+      forall k | 0 <= k < |pkts| ensures LearnBacked(pkts[k], CommitAll(src as nat, n as nat, slot as nat, v), net) {
+        var a := S.Commit(src as nat, pkts[k].dst as nat, slot as nat, v);
+        assert a in CommitAll(src as nat, n as nat, slot as nat, v);
+      }
     }
   }
 
@@ -597,13 +639,15 @@ module ImplAbstraction {
 
   // A trail: from h0, with the host's packet log at log0, the steps `moves` (receiving only
   // from net) lead to h, and every packet sent since (log[|log0|..]) is an image of a message
-  // they sent, or a packet the host had sent before (a re-send: its image is in the network
-  // already). A handler's theorem is a trail from its entry state to its exit state.
+  // they sent (a Learn: backed by an Accepted in net, LearnBacked), or a packet the host had
+  // sent before (a re-send: its image is in the network already). A handler's theorem is a
+  // trail from its entry state to its exit state.
   opaque ghost predicate Trail(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
                                moves: seq<Move>, h: P.Host, log: seq<I.Packet>) {
     && log0 <= log
     && Run(c, i, h0, net, moves, h)
-    && forall k | |log0| <= k < |log| :: PacketRefines(log[k], SentBy(moves)) || log[k] in log0
+    && forall k | |log0| <= k < |log| ::
+         (PacketRefines(log[k], SentBy(moves)) && LearnBacked(log[k], SentBy(moves), net)) || log[k] in log0
   }
 
   lemma TrailNil(c: P.Constants, i: S.HostId, h: P.Host, log: seq<I.Packet>, net: set<S.Message>)
@@ -617,10 +661,11 @@ module ImplAbstraction {
   lemma TrailOf(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
                 moves: seq<Move>, h: P.Host, log: seq<I.Packet>)
     requires log0 <= log && Run(c, i, h0, net, moves, h) && PacketsRefine(log[|log0|..], SentBy(moves))
+    requires LearnsBacked(log[|log0|..], SentBy(moves), net)
     ensures Trail(c, i, h0, log0, net, moves, h, log)
   {
     reveal Trail();
-    forall k | |log0| <= k < |log| ensures PacketRefines(log[k], SentBy(moves)) {
+    forall k | |log0| <= k < |log| ensures PacketRefines(log[k], SentBy(moves)) && LearnBacked(log[k], SentBy(moves), net) {
       assert log[|log0|..][k - |log0|] == log[k];
     }
   }
@@ -630,7 +675,8 @@ module ImplAbstraction {
                 moves: seq<Move>, h: P.Host, log: seq<I.Packet>)
     requires Trail(c, i, h0, log0, net, moves, h, log)
     ensures log0 <= log && Run(c, i, h0, net, moves, h)
-    ensures forall k | |log0| <= k < |log| :: PacketRefines(log[k], SentBy(moves)) || log[k] in log0
+    ensures forall k | |log0| <= k < |log| ::
+              (PacketRefines(log[k], SentBy(moves)) && LearnBacked(log[k], SentBy(moves), net)) || log[k] in log0
   {
     reveal Trail();
   }
@@ -639,7 +685,7 @@ module ImplAbstraction {
   lemma TrailHas(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
                  moves: seq<Move>, h: P.Host, log: seq<I.Packet>, p: I.Packet)
     requires Trail(c, i, h0, log0, net, moves, h, log) && p in log
-    ensures p in log0 || PacketRefines(p, SentBy(moves))
+    ensures p in log0 || (PacketRefines(p, SentBy(moves)) && LearnBacked(p, SentBy(moves), net))
   {
     reveal Trail();
     var k :| 0 <= k < |log| && log[k] == p;
@@ -656,18 +702,21 @@ module ImplAbstraction {
     reveal Trail();
     RunAppend(c, i, h0, net, moves, h1, moves', h2);
     var all := SentBy(moves + moves');
-    forall k | |log0| <= k < |log2| ensures PacketRefines(log2[k], all) || log2[k] in log0 {
+    forall k | |log0| <= k < |log2| ensures (PacketRefines(log2[k], all) && LearnBacked(log2[k], all, net)) || log2[k] in log0 {
       if k < |log1| {
         assert log2[k] == log1[k];
-        if PacketRefines(log1[k], SentBy(moves)) {
+        if log1[k] !in log0 {
           PacketRefinesMono(log1[k], SentBy(moves), all);
+          LearnBackedMono(log1[k], SentBy(moves), net, all, net);
         }
-      } else if PacketRefines(log2[k], SentBy(moves')) {
+      } else if PacketRefines(log2[k], SentBy(moves')) && LearnBacked(log2[k], SentBy(moves'), net) {
         PacketRefinesMono(log2[k], SentBy(moves'), all);
+        LearnBackedMono(log2[k], SentBy(moves'), net, all, net);
       } else {
         TrailHas(c, i, h0, log0, net, moves, h1, log1, log2[k]);
-        if PacketRefines(log2[k], SentBy(moves)) {
+        if log2[k] !in log0 {
           PacketRefinesMono(log2[k], SentBy(moves), all);
+          LearnBackedMono(log2[k], SentBy(moves), net, all, net);
         }
       }
     }
@@ -678,7 +727,7 @@ module ImplAbstraction {
                   moves: seq<Move>, h1: P.Host, log1: seq<I.Packet>, mv: Move, log2: seq<I.Packet>)
     requires Trail(c, i, h0, log0, net, moves, h1, log1)
     requires P.HostStep(c, i, h1, mv.post, net, mv.sent, mv.step)
-    requires log1 <= log2 && PacketsRefine(log2[|log1|..], mv.sent)
+    requires log1 <= log2 && PacketsRefine(log2[|log1|..], mv.sent) && LearnsBacked(log2[|log1|..], mv.sent, net)
     ensures Trail(c, i, h0, log0, net, moves + [mv], mv.post, log2)
   {
     RunOne(c, i, h1, net, mv);
@@ -707,6 +756,9 @@ module ImplAbstraction {
   {
     reveal Trail();
     RunNetMonotone(c, i, h0, net, net', moves, h);
+    forall k | |log0| <= k < |log| && log[k] !in log0 ensures LearnBacked(log[k], SentBy(moves), net') {
+      LearnBackedMono(log[k], SentBy(moves), net, SentBy(moves), net');
+    }
   }
 
   // Heartbeat(b, cu) from i to the members below n, one SendNoSafety step each.

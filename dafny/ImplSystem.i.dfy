@@ -47,7 +47,8 @@ module ImplSystem {
     && i < |s.abs.hosts|
     && recv <= s.abs.net
     && R.Run(c, i, s.abs.hosts[i], recv, moves, h')
-    && (forall k | 0 <= k < |pkts| :: R.PacketRefines(pkts[k], R.SentBy(moves)) || pkts[k] in s.wire)
+    && (forall k | 0 <= k < |pkts| ::
+          (R.PacketRefines(pkts[k], R.SentBy(moves)) && R.LearnBacked(pkts[k], R.SentBy(moves), recv)) || pkts[k] in s.wire)
     && s' == After(s, i, h', moves, pkts)
   }
 
@@ -62,9 +63,10 @@ module ImplSystem {
     && forall k {:trigger run[k]} | 0 <= k < |run| - 1 :: ImplNext(c, run[k], run[k + 1])
   }
 
-  // Every packet on the wire is the image of a message of the abstract network.
+  // Every packet on the wire is the image of a message of the abstract network (a Learn: one
+  // backed by an Accepted of its ballot, R.LearnBacked).
   ghost predicate WireRefines(s: Sys) {
-    forall p | p in s.wire :: R.PacketRefines(p, s.abs.net)
+    forall p | p in s.wire :: R.PacketRefines(p, s.abs.net) && R.LearnBacked(p, s.abs.net, s.abs.net)
   }
 
   // ---------------------------------------------------------------------------------------
@@ -160,13 +162,16 @@ module ImplSystem {
     requires ImplStep(c, s, s', i, recv, moves, h', pkts) && WireRefines(s)
     ensures WireRefines(s')
   {
-    forall p | p in s'.wire ensures R.PacketRefines(p, s'.abs.net) {
+    forall p | p in s'.wire ensures R.PacketRefines(p, s'.abs.net) && R.LearnBacked(p, s'.abs.net, s'.abs.net) {
       if p in s.wire {
         R.PacketRefinesMono(p, s.abs.net, s'.abs.net);
+        R.LearnBackedMono(p, s.abs.net, s.abs.net, s'.abs.net, s'.abs.net);
       } else {
         var k :| 0 <= k < |pkts| && pkts[k] == p;
-        assert R.PacketRefines(pkts[k], R.SentBy(moves));  // not a re-send: p is new on the wire
+        // not a re-send: p is new on the wire
+        assert R.PacketRefines(pkts[k], R.SentBy(moves)) && R.LearnBacked(pkts[k], R.SentBy(moves), recv);
         R.PacketRefinesMono(p, R.SentBy(moves), s'.abs.net);
+        R.LearnBackedMono(p, R.SentBy(moves), recv, s'.abs.net, s'.abs.net);
       }
     }
   }
@@ -253,6 +258,41 @@ module ImplSystem {
       assert a in s.net;
       assert PI.LeaderOkAt(c, s, i);
     }
+  }
+
+  // OnLearn's premise holds in every reachable state: a Learn(b, slot) on the wire to a host
+  // that holds a vote at b in slot stands for a Commit of that vote's value, in the network.
+  // The Learn is backed by an Accepted at b of the value in its Commit image (WireRefines); the
+  // vote is the host's Accepted at b (HostVotesOk); each answers the Accept at b in slot
+  // (AcceptedHasAccept), and there is one (AcceptUnique).
+  lemma LearnValueHolds(c: P.Constants, run: seq<Sys>, p: I.Packet)
+    requires ImplReachable(c, run)
+    requires var s := run[|run| - 1];
+             && p in s.wire && p.msg.Learn? && p.dst as nat < |s.abs.hosts|
+             && var h := s.abs.hosts[p.dst];
+                p.msg.slot as nat in h.votes && h.votes[p.msg.slot as nat].bal == p.msg.bal
+    ensures var s := run[|run| - 1].abs;
+            S.Commit(p.src as nat, p.dst as nat, p.msg.slot as nat, s.hosts[p.dst].votes[p.msg.slot as nat].val) in s.net
+  {
+    var behavior := ImplReachableIsProtocolReachable(c, run);
+    var sys := run[|run| - 1];
+    var s := sys.abs;
+    A.ReachableInv(c, behavior);
+    assert PI.Inv(c, s);
+    var b, slot, dst := p.msg.bal, p.msg.slot as nat, p.dst as nat;
+    var w := s.hosts[dst].votes[slot].val;
+    assert R.LearnBacked(p, s.net, s.net);
+    var v :| S.Commit(p.src as nat, dst, slot, v) in s.net && R.AcceptedAt(s.net, b, slot, v);
+    var x :| x in s.net && x.Accepted? && x.bal == b && x.slot == slot && x.val == v;
+    reveal PI.AcceptedHasAccept();
+    reveal PI.HostVotesOk();
+    reveal PI.AcceptUnique();
+    assert PI.HostVotesOkAt(s, dst);
+    assert PI.VotedFor(s.net, dst, b, slot, w);
+    var mine := S.Accepted(dst, b.node as nat, b, slot, w);
+    assert S.Accept(b.node as nat, dst, b, slot, w) in s.net;
+    assert S.Accept(b.node as nat, x.src, b, slot, v) in s.net;
+    assert v == w;
   }
 
   // THEOREM: in every reachable state of the implementation, the hosts' committed values
