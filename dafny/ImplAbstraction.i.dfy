@@ -844,6 +844,155 @@ module ImplAbstraction {
     }
   }
 
+  // One step reading net reads as well from a larger network.
+  lemma HostStepNetMonotone(c: P.Constants, i: S.HostId, h: P.Host, h': P.Host, net: set<S.Message>,
+                            net': set<S.Message>, sent: set<S.Message>, step: P.Step)
+    requires net <= net' && P.HostStep(c, i, h, h', net, sent, step)
+    ensures P.HostStep(c, i, h, h', net', sent, step)
+  {
+    var mv := Move(step, sent, h');
+    RunOne(c, i, h, net, mv);
+    RunNetMonotone(c, i, h, net, net', [mv], h');
+    reveal Run();
+  }
+
+  lemma SentByAppend(moves: seq<Move>, moves': seq<Move>)
+    ensures SentBy(moves + moves') == SentBy(moves) + SentBy(moves')
+    decreases |moves|
+  {
+    if moves == [] {
+      assert moves + moves' == moves';
+    } else {
+      assert (moves + moves')[1..] == moves[1..] + moves';
+      SentByAppend(moves[1..], moves');
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // A whole step of the core: the handlers it runs, one after another, each a trail; the
+  // messages the host sends itself during the step are received within it, so a step of the
+  // run reads, besides the network it started from, what the steps before it sent.
+
+  // Host i goes from h to h' by `moves`; each step receives from net or from what the steps
+  // before it sent.
+  opaque ghost predicate RunG(c: P.Constants, i: S.HostId, h: P.Host, net: set<S.Message>, moves: seq<Move>, h': P.Host)
+    decreases |moves|
+  {
+    if moves == [] then h' == h
+    else P.HostStep(c, i, h, moves[0].post, net, moves[0].sent, moves[0].step)
+         && RunG(c, i, moves[0].post, net + moves[0].sent, moves[1..], h')
+  }
+
+  // A run reading from net0 <= net is such a run.
+  lemma RunGOf(c: P.Constants, i: S.HostId, h: P.Host, net0: set<S.Message>, net: set<S.Message>, moves: seq<Move>, h': P.Host)
+    requires Run(c, i, h, net0, moves, h') && net0 <= net
+    ensures RunG(c, i, h, net, moves, h')
+    decreases |moves|
+  {
+    reveal Run();
+    reveal RunG();
+    if moves != [] {
+      HostStepNetMonotone(c, i, h, moves[0].post, net0, net, moves[0].sent, moves[0].step);
+      RunGOf(c, i, moves[0].post, net0, net + moves[0].sent, moves[1..], h');
+    }
+  }
+
+  // Two such runs, the second reading as well what the first sent.
+  lemma RunGAppend(c: P.Constants, i: S.HostId, h: P.Host, net: set<S.Message>, moves: seq<Move>, h1: P.Host,
+                   moves': seq<Move>, h2: P.Host)
+    requires RunG(c, i, h, net, moves, h1) && RunG(c, i, h1, net + SentBy(moves), moves', h2)
+    ensures RunG(c, i, h, net, moves + moves', h2)
+    decreases |moves|
+  {
+    reveal RunG();
+    if moves == [] {
+      assert moves + moves' == moves';
+      assert net + SentBy(moves) == net;
+    } else {
+      assert net + SentBy(moves) == (net + moves[0].sent) + SentBy(moves[1..]);
+      RunGAppend(c, i, moves[0].post, net + moves[0].sent, moves[1..], h1, moves', h2);
+      assert (moves + moves')[1..] == moves[1..] + moves';
+    }
+  }
+
+  // A step's trail: a trail whose run is a RunG, its Learns backed by what the network held
+  // or the step sent.
+  opaque ghost predicate StepTrail(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
+                                   moves: seq<Move>, h: P.Host, log: seq<I.Packet>) {
+    && log0 <= log
+    && RunG(c, i, h0, net, moves, h)
+    && forall k | |log0| <= k < |log| ::
+         (PacketRefines(log[k], SentBy(moves)) && LearnBacked(log[k], SentBy(moves), net + SentBy(moves))) || log[k] in log0
+  }
+
+  lemma StepTrailNil(c: P.Constants, i: S.HostId, h: P.Host, log: seq<I.Packet>, net: set<S.Message>)
+    ensures StepTrail(c, i, h, log, net, [], h, log)
+  {
+    reveal StepTrail();
+    reveal RunG();
+  }
+
+  // What a step's trail says.
+  lemma StepTrailIs(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
+                    moves: seq<Move>, h: P.Host, log: seq<I.Packet>)
+    requires StepTrail(c, i, h0, log0, net, moves, h, log)
+    ensures log0 <= log && RunG(c, i, h0, net, moves, h)
+    ensures forall k | |log0| <= k < |log| ::
+              (PacketRefines(log[k], SentBy(moves)) && LearnBacked(log[k], SentBy(moves), net + SentBy(moves))) || log[k] in log0
+  {
+    reveal StepTrail();
+  }
+
+  // A packet a step's trail's log holds is one sent before it, or the image of a message it sent.
+  lemma StepTrailHas(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
+                     moves: seq<Move>, h: P.Host, log: seq<I.Packet>, p: I.Packet)
+    requires StepTrail(c, i, h0, log0, net, moves, h, log) && p in log
+    ensures p in log0 || (PacketRefines(p, SentBy(moves)) && LearnBacked(p, SentBy(moves), net + SentBy(moves)))
+  {
+    reveal StepTrail();
+    var k :| 0 <= k < |log| && log[k] == p;
+    if k < |log0| {
+      assert log0[k] == p;
+    }
+  }
+
+  // A step's trail followed by a handler's trail that reads the network and what the step sent.
+  lemma StepTrailChain(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
+                       moves: seq<Move>, h1: P.Host, log1: seq<I.Packet>, moves': seq<Move>, h2: P.Host, log2: seq<I.Packet>)
+    requires StepTrail(c, i, h0, log0, net, moves, h1, log1)
+    requires Trail(c, i, h1, log1, net + SentBy(moves), moves', h2, log2)
+    ensures StepTrail(c, i, h0, log0, net, moves + moves', h2, log2)
+  {
+    StepTrailIs(c, i, h0, log0, net, moves, h1, log1);
+    TrailIs(c, i, h1, log1, net + SentBy(moves), moves', h2, log2);
+    RunGOf(c, i, h1, net + SentBy(moves), net + SentBy(moves), moves', h2);
+    RunGAppend(c, i, h0, net, moves, h1, moves', h2);
+    SentByAppend(moves, moves');
+    var all := SentBy(moves + moves');
+    var netAll := net + all;
+    reveal StepTrail();
+    forall k | |log0| <= k < |log2| ensures (PacketRefines(log2[k], all) && LearnBacked(log2[k], all, netAll)) || log2[k] in log0 {
+      var p := log2[k];
+      if k < |log1| {
+        assert p == log1[k];
+        if p !in log0 {
+          PacketRefinesMono(p, SentBy(moves), all);
+          LearnBackedMono(p, SentBy(moves), net + SentBy(moves), all, netAll);
+        }
+      } else if PacketRefines(p, SentBy(moves')) && LearnBacked(p, SentBy(moves'), net + SentBy(moves)) {
+        PacketRefinesMono(p, SentBy(moves'), all);
+        LearnBackedMono(p, SentBy(moves'), net + SentBy(moves), all, netAll);
+      } else {
+        assert p in log1;
+        StepTrailHas(c, i, h0, log0, net, moves, h1, log1, p);
+        if p !in log0 {
+          PacketRefinesMono(p, SentBy(moves), all);
+          LearnBackedMono(p, SentBy(moves), net + SentBy(moves), all, netAll);
+        }
+      }
+    }
+  }
+
   // ---------------------------------------------------------------------------------------
   // The protocol steps each acceptor handler of the core takes. `i` is the host, `h` its
   // abstract state before the handler, `hi` the end of its window (logStart + WINDOW).

@@ -23,6 +23,7 @@ module ImplSystem {
   import R = ImplAbstraction
   import A = AgreementProof
   import PI = ProtocolInvariant
+  import IP = InvariantProof
 
   datatype Sys = Sys(ghost abs: P.State, ghost wire: set<I.Packet>)
 
@@ -38,17 +39,19 @@ module ImplSystem {
   }
 
   // One step of the implementation: host i receives only messages of the abstract network
-  // (`recv`, the image of the packet it handles, or nothing), takes the run `moves` from its
-  // abstract state to h', and sends `pkts`, each the image of a message the run sent or a
-  // packet already on the wire (a re-send: a leader's Accept after a heartbeat tick).
+  // (`recv`) or messages it sent itself earlier in the step, takes the run `moves` from its
+  // abstract state to h' (R.RunG), and sends `pkts`, each the image of a message the run sent
+  // (a Learn: backed, R.LearnBacked) or a packet already on the wire (a re-send: a leader's
+  // Accept after a heartbeat tick). This is what a step of the core ensures (R.StepTrail).
   ghost predicate ImplStep(c: P.Constants, s: Sys, s': Sys, i: nat, recv: set<S.Message>, moves: seq<R.Move>,
                            h': P.Host, pkts: seq<I.Packet>) {
     && P.WF(c, s.abs)
     && i < |s.abs.hosts|
     && recv <= s.abs.net
-    && R.Run(c, i, s.abs.hosts[i], recv, moves, h')
+    && R.RunG(c, i, s.abs.hosts[i], recv, moves, h')
     && (forall k | 0 <= k < |pkts| ::
-          (R.PacketRefines(pkts[k], R.SentBy(moves)) && R.LearnBacked(pkts[k], R.SentBy(moves), recv)) || pkts[k] in s.wire)
+          (R.PacketRefines(pkts[k], R.SentBy(moves)) && R.LearnBacked(pkts[k], R.SentBy(moves), recv + R.SentBy(moves)))
+          || pkts[k] in s.wire)
     && s' == After(s, i, h', moves, pkts)
   }
 
@@ -82,19 +85,19 @@ module ImplSystem {
     else [s] + Trace(P.State(s.hosts[i := moves[0].post], s.net + moves[0].sent), i, moves[1..])
   }
 
-  // A run of host i that receives only messages of the network recv <= s.net is a sequence of
-  // the protocol's Next steps, from s to the state where i is at h' and the network has gained
-  // what the run sent.
+  // A run of host i that receives only messages of the network recv <= s.net, or that it sent
+  // earlier in the run, is a sequence of the protocol's Next steps, from s to the state where i
+  // is at h' and the network has gained what the run sent.
   lemma RunIsSteps(c: P.Constants, s: P.State, i: nat, recv: set<S.Message>, moves: seq<R.Move>, h': P.Host)
     requires P.WF(c, s) && i < |s.hosts| && recv <= s.net
-    requires R.Run(c, i, s.hosts[i], recv, moves, h')
+    requires R.RunG(c, i, s.hosts[i], recv, moves, h')
     ensures var t := Trace(s, i, moves);
             && t[|t| - 1] == P.State(s.hosts[i := h'], s.net + R.SentBy(moves))
             && forall k {:trigger t[k]} | 0 <= k < |t| - 1 :: P.Next(c, t[k], t[k + 1])
     decreases |moves|
   {
     var t := Trace(s, i, moves);
-    reveal R.Run();
+    reveal R.RunG();
     if moves == [] {
       assert s.hosts[i := s.hosts[i]] == s.hosts;
       assert s.net + R.SentBy(moves) == s.net;
@@ -102,16 +105,12 @@ module ImplSystem {
       var mv := moves[0];
       var s1 := P.State(s.hosts[i := mv.post], s.net + mv.sent);
       // The first step reads from the network recv; it reads as well from the larger s.net.
-      R.RunOne(c, i, s.hosts[i], recv, mv);
-      R.RunNetMonotone(c, i, s.hosts[i], recv, s.net, [mv], mv.post);
-      reveal R.Run();
-      assert [mv][1..] == [];
-      assert P.HostStep(c, i, s.hosts[i], mv.post, s.net, mv.sent, mv.step);
+      R.HostStepNetMonotone(c, i, s.hosts[i], mv.post, recv, s.net, mv.sent, mv.step);
       assert P.NextStep(c, s, s1, i, mv.step, mv.sent);
       assert P.Next(c, s, s1);
-      // The rest of the run, from s1.
-      assert R.Run(c, i, mv.post, recv, moves[1..], h');
-      RunIsSteps(c, s1, i, recv, moves[1..], h');
+      // The rest of the run, from s1: it reads recv and what mv sent, both in s1.net.
+      assert R.RunG(c, i, mv.post, recv + mv.sent, moves[1..], h');
+      RunIsSteps(c, s1, i, recv + mv.sent, moves[1..], h');
       var t1 := Trace(s1, i, moves[1..]);
       assert t == [s] + t1;
       assert s1.hosts[i := h'] == s.hosts[i := h'];
@@ -169,9 +168,9 @@ module ImplSystem {
       } else {
         var k :| 0 <= k < |pkts| && pkts[k] == p;
         // not a re-send: p is new on the wire
-        assert R.PacketRefines(pkts[k], R.SentBy(moves)) && R.LearnBacked(pkts[k], R.SentBy(moves), recv);
+        assert R.PacketRefines(pkts[k], R.SentBy(moves)) && R.LearnBacked(pkts[k], R.SentBy(moves), recv + R.SentBy(moves));
         R.PacketRefinesMono(p, R.SentBy(moves), s'.abs.net);
-        R.LearnBackedMono(p, R.SentBy(moves), recv, s'.abs.net, s'.abs.net);
+        R.LearnBackedMono(p, R.SentBy(moves), recv + R.SentBy(moves), s'.abs.net, s'.abs.net);
       }
     }
   }
@@ -202,6 +201,24 @@ module ImplSystem {
         assert R.MsgRefines(src, dst, p.msg, S.Promise(src, dst, b, ls as nat, R.SlotVotesMap(vs)));
       case Accepted(_, _) =>
       case Learn(_, _) =>
+    }
+  }
+
+  // The protocol's invariant holds after a run of one host from a state where it holds.
+  lemma InvAfterRun(c: P.Constants, s: P.State, i: nat, recv: set<S.Message>, moves: seq<R.Move>, h': P.Host)
+    requires PI.Inv(c, s) && i < |s.hosts| && recv <= s.net
+    requires R.RunG(c, i, s.hosts[i], recv, moves, h')
+    ensures PI.Inv(c, P.State(s.hosts[i := h'], s.net + R.SentBy(moves)))
+  {
+    RunIsSteps(c, s, i, recv, moves, h');
+    var t := Trace(s, i, moves);
+    var k := 0;
+    while k < |t| - 1
+      invariant 0 <= k <= |t| - 1 && PI.Inv(c, t[k])
+    {
+      NextAt(c, t, k);
+      IP.NextPreservesInv(c, t[k], t[k + 1]);
+      k := k + 1;
     }
   }
 
@@ -245,9 +262,15 @@ module ImplSystem {
     ensures R.AckedValues(acked, run[|run| - 1].abs.hosts[i].leader)
   {
     var behavior := ImplReachableIsProtocolReachable(c, run);
-    var s := run[|run| - 1].abs;
     A.ReachableInv(c, behavior);
-    assert PI.Inv(c, s);
+    AckedValuesFromInv(c, run[|run| - 1].abs, i, acked);
+  }
+
+  // The same, of any state where the protocol's invariant holds.
+  lemma AckedValuesFromInv(c: P.Constants, s: P.State, i: nat, acked: set<S.Message>)
+    requires PI.Inv(c, s) && i < |s.hosts| && acked <= s.net
+    ensures R.AckedValues(acked, s.hosts[i].leader)
+  {
     var l := s.hosts[i].leader;
     forall x | x in acked && x.Accepted? && l.Leading? && x.bal == l.bal && x.slot in l.proposed
       ensures x.val == l.proposed[x.slot]
@@ -275,10 +298,19 @@ module ImplSystem {
             S.Commit(p.src as nat, p.dst as nat, p.msg.slot as nat, s.hosts[p.dst].votes[p.msg.slot as nat].val) in s.net
   {
     var behavior := ImplReachableIsProtocolReachable(c, run);
-    var sys := run[|run| - 1];
-    var s := sys.abs;
     A.ReachableInv(c, behavior);
-    assert PI.Inv(c, s);
+    assert WireRefines(run[|run| - 1]);
+    LearnValueFromInv(c, run[|run| - 1].abs, p);
+  }
+
+  // The same, of any state where the protocol's invariant holds, for a backed Learn.
+  lemma LearnValueFromInv(c: P.Constants, s: P.State, p: I.Packet)
+    requires PI.Inv(c, s) && R.LearnBacked(p, s.net, s.net)
+    requires && p.msg.Learn? && p.dst as nat < |s.hosts|
+             && var h := s.hosts[p.dst];
+                p.msg.slot as nat in h.votes && h.votes[p.msg.slot as nat].bal == p.msg.bal
+    ensures S.Commit(p.src as nat, p.dst as nat, p.msg.slot as nat, s.hosts[p.dst].votes[p.msg.slot as nat].val) in s.net
+  {
     var b, slot, dst := p.msg.bal, p.msg.slot as nat, p.dst as nat;
     var w := s.hosts[dst].votes[slot].val;
     assert R.LearnBacked(p, s.net, s.net);
