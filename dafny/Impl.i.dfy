@@ -12,6 +12,8 @@ module Impl {
   import S = Spec
   import P = Protocol
   import R = ImplAbstraction
+  import PI = ProtocolInvariant
+  import Sy = ImplSystem
 
   const WINDOW: uint64 := 4096
   const MAX_MEMBERS: uint64 := 64
@@ -119,6 +121,14 @@ module Impl {
       && LeaderTied()
       && ProposedTied()
       && AcksTied()
+      && SelfLogged()
+    }
+
+    // The messages this host sent itself and has not handled yet are in its packet log.
+    ghost predicate SelfLogged()
+      reads this
+    {
+      forall k | 0 <= k < |selfQueue| :: Packet(me, me, selfQueue[k]) in sentLog
     }
 
     // Every slot in [logStart, commitUpto) is committed here.
@@ -720,7 +730,7 @@ module Impl {
     {
       var i: uint64 := 0;
       while i < n
-        invariant BalLe(old(promised), promised)
+        invariant BalLe(old(promised), promised) && acked <= old(acked)
         invariant i <= n
         invariant Valid() && Unchanged()
         invariant old(sentLog) <= sentLog && R.Broadcasts(sentLog[|old(sentLog)|..], me, n, msg)
@@ -826,10 +836,11 @@ module Impl {
     }
 
     // PromisedNeverDecreases: no step lowers the promised ballot (recovery replays it as it was).
+    // The promised ballot never decreases, and a handler counts no Accepted it did not handle.
     twostate predicate PromisedGrows()
       reads this
     {
-      BalLe(old(promised), promised)
+      BalLe(old(promised), promised) && acked <= old(acked)
     }
 
     function Idx(slot: uint64): uint64 {
@@ -885,7 +896,7 @@ module Impl {
       ensures selfQueue == old(selfQueue)
     {
       while commitUpto - logStart < WINDOW && committed[Idx(commitUpto)].Some?
-        invariant BalLe(old(promised), promised)
+        invariant BalLe(old(promised), promised) && acked <= old(acked)
         invariant Valid()
         invariant promised == old(promised) && logStart == old(logStart) && Keeps() && sentLog == old(sentLog)
         invariant selfQueue == old(selfQueue)
@@ -1014,7 +1025,8 @@ module Impl {
     }
 
     method ResetDurableArrays()
-      requires Shape() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied() && logStart == commitUpto
+      requires Shape() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied() && SelfLogged()
+      requires logStart == commitUpto
       requires recLog == [] && promised == Zero && logStart == 0
       modifies votes, committed
       ensures Valid() && PromisedGrows()
@@ -1049,6 +1061,7 @@ module Impl {
               && R.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
               && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
       ensures BalMax(old(promised), old(maxSeen)).round < UINT64_MAX - 1 ==> CandidateTied()
+      ensures R.NoLearns(sentLog[|old(sentLog)|..])
     {
       R.RunNil(Consts(), me as nat, AbsHost(), {});
       if BalMax(promised, maxSeen).round >= UINT64_MAX - 1 {
@@ -1208,7 +1221,7 @@ module Impl {
       LeadsTakeover(bal, l, tk, logStart as nat, maxLogStart, takeoverHi, nextSlot as nat);
       var s := start;
       while s < hi
-        invariant BalLe(old(promised), promised) && SameConfig()
+        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameConfig()
         invariant Valid() && role == Leader && promised == bal && bal == old(bal)
         invariant start <= s && logStart == old(logStart) && hi <= nextSlot
         invariant maxLogStart == old(maxLogStart) && takeoverHi == old(takeoverHi)
@@ -1288,6 +1301,7 @@ module Impl {
       ensures leaderAbs == old(leaderAbs).(proposed := old(leaderAbs).proposed[slot as nat := val])
       ensures mv.post == AbsHost() && P.HostStep(Consts(), me as nat, old(AbsHost()), mv.post, {}, mv.sent, mv.step)
       ensures old(sentLog) <= sentLog && R.PacketsRefine(sentLog[|old(sentLog)|..], mv.sent)
+      ensures R.NoLearns(sentLog[|old(sentLog)|..])
     {
       var i: uint64 := 0;
       while i < n
@@ -1362,7 +1376,7 @@ module Impl {
       var s := commitUpto;
       var end := if nextSlot - commitUpto > RETRANSMIT_BATCH then commitUpto + RETRANSMIT_BATCH else nextSlot;
       while s < end
-        invariant BalLe(old(promised), promised) && SameConfig()
+        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameConfig()
         invariant Valid() && role == Leader && commitUpto <= s <= end <= nextSlot
         invariant TrailFrom(h0, log0, {}, moves)
         decreases end - s
@@ -1407,6 +1421,7 @@ module Impl {
               var moves := R.PrepareMoves(me as nat, old(AbsHost()), old(role) != Follower && b != old(bal), m, fromSlot as nat);
               && R.Run(Consts(), me as nat, old(AbsHost()), {m}, moves, AbsHost())
               && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
+      ensures R.NoLearns(sentLog[|old(sentLog)|..])
     {
       if !BalLe(promised, b) {
         Send(src, Nack(promised));
@@ -1433,7 +1448,7 @@ module Impl {
       assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);
       R.ReportNone(h0.votes, start as nat);
       while s < voteHi
-        invariant BalLe(old(promised), promised)
+        invariant BalLe(old(promised), promised) && acked <= old(acked)
         invariant Valid() && start <= s
         invariant h0.votes == R.AbsVotes(votes[..], logStart as nat)
         invariant R.SlotVotesMap(reported) == R.VotesIn(h0.votes, start as nat, s as nat)
@@ -1524,6 +1539,7 @@ module Impl {
       while rest != []
         invariant 0 <= k <= |reported| && rest == reported[k..]
         invariant Shape() && VotesBelowHi() && CommittedPrefix() && CandidateTied() && LeaderTied() && ProposedTied() && AcksTied()
+        invariant SelfLogged() && acked == old(acked)
         invariant Replays()
         invariant role == Candidate && leaderAbs == l0 && promiseFrom[..] == pf0 && promiseCount == count0
         invariant bal == old(bal) && promised == old(promised) && logStart == old(logStart) && nextSlot == old(nextSlot)
@@ -1740,6 +1756,7 @@ module Impl {
                                          old(role) != Follower && b != old(bal), m);
               && R.Run(Consts(), me as nat, old(AbsHost()), {m}, moves, AbsHost())
               && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
+      ensures R.NoLearns(sentLog[|old(sentLog)|..])
     {
       if BalLt(b, promised) {
         Send(src, Nack(promised));
@@ -1808,7 +1825,7 @@ module Impl {
       requires Valid()
       requires a.Accepted? && a.src == src as nat && a.dst == me as nat && a.bal == b && a.slot == slot as nat
       modifies Repr
-      ensures Valid() && PromisedGrows() && SameConfig() && old(acked) <= acked <= old(acked) + {a}
+      ensures Valid() && StepGrows() && SameConfig() && old(acked) <= acked <= old(acked) + {a}
       ensures leaderAbs == old(leaderAbs)
       ensures R.AckedValues(acked, leaderAbs) ==>
                 R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), acked, moves, AbsHost(), sentLog)
@@ -1999,6 +2016,7 @@ module Impl {
                                             leaderCommit > old(commitUpto) && old(catchUpCooldown) == 0, old(commitUpto) as nat);
               && R.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
               && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
+      ensures R.NoLearns(sentLog[|old(sentLog)|..])
     {
       if BalLt(b, promised) {
         Send(src, Nack(promised));
@@ -2072,7 +2090,7 @@ module Impl {
     {
       var i: uint64 := 0;
       while i < n
-        invariant BalLe(old(promised), promised)
+        invariant BalLe(old(promised), promised) && acked <= old(acked)
         invariant i <= n && Valid() && AbsSame()
       {
         var c := readAck[i];
@@ -2080,7 +2098,7 @@ module Impl {
           var count: uint64 := 0;
           var j: uint64 := 0;
           while j < n
-            invariant BalLe(old(promised), promised)
+            invariant BalLe(old(promised), promised) && acked <= old(acked)
             invariant j <= n && count <= j && Valid() && AbsSame()
           {
             if readAck[j] >= c {
@@ -2104,6 +2122,7 @@ module Impl {
       ensures SameConfig() && old(sentLog) <= sentLog && AbsHost() == old(AbsHost())
       ensures exists moves :: && R.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
                               && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
+      ensures R.NoLearns(sentLog[|old(sentLog)|..])
     {
       if fromSlot < logStart && src != me && src < n {
         // the slots it lacks are only in this host's snapshot now
@@ -2118,11 +2137,12 @@ module Impl {
       }
       var end := if commitUpto - s > CATCHUP_BATCH then s + CATCHUP_BATCH else commitUpto;
       while s < end
-        invariant BalLe(old(promised), promised)
+        invariant BalLe(old(promised), promised) && acked <= old(acked)
         invariant Valid() && Bounds() && logStart <= s <= end <= commitUpto
         invariant SameConfig() && old(sentLog) <= sentLog && AbsHost() == old(AbsHost())
         invariant R.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
         invariant R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
+        invariant R.NoLearns(sentLog[|old(sentLog)|..])
         decreases end - s
       {
         var c := committed[Idx(s)];
@@ -2137,53 +2157,218 @@ module Impl {
           assert sentLog[|old(sentLog)|..] == sent0 + [Packet(me, src, Commit(s, c.val))];
           R.PacketsRefineOne(Packet(me, src, Commit(s, c.val)), a, {a});
           R.PacketsRefineAppend(sent0, [Packet(me, src, Commit(s, c.val))], R.SentBy(moves), {a});
+          assert R.NoLearns(sent0);
           moves := moves + [mv];
         }
         s := s + 1;
       }
     }
 
-    method Dispatch(src: uint64, m: Msg)
+    // ---- a whole step ---------------------------------------------------------------------
+    // The protocol state a step may assume this host is part of (ImplSystem: the abstraction of
+    // a reachable state): the protocol's invariant holds, this host is at AbsHost(), and the
+    // Accepted messages it counted are in the network.
+    ghost predicate Within(st: P.State)
+      reads this, votes, committed
+    {
+      && PI.Inv(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == AbsHost() && acked <= st.net
+    }
+
+    // The packet is on the wire of st: its image is in the network (a Learn: backed).
+    static ghost predicate OnWire(p: Packet, net: set<S.Message>) {
+      R.PacketRefines(p, net) && R.LearnBacked(p, net, net)
+    }
+
+    // Every packet this host sent is on the wire of a state with network net.
+    ghost predicate SentOnWire(net: set<S.Message>)
+      reads this
+    {
+      forall p | p in sentLog :: OnWire(p, net)
+    }
+
+    // A step under way: it started from the state st (this host at h0, its packet log at log0)
+    // and has run `moves` so far (R.StepTrail, reading st.net and what it sent itself).
+    ghost predicate StepOk(st: P.State, h0: P.Host, log0: seq<Packet>, moves: seq<R.Move>)
+      reads this, votes, committed
+    {
+      && PI.Inv(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0
+      && R.StepTrail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog)
+      && acked <= st.net + R.SentBy(moves)
+      && (forall p | p in log0 :: OnWire(p, st.net))
+    }
+
+    // The promised ballot never decreases (PromisedGrows without its bound on acked: a step
+    // counts the Accepted it handles).
+    twostate predicate StepGrows()
+      reads this
+    {
+      BalLe(old(promised), promised)
+    }
+
+    // The message m from src, in a state st the host is part of, whose wire carries it: a
+    // trail of this host's protocol steps reading st.net (each handler's theorem, its premise
+    // discharged by the protocol's invariant: ImplSystem.AckedValuesFromInv, LearnValueFromInv).
+    method Dispatch(src: uint64, m: Msg, ghost st: P.State) returns (ghost moves: seq<R.Move>)
       requires Valid() && src < n
       modifies Repr
-      ensures Valid() && PromisedGrows()
+      ensures Valid() && StepGrows() && SameConfig()
+      ensures old(Within(st)) && OnWire(Packet(src, me, m), st.net) ==>
+                && acked <= st.net
+                && R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, moves, AbsHost(), sentLog)
     {
+      ghost var ok := Within(st) && OnWire(Packet(src, me, m), st.net);
+      ghost var h0, log0, c := AbsHost(), sentLog, Consts();
+      ghost var src', me' := src as nat, me as nat;
+      ghost var follower := role == Follower;
+      ghost var bal0, commit0, cool0 := bal, commitUpto, catchUpCooldown;
+      moves := [];
       match m {
-        case Prepare(b, fromSlot) => OnPrepare(src, b, fromSlot);
-        case Promise(b, ls, reported) => ghost var moves := OnPromise(src, b, ls, reported);
-        case Accept(b, slot, val) => OnAccept(src, b, slot, val);
+        case Prepare(b, fromSlot) =>
+          OnPrepare(src, b, fromSlot);
+          ghost var a := S.Prepare(src', me', b);
+          moves := R.PrepareMoves(me', h0, !follower && b != bal0, a, fromSlot as nat);
+          if ok {
+            R.NoLearnsBacked(sentLog[|log0|..], R.SentBy(moves), {a});
+            R.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
+            R.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
+          }
+        case Promise(b, ls, reported) =>
+          moves := OnPromise(src, b, ls, reported);
+          if ok {
+            ghost var a := S.Promise(src', me', b, ls as nat, R.SlotVotesMap(reported));
+            R.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
+          }
+        case Accept(b, slot, val) =>
+          OnAccept(src, b, slot, val);
+          ghost var a := S.Accept(src', me', b, slot as nat, val);
+          moves := R.AcceptMoves(me', h0, h0.logStart + WINDOW as nat, !follower && b != bal0, a);
+          if ok {
+            R.NoLearnsBacked(sentLog[|log0|..], R.SentBy(moves), {a});
+            R.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
+            R.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
+          }
         case Accepted(b, slot) =>
-          // The image's value is not on the wire; the whole step's refinement (not yet
-          // proven) takes it from the network.
-          ghost var moves := OnAccepted(src, b, slot, S.Accepted(src as nat, me as nat, b, slot as nat, []));
-        case Learn(b, slot) => OnLearn(b, slot, src);
-        case Commit(slot, val) => OnCommit(slot, val, src);
-        case Nack(p) => OnNack(p);
-        case Heartbeat(b, c, rs) => OnHeartbeat(src, b, c, rs);
-        case HeartbeatAck(b, rs) => OnHeartbeatAck(src, b, rs);
-        case CatchUp(fromSlot) => OnCatchUp(src, fromSlot);
+          // Its image: some Accepted(b, slot, v) from src in the network (OnWire).
+          ghost var a: S.Message := S.Accepted(src', me', b, slot as nat, []);
+          if ok {
+            assert R.PacketRefines(Packet(src, me, m), st.net);
+            a :| a in st.net && R.MsgRefines(src', me', m, a);
+            Sy.AckedValuesFromInv(c, st, me', acked + {a});
+          }
+          ghost var acked0 := acked;
+          moves := OnAccepted(src, b, slot, a);
+          if ok {
+            assert acked <= acked0 + {a} && acked0 + {a} <= st.net;
+            assert R.AckedValues(acked, leaderAbs);
+            R.TrailNet(c, me', h0, log0, acked, st.net, moves, AbsHost(), sentLog);
+          }
+        case Learn(b, slot) =>
+          ghost var hv := h0.votes;
+          if ok && slot as nat in hv && hv[slot as nat].bal == b {
+            Sy.LearnValueFromInv(c, st, Packet(src, me, m));
+          }
+          OnLearn(b, slot, src);
+          if ok {
+            if slot as nat in hv && hv[slot as nat].bal == b {
+              ghost var a := S.Commit(src', me', slot as nat, hv[slot as nat].val);
+              moves := R.CommitMoves(h0, h0.logStart + WINDOW as nat, a);
+              assert sentLog[|log0|..] == [];
+              R.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
+              R.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
+            } else {
+              R.TrailNil(c, me', h0, log0, st.net);
+            }
+          }
+        case Commit(slot, val) =>
+          OnCommit(slot, val, src);
+          ghost var a := S.Commit(src', me', slot as nat, val);
+          moves := R.CommitMoves(h0, h0.logStart + WINDOW as nat, a);
+          if ok {
+            assert sentLog[|log0|..] == [];
+            R.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
+            R.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
+          }
+        case Nack(pr) =>
+          OnNack(pr);
+          moves := R.StepDownMoves(h0, !follower && BalLt(bal0, pr));
+          if ok {
+            assert sentLog[|log0|..] == [];
+            R.TrailOf(c, me', h0, log0, {}, moves, AbsHost(), sentLog);
+            R.TrailNet(c, me', h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+          }
+        case Heartbeat(b, cu, rs) =>
+          OnHeartbeat(src, b, cu, rs);
+          moves := R.HeartbeatMoves(me', h0, src', b, !follower && b != bal0, cu > commit0 && cool0 == 0, commit0 as nat);
+          if ok {
+            R.NoLearnsBacked(sentLog[|log0|..], R.SentBy(moves), {});
+            R.TrailOf(c, me', h0, log0, {}, moves, AbsHost(), sentLog);
+            R.TrailNet(c, me', h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+          }
+        case HeartbeatAck(b, rs) =>
+          OnHeartbeatAck(src, b, rs);
+          R.TrailNil(c, me', h0, log0, st.net);
+        case CatchUp(fromSlot) =>
+          OnCatchUp(src, fromSlot);
+          moves :| R.Run(c, me', h0, {}, moves, AbsHost()) && R.PacketsRefine(sentLog[|log0|..], R.SentBy(moves));
+          if ok {
+            R.NoLearnsBacked(sentLog[|log0|..], R.SentBy(moves), {});
+            R.TrailOf(c, me', h0, log0, {}, moves, AbsHost(), sentLog);
+            R.TrailNet(c, me', h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+          }
       }
     }
 
     // Handle the messages this host sent to itself during the step (bounded: a chain of
-    // self-deliveries is short; past the limit they are dropped, like lost messages).
-    method DrainSelf()
+    // self-deliveries is short; past the limit they are dropped, like lost messages). Each is
+    // on the wire of the state the step has reached (sent before the step, or by its moves so
+    // far), where the protocol's invariant holds (ImplSystem.InvAfterRun): the step's trail
+    // grows by the handler's.
+    method DrainSelf(ghost st: P.State, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves0: seq<R.Move>)
+      returns (ghost moves: seq<R.Move>)
       requires Valid()
       modifies Repr
-      ensures Valid() && PromisedGrows()
+      ensures Valid() && StepGrows()
       ensures old(selfQueue) == [] ==> unchanged(this, votes, committed)
       ensures old(selfQueue) == [] ==> AbsHost() == old(AbsHost()) && sentLog == old(sentLog) && SameConfig()
+      ensures old(StepOk(st, h0, log0, moves0)) ==> StepOk(st, h0, log0, moves)
     {
+      ghost var ok := StepOk(st, h0, log0, moves0);
+      ghost var c := Consts();
+      moves := moves0;
       var fuel := SELF_DELIVERY_LIMIT;
       while |selfQueue| > 0 && fuel > 0
-        invariant BalLe(old(promised), promised)
+        invariant BalLe(old(promised), promised) && SameConfig() && Consts() == c
         invariant Valid()
         invariant old(selfQueue) == [] ==> unchanged(this, votes, committed)
+        invariant ok ==> StepOk(st, h0, log0, moves)
         decreases fuel
       {
         var m := selfQueue[0];
+        ghost var p := Packet(me, me, m);
+        assert p in sentLog;  // SelfLogged
+        ghost var h1, log1 := AbsHost(), sentLog;
+        ghost var stk := if ok then P.State(st.hosts[me := h1], st.net + R.SentBy(moves)) else st;
+        if ok {
+          R.StepTrailIs(c, me as nat, h0, log0, st.net, moves, h1, log1);
+          Sy.InvAfterRun(c, st, me as nat, st.net, moves, h1);
+          R.StepTrailHas(c, me as nat, h0, log0, st.net, moves, h1, log1, p);
+          if p in log0 {
+            R.PacketRefinesMono(p, st.net, stk.net);
+            R.LearnBackedMono(p, st.net, st.net, stk.net, stk.net);
+          } else {
+            R.PacketRefinesMono(p, R.SentBy(moves), stk.net);
+            R.LearnBackedMono(p, R.SentBy(moves), st.net + R.SentBy(moves), stk.net, stk.net);
+          }
+          assert Within(stk) && OnWire(p, stk.net);
+        }
         selfQueue := selfQueue[1..];
-        Dispatch(me, m);
+        assert AbsHost() == h1 && sentLog == log1;
+        ghost var more := Dispatch(me, m, stk);
+        if ok {
+          R.StepTrailChain(c, me as nat, h0, log0, st.net, moves, h1, log1, more, AbsHost(), sentLog);
+          R.SentByAppend(moves, more);
+          moves := moves + more;
+        }
         fuel := fuel - 1;
       }
       selfQueue := [];
@@ -2204,14 +2389,16 @@ module Impl {
       selfQueue := [];
     }
 
-    method EndStep(accepted: bool) returns (r: Ready)
+    method EndStep(accepted: bool, ghost st: P.State, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves0: seq<R.Move>)
+      returns (r: Ready, ghost moves: seq<R.Move>)
       requires Valid()
       modifies Repr
-      ensures Valid() && PromisedGrows()
-      ensures old(selfQueue) == [] ==> AbsHost() == old(AbsHost()) && sentLog == old(sentLog) && SameConfig()
+      ensures Valid() && StepGrows()
+      ensures old(selfQueue) == [] ==> AbsHost() == old(AbsHost()) && sentLog == old(sentLog) && SameConfig() && acked == old(acked)
+      ensures old(StepOk(st, h0, log0, moves0)) ==> StepOk(st, h0, log0, moves)
     {
-      DrainSelf();
-      ghost var h := AbsHost();
+      moves := DrainSelf(st, h0, log0, moves0);
+      ghost var h, log, ack := AbsHost(), sentLog, acked;
       r := Ready(outRecords, outPackets, outCommits, accepted, outEarly, outSync, outNeedSnapshot);
       outRecords := [];
       outPackets := [];
@@ -2219,61 +2406,130 @@ module Impl {
       outSync := false;
       outNeedSnapshot := [];
       outCommits := [];
-      assert AbsHost() == h;
+      assert AbsHost() == h && sentLog == log && acked == ack;
     }
 
     // ---- the step API (what the extension exposes) --------------------------------------
+    // Each step is given, as a ghost argument, the protocol state st its host is part of (in
+    // ImplSystem: the abstraction of a reachable state, whose wire holds every packet sent).
+    // Then the step is a run of its host's protocol steps from there (R.StepTrail: ImplStep's
+    // premise).
 
-    method Receive(p: Packet) returns (r: Ready)
-      requires Valid()
-      modifies Repr
-      ensures Valid() && PromisedGrows()
+    // What a step may assume of st: the host is part of it, and every packet it sent is on its
+    // wire.
+    ghost predicate StepFrom(st: P.State)
+      reads this, votes, committed
     {
-      BeginStep();
-      if p.dst == me && p.src < n && p.src != me {
-        Dispatch(p.src, p.msg);
-      }
-      r := EndStep(false);
+      Within(st) && SentOnWire(st.net)
     }
 
-    method Tick() returns (r: Ready)
+    // A step that ran a trail from st (where the host was at h0, its packet log at log0).
+    lemma StepStart(st: P.State, h0: P.Host, log0: seq<Packet>, moves: seq<R.Move>)
+      requires PI.Inv(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0 && forall p | p in log0 :: OnWire(p, st.net)
+      requires R.Trail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog) && acked <= st.net
+      ensures StepOk(st, h0, log0, moves)
+    {
+      R.StepTrailNil(Consts(), me as nat, h0, log0, st.net);
+      assert st.net + R.SentBy([]) == st.net;
+      R.StepTrailChain(Consts(), me as nat, h0, log0, st.net, [], h0, log0, moves, AbsHost(), sentLog);
+      assert [] + moves == moves;
+    }
+
+    method Receive(p: Packet, ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>)
       requires Valid()
       modifies Repr
-      ensures Valid() && PromisedGrows()
+      ensures Valid() && StepGrows()
+      ensures old(StepFrom(st)) && OnWire(p, st.net) ==>
+                R.StepTrail(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, moves, AbsHost(), sentLog)
     {
+      ghost var ok := StepFrom(st) && OnWire(p, st.net);
       BeginStep();
+      ghost var h0, log0 := AbsHost(), sentLog;
+      assert ok ==> Within(st) && forall q | q in log0 :: OnWire(q, st.net);
+      moves := [];
+      if ok {
+        R.TrailNil(Consts(), me as nat, h0, log0, st.net);
+      }
+      if p.dst == me && p.src < n && p.src != me {
+        moves := Dispatch(p.src, p.msg, st);
+      }
+      if ok {
+        StepStart(st, h0, log0, moves);
+      }
+      r, moves := EndStep(false, st, h0, log0, moves);
+    }
+
+    method Tick(ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>)
+      requires Valid()
+      modifies Repr
+      ensures Valid() && StepGrows()
+      ensures old(StepFrom(st)) ==>
+                R.StepTrail(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, moves, AbsHost(), sentLog)
+    {
+      ghost var ok := StepFrom(st);
+      BeginStep();
+      ghost var h0, log0, c := AbsHost(), sentLog, Consts();
+      assert ok ==> Within(st) && forall q | q in log0 :: OnWire(q, st.net);
+      moves := [];
+      R.TrailNil(c, me as nat, h0, log0, {});
       if ticks < TICKS_LIMIT * 4 {
         ticks := ticks + 1;
       }
       if catchUpCooldown > 0 {
         catchUpCooldown := catchUpCooldown - 1;
       }
+      assert AbsHost() == h0 && sentLog == log0 && acked == old(acked);
       if role == Leader {
         if ticks >= heartbeatTicks {
-          ghost var moves := SendHeartbeats();
+          moves := SendHeartbeats();
         }
       } else if ticks >= electionTimeout {
+        ghost var seen := BalMax(promised, maxSeen);
+        ghost var okb := seen.round < UINT64_MAX - 1;
+        moves := R.ElectionMoves(me as nat, n as nat, h0, if okb then NextBallot(seen, me) else Zero, okb);
         StartElection();
+        R.NoLearnsBacked(sentLog[|log0|..], R.SentBy(moves), {});
+        R.TrailOf(c, me as nat, h0, log0, {}, moves, AbsHost(), sentLog);
       }
-      r := EndStep(false);
+      if ok {
+        R.TrailNet(c, me as nat, h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+        StepStart(st, h0, log0, moves);
+      }
+      r, moves := EndStep(false, st, h0, log0, moves);
     }
 
-    method Propose(val: Value) returns (r: Ready)
+    method Propose(val: Value, ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>)
       requires Valid()
       modifies Repr
-      ensures Valid() && PromisedGrows()
+      ensures Valid() && StepGrows()
+      ensures old(StepFrom(st)) ==>
+                R.StepTrail(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, moves, AbsHost(), sentLog)
     {
+      ghost var ok0 := StepFrom(st);
       BeginStep();
+      ghost var h0, log0, c := AbsHost(), sentLog, Consts();
+      assert ok0 ==> Within(st) && forall q | q in log0 :: OnWire(q, st.net);
+      moves := [];
+      R.TrailNil(c, me as nat, h0, log0, {});
       var ok := false;
       if role == Leader && promised == bal && nextSlot - logStart < WINDOW {
         var slot := nextSlot;
         LeadsFree(bal, leaderAbs, slot as nat, logStart as nat, val);
         LeadsMono(role, bal, leaderAbs, slot as nat, logStart as nat, slot as nat + 1, logStart as nat);
         nextSlot := nextSlot + 1;
+        assert AbsHost() == h0 && sentLog == log0;
         ghost var mv := ProposeAt(slot, val);
+        R.NoLearnsBacked(sentLog[|log0|..], mv.sent, {});
+        R.TrailSnoc(c, me as nat, h0, log0, {}, [], h0, log0, mv, sentLog);
+        assert [] + [mv] == [mv];
+        moves := [mv];
         ok := true;
       }
-      r := EndStep(ok);
+      if ok0 {
+        R.TrailNet(c, me as nat, h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+        StepStart(st, h0, log0, moves);
+      }
+      r, moves := EndStep(ok, st, h0, log0, moves);
     }
 
     // Leader: start confirming that it still leads; reads that arrived before this call may be
@@ -2281,7 +2537,7 @@ module Impl {
     method ConfirmRead() returns (r: Ready, seqNo: uint64, readSlot: uint64)
       requires Valid()
       modifies Repr
-      ensures Valid() && PromisedGrows()
+      ensures Valid() && StepGrows()
     {
       BeginStep();
       seqNo := 0;
@@ -2294,7 +2550,8 @@ module Impl {
         UpdateReadConfirmed();
         ticks := 0;
       }
-      r := EndStep(false);
+      ghost var moves: seq<R.Move>;
+      r, moves := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
     }
 
     // A ReadIndex request from member src, which had promised exactly b when it sent it (after
@@ -2335,12 +2592,14 @@ module Impl {
         DropBelow(upto);
         Persist(RecTruncate(upto));
       }
-      r := EndStep(false);
+      ghost var moves: seq<R.Move>;
+      r, moves := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
     }
 
     // Abstractly: the protocol's truncation at upto (the caller knows [logStart, upto) committed).
     method DropBelow(upto: uint64)
       requires Shape() && VotesBelowHi() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied()
+      requires SelfLogged()
       requires logStart < upto <= commitUpto && upto <= SLOT_LIMIT
       requires R.HasAll(R.AbsCommitted(committed[..], logStart as nat), upto as nat, commitUpto as nat)
       modifies Repr
@@ -2357,7 +2616,7 @@ module Impl {
       R.SameRefl(takeover[..], logStart as nat, logStart as nat + WINDOW as nat);
       R.SameRefl(proposed[..], logStart as nat, logStart as nat + WINDOW as nat);
       while s < upto
-        invariant BalLe(old(promised), promised)
+        invariant BalLe(old(promised), promised) && acked <= old(acked)
         invariant Shape() && VotesBelowHi() && CandidateTied() && LeaderTied() && Bounds() && logStart <= s <= upto
         invariant R.Emptied(votes[..], logStart as nat, s as nat)
         invariant R.EmptiedC(committed[..], logStart as nat, s as nat)
@@ -2585,7 +2844,8 @@ module Impl {
         Persist(RecTruncate(upto));
         AdvanceCommit();
       }
-      r := EndStep(false);
+      ghost var moves: seq<R.Move>;
+      r, moves := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
     }
 
     method ClearWindow()
@@ -2637,7 +2897,7 @@ module Impl {
       assert AbsHost() == old(AbsHost());
       var s := logStart;
       while s < commitUpto
-        invariant BalLe(old(promised), promised)
+        invariant BalLe(old(promised), promised) && acked <= old(acked)
         invariant Valid() && logStart <= s <= commitUpto
         invariant AbsSame() && selfQueue == [] && AbsHost() == old(AbsHost())
         modifies this
@@ -2651,7 +2911,8 @@ module Impl {
       }
       AdvanceCommit();
       assert AbsHost() == old(AbsHost()) && selfQueue == [];
-      r := EndStep(false);
+      ghost var moves: seq<R.Move>;
+      r, moves := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
     }
 
     // The whole durable state as records: replaying them rebuilds it (a fresh WAL after a snapshot).

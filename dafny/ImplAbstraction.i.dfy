@@ -465,6 +465,17 @@ module ImplAbstraction {
     forall k | 0 <= k < |pkts| :: LearnBacked(pkts[k], sent, net)
   }
 
+  // None of the packets is a Learn (so they are all backed).
+  ghost predicate NoLearns(pkts: seq<I.Packet>) {
+    forall k | 0 <= k < |pkts| :: !pkts[k].msg.Learn?
+  }
+
+  lemma NoLearnsBacked(pkts: seq<I.Packet>, sent: set<S.Message>, net: set<S.Message>)
+    requires NoLearns(pkts)
+    ensures LearnsBacked(pkts, sent, net)
+  {
+  }
+
   lemma LearnBackedMono(p: I.Packet, sent: set<S.Message>, net: set<S.Message>, sent': set<S.Message>, net': set<S.Message>)
     requires LearnBacked(p, sent, net) && sent <= sent' && net <= net'
     ensures LearnBacked(p, sent', net')
