@@ -2534,24 +2534,40 @@ module Impl {
 
     // Leader: start confirming that it still leads; reads that arrived before this call may be
     // served once readConfirmed >= the returned number and commitUpto >= the returned slot.
-    method ConfirmRead() returns (r: Ready, seqNo: uint64, readSlot: uint64)
+    method ConfirmRead(ghost st: P.State) returns (r: Ready, seqNo: uint64, readSlot: uint64, ghost moves: seq<R.Move>)
       requires Valid()
       modifies Repr
       ensures Valid() && StepGrows()
+      ensures old(StepFrom(st)) ==>
+                R.StepTrail(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, moves, AbsHost(), sentLog)
     {
+      ghost var ok := StepFrom(st);
       BeginStep();
+      ghost var h0, log0, c := AbsHost(), sentLog, Consts();
+      assert ok ==> Within(st) && forall q | q in log0 :: OnWire(q, st.net);
+      moves := [];
+      R.TrailNil(c, me as nat, h0, log0, {});
       seqNo := 0;
       readSlot := nextSlot;
       if role == Leader && readSeq < UINT64_MAX {
+        LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
         readSeq := readSeq + 1;
         seqNo := readSeq;
         readAck[me] := readSeq;
+        assert AbsHost() == h0 && sentLog == log0;
+        // The Heartbeats: a SendNoSafety step each (read confirmation has no protocol role).
         Broadcast(Heartbeat(bal, commitUpto, readSeq), false);
+        R.BeatRefines(c, h0, {}, me, n, bal, commitUpto, readSeq, sentLog[|log0|..]);
+        moves := R.BeatMoves(h0, me as nat, n as nat, bal, commitUpto as nat);
+        R.TrailOf(c, me as nat, h0, log0, {}, moves, h0, sentLog);
         UpdateReadConfirmed();
         ticks := 0;
       }
-      ghost var moves: seq<R.Move>;
-      r, moves := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
+      if ok {
+        R.TrailNet(c, me as nat, h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+        StepStart(st, h0, log0, moves);
+      }
+      r, moves := EndStep(false, st, h0, log0, moves);
     }
 
     // A ReadIndex request from member src, which had promised exactly b when it sent it (after

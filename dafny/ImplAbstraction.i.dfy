@@ -967,6 +967,16 @@ module ImplAbstraction {
     }
   }
 
+  // A run that sends nothing (Truncate, InstallSnapshot) is a step's trail.
+  lemma RunStepTrail(c: P.Constants, i: S.HostId, h0: P.Host, net0: set<S.Message>, net: set<S.Message>,
+                     moves: seq<Move>, h: P.Host, log: seq<I.Packet>)
+    requires Run(c, i, h0, net0, moves, h) && net0 <= net
+    ensures StepTrail(c, i, h0, log, net, moves, h, log)
+  {
+    RunGOf(c, i, h0, net0, net, moves, h);
+    reveal StepTrail();
+  }
+
   // A step's trail followed by a handler's trail that reads the network and what the step sent.
   lemma StepTrailChain(c: P.Constants, i: S.HostId, h0: P.Host, log0: seq<I.Packet>, net: set<S.Message>,
                        moves: seq<Move>, h1: P.Host, log1: seq<I.Packet>, moves': seq<Move>, h2: P.Host, log2: seq<I.Packet>)

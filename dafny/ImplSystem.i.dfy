@@ -222,6 +222,27 @@ module ImplSystem {
     }
   }
 
+  // What a step of the core ensures (Replica.Receive, Tick, Propose: R.StepTrail from the
+  // host's abstraction in s, reading s's network) is a system step, whose packets are those
+  // appended to the host's packet log (the packets before it are on the wire).
+  lemma StepTrailIsImplStep(c: P.Constants, s: Sys, i: nat, log0: seq<I.Packet>, moves: seq<R.Move>,
+                            h': P.Host, log: seq<I.Packet>)
+    requires P.WF(c, s.abs) && i < |s.abs.hosts|
+    requires R.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h', log)
+    requires forall p | p in log0 :: p in s.wire
+    ensures R.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h', log) && log0 <= log
+    ensures ImplStep(c, s, After(s, i, h', moves, log[|log0|..]), i, s.abs.net, moves, h', log[|log0|..])
+  {
+    R.StepTrailIs(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h', log);
+    var pkts := log[|log0|..];
+    forall k | 0 <= k < |pkts|
+      ensures (R.PacketRefines(pkts[k], R.SentBy(moves)) && R.LearnBacked(pkts[k], R.SentBy(moves), s.abs.net + R.SentBy(moves)))
+              || pkts[k] in s.wire
+    {
+      assert pkts[k] == log[|log0| + k];
+    }
+  }
+
   // ---------------------------------------------------------------------------------------
   // The theorems.
 
