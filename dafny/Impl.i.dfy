@@ -2412,8 +2412,9 @@ module Impl {
     // ---- the step API (what the extension exposes) --------------------------------------
     // Each step is given, as a ghost argument, the protocol state st its host is part of (in
     // ImplSystem: the abstraction of a reachable state, whose wire holds every packet sent).
-    // Then the step is a run of its host's protocol steps from there (R.StepTrail: ImplStep's
-    // premise).
+    // Then the step is a run of its host's protocol steps from there (StepOk: R.StepTrail,
+    // ImplStep's premise, see ImplSystem.StepTrailIsImplStep), after which the Accepted
+    // messages the host counted are in the network it reached.
 
     // What a step may assume of st: the host is part of it, and every packet it sent is on its
     // wire.
@@ -2440,11 +2441,12 @@ module Impl {
       modifies Repr
       ensures Valid() && StepGrows()
       ensures old(StepFrom(st)) && OnWire(p, st.net) ==>
-                R.StepTrail(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, moves, AbsHost(), sentLog)
+                StepOk(st, old(AbsHost()), old(sentLog), moves)
     {
       ghost var ok := StepFrom(st) && OnWire(p, st.net);
       BeginStep();
       ghost var h0, log0 := AbsHost(), sentLog;
+      assert h0 == old(AbsHost()) && log0 == old(sentLog);
       assert ok ==> Within(st) && forall q | q in log0 :: OnWire(q, st.net);
       moves := [];
       if ok {
@@ -2464,11 +2466,12 @@ module Impl {
       modifies Repr
       ensures Valid() && StepGrows()
       ensures old(StepFrom(st)) ==>
-                R.StepTrail(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, moves, AbsHost(), sentLog)
+                StepOk(st, old(AbsHost()), old(sentLog), moves)
     {
       ghost var ok := StepFrom(st);
       BeginStep();
       ghost var h0, log0, c := AbsHost(), sentLog, Consts();
+      assert h0 == old(AbsHost()) && log0 == old(sentLog);
       assert ok ==> Within(st) && forall q | q in log0 :: OnWire(q, st.net);
       moves := [];
       R.TrailNil(c, me as nat, h0, log0, {});
@@ -2503,11 +2506,12 @@ module Impl {
       modifies Repr
       ensures Valid() && StepGrows()
       ensures old(StepFrom(st)) ==>
-                R.StepTrail(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, moves, AbsHost(), sentLog)
+                StepOk(st, old(AbsHost()), old(sentLog), moves)
     {
       ghost var ok0 := StepFrom(st);
       BeginStep();
       ghost var h0, log0, c := AbsHost(), sentLog, Consts();
+      assert h0 == old(AbsHost()) && log0 == old(sentLog);
       assert ok0 ==> Within(st) && forall q | q in log0 :: OnWire(q, st.net);
       moves := [];
       R.TrailNil(c, me as nat, h0, log0, {});
@@ -2539,11 +2543,12 @@ module Impl {
       modifies Repr
       ensures Valid() && StepGrows()
       ensures old(StepFrom(st)) ==>
-                R.StepTrail(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, moves, AbsHost(), sentLog)
+                StepOk(st, old(AbsHost()), old(sentLog), moves)
     {
       ghost var ok := StepFrom(st);
       BeginStep();
       ghost var h0, log0, c := AbsHost(), sentLog, Consts();
+      assert h0 == old(AbsHost()) && log0 == old(sentLog);
       assert ok ==> Within(st) && forall q | q in log0 :: OnWire(q, st.net);
       moves := [];
       R.TrailNil(c, me as nat, h0, log0, {});
