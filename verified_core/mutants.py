@@ -116,6 +116,24 @@ MUTANTS = [
         why="a leader would announce a slot chosen after one acknowledgement, before a quorum "
             "accepted it",
     ),
+    Mutant(
+        name="impl-learn-any-own-vote",
+        file="Impl.i.dfy",
+        original="      if v.Vote? && v.bal == b {\n",
+        mutated="      if v.Vote? {\n",
+        breaks="Impl.Replica.OnLearn",
+        why="a replica told that a slot was chosen at one ballot would commit its own vote from "
+            "another ballot, which may hold a different value",
+    ),
+    Mutant(
+        name="impl-self-delivery-wrong-sender",
+        file="Impl.i.dfy",
+        original="        ghost var more := Dispatch(me, m, stk);\n",
+        mutated="        ghost var more := Dispatch(0, m, stk);\n",
+        breaks="Impl.Replica.DrainSelf",
+        why="a message a host sent itself would be handled as if member 0 sent it: a leader "
+            "would count its own acknowledgement as member 0's",
+    ),
 ]
 
 
