@@ -21,6 +21,7 @@ from verikv.etcdpb import rpc_pb2
 from verikv.shim import _front
 from verikv.shim import errors
 from verikv.shim.errors import EtcdError
+from verikv.shim.kv import EncodedRange, encode_header
 from verikv.shim.requests import GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, Kind
 
 log = logging.getLogger("verikv.grpc")
@@ -53,7 +54,8 @@ class ClientServer:
         self.client_urls = client_urls
         self.peer_urls = peer_urls
         self._front = None
-        self._header: tuple[object, dict] | None = None  # (node.status it was made from, fields)
+        # (node.status it was made from, header fields, encoded headers by revision)
+        self._header: tuple[object, dict, dict[int, bytes]] | None = None
         # method: (request type, start(request, done)); start returns a Future, an immediate
         # result or EtcdError, or None when it calls done(result) itself
         self._methods = {
@@ -126,8 +128,18 @@ class ClientServer:
         else:
             header = self._header
             if header is None or header[0] is not self.node.status:  # a new status each turn
-                header = self._header = (self.node.status, self.node.header_fields())
+                header = self._header = (self.node.status, self.node.header_fields(), {})
             h = header[1]
+            if type(result) is EncodedRange:
+                encoded = header[2].get(result.header_revision)  # the status's headers, by revision
+                if encoded is None:
+                    if len(header[2]) >= 64:
+                        header[2].clear()
+                    encoded = header[2][result.header_revision] = encode_header(rpc_pb2.ResponseHeader(
+                        cluster_id=h["cluster_id"], member_id=h["member_id"], revision=result.header_revision,
+                        raft_term=h["raft_term"]))
+                front.finish(call_id, 0, "", encoded + result.body)
+                return
             resp = result.header
             resp.cluster_id = h["cluster_id"]
             resp.member_id = h["member_id"]

@@ -29,7 +29,11 @@ MAX_RESULTS_PER_SESSION = 4096  # remembered results per session (lowest seq evi
 
 
 class _Rec:
-    __slots__ = ("create_revision", "mod_revision", "version", "value", "lease")
+    """One key's state. Never changed once stored: a put stores a new _Rec, so `wire` (this
+    record's encoding in a single-key RangeResponse, made at its first such read) can never be
+    stale; a delete or a snapshot restore drops or replaces the records themselves."""
+
+    __slots__ = ("create_revision", "mod_revision", "version", "value", "lease", "wire")
 
     def __init__(self, create_revision: int, mod_revision: int, version: int, value: bytes, lease: int):
         self.create_revision = create_revision
@@ -37,6 +41,40 @@ class _Rec:
         self.version = version
         self.value = value
         self.lease = lease
+        self.wire: bytes | None = None
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+class EncodedRange:
+    """A RangeResponse already in protobuf encoding except its header: the encoded header
+    (field 1, which the servicer completes with cluster_id, member_id and raft_term) followed by
+    `body` is the whole response, byte for byte what protobuf would write (fields in number order).
+    `header_revision` is the header's revision."""
+
+    __slots__ = ("header_revision", "body")
+
+    def __init__(self, header_revision: int, body: bytes):
+        self.header_revision = header_revision
+        self.body = body
+
+    def to_response(self) -> rpc_pb2.RangeResponse:
+        resp = rpc_pb2.RangeResponse.FromString(self.body)
+        resp.header.revision = self.header_revision
+        return resp
+
+
+def encode_header(header: rpc_pb2.ResponseHeader) -> bytes:
+    """`header` as field 1 of a response (what goes before an EncodedRange's body)."""
+    b = header.SerializeToString()
+    return b"\x0a" + _varint(len(b)) + b
 
 
 def _kv(key: bytes, rec: _Rec, keys_only: bool = False) -> kv_pb2.KeyValue:
@@ -94,6 +132,23 @@ class KVStore:
         self._sessions: dict[int, _Session] = {}
 
     # ---- reads ----
+
+    def read(self, r: rpc_pb2.RangeRequest):
+        """A client's Range now (`execute(Kind.RANGE, r)`). A request that sets nothing but its
+        key is answered as an EncodedRange, from the key's cached encoding; any other request as
+        `execute` answers it."""
+        key = r.key
+        n = len(key)
+        if not n or r.ByteSize() != n + (2 if n < 0x80 else 1 + len(_varint(n))):  # another field is set
+            return self.execute(Kind.RANGE, r)
+        rec = self._data.get(key)
+        if rec is None:
+            return EncodedRange(self.revision, b"")  # no kvs, count 0 (not encoded)
+        wire = rec.wire
+        if wire is None:
+            kv = _kv(key, rec).SerializeToString()
+            wire = rec.wire = b"\x12" + _varint(len(kv)) + kv + b"\x20\x01"  # kvs: [kv], count: 1
+        return EncodedRange(self.revision, wire)
 
     def _keys_in(self, key: bytes, range_end: bytes) -> list[bytes]:
         if not range_end:
@@ -161,8 +216,8 @@ class KVStore:
         if prev is None:
             self._data[r.key] = _Rec(rev, rev, 1, value, lease)
             bisect.insort(self._keys, r.key)
-        else:
-            prev.mod_revision, prev.version, prev.value, prev.lease = rev, prev.version + 1, value, lease
+        else:  # a new record: the old one's cached encoding goes with it
+            self._data[r.key] = _Rec(prev.create_revision, rev, prev.version + 1, value, lease)
         w.changes += 1
         resp.header.revision = rev
         return resp

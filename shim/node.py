@@ -41,7 +41,7 @@ import grpc
 from verikv.shim import errors
 from verikv.shim.checks import Checks
 from verikv.shim.errors import EtcdError
-from verikv.shim.kv import KVStore
+from verikv.shim.kv import EncodedRange, KVStore
 from verikv.shim.requests import Command, Kind, decode_batch, encode_batch, validate
 from verikv.shim.transport import (KIND_CORE, KIND_DIGEST, KIND_FORWARD, KIND_READ_INDEX,
                                    KIND_READ_INDEX_REPLY, KIND_SNAPSHOT, MAX_FRAME_BYTES, Transport)
@@ -278,15 +278,21 @@ class Node:
     def read_future(self, request, serializable: bool) -> asyncio.Future:
         """`read` without the coroutine: a future of the response or its EtcdError."""
         fut = asyncio.get_running_loop().create_future()
-        self.read_then(request, serializable, lambda result: fut.done() or fut.set_result(result))
+
+        def done(result):
+            if not fut.done():
+                fut.set_result(result.to_response() if isinstance(result, EncodedRange) else result)
+
+        self.read_then(request, serializable, done)
         return fut
 
     def read_then(self, request, serializable: bool, done) -> None:
         """`read` for a caller without a coroutine: `done(response or EtcdError)` is called once,
-        from the loop (at once for a serializable read). Invalid requests raise at once."""
+        from the loop (at once for a serializable read); the response of a read served here
+        may be a KVStore.read EncodedRange. Invalid requests raise at once."""
         validate(Kind.RANGE, request)
         if serializable:
-            done(self.kv.execute(Kind.RANGE, request))
+            done(self.kv.read(request))
             return
         self._reads_arrived.append((request, done))  # routed at the next turn, together
         self._wake.set()
@@ -515,7 +521,7 @@ class Node:
             if ready:
                 self._follower_reads = [r for r in self._follower_reads if self.kv.next_slot < r[0]]
                 for _, request, done in ready:
-                    done(self.kv.execute(Kind.RANGE, request))
+                    done(self.kv.read(request))
         batches = self._read_batches
         confirmed = self.status.get("read_confirmed", 0)
         while batches:
@@ -534,7 +540,7 @@ class Node:
                     break
                 batches.popleft()
                 for request, done in reads:
-                    done(self.kv.execute(Kind.RANGE, request))
+                    done(self.kv.read(request))
             elif self.status.get("role") != "leader":
                 batches.popleft()  # lost leadership before confirming: order them through the log
                 self._reads_through_log(reads)

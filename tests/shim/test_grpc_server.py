@@ -49,6 +49,23 @@ async def test_kv_through_a_follower(stubs):
     assert txn.succeeded and txn.header.revision == 3
 
 
+async def test_range_of_one_key_sees_every_change(stubs):
+    """Plain single-key Ranges are answered from cached encodings: each write must show."""
+    kv, _, _, _, follower = stubs
+    for i, value in enumerate([b"a", b"b" * 300]):
+        await kv.Put(r.PutRequest(key=b"c", value=value))
+        got = await kv.Range(r.RangeRequest(key=b"c"))
+        assert (got.kvs[0].value, got.kvs[0].version, got.count) == (value, i + 1, 1)
+        assert got.header.revision == got.kvs[0].mod_revision == i + 2
+        assert got.header.member_id == follower.node_id + 1 and got.header.cluster_id and got.header.raft_term
+    await kv.DeleteRange(r.DeleteRangeRequest(key=b"c"))
+    gone = await kv.Range(r.RangeRequest(key=b"c"))
+    assert gone.count == 0 and not gone.kvs and gone.header.revision == 4
+    await kv.Txn(r.TxnRequest(success=[r.RequestOp(request_put=r.PutRequest(key=b"c", value=b"t"))]))
+    back = await kv.Range(r.RangeRequest(key=b"c"))
+    assert (back.kvs[0].value, back.kvs[0].version, back.header.revision) == (b"t", 1, 5)
+
+
 async def test_etcd_errors(stubs):
     kv = stubs[0]
     assert await status_of(kv.Put(r.PutRequest(key=b""))) == (
