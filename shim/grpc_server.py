@@ -26,6 +26,7 @@ from verikv.shim.requests import GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, Kind
 
 log = logging.getLogger("verikv.grpc")
 SERVER_VERSION = "3.4.0-verikv"  # etcdctl reads the major.minor of this
+RANGE = "/etcdserverpb.KV/Range"
 
 
 class NodeApi:
@@ -59,7 +60,7 @@ class ClientServer:
         # method: (request type, start(request, done)); start returns a Future, an immediate
         # result or EtcdError, or None when it calls done(result) itself
         self._methods = {
-            "/etcdserverpb.KV/Range": (rpc_pb2.RangeRequest, self._range),
+            RANGE: (rpc_pb2.RangeRequest, self._range),
             "/etcdserverpb.KV/Put": (rpc_pb2.PutRequest, lambda r, _: node.submit_future(Kind.PUT, r)),
             "/etcdserverpb.KV/DeleteRange": (rpc_pb2.DeleteRangeRequest,
                                              lambda r, _: node.submit_future(Kind.DELETE_RANGE, r)),
@@ -89,7 +90,12 @@ class ClientServer:
         front = self._front
         if front is None:
             return
+        node = self.node
         for call_id, method, body in front.take():
+            if method == RANGE and 2 < len(body) < 0x82 and body[0] == 0x0A and body[1] == len(body) - 2:
+                # RangeRequest(key=...) and nothing else (the key's field alone, not parsed here)
+                node.read_then(body[2:], False, functools.partial(self._finish, call_id))
+                continue
             entry = self._methods.get(method)
             if entry is None:
                 self._finish(call_id, errors.unsupported_method(method))

@@ -38,11 +38,12 @@ from typing import Protocol
 
 import grpc
 
+from verikv.etcdpb import rpc_pb2
 from verikv.shim import errors
 from verikv.shim.checks import Checks
 from verikv.shim.errors import EtcdError
 from verikv.shim.kv import EncodedRange, KVStore
-from verikv.shim.requests import Command, Kind, decode_batch, encode_batch, validate
+from verikv.shim.requests import Command, Kind, check_size, decode_batch, encode_batch, validate
 from verikv.shim.transport import (KIND_CORE, KIND_DIGEST, KIND_FORWARD, KIND_READ_INDEX,
                                    KIND_READ_INDEX_REPLY, KIND_SNAPSHOT, MAX_FRAME_BYTES, Transport)
 from verikv.shim.wal import Wal
@@ -289,8 +290,15 @@ class Node:
     def read_then(self, request, serializable: bool, done) -> None:
         """`read` for a caller without a coroutine: `done(response or EtcdError)` is called once,
         from the loop (at once for a serializable read); the response of a read served here
-        may be a KVStore.read EncodedRange. Invalid requests raise at once."""
-        validate(Kind.RANGE, request)
+        may be a KVStore.read EncodedRange. `request` may also be a key (bytes), for
+        RangeRequest(key=request) (the servicer passes plain requests so, unparsed). Invalid
+        requests raise at once."""
+        if type(request) is bytes:
+            if not request:
+                raise errors.EMPTY_KEY
+            check_size(len(request))
+        else:
+            validate(Kind.RANGE, request)
         if serializable:
             done(self.kv.read(request))
             return
@@ -507,6 +515,8 @@ class Node:
                 asker, req_id = done
                 self.transport.send(asker, KIND_READ_INDEX_REPLY, READ_REPLY.pack(req_id, 0))
                 continue
+            if type(request) is bytes:  # a key (see read_then)
+                request = rpc_pb2.RangeRequest(key=request)
             try:
                 ordered = self.submit_future(Kind.RANGE, request)
             except EtcdError as err:  # the queue is full

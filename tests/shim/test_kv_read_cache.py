@@ -15,6 +15,8 @@ def wire(kv: KVStore, key: bytes) -> bytes:
     """The bytes the servicer sends for a plain Range of `key` (header completed as it does)."""
     got = kv.read(r.RangeRequest(key=key))
     assert isinstance(got, EncodedRange)
+    by_key = kv.read(key)  # the servicer's form of the same request
+    assert (by_key.header_revision, by_key.body) == (got.header_revision, got.body)
     return encode_header(r.ResponseHeader(revision=got.header_revision, **HEADER)) + got.body
 
 

@@ -13,6 +13,7 @@ import pytest_asyncio
 from verikv.etcdpb import rpc_pb2 as r
 from verikv.shim.checks import Checks, RuntimeCheckFailed
 from verikv.shim.disk import RealDisk
+from verikv.shim.errors import EtcdError
 from verikv.shim.node import Node, NodeConfig
 from verikv.shim.requests import Kind, encode_batch
 from verikv.shim.transport import KIND_READ_INDEX
@@ -101,6 +102,31 @@ async def test_linearizable_reads_see_the_latest_write(cluster):
     await leader.submit(Kind.PUT, r.PutRequest(key=b"x", value=b"2"))
     again = await follower.read(r.RangeRequest(key=b"x"), serializable=False)
     assert again.kvs[0].value == b"2"
+
+
+@pytest.mark.ports(20)
+async def test_reads_of_a_plain_key_see_every_write_on_every_path(cluster):
+    """A read given as a key (bytes; what the servicer passes for RangeRequest(key=...)) at the
+    leader, at a follower, serializable, and ordered through the log; each sees the last write."""
+    leader = leader_of(cluster)
+    follower = next(n for n in cluster if n is not leader)
+
+    async def through_log(node, key):
+        fut = asyncio.get_running_loop().create_future()
+        node._reads_through_log([(key, lambda result: fut.done() or fut.set_result(result))])
+        return await fut
+
+    for i, value in enumerate([b"1", b"2" * 200]):
+        await follower.submit(Kind.PUT, r.PutRequest(key=b"p", value=value))
+        for got in [await leader.read(b"p", serializable=False), await follower.read(b"p", serializable=False),
+                    await through_log(leader, b"p"), await through_log(follower, b"p")]:
+            assert (got.kvs[0].value, got.kvs[0].version, got.count) == (value, i + 1, 1)
+        await wait_for(lambda: follower.kv.next_slot == leader.kv.next_slot)
+        assert (await follower.read(b"p", serializable=True)).kvs[0].value == value
+    await leader.submit(Kind.DELETE_RANGE, r.DeleteRangeRequest(key=b"p"))
+    assert (await follower.read(b"p", serializable=False)).count == 0
+    with pytest.raises(EtcdError):
+        await leader.read(b"", serializable=False)
 
 
 @pytest.mark.ports(25)
