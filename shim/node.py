@@ -130,6 +130,9 @@ class Node:
         self._tick_timer = tick_timer
         self.transport = transport_factory(self.node_id, config.peer_addresses, self._on_frame)
         self.status: dict = {}
+        # True once the core took a step since self.status was read (and checked): only then can
+        # its status differ, so only then is it read again (_current_status)
+        self._status_stale = True
         self._next_seq = 1
         self._waiting: dict[int, _Pending] = {}
         self._local_out: list[bytes] = []  # this node's encoded commands, to propose or forward
@@ -179,6 +182,7 @@ class Node:
         ready = self.core.recover(records)
         self.status = self.core.status()
         self.checks.on_status(self.status)
+        self._status_stale = False
         await self._handle([ready])
         await self.transport.start()
         if self._tick_timer:
@@ -322,17 +326,15 @@ class Node:
         for _ in range(ticks):
             readies.append(core.tick())
         inbox = self._inbox
+        if ticks or inbox:
+            self._status_stale = True
         while inbox:
             msg = inbox.popleft()
             try:
                 readies.append(core.receive(msg))
             except ValueError as err:
                 log.warning("dropped a malformed peer message (%d bytes): %s", len(msg), err)
-        status = core.status()
-        if status["role"] != self.status.get("role") or status["promised"] != self.status.get("promised"):
-            self._log_role(status, status["role"] != self.status.get("role"))
-        self.status = status
-        self.checks.on_status(status)
+        self._current_status()
         self._propose(readies)
         if self._reads_arrived:
             self._route_reads()
@@ -347,6 +349,18 @@ class Node:
             self._scan_pending(now)
         if self.kv.next_slot - self._snapshot_slot >= self.config.snapshot_every_slots:
             await self._snapshot()
+
+    def _current_status(self) -> dict:
+        """The core's status, read again and checked if the core took a step since the last
+        read (a status is a function of the core's state, which only its steps change)."""
+        if self._status_stale:
+            status = self.core.status()
+            self.checks.on_status(status)
+            if status["role"] != self.status.get("role") or status["promised"] != self.status.get("promised"):
+                self._log_role(status, status["role"] != self.status.get("role"))
+            self.status = status
+            self._status_stale = False
+        return self.status
 
     def _log_role(self, s: dict, role_changed: bool) -> None:
         """A line per change of role; a new promise in the same role (elections that keep failing,
@@ -387,9 +401,7 @@ class Node:
                     self._send(rd.early)
                 self._send(rd.messages)
                 self._apply(rd.commits)
-        self.status = self.core.status()
-        self.checks.on_status(self.status)
-        self.checks.on_log_start(self.status["log_start"], self.kv.next_slot)
+        self.checks.on_log_start(self._current_status()["log_start"], self.kv.next_slot)
 
     def _send(self, messages: list) -> None:
         if not messages:
@@ -448,8 +460,9 @@ class Node:
             self._local_out, self._forwarded_in = [], []
             for i, batch in enumerate(self._batches(commands)):
                 rd = self.core.propose(encode_batch(batch))
+                self._status_stale = True
                 readies.append(rd)
-                self.checks.on_propose(rd.accepted, self.core.status())
+                self.checks.on_propose(rd.accepted, self._current_status())
                 if not rd.accepted:  # not leading any more, or the window is full: retry later
                     break
             return
@@ -469,6 +482,7 @@ class Node:
         reads, self._reads_waiting = self._reads_waiting, []
         if leading:
             rd, read_seq, read_slot = self.core.confirm_read()
+            self._status_stale = True
             readies.append(rd)
             if read_seq:
                 self._read_batches.append((read_seq, read_slot, reads))
@@ -490,7 +504,7 @@ class Node:
             req_id = self._next_read_id
             self._next_read_id += 1
             self._remote_reads[req_id] = (reads, self._clock())
-            rnd, node = self.core.status()["promised"]  # now, after these reads arrived
+            rnd, node = self._current_status()["promised"]  # now, after these reads arrived
             self.transport.send(leader, KIND_READ_INDEX, READ_ASK.pack(req_id, self.node_id, rnd, node))
         else:
             self._reads_through_log(reads)
@@ -601,7 +615,8 @@ class Node:
             return  # caught up meanwhile
         self.wal.drain()
         rd = self.core.install_snapshot(slot)
-        if self.core.status()["log_start"] != slot:
+        self._status_stale = True
+        if self._current_status()["log_start"] != slot:
             return  # the core refused (it is not behind): keep the own state
         self.kv = store
         self.wal.install_snapshot(slot, store.snapshot(), self.core.checkpoint_records())
@@ -613,6 +628,7 @@ class Node:
     async def _snapshot(self) -> None:
         slot = self.kv.next_slot
         rd = self.core.truncate(slot)
+        self._status_stale = True
         self.wal.drain()  # pending appends are durable before the segment is closed
         # The snapshot is durable before any record says the log starts at `slot`: a crash or a
         # failed write in between recovers from the previous snapshot and the whole log.

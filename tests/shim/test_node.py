@@ -350,6 +350,50 @@ async def test_a_decreasing_promise_stops_the_node(tmp_path):
         await run_scripted(tmp_path, 62, [ready()], [status(promised=(5, 1)), status(promised=(4, 2))])
 
 
+class CountingScriptedCore(ScriptedCore):
+    """A ScriptedCore that counts status() calls and accepts proposals."""
+
+    def __init__(self, readies, statuses):
+        super().__init__(readies, statuses)
+        self.status_calls = 0
+
+    def status(self):
+        self.status_calls += 1
+        return super().status()
+
+    def propose(self, value):
+        return ready(accepted=True)
+
+
+async def test_the_status_after_a_proposal_is_checked_in_the_same_turn(tmp_path):
+    core = CountingScriptedCore([], [status(promised=(5, 0), role="leader")] * 2
+                                + [status(promised=(4, 0), role="leader")])
+    node = Node(config(0, tmp_path, 66), core)
+    await node.start()
+    try:
+        node.submit_future(Kind.PUT, r.PutRequest(key=b"k", value=b"v"))
+        node._ticks_due = 1
+        with pytest.raises(RuntimeCheckFailed, match="PromisedNeverDecreases"):
+            await node._turn()
+    finally:
+        await node.stop()
+
+
+async def test_the_status_is_read_once_per_core_step_batch_and_not_without_steps(tmp_path):
+    core = CountingScriptedCore([], [status()])
+    node = Node(config(0, tmp_path, 67), core)
+    await node.start()
+    try:
+        calls = core.status_calls
+        await node._turn()  # no tick, no message: the core did not change
+        assert core.status_calls == calls
+        node._ticks_due = 1
+        await node._turn()  # a tick: read (and checked) once, not again at the end of the turn
+        assert core.status_calls == calls + 1
+    finally:
+        await node.stop()
+
+
 async def test_leading_with_another_nodes_ballot_stops_the_node(tmp_path):
     with pytest.raises(RuntimeCheckFailed, match="LeaderUsesOwnBallot"):
         await run_scripted(tmp_path, 63, [ready()], [status(promised=(2, 1), role="leader")])
