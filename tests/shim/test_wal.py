@@ -205,3 +205,40 @@ def test_records_are_really_fsynced(tmp_path, monkeypatch):
     wal, _ = Wal.open(tmp_path)
     wal.append_sync([b"x"])
     assert calls
+
+
+def test_packets_handed_to_a_socket_before_a_durable_append_leave_before_its_sync(tmp_path):
+    """The node's loop runs on uvloop, which writes to sockets only between loop iterations, and
+    the WAL's sync blocks the loop's thread: a turn's early packets (the transport's flush is
+    scheduled just before the turn asks for a sync) must be on the wire before the sync starts,
+    so peers persist in parallel with this node."""
+    import socket
+
+    import uvloop
+
+    ours, peer = socket.socketpair()
+    seen_at_sync = []
+
+    class PeekingDisk(RealDisk):
+        def sync(self, fd):
+            try:
+                seen_at_sync.append(peer.recv(100, socket.MSG_DONTWAIT))
+            except BlockingIOError:
+                seen_at_sync.append(b"")
+            super().sync(fd)
+
+    async def turn():
+        wal, _ = Wal.open(tmp_path, PeekingDisk())
+        _, writer = await asyncio.open_connection(sock=ours)
+        asyncio.get_running_loop().call_soon(writer.write, b"early")  # as Transport.send does
+        await wal.append_many([b"vote"])
+        wal.close()
+        writer.close()
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(turn())
+    finally:
+        loop.close()
+        peer.close()
+    assert seen_at_sync == [b"early"]
