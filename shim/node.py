@@ -391,8 +391,9 @@ class Node:
         if barrier == len(readies):
             self.wal.append_lazy(records)
         else:
-            # independent of the barrier's own records; their transport flush was scheduled
-            # before the WAL's sync (call_soon is FIFO), so they leave while this node syncs
+            # independent of the barrier's own records; the transport's flush is scheduled
+            # before the WAL's sync, which starts one loop iteration later (uvloop writes to
+            # sockets between iterations), so they leave while this node syncs
             self._send(readies[barrier].early)
             await self.wal.append_many(records)
             self._durable_needed = self.wal.written_records
