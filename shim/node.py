@@ -80,6 +80,55 @@ class CoreLike(Protocol):
     def status(self) -> dict: ...
 
 
+class _SteppingCore:
+    """The core as the node calls it: a call that may change the core's state (a step) marks
+    the node's copy of the core's status stale, so Node._current_status reads and checks it
+    again then, and only then (read_index_attested, checkpoint_records and status change
+    nothing)."""
+
+    __slots__ = ("_core", "_node")
+
+    def __init__(self, core: CoreLike, node: "Node"):
+        self._core, self._node = core, node
+
+    def recover(self, records):
+        self._node._status_stale = True
+        return self._core.recover(records)
+
+    def tick(self):
+        self._node._status_stale = True
+        return self._core.tick()
+
+    def receive(self, message):
+        self._node._status_stale = True
+        return self._core.receive(message)
+
+    def propose(self, value):
+        self._node._status_stale = True
+        return self._core.propose(value)
+
+    def confirm_read(self):
+        self._node._status_stale = True
+        return self._core.confirm_read()
+
+    def truncate(self, upto_slot):
+        self._node._status_stale = True
+        return self._core.truncate(upto_slot)
+
+    def install_snapshot(self, upto_slot):
+        self._node._status_stale = True
+        return self._core.install_snapshot(upto_slot)
+
+    def read_index_attested(self, src, promised):
+        return self._core.read_index_attested(src, promised)
+
+    def checkpoint_records(self):
+        return self._core.checkpoint_records()
+
+    def status(self):
+        return self._core.status()
+
+
 def _outcome(result):
     if isinstance(result, EtcdError):
         raise result
@@ -131,7 +180,7 @@ class Node:
         self.transport = transport_factory(self.node_id, config.peer_addresses, self._on_frame)
         self.status: dict = {}
         # True once the core took a step since self.status was read (and checked): only then can
-        # its status differ, so only then is it read again (_current_status)
+        # its status differ, so only then is it read again (_current_status; set by _SteppingCore)
         self._status_stale = True
         self._next_seq = 1
         self._waiting: dict[int, _Pending] = {}
@@ -165,6 +214,14 @@ class Node:
         self._role_logged_at = float("-inf")
         self._promises_unlogged = 0
         self.turns = 0
+
+    @property
+    def core(self) -> _SteppingCore:
+        return self._core
+
+    @core.setter
+    def core(self, core: CoreLike) -> None:
+        self._core = _SteppingCore(core, self)
 
     # ---- lifecycle ----
 
@@ -326,8 +383,6 @@ class Node:
         for _ in range(ticks):
             readies.append(core.tick())
         inbox = self._inbox
-        if ticks or inbox:
-            self._status_stale = True
         while inbox:
             msg = inbox.popleft()
             try:
@@ -461,7 +516,6 @@ class Node:
             self._local_out, self._forwarded_in = [], []
             for i, batch in enumerate(self._batches(commands)):
                 rd = self.core.propose(encode_batch(batch))
-                self._status_stale = True
                 readies.append(rd)
                 self.checks.on_propose(rd.accepted, self._current_status())
                 if not rd.accepted:  # not leading any more, or the window is full: retry later
@@ -483,7 +537,6 @@ class Node:
         reads, self._reads_waiting = self._reads_waiting, []
         if leading:
             rd, read_seq, read_slot = self.core.confirm_read()
-            self._status_stale = True
             readies.append(rd)
             if read_seq:
                 self._read_batches.append((read_seq, read_slot, reads))
@@ -616,7 +669,6 @@ class Node:
             return  # caught up meanwhile
         self.wal.drain()
         rd = self.core.install_snapshot(slot)
-        self._status_stale = True
         if self._current_status()["log_start"] != slot:
             return  # the core refused (it is not behind): keep the own state
         self.kv = store
@@ -629,7 +681,6 @@ class Node:
     async def _snapshot(self) -> None:
         slot = self.kv.next_slot
         rd = self.core.truncate(slot)
-        self._status_stale = True
         self.wal.drain()  # pending appends are durable before the segment is closed
         # The snapshot is durable before any record says the log starts at `slot`: a crash or a
         # failed write in between recovers from the previous snapshot and the whole log.
