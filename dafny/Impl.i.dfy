@@ -2165,7 +2165,7 @@ module Impl {
     }
 
     // ---- a whole step ---------------------------------------------------------------------
-    // The protocol state a step may assume this host is part of (ImplSystem: the abstraction of
+    // What a step relies on of the protocol state this host is part of (ImplSystem: the abstraction of
     // a reachable state): the protocol's invariant holds, this host is at AbsHost(), and the
     // Accepted messages it counted are in the network.
     ghost predicate Within(st: P.State)
@@ -2416,7 +2416,7 @@ module Impl {
     // ImplStep's premise, see ImplSystem.StepTrailIsImplStep), after which the Accepted
     // messages the host counted are in the network it reached.
 
-    // What a step may assume of st: the host is part of it, and every packet it sent is on its
+    // What a step relies on of st: the host is part of it, and every packet it sent is on its
     // wire.
     ghost predicate StepFrom(st: P.State)
       reads this, votes, committed

@@ -11,7 +11,7 @@
 // what those steps sent, or packets already on it (re-sends) (ImplStep). What a per-handler
 // theorem of Impl.i.dfy gives (a trail, R.Trail: its re-sends are packets its host sent before,
 // so on the wire) is exactly the premise of ImplStep for that handler; `WireImage` is what a
-// handler may assume of the packet it receives.
+// handler may rely on of the packet it receives.
 //
 // Everything here is ghost.
 module ImplSystem {
@@ -175,7 +175,7 @@ module ImplSystem {
     }
   }
 
-  // What a handler may assume of a packet it receives from the wire: its image is in the
+  // What a handler may rely on of a packet it receives from the wire: its image is in the
   // abstract network (Accepted and Learn: some image, the others: the one their fields fix).
   // HeartbeatAck has no image; its handler takes no protocol step.
   lemma WireImage(s: Sys, p: I.Packet)
