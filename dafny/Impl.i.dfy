@@ -2760,7 +2760,9 @@ module Impl {
     }
 
     // Recovery: replay one durable record, in the order the records were made.
-    // Abstractly: R.ApplyRecord.
+    // Abstractly: R.ApplyRecord. Each kind of record is its own proof (ReplayPromised, ...):
+    // one proof of all four was cheap or out of resource depending on the order in which the
+    // verifier happened to declare things.
     method Replay(rec: Record)
       requires Valid()
       modifies Repr
@@ -2768,39 +2770,100 @@ module Impl {
       ensures SameConfig() && sentLog == old(sentLog)
       ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
-      ghost var h0 := AbsHost();
       match rec {
-        case RecPromised(b) =>
-          promised := b;
-          maxSeen := BalMax(maxSeen, b);
-        case RecVote(slot, b, val) =>
-          if InWindow(slot) {
-            votes[Idx(slot)] := Vote(b, val);
-            if slot + 1 > voteHi {
-              voteHi := slot + 1;
-            }
-            R.AbsVotesUpdate(old(votes[..]), logStart as nat, slot as nat, b, val);
-            R.AllBelowUpdate(R.AbsVotes(old(votes[..]), logStart as nat), slot as nat, S.Vote(b, val), old(voteHi) as nat, voteHi as nat);
-          }
-        case RecCommit(slot, val) =>
-          if InWindow(slot) {
-            R.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
-          }
-          if InWindow(slot) && committed[Idx(slot)].None? {
-            committed[Idx(slot)] := Some(val);
-            R.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, val);
-            R.HasAllAdd(R.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, val);
-          }
-        case RecTruncate(upto) =>
-          if logStart < upto && upto <= SLOT_LIMIT {
-            JumpTo(upto);
-          }
+        case RecPromised(_) => ReplayPromised(rec);
+        case RecVote(_, _, _) => ReplayVote(rec);
+        case RecCommit(_, _) => ReplayCommit(rec);
+        case RecTruncate(_) => ReplayTruncate(rec);
       }
-      // The replayed record joins the log, which rebuilds the state it made.
+    }
+
+    // The replayed record r joins the log, which then rebuilds the state r made (Persist's
+    // proof, for a record that is not emitted again).
+    ghost method Replayed(r: Record)
+      requires Valid0()
+      requires R.ApplyRecord(R.ApplyAll(InitHost(), recLog, WINDOW as nat, SLOT_LIMIT as nat), r, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
+      modifies this
+      ensures Valid() && recLog == old(recLog) + [r]
+      ensures Unchanged() && sentLog == old(sentLog) && selfQueue == old(selfQueue) && AbsHost() == old(AbsHost())
+    {
+      R.ApplyAllSnoc(InitHost(), recLog, r, WINDOW as nat, SLOT_LIMIT as nat);
+      recLog := recLog + [r];
+    }
+
+    method ReplayPromised(rec: Record)
+      requires Valid() && rec.RecPromised?
+      modifies Repr
+      ensures Valid() && recLog == old(recLog) + [rec]
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
+    {
+      ghost var h0 := AbsHost();
+      promised := rec.bal;
+      maxSeen := BalMax(maxSeen, rec.bal);
       assert AbsHost() == R.ApplyRecord(h0, rec, WINDOW as nat, SLOT_LIMIT as nat);
       R.ApplyRecordLeader(h0, rec, WINDOW as nat, SLOT_LIMIT as nat, P.NotLeader);
-      R.ApplyAllSnoc(InitHost(), recLog, rec, WINDOW as nat, SLOT_LIMIT as nat);
-      recLog := recLog + [rec];
+      Replayed(rec);
+    }
+
+    method ReplayVote(rec: Record)
+      requires Valid() && rec.RecVote?
+      modifies Repr
+      ensures Valid() && recLog == old(recLog) + [rec]
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
+    {
+      ghost var h0 := AbsHost();
+      var slot := rec.slot;
+      if InWindow(slot) {
+        votes[Idx(slot)] := Vote(rec.bal, rec.val);
+        if slot + 1 > voteHi {
+          voteHi := slot + 1;
+        }
+        R.AbsVotesUpdate(old(votes[..]), logStart as nat, slot as nat, rec.bal, rec.val);
+        R.AllBelowUpdate(R.AbsVotes(old(votes[..]), logStart as nat), slot as nat, S.Vote(rec.bal, rec.val), old(voteHi) as nat, voteHi as nat);
+      }
+      assert AbsHost() == R.ApplyRecord(h0, rec, WINDOW as nat, SLOT_LIMIT as nat);
+      R.ApplyRecordLeader(h0, rec, WINDOW as nat, SLOT_LIMIT as nat, P.NotLeader);
+      Replayed(rec);
+    }
+
+    method ReplayCommit(rec: Record)
+      requires Valid() && rec.RecCommit?
+      modifies Repr
+      ensures Valid() && recLog == old(recLog) + [rec]
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
+    {
+      ghost var h0 := AbsHost();
+      var slot := rec.slot;
+      if InWindow(slot) {
+        R.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
+      }
+      if InWindow(slot) && committed[Idx(slot)].None? {
+        committed[Idx(slot)] := Some(rec.val);
+        R.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, rec.val);
+        R.HasAllAdd(R.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, rec.val);
+      }
+      assert AbsHost() == R.ApplyRecord(h0, rec, WINDOW as nat, SLOT_LIMIT as nat);
+      R.ApplyRecordLeader(h0, rec, WINDOW as nat, SLOT_LIMIT as nat, P.NotLeader);
+      Replayed(rec);
+    }
+
+    method ReplayTruncate(rec: Record)
+      requires Valid() && rec.RecTruncate?
+      modifies Repr
+      ensures Valid() && recLog == old(recLog) + [rec]
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
+    {
+      ghost var h0 := AbsHost();
+      if logStart < rec.logStart && rec.logStart <= SLOT_LIMIT {
+        JumpTo(rec.logStart);
+      }
+      assert AbsHost() == R.ApplyRecord(h0, rec, WINDOW as nat, SLOT_LIMIT as nat);
+      R.ApplyRecordLeader(h0, rec, WINDOW as nat, SLOT_LIMIT as nat, P.NotLeader);
+      Replayed(rec);
     }
 
     // Every slot below `upto` is in a snapshot: forget them, and count them as committed.
