@@ -7,8 +7,34 @@ from verikv.verified_core import build, mutants
 
 @pytest.mark.slow
 def test_dafny_project_verifies():
-    # The build verified already; this keeps `pytest` alone honest about the proofs too.
-    build.verify()
+    # `./dev test` verified these sources in its build step and recorded every proof's result;
+    # pytest alone (or after an edit) verifies them here. Either way each proof must have passed
+    # within its budget.
+    result = build.ensure_verified()
+    assert result.proofs and not result.failed() and not result.over_budget()
+    assert any(p.name.startswith("Impl.Replica.OnAccept ") for p in result.proofs)
+
+
+def test_a_proof_over_its_budget_fails_the_build(tmp_path):
+    costs = tmp_path / "costs.csv"
+    costs.write_text("TestResult.DisplayName,TestResult.Outcome,TestResult.Duration,TestResult.ResourceCount,RandomSeed\n"
+                     "A.Cheap (correctness),Passed,00:00:00.5000000,100,0\n"
+                     "A.Brittle (correctness),Passed,00:00:01.2500000,600,0\n")
+    result = build.read_costs(costs, seconds=2.0, limit=1000)
+    assert [p.name for p in result.costliest()] == ["A.Brittle (correctness)", "A.Cheap (correctness)"]
+    assert result.costliest()[0].seconds == 1.25
+    with pytest.raises(build.BuildError, match="A.Brittle.*600"):
+        build.check_costs(result)
+    table = build.format_costs(result)
+    assert "60.0%" in table and "A.Brittle" in table.splitlines()[2]
+
+
+def test_the_project_keeps_verification_deterministic():
+    # Each of these is part of why a verification's outcome does not depend on the machine's
+    # speed or load (README, build pipeline); dropping one brings the flaky failures back.
+    options = build.verify_options()
+    assert options["resource-limit"] > 0
+    assert options["boogie"] == ["/normalizeDeclarationOrder:0"]
 
 
 @pytest.mark.slow

@@ -1,7 +1,12 @@
 """Build verikv: gRPC stubs, the grpc++ modules (client front, bench load generator), then verify
 the Dafny project, translate it to C++ and compile the core extension.
 
-Usage: python -m verikv.verified_core.build [--verify|--no-verify] [--force]
+Usage: python -m verikv.verified_core.build [--verify|--no-verify] [--reverify] [--force]
+       python -m verikv.verified_core.build --proof-costs
+
+Verification is deterministic: its options live in dafny/dfyconfig.toml (see the README's build
+section), and every proof's resource count is checked against half of the project's limit, so a
+proof that grew brittle fails the build on every machine alike, not on a loaded one only.
 
 Each step is a plain command printed before it runs. Generated C++ lands in build/dafny-cpp/
 (a build product, never edited); the extension lands beside this file as _core.<abi>.so.
@@ -12,6 +17,8 @@ This module must never import the extension it builds.
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -19,6 +26,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import tomllib
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -30,6 +38,10 @@ OUT_DIR = REPO / "build" / "dafny-cpp"
 GENERATED = OUT_DIR / "verikv_core.cpp"
 STAMP = OUT_DIR / "build.stamp"
 VERIFIED_STAMP = OUT_DIR / "verified.stamp"
+PROOF_COSTS = OUT_DIR / "proof-costs.csv"  # the last verification's results, one row per proof
+# A proof may use at most this share of dafny/dfyconfig.toml's resource-limit: a proof near its
+# limit breaks on an unrelated edit, so the build refuses it while there is still room to fix it.
+COST_SHARE = 0.5
 DAFNY_VERSION = "4.11.0"
 CXXFLAGS = ["-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-w"]
 # Native helpers that are not part of the verified core: (source, package dir, module name).
@@ -82,12 +94,93 @@ def dafny_sources(dafny_dir: Path = DAFNY_DIR) -> list[Path]:
     return sorted(p for p in dafny_dir.rglob("*.dfy") if "mutants" not in p.parts and "wip" not in p.parts)
 
 
-def verify(dafny_dir: Path = DAFNY_DIR) -> float:
-    """Run `dafny verify` over the project in dafny_dir; return the seconds it took."""
+@dataclasses.dataclass(frozen=True)
+class ProofCost:
+    name: str        # Dafny's name for the proof, e.g. "Impl.Replica.OnAccept (correctness)"
+    outcome: str     # "Passed", or Dafny's word for what went wrong
+    seconds: float
+    resources: int   # Z3's resource count: the same on every run of the same sources and tools
+
+
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    proofs: list[ProofCost]
+    seconds: float   # the whole `dafny verify`, wall clock
+    limit: int       # the project's resource-limit
+
+    def over_budget(self) -> list[ProofCost]:
+        return [p for p in self.proofs if p.resources > COST_SHARE * self.limit]
+
+    def failed(self) -> list[ProofCost]:
+        return [p for p in self.proofs if p.outcome != "Passed"]
+
+    def costliest(self) -> list[ProofCost]:
+        return sorted(self.proofs, key=lambda p: (-p.resources, p.name))
+
+
+def verify_options(project_file: Path = PROJECT_FILE) -> dict:
+    """The Dafny options of the project file: every `dafny verify` of it uses them."""
+    with open(project_file, "rb") as f:
+        return tomllib.load(f)["options"]
+
+
+def resource_limit(project_file: Path = PROJECT_FILE) -> int:
+    return int(verify_options(project_file)["resource-limit"])
+
+
+def _seconds(duration: str) -> float:
+    hours, minutes, seconds = duration.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def read_costs(path: Path, seconds: float, limit: int) -> Verification:
+    with open(path, newline="") as f:
+        proofs = [ProofCost(row["TestResult.DisplayName"], row["TestResult.Outcome"],
+                            _seconds(row["TestResult.Duration"]), int(row["TestResult.ResourceCount"]))
+                  for row in csv.DictReader(f)]
+    return Verification(proofs, seconds, limit)
+
+
+def verify(dafny_dir: Path = DAFNY_DIR, costs: Path = PROOF_COSTS, check: bool = True) -> Verification:
+    """Run `dafny verify` over the project in dafny_dir, with the options of its dfyconfig.toml;
+    return every proof's outcome and cost. Raises BuildError if verification fails, or (check)
+    if a proof costs more than COST_SHARE of the resource limit."""
+    costs.parent.mkdir(parents=True, exist_ok=True)
+    costs.unlink(missing_ok=True)
     started = time.monotonic()
-    run([find_dafny(), "verify", dafny_dir / "dfyconfig.toml", "--solver-path", find_solver()],
-        "dafny verify")
-    return time.monotonic() - started
+    run([find_dafny(), "verify", dafny_dir / "dfyconfig.toml", "--solver-path", find_solver(),
+         "--log-format", f"csv;LogFileName={costs}"], "dafny verify")
+    result = read_costs(costs, time.monotonic() - started, resource_limit(dafny_dir / "dfyconfig.toml"))
+    if check:
+        check_costs(result)
+    return result
+
+
+def check_costs(result: Verification) -> None:
+    if not result.proofs:
+        raise BuildError("dafny verify reported no proofs")
+    if result.failed():
+        raise BuildError("proofs did not verify: " + ", ".join(f"{p.name} ({p.outcome})" for p in result.failed()))
+    if result.over_budget():
+        raise BuildError(
+            f"proofs cost more than {COST_SHARE:.0%} of the resource limit ({result.limit:,}); make them "
+            "cheaper (split the proof, hide what it does not need) before they break: "
+            + ", ".join(f"{p.name} {p.resources:,}" for p in result.over_budget()))
+
+
+def format_costs(result: Verification, top: int = 10) -> str:
+    """Every proof's cost against its limit, the `top` costliest first."""
+    budget = int(COST_SHARE * result.limit)
+    lines = [f"{len(result.proofs)} proofs verified in {result.seconds:.1f} s (wall clock); "
+             f"resource limit {result.limit:,} per proof, budget {budget:,} ({COST_SHARE:.0%}); "
+             f"total {sum(p.resources for p in result.proofs):,}",
+             f"{'resources':>12}  {'of limit':>8}  {'seconds':>7}  proof"]
+    for i, p in enumerate(result.costliest()):
+        if i == top:
+            lines.append(f"-- the other {len(result.proofs) - top} proofs --")
+        lines.append(f"{p.resources:>12,}  {p.resources / result.limit:>8.1%}  {p.seconds:>7.2f}  {p.name}"
+                     + ("" if p.outcome == "Passed" else f"  [{p.outcome}]"))
+    return "\n".join(lines)
 
 
 def inputs_digest() -> str:
@@ -165,17 +258,42 @@ def generate_stubs(force: bool = False) -> None:
         raise BuildError(f"generating gRPC stubs failed (exit {result.returncode})")
 
 
+def recorded_verification() -> Verification | None:
+    """The last verification's results, if it verified exactly the current sources and tools."""
+    if not (VERIFIED_STAMP.exists() and PROOF_COSTS.exists()):
+        return None
+    digest, _, seconds = VERIFIED_STAMP.read_text().partition("\n")
+    if digest != inputs_digest():
+        return None
+    return read_costs(PROOF_COSTS, float(seconds or 0), resource_limit())
+
+
+def ensure_verified(check: bool = True) -> Verification:
+    """The current sources' verification: recorded by the build if it verified these sources,
+    else run now (and recorded if every proof is within its budget)."""
+    result = recorded_verification()
+    if result is None:
+        result = verify(check=check)
+        if not result.over_budget():
+            VERIFIED_STAMP.write_text(f"{inputs_digest()}\n{result.seconds:.1f}\n")
+    if check:
+        check_costs(result)
+    return result
+
+
 def build(*, verify_proofs: bool, force: bool, reverify: bool = False) -> Path:
     generate_stubs(force)
     compile_grpc_modules(force)
     digest = inputs_digest()
     target = extension_path()
     if verify_proofs:
-        if reverify or force or not VERIFIED_STAMP.exists() or VERIFIED_STAMP.read_text() != digest:
-            seconds = verify()
-            print(f"verified the Dafny project in {seconds:.1f} s", flush=True)
-            OUT_DIR.mkdir(parents=True, exist_ok=True)
-            VERIFIED_STAMP.write_text(digest)
+        if reverify or force or recorded_verification() is None:
+            result = verify()
+            VERIFIED_STAMP.write_text(f"{digest}\n{result.seconds:.1f}\n")
+            top = result.costliest()[0]
+            print(f"verified {len(result.proofs)} proofs in {result.seconds:.1f} s; the costliest, {top.name}, "
+                  f"used {top.resources / result.limit:.0%} of the resource limit "
+                  "(python -m verikv.verified_core.build --proof-costs lists them all)", flush=True)
         else:
             print("proofs unchanged since they last verified", flush=True)
     if not force and target.exists() and STAMP.exists() and STAMP.read_text() == digest:
@@ -198,8 +316,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="verify even if the sources verified before unchanged")
     parser.add_argument("--force", action="store_true",
                         help="verify, translate and compile even if up to date")
+    parser.add_argument("--proof-costs", action="store_true",
+                        help="print every proof's resource count against its limit, the 10 costliest "
+                             "first (verifies first unless the sources verified before unchanged)")
     args = parser.parse_args(argv)
     try:
+        if args.proof_costs:
+            result = ensure_verified(check=False)
+            print(format_costs(result))
+            check_costs(result)
+            return 0
         build(verify_proofs=args.verify, force=args.force, reverify=args.reverify)
     except BuildError as err:
         print(f"build failed: {err}", file=sys.stderr)
