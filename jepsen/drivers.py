@@ -86,7 +86,8 @@ class SystemDriver:
             self.net.heal()
 
     def disk_fault(self, node: int, kind: str) -> None:
-        """Hook for disk-fault nemeses (verikv only, later): e.g. kind = "fsync-lie", "torn-write"."""
+        """A disk fault on one node; only drivers whose nodes run on a fault-injecting disk
+        (VerikvDriver) implement it."""
         raise NemesisUnavailable(f"{self.name}: disk faults are not implemented (verikv-only hook)")
 
     def heal_disk(self, node: int) -> None:
@@ -277,6 +278,23 @@ class EtcdDriver(SystemDriver):
             self.net = None
 
 
+def package_layout(root: Path) -> dict[str, str]:
+    """Where each of verikv's packages lives in the source tree at root, as pyproject.toml's
+    setuptools table says (the one place the layout is written): {"verikv/shim": "shim", ...}."""
+    import tomllib
+
+    with open(root / "pyproject.toml", "rb") as f:
+        setuptools = tomllib.load(f)["tool"]["setuptools"]
+    dirs = setuptools.get("package-dir", {})
+    layout = {}
+    for package in setuptools["packages"]:
+        parent = max((p for p in dirs if package == p or package.startswith(p + ".")), key=len, default=None)
+        source = package.replace(".", "/") if parent is None else \
+            "/".join([dirs[parent], *package[len(parent):].split(".")[1:]])
+        layout[package.replace(".", "/")] = source
+    return layout
+
+
 class VerikvDriver(SystemDriver):
     """verikv through its `verikv cluster` command line:
       verikv cluster up --data-dir DIR [--base-port P --node-hosts H0,H1,H2 --netns NS0,NS1,NS2]
@@ -290,9 +308,6 @@ class VerikvDriver(SystemDriver):
 
     name = "verikv"
     CODE_DIRS = ("shim", "verified_core")        # what the node processes run
-    # the package layout (pyproject's package-dir) for a frozen copy of the code a run uses
-    SNAPSHOT_LAYOUT = {"verikv": "verikv", "verikv/etcdpb": "verikv/etcdpb", "verikv/shim": "shim",
-                       "verikv/verified_core": "verified_core", "verikv/cluster": "cluster"}
 
     def __init__(self, use_netns: bool = True) -> None:
         super().__init__()
@@ -314,8 +329,8 @@ class VerikvDriver(SystemDriver):
         except ModuleNotFoundError:
             spec = None
         if spec is None:
-            return ("verikv driver: `verikv cluster` is not available in this build "
-                    "(module verikv.cluster.cli is missing); it is being built by another engineer")
+            return ("verikv driver: `verikv cluster` is not installed (module verikv.cluster.cli is "
+                    "missing); install verikv with its cluster package (./dev setup)")
         return None
 
     @classmethod
@@ -338,7 +353,7 @@ class VerikvDriver(SystemDriver):
         (the tree is edited while runs go on)."""
         root = Path(__file__).resolve().parent.parent
         dest = self.data_dir / "code"
-        for target, source in self.SNAPSHOT_LAYOUT.items():
+        for target, source in package_layout(root).items():
             (dest / target).mkdir(parents=True, exist_ok=True)
             for f in (root / source).glob("*"):
                 if f.is_file() and f.suffix in (".py", ".so"):
@@ -377,7 +392,7 @@ class VerikvDriver(SystemDriver):
         self.code_at_start = self.code_fingerprint()
         self.code_dir = self._snapshot_code()
         self._start_network()
-        base_port = 24600 + (os.getpid() % 15) * 20     # our port range, not another engineer's
+        base_port = 24600 + (os.getpid() % 15) * 20     # a port range per harness process
         placement: list[str] = []
         if self.net is not None:
             placement = ["--node-hosts", ",".join(self.net.address(i) for i in range(self.n_nodes)),

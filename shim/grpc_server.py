@@ -29,19 +29,6 @@ SERVER_VERSION = "3.4.0-verikv"  # etcdctl reads the major.minor of this
 RANGE = "/etcdserverpb.KV/Range"
 
 
-class NodeApi:
-    """What the servicer needs from a node (node.Node provides it)."""
-
-    node_id: int
-    cluster_size: int
-    status: dict
-    kv: object
-
-    def submit_future(self, kind: Kind, request) -> asyncio.Future: ...
-    def read_then(self, request, serializable: bool, done) -> None: ...
-    def header_fields(self) -> dict: ...
-
-
 class ClientServer:
     """The etcd v3 API on `listen`, served by the grpc++ front (shim/front/front.cpp).
 

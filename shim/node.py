@@ -464,7 +464,7 @@ class Node:
             return
         # PersistBeforeSend, observed on the WAL: every record written up to the last sync
         # barrier is durable before a message leaves.
-        self.checks.before_send(max(0, self._durable_needed - self.wal.appended_records))
+        self.checks.before_send(max(0, self._durable_needed - self.wal.synced_records))
         self.checks.on_messages(messages)
         send = self.transport.send
         for dst, msg in messages:

@@ -83,10 +83,6 @@ class Command:
         return Command(kind, client_id, seq, acked, bytes(data[_CMD_HEAD.size:]))
 
 
-def encoded_size(body_bytes: int) -> int:
-    return _LEN.size + _CMD_HEAD.size + body_bytes
-
-
 def encode_batch(commands: list[bytes]) -> bytes:
     """Concatenate already-encoded commands (Command.encode()) into one proposal value."""
     parts = [_BATCH_HEAD.pack(_BATCH_MAGIC, len(commands))]

@@ -140,7 +140,7 @@ class Wal:
         self._unsynced = 0  # records written by append_lazy, not yet synced
         self._failed: BaseException | None = None
         self.syncs = 0  # fdatasync calls made (for tests and metrics)
-        self.appended_records = 0  # records durable (synced) since open
+        self.synced_records = 0  # records durable (synced) since open
         self.written_records = 0  # records handed to append_many/append_lazy since open
 
     @classmethod
@@ -260,7 +260,7 @@ class Wal:
             self.size_bytes += len(data)
         self.disk.sync(self._fd)
         self.syncs += 1
-        self.appended_records += count + self._unsynced
+        self.synced_records += count + self._unsynced
         self._unsynced = 0
         if self.size_bytes >= self.segment_bytes:
             self._roll()  # only right after a sync: an earlier segment never ends unsynced

@@ -46,7 +46,7 @@ def run_delegated(name: str, argv: list[str]) -> int:
     except ModuleNotFoundError as err:
         if err.name != module_name:
             raise
-        print(f"verikv {name}: not available in this build ({module_name} is missing)", file=sys.stderr)
+        print(f"verikv {name}: not installed ({module_name} is missing)", file=sys.stderr)
         return 2
     return module.main(argv)
 

@@ -44,7 +44,7 @@ def test_verikv_unavailable_is_a_clear_error(capsys):
     with pytest.raises(DriverUnavailable, match="verikv cluster"):
         VerikvDriver()
     assert cli.main(["run", "--system", "verikv", "--nemesis", "kill", "--time", "5"]) == 2
-    assert "`verikv cluster` is not available" in capsys.readouterr().err
+    assert "`verikv cluster` is not installed" in capsys.readouterr().err
 
 
 def test_disk_nemesis_is_refused_for_etcd_not_passed():

@@ -404,7 +404,7 @@ async def test_records_are_durable_before_the_turns_messages_leave(tmp_path):
                                                      [status()]))
     await node.start()
     seen = []
-    node.transport.send = lambda dst, kind, payload: seen.append((dst, payload, node.wal.appended_records))
+    node.transport.send = lambda dst, kind, payload: seen.append((dst, payload, node.wal.synced_records))
     node._ticks_due = 1
     await node._turn()
     await node.stop()
@@ -416,7 +416,7 @@ async def test_early_messages_leave_before_the_sync_and_lazy_records_do_not_dela
         [ready(records=[b"vote"], messages=[(1, b"late")], early=[(2, b"early")])], [status()]))
     await node.start()
     seen = []
-    node.transport.send = lambda dst, kind, payload: seen.append((dst, payload, node.wal.appended_records))
+    node.transport.send = lambda dst, kind, payload: seen.append((dst, payload, node.wal.synced_records))
     node._ticks_due = 1
     await node._turn()
     await node.stop()
