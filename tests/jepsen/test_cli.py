@@ -7,10 +7,9 @@ import sys
 import pytest
 
 from verikv.jepsen import cli
-from verikv.jepsen.drivers import DriverUnavailable, EtcdDriver, NemesisUnavailable, VerikvDriver
+from verikv.jepsen.drivers import EtcdDriver, NemesisUnavailable
 from verikv.jepsen.nemesis import NEMESES, check_available, make_schedule
 
-VERIKV_REASON = VerikvDriver.unavailable_reason()
 
 
 @pytest.mark.parametrize("argv", [
@@ -37,14 +36,6 @@ def test_bad_input_through_the_real_entry_point():
 
 def test_nemesis_list():
     assert cli.main(["nemeses"]) == 0
-
-
-@pytest.mark.skipif(VERIKV_REASON is None, reason="verikv cluster exists: the unavailable path cannot be shown")
-def test_verikv_unavailable_is_a_clear_error(capsys):
-    with pytest.raises(DriverUnavailable, match="verikv cluster"):
-        VerikvDriver()
-    assert cli.main(["run", "--system", "verikv", "--nemesis", "kill", "--time", "5"]) == 2
-    assert "`verikv cluster` is not installed" in capsys.readouterr().err
 
 
 def test_disk_nemesis_is_refused_for_etcd_not_passed():
