@@ -268,14 +268,18 @@ def recorded_verification() -> Verification | None:
     return read_costs(PROOF_COSTS, float(seconds or 0), resource_limit())
 
 
+def verify_and_record(check: bool = True) -> Verification:
+    """verify(), and record the result for these sources if every proof is within its budget."""
+    result = verify(check=check)
+    if not result.over_budget():
+        VERIFIED_STAMP.write_text(f"{inputs_digest()}\n{result.seconds:.1f}\n")
+    return result
+
+
 def ensure_verified(check: bool = True) -> Verification:
-    """The current sources' verification: recorded by the build if it verified these sources,
-    else run now (and recorded if every proof is within its budget)."""
-    result = recorded_verification()
-    if result is None:
-        result = verify(check=check)
-        if not result.over_budget():
-            VERIFIED_STAMP.write_text(f"{inputs_digest()}\n{result.seconds:.1f}\n")
+    """The current sources' verification: the recorded one if these sources verified before,
+    else run now."""
+    result = recorded_verification() or verify_and_record(check)
     if check:
         check_costs(result)
     return result
@@ -288,8 +292,7 @@ def build(*, verify_proofs: bool, force: bool, reverify: bool = False) -> Path:
     target = extension_path()
     if verify_proofs:
         if reverify or force or recorded_verification() is None:
-            result = verify()
-            VERIFIED_STAMP.write_text(f"{digest}\n{result.seconds:.1f}\n")
+            result = verify_and_record()
             top = result.costliest()[0]
             print(f"verified {len(result.proofs)} proofs in {result.seconds:.1f} s; the costliest, {top.name}, "
                   f"used {top.resources / result.limit:.0%} of the resource limit "
