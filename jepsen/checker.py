@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .history import FAIL, INFO, OK, Op
+from verikv.jepsen.history import FAIL, INFO, OK, Op
 
 LINEARIZABLE, VIOLATION, UNDECIDED = "linearizable", "violation", "undecided"
 REGISTER_FS = ("read", "write", "cas")

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .drivers import DriverUnavailable, NemesisUnavailable
-from .nemesis import NEMESES
+from verikv.jepsen.drivers import DriverUnavailable, NemesisUnavailable
+from verikv.jepsen.nemesis import NEMESES
 
 SYSTEMS = ("etcd", "verikv")
 
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args, system: str, out: Path | None):
-    from .runner import RunConfig
+    from verikv.jepsen.runner import RunConfig
     return RunConfig(system=system, nemesis=args.nemesis, time_s=args.time_s, workload=args.workload,
                      seed=args.seed, out_dir=out, concurrency=args.concurrency, recovery_s=args.recovery_s,
                      serializable_reads=args.serializable_reads)
@@ -78,13 +78,13 @@ def _exit_code(valid) -> int:
 
 
 def cmd_run(args) -> int:
-    from .runner import run
+    from verikv.jepsen.runner import run
     verdict = run(_config(args, args.system, args.out), log=lambda s: print(s, flush=True))
     return _exit_code(verdict["valid"])
 
 
 def cmd_compare(args) -> int:
-    from .runner import run
+    from verikv.jepsen.runner import run
     rows = []
     for system in SYSTEMS:
         out = args.out / system if args.out else None

@@ -11,7 +11,7 @@ import grpc
 
 from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
 
-from .workloads import Failed, Indeterminate
+from verikv.jepsen.workloads import Failed, Indeterminate
 
 SET_PREFIX = b"set/"
 CHANNEL_OPTIONS = [

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
 
-from .clients import EtcdClient
-from .net import NetworkUnavailable, PrivateNetwork
+from verikv.jepsen.clients import EtcdClient
+from verikv.jepsen.net import NetworkUnavailable, PrivateNetwork
 
 
 class DriverUnavailable(RuntimeError):

@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Any
 
-from .history import History
-from .workloads import Clock, RegisterWorkload, SetWorkload, worker_loop
+from verikv.jepsen.history import History
+from verikv.jepsen.workloads import Clock, RegisterWorkload, SetWorkload, worker_loop
 
 
 class InMemoryStore:
@@ -98,6 +98,6 @@ def drive(store: InMemoryStore, workload_name: str = "register", seed: int = 0, 
     for t in threads:
         t.join()
     if workload_name == "set":
-        from .workloads import record
+        from verikv.jepsen.workloads import record
         record(history, clock, n_workers, None, "final-read", None, None, store.read_set)
     return history.snapshot()

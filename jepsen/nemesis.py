@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from .drivers import NemesisUnavailable, SystemDriver
+from verikv.jepsen.drivers import NemesisUnavailable, SystemDriver
 
 
 @dataclass

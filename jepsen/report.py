@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from statistics import median
 
-from .history import FAIL, INFO, OK, Op
+from verikv.jepsen.history import FAIL, INFO, OK, Op
 
 
 def _percentile(values: list[float], q: float) -> float | None:

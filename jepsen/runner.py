@@ -18,12 +18,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from .checker import check_register, check_set
-from .drivers import SystemDriver, make_driver
-from .history import History, Op
-from .nemesis import NemesisRunner, check_available, make_schedule
-from .report import compute_stats, write_report
-from .workloads import WORKLOADS, Clock, record, worker_loop
+from verikv.jepsen.checker import check_register, check_set
+from verikv.jepsen.drivers import SystemDriver, make_driver
+from verikv.jepsen.history import History, Op
+from verikv.jepsen.nemesis import NemesisRunner, check_available, make_schedule
+from verikv.jepsen.report import compute_stats, write_report
+from verikv.jepsen.workloads import WORKLOADS, Clock, record, worker_loop
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_REPORTS = REPO / "reports"

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any, Callable, Protocol
 
-from .history import FAIL, INFO, OK, History, Op
+from verikv.jepsen.history import FAIL, INFO, OK, History, Op
 
 
 class Failed(Exception):

@@ -59,10 +59,11 @@ def fatal(code: int, text: str) -> None:
 
 
 async def serve(args) -> int:
-    from verikv.shim import checks as shim_checks
-    from verikv.shim import grpc_server, wal
-    from verikv.shim.disk import FaultyDisk
-    from verikv.shim.node import Node, NodeConfig
+    from verikv.shim.node import checks as shim_checks
+    from verikv.shim.api import servicer as grpc_server
+    from verikv.shim.io import wal
+    from verikv.shim.io.disk import FaultyDisk
+    from verikv.shim.io.runner import Node, NodeConfig
     from verikv.verified_core import core as vcore
 
     peers = [parse_hostport(x) for x in args.peers.split(",")]

@@ -46,7 +46,7 @@ DAFNY_VERSION = "4.11.0"
 CXXFLAGS = ["-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-w"]
 # Native helpers that are not part of the verified core: (source, package dir, module name).
 GRPC_MODULES = [
-    (REPO / "shim" / "front" / "front.cpp", REPO / "shim", "_front"),            # the client API
+    (REPO / "shim" / "api" / "front" / "front.cpp", REPO / "shim" / "api", "_front"),  # the client API
     (REPO / "cluster" / "loadgen" / "loadgen.cpp", REPO / "cluster", "_loadgen"),  # `verikv bench`
 ]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Iterable, NamedTuple
 
 try:
-    from . import _core
+    from verikv.verified_core import _core
 except ImportError as err:  # only on an unbuilt source tree
     raise ImportError(
         "verikv's native core is not built: run `./dev build` "

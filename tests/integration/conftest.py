@@ -5,14 +5,9 @@ Each test gets its own data dir (under pytest's tmp_path) and its own block of p
 outlives its test. Only processes the fixture's cluster started are ever signalled.
 """
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from integration_helpers import PORT_BLOCK, Cluster, ports_free  # noqa: E402
+from integration_helpers import PORT_BLOCK, Cluster, ports_free
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""WAL damage on real nodes (layout in shim/wal.py: segments `NNNNNNNNNNNNNNNN.wal` of records
+"""WAL damage on real nodes (layout in shim/io/wal.py: segments `NNNNNNNNNNNNNNNN.wal` of records
 `[u32 length][u32 crc32(type+body)][u8 type][body]`): a torn tail of the newest segment is cut
 and the node starts with its data intact; a flipped byte in the middle of a segment makes the node
 refuse to start with a FATAL line naming the file and the record's byte offset, and no traceback."""

@@ -7,7 +7,7 @@ import asyncio
 import grpc
 import pytest
 
-from verikv.shim import _front
+from verikv.shim.api import _front
 
 PORT = 25480
 METHOD = "/test.Echo/Echo"

@@ -6,8 +6,8 @@ import pytest
 import pytest_asyncio
 
 from verikv.etcdpb import rpc_pb2 as r, rpc_pb2_grpc as g
-from verikv.shim.grpc_server import build_server
-from verikv.shim.requests import MAX_REQUEST_BYTES
+from verikv.shim.api.servicer import build_server
+from verikv.shim.kv.commands import MAX_REQUEST_BYTES
 
 from test_node import leader_of, start_node, stop_node, wait_for
 

@@ -4,9 +4,9 @@ every client command exactly once, in slot order."""
 import pytest
 
 from verikv.etcdpb import rpc_pb2 as r
-from verikv.shim import errors
-from verikv.shim.kv import KVStore, MAX_RESULTS_PER_SESSION
-from verikv.shim.requests import Command, Kind, encode_batch
+from verikv.shim.kv import errors
+from verikv.shim.kv.store import KVStore, MAX_RESULTS_PER_SESSION
+from verikv.shim.kv.commands import Command, Kind, encode_batch
 
 
 def P(k, v=b"", **kw):

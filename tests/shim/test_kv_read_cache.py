@@ -5,8 +5,8 @@ snapshot restore is followed by a read that must see the new state."""
 from hypothesis import given, settings, strategies as st
 
 from verikv.etcdpb import rpc_pb2 as r
-from verikv.shim.kv import EncodedRange, KVStore, encode_header
-from verikv.shim.requests import Command, Kind, encode_batch
+from verikv.shim.kv.store import EncodedRange, KVStore, encode_header
+from verikv.shim.kv.commands import Command, Kind, encode_batch
 
 HEADER = dict(cluster_id=0x766B5F3300000001, member_id=2, raft_term=7)
 

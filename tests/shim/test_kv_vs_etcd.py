@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from verikv.cluster.etcd import ETCD_BINARY, start_etcd_cluster
 from verikv.etcdpb import rpc_pb2 as r, rpc_pb2_grpc
-from verikv.shim import errors
-from verikv.shim.kv import KVStore
-from verikv.shim.requests import Kind, validate
+from verikv.shim.kv import errors
+from verikv.shim.kv.store import KVStore
+from verikv.shim.kv.commands import Kind, validate
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.access(ETCD_BINARY, os.X_OK), reason="etcd is not installed")]

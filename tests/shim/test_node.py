@@ -11,13 +11,13 @@ import pytest
 import pytest_asyncio
 
 from verikv.etcdpb import rpc_pb2 as r
-from verikv.shim.checks import Checks, RuntimeCheckFailed
-from verikv.shim.disk import RealDisk
-from verikv.shim.errors import EtcdError
-from verikv.shim.node import Node, NodeConfig
-from verikv.shim.requests import Kind, encode_batch
-from verikv.shim.transport import KIND_READ_INDEX
-from verikv.shim.wal import WalFatalError
+from verikv.shim.node.checks import Checks, RuntimeCheckFailed
+from verikv.shim.io.disk import RealDisk
+from verikv.shim.kv.errors import EtcdError
+from verikv.shim.io.runner import Node, NodeConfig
+from verikv.shim.kv.commands import Kind, encode_batch
+from verikv.shim.io.transport import KIND_READ_INDEX
+from verikv.shim.io.wal import WalFatalError
 from verikv.verified_core.core import Core
 
 BASE_PORT = 25300

@@ -48,10 +48,10 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
                                  run_state_machine_as_test)
 
 from verikv.etcdpb import rpc_pb2 as r
-from verikv.shim.disk import FaultyDisk
-from verikv.shim.errors import EtcdError
-from verikv.shim.node import Node, NodeConfig
-from verikv.shim.requests import Kind
+from verikv.shim.io.disk import FaultyDisk
+from verikv.shim.kv.errors import EtcdError
+from verikv.shim.io.runner import Node, NodeConfig
+from verikv.shim.kv.commands import Kind
 from verikv.verified_core.core import Core
 
 N = 3

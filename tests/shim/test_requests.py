@@ -4,8 +4,8 @@
 import pytest
 
 from verikv.etcdpb import rpc_pb2 as r
-from verikv.shim import errors
-from verikv.shim.requests import (MAX_REQUEST_BYTES, BatchFormatError, Command, Kind, check_txn,
+from verikv.shim.kv import errors
+from verikv.shim.kv.commands import (MAX_REQUEST_BYTES, BatchFormatError, Command, Kind, check_txn,
                                   decode_batch, encode_batch, validate)
 
 

@@ -4,7 +4,7 @@ restarts, bounded queues that drop the oldest frame, and bad frames close only t
 import asyncio
 import struct
 
-from verikv.shim.transport import FRAME_HEAD, KIND_CORE, KIND_FORWARD, Transport
+from verikv.shim.io.transport import FRAME_HEAD, KIND_CORE, KIND_FORWARD, Transport
 
 BASE_PORT = 25100
 

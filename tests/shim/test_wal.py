@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from verikv.shim.disk import FaultyDisk, RealDisk
-from verikv.shim.wal import RECORD_HEAD, Wal, WalCorruptError, WalFatalError, encode_record
+from verikv.shim.io.disk import FaultyDisk, RealDisk
+from verikv.shim.io.wal import RECORD_HEAD, Wal, WalCorruptError, WalFatalError, encode_record
 
 
 class CountingDisk(RealDisk):

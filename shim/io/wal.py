@@ -22,7 +22,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .disk import RealDisk
+from verikv.shim.io.disk import RealDisk
 
 RECORD_HEAD = struct.Struct("<IIB")  # body length, crc32(type + body), type
 MAX_RECORD_BYTES = 64 * 1024 * 1024

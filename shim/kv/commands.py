@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from verikv.etcdpb import rpc_pb2
 
-from . import errors
+from verikv.shim.kv import errors
 
 MAX_REQUEST_BYTES = 1536 * 1024  # etcd's default --max-request-bytes (1.5 MiB)
 GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd accepts gRPC messages up to max-request-bytes + this

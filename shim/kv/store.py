@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 from verikv.etcdpb import kv_pb2, rpc_pb2
 
-from . import errors
-from .errors import EtcdError
-from .requests import Command, Kind, decode_batch
+from verikv.shim.kv import errors
+from verikv.shim.kv.errors import EtcdError
+from verikv.shim.kv.commands import Command, Kind, decode_batch
 
 MAX_SESSIONS = 4096  # client sessions remembered in the dedup table (least recently used evicted)
 MAX_RESULTS_PER_SESSION = 4096  # remembered results per session (lowest seq evicted first)

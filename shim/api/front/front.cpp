@@ -286,7 +286,7 @@ PYBIND11_MODULE(_front, m) {
   // Debian's abseil keeps absl::Mutex's deadlock detector on (a debugging aid): every lock that
   // gRPC takes then updates a global lock-order graph, a few percent of the node's CPU per call.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  m.doc() = "verikv's client gRPC front (grpc++ async generic server); see shim/grpc_server.py";
+  m.doc() = "verikv's client gRPC front (grpc++ async generic server); see shim/api/servicer.py";
   py::class_<Front>(m, "Front")
       .def(py::init<const std::string&, int>(), py::arg("listen"), py::arg("max_receive_bytes"))
       .def_property_readonly("fd", &Front::fd)

@@ -39,14 +39,14 @@ from typing import Protocol
 import grpc
 
 from verikv.etcdpb import rpc_pb2
-from verikv.shim import errors
-from verikv.shim.checks import Checks
-from verikv.shim.errors import EtcdError
-from verikv.shim.kv import EncodedRange, KVStore
-from verikv.shim.requests import Command, Kind, check_size, decode_batch, encode_batch, validate
-from verikv.shim.transport import (KIND_CORE, KIND_DIGEST, KIND_FORWARD, KIND_READ_INDEX,
+from verikv.shim.kv import errors
+from verikv.shim.node.checks import Checks
+from verikv.shim.kv.errors import EtcdError
+from verikv.shim.kv.store import EncodedRange, KVStore
+from verikv.shim.kv.commands import Command, Kind, check_size, decode_batch, encode_batch, validate
+from verikv.shim.io.transport import (KIND_CORE, KIND_DIGEST, KIND_FORWARD, KIND_READ_INDEX,
                                    KIND_READ_INDEX_REPLY, KIND_SNAPSHOT, MAX_FRAME_BYTES, Transport)
-from verikv.shim.wal import Wal
+from verikv.shim.io.wal import Wal
 
 log = logging.getLogger("verikv.node")
 

@@ -18,11 +18,11 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from verikv.etcdpb import rpc_pb2
-from verikv.shim import _front
-from verikv.shim import errors
-from verikv.shim.errors import EtcdError
-from verikv.shim.kv import EncodedRange, encode_header
-from verikv.shim.requests import GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, Kind
+from verikv.shim.api import _front
+from verikv.shim.kv import errors
+from verikv.shim.kv.errors import EtcdError
+from verikv.shim.kv.store import EncodedRange, encode_header
+from verikv.shim.kv.commands import GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, Kind
 
 log = logging.getLogger("verikv.grpc")
 SERVER_VERSION = "3.4.0-verikv"  # etcdctl reads the major.minor of this
@@ -30,7 +30,7 @@ RANGE = "/etcdserverpb.KV/Range"
 
 
 class ClientServer:
-    """The etcd v3 API on `listen`, served by the grpc++ front (shim/front/front.cpp).
+    """The etcd v3 API on `listen`, served by the grpc++ front (shim/api/front/front.cpp).
 
     The front's thread accepts calls and reads their requests; the event loop takes them in
     batches (one wake-up per batch), parses each, starts it on the node and finishes the call
