@@ -21,19 +21,13 @@ import random
 import struct
 from typing import Callable
 
+from verikv.shim.node.peer_wire import MAX_FRAME_BYTES, NODE_KINDS
+
 log = logging.getLogger("verikv.transport")
 
-FRAME_HEAD = struct.Struct("<IB")
-MAX_FRAME_BYTES = 32 * 1024 * 1024
-KIND_CORE = 0  # an encoded core message
-KIND_FORWARD = 1  # a batch of client commands a follower forwards to the leader
-KIND_HELLO = 2  # first frame of a connection: the sender's node id (u32)
-KIND_READ_INDEX = 3  # a follower asks the leader for a read slot: request id (u64), asker (u32)
-KIND_READ_INDEX_REPLY = 4  # the leader's answer: request id (u64), read slot (u64; 0 = retry)
-KIND_DIGEST = 5  # CommittedValuesMatch: range's last slot (u64), sender (u32), digest (8 bytes)
-KIND_SNAPSHOT = 6  # the sender's KV snapshot, for a member behind the sender's truncation point
-KINDS = (KIND_CORE, KIND_FORWARD, KIND_HELLO, KIND_READ_INDEX, KIND_READ_INDEX_REPLY, KIND_DIGEST,
-         KIND_SNAPSHOT)
+FRAME_HEAD = struct.Struct("<IB")  # length of kind + payload, kind
+KIND_HELLO = 2  # first frame of a connection: the sender's node id (u32); the node never sees it
+KINDS = (KIND_HELLO, *NODE_KINDS)
 
 
 def encode_frame(kind: int, payload: bytes) -> bytes:

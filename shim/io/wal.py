@@ -171,7 +171,7 @@ class Wal:
                 cut = f"{path}: cut a torn tail of {len(data) - valid} bytes at byte offset {valid}"
                 disk.truncate(path, valid)
         if segs:
-            seq, size = segs[-1], disk_size(disk, directory / _segment_name(segs[-1]))
+            seq, size = segs[-1], disk.size(directory / _segment_name(segs[-1]))
         else:
             seq, size = first, 0
         wal = cls(directory, disk, segment_bytes, seq, size)
@@ -265,18 +265,6 @@ class Wal:
         if self.size_bytes >= self.segment_bytes:
             self._roll()  # only right after a sync: an earlier segment never ends unsynced
 
-    def append_sync(self, records: list[bytes]) -> None:
-        """Blocking append + sync (for startup and snapshots, when the loop has nothing else to do)."""
-        self._check_usable()
-        if self._pending:
-            raise RuntimeError("append_sync while an async append is pending")
-        self.written_records += len(records)
-        try:
-            self._write_and_sync(b"".join(encode_record(r) for r in records), len(records))
-        except OSError as err:
-            self._failed = err
-            raise WalFatalError(f"WAL write/fdatasync failed: {err}") from err
-
     def _roll(self) -> None:
         self.disk.close(self._fd)
         self.seq += 1
@@ -315,15 +303,21 @@ class Wal:
                 self.disk.remove(self.directory / n)
 
     def drain(self) -> None:
-        """Make pending appends durable now (before a snapshot or close())."""
+        """Make everything appended so far durable now, blocking (before a snapshot or close());
+        after a failure nothing more reaches the disk, and the next append raises."""
+        if self._failed is not None:
+            return
         if self._pending or self._waiters:
             self._flush()
+        elif self._unsynced:
+            try:
+                self._write_and_sync(b"", 0)
+            except BaseException as err:  # noqa: BLE001 - every failure is fatal and reported
+                self._fail(err, [])
+                raise self._fatal(err) from err
 
     def close(self) -> None:
         if self._fd is not None:
             self.disk.close(self._fd)
             self._fd = None
 
-
-def disk_size(disk, path: Path) -> int:
-    return disk.size(path)

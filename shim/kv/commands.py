@@ -92,7 +92,8 @@ def encode_batch(commands: list[bytes]) -> bytes:
     return b"".join(parts)
 
 
-def decode_batch(data: bytes) -> list[Command]:
+def split_batch(data: bytes) -> list[bytes]:
+    """The encoded commands of a batch, as they are (for forwarding them without decoding)."""
     if len(data) < _BATCH_HEAD.size:
         raise BatchFormatError(f"batch of {len(data)} bytes is shorter than its header")
     magic, count = _BATCH_HEAD.unpack_from(data)
@@ -110,11 +111,23 @@ def decode_batch(data: bytes) -> list[Command]:
         pos += _LEN.size
         if pos + n > len(data):
             raise BatchFormatError(f"command {i} claims {n} bytes, only {len(data) - pos} remain")
-        out.append(Command.decode(bytes(view[pos:pos + n])))
+        out.append(bytes(view[pos:pos + n]))
         pos += n
     if pos != len(data):
         raise BatchFormatError(f"{len(data) - pos} trailing bytes after {count} commands")
     return out
+
+
+def decode_batch(data: bytes) -> list[Command]:
+    return [Command.decode(c) for c in split_batch(data)]
+
+
+def plain_range_key(body: bytes) -> bytes | None:
+    """The key of an encoded RangeRequest that sets its key (shorter than 128 bytes) and nothing
+    else, else None: such a read is answered from the key's cached encoding (KVStore.read)."""
+    if 2 < len(body) < 0x82 and body[0] == 0x0A and body[1] == len(body) - 2:
+        return body[2:]
+    return None
 
 
 # ---- validation (etcd 3.4 v3rpc/key.go), raising errors.EtcdError ----
@@ -226,7 +239,8 @@ CHECKS = {Kind.RANGE: check_range, Kind.PUT: check_put, Kind.DELETE_RANGE: check
           Kind.TXN: check_txn}
 
 
-def validate(kind: Kind, request) -> None:
-    """Raise the etcd error for a request etcd would refuse before proposing it."""
-    check_size(request.ByteSize())
+def validate(kind: Kind, request, size: int | None = None) -> None:
+    """Raise the etcd error for a request (of `size` encoded bytes, if known) that etcd would
+    refuse before proposing it."""
+    check_size(request.ByteSize() if size is None else size)
     CHECKS[kind](request)

@@ -134,16 +134,12 @@ class KVStore:
     # ---- reads ----
 
     def read(self, r: rpc_pb2.RangeRequest | bytes):
-        """A client's Range now (`execute(Kind.RANGE, r)`; `r` may also be a non-empty key, for
-        RangeRequest(key=r)). A request that sets nothing but its key is answered as an
-        EncodedRange, from the key's cached encoding; any other request as `execute` answers it."""
-        if type(r) is bytes:
-            key = r
-        else:
-            key = r.key
-            n = len(key)
-            if not n or r.ByteSize() != n + (2 if n < 0x80 else 1 + len(_varint(n))):  # another field is set
-                return self.execute(Kind.RANGE, r)
+        """A client's Range now. `r` is a RangeRequest (answered as `execute(Kind.RANGE, r)`) or
+        a non-empty key, for RangeRequest(key=r) and nothing else (commands.plain_range_key),
+        answered as an EncodedRange from the key's cached encoding."""
+        if type(r) is not bytes:
+            return self.execute(Kind.RANGE, r)
+        key = r
         rec = self._data.get(key)
         if rec is None:
             return EncodedRange(self.revision, b"")  # no kvs, count 0 (not encoded)

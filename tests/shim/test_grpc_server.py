@@ -120,7 +120,7 @@ async def test_a_stopping_server_answers_waiting_calls_unavailable(tmp_path):
     await server.start()
     channel = grpc.aio.insecure_channel(url)
     call = g.KVStub(channel).Put(r.PutRequest(key=b"k", value=b"v"), timeout=20)
-    await wait_for(lambda: node._waiting or node._local_out)
+    await wait_for(lambda: node.machine.proposals.waiting)
     await server.stop(0.5)
     assert await status_of(call) == (grpc.StatusCode.UNAVAILABLE, "verikv: the node is stopping")
     await channel.close()

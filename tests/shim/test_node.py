@@ -16,7 +16,8 @@ from verikv.shim.io.disk import RealDisk
 from verikv.shim.kv.errors import EtcdError
 from verikv.shim.io.runner import Node, NodeConfig
 from verikv.shim.kv.commands import Kind, encode_batch
-from verikv.shim.io.transport import KIND_READ_INDEX
+from verikv.shim.kv.store import EncodedRange
+from verikv.shim.node.peer_wire import KIND_READ_INDEX
 from verikv.shim.io.wal import WalFatalError
 from verikv.verified_core.core import Core
 
@@ -48,6 +49,29 @@ async def wait_for(cond, timeout_s=10.0):
         await asyncio.sleep(0.01)
 
 
+async def submit(node, kind, request):
+    """Order a request through the node's log; its response, or raise its EtcdError."""
+    return _outcome(await _answer(lambda done: node.command(kind, request, request.SerializeToString(), done)))
+
+
+async def read(node, request, serializable):
+    """A Range (a RangeRequest, or a key for RangeRequest(key=...)); its response or EtcdError."""
+    got = _outcome(await _answer(lambda done: node.read(request, serializable, done)))
+    return got.to_response() if isinstance(got, EncodedRange) else got
+
+
+async def _answer(start):
+    fut = asyncio.get_running_loop().create_future()
+    start(lambda answer: fut.done() or fut.set_result(answer))
+    return await fut
+
+
+def _outcome(answer):
+    if isinstance(answer, EtcdError):
+        raise answer
+    return answer
+
+
 def leader_of(nodes):
     leaders = [n for n in nodes if n.status.get("role") == "leader"]
     return leaders[0] if leaders else None
@@ -68,7 +92,7 @@ async def cluster(tmp_path, request):
 async def test_a_put_at_a_follower_commits_everywhere(cluster):
     leader = leader_of(cluster)
     follower = next(n for n in cluster if n is not leader)
-    resp = await follower.submit(Kind.PUT, r.PutRequest(key=b"k", value=b"v"))
+    resp = await submit(follower, Kind.PUT, r.PutRequest(key=b"k", value=b"v"))
     assert resp.header.revision == 2
     await wait_for(lambda: all(n.kv.revision == 2 for n in cluster))
     for n in cluster:
@@ -78,7 +102,7 @@ async def test_a_put_at_a_follower_commits_everywhere(cluster):
 
 @pytest.mark.ports(10)
 async def test_concurrent_requests_apply_once_each(cluster):
-    puts = [n.submit(Kind.PUT, r.PutRequest(key=b"c", value=b"%d" % i)) for i, n in
+    puts = [submit(n, Kind.PUT, r.PutRequest(key=b"c", value=b"%d" % i)) for i, n in
             enumerate(cluster * 20)]
     results = await asyncio.gather(*puts)
     assert sorted(x.header.revision for x in results) == list(range(2, 62))
@@ -95,12 +119,12 @@ async def test_concurrent_requests_apply_once_each(cluster):
 async def test_linearizable_reads_see_the_latest_write(cluster):
     leader = leader_of(cluster)
     follower = next(n for n in cluster if n is not leader)
-    await follower.submit(Kind.PUT, r.PutRequest(key=b"x", value=b"1"))
-    at_leader = await leader.read(r.RangeRequest(key=b"x"), serializable=False)  # confirm_read path
-    at_follower = await follower.read(r.RangeRequest(key=b"x"), serializable=False)  # ReadIndex
+    await submit(follower, Kind.PUT, r.PutRequest(key=b"x", value=b"1"))
+    at_leader = await read(leader, r.RangeRequest(key=b"x"), serializable=False)  # confirm_read path
+    at_follower = await read(follower, r.RangeRequest(key=b"x"), serializable=False)  # ReadIndex
     assert at_leader.kvs[0].value == b"1" and at_follower.kvs[0].value == b"1"
-    await leader.submit(Kind.PUT, r.PutRequest(key=b"x", value=b"2"))
-    again = await follower.read(r.RangeRequest(key=b"x"), serializable=False)
+    await submit(leader, Kind.PUT, r.PutRequest(key=b"x", value=b"2"))
+    again = await read(follower, r.RangeRequest(key=b"x"), serializable=False)
     assert again.kvs[0].value == b"2"
 
 
@@ -113,20 +137,20 @@ async def test_reads_of_a_plain_key_see_every_write_on_every_path(cluster):
 
     async def through_log(node, key):
         fut = asyncio.get_running_loop().create_future()
-        node._reads_through_log([(key, lambda result: fut.done() or fut.set_result(result))])
+        node.machine.reads.through_log([(key, lambda result: fut.done() or fut.set_result(result))])
         return await fut
 
     for i, value in enumerate([b"1", b"2" * 200]):
-        await follower.submit(Kind.PUT, r.PutRequest(key=b"p", value=value))
-        for got in [await leader.read(b"p", serializable=False), await follower.read(b"p", serializable=False),
+        await submit(follower, Kind.PUT, r.PutRequest(key=b"p", value=value))
+        for got in [await read(leader, b"p", serializable=False), await read(follower, b"p", serializable=False),
                     await through_log(leader, b"p"), await through_log(follower, b"p")]:
             assert (got.kvs[0].value, got.kvs[0].version, got.count) == (value, i + 1, 1)
         await wait_for(lambda: follower.kv.next_slot == leader.kv.next_slot)
-        assert (await follower.read(b"p", serializable=True)).kvs[0].value == value
-    await leader.submit(Kind.DELETE_RANGE, r.DeleteRangeRequest(key=b"p"))
-    assert (await follower.read(b"p", serializable=False)).count == 0
+        assert (await read(follower, b"p", serializable=True)).kvs[0].value == value
+    await submit(leader, Kind.DELETE_RANGE, r.DeleteRangeRequest(key=b"p"))
+    assert (await read(follower, b"p", serializable=False)).count == 0
     with pytest.raises(EtcdError):
-        await leader.read(b"", serializable=False)
+        await read(leader, b"", serializable=False)
 
 
 @pytest.mark.ports(25)
@@ -134,23 +158,23 @@ async def test_follower_reads_ask_the_leader_for_a_read_slot_instead_of_using_th
     leader = leader_of(cluster)
     follower = next(n for n in cluster if n is not leader)
     for i in range(5):
-        await leader.submit(Kind.PUT, r.PutRequest(key=b"y", value=b"%d" % i))
+        await submit(leader, Kind.PUT, r.PutRequest(key=b"y", value=b"%d" % i))
         slots = leader.status["commit_upto"]
-        got = await follower.read(r.RangeRequest(key=b"y"), serializable=False)
+        got = await read(follower, r.RangeRequest(key=b"y"), serializable=False)
         assert got.kvs[0].value == b"%d" % i  # it waited until it had applied the leader's write
         assert leader.status["commit_upto"] == slots  # and the read took no log slot
-    assert not follower._remote_reads and not follower._follower_reads
+    assert not follower.machine.reads.asked and not follower.machine.reads.at_slot
 
 
 @pytest.mark.ports(35)
 async def test_reads_arriving_together_at_a_follower_share_one_read_index_request(cluster):
     leader = leader_of(cluster)
     follower = next(n for n in cluster if n is not leader)
-    await leader.submit(Kind.PUT, r.PutRequest(key=b"z", value=b"1"))
+    await submit(leader, Kind.PUT, r.PutRequest(key=b"z", value=b"1"))
     asks = []
     send = follower.transport.send
     follower.transport.send = lambda dst, kind, payload: (asks.append(kind), send(dst, kind, payload))
-    got = await asyncio.gather(*(follower.read(r.RangeRequest(key=b"z"), serializable=False)
+    got = await asyncio.gather(*(read(follower, r.RangeRequest(key=b"z"), serializable=False)
                                  for _ in range(10)))
     assert all(g.kvs[0].value == b"1" for g in got)
     assert asks.count(KIND_READ_INDEX) == 1, asks
@@ -163,7 +187,7 @@ async def test_a_followers_read_index_request_needs_no_heartbeat_round_when_its_
     attestation, the request waits for a confirmation as before. Every read sees the last write."""
     leader = leader_of(cluster)
     follower = next(n for n in cluster if n is not leader)
-    core = leader.core
+    core = leader.machine.core
     confirms, attested, refuse = [], [], []
 
     class CountingCore:  # the real core, its read confirmations observed
@@ -179,15 +203,15 @@ async def test_a_followers_read_index_request_needs_no_heartbeat_round_when_its_
             attested.append(slot)
             return slot
 
-    leader.core = CountingCore()
+    leader.machine.core = CountingCore()
     for i in range(5):
-        await leader.submit(Kind.PUT, r.PutRequest(key=b"a", value=b"%d" % i))
-        got = await follower.read(r.RangeRequest(key=b"a"), serializable=False)
+        await submit(leader, Kind.PUT, r.PutRequest(key=b"a", value=b"%d" % i))
+        got = await read(follower, r.RangeRequest(key=b"a"), serializable=False)
         assert got.kvs[0].value == b"%d" % i
     assert len(attested) == 5 and all(attested) and not confirms, (attested, confirms)
     refuse.append(True)
-    await leader.submit(Kind.PUT, r.PutRequest(key=b"a", value=b"last"))
-    got = await follower.read(r.RangeRequest(key=b"a"), serializable=False)
+    await submit(leader, Kind.PUT, r.PutRequest(key=b"a", value=b"last"))
+    got = await read(follower, r.RangeRequest(key=b"a"), serializable=False)
     assert got.kvs[0].value == b"last"
     assert attested[-1] == 0 and confirms, (attested, confirms)
 
@@ -199,9 +223,9 @@ async def test_one_read_confirmation_at_a_time_covers_every_read_that_arrived_me
     read still sees the latest acknowledged write."""
     leader = leader_of(cluster)
     follower = next(n for n in cluster if n is not leader)
-    await leader.submit(Kind.PUT, r.PutRequest(key=b"w", value=b"1"))
+    await submit(leader, Kind.PUT, r.PutRequest(key=b"w", value=b"1"))
     overlaps, confirms, asks = [], [], []
-    core = leader.core
+    core = leader.machine.core
 
     class CountingCore:  # the real core, with its confirm_read calls observed
         def __getattr__(self, name):
@@ -214,14 +238,14 @@ async def test_one_read_confirmation_at_a_time_covers_every_read_that_arrived_me
             confirms.append(seq)
             return rd, seq, slot
 
-    leader.core = CountingCore()
+    leader.machine.core = CountingCore()
     send = follower.transport.send
 
     def counting_send(dst, kind, payload):
         if kind == KIND_READ_INDEX:
             asks.append(kind)
-            if len(follower._remote_reads) != 1:
-                overlaps.append(("follower", len(follower._remote_reads)))
+            if len(follower.machine.reads.asked) != 1:
+                overlaps.append(("follower", len(follower.machine.reads.asked)))
         send(dst, kind, payload)
 
     follower.transport.send = counting_send
@@ -229,7 +253,7 @@ async def test_one_read_confirmation_at_a_time_covers_every_read_that_arrived_me
     async def reads(node, count):
         out = []
         for _ in range(count):
-            out.append(asyncio.ensure_future(node.read(r.RangeRequest(key=b"w"), serializable=False)))
+            out.append(asyncio.ensure_future(read(node, r.RangeRequest(key=b"w"), serializable=False)))
             await asyncio.sleep(0)  # one read per loop iteration
         return await asyncio.gather(*out)
 
@@ -244,14 +268,14 @@ async def test_validation_errors_never_reach_the_log(cluster):
     leader = leader_of(cluster)
     slots = leader.kv.next_slot
     with pytest.raises(Exception, match="key is not provided"):
-        await leader.submit(Kind.PUT, r.PutRequest(key=b""))
+        await submit(leader, Kind.PUT, r.PutRequest(key=b""))
     assert leader.kv.next_slot == slots
 
 
 @pytest.mark.ports(40)
 async def test_a_restarted_node_recovers_its_state_from_the_wal(cluster, tmp_path):
     for i in range(5):
-        await cluster[i % 3].submit(Kind.PUT, r.PutRequest(key=b"r%d" % i, value=b"v"))
+        await submit(cluster[i % 3], Kind.PUT, r.PutRequest(key=b"r%d" % i, value=b"v"))
     victim = cluster[1]
     await stop_node(victim)
     revision = max(n.kv.revision for n in cluster)
@@ -265,7 +289,7 @@ async def test_snapshots_truncate_the_wal_and_restore(tmp_path):
     try:
         await wait_for(lambda: leader_of(nodes) is not None)
         for i in range(30):
-            await nodes[i % 3].submit(Kind.PUT, r.PutRequest(key=b"s%d" % (i % 4), value=b"%d" % i))
+            await submit(nodes[i % 3], Kind.PUT, r.PutRequest(key=b"s%d" % (i % 4), value=b"%d" % i))
         await wait_for(lambda: all(n.kv.revision == 31 for n in nodes))
         assert list((tmp_path / "n0" / "wal").glob("snap-*.snap"))
         assert nodes[0].status["log_start"] > 0
@@ -312,17 +336,16 @@ class ScriptedCore:
 
 def status(promised=(1, 0), role="follower", commit_upto=0, log_start=0):
     return {"role": role, "leader": None, "ballot": promised, "promised": promised,
-            "commit_upto": commit_upto, "log_start": log_start, "read_confirmed": 0}
+            "commit_upto": commit_upto, "log_start": log_start, "next_slot": commit_upto, "read_confirmed": 0}
 
 
 async def run_scripted(tmp_path, port_offset, readies, statuses):
     node = Node(config(0, tmp_path, port_offset), ScriptedCore(readies, statuses))
     await node.start()
-    node._ticks_due = len(readies)
     try:
         for _ in range(len(readies)):
-            node._ticks_due = 1
-            await node._turn()
+            node.machine.tick()
+            await node.turn()
     finally:
         await node.stop()
     return node
@@ -371,10 +394,11 @@ async def test_the_status_after_a_proposal_is_checked_in_the_same_turn(tmp_path)
     node = Node(config(0, tmp_path, 66), core)
     await node.start()
     try:
-        node.submit_future(Kind.PUT, r.PutRequest(key=b"k", value=b"v"))
-        node._ticks_due = 1
+        put = r.PutRequest(key=b"k", value=b"v")
+        node.command(Kind.PUT, put, put.SerializeToString(), lambda answer: None)
+        node.machine.tick()
         with pytest.raises(RuntimeCheckFailed, match="PromisedNeverDecreases"):
-            await node._turn()
+            await node.turn()
     finally:
         await node.stop()
 
@@ -385,10 +409,10 @@ async def test_the_status_is_read_once_per_core_step_batch_and_not_without_steps
     await node.start()
     try:
         calls = core.status_calls
-        await node._turn()  # no tick, no message: the core did not change
+        await node.turn()  # no tick, no message: the core did not change
         assert core.status_calls == calls
-        node._ticks_due = 1
-        await node._turn()  # a tick: read (and checked) once, not again at the end of the turn
+        node.machine.tick()
+        await node.turn()  # a tick: read (and checked) once, not again at the end of the turn
         assert core.status_calls == calls + 1
     finally:
         await node.stop()
@@ -405,8 +429,8 @@ async def test_records_are_durable_before_the_turns_messages_leave(tmp_path):
     await node.start()
     seen = []
     node.transport.send = lambda dst, kind, payload: seen.append((dst, payload, node.wal.synced_records))
-    node._ticks_due = 1
-    await node._turn()
+    node.machine.tick()
+    await node.turn()
     await node.stop()
     assert seen == [(1, b"msg", 1)]  # the record was synced when the message was handed over
 
@@ -417,8 +441,8 @@ async def test_early_messages_leave_before_the_sync_and_lazy_records_do_not_dela
     await node.start()
     seen = []
     node.transport.send = lambda dst, kind, payload: seen.append((dst, payload, node.wal.synced_records))
-    node._ticks_due = 1
-    await node._turn()
+    node.machine.tick()
+    await node.turn()
     await node.stop()
     assert seen == [(2, b"early", 0), (1, b"late", 1)]
 
@@ -433,9 +457,9 @@ async def test_a_wal_that_acknowledges_without_syncing_is_caught(tmp_path):
         node.wal.written_records += len(records)
 
     node.wal.append_many = lying_append
-    node._ticks_due = 1
+    node.machine.tick()
     with pytest.raises(RuntimeCheckFailed, match="PersistBeforeSend"):
-        await node._turn()
+        await node.turn()
     await node.stop()
 
 
@@ -481,10 +505,10 @@ def test_replicas_that_committed_other_values_stop_each_other():
 @pytest.mark.ports(95)
 async def test_digests_travel_between_real_nodes_and_agree(cluster):
     for i in range(70):
-        await cluster[i % 3].submit(Kind.PUT, r.PutRequest(key=b"d%d" % i, value=b"v"))
+        await submit(cluster[i % 3], Kind.PUT, r.PutRequest(key=b"d%d" % i, value=b"v"))
     await wait_for(lambda: all(n.kv.next_slot >= 64 for n in cluster))
-    await wait_for(lambda: all(63 in n.checks._ranges for n in cluster))
-    digests = {n.checks._ranges[63] for n in cluster}
+    await wait_for(lambda: all(63 in n.machine.checks._ranges for n in cluster))
+    digests = {n.machine.checks._ranges[63] for n in cluster}
     assert len(digests) == 1  # and no node stopped on CommittedValuesMatch
     assert all(not n.task.done() for n in cluster)
 
@@ -498,9 +522,9 @@ async def test_a_node_behind_the_others_snapshots_catches_up_from_a_peer_snapsho
         lagger = next(n for n in nodes if n is not leader)
         await stop_node(lagger)
         for i in range(120):
-            await leader.submit(Kind.PUT, r.PutRequest(key=b"s%d" % i, value=b"%d" % i))
+            await submit(leader, Kind.PUT, r.PutRequest(key=b"s%d" % i, value=b"%d" % i))
         live = [n for n in nodes if n is not lagger]
-        await wait_for(lambda: all(n.core.status()["log_start"] > 40 for n in live))
+        await wait_for(lambda: all(n.machine.core.status()["log_start"] > 40 for n in live))
         for n in live:  # what the peers queued for it is lost too (a long outage overflows the queue)
             n.transport.peers[lagger.node_id].queue.clear()
         revived = await start_node(lagger.node_id, tmp_path, 100, snapshot_every_slots=40)
@@ -509,7 +533,7 @@ async def test_a_node_behind_the_others_snapshots_catches_up_from_a_peer_snapsho
         got = revived.kv.range(r.RangeRequest(key=b"s", range_end=b"t"))
         assert len(got.kvs) == 120
         # it jumped over slots no peer holds any more
-        assert revived.peer_snapshots_installed >= 1, (revived.core.status(), [n.core.status() for n in live])
+        assert revived.machine.peer_snapshots_installed >= 1, (revived.machine.core.status(), [n.machine.core.status() for n in live])
     finally:
         for n in nodes:
             if not n.task.done():
@@ -530,7 +554,7 @@ async def test_a_failed_snapshot_write_stops_the_node_and_its_log_still_recovers
     others = [await start_node(i, tmp_path, 60) for i in (1, 2)]
     try:
         for i in range(12):
-            await others[i % 2].submit(Kind.PUT, r.PutRequest(key=b"f%d" % (i % 3), value=b"%d" % i))
+            await submit(others[i % 2], Kind.PUT, r.PutRequest(key=b"f%d" % (i % 3), value=b"%d" % i))
         await wait_for(lambda: first.task.done())
         assert isinstance(first.task.exception(), WalFatalError)  # fail-stop, not carry on
         await first.stop()
@@ -551,13 +575,13 @@ def test_role_changes_are_logged_and_repeated_elections_at_most_once_a_second(tm
     status = {"role": "candidate", "ballot": (1, 0), "promised": (1, 0), "leader": None,
               "log_start": 0, "next_slot": 0, "commit_upto": 0}
     caplog.set_level("INFO", logger="verikv.node")
-    node._log_role(status, True)
+    node.machine._log_role(status, True)
     for b in range(2, 7):  # five more failed elections within the same second
         now[0] += 0.1
-        node._log_role(dict(status, ballot=(b, 0), promised=(b, 0)), False)
+        node.machine._log_role(dict(status, ballot=(b, 0), promised=(b, 0)), False)
     now[0] += 1.0
-    node._log_role(dict(status, ballot=(7, 0), promised=(7, 0)), False)
-    node._log_role(dict(status, role="leader", ballot=(7, 0), promised=(7, 0), leader=0), True)
+    node.machine._log_role(dict(status, ballot=(7, 0), promised=(7, 0)), False)
+    node.machine._log_role(dict(status, role="leader", ballot=(7, 0), promised=(7, 0), leader=0), True)
     lines = [rec.getMessage() for rec in caplog.records if rec.name == "verikv.node"]
     assert len(lines) == 3, lines
     assert lines[0].startswith("candidate at ballot (1, 0)")

@@ -4,7 +4,8 @@ restarts, bounded queues that drop the oldest frame, and bad frames close only t
 import asyncio
 import struct
 
-from verikv.shim.io.transport import FRAME_HEAD, KIND_CORE, KIND_FORWARD, Transport
+from verikv.shim.io.transport import FRAME_HEAD, Transport
+from verikv.shim.node.peer_wire import KIND_CORE, KIND_FORWARD
 
 BASE_PORT = 25100
 

@@ -1,0 +1,416 @@
+"""The node's logic as a deterministic machine: events in, I/O actions out (no asyncio, no clock,
+no randomness of its own, no file or socket).
+
+Events: `command` (a client write, or a read ordered through the log), `read`, `frame` (from a
+peer), `tick`. Then `turn()`, a generator of the turn's I/O actions, which the caller carries out
+in order before it asks for the next one:
+  Send(frames)                  hand these peer frames to the transport
+  Append(records, durable)      append to the WAL; durable: resume only once they are on disk
+  WriteSnapshot(slot, kv_state, core_records)  make a snapshot durable (WAL.install_snapshot)
+At start, `restore(snapshot)` (if the WAL has one), then `recover(records)`: the actions of
+replaying the WAL. Answers to clients are given by calling the `done` each request came with,
+once, with its response or EtcdError; every failure reaches the client that way. The clock and
+the random source are passed in, so a simulation with a simulated clock, network and disk
+replays the same run from the same seed.
+
+Each turn: feed the core every input that arrived (ticks, peer messages, proposals, read
+confirmations); make every record of the turn durable with one group commit; only then send the
+turn's messages; then apply the newly committed slots to the KV state and answer the clients.
+Client commands are in proposals.py, linearizable reads in reads.py.
+
+This module must never decide anything the core decides (who leads, what is chosen), never let a
+message leave before the records it depends on are durable, and never go on after a runtime
+check, a WAL failure or a core FatalCheck: those propagate out of `turn()`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from verikv.shim.kv import errors
+from verikv.shim.kv.commands import Kind, check_size, encode_batch, validate
+from verikv.shim.kv.store import KVStore
+from verikv.shim.node.checks import Checks
+from verikv.shim.node.peer_wire import (DIGEST, KIND_CORE, KIND_DIGEST, KIND_FORWARD, KIND_READ_INDEX,
+                                        KIND_READ_INDEX_REPLY, KIND_SNAPSHOT, MAX_FRAME_BYTES, READ_ASK,
+                                        READ_REPLY)
+from verikv.shim.node.proposals import Proposals
+from verikv.shim.node.reads import Reads
+
+log = logging.getLogger("verikv.node")
+
+
+class Send(NamedTuple):
+    frames: list  # (destination node id, frame kind, payload)
+
+
+class Append(NamedTuple):
+    records: list  # the core's records, in order
+    durable: bool  # the turn resumes only once they (and everything before) are on disk
+
+
+class WriteSnapshot(NamedTuple):
+    slot: int  # the KV state is the state after every slot below this one
+    kv_state: bytes
+    core_records: list  # the core's whole durable state, which starts the new log
+
+
+@dataclass
+class NodeConfig:
+    node_id: int
+    peer_addresses: list[tuple[str, int]]  # index = node id
+    data_dir: Path
+    tick_ms: int = 10
+    runtime_checks: bool = True
+    request_timeout_s: float = 5.0
+    retry_after_s: float = 1.0
+    snapshot_every_slots: int = 1024
+    max_batch_bytes: int = 4 * 1024 * 1024
+    max_pending_requests: int = 20_000
+    max_inbox_messages: int = 50_000
+    max_catch_up_ticks: int = 10
+
+
+class NodeMachine:
+    """One node's logic around its core (see the module's text).
+
+    `core` is a verikv.verified_core.core.Core (or a test double with its methods), `clock()`
+    the monotonic time in seconds, `rng` a random.Random; the session id of this node's client
+    commands is drawn from it."""
+
+    def __init__(self, config: NodeConfig, core, *, clock, rng):
+        self.config = config
+        self.node_id = config.node_id
+        self.cluster_size = len(config.peer_addresses)
+        self.core = core
+        self.clock = clock
+        self.kv = KVStore()
+        self.checks = Checks(self.node_id, self.cluster_size, enabled=config.runtime_checks)
+        self.proposals = Proposals(rng.getrandbits(63) | 1, request_timeout_s=config.request_timeout_s,
+                                   retry_after_s=config.retry_after_s,
+                                   max_pending=config.max_pending_requests,
+                                   max_batch_bytes=config.max_batch_bytes)
+        self.reads = Reads(self)
+        self.status: dict = {}
+        self.term = 0  # etcd's raft_term: the highest ballot round this node has seen
+        self._status_stale = True  # the core took a step since self.status was read and checked
+        self._out: list[tuple[int, int, bytes]] = []  # frames for the next Send
+        self._inbox: collections.deque[bytes] = collections.deque(maxlen=config.max_inbox_messages)
+        self._ticks_due = 0
+        self._peer_digests: list[tuple[int, int, bytes]] = []  # checked at the next turn
+        # Snapshot transfer: a peer's KV snapshot waiting to be installed (the newest one), and
+        # when this node last sent its own to each peer (sending is rate-limited).
+        self._snapshot_in: KVStore | None = None
+        self._snapshot_sent_at: dict[int, float] = {}
+        self.snapshot_slot = 0
+        self._restored_records: list[bytes] = []  # the core's records in the snapshot restored
+        self.peer_snapshots_installed = 0
+        self._last_scan = float("-inf")
+        self._role_logged_at = float("-inf")
+        self._promises_unlogged = 0
+        self.turns = 0
+
+    @property
+    def client_id(self) -> int:
+        return self.proposals.client_id
+
+    # ---- events ----
+
+    def command(self, kind: Kind, request, body: bytes, done) -> None:
+        """A client's write (or a read to order through the log): `request` parsed from `body`,
+        the bytes the client sent, which go into the log as they are."""
+        try:
+            validate(kind, request, len(body))
+        except errors.EtcdError as err:
+            done(err)
+            return
+        self.order(kind, body, done)
+
+    def order(self, kind: Kind, body: bytes, done) -> None:
+        """A valid command for the log (proposed or forwarded at the next turn)."""
+        self.proposals.add(kind, body, done, self.clock())
+
+    def read(self, request, serializable: bool, done) -> None:
+        """A Range: `request` is a RangeRequest or a key (bytes) for RangeRequest(key=...) and
+        nothing else. Serializable: answered now; linearizable: answered by a later turn."""
+        try:
+            if type(request) is bytes:
+                if not request:
+                    raise errors.EMPTY_KEY
+                check_size(len(request))
+            else:
+                validate(Kind.RANGE, request)
+        except errors.EtcdError as err:
+            done(err)
+            return
+        if serializable:
+            done(self.kv.read(request))
+        else:
+            self.reads.arrived.append((request, done))  # routed at the next turn, together
+
+    def frame(self, kind: int, payload: bytes) -> None:
+        """A frame from a peer (see peer_wire.py); malformed ones are dropped."""
+        if kind == KIND_CORE:
+            self._inbox.append(payload)
+        elif kind == KIND_FORWARD:
+            self.proposals.add_forwarded(payload)
+        elif kind == KIND_DIGEST and len(payload) == DIGEST.size:
+            last, sender, digest = DIGEST.unpack(payload)
+            if sender < self.cluster_size and len(self._peer_digests) < 1024:
+                self._peer_digests.append((sender, last, digest))
+        elif kind == KIND_SNAPSHOT:
+            try:
+                store = KVStore.restore(payload)
+            except Exception as err:  # noqa: BLE001 - a malformed snapshot is dropped, loudly
+                log.warning("dropped a malformed snapshot from a peer (%d bytes): %s", len(payload), err)
+            else:
+                if self._snapshot_in is None or store.next_slot > self._snapshot_in.next_slot:
+                    self._snapshot_in = store
+        elif kind == KIND_READ_INDEX and len(payload) == READ_ASK.size:
+            self.reads.on_ask(payload, self.cluster_size, self.config.max_pending_requests)
+        elif kind == KIND_READ_INDEX_REPLY and len(payload) == READ_REPLY.size:
+            self.reads.on_reply(payload)
+
+    def tick(self, ticks: int = 1) -> None:
+        self._ticks_due += ticks
+
+    def fail_pending(self, err: errors.EtcdError) -> None:
+        """Answer every command still waiting with `err` (the node stops)."""
+        self.proposals.fail_all(err)
+
+    @property
+    def wants_turn(self) -> bool:
+        """A turn now would propose something (e.g. commands queued again for a retry)."""
+        return bool(self.proposals.local)
+
+    # ---- for the parts of the machine ----
+
+    def send(self, dst: int, kind: int, payload: bytes) -> None:
+        self._out.append((dst, kind, payload))
+
+    def step(self, step, *args):
+        """Call one of the core's steps; its status is read (and checked) again when next needed."""
+        self._status_stale = True
+        return step(*args)
+
+    def current_status(self) -> dict:
+        """The core's status, read again and checked if the core took a step since the last
+        read (a status is a function of the core's state, which only its steps change)."""
+        if self._status_stale:
+            status = self.core.status()
+            self.checks.on_status(status)
+            old = self.status
+            if status["role"] != old.get("role") or status["promised"] != old.get("promised"):
+                self._log_role(status, status["role"] != old.get("role"))
+            self.status = status
+            self.term = max(status["ballot"][0], status["promised"][0])
+            self._status_stale = False
+        return self.status
+
+    # ---- start ----
+
+    def restore(self, snapshot) -> None:
+        """Start from a snapshot (slot, kv_state, core_records): the KV state after every slot
+        below `slot`; `recover` then replays the core's records after it."""
+        self.kv = KVStore.restore(snapshot.kv_state)
+        self.snapshot_slot = snapshot.slot
+        self._restored_records = list(snapshot.core_records)
+
+    def recover(self, records: list[bytes]):
+        """The actions of starting from the WAL's `records` (after the snapshot, if `restore`d)."""
+        records = self._restored_records + records
+        self._restored_records = []
+        log.info("recovering: snapshot at slot %s, %d WAL records",
+                 self.snapshot_slot if self.snapshot_slot else None, len(records))
+        ready = self.step(self.core.recover, records)
+        self.current_status()
+        yield from self._honour([ready])
+        yield from self._flush()
+
+    # ---- the turn ----
+
+    def turn(self):
+        """One turn: the actions to carry out, in order (see the module's text)."""
+        self.turns += 1
+        if self._peer_digests:
+            claims, self._peer_digests = self._peer_digests, []
+            for sender, last, digest in claims:
+                self.checks.on_peer_digest(sender, last, digest)
+        core = self.core
+        readies = []
+        if self._snapshot_in is not None:
+            yield from self._install_peer_snapshot(readies)
+        ticks = min(self._ticks_due, self.config.max_catch_up_ticks)
+        self._ticks_due = 0
+        if ticks:
+            self._status_stale = True
+            for _ in range(ticks):
+                readies.append(core.tick())
+        inbox = self._inbox
+        if inbox:
+            self._status_stale = True
+            while inbox:
+                msg = inbox.popleft()
+                try:
+                    readies.append(core.receive(msg))
+                except ValueError as err:
+                    log.warning("dropped a malformed peer message (%d bytes): %s", len(msg), err)
+        self.current_status()
+        self._propose(readies)
+        reads = self.reads
+        if reads.arrived:
+            reads.route()
+        if reads.asks:
+            reads.answer_asks()
+        reads.confirm(readies)
+        yield from self._honour(readies)
+        reads.serve()
+        now = self.clock()
+        if now - self._last_scan >= 0.05:
+            self._last_scan = now
+            self.proposals.scan(now)
+            reads.retry(now - self.config.retry_after_s)
+        if self.kv.next_slot - self.snapshot_slot >= self.config.snapshot_every_slots:
+            yield from self._snapshot()
+        yield from self._flush()
+
+    def _flush(self):
+        if self._out:
+            frames, self._out = self._out, []
+            yield Send(frames)
+
+    def _honour(self, readies: list):
+        """Each Ready in turn order: early messages at once; records in order; a `sync` Ready's
+        records durable (one group commit for the turn) before its messages and commits and
+        before anything of the Readies after it."""
+        records = [r for rd in readies for r in rd.records]
+        barrier = next((i for i, rd in enumerate(readies) if rd.sync), len(readies))
+        for rd in readies:
+            if rd.need_snapshot:
+                self._send_snapshot(rd.need_snapshot)
+        for rd in readies[:barrier]:  # nothing of theirs waits for a sync
+            self._messages(rd.early)
+            self._messages(rd.messages)
+            self._apply(rd.commits)
+        if barrier == len(readies):
+            if records:
+                yield Append(records, False)
+        else:
+            # independent of the barrier's own records: they leave while this node syncs
+            self._messages(readies[barrier].early)
+            yield from self._flush()
+            yield Append(records, True)
+            for i, rd in enumerate(readies[barrier:]):
+                if i:
+                    self._messages(rd.early)
+                self._messages(rd.messages)
+                self._apply(rd.commits)
+        self.checks.on_log_start(self.current_status()["log_start"], self.kv.next_slot)
+
+    def _messages(self, messages: list) -> None:
+        if messages:
+            self.checks.on_messages(messages)
+            out = self._out
+            for dst, msg in messages:
+                out.append((dst, KIND_CORE, msg))
+
+    def _apply(self, commits: list) -> None:
+        if not commits:
+            return
+        kv, answer = self.kv, self.proposals.answer
+        self.checks.on_commits(commits, kv.next_slot)
+        for slot, value in commits:
+            if slot < kv.next_slot:
+                continue  # already in the KV state (e.g. redelivered after recovery)
+            answer(kv.apply(slot, value, reads_for=self.client_id))
+        if self.checks.announcements:
+            for last, digest in self.checks.announcements:
+                payload = DIGEST.pack(last, self.node_id, digest)
+                for peer in range(self.cluster_size):
+                    if peer != self.node_id:
+                        self.send(peer, KIND_DIGEST, payload)
+            self.checks.announcements = []
+
+    def _propose(self, readies: list) -> None:
+        p = self.proposals
+        if not p.local and not p.forwarded:
+            return
+        role, leader = self.status.get("role"), self.status.get("leader")
+        if role == "leader":
+            commands = p.local + p.forwarded
+            p.local, p.forwarded = [], []
+            for batch in p.batches(commands):
+                rd = self.step(self.core.propose, encode_batch(batch))
+                readies.append(rd)
+                self.checks.on_propose(rd.accepted, self.current_status())
+                if not rd.accepted:  # not leading any more, or the window is full: retry later
+                    break
+            return
+        p.forwarded = []  # the originators retry them
+        if leader is not None and leader != self.node_id and p.local:
+            for batch in p.batches(p.local):
+                self.send(leader, KIND_FORWARD, encode_batch(batch))
+        p.local = []  # with no leader known, the retry scan queues them again later
+
+    # ---- snapshots ----
+
+    def _send_snapshot(self, peers: list[int]) -> None:
+        """Peers asked for slots this node truncated: send them its KV snapshot (rate-limited)."""
+        now = self.clock()
+        due = sorted(p for p in set(peers)
+                     if now - self._snapshot_sent_at.get(p, float("-inf")) >= self.config.retry_after_s)
+        if not due:
+            return
+        state = self.kv.snapshot()
+        if len(state) + 64 > MAX_FRAME_BYTES:
+            log.error("cannot send a snapshot of %d bytes to nodes %s: over the frame limit", len(state), due)
+            return
+        for peer in due:
+            self._snapshot_sent_at[peer] = now
+            self.send(peer, KIND_SNAPSHOT, state)
+        log.info("sent a snapshot at slot %d to nodes %s", self.kv.next_slot, due)
+
+    def _install_peer_snapshot(self, readies: list):
+        """This node lags behind a peer's truncation point: install the peer's snapshot."""
+        store, self._snapshot_in = self._snapshot_in, None
+        slot = store.next_slot
+        if slot <= self.kv.next_slot:
+            return  # caught up meanwhile
+        rd = self.step(self.core.install_snapshot, slot)
+        if self.current_status()["log_start"] != slot:
+            return  # the core refused (it is not behind): keep the own state
+        self.kv = store
+        yield WriteSnapshot(slot, store.snapshot(), self.core.checkpoint_records())
+        self.snapshot_slot = slot
+        self.peer_snapshots_installed += 1
+        readies.append(rd)  # commits of slots above the snapshot that this node already had
+        log.info("installed a peer's snapshot at slot %d (revision %d)", slot, store.revision)
+
+    def _snapshot(self):
+        slot = self.kv.next_slot
+        rd = self.step(self.core.truncate, slot)
+        yield from self._flush()
+        # The snapshot is durable before any record says the log starts at `slot`: a crash or a
+        # failed write in between recovers from the previous snapshot and the whole log.
+        yield WriteSnapshot(slot, self.kv.snapshot(), self.core.checkpoint_records())
+        yield from self._honour([rd])
+        self.snapshot_slot = slot
+        log.info("snapshot at slot %d (revision %d)", slot, self.kv.revision)
+
+    def _log_role(self, s: dict, role_changed: bool) -> None:
+        """A line per change of role; a new promise in the same role (elections that keep failing,
+        in a partition) at most once a second, with how many were not logged."""
+        now = self.clock()
+        if not role_changed and now - self._role_logged_at < 1.0:
+            self._promises_unlogged += 1
+            return
+        more = f" ({self._promises_unlogged} more promises since the last line)" if self._promises_unlogged else ""
+        self._role_logged_at, self._promises_unlogged = now, 0
+        log.info("%s at ballot %s, promised %s, leader %s; log [%d, %d), committed below %d%s",
+                 s["role"], tuple(s["ballot"]), tuple(s["promised"]), s["leader"],
+                 s["log_start"], s["next_slot"], s["commit_upto"], more)
+

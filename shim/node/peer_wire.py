@@ -1,0 +1,26 @@
+"""What one node says to another: the kinds of peer frames and the layout of their payloads.
+
+A peer frame is a kind byte and a payload (the transport adds the length). The core's messages
+travel opaque (KIND_CORE); the others are the node's own: forwarded client commands, ReadIndex
+requests and answers, digests of committed slots (CommittedValuesMatch) and KV snapshots.
+
+This module must never do anything but name and lay out bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+
+MAX_FRAME_BYTES = 32 * 1024 * 1024  # the transport closes a connection that sends a longer frame
+
+KIND_CORE = 0  # an encoded core message
+KIND_FORWARD = 1  # a batch of client commands a follower forwards to the leader (a proposal value)
+KIND_READ_INDEX = 3  # a follower asks the leader for a read slot: READ_ASK
+KIND_READ_INDEX_REPLY = 4  # the leader's answer: READ_REPLY
+KIND_DIGEST = 5  # CommittedValuesMatch: DIGEST
+KIND_SNAPSHOT = 6  # the sender's KV snapshot, for a member behind the sender's truncation point
+NODE_KINDS = (KIND_CORE, KIND_FORWARD, KIND_READ_INDEX, KIND_READ_INDEX_REPLY, KIND_DIGEST, KIND_SNAPSHOT)
+
+READ_ASK = struct.Struct("<QIQQ")  # request id, asking node, its promised ballot (round, node) when it asked
+READ_REPLY = struct.Struct("<QQ")  # request id, read slot (0: ask again through the log)
+DIGEST = struct.Struct("<QI8s")  # last slot of the range, sender, digest of the range's values
