@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from verikv.jepsen.drivers import DriverUnavailable, NemesisUnavailable
+from verikv.jepsen.drivers.base import DriverUnavailable, NemesisUnavailable
 from verikv.jepsen.nemesis import NEMESES
 
 SYSTEMS = ("etcd", "verikv")

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from verikv.jepsen.drivers import NemesisUnavailable, SystemDriver
+from verikv.jepsen.drivers.base import NemesisUnavailable, SystemDriver
 
 
 @dataclass
@@ -57,7 +57,7 @@ def check_available(kind: str, driver: SystemDriver) -> None:
     if kind in PARTITION_KINDS and driver.partition_unavailable_reason:
         raise NemesisUnavailable(f"{kind}: {driver.partition_unavailable_reason}")
     if kind == "disk":
-        driver.disk_fault(-1, "probe")   # the hook raises if the driver has no disk faults
+        driver.use_faulty_disk()  # raises if the system has no disk fault points
 
 
 def make_schedule(kind: str, time_s: float, seed: int, first_s: float = 4.0,
@@ -94,6 +94,36 @@ def _partition_links(variant: str, n: int, choice: int, leader: int | None) -> t
     raise ValueError(variant)
 
 
+DISK_FAULTS = ("fsync-fails", "crash-unsynced")  # the disk nemesis alternates them
+
+
+def inject_disk_fault(driver: SystemDriver, node: int, kind: str) -> str:
+    """`fsync-fails`: fdatasync starts failing on the node, which must stop by itself
+    (fail-stop); `crash-unsynced`: kill -9, losing every write not yet fsynced (the node's disk
+    holds unsynced writes in memory). Returns what happened."""
+    if kind == "crash-unsynced":
+        driver.kill(node)
+        return f"n{node + 1} crashed, losing its unsynced writes"
+    if kind != "fsync-fails":
+        raise NemesisUnavailable(f"unknown disk fault {kind!r} (one of {', '.join(DISK_FAULTS)})")
+    driver.fsync_fault_file(node).write_text("set by the disk nemesis\n")
+    deadline = time.monotonic() + 15
+    while node in driver.pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if node in driver.pids():
+        raise RuntimeError(f"n{node + 1} kept running for 15 s after its fsync started failing "
+                           "(it must stop: fail-stop)")
+    driver.killed.add(node)
+    return f"fsync fails on n{node + 1}: it stopped by itself"
+
+
+def heal_disk_fault(driver: SystemDriver, node: int) -> None:
+    """The node's disk works again, and the node runs again."""
+    driver.fsync_fault_file(node).unlink(missing_ok=True)
+    if node not in driver.pids():
+        driver.restart(node)
+
+
 class NemesisRunner(threading.Thread):
     """Executes a schedule against a driver in a background thread."""
 
@@ -109,6 +139,7 @@ class NemesisRunner(threading.Thread):
         self.current: FaultWindow | None = None
         self.killed: set[int] = set()
         self.paused: set[int] = set()
+        self.disk_faults = 0
 
     def _sleep_until(self, t_s: float) -> bool:
         """False if asked to stop first."""
@@ -177,7 +208,9 @@ class NemesisRunner(threading.Thread):
         elif w.kind == "partition-flap":
             w.detail = "flapping partitions"
         elif w.kind == "disk":
-            w.detail = d.disk_fault(w.choice % n, "default") or f"disk fault on n{w.choice % n + 1}"
+            kind = DISK_FAULTS[self.disk_faults % len(DISK_FAULTS)]
+            self.disk_faults += 1
+            w.detail = inject_disk_fault(d, w.choice % n, kind)
         else:
             raise NemesisUnavailable(w.kind)
 
@@ -218,7 +251,10 @@ class NemesisRunner(threading.Thread):
         if w.kind in PARTITION_KINDS:
             d.heal_network()
         if w.kind == "disk":
-            d.heal_disk(w.choice % d.n_nodes)
+            try:
+                heal_disk_fault(d, w.choice % d.n_nodes)
+            except Exception as err:
+                errors.append(str(err))
         if errors:
             w.error = (w.error + "; " if w.error else "") + "heal: " + "; ".join(errors)
 
@@ -244,6 +280,11 @@ class NemesisRunner(threading.Thread):
                 self.driver.heal_network()
             except Exception:
                 pass
+            if self.current is not None and self.current.kind == "disk" and self.current.healed_s is None:
+                try:
+                    heal_disk_fault(self.driver, self.current.choice % self.driver.n_nodes)
+                except Exception:
+                    pass
             if self.current is not None and self.current.healed_s is None:
                 self.current.healed_s = self.now_s()
                 self.current = None

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Callable
 
 from verikv.jepsen.checker import check_register, check_set
-from verikv.jepsen.drivers import SystemDriver, make_driver
+from verikv.jepsen.drivers import make_driver
+from verikv.jepsen.drivers.base import SystemDriver
 from verikv.jepsen.history import History, Op
 from verikv.jepsen.nemesis import NemesisRunner, check_available, make_schedule
 from verikv.jepsen.report import compute_stats, write_report
@@ -80,7 +81,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print,
     try:
         log(f"starting a 3-node {cfg.system} cluster in {data_dir}")
         if cfg.nemesis == "disk":  # the nodes must start on the fault-injecting disk
-            driver.disk_fault(-1, "probe")
+            driver.use_faulty_disk()
         driver.start(data_dir)
         check_available(cfg.nemesis, driver)
         leader = driver.leader()

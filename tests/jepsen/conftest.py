@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from verikv.jepsen.drivers import EtcdDriver
+from verikv.jepsen.drivers.etcd import EtcdDriver
 
 
 @pytest.fixture(scope="module")

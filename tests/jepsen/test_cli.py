@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from verikv.jepsen import cli
-from verikv.jepsen.drivers import EtcdDriver, NemesisUnavailable
+from verikv.jepsen.drivers.base import NemesisUnavailable
+from verikv.jepsen.drivers.etcd import EtcdDriver
 from verikv.jepsen.nemesis import NEMESES, check_available, make_schedule
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from verikv.jepsen import net
-from verikv.jepsen.drivers import EtcdDriver, process_state
+from verikv.jepsen.drivers.base import process_state
+from verikv.jepsen.drivers.etcd import EtcdDriver
 from verikv.jepsen.workloads import Failed, Indeterminate
 
 NET_REASON = net.probe()

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from verikv.jepsen import net
-from verikv.jepsen.drivers import process_state
+from verikv.jepsen.drivers.base import process_state
 from verikv.jepsen.history import read_jsonl
 from verikv.jepsen.runner import RunConfig, run
 

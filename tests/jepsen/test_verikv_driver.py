@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from verikv.jepsen import net
-from verikv.jepsen.drivers import NemesisUnavailable, VerikvDriver
+from verikv.jepsen.drivers.base import NemesisUnavailable
+from verikv.jepsen.drivers.verikv import VerikvDriver
 from verikv.jepsen.nemesis import check_available
 from verikv.jepsen.runner import RunConfig, run
 
