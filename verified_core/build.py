@@ -1,8 +1,5 @@
-"""Build verikv: gRPC stubs, the grpc++ modules (client front, bench load generator), then verify
-the Dafny project, translate it to C++ and compile the core extension.
-
-Usage: python -m verikv.verified_core.build [--verify|--no-verify] [--reverify] [--force]
-       python -m verikv.verified_core.build --proof-costs
+"""Build the verified core: verify the Dafny project, translate it to C++ and compile the core
+extension. `python -m verikv.build` (./dev build) runs this after the rest of verikv's build.
 
 Verification is deterministic: its options live in dafny/dfyconfig.toml (see the README's build
 section), and every proof's resource count is checked against half of the project's limit, so a
@@ -16,7 +13,6 @@ This module must never import the extension it builds.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import hashlib
@@ -44,12 +40,6 @@ PROOF_COSTS = OUT_DIR / "proof-costs.csv"  # the last verification's results, on
 COST_SHARE = 0.5
 DAFNY_VERSION = "4.11.0"
 CXXFLAGS = ["-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-w"]
-# Native helpers that are not part of the verified core: (source, package dir, module name).
-GRPC_MODULES = [
-    (REPO / "shim" / "api" / "front" / "front.cpp", REPO / "shim" / "api", "_front"),  # the client API
-    (REPO / "cluster" / "loadgen" / "loadgen.cpp", REPO / "cluster", "_loadgen"),  # `verikv bench`
-]
-
 class BuildError(Exception):
     """A build step failed; the message says which and why."""
 
@@ -212,52 +202,6 @@ def compile_extension() -> Path:
     return target
 
 
-def compile_grpc_modules(force: bool = False) -> None:
-    """The grpc++ modules (GRPC_MODULES), against Debian's libgrpc++-dev; each is rebuilt only
-    when its source or the Python version changed."""
-    import pybind11
-
-    grpc_flags = None
-    for source, package_dir, name in GRPC_MODULES:
-        digest = hashlib.sha256(source.read_bytes() + sys.version.encode()).hexdigest()
-        target = package_dir / (name + sysconfig.get_config_var("EXT_SUFFIX"))
-        stamp = OUT_DIR / f"{name}.stamp"
-        if not force and target.exists() and stamp.exists() and stamp.read_text() == digest:
-            continue
-        if grpc_flags is None:
-            try:
-                grpc_flags = subprocess.run(["pkg-config", "--cflags", "--libs", "grpc++"], capture_output=True,
-                                            text=True, check=True).stdout.split()
-            except (OSError, subprocess.CalledProcessError):
-                raise BuildError("grpc++ not found: install Debian's libgrpc++-dev and pkg-config "
-                                 "(./dev setup does)") from None
-        tmp = target.with_suffix(".tmp")
-        run(["g++", *CXXFLAGS, f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}",
-             source, "-o", tmp, *grpc_flags], f"compiling {source.relative_to(REPO)}")
-        os.replace(tmp, target)
-        OUT_DIR.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(digest)
-        print(f"built {target.relative_to(REPO)}", flush=True)
-
-
-PROTO_DIR = REPO / "proto"
-
-
-def generate_stubs(force: bool = False) -> None:
-    """gRPC stubs for the etcd API from proto/ into verikv/etcdpb/ (skipped when current)."""
-    protos = sorted(PROTO_DIR.rglob("*.proto"))
-    outputs = [REPO / p.relative_to(PROTO_DIR).with_name(p.stem + "_pb2.py") for p in protos]
-    newest_input = max(p.stat().st_mtime for p in protos + [Path(__file__)])
-    if not force and all(o.exists() and o.stat().st_mtime >= newest_input for o in outputs):
-        return
-    cmd = [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}", f"--python_out={REPO}",
-           f"--grpc_python_out={REPO}", *[str(p.relative_to(PROTO_DIR)) for p in protos]]
-    print("+", " ".join(cmd), flush=True)
-    result = subprocess.run(cmd, cwd=PROTO_DIR)
-    if result.returncode != 0:
-        raise BuildError(f"generating gRPC stubs failed (exit {result.returncode})")
-
-
 def recorded_verification() -> Verification | None:
     """The last verification's results, if it verified exactly the current sources and tools."""
     if not (VERIFIED_STAMP.exists() and PROOF_COSTS.exists()):
@@ -286,8 +230,8 @@ def ensure_verified(check: bool = True) -> Verification:
 
 
 def build(*, verify_proofs: bool, force: bool, reverify: bool = False) -> Path:
-    generate_stubs(force)
-    compile_grpc_modules(force)
+    """Verify (unless told not to, or the same sources verified before), translate and compile
+    the core extension, skipping what is up to date."""
     digest = inputs_digest()
     target = extension_path()
     if verify_proofs:
@@ -296,7 +240,7 @@ def build(*, verify_proofs: bool, force: bool, reverify: bool = False) -> Path:
             top = result.costliest()[0]
             print(f"verified {len(result.proofs)} proofs in {result.seconds:.1f} s; the costliest, {top.name}, "
                   f"used {top.resources / result.limit:.0%} of the resource limit "
-                  "(python -m verikv.verified_core.build --proof-costs lists them all)", flush=True)
+                  "(python -m verikv.build --proof-costs lists them all)", flush=True)
         else:
             print("proofs unchanged since they last verified", flush=True)
     if not force and target.exists() and STAMP.exists() and STAMP.read_text() == digest:
@@ -307,34 +251,3 @@ def build(*, verify_proofs: bool, force: bool, reverify: bool = False) -> Path:
     STAMP.write_text(digest)
     print(f"built {target.relative_to(REPO)} from {GENERATED.relative_to(REPO)}", flush=True)
     return target
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m verikv.verified_core.build", description=__doc__.splitlines()[0])
-    parser.add_argument("--verify", dest="verify", action="store_true", default=True,
-                        help="verify the proofs first (default)")
-    parser.add_argument("--no-verify", dest="verify", action="store_false",
-                        help="skip `dafny verify` (translation alone does not check proofs)")
-    parser.add_argument("--reverify", action="store_true",
-                        help="verify even if the sources verified before unchanged")
-    parser.add_argument("--force", action="store_true",
-                        help="verify, translate and compile even if up to date")
-    parser.add_argument("--proof-costs", action="store_true",
-                        help="print every proof's resource count against its limit, the 10 costliest "
-                             "first (verifies first unless the sources verified before unchanged)")
-    args = parser.parse_args(argv)
-    try:
-        if args.proof_costs:
-            result = ensure_verified(check=False)
-            print(format_costs(result))
-            check_costs(result)
-            return 0
-        build(verify_proofs=args.verify, force=args.force, reverify=args.reverify)
-    except BuildError as err:
-        print(f"build failed: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,7 +27,7 @@ try:
 except ImportError as err:  # only on an unbuilt source tree
     raise ImportError(
         "verikv's native core is not built: run `./dev build` "
-        "(or `python -m verikv.verified_core.build`) in the source tree"
+        "(or `python -m verikv.build`) in the source tree"
     ) from err
 
 Ballot = tuple[int, int]
