@@ -144,7 +144,7 @@ class Front {
       out.swap(outgoing_);  // answered but not sent yet: send them now (an armed alarm finds none)
     }
     for (auto& o : out) Send(o);
-    for (auto id : ids) FinishCall(id, 14 /* UNAVAILABLE */, "verikv: the node is stopping", nullptr, 0);
+    for (auto id : ids) FailCall(id, grpc::StatusCode::UNAVAILABLE, "verikv: the node is stopping");
     server_->Shutdown(std::chrono::system_clock::now() +
                       std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000)));
     cq_->Shutdown();
@@ -166,24 +166,18 @@ class Front {
     }
   }
 
-  bool FinishCall(uint64_t id, int code, const std::string& message, const char* data, size_t len) {
+  // A call still waiting for its answer ends with an error status (the front is stopping).
+  void FailCall(uint64_t id, grpc::StatusCode code, const std::string& message) {
     Call* c;
     {
       std::lock_guard<std::mutex> g(mu_);
       auto it = waiting_.find(id);
-      if (it == waiting_.end()) return false;
+      if (it == waiting_.end()) return;
       c = it->second;
       waiting_.erase(it);
     }
     c->state = Call::FINISHING;
-    if (code == 0) {
-      grpc::Slice slice(data, len);
-      grpc::ByteBuffer bb(&slice, 1);
-      c->stream.WriteAndFinish(bb, grpc::WriteOptions(), grpc::Status::OK, c);
-    } else {
-      c->stream.Finish(grpc::Status(static_cast<grpc::StatusCode>(code), message), c);
-    }
-    return true;
+    c->stream.Finish(grpc::Status(code, message), c);
   }
 
   void RequestNew() {
