@@ -16,7 +16,7 @@ import json
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 OK, FAIL, INFO = "ok", "fail", "info"
 
@@ -83,19 +83,3 @@ class History:
         with open(path, "w") as out:
             for op in self.snapshot():
                 out.write(op.to_json() + "\n")
-
-
-def read_jsonl(path: Path) -> list[Op]:
-    with open(path) as src:
-        return [Op.from_dict(json.loads(line)) for line in src if line.strip()]
-
-
-def make_ops(rows: Iterable[tuple]) -> list[Op]:
-    """Compact constructor for hand-written histories in tests:
-    (process, f, key, value, invoke_ms, complete_ms, type, result)."""
-    ops = []
-    for i, row in enumerate(rows):
-        process, f, key, value, t0, t1, typ, result = row
-        ops.append(Op(process=process, f=f, key=key, value=value, invoke_ms=t0, complete_ms=t1,
-                      type=typ, result=result, id=i))
-    return ops

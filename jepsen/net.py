@@ -206,17 +206,3 @@ class PrivateNetwork:
 
     def heal(self) -> None:
         self.cut(set())
-
-    def rules_text(self) -> str:
-        return _run(["nft", "list", "table", "bridge", self.table], check=False).stdout
-
-
-def leftover_resources() -> list[str]:
-    """Names of any jepsen tables / namespaces / bridges present on this machine (for tests)."""
-    found = []
-    tables = _run(["nft", "list", "tables"], check=False).stdout
-    found += [line.strip() for line in tables.splitlines() if TABLE_PREFIX in line]
-    found += [n for n in _run(["ip", "netns", "list"], check=False).stdout.split() if n.startswith("vkj-")]
-    links = _run(["ip", "-o", "link", "show"], check=False).stdout
-    found += [line.split(":")[1].strip() for line in links.splitlines() if ": vkj" in line]
-    return found

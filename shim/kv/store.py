@@ -65,11 +65,6 @@ class EncodedRange:
         self.header_revision = header_revision
         self.body = body
 
-    def to_response(self) -> rpc_pb2.RangeResponse:
-        resp = rpc_pb2.RangeResponse.FromString(self.body)
-        resp.header.revision = self.header_revision
-        return resp
-
 
 def encode_header(header: rpc_pb2.ResponseHeader) -> bytes:
     """`header` as field 1 of a response (what goes before an EncodedRange's body)."""

@@ -3,7 +3,7 @@ a minimal counterexample that names the right operations."""
 
 from verikv.jepsen.checker import (LINEARIZABLE, UNDECIDED, VIOLATION, check_register, check_set,
                                    minimize_counterexample, search_linearization)
-from verikv.jepsen.history import make_ops
+from harness_helpers import make_ops
 
 
 def test_sequential_history_is_linearizable():

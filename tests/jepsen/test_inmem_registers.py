@@ -4,7 +4,7 @@ passes, broken ones (stale reads, lost writes) are caught on every seed."""
 import pytest
 
 from verikv.jepsen.checker import VIOLATION, check_register, check_set, search_linearization
-from verikv.jepsen.inmem import InMemoryStore, drive
+from inmem import InMemoryStore, drive
 
 SEEDS = range(6)
 

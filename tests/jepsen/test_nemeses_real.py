@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness_helpers import leftover_resources, nft_rules
 from verikv.jepsen import net
 from verikv.jepsen.drivers.base import process_state
 from verikv.jepsen.drivers.etcd import EtcdDriver
@@ -93,11 +94,11 @@ def test_partition_cuts_only_the_chosen_links_and_heals(etcd_cluster):
     try:
         assert not tcp_ok(d, 0, 2) and not tcp_ok(d, 2, 0)
         assert tcp_ok(d, 0, 1) and tcp_ok(d, 1, 2) and tcp_ok(d, 2, 1)
-        assert "10.224." in d.net.rules_text()
+        assert "10.224." in nft_rules(d.net)
     finally:
         d.heal_network()
     assert tcp_ok(d, 0, 2) and tcp_ok(d, 2, 0)
-    assert "drop" not in d.net.rules_text()
+    assert "drop" not in nft_rules(d.net)
 
 
 @needs_netns
@@ -145,5 +146,5 @@ def test_teardown_leaves_nothing_behind():
     d.stop()
     shutil.rmtree(data_dir, ignore_errors=True)
     assert all(process_state(pid) is None for pid in pids)
-    assert not [r for r in net.leftover_resources() if tag in r]
+    assert not [r for r in leftover_resources() if tag in r]
     assert not (net.STATE_DIR / f"{tag}.json").exists()

@@ -14,7 +14,7 @@ import pytest
 
 from verikv.jepsen import net
 from verikv.jepsen.drivers.base import process_state
-from verikv.jepsen.history import read_jsonl
+from harness_helpers import leftover_resources, read_jsonl
 from verikv.jepsen.runner import RunConfig, run
 
 NET_REASON = net.probe()
@@ -69,7 +69,7 @@ def test_sigterm_tears_everything_down(tmp_path):
     assert proc.returncode == 130, out
     assert "Traceback" not in out
     assert all(process_state(pid) is None for pid in pids)
-    assert not [r for r in net.leftover_resources() if tag in r]
+    assert not [r for r in leftover_resources() if tag in r]
     assert (tmp_path / "history.jsonl").exists()        # the partial history is kept
 
 

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from harness_helpers import leftover_resources
 from verikv.jepsen import net
 from verikv.jepsen.drivers.base import NemesisUnavailable
 from verikv.jepsen.drivers.verikv import VerikvDriver
@@ -57,7 +58,7 @@ def test_verikv_short_partition_set_run(tmp_path):
     assert verdict["checker"]["acknowledged"] > 100 and verdict["checker"]["lost"] == []
     assert verdict["faults"][0]["detail"].startswith("isolate leader")
     assert verdict["faults"][0]["error"] is None
-    assert not [r for r in net.leftover_resources() if tag in r]
+    assert not [r for r in leftover_resources() if tag in r]
 
 
 def test_cluster_cli_refuses_mismatched_placement(tmp_path):

@@ -4,6 +4,7 @@ snapshot restore is followed by a read that must see the new state."""
 
 from hypothesis import given, settings, strategies as st
 
+from answers import decoded
 from verikv.etcdpb import rpc_pb2 as r
 from verikv.shim.kv.store import EncodedRange, KVStore, encode_header
 from verikv.shim.kv.commands import Command, Kind, encode_batch
@@ -159,7 +160,7 @@ def test_long_keys_and_values_encode_like_protobuf():
         kv.put(r.PutRequest(key=key, value=value))
         got = read(kv, key)
         assert got.kvs[0].key == key and got.kvs[0].value == value
-    assert EncodedRange(9, b"").to_response() == r.RangeResponse(header=r.ResponseHeader(revision=9))
+    assert decoded(EncodedRange(9, b"")) == r.RangeResponse(header=r.ResponseHeader(revision=9))
 
 
 KEYS = [b"a", b"b", b"c"]

@@ -8,6 +8,7 @@ import errno
 from types import SimpleNamespace
 
 import pytest
+from answers import decoded
 import pytest_asyncio
 
 from verikv.etcdpb import rpc_pb2 as r
@@ -16,7 +17,6 @@ from verikv.shim.io.disk import RealDisk
 from verikv.shim.kv.errors import EtcdError
 from verikv.shim.io.runner import Node, NodeConfig
 from verikv.shim.kv.commands import Kind, encode_batch
-from verikv.shim.kv.store import EncodedRange
 from verikv.shim.node.peer_wire import KIND_READ_INDEX
 from verikv.shim.io.wal import WalFatalError
 from verikv.verified_core.core import Core
@@ -57,7 +57,7 @@ async def submit(node, kind, request):
 async def read(node, request, serializable):
     """A Range (a RangeRequest, or a key for RangeRequest(key=...)); its response or EtcdError."""
     got = _outcome(await _answer(lambda done: node.read(request, serializable, done)))
-    return got.to_response() if isinstance(got, EncodedRange) else got
+    return decoded(got)
 
 
 async def _answer(start):

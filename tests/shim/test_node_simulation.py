@@ -40,6 +40,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from answers import decoded
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
@@ -50,7 +51,6 @@ from verikv.shim.io.disk import FaultyDisk
 from verikv.shim.io.wal import Wal
 from verikv.shim.kv.commands import Kind
 from verikv.shim.kv.errors import EtcdError
-from verikv.shim.kv.store import EncodedRange
 from verikv.shim.node.machine import Append, NodeConfig, NodeMachine, Send, WriteSnapshot
 from verikv.verified_core.core import Core
 
@@ -248,9 +248,7 @@ class NodeSimulation(RuleBasedStateMachine):
         if isinstance(answer, EtcdError):
             op.outcome, op.result = "error", answer
             return
-        if type(answer) is EncodedRange:
-            answer = answer.to_response()
-        op.outcome, op.result = "ok", answer
+        op.outcome, op.result = "ok", decoded(answer)
         self.check_acknowledged(op)
 
     # ---- observations ----
