@@ -1,11 +1,11 @@
-"""etcd v3 gRPC API (KV, Maintenance.Status, Cluster.MemberList) over a node.
+"""etcd v3 gRPC API (KV with Compact, Maintenance.Status, Cluster.MemberList) over a node.
 
-Writes go through `node.command`, reads through `node.read` (see shim/node/ for how a
+Writes and compactions go through `node.command`, reads through `node.read` (see shim/node/ for how a
 follower's requests reach the leader); serializable reads are answered from the local state.
 A request's bytes are parsed once, here, and the bytes go into the log as the client sent them.
 Every answer comes back through one `done`: a response, or an EtcdError that becomes the call's
-gRPC status; any method verikv does not serve (Watch, Lease, Auth, Compact, historical
-revisions, ...) is UNIMPLEMENTED with a message saying so.
+gRPC status; any method verikv does not serve (Watch, Lease, Auth, ...) is UNIMPLEMENTED with
+a message saying so.
 
 This module must never change the KV state itself nor talk to the core: it only translates.
 """
@@ -51,7 +51,8 @@ class ClientServer:
             "/etcdserverpb.KV/DeleteRange": (rpc_pb2.DeleteRangeRequest,
                                              functools.partial(node.command, Kind.DELETE_RANGE)),
             "/etcdserverpb.KV/Txn": (rpc_pb2.TxnRequest, functools.partial(node.command, Kind.TXN)),
-            "/etcdserverpb.KV/Compact": (rpc_pb2.CompactionRequest, self._compact),
+            "/etcdserverpb.KV/Compact": (rpc_pb2.CompactionRequest,
+                                         functools.partial(node.command, Kind.COMPACT)),
             "/etcdserverpb.Maintenance/Status": (rpc_pb2.StatusRequest, self._status),
             "/etcdserverpb.Cluster/MemberList": (rpc_pb2.MemberListRequest, self._member_list),
         }
@@ -114,9 +115,6 @@ class ClientServer:
 
     def _range(self, request, body, done):
         self.node.read(request, request.serializable, done)
-
-    def _compact(self, request, body, done):
-        done(errors.COMPACT_UNSUPPORTED)
 
     def _status(self, request, body, done):
         node = self.node

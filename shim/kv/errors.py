@@ -44,15 +44,11 @@ DUPLICATE_KEY = _err(Code.INVALID_ARGUMENT, "etcdserver: duplicate key given in 
 REQUEST_TOO_LARGE = _err(Code.INVALID_ARGUMENT, "etcdserver: request is too large")
 LEASE_NOT_FOUND = _err(Code.NOT_FOUND, "etcdserver: requested lease not found")
 FUTURE_REV = _err(Code.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
+COMPACTED = _err(Code.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
 NO_LEADER = _err(Code.UNAVAILABLE, "etcdserver: no leader")
 TIMEOUT = _err(Code.UNAVAILABLE, "etcdserver: request timed out")
 
 # verikv's own: features it does not have. UNIMPLEMENTED, so clients can tell "not here" from "wrong".
-HISTORICAL_REVISION = _err(
-    Code.UNIMPLEMENTED,
-    "verikv: reading at a past revision is not supported (verikv keeps no MVCC history)")
-COMPACT_UNSUPPORTED = _err(
-    Code.UNIMPLEMENTED, "verikv: Compact is not supported (verikv keeps no MVCC history)")
 OUTCOME_UNKNOWN = _err(
     Code.UNKNOWN, "verikv: the outcome of this request is unknown (its result left the dedup window)")
 

@@ -1,4 +1,4 @@
-"""The replicated key-value state machine, with etcd 3.4's revision semantics (no MVCC history).
+"""The replicated key-value state machine, with etcd 3.4's revision semantics and history.
 
 It applies committed batches in slot order, each client command exactly once (a retried command is
 answered from the dedup table), and answers reads. It must be deterministic: its state after a
@@ -10,6 +10,13 @@ per request that changes something (a Put always does; a DeleteRange or Txn only
 puts something). Each key has create_revision, mod_revision and version (1 on creation, +1 per put;
 a deleted key starts again at version 1). Headers here carry only `revision`; the servicer fills
 cluster_id, member_id and raft_term.
+
+History (etcd's MVCC): every version of every key since the compaction point is kept, deletes as
+tombstones, so a Range may read at any revision from the compaction point to the current one.
+`Compact(rev)` (through the log like every write) forgets what no read at `rev` or later can see:
+for each key, the versions before its last one at or below `rev`, and that one too if it is a
+tombstone. Reads below the compaction point fail with etcd's "required revision has been
+compacted", above the current revision with "required revision is a future revision".
 """
 
 from __future__ import annotations
@@ -29,9 +36,10 @@ MAX_RESULTS_PER_SESSION = 4096  # remembered results per session (lowest seq evi
 
 
 class _Rec:
-    """One key's state. Never changed once stored: a put stores a new _Rec, so `wire` (this
+    """One version of a key. Never changed once stored: a put stores a new _Rec, so `wire` (this
     record's encoding in a single-key RangeResponse, made at its first such read) can never be
-    stale; a delete or a snapshot restore drops or replaces the records themselves."""
+    stale; a delete or a snapshot restore drops or replaces the records themselves. A tombstone
+    (the key deleted at mod_revision) has version 0."""
 
     __slots__ = ("create_revision", "mod_revision", "version", "value", "lease", "wire")
 
@@ -70,6 +78,10 @@ def encode_header(header: rpc_pb2.ResponseHeader) -> bytes:
     """`header` as field 1 of a response (what goes before an EncodedRange's body)."""
     b = header.SerializeToString()
     return b"\x0a" + _varint(len(b)) + b
+
+
+def _mod(rec: _Rec) -> int:
+    return rec.mod_revision
 
 
 def _kv(key: bytes, rec: _Rec, keys_only: bool = False) -> kv_pb2.KeyValue:
@@ -121,9 +133,12 @@ class KVStore:
 
     def __init__(self) -> None:
         self.revision = 1
+        self.compact_revision = -1  # etcd's compactMainRev: reads below it fail (-1: never compacted)
         self.next_slot = 0  # the next slot to apply (slots below it are applied)
-        self._data: dict[bytes, _Rec] = {}
-        self._keys: list[bytes] = []  # sorted
+        self._data: dict[bytes, _Rec] = {}  # the current version of each live key
+        self._keys: list[bytes] = []  # the live keys, sorted
+        self._hist: dict[bytes, list[_Rec]] = {}  # every version since the compaction point, oldest first
+        self._hist_keys: list[bytes] = []  # the keys of _hist, sorted
         self._sessions: dict[int, _Session] = {}
 
     # ---- reads ----
@@ -144,21 +159,37 @@ class KVStore:
             wire = rec.wire = b"\x12" + _varint(len(kv)) + kv + b"\x20\x01"  # kvs: [kv], count: 1
         return EncodedRange(self.revision, wire)
 
-    def _keys_in(self, key: bytes, range_end: bytes) -> list[bytes]:
-        if not range_end:
-            return [key] if key in self._data else []
-        lo = bisect.bisect_left(self._keys, key)
+    def _keys_in(self, key: bytes, range_end: bytes, keys: list[bytes] | None = None) -> list[bytes]:
+        """The keys of `keys` (the live keys by default) in [key, range_end) as etcd reads it."""
+        if keys is None:
+            if not range_end:
+                return [key] if key in self._data else []
+            keys = self._keys
+        elif not range_end:
+            return [key] if key in self._hist else []
+        lo = bisect.bisect_left(keys, key)
         if range_end == b"\0":
-            return self._keys[lo:]
+            return keys[lo:]
         if range_end <= key:
             return []
-        return self._keys[lo:bisect.bisect_left(self._keys, range_end)]
+        return keys[lo:bisect.bisect_left(keys, range_end)]
+
+    def _items_at(self, key: bytes, range_end: bytes, rev: int) -> list[tuple[bytes, _Rec]]:
+        """The live (key, version) pairs in the range as they were at revision `rev`."""
+        out = []
+        hist = self._hist
+        for k in self._keys_in(key, range_end, self._hist_keys):
+            versions = hist[k]
+            i = bisect.bisect_right(versions, rev, key=_mod) - 1
+            if i >= 0 and versions[i].version:
+                out.append((k, versions[i]))
+        return out
 
     def _check_read_revision(self, revision: int, current: int) -> None:
         if revision > current:
             raise errors.FUTURE_REV
-        if 0 < revision < current:
-            raise errors.HISTORICAL_REVISION
+        if 0 < revision < self.compact_revision:
+            raise errors.COMPACTED
 
     def range(self, r: rpc_pb2.RangeRequest, _w: _Write | None = None) -> rpc_pb2.RangeResponse:
         """etcd's Range at the current revision (a serializable read if called outside the log)."""
@@ -167,12 +198,14 @@ class KVStore:
             self._check_read_revision(r.revision, current)
         else:  # inside a txn: the revision was checked before the txn changed anything
             current = _w.rev
-        keys = self._keys_in(r.key, r.range_end)
-        resp = rpc_pb2.RangeResponse(count=len(keys))
+        if 0 < r.revision < current:
+            items = self._items_at(r.key, r.range_end, r.revision)
+        else:
+            items = [(k, self._data[k]) for k in self._keys_in(r.key, r.range_end)]
+        resp = rpc_pb2.RangeResponse(count=len(items))
         resp.header.revision = current
         if r.count_only:
             return resp
-        items = [(k, self._data[k]) for k in keys]
         if r.max_mod_revision:
             items = [kr for kr in items if kr[1].mod_revision <= r.max_mod_revision]
         if r.min_mod_revision:
@@ -208,10 +241,11 @@ class KVStore:
         if r.ignore_lease:
             lease = prev.lease if prev is not None else 0
         if prev is None:
-            self._data[r.key] = _Rec(rev, rev, 1, value, lease)
+            rec = self._data[r.key] = _Rec(rev, rev, 1, value, lease)
             bisect.insort(self._keys, r.key)
         else:  # a new record: the old one's cached encoding goes with it
-            self._data[r.key] = _Rec(prev.create_revision, rev, prev.version + 1, value, lease)
+            rec = self._data[r.key] = _Rec(prev.create_revision, rev, prev.version + 1, value, lease)
+        self._record(r.key, rec)
         w.changes += 1
         resp.header.revision = rev
         return resp
@@ -221,12 +255,26 @@ class KVStore:
         resp = rpc_pb2.DeleteRangeResponse(deleted=len(keys))
         if r.prev_kv:
             resp.prev_kvs.extend(_kv(k, self._data[k]) for k in keys)
+        tombstone = _Rec(0, w.begin + 1, 0, b"", 0)
         for k in keys:
             del self._data[k]
             del self._keys[bisect.bisect_left(self._keys, k)]
+            self._record(k, tombstone)
         w.changes += len(keys)
         resp.header.revision = w.rev
         return resp
+
+    def _record(self, key: bytes, rec: _Rec) -> None:
+        """Add a version to the key's history (a later write of the same revision, which only a
+        txn can make, replaces the earlier one: a read at that revision sees the last)."""
+        versions = self._hist.get(key)
+        if versions is None:
+            self._hist[key] = [rec]
+            bisect.insort(self._hist_keys, key)
+        elif versions[-1].mod_revision == rec.mod_revision:
+            versions[-1] = rec
+        else:
+            versions.append(rec)
 
     def _end(self, w: _Write) -> None:
         if w.changes:
@@ -251,6 +299,37 @@ class KVStore:
         resp = self._delete(r, w)
         self._end(w)
         return resp
+
+    def compact(self, r: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
+        """etcd's Compact: forget the versions no read at `r.revision` or later can see."""
+        rev = r.revision
+        if rev <= self.compact_revision:
+            raise errors.COMPACTED
+        if rev > self.revision:
+            raise errors.FUTURE_REV
+        hist = self._hist
+        emptied = []
+        for k, versions in hist.items():
+            i = bisect.bisect_right(versions, rev, key=_mod) - 1
+            if i < 0:
+                continue  # every version is newer
+            keep = i if versions[i].version else i + 1  # a tombstone at or below rev goes too
+            if keep:
+                del versions[:keep]
+                if not versions:
+                    emptied.append(k)
+        for k in emptied:
+            del hist[k]
+        if emptied:
+            self._hist_keys = sorted(hist)
+        self.compact_revision = rev
+        resp = rpc_pb2.CompactionResponse()
+        resp.header.revision = self.revision
+        return resp
+
+    def history_size(self) -> int:
+        """How many versions (tombstones included) the store keeps."""
+        return sum(len(v) for v in self._hist.values())
 
     # ---- txn ----
 
@@ -297,17 +376,21 @@ class KVStore:
             if op.WhichOneof("request") == "request_txn":
                 self._txn_path(op.request_txn, path)
 
-    def _txn_check(self, r: rpc_pb2.TxnRequest, path: list[bool], i: int) -> int:
+    def _txn_check(self, r: rpc_pb2.TxnRequest, path: list[bool], i: int, which: str) -> int:
+        """Raise the error of the first `which` op (request_put or request_range) on the txn's
+        path that etcd refuses: every put is checked before any range, as etcd does."""
         ok = path[i]
         i += 1
         for op in (r.success if ok else r.failure):
-            which = op.WhichOneof("request")
-            if which == "request_put":
+            kind = op.WhichOneof("request")
+            if kind == "request_txn":
+                i = self._txn_check(op.request_txn, path, i, which)
+            elif kind != which:
+                continue
+            elif kind == "request_put":
                 self._check_put_state(op.request_put)
-            elif which == "request_range":
+            else:
                 self._check_read_revision(op.request_range.revision, self.revision)
-            elif which == "request_txn":
-                i = self._txn_check(op.request_txn, path, i)
         return i
 
     def _txn_apply(self, r: rpc_pb2.TxnRequest, path: list[bool], i: int, w: _Write,
@@ -332,7 +415,8 @@ class KVStore:
     def txn(self, r: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         path: list[bool] = []
         self._txn_path(r, path)
-        self._txn_check(r, path, 0)  # raises before any change: a failed txn changes nothing
+        self._txn_check(r, path, 0, "request_put")  # these raise before any change:
+        self._txn_check(r, path, 0, "request_range")  # a failed txn changes nothing
         w = _Write(self.revision)
         resp = rpc_pb2.TxnResponse()
         self._txn_apply(r, path, 0, w, resp)
@@ -353,6 +437,8 @@ class KVStore:
                 return self.delete_range(request)
             if kind == Kind.TXN:
                 return self.txn(request)
+            if kind == Kind.COMPACT:
+                return self.compact(request)
         except EtcdError as err:
             return err
         raise ValueError(f"unknown command kind {kind}")
@@ -411,16 +497,20 @@ class KVStore:
 
     # ---- snapshots ----
 
-    _HEAD = struct.Struct("<4sQQII")  # magic, revision, next_slot, key count, session count
-    _MAGIC = b"VKS1"
+    _HEAD = struct.Struct("<4sQqQII")  # magic, revision, compaction point, next_slot, keys, sessions
+    _MAGIC = b"VKS2"
 
     def snapshot(self) -> bytes:
-        """The whole state as bytes; `KVStore.restore(snapshot())` equals this store."""
-        parts = [self._HEAD.pack(self._MAGIC, self.revision, self.next_slot, len(self._keys),
-                                 len(self._sessions))]
-        for k in self._keys:
-            b = _kv(k, self._data[k]).SerializeToString()
-            parts += [struct.pack("<I", len(b)), b]
+        """The whole state, history included, as bytes; `KVStore.restore(snapshot())` equals this
+        store."""
+        parts = [self._HEAD.pack(self._MAGIC, self.revision, self.compact_revision, self.next_slot,
+                                 len(self._hist_keys), len(self._sessions))]
+        for k in self._hist_keys:
+            versions = self._hist[k]
+            parts += [struct.pack("<II", len(k), len(versions)), k]
+            for rec in versions:  # the key is said once, above
+                b = _kv(b"", rec).SerializeToString()
+                parts += [struct.pack("<I", len(b)), b]
         for cid, s in sorted(self._sessions.items()):
             parts.append(struct.pack("<QQQI", cid, s.acked_below, s.last_slot, len(s.results)))
             for seq, result in sorted(s.results.items()):
@@ -434,16 +524,29 @@ class KVStore:
     @classmethod
     def restore(cls, data: bytes) -> "KVStore":
         store = cls()
-        magic, store.revision, store.next_slot, nkeys, nsessions = cls._HEAD.unpack_from(data)
+        magic, store.revision, store.compact_revision, store.next_slot, nkeys, nsessions = \
+            cls._HEAD.unpack_from(data)
         if magic != cls._MAGIC:
             raise ValueError(f"not a verikv KV snapshot (magic {magic!r})")
         pos = cls._HEAD.size
         for _ in range(nkeys):
-            (n,) = struct.unpack_from("<I", data, pos)
-            kv = kv_pb2.KeyValue.FromString(data[pos + 4:pos + 4 + n])
-            pos += 4 + n
-            store._data[kv.key] = _Rec(kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease)
-            store._keys.append(kv.key)
+            klen, nversions = struct.unpack_from("<II", data, pos)
+            pos += 8
+            key = bytes(data[pos:pos + klen])
+            pos += klen
+            versions = []
+            for _ in range(nversions):
+                (n,) = struct.unpack_from("<I", data, pos)
+                kv = kv_pb2.KeyValue.FromString(data[pos + 4:pos + 4 + n])
+                pos += 4 + n
+                versions.append(_Rec(kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease))
+            if not versions or any(a.mod_revision >= b.mod_revision for a, b in zip(versions, versions[1:])):
+                raise ValueError(f"key {key!r}: its versions are not in revision order")
+            store._hist[key] = versions
+            store._hist_keys.append(key)
+            if versions[-1].version:
+                store._data[key] = versions[-1]
+                store._keys.append(key)
         for _ in range(nsessions):
             cid, acked, last_slot, nres = struct.unpack_from("<QQQI", data, pos)
             pos += struct.calcsize("<QQQI")
@@ -456,7 +559,8 @@ class KVStore:
                 s.results[seq] = errors.decode_error(b) if tag == 0 else _TAG_TYPES[tag].FromString(b)
         if pos != len(data):
             raise ValueError(f"{len(data) - pos} trailing bytes in KV snapshot")
-        store._keys.sort()
+        if store._hist_keys != sorted(store._hist_keys):
+            raise ValueError("the snapshot's keys are not in order")
         return store
 
     def items(self) -> list[kv_pb2.KeyValue]:
@@ -465,5 +569,5 @@ class KVStore:
 
 
 _RESULT_TAGS = {rpc_pb2.RangeResponse: 1, rpc_pb2.PutResponse: 2, rpc_pb2.DeleteRangeResponse: 3,
-                rpc_pb2.TxnResponse: 4}
+                rpc_pb2.TxnResponse: 4, rpc_pb2.CompactionResponse: 5}
 _TAG_TYPES = {tag: t for t, tag in _RESULT_TAGS.items()}

@@ -42,7 +42,7 @@ def ctl(make_cluster):
 
 
 @pytest.mark.slow
-def test_put_get_del_txn_status_members_and_unsupported(ctl):
+def test_put_get_del_txn_history_status_members_and_unsupported(ctl):
     # ---- put / get ----
     assert ctl("put", "app/a", "1").stdout.strip() == "OK"
     assert ctl("put", "app/b", "2").stdout.strip() == "OK"
@@ -126,9 +126,20 @@ def test_put_get_del_txn_status_members_and_unsupported(ctl):
     for args in (["put", "", "v"], ["get", ""], ["del", ""]):
         res = ctl(*args, ok=False)
         assert res.returncode != 0 and "etcdserver: key is not provided" in res.stderr, (args, res)
-    history = ctl("get", "t", "--rev", "2", ok=False)
-    assert history.returncode != 0 and "not supported" in history.stderr
 
     # nothing above left a stray key behind
     keys = [line for line in ctl("get", "", "--from-key", "--keys-only").stdout.splitlines() if line]
     assert keys == ["other", "t", "t-else", "t-then"]
+
+    # ---- history: get --rev, compaction ----
+    # app/a was 1 at revision 2 and 3 from revision 4 on, until `del app/ --prefix`
+    assert ctl("get", "app/a", "--rev", "2").stdout.splitlines() == ["app/a", "1"]
+    assert ctl("get", "app/", "--prefix", "--rev", "5").stdout.splitlines() == ["app/a", "3", "app/b", "2"]
+    now = json.loads(ctl("get", "t", "-w", "json").stdout)["header"]["revision"]
+    future = ctl("get", "t", "--rev", str(now + 10), ok=False)
+    assert future.returncode != 0 and "required revision is a future revision" in future.stderr
+    assert ctl("compaction", "4").stdout.strip() == "compacted revision 4"
+    assert ctl("get", "app/a", "--rev", "4").stdout.splitlines() == ["app/a", "3"]
+    for args in (["get", "app/a", "--rev", "2"], ["compaction", "4"]):
+        res = ctl(*args, ok=False)
+        assert res.returncode != 0 and "required revision has been compacted" in res.stderr, (args, res)

@@ -79,13 +79,24 @@ async def test_etcd_errors(stubs):
         grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request")
 
 
+async def test_history_and_compaction_over_grpc(stubs):
+    kv, _, _, channel, _ = stubs
+    first = (await kv.Put(r.PutRequest(key=b"k", value=b"v1"))).header.revision
+    await kv.Put(r.PutRequest(key=b"k", value=b"v2"))
+    old = await kv.Range(r.RangeRequest(key=b"k", revision=first))
+    assert [kv_.value for kv_ in old.kvs] == [b"v1"] and old.header.revision == first + 1
+    done = await kv.Compact(r.CompactionRequest(revision=first + 1))
+    assert done.header.revision == first + 1
+    assert await status_of(kv.Range(r.RangeRequest(key=b"k", revision=first))) == (
+        grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
+    assert await status_of(kv.Compact(r.CompactionRequest(revision=first + 1))) == (
+        grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
+    assert await status_of(kv.Range(r.RangeRequest(key=b"k", revision=first + 5))) == (
+        grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
+
+
 async def test_unsupported_features_are_unimplemented_and_say_so(stubs):
     kv, _, _, channel, _ = stubs
-    await kv.Put(r.PutRequest(key=b"k", value=b"v"))
-    code, msg = await status_of(kv.Range(r.RangeRequest(key=b"k", revision=1)))
-    assert code == grpc.StatusCode.UNIMPLEMENTED and msg.startswith("verikv:")
-    code, msg = await status_of(kv.Compact(r.CompactionRequest(revision=1)))
-    assert code == grpc.StatusCode.UNIMPLEMENTED and "Compact" in msg
     watch = channel.stream_stream("/etcdserverpb.Watch/Watch")
     call = watch(iter([b""]))
     code, msg = await status_of(call.read())

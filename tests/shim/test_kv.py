@@ -131,12 +131,43 @@ def test_min_max_revision_filters(kv):
     assert keys(resp) == [b"b"] and resp.count == 3
 
 
-def test_range_at_a_past_revision_is_unimplemented_and_future_is_out_of_range(kv):
-    kv.put(r.PutRequest(key=b"a", value=b"v"))
-    assert kv.execute(Kind.RANGE, r.RangeRequest(key=b"a", revision=1)) == errors.HISTORICAL_REVISION
-    assert errors.HISTORICAL_REVISION.code.name == "UNIMPLEMENTED"
-    assert kv.execute(Kind.RANGE, r.RangeRequest(key=b"a", revision=3)) == errors.FUTURE_REV
-    assert keys(kv.range(r.RangeRequest(key=b"a", revision=2))) == [b"a"]  # the current one is fine
+def test_range_at_a_past_revision_sees_that_revision_and_future_is_out_of_range(kv):
+    kv.put(r.PutRequest(key=b"a", value=b"v1"))  # 2
+    kv.put(r.PutRequest(key=b"b", value=b"v"))  # 3
+    kv.put(r.PutRequest(key=b"a", value=b"v2"))  # 4
+    kv.delete_range(r.DeleteRangeRequest(key=b"b"))  # 5
+    everything = dict(key=b"\0", range_end=b"\0")
+    assert keys(kv.range(r.RangeRequest(**everything, revision=1))) == []
+    at3 = kv.range(r.RangeRequest(**everything, revision=3))
+    assert [(x.key, x.value, x.version, x.mod_revision) for x in at3.kvs] == [(b"a", b"v1", 1, 2), (b"b", b"v", 1, 3)]
+    assert at3.header.revision == 5 and at3.count == 2  # the header says the current revision
+    assert [x.value for x in kv.range(r.RangeRequest(**everything, revision=4)).kvs] == [b"v2", b"v"]
+    assert keys(kv.range(r.RangeRequest(**everything, revision=5))) == [b"a"]
+    assert kv.execute(Kind.RANGE, r.RangeRequest(key=b"a", revision=6)) == errors.FUTURE_REV
+
+
+def test_compaction_forgets_only_what_no_later_read_sees(kv):
+    kv.put(r.PutRequest(key=b"a", value=b"v1"))  # 2
+    kv.put(r.PutRequest(key=b"b", value=b"v"))  # 3
+    kv.put(r.PutRequest(key=b"a", value=b"v2"))  # 4
+    kv.delete_range(r.DeleteRangeRequest(key=b"b"))  # 5
+    kv.put(r.PutRequest(key=b"c", value=b"v"))  # 6
+    before = {rev: kv.range(r.RangeRequest(key=b"\0", range_end=b"\0", revision=rev)) for rev in range(1, 7)}
+    assert kv.history_size() == 5
+    assert kv.execute(Kind.COMPACT, r.CompactionRequest(revision=5)).header.revision == 6
+    # a@2 is shadowed by a@4; b's tombstone at 5 is the last of b at or below 5: both go
+    assert kv.history_size() == 2
+    for rev in range(5, 7):
+        assert kv.range(r.RangeRequest(key=b"\0", range_end=b"\0", revision=rev)) == before[rev]
+    for rev in range(1, 5):
+        assert kv.execute(Kind.RANGE, r.RangeRequest(key=b"a", revision=rev)) == errors.COMPACTED
+    assert kv.execute(Kind.COMPACT, r.CompactionRequest(revision=5)) == errors.COMPACTED
+    assert kv.execute(Kind.COMPACT, r.CompactionRequest(revision=4)) == errors.COMPACTED
+    assert kv.execute(Kind.COMPACT, r.CompactionRequest(revision=7)) == errors.FUTURE_REV
+    restored = KVStore.restore(kv.snapshot())
+    assert restored.snapshot() == kv.snapshot() and restored.compact_revision == 5
+    assert restored.execute(Kind.RANGE, r.RangeRequest(key=b"a", revision=4)) == errors.COMPACTED
+    assert restored.range(r.RangeRequest(key=b"\0", range_end=b"\0", revision=5)) == before[5]
 
 
 def test_put_ignore_value_keeps_the_value_and_needs_the_key(kv):

@@ -1,8 +1,11 @@
 """The state machine gives the same answers as a real etcd 3.4 for random sequences of
-Put/DeleteRange/Range/Txn (responses compared field by field, errors by code and message).
+Put/DeleteRange/Range/Txn/Compact, reads at past revisions included (responses compared field by
+field, errors by code and message).
 
-Each example starts by deleting every key in etcd; etcd's revisions are then shifted by the
-revision at which that happened, so both sides count from 1 (the store starts empty at 1).
+Each example starts by deleting every key in etcd (and then putting and deleting a key of its
+own, so that etcd's revision is past any compaction an earlier example made); etcd's revisions
+are then shifted by the revision this leaves, so both sides count from 1 (the store starts empty
+at 1, never compacted).
 """
 
 import os
@@ -49,7 +52,8 @@ def range_requests(draw):
         key=key, range_end=draw(range_ends(key)), limit=draw(st.sampled_from([0, 0, 1, 2])),
         sort_order=draw(st.sampled_from([0, 0, 1, 2])), sort_target=draw(st.sampled_from([0, 0, 1, 2, 3, 4])),
         keys_only=draw(st.booleans()), count_only=draw(st.sampled_from([False, False, True])),
-        min_mod_revision=draw(st.sampled_from([0, 0, 0, 3])))
+        min_mod_revision=draw(st.sampled_from([0, 0, 0, 3])),
+        revision=draw(st.sampled_from([0, 0, 0, 1, 2, 3, 4, 6, 9])))
 
 
 @st.composite
@@ -99,9 +103,12 @@ def txn_requests(draw, depth=1):
                         failure=draw(st.lists(request_ops(depth), max_size=3)))
 
 
+compact_requests = st.integers(1, 9).map(lambda rev: r.CompactionRequest(revision=rev))
+
 requests = st.one_of(
     range_requests().map(lambda q: (Kind.RANGE, q)), put_requests().map(lambda q: (Kind.PUT, q)),
-    delete_requests().map(lambda q: (Kind.DELETE_RANGE, q)), txn_requests().map(lambda q: (Kind.TXN, q)))
+    delete_requests().map(lambda q: (Kind.DELETE_RANGE, q)), txn_requests().map(lambda q: (Kind.TXN, q)),
+    compact_requests.map(lambda q: (Kind.COMPACT, q)))
 
 
 def shift_revisions(msg, offset):
@@ -131,11 +138,20 @@ def to_etcd(kind, req, offset):
             for op in list(t.success) + list(t.failure):
                 if op.WhichOneof("request") == "request_txn":
                     stack.append(op.request_txn)
-                elif op.WhichOneof("request") == "request_range" and op.request_range.min_mod_revision:
-                    op.request_range.min_mod_revision += offset
-    elif kind == Kind.RANGE and req.min_mod_revision:
-        req.min_mod_revision += offset
+                elif op.WhichOneof("request") == "request_range":
+                    shift_range(op.request_range, offset)
+    elif kind == Kind.RANGE:
+        shift_range(req, offset)
+    elif kind == Kind.COMPACT and req.revision > 0:
+        req.revision += offset
     return req
+
+
+def shift_range(req, offset):
+    if req.min_mod_revision:
+        req.min_mod_revision += offset
+    if req.revision > 0:
+        req.revision += offset
 
 
 def crashes_etcd(kind, req) -> bool:
@@ -157,7 +173,7 @@ def crashes_etcd(kind, req) -> bool:
 
 def call_etcd(stub, kind, req):
     method = {Kind.RANGE: stub.Range, Kind.PUT: stub.Put, Kind.DELETE_RANGE: stub.DeleteRange,
-              Kind.TXN: stub.Txn}[kind]
+              Kind.TXN: stub.Txn, Kind.COMPACT: stub.Compact}[kind]
     try:
         return method(req, timeout=10)
     except grpc.RpcError as e:
@@ -174,10 +190,12 @@ def call_store(store, kind, req):
 
 @settings(max_examples=int(os.environ.get("VERIKV_ETCD_EXAMPLES", "150")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(ops=st.lists(requests, min_size=1, max_size=8))
+@given(ops=st.lists(requests, min_size=1, max_size=10))
 def test_same_answers_as_etcd(etcd, ops):
     assume(not any(crashes_etcd(kind, req) for kind, req in ops))
-    base = etcd.DeleteRange(r.DeleteRangeRequest(key=b"\0", range_end=b"\0")).header.revision
+    etcd.DeleteRange(r.DeleteRangeRequest(key=b"\0", range_end=b"\0"))
+    etcd.Put(r.PutRequest(key=b"~", value=b"past any compaction"))
+    base = etcd.DeleteRange(r.DeleteRangeRequest(key=b"~")).header.revision
     offset = base - 1
     store = KVStore()
     for i, (kind, req) in enumerate(ops):
