@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faulty-disk", action="store_true",
                    help="hold unsynced writes in memory (a kill loses them) and fail fsync while "
                         "DATA_DIR/fail-fsync exists (fault injection)")
+    p.add_argument("--auto-compaction-mode", choices=["periodic", "revision"], default="revision",
+                   help="etcd's: what --auto-compaction-retention counts (default: revision)")
+    p.add_argument("--auto-compaction-retention", default="10000",
+                   help="etcd's: the history kept, in revisions (revision mode) or in hours or a "
+                        "duration such as 30m (periodic mode); 0 keeps every version forever "
+                        "(default: 10000 revisions, since verikv holds its history in memory)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -64,8 +70,14 @@ async def serve(args) -> int:
     from verikv.shim.io import wal
     from verikv.shim.io.disk import FaultyDisk
     from verikv.shim.io.runner import Node, NodeConfig
+    from verikv.shim.node.compaction import parse_retention
     from verikv.verified_core import core as vcore
 
+    try:
+        retention = parse_retention(args.auto_compaction_mode, args.auto_compaction_retention)
+    except ValueError as err:
+        print(f"verikv serve: {err}", file=sys.stderr)
+        return EXIT_USAGE
     peers = [parse_hostport(x) for x in args.peers.split(",")]
     if not 0 <= args.id < len(peers):
         print(f"verikv serve: --id {args.id} is not an index into {len(peers)} --peers", file=sys.stderr)
@@ -74,7 +86,8 @@ async def serve(args) -> int:
         f"{args.client_listen[0]}:{args.client_listen[1]}" if i == args.id else "" for i in range(len(peers))]
     args.data_dir.mkdir(parents=True, exist_ok=True)
     config = NodeConfig(node_id=args.id, peer_addresses=peers, data_dir=args.data_dir, tick_ms=args.tick_ms,
-                        runtime_checks=not args.no_runtime_checks)
+                        runtime_checks=not args.no_runtime_checks,
+                        auto_compaction_mode=args.auto_compaction_mode, auto_compaction_retention=retention)
     core = vcore.Core(args.id, len(peers), election_ticks=args.election_ticks,
                       heartbeat_ticks=args.heartbeat_ticks, runtime_checks=not args.no_runtime_checks)
     disk = FaultyDisk(trigger_dir=args.data_dir) if args.faulty_disk else None

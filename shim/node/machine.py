@@ -26,15 +26,18 @@ check, a WAL failure or a core FatalCheck: those propagate out of `turn()`.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from verikv.etcdpb import rpc_pb2
 from verikv.shim.kv import errors
 from verikv.shim.kv.commands import Kind, check_size, encode_batch, validate
 from verikv.shim.kv.store import KVStore
 from verikv.shim.node.checks import Checks
+from verikv.shim.node.compaction import AutoCompaction
 from verikv.shim.node.peer_wire import (DIGEST, KIND_CORE, KIND_DIGEST, KIND_FORWARD, KIND_READ_INDEX,
                                         KIND_READ_INDEX_REPLY, KIND_SNAPSHOT, MAX_FRAME_BYTES, READ_ASK,
                                         READ_REPLY)
@@ -73,6 +76,8 @@ class NodeConfig:
     max_pending_requests: int = 20_000
     max_inbox_messages: int = 50_000
     max_catch_up_ticks: int = 10
+    auto_compaction_mode: str = "revision"  # etcd's --auto-compaction-mode (see compaction.py)
+    auto_compaction_retention: float = 10_000  # revisions, or seconds in periodic mode; 0: off
 
 
 class NodeMachine:
@@ -95,6 +100,7 @@ class NodeMachine:
                                    max_pending=config.max_pending_requests,
                                    max_batch_bytes=config.max_batch_bytes)
         self.reads = Reads(self)
+        self.compaction = AutoCompaction(config.auto_compaction_mode, config.auto_compaction_retention)
         self.status: dict = {}
         self.term = 0  # etcd's raft_term: the highest ballot round this node has seen
         self._status_stale = True  # the core took a step since self.status was read and checked
@@ -274,6 +280,7 @@ class NodeMachine:
             self._last_scan = now
             self.proposals.scan(now)
             reads.retry(now - self.config.retry_after_s)
+            self._auto_compact(now)
         if self.kv.next_slot - self.snapshot_slot >= self.config.snapshot_every_slots:
             yield from self._snapshot()
         yield from self._flush()
@@ -355,6 +362,21 @@ class NodeMachine:
             for batch in p.batches(p.local):
                 self.send(leader, KIND_FORWARD, encode_batch(batch))
         p.local = []  # with no leader known, the retry scan queues them again later
+
+    def _auto_compact(self, now: float) -> None:
+        kv = self.kv
+        target = self.compaction.due(now, kv.revision, kv.compact_revision,
+                                     self.status.get("role") == "leader")
+        if target:
+            body = rpc_pb2.CompactionRequest(revision=target).SerializeToString()
+            self.order(Kind.COMPACT, body, functools.partial(self._compacted, target))
+
+    def _compacted(self, target: int, answer) -> None:
+        if isinstance(answer, errors.EtcdError):
+            log.info("automatic compaction to revision %d: %s", target, answer.message)
+        else:
+            log.info("compacted to revision %d (%s mode, retention %g); %d versions kept",
+                     target, self.compaction.mode, self.compaction.retention, self.kv.history_size())
 
     # ---- snapshots ----
 

@@ -185,6 +185,7 @@ class ReplicaStuckBehindTruncation(AssertionError):
 
 class NodeSimulation(RuleBasedStateMachine):
     snapshot_every_slots = 1024  # the default: no run here gets that far, so no truncation
+    auto_compaction_retention = 0  # no automatic compaction
 
     def __init__(self):
         super().__init__()
@@ -225,7 +226,9 @@ class NodeSimulation(RuleBasedStateMachine):
         peers = [("sim", j) for j in range(N)]
         return NodeConfig(node_id=i, peer_addresses=peers, data_dir=self.tmp / f"n{i}", tick_ms=TICK_MS,
                           request_timeout_s=1.0, retry_after_s=0.1,
-                          snapshot_every_slots=self.snapshot_every_slots)
+                          snapshot_every_slots=self.snapshot_every_slots,
+                          auto_compaction_mode="revision",
+                          auto_compaction_retention=self.auto_compaction_retention)
 
     def start_node(self, i: int) -> None:
         self.incarnation[i] += 1
@@ -266,6 +269,8 @@ class NodeSimulation(RuleBasedStateMachine):
             elif kind == Kind.DELETE_RANGE:
                 assert got == rev + (1 if res.deleted else 0), \
                     f"slot {slot}: a delete of {res.deleted} keys went from revision {rev} to {got} ({w})"
+            elif kind == Kind.COMPACT:
+                assert got == rev, f"slot {slot}: a compaction went from revision {rev} to {got} ({w})"
             else:
                 assert got in (rev, rev + 1), f"slot {slot}: a txn went from revision {rev} to {got} ({w})"
             rev = got
@@ -381,6 +386,14 @@ class NodeSimulation(RuleBasedStateMachine):
     @guarded
     def turn(self, i):
         self._turn(i)
+
+    @rule(i=st.integers(0, N - 1), seconds=st.sampled_from([0.5, 1.0, 2.5]))
+    @guarded
+    def stall(self, i, seconds):
+        """Node i's clock jumps ahead (the process was paused): timeouts, retries and automatic
+        compactions fall due."""
+        self.clocks[i] += seconds
+        self._turn(i, 1)
 
     @precondition(lambda self: self.net.in_flight)
     @rule(index=st.integers(0, 10**6), then_turn=st.booleans())
@@ -558,9 +571,11 @@ def test_node_simulation():
 
 class NodeSimulationWithSnapshots(NodeSimulation):
     """The same, with a snapshot (and a core truncation) every 4 applied slots, so restarts
-    recover from snapshots and lagging nodes need the others' snapshots to catch up."""
+    recover from snapshots and lagging nodes need the others' snapshots to catch up, and an
+    automatic compaction (proposed by the leader) keeping the last 3 revisions of history."""
 
     snapshot_every_slots = 4
+    auto_compaction_retention = 3
 
 
 def test_node_simulation_with_snapshots():
