@@ -521,9 +521,28 @@ class KVStore:
                 parts += [struct.pack("<QBI", seq, tag, len(b)), b]
         return b"".join(parts)
 
+    _HEAD_V1 = struct.Struct("<4sQQII")  # magic, revision, next_slot, key count, session count
+    _MAGIC_V1 = b"VKS1"  # before history: each key's current version only
+
     @classmethod
     def restore(cls, data: bytes) -> "KVStore":
         store = cls()
+        if data[:4] == cls._MAGIC_V1:
+            # A snapshot from before history was kept: nothing below its revision can be read
+            # again, so the store starts compacted there.
+            _, store.revision, store.next_slot, nkeys, nsessions = cls._HEAD_V1.unpack_from(data)
+            store.compact_revision = store.revision
+            pos = cls._HEAD_V1.size
+            for _ in range(nkeys):
+                (n,) = struct.unpack_from("<I", data, pos)
+                kv = kv_pb2.KeyValue.FromString(data[pos + 4:pos + 4 + n])
+                pos += 4 + n
+                rec = _Rec(kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease)
+                store._data[kv.key] = rec
+                store._hist[kv.key] = [rec]
+            store._keys = sorted(store._data)
+            store._hist_keys = list(store._keys)
+            return store._restore_sessions(data, pos, nsessions)
         magic, store.revision, store.compact_revision, store.next_slot, nkeys, nsessions = \
             cls._HEAD.unpack_from(data)
         if magic != cls._MAGIC:
@@ -547,6 +566,12 @@ class KVStore:
             if versions[-1].version:
                 store._data[key] = versions[-1]
                 store._keys.append(key)
+        if store._hist_keys != sorted(store._hist_keys):
+            raise ValueError("the snapshot's keys are not in order")
+        return store._restore_sessions(data, pos, nsessions)
+
+    def _restore_sessions(self, data: bytes, pos: int, nsessions: int) -> "KVStore":
+        store = self
         for _ in range(nsessions):
             cid, acked, last_slot, nres = struct.unpack_from("<QQQI", data, pos)
             pos += struct.calcsize("<QQQI")
@@ -559,8 +584,6 @@ class KVStore:
                 s.results[seq] = errors.decode_error(b) if tag == 0 else _TAG_TYPES[tag].FromString(b)
         if pos != len(data):
             raise ValueError(f"{len(data) - pos} trailing bytes in KV snapshot")
-        if store._hist_keys != sorted(store._hist_keys):
-            raise ValueError("the snapshot's keys are not in order")
         return store
 
     def items(self) -> list[kv_pb2.KeyValue]:
