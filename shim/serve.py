@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="etcd's: the history kept, in revisions (revision mode) or in hours or a "
                         "duration such as 30m (periodic mode); 0 keeps every version forever "
                         "(default: 10000 revisions, since verikv holds its history in memory)")
+    p.add_argument("--experimental-watch-progress-notify-interval", default="10m",
+                   help="etcd's: how often a watcher created with progress_notify that was sent nothing "
+                        "is sent the current revision (a duration such as 10m or 30s; default 10m)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -70,13 +73,19 @@ async def serve(args) -> int:
     from verikv.shim.io import wal
     from verikv.shim.io.disk import FaultyDisk
     from verikv.shim.io.runner import Node, NodeConfig
-    from verikv.shim.node.compaction import parse_retention
+    from verikv.shim.node.compaction import parse_duration, parse_retention
     from verikv.verified_core import core as vcore
 
     try:
         retention = parse_retention(args.auto_compaction_mode, args.auto_compaction_retention)
     except ValueError as err:
         print(f"verikv serve: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    progress_s = parse_duration(args.experimental_watch_progress_notify_interval)
+    if not progress_s:
+        print(f"verikv serve: --experimental-watch-progress-notify-interval "
+              f"{args.experimental_watch_progress_notify_interval!r} is not a duration such as 10m",
+              file=sys.stderr)
         return EXIT_USAGE
     peers = [parse_hostport(x) for x in args.peers.split(",")]
     if not 0 <= args.id < len(peers):
@@ -108,7 +117,7 @@ async def serve(args) -> int:
     listen = f"{args.client_listen[0]}:{args.client_listen[1]}"
     try:
         server = grpc_server.build_server(node, listen, client_urls,
-                                          [f"http://{h}:{p}" for h, p in peers])
+                                          [f"http://{h}:{p}" for h, p in peers], progress_s)
         await server.start()
     except (OSError, RuntimeError) as err:
         print(f"verikv serve: cannot listen for clients on {listen}: {err}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""etcd v3 gRPC API (KV with Compact, Maintenance.Status, Cluster.MemberList) over a node.
+"""etcd v3 gRPC API (KV with Compact, Watch, Maintenance.Status, Cluster.MemberList) over a node.
 
 Writes and compactions go through `node.command`, reads through `node.read` (see shim/node/ for how a
 follower's requests reach the leader); serializable reads are answered from the local state.
@@ -24,9 +24,13 @@ from verikv.shim.kv import errors
 from verikv.shim.kv.errors import EtcdError
 from verikv.shim.kv.commands import GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, Kind, plain_range_key
 from verikv.shim.kv.store import EncodedRange
+from verikv.shim.kv.watch import WatchHub
 
 SERVER_VERSION = "3.4.0-verikv"  # etcdctl reads the major.minor of this
 RANGE = "/etcdserverpb.KV/Range"
+WATCH = "/etcdserverpb.Watch/Watch"
+STREAMING = [WATCH]
+MESSAGE, END = 1, 2  # kinds of what the front hands over besides unary requests (0)
 
 
 class ClientServer:
@@ -37,13 +41,18 @@ class ClientServer:
     that finishes the call: a response, or an EtcdError that becomes its gRPC status.
     `start()` and `stop(grace)` match grpc.aio.Server's."""
 
-    def __init__(self, node, listen: str, client_urls: list[str], peer_urls: list[str]):
+    def __init__(self, node, listen: str, client_urls: list[str], peer_urls: list[str],
+                 progress_notify_interval_s: float = 600.0):
         self.node = node
         self.listen = listen
         self.client_urls = client_urls
         self.peer_urls = peer_urls
         self._front = None
         self._headers = headers.HeaderCache(node.node_id)
+        self.watches = WatchHub()
+        node.on_applied.append(self._on_applied)
+        self.progress_notify_interval_s = progress_notify_interval_s
+        self._progress_timer: asyncio.TimerHandle | None = None
         # method: (request type, start(request, body, done)); start answers through done
         self._methods = {
             RANGE: (rpc_pb2.RangeRequest, self._range),
@@ -59,12 +68,16 @@ class ClientServer:
 
     async def start(self) -> None:
         try:
-            self._front = _front.Front(self.listen, MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES)
+            self._front = _front.Front(self.listen, MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES, STREAMING)
         except RuntimeError as err:
             raise OSError(str(err)) from None
-        asyncio.get_running_loop().add_reader(self._front.fd, self._on_calls)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._front.fd, self._on_calls)
+        self._progress_timer = loop.call_later(self.progress_notify_interval_s, self._progress_notify)
 
     async def stop(self, grace: float | None = None) -> None:
+        if self._progress_timer is not None:
+            self._progress_timer.cancel()
         front, self._front = self._front, None
         if front is None:
             return
@@ -78,7 +91,10 @@ class ClientServer:
         if front is None:
             return
         node, finish = self.node, self._finish
-        for call_id, method, body in front.take():
+        for call_id, method, body, kind in front.take():
+            if kind:
+                self._on_watch(call_id, body, kind)
+                continue
             done = functools.partial(finish, call_id)
             if method == RANGE:
                 key = plain_range_key(body)
@@ -111,6 +127,45 @@ class ClientServer:
             self._headers.fill(result.header, self.node.machine.term)
             front.finish(call_id, 0, "", result.SerializeToString())
 
+    # ---- Watch ----
+
+    def _on_watch(self, stream: int, body: bytes, kind: int) -> None:
+        """A message on a Watch stream, or its end (the client cancelled or went away)."""
+        if kind == END:
+            self.watches.close(stream)
+            self._front.finish(stream, grpc.StatusCode.CANCELLED.value[0], "", b"")
+            return
+        try:
+            request = rpc_pb2.WatchRequest.FromString(body)
+        except DecodeError:
+            self.watches.close(stream)
+            self._front.finish(stream, grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                               "verikv: /etcdserverpb.Watch/Watch: a message is not a valid WatchRequest", b"")
+            return
+        self._send_watch(self.watches.request(stream, request, self.node.kv))
+
+    def _progress_notify(self) -> None:
+        if self._front is None:
+            return
+        self._send_watch(self.watches.progress_tick(self.node.kv))
+        self._progress_timer = asyncio.get_running_loop().call_later(self.progress_notify_interval_s,
+                                                                     self._progress_notify)
+
+    def _on_applied(self, store, writes) -> None:
+        out = self.watches.applied(store, writes)
+        if out:
+            self._send_watch(out)
+
+    def _send_watch(self, responses) -> None:
+        front = self._front
+        if front is None:
+            return
+        term, fill = self.node.machine.term, self._headers.fill
+        for stream, resp in responses:
+            fill(resp.header, term)
+            if not front.send(stream, resp.SerializeToString()):
+                self.watches.close(stream)  # the stream is over
+
     # ---- methods ----
 
     def _range(self, request, body, done):
@@ -137,6 +192,7 @@ class ClientServer:
         done(resp)
 
 
-def build_server(node, listen: str, client_urls: list[str], peer_urls: list[str]) -> ClientServer:
+def build_server(node, listen: str, client_urls: list[str], peer_urls: list[str],
+                 progress_notify_interval_s: float = 600.0) -> ClientServer:
     """The client API server for `node` on `listen` (host:port), not yet started."""
-    return ClientServer(node, listen, client_urls, peer_urls)
+    return ClientServer(node, listen, client_urls, peer_urls, progress_notify_interval_s)

@@ -40,6 +40,9 @@ class Node:
         self._durable_needed = 0  # WAL records that must be durable before a frame leaves
         self._stopping = False
         self._tick_handle: asyncio.TimerHandle | None = None
+        # called after each turn with the KV store and the writes it applied in the turn (in
+        # order): how watchers learn of them
+        self.on_applied: list = []
 
     # what the servicer reads
     @property
@@ -67,6 +70,7 @@ class Node:
         if rec.snapshot is not None:
             self.machine.restore(rec.snapshot)
         await self._carry_out(self.machine.recover(rec.records))
+        self._applied()
         await self.transport.start()
         self._tick_handle = asyncio.get_running_loop().call_later(self.config.tick_ms / 1000.0, self._on_tick)
 
@@ -86,8 +90,15 @@ class Node:
 
     async def turn(self) -> None:
         await self._carry_out(self.machine.turn())
+        self._applied()
         if self.machine.wants_turn:
             self._wake.set()
+
+    def _applied(self) -> None:
+        kv = self.machine.kv
+        writes = kv.take_recent()
+        for listener in self.on_applied:
+            listener(kv, writes)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -54,9 +54,9 @@ OUTCOME_UNKNOWN = _err(
 
 
 def unsupported_method(full_method: str) -> EtcdError:
-    """The status for a gRPC method verikv does not serve (Watch, Lease, Auth, ...)."""
+    """The status for a gRPC method verikv does not serve (Lease, Auth, ...)."""
     return _err(Code.UNIMPLEMENTED, f"verikv: {full_method} is not supported "
-                                    "(verikv serves KV Range/Put/DeleteRange/Txn, "
+                                    "(verikv serves KV Range/Put/DeleteRange/Txn/Compact, Watch, "
                                     "Maintenance.Status and Cluster.MemberList)")
 
 

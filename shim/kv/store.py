@@ -41,14 +41,16 @@ class _Rec:
     stale; a delete or a snapshot restore drops or replaces the records themselves. A tombstone
     (the key deleted at mod_revision) has version 0."""
 
-    __slots__ = ("create_revision", "mod_revision", "version", "value", "lease", "wire")
+    __slots__ = ("create_revision", "mod_revision", "version", "value", "lease", "sub", "wire")
 
-    def __init__(self, create_revision: int, mod_revision: int, version: int, value: bytes, lease: int):
+    def __init__(self, create_revision: int, mod_revision: int, version: int, value: bytes, lease: int,
+                 sub: int = 0):
         self.create_revision = create_revision
         self.mod_revision = mod_revision
         self.version = version
         self.value = value
         self.lease = lease
+        self.sub = sub  # etcd's sub-revision: the write's place among its request's writes
         self.wire: bytes | None = None
 
 
@@ -139,6 +141,7 @@ class KVStore:
         self._keys: list[bytes] = []  # the live keys, sorted
         self._hist: dict[bytes, list[_Rec]] = {}  # every version since the compaction point, oldest first
         self._hist_keys: list[bytes] = []  # the keys of _hist, sorted
+        self._recent: list[tuple[bytes, _Rec, _Rec | None]] = []  # writes since take_recent()
         self._sessions: dict[int, _Session] = {}
 
     # ---- reads ----
@@ -241,11 +244,11 @@ class KVStore:
         if r.ignore_lease:
             lease = prev.lease if prev is not None else 0
         if prev is None:
-            rec = self._data[r.key] = _Rec(rev, rev, 1, value, lease)
+            rec = self._data[r.key] = _Rec(rev, rev, 1, value, lease, w.changes)
             bisect.insort(self._keys, r.key)
         else:  # a new record: the old one's cached encoding goes with it
-            rec = self._data[r.key] = _Rec(prev.create_revision, rev, prev.version + 1, value, lease)
-        self._record(r.key, rec)
+            rec = self._data[r.key] = _Rec(prev.create_revision, rev, prev.version + 1, value, lease, w.changes)
+        self._record(r.key, rec, prev)
         w.changes += 1
         resp.header.revision = rev
         return resp
@@ -255,18 +258,19 @@ class KVStore:
         resp = rpc_pb2.DeleteRangeResponse(deleted=len(keys))
         if r.prev_kv:
             resp.prev_kvs.extend(_kv(k, self._data[k]) for k in keys)
-        tombstone = _Rec(0, w.begin + 1, 0, b"", 0)
-        for k in keys:
-            del self._data[k]
+        for i, k in enumerate(keys):
+            prev = self._data.pop(k)
             del self._keys[bisect.bisect_left(self._keys, k)]
-            self._record(k, tombstone)
+            self._record(k, _Rec(0, w.begin + 1, 0, b"", 0, w.changes + i), prev)
         w.changes += len(keys)
         resp.header.revision = w.rev
         return resp
 
-    def _record(self, key: bytes, rec: _Rec) -> None:
+    def _record(self, key: bytes, rec: _Rec, prev: _Rec | None) -> None:
         """Add a version to the key's history (a later write of the same revision, which only a
-        txn can make, replaces the earlier one: a read at that revision sees the last)."""
+        txn can make, replaces the earlier one: a read at that revision sees the last), and to
+        the writes since take_recent(), with the live version it replaced."""
+        self._recent.append((key, rec, prev))
         versions = self._hist.get(key)
         if versions is None:
             self._hist[key] = [rec]
@@ -326,6 +330,29 @@ class KVStore:
         resp = rpc_pb2.CompactionResponse()
         resp.header.revision = self.revision
         return resp
+
+    def take_recent(self) -> list[tuple[bytes, _Rec, _Rec | None]]:
+        """The writes since the last call, in order: (key, version, the live version it replaced)."""
+        recent, self._recent = self._recent, []
+        return recent
+
+    def writes_between(self, first: int, last: int, key: bytes, range_end: bytes) -> list[tuple[bytes, _Rec, _Rec | None]]:
+        """From the history: the writes of revisions first..last to keys in the range, in order
+        (revision, then sub-revision), as take_recent() gives them. `first` must not be below
+        the compaction point (a write there may be forgotten)."""
+        out = []
+        hist = self._hist
+        for k in self._keys_in(key, range_end, self._hist_keys):
+            versions = hist[k]
+            i = bisect.bisect_left(versions, first, key=_mod)
+            for j in range(i, len(versions)):
+                rec = versions[j]
+                if rec.mod_revision > last:
+                    break
+                prev = versions[j - 1] if j and versions[j - 1].version else None
+                out.append((k, rec, prev))
+        out.sort(key=lambda w: (w[1].mod_revision, w[1].sub))
+        return out
 
     def history_size(self) -> int:
         """How many versions (tombstones included) the store keeps."""
@@ -510,7 +537,7 @@ class KVStore:
             parts += [struct.pack("<II", len(k), len(versions)), k]
             for rec in versions:  # the key is said once, above
                 b = _kv(b"", rec).SerializeToString()
-                parts += [struct.pack("<I", len(b)), b]
+                parts += [struct.pack("<II", rec.sub, len(b)), b]
         for cid, s in sorted(self._sessions.items()):
             parts.append(struct.pack("<QQQI", cid, s.acked_below, s.last_slot, len(s.results)))
             for seq, result in sorted(s.results.items()):
@@ -555,10 +582,10 @@ class KVStore:
             pos += klen
             versions = []
             for _ in range(nversions):
-                (n,) = struct.unpack_from("<I", data, pos)
-                kv = kv_pb2.KeyValue.FromString(data[pos + 4:pos + 4 + n])
-                pos += 4 + n
-                versions.append(_Rec(kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease))
+                sub, n = struct.unpack_from("<II", data, pos)
+                kv = kv_pb2.KeyValue.FromString(data[pos + 8:pos + 8 + n])
+                pos += 8 + n
+                versions.append(_Rec(kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease, sub))
             if not versions or any(a.mod_revision >= b.mod_revision for a, b in zip(versions, versions[1:])):
                 raise ValueError(f"key {key!r}: its versions are not in revision order")
             store._hist[key] = versions

@@ -38,19 +38,26 @@ def parse_retention(mode: str, text: str) -> float:
     try:
         hours = float(text)
     except ValueError:
-        pos, seconds = 0, 0.0
-        for m in _DURATION_PART.finditer(text):
-            if m.start() != pos:
-                break
-            seconds += float(m.group(1)) * _UNIT_S[m.group(2)]
-            pos = m.end()
-        if pos != len(text) or not text:
+        seconds = parse_duration(text)
+        if seconds is None:
             raise ValueError(f"--auto-compaction-retention {text!r}: periodic mode needs hours or a "
                              "duration such as 30m or 1h30m") from None
         return seconds
     if hours < 0:
         raise ValueError(f"--auto-compaction-retention {text!r} is negative")
     return hours * 3600.0
+
+
+def parse_duration(text: str) -> float | None:
+    """A Go duration as etcd's flags take it ("10m", "1h30m", "45s", "500ms"), in seconds; None
+    if `text` is not one."""
+    pos, seconds = 0, 0.0
+    for m in _DURATION_PART.finditer(text):
+        if m.start() != pos:
+            break
+        seconds += float(m.group(1)) * _UNIT_S[m.group(2)]
+        pos = m.end()
+    return seconds if text and pos == len(text) else None
 
 
 class AutoCompaction:

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 
 import pytest
 
@@ -41,8 +42,31 @@ def ctl(make_cluster):
     return run
 
 
+def watch(ctl, *args, lines: int, then=None) -> list[str]:
+    """The first `lines` lines `etcdctl watch ARGS` prints (after running `then`, if given)."""
+    env = dict(os.environ, ETCDCTL_API="3")
+    proc = subprocess.Popen([ETCDCTL, f"--endpoints={ctl.cluster.endpoints[0]}", "watch", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        if then is not None:
+            then()
+        out = []
+        timer = threading.Timer(20, proc.kill)  # a watch that never prints fails, not hangs
+        timer.start()
+        while len(out) < lines:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out.append(line.rstrip("\n"))
+        timer.cancel()
+        return out
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.mark.slow
-def test_put_get_del_txn_history_status_members_and_unsupported(ctl):
+def test_put_get_del_txn_history_watch_status_members_and_unsupported(ctl):
     # ---- put / get ----
     assert ctl("put", "app/a", "1").stdout.strip() == "OK"
     assert ctl("put", "app/b", "2").stdout.strip() == "OK"
@@ -117,9 +141,6 @@ def test_put_get_del_txn_history_status_members_and_unsupported(ctl):
     assert len(leader_nodes) == 1 and leader_nodes[0]["id"] + 1 == leader_id
 
     # ---- what verikv does not serve: a clear message and a non-zero exit ----
-    watch = ctl("watch", "t", ok=False)
-    assert watch.returncode != 0
-    assert "Watch/Watch is not supported" in watch.stdout + watch.stderr
     lease = ctl("lease", "grant", "10", ok=False)
     assert lease.returncode != 0
     assert "LeaseGrant is not supported" in lease.stderr
@@ -130,6 +151,14 @@ def test_put_get_del_txn_history_status_members_and_unsupported(ctl):
     # nothing above left a stray key behind
     keys = [line for line in ctl("get", "", "--from-key", "--keys-only").stdout.splitlines() if line]
     assert keys == ["other", "t", "t-else", "t-then"]
+
+    # ---- watch: from the history, then live ----
+    assert watch(ctl, "app/", "--prefix", "--rev", "2", "--prev-kv", lines=11) == [
+        "PUT", "app/a", "1", "PUT", "app/b", "2", "PUT", "app/a", "1", "app/a", "3"]
+    now = json.loads(ctl("get", "t", "-w", "json").stdout)["header"]["revision"]
+    live = watch(ctl, "live", "--rev", str(now + 1), lines=6,
+                 then=lambda: (ctl("put", "live", "v"), ctl("del", "live")))
+    assert live == ["PUT", "live", "v", "DELETE", "live", ""]
 
     # ---- history: get --rev, compaction ----
     # app/a was 1 at revision 2 and 3 from revision 4 on, until `del app/ --prefix`

@@ -1,6 +1,8 @@
-"""The grpc++ client front (shim/_front) on its own: `finish` queues answers that the front's
+"""The grpc++ client front (shim/api/_front) on its own: `finish` queues answers that the front's
 completion-queue thread sends in batches, so every call gets exactly its own answer or status,
-a call is answered once, and answers queued just before a shutdown still reach their clients."""
+a call is answered once, and answers queued just before a shutdown still reach their clients.
+Streams: every client message arrives in order, then the end of the client's side; messages
+sent on a stream arrive in order, and its status after them."""
 
 import asyncio
 
@@ -11,10 +13,11 @@ from verikv.shim.api import _front
 
 PORT = 25480
 METHOD = "/test.Echo/Echo"
+STREAM = "/test.Echo/Chat"
 
 
-async def take_calls(front, n: int) -> list[tuple[int, str, bytes]]:
-    """The next n calls the front accepted, waiting on its eventfd like the server does."""
+async def take_calls(front, n: int) -> list[tuple[int, str, bytes, int]]:
+    """The next n messages the front took in, waiting on its eventfd like the server does."""
     loop = asyncio.get_running_loop()
     calls: list = []
     got = asyncio.Event()
@@ -35,9 +38,10 @@ async def take_calls(front, n: int) -> list[tuple[int, str, bytes]]:
 
 @pytest.fixture
 async def front_and_channel():
-    front = _front.Front(f"127.0.0.1:{PORT}", 1 << 20)
+    front = _front.Front(f"127.0.0.1:{PORT}", 1 << 20, [STREAM])
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{PORT}")
     call = channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
+    call.stream = channel.stream_stream(STREAM, request_serializer=None, response_deserializer=None)
     yield front, call
     await channel.close()
     front.shutdown(0.0)
@@ -48,9 +52,9 @@ async def test_many_calls_answered_in_one_batch_each_get_their_own_answer(front_
     n = 300
     pending = [asyncio.ensure_future(call(b"q%d" % i, timeout=20)) for i in range(n)]
     calls = await take_calls(front, n)
-    assert sorted(body for _, _, body in calls) == sorted(b"q%d" % i for i in range(n))
-    assert {method for _, method, _ in calls} == {METHOD}
-    for call_id, _, body in calls:  # all queued before the front's thread runs again
+    assert sorted(body for _, _, body, _ in calls) == sorted(b"q%d" % i for i in range(n))
+    assert {(method, kind) for _, method, _, kind in calls} == {(METHOD, 0)}
+    for call_id, _, body, _ in calls:  # all queued before the front's thread runs again
         if body.endswith(b"7"):
             assert front.finish(call_id, grpc.StatusCode.NOT_FOUND.value[0], "no " + body.decode(), b"")
         else:
@@ -70,7 +74,7 @@ async def test_answers_queued_before_a_shutdown_are_sent(front_and_channel):
     front, call = front_and_channel
     answered = asyncio.ensure_future(call(b"answered", timeout=20))
     waiting = asyncio.ensure_future(call(b"waiting", timeout=20))
-    calls = {body: call_id for call_id, _, body in await take_calls(front, 2)}
+    calls = {body: call_id for call_id, _, body, _ in await take_calls(front, 2)}
     assert front.finish(calls[b"answered"], 0, "", b"the answer")
     await asyncio.get_running_loop().run_in_executor(None, front.shutdown, 0.5)
     assert await answered == b"the answer"
@@ -78,3 +82,54 @@ async def test_answers_queued_before_a_shutdown_are_sent(front_and_channel):
         await waiting
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert not front.finish(calls[b"waiting"], 0, "", b"too late")
+
+
+async def test_a_stream_carries_messages_both_ways_in_order_then_its_status(front_and_channel):
+    front, call = front_and_channel
+    requests: asyncio.Queue = asyncio.Queue()
+
+    async def client_messages():
+        while (m := await requests.get()) is not None:
+            yield m
+
+    stream = call.stream(client_messages())
+    for i in range(5):
+        requests.put_nowait(b"m%d" % i)
+    got = await take_calls(front, 5)
+    assert [(method, body, kind) for _, method, body, kind in got] == [(STREAM, b"m%d" % i, 1) for i in range(5)]
+    (stream_id,) = {call_id for call_id, *_ in got}
+    for i in range(200):
+        assert front.send(stream_id, b"r%d" % i + b"x" * (i * 37))
+    for i in range(200):
+        assert await stream.read() == b"r%d" % i + b"x" * (i * 37)
+    requests.put_nowait(None)  # the client ends its side: it still gets what is sent, as from etcd
+    await asyncio.sleep(0.05)
+    assert front.send(stream_id, b"after the half-close")
+    assert await stream.read() == b"after the half-close"
+    assert front.finish(stream_id, grpc.StatusCode.OUT_OF_RANGE.value[0], "the end", b"")
+    assert not front.send(stream_id, b"after the end") and not front.finish(stream_id, 0, "", b"")
+    assert await stream.code() == grpc.StatusCode.OUT_OF_RANGE and await stream.details() == "the end"
+    assert front.take() == []  # a half-close and a finish are not reported
+
+
+async def test_streams_a_client_cancels_or_a_shutdown_ends_are_told_and_closed(front_and_channel):
+    front, call = front_and_channel
+    cancelled = call.stream(iter([b"hello"]))
+    (hello,) = await take_calls(front, 1)
+    assert hello[2:] == (b"hello", 1)
+    cancelled.cancel()
+    (end,) = await take_calls(front, 1)
+    assert (end[0], end[2:]) == (hello[0], (b"", 2))  # the client went away: told once
+    assert front.finish(hello[0], 0, "", b"")  # the server finishes it: the stream closes
+    assert not front.send(hello[0], b"x")
+    for _ in range(100):
+        if front.open_streams == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert front.open_streams == 0
+    open_stream = call.stream(iter([b"open"]))
+    (opened,) = await take_calls(front, 1)
+    assert front.send(opened[0], b"before the shutdown")
+    await asyncio.get_running_loop().run_in_executor(None, front.shutdown, 0.5)
+    assert await open_stream.read() == b"before the shutdown"
+    assert await open_stream.code() == grpc.StatusCode.UNAVAILABLE

@@ -1,6 +1,8 @@
 """The gRPC API over real nodes: etcd's statuses for bad requests, UNIMPLEMENTED (with a message
 naming verikv) for what verikv does not serve, and working KV/Maintenance/Cluster calls."""
 
+import asyncio
+
 import grpc
 import pytest
 import pytest_asyncio
@@ -20,8 +22,10 @@ async def stubs(tmp_path):
     await wait_for(lambda: leader_of(nodes) is not None)
     follower = next(n for n in nodes if n is not leader_of(nodes))
     urls = [f"127.0.0.1:{CLIENT_PORT + i}" for i in range(3)]
-    server = build_server(follower, urls[follower.node_id], urls, ["http://peer"] * 3)
+    server = build_server(follower, urls[follower.node_id], urls, ["http://peer"] * 3,
+                          progress_notify_interval_s=0.3)
     await server.start()
+    follower.client_server = server
     channel = grpc.aio.insecure_channel(urls[follower.node_id])
     yield g.KVStub(channel), g.MaintenanceStub(channel), g.ClusterStub(channel), channel, follower
     await channel.close()
@@ -95,12 +99,54 @@ async def test_history_and_compaction_over_grpc(stubs):
         grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
 
 
+async def test_watch_streams_at_a_follower(stubs):
+    """Watchers on a follower see the writes it applies, in order, with etcd's responses; a
+    watcher from the past is caught up; a client that cancels its stream is forgotten."""
+    kv, _, _, channel, follower = stubs
+    requests: asyncio.Queue = asyncio.Queue()
+
+    async def client_side():
+        while (req := await requests.get()) is not None:
+            yield req
+
+    stream = g.WatchStub(channel).Watch(client_side())
+    requests.put_nowait(r.WatchRequest(create_request=r.WatchCreateRequest(key=b"w/", range_end=b"w0", prev_kv=True)))
+    created = await asyncio.wait_for(stream.read(), 10)
+    assert created.created and created.watch_id == 0 and created.header.member_id == follower.node_id + 1
+    first = (await kv.Put(r.PutRequest(key=b"w/a", value=b"1"))).header.revision
+    await kv.Put(r.PutRequest(key=b"other", value=b"x"))
+    await kv.Put(r.PutRequest(key=b"w/a", value=b"2"))
+    await kv.DeleteRange(r.DeleteRangeRequest(key=b"w/a"))
+    seen = []
+    while len(seen) < 3:
+        resp = await asyncio.wait_for(stream.read(), 10)
+        seen += [(e.type, e.kv.key, e.kv.value, e.kv.mod_revision, e.prev_kv.value) for e in resp.events]
+    assert seen == [(0, b"w/a", b"1", first, b""), (0, b"w/a", b"2", first + 2, b"1"),
+                    (1, b"w/a", b"", first + 3, b"2")]
+    requests.put_nowait(r.WatchRequest(create_request=r.WatchCreateRequest(key=b"w/a", start_revision=first)))
+    created, past = await asyncio.wait_for(stream.read(), 10), await asyncio.wait_for(stream.read(), 10)
+    assert created.created and created.watch_id == 1
+    assert [(e.type, e.kv.mod_revision) for e in past.events] == [(0, first), (0, first + 2), (1, first + 3)]
+    requests.put_nowait(r.WatchRequest(cancel_request=r.WatchCancelRequest(watch_id=1)))
+    canceled = await asyncio.wait_for(stream.read(), 10)
+    assert canceled.canceled and canceled.watch_id == 1
+    hub = follower.client_server.watches
+    assert len(hub.streams) == 1 and list(next(iter(hub.streams.values()))) == [0]
+    requests.put_nowait(r.WatchRequest(create_request=r.WatchCreateRequest(key=b"quiet", progress_notify=True)))
+    created = await asyncio.wait_for(stream.read(), 10)
+    progress = await asyncio.wait_for(stream.read(), 10)  # within an interval (0.3 s here)
+    assert (progress.watch_id, list(progress.events), progress.header.revision) == (
+        created.watch_id, [], first + 3)
+    stream.cancel()
+    await wait_for(lambda: not hub.streams)
+
+
 async def test_unsupported_features_are_unimplemented_and_say_so(stubs):
     kv, _, _, channel, _ = stubs
-    watch = channel.stream_stream("/etcdserverpb.Watch/Watch")
-    call = watch(iter([b""]))
+    keep_alive = channel.stream_stream("/etcdserverpb.Lease/LeaseKeepAlive")
+    call = keep_alive(iter([b""]))
     code, msg = await status_of(call.read())
-    assert code == grpc.StatusCode.UNIMPLEMENTED and "/etcdserverpb.Watch/Watch" in msg
+    assert code == grpc.StatusCode.UNIMPLEMENTED and "/etcdserverpb.Lease/LeaseKeepAlive" in msg
     lease = channel.unary_unary("/etcdserverpb.Lease/LeaseGrant")
     code, msg = await status_of(lease(b""))
     assert code == grpc.StatusCode.UNIMPLEMENTED and "verikv" in msg

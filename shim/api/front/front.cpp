@@ -2,14 +2,21 @@
 // accepts calls and reads their request messages, and hands them to the node's event loop in
 // batches. Python answers each call with its serialized response or a status.
 //
+// Streaming calls (the methods named at construction, e.g. Watch): every message the client
+// sends reaches Python like a unary request (kind MESSAGE); Python `send`s any number of
+// messages on the stream, in order, and `finish`es it with a status once. A client that ends its
+// side of the stream (half-close) still gets what Python sends, as etcd does; a client that
+// cancels the call, or goes away, is reported as kind END, after which Python must finish it.
+//
 // Why: Python's grpc.aio server costs hundreds of microseconds of CPU per call on a small
 // machine, which caps throughput. Here the HTTP/2 and gRPC work stays in C++; the event loop
 // wakes once per batch (an eventfd), not once per call.
 //
-// Threading: the completion-queue thread never touches Python objects. `take` and `finish` are
-// called from the event loop with the GIL held; the state they share with the CQ thread is
-// guarded by `mu_`. grpc++ allows starting an operation on a call from any thread, and each call
-// has at most one operation outstanding (RequestCall, then Read, then Finish or WriteAndFinish).
+// Threading: the completion-queue thread never touches Python objects. `take`, `finish` and
+// `send` are called from the event loop with the GIL held; the state they share with the CQ
+// thread is guarded by `mu_`. grpc++ allows starting an operation on a call from any thread. A
+// unary call has at most one operation outstanding (RequestCall, then Read, then Finish or
+// WriteAndFinish); a stream at most one Read and one Write or Finish.
 //
 // `finish` only queues the answer; the CQ thread starts the Finish/WriteAndFinish operations, all
 // the answers queued since its last turn at once, woken by one grpc::Alarm per batch. Starting
@@ -21,14 +28,17 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/support/byte_buffer.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <deque>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -39,17 +49,40 @@ namespace py = pybind11;
 
 namespace {
 
+struct Call;
+
+// A completion-queue tag: which operation of which call completed.
+struct Op {
+  enum Kind { ACCEPT, READ, WRITE, FINISH, DONE } kind;
+  Call* call;
+};
+
 struct Call {
-  enum State { REQUESTED, READING, FINISHING } state = REQUESTED;
+  enum State { REQUESTED, READING, FINISHING, FINISHED } state = REQUESTED;  // unary calls
   grpc::GenericServerContext ctx;
   grpc::GenericServerAsyncReaderWriter stream{&ctx};
   grpc::ByteBuffer buf;
+  // streams only (guarded by the front's mu_)
+  bool streaming = false;
+  uint64_t id = 0;
+  Op accept_op{Op::ACCEPT, this};  // a unary call's every operation, and a stream's RequestCall
+  Op read_op{Op::READ, this}, write_op{Op::WRITE, this}, finish_op{Op::FINISH, this};
+  Op done_op{Op::DONE, this};  // the call is over (answered, or cancelled by the client)
+  bool done = false;  // done_op completed: a call is deleted only after it
+  grpc::ByteBuffer out;
+  std::deque<std::string> writes;  // sent by Python, not yet started
+  bool reading = false, writing = false;
+  bool finish_queued = false, finish_started = false, finished = false;
+  grpc::Status status;
 };
+
+enum IncomingKind { UNARY = 0, MESSAGE = 1, END = 2 };
 
 struct Incoming {
   uint64_t id;
   std::string method;
   std::string body;
+  int kind;
 };
 
 struct Outgoing {  // an answer `finish` queued for the CQ thread to send
@@ -63,7 +96,8 @@ constexpr int kOutstandingAccepts = 64;
 
 class Front {
  public:
-  Front(const std::string& addr, int max_receive_bytes) {
+  Front(const std::string& addr, int max_receive_bytes, const std::vector<std::string>& streaming)
+      : streaming_methods_(streaming.begin(), streaming.end()) {
     grpc::ServerBuilder b;
     b.AddListeningPort(addr, grpc::InsecureServerCredentials(), &port_);
     b.RegisterAsyncGenericService(&service_);
@@ -87,9 +121,16 @@ class Front {
   ~Front() { Shutdown(0.0); }
 
   int fd() const { return efd_; }
+
+  // Streams not yet closed (a stream closes once finished and its client's side has ended).
+  size_t OpenStreams() {
+    std::lock_guard<std::mutex> g(mu_);
+    return streams_.size();
+  }
   int port() const { return port_; }
 
-  // Every call that arrived since the last take: (id, method, request bytes).
+  // Every message that arrived since the last take: (id, method, bytes, kind), kind 0 for a unary
+  // call's request, 1 for a stream's message, 2 for the end of a stream's client side.
   py::list Take() {
     uint64_t v;
     while (read(efd_, &v, sizeof v) > 0) {
@@ -102,7 +143,7 @@ class Front {
     }
     py::list out;
     for (auto& in : batch) {
-      out.append(py::make_tuple(in.id, py::str(in.method), py::bytes(in.body)));
+      out.append(py::make_tuple(in.id, py::str(in.method), py::bytes(in.body), in.kind));
     }
     return out;
   }
@@ -117,14 +158,33 @@ class Front {
     std::lock_guard<std::mutex> g(mu_);
     if (closing_) return false;  // Shutdown answers what is still waiting
     auto it = waiting_.find(id);
-    if (it == waiting_.end()) return false;
+    if (it == waiting_.end()) {
+      auto st = streams_.find(id);
+      if (st == streams_.end() || st->second->finish_queued) return false;
+      Call* c = st->second;  // a stream: ends after the messages sent before
+      c->finish_queued = true;
+      c->status = grpc::Status(static_cast<grpc::StatusCode>(code), message);
+      Dirty(c);
+      return true;
+    }
     outgoing_.push_back(Outgoing{it->second, code, message, std::string(data, static_cast<size_t>(len))});
     waiting_.erase(it);
-    if (!alarm_armed_) {
-      // under mu_, so that Shutdown cannot shut the queue down between the check and the Set
-      alarm_armed_ = true;
-      alarm_.Set(cq_.get(), gpr_time_0(GPR_CLOCK_MONOTONIC), &alarm_tag_);
-    }
+    ArmAlarm();
+    return true;
+  }
+
+  // Send one message on stream `id`, after those sent before. False if the stream is unknown or
+  // already finished.
+  bool Send(uint64_t id, py::bytes message) {
+    char* data;
+    Py_ssize_t len;
+    PyBytes_AsStringAndSize(message.ptr(), &data, &len);
+    std::lock_guard<std::mutex> g(mu_);
+    if (closing_) return false;
+    auto st = streams_.find(id);
+    if (st == streams_.end() || st->second->finish_queued) return false;
+    st->second->writes.emplace_back(data, static_cast<size_t>(len));
+    Dirty(st->second);
     return true;
   }
 
@@ -142,8 +202,17 @@ class Front {
       for (auto& kv : waiting_) ids.push_back(kv.first);
       pending_.clear();
       out.swap(outgoing_);  // answered but not sent yet: send them now (an armed alarm finds none)
+      for (auto& kv : streams_) {  // streams end with UNAVAILABLE after what was sent on them
+        Call* c = kv.second;
+        if (!c->finish_queued) {
+          c->finish_queued = true;
+          c->status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "verikv: the node is stopping");
+        }
+        Pump(c);
+      }
+      dirty_.clear();
     }
-    for (auto& o : out) Send(o);
+    for (auto& o : out) SendAnswer(o);
     for (auto id : ids) FailCall(id, grpc::StatusCode::UNAVAILABLE, "verikv: the node is stopping");
     server_->Shutdown(std::chrono::system_clock::now() +
                       std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000)));
@@ -154,15 +223,15 @@ class Front {
   }
 
  private:
-  void Send(Outgoing& o) {
+  void SendAnswer(Outgoing& o) {
     Call* c = o.call;
     c->state = Call::FINISHING;
     if (o.code == 0) {
       grpc::Slice slice(o.body);
       grpc::ByteBuffer bb(&slice, 1);
-      c->stream.WriteAndFinish(bb, grpc::WriteOptions(), grpc::Status::OK, c);
+      c->stream.WriteAndFinish(bb, grpc::WriteOptions(), grpc::Status::OK, &c->accept_op);
     } else {
-      c->stream.Finish(grpc::Status(static_cast<grpc::StatusCode>(o.code), o.message), c);
+      c->stream.Finish(grpc::Status(static_cast<grpc::StatusCode>(o.code), o.message), &c->accept_op);
     }
   }
 
@@ -177,79 +246,190 @@ class Front {
       waiting_.erase(it);
     }
     c->state = Call::FINISHING;
-    c->stream.Finish(grpc::Status(code, message), c);
+    c->stream.Finish(grpc::Status(code, message), &c->accept_op);
+  }
+
+  void ArmAlarm() {  // under mu_, so that Shutdown cannot shut the queue down between check and Set
+    if (!alarm_armed_) {
+      alarm_armed_ = true;
+      alarm_.Set(cq_.get(), gpr_time_0(GPR_CLOCK_MONOTONIC), &alarm_tag_);
+    }
+  }
+
+  void Dirty(Call* c) {  // under mu_: the CQ thread starts the stream's next operation
+    dirty_.insert(c);
+    ArmAlarm();
+  }
+
+  // Under mu_: start the stream's next write, or its finish once every write is done.
+  void Pump(Call* c) {
+    if (c->writing || c->finish_started) return;
+    if (!c->writes.empty()) {
+      grpc::Slice slice(c->writes.front());
+      c->writes.pop_front();
+      c->out = grpc::ByteBuffer(&slice, 1);
+      c->writing = true;
+      c->stream.Write(c->out, &c->write_op);
+    } else if (c->finish_queued) {
+      c->finish_started = true;
+      c->stream.Finish(c->status, &c->finish_op);
+    }
+  }
+
+  // Under mu_: a stream is deleted once finished and over, with no operation outstanding.
+  void MaybeDelete(Call* c) {
+    if (c->finished && c->done && !c->reading && !c->writing) {
+      streams_.erase(c->id);
+      dirty_.erase(c);
+      delete c;
+    }
+  }
+
+  void Notify() {
+    uint64_t one = 1;
+    ssize_t r = write(efd_, &one, sizeof one);
+    (void)r;  // the counter cannot overflow: take() resets it
+  }
+
+  // The CQ thread: a stream's operation completed.
+  void OnStreamOp(Op* op, bool ok) {
+    Call* c = op->call;
+    bool signal = false;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      switch (op->kind) {
+        case Op::READ:
+          if (closing_) {  // Shutdown finishes the stream; no new operation on it
+            c->reading = false;
+          } else if (ok) {
+            pending_.push_back(Incoming{c->id, c->ctx.method(), Body(c->buf), MESSAGE});
+            c->stream.Read(&c->buf, &c->read_op);
+            if (!signaled_) signaled_ = signal = true;
+          } else {  // the client's side ended (a half-close, or the call is over): keep sending
+            c->reading = false;
+          }
+          break;
+        case Op::DONE:
+          c->done = true;
+          if (!c->finish_queued && !closing_) {  // cancelled, or the client went away
+            pending_.push_back(Incoming{c->id, c->ctx.method(), std::string(), END});
+            if (!signaled_) signaled_ = signal = true;
+          }
+          break;
+        case Op::WRITE:
+          c->writing = false;
+          if (!ok) c->writes.clear();  // the client went away: nothing more reaches it
+          Pump(c);
+          break;
+        case Op::FINISH:
+          c->finished = true;
+          break;
+        default:
+          break;
+      }
+      MaybeDelete(c);
+    }
+    if (signal) Notify();
+  }
+
+  static std::string Body(grpc::ByteBuffer& buf) {
+    std::vector<grpc::Slice> slices;
+    std::string body;
+    if (buf.Dump(&slices).ok()) {
+      size_t n = 0;
+      for (auto& s : slices) n += s.size();
+      body.reserve(n);
+      for (auto& s : slices) body.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+    buf.Clear();
+    return body;
   }
 
   void RequestNew() {
     auto* c = new Call();
-    service_.RequestCall(&c->ctx, &c->stream, cq_.get(), cq_.get(), c);
+    c->ctx.AsyncNotifyWhenDone(&c->done_op);  // before the call starts, as grpc++ requires
+    service_.RequestCall(&c->ctx, &c->stream, cq_.get(), cq_.get(), &c->accept_op);
   }
 
   void Drain() {
     void* tag;
     bool ok;
-    while (cq_->Next(&tag, &ok)) delete static_cast<Call*>(tag);
+    while (cq_->Next(&tag, &ok)) {
+      if (tag != &alarm_tag_ && static_cast<Op*>(tag)->kind == Op::DONE) delete static_cast<Op*>(tag)->call;
+    }
   }
 
   void Loop() {
     void* tag;
     bool ok;
     while (cq_->Next(&tag, &ok)) {
-      if (tag == &alarm_tag_) {  // `finish` queued answers: send them all
+      if (tag == &alarm_tag_) {  // `finish` and `send` queued work: start it all
         std::vector<Outgoing> out;
         {
           std::lock_guard<std::mutex> g(mu_);
           out.swap(outgoing_);
           alarm_armed_ = false;
+          for (Call* c : dirty_) Pump(c);
+          dirty_.clear();
         }
-        for (auto& o : out) Send(o);
+        for (auto& o : out) SendAnswer(o);
         continue;
       }
-      auto* c = static_cast<Call*>(tag);
+      auto* op = static_cast<Op*>(tag);
+      auto* c = op->call;
+      if (op->kind == Op::DONE && !c->streaming) {  // a unary call is over: gone once answered
+        c->done = true;
+        if (c->state == Call::FINISHED) delete c;
+        continue;
+      }
+      if (op->kind != Op::ACCEPT) {
+        OnStreamOp(op, ok);
+        continue;
+      }
       switch (c->state) {
         case Call::REQUESTED:
-          if (!ok) {  // shutting down
+          if (!ok) {  // shutting down: the call never started, so no DONE comes for it
             delete c;
             break;
           }
           if (!stopped_) RequestNew();
+          if (streaming_methods_.count(c->ctx.method())) {
+            std::lock_guard<std::mutex> g(mu_);
+            c->streaming = true;
+            c->id = next_id_++;
+            streams_[c->id] = c;
+            c->reading = true;
+            c->stream.Read(&c->buf, &c->read_op);
+            break;
+          }
           c->state = Call::READING;
-          c->stream.Read(&c->buf, c);
+          c->stream.Read(&c->buf, &c->accept_op);
           break;
         case Call::READING: {
           if (!ok) {  // the client sent no message, or went away
             c->state = Call::FINISHING;
             c->stream.Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                           "verikv: a unary call needs exactly one request message"),
-                             c);
+                             &c->accept_op);
             break;
           }
-          std::vector<grpc::Slice> slices;
-          std::string body;
-          if (c->buf.Dump(&slices).ok()) {
-            size_t n = 0;
-            for (auto& s : slices) n += s.size();
-            body.reserve(n);
-            for (auto& s : slices) body.append(reinterpret_cast<const char*>(s.begin()), s.size());
-          }
-          c->buf.Clear();
+          std::string body = Body(c->buf);
           bool signal = false;
           {
             std::lock_guard<std::mutex> g(mu_);
             uint64_t id = next_id_++;
             waiting_[id] = c;
-            pending_.push_back(Incoming{id, c->ctx.method(), std::move(body)});
+            pending_.push_back(Incoming{id, c->ctx.method(), std::move(body), UNARY});
             if (!signaled_) signaled_ = signal = true;
           }
-          if (signal) {
-            uint64_t one = 1;
-            ssize_t r = write(efd_, &one, sizeof one);
-            (void)r;  // the counter cannot overflow: take() resets it
-          }
+          if (signal) Notify();
           break;
         }
         case Call::FINISHING:
-          delete c;
+          c->state = Call::FINISHED;
+          if (c->done) delete c;
+          break;
+        case Call::FINISHED:
           break;
       }
     }
@@ -266,6 +446,9 @@ class Front {
   std::vector<Incoming> pending_;
   std::unordered_map<uint64_t, Call*> waiting_;
   std::vector<Outgoing> outgoing_;
+  std::set<std::string> streaming_methods_;
+  std::unordered_map<uint64_t, Call*> streams_;  // open streams, by id
+  std::set<Call*> dirty_;  // streams with a write or finish for the CQ thread to start
   grpc::Alarm alarm_;  // wakes the CQ thread to send outgoing_ (set when it was not armed)
   char alarm_tag_ = 0;  // its tag: the address tells it apart from the calls
   bool alarm_armed_ = false;
@@ -282,11 +465,14 @@ PYBIND11_MODULE(_front, m) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   m.doc() = "verikv's client gRPC front (grpc++ async generic server); see shim/api/servicer.py";
   py::class_<Front>(m, "Front")
-      .def(py::init<const std::string&, int>(), py::arg("listen"), py::arg("max_receive_bytes"))
+      .def(py::init<const std::string&, int, const std::vector<std::string>&>(), py::arg("listen"),
+           py::arg("max_receive_bytes"), py::arg("streaming") = std::vector<std::string>())
       .def_property_readonly("fd", &Front::fd)
       .def_property_readonly("port", &Front::port)
+      .def_property_readonly("open_streams", &Front::OpenStreams)
       .def("take", &Front::Take)
       .def("finish", &Front::Finish, py::arg("call_id"), py::arg("code"), py::arg("message"),
            py::arg("response"))
+      .def("send", &Front::Send, py::arg("call_id"), py::arg("message"))
       .def("shutdown", &Front::Shutdown, py::arg("grace_s") = 0.0);
 }

@@ -1,0 +1,235 @@
+"""etcd's Watch on one node: watchers on key ranges, fed from the writes the KV store applies.
+
+A watch stream holds any number of watchers. A watcher sees every write to its range from its
+start revision on, exactly once and in order (revision, then the write's place in its request),
+the writes of one revision in one response; one that starts in the past is caught up from the
+store's history first, in responses of at most 1,000 revisions, then fed as writes are applied.
+Every node feeds its own watchers from its own applied log, so a watcher on a follower sees the
+same history as one on the leader, possibly later. Behaviour follows etcd 3.4's watch server
+(etcdserver/api/v3rpc/watch.go and mvcc's watchable store): the responses to create and cancel,
+automatic watch ids from 0 per stream, filters, prev_kv (the key at the revision before the
+event, unless compacted), a start revision below the compaction point (canceled, with
+compact_revision), a progress request (an empty response, watch_id -1, at the revision up to
+which every event was sent), and progress notifications: every interval (etcd's
+--experimental-watch-progress-notify-interval), an empty response at the current revision to
+each watcher created with progress_notify that was sent nothing since the last one.
+
+This module must never change the KV state or do I/O: it turns applied writes into responses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from verikv.etcdpb import kv_pb2, rpc_pb2
+
+MAX_REVISIONS_PER_RESPONSE = 1000  # etcd's watchBatchMaxRevs, for a watcher catching up
+DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+EMPTY_RANGE = "mvcc: watcher range is empty"
+_NOPUT = rpc_pb2.WatchCreateRequest.NOPUT
+_NODELETE = rpc_pb2.WatchCreateRequest.NODELETE
+
+
+@dataclass(slots=True)
+class Watcher:
+    stream: int
+    watch_id: int
+    key: bytes
+    range_end: bytes  # b"": the key alone; b"\0" (etcd's "from key"): every key from it on
+    next_revision: int  # the first revision not yet sent
+    no_put: bool
+    no_delete: bool
+    prev_kv: bool
+    progress_notify: bool = False
+    quiet: bool = True  # nothing was sent to it since the last progress notification
+
+    def covers(self, key: bytes) -> bool:
+        if not self.range_end:
+            return key == self.key
+        if self.range_end == b"\0":
+            return key >= self.key
+        return self.key <= key < self.range_end
+
+
+class WatchHub:
+    """The watchers of one node's watch streams (see the module's text). Every method returns
+    the responses to send, as (stream, WatchResponse) in order; a header carries its revision
+    only (the caller completes it)."""
+
+    def __init__(self) -> None:
+        self.streams: dict[int, dict[int, Watcher]] = {}
+        self._next_auto: dict[int, int] = {}
+        self.revision = 0  # every write up to this revision was sent to the watchers it concerns
+
+    # ---- a stream's requests ----
+
+    def request(self, stream: int, req: rpc_pb2.WatchRequest, store) -> list:
+        which = req.WhichOneof("request_union")
+        if which == "create_request":
+            return self.create(stream, req.create_request, store)
+        if which == "cancel_request":
+            return self.cancel(stream, req.cancel_request.watch_id, store)
+        if which == "progress_request":
+            return [(stream, _response(store.revision, watch_id=-1))]
+        return []
+
+    def create(self, stream: int, creq: rpc_pb2.WatchCreateRequest, store) -> list:
+        out = self._catch_up(store)  # the others first get what was applied before this one
+        watchers = self.streams.setdefault(stream, {})
+        range_end = creq.range_end
+        if range_end and range_end != b"\0" and range_end <= creq.key:
+            return out + [(stream, _response(store.revision, watch_id=-1, created=True, canceled=True,
+                                             cancel_reason=EMPTY_RANGE))]
+        watch_id = creq.watch_id
+        if watch_id == 0:  # etcd's AutoWatchID: the lowest free id from this stream's counter on
+            watch_id = self._next_auto.get(stream, 0)
+            while watch_id in watchers:
+                watch_id += 1
+            self._next_auto[stream] = watch_id + 1
+        elif watch_id in watchers:
+            return out + [(stream, _response(store.revision, watch_id=-1, created=True, canceled=True,
+                                             cancel_reason=DUPLICATE_ID))]
+        start = creq.start_revision if creq.start_revision > 0 else store.revision + 1
+        filters = set(creq.filters)
+        w = Watcher(stream, watch_id, creq.key, range_end, start, _NOPUT in filters, _NODELETE in filters,
+                    creq.prev_kv, creq.progress_notify)
+        out.append((stream, _response(store.revision, watch_id=watch_id, created=True)))
+        if start < store.compact_revision:
+            out.append((stream, _response(0, watch_id=watch_id, canceled=True,
+                                          compact_revision=store.compact_revision)))
+            return out
+        watchers[watch_id] = w
+        if start <= store.revision:  # from the history, in batches
+            writes = store.writes_between(start, store.revision, w.key, w.range_end)
+            out += self._batches(w, writes, store, store.revision)
+            w.next_revision = store.revision + 1
+        return out
+
+    def cancel(self, stream: int, watch_id: int, store) -> list:
+        watchers = self.streams.get(stream, {})
+        if watchers.pop(watch_id, None) is None:
+            return []  # etcd answers nothing for an unknown id
+        return [(stream, _response(store.revision, watch_id=watch_id, canceled=True))]
+
+    def progress_tick(self, store) -> list:
+        """Progress notifications, due every interval (see the module's text)."""
+        out = []
+        for ws in self.streams.values():
+            for w in ws.values():
+                if w.progress_notify and w.quiet:
+                    out.append((w.stream, _response(store.revision, watch_id=w.watch_id)))
+                w.quiet = True
+        return out
+
+    def close(self, stream: int) -> None:
+        """The stream is over: its watchers go."""
+        self.streams.pop(stream, None)
+        self._next_auto.pop(stream, None)
+
+    # ---- applied writes ----
+
+    def applied(self, store, writes: list) -> list:
+        """The store applied `writes` (its take_recent()) since the last call: the responses for
+        every watcher, one per revision. If the store changed otherwise (a snapshot installed
+        from a peer), the watchers are caught up from its history instead."""
+        if not self.streams:
+            self.revision = store.revision
+            return []
+        if writes and writes[0][1].mod_revision == self.revision + 1 \
+                and writes[-1][1].mod_revision == store.revision:
+            out = self._live(writes, store)
+            self.revision = store.revision
+            return out
+        if store.revision == self.revision and not writes:
+            return []
+        return self._catch_up(store)
+
+    def _live(self, writes: list, store) -> list:
+        out = []
+        watchers = [w for ws in self.streams.values() for w in ws.values()]
+        start = 0
+        while start < len(writes):  # one revision at a time
+            rev = writes[start][1].mod_revision
+            end = start + 1
+            while end < len(writes) and writes[end][1].mod_revision == rev:
+                end += 1
+            for w in watchers:
+                if rev < w.next_revision:
+                    continue
+                events = [_event(k, rec, prev, store) for k, rec, prev in writes[start:end] if _wants(w, k, rec)]
+                w.next_revision = rev + 1
+                if events:
+                    w.quiet = False
+                    out.append((w.stream, _response(rev, watch_id=w.watch_id, events=events, w=w)))
+            start = end
+        return out
+
+    def _catch_up(self, store) -> list:
+        """Every watcher behind the store's revision gets what it missed from the history (or
+        is canceled with the compaction point if that history is gone)."""
+        out = []
+        for ws in self.streams.values():
+            for w in list(ws.values()):
+                if w.next_revision > store.revision:
+                    continue
+                if w.next_revision < store.compact_revision:
+                    del ws[w.watch_id]
+                    out.append((w.stream, _response(0, watch_id=w.watch_id, canceled=True,
+                                                    compact_revision=store.compact_revision)))
+                    continue
+                writes = store.writes_between(w.next_revision, store.revision, w.key, w.range_end)
+                out += self._batches(w, writes, store, store.revision)
+                w.next_revision = store.revision + 1
+        self.revision = store.revision
+        return out
+
+    def _batches(self, w: Watcher, writes: list, store, header_revision: int) -> list:
+        """A catching-up watcher's events, at most MAX_REVISIONS_PER_RESPONSE revisions each."""
+        out, events, revisions, last = [], [], 0, None
+        for k, rec, prev in writes:
+            if not _wants(w, k, rec):
+                continue
+            if rec.mod_revision != last:
+                if revisions == MAX_REVISIONS_PER_RESPONSE:
+                    out.append((w.stream, _response(header_revision, watch_id=w.watch_id, events=events, w=w)))
+                    events, revisions = [], 0
+                revisions += 1
+                last = rec.mod_revision
+            events.append(_event(k, rec, prev, store))
+        if events:
+            out.append((w.stream, _response(header_revision, watch_id=w.watch_id, events=events, w=w)))
+        if out:
+            w.quiet = False
+        return out
+
+
+def _wants(w: Watcher, key: bytes, rec) -> bool:
+    if not w.covers(key):
+        return False
+    return not (w.no_delete if rec.version == 0 else w.no_put)
+
+
+def _event(key: bytes, rec, prev, store):
+    """(event, its prev_kv or None): etcd's event for one write."""
+    if rec.version == 0:  # a delete: the key and the revision of the delete only
+        ev = kv_pb2.Event(type=kv_pb2.Event.DELETE, kv=kv_pb2.KeyValue(key=key, mod_revision=rec.mod_revision))
+    else:
+        ev = kv_pb2.Event(type=kv_pb2.Event.PUT, kv=_key_value(key, rec))
+    # etcd reads prev_kv at the revision before the event, which fails below the compaction point
+    prev_kv = _key_value(key, prev) if prev is not None and rec.mod_revision - 1 >= store.compact_revision else None
+    return ev, prev_kv
+
+
+def _key_value(key: bytes, rec) -> kv_pb2.KeyValue:
+    return kv_pb2.KeyValue(key=key, create_revision=rec.create_revision, mod_revision=rec.mod_revision,
+                           version=rec.version, value=rec.value, lease=rec.lease)
+
+
+def _response(revision: int, *, watch_id: int, events=(), w: Watcher | None = None, **fields) -> rpc_pb2.WatchResponse:
+    resp = rpc_pb2.WatchResponse(watch_id=watch_id, **fields)
+    resp.header.revision = revision
+    for ev, prev_kv in events:
+        if w is not None and w.prev_kv and prev_kv is not None:
+            ev.prev_kv.CopyFrom(prev_kv)
+        resp.events.append(ev)
+    return resp

@@ -1,0 +1,156 @@
+"""The watch hub over a real KV store: what each watcher is sent, response by response."""
+
+from verikv.etcdpb import kv_pb2, rpc_pb2 as r
+from verikv.shim.kv.store import KVStore
+from verikv.shim.kv.watch import MAX_REVISIONS_PER_RESPONSE, WatchHub
+
+PUT, DELETE = kv_pb2.Event.PUT, kv_pb2.Event.DELETE
+
+
+def create(hub, store, stream=1, **fields):
+    return hub.request(stream, r.WatchRequest(create_request=r.WatchCreateRequest(**fields)), store)
+
+
+def apply(hub, store, *requests):
+    """Run requests on the store as the log would, then hand the writes to the hub."""
+    for req in requests:
+        if isinstance(req, r.PutRequest):
+            store.put(req)
+        elif isinstance(req, r.DeleteRangeRequest):
+            store.delete_range(req)
+        elif isinstance(req, r.TxnRequest):
+            store.txn(req)
+        else:
+            store.compact(req)
+    return hub.applied(store, store.take_recent())
+
+
+def events(responses):
+    """(stream, watch id, header revision, [(type, key, value, mod revision, prev value)]) each."""
+    return [(s, resp.watch_id, resp.header.revision,
+             [(e.type, e.kv.key, e.kv.value, e.kv.mod_revision, e.prev_kv.value if e.HasField("prev_kv") else None)
+              for e in resp.events]) for s, resp in responses]
+
+
+def test_a_watcher_gets_each_revision_once_in_order_with_puts_and_deletes():
+    store, hub = KVStore(), WatchHub()
+    (created,) = create(hub, store, key=b"a", range_end=b"c")
+    assert (created[1].created, created[1].watch_id, created[1].header.revision) == (True, 0, 1)
+    got = apply(hub, store, r.PutRequest(key=b"a", value=b"1"), r.PutRequest(key=b"z", value=b"no"),
+                r.PutRequest(key=b"b", value=b"2"), r.DeleteRangeRequest(key=b"a"))
+    assert events(got) == [(1, 0, 2, [(PUT, b"a", b"1", 2, None)]), (1, 0, 4, [(PUT, b"b", b"2", 4, None)]),
+                           (1, 0, 5, [(DELETE, b"a", b"", 5, None)])]
+    assert got[-1][1].events[0].kv == kv_pb2.KeyValue(key=b"a", mod_revision=5)  # etcd's delete event
+
+
+def test_a_txns_writes_come_in_one_response_in_the_txns_order():
+    store, hub = KVStore(), WatchHub()
+    create(hub, store, key=b"\0", range_end=b"\0", prev_kv=True)
+    apply(hub, store, r.PutRequest(key=b"a", value=b"old"))
+    got = apply(hub, store, r.TxnRequest(success=[
+        r.RequestOp(request_put=r.PutRequest(key=b"c", value=b"3")),
+        r.RequestOp(request_put=r.PutRequest(key=b"a", value=b"new")),
+        r.RequestOp(request_delete_range=r.DeleteRangeRequest(key=b"b", range_end=b"b\0"))]))
+    assert events(got) == [(1, 0, 3, [(PUT, b"c", b"3", 3, None), (PUT, b"a", b"new", 3, b"old")])]
+
+
+def test_a_watcher_from_the_past_is_caught_up_from_history_then_fed_live():
+    store, hub = KVStore(), WatchHub()
+    for i in range(5):
+        apply(hub, store, r.PutRequest(key=b"k", value=b"%d" % i))  # revisions 2..6
+    got = create(hub, store, key=b"k", start_revision=4, prev_kv=True)
+    assert got[0][1].created and got[0][1].header.revision == 6
+    assert events(got[1:]) == [(1, 0, 6, [(PUT, b"k", b"2", 4, b"1"), (PUT, b"k", b"3", 5, b"2"),
+                                          (PUT, b"k", b"4", 6, b"3")])]
+    assert events(apply(hub, store, r.PutRequest(key=b"k", value=b"5"))) == [(1, 0, 7, [(PUT, b"k", b"5", 7, b"4")])]
+
+
+def test_a_long_catch_up_comes_in_responses_of_at_most_1000_revisions():
+    store, hub = KVStore(), WatchHub()
+    n = MAX_REVISIONS_PER_RESPONSE + 20
+    for i in range(n):
+        apply(hub, store, r.PutRequest(key=b"k", value=b"%d" % i))
+    got = create(hub, store, key=b"k", start_revision=1)
+    assert [len(resp.events) for _, resp in got[1:]] == [MAX_REVISIONS_PER_RESPONSE, 20]
+    revisions = [e.kv.mod_revision for _, resp in got[1:] for e in resp.events]
+    assert revisions == list(range(2, n + 2))
+
+
+def test_filters_prefixes_and_from_key_ranges():
+    store, hub = KVStore(), WatchHub()
+    create(hub, store, stream=1, key=b"p/", range_end=b"p0", filters=[r.WatchCreateRequest.NODELETE])
+    create(hub, store, stream=2, key=b"p/b", range_end=b"\0", filters=[r.WatchCreateRequest.NOPUT])
+    got = apply(hub, store, r.PutRequest(key=b"p/a", value=b"1"), r.PutRequest(key=b"q", value=b"1"),
+                r.DeleteRangeRequest(key=b"p/a"), r.DeleteRangeRequest(key=b"q"))
+    assert events(got) == [(1, 0, 2, [(PUT, b"p/a", b"1", 2, None)]), (2, 0, 5, [(DELETE, b"q", b"", 5, None)])]
+
+
+def test_ids_cancel_progress_and_refusals_as_etcd_answers_them():
+    store, hub = KVStore(), WatchHub()
+    assert [resp.watch_id for _, resp in create(hub, store, key=b"a")] == [0]
+    assert [resp.watch_id for _, resp in create(hub, store, key=b"a", watch_id=7)] == [7]
+    assert [resp.watch_id for _, resp in create(hub, store, key=b"a")] == [1]
+    (dup,) = create(hub, store, key=b"a", watch_id=7)
+    assert (dup[1].watch_id, dup[1].created, dup[1].canceled, dup[1].cancel_reason) == (
+        -1, True, True, "mvcc: duplicate watch ID provided on the WatchStream")
+    (empty,) = create(hub, store, key=b"b", range_end=b"a")
+    assert (empty[1].canceled, empty[1].cancel_reason) == (True, "mvcc: watcher range is empty")
+    (cancel,) = hub.request(1, r.WatchRequest(cancel_request=r.WatchCancelRequest(watch_id=7)), store)
+    assert (cancel[1].watch_id, cancel[1].canceled) == (7, True)
+    assert hub.request(1, r.WatchRequest(cancel_request=r.WatchCancelRequest(watch_id=7)), store) == []
+    apply(hub, store, r.PutRequest(key=b"a", value=b"v"))
+    (progress,) = hub.request(1, r.WatchRequest(progress_request=r.WatchProgressRequest()), store)
+    assert (progress[1].watch_id, progress[1].header.revision, list(progress[1].events)) == (-1, 2, [])
+    assert sorted(hub.streams[1]) == [0, 1]
+    hub.close(1)
+    assert apply(hub, store, r.PutRequest(key=b"a", value=b"w")) == []
+
+
+def test_a_start_below_the_compaction_point_is_canceled_with_it():
+    store, hub = KVStore(), WatchHub()
+    for i in range(4):
+        apply(hub, store, r.PutRequest(key=b"k", value=b"%d" % i))
+    apply(hub, store, r.CompactionRequest(revision=4))
+    created, compacted = create(hub, store, key=b"k", start_revision=2)
+    assert created[1].created and not created[1].canceled
+    assert (compacted[1].canceled, compacted[1].compact_revision, compacted[1].watch_id) == (True, 4, 0)
+    got = create(hub, store, key=b"k", start_revision=4, prev_kv=True)  # at the compaction point: fine
+    # etcd reads prev_kv at the revision before the event: below the compaction point there is none
+    assert events(got[1:]) == [(1, 1, 5, [(PUT, b"k", b"2", 4, None), (PUT, b"k", b"3", 5, b"2")])]
+
+
+def test_a_store_replaced_by_a_snapshot_is_caught_up_from_its_history():
+    store, hub = KVStore(), WatchHub()
+    create(hub, store, key=b"k")
+    apply(hub, store, r.PutRequest(key=b"k", value=b"1"))
+    ahead = KVStore.restore(store.snapshot())  # a peer's store, three writes further
+    for i in range(2, 5):
+        ahead.put(r.PutRequest(key=b"k", value=b"%d" % i))
+    ahead.take_recent()
+    got = hub.applied(ahead, [])  # the node installed the peer's snapshot: no writes of its own
+    assert events(got) == [(1, 0, 5, [(PUT, b"k", b"2", 3, None), (PUT, b"k", b"3", 4, None),
+                                      (PUT, b"k", b"4", 5, None)])]
+    assert events(apply(hub, ahead, r.PutRequest(key=b"k", value=b"5"))) == [(1, 0, 6, [(PUT, b"k", b"5", 6, None)])]
+
+
+def test_prev_kv_below_a_compaction_applied_before_the_event_was_sent_is_gone():
+    """etcd reads an event's prev_kv when it sends it, at the revision before the event: if a
+    compaction past that revision was applied meanwhile, the event has no prev_kv."""
+    store, hub = KVStore(), WatchHub()
+    create(hub, store, key=b"k", prev_kv=True)
+    apply(hub, store, r.PutRequest(key=b"k", value=b"1"))
+    store.put(r.PutRequest(key=b"k", value=b"2"))  # revision 3, replacing revision 2's value
+    store.compact(r.CompactionRequest(revision=3))  # applied in the same turn
+    assert events(hub.applied(store, store.take_recent())) == [(1, 0, 3, [(PUT, b"k", b"2", 3, None)])]
+    assert events(apply(hub, store, r.PutRequest(key=b"k", value=b"3"))) == [(1, 0, 4, [(PUT, b"k", b"3", 4, b"2")])]
+
+
+def test_progress_notifications_go_to_quiet_watchers_that_asked_for_them():
+    store, hub = KVStore(), WatchHub()
+    create(hub, store, stream=1, key=b"a", progress_notify=True)
+    create(hub, store, stream=1, key=b"b", progress_notify=True)
+    create(hub, store, stream=2, key=b"a")  # did not ask
+    apply(hub, store, r.PutRequest(key=b"a", value=b"1"))
+    # watcher 0 of stream 1 was sent an event since: only watcher 1 is told the revision
+    assert events(hub.progress_tick(store)) == [(1, 1, 2, [])]
+    assert events(hub.progress_tick(store)) == [(1, 0, 2, []), (1, 1, 2, [])]
