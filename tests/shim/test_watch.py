@@ -1,5 +1,6 @@
 """The watch hub over a real KV store: what each watcher is sent, response by response."""
 
+from answers import execute
 from verikv.etcdpb import kv_pb2, rpc_pb2 as r
 from verikv.shim.kv.store import KVStore
 from verikv.shim.kv.watch import MAX_REVISIONS_PER_RESPONSE, WatchHub
@@ -14,14 +15,7 @@ def create(hub, store, stream=1, **fields):
 def apply(hub, store, *requests):
     """Run requests on the store as the log would, then hand the writes to the hub."""
     for req in requests:
-        if isinstance(req, r.PutRequest):
-            store.put(req)
-        elif isinstance(req, r.DeleteRangeRequest):
-            store.delete_range(req)
-        elif isinstance(req, r.TxnRequest):
-            store.txn(req)
-        else:
-            store.compact(req)
+        execute(store, req)
     return hub.applied(store, store.take_recent())
 
 
