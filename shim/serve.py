@@ -117,7 +117,8 @@ async def serve(args) -> int:
     listen = f"{args.client_listen[0]}:{args.client_listen[1]}"
     try:
         server = grpc_server.build_server(node, listen, client_urls,
-                                          [f"http://{h}:{p}" for h, p in peers], progress_s)
+                                          [f"http://{h}:{p}" for h, p in peers],
+                                          progress_notify_interval_s=progress_s)
         await server.start()
     except (OSError, RuntimeError) as err:
         print(f"verikv serve: cannot listen for clients on {listen}: {err}", file=sys.stderr)

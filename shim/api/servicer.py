@@ -31,6 +31,11 @@ RANGE = "/etcdserverpb.KV/Range"
 WATCH = "/etcdserverpb.Watch/Watch"
 STREAMING = [WATCH]
 MESSAGE, END = 1, 2  # kinds of what the front hands over besides unary requests (0)
+# A Watch stream whose client has this many bytes not yet taken is paused; it resumes (caught up
+# from the history, RESUME_RESPONSES responses per watcher at a time) below the low mark.
+WATCH_BACKLOG_HIGH = 8 * 1024 * 1024
+WATCH_BACKLOG_LOW = 1024 * 1024
+RESUME_RESPONSES = 4
 
 
 class ClientServer:
@@ -42,7 +47,8 @@ class ClientServer:
     `start()` and `stop(grace)` match grpc.aio.Server's."""
 
     def __init__(self, node, listen: str, client_urls: list[str], peer_urls: list[str],
-                 progress_notify_interval_s: float = 600.0):
+                 progress_notify_interval_s: float = 600.0,
+                 watch_backlog_bytes: tuple[int, int] = (WATCH_BACKLOG_HIGH, WATCH_BACKLOG_LOW)):
         self.node = node
         self.listen = listen
         self.client_urls = client_urls
@@ -52,6 +58,7 @@ class ClientServer:
         self.watches = WatchHub()
         node.on_applied.append(self._on_applied)
         self.progress_notify_interval_s = progress_notify_interval_s
+        self.watch_backlog_high, self.watch_backlog_low = watch_backlog_bytes
         self._progress_timer: asyncio.TimerHandle | None = None
         # method: (request type, start(request, body, done)); start answers through done
         self._methods = {
@@ -152,19 +159,30 @@ class ClientServer:
                                                                      self._progress_notify)
 
     def _on_applied(self, store, writes) -> None:
-        out = self.watches.applied(store, writes)
+        hub = self.watches
+        out = hub.applied(store, writes)
         if out:
             self._send_watch(out)
+        if hub.paused and self._front is not None:
+            for stream in list(hub.paused):
+                backlog = self._front.backlog(stream)
+                if backlog < 0:
+                    hub.close(stream)
+                elif backlog < self.watch_backlog_low:
+                    self._send_watch(hub.resume(stream, store, RESUME_RESPONSES))
 
     def _send_watch(self, responses) -> None:
         front = self._front
         if front is None:
             return
-        term, fill = self.node.machine.term, self._headers.fill
+        term, fill, hub = self.node.machine.term, self._headers.fill, self.watches
         for stream, resp in responses:
             fill(resp.header, term)
             if not front.send(stream, resp.SerializeToString()):
-                self.watches.close(stream)  # the stream is over
+                hub.close(stream)  # the stream is over
+        for stream in {stream for stream, _ in responses}:
+            if front.backlog(stream) > self.watch_backlog_high:
+                hub.pause(stream)  # its client is behind: caught up from the history later
 
     # ---- methods ----
 
@@ -192,7 +210,6 @@ class ClientServer:
         done(resp)
 
 
-def build_server(node, listen: str, client_urls: list[str], peer_urls: list[str],
-                 progress_notify_interval_s: float = 600.0) -> ClientServer:
+def build_server(node, listen: str, client_urls: list[str], peer_urls: list[str], **options) -> ClientServer:
     """The client API server for `node` on `listen` (host:port), not yet started."""
-    return ClientServer(node, listen, client_urls, peer_urls, progress_notify_interval_s)
+    return ClientServer(node, listen, client_urls, peer_urls, **options)

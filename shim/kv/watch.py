@@ -14,6 +14,12 @@ which every event was sent), and progress notifications: every interval (etcd's
 --experimental-watch-progress-notify-interval), an empty response at the current revision to
 each watcher created with progress_notify that was sent nothing since the last one.
 
+A stream whose client does not keep up is paused (by the caller, which sees its backlog): its
+watchers get nothing more as writes are applied, and when it is resumed they are caught up from
+the history, a bounded number of responses at a time, so a slow client never holds the node's
+memory or turn; one whose next revision was compacted meanwhile is canceled with the
+compaction point, as etcd does.
+
 This module must never change the KV state or do I/O: it turns applied writes into responses.
 """
 
@@ -60,6 +66,8 @@ class WatchHub:
         self.streams: dict[int, dict[int, Watcher]] = {}
         self._next_auto: dict[int, int] = {}
         self.revision = 0  # every write up to this revision was sent to the watchers it concerns
+        self.paused: set[int] = set()  # streams whose clients are behind (see the module's text)
+        self.pauses = 0  # how many times a stream was paused
 
     # ---- a stream's requests ----
 
@@ -102,7 +110,6 @@ class WatchHub:
         if start <= store.revision:  # from the history, in batches
             writes = store.writes_between(start, store.revision, w.key, w.range_end)
             out += self._batches(w, writes, store, store.revision)
-            w.next_revision = store.revision + 1
         return out
 
     def cancel(self, stream: int, watch_id: int, store) -> list:
@@ -125,6 +132,25 @@ class WatchHub:
         """The stream is over: its watchers go."""
         self.streams.pop(stream, None)
         self._next_auto.pop(stream, None)
+        self.paused.discard(stream)
+
+    def pause(self, stream: int) -> None:
+        """The stream's client is behind: send its watchers nothing more until `resume`."""
+        if stream in self.streams and stream not in self.paused:
+            self.paused.add(stream)
+            self.pauses += 1
+
+    def resume(self, stream: int, store, max_responses: int) -> list:
+        """Catch the paused stream's watchers up from the history, at most `max_responses`
+        responses per watcher; the stream is live again once all of them are caught up."""
+        out, behind = [], False
+        ws = self.streams.get(stream, {})
+        for w in list(ws.values()):
+            out += self._catch_up_one(ws, w, store, max_responses)
+            behind |= w.watch_id in ws and w.next_revision <= store.revision
+        if not behind:
+            self.paused.discard(stream)
+        return out
 
     # ---- applied writes ----
 
@@ -146,7 +172,8 @@ class WatchHub:
 
     def _live(self, writes: list, store) -> list:
         out = []
-        watchers = [w for ws in self.streams.values() for w in ws.values()]
+        paused = self.paused
+        watchers = [w for s, ws in self.streams.items() if s not in paused for w in ws.values()]
         start = 0
         while start < len(writes):  # one revision at a time
             rev = writes[start][1].mod_revision
@@ -166,40 +193,50 @@ class WatchHub:
 
     def _catch_up(self, store) -> list:
         """Every watcher behind the store's revision gets what it missed from the history (or
-        is canceled with the compaction point if that history is gone)."""
+        is canceled with the compaction point if that history is gone); paused streams wait for
+        their resume."""
         out = []
-        for ws in self.streams.values():
-            for w in list(ws.values()):
-                if w.next_revision > store.revision:
-                    continue
-                if w.next_revision < store.compact_revision:
-                    del ws[w.watch_id]
-                    out.append((w.stream, _response(0, watch_id=w.watch_id, canceled=True,
-                                                    compact_revision=store.compact_revision)))
-                    continue
-                writes = store.writes_between(w.next_revision, store.revision, w.key, w.range_end)
-                out += self._batches(w, writes, store, store.revision)
-                w.next_revision = store.revision + 1
+        for stream, ws in self.streams.items():
+            if stream not in self.paused:
+                for w in list(ws.values()):
+                    out += self._catch_up_one(ws, w, store)
         self.revision = store.revision
         return out
 
-    def _batches(self, w: Watcher, writes: list, store, header_revision: int) -> list:
-        """A catching-up watcher's events, at most MAX_REVISIONS_PER_RESPONSE revisions each."""
+    def _catch_up_one(self, ws: dict, w: Watcher, store, max_responses: int | None = None) -> list:
+        if w.next_revision > store.revision:
+            return []
+        if w.next_revision < store.compact_revision:
+            del ws[w.watch_id]
+            return [(w.stream, _response(0, watch_id=w.watch_id, canceled=True,
+                                         compact_revision=store.compact_revision))]
+        writes = store.writes_between(w.next_revision, store.revision, w.key, w.range_end)
+        return self._batches(w, writes, store, store.revision, max_responses)
+
+    def _batches(self, w: Watcher, writes: list, store, upto: int, max_responses: int | None = None) -> list:
+        """A catching-up watcher's events up to revision `upto`, at most
+        MAX_REVISIONS_PER_RESPONSE revisions per response (and at most `max_responses`
+        responses: it then stays behind, at the first revision not sent)."""
         out, events, revisions, last = [], [], 0, None
         for k, rec, prev in writes:
             if not _wants(w, k, rec):
                 continue
             if rec.mod_revision != last:
                 if revisions == MAX_REVISIONS_PER_RESPONSE:
-                    out.append((w.stream, _response(header_revision, watch_id=w.watch_id, events=events, w=w)))
+                    out.append((w.stream, _response(upto, watch_id=w.watch_id, events=events, w=w)))
                     events, revisions = [], 0
+                    if max_responses is not None and len(out) == max_responses:
+                        w.next_revision = rec.mod_revision
+                        w.quiet = False
+                        return out
                 revisions += 1
                 last = rec.mod_revision
             events.append(_event(k, rec, prev, store))
         if events:
-            out.append((w.stream, _response(header_revision, watch_id=w.watch_id, events=events, w=w)))
+            out.append((w.stream, _response(upto, watch_id=w.watch_id, events=events, w=w)))
         if out:
             w.quiet = False
+        w.next_revision = upto + 1
         return out
 
 

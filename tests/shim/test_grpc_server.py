@@ -23,7 +23,7 @@ async def stubs(tmp_path):
     follower = next(n for n in nodes if n is not leader_of(nodes))
     urls = [f"127.0.0.1:{CLIENT_PORT + i}" for i in range(3)]
     server = build_server(follower, urls[follower.node_id], urls, ["http://peer"] * 3,
-                          progress_notify_interval_s=0.3)
+                          progress_notify_interval_s=0.3, watch_backlog_bytes=(512 * 1024, 128 * 1024))
     await server.start()
     follower.client_server = server
     channel = grpc.aio.insecure_channel(urls[follower.node_id])
@@ -139,6 +139,37 @@ async def test_watch_streams_at_a_follower(stubs):
         created.watch_id, [], first + 3)
     stream.cancel()
     await wait_for(lambda: not hub.streams)
+
+
+async def test_a_watch_client_that_does_not_read_is_paused_then_caught_up_without_a_gap(stubs):
+    kv, _, _, channel, follower = stubs
+    requests: asyncio.Queue = asyncio.Queue()
+
+    async def client_side():
+        while (req := await requests.get()) is not None:
+            yield req
+
+    # without BDP probing the client's flow-control window stays small: a client that does not
+    # read soon stops taking what the server writes
+    slow = grpc.aio.insecure_channel(follower.client_server.listen, options=[("grpc.http2.bdp_probe", 0)])
+    stream = g.WatchStub(slow).Watch(client_side())
+    requests.put_nowait(r.WatchRequest(create_request=r.WatchCreateRequest(key=b"big")))
+    assert (await asyncio.wait_for(stream.read(), 10)).created
+    hub = follower.client_server.watches
+    value = b"v" * 100_000
+    first = None
+    for i in range(40):  # 4 MB of events, far over the test server's 512 KiB backlog bound
+        rev = (await kv.Put(r.PutRequest(key=b"big", value=value + b"%d" % i))).header.revision
+        first = first or rev
+    assert hub.pauses >= 1  # the client read nothing: its stream was paused
+    seen = []
+    while len(seen) < 40:
+        resp = await asyncio.wait_for(stream.read(), 10)
+        seen += [(e.kv.mod_revision, e.kv.value[-2:]) for e in resp.events]
+    assert seen == [(first + i, (b"%d" % i).rjust(2, b"v")) for i in range(40)]  # every one, in order
+    await wait_for(lambda: not hub.paused)
+    stream.cancel()
+    await slow.close()
 
 
 async def test_unsupported_features_are_unimplemented_and_say_so(stubs):

@@ -148,3 +148,28 @@ def test_progress_notifications_go_to_quiet_watchers_that_asked_for_them():
     # watcher 0 of stream 1 was sent an event since: only watcher 1 is told the revision
     assert events(hub.progress_tick(store)) == [(1, 1, 2, [])]
     assert events(hub.progress_tick(store)) == [(1, 0, 2, []), (1, 1, 2, [])]
+
+
+def test_a_paused_stream_is_caught_up_from_history_in_bounded_steps_or_canceled_if_compacted():
+    store, hub = KVStore(), WatchHub()
+    create(hub, store, stream=1, key=b"k")
+    create(hub, store, stream=2, key=b"k")
+    hub.pause(1)
+    n = 3 * MAX_REVISIONS_PER_RESPONSE + 5
+    live = []
+    for i in range(n):
+        live += apply(hub, store, r.PutRequest(key=b"k", value=b"%d" % i))
+    assert {s for s, _ in live} == {2}  # the paused stream was sent nothing
+    got = hub.resume(1, store, max_responses=2)
+    assert [len(resp.events) for _, resp in got] == [MAX_REVISIONS_PER_RESPONSE] * 2 and 1 in hub.paused
+    got += hub.resume(1, store, max_responses=2)
+    assert [len(resp.events) for _, resp in got][2:] == [MAX_REVISIONS_PER_RESPONSE, 5] and 1 not in hub.paused
+    assert [e.kv.mod_revision for _, resp in got for e in resp.events] == list(range(2, n + 2))
+    assert events(apply(hub, store, r.PutRequest(key=b"k", value=b"next"))) == [
+        (1, 0, n + 2, [(PUT, b"k", b"next", n + 2, None)]), (2, 0, n + 2, [(PUT, b"k", b"next", n + 2, None)])]
+    hub.pause(2)
+    apply(hub, store, r.PutRequest(key=b"k", value=b"a"), r.PutRequest(key=b"k", value=b"b"))
+    apply(hub, store, r.CompactionRequest(revision=store.revision))
+    (canceled,) = hub.resume(2, store, max_responses=2)  # what it missed is gone: canceled, as etcd does
+    assert (canceled[1].canceled, canceled[1].compact_revision) == (True, store.revision)
+    assert hub.streams[2] == {} and 2 not in hub.paused

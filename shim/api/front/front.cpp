@@ -70,7 +70,9 @@ struct Call {
   Op done_op{Op::DONE, this};  // the call is over (answered, or cancelled by the client)
   bool done = false;  // done_op completed: a call is deleted only after it
   grpc::ByteBuffer out;
-  std::deque<std::string> writes;  // sent by Python, not yet started
+  std::deque<std::string> writes;  // sent by Python, not yet written
+  size_t queued_bytes = 0;  // their size, and the size of the write in flight
+  size_t in_flight_bytes = 0;
   bool reading = false, writing = false;
   bool finish_queued = false, finish_started = false, finished = false;
   grpc::Status status;
@@ -121,6 +123,15 @@ class Front {
   ~Front() { Shutdown(0.0); }
 
   int fd() const { return efd_; }
+
+  // Bytes sent on stream `id` that its client has not taken yet (queued, or being written); -1
+  // if the stream is unknown or finished. A slow client's backlog: the caller bounds it.
+  long long Backlog(uint64_t id) {
+    std::lock_guard<std::mutex> g(mu_);
+    auto st = streams_.find(id);
+    if (st == streams_.end() || st->second->finish_queued) return -1;
+    return static_cast<long long>(st->second->queued_bytes);
+  }
 
   // Streams not yet closed (a stream closes once finished and its client's side has ended).
   size_t OpenStreams() {
@@ -184,6 +195,7 @@ class Front {
     auto st = streams_.find(id);
     if (st == streams_.end() || st->second->finish_queued) return false;
     st->second->writes.emplace_back(data, static_cast<size_t>(len));
+    st->second->queued_bytes += static_cast<size_t>(len);
     Dirty(st->second);
     return true;
   }
@@ -266,6 +278,7 @@ class Front {
     if (c->writing || c->finish_started) return;
     if (!c->writes.empty()) {
       grpc::Slice slice(c->writes.front());
+      c->in_flight_bytes = c->writes.front().size();
       c->writes.pop_front();
       c->out = grpc::ByteBuffer(&slice, 1);
       c->writing = true;
@@ -318,7 +331,12 @@ class Front {
           break;
         case Op::WRITE:
           c->writing = false;
-          if (!ok) c->writes.clear();  // the client went away: nothing more reaches it
+          c->queued_bytes -= c->in_flight_bytes;
+          c->in_flight_bytes = 0;
+          if (!ok) {  // the client went away: nothing more reaches it
+            c->writes.clear();
+            c->queued_bytes = 0;
+          }
           Pump(c);
           break;
         case Op::FINISH:
@@ -474,5 +492,6 @@ PYBIND11_MODULE(_front, m) {
       .def("finish", &Front::Finish, py::arg("call_id"), py::arg("code"), py::arg("message"),
            py::arg("response"))
       .def("send", &Front::Send, py::arg("call_id"), py::arg("message"))
+      .def("backlog", &Front::Backlog, py::arg("call_id"))
       .def("shutdown", &Front::Shutdown, py::arg("grace_s") = 0.0);
 }
