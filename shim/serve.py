@@ -118,7 +118,8 @@ async def serve(args) -> int:
     try:
         server = grpc_server.build_server(node, listen, client_urls,
                                           [f"http://{h}:{p}" for h, p in peers],
-                                          progress_notify_interval_s=progress_s)
+                                          progress_notify_interval_s=progress_s,
+                                          require_leader_timeout_s=args.tick_ms * args.election_ticks / 1000)
         await server.start()
     except (OSError, RuntimeError) as err:
         print(f"verikv serve: cannot listen for clients on {listen}: {err}", file=sys.stderr)

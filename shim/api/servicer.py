@@ -30,7 +30,7 @@ SERVER_VERSION = "3.4.0-verikv"  # etcdctl reads the major.minor of this
 RANGE = "/etcdserverpb.KV/Range"
 WATCH = "/etcdserverpb.Watch/Watch"
 STREAMING = [WATCH]
-MESSAGE, END = 1, 2  # kinds of what the front hands over besides unary requests (0)
+MESSAGE, END, OPEN = 1, 2, 3  # kinds of what the front hands over besides unary requests (0)
 # A Watch stream whose client has this many bytes not yet taken is paused; it resumes (caught up
 # from the history, RESUME_RESPONSES responses per watcher at a time) below the low mark.
 WATCH_BACKLOG_HIGH = 8 * 1024 * 1024
@@ -48,7 +48,8 @@ class ClientServer:
 
     def __init__(self, node, listen: str, client_urls: list[str], peer_urls: list[str],
                  progress_notify_interval_s: float = 600.0,
-                 watch_backlog_bytes: tuple[int, int] = (WATCH_BACKLOG_HIGH, WATCH_BACKLOG_LOW)):
+                 watch_backlog_bytes: tuple[int, int] = (WATCH_BACKLOG_HIGH, WATCH_BACKLOG_LOW),
+                 require_leader_timeout_s: float = 1.0):
         self.node = node
         self.listen = listen
         self.client_urls = client_urls
@@ -59,6 +60,10 @@ class ClientServer:
         node.on_applied.append(self._on_applied)
         self.progress_notify_interval_s = progress_notify_interval_s
         self.watch_backlog_high, self.watch_backlog_low = watch_backlog_bytes
+        # etcd's WithRequireLeader: streams that end once the node has had no leader this long
+        self.require_leader_timeout_s = require_leader_timeout_s
+        self._require_leader: set[int] = set()
+        self._leaderless_since: float | None = None
         self._progress_timer: asyncio.TimerHandle | None = None
         # method: (request type, start(request, body, done)); start answers through done
         self._methods = {
@@ -137,17 +142,24 @@ class ClientServer:
     # ---- Watch ----
 
     def _on_watch(self, stream: int, body: bytes, kind: int) -> None:
-        """A message on a Watch stream, or its end (the client cancelled or went away)."""
+        """A new Watch stream, a message on one, or its end (the client cancelled or went away)."""
+        if kind == OPEN:
+            if body == b"true":  # etcd's WithRequireLeader
+                if not self._has_leader():
+                    self._end_stream(stream, errors.NO_LEADER)
+                else:
+                    self._require_leader.add(stream)
+            return
         if kind == END:
             self.watches.close(stream)
+            self._require_leader.discard(stream)
             self._front.finish(stream, grpc.StatusCode.CANCELLED.value[0], "", b"")
             return
         try:
             request = rpc_pb2.WatchRequest.FromString(body)
         except DecodeError:
-            self.watches.close(stream)
-            self._front.finish(stream, grpc.StatusCode.INVALID_ARGUMENT.value[0],
-                               "verikv: /etcdserverpb.Watch/Watch: a message is not a valid WatchRequest", b"")
+            self._end_stream(stream, EtcdError(grpc.StatusCode.INVALID_ARGUMENT,
+                                               f"verikv: {WATCH}: a message is not a valid WatchRequest"))
             return
         self._send_watch(self.watches.request(stream, request, self.node.kv))
 
@@ -158,7 +170,32 @@ class ClientServer:
         self._progress_timer = asyncio.get_running_loop().call_later(self.progress_notify_interval_s,
                                                                      self._progress_notify)
 
+    def _end_stream(self, stream: int, err: EtcdError) -> None:
+        self.watches.close(stream)
+        self._require_leader.discard(stream)
+        self._front.finish(stream, err.code.value[0], err.message, b"")
+
+    def _has_leader(self) -> bool:
+        """The node follows or is a leader (a candidate has none, whatever leader it last knew)."""
+        st = self.node.status
+        return st.get("leader") is not None and st.get("role") != "candidate"
+
+    def _check_leader(self) -> None:
+        """Streams that require a leader end (etcd's "no leader") once the node has had none for
+        require_leader_timeout_s."""
+        if self._has_leader():
+            self._leaderless_since = None
+            return
+        now = asyncio.get_running_loop().time()
+        if self._leaderless_since is None:
+            self._leaderless_since = now
+        elif now - self._leaderless_since >= self.require_leader_timeout_s and self._front is not None:
+            for stream in list(self._require_leader):
+                self._end_stream(stream, errors.NO_LEADER)
+
     def _on_applied(self, store, writes) -> None:
+        if self._require_leader:
+            self._check_leader()
         hub = self.watches
         out = hub.applied(store, writes)
         if out:

@@ -95,8 +95,9 @@ async def test_a_stream_carries_messages_both_ways_in_order_then_its_status(fron
     stream = call.stream(client_messages())
     for i in range(5):
         requests.put_nowait(b"m%d" % i)
-    got = await take_calls(front, 5)
-    assert [(method, body, kind) for _, method, body, kind in got] == [(STREAM, b"m%d" % i, 1) for i in range(5)]
+    got = await take_calls(front, 6)
+    assert [(method, body, kind) for _, method, body, kind in got] == [(STREAM, b"", 3)] + [
+        (STREAM, b"m%d" % i, 1) for i in range(5)]  # opened (no hasleader metadata), then each message
     (stream_id,) = {call_id for call_id, *_ in got}
     for i in range(200):
         assert front.send(stream_id, b"r%d" % i + b"x" * (i * 37))
@@ -114,9 +115,9 @@ async def test_a_stream_carries_messages_both_ways_in_order_then_its_status(fron
 
 async def test_streams_a_client_cancels_or_a_shutdown_ends_are_told_and_closed(front_and_channel):
     front, call = front_and_channel
-    cancelled = call.stream(iter([b"hello"]))
-    (hello,) = await take_calls(front, 1)
-    assert hello[2:] == (b"hello", 1)
+    cancelled = call.stream(iter([b"hello"]), metadata=(("hasleader", "true"),))
+    (opened, hello) = await take_calls(front, 2)
+    assert opened[2:] == (b"true", 3) and hello[2:] == (b"hello", 1)
     cancelled.cancel()
     (end,) = await take_calls(front, 1)
     assert (end[0], end[2:]) == (hello[0], (b"", 2))  # the client went away: told once
@@ -128,7 +129,7 @@ async def test_streams_a_client_cancels_or_a_shutdown_ends_are_told_and_closed(f
         await asyncio.sleep(0.01)
     assert front.open_streams == 0
     open_stream = call.stream(iter([b"open"]))
-    (opened,) = await take_calls(front, 1)
+    (opened, _) = await take_calls(front, 2)
     assert front.send(opened[0], b"before the shutdown")
     await asyncio.get_running_loop().run_in_executor(None, front.shutdown, 0.5)
     assert await open_stream.read() == b"before the shutdown"

@@ -23,9 +23,11 @@ async def stubs(tmp_path):
     follower = next(n for n in nodes if n is not leader_of(nodes))
     urls = [f"127.0.0.1:{CLIENT_PORT + i}" for i in range(3)]
     server = build_server(follower, urls[follower.node_id], urls, ["http://peer"] * 3,
-                          progress_notify_interval_s=0.3, watch_backlog_bytes=(512 * 1024, 128 * 1024))
+                          progress_notify_interval_s=0.3, watch_backlog_bytes=(512 * 1024, 128 * 1024),
+                          require_leader_timeout_s=0.2)
     await server.start()
     follower.client_server = server
+    follower.cluster = nodes
     channel = grpc.aio.insecure_channel(urls[follower.node_id])
     yield g.KVStub(channel), g.MaintenanceStub(channel), g.ClusterStub(channel), channel, follower
     await channel.close()
@@ -170,6 +172,32 @@ async def test_a_watch_client_that_does_not_read_is_paused_then_caught_up_withou
     await wait_for(lambda: not hub.paused)
     stream.cancel()
     await slow.close()
+
+
+async def test_a_watch_that_requires_a_leader_ends_when_the_node_has_none(stubs):
+    """etcd's WithRequireLeader (metadata hasleader=true): the stream works while the node has a
+    leader and ends with etcd's "no leader" once it has had none for a while."""
+    kv, _, _, channel, follower = stubs
+    requests: asyncio.Queue = asyncio.Queue()
+
+    async def client_side():
+        while (req := await requests.get()) is not None:
+            yield req
+
+    stream = g.WatchStub(channel).Watch(client_side(), metadata=(("hasleader", "true"),))
+    requests.put_nowait(r.WatchRequest(create_request=r.WatchCreateRequest(key=b"k")))
+    assert (await asyncio.wait_for(stream.read(), 10)).created
+    await kv.Put(r.PutRequest(key=b"k", value=b"v"))
+    assert (await asyncio.wait_for(stream.read(), 10)).events[0].kv.value == b"v"
+    for n in [n for n in follower.cluster if n is not follower]:
+        await stop_node(n)
+        follower.cluster.remove(n)  # stopped: the fixture's teardown leaves it alone
+    assert await asyncio.wait_for(status_of(stream.read()), 10) == (
+        grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
+    requests.put_nowait(None)  # the client's side ends too
+    assert not follower.client_server.watches.streams
+    again = g.WatchStub(channel).Watch(iter([]), metadata=(("hasleader", "true"),))  # refused at once
+    assert await asyncio.wait_for(status_of(again.read()), 10) == (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
 
 
 async def test_unsupported_features_are_unimplemented_and_say_so(stubs):

@@ -7,6 +7,8 @@
 // messages on the stream, in order, and `finish`es it with a status once. A client that ends its
 // side of the stream (half-close) still gets what Python sends, as etcd does; a client that
 // cancels the call, or goes away, is reported as kind END, after which Python must finish it.
+// A new stream is reported as kind OPEN, with the client's "hasleader" metadata as its bytes
+// (etcd's WithRequireLeader: "true" asks that the stream end when the node has no leader).
 //
 // Why: Python's grpc.aio server costs hundreds of microseconds of CPU per call on a small
 // machine, which caps throughput. Here the HTTP/2 and gRPC work stays in C++; the event loop
@@ -78,7 +80,7 @@ struct Call {
   grpc::Status status;
 };
 
-enum IncomingKind { UNARY = 0, MESSAGE = 1, END = 2 };
+enum IncomingKind { UNARY = 0, MESSAGE = 1, END = 2, OPEN = 3 };
 
 struct Incoming {
   uint64_t id;
@@ -141,7 +143,8 @@ class Front {
   int port() const { return port_; }
 
   // Every message that arrived since the last take: (id, method, bytes, kind), kind 0 for a unary
-  // call's request, 1 for a stream's message, 2 for the end of a stream's client side.
+  // call's request, 1 for a stream's message, 2 for a stream its client ended, 3 for a new
+  // stream (its bytes: the client's "hasleader" metadata).
   py::list Take() {
     uint64_t v;
     while (read(efd_, &v, sizeof v) > 0) {
@@ -412,12 +415,21 @@ class Front {
           }
           if (!stopped_) RequestNew();
           if (streaming_methods_.count(c->ctx.method())) {
-            std::lock_guard<std::mutex> g(mu_);
-            c->streaming = true;
-            c->id = next_id_++;
-            streams_[c->id] = c;
-            c->reading = true;
-            c->stream.Read(&c->buf, &c->read_op);
+            std::string has_leader;
+            auto md = c->ctx.client_metadata().find("hasleader");
+            if (md != c->ctx.client_metadata().end()) has_leader.assign(md->second.data(), md->second.size());
+            bool signal = false;
+            {
+              std::lock_guard<std::mutex> g(mu_);
+              c->streaming = true;
+              c->id = next_id_++;
+              streams_[c->id] = c;
+              c->reading = true;
+              c->stream.Read(&c->buf, &c->read_op);
+              pending_.push_back(Incoming{c->id, c->ctx.method(), std::move(has_leader), OPEN});
+              if (!signaled_) signaled_ = signal = true;
+            }
+            if (signal) Notify();
             break;
           }
           c->state = Call::READING;
