@@ -229,7 +229,7 @@ class ClientServer:
     def _status(self, request, body, done):
         node = self.node
         st = node.status
-        leader = st.get("leader")
+        leader = st.get("leader") if self._has_leader() else None  # as etcd's raft: none while electing
         resp = rpc_pb2.StatusResponse(
             version=SERVER_VERSION, leader=0 if leader is None else leader + 1,
             raftIndex=st.get("commit_upto", 0), raftAppliedIndex=node.kv.next_slot,

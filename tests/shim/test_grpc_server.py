@@ -196,6 +196,8 @@ async def test_a_watch_that_requires_a_leader_ends_when_the_node_has_none(stubs)
         grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
     requests.put_nowait(None)  # the client's side ends too
     assert not follower.client_server.watches.streams
+    status = await g.MaintenanceStub(channel).Status(r.StatusRequest())  # a candidate has no leader
+    assert (status.leader, list(status.errors)) == (0, ["etcdserver: no leader"])
     again = g.WatchStub(channel).Watch(iter([]), metadata=(("hasleader", "true"),))  # refused at once
     assert await asyncio.wait_for(status_of(again.read()), 10) == (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
 
