@@ -7,7 +7,7 @@ from verikv.etcdpb import rpc_pb2 as r
 from verikv.shim.kv.commands import Kind
 from verikv.shim.node.compaction import AutoCompaction, parse_retention
 
-from test_node import leader_of, start_node, stop_node, submit, wait_for
+from test_node import leader_of, start_cluster, stop_node, submit, wait_for
 
 
 @pytest.mark.parametrize("mode, text, seconds_or_revisions", [
@@ -55,9 +55,8 @@ def test_periodic_mode_compacts_to_the_revision_of_retention_ago():
 
 @pytest.mark.ports(150)
 async def test_a_leaders_automatic_compaction_reaches_every_node(tmp_path):
-    nodes = [await start_node(i, tmp_path, 150, auto_compaction_retention=20) for i in range(3)]
+    nodes = await start_cluster(tmp_path, 150, auto_compaction_retention=20)
     try:
-        await wait_for(lambda: leader_of(nodes) is not None)
         leader = leader_of(nodes)
         for i in range(60):
             await submit(leader, Kind.PUT, r.PutRequest(key=b"k%d" % (i % 5), value=b"%d" % i))

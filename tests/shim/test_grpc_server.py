@@ -11,15 +11,14 @@ from verikv.etcdpb import rpc_pb2 as r, rpc_pb2_grpc as g
 from verikv.shim.api.servicer import build_server
 from verikv.shim.kv.commands import MAX_REQUEST_BYTES
 
-from test_node import leader_of, start_node, stop_node, wait_for
+from test_node import leader_of, start_cluster, start_node, stop_node, wait_for
 
 CLIENT_PORT = 25390
 
 
 @pytest_asyncio.fixture
 async def stubs(tmp_path):
-    nodes = [await start_node(i, tmp_path, 80) for i in range(3)]
-    await wait_for(lambda: leader_of(nodes) is not None)
+    nodes = await start_cluster(tmp_path, 80)
     follower = next(n for n in nodes if n is not leader_of(nodes))
     urls = [f"127.0.0.1:{CLIENT_PORT + i}" for i in range(3)]
     server = build_server(follower, urls[follower.node_id], urls, ["http://peer"] * 3,

@@ -36,6 +36,13 @@ async def start_node(i, tmp_path, port_offset, **kw):
     return node
 
 
+async def start_cluster(tmp_path, port_offset, **kw):
+    """Three nodes (NodeConfig options `kw`), once one of them leads."""
+    nodes = [await start_node(i, tmp_path, port_offset, **kw) for i in range(3)]
+    await wait_for(lambda: leader_of(nodes) is not None)
+    return nodes
+
+
 async def stop_node(node):
     await node.stop()
     node.task.cancel()
@@ -80,8 +87,7 @@ def leader_of(nodes):
 @pytest_asyncio.fixture
 async def cluster(tmp_path, request):
     offset = request.node.get_closest_marker("ports").args[0]
-    nodes = [await start_node(i, tmp_path, offset) for i in range(3)]
-    await wait_for(lambda: leader_of(nodes) is not None)
+    nodes = await start_cluster(tmp_path, offset)
     yield nodes
     for n in nodes:
         if not n._stopping:
@@ -285,9 +291,8 @@ async def test_a_restarted_node_recovers_its_state_from_the_wal(cluster, tmp_pat
 
 
 async def test_snapshots_truncate_the_wal_and_restore(tmp_path):
-    nodes = [await start_node(i, tmp_path, 50, snapshot_every_slots=5) for i in range(3)]
+    nodes = await start_cluster(tmp_path, 50, snapshot_every_slots=5)
     try:
-        await wait_for(lambda: leader_of(nodes) is not None)
         for i in range(30):
             await submit(nodes[i % 3], Kind.PUT, r.PutRequest(key=b"s%d" % (i % 4), value=b"%d" % i))
         await wait_for(lambda: all(n.kv.revision == 31 for n in nodes))
@@ -515,9 +520,8 @@ async def test_digests_travel_between_real_nodes_and_agree(cluster):
 
 @pytest.mark.ports(100)
 async def test_a_node_behind_the_others_snapshots_catches_up_from_a_peer_snapshot(tmp_path):
-    nodes = [await start_node(i, tmp_path, 100, snapshot_every_slots=40) for i in range(3)]
+    nodes = await start_cluster(tmp_path, 100, snapshot_every_slots=40)
     try:
-        await wait_for(lambda: leader_of(nodes) is not None)
         leader = leader_of(nodes)
         lagger = next(n for n in nodes if n is not leader)
         await stop_node(lagger)
