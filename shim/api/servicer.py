@@ -24,7 +24,7 @@ from verikv.shim.kv import errors
 from verikv.shim.kv.errors import EtcdError
 from verikv.shim.kv.commands import GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, Kind, plain_range_key
 from verikv.shim.kv.store import EncodedRange
-from verikv.shim.kv.watch import WatchHub
+from verikv.shim.kv.watch import LiveResponse, WatchHub, fragments
 
 SERVER_VERSION = "3.4.0-verikv"  # etcdctl reads the major.minor of this
 RANGE = "/etcdserverpb.KV/Range"
@@ -36,6 +36,9 @@ MESSAGE, END, OPEN = 1, 2, 3  # kinds of what the front hands over besides unary
 WATCH_BACKLOG_HIGH = 8 * 1024 * 1024
 WATCH_BACKLOG_LOW = 1024 * 1024
 RESUME_RESPONSES = 4
+# etcd splits the responses of a watcher created with `fragment` from this size on (its
+# max-request-bytes plus the gRPC overhead it allows on top)
+FRAGMENT_BYTES = MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES
 
 
 class ClientServer:
@@ -212,10 +215,19 @@ class ClientServer:
         front = self._front
         if front is None:
             return
-        term, fill, hub = self.node.machine.term, self._headers.fill, self.watches
+        term, fill, encoded, hub = self.node.machine.term, self._headers.fill, self._headers.encoded, self.watches
         for stream, resp in responses:
-            fill(resp.header, term)
-            if not front.send(stream, resp.SerializeToString()):
+            if type(resp) is LiveResponse:
+                data = resp.bytes(encoded(term, resp.revision))
+            else:
+                fill(resp.header, term)
+                data = resp.SerializeToString()
+            if len(data) < FRAGMENT_BYTES or not hub.fragmenting(stream, resp.watch_id):
+                sent = front.send(stream, data)
+            else:  # etcd measures the whole response, header included
+                sent = all([front.send(stream, part.SerializeToString())
+                            for part in fragments(rpc_pb2.WatchResponse.FromString(data), FRAGMENT_BYTES)])
+            if not sent:
                 hub.close(stream)  # the stream is over
         for stream in {stream for stream, _ in responses}:
             if front.backlog(stream) > self.watch_backlog_high:

@@ -47,6 +47,7 @@ class Watcher:
     no_delete: bool
     prev_kv: bool
     progress_notify: bool = False
+    fragment: bool = False  # a response over the request limit may be split (see `fragments`)
     quiet: bool = True  # nothing was sent to it since the last progress notification
 
     def covers(self, key: bytes) -> bool:
@@ -68,6 +69,12 @@ class WatchHub:
         self.revision = 0  # every write up to this revision was sent to the watchers it concerns
         self.paused: set[int] = set()  # streams whose clients are behind (see the module's text)
         self.pauses = 0  # how many times a stream was paused
+        # The live watchers (sent every write up to `revision`; those of paused streams are not
+        # live) by their (key, range_end): a write reaches the watchers of its key and of the
+        # ranges that hold it, not every watcher. A live watcher's next_revision is only a lower
+        # bound (a start in the future); `_leave` makes it exact.
+        self._live_by_range: dict[tuple[bytes, bytes], dict[tuple[int, int], Watcher]] = {}
+        self._ranges: list[tuple[bytes, bytes]] = []  # the keys above with a range_end
 
     # ---- a stream's requests ----
 
@@ -100,7 +107,7 @@ class WatchHub:
         start = creq.start_revision if creq.start_revision > 0 else store.revision + 1
         filters = set(creq.filters)
         w = Watcher(stream, watch_id, creq.key, range_end, start, _NOPUT in filters, _NODELETE in filters,
-                    creq.prev_kv, creq.progress_notify)
+                    creq.prev_kv, creq.progress_notify, creq.fragment)
         out.append((stream, _response(store.revision, watch_id=watch_id, created=True)))
         if start < store.compact_revision:
             out.append((stream, _response(0, watch_id=watch_id, canceled=True,
@@ -110,12 +117,15 @@ class WatchHub:
         if start <= store.revision:  # from the history, in batches
             writes = store.writes_between(start, store.revision, w.key, w.range_end)
             out += self._batches(w, writes, store, store.revision)
+        if stream not in self.paused:
+            self._join(w)
         return out
 
     def cancel(self, stream: int, watch_id: int, store) -> list:
-        watchers = self.streams.get(stream, {})
-        if watchers.pop(watch_id, None) is None:
+        w = self.streams.get(stream, {}).get(watch_id)
+        if w is None:
             return []  # etcd answers nothing for an unknown id
+        self._forget(w)
         return [(stream, _response(store.revision, watch_id=watch_id, canceled=True))]
 
     def progress_tick(self, store) -> list:
@@ -130,7 +140,8 @@ class WatchHub:
 
     def close(self, stream: int) -> None:
         """The stream is over: its watchers go."""
-        self.streams.pop(stream, None)
+        for w in self.streams.pop(stream, {}).values():
+            self._leave(w)
         self._next_auto.pop(stream, None)
         self.paused.discard(stream)
 
@@ -139,6 +150,8 @@ class WatchHub:
         if stream in self.streams and stream not in self.paused:
             self.paused.add(stream)
             self.pauses += 1
+            for w in self.streams[stream].values():
+                self._leave(w)
 
     def resume(self, stream: int, store, max_responses: int) -> list:
         """Catch the paused stream's watchers up from the history, at most `max_responses`
@@ -150,7 +163,42 @@ class WatchHub:
             behind |= w.watch_id in ws and w.next_revision <= store.revision
         if not behind:
             self.paused.discard(stream)
+            for w in ws.values():
+                self._join(w)
         return out
+
+    def fragmenting(self, stream: int, watch_id: int) -> bool:
+        """The watcher asked for large responses to be split (etcd's `fragment`)."""
+        w = self.streams.get(stream, {}).get(watch_id)
+        return w is not None and w.fragment
+
+    # ---- the live watchers' index ----
+
+    def _join(self, w: Watcher) -> None:
+        """w was sent everything up to `revision`: from now on it is fed as writes apply."""
+        group = (w.key, w.range_end)
+        members = self._live_by_range.get(group)
+        if members is None:
+            members = self._live_by_range[group] = {}
+            if w.range_end:
+                self._ranges.append(group)
+        members[(w.stream, w.watch_id)] = w
+
+    def _leave(self, w: Watcher) -> None:
+        """w is no longer fed live (if it was): its next_revision becomes exact."""
+        group = (w.key, w.range_end)
+        members = self._live_by_range.get(group)
+        if members is None or members.pop((w.stream, w.watch_id), None) is None:
+            return
+        w.next_revision = max(w.next_revision, self.revision + 1)
+        if not members:
+            del self._live_by_range[group]
+            if w.range_end:
+                self._ranges.remove(group)
+
+    def _forget(self, w: Watcher) -> None:
+        self._leave(w)
+        del self.streams[w.stream][w.watch_id]
 
     # ---- applied writes ----
 
@@ -171,23 +219,37 @@ class WatchHub:
         return self._catch_up(store)
 
     def _live(self, writes: list, store) -> list:
+        """The live watchers' responses to `writes`, one per watcher and revision. A revision's
+        events are encoded once for all the watchers of one range that want the same ones."""
         out = []
-        paused = self.paused
-        watchers = [w for s, ws in self.streams.items() if s not in paused for w in ws.values()]
+        by_range, ranges = self._live_by_range, self._ranges
         start = 0
         while start < len(writes):  # one revision at a time
             rev = writes[start][1].mod_revision
             end = start + 1
             while end < len(writes) and writes[end][1].mod_revision == rev:
                 end += 1
-            for w in watchers:
-                if rev < w.next_revision:
-                    continue
-                events = [_event(k, rec, prev, store) for k, rec, prev in writes[start:end] if _wants(w, k, rec)]
-                w.next_revision = rev + 1
-                if events:
-                    w.quiet = False
-                    out.append((w.stream, _response(rev, watch_id=w.watch_id, events=events, w=w)))
+            touched: dict[tuple[bytes, bytes], list] = {}  # range: its writes in this revision
+            for write in writes[start:end]:
+                key = write[0]
+                if (key, b"") in by_range:
+                    touched.setdefault((key, b""), []).append(write)
+                for group in ranges:
+                    lo, hi = group
+                    if lo <= key and (hi == b"\0" or key < hi):
+                        touched.setdefault(group, []).append(write)
+            for group, group_writes in touched.items():
+                encoded: dict[tuple, bytes] = {}  # (no_put, no_delete, prev_kv): the events
+                for w in by_range[group].values():
+                    if rev < w.next_revision:
+                        continue  # a start in the future
+                    variant = (w.no_put, w.no_delete, w.prev_kv)
+                    events = encoded.get(variant)
+                    if events is None:
+                        events = encoded[variant] = _encoded_events(w, group_writes, store)
+                    if events:
+                        w.quiet = False
+                        out.append((w.stream, LiveResponse(rev, w.watch_id, events)))
             start = end
         return out
 
@@ -196,10 +258,12 @@ class WatchHub:
         is canceled with the compaction point if that history is gone); paused streams wait for
         their resume."""
         out = []
-        for stream, ws in self.streams.items():
-            if stream not in self.paused:
-                for w in list(ws.values()):
-                    out += self._catch_up_one(ws, w, store)
+        if store.revision != self.revision:
+            for stream, ws in self.streams.items():
+                if stream not in self.paused:
+                    for w in list(ws.values()):
+                        w.next_revision = max(w.next_revision, self.revision + 1)  # exact (see _leave)
+                        out += self._catch_up_one(ws, w, store)
         self.revision = store.revision
         return out
 
@@ -207,7 +271,7 @@ class WatchHub:
         if w.next_revision > store.revision:
             return []
         if w.next_revision < store.compact_revision:
-            del ws[w.watch_id]
+            self._forget(w)
             return [(w.stream, _response(0, watch_id=w.watch_id, canceled=True,
                                          compact_revision=store.compact_revision))]
         writes = store.writes_between(w.next_revision, store.revision, w.key, w.range_end)
@@ -244,6 +308,84 @@ def _wants(w: Watcher, key: bytes, rec) -> bool:
     if not w.covers(key):
         return False
     return not (w.no_delete if rec.version == 0 else w.no_put)
+
+
+class LiveResponse:
+    """A live watcher's response to one revision: its events already encoded, shared with every
+    watcher of the same range that wants the same ones (`bytes` completes it with a header)."""
+
+    __slots__ = ("revision", "watch_id", "events")
+
+    def __init__(self, revision: int, watch_id: int, events: bytes):
+        self.revision = revision
+        self.watch_id = watch_id
+        self.events = events  # WatchResponse field 11, once per event
+
+    def bytes(self, header: bytes) -> bytes:
+        """The response, given its header encoded as field 1."""
+        return header + _WATCH_ID_TAG + _varint(self.watch_id) + self.events if self.watch_id \
+            else header + self.events
+
+    def response(self) -> rpc_pb2.WatchResponse:
+        """The same response as a message (its header carries the revision only)."""
+        resp = rpc_pb2.WatchResponse.FromString(self.events)
+        resp.watch_id = self.watch_id
+        resp.header.revision = self.revision
+        return resp
+
+
+def as_response(resp) -> rpc_pb2.WatchResponse:
+    """Any response of the hub as a message."""
+    return resp.response() if type(resp) is LiveResponse else resp
+
+
+def fragments(resp: rpc_pb2.WatchResponse, limit: int) -> list[rpc_pb2.WatchResponse]:
+    """etcd's sendFragments: a response of at least `limit` bytes with more than one event is
+    split into responses of as many events as fit below `limit` (at least one each), all but the
+    last marked `fragment`; clients join them back."""
+    if resp.ByteSize() < limit or len(resp.events) < 2:
+        return [resp]
+    out, events = [], list(resp.events)
+    idx = 0
+    while idx < len(events):
+        cur = rpc_pb2.WatchResponse()
+        cur.CopyFrom(resp)
+        del cur.events[:]
+        cur.fragment = True
+        for ev in events[idx:]:
+            cur.events.append(ev)
+            if len(cur.events) > 1 and cur.ByteSize() >= limit:
+                del cur.events[-1]
+                break
+            idx += 1
+        if idx == len(events):
+            cur.fragment = False
+        out.append(cur)
+    return out
+
+
+def _encoded_events(w: Watcher, writes: list, store) -> bytes:
+    resp = rpc_pb2.WatchResponse()
+    for k, rec, prev in writes:
+        if _wants(w, k, rec):
+            ev, prev_kv = _event(k, rec, prev, store)
+            if w.prev_kv and prev_kv is not None:
+                ev.prev_kv.CopyFrom(prev_kv)
+            resp.events.append(ev)
+    return resp.SerializeToString()  # only the events: field 11 each
+
+
+_WATCH_ID_TAG = b"\x10"  # WatchResponse.watch_id: field 2, varint
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # int64 on the wire: a negative number takes ten bytes
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def _event(key: bytes, rec, prev, store):

@@ -3,24 +3,26 @@
 from answers import execute
 from verikv.etcdpb import kv_pb2, rpc_pb2 as r
 from verikv.shim.kv.store import KVStore
-from verikv.shim.kv.watch import MAX_REVISIONS_PER_RESPONSE, WatchHub
+from verikv.shim.kv.watch import MAX_REVISIONS_PER_RESPONSE, WatchHub, as_response
 
 PUT, DELETE = kv_pb2.Event.PUT, kv_pb2.Event.DELETE
 
 
 def create(hub, store, stream=1, **fields):
-    return hub.request(stream, r.WatchRequest(create_request=r.WatchCreateRequest(**fields)), store)
+    return [(s, as_response(resp)) for s, resp in
+            hub.request(stream, r.WatchRequest(create_request=r.WatchCreateRequest(**fields)), store)]
 
 
 def apply(hub, store, *requests):
     """Run requests on the store as the log would, then hand the writes to the hub."""
     for req in requests:
         execute(store, req)
-    return hub.applied(store, store.take_recent())
+    return [(s, as_response(resp)) for s, resp in hub.applied(store, store.take_recent())]
 
 
 def events(responses):
     """(stream, watch id, header revision, [(type, key, value, mod revision, prev value)]) each."""
+    responses = [(s, as_response(resp)) for s, resp in responses]
     return [(s, resp.watch_id, resp.header.revision,
              [(e.type, e.kv.key, e.kv.value, e.kv.mod_revision, e.prev_kv.value if e.HasField("prev_kv") else None)
               for e in resp.events]) for s, resp in responses]
@@ -77,6 +79,26 @@ def test_filters_prefixes_and_from_key_ranges():
     got = apply(hub, store, r.PutRequest(key=b"p/a", value=b"1"), r.PutRequest(key=b"q", value=b"1"),
                 r.DeleteRangeRequest(key=b"p/a"), r.DeleteRangeRequest(key=b"q"))
     assert events(got) == [(1, 0, 2, [(PUT, b"p/a", b"1", 2, None)]), (2, 0, 5, [(DELETE, b"q", b"", 5, None)])]
+
+
+def test_each_write_reaches_the_watchers_of_its_key_and_of_the_ranges_that_hold_it():
+    """Live watchers are found by key and range, not by scanning: each still gets exactly its
+    events (a canceled one none, one that starts in the future from its start on), and watchers
+    of one range that share their events' encoding differ where their options do."""
+    store, hub = KVStore(), WatchHub()
+    for i in range(50):
+        create(hub, store, stream=1, key=b"k%d" % i)  # watch ids 0 to 49
+    create(hub, store, stream=2, key=b"k1", range_end=b"k2")  # k1, k10 to k19
+    create(hub, store, stream=2, key=b"k1", range_end=b"k2", prev_kv=True)
+    create(hub, store, stream=2, key=b"k3", start_revision=4)
+    hub.request(1, r.WatchRequest(cancel_request=r.WatchCancelRequest(watch_id=12)), store)
+    got = apply(hub, store, r.PutRequest(key=b"k12", value=b"a"), r.PutRequest(key=b"k3", value=b"b"),
+                r.PutRequest(key=b"k3", value=b"c"), r.PutRequest(key=b"k12", value=b"d"))
+    assert sorted(events(got), key=lambda e: (e[2], e[0], e[1])) == [
+        (2, 0, 2, [(PUT, b"k12", b"a", 2, None)]), (2, 1, 2, [(PUT, b"k12", b"a", 2, None)]),
+        (1, 3, 3, [(PUT, b"k3", b"b", 3, None)]),
+        (1, 3, 4, [(PUT, b"k3", b"c", 4, None)]), (2, 2, 4, [(PUT, b"k3", b"c", 4, None)]),
+        (2, 0, 5, [(PUT, b"k12", b"d", 5, None)]), (2, 1, 5, [(PUT, b"k12", b"d", 5, b"a")])]
 
 
 def test_ids_cancel_progress_and_refusals_as_etcd_answers_them():
@@ -165,7 +187,7 @@ def test_a_paused_stream_is_caught_up_from_history_in_bounded_steps_or_canceled_
     got += hub.resume(1, store, max_responses=2)
     assert [len(resp.events) for _, resp in got][2:] == [MAX_REVISIONS_PER_RESPONSE, 5] and 1 not in hub.paused
     assert [e.kv.mod_revision for _, resp in got for e in resp.events] == list(range(2, n + 2))
-    assert events(apply(hub, store, r.PutRequest(key=b"k", value=b"next"))) == [
+    assert sorted(events(apply(hub, store, r.PutRequest(key=b"k", value=b"next")))) == [  # streams in any order
         (1, 0, n + 2, [(PUT, b"k", b"next", n + 2, None)]), (2, 0, n + 2, [(PUT, b"k", b"next", n + 2, None)])]
     hub.pause(2)
     apply(hub, store, r.PutRequest(key=b"k", value=b"a"), r.PutRequest(key=b"k", value=b"b"))

@@ -11,15 +11,18 @@ import threading
 import time
 from pathlib import Path
 
+import asyncio
+
 import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from answers import execute
+from test_grpc_server import CLIENT_PORT, stubs  # noqa: F401 (a fixture)
 from verikv.cluster.etcd import ETCD_BINARY, start_etcd_cluster
 from verikv.etcdpb import rpc_pb2 as r, rpc_pb2_grpc
 from verikv.shim.kv.store import KVStore
-from verikv.shim.kv.watch import WatchHub
+from verikv.shim.kv.watch import WatchHub, as_response
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.access(ETCD_BINARY, os.X_OK), reason="etcd is not installed")]
@@ -30,12 +33,17 @@ COMPARED = [0]  # events and cancellations compared, over the examples
 
 
 @pytest.fixture(scope="module")
-def etcd():
+def etcd_cluster():
     cluster = start_etcd_cluster(Path("/tmp/verikv-shim-watchcmp"), members=1, base_port=25030)
-    channel = grpc.insecure_channel(cluster.client_endpoints[0])
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def etcd(etcd_cluster):
+    channel = grpc.insecure_channel(etcd_cluster.client_endpoints[0])
     yield rpc_pb2_grpc.KVStub(channel), rpc_pb2_grpc.WatchStub(channel)
     channel.close()
-    cluster.stop()
 
 
 keys = st.sampled_from(KEYS)
@@ -149,16 +157,16 @@ def test_same_events_as_etcd(etcd, ops, live, past):
     theirs = EtcdWatchStream(watch)
     try:
         for w in live:  # from the next revision on
-            ours += [resp for _, resp in hub.request(1, r.WatchRequest(create_request=create_request(w, 0)), store)]
+            ours += [as_response(resp) for _, resp in hub.request(1, r.WatchRequest(create_request=create_request(w, 0)), store)]
             theirs.create(create_request(w, 0))
         for write in ops:
             execute(store, request_of(write))  # a refused compaction changes nothing, on both sides
-            ours += [resp for _, resp in hub.applied(store, store.take_recent())]
+            ours += [as_response(resp) for _, resp in hub.applied(store, store.take_recent())]
             run_on_etcd(kv, request_of(write, offset))
         for w in past:  # from a revision in the past (or the future)
             # from 2 up to the next revision (etcd's revision 1 here, the offset, is its delete of "~")
             start = 2 + w[2] % store.revision
-            ours += [resp for _, resp in hub.request(1, r.WatchRequest(create_request=create_request(w, start)), store)]
+            ours += [as_response(resp) for _, resp in hub.request(1, r.WatchRequest(create_request=create_request(w, start)), store)]
             theirs.create(create_request(w, start + offset))
         mine = flat(ours, 0)
         expected = sum(len(v) for v in mine.values())
@@ -175,3 +183,52 @@ def test_the_comparison_saw_events():
     if COMPARED[0] == 0:
         pytest.skip("the comparison did not run")
     assert COMPARED[0] > 50
+
+
+BIG = 400_000  # bytes per value: a few events make a response over etcd's limit (2 MiB)
+
+
+def fragment_scenario(endpoint):
+    """Three watchers on prefix frag/: live with prev_kv and `fragment`, live with prev_kv only,
+    and (created after the writes) from the first write's revision with `fragment`. Three puts,
+    then a txn that overwrites the three keys (one revision of three events, 800 kB each with
+    their prev_kv). Returns each watcher's responses as (events, fragment) with events as
+    (key, revision since the first write, value size, prev value size)."""
+    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+    with grpc.insecure_channel(endpoint, options=options) as channel:
+        kv, stream = rpc_pb2_grpc.KVStub(channel), EtcdWatchStream(rpc_pb2_grpc.WatchStub(channel))
+        try:
+            prefix = dict(key=b"frag/", range_end=b"frag0")
+            stream.create(r.WatchCreateRequest(watch_id=1, prev_kv=True, fragment=True, **prefix))
+            stream.create(r.WatchCreateRequest(watch_id=2, prev_kv=True, **prefix))
+            first = None
+            for i in range(3):
+                rev = kv.Put(r.PutRequest(key=b"frag/%d" % i, value=b"a" * BIG), timeout=10).header.revision
+                first = first or rev
+            ops = [r.RequestOp(request_put=r.PutRequest(key=b"frag/%d" % i, value=b"b" * BIG)) for i in range(3)]
+            last = kv.Txn(r.TxnRequest(success=ops), timeout=10).header.revision
+            stream.create(r.WatchCreateRequest(watch_id=3, start_revision=first, fragment=True, **prefix))
+
+            def seen(watch_id):
+                return [resp for resp in stream.responses if resp.watch_id == watch_id and resp.events]
+
+            stream.wait(lambda: all(seen(w) and seen(w)[-1].events[-1].kv.mod_revision == last
+                                    and not seen(w)[-1].fragment for w in (1, 2, 3)), timeout_s=20)
+            return {w: [([(e.kv.key, e.kv.mod_revision - first, len(e.kv.value), len(e.prev_kv.value))
+                          for e in resp.events], resp.fragment) for resp in seen(w)] for w in (1, 2, 3)}
+        finally:
+            stream.close()
+
+
+async def test_fragmented_responses_are_split_as_etcd_splits_them(etcd_cluster, stubs):
+    """etcd splits a response over its request limit, for watchers that asked for it, into
+    fragments; verikv's are the same, event for event, and a watcher that did not ask gets the
+    whole response."""
+    follower = stubs[-1]
+    theirs = await asyncio.to_thread(fragment_scenario, etcd_cluster.client_endpoints[0])
+    ours = await asyncio.to_thread(fragment_scenario, f"127.0.0.1:{CLIENT_PORT + follower.node_id}")
+    assert ours == theirs
+    # what the comparison covered: the txn split in two for watcher 1, whole for watcher 2, and
+    # the catch-up of watcher 3 split in two
+    assert [[len(events) for events, _ in ours[w]] for w in (1, 2, 3)] == [[1, 1, 1, 2, 1], [1, 1, 1, 3], [5, 1]]
+    assert [frag for _, frag in ours[1]] == [False] * 3 + [True, False]
