@@ -1,7 +1,9 @@
 """`verikv bench`: the same load against a local 3-node verikv and a local 3-member etcd 3.4.
 
 Loads: puts, then linearizable gets, of 256-byte values; (a) 1 client, one request at a time;
-(b) 2 client processes x 64 requests in flight. Both clusters run side by side for the whole run
+(b) 2 client processes x 64 requests in flight. Then watch loads: 1, 100 and 1,000 watchers on
+one prefix (10 per stream, over every node) while one client puts into it at --watch-put-rate:
+events delivered per second, and each event's delay after its put's answer. Both clusters run side by side for the whole run
 and the loads alternate between them (verikv first, then etcd first, ...); with --rounds N the
 whole sequence runs N times and each figure is the median over the rounds. The clients are a C++
 load generator (cluster/loadgen/loadgen.cpp), so that on a small machine they leave the CPU to
@@ -68,9 +70,31 @@ def run_load(endpoints: list[str], op: str, processes: int, in_flight: int, dura
 
 
 LOADS = [("put", 1, 1), ("get", 1, 1), ("put", 2, 64), ("get", 2, 64)]
+WATCHERS = [1, 100, 1000]  # watchers on one prefix, for the watch loads
+WATCHERS_PER_STREAM = 10  # as etcd's own `benchmark watch-latency` groups them by default
+WATCH_PREFIX = b"watch/"
 
 
-def bench(systems: dict[str, list[str]], duration_s: float) -> dict:
+def run_watch_load(endpoints: list[str], watchers: int, duration_s: float, put_rate: float) -> dict:
+    """`watchers` watchers on one prefix, spread over every node, while one client puts into it
+    `put_rate` times a second: how long after each put's acknowledgement its event reached each
+    watcher (p50/p99; negative: the event came first), and events delivered per second."""
+    from verikv.cluster import _loadgen
+    from verikv.etcdpb import rpc_pb2
+
+    create = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
+        key=WATCH_PREFIX, range_end=WATCH_PREFIX[:-1] + bytes([WATCH_PREFIX[-1] + 1]))).SerializeToString()
+    value = os.urandom(VALUE_BYTES // 2).hex().encode()
+    puts = [rpc_pb2.PutRequest(key=WATCH_PREFIX + b"%d" % k, value=value).SerializeToString() for k in range(100)]
+    lat, delivered, acked, span_s, errors = _loadgen.watch(endpoints, create, watchers, WATCHERS_PER_STREAM,
+                                                           endpoints[0], puts, put_rate, duration_s)
+    lat.sort()
+    return {"events_per_s": delivered / span_s if span_s > 0 else 0.0, "events": delivered,
+            "expected_events": acked * watchers, "puts": acked,
+            "p50_ms": _percentile(lat, 0.50) * 1000, "p99_ms": _percentile(lat, 0.99) * 1000, "errors": errors}
+
+
+def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: float = 100.0) -> dict:
     """Every load against every system, load by load: both clusters run the whole time and the
     order alternates, so a drift in this machine's speed does not favour either system."""
     out: dict = {name: {} for name in systems}
@@ -80,25 +104,33 @@ def bench(systems: dict[str, list[str]], duration_s: float) -> dict:
             endpoints = systems[name]
             run_load(endpoints, "put", 1, 1, 0.2)  # warm up (and make sure keys exist for gets)
             out[name][f"{op} {procs}x{in_flight}"] = run_load(endpoints, op, procs, in_flight, duration_s)
+    for k, watchers in enumerate(WATCHERS if watch_put_rate > 0 else []):
+        names = list(systems) if k % 2 == 0 else list(reversed(systems))
+        for name in names:
+            out[name][f"watch {watchers}"] = run_watch_load(systems[name], watchers, duration_s, watch_put_rate)
     return out
+
+
+TOTALS = ("ops", "errors", "events", "expected_events", "puts")  # summed over the rounds, not medians
 
 
 def _medians(rounds: list[dict]) -> dict:
     """Per system and load: the median of each figure over the rounds (ops and errors: their
-    totals), the median of the per-round verikv/etcd ratios (`ratio_vs_etcd`) and their lowest
+    totals), the median of the per-round verikv/etcd ratios (`ratio_vs_etcd`, of ops/s, or of
+    events delivered per second for the watch loads) and their lowest
     and highest (`ratio_range`: how much this machine's speed drifted between rounds)."""
     out: dict = {}
     for name in rounds[0]:
         out[name] = {}
         for load in rounds[0][name]:
             figures = [r[name][load] for r in rounds]
-            out[name][load] = {k: (sum(f[k] for f in figures) if k in ("ops", "errors")  # totals
+            out[name][load] = {k: (sum(f[k] for f in figures) if k in TOTALS
                                    else statistics.median(f[k] for f in figures)) for k in figures[0]}
             out[name][load]["rounds"] = len(figures)
     if "verikv" in out and "etcd" in out:
         for load in out["verikv"]:
-            ratios = [r["verikv"][load]["ops_per_s"] / r["etcd"][load]["ops_per_s"]
-                      for r in rounds if r["etcd"][load]["ops_per_s"]]
+            rate = "events_per_s" if load.startswith("watch") else "ops_per_s"
+            ratios = [r["verikv"][load][rate] / r["etcd"][load][rate] for r in rounds if r["etcd"][load][rate]]
             if ratios:
                 out["verikv"][load]["ratio_vs_etcd"] = statistics.median(ratios)
                 out["verikv"][load]["ratio_range"] = [min(ratios), max(ratios)]
@@ -114,6 +146,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rounds", type=int, default=1,
                    help="run every load this many times per system; print medians (this host's speed drifts)")
     p.add_argument("--only", choices=["verikv", "etcd"], default=None)
+    p.add_argument("--watch-put-rate", type=float, default=100.0,
+                   help="puts per second during the watch loads (0: no watch loads)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-runtime-checks", action="store_true",
                    help="run the verikv nodes without runtime checks (to measure their cost)")
@@ -156,7 +190,7 @@ def main(argv: list[str]) -> int:
                     print(f"verikv bench: etcd: {err}", file=sys.stderr)
             for name, endpoints in systems.items():
                 print(f"benchmarking {name} at {','.join(endpoints)}", file=sys.stderr)
-            rounds = [bench(systems, args.duration_s) for _ in range(args.rounds)]
+            rounds = [bench(systems, args.duration_s, args.watch_put_rate) for _ in range(args.rounds)]
             results = _medians(rounds)
     except cluster_cli.ClusterError as err:
         print(f"verikv bench: {err}", file=sys.stderr)
@@ -179,4 +213,22 @@ def main(argv: list[str]) -> int:
             print(f"{load:<12} {'ratio':<7} {ratio:>9.2f}  (verikv / etcd throughput"
                   + (f", median of {args.rounds} rounds, lowest {lo:.2f}, highest {hi:.2f})"
                      if args.rounds > 1 else ")"))
+    if args.watch_put_rate > 0:
+        print(f"\nwatch loads: N watchers on one prefix ({WATCHERS_PER_STREAM} per stream, over every node), "
+              f"one client putting {args.watch_put_rate:.0f}/s into it, one put at a time; latency: from a put's "
+              f"answer to its event at a watcher (negative: the event came first); undelivered: not there 10 s after the last put")
+        print(f"{'load':<12} {'system':<7} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'undelivered':>11} {'errors':>6}")
+        for watchers in WATCHERS:
+            load = f"watch {watchers}"
+            for system in ("verikv", "etcd"):
+                r = results.get(system, {}).get(load)
+                if r:
+                    print(f"{load:<12} {system:<7} {r['events_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                          f"{r['expected_events'] - r['events']:>11} {r['errors']:>6}")
+            ratio = results.get("verikv", {}).get(load, {}).get("ratio_vs_etcd")
+            if ratio is not None:
+                lo, hi = results["verikv"][load]["ratio_range"]
+                print(f"{load:<12} {'ratio':<7} {ratio:>9.2f}  (verikv / etcd events delivered per second"
+                      + (f", median of {args.rounds} rounds, lowest {lo:.2f}, highest {hi:.2f})"
+                         if args.rounds > 1 else ")"))
     return 0
