@@ -1,10 +1,10 @@
-"""etcd v3 gRPC API (KV with Compact, Watch, Maintenance.Status, Cluster.MemberList) over a node.
+"""etcd v3 gRPC API (KV with Compact, Watch, Lease, Maintenance.Status, Cluster.MemberList) over a node.
 
 Writes and compactions go through `node.command`, reads through `node.read` (see shim/node/ for how a
 follower's requests reach the leader); serializable reads are answered from the local state.
 A request's bytes are parsed once, here, and the bytes go into the log as the client sent them.
 Every answer comes back through one `done`: a response, or an EtcdError that becomes the call's
-gRPC status; any method verikv does not serve (Watch, Lease, Auth, ...) is UNIMPLEMENTED with
+gRPC status; any method verikv does not serve (Auth, ...) is UNIMPLEMENTED with
 a message saying so.
 
 This module must never change the KV state itself nor talk to the core: it only translates.
@@ -29,13 +29,15 @@ from verikv.shim.kv.watch import LiveResponse, WatchHub, fragments
 SERVER_VERSION = "3.4.0-verikv"  # etcdctl reads the major.minor of this
 RANGE = "/etcdserverpb.KV/Range"
 WATCH = "/etcdserverpb.Watch/Watch"
-STREAMING = [WATCH]
+KEEP_ALIVE = "/etcdserverpb.Lease/LeaseKeepAlive"
+STREAMING = [WATCH, KEEP_ALIVE]
 MESSAGE, END, OPEN = 1, 2, 3  # kinds of what the front hands over besides unary requests (0)
 # A Watch stream whose client has this many bytes not yet taken is paused; it resumes (caught up
 # from the history, RESUME_RESPONSES responses per watcher at a time) below the low mark.
 WATCH_BACKLOG_HIGH = 8 * 1024 * 1024
 WATCH_BACKLOG_LOW = 1024 * 1024
 RESUME_RESPONSES = 4
+_BARRIER = rpc_pb2.RangeRequest(key=b"\0", count_only=True)  # a linearizable read, for its wait only
 # etcd splits the responses of a watcher created with `fragment` from this size on (its
 # max-request-bytes plus the gRPC overhead it allows on top)
 FRAGMENT_BYTES = MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES
@@ -77,6 +79,12 @@ class ClientServer:
             "/etcdserverpb.KV/Txn": (rpc_pb2.TxnRequest, functools.partial(node.command, Kind.TXN)),
             "/etcdserverpb.KV/Compact": (rpc_pb2.CompactionRequest,
                                          functools.partial(node.command, Kind.COMPACT)),
+            "/etcdserverpb.Lease/LeaseGrant": (rpc_pb2.LeaseGrantRequest,
+                                               lambda request, body, done: node.lease_grant(request, done)),
+            "/etcdserverpb.Lease/LeaseRevoke": (rpc_pb2.LeaseRevokeRequest,
+                                                functools.partial(node.command, Kind.LEASE_REVOKE)),
+            "/etcdserverpb.Lease/LeaseTimeToLive": (rpc_pb2.LeaseTimeToLiveRequest, self._time_to_live),
+            "/etcdserverpb.Lease/LeaseLeases": (rpc_pb2.LeaseLeasesRequest, self._leases),
             "/etcdserverpb.Maintenance/Status": (rpc_pb2.StatusRequest, self._status),
             "/etcdserverpb.Cluster/MemberList": (rpc_pb2.MemberListRequest, self._member_list),
         }
@@ -108,7 +116,10 @@ class ClientServer:
         node, finish = self.node, self._finish
         for call_id, method, body, kind in front.take():
             if kind:
-                self._on_watch(call_id, body, kind)
+                if method == WATCH:
+                    self._on_watch(call_id, body, kind)
+                else:
+                    self._on_keep_alive(call_id, body, kind)
                 continue
             done = functools.partial(finish, call_id)
             if method == RANGE:
@@ -233,7 +244,64 @@ class ClientServer:
             if front.backlog(stream) > self.watch_backlog_high:
                 hub.pause(stream)  # its client is behind: caught up from the history later
 
+    # ---- LeaseKeepAlive ----
+
+    def _on_keep_alive(self, stream: int, body: bytes, kind: int) -> None:
+        """A keep-alive stream: each message renews a lease through the log; the answers go back
+        on the stream as they come (TTL 0: no such lease, as etcd answers)."""
+        if kind == OPEN:
+            return
+        if kind == END:
+            self._front.finish(stream, grpc.StatusCode.CANCELLED.value[0], "", b"")
+            return
+        try:
+            request = rpc_pb2.LeaseKeepAliveRequest.FromString(body)
+        except DecodeError:
+            self._front.finish(stream, grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                               f"verikv: {KEEP_ALIVE}: a message is not a valid LeaseKeepAliveRequest", b"")
+            return
+        self.node.command(Kind.LEASE_KEEP_ALIVE, request, body, functools.partial(self._kept_alive, stream))
+
+    def _kept_alive(self, stream: int, result) -> None:
+        front = self._front
+        if front is None:
+            return
+        if isinstance(result, EtcdError):  # as etcd: the stream ends with the error
+            front.finish(stream, result.code.value[0], result.message, b"")
+            return
+        self._headers.fill(result.header, self.node.machine.term)
+        front.send(stream, result.SerializeToString())
+
     # ---- methods ----
+
+    def _time_to_live(self, request, body, done):
+        """etcd's leader answers from its lease clock; here the node answers from its own, once
+        it has applied everything committed before the request (a linearizable read's wait). A
+        follower's clock runs from when it applied the lease's last command, so it may say a
+        little more than the leader's."""
+        def answer(result):
+            if isinstance(result, EtcdError):
+                done(result)
+                return
+            node = self.node
+            lease = node.kv.leases.leases.get(request.ID)
+            resp = rpc_pb2.LeaseTimeToLiveResponse(ID=request.ID, TTL=-1)  # etcd's answer for none
+            if lease is not None:
+                left = node.machine.lease_timers.remaining_s(request.ID, node.machine.clock())
+                resp.TTL = int(left if left is not None else lease.remaining_ms / 1000)
+                resp.grantedTTL = lease.ttl
+                if request.keys:
+                    resp.keys.extend(sorted(lease.keys))
+            resp.header.revision = node.kv.revision
+            done(resp)
+
+        self.node.read(_BARRIER, False, answer)
+
+    def _leases(self, request, body, done):
+        kv = self.node.kv
+        resp = rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(kv.leases.leases)])
+        resp.header.revision = kv.revision
+        done(resp)
 
     def _range(self, request, body, done):
         self.node.read(request, request.serializable, done)

@@ -122,6 +122,11 @@ class Node:
         self.machine.command(kind, request, body, done)
         self._wake.set()
 
+    def lease_grant(self, request, done) -> None:
+        """A client's LeaseGrant (see NodeMachine.lease_grant)."""
+        self.machine.lease_grant(request, done)
+        self._wake.set()
+
     def read(self, request, serializable: bool, done) -> None:
         """A client's Range (see NodeMachine.read); `done` gets the answer."""
         self.machine.read(request, serializable, done)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from verikv.etcdpb import rpc_pb2
 
 from verikv.shim.kv import errors
+from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry
 
 MAX_REQUEST_BYTES = 1536 * 1024  # etcd's default --max-request-bytes (1.5 MiB)
 GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd accepts gRPC messages up to max-request-bytes + this
@@ -41,6 +42,11 @@ class Kind(enum.IntEnum):
     DELETE_RANGE = 3
     TXN = 4
     COMPACT = 5
+    LEASE_GRANT = 6  # with the ID and TTL its proposer settled (see shim/kv/leases.py)
+    LEASE_REVOKE = 7
+    LEASE_KEEP_ALIVE = 8
+    LEASE_EXPIRE = 9  # a leader's: leases whose time ran out on its clock
+    LEASE_CHECKPOINT = 10  # a leader's: what its clock says leases have left
 
 
 REQUEST_TYPES = {
@@ -49,6 +55,11 @@ REQUEST_TYPES = {
     Kind.DELETE_RANGE: rpc_pb2.DeleteRangeRequest,
     Kind.TXN: rpc_pb2.TxnRequest,
     Kind.COMPACT: rpc_pb2.CompactionRequest,
+    Kind.LEASE_GRANT: rpc_pb2.LeaseGrantRequest,
+    Kind.LEASE_REVOKE: rpc_pb2.LeaseRevokeRequest,
+    Kind.LEASE_KEEP_ALIVE: rpc_pb2.LeaseKeepAliveRequest,
+    Kind.LEASE_EXPIRE: LeaseExpiry,
+    Kind.LEASE_CHECKPOINT: LeaseCheckpoints,
 }
 
 
@@ -241,8 +252,14 @@ def check_compact(r: rpc_pb2.CompactionRequest) -> None:
     pass  # etcd checks a compaction's revision when it applies it
 
 
+def check_nothing(r) -> None:
+    pass  # etcd checks these when it applies them
+
+
 CHECKS = {Kind.RANGE: check_range, Kind.PUT: check_put, Kind.DELETE_RANGE: check_delete,
-          Kind.TXN: check_txn, Kind.COMPACT: check_compact}
+          Kind.TXN: check_txn, Kind.COMPACT: check_compact, Kind.LEASE_GRANT: check_nothing,
+          Kind.LEASE_REVOKE: check_nothing, Kind.LEASE_KEEP_ALIVE: check_nothing,
+          Kind.LEASE_EXPIRE: check_nothing, Kind.LEASE_CHECKPOINT: check_nothing}
 
 
 def validate(kind: Kind, request, size: int | None = None) -> None:

@@ -43,6 +43,8 @@ TOO_MANY_OPS = _err(Code.INVALID_ARGUMENT, "etcdserver: too many operations in t
 DUPLICATE_KEY = _err(Code.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request")
 REQUEST_TOO_LARGE = _err(Code.INVALID_ARGUMENT, "etcdserver: request is too large")
 LEASE_NOT_FOUND = _err(Code.NOT_FOUND, "etcdserver: requested lease not found")
+LEASE_EXISTS = _err(Code.FAILED_PRECONDITION, "etcdserver: lease already exists")
+LEASE_TTL_TOO_LARGE = _err(Code.OUT_OF_RANGE, "etcdserver: too large lease TTL")
 FUTURE_REV = _err(Code.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
 COMPACTED = _err(Code.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
 NO_LEADER = _err(Code.UNAVAILABLE, "etcdserver: no leader")
@@ -54,9 +56,9 @@ OUTCOME_UNKNOWN = _err(
 
 
 def unsupported_method(full_method: str) -> EtcdError:
-    """The status for a gRPC method verikv does not serve (Lease, Auth, ...)."""
+    """The status for a gRPC method verikv does not serve (Auth, ...)."""
     return _err(Code.UNIMPLEMENTED, f"verikv: {full_method} is not supported "
-                                    "(verikv serves KV Range/Put/DeleteRange/Txn/Compact, Watch, "
+                                    "(verikv serves KV Range/Put/DeleteRange/Txn/Compact, Watch, Lease, "
                                     "Maintenance.Status and Cluster.MemberList)")
 
 

@@ -30,6 +30,7 @@ from verikv.etcdpb import kv_pb2, rpc_pb2
 from verikv.shim.kv import errors
 from verikv.shim.kv.errors import EtcdError
 from verikv.shim.kv.commands import Command, Kind, decode_batch
+from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry, LeaseTable
 
 MAX_SESSIONS = 4096  # client sessions remembered in the dedup table (least recently used evicted)
 MAX_RESULTS_PER_SESSION = 4096  # remembered results per session (lowest seq evicted first)
@@ -143,6 +144,7 @@ class KVStore:
         self._hist_keys: list[bytes] = []  # the keys of _hist, sorted
         self._recent: list[tuple[bytes, _Rec, _Rec | None]] = []  # writes since take_recent()
         self._sessions: dict[int, _Session] = {}
+        self.leases = LeaseTable()
 
     # ---- reads ----
 
@@ -248,6 +250,7 @@ class KVStore:
             bisect.insort(self._keys, r.key)
         else:  # a new record: the old one's cached encoding goes with it
             rec = self._data[r.key] = _Rec(prev.create_revision, rev, prev.version + 1, value, lease, w.changes)
+        self.leases.attach(r.key, prev.lease if prev is not None else 0, lease)
         self._record(r.key, rec, prev)
         w.changes += 1
         resp.header.revision = rev
@@ -261,6 +264,7 @@ class KVStore:
         for i, k in enumerate(keys):
             prev = self._data.pop(k)
             del self._keys[bisect.bisect_left(self._keys, k)]
+            self.leases.attach(k, prev.lease, 0)
             self._record(k, _Rec(0, w.begin + 1, 0, b"", 0, w.changes + i), prev)
         w.changes += len(keys)
         resp.header.revision = w.rev
@@ -285,8 +289,8 @@ class KVStore:
             self.revision = w.begin + 1
 
     def _check_put_state(self, r: rpc_pb2.PutRequest) -> None:
-        # etcd's checkPut, before any change: leases never exist here.
-        if r.lease != 0:
+        # etcd's checkPut, before any change
+        if r.lease != 0 and not self.leases.exists(r.lease):
             raise errors.LEASE_NOT_FOUND
         if (r.ignore_value or r.ignore_lease) and r.key not in self._data:
             raise errors.KEY_NOT_FOUND
@@ -357,6 +361,39 @@ class KVStore:
     def history_size(self) -> int:
         """How many versions (tombstones included) the store keeps."""
         return sum(len(v) for v in self._hist.values())
+
+    # ---- leases ----
+
+    def lease_revoke(self, lease_id: int) -> rpc_pb2.LeaseRevokeResponse:
+        """The lease goes, and its keys with it, all in one revision (in key order, as etcd
+        deletes them, so that every node does the same)."""
+        lease = self.leases.pop(lease_id)
+        w = _Write(self.revision)
+        for key in sorted(lease.keys):
+            self._delete(rpc_pb2.DeleteRangeRequest(key=key), w)
+        self._end(w)
+        resp = rpc_pb2.LeaseRevokeResponse()
+        resp.header.revision = self.revision
+        return resp
+
+    def lease_expire(self, r: LeaseExpiry) -> rpc_pb2.LeaseRevokeResponse:
+        """A leader's expiry: each lease not kept alive since its proposer saw it is revoked."""
+        for lease_id, version in r.entries:
+            if self.leases.expired(lease_id, version):
+                self.lease_revoke(lease_id)
+        resp = rpc_pb2.LeaseRevokeResponse()
+        resp.header.revision = self.revision
+        return resp
+
+    def lease_checkpoint(self, r: LeaseCheckpoints) -> rpc_pb2.LeaseRevokeResponse:
+        self.leases.checkpoint(r)
+        resp = rpc_pb2.LeaseRevokeResponse()  # etcd answers a checkpoint with a header only too
+        resp.header.revision = self.revision
+        return resp
+
+    def _with_header(self, resp):
+        resp.header.revision = self.revision
+        return resp
 
     # ---- txn ----
 
@@ -466,6 +503,16 @@ class KVStore:
                 return self.txn(request)
             if kind == Kind.COMPACT:
                 return self.compact(request)
+            if kind == Kind.LEASE_GRANT:
+                return self._with_header(self.leases.grant(request))
+            if kind == Kind.LEASE_REVOKE:
+                return self.lease_revoke(request.ID)
+            if kind == Kind.LEASE_KEEP_ALIVE:
+                return self._with_header(self.leases.keep_alive(request))
+            if kind == Kind.LEASE_EXPIRE:
+                return self.lease_expire(request)
+            if kind == Kind.LEASE_CHECKPOINT:
+                return self.lease_checkpoint(request)
         except EtcdError as err:
             return err
         raise ValueError(f"unknown command kind {kind}")
@@ -525,7 +572,8 @@ class KVStore:
     # ---- snapshots ----
 
     _HEAD = struct.Struct("<4sQqQII")  # magic, revision, compaction point, next_slot, keys, sessions
-    _MAGIC = b"VKS2"
+    _MAGIC = b"VKS3"
+    _MAGIC_V2 = b"VKS2"  # before leases
 
     def snapshot(self) -> bytes:
         """The whole state, history included, as bytes; `KVStore.restore(snapshot())` equals this
@@ -546,6 +594,7 @@ class KVStore:
                 else:
                     tag, b = _RESULT_TAGS[type(result)], result.SerializeToString()
                 parts += [struct.pack("<QBI", seq, tag, len(b)), b]
+        parts.append(self.leases.encode())
         return b"".join(parts)
 
     _HEAD_V1 = struct.Struct("<4sQQII")  # magic, revision, next_slot, key count, session count
@@ -569,10 +618,10 @@ class KVStore:
                 store._hist[kv.key] = [rec]
             store._keys = sorted(store._data)
             store._hist_keys = list(store._keys)
-            return store._restore_sessions(data, pos, nsessions)
+            return store._restore_sessions(data, pos, nsessions, leases=False)
         magic, store.revision, store.compact_revision, store.next_slot, nkeys, nsessions = \
             cls._HEAD.unpack_from(data)
-        if magic != cls._MAGIC:
+        if magic not in (cls._MAGIC, cls._MAGIC_V2):
             raise ValueError(f"not a verikv KV snapshot (magic {magic!r})")
         pos = cls._HEAD.size
         for _ in range(nkeys):
@@ -595,9 +644,9 @@ class KVStore:
                 store._keys.append(key)
         if store._hist_keys != sorted(store._hist_keys):
             raise ValueError("the snapshot's keys are not in order")
-        return store._restore_sessions(data, pos, nsessions)
+        return store._restore_sessions(data, pos, nsessions, leases=magic == cls._MAGIC)
 
-    def _restore_sessions(self, data: bytes, pos: int, nsessions: int) -> "KVStore":
+    def _restore_sessions(self, data: bytes, pos: int, nsessions: int, leases: bool) -> "KVStore":
         store = self
         for _ in range(nsessions):
             cid, acked, last_slot, nres = struct.unpack_from("<QQQI", data, pos)
@@ -609,6 +658,13 @@ class KVStore:
                 b = data[pos:pos + n]
                 pos += n
                 s.results[seq] = errors.decode_error(b) if tag == 0 else _TAG_TYPES[tag].FromString(b)
+        if leases:
+            pos = store.leases.decode(data, pos)
+            for key, rec in store._data.items():
+                if rec.lease:
+                    if not store.leases.exists(rec.lease):
+                        raise ValueError(f"key {key!r} is attached to lease {rec.lease}, which the snapshot lacks")
+                    store.leases.attach(key, 0, rec.lease)
         if pos != len(data):
             raise ValueError(f"{len(data) - pos} trailing bytes in KV snapshot")
         return store
@@ -619,5 +675,6 @@ class KVStore:
 
 
 _RESULT_TAGS = {rpc_pb2.RangeResponse: 1, rpc_pb2.PutResponse: 2, rpc_pb2.DeleteRangeResponse: 3,
-                rpc_pb2.TxnResponse: 4, rpc_pb2.CompactionResponse: 5}
+                rpc_pb2.TxnResponse: 4, rpc_pb2.CompactionResponse: 5, rpc_pb2.LeaseGrantResponse: 6,
+                rpc_pb2.LeaseRevokeResponse: 7, rpc_pb2.LeaseKeepAliveResponse: 8}
 _TAG_TYPES = {tag: t for t, tag in _RESULT_TAGS.items()}

@@ -35,9 +35,11 @@ from typing import NamedTuple
 from verikv.etcdpb import rpc_pb2
 from verikv.shim.kv import errors
 from verikv.shim.kv.commands import Kind, check_size, encode_batch, validate
+from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry
 from verikv.shim.kv.store import KVStore
 from verikv.shim.node.checks import Checks
 from verikv.shim.node.compaction import AutoCompaction
+from verikv.shim.node.lease_timers import LeaseTimers
 from verikv.shim.node.peer_wire import (DIGEST, KIND_CORE, KIND_DIGEST, KIND_FORWARD, KIND_READ_INDEX,
                                         KIND_READ_INDEX_REPLY, KIND_SNAPSHOT, MAX_FRAME_BYTES, READ_ASK,
                                         READ_REPLY)
@@ -78,6 +80,7 @@ class NodeConfig:
     max_catch_up_ticks: int = 10
     auto_compaction_mode: str = "revision"  # etcd's --auto-compaction-mode (see compaction.py)
     auto_compaction_retention: float = 10_000  # revisions, or seconds in periodic mode; 0: off
+    min_lease_ttl_s: int = 1  # etcd's: 1.5 election timeouts, rounded up (a shorter TTL is raised to it)
 
 
 class NodeMachine:
@@ -101,6 +104,8 @@ class NodeMachine:
                                    max_batch_bytes=config.max_batch_bytes)
         self.reads = Reads(self)
         self.compaction = AutoCompaction(config.auto_compaction_mode, config.auto_compaction_retention)
+        self.lease_timers = LeaseTimers()
+        self._rng = rng
         self.status: dict = {}
         self.term = 0  # etcd's raft_term: the highest ballot round this node has seen
         self._status_stale = True  # the core took a step since self.status was read and checked
@@ -135,6 +140,15 @@ class NodeMachine:
             done(err)
             return
         self.order(kind, body, done)
+
+    def lease_grant(self, request: rpc_pb2.LeaseGrantRequest, done) -> None:
+        """A client's LeaseGrant: the ID (if the client left it to the server) and the minimum
+        TTL are settled here, as etcd's server does before proposing, so every node applies the
+        same grant."""
+        if request.ID == 0:
+            request.ID = self._rng.getrandbits(63) or 1  # etcd's IDs are positive too
+        request.TTL = max(request.TTL, self.config.min_lease_ttl_s)
+        self.order(Kind.LEASE_GRANT, request.SerializeToString(), done)
 
     def order(self, kind: Kind, body: bytes, done) -> None:
         """A valid command for the log (proposed or forwarded at the next turn)."""
@@ -223,6 +237,7 @@ class NodeMachine:
         """Start from a snapshot (slot, kv_state, core_records): the KV state after every slot
         below `slot`; `recover` then replays the core's records after it."""
         self.kv = KVStore.restore(snapshot.kv_state)
+        self.lease_timers.reset(self.kv.leases, self.clock())
         self.snapshot_slot = snapshot.slot
         self._restored_records = list(snapshot.core_records)
 
@@ -281,6 +296,7 @@ class NodeMachine:
             self.proposals.scan(now)
             reads.retry(now - self.config.retry_after_s)
             self._auto_compact(now)
+            self._lease_duties(now)
         if self.kv.next_slot - self.snapshot_slot >= self.config.snapshot_every_slots:
             yield from self._snapshot()
         yield from self._flush()
@@ -334,6 +350,9 @@ class NodeMachine:
             if slot < kv.next_slot:
                 continue  # already in the KV state (e.g. redelivered after recovery)
             answer(kv.apply(slot, value, reads_for=self.client_id))
+        changes = kv.leases.take_changes()
+        if changes:
+            self.lease_timers.applied(changes, self.clock())
         if self.checks.announcements:
             for last, digest in self.checks.announcements:
                 payload = DIGEST.pack(last, self.node_id, digest)
@@ -371,6 +390,29 @@ class NodeMachine:
             body = rpc_pb2.CompactionRequest(revision=target).SerializeToString()
             self.order(Kind.COMPACT, body, functools.partial(self._compacted, target))
 
+    def _lease_duties(self, now: float) -> None:
+        """A leader's expiries and checkpoints (see lease_timers.py)."""
+        timers, leases = self.lease_timers, self.kv.leases
+        timers.lead(self.status.get("role") == "leader", leases, now)
+        expiries = timers.expiries(leases, now)
+        if expiries:
+            self.order(Kind.LEASE_EXPIRE, LeaseExpiry(expiries).SerializeToString(),
+                       functools.partial(self._leases_expired, expiries))
+        checkpoints = timers.checkpoints(leases, now)
+        if checkpoints:
+            self.order(Kind.LEASE_CHECKPOINT, LeaseCheckpoints(checkpoints).SerializeToString(),
+                       functools.partial(self._lease_answer, "checkpoint of %d leases" % len(checkpoints)))
+
+    def _leases_expired(self, expiries: list, answer) -> None:
+        if isinstance(answer, errors.EtcdError):  # not ordered (e.g. timed out): proposed again
+            log.info("expiry of leases %s: %s", [i for i, _ in expiries], answer.message)
+            self.lease_timers.retry(expiries)
+
+    @staticmethod
+    def _lease_answer(what: str, answer) -> None:
+        if isinstance(answer, errors.EtcdError):
+            log.info("%s: %s", what, answer.message)
+
     def _compacted(self, target: int, answer) -> None:
         if isinstance(answer, errors.EtcdError):
             log.info("automatic compaction to revision %d: %s", target, answer.message)
@@ -406,6 +448,7 @@ class NodeMachine:
         if self.current_status()["log_start"] != slot:
             return  # the core refused (it is not behind): keep the own state
         self.kv = store
+        self.lease_timers.reset(store.leases, self.clock())
         yield WriteSnapshot(slot, store.snapshot(), self.core.checkpoint_records())
         self.snapshot_slot = slot
         self.peer_snapshots_installed += 1

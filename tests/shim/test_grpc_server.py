@@ -203,12 +203,12 @@ async def test_a_watch_that_requires_a_leader_ends_when_the_node_has_none(stubs)
 
 async def test_unsupported_features_are_unimplemented_and_say_so(stubs):
     kv, _, _, channel, _ = stubs
-    keep_alive = channel.stream_stream("/etcdserverpb.Lease/LeaseKeepAlive")
-    call = keep_alive(iter([b""]))
+    snapshot = channel.unary_stream("/etcdserverpb.Maintenance/Snapshot")
+    call = snapshot(b"")
     code, msg = await status_of(call.read())
-    assert code == grpc.StatusCode.UNIMPLEMENTED and "/etcdserverpb.Lease/LeaseKeepAlive" in msg
-    lease = channel.unary_unary("/etcdserverpb.Lease/LeaseGrant")
-    code, msg = await status_of(lease(b""))
+    assert code == grpc.StatusCode.UNIMPLEMENTED and "/etcdserverpb.Maintenance/Snapshot" in msg
+    users = channel.unary_unary("/etcdserverpb.Auth/UserList")
+    code, msg = await status_of(users(b""))
     assert code == grpc.StatusCode.UNIMPLEMENTED and "verikv" in msg
 
 

@@ -39,7 +39,7 @@ def test_batch_round_trip():
     (b"XXXX\0\0\0\0", "magic"),
     (encode_batch([b"\x02" + b"x" * 29])[:-1], "claims 30 bytes"),
     (encode_batch([b"\x02" + b"x" * 29]) + b"!", "trailing"),
-    (encode_batch([b"\x09" + b"\0" * 24]), "unknown command kind 9"),
+    (encode_batch([b"\xc8" + b"\0" * 24]), "unknown command kind 200"),
 ])
 def test_malformed_batches_are_refused(data, why):
     with pytest.raises(BatchFormatError, match=why):
