@@ -31,7 +31,7 @@ RANGE = "/etcdserverpb.KV/Range"
 WATCH = "/etcdserverpb.Watch/Watch"
 KEEP_ALIVE = "/etcdserverpb.Lease/LeaseKeepAlive"
 STREAMING = [WATCH, KEEP_ALIVE]
-MESSAGE, END, OPEN = 1, 2, 3  # kinds of what the front hands over besides unary requests (0)
+MESSAGE, END, OPEN, HALF_CLOSED = 1, 2, 3, 4  # what the front hands over besides unary requests (0)
 # A Watch stream whose client has this many bytes not yet taken is paused; it resumes (caught up
 # from the history, RESUME_RESPONSES responses per watcher at a time) below the low mark.
 WATCH_BACKLOG_HIGH = 8 * 1024 * 1024
@@ -68,6 +68,8 @@ class ClientServer:
         # etcd's WithRequireLeader: streams that end once the node has had no leader this long
         self.require_leader_timeout_s = require_leader_timeout_s
         self._require_leader: set[int] = set()
+        self._keep_alives: dict[int, int] = {}  # keep-alive stream: its requests not answered yet
+        self._half_closed: set[int] = set()  # keep-alive streams whose clients send no more
         self._leaderless_since: float | None = None
         self._progress_timer: asyncio.TimerHandle | None = None
         # method: (request type, start(request, body, done)); start answers through done
@@ -164,6 +166,8 @@ class ClientServer:
                 else:
                     self._require_leader.add(stream)
             return
+        if kind == HALF_CLOSED:
+            return  # etcd goes on sending to a watcher whose client sends nothing more
         if kind == END:
             self.watches.close(stream)
             self._require_leader.discard(stream)
@@ -248,11 +252,19 @@ class ClientServer:
 
     def _on_keep_alive(self, stream: int, body: bytes, kind: int) -> None:
         """A keep-alive stream: each message renews a lease through the log; the answers go back
-        on the stream as they come (TTL 0: no such lease, as etcd answers)."""
+        on the stream as they come (TTL 0: no such lease, as etcd answers). A client that
+        half-closes the stream gets its answers, then the end of the stream (etcd's too)."""
         if kind == OPEN:
+            self._keep_alives[stream] = 0
             return
         if kind == END:
+            self._keep_alives.pop(stream, None)
+            self._half_closed.discard(stream)
             self._front.finish(stream, grpc.StatusCode.CANCELLED.value[0], "", b"")
+            return
+        if kind == HALF_CLOSED:
+            self._half_closed.add(stream)
+            self._end_keep_alives(stream)
             return
         try:
             request = rpc_pb2.LeaseKeepAliveRequest.FromString(body)
@@ -260,17 +272,30 @@ class ClientServer:
             self._front.finish(stream, grpc.StatusCode.INVALID_ARGUMENT.value[0],
                                f"verikv: {KEEP_ALIVE}: a message is not a valid LeaseKeepAliveRequest", b"")
             return
+        self._keep_alives[stream] = self._keep_alives.get(stream, 0) + 1
         self.node.command(Kind.LEASE_KEEP_ALIVE, request, body, functools.partial(self._kept_alive, stream))
 
     def _kept_alive(self, stream: int, result) -> None:
         front = self._front
         if front is None:
             return
+        if stream in self._keep_alives:
+            self._keep_alives[stream] -= 1
         if isinstance(result, EtcdError):  # as etcd: the stream ends with the error
+            self._keep_alives.pop(stream, None)
+            self._half_closed.discard(stream)
             front.finish(stream, result.code.value[0], result.message, b"")
             return
         self._headers.fill(result.header, self.node.machine.term)
         front.send(stream, result.SerializeToString())
+        self._end_keep_alives(stream)
+
+    def _end_keep_alives(self, stream: int) -> None:
+        """A half-closed keep-alive stream whose every request was answered ends (OK)."""
+        if stream in self._half_closed and not self._keep_alives.get(stream):
+            self._half_closed.discard(stream)
+            self._keep_alives.pop(stream, None)
+            self._front.finish(stream, 0, "", b"")
 
     # ---- methods ----
 

@@ -6,7 +6,8 @@
 // sends reaches Python like a unary request (kind MESSAGE); Python `send`s any number of
 // messages on the stream, in order, and `finish`es it with a status once. A client that ends its
 // side of the stream (half-close) still gets what Python sends, as etcd does; a client that
-// cancels the call, or goes away, is reported as kind END, after which Python must finish it.
+// cancels the call, or goes away, is reported as kind END, after which Python must finish it;
+// a half-close, as kind HALF_CLOSED (Watch goes on sending, LeaseKeepAlive ends once answered).
 // A new stream is reported as kind OPEN, with the client's "hasleader" metadata as its bytes
 // (etcd's WithRequireLeader: "true" asks that the stream end when the node has no leader).
 //
@@ -80,7 +81,7 @@ struct Call {
   grpc::Status status;
 };
 
-enum IncomingKind { UNARY = 0, MESSAGE = 1, END = 2, OPEN = 3 };
+enum IncomingKind { UNARY = 0, MESSAGE = 1, END = 2, OPEN = 3, HALF_CLOSED = 4 };
 
 struct Incoming {
   uint64_t id;
@@ -144,7 +145,7 @@ class Front {
 
   // Every message that arrived since the last take: (id, method, bytes, kind), kind 0 for a unary
   // call's request, 1 for a stream's message, 2 for a stream its client ended, 3 for a new
-  // stream (its bytes: the client's "hasleader" metadata).
+  // stream (its bytes: the client's "hasleader" metadata), 4 for a stream its client half-closed.
   py::list Take() {
     uint64_t v;
     while (read(efd_, &v, sizeof v) > 0) {
@@ -323,6 +324,10 @@ class Front {
             if (!signaled_) signaled_ = signal = true;
           } else {  // the client's side ended (a half-close, or the call is over): keep sending
             c->reading = false;
+            if (!c->done && !c->finish_queued) {  // Python decides what a half-close means
+              pending_.push_back(Incoming{c->id, c->ctx.method(), std::string(), HALF_CLOSED});
+              if (!signaled_) signaled_ = signal = true;
+            }
           }
           break;
         case Op::DONE:
