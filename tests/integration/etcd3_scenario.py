@@ -55,6 +55,16 @@ def main(host: str, port: int) -> dict:
     threading.Timer(0.5, lambda: client.put("once", "v")).start()
     event = client.watch_once("once", timeout=10)
     seen["watch_once"] = [type(event).__name__, event.key.decode(), event.value.decode()]
+
+    # leases: grant, puts with a lease, refresh, time left, keys, revoke
+    lease = client.lease(30)
+    client.put("leased/a", "1", lease=lease)
+    client.put("leased/b", "2", lease=lease)
+    refreshed = [r.TTL for r in lease.refresh()]
+    seen["lease"] = [lease.granted_ttl, refreshed, 25 <= lease.remaining_ttl <= 30,
+                     sorted(k.decode() for k in lease.keys)]
+    lease.revoke()
+    seen["after_revoke"] = [len(list(client.get_prefix("leased/"))), client.get("leased/a")[0]]
     client.close()
     return seen
 

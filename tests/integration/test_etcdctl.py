@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -172,3 +173,45 @@ def test_put_get_del_txn_history_watch_status_members_and_unsupported(ctl):
     for args in (["get", "app/a", "--rev", "2"], ["compaction", "4"]):
         res = ctl(*args, ok=False)
         assert res.returncode != 0 and "required revision has been compacted" in res.stderr, (args, res)
+
+
+def test_leases_locks_and_elections(ctl):
+    """etcdctl's lease commands, and its lock and elect (clientv3's concurrency recipes: a key
+    under a session lease, waiting with Watch for the holder's key to go)."""
+    granted = ctl("lease", "grant", "30").stdout.split()
+    assert granted[0] == "lease" and granted[4] == "TTL(30s)", granted
+    lease = granted[1]
+    ctl("put", "--lease", lease, "held", "1")
+    ttl = ctl("lease", "timetolive", lease, "--keys").stdout
+    assert "granted with TTL(30s)" in ttl and "attached keys([held])" in ttl, ttl
+    assert lease in ctl("lease", "list").stdout
+    assert ctl("lease", "keep-alive", "--once", lease).stdout.strip() == f"lease {lease} keepalived with TTL(30)"
+    ctl("lease", "revoke", lease)
+    assert ctl("get", "held").stdout == ""
+    assert "already expired" in ctl("lease", "timetolive", lease).stdout
+    missing = ctl("lease", "revoke", lease, ok=False)
+    assert missing.returncode != 0 and "requested lease not found" in missing.stderr
+
+    # two holders of one lock: the second gets it only once the first let go
+    env = dict(os.environ, ETCDCTL_API="3")
+    cmd = [ETCDCTL, f"--endpoints={ctl.cluster.endpoints[0]}", "lock", "the-lock", "--",
+           "/bin/sh", "-c", "date +%s.%N; sleep {}; date +%s.%N"]
+    first = subprocess.Popen(cmd[:-1] + [cmd[-1].format(1)], stdout=subprocess.PIPE, text=True, env=env)
+    time.sleep(0.3)
+    second = subprocess.Popen(cmd[:-1] + [cmd[-1].format(0)], stdout=subprocess.PIPE, text=True, env=env)
+    a = [float(x) for x in first.communicate(timeout=30)[0].split()]
+    b = [float(x) for x in second.communicate(timeout=30)[0].split()]
+    assert first.returncode == 0 and second.returncode == 0 and len(a) == len(b) == 2
+    assert b[0] >= a[1], (a, b)  # held one at a time
+
+    # an election: the campaigner leads, and its value is the election's first key
+    campaign = subprocess.Popen([ETCDCTL, f"--endpoints={ctl.cluster.endpoints[1]}", "elect", "the-election", "p1"],
+                                stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        line = campaign.stdout.readline()
+        assert line.startswith("the-election/"), line
+        leader = ctl("get", "--prefix", "the-election/", "--print-value-only").stdout.split()
+        assert leader == ["p1"]
+    finally:
+        campaign.kill()
+        campaign.wait()

@@ -1,6 +1,6 @@
 """Debian's python3-etcd3, unmodified, against a real 3-node verikv cluster through one of its
 nodes (leader or follower, it must not matter): keys, prefixes, a transaction, a compaction,
-watches. The client runs in its own process (etcd3_scenario.py)."""
+watches, a lease (refresh, time left, keys, revoke). The client runs in its own process (etcd3_scenario.py)."""
 
 import json
 import subprocess
@@ -18,7 +18,7 @@ def etcd3_installed() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not etcd3_installed(), reason="python3-etcd3 is not installed (./dev setup installs it)")
-def test_python_etcd3_keys_transactions_compaction_and_watches(make_cluster):
+def test_python_etcd3_keys_transactions_compaction_watches_and_leases(make_cluster):
     cluster = make_cluster(5)
     cluster.up()
     host, port = cluster.endpoints[1].rsplit(":", 1)
@@ -32,3 +32,5 @@ def test_python_etcd3_keys_transactions_compaction_and_watches(make_cluster):
     assert "required revision has been compacted" in seen["compact_twice"]
     assert seen["watch_prefix"] == [["PutEvent", "w/a", "1"], ["PutEvent", "w/b", "2"], ["DeleteEvent", "w/a", ""]]
     assert seen["watch_once"] == ["PutEvent", "once", "v"]
+    assert seen["lease"] == [30, [30], True, ["leased/a", "leased/b"]]
+    assert seen["after_revoke"] == [0, None]
