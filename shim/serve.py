@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
@@ -96,7 +97,9 @@ async def serve(args) -> int:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     config = NodeConfig(node_id=args.id, peer_addresses=peers, data_dir=args.data_dir, tick_ms=args.tick_ms,
                         runtime_checks=not args.no_runtime_checks,
-                        auto_compaction_mode=args.auto_compaction_mode, auto_compaction_retention=retention)
+                        auto_compaction_mode=args.auto_compaction_mode, auto_compaction_retention=retention,
+                        # etcd's minimum lease TTL: 1.5 election timeouts, rounded up to a second
+                        min_lease_ttl_s=math.ceil(1.5 * args.election_ticks * args.tick_ms / 1000))
     core = vcore.Core(args.id, len(peers), election_ticks=args.election_ticks,
                       heartbeat_ticks=args.heartbeat_ticks, runtime_checks=not args.no_runtime_checks)
     disk = FaultyDisk(trigger_dir=args.data_dir) if args.faulty_disk else None
