@@ -1,7 +1,8 @@
 """`verikv bench`: the same load against a local 3-node verikv and a local 3-member etcd 3.4.
 
 Loads: puts, then linearizable gets, of 256-byte values; (a) 1 client, one request at a time;
-(b) 2 client processes x 64 requests in flight. Then watch loads: 1, 100 and 1,000 watchers on
+(b) 2 client processes x 64 requests in flight; lease grants (2 x 64); keep-alives of 10,000
+leases on one LeaseKeepAlive stream (128 unanswered) and on 64 streams (8 each). Then watch loads: 1, 100 and 1,000 watchers on
 one prefix (10 per stream, over every node) while one client puts into it at --watch-put-rate:
 events delivered per second, and each event's delay after its put's answer. Both clusters run side by side for the whole run
 and the loads alternate between them (verikv first, then etcd first, ...); with --rounds N the
@@ -29,7 +30,10 @@ from pathlib import Path
 VALUE_BYTES = 256
 
 
-METHODS = {"put": "/etcdserverpb.KV/Put", "get": "/etcdserverpb.KV/Range"}
+METHODS = {"put": "/etcdserverpb.KV/Put", "get": "/etcdserverpb.KV/Range", "grant": "/etcdserverpb.Lease/LeaseGrant"}
+KEEP_ALIVE = "/etcdserverpb.Lease/LeaseKeepAlive"
+LEASE_TTL_S = 600  # the bench's leases outlive it
+KEEP_ALIVE_LEASES = 10_000
 
 
 def _worker(args: tuple) -> tuple[int, list[float], int]:
@@ -43,7 +47,10 @@ def _worker(args: tuple) -> tuple[int, list[float], int]:
     requests = []
     for k in range(key_space):
         key = b"bench/%d" % ((worker * 100_003 + k) % key_space)
-        msg = rpc_pb2.PutRequest(key=key, value=value) if op == "put" else rpc_pb2.RangeRequest(key=key)
+        if op == "grant":  # the server chooses each lease's ID
+            msg = rpc_pb2.LeaseGrantRequest(TTL=LEASE_TTL_S)
+        else:
+            msg = rpc_pb2.PutRequest(key=key, value=value) if op == "put" else rpc_pb2.RangeRequest(key=key)
         requests.append(msg.SerializeToString())
     latencies_s, errors = _loadgen.run(endpoint, METHODS[op], requests, in_flight, duration_s)
     return len(latencies_s), latencies_s, errors
@@ -94,7 +101,29 @@ def run_watch_load(endpoints: list[str], watchers: int, duration_s: float, put_r
             "p50_ms": _percentile(lat, 0.50) * 1000, "p99_ms": _percentile(lat, 0.99) * 1000, "errors": errors}
 
 
-def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: float = 100.0) -> dict:
+def run_keep_alive_load(endpoints: list[str], streams: int, window: int, duration_s: float, first_id: int) -> dict:
+    """KEEP_ALIVE_LEASES leases (IDs from first_id, granted first), kept alive over `streams`
+    LeaseKeepAlive streams (spread over every node), `window` requests unanswered per stream."""
+    from verikv.cluster import _loadgen
+    from verikv.etcdpb import rpc_pb2
+
+    ids = range(first_id, first_id + KEEP_ALIVE_LEASES)
+    grants = [rpc_pb2.LeaseGrantRequest(ID=i, TTL=LEASE_TTL_S).SerializeToString() for i in ids]
+    _, failed = _loadgen.run(endpoints[0], METHODS["grant"], grants, 64, 60.0, once=True)
+    if failed:
+        raise RuntimeError(f"{failed} of {len(grants)} lease grants failed")
+    keep = [rpc_pb2.LeaseKeepAliveRequest(ID=i).SerializeToString() for i in ids]
+    lat, failed = _loadgen.pipeline(endpoints, KEEP_ALIVE, keep, streams, window, duration_s)
+    lat.sort()
+    return {"ops": len(lat), "ops_per_s": len(lat) / duration_s, "p50_ms": _percentile(lat, 0.50) * 1000,
+            "p99_ms": _percentile(lat, 0.99) * 1000, "errors": failed}
+
+
+KEEP_ALIVE_LOADS = [(1, 128), (64, 8)]  # (streams, requests unanswered per stream)
+
+
+def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: float = 100.0,
+          round_no: int = 0) -> dict:
     """Every load against every system, load by load: both clusters run the whole time and the
     order alternates, so a drift in this machine's speed does not favour either system."""
     out: dict = {name: {} for name in systems}
@@ -108,6 +137,14 @@ def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: floa
         names = list(systems) if k % 2 == 0 else list(reversed(systems))
         for name in names:
             out[name][f"watch {watchers}"] = run_watch_load(systems[name], watchers, duration_s, watch_put_rate)
+    for name in (list(systems) if round_no % 2 == 0 else list(reversed(systems))):
+        out[name]["grant 2x64"] = run_load(systems[name], "grant", 2, 64, duration_s)
+    for k, (streams, window) in enumerate(KEEP_ALIVE_LOADS):
+        names = list(systems) if k % 2 == 0 else list(reversed(systems))
+        for name in names:
+            first_id = 1 + (round_no * len(KEEP_ALIVE_LOADS) + k) * KEEP_ALIVE_LEASES  # new leases each time
+            out[name][f"keep-alive {streams}x{window}"] = run_keep_alive_load(
+                systems[name], streams, window, duration_s, first_id)
     return out
 
 
@@ -190,7 +227,7 @@ def main(argv: list[str]) -> int:
                     print(f"verikv bench: etcd: {err}", file=sys.stderr)
             for name, endpoints in systems.items():
                 print(f"benchmarking {name} at {','.join(endpoints)}", file=sys.stderr)
-            rounds = [bench(systems, args.duration_s, args.watch_put_rate) for _ in range(args.rounds)]
+            rounds = [bench(systems, args.duration_s, args.watch_put_rate, k) for k in range(args.rounds)]
             results = _medians(rounds)
     except cluster_cli.ClusterError as err:
         print(f"verikv bench: {err}", file=sys.stderr)
@@ -200,35 +237,36 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"{'load':<12} {'system':<7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
-    for load in (f"{op} {p}x{f}" for op, p, f in LOADS):
+    print(f"{'load':<16} {'system':<7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    lease_loads = ["grant 2x64"] + [f"keep-alive {s}x{w}" for s, w in KEEP_ALIVE_LOADS]
+    for load in [f"{op} {p}x{f}" for op, p, f in LOADS] + lease_loads:
         for system in ("verikv", "etcd"):
             r = results.get(system, {}).get(load)
             if r:
-                print(f"{load:<12} {system:<7} {r['ops_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                print(f"{load:<16} {system:<7} {r['ops_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                       f"{r['errors']:>6}")
         ratio = results.get("verikv", {}).get(load, {}).get("ratio_vs_etcd")
         if ratio is not None:
             lo, hi = results["verikv"][load]["ratio_range"]
-            print(f"{load:<12} {'ratio':<7} {ratio:>9.2f}  (verikv / etcd throughput"
+            print(f"{load:<16} {'ratio':<7} {ratio:>9.2f}  (verikv / etcd throughput"
                   + (f", median of {args.rounds} rounds, lowest {lo:.2f}, highest {hi:.2f})"
                      if args.rounds > 1 else ")"))
     if args.watch_put_rate > 0:
         print(f"\nwatch loads: N watchers on one prefix ({WATCHERS_PER_STREAM} per stream, over every node), "
               f"one client putting {args.watch_put_rate:.0f}/s into it, one put at a time; latency: from a put's "
               f"answer to its event at a watcher (negative: the event came first); undelivered: not there 10 s after the last put")
-        print(f"{'load':<12} {'system':<7} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'undelivered':>11} {'errors':>6}")
+        print(f"{'load':<16} {'system':<7} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'undelivered':>11} {'errors':>6}")
         for watchers in WATCHERS:
             load = f"watch {watchers}"
             for system in ("verikv", "etcd"):
                 r = results.get(system, {}).get(load)
                 if r:
-                    print(f"{load:<12} {system:<7} {r['events_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                    print(f"{load:<16} {system:<7} {r['events_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                           f"{r['expected_events'] - r['events']:>11} {r['errors']:>6}")
             ratio = results.get("verikv", {}).get(load, {}).get("ratio_vs_etcd")
             if ratio is not None:
                 lo, hi = results["verikv"][load]["ratio_range"]
-                print(f"{load:<12} {'ratio':<7} {ratio:>9.2f}  (verikv / etcd events delivered per second"
+                print(f"{load:<16} {'ratio':<7} {ratio:>9.2f}  (verikv / etcd events delivered per second"
                       + (f", median of {args.rounds} rounds, lowest {lo:.2f}, highest {hi:.2f})"
                          if args.rounds > 1 else ")"))
     return 0

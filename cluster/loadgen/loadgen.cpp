@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <thread>
 #include <unordered_map>
@@ -36,10 +37,11 @@ struct Lane {
   size_t next_request = 0;
 };
 
-// Runs for duration_s; returns (latencies in seconds of the successful calls, failed calls).
+// Runs for duration_s (with `once`: until each request was sent once, or duration_s); returns
+// (latencies in seconds of the successful calls, failed calls).
 std::tuple<std::vector<double>, long> Run(const std::string& endpoint, const std::string& method,
                                           const std::vector<std::string>& requests, int in_flight,
-                                          double duration_s, double timeout_s) {
+                                          double duration_s, double timeout_s, bool once) {
   if (requests.empty() || in_flight <= 0) throw std::invalid_argument("no requests or no lanes");
   std::vector<grpc::Slice> slices;
   slices.reserve(requests.size());
@@ -56,19 +58,22 @@ std::tuple<std::vector<double>, long> Run(const std::string& endpoint, const std
     auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                        std::chrono::duration<double>(duration_s));
     std::vector<Lane> lanes(in_flight);
+    size_t issued = 0;  // with `once`: each request is sent once, in order, then no more
     auto start = [&](size_t i) {
       Lane& l = lanes[i];
+      if (once && issued == slices.size()) return false;
       l.ctx = std::make_unique<grpc::ClientContext>();
       l.ctx->set_deadline(std::chrono::system_clock::now() +
                           std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
-      grpc::ByteBuffer req(&slices[(i * 1009 + l.next_request++) % slices.size()], 1);
+      grpc::ByteBuffer req(&slices[once ? issued++ : (i * 1009 + l.next_request++) % slices.size()], 1);
       l.started = Clock::now();
       l.call = stub.PrepareUnaryCall(l.ctx.get(), method, req, &cq);
       l.call->StartCall();
       l.call->Finish(&l.response, &l.status, reinterpret_cast<void*>(i));
+      return true;
     };
-    for (int i = 0; i < in_flight; i++) start(i);
-    int outstanding = in_flight;
+    int outstanding = 0;
+    for (int i = 0; i < in_flight; i++) outstanding += start(i);
     void* tag;
     bool ok;
     while (outstanding > 0 && cq.Next(&tag, &ok)) {
@@ -81,10 +86,7 @@ std::tuple<std::vector<double>, long> Run(const std::string& endpoint, const std
         errors++;
       }
       outstanding--;
-      if (now < deadline) {
-        start(i);
-        outstanding++;
-      }
+      if (now < deadline && start(i)) outstanding++;
     }
     cq.Shutdown();
     while (cq.Next(&tag, &ok)) {
@@ -341,6 +343,113 @@ std::tuple<std::vector<double>, long, long, double, long> Watch(
   return {latencies, static_cast<long>(delivered.load()), acked, span_s, static_cast<long>(errors.load())};
 }
 
+// ---- streams of requests: LeaseKeepAlive ----
+
+struct Pipe {
+  std::unique_ptr<grpc::ClientContext> ctx;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call;
+  grpc::ByteBuffer in;
+  grpc::Status status;
+  std::deque<Clock::time_point> sent;  // the requests not answered yet, oldest first
+  size_t next = 0;  // the next request to send, cycling
+  bool writing = false, over = false, finishing = false;
+};
+
+// `streams` bidirectional streams of `method` (spread over the endpoints, each on a connection of
+// its own), each keeping up to `window` requests unanswered (cycling through `requests`, each
+// stream from its own offset) for duration_s. Each answer is taken to answer the oldest request
+// unanswered on its stream (as a keep-alive stream's answers come in order). Returns (latencies
+// of the answered requests in seconds, streams that failed).
+std::tuple<std::vector<double>, long> Pipeline(const std::vector<std::string>& endpoints,
+                                               const std::string& method,
+                                               const std::vector<std::string>& requests, int streams,
+                                               int window, double duration_s) {
+  if (endpoints.empty() || requests.empty() || streams <= 0 || window <= 0)
+    throw std::invalid_argument("no endpoints, requests, streams or window");
+  std::vector<double> latencies;
+  long failed = 0;
+  {
+    py::gil_scoped_release release;
+    std::vector<grpc::Slice> slices;
+    for (auto& r : requests) slices.emplace_back(r.data(), r.size());
+    std::vector<std::unique_ptr<grpc::GenericStub>> stubs;
+    std::vector<Pipe> pipes(streams);
+    grpc::CompletionQueue cq;
+    auto tag = [](size_t i, int what) { return reinterpret_cast<void*>(static_cast<intptr_t>(i * 4 + what)); };
+    auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(duration_s));
+    auto write = [&](size_t i) {
+      Pipe& p = pipes[i];
+      if (p.writing || p.over || p.sent.size() >= static_cast<size_t>(window) || Clock::now() >= deadline) return;
+      grpc::ByteBuffer req(&slices[(i * 7919 + p.next++) % slices.size()], 1);
+      p.writing = true;
+      p.sent.push_back(Clock::now());
+      p.call->Write(req, tag(i, 1));
+    };
+    for (int i = 0; i < streams; i++) {
+      grpc::ChannelArguments args;
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+      stubs.push_back(std::make_unique<grpc::GenericStub>(grpc::CreateCustomChannel(
+          endpoints[i % endpoints.size()], grpc::InsecureChannelCredentials(), args)));
+      Pipe& p = pipes[i];
+      p.ctx = std::make_unique<grpc::ClientContext>();
+      p.call = stubs.back()->PrepareCall(p.ctx.get(), method, &cq);
+      p.call->StartCall(tag(i, 0));
+    }
+    int open = streams;
+    bool cancelled = false;
+    void* t;
+    bool ok;
+    while (open > 0) {
+      auto status = cq.AsyncNext(&t, &ok, std::chrono::system_clock::now() + std::chrono::milliseconds(50));
+      if (status == grpc::CompletionQueue::SHUTDOWN) break;
+      bool idle = true;
+      for (auto& p : pipes) idle = idle && p.sent.empty();
+      if (!cancelled && Clock::now() >= deadline && idle) {  // every request answered: done
+        cancelled = true;
+        for (auto& p : pipes) p.ctx->TryCancel();
+      } else if (!cancelled && Clock::now() >= deadline + std::chrono::seconds(10)) {
+        cancelled = true;  // answers that did not come in 10 s count as failures
+        for (auto& p : pipes) p.ctx->TryCancel();
+      }
+      if (status == grpc::CompletionQueue::TIMEOUT) continue;
+      size_t i = static_cast<size_t>(reinterpret_cast<intptr_t>(t)) / 4;
+      int what = static_cast<int>(reinterpret_cast<intptr_t>(t) % 4);
+      Pipe& p = pipes[i];
+      if (what == 3) {
+        open--;
+        continue;
+      }
+      if (!ok) {
+        if (!cancelled) failed++;
+        p.over = true;
+        if (!p.finishing) {
+          p.finishing = true;
+          p.call->Finish(&p.status, tag(i, 3));
+        }
+        continue;
+      }
+      if (what == 0) {  // started: read, and write
+        p.call->Read(&p.in, tag(i, 2));
+        write(i);
+      } else if (what == 1) {
+        p.writing = false;
+        write(i);
+      } else {  // an answer
+        if (!p.sent.empty()) {
+          latencies.push_back(std::chrono::duration<double>(Clock::now() - p.sent.front()).count());
+          p.sent.pop_front();
+        }
+        p.call->Read(&p.in, tag(i, 2));
+        write(i);
+      }
+    }
+    cq.Shutdown();
+    while (cq.Next(&t, &ok)) {
+    }
+  }
+  return {latencies, failed};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_loadgen, m) {
@@ -351,6 +460,8 @@ PYBIND11_MODULE(_loadgen, m) {
   m.def("watch", &Watch, py::arg("endpoints"), py::arg("create_request"), py::arg("watchers"),
         py::arg("per_stream"), py::arg("put_endpoint"), py::arg("put_requests"), py::arg("put_rate"),
         py::arg("duration_s"), py::arg("drain_s") = 10.0);
+  m.def("pipeline", &Pipeline, py::arg("endpoints"), py::arg("method"), py::arg("requests"), py::arg("streams"),
+        py::arg("window"), py::arg("duration_s"));
   m.def("run", &Run, py::arg("endpoint"), py::arg("method"), py::arg("requests"), py::arg("in_flight"),
-        py::arg("duration_s"), py::arg("timeout_s") = 10.0);
+        py::arg("duration_s"), py::arg("timeout_s") = 10.0, py::arg("once") = false);
 }

@@ -8,8 +8,10 @@ Only a leader acts on its deadlines:
 - it proposes an expiry for a lease whose deadline passed, with the lease's version, so that
   the expiry changes nothing if a keep-alive was ordered before it (whoever proposed that);
 - every CHECKPOINT_EVERY_S it proposes a checkpoint of what its clock says leases have left, for
-  those that ran down by more than CHECKPOINT_EVERY_S since the log last said (so a new leader
-  does not start them from their whole TTL again, as etcd does);
+  those that ran down by more than their slack (a tenth of the TTL, at least a second) below what
+  the log last said (so a new leader does not start them from their whole TTL again, as etcd
+  does; the slack keeps the log's share small: a lease is checkpointed at most ten times per
+  TTL, and not at all if it is kept alive more often than that);
 - when it becomes leader, each lease's deadline becomes now + what the log last said it had
   left (or later, if this node already had a later one).
 
@@ -18,8 +20,8 @@ from plus what that command said was left, and a keep-alive is ordered (and answ
 client sent it; an expiry is refused if any keep-alive was ordered before it. A checkpoint only
 lowers what the log says a lease has left to what its proposer's clock showed, and only if no
 keep-alive came in between (the version). Late by at most: a new leader's election, plus
-CHECKPOINT_EVERY_S plus the drift a checkpoint allows (the log's figure is at most that stale),
-plus one scan interval.
+CHECKPOINT_EVERY_S plus the slack (the log's figure is at most that stale), plus one scan
+interval.
 
 This module must never change the KV state or do I/O: it says what to propose, and when.
 """
@@ -27,6 +29,11 @@ This module must never change the KV state or do I/O: it says what to propose, a
 from __future__ import annotations
 
 CHECKPOINT_EVERY_S = 1.0
+
+
+def slack_ms(ttl_s: int) -> float:
+    """How far a lease's time left may run below what the log says before it is checkpointed."""
+    return max(1000.0, ttl_s * 100.0)  # a tenth of the TTL, at least a second
 
 
 class LeaseTimers:
@@ -91,7 +98,7 @@ class LeaseTimers:
 
     def checkpoints(self, leases, now: float) -> list[tuple[int, int, int]]:
         """A leader's, every CHECKPOINT_EVERY_S: (id, version, ms left) of the leases whose time
-        left ran down by more than CHECKPOINT_EVERY_S below what the log says."""
+        left ran down by more than their slack below what the log says."""
         if not self.leading or now < self._next_checkpoint:
             return []
         self._next_checkpoint = now + CHECKPOINT_EVERY_S
@@ -101,6 +108,6 @@ class LeaseTimers:
             if lease is None:
                 continue
             left_ms = int(max(0.0, deadline - now) * 1000)
-            if lease.remaining_ms - left_ms > CHECKPOINT_EVERY_S * 1000:
+            if lease.remaining_ms - left_ms > slack_ms(lease.ttl):
                 out.append((lease_id, lease.version, left_ms))
         return out

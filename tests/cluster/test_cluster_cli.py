@@ -111,14 +111,14 @@ def test_an_fsync_failure_stops_the_node_with_a_fatal_line(tmp_path):
 
 @pytest.mark.slow
 def test_bench_runs_against_verikv_and_prints_figures(tmp_path):
-    """Every load, the watch loads included, against a real cluster: figures and no errors."""
+    """Every load (leases and watches included) against a real cluster: figures and no errors."""
     out = subprocess.run([sys.executable, "-m", "verikv.cli", "bench", "--only", "verikv", "--duration-s", "0.5",
                           "--data-dir", str(tmp_path / "b"), "--base-port", "26700", "--json"],
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
     figures = json.loads(out.stdout)
-    for load in ("put 1x1", "get 1x1", "put 2x64", "get 2x64"):
+    for load in ("put 1x1", "get 1x1", "put 2x64", "get 2x64", "grant 2x64", "keep-alive 1x128", "keep-alive 64x8"):
         assert figures["verikv"][load]["ops"] > 0 and figures["verikv"][load]["errors"] == 0, (load, figures)
     for watchers in (1, 100, 1000):  # every watcher got every put's event, once
         w = figures["verikv"][f"watch {watchers}"]

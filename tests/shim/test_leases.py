@@ -149,7 +149,7 @@ def test_a_new_leader_keeps_the_time_left_from_the_last_checkpoint_not_the_whole
     assert cp == (1, 1, 30_000)
     store.execute(Kind.LEASE_CHECKPOINT, LeaseCheckpoints([cp]))
     follower.applied(changes(store), 30.0)
-    assert leader.checkpoints(store.leases, 30.0 + CHECKPOINT_EVERY_S) == []  # within the slack
+    assert leader.checkpoints(store.leases, 30.0 + CHECKPOINT_EVERY_S) == []  # within the slack (6 s)
     # the leader dies at 31; the follower leads from 33: the lease runs out at 33 + 30, not 33 + 60,
     # and never before the old leader's 60
     follower.lead(True, store.leases, 33.0)
