@@ -206,6 +206,7 @@ class NodeSimulation(RuleBasedStateMachine):
         self.values = 0
         self.in_step = False
         self.stats = {"acked": 0, "crashes": 0, "torn": 0, "snapshots": 0}
+        self.lease_ids: list[int] = [424242]  # granted (and one that never is)
 
     # ---- plumbing ----
 
@@ -253,6 +254,8 @@ class NodeSimulation(RuleBasedStateMachine):
             return
         op.outcome, op.result = "ok", decoded(answer)
         self.check_acknowledged(op)
+        if op.kind == Kind.LEASE_GRANT:
+            self.lease_ids.append(op.result.ID)
 
     # ---- observations ----
 
@@ -281,6 +284,9 @@ class NodeSimulation(RuleBasedStateMachine):
                 f"{known[1]} with revision {known[0]} at node {known[2]} ({w})"
         assert store.revision == rev, \
             f"slot {slot}: store revision {store.revision}, but its responses say {rev} ({w})"
+        leased = {k: rec.lease for k, rec in store._data.items() if rec.lease}
+        attached = {k: i for i, lease in store.leases.leases.items() for k in lease.keys}
+        assert leased == attached, f"slot {slot}: keys with a lease {leased}, attached to leases {attached} ({w})"
         record = (_h(batch), store.revision, _h(store.snapshot()))
         mine = self.applied[i].setdefault(slot, record)
         assert mine == record, f"node {i} applied slot {slot} as {record}, earlier as {mine} ({w})"
@@ -338,6 +344,8 @@ class NodeSimulation(RuleBasedStateMachine):
         done = functools.partial(self.answered, op)
         if kind == Kind.RANGE:
             machine.read(request, False, done)
+        elif kind == Kind.LEASE_GRANT:
+            machine.lease_grant(request, done)
         else:
             machine.command(kind, request, request.SerializeToString(), done)
         for _ in range(rounds):
@@ -365,6 +373,26 @@ class NodeSimulation(RuleBasedStateMachine):
             success=[r.RequestOp(request_put=r.PutRequest(key=key, value=self._value()))],
             failure=[r.RequestOp(request_range=r.RangeRequest(key=key))])
         self._submit(i, Kind.TXN, txn, rounds)
+
+    @rule(i=st.integers(0, N - 1), ttl=st.integers(1, 3), rounds=ROUNDS)
+    @guarded
+    def lease_grant(self, i, ttl, rounds):
+        self._submit(i, Kind.LEASE_GRANT, r.LeaseGrantRequest(TTL=ttl), rounds)
+
+    @rule(i=st.integers(0, N - 1), key=st.sampled_from(KEYS), lease=st.integers(0, 10**6), rounds=ROUNDS)
+    @guarded
+    def put_with_lease(self, i, key, lease, rounds):
+        lease_id = self.lease_ids[lease % len(self.lease_ids)]
+        self._submit(i, Kind.PUT, r.PutRequest(key=key, value=self._value(), lease=lease_id), rounds)
+
+    @rule(i=st.integers(0, N - 1), lease=st.integers(0, 10**6), revoke=st.booleans(), rounds=ROUNDS)
+    @guarded
+    def lease_keep_alive_or_revoke(self, i, lease, revoke, rounds):
+        lease_id = self.lease_ids[lease % len(self.lease_ids)]
+        if revoke:
+            self._submit(i, Kind.LEASE_REVOKE, r.LeaseRevokeRequest(ID=lease_id), rounds)
+        else:
+            self._submit(i, Kind.LEASE_KEEP_ALIVE, r.LeaseKeepAliveRequest(ID=lease_id), rounds)
 
     @rule(i=st.integers(0, N - 1), key=st.sampled_from(KEYS), rounds=ROUNDS)
     @guarded
@@ -615,3 +643,30 @@ def test_the_same_seed_replays_the_same_run():
     first, again, other = scripted_run(7), scripted_run(7), scripted_run(8)
     assert first == again
     assert other[0] != first[0]
+
+
+def test_a_lease_is_kept_alive_then_expires_through_the_log_on_every_node():
+    """In simulated time: a lease of 1 s kept alive through another node for 3 s keeps its key;
+    left alone, the leader expires it through the log, and every node deletes the key, and
+    not before the TTL has passed on the leader's clock since the last keep-alive."""
+    sim = NodeSimulation()
+    try:
+        sim.boot(seed=3, rounds=12)
+        sim.lease_grant(i=0, ttl=1, rounds=4)
+        assert len(sim.lease_ids) == 2, "the grant was not acknowledged"
+        sim.put_with_lease(i=1, key=b"a", lease=1, rounds=4)
+        for _ in range(30):  # 30 x 10 rounds of 10 ms: 3 s
+            last_keep_alive = list(sim.clocks)  # every node's clock when the client sends it
+            sim.lease_keep_alive_or_revoke(i=2, lease=1, revoke=False, rounds=10)
+            assert sim.ops[-1].outcome == "ok" and sim.ops[-1].result.TTL == 1
+        assert all(b"a" in n.machine.kv._data for n in sim.nodes)
+        rounds = 0
+        while any(b"a" in n.machine.kv._data for n in sim.nodes):
+            sim._round(1)
+            rounds += 1
+            assert rounds < 300, "the lease did not expire in 3 s"
+        elapsed = [now - then for now, then in zip(sim.clocks, last_keep_alive)]
+        assert min(elapsed) >= 1.0 and max(elapsed) < 1.5, elapsed  # never early, and not much late
+        assert all(not n.machine.kv.leases.leases for n in sim.nodes)
+    finally:
+        shutil.rmtree(sim.tmp, ignore_errors=True)
