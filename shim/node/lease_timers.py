@@ -29,6 +29,7 @@ This module must never change the KV state or do I/O: it says what to propose, a
 from __future__ import annotations
 
 CHECKPOINT_EVERY_S = 1.0
+MAX_PER_COMMAND = 10_000  # leases per expiry or checkpoint command (the rest at the next scan)
 
 
 def slack_ms(ttl_s: int) -> float:
@@ -88,6 +89,8 @@ class LeaseTimers:
                 if lease is not None and self._expiring.get(lease_id) != lease.version:
                     self._expiring[lease_id] = lease.version
                     out.append((lease_id, lease.version))
+                    if len(out) == MAX_PER_COMMAND:
+                        break
         return out
 
     def retry(self, expiries: list[tuple[int, int]]) -> None:
@@ -110,4 +113,7 @@ class LeaseTimers:
             left_ms = int(max(0.0, deadline - now) * 1000)
             if lease.remaining_ms - left_ms > slack_ms(lease.ttl):
                 out.append((lease_id, lease.version, left_ms))
+                if len(out) == MAX_PER_COMMAND:
+                    self._next_checkpoint = now  # the rest at the next scan
+                    break
         return out

@@ -155,3 +155,18 @@ def test_a_new_leader_keeps_the_time_left_from_the_last_checkpoint_not_the_whole
     follower.lead(True, store.leases, 33.0)
     assert follower.expiries(store.leases, 59.9) == [] and follower.expiries(store.leases, 62.9) == []
     assert follower.expiries(store.leases, 63.0) == [(1, 1)]
+
+
+def test_many_leases_at_once_go_in_commands_of_bounded_size():
+    from verikv.shim.node import lease_timers
+    store, timers = KVStore(), LeaseTimers()
+    n = lease_timers.MAX_PER_COMMAND + 5
+    for i in range(1, n + 1):
+        grant(store, i, 2)
+    timers.applied(changes(store), 0.0)
+    timers.lead(True, store.leases, 0.0)
+    first = timers.expiries(store.leases, 10.0)
+    second = timers.expiries(store.leases, 10.0)
+    assert len(first) == lease_timers.MAX_PER_COMMAND and len(second) == 5
+    assert {i for i, _ in first + second} == set(range(1, n + 1))
+    assert timers.expiries(store.leases, 10.0) == []
