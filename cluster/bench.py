@@ -245,12 +245,7 @@ def main(argv: list[str]) -> int:
             if r:
                 print(f"{load:<16} {system:<7} {r['ops_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                       f"{r['errors']:>6}")
-        ratio = results.get("verikv", {}).get(load, {}).get("ratio_vs_etcd")
-        if ratio is not None:
-            lo, hi = results["verikv"][load]["ratio_range"]
-            print(f"{load:<16} {'ratio':<7} {ratio:>9.2f}  (verikv / etcd throughput"
-                  + (f", median of {args.rounds} rounds, lowest {lo:.2f}, highest {hi:.2f})"
-                     if args.rounds > 1 else ")"))
+        _print_ratio(results, load, "throughput", args.rounds)
     if args.watch_put_rate > 0:
         print(f"\nwatch loads: N watchers on one prefix ({WATCHERS_PER_STREAM} per stream, over every node), "
               f"one client putting {args.watch_put_rate:.0f}/s into it, one put at a time; latency: from a put's "
@@ -263,10 +258,13 @@ def main(argv: list[str]) -> int:
                 if r:
                     print(f"{load:<16} {system:<7} {r['events_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                           f"{r['expected_events'] - r['events']:>11} {r['errors']:>6}")
-            ratio = results.get("verikv", {}).get(load, {}).get("ratio_vs_etcd")
-            if ratio is not None:
-                lo, hi = results["verikv"][load]["ratio_range"]
-                print(f"{load:<16} {'ratio':<7} {ratio:>9.2f}  (verikv / etcd events delivered per second"
-                      + (f", median of {args.rounds} rounds, lowest {lo:.2f}, highest {hi:.2f})"
-                         if args.rounds > 1 else ")"))
+            _print_ratio(results, load, "events delivered per second", args.rounds)
     return 0
+
+
+def _print_ratio(results: dict, load: str, what: str, rounds: int) -> None:
+    ratio = results.get("verikv", {}).get(load, {}).get("ratio_vs_etcd")
+    if ratio is not None:
+        lo, hi = results["verikv"][load]["ratio_range"]
+        print(f"{load:<16} {'ratio':<7} {ratio:>9.2f}  (verikv / etcd {what}"
+              + (f", median of {rounds} rounds, lowest {lo:.2f}, highest {hi:.2f})" if rounds > 1 else ")"))
