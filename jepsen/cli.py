@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--nemesis", required=True, choices=list(NEMESES), metavar="NAME", help=nemesis_help)
         p.add_argument("--time", dest="time_s", type=_positive(float), default=30.0,
                        help="seconds of workload under faults (plus recovery)")
-        p.add_argument("--workload", choices=("register", "set"), default="register")
+        p.add_argument("--workload", choices=("register", "set", "watch"), default="register",
+                       help="register: linearizable reads/writes/CAS; set: no lost adds; watch: watchers on "
+                            "every node must see one gap-free, duplicate-free, in-order history")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--concurrency", type=_positive(int), default=6, help="client threads")
         p.add_argument("--recovery", dest="recovery_s", type=_positive(float), default=6.0,
@@ -103,16 +105,34 @@ def cmd_compare(args) -> int:
         rows.append({"system": system, "valid": verdict["valid"], "ops": st["overall"]["ops"],
                      "ok/s": st["overall"]["ok_per_s"], "info": st["overall"]["info"], "fail": st["overall"]["fail"],
                      "unavail_s": " ".join(f"{f['unavailable_s']:.1f}" for f in st["faults"]) or "-",
-                     "unavail_total_s": st["unavailable_total_s"], "note": verdict["out_dir"]})
-    print(format_table(rows))
+                     "unavail_total_s": st["unavailable_total_s"], **watch_columns(verdict["checker"]),
+                     "note": verdict["out_dir"]})
+    print(format_table(rows, WATCH_COLUMNS if args.workload == "watch" else ()))
     codes = [_exit_code(r["valid"]) for r in rows if r["valid"] not in ("not run", "error")]
     if len(codes) < len(rows):
         return max(codes + [2]) if 1 not in codes else 1
     return max(codes) if codes else 2
 
 
-def format_table(rows: list[dict]) -> str:
-    cols = ["system", "valid", "ops", "ok/s", "info", "fail", "unavail_s", "unavail_total_s", "note"]
+WATCH_COLUMNS = ("events_checked", "rewatches", "no_leader", "compacted", "violations", "progress_ahead")
+
+
+def watch_columns(check: dict) -> dict:
+    """The watch checker's figures for the compare table (all watchers together): events
+    checked, re-watches, 'no leader' endings+refusals, compaction cancels, violations, and progress
+    responses that came before events at or below their revision (an observation, not a violation)."""
+    if check.get("checker") != "watch":
+        return {}
+    ws = check["watchers"]
+    return {"events_checked": check["events_checked"], "rewatches": sum(w["rewatches"] for w in ws),
+            "no_leader": f"{sum(w['no_leader_endings'] for w in ws)}+{sum(w['no_leader_refusals'] for w in ws)}",
+            "compacted": sum(w["compaction_cancels"] for w in ws),
+            "violations": sum(check["violation_counts"].values()),
+            "progress_ahead": check.get("observations", {}).get("progress_ahead_of_events", 0)}
+
+
+def format_table(rows: list[dict], extra: tuple = ()) -> str:
+    cols = ["system", "valid", "ops", "ok/s", "info", "fail", "unavail_s", "unavail_total_s", *extra, "note"]
     cells = [[str(r.get(c, "-")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths))

@@ -81,5 +81,27 @@ class EtcdClient:
                           True)
         return sorted(int(kv.value) for kv in resp.kvs)
 
+    # -- the watch workload's writes: each returns the revision its response names ---------
+    def put(self, key: str, value: int) -> int:
+        return self._call(self.kv.Put, rpc_pb2.PutRequest(key=key.encode(), value=str(value).encode()),
+                          False).header.revision
+
+    def delete(self, key: str) -> list[int]:
+        """[revision, keys deleted]; with nothing deleted the revision is the store's, not a new one."""
+        resp = self._call(self.kv.DeleteRange, rpc_pb2.DeleteRangeRequest(key=key.encode()), False)
+        return [resp.header.revision, resp.deleted]
+
+    def txn(self, ops: list) -> int:
+        """Several writes in one revision: ops is [["put", key, value] | ["delete", key, None], ...]
+        (distinct keys, as etcd requires), applied in that order without a compare."""
+        success = []
+        for f, key, value in ops:
+            if f == "put":
+                success.append(rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key.encode(),
+                                                                                value=str(value).encode())))
+            else:
+                success.append(rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=key.encode())))
+        return self._call(self.kv.Txn, rpc_pb2.TxnRequest(success=success), False).header.revision
+
     def close(self) -> None:
         self.channel.close()

@@ -118,6 +118,36 @@ def _table(rows: list[dict], columns: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+WATCHER_COLUMNS = ["watcher", "node", "events", "events_checked", "attempts", "rewatches", "resumed",
+                   "no_leader_endings", "no_leader_refusals", "stalls", "errors", "compaction_cancels",
+                   "compacted_revisions", "span", "lag_p50_ms", "lag_p99_ms"]
+
+
+def watch_section(check: dict) -> str:
+    """The watch checker's results: the final history, each watcher's figures, the violations
+    (counted by kind, with examples), and the observations."""
+    rows = [dict(w, node=f"n{w['node'] + 1}", span=f"r{w['span'][0]}..r{w['span'][1]}") for w in check["watchers"]]
+    final = (f"Final history: revision {check['final_revision']}, {check['final_events']} events from revision "
+             f"{check['final_from_revision']} (run started at {check['start_revision']}"
+             + (f"; compacted at {check['final_compact_revision']}" if check.get("final_compact_revision") else "")
+             + f"), read from n{check['final_node'] + 1}." if check.get("final_node") is not None
+             else f"Final history not read: {check.get('final_error')}.")
+    out = f"<h2>Watchers</h2><p>{html.escape(final)} {check['events_checked']} watcher events checked.</p>"
+    out += _table(rows, WATCHER_COLUMNS)
+    counts = check["violation_counts"]
+    out += "<h3>Violations</h3>" + ("<p>none</p>" if not counts else _table(
+        [{"kind": k, "count": n} for k, n in sorted(counts.items())], ["kind", "count"]))
+    if check["violations"]:
+        out += "<pre>" + html.escape("\n".join(f"[{v['kind']}] {v['text']}" for v in check["violations"])) + "</pre>"
+    obs = check.get("observations", {})
+    out += (f"<h3>Observations (not violations)</h3><p>progress responses at a revision whose events came after "
+            f"them: {obs.get('progress_ahead_of_events', 0)}; below an event already sent: "
+            f"{obs.get('progress_below_sent_events', 0)}</p>")
+    if obs.get("progress_ahead_examples"):
+        out += "<pre>" + html.escape("\n".join(obs["progress_ahead_examples"])) + "</pre>"
+    return out
+
+
 def write_report(out_dir: Path, verdict: dict, ops: list[Op]) -> Path:
     """verdict.json + latency.png + report.html in out_dir (history.jsonl is written by the runner)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,6 +165,8 @@ def write_report(out_dir: Path, verdict: dict, ops: list[Op]) -> Path:
                    f"{html.escape(v['counterexample']['text'])}</pre>"
     if check.get("lost"):
         cex += f"<h3>Lost acknowledged adds ({len(check['lost'])})</h3><pre>{check['lost'][:200]}</pre>"
+    if check["checker"] == "watch":
+        cex += watch_section(check)
     stats = verdict["stats"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse;margin:1em 0}}

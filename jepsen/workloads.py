@@ -30,6 +30,9 @@ class Client(Protocol):
     def cas(self, key: str, old: int, new: int) -> bool: ...
     def add(self, element: int) -> None: ...
     def read_set(self) -> list[int]: ...
+    def put(self, key: str, value: int) -> int: ...                 # -> the put's revision
+    def delete(self, key: str) -> list[int]: ...                    # -> [revision, deleted]
+    def txn(self, ops: list) -> int: ...                            # -> the txn's revision
     def close(self) -> None: ...
 
 
@@ -116,7 +119,56 @@ class SetWorkload:
         raise ValueError(f)
 
 
-WORKLOADS = {"register": RegisterWorkload, "set": SetWorkload}
+class WatchWorkload:
+    """The writers of the watch workload: puts (unique values), deletes, and transactions that
+    write 2-3 keys in one revision, over a few keys under `w/`, each recording the revision its
+    response names. The watchers (watchers.py) and the final history are the other half; this
+    class only chooses writes. Every txn writes at least one key, so every acknowledged write but
+    a delete of an absent key makes a revision of its own."""
+
+    name = "watch"
+    PREFIX = "w/"
+
+    def __init__(self, seed: int, keys: int = 8, pause_s: float = 0.04):
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.keys = [f"{self.PREFIX}{i}" for i in range(keys)]
+        self.next_value = 1
+        # each writer rests this long between writes: a few hundred revisions a second at most,
+        # so a minute's run stays under verikv's default auto-compaction retention (10,000
+        # revisions) and the watchers' Python threads keep up on a small machine
+        self.pause_s = pause_s
+
+    def _value(self) -> int:
+        value = self.next_value
+        self.next_value += 1
+        return value
+
+    def next_op(self) -> tuple[str, str | None, Any]:
+        with self.lock:
+            roll = self.rng.random()
+            if roll < 0.65:
+                return "put", self.rng.choice(self.keys), self._value()
+            if roll < 0.8:
+                return "delete", self.rng.choice(self.keys), None
+            keys = self.rng.sample(self.keys, self.rng.choice((2, 3)))
+            ops = [["put", k, self._value()] if i == 0 or self.rng.random() < 0.75 else ["delete", k, None]
+                   for i, k in enumerate(keys)]
+            self.rng.shuffle(ops)
+            return "txn", None, ops
+
+    @staticmethod
+    def perform(client: Client, f: str, key: Any, value: Any) -> Any:
+        if f == "put":
+            return client.put(key, value)
+        if f == "delete":
+            return client.delete(key)
+        if f == "txn":
+            return client.txn(value)
+        raise ValueError(f)
+
+
+WORKLOADS = {"register": RegisterWorkload, "set": SetWorkload, "watch": WatchWorkload}
 
 
 class Clock:

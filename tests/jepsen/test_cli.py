@@ -66,3 +66,16 @@ def test_schedule_is_deterministic_and_healed_before_the_end():
 def test_format_table():
     text = cli.format_table([{"system": "etcd", "valid": True, "ops": 10}, {"system": "verikv", "valid": "not run"}])
     assert "etcd" in text.splitlines()[2] and "not run" in text.splitlines()[3]
+
+
+def test_watch_columns_in_the_compare_table():
+    check = {"checker": "watch", "events_checked": 120, "violation_counts": {"gap": 2, "duplicate": 1},
+             "watchers": [{"rewatches": 3, "no_leader_endings": 1, "no_leader_refusals": 4, "compaction_cancels": 0},
+                          {"rewatches": 2, "no_leader_endings": 0, "no_leader_refusals": 0, "compaction_cancels": 1}],
+             "observations": {"progress_ahead_of_events": 5}}
+    assert cli.watch_columns(check) == {"events_checked": 120, "rewatches": 5, "no_leader": "1+4", "compacted": 1,
+                                        "violations": 3, "progress_ahead": 5}
+    assert cli.watch_columns({"checker": "linearizable-register"}) == {}
+    text = cli.format_table([{"system": "etcd", "valid": True, **cli.watch_columns(check)}], cli.WATCH_COLUMNS)
+    assert "events_checked" in text.splitlines()[0] and "1+4" in text.splitlines()[2]
+    assert cli.main(["compare", "--nemesis", "kill", "--workload", "watch", "--time", "x"]) == 2
