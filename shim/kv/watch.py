@@ -85,7 +85,13 @@ class WatchHub:
         if which == "cancel_request":
             return self.cancel(stream, req.cancel_request.watch_id, store)
         if which == "progress_request":
-            return [(stream, _response(store.revision, watch_id=-1))]
+            # every event up to the revision it names must have been sent before it: the writes
+            # applied since the last `applied` first; a paused stream is behind, and gets none
+            # (as etcd answers only once every watcher of the stream is in sync)
+            out = self._catch_up(store)
+            if stream in self.paused:
+                return out
+            return out + [(stream, _response(store.revision, watch_id=-1))]
         return []
 
     def create(self, stream: int, creq: rpc_pb2.WatchCreateRequest, store) -> list:
@@ -129,11 +135,12 @@ class WatchHub:
         return [(stream, _response(store.revision, watch_id=watch_id, canceled=True))]
 
     def progress_tick(self, store) -> list:
-        """Progress notifications, due every interval (see the module's text)."""
-        out = []
-        for ws in self.streams.values():
+        """Progress notifications, due every interval (see the module's text), after the events
+        they cover; none to a paused stream's watchers (they are behind)."""
+        out = self._catch_up(store)
+        for stream, ws in self.streams.items():
             for w in ws.values():
-                if w.progress_notify and w.quiet:
+                if w.progress_notify and w.quiet and stream not in self.paused:
                     out.append((w.stream, _response(store.revision, watch_id=w.watch_id)))
                 w.quiet = True
         return out

@@ -195,3 +195,25 @@ def test_a_paused_stream_is_caught_up_from_history_in_bounded_steps_or_canceled_
     (canceled,) = hub.resume(2, store, max_responses=2)  # what it missed is gone: canceled, as etcd does
     assert (canceled[1].canceled, canceled[1].compact_revision) == (True, store.revision)
     assert hub.streams[2] == {} and 2 not in hub.paused
+
+
+def test_a_progress_response_comes_after_every_event_it_covers():
+    """A progress request (or notification) that arrives after the store applied writes but
+    before they were handed to the hub gets those events first; a paused stream gets none."""
+    store, hub = KVStore(), WatchHub()
+    create(hub, store, stream=1, key=b"k", progress_notify=True)
+    create(hub, store, stream=2, key=b"k")
+    execute(store, r.PutRequest(key=b"k", value=b"v"))  # applied, not yet handed to the hub
+    got = [(s, as_response(resp)) for s, resp in
+           hub.request(1, r.WatchRequest(progress_request=r.WatchProgressRequest()), store)]
+    assert sorted(events(got)) == [(1, -1, 2, []), (1, 0, 2, [(PUT, b"k", b"v", 2, None)]),
+                                   (2, 0, 2, [(PUT, b"k", b"v", 2, None)])]
+    assert [resp.watch_id for s, resp in got if s == 1] == [0, -1]  # the event, then the progress
+    assert apply(hub, store) == []  # nothing twice
+    execute(store, r.PutRequest(key=b"k", value=b"w"))
+    got = hub.progress_tick(store)
+    assert [(s, resp.watch_id, len(resp.events)) for s, resp in got] == [(1, 0, 1), (2, 0, 1)]  # not quiet
+    hub.pause(1)
+    execute(store, r.PutRequest(key=b"k", value=b"x"))
+    assert [s for s, _ in hub.request(1, r.WatchRequest(progress_request=r.WatchProgressRequest()), store)] == [2]
+    assert hub.progress_tick(store) == []  # stream 1 is behind; stream 2's watcher was just sent an event
