@@ -194,8 +194,12 @@ class ClientServer:
         self._front.finish(stream, err.code.value[0], err.message, b"")
 
     def _has_leader(self) -> bool:
-        """The node follows or is a leader (a candidate has none, whatever leader it last knew)."""
+        """The node follows a leader, or leads one that a quorum heard from lately (a candidate
+        has none, whatever leader it last knew; a leader cut off from the others has none either,
+        as etcd's raft steps down with CheckQuorum)."""
         st = self.node.status
+        if st.get("role") == "leader":
+            return self.node.machine.leader_has_quorum()
         return st.get("leader") is not None and st.get("role") != "candidate"
 
     def _check_leader(self) -> None:

@@ -81,6 +81,12 @@ class NodeConfig:
     auto_compaction_mode: str = "revision"  # etcd's --auto-compaction-mode (see compaction.py)
     auto_compaction_retention: float = 10_000  # revisions, or seconds in periodic mode; 0: off
     min_lease_ttl_s: int = 1  # etcd's: 1.5 election timeouts, rounded up (a shorter TTL is raised to it)
+    # a leader that has not heard from a quorum for this long tells clients there is no leader
+    # (etcd's raft steps down then: CheckQuorum)
+    check_quorum_s: float = 1.0
+
+
+PROBE_EVERY_S = 0.1  # how often an otherwise idle leader confirms that a quorum hears it
 
 
 class NodeMachine:
@@ -106,6 +112,10 @@ class NodeMachine:
         self.compaction = AutoCompaction(config.auto_compaction_mode, config.auto_compaction_retention)
         self.lease_timers = LeaseTimers()
         self._rng = rng
+        # check-quorum: the leadership confirmation in flight (its read_seq, when it started),
+        # and when the last confirmed one started (a quorum heard from this leader since then)
+        self._quorum_probe: tuple[int, float] | None = None
+        self._quorum_heard_at: float | None = None
         self.status: dict = {}
         self.term = 0  # etcd's raft_term: the highest ballot round this node has seen
         self._status_stale = True  # the core took a step since self.status was read and checked
@@ -288,6 +298,7 @@ class NodeMachine:
         if reads.asks:
             reads.answer_asks()
         reads.confirm(readies)
+        self._probe_quorum(readies)
         yield from self._honour(readies)
         reads.serve()
         now = self.clock()
@@ -389,6 +400,30 @@ class NodeMachine:
         if target:
             body = rpc_pb2.CompactionRequest(revision=target).SerializeToString()
             self.order(Kind.COMPACT, body, functools.partial(self._compacted, target))
+
+    def _probe_quorum(self, readies: list) -> None:
+        """A leader confirms its leadership (one heartbeat round, as for reads) every
+        PROBE_EVERY_S, so that it knows when a quorum last heard from it."""
+        if self.status.get("role") != "leader":
+            self._quorum_probe = self._quorum_heard_at = None
+            return
+        now = self.clock()
+        if self._quorum_heard_at is None:
+            self._quorum_heard_at = now  # it has just been elected: a quorum promised to it
+        probe = self._quorum_probe
+        if probe is not None and self.status.get("read_confirmed", 0) >= probe[0]:
+            self._quorum_heard_at = max(self._quorum_heard_at, probe[1])
+            probe = self._quorum_probe = None
+        if now - (probe[1] if probe is not None else self._quorum_heard_at) >= PROBE_EVERY_S:
+            rd, read_seq, _ = self.step(self.core.confirm_read)
+            readies.append(rd)
+            if read_seq:
+                self._quorum_probe = (read_seq, now)
+
+    def leader_has_quorum(self) -> bool:
+        """This node leads and a quorum heard from it within check_quorum_s (see NodeConfig)."""
+        return (self.status.get("role") == "leader" and self._quorum_heard_at is not None
+                and self.clock() - self._quorum_heard_at <= self.config.check_quorum_s)
 
     def _lease_duties(self, now: float) -> None:
         """A leader's expiries and checkpoints (see lease_timers.py)."""

@@ -591,3 +591,23 @@ def test_role_changes_are_logged_and_repeated_elections_at_most_once_a_second(tm
     assert lines[0].startswith("candidate at ballot (1, 0)")
     assert lines[1].startswith("candidate at ballot (7, 0)") and "(5 more promises since the last line)" in lines[1]
     assert lines[2].startswith("leader at ballot (7, 0)") and "more promises" not in lines[2]
+
+
+async def test_a_leader_cut_off_from_a_quorum_knows_it(tmp_path):
+    """etcd's CheckQuorum, as clients see it: a leader that no quorum has heard from for
+    check_quorum_s says it has none (Status and WithRequireLeader watchers then report no
+    leader), though it still thinks it leads."""
+    nodes = await start_cluster(tmp_path, 230, check_quorum_s=0.3)
+    leader = leader_of(nodes)
+    try:
+        await asyncio.sleep(0.2)
+        assert leader.machine.leader_has_quorum()
+        for n in nodes:
+            if n is not leader:
+                await stop_node(n)
+        await asyncio.sleep(0.6)
+        assert leader.status["role"] == "leader" and not leader.machine.leader_has_quorum()
+    finally:
+        for n in nodes:
+            if not n._stopping:
+                await stop_node(n)

@@ -272,10 +272,12 @@ class NodeSimulation(RuleBasedStateMachine):
             elif kind == Kind.DELETE_RANGE:
                 assert got == rev + (1 if res.deleted else 0), \
                     f"slot {slot}: a delete of {res.deleted} keys went from revision {rev} to {got} ({w})"
-            elif kind == Kind.COMPACT:
-                assert got == rev, f"slot {slot}: a compaction went from revision {rev} to {got} ({w})"
+            elif kind in (Kind.COMPACT, Kind.LEASE_GRANT, Kind.LEASE_KEEP_ALIVE, Kind.LEASE_CHECKPOINT):
+                assert got == rev, f"slot {slot}: a {kind.name} went from revision {rev} to {got} ({w})"
+            elif kind == Kind.LEASE_EXPIRE:  # each lease that goes (with keys) in a revision of its own
+                assert got >= rev, f"slot {slot}: an expiry went from revision {rev} to {got} ({w})"
             else:
-                assert got in (rev, rev + 1), f"slot {slot}: a txn went from revision {rev} to {got} ({w})"
+                assert got in (rev, rev + 1), f"slot {slot}: a {kind.name} went from revision {rev} to {got} ({w})"
             rev = got
             key = (out.command.client_id, out.command.request_seq)
             known = self.results.setdefault(key, (got, slot, i))
