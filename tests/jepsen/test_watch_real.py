@@ -106,16 +106,10 @@ def test_verikv_watchers_on_a_cut_off_follower_are_told_no_leader(tmp_path):
         driver.stop()
 
 
-ISOLATED_LEADER_KEEPS_WATCHERS = (
-    "verikv: a leader cut off from the others keeps leading until it hears a higher ballot (no check-quorum "
-    "step-down), so the servicer's _has_leader() stays true and WithRequireLeader streams on it are never "
-    "ended; etcd 3.4.23 ends them")
-
-
 @needs_netns
 @pytest.mark.parametrize("system", [
     pytest.param("etcd", marks=needs_etcd),
-    pytest.param("verikv", marks=pytest.mark.xfail(strict=True, reason=ISOLATED_LEADER_KEEPS_WATCHERS)),
+    "verikv",
 ])
 def test_watchers_on_an_isolated_leader_are_told_no_leader(tmp_path, system):
     """The same for a leader cut off from the others: it can commit nothing, so a watcher that
