@@ -286,9 +286,7 @@ class Front {
       c->writes.pop_front();
       c->out = grpc::ByteBuffer(&slice, 1);
       c->writing = true;
-      grpc::WriteOptions options;
-      if (!c->writes.empty()) options.set_buffer_hint();  // more follow at once: one flush for them
-      c->stream.Write(c->out, options, &c->write_op);
+      c->stream.Write(c->out, &c->write_op);
     } else if (c->finish_queued) {
       c->finish_started = true;
       c->stream.Finish(c->status, &c->finish_op);
