@@ -101,6 +101,10 @@ def run_watch_load(endpoints: list[str], watchers: int, duration_s: float, put_r
             "p50_ms": _percentile(lat, 0.50) * 1000, "p99_ms": _percentile(lat, 0.99) * 1000, "errors": errors}
 
 
+class BenchError(Exception):
+    """A load could not run as asked (printed, and the bench exits with 1)."""
+
+
 def run_keep_alive_load(endpoints: list[str], streams: int, window: int, duration_s: float, first_id: int) -> dict:
     """KEEP_ALIVE_LEASES leases (IDs from first_id, granted first), kept alive over `streams`
     LeaseKeepAlive streams (spread over every node), `window` requests unanswered per stream."""
@@ -136,15 +140,21 @@ def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: floa
     for k, watchers in enumerate(WATCHERS if watch_put_rate > 0 else []):
         names = list(systems) if k % 2 == 0 else list(reversed(systems))
         for name in names:
-            out[name][f"watch {watchers}"] = run_watch_load(systems[name], watchers, duration_s, watch_put_rate)
+            try:
+                out[name][f"watch {watchers}"] = run_watch_load(systems[name], watchers, duration_s, watch_put_rate)
+            except RuntimeError as err:
+                raise BenchError(f"{name}: watch {watchers}: {err}") from None
     for name in (list(systems) if round_no % 2 == 0 else list(reversed(systems))):
         out[name]["grant 2x64"] = run_load(systems[name], "grant", 2, 64, duration_s)
     for k, (streams, window) in enumerate(KEEP_ALIVE_LOADS):
         names = list(systems) if k % 2 == 0 else list(reversed(systems))
         for name in names:
             first_id = 1 + (round_no * len(KEEP_ALIVE_LOADS) + k) * KEEP_ALIVE_LEASES  # new leases each time
-            out[name][f"keep-alive {streams}x{window}"] = run_keep_alive_load(
-                systems[name], streams, window, duration_s, first_id)
+            try:
+                out[name][f"keep-alive {streams}x{window}"] = run_keep_alive_load(
+                    systems[name], streams, window, duration_s, first_id)
+            except RuntimeError as err:
+                raise BenchError(f"{name}: keep-alive {streams}x{window}: {err}") from None
     return out
 
 
@@ -229,7 +239,7 @@ def main(argv: list[str]) -> int:
                 print(f"benchmarking {name} at {','.join(endpoints)}", file=sys.stderr)
             rounds = [bench(systems, args.duration_s, args.watch_put_rate, k) for k in range(args.rounds)]
             results = _medians(rounds)
-    except cluster_cli.ClusterError as err:
+    except (cluster_cli.ClusterError, BenchError) as err:
         print(f"verikv bench: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
