@@ -18,7 +18,7 @@ import functools
 import grpc
 from google.protobuf.message import DecodeError
 
-from verikv.etcdpb import rpc_pb2
+from verikv.etcdpb import health_pb2, rpc_pb2
 from verikv.shim.api import _front, headers
 from verikv.shim.kv import errors
 from verikv.shim.kv.errors import EtcdError
@@ -88,6 +88,7 @@ class ClientServer:
             "/etcdserverpb.Lease/LeaseTimeToLive": (rpc_pb2.LeaseTimeToLiveRequest, self._time_to_live),
             "/etcdserverpb.Lease/LeaseLeases": (rpc_pb2.LeaseLeasesRequest, self._leases),
             "/etcdserverpb.Maintenance/Status": (rpc_pb2.StatusRequest, self._status),
+            "/grpc.health.v1.Health/Check": (health_pb2.HealthCheckRequest, self._health),
             "/etcdserverpb.Cluster/MemberList": (rpc_pb2.MemberListRequest, self._member_list),
         }
 
@@ -152,7 +153,8 @@ class ClientServer:
             front.finish(call_id, 0, "", self._headers.encoded(self.node.machine.term, result.header_revision)
                          + result.body)
         else:
-            self._headers.fill(result.header, self.node.machine.term)
+            if type(result) is not health_pb2.HealthCheckResponse:  # the one without etcd's header
+                self._headers.fill(result.header, self.node.machine.term)
             front.finish(call_id, 0, "", result.SerializeToString())
 
     # ---- Watch ----
@@ -331,6 +333,17 @@ class ClientServer:
         resp = rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(kv.leases.leases)])
         resp.header.revision = kv.revision
         done(resp)
+
+    def _health(self, request, body, done):
+        """gRPC's health check, for the whole server (service ""): SERVING while the node has a
+        leader (see _has_leader), NOT_SERVING otherwise, so that a load balancer sends clients to
+        nodes that can answer them (etcd answers SERVING for as long as it runs)."""
+        if request.service:
+            done(EtcdError(grpc.StatusCode.NOT_FOUND, f"verikv: unknown service {request.service!r}"))
+            return
+        status = health_pb2.HealthCheckResponse.SERVING if self._has_leader() \
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        done(health_pb2.HealthCheckResponse(status=status))
 
     def _range(self, request, body, done):
         self.node.read(request, request.serializable, done)

@@ -7,7 +7,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from verikv.etcdpb import rpc_pb2 as r, rpc_pb2_grpc as g
+from verikv.etcdpb import health_pb2, rpc_pb2 as r, rpc_pb2_grpc as g
 from verikv.shim.api.servicer import build_server
 from verikv.shim.kv.commands import MAX_REQUEST_BYTES
 
@@ -197,6 +197,7 @@ async def test_a_watch_that_requires_a_leader_ends_when_the_node_has_none(stubs)
     assert not follower.client_server.watches.streams
     status = await g.MaintenanceStub(channel).Status(r.StatusRequest())  # a candidate has no leader
     assert (status.leader, list(status.errors)) == (0, ["etcdserver: no leader"])
+    assert (await health_check(channel)).status == health_pb2.HealthCheckResponse.NOT_SERVING
     again = g.WatchStub(channel).Watch(iter([]), metadata=(("hasleader", "true"),))  # refused at once
     assert await asyncio.wait_for(status_of(again.read()), 10) == (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
 
@@ -210,6 +211,20 @@ async def test_unsupported_features_are_unimplemented_and_say_so(stubs):
     users = channel.unary_unary("/etcdserverpb.Auth/UserList")
     code, msg = await status_of(users(b""))
     assert code == grpc.StatusCode.UNIMPLEMENTED and "verikv" in msg
+
+
+def health_check(channel, service=""):
+    check = channel.unary_unary("/grpc.health.v1.Health/Check",
+                                request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                                response_deserializer=health_pb2.HealthCheckResponse.FromString)
+    return check(health_pb2.HealthCheckRequest(service=service))
+
+
+async def test_grpc_health_checks_say_serving_while_the_node_has_a_leader(stubs):
+    _, _, _, channel, _ = stubs
+    assert (await health_check(channel)).status == health_pb2.HealthCheckResponse.SERVING
+    code, msg = await status_of(health_check(channel, "no.such.Service"))
+    assert code == grpc.StatusCode.NOT_FOUND and "no.such.Service" in msg
 
 
 async def test_status_and_member_list(stubs):
