@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experimental-watch-progress-notify-interval", default="10m",
                    help="etcd's: how often a watcher created with progress_notify that was sent nothing "
                         "is sent the current revision (a duration such as 10m or 30s; default 10m)")
+    p.add_argument("--listen-metrics-urls", default="",
+                   help="etcd's: http://HOST:PORT serving /metrics (Prometheus) and /health (default: none)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -88,6 +90,14 @@ async def serve(args) -> int:
               f"{args.experimental_watch_progress_notify_interval!r} is not a duration such as 10m",
               file=sys.stderr)
         return EXIT_USAGE
+    metrics_at = None
+    if args.listen_metrics_urls:
+        from verikv.shim.api.metrics import parse_metrics_url
+        try:
+            metrics_at = parse_metrics_url(args.listen_metrics_urls.split(",")[0])
+        except ValueError as err:
+            print(f"verikv serve: {err}", file=sys.stderr)
+            return EXIT_USAGE
     peers = [parse_hostport(x) for x in args.peers.split(",")]
     if not 0 <= args.id < len(peers):
         print(f"verikv serve: --id {args.id} is not an index into {len(peers)} --peers", file=sys.stderr)
@@ -127,6 +137,16 @@ async def serve(args) -> int:
     except (OSError, RuntimeError) as err:
         print(f"verikv serve: cannot listen for clients on {listen}: {err}", file=sys.stderr)
         return EXIT_USAGE
+    metrics = None
+    if metrics_at is not None:
+        from verikv.shim.api.metrics import MetricsServer
+        try:
+            metrics = MetricsServer(server, *metrics_at)
+        except OSError as err:
+            print(f"verikv serve: cannot listen for metrics on {metrics_at[0]}:{metrics_at[1]}: {err}", file=sys.stderr)
+            await server.stop(grace=0)
+            return EXIT_USAGE
+        log.info("metrics and health on http://%s:%d", metrics_at[0], metrics.port)
     log.info("node %d serving clients on %s, peers on %s:%d, data in %s", args.id, listen, *peers[args.id],
              args.data_dir)
     runner = asyncio.ensure_future(node.run())
@@ -143,6 +163,8 @@ async def serve(args) -> int:
         if err is not None:
             fatal(EXIT_CORE_FATAL, f"node loop crashed: {type(err).__name__}: {err}")
     log.info("stopping")
+    if metrics is not None:
+        metrics.stop()
     await server.stop(grace=0.5)
     await node.stop()
     runner.cancel()

@@ -195,6 +195,10 @@ class ClientServer:
         self._require_leader.discard(stream)
         self._front.finish(stream, err.code.value[0], err.message, b"")
 
+    def has_leader(self) -> bool:
+        """See _has_leader (for the metrics endpoint and health checks)."""
+        return self._has_leader()
+
     def _has_leader(self) -> bool:
         """The node follows a leader, or leads one that a quorum heard from lately (a candidate
         has none, whatever leader it last knew; a leader cut off from the others has none either,

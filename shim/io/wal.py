@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from verikv.shim.io.disk import RealDisk
 RECORD_HEAD = struct.Struct("<IIB")  # body length, crc32(type + body), type
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+SYNC_BUCKETS_S = tuple(0.001 * 2 ** i for i in range(14))  # etcd's wal_fsync_duration_seconds buckets
 TYPE_CORE = 1  # a record from the core's Ready (opaque to the shim)
 SEGMENT_SUFFIX = ".wal"
 SNAP_PREFIX, SNAP_SUFFIX = "snap-", ".snap"
@@ -127,6 +129,8 @@ class Recovered:
 class Wal:
     """An open WAL. Create with `Wal.open(directory)`, which recovers first."""
 
+    SYNC_BUCKETS_S = SYNC_BUCKETS_S  # the upper bounds of sync_counts' buckets
+
     def __init__(self, directory: Path, disk, segment_bytes: int, seq: int, size_bytes: int):
         self.directory = directory
         self.disk = disk
@@ -140,6 +144,8 @@ class Wal:
         self._unsynced = 0  # records written by append_lazy, not yet synced
         self._failed: BaseException | None = None
         self.syncs = 0  # fdatasync calls made (for tests and metrics)
+        self.sync_counts = [0] * (len(SYNC_BUCKETS_S) + 1)  # syncs by duration: each bucket, then slower
+        self.sync_seconds = 0.0  # their total duration
         self.synced_records = 0  # records durable (synced) since open
         self.written_records = 0  # records handed to append_many/append_lazy since open
 
@@ -258,7 +264,11 @@ class Wal:
         if data:
             self.disk.append(self._fd, data)
             self.size_bytes += len(data)
+        started = time.perf_counter()
         self.disk.sync(self._fd)
+        took = time.perf_counter() - started
+        self.sync_seconds += took
+        self.sync_counts[next((i for i, b in enumerate(SYNC_BUCKETS_S) if took <= b), len(SYNC_BUCKETS_S))] += 1
         self.syncs += 1
         self.synced_records += count + self._unsynced
         self._unsynced = 0

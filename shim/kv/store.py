@@ -358,6 +358,11 @@ class KVStore:
         out.sort(key=lambda w: (w[1].mod_revision, w[1].sub))
         return out
 
+    @property
+    def key_count(self) -> int:
+        """How many keys exist now."""
+        return len(self._data)
+
     def history_size(self) -> int:
         """How many versions (tombstones included) the store keeps."""
         return sum(len(v) for v in self._hist.values())

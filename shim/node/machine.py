@@ -118,6 +118,8 @@ class NodeMachine:
         self._quorum_heard_at: float | None = None
         self.status: dict = {}
         self.term = 0  # etcd's raft_term: the highest ballot round this node has seen
+        self.leader_changes = 0  # how often the leader this node knows changed (etcd's metric)
+        self._last_leader: int | None = None
         self._status_stale = True  # the core took a step since self.status was read and checked
         self._out: list[tuple[int, int, bytes]] = []  # frames for the next Send
         self._inbox: collections.deque[bytes] = collections.deque(maxlen=config.max_inbox_messages)
@@ -236,6 +238,9 @@ class NodeMachine:
             old = self.status
             if status["role"] != old.get("role") or status["promised"] != old.get("promised"):
                 self._log_role(status, status["role"] != old.get("role"))
+            if status["leader"] is not None and status["leader"] != self._last_leader:
+                self._last_leader = status["leader"]
+                self.leader_changes += 1
             self.status = status
             self.term = max(status["ballot"][0], status["promised"][0])
             self._status_stale = False

@@ -46,10 +46,12 @@ class Proposals:
         self.waiting: dict[int, _Pending] = {}
         self.local: list[bytes] = []  # this node's encoded commands, to propose or forward
         self.forwarded: list[bytes] = []  # followers' encoded commands, proposed if this node leads
+        self.failed = 0  # commands answered with an error before they were applied (timeouts, ...)
 
     def add(self, kind: Kind, body: bytes, done, now: float) -> None:
         """Queue a command for the log; `done` gets its response or EtcdError."""
         if len(self.waiting) >= self.max_pending:
+            self.failed += 1
             done(TOO_MANY_REQUESTS)
             return
         seq = self.next_seq
@@ -105,10 +107,12 @@ class Proposals:
             elif p.last_sent <= retry_before:
                 p.last_sent = now
                 self.local.append(Command(p.kind, self.client_id, seq, acked, p.body).encode())
+        self.failed += len(expired)
         for seq in expired:
             self.waiting.pop(seq).done(errors.TIMEOUT)
 
     def fail_all(self, err: EtcdError) -> None:
         waiting, self.waiting = self.waiting, {}
+        self.failed += len(waiting)
         for p in waiting.values():
             p.done(err)

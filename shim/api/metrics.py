@@ -1,0 +1,150 @@
+"""The operators' HTTP endpoint (etcd's `--listen-metrics-urls`): `/metrics` in Prometheus' text
+format, with etcd's metric names where the meaning is the same, and `/health` as etcd 3.4
+answers it (`{"health":"true"}`, or HTTP 503 with `{"health":"false"}` when the node has no
+leader or a read through the leader does not succeed within a second).
+
+It runs an HTTP server on a thread of its own. A scrape reads the node's counters (plain numbers
+that the event loop updates: reading one from another thread is safe, and sees it as of some
+moment); it never iterates the node's tables and never waits for the loop. `/health` hands the
+loop a linearizable read and waits for its answer, as a client would.
+
+This module must never change the node's state: it reads counters, and /health's read is an
+ordinary client read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import threading
+from urllib.parse import urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from verikv.etcdpb import rpc_pb2
+from verikv.shim.kv.errors import EtcdError
+
+HEALTH_TIMEOUT_S = 1.0  # etcd's
+
+
+def parse_metrics_url(url: str) -> tuple[str, int]:
+    """HOST, PORT of an http:// URL from --listen-metrics-urls; ValueError with a message."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or parts.port is None or parts.path not in ("", "/"):
+        raise ValueError(f"--listen-metrics-urls {url!r}: expected http://HOST:PORT")
+    return parts.hostname, parts.port
+
+
+class NodeCollector:
+    """The node's figures at each scrape (see the module's text)."""
+
+    def __init__(self, server):
+        self.server = server  # the ClientServer: its node, and whether the node has a leader
+
+    def collect(self):
+        server = self.server
+        node = server.node
+        machine = node.machine
+        status = node.status
+        yield GaugeMetricFamily("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.",
+                                value=1 if server.has_leader() else 0)
+        yield GaugeMetricFamily("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+                                value=1 if status.get("role") == "leader" else 0)
+        yield CounterMetricFamily("etcd_server_leader_changes_seen", "The number of leader changes seen.",
+                                  value=machine.leader_changes)
+        yield GaugeMetricFamily("etcd_server_proposals_committed_total",
+                                "The total number of consensus proposals committed.", value=status.get("commit_upto", 0))
+        yield GaugeMetricFamily("etcd_server_proposals_applied_total",
+                                "The total number of consensus proposals applied.", value=machine.kv.next_slot)
+        yield GaugeMetricFamily("etcd_server_proposals_pending", "The current number of pending proposals to commit.",
+                                value=len(machine.proposals.waiting))
+        yield CounterMetricFamily("etcd_server_proposals_failed", "The total number of failed proposals seen.",
+                                  value=machine.proposals.failed)
+        wal = node.wal
+        if wal is not None:
+            counts, cumulative, buckets = wal.sync_counts, 0, []
+            for bound, count in zip(wal.SYNC_BUCKETS_S, counts):
+                cumulative += count
+                buckets.append((repr(bound), cumulative))
+            buckets.append(("+Inf", cumulative + counts[-1]))
+            yield HistogramMetricFamily("etcd_disk_wal_fsync_duration_seconds",
+                                        "The latency distributions of fsync called by WAL.",
+                                        buckets=buckets, sum_value=wal.sync_seconds)
+        kv = machine.kv
+        yield GaugeMetricFamily("etcd_debugging_mvcc_current_revision", "The current revision of store.",
+                                value=kv.revision)
+        yield GaugeMetricFamily("etcd_debugging_mvcc_compact_revision",
+                                "The revision of the last compaction in store.", value=max(kv.compact_revision, 0))
+        yield GaugeMetricFamily("etcd_debugging_mvcc_keys_total", "Total number of keys.", value=kv.key_count)
+        yield GaugeMetricFamily("verikv_leases", "Leases granted and not yet revoked or expired.",
+                                value=len(kv.leases.leases))
+        yield GaugeMetricFamily("verikv_watch_streams", "Open Watch streams on this node.",
+                                value=len(server.watches.streams))
+        yield GaugeMetricFamily("verikv_runtime_checks_enabled",
+                                "Whether the node checks the core's assumptions at run time (a failed check stops it).",
+                                value=1 if machine.checks.enabled else 0)
+
+
+class MetricsServer:
+    """/metrics and /health on HOST:PORT, on a thread (see the module's text)."""
+
+    def __init__(self, server, host: str, port: int):
+        self.server = server
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(NodeCollector(server))
+        self.loop = asyncio.get_running_loop()
+        handler = self._handler()
+        self.httpd = http.server.ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="verikv-metrics", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def healthy(self) -> bool:
+        """etcd's checkHealth: a leader, and a read through it within HEALTH_TIMEOUT_S."""
+        if not self.server.has_leader():
+            return False
+        answered, box = threading.Event(), []
+
+        def done(answer) -> None:
+            box.append(answer)
+            answered.set()
+
+        try:
+            self.loop.call_soon_threadsafe(self.server.node.read, rpc_pb2.RangeRequest(key=b"health"), False, done)
+        except RuntimeError:  # the loop is closed: the node is stopping
+            return False
+        return answered.wait(HEALTH_TIMEOUT_S) and not isinstance(box[0], EtcdError)
+
+    def _handler(self):
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                path = urlsplit(self.path).path
+                if path == "/metrics":
+                    self._reply(200, CONTENT_TYPE_LATEST, generate_latest(owner.registry))
+                elif path == "/health":
+                    ok = owner.healthy()
+                    self._reply(200 if ok else 503, "application/json",
+                                json.dumps({"health": "true" if ok else "false"}, separators=(",", ":")).encode())
+                else:
+                    self._reply(404, "text/plain", b"verikv: serves /metrics and /health\n")
+
+            def _reply(self, code: int, content_type: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:  # scrapes are not news
+                pass
+
+        return Handler

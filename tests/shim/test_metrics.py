@@ -1,0 +1,74 @@
+"""The operators' endpoint on a real node of a 3-node cluster: /metrics parses as Prometheus'
+text format (with the client library's own parser) and says what the node knows, in etcd's
+names; /health answers as etcd's does, 503 once the node has no leader."""
+
+import asyncio
+import urllib.error
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from verikv.etcdpb import rpc_pb2 as r
+from verikv.shim.api.metrics import MetricsServer, parse_metrics_url
+from verikv.shim.api.servicer import build_server
+from verikv.shim.kv.commands import Kind
+
+import pytest
+from test_node import leader_of, start_cluster, stop_node, submit
+
+CLIENT_PORT = 25420
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def samples(text):
+    return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
+            if not s.labels or s.labels.get("le") == "+Inf"}
+
+
+async def test_metrics_and_health_of_a_node(tmp_path):
+    nodes = await start_cluster(tmp_path, 240)
+    leader = leader_of(nodes)
+    server = build_server(leader, f"127.0.0.1:{CLIENT_PORT}", [""] * 3, [""] * 3)
+    await server.start()
+    metrics = MetricsServer(server, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{metrics.port}"
+    try:
+        for i in range(3):
+            await submit(leader, Kind.PUT, r.PutRequest(key=b"k%d" % i, value=b"v"))
+        code, text = await asyncio.to_thread(get, base + "/metrics")
+        assert code == 200
+        m = samples(text)
+        assert m["etcd_server_has_leader"] == 1 and m["etcd_server_is_leader"] == 1
+        assert m["etcd_server_leader_changes_seen_total"] == 1
+        assert m["etcd_server_proposals_applied_total"] >= 3 and m["etcd_server_proposals_committed_total"] >= 3
+        assert m["etcd_server_proposals_pending"] == 0 and m["etcd_server_proposals_failed_total"] == 0
+        assert m["etcd_disk_wal_fsync_duration_seconds_count"] == leader.wal.syncs > 0
+        assert m["etcd_debugging_mvcc_current_revision"] == 4 and m["etcd_debugging_mvcc_keys_total"] == 3
+        assert await asyncio.to_thread(get, base + "/health") == (200, '{"health":"true"}')  # etcd's bytes
+        for n in nodes:
+            if n is not leader:
+                await stop_node(n)
+        await asyncio.sleep(1.3)  # a leader no quorum heard from for a second has none
+        assert await asyncio.to_thread(get, base + "/health") == (503, '{"health":"false"}')
+        assert samples((await asyncio.to_thread(get, base + "/metrics"))[1])["etcd_server_has_leader"] == 0
+        assert (await asyncio.to_thread(get, base + "/nothing"))[0] == 404
+    finally:
+        metrics.stop()
+        await server.stop(None)
+        for n in nodes:
+            if not n._stopping:
+                await stop_node(n)
+
+
+def test_metrics_urls_are_checked():
+    assert parse_metrics_url("http://127.0.0.1:2381") == ("127.0.0.1", 2381)
+    for bad in ("127.0.0.1:2381", "https://127.0.0.1:2381", "http://127.0.0.1", "http://h:1/x"):
+        with pytest.raises(ValueError, match="expected http://HOST:PORT"):
+            parse_metrics_url(bad)
