@@ -24,6 +24,7 @@ RULES = {
     "verikv.shim.api": {"verikv.shim.kv"},
     "verikv.shim.serve": {"verikv.shim.kv", "verikv.shim.node", "verikv.shim.io", "verikv.shim.api",
                           "verikv.verified_core"},
+    "verikv.shim.restore": {"verikv.shim.kv", "verikv.shim.io", "verikv.verified_core"},
     "verikv.shim": set(),  # the package's own __init__
     "verikv.cluster": set(),
     "verikv.jepsen": set(),

@@ -32,6 +32,7 @@ def cmd_info(_args: argparse.Namespace) -> int:
 DELEGATED = {
     "cluster": ("verikv.cluster.cli", "start, stop and inspect a local 3-node cluster"),
     "serve": ("verikv.shim.serve", "run one node"),
+    "snapshot": ("verikv.shim.restore", "restore a snapshot (etcdctl snapshot save) into a new cluster"),
     "bench": ("verikv.cluster.bench", "benchmark verikv against etcd on this machine"),
     "jepsen": ("verikv.jepsen.cli", "fault-injection tests of verikv and etcd"),
 }

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 
 from verikv.etcdpb import health_pb2, rpc_pb2
 from verikv.shim.api import _front, headers
-from verikv.shim.kv import errors
+from verikv.shim.kv import backup, errors
 from verikv.shim.kv.errors import EtcdError
 from verikv.shim.kv.commands import GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, Kind, plain_range_key
 from verikv.shim.kv.store import EncodedRange
@@ -30,7 +30,9 @@ SERVER_VERSION = "3.4.0-verikv"  # etcdctl reads the major.minor of this
 RANGE = "/etcdserverpb.KV/Range"
 WATCH = "/etcdserverpb.Watch/Watch"
 KEEP_ALIVE = "/etcdserverpb.Lease/LeaseKeepAlive"
-STREAMING = [WATCH, KEEP_ALIVE]
+SNAPSHOT = "/etcdserverpb.Maintenance/Snapshot"
+STREAMING = [WATCH, KEEP_ALIVE, SNAPSHOT]
+SNAPSHOT_CHUNK_BYTES = 32 * 1024  # etcd's snapshotSendBufferSize
 MESSAGE, END, OPEN, HALF_CLOSED = 1, 2, 3, 4  # what the front hands over besides unary requests (0)
 # A Watch stream whose client has this many bytes not yet taken is paused; it resumes (caught up
 # from the history, RESUME_RESPONSES responses per watcher at a time) below the low mark.
@@ -121,8 +123,10 @@ class ClientServer:
             if kind:
                 if method == WATCH:
                     self._on_watch(call_id, body, kind)
-                else:
+                elif method == KEEP_ALIVE:
                     self._on_keep_alive(call_id, body, kind)
+                else:
+                    self._on_snapshot(call_id, kind)
                 continue
             done = functools.partial(finish, call_id)
             if method == RANGE:
@@ -306,6 +310,31 @@ class ClientServer:
             self._half_closed.discard(stream)
             self._keep_alives.pop(stream, None)
             self._front.finish(stream, 0, "", b"")
+
+    # ---- Maintenance.Snapshot ----
+
+    def _on_snapshot(self, stream: int, kind: int) -> None:
+        """etcd's Snapshot: this node's whole applied state, point in time, in chunks with the
+        bytes still to come, then its sha256 (which `verikv snapshot restore` checks, as etcd's
+        restore does). The state is the KV snapshot the node itself keeps (history, leases and
+        the dedup table included), not etcd's bolt file: `etcdctl snapshot save` stores it,
+        `verikv snapshot restore` builds a new cluster from it (see shim/kv/backup.py)."""
+        front = self._front
+        if kind == END:
+            front.finish(stream, grpc.StatusCode.CANCELLED.value[0], "", b"")
+            return
+        if kind != MESSAGE:
+            return
+        data = backup.encode(self.node.kv.snapshot())
+        body, digest = data[:-32], data[-32:]  # etcd sends the sha256 last, on its own
+        total = len(body)
+        for start in range(0, total, SNAPSHOT_CHUNK_BYTES):
+            blob = body[start:start + SNAPSHOT_CHUNK_BYTES]
+            resp = rpc_pb2.SnapshotResponse(remaining_bytes=total - start - len(blob), blob=blob)
+            if not front.send(stream, resp.SerializeToString()):
+                return  # the client went away
+        front.send(stream, rpc_pb2.SnapshotResponse(blob=digest).SerializeToString())
+        front.finish(stream, 0, "", b"")
 
     # ---- methods ----
 

@@ -204,10 +204,12 @@ async def test_a_watch_that_requires_a_leader_ends_when_the_node_has_none(stubs)
 
 async def test_unsupported_features_are_unimplemented_and_say_so(stubs):
     kv, _, _, channel, _ = stubs
-    snapshot = channel.unary_stream("/etcdserverpb.Maintenance/Snapshot")
-    call = snapshot(b"")
-    code, msg = await status_of(call.read())
-    assert code == grpc.StatusCode.UNIMPLEMENTED and "/etcdserverpb.Maintenance/Snapshot" in msg
+    defragment = channel.unary_unary("/etcdserverpb.Maintenance/Defragment")
+    code, msg = await status_of(defragment(b""))
+    assert code == grpc.StatusCode.UNIMPLEMENTED and "/etcdserverpb.Maintenance/Defragment" in msg
+    unknown = channel.stream_stream("/etcdserverpb.Nothing/Chat")
+    code, msg = await status_of(unknown(iter([b""])).read())
+    assert code == grpc.StatusCode.UNIMPLEMENTED and "/etcdserverpb.Nothing/Chat" in msg
     users = channel.unary_unary("/etcdserverpb.Auth/UserList")
     code, msg = await status_of(users(b""))
     assert code == grpc.StatusCode.UNIMPLEMENTED and "verikv" in msg
