@@ -47,9 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--nemesis", required=True, choices=list(NEMESES), metavar="NAME", help=nemesis_help)
         p.add_argument("--time", dest="time_s", type=_positive(float), default=30.0,
                        help="seconds of workload under faults (plus recovery)")
-        p.add_argument("--workload", choices=("register", "set", "watch"), default="register",
+        p.add_argument("--workload", choices=("register", "set", "watch", "lease", "lock"), default="register",
                        help="register: linearizable reads/writes/CAS; set: no lost adds; watch: watchers on "
-                            "every node must see one gap-free, duplicate-free, in-order history")
+                            "every node must see one gap-free, duplicate-free, in-order history; lease: keys "
+                            "under leases expire never early, never much late; lock: etcd's lock recipe, "
+                            "fenced writes of different holders never interleave")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--concurrency", type=_positive(int), default=6, help="client threads")
         p.add_argument("--recovery", dest="recovery_s", type=_positive(float), default=6.0,
@@ -106,8 +108,10 @@ def cmd_compare(args) -> int:
                      "ok/s": st["overall"]["ok_per_s"], "info": st["overall"]["info"], "fail": st["overall"]["fail"],
                      "unavail_s": " ".join(f"{f['unavailable_s']:.1f}" for f in st["faults"]) or "-",
                      "unavail_total_s": st["unavailable_total_s"], **watch_columns(verdict["checker"]),
+                     **lease_columns(verdict["checker"]), **lock_columns(verdict["checker"]),
                      "note": verdict["out_dir"]})
-    print(format_table(rows, WATCH_COLUMNS if args.workload == "watch" else ()))
+    print(format_table(rows, {"watch": WATCH_COLUMNS, "lease": LEASE_COLUMNS, "lock": LOCK_COLUMNS}.get(
+        args.workload, ())))
     codes = [_exit_code(r["valid"]) for r in rows if r["valid"] not in ("not run", "error")]
     if len(codes) < len(rows):
         return max(codes + [2]) if 1 not in codes else 1
@@ -129,6 +133,39 @@ def watch_columns(check: dict) -> dict:
             "compacted": sum(w["compaction_cancels"] for w in ws),
             "violations": sum(check["violation_counts"].values()),
             "progress_ahead": check.get("observations", {}).get("progress_ahead_of_events", 0)}
+
+
+LEASE_COLUMNS = ("leases", "expired", "keepalives_acked", "early", "late_p50_ms", "late_p99_ms", "late_max_ms",
+                 "never_expired", "uncertain", "violations")
+
+
+def lease_columns(check: dict) -> dict:
+    """The lease checker's figures: leases granted, expired, keep-alives acknowledged with TTL > 0,
+    early deletes (should be 0), lateness after TTL (p50/p99/max), leases never expired, leases
+    with an unanswered keep-alive (not held to the late bound), violations."""
+    if check.get("checker") != "lease":
+        return {}
+    lat = check["lateness"]
+    return {"leases": check["leases"], "expired": check["expired"], "keepalives_acked": check["keepalives_acked"],
+            "early": check["early_violations"], "late_p50_ms": lat["p50_ms"], "late_p99_ms": lat["p99_ms"],
+            "late_max_ms": lat["max_ms"], "never_expired": check["never_expired"], "uncertain": check["uncertain"],
+            "violations": sum(check["violation_counts"].values())}
+
+
+LOCK_COLUMNS = ("holds", "fenced_applied", "fenced_refused", "interleavings", "unfenced_overlaps",
+                "client_overlaps", "violations")
+
+
+def lock_columns(check: dict) -> dict:
+    """The lock checker's figures: holds, fenced writes in the store and refused, interleavings
+    (should be 0), unfenced writes made by a non-holder, holds that overlapped in the clients'
+    view, violations."""
+    if check.get("checker") != "lock":
+        return {}
+    return {"holds": check["holds"], "fenced_applied": check["fenced_applied"],
+            "fenced_refused": check["fenced_refused"], "interleavings": check["fenced_interleavings"],
+            "unfenced_overlaps": check["unfenced_overlaps"], "client_overlaps": check["client_hold_overlaps"],
+            "violations": sum(check["violation_counts"].values())}
 
 
 def format_table(rows: list[dict], extra: tuple = ()) -> str:

@@ -148,6 +148,50 @@ def watch_section(check: dict) -> str:
     return out
 
 
+LEASE_ROW_COLUMNS = ["lease", "ttl", "keepalives", "unknown_keepalives", "acked_ms", "done_ms", "put_revision",
+                     "delete_revision", "seen_ms", "seen_by", "lateness_ms", "bound_ms"]
+
+
+def lease_section(check: dict) -> str:
+    """The lease checker's results: counts, the lateness distribution, violations, every lease."""
+    lat, cert = check["lateness"], check["lateness_certain"]
+    out = (f"<h2>Leases</h2><p>{check['leases']} leases granted ({check['leases_with_key']} with a key in the store, "
+           f"{check['leases_without_key']} without), {check['expired']} expired, {check['never_expired']} never "
+           f"expired, {check['lost_while_kept']} gone while still kept alive; {check['keepalives']} keep-alives, "
+           f"{check['keepalives_acked']} answered TTL &gt; 0. Early deletes: <b>{check['early_violations']}</b>. "
+           f"{check['uncertain']} leases had an unanswered keep-alive (not held to the late bound; "
+           f"{check['late_beyond_bound_uncertain']} of them beyond it). Keep-alives answered TTL &gt; 0 with a "
+           f"header revision at or after the delete: {check['keepalive_header_at_or_after_delete']}. Election "
+           f"timeout used in the bound: {check['election_timeout_s']} s.</p>")
+    out += _table([dict(lat, leases="all"), dict(cert, leases="certain")],
+                  ["leases", "n", "min_ms", "p50_ms", "p99_ms", "max_ms"])
+    counts = check["violation_counts"]
+    out += "<h3>Violations</h3>" + ("<p>none</p>" if not counts else _table(
+        [{"kind": k, "count": n} for k, n in sorted(counts.items())], ["kind", "count"]))
+    if check["violations"]:
+        out += "<pre>" + html.escape("\n".join(f"[{v['kind']}] {v['text']}" for v in check["violations"])) + "</pre>"
+    out += "<h3>Every lease</h3>" + _table(check["lease_rows"], LEASE_ROW_COLUMNS)
+    return out
+
+
+def lock_section(check: dict) -> str:
+    out = (f"<h2>Locks</h2><p>{check['holds']} holds ({check['holders_in_store']} holders in the store's order); "
+           f"{check['fenced_writes']} fenced writes: {check['fenced_succeeded']} succeeded, {check['fenced_refused']} "
+           f"refused by their fence, {check['fenced_unknown']} unknown; {check['fenced_applied']} in the store. "
+           f"Fenced interleavings: <b>{check['fenced_interleavings']}</b>. Unfenced writes in the store: "
+           f"{check['unfenced_writes']}, made by a non-holder: <b>{check['unfenced_overlaps']}</b> (not a violation: "
+           f"what fencing prevents). Holds that overlapped in the clients' view: {check['client_hold_overlaps']}.</p>")
+    counts = check["violation_counts"]
+    out += "<h3>Violations</h3>" + ("<p>none</p>" if not counts else _table(
+        [{"kind": k, "count": n} for k, n in sorted(counts.items())], ["kind", "count"]))
+    if check["violations"]:
+        out += "<pre>" + html.escape("\n".join(f"[{v['kind']}] {v['text']}" for v in check["violations"])) + "</pre>"
+    if check["unfenced_overlap_examples"]:
+        out += "<h3>Unfenced writes by a non-holder</h3><pre>" + html.escape(
+            "\n".join(check["unfenced_overlap_examples"])) + "</pre>"
+    return out
+
+
 def write_report(out_dir: Path, verdict: dict, ops: list[Op]) -> Path:
     """verdict.json + latency.png + report.html in out_dir (history.jsonl is written by the runner)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -167,6 +211,10 @@ def write_report(out_dir: Path, verdict: dict, ops: list[Op]) -> Path:
         cex += f"<h3>Lost acknowledged adds ({len(check['lost'])})</h3><pre>{check['lost'][:200]}</pre>"
     if check["checker"] == "watch":
         cex += watch_section(check)
+    if check["checker"] == "lease":
+        cex += lease_section(check)
+    if check["checker"] == "lock":
+        cex += lock_section(check)
     stats = verdict["stats"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse;margin:1em 0}}

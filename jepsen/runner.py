@@ -1,5 +1,6 @@
-"""One test run: fresh cluster, concurrent clients (and the watch workload's watchers), nemesis
-schedule, heal, recover, final reads, check, report, tear down.
+"""One test run: fresh cluster, concurrent clients (and the watch workload's watchers; the lease
+workload's keepers and their watchers; the lock workload's lockers), nemesis schedule, heal,
+recover, final reads, check, report, tear down.
 
 It must never leave a process, namespace or firewall rule behind: everything after the
 cluster starts is inside try/finally, and SIGTERM is turned into KeyboardInterrupt so the
@@ -23,12 +24,19 @@ from verikv.jepsen.checker import check_register, check_set
 from verikv.jepsen.drivers import make_driver
 from verikv.jepsen.drivers.base import SystemDriver
 from verikv.jepsen.history import History, Op
+from verikv.jepsen.lease_checker import check_leases, late_bound_ms
+from verikv.jepsen.leases import PREFIX as LEASE_PREFIX, KeeperGroup
+from verikv.jepsen.lock_checker import check_locks
+from verikv.jepsen.locks import PREFIX as LOCK_PREFIX, LockerGroup
 from verikv.jepsen.nemesis import NemesisRunner, check_available, make_schedule
 from verikv.jepsen.report import compute_stats, write_report
 from verikv.jepsen.watch_checker import check_watch
 from verikv.jepsen.watchers import WatcherGroup, read_final_history, store_revision
 from verikv.jepsen.workloads import WORKLOADS, Clock, WatchWorkload, record, worker_loop
 
+ACTOR_WORKLOADS = ("lease", "lock")   # their clients are threads of their own, not worker_loop's
+LEASE_TTLS = (3, 4, 5)                  # etcd's minimum is 2 s (1.5 election timeouts), verikv's 1 s
+LOCK_TTL_S = 3
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_REPORTS = REPO / "reports"
 
@@ -48,6 +56,7 @@ class RunConfig:
     serializable_reads: bool = False     # deliberately unsafe reads: proves the checker bites
     watchers_per_node: int = 2           # the watch workload's watchers on each node
     watch_stall_s: float = 3.0           # a watcher that hears nothing this long watches again
+    lease_ttls: tuple = LEASE_TTLS        # the lease workload's TTLs
 
 
 class Interrupted(KeyboardInterrupt):
@@ -66,13 +75,13 @@ def default_out_dir(cfg: RunConfig) -> Path:
 def run(cfg: RunConfig, log: Callable[[str], None] = print,
         driver_factory: Callable[[str], SystemDriver] = make_driver) -> dict:
     """Run one test; returns the verdict dict (also written to the report folder)."""
-    if cfg.workload not in WORKLOADS:
+    if cfg.workload not in WORKLOADS and cfg.workload not in ACTOR_WORKLOADS:
         raise ValueError(f"unknown workload {cfg.workload!r}")
     out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg)
     driver = driver_factory(cfg.system)
     data_dir = Path(tempfile.mkdtemp(prefix=f"verikv-jepsen-{cfg.system}-", dir="/tmp"))
     schedule = make_schedule(cfg.nemesis, cfg.time_s, cfg.seed)
-    workload = WORKLOADS[cfg.workload](cfg.seed)
+    workload = WORKLOADS[cfg.workload](cfg.seed) if cfg.workload in WORKLOADS else None
     history, stop = History(), threading.Event()
     workers: list[threading.Thread] = []
     clients = []
@@ -83,6 +92,8 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print,
     watchers: WatcherGroup | None = None
     final: dict | None = None
     watch_records: list[dict] = []
+    actors: KeeperGroup | LockerGroup | None = None
+    start_revision = None
     old_handler = None
     if threading.current_thread() is threading.main_thread():
         old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -99,8 +110,18 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print,
         clock = Clock()
         if cfg.workload == "watch":
             watchers = _start_watchers(driver, clock, cfg, log)
+        elif cfg.workload == "lease":
+            watchers = _start_watchers(driver, clock, cfg, log, prefix=LEASE_PREFIX, per_node=1)
+            actors = KeeperGroup(driver.endpoints(), history, clock, cfg.seed, cfg.concurrency, cfg.lease_ttls,
+                                 cfg.op_timeout_s)
+        elif cfg.workload == "lock":
+            start_revision = store_revision(driver.endpoints(), LOCK_PREFIX.encode())[0] + 1
+            actors = LockerGroup(driver.endpoints(), history, clock, cfg.seed, cfg.concurrency, LOCK_TTL_S,
+                                 cfg.op_timeout_s)
+        if actors is not None:
+            actors.start()
         pause_s = getattr(workload, "pause_s", None)
-        for w in range(cfg.concurrency):
+        for w in range(cfg.concurrency if workload is not None else 0):
             node = w % driver.n_nodes
             client = driver.client(node, cfg.op_timeout_s)
             client.serializable_reads = cfg.serializable_reads
@@ -131,13 +152,28 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print,
         stop.set()
         for t in workers:
             t.join(timeout=cfg.op_timeout_s + 5)
+        if actors is not None:
+            actors.stop()
         run_end_s = clock.now_ms() / 1000
         if cfg.workload == "set":
             _final_read(driver, history, clock, cfg, log)
+        if cfg.workload == "lease":
+            wait_s = max(cfg.lease_ttls) + late_bound_ms(max(cfg.lease_ttls), driver.election_timeout_s) / 1000 + 2
+            log(f"keepers stopped; waiting {wait_s:.1f} s (longest TTL + the lateness bound + 2 s) for every "
+                f"lease to expire")
+            time.sleep(wait_s)
         if watchers is not None:
-            final = _final_history(driver, watchers, clock, log)
+            final = _final_history(driver, watchers, clock, log, prefix=watchers.watchers[0].prefix.decode())
+        if cfg.workload == "lock":
+            time.sleep(1.0)
+            final = read_final_history(driver.endpoints(), LOCK_PREFIX.encode(), start_revision, clock)
+            log(f"final history of {LOCK_PREFIX}: " + (f"{len(final['events'])} events up to revision "
+                                                        f"{final['revision']}" if final["complete"]
+                                                        else f"not read: {final['error']}"))
     finally:
         stop.set()
+        if actors is not None:
+            actors.stop()
         if watchers is not None:
             watchers.stop()
             watch_records = watchers.records()
@@ -158,6 +194,8 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print,
         if history.ops:
             out_dir.mkdir(parents=True, exist_ok=True)
             history.write_jsonl(out_dir / "history.jsonl")
+            if final is not None and watchers is None:
+                (out_dir / "final-history.json").write_text(json.dumps(final, separators=(",", ":")))
             if watchers is not None:
                 (out_dir / "watchers.json").write_text(json.dumps(watch_records, separators=(",", ":")))
                 (out_dir / "final-history.json").write_text(json.dumps(final, separators=(",", ":")))
@@ -172,6 +210,10 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print,
     t0 = time.monotonic()
     if cfg.workload == "watch":
         verdict_check = check_watch(ops, watch_records, final)
+    elif cfg.workload == "lease":
+        verdict_check = check_leases(ops, watch_records, final, driver.election_timeout_s)
+    elif cfg.workload == "lock":
+        verdict_check = check_locks(ops, final)
     else:
         verdict_check = check_register(ops) if cfg.workload == "register" else check_set(ops)
     check_s = time.monotonic() - t0
@@ -192,6 +234,10 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print,
             log(v["counterexample"]["text"])
     if cfg.workload == "watch":
         _log_watch(verdict_check, log)
+    if cfg.workload == "lease":
+        _log_lease(verdict_check, log)
+    if cfg.workload == "lock":
+        _log_lock(verdict_check, log)
     return verdict
 
 
@@ -209,24 +255,26 @@ def _progress_line(ops: list[Op], now_s: float, nemesis: NemesisRunner | None,
     return f"{now_s:6.1f}s ops={len(ops)} ok={ok} fail={fail} info={info}{watch} fault={fault}"
 
 
-def _start_watchers(driver: SystemDriver, clock: Clock, cfg: RunConfig, log) -> WatcherGroup:
+def _start_watchers(driver: SystemDriver, clock: Clock, cfg: RunConfig, log, prefix: str = WatchWorkload.PREFIX,
+                    per_node: int | None = None) -> WatcherGroup:
     """The run's start revision (the store's, plus one), and the watchers from it on every node."""
-    prefix = WatchWorkload.PREFIX.encode()
-    start = store_revision(driver.endpoints(), prefix)[0] + 1
-    watchers = WatcherGroup(driver.endpoints(), prefix, start, clock, per_node=cfg.watchers_per_node,
+    per_node = per_node or cfg.watchers_per_node
+    start = store_revision(driver.endpoints(), prefix.encode())[0] + 1
+    watchers = WatcherGroup(driver.endpoints(), prefix.encode(), start, clock, per_node=per_node,
                             stall_s=cfg.watch_stall_s)
     watchers.start()
-    log(f"{len(watchers.watchers)} watchers ({cfg.watchers_per_node} per node) on {WatchWorkload.PREFIX} "
-        f"from revision {start}")
+    log(f"{len(watchers.watchers)} watchers ({per_node} per node) on {prefix} from revision {start}")
     return watchers
 
 
-def _final_history(driver: SystemDriver, watchers: WatcherGroup, clock: Clock, log) -> dict:
+def _final_history(driver: SystemDriver, watchers: WatcherGroup, clock: Clock, log,
+                   prefix: str = WatchWorkload.PREFIX) -> dict:
     """After healing and recovery: the store's history of the prefix, then the watchers are given
-    up to 20 s to reach its last revision."""
+    up to 20 s to reach its last revision. `asked_ms`: when the final read began."""
     time.sleep(1.0)   # writes whose answers timed out may still be applied: let them land first
-    final = read_final_history(driver.endpoints(), WatchWorkload.PREFIX.encode(),
-                               watchers.watchers[0].start_revision, clock)
+    asked_ms = round(clock.now_ms(), 2)
+    final = read_final_history(driver.endpoints(), prefix.encode(), watchers.watchers[0].start_revision, clock)
+    final["asked_ms"] = asked_ms
     if not final["complete"]:
         log(f"final history not read: {final['error']}")
         return final
@@ -252,6 +300,30 @@ def _log_watch(check: dict, log) -> None:
             f"cancels, span r{w['span'][0]}..r{w['span'][1]}, lag p50 {w['lag_p50_ms']} p99 {w['lag_p99_ms']} ms")
     for v in check["violations"][:5]:
         log(f"  VIOLATION {v['kind']}: {v['text']}")
+
+
+def _log_lease(check: dict, log) -> None:
+    lat, cert = check["lateness"], check["lateness_certain"]
+    log(f"lease: {check['leases']} leases ({check['leases_with_key']} with a key; {check['expired']} expired, "
+        f"{check['never_expired']} never), {check['keepalives']} keep-alives ({check['keepalives_acked']} acknowledged "
+        f"TTL > 0); early {check['early_violations']}; lateness p50 {lat['p50_ms']} p99 {lat['p99_ms']} max "
+        f"{lat['max_ms']} min {lat['min_ms']} ms ({cert['n']} certain: max {cert['max_ms']} ms; "
+        f"{check['uncertain']} uncertain, {check['late_beyond_bound_uncertain']} of them beyond the bound); "
+        f"violations {check['violation_counts'] or 'none'}")
+    for v in check["violations"][:5]:
+        log(f"  VIOLATION {v['kind']}: {v['text']}")
+
+
+def _log_lock(check: dict, log) -> None:
+    log(f"lock: {check['holds']} holds; fenced writes {check['fenced_writes']} ({check['fenced_succeeded']} "
+        f"succeeded, {check['fenced_refused']} refused, {check['fenced_unknown']} unknown; {check['fenced_applied']} "
+        f"in the store), interleavings {check['fenced_interleavings']}; unfenced writes {check['unfenced_writes']} "
+        f"in the store, {check['unfenced_overlaps']} by a non-holder; client-view hold overlaps "
+        f"{check['client_hold_overlaps']}; violations {check['violation_counts'] or 'none'}")
+    for v in check["violations"][:5]:
+        log(f"  VIOLATION {v['kind']}: {v['text']}")
+    for text in check["unfenced_overlap_examples"][:3]:
+        log(f"  unfenced overlap: {text}")
 
 
 def _final_read(driver: SystemDriver, history: History, clock: Clock, cfg: RunConfig, log) -> None:

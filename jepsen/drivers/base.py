@@ -42,6 +42,7 @@ def process_state(pid: int) -> str | None:
 class SystemDriver:
     name = "abstract"
     n_nodes = 3
+    election_timeout_s = 1.0   # the longest election timeout a node can draw (the lease checker's bound)
 
     def __init__(self) -> None:
         self.paused: set[int] = set()

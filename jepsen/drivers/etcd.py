@@ -18,6 +18,8 @@ class EtcdDriver(SystemDriver):
     unavailable)."""
 
     name = "etcd"
+    # the longest election timeout a member can draw: --election-timeout 1000, randomized in [1x, 2x)
+    election_timeout_s = 2.0
     CLIENT_PORT, PEER_PORT = 24379, 24380
 
     def __init__(self, etcd_bin: str = "etcd", use_netns: bool = True):

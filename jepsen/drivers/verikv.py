@@ -28,6 +28,9 @@ class VerikvDriver(SystemDriver):
     are refused with the reason."""
 
     name = "verikv"
+    # the longest election timeout a node has: 20 ticks of 10 ms (verikv serve's defaults),
+    # staggered by node id by up to 2 x 20/3 ticks
+    election_timeout_s = 0.32
 
     def __init__(self, use_netns: bool = True) -> None:
         super().__init__()

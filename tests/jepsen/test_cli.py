@@ -79,3 +79,24 @@ def test_watch_columns_in_the_compare_table():
     text = cli.format_table([{"system": "etcd", "valid": True, **cli.watch_columns(check)}], cli.WATCH_COLUMNS)
     assert "events_checked" in text.splitlines()[0] and "1+4" in text.splitlines()[2]
     assert cli.main(["compare", "--nemesis", "kill", "--workload", "watch", "--time", "x"]) == 2
+
+
+def test_lease_and_lock_columns_in_the_compare_table():
+    from verikv.jepsen.lease_checker import check_leases
+    from verikv.jepsen.lock_checker import check_locks
+    lease = check_leases([], [], {"complete": True, "events": []}, 0.32)
+    lease.update(leases=40, expired=38, keepalives_acked=200, early_violations=0, never_expired=1, uncertain=3,
+                 violation_counts={"late": 2}, lateness={"p50_ms": 41.0, "p99_ms": 900.5, "max_ms": 1200.0})
+    assert cli.lease_columns(lease) == {"leases": 40, "expired": 38, "keepalives_acked": 200, "early": 0,
+                                        "late_p50_ms": 41.0, "late_p99_ms": 900.5, "late_max_ms": 1200.0,
+                                        "never_expired": 1, "uncertain": 3, "violations": 2}
+    lock = check_locks([], {"complete": True, "events": [], "start_revision": 2, "from_revision": 2})
+    lock.update(holds=30, fenced_applied=55, fenced_refused=2, fenced_interleavings=0, unfenced_overlaps=4,
+                client_hold_overlaps=3)
+    assert cli.lock_columns(lock) == {"holds": 30, "fenced_applied": 55, "fenced_refused": 2, "interleavings": 0,
+                                      "unfenced_overlaps": 4, "client_overlaps": 3, "violations": 0}
+    assert cli.lease_columns(lock) == {} and cli.lock_columns(lease) == {}
+    text = cli.format_table([{"system": "verikv", "valid": True, **cli.lease_columns(lease)}], cli.LEASE_COLUMNS)
+    assert "late_p99_ms" in text.splitlines()[0] and "900.5" in text.splitlines()[2]
+    assert cli.main(["run", "--system", "verikv", "--nemesis", "kill", "--workload", "lease", "--time", "0"]) == 2
+    assert cli.main(["compare", "--nemesis", "kill", "--workload", "locks"]) == 2
