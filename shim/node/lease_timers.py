@@ -12,16 +12,19 @@ Only a leader acts on its deadlines:
   the log last said (so a new leader does not start them from their whole TTL again, as etcd
   does; the slack keeps the log's share small: a lease is checkpointed at most ten times per
   TTL, and not at all if it is kept alive more often than that);
-- when it becomes leader, each lease's deadline becomes now + what the log last said it had
-  left (or later, if this node already had a later one).
+- when it becomes leader, once it has applied everything committed, each lease's deadline
+  becomes now + what the log last said it had left, whatever this node's clock said before: a
+  node that applied a keep-alive late (it was cut off, and caught up) would otherwise count the
+  whole TTL from its catching up, not from the keep-alive.
 
-Never early: a deadline is always at least the time this node applied the command it comes
-from plus what that command said was left, and a keep-alive is ordered (and answered) after the
-client sent it; an expiry is refused if any keep-alive was ordered before it. A checkpoint only
-lowers what the log says a lease has left to what its proposer's clock showed, and only if no
-keep-alive came in between (the version). Late by at most: a new leader's election, plus
-CHECKPOINT_EVERY_S plus the slack (the log's figure is at most that stale), plus one scan
-interval.
+Never early: an expiry is refused if any keep-alive was ordered before it (whatever the clock
+of whoever proposed it said), so a deadline only decides when an expiry is proposed. And a
+leader's deadline is never before a lease's true end: it is the time this node applied (or,
+taking over, found in the log) the last command about the lease, plus what that command said
+was left; a keep-alive is committed after the client sent it, and a checkpoint says what its
+proposer's deadline (never early either) left at the time it proposed it. Late by at most, per
+change of leader since the last keep-alive: the election, plus CHECKPOINT_EVERY_S plus the slack
+(the log's figure is at most that stale), plus the new leader's catching up and one scan.
 
 This module must never change the KV state or do I/O: it says what to propose, and when.
 """
@@ -62,17 +65,17 @@ class LeaseTimers:
         for lease_id, lease in leases.leases.items():
             self.deadlines[lease_id] = max(old.get(lease_id, float("-inf")), now + lease.remaining_ms / 1000)
 
-    def lead(self, leading: bool, leases, now: float) -> None:
-        """Called every turn with whether this node leads now."""
-        if leading and not self.leading:
-            for lease_id, lease in leases.leases.items():
-                deadline = now + lease.remaining_ms / 1000
-                if deadline > self.deadlines.get(lease_id, float("-inf")):
-                    self.deadlines[lease_id] = deadline
-            self._next_checkpoint = now + CHECKPOINT_EVERY_S
+    def lead(self, leading: bool, leases, now: float, caught_up: bool = True) -> None:
+        """Called every scan with whether this node leads now, and whether it has applied
+        everything committed; it acts as the leader once both hold (see the module's text)."""
         if not leading:
+            self.leading = False
             self._expiring = {}
-        self.leading = leading
+            return
+        if not self.leading and caught_up:
+            self.deadlines = {lease_id: now + lease.remaining_ms / 1000 for lease_id, lease in leases.leases.items()}
+            self._next_checkpoint = now + CHECKPOINT_EVERY_S
+            self.leading = True
 
     def remaining_s(self, lease_id: int, now: float) -> float | None:
         deadline = self.deadlines.get(lease_id)

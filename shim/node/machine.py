@@ -433,7 +433,8 @@ class NodeMachine:
     def _lease_duties(self, now: float) -> None:
         """A leader's expiries and checkpoints (see lease_timers.py)."""
         timers, leases = self.lease_timers, self.kv.leases
-        timers.lead(self.status.get("role") == "leader", leases, now)
+        timers.lead(self.status.get("role") == "leader", leases, now,
+                    caught_up=self.kv.next_slot >= self.status.get("commit_upto", 0))
         expiries = timers.expiries(leases, now)
         if expiries:
             self.order(Kind.LEASE_EXPIRE, LeaseExpiry(expiries).SerializeToString(),

@@ -170,3 +170,21 @@ def test_many_leases_at_once_go_in_commands_of_bounded_size():
     assert len(first) == lease_timers.MAX_PER_COMMAND and len(second) == 5
     assert {i for i, _ in first + second} == set(range(1, n + 1))
     assert timers.expiries(store.leases, 10.0) == []
+
+
+def test_a_node_that_applied_a_keep_alive_late_counts_from_the_log_when_it_leads():
+    """A node cut off while a lease was kept alive applies the keep-alive only when it catches
+    up: its own clock would count the whole TTL from then. Leading, it counts from what the
+    log says was left (here a later checkpoint), and only once it has applied everything."""
+    store, timers = KVStore(), LeaseTimers()
+    grant(store, 1, 4)
+    timers.applied(changes(store), 0.0)
+    store.execute(Kind.LEASE_KEEP_ALIVE, r.LeaseKeepAliveRequest(ID=1))  # at 20 s, elsewhere
+    store.execute(Kind.LEASE_CHECKPOINT, LeaseCheckpoints([(1, 2, 2_900)]))  # at 21.1 s: 2.9 s left
+    timers.applied(changes(store), 22.0)  # caught up at 22 s: its own clock says 26
+    assert timers.remaining_s(1, 22.0) == 4.0
+    timers.lead(True, store.leases, 22.3, caught_up=False)
+    assert timers.expiries(store.leases, 30.0) == []  # not acting before it has caught up
+    timers.lead(True, store.leases, 22.4, caught_up=True)
+    assert timers.expiries(store.leases, 25.2) == []
+    assert timers.expiries(store.leases, 25.3) == [(1, 2)]  # 22.4 + 2.9, not 26
