@@ -38,11 +38,11 @@ class Lease:
 class LeaseTable:
     def __init__(self) -> None:
         self.leases: dict[int, Lease] = {}
-        # what commands did to leases since take_changes(): (id, remaining_ms), or (id, None) for
-        # a lease that is gone; the nodes' clocks follow these
-        self._changes: list[tuple[int, int | None]] = []
+        # what commands did to leases since take_changes(): (id, remaining_ms, by a checkpoint),
+        # remaining_ms None for a lease that is gone; the nodes' clocks follow these
+        self._changes: list[tuple[int, int | None, bool]] = []
 
-    def take_changes(self) -> list[tuple[int, int | None]]:
+    def take_changes(self) -> list[tuple[int, int | None, bool]]:
         changes, self._changes = self._changes, []
         return changes
 
@@ -57,7 +57,7 @@ class LeaseTable:
         if r.ID in self.leases:
             raise errors.LEASE_EXISTS
         self.leases[r.ID] = Lease(r.ID, r.TTL, r.TTL * 1000)
-        self._changes.append((r.ID, r.TTL * 1000))
+        self._changes.append((r.ID, r.TTL * 1000, False))
         return rpc_pb2.LeaseGrantResponse(ID=r.ID, TTL=r.TTL)
 
     def keep_alive(self, r: rpc_pb2.LeaseKeepAliveRequest) -> rpc_pb2.LeaseKeepAliveResponse:
@@ -67,7 +67,7 @@ class LeaseTable:
             return rpc_pb2.LeaseKeepAliveResponse(ID=r.ID, TTL=0)
         lease.version += 1
         lease.remaining_ms = lease.ttl * 1000
-        self._changes.append((r.ID, lease.remaining_ms))
+        self._changes.append((r.ID, lease.remaining_ms, False))
         return rpc_pb2.LeaseKeepAliveResponse(ID=r.ID, TTL=lease.ttl)
 
     def checkpoint(self, c: "LeaseCheckpoints") -> None:
@@ -75,13 +75,13 @@ class LeaseTable:
             lease = self.leases.get(lease_id)
             if lease is not None and lease.version == version and 0 <= remaining_ms < lease.remaining_ms:
                 lease.remaining_ms = remaining_ms
-                self._changes.append((lease_id, remaining_ms))
+                self._changes.append((lease_id, remaining_ms, True))
 
     def pop(self, lease_id: int) -> Lease:
         lease = self.leases.pop(lease_id, None)
         if lease is None:
             raise errors.LEASE_NOT_FOUND
-        self._changes.append((lease_id, None))
+        self._changes.append((lease_id, None, False))
         return lease
 
     def expired(self, lease_id: int, version: int) -> bool:

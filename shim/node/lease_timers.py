@@ -2,8 +2,9 @@
 
 The KV store keeps, for each lease, the time it had left as of the last command that said so
 (shim/kv/leases.py). Every node turns that into a deadline on its own monotonic clock when it
-applies the command: now + what the command said, never earlier than a deadline it already had.
-Only a leader acts on its deadlines:
+applies the command: now + what the command said (a leader's own clock is the authority, so a
+leader does not follow checkpoints, its own or a deposed leader's). Only a leader acts on its
+deadlines:
 
 - it proposes an expiry for a lease whose deadline passed, with the lease's version, so that
   the expiry changes nothing if a keep-alive was ordered before it (whoever proposed that);
@@ -12,19 +13,21 @@ Only a leader acts on its deadlines:
   the log last said (so a new leader does not start them from their whole TTL again, as etcd
   does; the slack keeps the log's share small: a lease is checkpointed at most ten times per
   TTL, and not at all if it is kept alive more often than that);
-- when it becomes leader, once it has applied everything committed, each lease's deadline
-  becomes now + what the log last said it had left, whatever this node's clock said before: a
-  node that applied a keep-alive late (it was cut off, and caught up) would otherwise count the
-  whole TTL from its catching up, not from the keep-alive.
+- when it becomes leader, once it has applied everything committed, it keeps the deadlines it
+  has: each counts from when this node applied the last command about the lease, so a node that
+  was cut off and caught up counts from the last checkpoint it applied, not from an old
+  keep-alive, and leaders that follow each other quickly (an unstable partition) do not each
+  start from what the log said at the last checkpoint again.
 
 Never early: an expiry is refused if any keep-alive was ordered before it (whatever the clock
 of whoever proposed it said), so a deadline only decides when an expiry is proposed. And a
-leader's deadline is never before a lease's true end: it is the time this node applied (or,
-taking over, found in the log) the last command about the lease, plus what that command said
-was left; a keep-alive is committed after the client sent it, and a checkpoint says what its
-proposer's deadline (never early either) left at the time it proposed it. Late by at most, per
-change of leader since the last keep-alive: the election, plus CHECKPOINT_EVERY_S plus the slack
-(the log's figure is at most that stale), plus the new leader's catching up and one scan.
+deadline is never before a lease's true end: it is the time this node applied the last command
+about the lease plus what that command said was left; a keep-alive is committed after the client
+sent it, and a checkpoint says what its proposer's deadline (never early either) left when it
+proposed it, before anyone applied it. Late by at most: what the last checkpoint a new leader
+applied was behind its proposer's clock (CHECKPOINT_EVERY_S plus the slack), plus how late the
+new leader applied it (at once if it was connected; its catching up if it was cut off), plus
+one scan.
 
 This module must never change the KV state or do I/O: it says what to propose, and when.
 """
@@ -47,23 +50,19 @@ class LeaseTimers:
         self._expiring: dict[int, int] = {}  # lease id: the version this leader proposed to expire
         self._next_checkpoint = float("-inf")
 
-    def applied(self, changes: list[tuple[int, int | None]], now: float) -> None:
+    def applied(self, changes: list[tuple[int, int | None, bool]], now: float) -> None:
         """What commands did to leases (LeaseTable.take_changes()), as this node applied them."""
-        for lease_id, remaining_ms in changes:
+        for lease_id, remaining_ms, by_checkpoint in changes:
             if remaining_ms is None:
                 self.deadlines.pop(lease_id, None)
                 self._expiring.pop(lease_id, None)
-            else:
-                deadline = now + remaining_ms / 1000
-                if deadline > self.deadlines.get(lease_id, float("-inf")):
-                    self.deadlines[lease_id] = deadline
+            elif not (by_checkpoint and self.leading):
+                self.deadlines[lease_id] = now + remaining_ms / 1000
 
     def reset(self, leases, now: float) -> None:
-        """The store was replaced (a snapshot): follow what it says."""
-        old, self.deadlines = self.deadlines, {}
+        """The store was replaced (a snapshot, newer than anything this node applied): follow it."""
         self._expiring = {}
-        for lease_id, lease in leases.leases.items():
-            self.deadlines[lease_id] = max(old.get(lease_id, float("-inf")), now + lease.remaining_ms / 1000)
+        self.deadlines = {lease_id: now + lease.remaining_ms / 1000 for lease_id, lease in leases.leases.items()}
 
     def lead(self, leading: bool, leases, now: float, caught_up: bool = True) -> None:
         """Called every scan with whether this node leads now, and whether it has applied
@@ -73,7 +72,8 @@ class LeaseTimers:
             self._expiring = {}
             return
         if not self.leading and caught_up:
-            self.deadlines = {lease_id: now + lease.remaining_ms / 1000 for lease_id, lease in leases.leases.items()}
+            for lease_id, lease in leases.leases.items():  # (every node applies every grant)
+                self.deadlines.setdefault(lease_id, now + lease.remaining_ms / 1000)
             self._next_checkpoint = now + CHECKPOINT_EVERY_S
             self.leading = True
 

@@ -105,15 +105,19 @@ def changes(store):
     return store.leases.take_changes()
 
 
-def test_deadlines_follow_what_the_log_says_and_never_move_earlier():
+def test_deadlines_follow_the_last_command_a_node_applied_but_a_leader_keeps_its_own():
     store, timers = KVStore(), LeaseTimers()
     grant(store, 1, 10)
     timers.applied(changes(store), now=100.0)
     assert timers.remaining_s(1, 100.0) == 10.0
     version = store.leases.leases[1].version
     store.execute(Kind.LEASE_CHECKPOINT, LeaseCheckpoints([(1, version, 2_000)]))
-    timers.applied(changes(store), now=101.0)  # says less than the clock: the clock stays
-    assert timers.remaining_s(1, 101.0) == 9.0
+    timers.applied(changes(store), now=101.0)  # a follower: the leader's clock said 2 s were left
+    assert timers.remaining_s(1, 101.0) == 2.0
+    timers.lead(True, store.leases, 101.0)
+    store.execute(Kind.LEASE_CHECKPOINT, LeaseCheckpoints([(1, version, 1_000)]))
+    timers.applied(changes(store), now=101.5)  # a leader's own clock is the authority
+    assert timers.remaining_s(1, 101.5) == 1.5
     store.execute(Kind.LEASE_KEEP_ALIVE, r.LeaseKeepAliveRequest(ID=1))
     timers.applied(changes(store), now=105.0)
     assert timers.remaining_s(1, 105.0) == 10.0
@@ -128,12 +132,12 @@ def test_only_a_leader_expires_once_per_version_and_again_after_a_failed_proposa
     timers.applied(changes(store), now=0.0)
     timers.lead(False, store.leases, 0.0)
     assert timers.expiries(store.leases, 5.0) == []  # a follower never proposes
-    timers.lead(True, store.leases, 1.0)  # from now on, the whole time the log says is left
-    assert timers.expiries(store.leases, 2.9) == []  # not yet: never early
-    assert timers.expiries(store.leases, 3.0) == [(1, 1)]
-    assert timers.expiries(store.leases, 3.5) == []  # proposed already
+    timers.lead(True, store.leases, 1.0)  # it counts from when it applied the grant
+    assert timers.expiries(store.leases, 1.9) == []  # not yet: never early
+    assert timers.expiries(store.leases, 2.0) == [(1, 1)]
+    assert timers.expiries(store.leases, 2.5) == []  # proposed already
     timers.retry([(1, 1)])  # the proposal was not ordered
-    assert timers.expiries(store.leases, 3.6) == [(1, 1)]
+    assert timers.expiries(store.leases, 2.6) == [(1, 1)]
 
 
 def test_a_new_leader_keeps_the_time_left_from_the_last_checkpoint_not_the_whole_ttl():
@@ -150,11 +154,11 @@ def test_a_new_leader_keeps_the_time_left_from_the_last_checkpoint_not_the_whole
     store.execute(Kind.LEASE_CHECKPOINT, LeaseCheckpoints([cp]))
     follower.applied(changes(store), 30.0)
     assert leader.checkpoints(store.leases, 30.0 + CHECKPOINT_EVERY_S) == []  # within the slack (6 s)
-    # the leader dies at 31; the follower leads from 33: the lease runs out at 33 + 30, not 33 + 60,
-    # and never before the old leader's 60
+    # the leader dies at 31; the follower leads from 33: the lease runs out when the checkpoint it
+    # applied at 30 said (30 + 30), not 33 + 60 (etcd's reset), and never before the old leader's 60
     follower.lead(True, store.leases, 33.0)
-    assert follower.expiries(store.leases, 59.9) == [] and follower.expiries(store.leases, 62.9) == []
-    assert follower.expiries(store.leases, 63.0) == [(1, 1)]
+    assert follower.expiries(store.leases, 59.9) == []
+    assert follower.expiries(store.leases, 60.0) == [(1, 1)]
 
 
 def test_many_leases_at_once_go_in_commands_of_bounded_size():
@@ -174,17 +178,17 @@ def test_many_leases_at_once_go_in_commands_of_bounded_size():
 
 def test_a_node_that_applied_a_keep_alive_late_counts_from_the_log_when_it_leads():
     """A node cut off while a lease was kept alive applies the keep-alive only when it catches
-    up: its own clock would count the whole TTL from then. Leading, it counts from what the
-    log says was left (here a later checkpoint), and only once it has applied everything."""
+    up, with the checkpoint that followed it: it counts from the checkpoint (the last command),
+    not the whole TTL from its catching up; and it acts as leader only once caught up."""
     store, timers = KVStore(), LeaseTimers()
     grant(store, 1, 4)
     timers.applied(changes(store), 0.0)
     store.execute(Kind.LEASE_KEEP_ALIVE, r.LeaseKeepAliveRequest(ID=1))  # at 20 s, elsewhere
     store.execute(Kind.LEASE_CHECKPOINT, LeaseCheckpoints([(1, 2, 2_900)]))  # at 21.1 s: 2.9 s left
-    timers.applied(changes(store), 22.0)  # caught up at 22 s: its own clock says 26
-    assert timers.remaining_s(1, 22.0) == 4.0
+    timers.applied(changes(store), 22.0)  # caught up at 22 s: 22 + 2.9, not 22 + 4
+    assert abs(timers.remaining_s(1, 22.0) - 2.9) < 1e-9
     timers.lead(True, store.leases, 22.3, caught_up=False)
     assert timers.expiries(store.leases, 30.0) == []  # not acting before it has caught up
     timers.lead(True, store.leases, 22.4, caught_up=True)
-    assert timers.expiries(store.leases, 25.2) == []
-    assert timers.expiries(store.leases, 25.3) == [(1, 2)]  # 22.4 + 2.9, not 26
+    assert timers.expiries(store.leases, 24.8) == []
+    assert timers.expiries(store.leases, 24.9) == [(1, 2)]
