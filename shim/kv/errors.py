@@ -59,7 +59,8 @@ def unsupported_method(full_method: str) -> EtcdError:
     """The status for a gRPC method verikv does not serve (Auth, ...)."""
     return _err(Code.UNIMPLEMENTED, f"verikv: {full_method} is not supported "
                                     "(verikv serves KV Range/Put/DeleteRange/Txn/Compact, Watch, Lease, "
-                                    "Maintenance.Status and Cluster.MemberList)")
+                                    "Maintenance.Status and Snapshot, Cluster.MemberList and "
+                                    "grpc.health.v1.Health/Check)")
 
 
 def encode_error(err: EtcdError) -> bytes:
