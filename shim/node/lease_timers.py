@@ -49,6 +49,8 @@ class LeaseTimers:
         self.leading = False
         self._expiring: dict[int, int] = {}  # lease id: the version this leader proposed to expire
         self._next_checkpoint = float("-inf")
+        # no deadline not yet proposed falls before this: a scan before it looks at no lease
+        self._quiet_until = float("-inf")
 
     def applied(self, changes: list[tuple[int, int | None, bool]], now: float) -> None:
         """What commands did to leases (LeaseTable.take_changes()), as this node applied them."""
@@ -57,11 +59,13 @@ class LeaseTimers:
                 self.deadlines.pop(lease_id, None)
                 self._expiring.pop(lease_id, None)
             elif not (by_checkpoint and self.leading):
-                self.deadlines[lease_id] = now + remaining_ms / 1000
+                deadline = self.deadlines[lease_id] = now + remaining_ms / 1000
+                self._quiet_until = min(self._quiet_until, deadline)
 
     def reset(self, leases, now: float) -> None:
         """The store was replaced (a snapshot, newer than anything this node applied): follow it."""
         self._expiring = {}
+        self._quiet_until = float("-inf")
         self.deadlines = {lease_id: now + lease.remaining_ms / 1000 for lease_id, lease in leases.leases.items()}
 
     def lead(self, leading: bool, leases, now: float, caught_up: bool = True) -> None:
@@ -75,6 +79,7 @@ class LeaseTimers:
             for lease_id, lease in leases.leases.items():  # (every node applies every grant)
                 self.deadlines.setdefault(lease_id, now + lease.remaining_ms / 1000)
             self._next_checkpoint = now + CHECKPOINT_EVERY_S
+            self._quiet_until = float("-inf")
             self.leading = True
 
     def remaining_s(self, lease_id: int, now: float) -> float | None:
@@ -83,17 +88,20 @@ class LeaseTimers:
 
     def expiries(self, leases, now: float) -> list[tuple[int, int]]:
         """A leader's: (id, version) of every lease that ran out and was not proposed yet."""
-        if not self.leading:
+        if not self.leading or now < self._quiet_until:
             return []
-        out = []
+        out, quiet_until = [], float("inf")
         for lease_id, deadline in self.deadlines.items():
-            if deadline <= now:
-                lease = leases.leases.get(lease_id)
-                if lease is not None and self._expiring.get(lease_id) != lease.version:
-                    self._expiring[lease_id] = lease.version
-                    out.append((lease_id, lease.version))
-                    if len(out) == MAX_PER_COMMAND:
-                        break
+            if deadline > now:
+                quiet_until = min(quiet_until, deadline)
+                continue
+            lease = leases.leases.get(lease_id)
+            if lease is not None and self._expiring.get(lease_id) != lease.version:
+                self._expiring[lease_id] = lease.version
+                out.append((lease_id, lease.version))
+                if len(out) == MAX_PER_COMMAND:
+                    return out  # the rest at the next scan (quiet_until not raised)
+        self._quiet_until = quiet_until
         return out
 
     def retry(self, expiries: list[tuple[int, int]]) -> None:
@@ -101,6 +109,7 @@ class LeaseTimers:
         for lease_id, version in expiries:
             if self._expiring.get(lease_id) == version:
                 del self._expiring[lease_id]
+        self._quiet_until = float("-inf")
 
     def checkpoints(self, leases, now: float) -> list[tuple[int, int, int]]:
         """A leader's, every CHECKPOINT_EVERY_S: (id, version, ms left) of the leases whose time

@@ -192,3 +192,29 @@ def test_a_node_that_applied_a_keep_alive_late_counts_from_the_log_when_it_leads
     timers.lead(True, store.leases, 22.4, caught_up=True)
     assert timers.expiries(store.leases, 24.8) == []
     assert timers.expiries(store.leases, 24.9) == [(1, 2)]
+
+
+class Untouchable(dict):
+    def items(self):
+        raise AssertionError("the scan looked at the leases")
+
+
+def test_a_scan_before_the_earliest_deadline_looks_at_no_lease_yet_misses_none():
+    """The leader's scan skips the leases while none can be due, and still finds each one at
+    its deadline, also one whose deadline moved earlier (a follower's checkpoint) or a retry."""
+    store, timers = KVStore(), LeaseTimers()
+    for i, ttl in [(1, 5), (2, 9)]:
+        grant(store, i, ttl)
+    timers.applied(changes(store), 0.0)
+    timers.lead(True, store.leases, 0.0)
+    assert timers.expiries(store.leases, 1.0) == []
+    kept = timers.deadlines
+    timers.deadlines = Untouchable()  # a scan before 5 s must not look at the leases
+    assert timers.expiries(store.leases, 4.9) == []
+    timers.deadlines = kept
+    assert timers.expiries(store.leases, 5.0) == [(1, 1)]
+    assert timers.expiries(store.leases, 6.0) == []
+    timers.applied([(2, 1000, False)], 6.0)  # a later command says 1 s left: due at 7, not 9
+    assert timers.expiries(store.leases, 7.0) == [(2, 1)]
+    timers.retry([(1, 1)])
+    assert timers.expiries(store.leases, 7.1) == [(1, 1)]
