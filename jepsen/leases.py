@@ -39,7 +39,7 @@ import grpc
 from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
 from verikv.jepsen.clients import CHANNEL_OPTIONS, classify
 from verikv.jepsen.history import FAIL, INFO, OK, History, Op
-from verikv.jepsen.workloads import Clock, Failed, Indeterminate
+from verikv.jepsen.workloads import Clock, Failed, Indeterminate, ThreadGroup
 
 PREFIX = "l/"
 
@@ -166,19 +166,9 @@ class LeaseKeeper(threading.Thread):
         return [resp.TTL, resp.header.revision]
 
 
-class KeeperGroup:
+class KeeperGroup(ThreadGroup):
     def __init__(self, endpoints: list[str], history: History, clock: Clock, seed: int, n: int,
                  ttls: tuple[int, ...] = (3, 4, 5), op_timeout_s: float = 1.0):
-        self.stop_event = threading.Event()
-        self.keepers = [LeaseKeeper(i, endpoints, history, clock, self.stop_event, seed, ttls, op_timeout_s)
-                        for i in range(n)]
-
-    def start(self) -> None:
-        for k in self.keepers:
-            k.start()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self.stop_event.set()
-        for k in self.keepers:
-            if k.is_alive():
-                k.join(timeout=timeout_s)
+        super().__init__()
+        self.keepers = self.threads = [LeaseKeeper(i, endpoints, history, clock, self.stop_event, seed, ttls,
+                                                   op_timeout_s) for i in range(n)]

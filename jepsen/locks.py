@@ -41,7 +41,7 @@ from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
 from verikv.jepsen.clients import CHANNEL_OPTIONS, _prefix_end, classify
 from verikv.jepsen.history import FAIL, INFO, OK, History, Op
 from verikv.jepsen.leases import keep_alive_once
-from verikv.jepsen.workloads import Clock, Failed, Indeterminate
+from verikv.jepsen.workloads import Clock, Failed, Indeterminate, ThreadGroup
 
 PREFIX = "lk/"
 LOCK_PREFIX = PREFIX + "lock/"
@@ -234,19 +234,11 @@ class Locker(threading.Thread):
             self._close_session()
 
 
-class LockerGroup:
+class LockerGroup(ThreadGroup):
+    stop_timeout_s = 15.0
+
     def __init__(self, endpoints: list[str], history: History, clock: Clock, seed: int, n: int,
                  ttl_s: int = 3, op_timeout_s: float = 1.0):
-        self.stop_event = threading.Event()
-        self.lockers = [Locker(i, endpoints[i % len(endpoints)], i % len(endpoints), history, clock,
-                               self.stop_event, seed, ttl_s, op_timeout_s) for i in range(n)]
-
-    def start(self) -> None:
-        for k in self.lockers:
-            k.start()
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        self.stop_event.set()
-        for k in self.lockers:
-            if k.is_alive():
-                k.join(timeout=timeout_s)
+        super().__init__()
+        self.lockers = self.threads = [Locker(i, endpoints[i % len(endpoints)], i % len(endpoints), history, clock,
+                                              self.stop_event, seed, ttl_s, op_timeout_s) for i in range(n)]

@@ -216,3 +216,24 @@ def worker_loop(worker: int, n_workers: int, client: Client, node: int | None, w
             stop.wait(0.05)   # do not spin on a dead node
         if pause_s:
             time.sleep(pause_s())
+
+
+class ThreadGroup:
+    """Client threads that run until `stop_event` is set: started together, stopped together
+    (each given `stop_timeout_s` to finish what it is doing)."""
+
+    stop_timeout_s = 5.0
+
+    def __init__(self) -> None:
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            if t.is_alive():
+                t.join(timeout=self.stop_timeout_s)
