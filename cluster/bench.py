@@ -247,29 +247,30 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"{'load':<16} {'system':<7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
     lease_loads = ["grant 2x64"] + [f"keep-alive {s}x{w}" for s, w in KEEP_ALIVE_LOADS]
-    for load in [f"{op} {p}x{f}" for op, p, f in LOADS] + lease_loads:
-        for system in ("verikv", "etcd"):
-            r = results.get(system, {}).get(load)
-            if r:
-                print(f"{load:<16} {system:<7} {r['ops_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                      f"{r['errors']:>6}")
-        _print_ratio(results, load, "throughput", args.rounds)
+    _print_table(results, [f"{op} {p}x{f}" for op, p, f in LOADS] + lease_loads, args.rounds, "throughput",
+                 f"{'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}",
+                 lambda r: f"{r['ops_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}")
     if args.watch_put_rate > 0:
         print(f"\nwatch loads: N watchers on one prefix ({WATCHERS_PER_STREAM} per stream, over every node), "
               f"one client putting {args.watch_put_rate:.0f}/s into it, one put at a time; latency: from a put's "
               f"answer to its event at a watcher (negative: the event came first); undelivered: not there 10 s after the last put")
-        print(f"{'load':<16} {'system':<7} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'undelivered':>11} {'errors':>6}")
-        for watchers in WATCHERS:
-            load = f"watch {watchers}"
-            for system in ("verikv", "etcd"):
-                r = results.get(system, {}).get(load)
-                if r:
-                    print(f"{load:<16} {system:<7} {r['events_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                          f"{r['expected_events'] - r['events']:>11} {r['errors']:>6}")
-            _print_ratio(results, load, "events delivered per second", args.rounds)
+        _print_table(results, [f"watch {w}" for w in WATCHERS], args.rounds, "events delivered per second",
+                     f"{'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'undelivered':>11} {'errors':>6}",
+                     lambda r: f"{r['events_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                               f"{r['expected_events'] - r['events']:>11} {r['errors']:>6}")
     return 0
+
+
+def _print_table(results: dict, loads: list[str], rounds: int, what: str, heading: str, row) -> None:
+    """A line per load and system (its figures as `row` formats them), then the load's ratio."""
+    print(f"{'load':<16} {'system':<7} {heading}")
+    for load in loads:
+        for system in ("verikv", "etcd"):
+            r = results.get(system, {}).get(load)
+            if r:
+                print(f"{load:<16} {system:<7} {row(r)}")
+        _print_ratio(results, load, what, rounds)
 
 
 def _print_ratio(results: dict, load: str, what: str, rounds: int) -> None:
