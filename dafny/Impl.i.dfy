@@ -14,6 +14,7 @@ module Impl {
   import R = ImplAbstraction
   import PI = ProtocolInvariant
   import Sy = ImplSystem
+  import O = StepOutput
 
   const WINDOW: uint64 := 4096
   const MAX_MEMBERS: uint64 := 64
@@ -22,6 +23,7 @@ module Impl {
   const SELF_DELIVERY_LIMIT: uint64 := 0x10_0000
   const SLOT_LIMIT: uint64 := 0x4000_0000_0000_0000  // slots stay far below overflow
   const TICKS_LIMIT: uint64 := 0x1_0000_0000
+  const NoOutput: Ready := Ready([], [], [], false, [], false, [], 0)  // a step's output before it does anything
 
   class Replica {
     // Every field is a `var`: Dafny 4.11's C++ backend initialises a `const` field without an
@@ -65,12 +67,7 @@ module Impl {
     var readAck: array<uint64>      // leader: highest read sequence each member acknowledged
 
     // The current step's output, and messages this host sent to itself.
-    var outRecords: seq<Record>
-    var outPackets: seq<Packet>
-    var outEarly: seq<Packet>
-    var outSync: bool
-    var outNeedSnapshot: seq<uint64>
-    var outCommits: seq<Committed>
+    var out: Ready                  // the step's Ready so far (its `accepted` is set at the end)
     var selfQueue: seq<Msg>
 
     // Ghost state for the refinement proof (ImplAbstraction.i.dfy).
@@ -81,6 +78,9 @@ module Impl {
     ghost var sentLog: seq<Packet>      // every packet this host sent, to itself included, in order
     ghost var acked: set<S.Message>     // the Accepted messages (images) counted for bal (AcksTied)
     ghost var recLog: seq<Record>       // every durable record this host emitted or replayed, in order
+    // The current step so far (OutTied): what it sent and emitted, in order, after the packet
+    // log sentBase and the record log recBase that the step began with.
+    ghost var sofar: O.Step
 
     ghost const Repr: set<object>
 
@@ -122,6 +122,120 @@ module Impl {
       && ProposedTied()
       && AcksTied()
       && SelfLogged()
+      && OutTied()
+    }
+
+    // The output buffers are the step so far (its trace): the records it emitted, and the
+    // packets it sent to other members, early before its first record that needs a sync and
+    // late after it; the packet and record logs are the step's bases followed by the trace's.
+    // An opaque function of these fields only, so a method that writes none of them keeps it
+    // without a look inside; Send, Persist and the step's start and end use the lemmas below.
+    ghost predicate OutTied()
+      reads this
+    {
+      OutTiedOf(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter)
+    }
+
+    static opaque ghost predicate OutTiedOf(t: seq<O.Out>, sentBase: seq<Packet>, recBase: seq<Record>,
+                                            sentLog: seq<Packet>, recLog: seq<Record>, me: uint64,
+                                            records: seq<Record>, early: seq<Packet>, late: seq<Packet>, sync: bool,
+                                            earlyAfter: uint64)
+    {
+      && sentLog == sentBase + O.Sends(t) && recLog == recBase + O.Records(t)
+      && records == O.Records(t) && sync == O.Synced(t)
+      && early == O.Early(me, t) && late == O.Late(me, t)
+      && EarlyAfterOk(records, earlyAfter)
+    }
+
+    // The first earlyAfter records need no sync (the shim checks it: EarlyBeforeSync).
+    static ghost predicate EarlyAfterOk(records: seq<Record>, earlyAfter: uint64) {
+      earlyAfter as int <= |records| && forall i | 0 <= i < earlyAfter as int :: !NeedsSync(records[i])
+    }
+
+    static lemma TiedIs(t: seq<O.Out>, sentBase: seq<Packet>, recBase: seq<Record>, sentLog: seq<Packet>,
+                        recLog: seq<Record>, me: uint64, records: seq<Record>, early: seq<Packet>,
+                        late: seq<Packet>, sync: bool, earlyAfter: uint64)
+      requires OutTiedOf(t, sentBase, recBase, sentLog, recLog, me, records, early, late, sync, earlyAfter)
+      ensures sentLog == sentBase + O.Sends(t) && recLog == recBase + O.Records(t)
+      ensures records == O.Records(t) && sync == O.Synced(t) && early == O.Early(me, t) && late == O.Late(me, t)
+      ensures EarlyAfterOk(records, earlyAfter)
+    {
+      reveal OutTiedOf();
+    }
+
+    // A step that has done nothing yet.
+    static lemma TiedNone(sentLog: seq<Packet>, recLog: seq<Record>, me: uint64)
+      ensures OutTiedOf([], sentLog, recLog, sentLog, recLog, me, [], [], [], false, 0)
+    {
+      reveal OutTiedOf();
+      O.Empty(me);
+      assert sentLog + [] == sentLog && recLog + [] == recLog;
+    }
+
+    // A step that has done nothing: the logs are its bases and the buffers are empty.
+    static lemma TiedNothing(sentBase: seq<Packet>, recBase: seq<Record>, sentLog: seq<Packet>,
+                             recLog: seq<Record>, me: uint64, records: seq<Record>, early: seq<Packet>,
+                             late: seq<Packet>, sync: bool, earlyAfter: uint64)
+      requires OutTiedOf([], sentBase, recBase, sentLog, recLog, me, records, early, late, sync, earlyAfter)
+      ensures sentLog == sentBase && recLog == recBase && records == [] && early == [] && late == [] && !sync
+      ensures earlyAfter == 0
+    {
+      reveal OutTiedOf();
+      O.Empty(me);
+      assert sentBase + [] == sentBase && recBase + [] == recBase;
+    }
+
+    // Sending p: to this host, the buffers stay; to another, it is early until the step has
+    // emitted a record that needs a sync, late after.
+    static lemma TiedSend(t: seq<O.Out>, sentBase: seq<Packet>, recBase: seq<Record>, sentLog: seq<Packet>,
+                          recLog: seq<Record>, me: uint64, records: seq<Record>, early: seq<Packet>,
+                          late: seq<Packet>, sync: bool, earlyAfter: uint64, p: Packet, count: uint64)
+      requires OutTiedOf(t, sentBase, recBase, sentLog, recLog, me, records, early, late, sync, earlyAfter)
+      requires count as int <= |records|
+      ensures p.dst == me ==> OutTiedOf(t + [O.Sent(p)], sentBase, recBase, sentLog + [p], recLog, me, records, early, late, sync, earlyAfter)
+      ensures p.dst != me && !sync ==> OutTiedOf(t + [O.Sent(p)], sentBase, recBase, sentLog + [p], recLog, me, records, early + [p], late, sync, count)
+      ensures p.dst != me && sync ==> OutTiedOf(t + [O.Sent(p)], sentBase, recBase, sentLog + [p], recLog, me, records, early, late + [p], sync, earlyAfter)
+    {
+      reveal OutTiedOf();
+      O.Snoc(me, t, O.Sent(p));
+      if !sync {
+        O.UnsyncedRecords(t);
+      }
+      assert early + [] == early && late + [] == late && recLog + [] == recLog && records + [] == records;
+      assert sentBase + O.Sends(t + [O.Sent(p)]) == sentBase + O.Sends(t) + [p];
+    }
+
+    static lemma TiedPersist(t: seq<O.Out>, sentBase: seq<Packet>, recBase: seq<Record>, sentLog: seq<Packet>,
+                             recLog: seq<Record>, me: uint64, records: seq<Record>, early: seq<Packet>,
+                             late: seq<Packet>, sync: bool, earlyAfter: uint64, r: Record)
+      requires OutTiedOf(t, sentBase, recBase, sentLog, recLog, me, records, early, late, sync, earlyAfter)
+      ensures OutTiedOf(t + [O.Emitted(r)], sentBase, recBase, sentLog, recLog + [r], me, records + [r],
+                        early, late, sync || NeedsSync(r), earlyAfter)
+    {
+      reveal OutTiedOf();
+      O.Snoc(me, t, O.Emitted(r));
+      assert sentBase + O.Sends(t + [O.Emitted(r)]) == sentBase + O.Sends(t) + [];
+      assert recBase + O.Records(t + [O.Emitted(r)]) == recBase + O.Records(t) + [r];
+    }
+
+    // The step under way is the same step: its bases are unchanged.
+    twostate predicate SameBases()
+      reads this
+    {
+      sofar.sentBase == old(sofar.sentBase) && sofar.recBase == old(sofar.recBase)
+    }
+
+    // The Ready r is exactly the step that began with the packet log log0 and the record log
+    // recs0 and did t: the logs grew by t's packets and records; r's records are t's, in order,
+    // and its early and late packets are those t sent to other members before and after its
+    // first record that needs a sync (StepOutput), in order.
+    ghost predicate ReadyIs(r: Ready, t: seq<O.Out>, log0: seq<Packet>, recs0: seq<Record>)
+      reads this
+    {
+      && sentLog == log0 + O.Sends(t) && recLog == recs0 + O.Records(t)
+      && r.records == O.Records(t) && r.sync == O.Synced(t)
+      && r.early == O.Early(me, t) && r.packets == O.Late(me, t)
+      && EarlyAfterOk(r.records, r.earlyAfter)
     }
 
     // The messages this host sent itself and has not handled yet are in its packet log.
@@ -678,19 +792,16 @@ module Impl {
       nextSlot := 0;
       readSeq := 0;
       readConfirmed := 0;
-      outRecords := [];
-      outPackets := [];
-      outEarly := [];
-      outSync := false;
-      outNeedSnapshot := [];
-      outCommits := [];
+      out := NoOutput;
       selfQueue := [];
       leaderAbs := P.NotLeader;
       sentLog := [];
       acked := {};
       recLog := [];
+      sofar := O.Step([], [], []);
       Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, readAck};
       new;
+      TiedNone([], [], me);
       TiedFollower(bal, n, promiseFrom[..], promiseCount);
       TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
@@ -711,13 +822,17 @@ module Impl {
     {
       ghost var props := R.AbsCommitted(proposed[..], logStart as nat);
       ProposalsSentMono(role, props, me, n, bal, sentLog, props, sentLog + [Packet(me, dst, msg)]);
+      var count: uint64 := if |out.records| < 0x1_0000_0000 then |out.records| as uint64 else 0x1_0000_0000;
+      TiedSend(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter, Packet(me, dst, msg), count);
       sentLog := sentLog + [Packet(me, dst, msg)];
+      sofar := sofar.(trace := sofar.trace + [O.Sent(Packet(me, dst, msg))]);
       if dst == me {
         selfQueue := selfQueue + [msg];
-      } else if outSync {
-        outPackets := outPackets + [Packet(me, dst, msg)];
+      } else if out.sync {
+        out := out.(packets := out.packets + [Packet(me, dst, msg)]);
       } else {
-        outEarly := outEarly + [Packet(me, dst, msg)];  // depends on no record of this step
+        // depends on no record of this step that needs a sync
+        out := out.(early := out.early + [Packet(me, dst, msg)], earlyAfter := count);
       }
     }
 
@@ -730,7 +845,7 @@ module Impl {
     {
       var i: uint64 := 0;
       while i < n
-        invariant BalLe(old(promised), promised) && acked <= old(acked)
+        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
         invariant i <= n
         invariant Valid() && Unchanged()
         invariant old(sentLog) <= sentLog && R.Broadcasts(sentLog[|old(sentLog)|..], me, n, msg)
@@ -763,11 +878,10 @@ module Impl {
       ensures recLog == old(recLog) + [r]
     {
       R.ApplyAllSnoc(InitHost(), recLog, r, WINDOW as nat, SLOT_LIMIT as nat);
+      TiedPersist(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter, r);
       recLog := recLog + [r];
-      outRecords := outRecords + [r];
-      if NeedsSync(r) {
-        outSync := true;
-      }
+      sofar := sofar.(trace := sofar.trace + [O.Emitted(r)]);
+      out := out.(records := out.records + [r], sync := out.sync || NeedsSync(r));
     }
 
     // The state this step must not change behind the caller's back: everything but the
@@ -840,7 +954,7 @@ module Impl {
     twostate predicate PromisedGrows()
       reads this
     {
-      BalLe(old(promised), promised) && acked <= old(acked)
+      BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
     }
 
     function Idx(slot: uint64): uint64 {
@@ -896,7 +1010,7 @@ module Impl {
       ensures selfQueue == old(selfQueue)
     {
       while commitUpto - logStart < WINDOW && committed[Idx(commitUpto)].Some?
-        invariant BalLe(old(promised), promised) && acked <= old(acked)
+        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
         invariant Valid()
         invariant promised == old(promised) && logStart == old(logStart) && Keeps() && sentLog == old(sentLog)
         invariant selfQueue == old(selfQueue)
@@ -904,7 +1018,7 @@ module Impl {
       {
         R.AbsCommittedAt(committed[..], logStart as nat, commitUpto as nat);
         R.HasAllExtend(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat);
-        outCommits := outCommits + [Committed(commitUpto, committed[Idx(commitUpto)].val)];
+        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);
         if nextSlot == commitUpto {
           LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, nextSlot as nat + 1, logStart as nat);
           nextSlot := nextSlot + 1;  // a slot committed elsewhere is never proposed in again
@@ -1025,7 +1139,7 @@ module Impl {
     }
 
     method ResetDurableArrays()
-      requires Shape() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied() && SelfLogged()
+      requires Shape() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied() && SelfLogged() && OutTied()
       requires logStart == commitUpto
       requires recLog == [] && promised == Zero && logStart == 0
       modifies votes, committed
@@ -1221,7 +1335,7 @@ module Impl {
       LeadsTakeover(bal, l, tk, logStart as nat, maxLogStart, takeoverHi, nextSlot as nat);
       var s := start;
       while s < hi
-        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameConfig()
+        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameConfig() && SameBases()
         invariant Valid() && role == Leader && promised == bal && bal == old(bal)
         invariant start <= s && logStart == old(logStart) && hi <= nextSlot
         invariant maxLogStart == old(maxLogStart) && takeoverHi == old(takeoverHi)
@@ -1376,7 +1490,7 @@ module Impl {
       var s := commitUpto;
       var end := if nextSlot - commitUpto > RETRANSMIT_BATCH then commitUpto + RETRANSMIT_BATCH else nextSlot;
       while s < end
-        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameConfig()
+        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameConfig() && SameBases()
         invariant Valid() && role == Leader && commitUpto <= s <= end <= nextSlot
         invariant TrailFrom(h0, log0, {}, moves)
         decreases end - s
@@ -1448,7 +1562,7 @@ module Impl {
       assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);
       R.ReportNone(h0.votes, start as nat);
       while s < voteHi
-        invariant BalLe(old(promised), promised) && acked <= old(acked)
+        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
         invariant Valid() && start <= s
         invariant h0.votes == R.AbsVotes(votes[..], logStart as nat)
         invariant R.SlotVotesMap(reported) == R.VotesIn(h0.votes, start as nat, s as nat)
@@ -1534,6 +1648,7 @@ module Impl {
       // Fold the reported votes into takeover: the highest vote per slot.
       TakeoverAddEmpty(l0.promises, m, reported, R.AbsVotes(takeover[..], logStart as nat), logStart as nat,
                        maxLogStart, takeoverHi, takeoverOverflow);
+      assert {:split_here} true;  // the fold apart from its preparation
       var rest := reported;
       ghost var k: nat := 0;
       while rest != []
@@ -1547,7 +1662,7 @@ module Impl {
         invariant ls <= maxLogStart
         invariant TakeoverOf(l0.promises + {Part(m, reported, k)}, R.AbsVotes(takeover[..], logStart as nat),
                              logStart as nat, maxLogStart, takeoverHi, takeoverOverflow)
-        modifies this, takeover
+        modifies this`takeoverHi, this`takeoverOverflow, this`overflowFrom, takeover
         decreases |rest|
       {
         var sv := rest[0];
@@ -1762,10 +1877,11 @@ module Impl {
         Send(src, Nack(promised));
         return;
       }
+      assert {:split_here} true;
       if !InWindow(slot) {
         if slot < logStart && src < n && src != me {
           // the slot is in this host's snapshot: the sender lags behind it and needs the snapshot
-          outNeedSnapshot := outNeedSnapshot + [src];
+          out := out.(needSnapshot := out.needSnapshot + [src]);
         }
         return;  // beyond this host's window: it cannot hold the vote (the leader re-sends)
       }
@@ -1774,6 +1890,7 @@ module Impl {
       if role != Follower && b != bal {
         StepDown();
       }
+      assert {:split_here} true;
       assert InWindow(slot);
       if src != me {
         ticks := 0;
@@ -1787,6 +1904,7 @@ module Impl {
       }
       R.AbsVotesUpdate(old(votes[..]), logStart as nat, slot as nat, b, val);
       R.AllBelowUpdate(R.AbsVotes(old(votes[..]), logStart as nat), slot as nat, S.Vote(b, val), old(voteHi) as nat, voteHi as nat);
+      assert {:split_here} true;  // the vote's record and answer apart from the vote
       Persist(RecVote(slot, b, val));
       Send(b.node, Accepted(b, slot));
       // The refinement: ReceiveAccept votes (then StepDown, if it stepped down).
@@ -2090,7 +2208,7 @@ module Impl {
     {
       var i: uint64 := 0;
       while i < n
-        invariant BalLe(old(promised), promised) && acked <= old(acked)
+        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
         invariant i <= n && Valid() && AbsSame()
       {
         var c := readAck[i];
@@ -2098,7 +2216,7 @@ module Impl {
           var count: uint64 := 0;
           var j: uint64 := 0;
           while j < n
-            invariant BalLe(old(promised), promised) && acked <= old(acked)
+            invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
             invariant j <= n && count <= j && Valid() && AbsSame()
           {
             if readAck[j] >= c {
@@ -2126,7 +2244,7 @@ module Impl {
     {
       if fromSlot < logStart && src != me && src < n {
         // the slots it lacks are only in this host's snapshot now
-        outNeedSnapshot := outNeedSnapshot + [src];
+        out := out.(needSnapshot := out.needSnapshot + [src]);
       }
       ghost var moves: seq<R.Move> := [];
       R.RunNil(Consts(), me as nat, AbsHost(), {});
@@ -2137,7 +2255,7 @@ module Impl {
       }
       var end := if commitUpto - s > CATCHUP_BATCH then s + CATCHUP_BATCH else commitUpto;
       while s < end
-        invariant BalLe(old(promised), promised) && acked <= old(acked)
+        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
         invariant Valid() && Bounds() && logStart <= s <= end <= commitUpto
         invariant SameConfig() && old(sentLog) <= sentLog && AbsHost() == old(AbsHost())
         invariant R.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
@@ -2202,7 +2320,7 @@ module Impl {
     twostate predicate StepGrows()
       reads this
     {
-      BalLe(old(promised), promised)
+      BalLe(old(promised), promised) && SameBases()
     }
 
     // The message m from src, in a state st the host is part of, whose wire carries it: a
@@ -2337,7 +2455,7 @@ module Impl {
       moves := moves0;
       var fuel := SELF_DELIVERY_LIMIT;
       while |selfQueue| > 0 && fuel > 0
-        invariant BalLe(old(promised), promised) && SameConfig() && Consts() == c
+        invariant BalLe(old(promised), promised) && SameConfig() && Consts() == c && SameBases()
         invariant Valid()
         invariant old(selfQueue) == [] ==> unchanged(this, votes, committed)
         invariant ok ==> StepOk(st, h0, log0, moves)
@@ -2374,38 +2492,53 @@ module Impl {
       selfQueue := [];
     }
 
+    // A step begins with empty output buffers and an empty trace, from the logs as they are.
     method BeginStep()
       requires Valid()
       modifies this
-      ensures Valid() && PromisedGrows() && outRecords == [] && outPackets == [] && outCommits == []
-      ensures Unchanged() && selfQueue == [] && sentLog == old(sentLog)
+      ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
+      ensures out.records == [] && out.packets == [] && out.commits == []
+      ensures Unchanged() && selfQueue == [] && sentLog == old(sentLog) && recLog == old(recLog)
+      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog
     {
-      outRecords := [];
-      outPackets := [];
-      outEarly := [];
-      outSync := false;
-      outNeedSnapshot := [];
-      outCommits := [];
+      TiedNone(sentLog, recLog, me);
+      sofar := O.Step([], sentLog, recLog);
+      out := NoOutput;
       selfQueue := [];
     }
 
+    // The step's Ready: its output buffers, which are all it did (ReadyIs). They are emptied,
+    // and the next step starts from here.
+    method TakeReady(accepted: bool) returns (r: Ready, ghost t: seq<O.Out>)
+      requires Valid()
+      modifies this
+      ensures Valid() && Unchanged() && sentLog == old(sentLog) && recLog == old(recLog) && selfQueue == old(selfQueue)
+      ensures ReadyIs(r, t, old(sofar.sentBase), old(sofar.recBase)) && r.accepted == accepted
+      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog
+    {
+      r := out.(accepted := accepted);
+      TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+      TiedNone(sentLog, recLog, me);
+      t := sofar.trace;
+      sofar := O.Step([], sentLog, recLog);
+      out := NoOutput;
+    }
+
+    // A step ends by handling what it sent itself; its Ready is all it did (ReadyIs), and the
+    // next step starts from here.
     method EndStep(accepted: bool, ghost st: P.State, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves0: seq<R.Move>)
-      returns (r: Ready, ghost moves: seq<R.Move>)
+      returns (r: Ready, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && StepGrows()
+      ensures Valid() && BalLe(old(promised), promised)
       ensures old(selfQueue) == [] ==> AbsHost() == old(AbsHost()) && sentLog == old(sentLog) && SameConfig() && acked == old(acked)
       ensures old(StepOk(st, h0, log0, moves0)) ==> StepOk(st, h0, log0, moves)
+      ensures ReadyIs(r, t, old(sofar.sentBase), old(sofar.recBase)) && r.accepted == accepted
+      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog
     {
       moves := DrainSelf(st, h0, log0, moves0);
       ghost var h, log, ack := AbsHost(), sentLog, acked;
-      r := Ready(outRecords, outPackets, outCommits, accepted, outEarly, outSync, outNeedSnapshot);
-      outRecords := [];
-      outPackets := [];
-      outEarly := [];
-      outSync := false;
-      outNeedSnapshot := [];
-      outCommits := [];
+      r, t := TakeReady(accepted);
       assert AbsHost() == h && sentLog == log && acked == ack;
     }
 
@@ -2436,10 +2569,11 @@ module Impl {
       assert [] + moves == moves;
     }
 
-    method Receive(p: Packet, ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>)
+    method Receive(p: Packet, ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && StepGrows()
+      ensures Valid() && BalLe(old(promised), promised)
+      ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures old(StepFrom(st)) && OnWire(p, st.net) ==>
                 StepOk(st, old(AbsHost()), old(sentLog), moves)
     {
@@ -2458,13 +2592,14 @@ module Impl {
       if ok {
         StepStart(st, h0, log0, moves);
       }
-      r, moves := EndStep(false, st, h0, log0, moves);
+      r, moves, t := EndStep(false, st, h0, log0, moves);
     }
 
-    method Tick(ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>)
+    method Tick(ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && StepGrows()
+      ensures Valid() && BalLe(old(promised), promised)
+      ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures old(StepFrom(st)) ==>
                 StepOk(st, old(AbsHost()), old(sentLog), moves)
     {
@@ -2498,13 +2633,14 @@ module Impl {
         R.TrailNet(c, me as nat, h0, log0, {}, st.net, moves, AbsHost(), sentLog);
         StepStart(st, h0, log0, moves);
       }
-      r, moves := EndStep(false, st, h0, log0, moves);
+      r, moves, t := EndStep(false, st, h0, log0, moves);
     }
 
-    method Propose(val: Value, ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>)
+    method Propose(val: Value, ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && StepGrows()
+      ensures Valid() && BalLe(old(promised), promised)
+      ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures old(StepFrom(st)) ==>
                 StepOk(st, old(AbsHost()), old(sentLog), moves)
     {
@@ -2533,15 +2669,16 @@ module Impl {
         R.TrailNet(c, me as nat, h0, log0, {}, st.net, moves, AbsHost(), sentLog);
         StepStart(st, h0, log0, moves);
       }
-      r, moves := EndStep(ok, st, h0, log0, moves);
+      r, moves, t := EndStep(ok, st, h0, log0, moves);
     }
 
     // Leader: start confirming that it still leads; reads that arrived before this call may be
     // served once readConfirmed >= the returned number and commitUpto >= the returned slot.
-    method ConfirmRead(ghost st: P.State) returns (r: Ready, seqNo: uint64, readSlot: uint64, ghost moves: seq<R.Move>)
+    method ConfirmRead(ghost st: P.State) returns (r: Ready, seqNo: uint64, readSlot: uint64, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && StepGrows()
+      ensures Valid() && BalLe(old(promised), promised)
+      ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures old(StepFrom(st)) ==>
                 StepOk(st, old(AbsHost()), old(sentLog), moves)
     {
@@ -2572,7 +2709,7 @@ module Impl {
         R.TrailNet(c, me as nat, h0, log0, {}, st.net, moves, AbsHost(), sentLog);
         StepStart(st, h0, log0, moves);
       }
-      r, moves := EndStep(false, st, h0, log0, moves);
+      r, moves, t := EndStep(false, st, h0, log0, moves);
     }
 
     // A ReadIndex request from member src, which had promised exactly b when it sent it (after
@@ -2596,10 +2733,11 @@ module Impl {
 
     // Forget slots below `upto` (the shim has them in a snapshot). Only committed slots.
     // Refines the protocol's Truncate(upto) when it truncates; otherwise no step.
-    method Truncate(upto: uint64) returns (r: Ready)
+    method Truncate(upto: uint64) returns (r: Ready, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && PromisedGrows()
+      ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
+      ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures SameConfig() && sentLog == old(sentLog)
       ensures var ok := old(logStart) < upto <= old(commitUpto) && upto <= SLOT_LIMIT;
               R.Run(Consts(), me as nat, old(AbsHost()), {}, R.TruncateMoves(old(AbsHost()), upto as nat, ok), AbsHost())
@@ -2614,18 +2752,18 @@ module Impl {
         Persist(RecTruncate(upto));
       }
       ghost var moves: seq<R.Move>;
-      r, moves := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
+      r, moves, t := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
     }
 
     // Abstractly: the protocol's truncation at upto (the caller knows [logStart, upto) committed).
     method DropBelow(upto: uint64)
       requires Shape() && VotesBelowHi() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied()
-      requires SelfLogged()
+      requires SelfLogged() && OutTied()
       requires logStart < upto <= commitUpto && upto <= SLOT_LIMIT
       requires R.HasAll(R.AbsCommitted(committed[..], logStart as nat), upto as nat, commitUpto as nat)
       modifies Repr
       ensures Valid0() && PromisedGrows() && logStart == upto && recLog == old(recLog)
-      ensures Keeps() && sentLog == old(sentLog) && selfQueue == old(selfQueue)
+      ensures Keeps() && sentLog == old(sentLog) && selfQueue == old(selfQueue) && sofar.trace == old(sofar.trace)
       ensures promised == old(promised) && commitUpto == old(commitUpto)
       ensures var h := old(AbsHost());
               AbsHost() == h.(logStart := upto as nat, votes := P.VotesFrom(h.votes, upto as nat),
@@ -2637,7 +2775,7 @@ module Impl {
       R.SameRefl(takeover[..], logStart as nat, logStart as nat + WINDOW as nat);
       R.SameRefl(proposed[..], logStart as nat, logStart as nat + WINDOW as nat);
       while s < upto
-        invariant BalLe(old(promised), promised) && acked <= old(acked)
+        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
         invariant Shape() && VotesBelowHi() && CandidateTied() && LeaderTied() && Bounds() && logStart <= s <= upto
         invariant R.Emptied(votes[..], logStart as nat, s as nat)
         invariant R.EmptiedC(committed[..], logStart as nat, s as nat)
@@ -2770,6 +2908,7 @@ module Impl {
       ensures SameConfig() && sentLog == old(sentLog)
       ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
+      BeginStep();
       match rec {
         case RecPromised(_) => ReplayPromised(rec);
         case RecVote(_, _, _) => ReplayVote(rec);
@@ -2781,18 +2920,21 @@ module Impl {
     // The replayed record r joins the log, which then rebuilds the state r made (Persist's
     // proof, for a record that is not emitted again).
     ghost method Replayed(r: Record)
-      requires Valid0()
+      requires Valid0() && sofar.trace == []
       requires R.ApplyRecord(R.ApplyAll(InitHost(), recLog, WINDOW as nat, SLOT_LIMIT as nat), r, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
       modifies this
       ensures Valid() && recLog == old(recLog) + [r]
       ensures Unchanged() && sentLog == old(sentLog) && selfQueue == old(selfQueue) && AbsHost() == old(AbsHost())
     {
       R.ApplyAllSnoc(InitHost(), recLog, r, WINDOW as nat, SLOT_LIMIT as nat);
+      TiedNothing(sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+      TiedNone(sentLog, recLog + [r], me);
       recLog := recLog + [r];
+      sofar := sofar.(recBase := recLog);
     }
 
     method ReplayPromised(rec: Record)
-      requires Valid() && rec.RecPromised?
+      requires Valid() && rec.RecPromised? && sofar.trace == []
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
       ensures SameConfig() && sentLog == old(sentLog)
@@ -2807,7 +2949,7 @@ module Impl {
     }
 
     method ReplayVote(rec: Record)
-      requires Valid() && rec.RecVote?
+      requires Valid() && rec.RecVote? && sofar.trace == []
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
       ensures SameConfig() && sentLog == old(sentLog)
@@ -2829,7 +2971,7 @@ module Impl {
     }
 
     method ReplayCommit(rec: Record)
-      requires Valid() && rec.RecCommit?
+      requires Valid() && rec.RecCommit? && sofar.trace == []
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
       ensures SameConfig() && sentLog == old(sentLog)
@@ -2851,7 +2993,7 @@ module Impl {
     }
 
     method ReplayTruncate(rec: Record)
-      requires Valid() && rec.RecTruncate?
+      requires Valid() && rec.RecTruncate? && sofar.trace == []
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
       ensures SameConfig() && sentLog == old(sentLog)
@@ -2871,7 +3013,7 @@ module Impl {
       requires Valid() && logStart < upto <= SLOT_LIMIT
       modifies Repr
       ensures Valid0() && PromisedGrows() && logStart == upto && recLog == old(recLog)
-      ensures Keeps() && sentLog == old(sentLog) && selfQueue == old(selfQueue)
+      ensures Keeps() && sentLog == old(sentLog) && selfQueue == old(selfQueue) && sofar.trace == old(sofar.trace)
       ensures AbsHost() == R.Truncated(old(AbsHost()), upto as nat)
     {
       if upto - logStart >= WINDOW {
@@ -2912,10 +3054,11 @@ module Impl {
     // behind the peers' truncation point): jump to it. Slots above it that this host already
     // committed are reported as commits, in order. Refines the protocol's InstallSnapshot
     // when it jumps, else takes no step (R.SnapshotMoves).
-    method InstallSnapshot(upto: uint64) returns (r: Ready)
+    method InstallSnapshot(upto: uint64) returns (r: Ready, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && PromisedGrows()
+      ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
+      ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures SameConfig() && sentLog == old(sentLog)
       ensures var ok := old(commitUpto) < upto <= SLOT_LIMIT;
               R.Run(Consts(), me as nat, old(AbsHost()), {}, R.SnapshotMoves(old(AbsHost()), upto as nat, ok), AbsHost())
@@ -2929,7 +3072,7 @@ module Impl {
         AdvanceCommit();
       }
       ghost var moves: seq<R.Move>;
-      r, moves := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
+      r, moves, t := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
     }
 
     method ClearWindow()
@@ -2971,17 +3114,18 @@ module Impl {
 
     // After the last replayed record: report every committed slot from logStart on.
     // No protocol step: it only reports committed slots.
-    method FinishRecovery() returns (r: Ready)
+    method FinishRecovery() returns (r: Ready, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && PromisedGrows()
+      ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
+      ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures SameConfig() && sentLog == old(sentLog) && AbsHost() == old(AbsHost())
     {
       BeginStep();
       assert AbsHost() == old(AbsHost());
       var s := logStart;
       while s < commitUpto
-        invariant BalLe(old(promised), promised) && acked <= old(acked)
+        invariant BalLe(old(promised), promised) && acked <= old(acked) && sofar.sentBase == old(sentLog) && sofar.recBase == old(recLog)
         invariant Valid() && logStart <= s <= commitUpto
         invariant AbsSame() && selfQueue == [] && AbsHost() == old(AbsHost())
         modifies this
@@ -2989,14 +3133,14 @@ module Impl {
       {
         var c := committed[Idx(s)];
         if c.Some? {
-          outCommits := outCommits + [Committed(s, c.val)];
+          out := out.(commits := out.commits + [Committed(s, c.val)]);
         }
         s := s + 1;
       }
       AdvanceCommit();
       assert AbsHost() == old(AbsHost()) && selfQueue == [];
       ghost var moves: seq<R.Move>;
-      r, moves := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
+      r, moves, t := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
     }
 
     // The whole durable state as records: replaying them rebuilds it (a fresh WAL after a snapshot).

@@ -54,7 +54,8 @@ module ImplTypes {
   )
 
   // Everything one step produces, in the order the shim must honour it:
-  // 1. `early` packets may be sent at once: they depend on no record of this step;
+  // 1. `early` packets may be sent at once: they depend on no record of this step that needs a
+  //    sync (they were sent before the first; `earlyAfter` records came before the last of them);
   // 2. append `records` in order; if `sync`, they must be durable before 3 and 4 (and before
   //    anything of a later step); if not, they may become durable later (commit records only:
   //    losing one loses no chosen value, the slot is learned again);
@@ -66,7 +67,8 @@ module ImplTypes {
     accepted: bool,  // propose(): the value got a slot; false when not leader or the window is full
     early: seq<Packet>,
     sync: bool,
-    needSnapshot: seq<uint64>  // members that asked for slots this host has truncated: send them a snapshot
+    needSnapshot: seq<uint64>,  // members that asked for slots this host has truncated: send them a snapshot
+    earlyAfter: uint64          // how many of `records` the step emitted before its last early packet
   )
 
   // Records that must be durable before the step's packets leave: promises, votes and

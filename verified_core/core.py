@@ -6,7 +6,9 @@ a proposal, durable records at recovery) and returns one `Ready`, whose duties t
 performs in order:
 
 1. `ready.early` (destination node id, encoded message) may be sent at once: those messages
-   depend on no record of this step (a leader's Accepts go out while it persists its own vote);
+   depend on no record of this step that needs a sync (a leader's Accepts go out while it
+   persists its own vote); the core emitted `ready.early_after` of the records before the last
+   of them, and none of those needs a sync (Impl.ReadyIs; checked by the shim: EarlyBeforeSync);
 2. append `ready.records` to the log, in order; if `ready.sync`, make them durable (fdatasync)
    before 3 and 4 and before anything of a later step; if not (commit records only), they may
    become durable later, still in order;
@@ -43,6 +45,8 @@ has_quorum = _core.has_quorum
 #: Slots a replica holds at once: [log_start, log_start + WINDOW). The shim snapshots and
 #: truncates well before a window fills; until then proposals are refused (back-pressure).
 WINDOW: int = _core.WINDOW
+#: The first byte of an encoded commit record: the one kind of record that needs no sync.
+RECORD_COMMIT_TAG: int = _core.RECORD_COMMIT_TAG
 
 #: Raised when a runtime check inside the extension fails (e.g. MessageRoundTrip); fatal.
 FatalCheck = _core.FatalCheck
@@ -56,6 +60,7 @@ class Ready(NamedTuple):
     early: list[tuple[int, bytes]]  # may be sent before this step's records are durable
     sync: bool  # the records must be durable before messages, commits and later steps
     need_snapshot: list[int]  # members that asked for slots truncated here: send them a snapshot
+    early_after: int  # how many of `records` came before the last early message (none needs a sync)
 
 
 class Core:

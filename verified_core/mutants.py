@@ -134,6 +134,35 @@ MUTANTS = [
         why="a message a host sent itself would be handled as if member 0 sent it: a leader "
             "would count its own acknowledgement as member 0's",
     ),
+    Mutant(
+        name="impl-early-ignores-sync",
+        file="Impl.i.dfy",
+        original="      } else if out.sync {\n        out := out.(packets := out.packets + [Packet(me, dst, msg)]);\n"
+                 "      } else {\n",
+        mutated="      } else {\n",
+        breaks="Impl.Replica.Send",
+        why="every packet would leave before the step's records are durable: a Promise or an "
+            "Accepted vote sent before its record, then a crash, and the restarted host promises "
+            "a lower ballot or forgets its vote (the shim's EarlyBeforeSync check sees it too)",
+    ),
+    Mutant(
+        name="impl-send-reports-another-packet",
+        file="Impl.i.dfy",
+        original="        out := out.(packets := out.packets + [Packet(me, dst, msg)]);\n",
+        mutated="        out := out.(packets := out.packets + [Packet(dst, me, msg)]);\n",
+        breaks="Impl.Replica.Send",
+        why="the Ready would hand the node a packet other than the one the proof's packet log "
+            "holds: the theorem would be about messages that are never sent",
+    ),
+    Mutant(
+        name="impl-replay-vote-ignores-ballot",
+        file="Impl.i.dfy",
+        original="        votes[Idx(slot)] := Vote(rec.bal, rec.val);\n",
+        mutated="        votes[Idx(slot)] := Vote(promised, rec.val);\n",
+        breaks="Impl.Replica.ReplayVote",
+        why="a restarted host would report its vote at the ballot it last promised, which may be "
+            "higher than the vote's: a new leader would prefer that value over a later chosen one",
+    ),
 ]
 
 

@@ -7,6 +7,10 @@ never log and carry on. This module must never change what the node does, only o
 
 Checks (names as in dafny/PROTOCOL.md where there is one):
 - PersistBeforeSend: no message of a Ready leaves before that Ready's records are durable.
+- EarlyBeforeSync: the early channel. The records the core emitted before its last early message
+  need no sync (commit records only: losing them loses nothing an early message depends on);
+  `sync` is set exactly when a record needs one; a Ready with nothing to sync has no late messages.
+  The core proves all three (Impl.ReadyIs); this checks its own bookkeeping across the glue.
 - PromisedNeverDecreases: status()['promised'] never goes down (BalLt, the core's own order),
   across restarts too (compared with the value recovered from the WAL).
 - LeaderUsesOwnBallot: while leading, ballot.node is this node's id.
@@ -70,6 +74,22 @@ class Checks:
     def before_send(self, unsynced_records: int) -> None:
         if self.enabled and unsynced_records:
             self._fail("PersistBeforeSend", f"{unsynced_records} records of this turn are not durable yet")
+
+    def on_ready(self, ready: vcore.Ready) -> None:
+        if not self.enabled:
+            return
+        records, commit = ready.records, vcore.RECORD_COMMIT_TAG
+        if ready.early_after > len(records):
+            self._fail("EarlyBeforeSync", f"early messages after record {ready.early_after} of {len(records)}")
+        for i in range(ready.early_after):
+            if records[i][0] != commit:
+                self._fail("EarlyBeforeSync", f"an early message left after record {i}, which needs a sync")
+        needs_sync = any(rec[0] != commit for rec in records)
+        if needs_sync != ready.sync:
+            self._fail("EarlyBeforeSync", f"sync is {ready.sync} for records that {'' if needs_sync else 'do not '}"
+                                          f"need one")
+        if not ready.sync and ready.messages:
+            self._fail("EarlyBeforeSync", f"{len(ready.messages)} late messages in a Ready with nothing to sync")
 
     def on_status(self, status: dict) -> None:
         if not self.enabled:

@@ -329,6 +329,7 @@ class NodeMachine:
         records = [r for rd in readies for r in rd.records]
         barrier = next((i for i, rd in enumerate(readies) if rd.sync), len(readies))
         for rd in readies:
+            self.checks.on_ready(rd)
             if rd.need_snapshot:
                 self._send_snapshot(rd.need_snapshot)
         for rd in readies[:barrier]:  # nothing of theirs waits for a sync

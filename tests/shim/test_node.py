@@ -13,6 +13,7 @@ import pytest_asyncio
 
 from verikv.etcdpb import rpc_pb2 as r
 from verikv.shim.node.checks import Checks, RuntimeCheckFailed
+from verikv.verified_core import core as vcore
 from verikv.shim.io.disk import RealDisk
 from verikv.shim.kv.errors import EtcdError
 from verikv.shim.io.runner import Node, NodeConfig
@@ -313,7 +314,7 @@ async def test_snapshots_truncate_the_wal_and_restore(tmp_path):
 def ready(records=(), messages=(), commits=(), accepted=False, early=(), sync=None):
     return SimpleNamespace(records=list(records), messages=list(messages), commits=list(commits),
                            accepted=accepted, early=list(early),
-                           sync=bool(records) if sync is None else sync, need_snapshot=[])
+                           sync=bool(records) if sync is None else sync, need_snapshot=[], early_after=0)
 
 
 class ScriptedCore:
@@ -480,6 +481,45 @@ def test_checks_can_be_turned_off():
 def test_persist_before_send_check_fires_on_unsynced_records():
     with pytest.raises(RuntimeCheckFailed, match="PersistBeforeSend"):
         Checks(0, 3).before_send(1)
+
+
+def _record(kind: str) -> bytes:
+    tags = {"promised": 1, "vote": 2, "commit": vcore.RECORD_COMMIT_TAG, "truncate": 4}
+    return bytes([tags[kind]]) + b"body"
+
+
+def test_the_commit_tag_is_the_one_the_core_writes():
+    core = vcore.Core(0, 1, election_ticks=1, heartbeat_ticks=1)  # a cluster of one commits alone
+    while core.status()["role"] != "leader":
+        core.tick()
+    rd = core.propose(b"x")
+    assert rd.commits == [(0, b"x")] and len(rd.records) == 2  # its vote, then the commit
+    assert [rec[0] == vcore.RECORD_COMMIT_TAG for rec in rd.records] == [False, True]
+    Checks(0, 1).on_ready(rd)
+
+
+@pytest.mark.parametrize("records, early_after, sync, messages, fails", [
+    (["commit", "vote"], 1, True, [(1, b"m")], None),          # early packets after a commit record only
+    (["vote", "commit"], 0, True, [], None),
+    ([], 0, False, [], None),
+    (["commit"], 1, False, [], None),                           # nothing to sync: everything early
+    (["vote", "commit"], 1, True, [], "needs a sync"),          # an early packet after the vote
+    (["promised"], 1, True, [], "needs a sync"),
+    (["commit"], 2, False, [], "after record 2 of 1"),
+    (["vote"], 0, False, [], "sync is False"),                  # sync must follow the records
+    (["commit"], 0, True, [], "sync is True"),
+    (["commit"], 0, False, [(1, b"m")], "late messages"),       # late messages with nothing to sync
+])
+def test_early_before_sync_check(records, early_after, sync, messages, fails):
+    rd = ready(records=[_record(k) for k in records], messages=messages, sync=sync)
+    rd.early_after = early_after
+    checks = Checks(0, 3)
+    if fails is None:
+        checks.on_ready(rd)
+        assert checks.failures_seen == 0
+    else:
+        with pytest.raises(RuntimeCheckFailed, match=f"EarlyBeforeSync.*{fails}"):
+            checks.on_ready(rd)
 
 
 def test_message_destination_check():

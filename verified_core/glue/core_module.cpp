@@ -333,7 +333,7 @@ class CoreHandle {
         }
         py::list need_snapshot;
         for (size_t i = 0; i < r.needSnapshot.size(); i++) need_snapshot.append(r.needSnapshot.start[i]);
-        return py::make_tuple(records, messages, commits, r.accepted, early, r.sync, need_snapshot);
+        return py::make_tuple(records, messages, commits, r.accepted, early, r.sync, need_snapshot, r.earlyAfter);
     }
 
     std::shared_ptr<Impl::Replica> replica_;
@@ -360,6 +360,7 @@ PYBIND11_MODULE(_core, m) {
         .def("checkpoint_records", &CoreHandle::checkpoint_records)
         .def("status", &CoreHandle::status);
     m.attr("WINDOW") = Impl::__default::WINDOW;
+    m.attr("RECORD_COMMIT_TAG") = static_cast<int>(codec::R_COMMIT);
     m.def("decode_message", [](const py::buffer& b) {
         py::buffer_info info = b.request();
         try {
