@@ -2888,6 +2888,35 @@ module Impl {
       ApplyAllKeepsNotLeader(recs);
     }
 
+    // A restart from a checkpoint is the protocol's Crash too. The log holds cp, the records
+    // CheckpointRecords returned when this host's record log was pre (so they rebuild what pre
+    // does: CheckpointRecords' postcondition and Replays() then), followed by the records emitted
+    // since, of which a tail of commit records may be lost: the log is cp + later', where
+    // pre + later' is the record log less that tail.
+    lemma CheckpointRestartIsCrash(cp: seq<Record>, pre: seq<Record>, later': seq<Record>)
+      requires Valid() && R.LosesCommits(recLog, pre + later')
+      requires R.ApplyAll(InitHost(), cp, WINDOW as nat, SLOT_LIMIT as nat) == R.ApplyAll(InitHost(), pre, WINDOW as nat, SLOT_LIMIT as nat)
+      ensures P.Crash(Consts(), me as nat, AbsHost(), R.ApplyAll(InitHost(), cp + later', WINDOW as nat, SLOT_LIMIT as nat), {})
+    {
+      ApplyAllAppend(InitHost(), cp, later');
+      ApplyAllAppend(InitHost(), pre, later');
+      RestartIsCrash(pre + later');
+    }
+
+    static lemma ApplyAllAppend(h: P.Host, a: seq<Record>, b: seq<Record>)
+      ensures R.ApplyAll(h, a + b, WINDOW as nat, SLOT_LIMIT as nat)
+              == R.ApplyAll(R.ApplyAll(h, a, WINDOW as nat, SLOT_LIMIT as nat), b, WINDOW as nat, SLOT_LIMIT as nat)
+      decreases |b|
+    {
+      if b == [] {
+        assert a + b == a;
+      } else {
+        var b0 := b[..|b| - 1];
+        ApplyAllAppend(h, a, b0);
+        assert (a + b)[..|a + b| - 1] == a + b0;
+      }
+    }
+
     static lemma ApplyAllKeepsNotLeader(recs: seq<Record>)
       ensures R.ApplyAll(InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat).leader == P.NotLeader
       decreases |recs|
@@ -3143,26 +3172,79 @@ module Impl {
       r, moves, t := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
     }
 
-    // The whole durable state as records: replaying them rebuilds it (a fresh WAL after a snapshot).
+    // The whole durable state as records, for a fresh log after a snapshot: replaying them from
+    // the initial host rebuilds the durable state, as replaying the whole log does (Replays), so
+    // a restart from them is the protocol's Crash too (CheckpointRestartIsCrash).
     method CheckpointRecords() returns (recs: seq<Record>)
       requires Valid()
+      ensures R.ApplyAll(InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
     {
+      ghost var V, C := R.AbsVotes(votes[..], logStart as nat), R.AbsCommitted(committed[..], logStart as nat);
       recs := [RecTruncate(logStart), RecPromised(promised)];
+      R.AbsVotesKeys(votes[..], logStart as nat);
+      R.AbsCommittedKeys(committed[..], logStart as nat);
+      CheckpointStart(logStart, promised, V, C);
       var s := logStart;
       while s < logStart + WINDOW
         invariant Valid() && logStart <= s <= logStart + WINDOW
+        invariant R.ApplyAll(InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat)
+                  == P.Host(promised, Below(V, s as nat), logStart as nat, Below(C, s as nat), P.NotLeader)
         decreases logStart + WINDOW - s
       {
+        ghost var before := recs;
         var v := votes[Idx(s)];
+        R.AbsVotesAt(votes[..], logStart as nat, s as nat);
         if v.Vote? {
+          R.ApplyAllSnoc(InitHost(), recs, RecVote(s, v.bal, v.val), WINDOW as nat, SLOT_LIMIT as nat);
           recs := recs + [RecVote(s, v.bal, v.val)];
         }
+        BelowNext(V, s as nat);
         var c := committed[Idx(s)];
+        R.AbsCommittedAt(committed[..], logStart as nat, s as nat);
         if c.Some? {
+          R.ApplyAllSnoc(InitHost(), recs, RecCommit(s, c.val), WINDOW as nat, SLOT_LIMIT as nat);
           recs := recs + [RecCommit(s, c.val)];
         }
+        BelowNext(C, s as nat);
         s := s + 1;
       }
+      BelowAll(V, s as nat);
+      BelowAll(C, s as nat);
+    }
+
+    // The entries of m at keys below s.
+    static ghost function Below<T>(m: map<nat, T>, s: nat): map<nat, T> {
+      map k | k in m && k < s :: m[k]
+    }
+
+    static lemma BelowNext<T>(m: map<nat, T>, s: nat)
+      ensures Below(m, s + 1) == if s in m then Below(m, s)[s := m[s]] else Below(m, s)
+    {
+    }
+
+    static lemma BelowAll<T>(m: map<nat, T>, s: nat)
+      requires forall k | k in m :: k < s
+      ensures Below(m, s) == m
+    {
+    }
+
+    // Replaying [RecTruncate(ls), RecPromised(p)] from the initial host.
+    static lemma CheckpointStart(ls: uint64, p: Ballot, V: map<nat, S.Vote>, C: map<nat, S.Value>)
+      requires ls <= SLOT_LIMIT && (forall k | k in V :: k >= ls as nat) && (forall k | k in C :: k >= ls as nat)
+      ensures R.ApplyAll(InitHost(), [RecTruncate(ls), RecPromised(p)], WINDOW as nat, SLOT_LIMIT as nat)
+              == P.Host(p, Below(V, ls as nat), ls as nat, Below(C, ls as nat), P.NotLeader)
+    {
+      var recs := [RecTruncate(ls), RecPromised(p)];
+      assert P.VotesFrom(map[], ls as nat) == map[];
+      assert R.CommittedFrom(map[], ls as nat) == map[];
+      var h1 := R.ApplyRecord(InitHost(), RecTruncate(ls), WINDOW as nat, SLOT_LIMIT as nat);
+      assert h1 == P.Host(Zero, map[], ls as nat, map[], P.NotLeader);
+      assert [RecTruncate(ls)][..0] == [];
+      assert R.ApplyAll(InitHost(), [RecTruncate(ls)], WINDOW as nat, SLOT_LIMIT as nat) == h1;
+      assert recs[..1] == [RecTruncate(ls)];
+      assert R.ApplyAll(InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat) == h1.(promised := p);
+      assert Below(V, ls as nat) == map[];
+      assert Below(C, ls as nat) == map[];
     }
 
     method GetStatus() returns (st: Status)

@@ -373,6 +373,12 @@ module ImplAbstraction {
     reveal AbsVotes();
   }
 
+  lemma AbsCommittedKeys(committed: seq<I.OptValue>, logStart: nat)
+    ensures forall s | s in AbsCommitted(committed, logStart) :: logStart <= s < logStart + |committed|
+  {
+    reveal AbsCommitted();
+  }
+
   // The abstraction at one window slot.
   lemma AbsVotesAt(votes: seq<I.Vote>, logStart: nat, slot: nat)
     requires 0 < |votes| && logStart <= slot < logStart + |votes|

@@ -163,6 +163,15 @@ MUTANTS = [
         why="a restarted host would report its vote at the ballot it last promised, which may be "
             "higher than the vote's: a new leader would prefer that value over a later chosen one",
     ),
+    Mutant(
+        name="impl-checkpoint-forgets-promise",
+        file="Impl.i.dfy",
+        original="      recs := [RecTruncate(logStart), RecPromised(promised)];\n",
+        mutated="      recs := [RecTruncate(logStart)];\n",
+        breaks="Impl.Replica.CheckpointRecords",
+        why="a host restarted after a snapshot would have forgotten its promise and could promise "
+            "a lower ballot, letting an old leader choose a value the newer one overwrites",
+    ),
 ]
 
 
