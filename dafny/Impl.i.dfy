@@ -1414,6 +1414,7 @@ module Impl {
       ensures takeover[..] == old(takeover[..])
       ensures leaderAbs == old(leaderAbs).(proposed := old(leaderAbs).proposed[slot as nat := val])
       ensures mv.post == AbsHost() && P.HostStep(Consts(), me as nat, old(AbsHost()), mv.post, {}, mv.sent, mv.step)
+      ensures mv.step == P.SendAcceptStep(slot as nat, val)
       ensures old(sentLog) <= sentLog && R.PacketsRefine(sentLog[|old(sentLog)|..], mv.sent)
       ensures R.NoLearns(sentLog[|old(sentLog)|..])
     {
@@ -2449,6 +2450,7 @@ module Impl {
       ensures old(selfQueue) == [] ==> unchanged(this, votes, committed)
       ensures old(selfQueue) == [] ==> AbsHost() == old(AbsHost()) && sentLog == old(sentLog) && SameConfig()
       ensures old(StepOk(st, h0, log0, moves0)) ==> StepOk(st, h0, log0, moves)
+      ensures moves0 <= moves
     {
       ghost var ok := StepOk(st, h0, log0, moves0);
       ghost var c := Consts();
@@ -2459,6 +2461,7 @@ module Impl {
         invariant Valid()
         invariant old(selfQueue) == [] ==> unchanged(this, votes, committed)
         invariant ok ==> StepOk(st, h0, log0, moves)
+        invariant moves0 <= moves
         decreases fuel
       {
         var m := selfQueue[0];
@@ -2535,6 +2538,7 @@ module Impl {
       ensures old(StepOk(st, h0, log0, moves0)) ==> StepOk(st, h0, log0, moves)
       ensures ReadyIs(r, t, old(sofar.sentBase), old(sofar.recBase)) && r.accepted == accepted
       ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog
+      ensures moves0 <= moves
     {
       moves := DrainSelf(st, h0, log0, moves0);
       ghost var h, log, ack := AbsHost(), sentLog, acked;
@@ -2641,6 +2645,8 @@ module Impl {
       modifies Repr
       ensures Valid() && BalLe(old(promised), promised)
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
+      // An accepted value is proposed as it is: the step's first protocol move sends Accepts of val.
+      ensures r.accepted ==> |moves| > 0 && moves[0].step.SendAcceptStep? && moves[0].step.val == val
       ensures old(StepFrom(st)) ==>
                 StepOk(st, old(AbsHost()), old(sentLog), moves)
     {

@@ -172,6 +172,15 @@ MUTANTS = [
         why="a host restarted after a snapshot would have forgotten its promise and could promise "
             "a lower ballot, letting an old leader choose a value the newer one overwrites",
     ),
+    Mutant(
+        name="impl-propose-empty-value",
+        file="Impl.i.dfy",
+        original="        ghost var mv := ProposeAt(slot, val);\n",
+        mutated="        ghost var mv := ProposeAt(slot, []);\n",
+        breaks="Impl.Replica.Propose",
+        why="the leader would answer that the client's value got a slot while it proposed an empty "
+            "batch there: an acknowledged write that is never applied",
+    ),
 ]
 
 
