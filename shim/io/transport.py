@@ -11,8 +11,10 @@ peers within a round trip instead of after the backoff, which reaches seconds).
 Who sends: a connection's first frame is a HELLO naming the member that opened it, and every frame
 after it is handed to the node with that member as its sender, never anything the payload says.
 With peer TLS and `--peer-client-cert-auth`, the HELLO must name a member that the connecting
-node's certificate names (shim/io/tls.py); without TLS, the HELLO is taken at its word (whoever
-reaches the peer port can claim any member: peer TLS is what closes that). A connection whose
+node's certificate names (shim/io/tls.py). Otherwise (no peer TLS, or no client certificates
+asked for), a HELLO naming a member whose `--peers` host is an IP address must come from that
+address (each node connects from its own `--peers` address); beyond that it is taken at its word
+(whoever can send from a member's address can claim to be it: peer TLS is what closes that). A connection whose
 HELLO names no other member, or a member its certificate does not name, is closed; so is one
 whose first frame is not a HELLO. A later HELLO naming another member is dropped. Each refusal is
 logged and counted (`refused`).
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import logging
 import random
 import struct
@@ -170,10 +173,14 @@ class Transport:
                 writer.close()
 
     async def _open(self, peer: _Peer):
+        # leave from this member's own address, which the peer checks a HELLO against when it
+        # has no certificate to check it against
+        local = (self.addresses[self.node_id][0], 0) if _specific_ip(self.addresses[self.node_id][0]) else None
         if self.tls is None:
-            return await asyncio.open_connection(peer.host, peer.port)
+            return await asyncio.open_connection(peer.host, peer.port, local_addr=local)
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(peer.host, peer.port, ssl=self.tls.client, server_hostname=peer.host), 10.0)
+            asyncio.open_connection(peer.host, peer.port, ssl=self.tls.client, server_hostname=peer.host,
+                                    local_addr=local), 10.0)
         if self.tls.verify_server:
             cert = writer.get_extra_info("peercert") or {}
             if not peer_tls.names_member(cert, peer.host, peer.port):
@@ -242,7 +249,29 @@ class Transport:
             cert = writer.get_extra_info("peercert") or {}
             if not peer_tls.names_member(cert, peer.host, peer.port):
                 return "certificate does not name the member"
+        else:  # no certificate to bind the HELLO to: the member's address
+            host = self.peers[claimed].host
+            remote = (writer.get_extra_info("peername") or ("",))[0]
+            if _specific_ip(host) and not _same_ip(remote, host):
+                return "address is not the member's"
         return ""
+
+
+def _specific_ip(host: str) -> bool:
+    """Whether host is an IP address other than the unspecified one (0.0.0.0, ::)."""
+    try:
+        return not ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        a_ip, b_ip = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return False
+    a_ip = getattr(a_ip, "ipv4_mapped", None) or a_ip
+    return a_ip == b_ip
 
 
 class _NotTheMember(ConnectionError):

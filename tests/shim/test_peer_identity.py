@@ -110,6 +110,46 @@ async def test_a_connection_without_a_valid_hello_first_is_closed(first):
         await t.close()
 
 
+def spread_addrs(offset):
+    """Three members on three loopback addresses (127.0.0.1-3, all on Linux's lo)."""
+    return [(f"127.0.0.{i + 1}", BASE_PORT + offset + i) for i in range(3)]
+
+
+async def test_without_tls_a_hello_must_come_from_the_members_address():
+    got = []
+    t = Transport(0, spread_addrs(70), lambda s, k, p: got.append((s, k, p)))
+    await t.start()
+    try:
+        reader, writer = await asyncio.open_connection(*spread_addrs(70)[0])  # from 127.0.0.1
+        writer.write(hello(1) + encode_frame(KIND_CORE, b"from the wrong address"))
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert t.refused["address is not the member's"] == 1
+        reader, writer = await asyncio.open_connection(*spread_addrs(70)[0], local_addr=("127.0.0.2", 0))
+        writer.write(hello(1) + encode_frame(KIND_CORE, b"from member 1's address"))
+        await wait_for(lambda: got)
+        assert got == [(1, KIND_CORE, b"from member 1's address")] and sum(t.refused.values()) == 1
+        writer.close()
+    finally:
+        await t.close()
+
+
+async def test_members_on_their_own_addresses_connect_from_them():
+    got = {i: [] for i in range(3)}
+    ts = [Transport(i, spread_addrs(80), lambda s, k, p, i=i: got[i].append((s, k, p))) for i in range(3)]
+    for t in ts:
+        await t.start()
+    try:
+        for i in range(3):
+            ts[i].send((i + 1) % 3, KIND_CORE, b"from %d" % i)
+        await wait_for(lambda: all(got.values()))
+        assert got == {1: [(0, KIND_CORE, b"from 0")], 2: [(1, KIND_CORE, b"from 1")],
+                       0: [(2, KIND_CORE, b"from 2")]}
+        assert all(not t.refused for t in ts)
+    finally:
+        for t in ts:
+            await t.close()
+
+
 # ---- peer TLS: certificates name members ----
 
 @pytest.fixture(scope="module")
