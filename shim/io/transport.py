@@ -13,11 +13,12 @@ after it is handed to the node with that member as its sender, never anything th
 With peer TLS and `--peer-client-cert-auth`, the HELLO must name a member that the connecting
 node's certificate names (shim/io/tls.py). Otherwise (no peer TLS, or no client certificates
 asked for), a HELLO naming a member whose `--peers` host is an IP address must come from that
-address (each node connects from its own `--peers` address); beyond that it is taken at its word
-(whoever can send from a member's address can claim to be it: peer TLS is what closes that). A connection whose
-HELLO names no other member, or a member its certificate does not name, is closed; so is one
-whose first frame is not a HELLO. A later HELLO naming another member is dropped. Each refusal is
-logged and counted (`refused`).
+address (each node connects from its own `--peers` address); beyond that it is taken at its
+word (whoever can send from a member's address can claim to be it: peer TLS is what closes
+that). A connection whose HELLO names no other member, or a member its certificate or address
+does not match, is closed; so is one whose first frame is not a HELLO. A later HELLO naming
+another member is dropped. Each refusal is logged and counted (`refused`). A node whose
+connections are refused retries after its backoff (up to 2 s), not in a tight loop.
 
 This module must never interpret a payload, never block the loop, and never raise into the node
 because of a peer's behaviour: a bad frame closes that connection and is logged. A frame of a kind
@@ -42,6 +43,9 @@ log = logging.getLogger("verikv.transport")
 
 FRAME_HEAD = struct.Struct("<IB")  # length of kind + payload, kind
 KIND_HELLO = 2  # first frame of a connection: the sender's node id (u32); the node never sees it
+# an outbound connection closed sooner than this is retried after the backoff, like a failed
+# attempt (a peer that refuses this node does not get a new handshake in a tight loop)
+CONNECTION_LASTED_S = 1.0
 
 
 def encode_frame(kind: int, payload: bytes) -> bytes:
@@ -140,6 +144,7 @@ class Transport:
 
     async def _connect_loop(self, peer: _Peer) -> None:
         backoff_s = self.backoff_initial_s
+        loop = asyncio.get_running_loop()
         while not self._closed:
             try:
                 reader, writer = await self._open(peer)
@@ -150,27 +155,31 @@ class Transport:
                         log.warning("cannot connect to node %d at %s:%d over TLS: %s", peer.node_id, peer.host,
                                     peer.port, err)
                 peer.last_error = str(err)
-                peer.hello.clear()
+            else:
+                peer.connects += 1
+                writer.write(encode_frame(KIND_HELLO, struct.pack("<I", self.node_id)))
+                peer.writer = writer
+                if peer.queue:
+                    self._flush()
+                opened_at = loop.time()
                 try:
-                    await asyncio.wait_for(peer.hello.wait(), backoff_s * (0.5 + random.random()))
+                    await reader.read()  # the peer never writes back: returns at EOF or reset
+                except OSError:
+                    pass
+                finally:
+                    peer.writer = None
+                    writer.close()
+                if loop.time() - opened_at >= CONNECTION_LASTED_S:
                     backoff_s = self.backoff_initial_s
-                except asyncio.TimeoutError:
-                    backoff_s = min(self.backoff_max_s, backoff_s * 2)
-                continue
-            backoff_s = self.backoff_initial_s
-            peer.last_error = ""
-            peer.connects += 1
-            writer.write(encode_frame(KIND_HELLO, struct.pack("<I", self.node_id)))
-            peer.writer = writer
-            if peer.queue:
-                self._flush()
+                    peer.last_error = ""
+                    continue  # the peer went away after a while: try again at once
+                # closed at once (the peer refused this node?): wait, as after a failed attempt
+            peer.hello.clear()
             try:
-                await reader.read()  # the peer never writes back: returns at EOF or reset
-            except OSError:
-                pass
-            finally:
-                peer.writer = None
-                writer.close()
+                await asyncio.wait_for(peer.hello.wait(), backoff_s * (0.5 + random.random()))
+                backoff_s = self.backoff_initial_s
+            except asyncio.TimeoutError:
+                backoff_s = min(self.backoff_max_s, backoff_s * 2)
 
     async def _open(self, peer: _Peer):
         # leave from this member's own address, which the peer checks a HELLO against when it

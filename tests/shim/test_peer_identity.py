@@ -150,6 +150,23 @@ async def test_members_on_their_own_addresses_connect_from_them():
             await t.close()
 
 
+async def test_a_refused_node_retries_after_its_backoff_not_in_a_tight_loop():
+    """Node 1 believes node 0 lives at 127.0.0.3, so it refuses node 0's connections (from
+    127.0.0.1) once each is made; node 0 tries again after its backoff, a few times a second."""
+    a = addrs(85, 2)
+    t0 = Transport(0, a, lambda s, k, p: None)
+    t1 = Transport(1, [("127.0.0.3", a[0][1]), a[1]], lambda s, k, p: None)
+    await t1.start()
+    await t0.start()
+    try:
+        await asyncio.sleep(1.5)
+        refused = t1.refused["address is not the member's"]
+        assert 1 <= refused <= 10 and t0.peers[1].connects == refused
+    finally:
+        await t0.close()
+        await t1.close()
+
+
 # ---- peer TLS: certificates name members ----
 
 @pytest.fixture(scope="module")
