@@ -130,6 +130,9 @@ async def serve(args) -> int:
     except tls.TLSConfigError as err:
         print(f"verikv serve: {err}", file=sys.stderr)
         return EXIT_USAGE
+    if args.peer_cert_file and not tls.names_member(tls.file_names(args.peer_cert_file), *peers[args.id]):
+        log.warning("--peer-cert-file %s does not name this member (https://%s:%d): members that check peer "
+                    "certificates will refuse this node", args.peer_cert_file, *peers[args.id])
     client_urls = args.client_urls.split(",") if args.client_urls else [
         f"{args.client_listen[0]}:{args.client_listen[1]}" if i == args.id else "" for i in range(len(peers))]
     args.data_dir.mkdir(parents=True, exist_ok=True)

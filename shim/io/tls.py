@@ -114,9 +114,9 @@ def self_signed(directory: Path, hosts: list[str], name: str) -> tuple[str, str]
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     directory.mkdir(parents=True, exist_ok=True)
+    key_path.touch(mode=0o600)
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
-    key_path.chmod(0o600)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return str(cert_path), str(key_path)
 
@@ -152,6 +152,9 @@ def peer_tls(args, peer_host: str) -> PeerTLS | None:
     if not _check_flags(args.peer_cert_file, args.peer_key_file, args.peer_trusted_ca_file,
                         args.peer_client_cert_auth, args.peer_auto_tls, "peer-"):
         return None
+    if args.peer_client_cert_auth and not args.peer_cert_file:
+        raise TLSConfigError("--peer-client-cert-auth needs --peer-cert-file and --peer-key-file: with "
+                             "--peer-auto-tls alone, no member shows a certificate the CA signed")
     cert, key, ca = args.peer_cert_file, args.peer_key_file, args.peer_trusted_ca_file
     auto = not cert
     if auto:
@@ -163,7 +166,7 @@ def peer_tls(args, peer_host: str) -> PeerTLS | None:
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client.minimum_version = ssl.TLSVersion.TLSv1_2
     client.load_cert_chain(cert, key)  # shown to the member connected to, as etcd does
-    verify_server = not auto or bool(ca)
+    verify_server = not auto  # a self-signed certificate names no one: etcd does not check it either
     if verify_server:
         if ca:
             client.load_verify_locations(cafile=ca)
@@ -198,6 +201,20 @@ def names_member(cert: dict, host: str, port: int) -> bool:
         if kind == "DNS" and not _is_ip(host) and _same_host(value, host):
             return True
     return False
+
+
+def file_names(cert_file: str) -> dict:
+    """The subject alternative names of a PEM certificate file, as `getpeercert()` shows them."""
+    from cryptography import x509
+    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return {}
+    names = [("DNS", n) for n in san.get_values_for_type(x509.DNSName)]
+    names += [("IP Address", str(n)) for n in san.get_values_for_type(x509.IPAddress)]
+    names += [("URI", n) for n in san.get_values_for_type(x509.UniformResourceIdentifier)]
+    return {"subjectAltName": tuple(names)}
 
 
 def _is_ip(host: str) -> bool:

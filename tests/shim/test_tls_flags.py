@@ -69,6 +69,8 @@ BAD = [
     (["--cert-file", "{cert}", "--key-file", "{key}", "--trusted-ca-file", "{garbage}"], "holds no PEM certificate"),
     (["--peer-cert-file", "{cert}"], "--peer-cert-file needs --peer-key-file"),
     (["--peer-client-cert-auth", "--peer-auto-tls"], "--peer-client-cert-auth needs --peer-trusted-ca-file"),
+    (["--peer-client-cert-auth", "--peer-auto-tls", "--peer-trusted-ca-file", "{ca}"],
+     "--peer-client-cert-auth needs --peer-cert-file and --peer-key-file"),
     (["--peer-cert-file", "{cert}", "--peer-key-file", "{key}", "--peer-trusted-ca-file", "{dir}"],
      "--peer-trusted-ca-file {dir}: cannot read it"),
 ]
@@ -94,3 +96,10 @@ def test_serve_exits_2_with_one_line_for_bad_tls_flags(tmp_path, files, flags, m
     assert res.returncode == 2, res
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("verikv serve: ") and message in res.stderr
     assert not (tmp_path / "d" / "wal").exists()  # refused before the node started
+
+
+def test_a_certificate_files_names_are_read_as_a_peer_shows_them(files):
+    names = tls.file_names(files["cert"])  # node 0's, for 127.0.0.1:28190
+    assert ("URI", "https://127.0.0.1:28190") in names["subjectAltName"]
+    assert tls.names_member(names, "127.0.0.1", 28190) and not tls.names_member(names, "127.0.0.1", 28191)
+    assert tls.file_names(files["ca"]) == {}  # the CA names no one
