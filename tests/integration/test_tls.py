@@ -140,6 +140,7 @@ def test_a_node_with_another_members_certificate_is_refused_by_its_peers(tls_clu
         got = etcdctl(impostor_flags, "get", "while-impostor", "--consistency=s", "-w", "json")
         assert '"kvs"' not in got.stdout  # it learned nothing
         assert "does not name member 2" in c.log(0) or "does not name member 2" in c.log(1)
+        assert "does not name this member (https://127.0.0.1:28112)" in (c.data_dir / "impostor.log").read_text()
         assert sorted(n["role"] for n in c.status() if n["id"] != victim) == ["follower", "leader"]
     finally:
         impostor.send_signal(signal.SIGTERM)
@@ -154,3 +155,28 @@ def test_a_node_with_another_members_certificate_is_refused_by_its_peers(tls_clu
             break
         assert time.monotonic() < deadline, "the real node 2 did not catch up"
         time.sleep(0.3)
+
+
+def test_auto_tls_serves_clients_over_tls_with_a_self_signed_certificate(tmp_path):
+    """`--auto-tls --peer-auto-tls` on a one-node cluster: etcdctl reaches it over TLS only when told
+    not to verify the certificate (nothing signed it), and not in plain text. Ports 28120-28121."""
+    log = open(tmp_path / "node.log", "wb")
+    node = subprocess.Popen(VERIKV + ["serve", "--id", "0", "--peers", "127.0.0.1:28120", "--client-listen",
+                                      "127.0.0.1:28121", "--data-dir", str(tmp_path / "d"), "--auto-tls",
+                                      "--peer-auto-tls"], stdout=log, stderr=log)
+    try:
+        flags = "--endpoints https://127.0.0.1:28121 --insecure-transport=false --insecure-skip-tls-verify"
+        deadline = time.monotonic() + 20
+        while etcdctl(flags, "put", "k", "v", ok=False).returncode != 0:
+            assert time.monotonic() < deadline and node.poll() is None, (tmp_path / "node.log").read_text()
+            time.sleep(0.3)
+        assert etcdctl(flags, "get", "k", "--print-value-only").stdout.strip() == "v"
+        unverified = etcdctl("--endpoints https://127.0.0.1:28121 --insecure-transport=false", "get", "k", ok=False)
+        assert unverified.returncode != 0  # nothing signed its certificate
+        assert etcdctl("--endpoints 127.0.0.1:28121", "get", "k", ok=False).returncode != 0  # plain text
+        assert (tmp_path / "d" / "fixtures" / "client" / "cert.pem").exists()
+        assert (tmp_path / "d" / "fixtures" / "peer" / "cert.pem").exists()
+    finally:
+        node.send_signal(signal.SIGTERM)
+        node.wait(timeout=20)
+        log.close()
