@@ -557,6 +557,8 @@ class NodeSimulation(RuleBasedStateMachine):
 
     def check_settled(self, live: list[int]) -> None:
         ref = self.nodes[live[0]].machine.kv
+        for i in live:  # every frame was delivered with its real sender: none was refused for its sender
+            assert not self.nodes[i].machine.checks.counts, (i, self.nodes[i].machine.checks.counts)
         for i in live[1:]:
             kv = self.nodes[i].machine.kv
             assert kv.snapshot() == ref.snapshot(), \
