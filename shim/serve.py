@@ -179,8 +179,12 @@ async def serve(args) -> int:
             await server.stop(grace=0)
             return EXIT_USAGE
         log.info("metrics and health on http://%s:%d", metrics_at[0], metrics.port)
-    log.info("node %d serving clients on %s, peers on %s:%d, data in %s", args.id, listen, *peers[args.id],
-             args.data_dir)
+    client_security = "" if client_tls is None else \
+        " over TLS" + (" (client certificates required)" if client_tls.client_cert_auth else "")
+    peer_security = "" if peer_tls is None else \
+        " over TLS" + (" (member certificates required)" if peer_tls.client_cert_auth else "")
+    log.info("node %d serving clients on %s%s, peers on %s:%d%s, data in %s", args.id, listen, client_security,
+             *peers[args.id], peer_security, args.data_dir)
     runner = asyncio.ensure_future(node.run())
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
