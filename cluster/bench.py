@@ -36,13 +36,29 @@ LEASE_TTL_S = 600  # the bench's leases outlive it
 KEEP_ALIVE_LEASES = 10_000
 
 
+TLS: dict | None = None  # with --tls: {"ca", "client": (cert, key)}, the files every client uses
+
+
+def use_tls(tls: dict | None) -> None:
+    """Every later channel of this process's load generator speaks TLS with these files (or not)."""
+    global TLS
+    from verikv.cluster import _loadgen
+    TLS = tls
+    if tls:
+        _loadgen.set_tls(Path(tls["ca"]).read_bytes(), Path(tls["client"][0]).read_bytes(),
+                         Path(tls["client"][1]).read_bytes())
+    else:
+        _loadgen.set_tls(b"")
+
+
 def _worker(args: tuple) -> tuple[int, list[float], int]:
     """One client process: `in_flight` calls at a time from the C++ load generator, each lane
     cycling through the key space. Returns (successful calls, their latencies, failed calls)."""
-    endpoint, op, in_flight, duration_s, key_space, worker = args
+    endpoint, op, in_flight, duration_s, key_space, worker, tls = args
     from verikv.cluster import _loadgen
     from verikv.etcdpb import rpc_pb2
 
+    use_tls(tls)
     value = os.urandom(VALUE_BYTES // 2).hex().encode()
     requests = []
     for k in range(key_space):
@@ -64,7 +80,7 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 def run_load(endpoints: list[str], op: str, processes: int, in_flight: int, duration_s: float,
              key_space: int = 1000) -> dict:
-    jobs = [(endpoints[w % len(endpoints)], op, in_flight, duration_s, key_space, w) for w in range(processes)]
+    jobs = [(endpoints[w % len(endpoints)], op, in_flight, duration_s, key_space, w, TLS) for w in range(processes)]
     if processes == 1:
         results = [_worker(jobs[0])]
     else:
@@ -198,6 +214,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-runtime-checks", action="store_true",
                    help="run the verikv nodes without runtime checks (to measure their cost)")
+    p.add_argument("--tls", action="store_true",
+                   help="run both clusters with client TLS (client certificates required) and mutual peer TLS, "
+                        "certificates from one local CA (verikv: `cluster up --tls`); the clients use TLS")
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
@@ -210,14 +229,25 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(args.data_dir)
     args.data_dir.mkdir(parents=True)
     systems: dict[str, list[str]] = {}
+    vdir = args.data_dir / "verikv"
+    etcd_tls = None
+    if args.tls:  # one CA for both clusters, so one client certificate reaches both
+        from verikv.cluster.certs import cluster_certs, issue
+        files = cluster_certs(cluster_cli.certs_dir(vdir), [("127.0.0.1", args.base_port + 10 + i)
+                                                            for i in range(cluster_cli.CLUSTER_SIZE)])
+        ca = (files["ca"], files["ca"].with_name("ca-key.pem"))
+        etcd_tls = {"ca": files["ca"], "client": files["client"],
+                    "members": [issue(args.data_dir / "etcd-certs", f"e{i}", ca, f"etcd e{i}", ["127.0.0.1"])
+                                for i in range(3)]}
+        use_tls({"ca": files["ca"], "client": files["client"]})
     try:
         with contextlib.ExitStack() as stack:
             if args.only in (None, "verikv"):
-                vdir = args.data_dir / "verikv"
                 # the cluster CLI's own parser, so its defaults and new options always apply
                 up = cluster_cli.build_parser().parse_args(
                     ["up", "--data-dir", str(vdir), "--base-port", str(args.base_port)]
-                    + (["--no-runtime-checks"] if args.no_runtime_checks else []))
+                    + (["--no-runtime-checks"] if args.no_runtime_checks else [])
+                    + (["--tls"] if args.tls else []))
                 down = cluster_cli.build_parser().parse_args(["down", "--data-dir", str(vdir)])
 
                 def stop_verikv() -> None:
@@ -231,12 +261,14 @@ def main(argv: list[str]) -> int:
                 systems["verikv"] = [cluster_cli.client_endpoint(conf, i) for i in range(conf["size"])]
             if args.only in (None, "etcd"):
                 try:
-                    etcd = stack.enter_context(start_etcd_cluster(args.data_dir / "etcd", 3, args.base_port + 50))
+                    etcd = stack.enter_context(start_etcd_cluster(args.data_dir / "etcd", 3, args.base_port + 50,
+                                                                  tls=etcd_tls))
                     systems["etcd"] = etcd.client_endpoints
                 except EtcdUnavailable as err:
                     print(f"verikv bench: etcd: {err}", file=sys.stderr)
             for name, endpoints in systems.items():
-                print(f"benchmarking {name} at {','.join(endpoints)}", file=sys.stderr)
+                print(f"benchmarking {name} at {','.join(endpoints)}" + (" over TLS" if args.tls else ""),
+                      file=sys.stderr)
             rounds = [bench(systems, args.duration_s, args.watch_put_rate, k) for k in range(args.rounds)]
             results = _medians(rounds)
     except (cluster_cli.ClusterError, BenchError) as err:

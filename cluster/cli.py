@@ -11,6 +11,11 @@ H0,H1,H2` gives node N its own address HN for clients and peers (default 127.0.0
 `ip netns exec NSN`, so its peer connections leave from HN, the namespace's address. The
 namespaces and addresses must already exist; `verikv jepsen` creates them for partition tests.
 
+TLS (optional, fixed when the directory is first used): `--tls` makes a local CA and one
+certificate per node under certs/ (cluster/certs.py) and starts every node with client TLS
+requiring client certificates and with mutual peer TLS; `status` and `up` then talk to the nodes
+with certs/client.pem, and `up` prints the etcdctl flags to use.
+
 This module must never stop a process it cannot prove is one of this directory's nodes (the pid
 file's process must be a `verikv serve` with this directory's node data dir), and must never show
 a traceback for an expected failure: a message on stderr and exit code 1 (2 for bad usage).
@@ -46,7 +51,7 @@ def _split_list(text: str | None, what: str) -> list[str] | None:
 
 
 def _layout(data_dir: Path, base_port: int | None, hosts: list[str] | None = None,
-            netns: list[str] | None = None) -> dict:
+            netns: list[str] | None = None, tls: bool = False) -> dict:
     data_dir.mkdir(parents=True, exist_ok=True)
     conf_path = data_dir / "cluster.json"
     if conf_path.exists():
@@ -62,8 +67,12 @@ def _layout(data_dir: Path, base_port: int | None, hosts: list[str] | None = Non
         if netns is not None and netns != conf.get("netns"):
             raise ClusterError(f"{data_dir} was set up with --netns {','.join(conf.get('netns') or ['(none)'])}, "
                                f"not {','.join(netns)}")
+        if tls and not conf.get("tls"):
+            raise ClusterError(f"{data_dir} was set up without --tls; use another --data-dir for a TLS cluster")
         return conf
     conf = {"base_port": base_port or DEFAULT_BASE_PORT, "size": CLUSTER_SIZE}
+    if tls:
+        conf["tls"] = True
     if hosts is not None:
         conf["hosts"] = hosts
     if netns is not None:
@@ -83,6 +92,41 @@ def client_endpoint(conf: dict, i: int) -> str:
 
 def peer_address(conf: dict, i: int) -> str:
     return f"{node_host(conf, i)}:{conf['base_port'] + 10 + i}"
+
+
+def certs_dir(data_dir: Path) -> Path:
+    return (data_dir / "certs").resolve()
+
+
+def tls_files(data_dir: Path, conf: dict) -> dict | None:
+    """The TLS files of a --tls cluster (made on first use), None for a plain one."""
+    if not conf.get("tls"):
+        return None
+    from verikv.cluster.certs import cluster_certs
+    peers = [tuple(peer_address(conf, i).rsplit(":", 1)) for i in range(conf["size"])]
+    return cluster_certs(certs_dir(data_dir), [(h, int(p)) for h, p in peers])
+
+
+def client_channel(data_dir: Path, conf: dict, i: int):
+    """A gRPC channel to node i's client port (over TLS, with the client certificate, for --tls)."""
+    import grpc
+    files = tls_files(data_dir, conf)
+    if files is None:
+        return grpc.insecure_channel(client_endpoint(conf, i))
+    creds = grpc.ssl_channel_credentials(root_certificates=files["ca"].read_bytes(),
+                                         private_key=files["client"][1].read_bytes(),
+                                         certificate_chain=files["client"][0].read_bytes())
+    return grpc.secure_channel(client_endpoint(conf, i), creds)
+
+
+def etcdctl_flags(data_dir: Path, conf: dict) -> str:
+    """What etcdctl needs to reach the cluster (--endpoints, and the TLS files for --tls)."""
+    files = tls_files(data_dir, conf)
+    scheme = "https://" if files else ""
+    flags = "--endpoints " + ",".join(scheme + client_endpoint(conf, i) for i in range(conf["size"]))
+    if files:
+        flags += f" --cacert {files['ca']} --cert {files['client'][0]} --key {files['client'][1]}"
+    return flags
 
 
 def _node_dir(data_dir: Path, i: int) -> Path:
@@ -118,10 +162,19 @@ def running_pid(data_dir: Path, i: int) -> int | None:
 
 def _start_node(data_dir: Path, conf: dict, i: int, extra_args: list[str]) -> int:
     peers = ",".join(peer_address(conf, j) for j in range(conf["size"]))
-    urls = ",".join(client_endpoint(conf, j) for j in range(conf["size"]))
+    files = tls_files(data_dir, conf)
+    scheme = "https://" if files else ""
+    urls = ",".join(scheme + client_endpoint(conf, j) for j in range(conf["size"]))
+    tls_args = []
+    if files:
+        cert, key = (str(p) for p in files["nodes"][i])
+        ca = str(files["ca"])
+        tls_args = ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth",
+                    "--peer-cert-file", cert, "--peer-key-file", key, "--peer-trusted-ca-file", ca,
+                    "--peer-client-cert-auth"]
     cmd = [sys.executable, "-m", "verikv.cli", "serve", "--id", str(i), "--peers", peers,
            "--client-listen", client_endpoint(conf, i), "--client-urls", urls,
-           "--data-dir", str(_node_dir(data_dir, i)), *extra_args]
+           "--data-dir", str(_node_dir(data_dir, i)), *tls_args, *extra_args]
     if conf.get("netns"):
         cmd = ["ip", "netns", "exec", conf["netns"][i], *cmd]  # exec's in place: same pid
     with open(data_dir / f"node{i}.log", "ab") as log:
@@ -130,14 +183,14 @@ def _start_node(data_dir: Path, conf: dict, i: int, extra_args: list[str]) -> in
     return proc.pid
 
 
-def node_status(conf: dict, i: int, timeout_s: float = 1.0) -> dict | None:
+def node_status(data_dir: Path, conf: dict, i: int, timeout_s: float = 1.0) -> dict | None:
     """Maintenance.Status of node i, or None if it does not answer."""
     import grpc
 
     from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
 
     try:
-        with grpc.insecure_channel(client_endpoint(conf, i)) as ch:
+        with client_channel(data_dir, conf, i) as ch:
             resp = rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=timeout_s)
     except grpc.RpcError:
         return None
@@ -162,7 +215,7 @@ def cmd_up(args) -> int:
     netns = _split_list(args.netns, "--netns")
     if args.netns_prefix is not None:
         netns = [f"{args.netns_prefix}{i + 1}" for i in range(CLUSTER_SIZE)]
-    conf = _layout(data_dir, args.base_port, hosts, netns)
+    conf = _layout(data_dir, args.base_port, hosts, netns, args.tls)
     if args.faulty_disk and not conf.get("faulty_disk"):
         conf["faulty_disk"] = True  # kept for restarts, like the placement
         (data_dir / "cluster.json").write_text(json.dumps(conf) + "\n")
@@ -181,7 +234,7 @@ def cmd_up(args) -> int:
             if running_pid(data_dir, i) is None:
                 raise ClusterError(f"node {i} exited while starting; last lines of "
                                    f"{data_dir / f'node{i}.log'}:\n{_tail(data_dir / f'node{i}.log')}")
-        statuses = [node_status(conf, i) for i in range(conf["size"])]
+        statuses = [node_status(data_dir, conf, i) for i in range(conf["size"])]
         leaders = [i for i, s in enumerate(statuses) if s and s["role"] == "leader"]
         if leaders:
             break
@@ -190,6 +243,8 @@ def cmd_up(args) -> int:
         time.sleep(0.1)
     print(f"leader: node {leaders[0]}")
     print("client endpoints: " + ",".join(client_endpoint(conf, i) for i in range(conf["size"])))
+    if conf.get("tls"):
+        print(f"etcdctl flags: {etcdctl_flags(data_dir, conf)}")
     return 0
 
 
@@ -201,7 +256,7 @@ def cmd_status(args) -> int:
     rows = []
     for i in range(conf["size"]):
         pid = running_pid(data_dir, i)
-        st = node_status(conf, i) if pid is not None else None
+        st = node_status(data_dir, conf, i) if pid is not None else None
         rows.append({"id": i, "pid": pid, "endpoint": client_endpoint(conf, i),
                      "role": st["role"] if st else ("unreachable" if pid else "stopped"),
                      "committed_slot": st["committed_slot"] if st else None,
@@ -270,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--faulty-disk", action="store_true",
                            help="run the nodes on the fault-injecting disk (`verikv serve --faulty-disk`: "
                                 "a kill loses unsynced writes; fsync fails while NODE_DIR/fail-fsync exists)")
+            s.add_argument("--tls", action="store_true",
+                           help="make a local CA and per-node certificates under DATA_DIR/certs and run the "
+                                "nodes with client TLS (client certificates required) and mutual peer TLS")
         if name == "down":
             s.add_argument("--timeout-s", type=float, default=10.0)
         if name == "status":

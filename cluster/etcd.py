@@ -29,6 +29,14 @@ class EtcdCluster:
     data_dir: Path
     client_endpoints: list[str]
     processes: list[subprocess.Popen] = field(default_factory=list)
+    tls: dict | None = None  # see start_etcd_cluster
+
+    def channel(self, endpoint: str) -> grpc.Channel:
+        if not self.tls:
+            return grpc.insecure_channel(endpoint)
+        cert, key = self.tls["client"]
+        return grpc.secure_channel(endpoint, grpc.ssl_channel_credentials(
+            Path(self.tls["ca"]).read_bytes(), Path(key).read_bytes(), Path(cert).read_bytes()))
 
     def stop(self, timeout_s: float = 10.0) -> None:
         for p in self.processes:
@@ -54,10 +62,12 @@ class EtcdCluster:
 
 
 def start_etcd_cluster(data_dir: Path, members: int, base_port: int, ready_timeout_s: float = 30.0,
-                       binary: str = ETCD_BINARY) -> EtcdCluster:
+                       binary: str = ETCD_BINARY, tls: dict | None = None) -> EtcdCluster:
     """Start `members` etcd processes; ports base_port .. base_port + 2*members - 1.
 
     data_dir must not exist or be empty-able: it is (re)created and owned by this cluster.
+    With `tls` ({"ca": CA file, "members": [(cert, key)] per member, "client": (cert, key)}),
+    clients and peers use TLS with certificates required, as `verikv cluster up --tls` runs verikv.
     """
     if not os.access(binary, os.X_OK):
         raise EtcdUnavailable(f"{binary} not found (Debian package etcd-server)")
@@ -66,18 +76,25 @@ def start_etcd_cluster(data_dir: Path, members: int, base_port: int, ready_timeo
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
     names = [f"e{i}" for i in range(members)]
-    peer = [f"http://127.0.0.1:{base_port + 2 * i + 1}" for i in range(members)]
+    scheme = "https" if tls else "http"
+    peer = [f"{scheme}://127.0.0.1:{base_port + 2 * i + 1}" for i in range(members)]
     client = [f"127.0.0.1:{base_port + 2 * i}" for i in range(members)]
     initial = ",".join(f"{n}={u}" for n, u in zip(names, peer))
-    cluster = EtcdCluster(data_dir, client)
+    cluster = EtcdCluster(data_dir, client, tls=tls)
     for i, name in enumerate(names):
+        tls_args = []
+        if tls:
+            cert, key = (str(p) for p in tls["members"][i])
+            tls_args = ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", str(tls["ca"]),
+                        "--client-cert-auth", "--peer-cert-file", cert, "--peer-key-file", key,
+                        "--peer-trusted-ca-file", str(tls["ca"]), "--peer-client-cert-auth"]
         log = open(data_dir / f"{name}.log", "wb")
         cluster.processes.append(subprocess.Popen(
             [binary, "--name", name, "--data-dir", str(data_dir / name),
-             "--listen-client-urls", f"http://{client[i]}", "--advertise-client-urls", f"http://{client[i]}",
+             "--listen-client-urls", f"{scheme}://{client[i]}", "--advertise-client-urls", f"{scheme}://{client[i]}",
              "--listen-peer-urls", peer[i], "--initial-advertise-peer-urls", peer[i],
              "--initial-cluster", initial, "--initial-cluster-state", "new",
-             "--initial-cluster-token", f"verikv-{base_port}", "--log-outputs", "stderr"],
+             "--initial-cluster-token", f"verikv-{base_port}", "--log-outputs", "stderr", *tls_args],
             stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL))
         log.close()
     try:
@@ -91,7 +108,7 @@ def start_etcd_cluster(data_dir: Path, members: int, base_port: int, ready_timeo
 def wait_etcd_ready(cluster: EtcdCluster, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     for endpoint in cluster.client_endpoints:
-        with grpc.insecure_channel(endpoint) as ch:
+        with cluster.channel(endpoint) as ch:
             stub = rpc_pb2_grpc.MaintenanceStub(ch)
             while True:
                 for p in cluster.processes:

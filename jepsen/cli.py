@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds of workload after healing")
         p.add_argument("--serializable-reads", action="store_true",
                        help="read without a quorum (NOT linearizable): shows the checker catching stale reads")
+        p.add_argument("--tls", action="store_true",
+                       help="verikv only: run the cluster with client and peer TLS (`verikv cluster up --tls`); "
+                            "every client uses the cluster's client certificate")
 
     run = sub.add_parser("run", help="one test run against one system")
     run.add_argument("--system", required=True, choices=SYSTEMS)
@@ -74,7 +77,7 @@ def _config(args, system: str, out: Path | None):
     from verikv.jepsen.runner import RunConfig
     return RunConfig(system=system, nemesis=args.nemesis, time_s=args.time_s, workload=args.workload,
                      seed=args.seed, out_dir=out, concurrency=args.concurrency, recovery_s=args.recovery_s,
-                     serializable_reads=args.serializable_reads)
+                     serializable_reads=args.serializable_reads, tls=args.tls)
 
 
 def _exit_code(valid) -> int:

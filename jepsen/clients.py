@@ -22,6 +22,24 @@ CHANNEL_OPTIONS = [
 ]
 NOT_SENT_MARKERS = ("failed to connect to all addresses", "connection refused")
 
+# The TLS files every channel of this process uses ({"ca", "cert", "key"}: PEM bytes), or None for
+# plain text; set by a driver whose cluster serves clients over TLS (`verikv jepsen run --tls`).
+_TLS: dict | None = None
+
+
+def use_tls(files: dict | None) -> None:
+    global _TLS
+    _TLS = files
+
+
+def open_channel(endpoint: str, options=CHANNEL_OPTIONS) -> grpc.Channel:
+    """A channel to one node's client port: over TLS with the client certificate once `use_tls`
+    gave one, plain text otherwise."""
+    if _TLS is None:
+        return grpc.insecure_channel(endpoint, options=options)
+    creds = grpc.ssl_channel_credentials(_TLS["ca"], _TLS["key"], _TLS["cert"])
+    return grpc.secure_channel(endpoint, creds, options=options)
+
 
 def _prefix_end(prefix: bytes) -> bytes:
     return prefix[:-1] + bytes([prefix[-1] + 1])
@@ -47,7 +65,7 @@ class EtcdClient:
         # serializable reads are served from the local node's state without a quorum:
         # deliberately NOT linearizable; only for showing that the checker catches it.
         self.serializable_reads = serializable_reads
-        self.channel = grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+        self.channel = open_channel(endpoint)
         self.kv = rpc_pb2_grpc.KVStub(self.channel)
 
     def _call(self, method, request, is_read: bool):

@@ -37,7 +37,7 @@ import threading
 import grpc
 
 from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
-from verikv.jepsen.clients import CHANNEL_OPTIONS, classify
+from verikv.jepsen.clients import classify, open_channel
 from verikv.jepsen.history import FAIL, INFO, OK, History, Op
 from verikv.jepsen.workloads import Clock, Failed, Indeterminate, ThreadGroup
 
@@ -52,7 +52,7 @@ class _Node:
     """One gRPC channel to one node, with the Lease and KV stubs."""
 
     def __init__(self, endpoint: str):
-        self.channel = grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+        self.channel = open_channel(endpoint)
         self.lease = rpc_pb2_grpc.LeaseStub(self.channel)
         self.kv = rpc_pb2_grpc.KVStub(self.channel)
 

@@ -38,7 +38,7 @@ import threading
 import grpc
 
 from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
-from verikv.jepsen.clients import CHANNEL_OPTIONS, _prefix_end, classify
+from verikv.jepsen.clients import _prefix_end, classify, open_channel
 from verikv.jepsen.history import FAIL, INFO, OK, History, Op
 from verikv.jepsen.leases import keep_alive_once
 from verikv.jepsen.workloads import Clock, Failed, Indeterminate, ThreadGroup
@@ -60,7 +60,7 @@ class Locker(threading.Thread):
         self.index, self.node, self.history, self.clock, self.stop_event = index, node, history, clock, stop
         self.rng = random.Random(seed * 7727 + index)
         self.ttl_s, self.timeout_s, self.rounds, self.acquire_timeout_s = ttl_s, op_timeout_s, rounds, acquire_timeout_s
-        self.channel = grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+        self.channel = open_channel(endpoint)
         self.kv = rpc_pb2_grpc.KVStub(self.channel)
         self.lease = rpc_pb2_grpc.LeaseStub(self.channel)
         self.watch = rpc_pb2_grpc.WatchStub(self.channel)

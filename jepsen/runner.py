@@ -22,7 +22,7 @@ from typing import Callable
 
 from verikv.jepsen.checker import check_register, check_set
 from verikv.jepsen.drivers import make_driver
-from verikv.jepsen.drivers.base import SystemDriver
+from verikv.jepsen.drivers.base import DriverUnavailable, SystemDriver
 from verikv.jepsen.history import History, Op
 from verikv.jepsen.lease_checker import check_leases, late_bound_ms
 from verikv.jepsen.leases import PREFIX as LEASE_PREFIX, KeeperGroup
@@ -57,6 +57,7 @@ class RunConfig:
     watchers_per_node: int = 2           # the watch workload's watchers on each node
     watch_stall_s: float = 3.0           # a watcher that hears nothing this long watches again
     lease_ttls: tuple = LEASE_TTLS        # the lease workload's TTLs
+    tls: bool = False                    # verikv only: client and peer TLS (`cluster up --tls`)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -101,6 +102,10 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print,
         log(f"starting a 3-node {cfg.system} cluster in {data_dir}")
         if cfg.nemesis == "disk":  # the nodes must start on the fault-injecting disk
             driver.use_faulty_disk()
+        if cfg.tls:
+            if not hasattr(driver, "use_tls"):
+                raise DriverUnavailable(f"--tls: {cfg.system}'s driver does not run TLS clusters (verikv's does)")
+            driver.use_tls()
         driver.start(data_dir)
         check_available(cfg.nemesis, driver)
         leader = driver.leader()

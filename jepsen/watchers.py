@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import grpc
 
 from verikv.etcdpb import kv_pb2, rpc_pb2, rpc_pb2_grpc
-from verikv.jepsen.clients import CHANNEL_OPTIONS, _prefix_end
+from verikv.jepsen.clients import _prefix_end, open_channel
 from verikv.jepsen.workloads import Clock
 
 REQUIRE_LEADER = (("hasleader", "true"),)  # etcd's clientv3.WithRequireLeader
@@ -110,7 +110,7 @@ class NodeWatcher(threading.Thread):
 
     # -- the watcher's own thread ---------------------------------------------------------------
     def run(self) -> None:
-        channel = grpc.insecure_channel(self.endpoint, options=CHANNEL_OPTIONS)
+        channel = open_channel(self.endpoint)
         stub = rpc_pb2_grpc.WatchStub(channel)
         try:
             while not self.stop_event.is_set():
@@ -252,7 +252,7 @@ def store_revision(endpoints: list[str], prefix: bytes, timeout_s: float = 20.0)
     last_error = "no node answered"
     while time.monotonic() < deadline:
         for endpoint in endpoints:
-            channel = grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+            channel = open_channel(endpoint)
             try:
                 resp = rpc_pb2_grpc.KVStub(channel).Range(
                     rpc_pb2.RangeRequest(key=prefix, range_end=_prefix_end(prefix)), timeout=5.0)
@@ -299,7 +299,7 @@ def _history(endpoint: str, prefix: bytes, start: int, upto: int, deadline: floa
     if upto < start:
         got["complete"] = True
         return got
-    channel = grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+    channel = open_channel(endpoint)
     stub = rpc_pb2_grpc.WatchStub(channel)
     try:
         while time.monotonic() < deadline:

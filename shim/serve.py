@@ -60,6 +60,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "is sent the current revision (a duration such as 10m or 30s; default 10m)")
     p.add_argument("--listen-metrics-urls", default="",
                    help="etcd's: http://HOST:PORT serving /metrics (Prometheus) and /health (default: none)")
+    t = p.add_argument_group("client TLS (etcd's flags)")
+    t.add_argument("--cert-file", default="", help="the client port's certificate (PEM); serves clients over TLS")
+    t.add_argument("--key-file", default="", help="the private key of --cert-file (PEM)")
+    t.add_argument("--trusted-ca-file", default="", help="the CA (PEM) that signs clients' certificates")
+    t.add_argument("--client-cert-auth", action="store_true",
+                   help="refuse, at the TLS handshake, a client without a certificate signed by --trusted-ca-file")
+    t.add_argument("--auto-tls", action="store_true",
+                   help="serve clients over TLS with a self-signed certificate made under DATA_DIR/fixtures/client "
+                        "(for tests; clients cannot verify it)")
+    t = p.add_argument_group("peer TLS (etcd's flags)")
+    t.add_argument("--peer-cert-file", default="",
+                   help="this member's peer certificate (PEM), shown to the members it connects to and that "
+                        "connect to it; it must name this member (see the README's Security section)")
+    t.add_argument("--peer-key-file", default="", help="the private key of --peer-cert-file (PEM)")
+    t.add_argument("--peer-trusted-ca-file", default="", help="the CA (PEM) that signs the members' certificates")
+    t.add_argument("--peer-client-cert-auth", action="store_true",
+                   help="refuse a connecting member without a certificate signed by --peer-trusted-ca-file that "
+                        "names the member it claims to be")
+    t.add_argument("--peer-auto-tls", action="store_true",
+                   help="encrypt peer traffic with a self-signed certificate made under DATA_DIR/fixtures/peer "
+                        "(no member is authenticated)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -102,6 +123,16 @@ async def serve(args) -> int:
     if not 0 <= args.id < len(peers):
         print(f"verikv serve: --id {args.id} is not an index into {len(peers)} --peers", file=sys.stderr)
         return EXIT_USAGE
+    from verikv.shim.io import tls
+    try:
+        client_tls = tls.client_tls(args)
+        peer_tls = tls.peer_tls(args, peers[args.id][0])
+    except tls.TLSConfigError as err:
+        print(f"verikv serve: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.peer_cert_file and not tls.names_member(tls.file_names(args.peer_cert_file), *peers[args.id]):
+        log.warning("--peer-cert-file %s does not name this member (https://%s:%d): members that check peer "
+                    "certificates will refuse this node", args.peer_cert_file, *peers[args.id])
     client_urls = args.client_urls.split(",") if args.client_urls else [
         f"{args.client_listen[0]}:{args.client_listen[1]}" if i == args.id else "" for i in range(len(peers))]
     args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +144,7 @@ async def serve(args) -> int:
     core = vcore.Core(args.id, len(peers), election_ticks=args.election_ticks,
                       heartbeat_ticks=args.heartbeat_ticks, runtime_checks=not args.no_runtime_checks)
     disk = FaultyDisk(trigger_dir=args.data_dir) if args.faulty_disk else None
-    node = Node(config, core, disk)
+    node = Node(config, core, disk, peer_tls=peer_tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -129,8 +160,9 @@ async def serve(args) -> int:
         return EXIT_USAGE
     listen = f"{args.client_listen[0]}:{args.client_listen[1]}"
     try:
+        peer_scheme = "https" if peer_tls else "http"
         server = grpc_server.build_server(node, listen, client_urls,
-                                          [f"http://{h}:{p}" for h, p in peers],
+                                          [f"{peer_scheme}://{h}:{p}" for h, p in peers], tls=client_tls,
                                           progress_notify_interval_s=progress_s,
                                           require_leader_timeout_s=args.tick_ms * args.election_ticks / 1000)
         await server.start()
@@ -147,8 +179,12 @@ async def serve(args) -> int:
             await server.stop(grace=0)
             return EXIT_USAGE
         log.info("metrics and health on http://%s:%d", metrics_at[0], metrics.port)
-    log.info("node %d serving clients on %s, peers on %s:%d, data in %s", args.id, listen, *peers[args.id],
-             args.data_dir)
+    client_security = "" if client_tls is None else \
+        " over TLS" + (" (client certificates required)" if client_tls.client_cert_auth else "")
+    peer_security = "" if peer_tls is None else \
+        " over TLS" + (" (member certificates required)" if peer_tls.client_cert_auth else "")
+    log.info("node %d serving clients on %s%s, peers on %s:%d%s, data in %s", args.id, listen, client_security,
+             *peers[args.id], peer_security, args.data_dir)
     runner = asyncio.ensure_future(node.run())
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -26,6 +26,22 @@ namespace py = pybind11;
 
 namespace {
 
+// The credentials of every channel: plain text, or TLS once set_tls() gave a CA (and a client
+// certificate and key, for servers that require one). Set before the loads start.
+grpc::SslCredentialsOptions tls_options;
+bool tls_on = false;
+
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials() {
+  return tls_on ? grpc::SslCredentials(tls_options) : grpc::InsecureChannelCredentials();
+}
+
+void SetTls(const std::string& ca_pem, const std::string& cert_pem, const std::string& key_pem) {
+  tls_options.pem_root_certs = ca_pem;
+  tls_options.pem_cert_chain = cert_pem;
+  tls_options.pem_private_key = key_pem;
+  tls_on = !ca_pem.empty();
+}
+
 using Clock = std::chrono::steady_clock;
 
 struct Lane {
@@ -52,7 +68,7 @@ std::tuple<std::vector<double>, long> Run(const std::string& endpoint, const std
     py::gil_scoped_release release;
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // its own connection, like a new client
-    auto channel = grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+    auto channel = grpc::CreateCustomChannel(endpoint, ChannelCredentials(), args);
     grpc::GenericStub stub(channel);
     grpc::CompletionQueue cq;
     auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
@@ -203,7 +219,7 @@ std::tuple<std::vector<double>, long, long, double, long> Watch(
         args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
         args.SetMaxReceiveMessageSize(-1);
         stubs.push_back(std::make_unique<grpc::GenericStub>(grpc::CreateCustomChannel(
-            endpoints[stubs.size() % endpoints.size()], grpc::InsecureChannelCredentials(), args)));
+            endpoints[stubs.size() % endpoints.size()], ChannelCredentials(), args)));
       }
       WatchStream& s = streams[i];
       s.ctx = std::make_unique<grpc::ClientContext>();
@@ -295,7 +311,7 @@ std::tuple<std::vector<double>, long, long, double, long> Watch(
     {
       grpc::ChannelArguments args;
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-      grpc::GenericStub stub(grpc::CreateCustomChannel(put_endpoint, grpc::InsecureChannelCredentials(), args));
+      grpc::GenericStub stub(grpc::CreateCustomChannel(put_endpoint, ChannelCredentials(), args));
       grpc::CompletionQueue put_cq;
       std::vector<grpc::Slice> slices;
       for (auto& r : put_requests) slices.emplace_back(r.data(), r.size());
@@ -389,7 +405,7 @@ std::tuple<std::vector<double>, long> Pipeline(const std::vector<std::string>& e
       grpc::ChannelArguments args;
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
       stubs.push_back(std::make_unique<grpc::GenericStub>(grpc::CreateCustomChannel(
-          endpoints[i % endpoints.size()], grpc::InsecureChannelCredentials(), args)));
+          endpoints[i % endpoints.size()], ChannelCredentials(), args)));
       Pipe& p = pipes[i];
       p.ctx = std::make_unique<grpc::ClientContext>();
       p.call = stubs.back()->PrepareCall(p.ctx.get(), method, &cq);
@@ -457,6 +473,9 @@ PYBIND11_MODULE(_loadgen, m) {
   // cost for both systems under test).
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   m.doc() = "verikv bench's load generator (grpc++ generic stub); see cluster/bench.py";
+  m.def("set_tls", &SetTls, py::arg("ca_pem"), py::arg("cert_pem") = "", py::arg("key_pem") = "",
+        "use TLS (verifying servers with ca_pem, showing cert_pem/key_pem) on every later channel; "
+        "an empty ca_pem: plain text again");
   m.def("watch", &Watch, py::arg("endpoints"), py::arg("create_request"), py::arg("watchers"),
         py::arg("per_stream"), py::arg("put_endpoint"), py::arg("put_requests"), py::arg("put_rate"),
         py::arg("duration_s"), py::arg("drain_s") = 10.0);

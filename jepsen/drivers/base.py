@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 
 from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
-from verikv.jepsen.clients import EtcdClient
+from verikv.jepsen.clients import EtcdClient, open_channel
 from verikv.jepsen.net import NetworkUnavailable, PrivateNetwork
 
 
@@ -131,7 +131,7 @@ class SystemDriver:
 
     def status(self, node: int, timeout_s: float = 0.5):
         """etcd's Maintenance.Status of one node (both systems speak it), or None."""
-        channel = grpc.insecure_channel(self.endpoints()[node])
+        channel = open_channel(self.endpoints()[node], options=None)
         try:
             return rpc_pb2_grpc.MaintenanceStub(channel).Status(rpc_pb2.StatusRequest(), timeout=timeout_s)
         except grpc.RpcError:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from verikv.jepsen import clients
 from verikv.jepsen.drivers import frozen_code
 from verikv.jepsen.drivers.base import DriverUnavailable, SystemDriver, process_state
 from verikv.jepsen.net import PrivateNetwork
@@ -80,17 +81,32 @@ class VerikvDriver(SystemDriver):
                          "--netns", ",".join(self.net.namespace(i) for i in range(self.n_nodes))]
         if self.faulty_disk:
             placement.append("--faulty-disk")
+        if self.tls:
+            placement.append("--tls")
         try:
             self._cli("up", "--base-port", str(base_port), *placement)
         except RuntimeError as err:
             self.stop()
             raise DriverUnavailable(f"verikv cluster failed to start: {err}") from None
+        if self.tls:
+            clients.use_tls(self._tls_files())
         try:
             self._refresh()
         except BaseException:
             self.stop()
             raise
         self.n_nodes = len(self._nodes)
+
+    # -- TLS: `verikv cluster up --tls`, and every client of this process with its certificate --
+    tls = False
+
+    def use_tls(self) -> None:
+        self.tls = True
+
+    def _tls_files(self) -> dict:
+        certs = self.data_dir / "certs"
+        return {"ca": (certs / "ca.pem").read_bytes(), "cert": (certs / "client.pem").read_bytes(),
+                "key": (certs / "client-key.pem").read_bytes()}
 
     # -- disk faults, through the node's own fault points (`verikv serve --faulty-disk`) --------
     faulty_disk = False
@@ -179,3 +195,5 @@ class VerikvDriver(SystemDriver):
         if self.net is not None:
             self.net.teardown()
             self.net = None
+        if self.tls:
+            clients.use_tls(None)  # this process's later clients speak plain text again

@@ -85,6 +85,15 @@ class NodeCollector:
         yield GaugeMetricFamily("verikv_runtime_checks_enabled",
                                 "Whether the node checks the core's assumptions at run time (a failed check stops it).",
                                 value=1 if machine.checks.enabled else 0)
+        refused = CounterMetricFamily("verikv_peer_refused",
+                                      "Peer connections and frames refused for who sent them, by reason "
+                                      "(FrameSenderIsConnectionMember: a frame naming another sender than the "
+                                      "member its connection authenticated).", labels=["reason"])
+        reasons = dict(getattr(node.transport, "refused", {}))
+        reasons["FrameSenderIsConnectionMember"] = machine.checks.counts["FrameSenderIsConnectionMember"]
+        for reason, count in sorted(reasons.items()):
+            refused.add_metric([reason], count)
+        yield refused
 
 
 class MetricsServer:

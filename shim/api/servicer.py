@@ -56,8 +56,9 @@ class ClientServer:
     def __init__(self, node, listen: str, client_urls: list[str], peer_urls: list[str],
                  progress_notify_interval_s: float = 600.0,
                  watch_backlog_bytes: tuple[int, int] = (WATCH_BACKLOG_HIGH, WATCH_BACKLOG_LOW),
-                 require_leader_timeout_s: float = 1.0):
+                 require_leader_timeout_s: float = 1.0, tls=None):
         self.node = node
+        self.tls = tls  # shim.io.tls.ClientTLS (duck-typed: this package imports no I/O), or None
         self.listen = listen
         self.client_urls = client_urls
         self.peer_urls = peer_urls
@@ -96,7 +97,11 @@ class ClientServer:
 
     async def start(self) -> None:
         try:
-            self._front = _front.Front(self.listen, MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES, STREAMING)
+            tls = self.tls
+            self._front = _front.Front(self.listen, MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES, STREAMING,
+                                       **({} if tls is None else dict(
+                                           cert_pem=tls.cert_pem, key_pem=tls.key_pem, ca_pem=tls.ca_pem,
+                                           client_cert_auth=tls.client_cert_auth)))
         except RuntimeError as err:
             raise OSError(str(err)) from None
         loop = asyncio.get_running_loop()

@@ -30,12 +30,13 @@ __all__ = ["Node", "NodeConfig"]
 
 class Node:
     def __init__(self, config: NodeConfig, core, disk=None, *, transport_factory=Transport,
-                 clock=time.monotonic, rng: random.Random | None = None):
+                 clock=time.monotonic, rng: random.Random | None = None, peer_tls=None):
         self.config = config
         self.machine = NodeMachine(config, core, clock=clock, rng=rng or random.SystemRandom())
         self.disk = disk
         self.wal: Wal | None = None
-        self.transport = transport_factory(config.node_id, config.peer_addresses, self._on_frame)
+        self.transport = transport_factory(config.node_id, config.peer_addresses, self._on_frame,
+                                           **({"tls": peer_tls} if peer_tls is not None else {}))
         self._wake = asyncio.Event()
         self._durable_needed = 0  # WAL records that must be durable before a frame leaves
         self._stopping = False
@@ -113,8 +114,8 @@ class Node:
 
     # ---- events ----
 
-    def _on_frame(self, kind: int, payload: bytes) -> None:
-        self.machine.frame(kind, payload)
+    def _on_frame(self, sender: int, kind: int, payload: bytes) -> None:
+        self.machine.frame(kind, payload, sender)
         self._wake.set()
 
     def command(self, kind, request, body: bytes, done) -> None:

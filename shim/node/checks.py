@@ -23,6 +23,12 @@ Checks (names as in dafny/PROTOCOL.md where there is one):
 - CommittedValuesMatch: replicas agree on what they committed. Every DIGEST_RANGE_SLOTS slots a
   node announces a digest of the values it committed in that range; a peer whose digest for
   the same range differs stops (Agreement, observed across processes).
+
+Counted, not fatal (what a peer sends is the peer's fault, not this node's):
+- FrameSenderIsConnectionMember: a peer frame whose payload names a sender (a core message, a
+  ReadIndex request, a digest) names the member its connection authenticated (the transport's
+  HELLO, bound to the peer's certificate under peer TLS). Such a frame is dropped, logged and
+  counted in `counts`; the node goes on.
 """
 
 from __future__ import annotations
@@ -66,10 +72,20 @@ class Checks:
         self._claims: collections.OrderedDict[int, tuple[int, bytes]] = collections.OrderedDict()
         self.announcements: list[tuple[int, bytes]] = []  # (last slot, digest) to send to peers
         self.failures_seen = 0
+        self.counts: collections.Counter[str] = collections.Counter()  # the counted checks' refusals
 
     def _fail(self, check: str, detail: str) -> None:
         self.failures_seen += 1
         raise RuntimeCheckFailed(check, detail)
+
+    def frame_sender_ok(self, connection_member: int, claimed: int | None) -> bool:
+        """FrameSenderIsConnectionMember: whether a frame from `connection_member` whose payload
+        names `claimed` (None: names no one) may be handled. Checked even with runtime checks
+        off: it guards against peers, not against this node's core."""
+        if claimed is None or claimed == connection_member:
+            return True
+        self.counts["FrameSenderIsConnectionMember"] += 1
+        return False
 
     def before_send(self, unsynced_records: int) -> None:
         if self.enabled and unsynced_records:

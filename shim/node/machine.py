@@ -42,7 +42,7 @@ from verikv.shim.node.compaction import AutoCompaction
 from verikv.shim.node.lease_timers import LeaseTimers
 from verikv.shim.node.peer_wire import (DIGEST, KIND_CORE, KIND_DIGEST, KIND_FORWARD, KIND_READ_INDEX,
                                         KIND_READ_INDEX_REPLY, KIND_SNAPSHOT, MAX_FRAME_BYTES, READ_ASK,
-                                        READ_REPLY)
+                                        READ_REPLY, claimed_sender)
 from verikv.shim.node.proposals import Proposals
 from verikv.shim.node.reads import Reads
 
@@ -184,8 +184,14 @@ class NodeMachine:
         else:
             self.reads.arrived.append((request, done))  # routed at the next turn, together
 
-    def frame(self, kind: int, payload: bytes) -> None:
-        """A frame from a peer (see peer_wire.py); malformed ones are dropped."""
+    def frame(self, kind: int, payload: bytes, sender: int) -> None:
+        """A frame from peer `sender` (the member its connection authenticated; see peer_wire.py);
+        malformed ones, and ones whose payload names another sender, are dropped."""
+        claimed = claimed_sender(kind, payload)
+        if not self.checks.frame_sender_ok(sender, claimed):
+            log.warning("dropped a peer frame (kind %d) claiming to come from node %d on node %d's connection",
+                        kind, claimed, sender)
+            return
         if kind == KIND_CORE:
             self._inbox.append(payload)
         elif kind == KIND_FORWARD:

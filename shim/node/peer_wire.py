@@ -1,6 +1,8 @@
 """What one node says to another: the kinds of peer frames and the layout of their payloads.
 
-A peer frame is a kind byte and a payload (the transport adds the length). The core's messages
+A peer frame is a kind byte and a payload (the transport adds the length). The transport tells
+the node which member sent a frame (the member its connection authenticated); the payloads that
+also name their sender (a core message, READ_ASK, DIGEST) must name that member (`claimed_sender`). The core's messages
 travel opaque (KIND_CORE); the others are the node's own: forwarded client commands, ReadIndex
 requests and answers, digests of committed slots (CommittedValuesMatch) and KV snapshots.
 
@@ -21,6 +23,18 @@ KIND_DIGEST = 5  # CommittedValuesMatch: DIGEST
 KIND_SNAPSHOT = 6  # the sender's KV snapshot, for a member behind the sender's truncation point
 NODE_KINDS = (KIND_CORE, KIND_FORWARD, KIND_READ_INDEX, KIND_READ_INDEX_REPLY, KIND_DIGEST, KIND_SNAPSHOT)
 
+CORE_HEAD = struct.Struct("<BH")  # the start of an encoded core message: wire version, sender
 READ_ASK = struct.Struct("<QIQQ")  # request id, asking node, its promised ballot (round, node) when it asked
 READ_REPLY = struct.Struct("<QQ")  # request id, read slot (0: ask again through the log)
 DIGEST = struct.Struct("<QI8s")  # last slot of the range, sender, digest of the range's values
+
+
+def claimed_sender(kind: int, payload: bytes) -> int | None:
+    """The sender a frame's payload names, None if its kind names none (or it is too short to)."""
+    if kind == KIND_CORE and len(payload) >= CORE_HEAD.size:
+        return CORE_HEAD.unpack_from(payload)[1]
+    if kind == KIND_READ_INDEX and len(payload) == READ_ASK.size:
+        return READ_ASK.unpack(payload)[1]
+    if kind == KIND_DIGEST and len(payload) == DIGEST.size:
+        return DIGEST.unpack(payload)[1]
+    return None

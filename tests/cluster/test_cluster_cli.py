@@ -138,3 +138,24 @@ def test_bench_medians_report_the_median_ratio_and_its_spread_over_rounds():
     assert got["ratio_vs_etcd"] == 1.5 and got["ratio_range"] == [1.0, 3.0]
     assert got["ops_per_s"] == 120 and got["ops"] == 2600 and got["rounds"] == 3
     assert out["etcd"]["get 2x64"]["ops_per_s"] == 100 and "ratio_vs_etcd" not in out["etcd"]["get 2x64"]
+
+
+@pytest.mark.slow
+def test_bench_tls_runs_both_systems_over_tls_and_prints_ratios(tmp_path):
+    """`bench --tls`: verikv and etcd both require client certificates, so a load without TLS,
+    or without the client certificate, would count only errors; every load has figures, no
+    errors, and a ratio. Ports 28200-28212 (verikv) and 28250-28255 (etcd)."""
+    out = subprocess.run([sys.executable, "-m", "verikv.cli", "bench", "--tls", "--duration-s", "0.3",
+                          "--watch-put-rate", "50", "--data-dir", str(tmp_path / "b"), "--base-port", "28200",
+                          "--json"], capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "over TLS" in out.stderr and "Traceback" not in out.stderr
+    figures = json.loads(out.stdout)
+    for system in ("verikv", "etcd"):
+        assert all(f["errors"] == 0 for f in figures[system].values()), figures[system]
+    # (keep-alive 64x8 is left out: 64 streams' handshakes can outlast a 0.3 s load on this host)
+    for load in ("put 1x1", "get 2x64", "grant 2x64", "keep-alive 1x128", "watch 100"):
+        for system in ("verikv", "etcd"):
+            f = figures[system][load]
+            assert (f.get("ops") or f.get("events")) and f["errors"] == 0, (system, load, f)
+        assert figures["verikv"][load]["ratio_vs_etcd"] > 0

@@ -11,7 +11,7 @@ import pytest
 
 from harness_helpers import leftover_resources
 from verikv.jepsen import net
-from verikv.jepsen.drivers.base import NemesisUnavailable
+from verikv.jepsen.drivers.base import DriverUnavailable, NemesisUnavailable
 from verikv.jepsen.drivers.verikv import VerikvDriver
 from verikv.jepsen.nemesis import check_available
 from verikv.jepsen.runner import RunConfig, run
@@ -84,3 +84,22 @@ def test_verikv_disk_faults_stop_the_node_and_lose_only_unsynced_writes(tmp_path
     assert "losing its unsynced writes" in faults[1]["detail"] and faults[1]["error"] is None, faults[1]
     assert verdict["valid"] is True, verdict["checker"]
     assert any("FATAL" in p.read_text(errors="replace") for p in tmp_path.glob("node*.log"))
+
+
+@pytest.mark.slow
+def test_verikv_short_kill_run_over_tls(tmp_path):
+    """`--tls`: the cluster requires client certificates, so every client (workload, status,
+    recovery reads) must use TLS with the cluster's certificate for the run to see any ok."""
+    from verikv.jepsen import clients
+    verdict = _run(tmp_path, nemesis="kill", time_s=6, recovery_s=3, seed=2, tls=True)
+    assert verdict["valid"] is True, verdict["checker"]
+    assert verdict["faults"][0]["error"] is None
+    assert verdict["stats"]["overall"]["ok"] > 100
+    logs = [p.read_text() for p in sorted(tmp_path.glob("node*.log"))]
+    assert len(logs) == 3 and all("over TLS (client certificates required)" in text for text in logs)
+    assert clients._TLS is None  # the driver's stop set this process's clients back to plain text
+
+
+def test_tls_is_refused_for_etcd_with_a_reason(tmp_path):
+    with pytest.raises(DriverUnavailable, match="--tls"):
+        run(RunConfig(system="etcd", nemesis="kill", time_s=1, out_dir=tmp_path, tls=True), log=lambda s: None)

@@ -12,6 +12,7 @@ from verikv.etcdpb import rpc_pb2 as r
 from verikv.shim.api.metrics import MetricsServer, parse_metrics_url
 from verikv.shim.api.servicer import build_server
 from verikv.shim.kv.commands import Kind
+from verikv.shim.node.peer_wire import DIGEST, KIND_DIGEST
 
 import pytest
 from test_node import leader_of, start_cluster, stop_node, submit
@@ -52,6 +53,11 @@ async def test_metrics_and_health_of_a_node(tmp_path):
         assert m["etcd_disk_wal_fsync_duration_seconds_count"] == leader.wal.syncs > 0
         assert m["etcd_debugging_mvcc_current_revision"] == 4 and m["etcd_debugging_mvcc_keys_total"] == 3
         assert await asyncio.to_thread(get, base + "/health") == (200, '{"health":"true"}')  # etcd's bytes
+        forged = DIGEST.pack(63, 2, b"d" * 8)  # a digest naming node 2, on node 1's connection
+        leader.machine.frame(KIND_DIGEST, forged, 1 if leader.node_id != 1 else 0)
+        refused = [s for f in text_string_to_metric_families((await asyncio.to_thread(get, base + "/metrics"))[1])
+                   for s in f.samples if s.name == "verikv_peer_refused_total"]
+        assert {s.labels["reason"]: s.value for s in refused}["FrameSenderIsConnectionMember"] == 1
         for n in nodes:
             if n is not leader:
                 await stop_node(n)

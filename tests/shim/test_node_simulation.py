@@ -5,7 +5,7 @@ thread, no sleep: the simulation carries out the machine's actions itself.
 
 - Network: `SimNetwork` holds every frame a machine sends until a rule delivers, drops or
   duplicates it; rules pick any frame (reordering) and can isolate a node (frames across the cut
-  are dropped at send and at delivery). Delivery is `machine.frame(kind, payload)`.
+  are dropped at send and at delivery). Delivery is `machine.frame(kind, payload, src)`.
 - Disk: each node has one `FaultyDisk` (real files in a temporary directory), which holds every
   written byte until a sync, under the real WAL. Records the machine does not need durable are
   written lazily, so commit records may still be unsynced when a node crashes. A crash keeps a
@@ -100,7 +100,7 @@ class SimNetwork:
             self.dropped += 1
             return None
         self.delivered += 1
-        self.machines[dst].frame(kind, payload)
+        self.machines[dst].frame(kind, payload, src)
         return dst
 
 
@@ -557,6 +557,8 @@ class NodeSimulation(RuleBasedStateMachine):
 
     def check_settled(self, live: list[int]) -> None:
         ref = self.nodes[live[0]].machine.kv
+        for i in live:  # every frame was delivered with its real sender: none was refused for its sender
+            assert not self.nodes[i].machine.checks.counts, (i, self.nodes[i].machine.checks.counts)
         for i in live[1:]:
             kv = self.nodes[i].machine.kv
             assert kv.snapshot() == ref.snapshot(), \

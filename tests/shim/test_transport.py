@@ -23,7 +23,7 @@ async def wait_for(cond, timeout_s=5.0):
 
 async def start_all(offset, **kw):
     got = {i: [] for i in range(3)}
-    ts = [Transport(i, addrs(offset), lambda k, p, i=i: got[i].append((k, p)), **kw) for i in range(3)]
+    ts = [Transport(i, addrs(offset), lambda s, k, p, i=i: got[i].append((k, p)), **kw) for i in range(3)]
     for t in ts:
         await t.start()
     return ts, got
@@ -53,7 +53,7 @@ async def test_reconnects_after_a_peer_restarts_and_delivers_queued_frames():
         await ts[1].close()
         await wait_for(lambda: ts[0].peers[1].writer is None)
         ts[0].send(1, KIND_CORE, b"while down")
-        ts[1] = Transport(1, addrs(10), lambda k, p: got[1].append((k, p)))
+        ts[1] = Transport(1, addrs(10), lambda s, k, p: got[1].append((k, p)))
         await ts[1].start()
         await wait_for(lambda: (KIND_CORE, b"while down") in got[1])
         assert ts[0].peers[1].connects == 2
@@ -66,9 +66,9 @@ async def test_a_restarted_peer_is_reached_at_once_not_after_the_backoff():
     """Node 1 is down long enough for node 0's reconnect backoff to grow; when node 1 comes back
     and connects, node 0's frames reach it within a round trip, not after the backoff."""
     got = []
-    t0 = Transport(0, addrs(30)[:2], lambda k, p: None, backoff_initial_s=30.0, backoff_max_s=30.0)
+    t0 = Transport(0, addrs(30)[:2], lambda s, k, p: None, backoff_initial_s=30.0, backoff_max_s=30.0)
     await t0.start()
-    t1 = Transport(1, addrs(30)[:2], lambda k, p: got.append((k, p)))
+    t1 = Transport(1, addrs(30)[:2], lambda s, k, p: got.append((k, p)))
     try:
         await asyncio.sleep(0.1)  # node 0's first attempt failed: it now waits up to 45 s
         assert t0.peers[1].writer is None and t0.peers[1].connects == 0
@@ -82,7 +82,7 @@ async def test_a_restarted_peer_is_reached_at_once_not_after_the_backoff():
 
 
 async def test_a_full_queue_drops_the_oldest_frames():
-    t = Transport(0, addrs(20), lambda k, p: None, max_queue_frames=3)
+    t = Transport(0, addrs(20), lambda s, k, p: None, max_queue_frames=3)
     # not started: no connection, so frames stay queued (and the flush leaves them there)
     for i in range(5):
         t.send(1, KIND_CORE, b"%d" % i)

@@ -101,10 +101,23 @@ constexpr int kOutstandingAccepts = 64;
 
 class Front {
  public:
-  Front(const std::string& addr, int max_receive_bytes, const std::vector<std::string>& streaming)
+  // With cert_pem and key_pem, clients are served over TLS; with client_cert_auth, a client must
+  // present a certificate signed by ca_pem, or the TLS handshake fails before any call starts.
+  Front(const std::string& addr, int max_receive_bytes, const std::vector<std::string>& streaming,
+        const std::string& cert_pem, const std::string& key_pem, const std::string& ca_pem,
+        bool client_cert_auth)
       : streaming_methods_(streaming.begin(), streaming.end()) {
     grpc::ServerBuilder b;
-    b.AddListeningPort(addr, grpc::InsecureServerCredentials(), &port_);
+    std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+    if (!cert_pem.empty()) {
+      grpc::SslServerCredentialsOptions ssl(
+          client_cert_auth ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                           : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+      ssl.pem_root_certs = ca_pem;
+      ssl.pem_key_cert_pairs.push_back({key_pem, cert_pem});
+      creds = grpc::SslServerCredentials(ssl);
+    }
+    b.AddListeningPort(addr, creds, &port_);
     b.RegisterAsyncGenericService(&service_);
     b.SetMaxReceiveMessageSize(max_receive_bytes);
     b.SetMaxSendMessageSize(INT_MAX);
@@ -500,8 +513,11 @@ PYBIND11_MODULE(_front, m) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   m.doc() = "verikv's client gRPC front (grpc++ async generic server); see shim/api/servicer.py";
   py::class_<Front>(m, "Front")
-      .def(py::init<const std::string&, int, const std::vector<std::string>&>(), py::arg("listen"),
-           py::arg("max_receive_bytes"), py::arg("streaming") = std::vector<std::string>())
+      .def(py::init<const std::string&, int, const std::vector<std::string>&, const std::string&,
+                    const std::string&, const std::string&, bool>(),
+           py::arg("listen"), py::arg("max_receive_bytes"), py::arg("streaming") = std::vector<std::string>(),
+           py::arg("cert_pem") = "", py::arg("key_pem") = "", py::arg("ca_pem") = "",
+           py::arg("client_cert_auth") = false)
       .def_property_readonly("fd", &Front::fd)
       .def_property_readonly("port", &Front::port)
       .def_property_readonly("open_streams", &Front::OpenStreams)

@@ -1,0 +1,237 @@
+"""TLS for the client port and the peer transport: etcd's flags turned into PEM bytes (for the
+grpc++ front) and `ssl.SSLContext`s (for the peer transport), and how a certificate names a member.
+
+How a peer certificate names a member (the member is the node at position i of `--peers`,
+HOST:PORT):
+- a certificate with URI subject alternative names names member i when one of them is
+  `https://HOST:PORT` (the member's peer URL; this tells apart members that share a host, as the
+  nodes of `verikv cluster up --tls` on 127.0.0.1 do);
+- a certificate without URI names names member i when one of its IP address names equals HOST
+  (HOST an IP address) or one of its DNS names equals HOST (HOST a name): etcd's rule (its
+  `checkCertSAN`), under which members on one host cannot be told apart.
+A node connecting to member i checks that the certificate it is shown names member i; a node that
+requires peer client certificates (`--peer-client-cert-auth`) checks that the connecting node's
+certificate names the member its HELLO claims, and closes the connection otherwise.
+
+Errors in the flags or the files raise `TLSConfigError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class TLSConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """The client port's TLS, as the grpc++ front takes it (PEM bytes)."""
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+    client_cert_auth: bool
+
+
+@dataclass(frozen=True)
+class PeerTLS:
+    """The peer transport's TLS: a context to accept with, one to connect with, and whether
+    certificates are checked (not with --peer-auto-tls, as etcd does not check them either)."""
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+    verify_server: bool  # connecting: the member's certificate is checked against the trusted CA
+    client_cert_auth: bool  # accepting: a connecting node must show a certificate naming its member
+
+
+def _read(path: str, flag: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise TLSConfigError(f"{flag} {path}: cannot read it: {err.strerror or err}") from None
+
+
+def _check_pair(cert_file: str, key_file: str, cert_flag: str, key_flag: str) -> None:
+    _read(cert_file, cert_flag)
+    _read(key_file, key_flag)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as err:
+        raise TLSConfigError(f"{cert_flag} {cert_file} and {key_flag} {key_file} are not a PEM certificate "
+                             f"and its private key ({err.reason or err})") from None
+
+
+def _check_ca(ca_file: str, flag: str) -> None:
+    _read(ca_file, flag)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        ctx.load_verify_locations(cafile=ca_file)
+    except ssl.SSLError as err:
+        raise TLSConfigError(f"{flag} {ca_file} holds no PEM certificate ({err.reason or err})") from None
+
+
+def _check_flags(cert: str, key: str, ca: str, cert_auth: bool, auto: bool, prefix: str) -> bool:
+    """Whether TLS is on for this side; raises TLSConfigError for a combination that is not."""
+    if bool(cert) != bool(key):
+        given, missing = (f"--{prefix}cert-file", f"--{prefix}key-file") if cert else \
+            (f"--{prefix}key-file", f"--{prefix}cert-file")
+        raise TLSConfigError(f"{given} needs {missing}")
+    if cert_auth and not ca:
+        raise TLSConfigError(f"--{prefix}client-cert-auth needs --{prefix}trusted-ca-file")
+    if ca and not (cert or auto):
+        raise TLSConfigError(f"--{prefix}trusted-ca-file needs --{prefix}cert-file and --{prefix}key-file "
+                             f"(or --{prefix}auto-tls)")
+    if cert:
+        _check_pair(cert, key, f"--{prefix}cert-file", f"--{prefix}key-file")
+    if ca:
+        _check_ca(ca, f"--{prefix}trusted-ca-file")
+    return bool(cert) or auto
+
+
+def self_signed(directory: Path, hosts: list[str], name: str) -> tuple[str, str]:
+    """A self-signed certificate and key for `hosts` in `directory` (cert.pem, key.pem), made
+    once and reused, as etcd's --auto-tls does under DATA_DIR/fixtures. Returns their paths."""
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    if cert_path.exists() and key_path.exists():
+        return str(cert_path), str(key_path)
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "verikv"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName(_san(hosts)), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(cert_path), str(key_path)
+
+
+def _san(hosts: list[str]):
+    from cryptography import x509
+    names = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
+
+
+def client_tls(args) -> ClientTLS | None:
+    """The client port's TLS from `verikv serve`'s flags, or None (plain text)."""
+    if not _check_flags(args.cert_file, args.key_file, args.trusted_ca_file, args.client_cert_auth,
+                        args.auto_tls, ""):
+        return None
+    cert, key = args.cert_file, args.key_file
+    if not cert:  # --auto-tls: etcd ignores it when a certificate is given
+        host = args.client_listen[0]
+        cert, key = self_signed(Path(args.data_dir) / "fixtures" / "client", [host, "localhost", "127.0.0.1"],
+                                "verikv client")
+    return ClientTLS(_read(cert, "--cert-file"), _read(key, "--key-file"),
+                     _read(args.trusted_ca_file, "--trusted-ca-file") if args.trusted_ca_file else b"",
+                     args.client_cert_auth)
+
+
+def peer_tls(args, peer_host: str) -> PeerTLS | None:
+    """The peer transport's TLS from `verikv serve`'s --peer-* flags, or None (plain TCP)."""
+    if not _check_flags(args.peer_cert_file, args.peer_key_file, args.peer_trusted_ca_file,
+                        args.peer_client_cert_auth, args.peer_auto_tls, "peer-"):
+        return None
+    if args.peer_client_cert_auth and not args.peer_cert_file:
+        raise TLSConfigError("--peer-client-cert-auth needs --peer-cert-file and --peer-key-file: with "
+                             "--peer-auto-tls alone, no member shows a certificate the CA signed")
+    cert, key, ca = args.peer_cert_file, args.peer_key_file, args.peer_trusted_ca_file
+    auto = not cert
+    if auto:
+        cert, key = self_signed(Path(args.data_dir) / "fixtures" / "peer", [peer_host, "localhost", "127.0.0.1"],
+                                "verikv peer")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.minimum_version = ssl.TLSVersion.TLSv1_2
+    server.load_cert_chain(cert, key)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.minimum_version = ssl.TLSVersion.TLSv1_2
+    client.load_cert_chain(cert, key)  # shown to the member connected to, as etcd does
+    verify_server = not auto  # a self-signed certificate names no one: etcd does not check it either
+    if verify_server:
+        if ca:
+            client.load_verify_locations(cafile=ca)
+        else:
+            client.load_default_certs()
+    else:
+        client.check_hostname = False
+        client.verify_mode = ssl.CERT_NONE
+    if args.peer_client_cert_auth:
+        server.verify_mode = ssl.CERT_REQUIRED
+        server.load_verify_locations(cafile=ca)
+    return PeerTLS(server, client, verify_server, args.peer_client_cert_auth)
+
+
+def _same_host(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a.lower().rstrip(".") == b.lower().rstrip(".")
+
+
+def names_member(cert: dict, host: str, port: int) -> bool:
+    """Whether a certificate (as `SSLSocket.getpeercert()` decodes a verified one) names the
+    member whose peer address is host:port (the rule in this module's text)."""
+    sans = cert.get("subjectAltName", ())
+    uris = [v for k, v in sans if k == "URI"]
+    if uris:
+        return any(_uri_is(u, host, port) for u in uris)
+    for kind, value in sans:
+        if kind == "IP Address" and _is_ip(host) and _same_host(value.strip(), host):
+            return True
+        if kind == "DNS" and not _is_ip(host) and _same_host(value, host):
+            return True
+    return False
+
+
+def file_names(cert_file: str) -> dict:
+    """The subject alternative names of a PEM certificate file, as `getpeercert()` shows them."""
+    from cryptography import x509
+    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return {}
+    names = [("DNS", n) for n in san.get_values_for_type(x509.DNSName)]
+    names += [("IP Address", str(n)) for n in san.get_values_for_type(x509.IPAddress)]
+    names += [("URI", n) for n in san.get_values_for_type(x509.UniformResourceIdentifier)]
+    return {"subjectAltName": tuple(names)}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _uri_is(uri: str, host: str, port: int) -> bool:
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme.lower() != "https":
+        return False
+    rest = rest.rstrip("/")
+    h, sep, p = rest.rpartition(":")
+    if not sep or not p.isdigit():
+        return False
+    h = h[1:-1] if h.startswith("[") and h.endswith("]") else h
+    return int(p) == port and _same_host(h, host)

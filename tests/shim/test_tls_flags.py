@@ -1,0 +1,105 @@
+"""`verikv serve`'s TLS flags (etcd's names): what turns TLS on, and bad combinations, unreadable
+files and bad PEM refused with one line and exit code 2 before the node starts."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from verikv.cluster.certs import cluster_certs
+from verikv.shim import serve
+from verikv.shim.io import tls
+
+_BIN = Path(sys.executable).parent / "verikv"
+VERIKV = [str(_BIN)] if _BIN.exists() else [sys.executable, "-m", "verikv.cli"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("certs")
+    f = cluster_certs(d, [("127.0.0.1", 28190)])
+    (d / "garbage.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    return {"ca": str(f["ca"]), "cert": str(f["nodes"][0][0]), "key": str(f["nodes"][0][1]),
+            "other_key": str(f["client"][1]), "garbage": str(d / "garbage.pem"), "dir": d}
+
+
+def args(tmp_path, *flags):
+    return serve.build_parser().parse_args(["--id", "0", "--peers", "127.0.0.1:28190", "--client-listen",
+                                            "127.0.0.1:28191", "--data-dir", str(tmp_path), *flags])
+
+
+def test_no_flags_no_tls(tmp_path):
+    a = args(tmp_path)
+    assert tls.client_tls(a) is None and tls.peer_tls(a, "127.0.0.1") is None
+
+
+def test_client_tls_from_the_flags(tmp_path, files):
+    c = tls.client_tls(args(tmp_path, "--cert-file", files["cert"], "--key-file", files["key"]))
+    assert c.cert_pem.startswith(b"-----BEGIN CERTIFICATE") and b"PRIVATE KEY" in c.key_pem
+    assert c.ca_pem == b"" and not c.client_cert_auth
+    c = tls.client_tls(args(tmp_path, "--cert-file", files["cert"], "--key-file", files["key"],
+                            "--trusted-ca-file", files["ca"], "--client-cert-auth"))
+    assert c.ca_pem.startswith(b"-----BEGIN CERTIFICATE") and c.client_cert_auth
+
+
+def test_auto_tls_makes_a_self_signed_certificate_once(tmp_path):
+    c = tls.client_tls(args(tmp_path, "--auto-tls"))
+    assert (tmp_path / "fixtures" / "client" / "cert.pem").read_bytes() == c.cert_pem
+    assert tls.client_tls(args(tmp_path, "--auto-tls")).cert_pem == c.cert_pem  # reused
+    p = tls.peer_tls(args(tmp_path, "--peer-auto-tls"), "127.0.0.1")
+    assert not p.verify_server and not p.client_cert_auth
+    assert (tmp_path / "fixtures" / "peer" / "key.pem").stat().st_mode & 0o077 == 0
+
+
+def test_peer_tls_from_the_flags(tmp_path, files):
+    p = tls.peer_tls(args(tmp_path, "--peer-cert-file", files["cert"], "--peer-key-file", files["key"],
+                          "--peer-trusted-ca-file", files["ca"], "--peer-client-cert-auth"), "127.0.0.1")
+    assert p.verify_server and p.client_cert_auth
+
+
+BAD = [
+    (["--cert-file", "{cert}"], "--cert-file needs --key-file"),
+    (["--key-file", "{key}"], "--key-file needs --cert-file"),
+    (["--client-cert-auth", "--auto-tls"], "--client-cert-auth needs --trusted-ca-file"),
+    (["--trusted-ca-file", "{ca}"], "--trusted-ca-file needs --cert-file and --key-file (or --auto-tls)"),
+    (["--cert-file", "{dir}/missing.pem", "--key-file", "{key}"], "--cert-file {dir}/missing.pem: cannot read it"),
+    (["--cert-file", "{garbage}", "--key-file", "{key}"], "are not a PEM certificate and its private key"),
+    (["--cert-file", "{cert}", "--key-file", "{other_key}"], "are not a PEM certificate and its private key"),
+    (["--cert-file", "{cert}", "--key-file", "{key}", "--trusted-ca-file", "{garbage}"], "holds no PEM certificate"),
+    (["--peer-cert-file", "{cert}"], "--peer-cert-file needs --peer-key-file"),
+    (["--peer-client-cert-auth", "--peer-auto-tls"], "--peer-client-cert-auth needs --peer-trusted-ca-file"),
+    (["--peer-client-cert-auth", "--peer-auto-tls", "--peer-trusted-ca-file", "{ca}"],
+     "--peer-client-cert-auth needs --peer-cert-file and --peer-key-file"),
+    (["--peer-cert-file", "{cert}", "--peer-key-file", "{key}", "--peer-trusted-ca-file", "{dir}"],
+     "--peer-trusted-ca-file {dir}: cannot read it"),
+]
+
+
+@pytest.mark.parametrize("flags,message", BAD)
+def test_bad_tls_flags_are_refused_with_one_line(tmp_path, files, flags, message):
+    flags = [f.format(**files) for f in flags]
+    with pytest.raises(tls.TLSConfigError) as err:
+        a = args(tmp_path, *flags)
+        tls.client_tls(a)
+        tls.peer_tls(a, "127.0.0.1")
+    assert message.format(**files) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags,message", [BAD[0], BAD[5], BAD[9]])
+def test_serve_exits_2_with_one_line_for_bad_tls_flags(tmp_path, files, flags, message):
+    flags = [f.format(**files) for f in flags]
+    res = subprocess.run(VERIKV + ["serve", "--id", "0", "--peers", "127.0.0.1:28190", "--client-listen",
+                                   "127.0.0.1:28191", "--data-dir", str(tmp_path / "d"), *flags],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("verikv serve: ") and message in res.stderr
+    assert not (tmp_path / "d" / "wal").exists()  # refused before the node started
+
+
+def test_a_certificate_files_names_are_read_as_a_peer_shows_them(files):
+    names = tls.file_names(files["cert"])  # node 0's, for 127.0.0.1:28190
+    assert ("URI", "https://127.0.0.1:28190") in names["subjectAltName"]
+    assert tls.names_member(names, "127.0.0.1", 28190) and not tls.names_member(names, "127.0.0.1", 28191)
+    assert tls.file_names(files["ca"]) == {}  # the CA names no one
