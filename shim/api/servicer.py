@@ -90,6 +90,13 @@ class ClientServer:
             "/etcdserverpb.Lease/LeaseTimeToLive": (rpc_pb2.LeaseTimeToLiveRequest, self._time_to_live),
             "/etcdserverpb.Lease/LeaseLeases": (rpc_pb2.LeaseLeasesRequest, self._leases),
             "/etcdserverpb.Maintenance/Status": (rpc_pb2.StatusRequest, self._status),
+            "/etcdserverpb.Maintenance/Alarm": (rpc_pb2.AlarmRequest, functools.partial(node.command, Kind.ALARM)),
+            "/etcdserverpb.Maintenance/Hash": (rpc_pb2.HashRequest, self._hash),
+            "/etcdserverpb.Maintenance/HashKV": (rpc_pb2.HashKVRequest, self._hash_kv),
+            "/etcdserverpb.Maintenance/Defragment": (rpc_pb2.DefragmentRequest,
+                                                     lambda request, body, done: node.defragment(done)),
+            "/etcdserverpb.Maintenance/MoveLeader": (rpc_pb2.MoveLeaderRequest,
+                                                     lambda request, body, done: node.move_leader(request.targetID, done)),
             "/grpc.health.v1.Health/Check": (health_pb2.HealthCheckRequest, self._health),
             "/etcdserverpb.Cluster/MemberList": (rpc_pb2.MemberListRequest, self._member_list),
         }
@@ -385,13 +392,37 @@ class ClientServer:
         node = self.node
         st = node.status
         leader = st.get("leader") if self._has_leader() else None  # as etcd's raft: none while electing
+        kv = node.kv
+        # raftIndex: the slots committed (the core's commit_upto: every slot below it is chosen
+        # and known here), raftAppliedIndex: the slots applied to the KV state; raftTerm: the
+        # highest ballot round this node has seen; dbSize (= dbSizeInUse): KVStore.db_size
         resp = rpc_pb2.StatusResponse(
             version=SERVER_VERSION, leader=0 if leader is None else leader + 1,
-            raftIndex=st.get("commit_upto", 0), raftAppliedIndex=node.kv.next_slot,
-            raftTerm=node.machine.term)
-        resp.header.revision = node.kv.revision
+            raftIndex=st.get("commit_upto", 0), raftAppliedIndex=kv.next_slot,
+            raftTerm=node.machine.term, dbSize=kv.db_size, dbSizeInUse=kv.db_size)
+        resp.header.revision = kv.revision
         if leader is None:
             resp.errors.append("etcdserver: no leader")
+        for member, alarm in sorted(kv.alarms):  # as etcd prints an AlarmMember (gogoproto's String)
+            resp.errors.append(f"memberID:{member} alarm:{rpc_pb2.AlarmType.Name(alarm)} ")
+        done(resp)
+
+    def _hash_kv(self, request, body, done):
+        """etcd's HashKV, from this node's state (not through the log, as etcd): nodes that
+        applied the same revisions answer the same hash (KVStore.hash_kv)."""
+        try:
+            h, rev, compact = self.node.kv.hash_kv(request.revision)
+        except EtcdError as err:
+            done(err)
+            return
+        resp = rpc_pb2.HashKVResponse(hash=h, compact_revision=compact)
+        resp.header.revision = rev
+        done(resp)
+
+    def _hash(self, request, body, done):
+        kv = self.node.kv
+        resp = rpc_pb2.HashResponse(hash=kv.hash_all())
+        resp.header.revision = kv.revision
         done(resp)
 
     def _member_list(self, request, body, done):

@@ -127,6 +127,16 @@ class Node:
         self.machine.lease_grant(request, done)
         self._wake.set()
 
+    def defragment(self, done) -> None:
+        """etcd's Defragment (see NodeMachine.defragment)."""
+        self.machine.defragment(done)
+        self._wake.set()
+
+    def move_leader(self, target: int, done) -> None:
+        """etcd's MoveLeader (see NodeMachine.move_leader)."""
+        self.machine.move_leader(target, done)
+        self._wake.set()
+
     def read(self, request, serializable: bool, done) -> None:
         """A client's Range (see NodeMachine.read); `done` gets the answer."""
         self.machine.read(request, serializable, done)

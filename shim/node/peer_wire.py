@@ -2,7 +2,7 @@
 
 A peer frame is a kind byte and a payload (the transport adds the length). The core's messages
 travel opaque (KIND_CORE); the others are the node's own: forwarded client commands, ReadIndex
-requests and answers, digests of committed slots (CommittedValuesMatch) and KV snapshots.
+requests and answers, digests of committed slots (CommittedValuesMatch), KV snapshots and a leader's hand-over.
 
 This module must never do anything but name and lay out bytes.
 """
@@ -19,8 +19,11 @@ KIND_READ_INDEX = 3  # a follower asks the leader for a read slot: READ_ASK
 KIND_READ_INDEX_REPLY = 4  # the leader's answer: READ_REPLY
 KIND_DIGEST = 5  # CommittedValuesMatch: DIGEST
 KIND_SNAPSHOT = 6  # the sender's KV snapshot, for a member behind the sender's truncation point
-NODE_KINDS = (KIND_CORE, KIND_FORWARD, KIND_READ_INDEX, KIND_READ_INDEX_REPLY, KIND_DIGEST, KIND_SNAPSHOT)
+KIND_CAMPAIGN = 7  # a leader hands over (MoveLeader): the receiver starts an election now. CAMPAIGN
+NODE_KINDS = (KIND_CORE, KIND_FORWARD, KIND_READ_INDEX, KIND_READ_INDEX_REPLY, KIND_DIGEST, KIND_SNAPSHOT,
+              KIND_CAMPAIGN)
 
 READ_ASK = struct.Struct("<QIQQ")  # request id, asking node, its promised ballot (round, node) when it asked
 READ_REPLY = struct.Struct("<QQ")  # request id, read slot (0: ask again through the log)
+CAMPAIGN = struct.Struct("<I")  # the sender (the leader handing over)
 DIGEST = struct.Struct("<QI8s")  # last slot of the range, sender, digest of the range's values
