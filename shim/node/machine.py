@@ -141,7 +141,7 @@ class NodeMachine:
         self._restored_records: list[bytes] = []  # the core's records in the snapshot restored
         self.peer_snapshots_installed = 0
         self._last_scan = float("-inf")
-        self._nospace_raising = False  # this node's NOSPACE alarm is on its way through the log
+        self._nospace_waiting: list = []  # refused writes, answered once this node's NOSPACE alarm is applied
         self._defragments: list = []  # the `done`s of Defragment requests for the next turn
         self._campaign = False  # MoveLeader: this node is to start an election at the next turn
         self._transfers: list = []  # MoveLeader at this leader: (target, deadline, done)
@@ -163,16 +163,15 @@ class NodeMachine:
         except errors.EtcdError as err:
             done(err)
             return
-        if (kind == Kind.PUT or kind == Kind.TXN) and self.over_quota(kind, request):
-            done(errors.NO_SPACE)
+        if (kind == Kind.PUT or kind == Kind.TXN) and self.over_quota(kind, request, done):
             return
         self.order(kind, body, done)
 
-    def over_quota(self, kind: Kind, request) -> bool:
+    def over_quota(self, kind: Kind, request, done) -> bool:
         """etcd's quota check before proposing: a request that writes (etcd's cost) and would
         take the store to the quota or beyond is refused, and this node raises the NOSPACE alarm
-        through the log (once; every node then refuses writes as they apply, until an operator
-        disarms it)."""
+        through the log (every node then refuses such writes as it applies them, until an
+        operator disarms it). As etcd, the refusal is answered once the alarm is applied."""
         quota = self.config.quota_backend_bytes
         if quota <= 0:
             return False
@@ -180,8 +179,11 @@ class NodeMachine:
         if not charge or self.kv.db_size + charge < quota:
             return False
         member = self.node_id + 1
-        if (member, rpc_pb2.NOSPACE) not in self.kv.alarms and not self._nospace_raising:
-            self._nospace_raising = True
+        if (member, rpc_pb2.NOSPACE) in self.kv.alarms:
+            done(errors.NO_SPACE)
+            return True
+        self._nospace_waiting.append(done)
+        if len(self._nospace_waiting) == 1:
             log.warning("store of %d bytes: over the quota of %d bytes with this request; raising NOSPACE",
                         self.kv.db_size, quota)
             alarm = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=member,
@@ -190,9 +192,11 @@ class NodeMachine:
         return True
 
     def _nospace_raised(self, answer) -> None:
-        self._nospace_raising = False
         if isinstance(answer, errors.EtcdError):
             log.info("raising the NOSPACE alarm: %s", answer.message)
+        waiting, self._nospace_waiting = self._nospace_waiting, []
+        for done in waiting:
+            done(errors.NO_SPACE)
 
     def defragment(self, done) -> None:
         """etcd's Defragment, for this node only, as verikv's store can be: at the next turn the
@@ -227,8 +231,7 @@ class NodeMachine:
         """A client's LeaseGrant: the ID (if the client left it to the server) and the minimum
         TTL are settled here, as etcd's server does before proposing, so every node applies the
         same grant."""
-        if self.over_quota(Kind.LEASE_GRANT, request):
-            done(errors.NO_SPACE)
+        if self.over_quota(Kind.LEASE_GRANT, request, done):
             return
         if request.ID == 0:
             request.ID = self._rng.getrandbits(63) or 1  # etcd's IDs are positive too

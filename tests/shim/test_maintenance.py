@@ -146,6 +146,7 @@ async def test_quota_raises_nospace_through_the_log_and_compact_defrag_disarm_re
             assert i < 100
         assert follower.kv.db_size + 256 + 2 + 1000 >= quota  # refused only at the quota
         member = follower.node_id + 1
+        assert (member, r.NOSPACE) in follower.kv.alarms  # refused once the alarm is applied, as etcd
         await wait_for(lambda: all((member, r.NOSPACE) in n.kv.alarms for n in nodes))
         # every node refuses, the leader too, though its own check would have let small writes in
         for n in nodes:
