@@ -215,3 +215,54 @@ def test_leases_locks_and_elections(ctl):
     finally:
         campaign.kill()
         campaign.wait()
+
+
+@pytest.mark.slow
+def test_status_hashkv_alarms_defrag_and_move_leader(ctl):
+    import grpc
+
+    from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
+
+    for i in range(5):
+        ctl("put", f"ops/{i}", "x" * 100)
+    statuses = json.loads(ctl("endpoint", "status", "-w", "json").stdout)
+    for s in statuses:
+        st = s["Status"]
+        assert st["dbSize"] >= 5 * (5 + 100) and st["raftAppliedIndex"] >= 5 and st["raftTerm"] >= 1, st
+    # every node that applied the same revision has the same hash
+    hashes = json.loads(ctl("endpoint", "hashkv", "-w", "json").stdout)
+    assert len({h["HashKV"]["hash"] for h in hashes}) == 1 and len(hashes) == 3, hashes
+
+    # ---- alarms: NOSPACE raised (here through the Alarm RPC), listed, refused puts, disarmed ----
+    assert ctl("alarm", "list").stdout == ""
+    with grpc.insecure_channel(ctl.cluster.endpoints[1]) as ch:
+        rpc_pb2_grpc.MaintenanceStub(ch).Alarm(rpc_pb2.AlarmRequest(
+            action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=2, alarm=rpc_pb2.NOSPACE), timeout=10)
+    assert ctl("alarm", "list").stdout.splitlines() == ["memberID:2 alarm:NOSPACE "]
+    refused = ctl("put", "ops/x", "1", ok=False)
+    assert refused.returncode != 0 and "etcdserver: mvcc: database space exceeded" in refused.stderr
+    assert ctl("get", "ops/0", "--print-value-only").stdout.strip() == "x" * 100
+    assert ctl("del", "ops/4").stdout.strip() == "1"
+    errors = [s["Status"].get("errors") for s in json.loads(ctl("endpoint", "status", "-w", "json").stdout)]
+    assert errors == [["memberID:2 alarm:NOSPACE "]] * 3, errors
+    assert ctl("alarm", "disarm").stdout.splitlines() == ["memberID:2 alarm:NOSPACE "]
+    assert ctl("alarm", "list").stdout == ""
+    assert ctl("put", "ops/x", "1").stdout.strip() == "OK"
+
+    # ---- defrag: each member, as etcd words it ----
+    assert ctl("defrag").stdout.splitlines() == [
+        f"Finished defragmenting etcd member[{ep}]" for ep in ctl.cluster.endpoints]
+
+    # ---- move-leader: to each other member in turn, then etcd's errors ----
+    for _ in range(2):
+        leader = ctl.cluster.wait_leader()["id"] + 1
+        target = leader % 3 + 1
+        moved = ctl("move-leader", f"{target:x}")
+        assert moved.stdout.strip() == f"Leadership transferred from {leader:x} to {target:x}", moved.stdout
+        assert ctl.cluster.wait_leader()["id"] + 1 == target
+        assert ctl("put", "ops/after", str(target)).stdout.strip() == "OK"
+    bad = ctl("move-leader", "99", ok=False)
+    assert bad.returncode != 0 and "etcdserver: bad leader transferee" in bad.stderr
+    follower = next(ep for i, ep in enumerate(ctl.cluster.endpoints) if i + 1 != target)
+    alone = ctl("move-leader", "1", endpoints=follower, ok=False)
+    assert alone.returncode != 0 and "no leader endpoint given" in alone.stderr
