@@ -74,6 +74,8 @@ class ClientServer:
         self._half_closed: set[int] = set()  # keep-alive streams whose clients send no more
         self._leaderless_since: float | None = None
         self._progress_timer: asyncio.TimerHandle | None = None
+        # calls finished, by (method, gRPC status code): Prometheus' grpc_server_handled_total
+        self.handled: dict[tuple[str, int], int] = {}
         # method: (request type, start(request, body, done)); start answers through done
         self._methods = {
             RANGE: (rpc_pb2.RangeRequest, self._range),
@@ -135,32 +137,43 @@ class ClientServer:
                 else:
                     self._on_snapshot(call_id, kind)
                 continue
-            done = functools.partial(finish, call_id)
+            done = functools.partial(finish, call_id, method)
             if method == RANGE:
                 key = plain_range_key(body)
                 if key is not None:  # RangeRequest(key=...) and nothing else: not parsed
                     node.read(key, False, done)
                     continue
             entry = self._methods.get(method)
-            if entry is None:
-                finish(call_id, errors.unsupported_method(method))
+            if entry is None:  # not counted in `handled`: its name is the client's
+                finish(call_id, None, errors.unsupported_method(method))
                 continue
             request_type, start = entry
             try:
                 request = request_type.FromString(body)
             except DecodeError:
-                finish(call_id, EtcdError(grpc.StatusCode.INVALID_ARGUMENT,
+                finish(call_id, method, EtcdError(grpc.StatusCode.INVALID_ARGUMENT,
                                           f"verikv: {method}: the request is not a valid {request_type.__name__}"))
                 continue
             start(request, body, done)
 
-    def _finish(self, call_id: int, result) -> None:
+    def _count(self, method: str, code: int) -> None:
+        """One more call of `method` (one verikv serves) finished with `code` (grpc_server_handled_total)."""
+        key = (method, code)
+        handled = self.handled
+        handled[key] = handled.get(key, 0) + 1
+
+    def _finish(self, call_id: int, method: str | None, result) -> None:
         front = self._front
         if front is None:
             return
         if isinstance(result, EtcdError):
-            front.finish(call_id, result.code.value[0], result.message, b"")
-        elif type(result) is EncodedRange:
+            code = result.code.value[0]
+            front.finish(call_id, code, result.message, b"")
+            if method is not None:
+                self._count(method, code)
+            return
+        self._count(method, 0)
+        if type(result) is EncodedRange:
             front.finish(call_id, 0, "", self._headers.encoded(self.node.machine.term, result.header_revision)
                          + result.body)
         else:
@@ -185,6 +198,7 @@ class ClientServer:
             self.watches.close(stream)
             self._require_leader.discard(stream)
             self._front.finish(stream, grpc.StatusCode.CANCELLED.value[0], "", b"")
+            self._count(WATCH, grpc.StatusCode.CANCELLED.value[0])
             return
         try:
             request = rpc_pb2.WatchRequest.FromString(body)
@@ -205,6 +219,7 @@ class ClientServer:
         self.watches.close(stream)
         self._require_leader.discard(stream)
         self._front.finish(stream, err.code.value[0], err.message, b"")
+        self._count(WATCH, err.code.value[0])
 
     def has_leader(self) -> bool:
         """See _has_leader (for the metrics endpoint and health checks)."""
@@ -282,6 +297,7 @@ class ClientServer:
             self._keep_alives.pop(stream, None)
             self._half_closed.discard(stream)
             self._front.finish(stream, grpc.StatusCode.CANCELLED.value[0], "", b"")
+            self._count(KEEP_ALIVE, grpc.StatusCode.CANCELLED.value[0])
             return
         if kind == HALF_CLOSED:
             self._half_closed.add(stream)
@@ -292,6 +308,7 @@ class ClientServer:
         except DecodeError:
             self._front.finish(stream, grpc.StatusCode.INVALID_ARGUMENT.value[0],
                                f"verikv: {KEEP_ALIVE}: a message is not a valid LeaseKeepAliveRequest", b"")
+            self._count(KEEP_ALIVE, grpc.StatusCode.INVALID_ARGUMENT.value[0])
             return
         self._keep_alives[stream] = self._keep_alives.get(stream, 0) + 1
         self.node.command(Kind.LEASE_KEEP_ALIVE, request, body, functools.partial(self._kept_alive, stream))
@@ -306,6 +323,7 @@ class ClientServer:
             self._keep_alives.pop(stream, None)
             self._half_closed.discard(stream)
             front.finish(stream, result.code.value[0], result.message, b"")
+            self._count(KEEP_ALIVE, result.code.value[0])
             return
         self._headers.fill(result.header, self.node.machine.term)
         front.send(stream, result.SerializeToString())
@@ -317,6 +335,7 @@ class ClientServer:
             self._half_closed.discard(stream)
             self._keep_alives.pop(stream, None)
             self._front.finish(stream, 0, "", b"")
+            self._count(KEEP_ALIVE, 0)
 
     # ---- Maintenance.Snapshot ----
 
@@ -329,6 +348,7 @@ class ClientServer:
         front = self._front
         if kind == END:
             front.finish(stream, grpc.StatusCode.CANCELLED.value[0], "", b"")
+            self._count(SNAPSHOT, grpc.StatusCode.CANCELLED.value[0])
             return
         if kind != MESSAGE:
             return
@@ -342,6 +362,7 @@ class ClientServer:
                 return  # the client went away
         front.send(stream, rpc_pb2.SnapshotResponse(blob=digest).SerializeToString())
         front.finish(stream, 0, "", b"")
+        self._count(SNAPSHOT, 0)
 
     # ---- methods ----
 
