@@ -202,3 +202,29 @@ async def test_move_leader_hands_leadership_to_the_target(tmp_path):
         for n in nodes:
             if not n._stopping:
                 await stop_node(n)
+
+
+async def test_move_leader_to_a_stopped_node_times_out_and_only_the_leader_can_ask(tmp_path):
+    import asyncio
+
+    from verikv.shim.node.peer_wire import CAMPAIGN, KIND_CAMPAIGN
+
+    nodes = await start_cluster(tmp_path, PORTS + 20, request_timeout_s=1.0)
+    try:
+        leader = leader_of(nodes)
+        a, b = [n for n in nodes if n is not leader]
+        # a campaign asked by a node that does not lead is ignored
+        a.machine.frame(KIND_CAMPAIGN, CAMPAIGN.pack(b.node_id))
+        a._wake.set()
+        await asyncio.sleep(0.3)
+        assert leader_of(nodes) is leader and a.status["role"] == "follower"
+        await stop_node(b)
+        started = asyncio.get_running_loop().time()
+        answer = await _call(lambda done: leader.move_leader(b.node_id + 1, done))
+        assert answer == errors.LEADER_TRANSFER_TIMEOUT
+        assert 1.0 <= asyncio.get_running_loop().time() - started < 3.0
+        assert leader_of(nodes) is leader
+    finally:
+        for n in nodes:
+            if not n._stopping:
+                await stop_node(n)
