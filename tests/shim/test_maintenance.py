@@ -121,11 +121,12 @@ def test_etcds_quota_costs():
     assert cost(Kind.DELETE_RANGE, r.DeleteRangeRequest(key=b"a")) == 0
 
 
-async def _call(start):
+async def _call(start, timeout_s=10.0):
+    """The answer `start(done)` gives, within timeout_s (else the test fails, not hangs)."""
     import asyncio
     fut = asyncio.get_running_loop().create_future()
     start(lambda answer: fut.done() or fut.set_result(answer))
-    return await fut
+    return await asyncio.wait_for(fut, timeout_s)
 
 
 async def test_quota_raises_nospace_through_the_log_and_compact_defrag_disarm_recover(tmp_path):
