@@ -393,27 +393,46 @@ class KVStore:
         """etcd's HashByRev: (hash, current revision, compaction point) of every version kept
         with a revision up to `revision` (0: the current one), in key then revision order. Two
         nodes that applied the same slots give the same hash; a CRC-32 of verikv's own encoding,
-        not etcd's (which hashes its bolt pages)."""
+        not etcd's (which hashes its bolt pages). At once; see hash_steps."""
+        return _run(self.hash_steps(revision))
+
+    def hash_all(self) -> int:
+        """etcd's Hash (of its whole backend): see hash_steps. At once."""
+        return _run(self.hash_steps(0, whole=True))[0]
+
+    def hash_steps(self, revision: int, whole: bool = False):
+        """hash_kv(revision) as a generator that yields after every HASH_STEP_KEYS keys, so that a
+        node can go on applying between the steps (returns what hash_kv returns). Writes applied
+        meanwhile are above the revision hashed and change nothing; a compaction meanwhile starts
+        it again (it may remove versions already hashed). `whole`: etcd's Hash instead, which
+        starts from the leases and alarms as of the first step, then every version up to the
+        current revision."""
         if 0 < revision <= self.compact_revision:
             raise errors.COMPACTED
         if revision > self.revision:
             raise errors.FUTURE_REV
         rev = revision or self.revision
+        current, compact = self.revision, self.compact_revision
         h = zlib.crc32(b"key")
+        if whole:
+            h = zlib.crc32(self.leases.encode(), h)
+            h = zlib.crc32(b"".join(struct.pack("<QI", m, t) for m, t in sorted(self.alarms)), h)
         pack = _HASH_REC.pack
-        for k in self._hist_keys:
-            for rec in self._hist[k]:
-                if rec.mod_revision > rev:
-                    break
-                h = zlib.crc32(pack(len(k), rec.mod_revision, rec.sub, rec.create_revision, rec.version,
-                                    rec.lease, len(rec.value)), h)
-                h = zlib.crc32(rec.value, zlib.crc32(k, h))
-        return h, self.revision, self.compact_revision
-
-    def hash_all(self) -> int:
-        """etcd's Hash (of its whole backend): a CRC-32 of the whole state as a snapshot holds it
-        (history, leases, alarms, the dedup table)."""
-        return zlib.crc32(self.snapshot())
+        hist = self._hist
+        keys = list(self._hist_keys)  # keys created later hold only later revisions
+        for start in range(0, len(keys), HASH_STEP_KEYS):
+            if start:
+                yield
+                if self.compact_revision != compact:
+                    return (yield from self.hash_steps(revision, whole))
+            for k in keys[start:start + HASH_STEP_KEYS]:
+                for rec in hist[k]:
+                    if rec.mod_revision > rev:
+                        break
+                    h = zlib.crc32(pack(len(k), rec.mod_revision, rec.sub, rec.create_revision, rec.version,
+                                        rec.lease, len(rec.value)), h)
+                    h = zlib.crc32(rec.value, zlib.crc32(k, h))
+        return h, current, compact
 
     # ---- alarms ----
 
@@ -773,5 +792,17 @@ class KVStore:
 _RESULT_TAGS = {rpc_pb2.RangeResponse: 1, rpc_pb2.PutResponse: 2, rpc_pb2.DeleteRangeResponse: 3,
                 rpc_pb2.TxnResponse: 4, rpc_pb2.CompactionResponse: 5, rpc_pb2.LeaseGrantResponse: 6,
                 rpc_pb2.LeaseRevokeResponse: 7, rpc_pb2.LeaseKeepAliveResponse: 8, rpc_pb2.AlarmResponse: 9}
+HASH_STEP_KEYS = 10_000  # keys hashed per step (about 10 ms here)
+
+
+def _run(steps):
+    """Run a generator of steps to its end; what it returns."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
 _HASH_REC = struct.Struct("<IqIqqqI")  # key length, revision, sub, create revision, version, lease, value length
 _TAG_TYPES = {tag: t for t, tag in _RESULT_TAGS.items()}

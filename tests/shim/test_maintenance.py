@@ -229,3 +229,35 @@ async def test_move_leader_to_a_stopped_node_times_out_and_only_the_leader_can_a
         for n in nodes:
             if not n._stopping:
                 await stop_node(n)
+
+
+def test_a_hash_in_steps_is_the_hash_at_its_start_whatever_is_applied_between_steps(monkeypatch):
+    from verikv.shim.kv import store as store_module
+
+    monkeypatch.setattr(store_module, "HASH_STEP_KEYS", 3)
+    kv = KVStore()
+    random_ops(kv, random.Random(5), 300)
+    rev = kv.revision
+    expected, whole = kv.hash_kv(0), kv.hash_all()  # whole: as of revision rev
+    assert len(kv._hist_keys) > 4 * 3
+
+    def interleaved(steps):
+        i = 0
+        while True:
+            try:
+                next(steps)
+            except StopIteration as stop:
+                assert i > 4  # it did take steps
+                return stop.value
+            i += 1  # writes (new keys too) between steps
+            kv.execute(Kind.PUT, r.PutRequest(key=b"a%d" % i, value=b"x"))
+            kv.execute(Kind.PUT, r.PutRequest(key=b"k%d" % (i % 20), value=b"y"))
+
+    assert interleaved(kv.hash_steps(0)) == expected  # the revision current at its start
+    assert interleaved(kv.hash_steps(rev, whole=True))[0] == whole
+    assert kv.hash_kv(0)[0] != expected[0] and kv.hash_kv(rev)[0] == expected[0]
+    # a compaction between steps: the hash starts again, and is that of the compacted store
+    steps = kv.hash_steps(rev)
+    next(steps)
+    kv.execute(Kind.COMPACT, r.CompactionRequest(revision=rev - 5))
+    assert store_module._run(steps) == kv.hash_kv(rev) and kv.hash_kv(rev)[0] != expected[0]
