@@ -79,6 +79,17 @@ class NodeCollector:
             yield HistogramMetricFamily("etcd_disk_wal_fsync_duration_seconds",
                                         "The latency distributions of fsync called by WAL.",
                                         buckets=buckets, sum_value=wal.sync_seconds)
+        rtt = HistogramMetricFamily("etcd_network_peer_round_trip_time_seconds",
+                                    "Round-Trip-Time histogram between peers (verikv: the kernel's smoothed RTT "
+                                    "of the connection to the peer, sampled every second)", labels=["To"])
+        for peer, hist in sorted(getattr(node, "peer_rtt", {}).copy().items()):
+            counts, cumulative, buckets = list(hist.counts), 0, []
+            for bound, count in zip(hist.BUCKETS_S, counts):
+                cumulative += count
+                buckets.append((repr(bound), cumulative))
+            buckets.append(("+Inf", cumulative + counts[-1]))
+            rtt.add_metric(["%x" % (peer + 1)], buckets, hist.sum_s)  # etcd labels a peer by its hex ID
+        yield rtt
         kv = machine.kv
         yield GaugeMetricFamily("etcd_debugging_mvcc_current_revision", "The current revision of store.",
                                 value=kv.revision)

@@ -15,7 +15,7 @@ from verikv.shim.kv.commands import Kind
 from verikv.shim.kv.store import VERSION_OVERHEAD
 
 import pytest
-from test_node import leader_of, start_cluster, stop_node, submit
+from test_node import leader_of, start_cluster, stop_node, submit, wait_for
 
 CLIENT_PORT = 25420
 
@@ -101,7 +101,17 @@ async def test_grpc_server_handled_counts_calls_by_method_and_code(tmp_path):
                 await channel.unary_unary("/etcdserverpb.Nothing/Here")(b"")
             async for _ in g.MaintenanceStub(channel).Snapshot(r.SnapshotRequest()):
                 pass
+        await wait_for(lambda: len(leader.peer_rtt) == 2, timeout_s=5)  # sampled every second
         text = (await asyncio.to_thread(get, f"http://127.0.0.1:{metrics.port}/metrics"))[1]
+        rtt = {(s.name, s.labels["To"]): s.value for f in text_string_to_metric_families(text)
+               if f.name == "etcd_network_peer_round_trip_time_seconds" for s in f.samples
+               if s.name != "etcd_network_peer_round_trip_time_seconds_bucket" or s.labels["le"] == "+Inf"}
+        peers = sorted("%x" % (n.node_id + 1) for n in nodes if n is not leader)
+        assert sorted({to for _, to in rtt}) == peers
+        for to in peers:
+            count = rtt[("etcd_network_peer_round_trip_time_seconds_count", to)]
+            assert count >= 1 and rtt[("etcd_network_peer_round_trip_time_seconds_bucket", to)] == count
+            assert 0 < rtt[("etcd_network_peer_round_trip_time_seconds_sum", to)] < count  # local: well below 1 s
         handled = {(s.labels["grpc_type"], s.labels["grpc_service"], s.labels["grpc_method"], s.labels["grpc_code"]):
                    s.value for f in text_string_to_metric_families(text) if f.name == "grpc_server_handled"
                    for s in f.samples}
