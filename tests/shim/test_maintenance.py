@@ -210,7 +210,7 @@ async def test_move_leader_to_a_stopped_node_times_out_and_only_the_leader_can_a
 
     from verikv.shim.node.peer_wire import CAMPAIGN, KIND_CAMPAIGN
 
-    nodes = await start_cluster(tmp_path, PORTS + 20, request_timeout_s=1.0)
+    nodes = await start_cluster(tmp_path, PORTS + 70, request_timeout_s=1.0)  # 28570-28572
     try:
         leader = leader_of(nodes)
         a, b = [n for n in nodes if n is not leader]
