@@ -291,8 +291,13 @@ class NodeMachine:
         self._ticks_due += ticks
 
     def fail_pending(self, err: errors.EtcdError) -> None:
-        """Answer every command still waiting with `err` (the node stops)."""
+        """Answer every command still waiting with `err` (the node stops): proposals (a NOSPACE
+        alarm on its way answers the writes it refused), leader transfers, defragmentations."""
         self.proposals.fail_all(err)
+        transfers, self._transfers = self._transfers, []
+        defragments, self._defragments = self._defragments, []
+        for done in [done for _, _, done in transfers] + defragments:
+            done(err)
 
     @property
     def wants_turn(self) -> bool:

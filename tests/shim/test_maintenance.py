@@ -261,3 +261,20 @@ def test_a_hash_in_steps_is_the_hash_at_its_start_whatever_is_applied_between_st
     next(steps)
     kv.execute(Kind.COMPACT, r.CompactionRequest(revision=rev - 5))
     assert store_module._run(steps) == kv.hash_kv(rev) and kv.hash_kv(rev)[0] != expected[0]
+
+
+async def test_a_stopping_node_answers_its_pending_transfer_and_defragment(tmp_path):
+    nodes = await start_cluster(tmp_path, PORTS + 90)  # 28590-28592
+    try:
+        leader = leader_of(nodes)
+        target = next(n for n in nodes if n is not leader)
+        await stop_node(target)
+        answers = []
+        leader.machine.move_leader(target.node_id + 1, answers.append)
+        leader.machine.defragment(answers.append)  # not yet taken by a turn
+        leader.machine.fail_pending(errors.NO_LEADER)
+        assert answers == [errors.NO_LEADER, errors.NO_LEADER]
+    finally:
+        for n in nodes:
+            if not n._stopping:
+                await stop_node(n)
