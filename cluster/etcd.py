@@ -62,12 +62,14 @@ class EtcdCluster:
 
 
 def start_etcd_cluster(data_dir: Path, members: int, base_port: int, ready_timeout_s: float = 30.0,
-                       binary: str = ETCD_BINARY, tls: dict | None = None) -> EtcdCluster:
+                       binary: str = ETCD_BINARY, tls: dict | None = None,
+                       extra_args: tuple[str, ...] = ()) -> EtcdCluster:
     """Start `members` etcd processes; ports base_port .. base_port + 2*members - 1.
 
     data_dir must not exist or be empty-able: it is (re)created and owned by this cluster.
     With `tls` ({"ca": CA file, "members": [(cert, key)] per member, "client": (cert, key)}),
     clients and peers use TLS with certificates required, as `verikv cluster up --tls` runs verikv.
+    `extra_args` go to every etcd (e.g. --quota-backend-bytes).
     """
     if not os.access(binary, os.X_OK):
         raise EtcdUnavailable(f"{binary} not found (Debian package etcd-server)")
@@ -94,7 +96,7 @@ def start_etcd_cluster(data_dir: Path, members: int, base_port: int, ready_timeo
              "--listen-client-urls", f"{scheme}://{client[i]}", "--advertise-client-urls", f"{scheme}://{client[i]}",
              "--listen-peer-urls", peer[i], "--initial-advertise-peer-urls", peer[i],
              "--initial-cluster", initial, "--initial-cluster-state", "new",
-             "--initial-cluster-token", f"verikv-{base_port}", "--log-outputs", "stderr", *tls_args],
+             "--initial-cluster-token", f"verikv-{base_port}", "--log-outputs", "stderr", *tls_args, *extra_args],
             stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL))
         log.close()
     try:

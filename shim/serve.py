@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "is sent the current revision (a duration such as 10m or 30s; default 10m)")
     p.add_argument("--listen-metrics-urls", default="",
                    help="etcd's: http://HOST:PORT serving /metrics (Prometheus) and /health (default: none)")
+    p.add_argument("--quota-backend-bytes", type=int, default=0,
+                   help="etcd's: the store size (Status' dbSize) at which writes are refused and the "
+                        "NOSPACE alarm raised (0: etcd's default, 2 GiB; negative: no quota)")
     t = p.add_argument_group("client TLS (etcd's flags)")
     t.add_argument("--cert-file", default="", help="the client port's certificate (PEM); serves clients over TLS")
     t.add_argument("--key-file", default="", help="the private key of --cert-file (PEM)")
@@ -140,7 +143,8 @@ async def serve(args) -> int:
                         runtime_checks=not args.no_runtime_checks,
                         auto_compaction_mode=args.auto_compaction_mode, auto_compaction_retention=retention,
                         # etcd's minimum lease TTL: 1.5 election timeouts, rounded up to a second
-                        min_lease_ttl_s=math.ceil(1.5 * args.election_ticks * args.tick_ms / 1000))
+                        min_lease_ttl_s=math.ceil(1.5 * args.election_ticks * args.tick_ms / 1000),
+                        quota_backend_bytes=args.quota_backend_bytes or NodeConfig.quota_backend_bytes)
     core = vcore.Core(args.id, len(peers), election_ticks=args.election_ticks,
                       heartbeat_ticks=args.heartbeat_ticks, runtime_checks=not args.no_runtime_checks)
     disk = FaultyDisk(trigger_dir=args.data_dir) if args.faulty_disk else None

@@ -28,6 +28,13 @@ from verikv.shim.kv.errors import EtcdError
 
 HEALTH_TIMEOUT_S = 1.0  # etcd's
 
+# gRPC's status codes as Go's codes.Code.String() names them (go-grpc-prometheus' grpc_code)
+GRPC_CODE_NAMES = ["OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
+                   "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted",
+                   "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated"]
+GRPC_TYPES = {"/etcdserverpb.Watch/Watch": "bidi_stream", "/etcdserverpb.Lease/LeaseKeepAlive": "bidi_stream",
+              "/etcdserverpb.Maintenance/Snapshot": "server_stream"}  # the others are unary
+
 
 def parse_metrics_url(url: str) -> tuple[str, int]:
     """HOST, PORT of an http:// URL from --listen-metrics-urls; ValueError with a message."""
@@ -72,12 +79,38 @@ class NodeCollector:
             yield HistogramMetricFamily("etcd_disk_wal_fsync_duration_seconds",
                                         "The latency distributions of fsync called by WAL.",
                                         buckets=buckets, sum_value=wal.sync_seconds)
+        rtt = HistogramMetricFamily("etcd_network_peer_round_trip_time_seconds",
+                                    "Round-Trip-Time histogram between peers (verikv: the kernel's smoothed RTT "
+                                    "of the connection to the peer, sampled every second)", labels=["To"])
+        for peer, hist in sorted(getattr(node, "peer_rtt", {}).copy().items()):
+            counts, cumulative, buckets = list(hist.counts), 0, []
+            for bound, count in zip(hist.BUCKETS_S, counts):
+                cumulative += count
+                buckets.append((repr(bound), cumulative))
+            buckets.append(("+Inf", cumulative + counts[-1]))
+            rtt.add_metric(["%x" % (peer + 1)], buckets, hist.sum_s)  # etcd labels a peer by its hex ID
+        yield rtt
         kv = machine.kv
         yield GaugeMetricFamily("etcd_debugging_mvcc_current_revision", "The current revision of store.",
                                 value=kv.revision)
         yield GaugeMetricFamily("etcd_debugging_mvcc_compact_revision",
                                 "The revision of the last compaction in store.", value=max(kv.compact_revision, 0))
         yield GaugeMetricFamily("etcd_debugging_mvcc_keys_total", "Total number of keys.", value=kv.key_count)
+        yield GaugeMetricFamily("etcd_mvcc_db_total_size_in_bytes",
+                                "Total size of the underlying database physically allocated in bytes "
+                                "(verikv: its store's size, as Status' dbSize).", value=kv.db_size)
+        yield GaugeMetricFamily("etcd_mvcc_db_total_size_in_use_in_bytes",
+                                "Total size of the underlying database logically in use in bytes.", value=kv.db_size)
+        yield GaugeMetricFamily("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.",
+                                value=max(machine.config.quota_backend_bytes, 0))
+        handled = CounterMetricFamily("grpc_server_handled", "Total number of RPCs completed on the server, "
+                                      "regardless of success or failure.",
+                                      labels=["grpc_type", "grpc_service", "grpc_method", "grpc_code"])
+        for (method, code), count in sorted(server.handled.copy().items()):
+            service, _, name = method.lstrip("/").partition("/")
+            handled.add_metric([GRPC_TYPES.get(method, "unary"), service, name,
+                                GRPC_CODE_NAMES[code] if code < len(GRPC_CODE_NAMES) else str(code)], count)
+        yield handled
         yield GaugeMetricFamily("verikv_leases", "Leases granted and not yet revoked or expired.",
                                 value=len(kv.leases.leases))
         yield GaugeMetricFamily("verikv_watch_streams", "Open Watch streams on this node.",

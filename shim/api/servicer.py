@@ -75,6 +75,8 @@ class ClientServer:
         self._half_closed: set[int] = set()  # keep-alive streams whose clients send no more
         self._leaderless_since: float | None = None
         self._progress_timer: asyncio.TimerHandle | None = None
+        # calls finished, by (method, gRPC status code): Prometheus' grpc_server_handled_total
+        self.handled: dict[tuple[str, int], int] = {}
         # method: (request type, start(request, body, done)); start answers through done
         self._methods = {
             RANGE: (rpc_pb2.RangeRequest, self._range),
@@ -91,6 +93,13 @@ class ClientServer:
             "/etcdserverpb.Lease/LeaseTimeToLive": (rpc_pb2.LeaseTimeToLiveRequest, self._time_to_live),
             "/etcdserverpb.Lease/LeaseLeases": (rpc_pb2.LeaseLeasesRequest, self._leases),
             "/etcdserverpb.Maintenance/Status": (rpc_pb2.StatusRequest, self._status),
+            "/etcdserverpb.Maintenance/Alarm": (rpc_pb2.AlarmRequest, functools.partial(node.command, Kind.ALARM)),
+            "/etcdserverpb.Maintenance/Hash": (rpc_pb2.HashRequest, self._hash),
+            "/etcdserverpb.Maintenance/HashKV": (rpc_pb2.HashKVRequest, self._hash_kv),
+            "/etcdserverpb.Maintenance/Defragment": (rpc_pb2.DefragmentRequest,
+                                                     lambda request, body, done: node.defragment(done)),
+            "/etcdserverpb.Maintenance/MoveLeader": (rpc_pb2.MoveLeaderRequest,
+                                                     lambda request, body, done: node.move_leader(request.targetID, done)),
             "/grpc.health.v1.Health/Check": (health_pb2.HealthCheckRequest, self._health),
             "/etcdserverpb.Cluster/MemberList": (rpc_pb2.MemberListRequest, self._member_list),
         }
@@ -133,32 +142,43 @@ class ClientServer:
                 else:
                     self._on_snapshot(call_id, kind)
                 continue
-            done = functools.partial(finish, call_id)
+            done = functools.partial(finish, call_id, method)
             if method == RANGE:
                 key = plain_range_key(body)
                 if key is not None:  # RangeRequest(key=...) and nothing else: not parsed
                     node.read(key, False, done)
                     continue
             entry = self._methods.get(method)
-            if entry is None:
-                finish(call_id, errors.unsupported_method(method))
+            if entry is None:  # not counted in `handled`: its name is the client's
+                finish(call_id, None, errors.unsupported_method(method))
                 continue
             request_type, start = entry
             try:
                 request = request_type.FromString(body)
             except DecodeError:
-                finish(call_id, EtcdError(grpc.StatusCode.INVALID_ARGUMENT,
+                finish(call_id, method, EtcdError(grpc.StatusCode.INVALID_ARGUMENT,
                                           f"verikv: {method}: the request is not a valid {request_type.__name__}"))
                 continue
             start(request, body, done)
 
-    def _finish(self, call_id: int, result) -> None:
+    def _count(self, method: str, code: int) -> None:
+        """One more call of `method` (one verikv serves) finished with `code` (grpc_server_handled_total)."""
+        key = (method, code)
+        handled = self.handled
+        handled[key] = handled.get(key, 0) + 1
+
+    def _finish(self, call_id: int, method: str | None, result) -> None:
         front = self._front
         if front is None:
             return
         if isinstance(result, EtcdError):
-            front.finish(call_id, result.code.value[0], result.message, b"")
-        elif type(result) is EncodedRange:
+            code = result.code.value[0]
+            front.finish(call_id, code, result.message, b"")
+            if method is not None:
+                self._count(method, code)
+            return
+        self._count(method, 0)
+        if type(result) is EncodedRange:
             front.finish(call_id, 0, "", self._headers.encoded(self.node.machine.term, result.header_revision)
                          + result.body)
         else:
@@ -183,6 +203,7 @@ class ClientServer:
             self.watches.close(stream)
             self._require_leader.discard(stream)
             self._front.finish(stream, grpc.StatusCode.CANCELLED.value[0], "", b"")
+            self._count(WATCH, grpc.StatusCode.CANCELLED.value[0])
             return
         try:
             request = rpc_pb2.WatchRequest.FromString(body)
@@ -203,6 +224,7 @@ class ClientServer:
         self.watches.close(stream)
         self._require_leader.discard(stream)
         self._front.finish(stream, err.code.value[0], err.message, b"")
+        self._count(WATCH, err.code.value[0])
 
     def has_leader(self) -> bool:
         """See _has_leader (for the metrics endpoint and health checks)."""
@@ -280,6 +302,7 @@ class ClientServer:
             self._keep_alives.pop(stream, None)
             self._half_closed.discard(stream)
             self._front.finish(stream, grpc.StatusCode.CANCELLED.value[0], "", b"")
+            self._count(KEEP_ALIVE, grpc.StatusCode.CANCELLED.value[0])
             return
         if kind == HALF_CLOSED:
             self._half_closed.add(stream)
@@ -290,6 +313,7 @@ class ClientServer:
         except DecodeError:
             self._front.finish(stream, grpc.StatusCode.INVALID_ARGUMENT.value[0],
                                f"verikv: {KEEP_ALIVE}: a message is not a valid LeaseKeepAliveRequest", b"")
+            self._count(KEEP_ALIVE, grpc.StatusCode.INVALID_ARGUMENT.value[0])
             return
         self._keep_alives[stream] = self._keep_alives.get(stream, 0) + 1
         self.node.command(Kind.LEASE_KEEP_ALIVE, request, body, functools.partial(self._kept_alive, stream))
@@ -304,6 +328,7 @@ class ClientServer:
             self._keep_alives.pop(stream, None)
             self._half_closed.discard(stream)
             front.finish(stream, result.code.value[0], result.message, b"")
+            self._count(KEEP_ALIVE, result.code.value[0])
             return
         self._headers.fill(result.header, self.node.machine.term)
         front.send(stream, result.SerializeToString())
@@ -315,6 +340,7 @@ class ClientServer:
             self._half_closed.discard(stream)
             self._keep_alives.pop(stream, None)
             self._front.finish(stream, 0, "", b"")
+            self._count(KEEP_ALIVE, 0)
 
     # ---- Maintenance.Snapshot ----
 
@@ -327,6 +353,7 @@ class ClientServer:
         front = self._front
         if kind == END:
             front.finish(stream, grpc.StatusCode.CANCELLED.value[0], "", b"")
+            self._count(SNAPSHOT, grpc.StatusCode.CANCELLED.value[0])
             return
         if kind != MESSAGE:
             return
@@ -340,6 +367,7 @@ class ClientServer:
                 return  # the client went away
         front.send(stream, rpc_pb2.SnapshotResponse(blob=digest).SerializeToString())
         front.finish(stream, 0, "", b"")
+        self._count(SNAPSHOT, 0)
 
     # ---- methods ----
 
@@ -390,14 +418,61 @@ class ClientServer:
         node = self.node
         st = node.status
         leader = st.get("leader") if self._has_leader() else None  # as etcd's raft: none while electing
+        kv = node.kv
+        # raftIndex: the slots committed (the core's commit_upto: every slot below it is chosen
+        # and known here), raftAppliedIndex: the slots applied to the KV state; raftTerm: the
+        # highest ballot round this node has seen; dbSize (= dbSizeInUse): KVStore.db_size
         resp = rpc_pb2.StatusResponse(
             version=SERVER_VERSION, leader=0 if leader is None else leader + 1,
-            raftIndex=st.get("commit_upto", 0), raftAppliedIndex=node.kv.next_slot,
-            raftTerm=node.machine.term)
-        resp.header.revision = node.kv.revision
+            raftIndex=st.get("commit_upto", 0), raftAppliedIndex=kv.next_slot,
+            raftTerm=node.machine.term, dbSize=kv.db_size, dbSizeInUse=kv.db_size)
+        resp.header.revision = kv.revision
         if leader is None:
             resp.errors.append("etcdserver: no leader")
+        for member, alarm in sorted(kv.alarms):  # as etcd prints an AlarmMember (gogoproto's String)
+            resp.errors.append(f"memberID:{member} alarm:{rpc_pb2.AlarmType.Name(alarm)} ")
         done(resp)
+
+    def _hash_kv(self, request, body, done):
+        """etcd's HashKV, from this node's state (not through the log, as etcd): nodes that
+        applied the same revisions answer the same hash (KVStore.hash_steps). Computed in steps,
+        between which the node goes on (a store of a million keys takes about a second)."""
+        def answer(result):
+            if not isinstance(result, EtcdError):
+                h, rev, compact = result
+                result = rpc_pb2.HashKVResponse(hash=h, compact_revision=compact)
+                result.header.revision = rev
+            done(result)
+
+        self._in_steps(self.node.kv.hash_steps(request.revision), answer)
+
+    def _hash(self, request, body, done):
+        def answer(result):
+            if not isinstance(result, EtcdError):
+                h, rev, _ = result
+                result = rpc_pb2.HashResponse(hash=h)
+                result.header.revision = rev
+            done(result)
+
+        self._in_steps(self.node.kv.hash_steps(0, whole=True), answer)
+
+    @staticmethod
+    def _in_steps(steps, finish) -> None:
+        """Run a generator of steps, one per turn of the event loop; finish(what it returns, or
+        the EtcdError it raises)."""
+        loop = asyncio.get_running_loop()
+
+        def step():
+            try:
+                next(steps)
+            except StopIteration as stop:
+                finish(stop.value)
+            except EtcdError as err:
+                finish(err)
+            else:
+                loop.call_soon(step)
+
+        step()
 
     def _member_list(self, request, body, done):
         resp = rpc_pb2.MemberListResponse()

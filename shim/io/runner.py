@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
+import struct
 import time
 
 from verikv.shim.io.transport import Transport
@@ -26,6 +28,38 @@ from verikv.shim.node.machine import Append, NodeConfig, NodeMachine, Send, Writ
 log = logging.getLogger("verikv.node")
 
 __all__ = ["Node", "NodeConfig"]
+
+# etcd_network_peer_round_trip_time_seconds: etcd's buckets, and how often the runner samples
+RTT_BUCKETS_S = tuple(0.0001 * 2 ** i for i in range(16))
+RTT_SAMPLE_EVERY_S = 1.0
+_TCP_INFO_RTT_US = struct.Struct("<I")  # struct tcp_info's tcpi_rtt (Linux), at offset 68
+_TCP_INFO_BYTES = 104
+
+
+def tcp_rtt_s(writer) -> float | None:
+    """The kernel's smoothed round-trip time of a connection (TCP_INFO), or None."""
+    try:
+        sock = writer.get_extra_info("socket")
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
+    except (AttributeError, OSError):
+        return None
+    if len(info) < 72:
+        return None
+    return _TCP_INFO_RTT_US.unpack_from(info, 68)[0] / 1e6
+
+
+class RttHistogram:
+    """Samples of one peer's round-trip time: counts per bucket of RTT_BUCKETS_S (then above), sum."""
+
+    BUCKETS_S = RTT_BUCKETS_S
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(RTT_BUCKETS_S) + 1)
+        self.sum_s = 0.0
+
+    def observe(self, rtt_s: float) -> None:
+        self.sum_s += rtt_s
+        self.counts[next((i for i, b in enumerate(RTT_BUCKETS_S) if rtt_s <= b), len(RTT_BUCKETS_S))] += 1
 
 
 class Node:
@@ -41,6 +75,10 @@ class Node:
         self._durable_needed = 0  # WAL records that must be durable before a frame leaves
         self._stopping = False
         self._tick_handle: asyncio.TimerHandle | None = None
+        self._rtt_handle: asyncio.TimerHandle | None = None
+        # each peer's round-trip time: the kernel's smoothed RTT of the connection to it (TCP
+        # sees every frame's acknowledgement), sampled every RTT_SAMPLE_EVERY_S
+        self.peer_rtt: dict[int, RttHistogram] = {}
         # called after each turn with the KV store and the writes it applied in the turn (in
         # order): how watchers learn of them
         self.on_applied: list = []
@@ -74,6 +112,16 @@ class Node:
         self._applied()
         await self.transport.start()
         self._tick_handle = asyncio.get_running_loop().call_later(self.config.tick_ms / 1000.0, self._on_tick)
+        self._rtt_handle = asyncio.get_running_loop().call_later(RTT_SAMPLE_EVERY_S, self._sample_rtt)
+
+    def _sample_rtt(self) -> None:
+        for peer_id, peer in getattr(self.transport, "peers", {}).items():
+            writer = getattr(peer, "writer", None)
+            rtt = tcp_rtt_s(writer) if writer is not None else None
+            if rtt is not None:
+                self.peer_rtt.setdefault(peer_id, RttHistogram()).observe(rtt)
+        if not self._stopping:
+            self._rtt_handle = asyncio.get_running_loop().call_later(RTT_SAMPLE_EVERY_S, self._sample_rtt)
 
     def _on_tick(self) -> None:
         self.machine.tick()
@@ -106,6 +154,8 @@ class Node:
         self._wake.set()
         if self._tick_handle:
             self._tick_handle.cancel()
+        if self._rtt_handle:
+            self._rtt_handle.cancel()
         await self.transport.close()
         if self.wal:
             self.wal.drain()
@@ -126,6 +176,16 @@ class Node:
     def lease_grant(self, request, done) -> None:
         """A client's LeaseGrant (see NodeMachine.lease_grant)."""
         self.machine.lease_grant(request, done)
+        self._wake.set()
+
+    def defragment(self, done) -> None:
+        """etcd's Defragment (see NodeMachine.defragment)."""
+        self.machine.defragment(done)
+        self._wake.set()
+
+    def move_leader(self, target: int, done) -> None:
+        """etcd's MoveLeader (see NodeMachine.move_leader)."""
+        self.machine.move_leader(target, done)
         self._wake.set()
 
     def read(self, request, serializable: bool, done) -> None:

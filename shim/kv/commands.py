@@ -47,6 +47,7 @@ class Kind(enum.IntEnum):
     LEASE_KEEP_ALIVE = 8
     LEASE_EXPIRE = 9  # a leader's: leases whose time ran out on its clock
     LEASE_CHECKPOINT = 10  # a leader's: what its clock says leases have left
+    ALARM = 11  # etcd's Alarm: get, activate or deactivate (a node raises NOSPACE this way too)
 
 
 REQUEST_TYPES = {
@@ -60,6 +61,7 @@ REQUEST_TYPES = {
     Kind.LEASE_KEEP_ALIVE: rpc_pb2.LeaseKeepAliveRequest,
     Kind.LEASE_EXPIRE: LeaseExpiry,
     Kind.LEASE_CHECKPOINT: LeaseCheckpoints,
+    Kind.ALARM: rpc_pb2.AlarmRequest,
 }
 
 
@@ -259,7 +261,36 @@ def check_nothing(r) -> None:
 CHECKS = {Kind.RANGE: check_range, Kind.PUT: check_put, Kind.DELETE_RANGE: check_delete,
           Kind.TXN: check_txn, Kind.COMPACT: check_compact, Kind.LEASE_GRANT: check_nothing,
           Kind.LEASE_REVOKE: check_nothing, Kind.LEASE_KEEP_ALIVE: check_nothing,
-          Kind.LEASE_EXPIRE: check_nothing, Kind.LEASE_CHECKPOINT: check_nothing}
+          Kind.LEASE_EXPIRE: check_nothing, Kind.LEASE_CHECKPOINT: check_nothing,
+          Kind.ALARM: check_nothing}
+
+
+# ---- the quota's charge for a request (etcd 3.4's etcdserver/quota.go) ----
+
+KV_OVERHEAD = 256  # etcd's estimate of a key's metadata
+LEASE_OVERHEAD = 64  # etcd's estimate of a lease
+
+
+def cost_put(r: rpc_pb2.PutRequest) -> int:
+    return KV_OVERHEAD + len(r.key) + len(r.value)
+
+
+def cost_txn(r: rpc_pb2.TxnRequest) -> int:
+    """The larger branch's puts (a nested txn's puts are not counted, as etcd 3.4 counts)."""
+    def branch(ops) -> int:
+        return sum(cost_put(op.request_put) for op in ops if op.WhichOneof("request") == "request_put")
+    return max(branch(r.success), branch(r.failure))
+
+
+def cost(kind: Kind, request) -> int:
+    """What a request adds to the store as etcd's quota counts it (0: it is not checked)."""
+    if kind == Kind.PUT:
+        return cost_put(request)
+    if kind == Kind.TXN:
+        return cost_txn(request)
+    if kind == Kind.LEASE_GRANT:
+        return LEASE_OVERHEAD
+    return 0
 
 
 def validate(kind: Kind, request, size: int | None = None) -> None:

@@ -47,6 +47,11 @@ LEASE_EXISTS = _err(Code.FAILED_PRECONDITION, "etcdserver: lease already exists"
 LEASE_TTL_TOO_LARGE = _err(Code.OUT_OF_RANGE, "etcdserver: too large lease TTL")
 FUTURE_REV = _err(Code.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
 COMPACTED = _err(Code.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
+NO_SPACE = _err(Code.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
+NOT_LEADER = _err(Code.FAILED_PRECONDITION, "etcdserver: not leader")
+BAD_LEADER_TRANSFEREE = _err(Code.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
+LEADER_TRANSFER_TIMEOUT = _err(Code.UNKNOWN,  # etcd has no gRPC status for it: Unknown
+                                "etcdserver: request timed out, leader transfer took too long")
 NO_LEADER = _err(Code.UNAVAILABLE, "etcdserver: no leader")
 TIMEOUT = _err(Code.UNAVAILABLE, "etcdserver: request timed out")
 
@@ -59,7 +64,7 @@ def unsupported_method(full_method: str) -> EtcdError:
     """The status for a gRPC method verikv does not serve (Auth, ...)."""
     return _err(Code.UNIMPLEMENTED, f"verikv: {full_method} is not supported "
                                     "(verikv serves KV Range/Put/DeleteRange/Txn/Compact, Watch, Lease, "
-                                    "Maintenance.Status and Snapshot, Cluster.MemberList and "
+                                    "Maintenance, Cluster.MemberList and "
                                     "grpc.health.v1.Health/Check)")
 
 

@@ -23,17 +23,25 @@ from __future__ import annotations
 
 import bisect
 import struct
+import zlib
 from dataclasses import dataclass, field
 
 from verikv.etcdpb import kv_pb2, rpc_pb2
 
 from verikv.shim.kv import errors
 from verikv.shim.kv.errors import EtcdError
-from verikv.shim.kv.commands import Command, Kind, decode_batch
+from verikv.shim.kv.commands import Command, Kind, cost_txn, decode_batch
 from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry, LeaseTable
 
 MAX_SESSIONS = 4096  # client sessions remembered in the dedup table (least recently used evicted)
 MAX_RESULTS_PER_SESSION = 4096  # remembered results per session (lowest seq evicted first)
+# The store's size (Status' dbSize, the quota's measure): every version kept (tombstones
+# included) counts its key, its value and VERSION_OVERHEAD bytes (its revisions, version and
+# lease, about what etcd's bolt file holds besides key and value); every lease LEASE_OVERHEAD
+# (etcd's own estimate of a lease's cost). A pure function of the state, so every node that
+# applied the same slots reports the same size.
+VERSION_OVERHEAD = 64
+LEASE_OVERHEAD = 64
 
 
 class _Rec:
@@ -142,9 +150,13 @@ class KVStore:
         self._keys: list[bytes] = []  # the live keys, sorted
         self._hist: dict[bytes, list[_Rec]] = {}  # every version since the compaction point, oldest first
         self._hist_keys: list[bytes] = []  # the keys of _hist, sorted
+        self._hist_bytes = 0  # sum of len(key) + len(value) + VERSION_OVERHEAD over _hist
         self._recent: list[tuple[bytes, _Rec, _Rec | None]] = []  # writes since take_recent()
         self._sessions: dict[int, _Session] = {}
         self.leases = LeaseTable()
+        # etcd's alarm store: (member ID, AlarmType) of every active alarm. While a NOSPACE
+        # alarm is active, puts, txns that put and lease grants fail (etcd's capped applier).
+        self.alarms: set[tuple[int, int]] = set()
 
     # ---- reads ----
 
@@ -275,11 +287,13 @@ class KVStore:
         txn can make, replaces the earlier one: a read at that revision sees the last), and to
         the writes since take_recent(), with the live version it replaced."""
         self._recent.append((key, rec, prev))
+        self._hist_bytes += len(key) + len(rec.value) + VERSION_OVERHEAD
         versions = self._hist.get(key)
         if versions is None:
             self._hist[key] = [rec]
             bisect.insort(self._hist_keys, key)
         elif versions[-1].mod_revision == rec.mod_revision:
+            self._hist_bytes -= len(key) + len(versions[-1].value) + VERSION_OVERHEAD
             versions[-1] = rec
         else:
             versions.append(rec)
@@ -323,6 +337,7 @@ class KVStore:
                 continue  # every version is newer
             keep = i if versions[i].version else i + 1  # a tombstone at or below rev goes too
             if keep:
+                self._hist_bytes -= keep * (len(k) + VERSION_OVERHEAD) + sum(len(v.value) for v in versions[:keep])
                 del versions[:keep]
                 if not versions:
                     emptied.append(k)
@@ -363,9 +378,86 @@ class KVStore:
         """How many keys exist now."""
         return len(self._data)
 
+    @property
+    def db_size(self) -> int:
+        """The store's size in bytes, by the measure stated at VERSION_OVERHEAD."""
+        return self._hist_bytes + LEASE_OVERHEAD * len(self.leases.leases)
+
     def history_size(self) -> int:
         """How many versions (tombstones included) the store keeps."""
         return sum(len(v) for v in self._hist.values())
+
+    # ---- hashes (Maintenance.HashKV and Hash) ----
+
+    def hash_kv(self, revision: int) -> tuple[int, int, int]:
+        """etcd's HashByRev: (hash, current revision, compaction point) of every version kept
+        with a revision up to `revision` (0: the current one), in key then revision order. Two
+        nodes that applied the same slots give the same hash; a CRC-32 of verikv's own encoding,
+        not etcd's (which hashes its bolt pages). At once; see hash_steps."""
+        return _run(self.hash_steps(revision))
+
+    def hash_all(self) -> int:
+        """etcd's Hash (of its whole backend): see hash_steps. At once."""
+        return _run(self.hash_steps(0, whole=True))[0]
+
+    def hash_steps(self, revision: int, whole: bool = False):
+        """hash_kv(revision) as a generator that yields after every HASH_STEP_KEYS keys, so that a
+        node can go on applying between the steps (returns what hash_kv returns). Writes applied
+        meanwhile are above the revision hashed and change nothing; a compaction meanwhile starts
+        it again (it may remove versions already hashed). `whole`: etcd's Hash instead, which
+        starts from the leases and alarms as of the first step, then every version up to the
+        current revision."""
+        if 0 < revision <= self.compact_revision:
+            raise errors.COMPACTED
+        if revision > self.revision:
+            raise errors.FUTURE_REV
+        rev = revision or self.revision
+        current, compact = self.revision, self.compact_revision
+        h = zlib.crc32(b"key")
+        if whole:
+            h = zlib.crc32(self.leases.encode(), h)
+            h = zlib.crc32(b"".join(struct.pack("<QI", m, t) for m, t in sorted(self.alarms)), h)
+        pack = _HASH_REC.pack
+        hist = self._hist
+        keys = list(self._hist_keys)  # keys created later hold only later revisions
+        for start in range(0, len(keys), HASH_STEP_KEYS):
+            if start:
+                yield
+                if self.compact_revision != compact:
+                    return (yield from self.hash_steps(revision, whole))
+            for k in keys[start:start + HASH_STEP_KEYS]:
+                for rec in hist[k]:
+                    if rec.mod_revision > rev:
+                        break
+                    h = zlib.crc32(pack(len(k), rec.mod_revision, rec.sub, rec.create_revision, rec.version,
+                                        rec.lease, len(rec.value)), h)
+                    h = zlib.crc32(rec.value, zlib.crc32(k, h))
+        return h, current, compact
+
+    # ---- alarms ----
+
+    @property
+    def no_space(self) -> bool:
+        return any(t == rpc_pb2.NOSPACE for _, t in self.alarms)
+
+    def alarm(self, r: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
+        """etcd's Alarm as applied: GET lists the active alarms of a type (NONE: all), ACTIVATE
+        and DEACTIVATE answer the alarm they added or removed (nothing if there was none)."""
+        resp = rpc_pb2.AlarmResponse()
+        resp.header.revision = self.revision
+        entry = (r.memberID, r.alarm)
+        if r.action == rpc_pb2.AlarmRequest.GET:
+            for member, t in sorted(self.alarms):
+                if r.alarm in (rpc_pb2.NONE, t):
+                    resp.alarms.add(memberID=member, alarm=t)
+        elif r.action == rpc_pb2.AlarmRequest.ACTIVATE:
+            self.alarms.add(entry)  # etcd answers the alarm also if it was already active
+            resp.alarms.add(memberID=r.memberID, alarm=r.alarm)
+        elif r.action == rpc_pb2.AlarmRequest.DEACTIVATE:
+            if entry in self.alarms:
+                self.alarms.discard(entry)
+                resp.alarms.add(memberID=r.memberID, alarm=r.alarm)
+        return resp
 
     # ---- leases ----
 
@@ -498,6 +590,9 @@ class KVStore:
     def execute(self, kind: Kind, request):
         """Run one request now; return its response or the EtcdError it fails with."""
         try:
+            if self.alarms and self.no_space and (
+                    kind == Kind.PUT or kind == Kind.LEASE_GRANT or (kind == Kind.TXN and cost_txn(request))):
+                raise errors.NO_SPACE  # etcd's capped applier
             if kind == Kind.RANGE:
                 return self.range(request)
             if kind == Kind.PUT:
@@ -518,6 +613,8 @@ class KVStore:
                 return self.lease_expire(request)
             if kind == Kind.LEASE_CHECKPOINT:
                 return self.lease_checkpoint(request)
+            if kind == Kind.ALARM:
+                return self.alarm(request)
         except EtcdError as err:
             return err
         raise ValueError(f"unknown command kind {kind}")
@@ -577,7 +674,8 @@ class KVStore:
     # ---- snapshots ----
 
     _HEAD = struct.Struct("<4sQqQII")  # magic, revision, compaction point, next_slot, keys, sessions
-    _MAGIC = b"VKS3"
+    _MAGIC = b"VKS4"
+    _MAGIC_V3 = b"VKS3"  # before alarms
     _MAGIC_V2 = b"VKS2"  # before leases
 
     def snapshot(self) -> bytes:
@@ -600,6 +698,8 @@ class KVStore:
                     tag, b = _RESULT_TAGS[type(result)], result.SerializeToString()
                 parts += [struct.pack("<QBI", seq, tag, len(b)), b]
         parts.append(self.leases.encode())
+        parts.append(struct.pack("<I", len(self.alarms)))
+        parts += [struct.pack("<QI", member, t) for member, t in sorted(self.alarms)]
         return b"".join(parts)
 
     _HEAD_V1 = struct.Struct("<4sQQII")  # magic, revision, next_slot, key count, session count
@@ -623,10 +723,11 @@ class KVStore:
                 store._hist[kv.key] = [rec]
             store._keys = sorted(store._data)
             store._hist_keys = list(store._keys)
+            store._hist_bytes = sum(len(k) + len(r.value) + VERSION_OVERHEAD for k, r in store._data.items())
             return store._restore_sessions(data, pos, nsessions, leases=False)
         magic, store.revision, store.compact_revision, store.next_slot, nkeys, nsessions = \
             cls._HEAD.unpack_from(data)
-        if magic not in (cls._MAGIC, cls._MAGIC_V2):
+        if magic not in (cls._MAGIC, cls._MAGIC_V3, cls._MAGIC_V2):
             raise ValueError(f"not a verikv KV snapshot (magic {magic!r})")
         pos = cls._HEAD.size
         for _ in range(nkeys):
@@ -644,14 +745,17 @@ class KVStore:
                 raise ValueError(f"key {key!r}: its versions are not in revision order")
             store._hist[key] = versions
             store._hist_keys.append(key)
+            store._hist_bytes += sum(len(key) + len(v.value) + VERSION_OVERHEAD for v in versions)
             if versions[-1].version:
                 store._data[key] = versions[-1]
                 store._keys.append(key)
         if store._hist_keys != sorted(store._hist_keys):
             raise ValueError("the snapshot's keys are not in order")
-        return store._restore_sessions(data, pos, nsessions, leases=magic == cls._MAGIC)
+        return store._restore_sessions(data, pos, nsessions, leases=magic != cls._MAGIC_V2,
+                                       alarms=magic == cls._MAGIC)
 
-    def _restore_sessions(self, data: bytes, pos: int, nsessions: int, leases: bool) -> "KVStore":
+    def _restore_sessions(self, data: bytes, pos: int, nsessions: int, leases: bool,
+                          alarms: bool = False) -> "KVStore":
         store = self
         for _ in range(nsessions):
             cid, acked, last_slot, nres = struct.unpack_from("<QQQI", data, pos)
@@ -670,6 +774,12 @@ class KVStore:
                     if not store.leases.exists(rec.lease):
                         raise ValueError(f"key {key!r} is attached to lease {rec.lease}, which the snapshot lacks")
                     store.leases.attach(key, 0, rec.lease)
+        if alarms:
+            (n,) = struct.unpack_from("<I", data, pos)
+            pos += 4
+            for _ in range(n):
+                store.alarms.add(struct.unpack_from("<QI", data, pos))
+                pos += 12
         if pos != len(data):
             raise ValueError(f"{len(data) - pos} trailing bytes in KV snapshot")
         return store
@@ -681,5 +791,18 @@ class KVStore:
 
 _RESULT_TAGS = {rpc_pb2.RangeResponse: 1, rpc_pb2.PutResponse: 2, rpc_pb2.DeleteRangeResponse: 3,
                 rpc_pb2.TxnResponse: 4, rpc_pb2.CompactionResponse: 5, rpc_pb2.LeaseGrantResponse: 6,
-                rpc_pb2.LeaseRevokeResponse: 7, rpc_pb2.LeaseKeepAliveResponse: 8}
+                rpc_pb2.LeaseRevokeResponse: 7, rpc_pb2.LeaseKeepAliveResponse: 8, rpc_pb2.AlarmResponse: 9}
+HASH_STEP_KEYS = 10_000  # keys hashed per step (about 10 ms here)
+
+
+def _run(steps):
+    """Run a generator of steps to its end; what it returns."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+_HASH_REC = struct.Struct("<IqIqqqI")  # key length, revision, sub, create revision, version, lease, value length
 _TAG_TYPES = {tag: t for t, tag in _RESULT_TAGS.items()}

@@ -34,15 +34,15 @@ from typing import NamedTuple
 
 from verikv.etcdpb import rpc_pb2
 from verikv.shim.kv import errors
-from verikv.shim.kv.commands import Kind, check_size, encode_batch, validate
+from verikv.shim.kv.commands import Kind, check_size, cost, encode_batch, validate
 from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry
 from verikv.shim.kv.store import KVStore
 from verikv.shim.node.checks import Checks
 from verikv.shim.node.compaction import AutoCompaction
 from verikv.shim.node.lease_timers import LeaseTimers
-from verikv.shim.node.peer_wire import (DIGEST, KIND_CORE, KIND_DIGEST, KIND_FORWARD, KIND_READ_INDEX,
-                                        KIND_READ_INDEX_REPLY, KIND_SNAPSHOT, MAX_FRAME_BYTES, READ_ASK,
-                                        READ_REPLY, claimed_sender)
+from verikv.shim.node.peer_wire import (CAMPAIGN, DIGEST, KIND_CAMPAIGN, KIND_CORE, KIND_DIGEST, KIND_FORWARD,
+                                        KIND_READ_INDEX, KIND_READ_INDEX_REPLY, KIND_SNAPSHOT, MAX_FRAME_BYTES,
+                                        READ_ASK, READ_REPLY, claimed_sender)
 from verikv.shim.node.proposals import Proposals
 from verikv.shim.node.reads import Reads
 
@@ -84,6 +84,14 @@ class NodeConfig:
     # a leader that has not heard from a quorum for this long tells clients there is no leader
     # (etcd's raft steps down then: CheckQuorum)
     check_quorum_s: float = 1.0
+    # etcd's --quota-backend-bytes: a put, txn or lease grant that would take the store's size
+    # (KVStore.db_size) to it or beyond is refused, and the NOSPACE alarm raised (0 or less: no quota)
+    quota_backend_bytes: int = 2 * 1024 * 1024 * 1024  # etcd's default, 2 GiB
+
+
+# A node asked to campaign (MoveLeader) ticks its core until it starts an election: at most its
+# election timeout, which the core staggers up to twice its election ticks.
+MAX_CAMPAIGN_TICKS = 100_000
 
 
 PROBE_EVERY_S = 0.1  # how often an otherwise idle leader confirms that a quorum hears it
@@ -133,6 +141,10 @@ class NodeMachine:
         self._restored_records: list[bytes] = []  # the core's records in the snapshot restored
         self.peer_snapshots_installed = 0
         self._last_scan = float("-inf")
+        self._nospace_waiting: list = []  # refused writes, answered once this node's NOSPACE alarm is applied
+        self._defragments: list = []  # the `done`s of Defragment requests for the next turn
+        self._campaign = False  # MoveLeader: this node is to start an election at the next turn
+        self._transfers: list = []  # MoveLeader at this leader: (target, deadline, done)
         self._role_logged_at = float("-inf")
         self._promises_unlogged = 0
         self.turns = 0
@@ -151,12 +163,76 @@ class NodeMachine:
         except errors.EtcdError as err:
             done(err)
             return
+        if (kind == Kind.PUT or kind == Kind.TXN) and self.over_quota(kind, request, done):
+            return
         self.order(kind, body, done)
+
+    def over_quota(self, kind: Kind, request, done) -> bool:
+        """etcd's quota check before proposing: a request that writes (etcd's cost) and would
+        take the store to the quota or beyond is refused, and this node raises the NOSPACE alarm
+        through the log (every node then refuses such writes as it applies them, until an
+        operator disarms it). As etcd, the refusal is answered once the alarm is applied."""
+        quota = self.config.quota_backend_bytes
+        if quota <= 0:
+            return False
+        charge = cost(kind, request)
+        if not charge or self.kv.db_size + charge < quota:
+            return False
+        member = self.node_id + 1
+        if (member, rpc_pb2.NOSPACE) in self.kv.alarms:
+            done(errors.NO_SPACE)
+            return True
+        self._nospace_waiting.append(done)
+        if len(self._nospace_waiting) == 1:
+            log.warning("store of %d bytes: over the quota of %d bytes with this request; raising NOSPACE",
+                        self.kv.db_size, quota)
+            alarm = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=member,
+                                         alarm=rpc_pb2.NOSPACE)
+            self.order(Kind.ALARM, alarm.SerializeToString(), self._nospace_raised)
+        return True
+
+    def _nospace_raised(self, answer) -> None:
+        if isinstance(answer, errors.EtcdError):
+            log.info("raising the NOSPACE alarm: %s", answer.message)
+        waiting, self._nospace_waiting = self._nospace_waiting, []
+        for done in waiting:
+            done(errors.NO_SPACE)
+
+    def defragment(self, done) -> None:
+        """etcd's Defragment, for this node only, as verikv's store can be: at the next turn the
+        node takes a snapshot of its state (unless it took one at the slot it has applied) and
+        truncates its WAL, so the disk holds the state once rather than the commands that made it."""
+        self._defragments.append(done)
+
+    def move_leader(self, target: int, done) -> None:
+        """etcd's MoveLeader at this node: `target` is a member ID (node id + 1). The leader asks
+        the target to campaign; it answers once the target leads (as this node sees it), or with
+        etcd's time-out after request_timeout_s."""
+        status = self.current_status()
+        if status.get("role") != "leader":
+            done(errors.NOT_LEADER)
+            return
+        node = target - 1
+        if not 0 <= node < self.cluster_size:
+            done(errors.BAD_LEADER_TRANSFEREE)
+            return
+        if node == self.node_id:
+            done(self._with_header(rpc_pb2.MoveLeaderResponse()))
+            return
+        log.info("leadership transfer to node %d starting", node)
+        self.send(node, KIND_CAMPAIGN, CAMPAIGN.pack(self.node_id))
+        self._transfers.append((node, self.clock() + self.config.request_timeout_s, done))
+
+    def _with_header(self, resp):
+        resp.header.revision = self.kv.revision
+        return resp
 
     def lease_grant(self, request: rpc_pb2.LeaseGrantRequest, done) -> None:
         """A client's LeaseGrant: the ID (if the client left it to the server) and the minimum
         TTL are settled here, as etcd's server does before proposing, so every node applies the
         same grant."""
+        if self.over_quota(Kind.LEASE_GRANT, request, done):
+            return
         if request.ID == 0:
             request.ID = self._rng.getrandbits(63) or 1  # etcd's IDs are positive too
         request.TTL = max(request.TTL, self.config.min_lease_ttl_s)
@@ -212,13 +288,22 @@ class NodeMachine:
             self.reads.on_ask(payload, self.cluster_size, self.config.max_pending_requests)
         elif kind == KIND_READ_INDEX_REPLY and len(payload) == READ_REPLY.size:
             self.reads.on_reply(payload)
+        elif kind == KIND_CAMPAIGN and len(payload) == CAMPAIGN.size:
+            (sender,) = CAMPAIGN.unpack(payload)
+            if sender < self.cluster_size and sender == self.status.get("leader"):
+                self._campaign = True  # only the leader this node follows hands over
 
     def tick(self, ticks: int = 1) -> None:
         self._ticks_due += ticks
 
     def fail_pending(self, err: errors.EtcdError) -> None:
-        """Answer every command still waiting with `err` (the node stops)."""
+        """Answer every command still waiting with `err` (the node stops): proposals (a NOSPACE
+        alarm on its way answers the writes it refused), leader transfers, defragmentations."""
         self.proposals.fail_all(err)
+        transfers, self._transfers = self._transfers, []
+        defragments, self._defragments = self._defragments, []
+        for done in [done for _, _, done in transfers] + defragments:
+            done(err)
 
     @property
     def wants_turn(self) -> bool:
@@ -292,6 +377,9 @@ class NodeMachine:
             self._status_stale = True
             for _ in range(ticks):
                 readies.append(core.tick())
+        if self._campaign:
+            self._campaign = False
+            self._start_campaign(readies)
         inbox = self._inbox
         if inbox:
             self._status_stale = True
@@ -319,9 +407,43 @@ class NodeMachine:
             reads.retry(now - self.config.retry_after_s)
             self._auto_compact(now)
             self._lease_duties(now)
+        if self._transfers:
+            self._check_transfers(now)
         if self.kv.next_slot - self.snapshot_slot >= self.config.snapshot_every_slots:
             yield from self._snapshot()
+        if self._defragments:
+            done_list, self._defragments = self._defragments, []
+            if self.kv.next_slot > self.snapshot_slot:
+                yield from self._snapshot()
+            for done in done_list:
+                done(self._with_header(rpc_pb2.DefragmentResponse()))
         yield from self._flush()
+
+    def _start_campaign(self, readies: list) -> None:
+        """MoveLeader's target: the core's clock runs ahead (ticks, with no message in between)
+        until its election timeout passes and it starts an election, as it would had the leader
+        gone quiet. Time is the core's input: an early election is one the core decides itself."""
+        if self.current_status().get("role") == "leader":
+            return
+        for _ in range(MAX_CAMPAIGN_TICKS):
+            readies.append(self.step(self.core.tick))
+            if self.current_status().get("role") != "follower":
+                break
+        log.info("campaigning at the leader's request: %s at ballot %s", self.status.get("role"),
+                 tuple(self.status.get("ballot", ())))
+
+    def _check_transfers(self, now: float) -> None:
+        leader = self.current_status().get("leader")
+        pending = []
+        for target, deadline, done in self._transfers:
+            if leader == target:
+                log.info("leadership transfer to node %d finished", target)
+                done(self._with_header(rpc_pb2.MoveLeaderResponse()))
+            elif now >= deadline:
+                done(errors.LEADER_TRANSFER_TIMEOUT)
+            else:
+                pending.append((target, deadline, done))
+        self._transfers = pending
 
     def _flush(self):
         if self._out:

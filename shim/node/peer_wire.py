@@ -2,9 +2,9 @@
 
 A peer frame is a kind byte and a payload (the transport adds the length). The transport tells
 the node which member sent a frame (the member its connection authenticated); the payloads that
-also name their sender (a core message, READ_ASK, DIGEST) must name that member (`claimed_sender`). The core's messages
+also name their sender (a core message, READ_ASK, DIGEST, CAMPAIGN) must name that member (`claimed_sender`). The core's messages
 travel opaque (KIND_CORE); the others are the node's own: forwarded client commands, ReadIndex
-requests and answers, digests of committed slots (CommittedValuesMatch) and KV snapshots.
+requests and answers, digests of committed slots (CommittedValuesMatch), KV snapshots and a leader's hand-over.
 
 This module must never do anything but name and lay out bytes.
 """
@@ -21,11 +21,14 @@ KIND_READ_INDEX = 3  # a follower asks the leader for a read slot: READ_ASK
 KIND_READ_INDEX_REPLY = 4  # the leader's answer: READ_REPLY
 KIND_DIGEST = 5  # CommittedValuesMatch: DIGEST
 KIND_SNAPSHOT = 6  # the sender's KV snapshot, for a member behind the sender's truncation point
-NODE_KINDS = (KIND_CORE, KIND_FORWARD, KIND_READ_INDEX, KIND_READ_INDEX_REPLY, KIND_DIGEST, KIND_SNAPSHOT)
+KIND_CAMPAIGN = 7  # a leader hands over (MoveLeader): the receiver starts an election now. CAMPAIGN
+NODE_KINDS = (KIND_CORE, KIND_FORWARD, KIND_READ_INDEX, KIND_READ_INDEX_REPLY, KIND_DIGEST, KIND_SNAPSHOT,
+              KIND_CAMPAIGN)
 
 CORE_HEAD = struct.Struct("<BH")  # the start of an encoded core message: wire version, sender
 READ_ASK = struct.Struct("<QIQQ")  # request id, asking node, its promised ballot (round, node) when it asked
 READ_REPLY = struct.Struct("<QQ")  # request id, read slot (0: ask again through the log)
+CAMPAIGN = struct.Struct("<I")  # the sender (the leader handing over)
 DIGEST = struct.Struct("<QI8s")  # last slot of the range, sender, digest of the range's values
 
 
@@ -37,4 +40,6 @@ def claimed_sender(kind: int, payload: bytes) -> int | None:
         return READ_ASK.unpack(payload)[1]
     if kind == KIND_DIGEST and len(payload) == DIGEST.size:
         return DIGEST.unpack(payload)[1]
+    if kind == KIND_CAMPAIGN and len(payload) == CAMPAIGN.size:
+        return CAMPAIGN.unpack(payload)[0]
     return None

@@ -215,3 +215,108 @@ def test_leases_locks_and_elections(ctl):
     finally:
         campaign.kill()
         campaign.wait()
+
+
+@pytest.mark.slow
+def test_status_hashkv_alarms_defrag_and_move_leader(ctl):
+    import grpc
+
+    from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
+
+    for i in range(5):
+        ctl("put", f"ops/{i}", "x" * 100)
+    statuses = json.loads(ctl("endpoint", "status", "-w", "json").stdout)
+    for s in statuses:
+        st = s["Status"]
+        assert st["dbSize"] >= 5 * (5 + 100) and st["raftAppliedIndex"] >= 5 and st["raftTerm"] >= 1, st
+    # every node that applied the same revision has the same hash
+    hashes = json.loads(ctl("endpoint", "hashkv", "-w", "json").stdout)
+    assert len({h["HashKV"]["hash"] for h in hashes}) == 1 and len(hashes) == 3, hashes
+
+    # ---- alarms: NOSPACE raised (here through the Alarm RPC), listed, refused puts, disarmed ----
+    assert ctl("alarm", "list").stdout == ""
+    with grpc.insecure_channel(ctl.cluster.endpoints[1]) as ch:
+        rpc_pb2_grpc.MaintenanceStub(ch).Alarm(rpc_pb2.AlarmRequest(
+            action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=2, alarm=rpc_pb2.NOSPACE), timeout=10)
+    assert ctl("alarm", "list").stdout.splitlines() == ["memberID:2 alarm:NOSPACE "]
+    refused = ctl("put", "ops/x", "1", ok=False)
+    assert refused.returncode != 0 and "etcdserver: mvcc: database space exceeded" in refused.stderr
+    assert ctl("get", "ops/0", "--print-value-only").stdout.strip() == "x" * 100
+    assert ctl("del", "ops/4").stdout.strip() == "1"
+    errors = [s["Status"].get("errors") for s in json.loads(ctl("endpoint", "status", "-w", "json").stdout)]
+    assert errors == [["memberID:2 alarm:NOSPACE "]] * 3, errors
+    assert ctl("alarm", "disarm").stdout.splitlines() == ["memberID:2 alarm:NOSPACE "]
+    assert ctl("alarm", "list").stdout == ""
+    assert ctl("put", "ops/x", "1").stdout.strip() == "OK"
+
+    # ---- defrag: each member, as etcd words it ----
+    assert ctl("defrag").stdout.splitlines() == [
+        f"Finished defragmenting etcd member[{ep}]" for ep in ctl.cluster.endpoints]
+
+    # ---- move-leader: to each other member in turn, then etcd's errors ----
+    for _ in range(2):
+        leader = ctl.cluster.wait_leader()["id"] + 1
+        target = leader % 3 + 1
+        moved = ctl("move-leader", f"{target:x}")
+        assert moved.stdout.strip() == f"Leadership transferred from {leader:x} to {target:x}", moved.stdout
+        assert ctl.cluster.wait_leader()["id"] + 1 == target
+        assert ctl("put", "ops/after", str(target)).stdout.strip() == "OK"
+    bad = ctl("move-leader", "99", ok=False)
+    assert bad.returncode != 0 and "etcdserver: bad leader transferee" in bad.stderr
+    follower = next(ep for i, ep in enumerate(ctl.cluster.endpoints) if i + 1 != target)
+    alone = ctl("move-leader", "1", endpoints=follower, ok=False)
+    assert alone.returncode != 0 and "no leader endpoint given" in alone.stderr
+
+
+@pytest.mark.slow
+def test_a_quota_raises_nospace_and_etcds_procedure_recovers(tmp_path):
+    """`verikv serve --quota-backend-bytes` (one node, ports 28580-28581) and etcd's documented
+    recovery: etcdctl compact, defrag, alarm disarm."""
+    import sys
+
+    endpoint = "127.0.0.1:28581"
+    log = open(tmp_path / "node.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "verikv.cli", "serve", "--id", "0", "--peers", "127.0.0.1:28580",
+                             "--client-listen", endpoint, "--data-dir", str(tmp_path / "data"),
+                             "--quota-backend-bytes", "100000"], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    env = dict(os.environ, ETCDCTL_API="3")
+
+    def ctl(*args, ok=True):
+        res = subprocess.run([ETCDCTL, f"--endpoints={endpoint}", "--command-timeout=10s", *args],
+                             capture_output=True, text=True, timeout=30, env=env)
+        assert not ok or res.returncode == 0, f"etcdctl {' '.join(args)}: {res.stdout}{res.stderr}"
+        return res
+
+    try:
+        deadline = time.monotonic() + 20
+        while ctl("endpoint", "status", ok=False).returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "node.log").read_text()
+            time.sleep(0.2)
+        value = "x" * 10_000
+        refused = None
+        for i in range(20):
+            res = ctl("put", f"k{i}", value, ok=False)
+            if res.returncode != 0:
+                refused = i
+                break
+        assert refused is not None and 5 <= refused, "the quota of 100,000 bytes was never reached"
+        assert "etcdserver: mvcc: database space exceeded" in res.stderr
+        assert ctl("alarm", "list").stdout.splitlines() == ["memberID:1 alarm:NOSPACE "]
+        status = json.loads(ctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]
+        assert 90_000 <= status["dbSize"] < 100_000 and status["errors"] == ["memberID:1 alarm:NOSPACE "]
+        assert ctl("put", "small", "1", ok=False).returncode != 0
+        assert ctl("get", "k0", "--print-value-only").stdout.strip() == value
+        # etcd's procedure: free space (delete, compact), defragment, disarm
+        assert ctl("del", "k", "--prefix").stdout.strip() == str(refused)
+        revision = json.loads(ctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]["header"]["revision"]
+        assert ctl("compact", str(revision)).stdout.strip() == f"compacted revision {revision}"
+        assert ctl("defrag").stdout.strip() == f"Finished defragmenting etcd member[{endpoint}]"
+        after = json.loads(ctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]
+        assert after.get("dbSize", 0) < 1000  # etcdctl leaves out a 0
+        assert ctl("alarm", "disarm").stdout.splitlines() == ["memberID:1 alarm:NOSPACE "]
+        assert ctl("alarm", "list").stdout == ""
+        assert ctl("put", "small", "1").stdout.strip() == "OK"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()

@@ -204,9 +204,9 @@ async def test_a_watch_that_requires_a_leader_ends_when_the_node_has_none(stubs)
 
 async def test_unsupported_features_are_unimplemented_and_say_so(stubs):
     kv, _, _, channel, _ = stubs
-    defragment = channel.unary_unary("/etcdserverpb.Maintenance/Defragment")
-    code, msg = await status_of(defragment(b""))
-    assert code == grpc.StatusCode.UNIMPLEMENTED and "/etcdserverpb.Maintenance/Defragment" in msg
+    member_add = channel.unary_unary("/etcdserverpb.Cluster/MemberAdd")
+    code, msg = await status_of(member_add(b""))
+    assert code == grpc.StatusCode.UNIMPLEMENTED and "/etcdserverpb.Cluster/MemberAdd" in msg
     unknown = channel.stream_stream("/etcdserverpb.Nothing/Chat")
     code, msg = await status_of(unknown(iter([b""])).read())
     assert code == grpc.StatusCode.UNIMPLEMENTED and "/etcdserverpb.Nothing/Chat" in msg
@@ -259,3 +259,35 @@ async def test_a_stopping_server_answers_waiting_calls_unavailable(tmp_path):
     assert await status_of(call) == (grpc.StatusCode.UNAVAILABLE, "verikv: the node is stopping")
     await channel.close()
     await stop_node(node)
+
+
+async def test_maintenance_status_hashes_alarms_defragment_and_move_leader(stubs):
+    kv, maint, _, _, follower = stubs
+    leader = leader_of(follower.cluster)
+    await kv.Put(r.PutRequest(key=b"size", value=b"x" * 100))
+    st = await maint.Status(r.StatusRequest())
+    assert st.dbSize == st.dbSizeInUse == follower.kv.db_size >= 100 + 4
+    assert st.raftAppliedIndex == follower.kv.next_slot and st.raftIndex >= st.raftAppliedIndex
+    assert st.raftTerm == follower.machine.term >= 1 and st.leader == leader.node_id + 1
+    await wait_for(lambda: leader.kv.revision == follower.kv.revision)
+    h = await maint.HashKV(r.HashKVRequest())
+    assert (h.hash, h.header.revision, h.compact_revision) == leader.kv.hash_kv(0)
+    assert (await maint.HashKV(r.HashKVRequest(revision=1))).hash != h.hash
+    assert await status_of(maint.HashKV(r.HashKVRequest(revision=99))) == (
+        grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
+    assert (await maint.Hash(r.HashRequest())).hash == follower.kv.hash_all()
+    assert not (await maint.Alarm(r.AlarmRequest())).alarms
+    nospace = r.AlarmRequest(action=r.AlarmRequest.ACTIVATE, memberID=3, alarm=r.NOSPACE)
+    assert [a.memberID for a in (await maint.Alarm(nospace)).alarms] == [3]
+    assert await status_of(kv.Put(r.PutRequest(key=b"k", value=b"v"))) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
+    assert "memberID:3 alarm:NOSPACE " in (await maint.Status(r.StatusRequest())).errors
+    assert (await kv.DeleteRange(r.DeleteRangeRequest(key=b"size"))).deleted == 1
+    nospace.action = r.AlarmRequest.DEACTIVATE
+    assert [a.memberID for a in (await maint.Alarm(nospace)).alarms] == [3]
+    assert (await kv.Put(r.PutRequest(key=b"k", value=b"v"))).header.revision
+    defrag = await maint.Defragment(r.DefragmentRequest())
+    assert defrag.header.member_id == follower.node_id + 1
+    assert follower.machine.snapshot_slot == follower.kv.next_slot
+    assert await status_of(maint.MoveLeader(r.MoveLeaderRequest(targetID=1))) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: not leader")

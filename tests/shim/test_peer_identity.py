@@ -14,7 +14,8 @@ from verikv.cluster.certs import cluster_certs, issue
 from verikv.shim.io import tls
 from verikv.shim.io.transport import KIND_HELLO, Transport, encode_frame
 from verikv.shim.node.machine import NodeConfig, NodeMachine
-from verikv.shim.node.peer_wire import DIGEST, KIND_CORE, KIND_DIGEST, KIND_FORWARD, KIND_READ_INDEX, READ_ASK
+from verikv.shim.node.peer_wire import (CAMPAIGN, DIGEST, KIND_CAMPAIGN, KIND_CORE, KIND_DIGEST, KIND_FORWARD,
+                                        KIND_READ_INDEX, READ_ASK)
 from verikv.verified_core.core import Core
 
 BASE_PORT = 28000  # 28000-28099
@@ -58,13 +59,14 @@ def test_a_frame_naming_another_sender_is_dropped_and_counted(tmp_path):
     m.frame(KIND_CORE, msg, 1)  # node 1's connection carries a message node 2's core signed as its own
     m.frame(KIND_DIGEST, DIGEST.pack(63, 2, b"d" * 8), 1)
     m.frame(KIND_READ_INDEX, READ_ASK.pack(7, 2, 1, 2), 1)
+    m.frame(KIND_CAMPAIGN, CAMPAIGN.pack(2), 1)  # node 1 asking for an election in node 2's name
     assert not m._inbox and not m._peer_digests
-    assert m.checks.counts["FrameSenderIsConnectionMember"] == 3
+    assert m.checks.counts["FrameSenderIsConnectionMember"] == 4
     m.frame(KIND_CORE, msg, 2)  # the same frames from their own member are taken
     m.frame(KIND_DIGEST, DIGEST.pack(63, 2, b"d" * 8), 2)
     assert list(m._inbox) == [msg] and m._peer_digests == [(2, 63, b"d" * 8)]
     m.frame(KIND_FORWARD, b"", 1)  # a kind that names no sender is the connection's member's
-    assert m.checks.counts["FrameSenderIsConnectionMember"] == 3
+    assert m.checks.counts["FrameSenderIsConnectionMember"] == 4
 
 
 def test_the_check_counts_even_with_runtime_checks_off(tmp_path):
