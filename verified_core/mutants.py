@@ -74,8 +74,10 @@ MUTANTS = [
         Send(src, Nack(promised));
         return;
       }
+      assert {:split_here} true;
       if !InWindow(slot) {""",
         mutated="""    {
+      assert {:split_here} true;
       if !InWindow(slot) {""",
         breaks="Impl.Replica.OnAccept",
         why="the executable acceptor would vote, and lower its promise, for a ballot below its promise",

@@ -215,7 +215,7 @@ async def test_move_leader_to_a_stopped_node_times_out_and_only_the_leader_can_a
         leader = leader_of(nodes)
         a, b = [n for n in nodes if n is not leader]
         # a campaign asked by a node that does not lead is ignored
-        a.machine.frame(KIND_CAMPAIGN, CAMPAIGN.pack(b.node_id))
+        a.machine.frame(KIND_CAMPAIGN, CAMPAIGN.pack(b.node_id), b.node_id)  # on b's own connection
         a._wake.set()
         await asyncio.sleep(0.3)
         assert leader_of(nodes) is leader and a.status["role"] == "follower"
