@@ -138,26 +138,4 @@ module StepOutput {
       UnsyncedRecords(Front(t));
     }
   }
-
-  // Every early packet was sent before any record that needs a sync: the early packets are those
-  // of the longest prefix of t without such a record.
-  lemma EarlyIsBeforeSync(me: uint64, t: seq<Out>, k: nat)
-    requires k <= |t| && !Synced(t[..k])
-    requires forall i | k <= i < |t| :: !ToOther(me, t[i]) || Synced(t[..i])
-    ensures Early(me, t) == ToOthers(me, Sends(t[..k]))
-  {
-    reveal Synced(), Early();
-    if |t| == k {
-      assert t[..k] == t;
-      EarlyThenLate(me, t);
-      NoSyncNoLate(me, t);
-    } else {
-      assert Front(t) == t[..|t| - 1];
-      assert Front(t)[..k] == t[..k];
-      forall i | k <= i < |Front(t)| ensures !ToOther(me, Front(t)[i]) || Synced(Front(t)[..i]) {
-        assert Front(t)[i] == t[i] && Front(t)[..i] == t[..i];
-      }
-      EarlyIsBeforeSync(me, Front(t), k);
-    }
-  }
 }
