@@ -1351,8 +1351,10 @@ module Impl {
           var val := if v.Vote? then v.val else if c.Some? then c.val else [];
           R.AbsVotesAt(takeover[..], logStart as nat, s as nat);
           TakeoverSafe(l.promises, tk, logStart as nat, maxLogStart, takeoverHi, s as nat, val);
+          R.AbsCommittedAt(committed[..], logStart as nat, s as nat);
+          TakeoverValueSource(AbsHost(), tk, logStart as nat, maxLogStart, takeoverHi, s as nat, val);
           ghost var h1, log1 := AbsHost(), sentLog;
-          ghost var mv := ProposeAt(s, val);
+          ghost var mv := ProposeAt(s, val, {});
           R.TrailSnoc(Consts(), me as nat, h0, log0, {}, moves, h1, log1, mv, sentLog);
           moves := moves + [mv];
         }
@@ -1375,6 +1377,21 @@ module Impl {
         assert P.NoHigherVote(ps, s, tk[s].bal);
       } else {
         assert forall p | p in ps :: p.Promise? && s !in p.votes;
+      }
+    }
+
+    // Where a value BecomeLeader proposes comes from (P.ValueSource): the vote the promises
+    // report in the slot (the takeover map's), else the value this host committed there, else
+    // the no-op.
+    static lemma TakeoverValueSource(h: P.Host, tk: map<S.Slot, S.Vote>, logStart: nat, mls: uint64, hi: uint64,
+                                     s: nat, val: S.Value)
+      requires h.leader.Leading? && TakeoverOf(h.leader.promises, tk, logStart, mls, hi, false)
+      requires s in tk ==> val == tk[s].val
+      requires s !in tk ==> (s in h.committed && h.committed[s] == val) || val == S.NoOp
+      ensures P.ValueSource({}, h, s, val)
+    {
+      if s in tk {
+        var p :| p in h.leader.promises && p.Promise? && s in p.votes && p.votes[s] == tk[s];
       }
     }
 
@@ -1402,18 +1419,20 @@ module Impl {
     }
 
     // Propose val in slot: Accept(bal, slot, val) to every member, this host included.
-    // Abstractly SendAccept(slot, val); the caller shows it is safe.
-    method ProposeAt(slot: uint64, val: Value) returns (ghost mv: R.Move)
+    // Abstractly SendAccept(slot, val), receiving from net; the caller shows it is safe, and
+    // where val comes from (a client's request in net, a reported vote, a commit, the no-op).
+    method ProposeAt(slot: uint64, val: Value, ghost net: set<S.Message>) returns (ghost mv: R.Move)
       requires Valid() && InWindow(slot) && role == Leader && promised == bal && slot < nextSlot
       requires leaderAbs.Leading? && slot as nat !in leaderAbs.proposed
       requires forall p | p in leaderAbs.promises :: p.Promise? && slot as nat >= p.logStart
       requires P.SafeToPropose(leaderAbs.promises, slot as nat, val)
+      requires P.ValueSource(net, AbsHost(), slot as nat, val)
       modifies Repr
       ensures Valid() && PromisedGrows() && role == Leader && Bounds() && SameConfig()
       ensures promised == old(promised) && bal == old(bal) && maxLogStart == old(maxLogStart)
       ensures takeover[..] == old(takeover[..])
       ensures leaderAbs == old(leaderAbs).(proposed := old(leaderAbs).proposed[slot as nat := val])
-      ensures mv.post == AbsHost() && P.HostStep(Consts(), me as nat, old(AbsHost()), mv.post, {}, mv.sent, mv.step)
+      ensures mv.post == AbsHost() && P.HostStep(Consts(), me as nat, old(AbsHost()), mv.post, net, mv.sent, mv.step)
       ensures mv.step == P.SendAcceptStep(slot as nat, val)
       ensures old(sentLog) <= sentLog && R.PacketsRefine(sentLog[|old(sentLog)|..], mv.sent)
       ensures R.NoLearns(sentLog[|old(sentLog)|..])
@@ -1453,7 +1472,7 @@ module Impl {
       assert ProposedTied();
       mv := R.Move(P.SendAcceptStep(slot as nat, val), R.AcceptAll(me as nat, n as nat, bal, slot as nat, val), AbsHost());
       assert AbsHost() == h0.(leader := leaderAbs);
-      assert P.HostStep(Consts(), me as nat, h0, mv.post, {}, mv.sent, mv.step);
+      assert P.HostStep(Consts(), me as nat, h0, mv.post, net, mv.sent, mv.step);
     }
 
     static lemma AckIndexBound(idx: uint64, i: uint64, n: uint64, len: int)
@@ -2647,16 +2666,18 @@ module Impl {
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
       // An accepted value is proposed as it is: the step's first protocol move sends Accepts of val.
       ensures r.accepted ==> |moves| > 0 && moves[0].step.SendAcceptStep? && moves[0].step.val == val
-      ensures old(StepFrom(st)) ==>
+      // The step receives the client's request for val (ImplSystem.ClientSends).
+      ensures old(StepFrom(st) && S.Request(me as nat, me as nat, val) in st.net) ==>
                 StepOk(st, old(AbsHost()), old(sentLog), moves)
     {
-      ghost var ok0 := StepFrom(st);
+      ghost var ok0 := StepFrom(st) && S.Request(me as nat, me as nat, val) in st.net;
+      ghost var req := {S.Request(me as nat, me as nat, val)};
       BeginStep();
       ghost var h0, log0, c := AbsHost(), sentLog, Consts();
       assert h0 == old(AbsHost()) && log0 == old(sentLog);
       assert ok0 ==> Within(st) && forall q | q in log0 :: OnWire(q, st.net);
       moves := [];
-      R.TrailNil(c, me as nat, h0, log0, {});
+      R.TrailNil(c, me as nat, h0, log0, req);
       var ok := false;
       if role == Leader && promised == bal && nextSlot - logStart < WINDOW {
         var slot := nextSlot;
@@ -2664,15 +2685,16 @@ module Impl {
         LeadsMono(role, bal, leaderAbs, slot as nat, logStart as nat, slot as nat + 1, logStart as nat);
         nextSlot := nextSlot + 1;
         assert AbsHost() == h0 && sentLog == log0;
-        ghost var mv := ProposeAt(slot, val);
-        R.NoLearnsBacked(sentLog[|log0|..], mv.sent, {});
-        R.TrailSnoc(c, me as nat, h0, log0, {}, [], h0, log0, mv, sentLog);
+        assert S.Requested(req, val);
+        ghost var mv := ProposeAt(slot, val, req);
+        R.NoLearnsBacked(sentLog[|log0|..], mv.sent, req);
+        R.TrailSnoc(c, me as nat, h0, log0, req, [], h0, log0, mv, sentLog);
         assert [] + [mv] == [mv];
         moves := [mv];
         ok := true;
       }
       if ok0 {
-        R.TrailNet(c, me as nat, h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+        R.TrailNet(c, me as nat, h0, log0, req, st.net, moves, AbsHost(), sentLog);
         StepStart(st, h0, log0, moves);
       }
       r, moves, t := EndStep(ok, st, h0, log0, moves);

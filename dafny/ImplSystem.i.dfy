@@ -24,6 +24,7 @@ module ImplSystem {
   import A = AgreementProof
   import PI = ProtocolInvariant
   import IP = InvariantProof
+  import V = ValidityProof
 
   datatype Sys = Sys(ghost abs: P.State, ghost wire: set<I.Packet>)
 
@@ -55,9 +56,16 @@ module ImplSystem {
     && s' == After(s, i, h', moves, pkts)
   }
 
+  // A client asks host i to decide val: its request enters the abstract network (the protocol's
+  // ClientRequest); hosts and wire are unchanged. Replica.Propose(val) receives this request.
+  ghost predicate ClientSends(c: P.Constants, s: Sys, s': Sys, i: nat, val: S.Value) {
+    P.ClientRequest(c, s.abs, s'.abs, i, val) && s'.wire == s.wire
+  }
+
   ghost predicate ImplNext(c: P.Constants, s: Sys, s': Sys) {
-    exists i: nat, recv: set<S.Message>, moves: seq<R.Move>, h': P.Host, pkts: seq<I.Packet> ::
-      ImplStep(c, s, s', i, recv, moves, h', pkts)
+    || (exists i: nat, recv: set<S.Message>, moves: seq<R.Move>, h': P.Host, pkts: seq<I.Packet> ::
+          ImplStep(c, s, s', i, recv, moves, h', pkts))
+    || (exists i: nat, val: S.Value :: ClientSends(c, s, s', i, val))
   }
 
   ghost predicate ImplReachable(c: P.Constants, run: seq<Sys>) {
@@ -264,6 +272,17 @@ module ImplSystem {
     var b0 := ImplReachableIsProtocolReachable(c, prefix);
     var s, s' := run[|run| - 2], run[|run| - 1];
     assert ImplNext(c, s, s');
+    if i: nat, val: S.Value :| ClientSends(c, s, s', i, val) {
+      assert P.Next(c, s.abs, s'.abs);
+      ExtendBehavior(c, b0, [s.abs, s'.abs]);
+      behavior := b0 + [s'.abs];
+      assert behavior == b0 + [s.abs, s'.abs][1..];
+      forall p | p in s'.wire ensures R.PacketRefines(p, s'.abs.net) && R.LearnBacked(p, s'.abs.net, s'.abs.net) {
+        R.PacketRefinesMono(p, s.abs.net, s'.abs.net);
+        R.LearnBackedMono(p, s.abs.net, s.abs.net, s'.abs.net, s'.abs.net);
+      }
+      return;
+    }
     var i, recv, moves, h', pkts :| ImplStep(c, s, s', i, recv, moves, h', pkts);
     RunIsSteps(c, s.abs, i, recv, moves, h');
     var t := Trace(s.abs, i, moves);
@@ -363,5 +382,23 @@ module ImplSystem {
     A.AgreementInEveryReachableState(c, behavior);
     A.CommittedWasChosen(c, behavior, i, slot);
     A.CommittedAgree(c, behavior, i, j, slot);
+  }
+
+  // THEOREM (Validity): in every reachable state of the implementation, every chosen value is a
+  // value some client requested (that a host's Propose received), or the no-op; so is every
+  // value a host has committed.
+  lemma ImplValidity(c: P.Constants, run: seq<Sys>, i: S.HostId, slot: S.Slot)
+    requires ImplReachable(c, run)
+    ensures S.Validity(c.n, run[|run| - 1].abs.net)
+    ensures var s := run[|run| - 1].abs;
+            i < |s.hosts| && slot in s.hosts[i].committed ==>
+              s.hosts[i].committed[slot] == S.NoOp || S.Requested(s.net, s.hosts[i].committed[slot])
+  {
+    var behavior := ImplReachableIsProtocolReachable(c, run);
+    V.Validity(c, behavior);
+    var s := run[|run| - 1].abs;
+    if i < |s.hosts| && slot in s.hosts[i].committed {
+      V.CommittedFromClient(c, behavior, i, slot);
+    }
   }
 }

@@ -555,11 +555,38 @@ module InvariantProof {
   // ---------------------------------------------------------------------------------------
   // Every step preserves the invariant.
 
+  // A client's request enters the network: no Accept, Accepted, Promise or Commit, no host changes.
+  lemma ClientRequestOk(c: Constants, s: State, s': State, i: HostId, val: Value)
+    requires Inv(c, s)
+    requires ClientRequest(c, s, s', i, val)
+    ensures Inv(c, s')
+  {
+    reveal SendersAreMembers(), AcceptFromLeader(), AcceptedHasAccept(), AcceptUnique(),
+           AcceptBelowLeaderPromise(), SentBelowPromise(), PromisesOk(), HostVotesOk(), LeadersOk();
+    assert Monotone(s, s');
+    AcceptsSafeKept(c, s, s');
+    forall p | p in s'.net && p.Promise? ensures PromiseOk(s'.net, p) {
+      assert PromiseOk(s.net, p);
+    }
+    forall j | 0 <= j < |s'.hosts| ensures HostVotesOkAt(s', j) {
+      assert HostVotesOkAt(s, j);
+    }
+    forall j | 0 <= j < |s'.hosts| ensures LeaderOkAt(c, s', j) {
+      assert LeaderOkAt(c, s, j);
+    }
+    CommitsChosenKept(c, s, s');
+    CommittedChosenKept(c, s, s', i);
+  }
+
   lemma NextPreservesInv(c: Constants, s: State, s': State)
     requires Inv(c, s)
     requires Next(c, s, s')
     ensures Inv(c, s')
   {
+    if i: HostId, val: Value :| ClientRequest(c, s, s', i, val) {
+      ClientRequestOk(c, s, s', i, val);
+      return;
+    }
     var i: HostId, step: Step, sent: set<Message> :| NextStep(c, s, s', i, step, sent);
     match step {
       case StartPrepareStep(bal) => StartPrepareOk(c, s, s', i, sent, bal);

@@ -106,14 +106,24 @@ module Protocol {
           p.votes[slot].val == val && NoHigherVote(ps, slot, p.votes[slot].bal))
   }
 
+  // Where a proposed value comes from: a vote some promise reports in the slot, the value this
+  // host has committed there, the no-op, or a client's request that the host received.
+  ghost predicate ValueSource(net: set<Message>, h: Host, slot: Slot, val: Value) {
+    || (h.leader.Leading? && exists p | p in h.leader.promises && p.Promise? && slot in p.votes :: p.votes[slot].val == val)
+    || (slot in h.committed && h.committed[slot] == val)
+    || val == NoOp
+    || Requested(net, val)
+  }
+
   // 4. Phase 2a: propose val in a fresh slot that no promiser has truncated.
-  ghost predicate SendAccept(c: Constants, i: HostId, h: Host, h': Host, sent: set<Message>,
+  ghost predicate SendAccept(c: Constants, i: HostId, h: Host, h': Host, net: set<Message>, sent: set<Message>,
                              slot: Slot, val: Value) {
     && h.leader.Leading? && h.leader.phase == 2
     && h.promised == h.leader.bal
     && slot !in h.leader.proposed
     && (forall p | p in h.leader.promises :: p.Promise? && slot >= p.logStart)
     && SafeToPropose(h.leader.promises, slot, val)
+    && ValueSource(net, h, slot, val)
     && h' == h.(leader := h.leader.(proposed := h.leader.proposed[slot := val]))
     && sent == set j: nat | j < c.n :: Accept(i, j, h.leader.bal, slot, val)
   }
@@ -225,7 +235,7 @@ module Protocol {
     case StartPrepareStep(bal) => StartPrepare(c, i, h, h', sent, bal)
     case ReceivePrepareStep(m, from) => ReceivePrepare(c, i, h, h', net, sent, m, from)
     case ReceivePromiseStep(m) => ReceivePromise(c, i, h, h', net, sent, m)
-    case SendAcceptStep(slot, val) => SendAccept(c, i, h, h', sent, slot, val)
+    case SendAcceptStep(slot, val) => SendAccept(c, i, h, h', net, sent, slot, val)
     case ReceiveAcceptStep(m) => ReceiveAccept(c, i, h, h', net, sent, m)
     case LearnChosenStep(slot, val, bal, q) => LearnChosen(c, i, h, h', net, sent, slot, val, bal, q)
     case ReceiveCommitStep(m) => ReceiveCommit(c, i, h, h', net, sent, m)
@@ -247,8 +257,17 @@ module Protocol {
     && HostStep(c, i, s.hosts[i], s'.hosts[i], s.net, sent, step)
   }
 
+  // A client asks member i to decide val: the request enters the network. No host changes.
+  ghost predicate ClientRequest(c: Constants, s: State, s': State, i: HostId, val: Value) {
+    && WF(c, s)
+    && i < c.n
+    && s'.hosts == s.hosts
+    && s'.net == s.net + {Request(i, i, val)}
+  }
+
   ghost predicate Next(c: Constants, s: State, s': State) {
-    exists i: HostId, step: Step, sent: set<Message> :: NextStep(c, s, s', i, step, sent)
+    || (exists i: HostId, step: Step, sent: set<Message> :: NextStep(c, s, s', i, step, sent))
+    || (exists i: HostId, val: Value :: ClientRequest(c, s, s', i, val))
   }
 
   // A behavior: Init on the first state, Next between consecutive states.

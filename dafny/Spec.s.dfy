@@ -24,6 +24,13 @@ module Spec {
     | Nack(ghost src: HostId, ghost dst: HostId, ghost promised: Ballot)
     | Heartbeat(ghost src: HostId, ghost dst: HostId, ghost bal: Ballot, ghost commitUpto: Slot)
     | CatchUp(ghost src: HostId, ghost dst: HostId, ghost fromSlot: Slot)
+    // A client's request that `val` be decided, as it reached member dst (clients are not
+    // members: src == dst). Clients put requests in the network (Protocol.ClientRequest); no
+    // member step sends one.
+    | Request(ghost src: HostId, ghost dst: HostId, ghost val: Value)
+
+  // The value a leader proposes in a slot it must fill and where no value is known: empty.
+  const NoOp: Value := []
 
   // The configuration: members 0 .. n-1.
   ghost function Members(n: nat): set<HostId> {
@@ -47,9 +54,20 @@ module Spec {
     exists b: Ballot, q: set<HostId> :: ChosenAt(n, net, b, q, slot, val)
   }
 
+  // Some client requested val.
+  ghost predicate Requested(net: set<Message>, val: Value) {
+    exists m {:trigger m in net} :: m in net && m.Request? && m.val == val
+  }
+
   // Agreement: at most one value is ever chosen in a slot.
   ghost predicate Agreement(n: nat, net: set<Message>) {
     forall slot: Slot, v1: Value, v2: Value {:trigger Chosen(n, net, slot, v1), Chosen(n, net, slot, v2)} ::
       Chosen(n, net, slot, v1) && Chosen(n, net, slot, v2) ==> v1 == v2
+  }
+
+  // Validity: every chosen value is a value some client requested, or the no-op.
+  ghost predicate Validity(n: nat, net: set<Message>) {
+    forall slot: Slot, v: Value {:trigger Chosen(n, net, slot, v)} ::
+      Chosen(n, net, slot, v) ==> v == NoOp || Requested(net, v)
   }
 }

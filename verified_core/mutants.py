@@ -177,11 +177,29 @@ MUTANTS = [
     Mutant(
         name="impl-propose-empty-value",
         file="Impl.i.dfy",
-        original="        ghost var mv := ProposeAt(slot, val);\n",
-        mutated="        ghost var mv := ProposeAt(slot, []);\n",
+        original="        ghost var mv := ProposeAt(slot, val, req);\n",
+        mutated="        ghost var mv := ProposeAt(slot, [], req);\n",
         breaks="Impl.Replica.Propose",
         why="the leader would answer that the client's value got a slot while it proposed an empty "
             "batch there: an acknowledged write that is never applied",
+    ),
+    Mutant(
+        name="protocol-accept-any-value",
+        file="Protocol.i.dfy",
+        original="    && ValueSource(net, h, slot, val)\n",
+        mutated="",
+        breaks="ValidityProof.SendAcceptFromClient",
+        why="a leader free to propose any value in a slot no promise reports could decide a value "
+            "no client asked for",
+    ),
+    Mutant(
+        name="impl-takeover-invents-value",
+        file="Impl.i.dfy",
+        original="var val := if v.Vote? then v.val else if c.Some? then c.val else [];",
+        mutated="var val := if v.Vote? then v.val else if c.Some? then c.val else [0];",
+        breaks="Impl.Replica.BecomeLeader",
+        why="a new leader filling a gap with a value of its own instead of the no-op would commit "
+            "a command no client sent",
     ),
 ]
 
