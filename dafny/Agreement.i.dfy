@@ -9,6 +9,7 @@ module AgreementProof {
   import opened ProtocolInvariant
   import opened InvariantProof
   import Quorums
+  import QuorumFacts
 
   // Chosen at ballots b1 <= b2: the same value. At b1 == b2 both quorums voted at one ballot,
   // where only one value is proposed; at b1 < b2 the proposal at b2 is safe, so a quorum voted
@@ -21,8 +22,8 @@ module AgreementProof {
     requires BalLe(b1, b2)
     ensures v1 == v2
   {
-    var a1 := Quorums.QuorumsIntersect(Members(c.n), q1, q1);
-    var a2 := Quorums.QuorumsIntersect(Members(c.n), q2, q2);
+    var a1 := QuorumFacts.QuorumsIntersect(Members(c.n), q1, q1);
+    var a2 := QuorumFacts.QuorumsIntersect(Members(c.n), q2, q2);
     ChosenAtVoted(c, s, b1, q1, slot, v1, a1);
     ChosenAtVoted(c, s, b2, q2, slot, v2, a2);
     if b1 == b2 {
@@ -38,7 +39,7 @@ module AgreementProof {
       reveal SafeAt();
       assert SafeAtBal(c, s, b1, slot, v2);
       var q :| QuorumVotedOrWont(c, s, q, b1, slot, v2);
-      var a := Quorums.QuorumsIntersect(Members(c.n), q, q1);
+      var a := QuorumFacts.QuorumsIntersect(Members(c.n), q, q1);
       ChosenAtVoted(c, s, b1, q1, slot, v1, a);
       assert VotedOrWont(s, a, b1, slot, v2);
       if !VotedFor(s.net, a, b1, slot, v2) {

@@ -1,20 +1,7 @@
-// Ballots: (round, node id) pairs, totally ordered, round first. Every Paxos decision
-// compares ballots, so the order and its laws live here, proven once.
-module Ballots {
+// The laws of the ballot order (Ballots.s.dfy), proven once, and the ballots a node takes.
+module BallotFacts {
   import opened Native
-
-  datatype Ballot = Ballot(round: uint64, node: uint64)
-
-  // The ballot no leader ever uses: every real ballot is above it.
-  const Zero: Ballot := Ballot(0, 0)
-
-  predicate BalLt(a: Ballot, b: Ballot) {
-    a.round < b.round || (a.round == b.round && a.node < b.node)
-  }
-
-  predicate BalLe(a: Ballot, b: Ballot) {
-    a == b || BalLt(a, b)
-  }
+  import opened Ballots
 
   // The ballot a node with id `me` uses to take over from a cluster that has seen `seen`:
   // the smallest of its own ballots that is above `seen`.

@@ -7,8 +7,10 @@
 module Impl {
   import opened Native
   import opened Ballots
+  import opened BallotFacts
   import opened ImplTypes
   import Quorums
+  import QuorumFacts
   import S = Spec
   import P = Protocol
   import R = ImplAbstraction
@@ -267,7 +269,7 @@ module Impl {
       && Repr == {this, votes, committed, promiseFrom, takeover, proposed, acks, readAck}
       && votes != takeover && committed != proposed && acks != promiseFrom
       && 1 <= n <= MAX_MEMBERS && me < n
-      && quorum == Quorums.QuorumSize64(n) && quorum <= n
+      && quorum == QuorumFacts.QuorumSize64(n) && quorum <= n
       && 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
       && electionTimeout <= TICKS_LIMIT * 2
       && votes.Length == WINDOW as int && committed.Length == WINDOW as int
@@ -317,7 +319,7 @@ module Impl {
     {
       reveal Tied();
       assert P.Senders({}) == {};
-      Quorums.IndicesCardinality(n as nat);
+      QuorumFacts.IndicesCardinality(n as nat);
     }
 
     // Nothing constrains a leader's tie here (LeaderTied does).
@@ -344,8 +346,8 @@ module Impl {
       ensures forall p | p in l.promises :: p.Promise?
     {
       reveal Tied();
-      Quorums.IndicesCardinality(n as nat);
-      Quorums.IndicesBound(n as nat);
+      QuorumFacts.IndicesCardinality(n as nat);
+      QuorumFacts.IndicesBound(n as nat);
       assert P.Senders(l.promises) <= S.Members(n as nat);
     }
 
@@ -366,10 +368,10 @@ module Impl {
       var q := P.Senders(l.promises + {m});
       assert m.src !in P.Senders(l.promises);
       assert |q| == count as nat + 1;
-      Quorums.IndicesBound(n as nat);
-      Quorums.IndicesCardinality(n as nat);
+      QuorumFacts.IndicesBound(n as nat);
+      QuorumFacts.IndicesCardinality(n as nat);
       assert q <= S.Members(n as nat);
-      Quorums.SubsetCardinality(q, S.Members(n as nat));
+      QuorumFacts.SubsetCardinality(q, S.Members(n as nat));
       forall j | 0 <= j < n as int && pf[m.src := true][j] ensures j in q {
         if j != m.src as int {
           assert j in P.Senders(l.promises);
@@ -753,7 +755,7 @@ module Impl {
     {
       this.me := me;
       this.n := n;
-      this.quorum := Quorums.QuorumSize64(n);
+      this.quorum := QuorumFacts.QuorumSize64(n);
       this.electionTicks := electionTicks;
       this.heartbeatTicks := heartbeatTicks;
       var stagger := electionTicks / n;
@@ -1178,7 +1180,8 @@ module Impl {
       ensures R.NoLearns(sentLog[|old(sentLog)|..])
     {
       R.RunNil(Consts(), me as nat, AbsHost(), {});
-      if BalMax(promised, maxSeen).round >= UINT64_MAX - 1 {
+      var seen := BalMax(promised, maxSeen);
+      if seen.round >= UINT64_MAX - 1 {
         return;  // ballots exhausted: never lead again rather than reuse a ballot
       }
       role := Follower;  // campaigning anew: the old campaign's state goes
@@ -1190,10 +1193,6 @@ module Impl {
       ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
       AcksFollower(bal, acked, acks[..], n, logStart as nat);
       ClearLeaderState();
-      var seen := BalMax(promised, maxSeen);
-      if seen.round >= UINT64_MAX - 1 {
-        return;
-      }
       var b := NextBallot(seen, me);
       NextBallotIsAbove(seen, me);
       BalLeTransitive(promised, seen, b);
@@ -2059,8 +2058,8 @@ module Impl {
       ensures S.ChosenAt(n as nat, acked, bal, q, slot, v)
     {
       reveal Acks();
-      Quorums.IndicesBound(n as nat);
-      Quorums.IndicesCardinality(n as nat);
+      QuorumFacts.IndicesBound(n as nat);
+      QuorumFacts.IndicesCardinality(n as nat);
       assert q <= S.Members(n as nat);
       forall k | k in q ensures S.SentAccepted(acked, k, bal, slot, v) {
         assert AckAt(acks, n, slot, k as uint64);

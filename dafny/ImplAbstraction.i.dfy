@@ -18,6 +18,7 @@ module ImplAbstraction {
   import S = Spec
   import P = Protocol
   import Quorums
+  import QuorumFacts
 
   // ---------------------------------------------------------------------------------------
   // The durable state.
@@ -1245,7 +1246,7 @@ module ImplAbstraction {
     requires |q| < Quorums.QuorumSize(n)
     ensures !Quorums.IsQuorum(S.Members(n), q)
   {
-    Quorums.IndicesCardinality(n);
+    QuorumFacts.IndicesCardinality(n);
   }
 
   // StartElection with ballot b: StartPrepare(b) when it campaigns (ok), else no step.

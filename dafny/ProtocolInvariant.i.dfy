@@ -6,6 +6,7 @@ module ProtocolInvariant {
   import opened Spec
   import opened Protocol
   import Quorums
+  import QuorumFacts
 
   // ---------------------------------------------------------------------------------------
   // Safety of a proposal: the classic SafeAt, per slot.
@@ -172,7 +173,7 @@ module ProtocolInvariant {
   lemma MembersBound(n: nat)
     ensures forall a: HostId {:trigger a in Members(n)} :: a in Members(n) <==> a < n
   {
-    Quorums.IndicesBound(n);
+    QuorumFacts.IndicesBound(n);
   }
 
   lemma ChosenMonotone(n: nat, net: set<Message>, net': set<Message>, slot: Slot, v: Value)

@@ -1,16 +1,8 @@
-// Majority quorums over a fixed member set, and the one fact Paxos safety rests on:
-// any two quorums share a member.
-module Quorums {
+// Any two majorities of the same member set intersect (QuorumsIntersect), and the executable
+// quorum test a leader runs over its acks equals the definition (CheckQuorum, HasQuorumIsQuorum).
+module QuorumFacts {
   import opened Native
-
-  // Ghost definitions: what a quorum is.
-  ghost function QuorumSize(n: nat): nat {
-    n / 2 + 1
-  }
-
-  ghost predicate IsQuorum<T>(members: set<T>, q: set<T>) {
-    q <= members && |q| >= QuorumSize(|members|)
-  }
+  import opened Quorums
 
   lemma UnionCardinality<T>(a: set<T>, b: set<T>)
     ensures |a + b| == |a| + |b| - |a * b|
@@ -62,10 +54,6 @@ module Quorums {
 
   ghost function CountTrue(flags: seq<bool>): nat {
     if |flags| == 0 then 0 else CountTrue(flags[..|flags| - 1]) + (if flags[|flags| - 1] then 1 else 0)
-  }
-
-  ghost function Indices(n: nat): set<nat> {
-    if n == 0 then {} else Indices(n - 1) + {n - 1}
   }
 
   ghost function FlagSet(flags: seq<bool>): set<nat> {

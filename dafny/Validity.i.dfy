@@ -12,6 +12,7 @@ module ValidityProof {
   import opened ProtocolInvariant
   import opened InvariantProof
   import Quorums
+  import QuorumFacts
 
   // v is the no-op or a client asked for it.
   ghost predicate FromClient(net: set<Message>, v: Value) {
@@ -110,7 +111,7 @@ module ValidityProof {
   {
     reveal ValuesFromClients();
     var b, q :| ChosenAt(c.n, s.net, b, q, slot, v);
-    var a := Quorums.QuorumsIntersect(Members(c.n), q, q);
+    var a := QuorumFacts.QuorumsIntersect(Members(c.n), q, q);
     assert SentAccepted(s.net, a, b, slot, v);
     var m :| m in s.net && m.Accepted? && m.src == a && m.bal == b && m.slot == slot && m.val == v;
     assert MessageFromClients(s.net, m);

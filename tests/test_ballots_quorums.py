@@ -1,7 +1,8 @@
 """The compiled ballot and quorum functions agree with their definitions on random inputs.
 
-The definitions restated here are the Dafny ones (Ballots.i.dfy, Quorums.i.dfy) in Python;
-the functions under test are the Dafny-extracted C++ in the extension.
+The definitions restated here in Python are the Dafny ones (Ballots.s.dfy, Quorums.s.dfy, and
+the executable ones in Ballots.i.dfy, Quorums.i.dfy); the functions under test are the
+Dafny-extracted C++ in the extension.
 """
 
 from hypothesis import given, strategies as st

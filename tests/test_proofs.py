@@ -1,5 +1,7 @@
 """The Dafny project verifies, and each mutant that breaks a safety rule makes it fail."""
 
+import re
+
 import pytest
 
 from verikv.verified_core import build, mutants
@@ -47,6 +49,41 @@ def test_mutant_breaks_the_proof(mutant):
 def test_a_stale_mutant_is_an_error_not_a_pass(tmp_path):
     copy = tmp_path / "dafny"
     copy.mkdir()
-    (copy / "Quorums.i.dfy").write_text("nothing to mutate here")
+    (copy / "Quorums.s.dfy").write_text("nothing to mutate here")
     with pytest.raises(mutants.MutantError, match="occurs 0 times"):
         mutants.apply(mutants.MUTANTS[0], copy)
+
+
+def _modules(dafny_dir):
+    """{module name: file name} and {file name: [imported module names]} of the project."""
+    defined, imported = {}, {}
+    for f in sorted(dafny_dir.glob("*.dfy")):
+        text = f.read_text()
+        for name in re.findall(r"^module\s+(\w+)", text, re.M):
+            defined[name] = f.name
+        imported[f.name] = re.findall(r"^\s*import\s+(?:opened\s+)?(?:\w+\s*=\s*)?(\w+)", text, re.M)
+    return defined, imported
+
+
+def _trust_violations(dafny_dir):
+    defined, imported = _modules(dafny_dir)
+    return [f"{f} imports {m} ({defined.get(m, 'undefined')})"
+            for f, mods in imported.items() if f.endswith(".s.dfy")
+            for m in mods if not defined.get(m, "").endswith(".s.dfy")]
+
+
+def test_the_specification_imports_only_specification():
+    # What a reader must trust (dafny/TRUSTED.md, "What to read") is closed under imports: a
+    # `.s.dfy` file that imported a `.i.dfy` one would put proof code in the trusted base.
+    dafny_dir = build.DAFNY_DIR
+    assert _trust_violations(dafny_dir) == []
+    listed = (dafny_dir / "TRUSTED.md").read_text()
+    for f in sorted(dafny_dir.glob("*.s.dfy")):
+        lines = len(f.read_text().splitlines())
+        assert f"| `{f.name}` | {lines} |" in listed, f"TRUSTED.md's reading list misses {f.name} ({lines} lines)"
+
+
+def test_a_specification_importing_a_proof_is_found(tmp_path):
+    (tmp_path / "A.s.dfy").write_text("module A {\n  import B\n}\n")
+    (tmp_path / "B.i.dfy").write_text("module B {\n}\n")
+    assert _trust_violations(tmp_path) == ["A.s.dfy imports B (B.i.dfy)"]

@@ -17,7 +17,7 @@ performs in order:
 
 This module converts; it must never decide. The ballot and quorum helpers below are the
 Dafny definitions of the same names (ballot_lt is Ballots.BalLt, has_quorum is
-Quorums.CheckQuorum, ...).
+QuorumFacts.CheckQuorum, ...).
 """
 
 from __future__ import annotations

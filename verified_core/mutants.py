@@ -34,18 +34,18 @@ class Mutant:
 MUTANTS = [
     Mutant(
         name="minority-quorum",
-        file="Quorums.i.dfy",
+        file="Quorums.s.dfy",
         original="    n / 2 + 1\n  }\n\n  ghost predicate IsQuorum",
         mutated="    n / 2\n  }\n\n  ghost predicate IsQuorum",
-        breaks="Quorums.QuorumsIntersect",
+        breaks="QuorumFacts.QuorumsIntersect",
         why="with a quorum of n/2, two disjoint halves of an even member set are both quorums",
     ),
     Mutant(
         name="ballot-order-ignores-node",
-        file="Ballots.i.dfy",
+        file="Ballots.s.dfy",
         original="a.round < b.round || (a.round == b.round && a.node < b.node)",
         mutated="a.round < b.round || (a.round == b.round && a.node <= b.node)",
-        breaks="Ballots.BalLtIrreflexive",
+        breaks="BallotFacts.BalLtIrreflexive",
         why="two leaders with the same round and node would compare as both smaller",
     ),
     Mutant(

@@ -380,20 +380,20 @@ PYBIND11_MODULE(_core, m) {
         return Ballots::__default::BalLe(to_ballot(a), to_ballot(b));
     }, "BalLe: a == b or BalLt(a, b).");
     m.def("ballot_max", [](std::pair<uint64, uint64> a, std::pair<uint64, uint64> b) {
-        return from_ballot(Ballots::__default::BalMax(to_ballot(a), to_ballot(b)));
+        return from_ballot(BallotFacts::__default::BalMax(to_ballot(a), to_ballot(b)));
     }, "BalMax: the larger of two ballots.");
     m.def("next_ballot", [](std::pair<uint64, uint64> seen, uint64 me) {
         if (seen.first == UINT64_MAX) throw py::value_error("ballot round exhausted");
-        return from_ballot(Ballots::__default::NextBallot(to_ballot(seen), me));
+        return from_ballot(BallotFacts::__default::NextBallot(to_ballot(seen), me));
     }, "NextBallot: the smallest ballot of node `me` above `seen`.");
-    m.def("quorum_size", [](uint64 n) { return Quorums::__default::QuorumSize64(n); },
+    m.def("quorum_size", [](uint64 n) { return QuorumFacts::__default::QuorumSize64(n); },
           "QuorumSize64: members needed for a majority of n.");
     m.def("count_acks", [](const std::vector<bool>& flags) {
         check_flags_size(flags);
-        return Quorums::__default::CountAcks(to_flags(flags));
+        return QuorumFacts::__default::CountAcks(to_flags(flags));
     }, "CountAcks: number of set flags.");
     m.def("has_quorum", [](const std::vector<bool>& flags) {
         check_flags_size(flags);
-        return Quorums::__default::CheckQuorum(to_flags(flags));
+        return QuorumFacts::__default::CheckQuorum(to_flags(flags));
     }, "CheckQuorum: do the flagged members form a majority of all len(flags) members?");
 }

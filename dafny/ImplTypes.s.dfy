@@ -1,5 +1,6 @@
-// The executable core's data: wire messages, durable records and step outputs, all over
-// bounded integers and non-generic datatypes (what Dafny's C++ backend compiles).
+// The interface between the core and its driver: wire messages, durable records and step
+// outputs (what Driver.s.dfy says the driver must do with them), all over bounded integers and
+// non-generic datatypes (what Dafny's C++ backend compiles).
 // Encoding to bytes is done once, in the extension's glue (verified_core/glue), and checked
 // by a round trip at run time; see dafny/TRUSTED.md.
 module ImplTypes {
