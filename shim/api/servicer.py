@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -25,6 +26,8 @@ from verikv.shim.kv.errors import EtcdError
 from verikv.shim.kv.commands import GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, Kind, plain_range_key
 from verikv.shim.kv.store import EncodedRange
 from verikv.shim.kv.watch import LiveResponse, WatchHub, fragments
+
+log = logging.getLogger(__name__)
 
 SERVER_VERSION = "3.4.0-verikv"  # etcdctl reads the major.minor of this
 RANGE = "/etcdserverpb.KV/Range"
@@ -135,12 +138,17 @@ class ClientServer:
         node, finish = self.node, self._finish
         for call_id, method, body, kind in front.take():
             if kind:
-                if method == WATCH:
-                    self._on_watch(call_id, body, kind)
-                elif method == KEEP_ALIVE:
-                    self._on_keep_alive(call_id, body, kind)
-                else:
-                    self._on_snapshot(call_id, kind)
+                try:
+                    if method == WATCH:
+                        self._on_watch(call_id, body, kind)
+                    elif method == KEEP_ALIVE:
+                        self._on_keep_alive(call_id, body, kind)
+                    else:
+                        self._on_snapshot(call_id, kind)
+                except Exception as err:  # noqa: BLE001 - a fault on one stream ends that stream, loudly
+                    failed = internal_error(method, err)
+                    if self._front is not None:
+                        self._front.finish(call_id, failed.code.value[0], failed.message, b"")
                 continue
             done = functools.partial(finish, call_id, method)
             if method == RANGE:
@@ -159,7 +167,10 @@ class ClientServer:
                 finish(call_id, method, EtcdError(grpc.StatusCode.INVALID_ARGUMENT,
                                           f"verikv: {method}: the request is not a valid {request_type.__name__}"))
                 continue
-            start(request, body, done)
+            try:
+                start(request, body, done)
+            except Exception as err:  # noqa: BLE001 - a fault in one handler answers that call, loudly
+                done(internal_error(method, err))
 
     def _count(self, method: str, code: int) -> None:
         """One more call of `method` (one verikv serves) finished with `code` (grpc_server_handled_total)."""
@@ -430,7 +441,8 @@ class ClientServer:
         if leader is None:
             resp.errors.append("etcdserver: no leader")
         for member, alarm in sorted(kv.alarms):  # as etcd prints an AlarmMember (gogoproto's String)
-            resp.errors.append(f"memberID:{member} alarm:{rpc_pb2.AlarmType.Name(alarm)} ")
+            name = rpc_pb2.AlarmType.Name(alarm) if alarm in rpc_pb2.AlarmType.values() else alarm
+            resp.errors.append(f"memberID:{member} alarm:{name} ")
         done(resp)
 
     def _hash_kv(self, request, body, done):
@@ -469,6 +481,8 @@ class ClientServer:
                 finish(stop.value)
             except EtcdError as err:
                 finish(err)
+            except Exception as err:  # noqa: BLE001 - see internal_error
+                finish(internal_error("a computation in steps", err))
             else:
                 loop.call_soon(step)
 
@@ -485,3 +499,11 @@ class ClientServer:
 def build_server(node, listen: str, client_urls: list[str], peer_urls: list[str], **options) -> ClientServer:
     """The client API server for `node` on `listen` (host:port), not yet started."""
     return ClientServer(node, listen, client_urls, peer_urls, **options)
+
+
+def internal_error(what: str, err: Exception) -> EtcdError:
+    """A handler failed on a request (a fault in verikv, not in the request): its call gets
+    INTERNAL with the error, the error goes to the log with its traceback, and the node serves on
+    (the key-value state changes only when the log is applied, not in a handler)."""
+    log.error("internal error in %s: %s: %s", what, type(err).__name__, err, exc_info=err)
+    return EtcdError(grpc.StatusCode.INTERNAL, f"verikv: internal error in {what}: {type(err).__name__}: {err}")

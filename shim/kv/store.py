@@ -416,7 +416,7 @@ class KVStore:
         h = zlib.crc32(b"key")
         if whole:
             h = zlib.crc32(self.leases.encode(), h)
-            h = zlib.crc32(b"".join(struct.pack("<QI", m, t) for m, t in sorted(self.alarms)), h)
+            h = zlib.crc32(b"".join(struct.pack("<Qi", m, t) for m, t in sorted(self.alarms)), h)
         pack = _HASH_REC.pack
         hist = self._hist
         keys = list(self._hist_keys)  # keys created later hold only later revisions
@@ -699,7 +699,7 @@ class KVStore:
                 parts += [struct.pack("<QBI", seq, tag, len(b)), b]
         parts.append(self.leases.encode())
         parts.append(struct.pack("<I", len(self.alarms)))
-        parts += [struct.pack("<QI", member, t) for member, t in sorted(self.alarms)]
+        parts += [struct.pack("<Qi", member, t) for member, t in sorted(self.alarms)]
         return b"".join(parts)
 
     _HEAD_V1 = struct.Struct("<4sQQII")  # magic, revision, next_slot, key count, session count
@@ -778,7 +778,7 @@ class KVStore:
             (n,) = struct.unpack_from("<I", data, pos)
             pos += 4
             for _ in range(n):
-                store.alarms.add(struct.unpack_from("<QI", data, pos))
+                store.alarms.add(struct.unpack_from("<Qi", data, pos))
                 pos += 12
         if pos != len(data):
             raise ValueError(f"{len(data) - pos} trailing bytes in KV snapshot")

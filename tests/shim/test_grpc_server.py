@@ -247,6 +247,21 @@ async def test_malformed_request_bytes_are_invalid_argument(stubs):
     assert (await stubs[0].Put(r.PutRequest(key=b"after", value=b"v"))).header.revision >= 2
 
 
+async def test_a_handler_that_fails_answers_its_call_internal_and_the_server_serves_on(stubs):
+    kv, _, cluster, _, follower = stubs
+    server = follower.client_server
+
+    def broken(request, body, done):
+        raise RuntimeError("boom")
+
+    server._methods["/etcdserverpb.Cluster/MemberList"] = (r.MemberListRequest, broken)
+    calls = [cluster.MemberList(r.MemberListRequest()) for _ in range(3)] + [kv.Put(r.PutRequest(key=b"k", value=b"v"))]
+    outcomes = await asyncio.wait_for(asyncio.gather(*[status_of(c) for c in calls[:3]], calls[3]), 10)
+    assert outcomes[:3] == [(grpc.StatusCode.INTERNAL,
+                             "verikv: internal error in /etcdserverpb.Cluster/MemberList: RuntimeError: boom")] * 3
+    assert outcomes[3].header.revision >= 2  # a call in the same batch as the failing ones
+
+
 async def test_a_stopping_server_answers_waiting_calls_unavailable(tmp_path):
     node = await start_node(0, tmp_path, 90)  # its peers never start: no leader, a put waits
     url = f"127.0.0.1:{CLIENT_PORT + 9}"
