@@ -43,6 +43,7 @@ log = logging.getLogger("verikv.transport")
 
 FRAME_HEAD = struct.Struct("<IB")  # length of kind + payload, kind
 KIND_HELLO = 2  # first frame of a connection: the sender's node id (u32); the node never sees it
+HELLO_MAX_BYTES = 1 + 4  # a HELLO frame's length field: its kind and a u32
 # an outbound connection closed sooner than this is retried after the backoff, like a failed
 # attempt (a peer that refuses this node does not get a new handshake in a tight loop)
 CONNECTION_LASTED_S = 1.0
@@ -213,6 +214,13 @@ class Transport:
                     log.warning("closing connection from %s: bad frame (length %d, kind %d)",
                                 peer_name, length, kind)
                     return
+                if member is None and (kind != KIND_HELLO or length > HELLO_MAX_BYTES):
+                    # nothing but a HELLO is read from a connection that has not named its member:
+                    # a stranger cannot make the node buffer a frame of up to MAX_FRAME_BYTES
+                    self.refused["frame before HELLO"] += 1
+                    log.warning("closing connection from %s: a frame (kind %d, %d bytes) before its HELLO",
+                                peer_name, kind, length)
+                    return
                 payload = await reader.readexactly(length - 1)
                 self.frames_received += 1
                 if kind == KIND_HELLO:
@@ -232,10 +240,6 @@ class Transport:
                         self.refused["HELLO for another member"] += 1
                         log.warning("dropped a HELLO claiming node %s on the connection of node %d from %s",
                                     claimed, member, peer_name)
-                elif member is None:
-                    self.refused["frame before HELLO"] += 1
-                    log.warning("closing connection from %s: a frame (kind %d) before its HELLO", peer_name, kind)
-                    return
                 elif kind in NODE_KINDS:
                     self.on_frame(member, kind, payload)
                 else:

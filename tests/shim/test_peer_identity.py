@@ -12,9 +12,9 @@ import pytest
 
 from verikv.cluster.certs import cluster_certs, issue
 from verikv.shim.io import tls
-from verikv.shim.io.transport import KIND_HELLO, Transport, encode_frame
+from verikv.shim.io.transport import FRAME_HEAD, KIND_HELLO, Transport, encode_frame
 from verikv.shim.node.machine import NodeConfig, NodeMachine
-from verikv.shim.node.peer_wire import (CAMPAIGN, DIGEST, KIND_CAMPAIGN, KIND_CORE, KIND_DIGEST, KIND_FORWARD,
+from verikv.shim.node.peer_wire import (MAX_FRAME_BYTES, CAMPAIGN, DIGEST, KIND_CAMPAIGN, KIND_CORE, KIND_DIGEST, KIND_FORWARD,
                                         KIND_READ_INDEX, READ_ASK)
 from verikv.verified_core.core import Core
 
@@ -97,9 +97,13 @@ async def test_frames_carry_the_member_of_their_connection_and_unknown_kinds_are
 
 
 @pytest.mark.parametrize("first", [encode_frame(KIND_CORE, b"x"), hello(1), hello(7),
-                                   encode_frame(KIND_HELLO, b"\0")])
+                                   encode_frame(KIND_HELLO, b"\0"),
+                                   FRAME_HEAD.pack(MAX_FRAME_BYTES, KIND_CORE),
+                                   FRAME_HEAD.pack(1 << 20, KIND_HELLO)])
 async def test_a_connection_without_a_valid_hello_first_is_closed(first):
-    """A frame before the HELLO, a HELLO naming this node itself, no member, or nothing readable."""
+    """A frame before the HELLO, a HELLO naming this node itself, no member, or nothing readable;
+    a long frame before the HELLO (a HELLO's included) is refused from its header, before the node
+    reads (and buffers) what it says follows."""
     got = []
     t = Transport(1, addrs(10), lambda s, k, p: got.append((s, k, p)))
     await t.start()
