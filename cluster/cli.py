@@ -3,7 +3,9 @@
 Everything lives under one directory (default ./.verikv): cluster.json (the ports, fixed when the
 directory is first used), nodeN/ (WAL and snapshots), nodeN.log, nodeN.pid. `up` is idempotent:
 running nodes are left alone, stopped ones are (re)started; it returns once a leader is elected.
-Node N serves clients on base_port + N and peers on base_port + 10 + N.
+Node N serves clients on base_port + N, peers on base_port + 10 + N, and /metrics and /health
+on base_port + 5 + N (etcd's --listen-metrics-urls; plain HTTP). `status --watch` refreshes a
+live view (cluster/top.py).
 
 Placement (optional, fixed with the ports when the directory is first used): `--node-hosts
 H0,H1,H2` gives node N its own address HN for clients and peers (default 127.0.0.1 for all), and
@@ -70,7 +72,7 @@ def _layout(data_dir: Path, base_port: int | None, hosts: list[str] | None = Non
         if tls and not conf.get("tls"):
             raise ClusterError(f"{data_dir} was set up without --tls; use another --data-dir for a TLS cluster")
         return conf
-    conf = {"base_port": base_port or DEFAULT_BASE_PORT, "size": CLUSTER_SIZE}
+    conf = {"base_port": base_port or DEFAULT_BASE_PORT, "size": CLUSTER_SIZE, "metrics": True}
     if tls:
         conf["tls"] = True
     if hosts is not None:
@@ -92,6 +94,11 @@ def client_endpoint(conf: dict, i: int) -> str:
 
 def peer_address(conf: dict, i: int) -> str:
     return f"{node_host(conf, i)}:{conf['base_port'] + 10 + i}"
+
+
+def metrics_address(conf: dict, i: int) -> str | None:
+    """HOST:PORT of node i's /metrics and /health; None for a cluster set up before they were served."""
+    return f"{node_host(conf, i)}:{conf['base_port'] + 5 + i}" if conf.get("metrics") else None
 
 
 def certs_dir(data_dir: Path) -> Path:
@@ -172,9 +179,11 @@ def _start_node(data_dir: Path, conf: dict, i: int, extra_args: list[str]) -> in
         tls_args = ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth",
                     "--peer-cert-file", cert, "--peer-key-file", key, "--peer-trusted-ca-file", ca,
                     "--peer-client-cert-auth"]
+    metrics = metrics_address(conf, i)
+    metrics_args = ["--listen-metrics-urls", f"http://{metrics}"] if metrics else []
     cmd = [sys.executable, "-m", "verikv.cli", "serve", "--id", str(i), "--peers", peers,
            "--client-listen", client_endpoint(conf, i), "--client-urls", urls,
-           "--data-dir", str(_node_dir(data_dir, i)), *tls_args, *extra_args]
+           "--data-dir", str(_node_dir(data_dir, i)), *tls_args, *metrics_args, *extra_args]
     if conf.get("netns"):
         cmd = ["ip", "netns", "exec", conf["netns"][i], *cmd]  # exec's in place: same pid
     with open(data_dir / f"node{i}.log", "ab") as log:
@@ -253,14 +262,26 @@ def cmd_status(args) -> int:
     if not (data_dir / "cluster.json").exists():
         raise ClusterError(f"no cluster in {data_dir} (run `verikv cluster up --data-dir {data_dir}`)")
     conf = _layout(data_dir, None)
-    rows = []
-    for i in range(conf["size"]):
-        pid = running_pid(data_dir, i)
-        st = node_status(data_dir, conf, i) if pid is not None else None
-        rows.append({"id": i, "pid": pid, "endpoint": client_endpoint(conf, i),
-                     "role": st["role"] if st else ("unreachable" if pid else "stopped"),
-                     "committed_slot": st["committed_slot"] if st else None,
-                     "revision": st["revision"] if st else None})
+
+    def read_nodes() -> list[dict]:
+        rows = []
+        for i in range(conf["size"]):
+            pid = running_pid(data_dir, i)
+            st = node_status(data_dir, conf, i) if pid is not None else None
+            rows.append({"id": i, "pid": pid, "endpoint": client_endpoint(conf, i),
+                         "role": st["role"] if st else ("unreachable" if pid else "stopped"),
+                         "committed_slot": st["committed_slot"] if st else None,
+                         "applied_slot": st["applied_slot"] if st else None,
+                         "revision": st["revision"] if st else None})
+        return rows
+
+    if args.watch is not None:
+        from verikv.cluster import top
+        if args.watch <= 0:
+            raise ClusterError("--watch takes a positive number of seconds")
+        urls = [f"http://{a}/metrics" if a else None for a in (metrics_address(conf, i) for i in range(conf["size"]))]
+        return top.watch(data_dir, read_nodes, urls, args.watch, args.count, args.json)
+    rows = read_nodes()
     if args.json:
         print(json.dumps({"data_dir": str(data_dir.resolve()), "nodes": rows}, indent=2))
     else:
@@ -313,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
         if name == "up":
             s.add_argument("--base-port", type=int, default=None,
-                           help=f"clients on BASE..BASE+2, peers on BASE+10..BASE+12 (default {DEFAULT_BASE_PORT})")
+                           help=f"clients on BASE..BASE+2, metrics on BASE+5..BASE+7, peers on BASE+10..BASE+12 "
+                                f"(default {DEFAULT_BASE_PORT})")
             s.add_argument("--timeout-s", type=float, default=30.0)
             s.add_argument("--no-runtime-checks", action="store_true")
             s.add_argument("--node-hosts", default=None, metavar="H0,H1,H2",
@@ -331,7 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "down":
             s.add_argument("--timeout-s", type=float, default=10.0)
         if name == "status":
-            s.add_argument("--json", action="store_true")
+            s.add_argument("--json", action="store_true",
+                           help="as JSON (with --watch: one object per refresh, a line each)")
+            s.add_argument("--watch", type=float, nargs="?", const=1.0, default=None, metavar="SECONDS",
+                           help="refresh every SECONDS (default 1) until Ctrl-C: roles, committed and applied "
+                                "slots, apply lag, revision, proposals/s and WAL fsync p99 per node")
+            s.add_argument("--count", type=int, default=None, help="with --watch: stop after COUNT refreshes")
     return p
 
 

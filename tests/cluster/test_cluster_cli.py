@@ -65,6 +65,44 @@ def test_up_status_down(data_dir):
     assert [n["role"] for n in st["nodes"]] == ["stopped"] * 3
 
 
+@pytest.mark.slow
+def test_status_watch_shows_each_nodes_slots_lag_proposal_rate_and_fsync_p99(data_dir):
+    up = verikv("cluster", "up", "--data-dir", str(data_dir), "--base-port", "25620")
+    assert up.returncode == 0, up.stderr
+    watcher = subprocess.Popen(VERIKV + ["cluster", "status", "--data-dir", str(data_dir), "--watch", "0.5",
+                                         "--count", "6", "--json"], stdout=subprocess.PIPE, text=True)
+    with grpc.insecure_channel("127.0.0.1:25620") as ch:  # writes while it watches
+        kv = rpc_pb2_grpc.KVStub(ch)
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline and watcher.poll() is None:
+            kv.Put(rpc_pb2.PutRequest(key=b"k", value=b"v"), timeout=10)
+    out, _ = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0
+    snaps = [json.loads(line)["nodes"] for line in out.splitlines()]
+    assert len(snaps) == 6
+    assert all(n["proposals_per_s"] is None for n in snaps[0])  # no interval yet
+    later = [n for snap in snaps[1:] for n in snap]
+    assert sorted(n["role"] for n in snaps[-1]) == ["follower", "follower", "leader"]
+    assert all(n["apply_lag"] is not None and n["apply_lag"] >= 0 for n in later)
+    assert any(n["proposals_per_s"] and n["proposals_per_s"] > 0 for n in later)
+    assert any(isinstance(n["fsync_p99_ms"], float) and n["fsync_p99_ms"] > 0 for n in later)
+    text = verikv("cluster", "status", "--data-dir", str(data_dir), "--watch", "0.2", "--count", "2")
+    assert text.returncode == 0 and text.stdout.count("proposals/s") == 2 and "fsync p99" in text.stdout
+    bad = verikv("cluster", "status", "--data-dir", str(data_dir), "--watch", "0")
+    assert bad.returncode == 1 and "--watch takes a positive number" in bad.stderr
+
+
+def test_the_p99_of_an_interval_is_read_from_the_histograms_difference():
+    from verikv.cluster.top import p99_seconds
+    before = [(0.001, 10.0), (0.002, 20.0), (0.004, 20.0), (float("inf"), 20.0)]
+    after = [(0.001, 10.0), (0.002, 119.0), (0.004, 120.0), (float("inf"), 120.0)]
+    assert p99_seconds(before, after) == 0.002  # 99 of the 100 new ones took at most 2 ms
+    after[2] = (0.004, 122.0)
+    after[3] = (float("inf"), 122.0)
+    assert p99_seconds(before, after) == 0.004
+    assert p99_seconds(after, after) is None
+
+
 def test_errors_are_messages_not_tracebacks(tmp_path):
     missing = verikv("cluster", "status", "--data-dir", str(tmp_path / "none"))
     assert missing.returncode == 1 and "no cluster in" in missing.stderr and "Traceback" not in missing.stderr

@@ -23,7 +23,7 @@ def run_verikv(*args, timeout_s: float = 90) -> subprocess.CompletedProcess:
 
 
 def ports_free(base: int) -> bool:
-    for port in [base + i for i in range(3)] + [base + 10 + i for i in range(3)]:
+    for port in [base + i for i in range(3)] + [base + 5 + i for i in range(3)] + [base + 10 + i for i in range(3)]:
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
             try:
