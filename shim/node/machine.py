@@ -637,6 +637,9 @@ class NodeMachine:
     def _install_peer_snapshot(self, readies: list):
         """This node lags behind a peer's truncation point: install the peer's snapshot."""
         (store, data, answer), self._snapshot_in = self._snapshot_in, None
+        # the answers to its last chunks leave now, not after the write below (which can take
+        # seconds for a large state): its sender would take the wait for lost chunks
+        yield from self._flush()
         if answer is not None:  # its sender hears once it is durable here, or not needed
             self.snapshot_receiver.finished(self.send, *answer)
         slot = store.next_slot

@@ -35,7 +35,8 @@ READ_REPLY = struct.Struct("<QQ")  # request id, read slot (0: ask again through
 CAMPAIGN = struct.Struct("<I")  # the sender (the leader handing over)
 DIGEST = struct.Struct("<QI8s")  # last slot of the range, sender, digest of the range's values
 # sender, transfer id, the snapshot's slot (every slot below it applied), its total length, this
-# chunk's offset, CRC-32 of this chunk's bytes, sha256 of the whole snapshot; the chunk's bytes follow
+# chunk's offset, CRC-32 of this chunk's bytes, sha256 of the whole snapshot (in the last chunk;
+# zeros in the others); the chunk's bytes follow
 SNAPSHOT_CHUNK = struct.Struct("<IQQQQI32s")
 SNAPSHOT_ACK = struct.Struct("<IQQB")  # sender (the receiver of the chunks), transfer id, next offset wanted, ACK_*
 ACK_MORE = 0  # every byte below the offset arrived intact: go on from there

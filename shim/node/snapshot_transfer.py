@@ -4,8 +4,9 @@ frames go out through the `send(dst, kind, payload)` the node gives.
 
 Sender (`SnapshotSender`). A transfer to a peer is a point-in-time copy of this node's KV state:
 the bytes of `KVStore.snapshot()` taken when it starts (immutable, so the store goes on changing
-while they stream; peers that start a transfer at the same slot share one copy), their sha256 and
-a random transfer id. Chunks of CHUNK_BYTES leave at most WINDOW_CHUNKS ahead of what the receiver
+while they stream; peers that start a transfer at the same slot share one copy) and a random
+transfer id. Their sha256 is computed as the chunks first leave (so starting a transfer costs only
+the copy) and travels in the last chunk. Chunks of CHUNK_BYTES leave at most WINDOW_CHUNKS ahead of what the receiver
 has acknowledged, so at most WINDOW_CHUNKS x CHUNK_BYTES per peer wait in the transport however
 large the state, and each turn of the node sends at most that much: the node goes on serving
 clients and heartbeats between chunks. With no acknowledgement for `stall_s` the sender goes back
@@ -16,8 +17,8 @@ Receiver (`SnapshotReceiver`). At most one transfer is assembled at a time, in m
 its declared size is at most `max_bytes`; so a node holds at most `max_bytes` of incoming snapshot
 (plus, once complete, the store parsed from it). Chunks are taken only in order, each checked
 against its CRC-32 (a damaged one is refused, logged and asked for again); every chunk of a
-transfer must repeat the slot, size and digest of its first. A complete transfer whose sha256 is
-not the one its chunks carry is refused, logged and dropped: nothing of it is installed. A chunk
+transfer must repeat the slot and size of its first. A complete transfer whose sha256 is not the
+one its last chunk carries is refused, logged and dropped: nothing of it is installed. A chunk
 of a transfer the receiver does not know, other than its first (this node restarted, or dropped
 the transfer), is answered ACK_REFUSED, and the sender drops it. A new transfer replaces the one
 being assembled if it is of a later slot, or the old one has had no chunk for `stall_s` (its
@@ -42,6 +43,7 @@ log = logging.getLogger("verikv.node")
 CHUNK_BYTES = 1024 * 1024
 WINDOW_CHUNKS = 4
 MAX_BYTES = 4 * 1024 * 1024 * 1024  # the default bound on one incoming snapshot (NodeConfig.max_snapshot_bytes)
+NO_DIGEST = bytes(32)  # the digest field of every chunk but the last
 _MIB = 1024 * 1024
 
 
@@ -51,7 +53,6 @@ class _Outgoing:
     tid: int
     slot: int
     data: bytes
-    digest: bytes
     started: float
     waiting_since: float  # the last acknowledgement progress, or go-back
     heard_at: float  # the last answer that moved the transfer on
@@ -59,6 +60,8 @@ class _Outgoing:
     sent: int = 0  # bytes below this were sent (since the last go-back)
     resent_from: int = -1
     resends: int = 0
+    hasher: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    hashed: int = 0  # bytes below this are in `hasher`
 
 
 class SnapshotSender:
@@ -82,14 +85,10 @@ class SnapshotSender:
             return
         slot = kv.next_slot
         shared = next((t for t in self.transfers.values() if t.slot == slot), None)
-        if shared is not None:
-            data, digest = shared.data, shared.digest
-        else:
-            data = kv.snapshot()
-            digest = hashlib.sha256(data).digest()
+        data = shared.data if shared is not None else kv.snapshot()
         for peer in due:
             tid = rng.getrandbits(64)
-            self.transfers[peer] = _Outgoing(peer, tid, slot, data, digest, now, now, now)
+            self.transfers[peer] = _Outgoing(peer, tid, slot, data, now, now, now)
         log.info("streaming a snapshot at slot %d (%d bytes, revision %d) to nodes %s", slot, len(data),
                  kv.revision, due)
 
@@ -102,12 +101,19 @@ class SnapshotSender:
                             "bytes acknowledged)", t.tid, peer, now - t.heard_at, t.acked, len(t.data))
                 continue
             if t.sent > t.acked and now - t.waiting_since >= self.stall_s:
+                log.info("snapshot transfer %016x to node %d: no answer for %.1f s, sending again from byte %d "
+                         "(sent up to %d)", t.tid, peer, now - t.waiting_since, t.acked, t.sent)
                 t.sent, t.waiting_since = t.acked, now  # a chunk or its answer was lost: go back
                 t.resends += 1
             total = len(t.data)
             while t.sent < total and t.sent - t.acked < WINDOW_CHUNKS * CHUNK_BYTES:
                 piece = t.data[t.sent:t.sent + CHUNK_BYTES]
-                head = SNAPSHOT_CHUNK.pack(self.node_id, t.tid, t.slot, total, t.sent, zlib.crc32(piece), t.digest)
+                if t.sent == t.hashed:
+                    t.hasher.update(piece)
+                    t.hashed += len(piece)
+                # chunks go in order from where the hash stopped, so the last one has it whole
+                digest = t.hasher.digest() if t.sent + len(piece) == total else NO_DIGEST
+                head = SNAPSHOT_CHUNK.pack(self.node_id, t.tid, t.slot, total, t.sent, zlib.crc32(piece), digest)
                 send(peer, KIND_SNAPSHOT_CHUNK, head + piece)
                 t.sent += len(piece)
                 self.sent_bytes += len(piece)
@@ -160,7 +166,6 @@ class _Incoming:
     tid: int
     slot: int
     total: int
-    digest: bytes
     started: float
     touched: float
     buf: bytearray = field(default_factory=bytearray)
@@ -218,10 +223,10 @@ class SnapshotReceiver:
                          "transfer %016x from node %d at slot %d", cur.tid, cur.sender, len(cur.buf), cur.total,
                          tid, sender, slot)
                 self._ack(send, cur.sender, cur.tid, len(cur.buf), ACK_REFUSED)
-            cur = self.current = _Incoming(sender, tid, slot, total, digest, now, now)
+            cur = self.current = _Incoming(sender, tid, slot, total, now, now)
             log.info("receiving a snapshot at slot %d (%d bytes) from node %d, transfer %016x", slot, total,
                      sender, tid)
-        if (slot, total, digest) != (cur.slot, cur.total, cur.digest) or offset + len(data) > total \
+        if (slot, total) != (cur.slot, cur.total) or offset + len(data) > total \
                 or (not data and total):
             self._refuse(send, cur, f"a malformed chunk at offset {offset} ({len(data)} bytes; slot {slot}, "
                                     f"size {total})")
@@ -245,9 +250,9 @@ class SnapshotReceiver:
             return None
         self.current = None
         got = cur.hasher.digest()
-        if got != cur.digest:
+        if got != digest:
             self._refuse(send, cur, f"the sha256 of its {total} bytes is {got.hex()}, the sender's "
-                                    f"{cur.digest.hex()}")
+                                    f"{digest.hex()}")
             return None
         self._remember(key, ACK_MORE)
         self._ack(send, sender, tid, total, ACK_MORE)
