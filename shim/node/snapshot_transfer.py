@@ -15,7 +15,8 @@ to the acknowledged offset (a chunk was lost); with none for `abandon_s` it drop
 
 Receiver (`SnapshotReceiver`). At most one transfer is assembled at a time, in memory, and only if
 its declared size is at most `max_bytes`; so a node holds at most `max_bytes` of incoming snapshot
-(plus, once complete, the store parsed from it). Chunks are taken only in order, each checked
+while it arrives (once complete: the bytes, copied once out of the assembly buffer, and the store
+parsed from them, until it is installed). Chunks are taken only in order, each checked
 against its CRC-32 (a damaged one is refused, logged and asked for again); every chunk of a
 transfer must repeat the slot and size of its first. A complete transfer whose sha256 is not the
 one its last chunk carries is refused, logged and dropped: nothing of it is installed. A chunk
