@@ -10,8 +10,10 @@ the copy) and travels in the last chunk. Chunks of CHUNK_BYTES leave at most WIN
 has acknowledged, so at most WINDOW_CHUNKS x CHUNK_BYTES per peer wait in the transport however
 large the state, and each turn of the node sends at most that much: the node goes on serving
 clients and heartbeats between chunks. With no acknowledgement for `stall_s` the sender goes back
-to the acknowledged offset (a chunk was lost); with none for `abandon_s` it drops the transfer
-(the peer is gone), and the core asks again once the peer is back.
+to the acknowledged offset (a chunk was lost; once every byte is acknowledged, it sends the last
+chunk again, which the receiver answers with whether it installed the state); with no answer at
+all for `abandon_s` it drops the transfer (the peer is gone), and the core asks again once the
+peer is back.
 
 Receiver (`SnapshotReceiver`). At most one transfer is assembled at a time, in memory, and only if
 its declared size is at most `max_bytes`; so a node holds at most `max_bytes` of incoming snapshot
@@ -101,12 +103,16 @@ class SnapshotSender:
                 log.warning("gave up the snapshot transfer %016x to node %d: no answer for %.0f s (%d of %d "
                             "bytes acknowledged)", t.tid, peer, now - t.heard_at, t.acked, len(t.data))
                 continue
+            total = len(t.data)
             if t.sent > t.acked and now - t.waiting_since >= self.stall_s:
                 log.info("snapshot transfer %016x to node %d: no answer for %.1f s, sending again from byte %d "
                          "(sent up to %d)", t.tid, peer, now - t.waiting_since, t.acked, t.sent)
                 t.sent, t.waiting_since = t.acked, now  # a chunk or its answer was lost: go back
                 t.resends += 1
-            total = len(t.data)
+            elif t.acked == total and now - t.waiting_since >= self.stall_s:
+                # every byte arrived; the answer saying it is installed is late or lost: the last
+                # chunk again, which the receiver answers with where it is
+                t.sent, t.waiting_since = (total - 1) // CHUNK_BYTES * CHUNK_BYTES, now
             while t.sent < total and t.sent - t.acked < WINDOW_CHUNKS * CHUNK_BYTES:
                 piece = t.data[t.sent:t.sent + CHUNK_BYTES]
                 if t.sent == t.hashed:
@@ -124,6 +130,7 @@ class SnapshotSender:
         t = self.transfers.get(sender)
         if t is None or t.tid != tid:
             return  # an answer to a transfer that ended
+        t.heard_at = now  # the receiver is there
         if status == ACK_DONE:
             self._end(sender, now, failed=False)
             took = now - t.started
@@ -136,12 +143,12 @@ class SnapshotSender:
         elif status == ACK_RESEND:
             if t.acked <= offset < t.sent and (offset != t.resent_from or now - t.waiting_since >= self.stall_s):
                 t.acked = offset
-                t.sent, t.resent_from, t.waiting_since, t.heard_at = offset, offset, now, now
+                t.sent, t.resent_from, t.waiting_since = offset, offset, now
                 t.resends += 1
         elif offset > t.acked:
             t.acked = min(offset, len(t.data))
             t.sent = max(t.sent, t.acked)
-            t.waiting_since = t.heard_at = now
+            t.waiting_since = now
 
     def _end(self, peer: int, now: float, failed: bool) -> None:
         del self.transfers[peer]

@@ -259,6 +259,32 @@ def test_peers_starting_at_the_same_slot_share_one_copy():
     assert t1.data is t2.data and t1.tid != t2.tid
 
 
+def test_a_lost_final_answer_is_asked_for_again_with_the_last_chunk():
+    """Every byte acknowledged, the receiver's ACK_DONE lost: the sender sends the last chunk
+    again after stall_s and learns from the answer that the state is installed."""
+    data = os.urandom(2 * CHUNK_BYTES + 5)
+    link = Link(data)
+    link.start()
+    link.pump()
+    link.deliver_chunks()
+    link.deliver_acks()
+    (done,) = link.complete
+    assert link.sender.transfers[FOLLOWER].acked == len(data)
+    link.receiver.finished(link.send, done.sender, done.tid, len(done.data))
+    link.acks.clear()  # the ACK_DONE is lost
+    link.now += 0.5
+    link.pump()
+    assert not link.chunks  # within stall_s
+    link.now += 0.6
+    link.pump()
+    (again,) = link.chunks
+    assert SNAPSHOT_CHUNK.unpack_from(again)[4] == 2 * CHUNK_BYTES  # the last chunk, nothing before it
+    link.deliver_chunks()
+    assert len(link.complete) == 1  # not assembled again
+    link.deliver_acks()
+    assert not link.sender.transfers and link.sender.completed == 1
+
+
 def test_a_silent_peer_is_given_up_after_abandon_s(caplog):
     link = Link(os.urandom(2 * CHUNK_BYTES))
     link.start()
