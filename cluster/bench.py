@@ -217,9 +217,22 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tls", action="store_true",
                    help="run both clusters with client TLS (client certificates required) and mutual peer TLS, "
                         "certificates from one local CA (verikv: `cluster up --tls`); the clients use TLS")
+    g = p.add_argument_group("--big-store: memory, disk and restart time with many keys (cluster/bigstore.py)")
+    g.add_argument("--big-store", action="store_true",
+                   help="instead of the loads: load --keys keys into each system, then print each node's RSS, WAL "
+                        "and snapshot bytes, and its restart (recovery) time; etcd's ports are BASE+30..BASE+35")
+    g.add_argument("--keys", type=int, default=1_000_000)
+    g.add_argument("--value-bytes", type=int, default=256)
+    g.add_argument("--writers", type=int, default=8, help="clients loading in parallel")
+    g.add_argument("--timeout-s", type=float, default=600.0, help="for each wait (the load's answers, a restart)")
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    if args.big_store:
+        if args.tls:
+            p.error("--big-store runs without TLS")
+        from verikv.cluster import bigstore
+        return bigstore.main(args)
 
     from verikv.cluster import cli as cluster_cli
     from verikv.cluster.etcd import EtcdUnavailable, start_etcd_cluster

@@ -30,6 +30,21 @@ class EtcdCluster:
     client_endpoints: list[str]
     processes: list[subprocess.Popen] = field(default_factory=list)
     tls: dict | None = None  # see start_etcd_cluster
+    commands: list[list[str]] = field(default_factory=list)  # each member's command line
+
+    def restart(self, ready_timeout_s: float | None = 120.0) -> None:
+        """Start every member again (after stop()) on its data directory, with its command line;
+        wait until each has a leader (unless ready_timeout_s is None)."""
+        self.processes = []
+        for cmd in self.commands:
+            self.processes.append(_launch(cmd, self.data_dir / f"{cmd[cmd.index('--name') + 1]}.log"))
+        if ready_timeout_s is None:
+            return
+        try:
+            wait_etcd_ready(self, ready_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
 
     def channel(self, endpoint: str) -> grpc.Channel:
         if not self.tls:
@@ -90,21 +105,24 @@ def start_etcd_cluster(data_dir: Path, members: int, base_port: int, ready_timeo
             tls_args = ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", str(tls["ca"]),
                         "--client-cert-auth", "--peer-cert-file", cert, "--peer-key-file", key,
                         "--peer-trusted-ca-file", str(tls["ca"]), "--peer-client-cert-auth"]
-        log = open(data_dir / f"{name}.log", "wb")
-        cluster.processes.append(subprocess.Popen(
-            [binary, "--name", name, "--data-dir", str(data_dir / name),
-             "--listen-client-urls", f"{scheme}://{client[i]}", "--advertise-client-urls", f"{scheme}://{client[i]}",
-             "--listen-peer-urls", peer[i], "--initial-advertise-peer-urls", peer[i],
-             "--initial-cluster", initial, "--initial-cluster-state", "new",
-             "--initial-cluster-token", f"verikv-{base_port}", "--log-outputs", "stderr", *tls_args, *extra_args],
-            stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL))
-        log.close()
+        cmd = [binary, "--name", name, "--data-dir", str(data_dir / name),
+               "--listen-client-urls", f"{scheme}://{client[i]}", "--advertise-client-urls", f"{scheme}://{client[i]}",
+               "--listen-peer-urls", peer[i], "--initial-advertise-peer-urls", peer[i],
+               "--initial-cluster", initial, "--initial-cluster-state", "new",
+               "--initial-cluster-token", f"verikv-{base_port}", "--log-outputs", "stderr", *tls_args, *extra_args]
+        cluster.commands.append(cmd)
+        cluster.processes.append(_launch(cmd, data_dir / f"{name}.log"))
     try:
         wait_etcd_ready(cluster, ready_timeout_s)
     except BaseException:
         cluster.stop()
         raise
     return cluster
+
+
+def _launch(cmd: list[str], log_path: Path) -> subprocess.Popen:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL)
 
 
 def wait_etcd_ready(cluster: EtcdCluster, timeout_s: float) -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import math
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 EXIT_USAGE = 2
@@ -85,11 +87,52 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encrypt peer traffic with a self-signed certificate made under DATA_DIR/fixtures/peer "
                         "(no member is authenticated)")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="text: one line per event; json: one JSON object per line with zap's keys, as etcd's "
+                        "--logger zap writes them (level, ts, caller, msg) and the logger's name (default: text)")
     return p
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: etcd's zap keys (level, ts in ISO 8601 with milliseconds and
+    offset, caller, msg), the logger's name, and `error` for an exception (its type and text, not
+    a traceback)."""
+
+    LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error", "CRITICAL": "fatal"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"level": self.LEVELS.get(record.levelname, record.levelname.lower()),
+                 "ts": iso8601(record.created), "logger": record.name,
+                 "caller": f"{record.module}.py:{record.lineno}", "msg": record.getMessage()}
+        if record.exc_info and record.exc_info[1] is not None:
+            err = record.exc_info[1]
+            entry["error"] = f"{type(err).__name__}: {err}"
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def iso8601(t: float) -> str:
+    """zap's ISO8601TimeEncoder: 2006-01-02T15:04:05.000Z0700, in local time."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}" + \
+        time.strftime("%z", time.localtime(t))
+
+
+_json_logs = False  # --log-format json: the lines below are JSON too
+
+
+def refuse(text: str) -> None:
+    """A usage error, or a resource the node cannot use, once logging is set up."""
+    if _json_logs:
+        log.error("%s", text)
+    else:
+        print(text, file=sys.stderr)
+
+
 def fatal(code: int, text: str) -> None:
-    sys.stderr.write(f"FATAL {text}\n")
+    if _json_logs:
+        line = json.dumps({"level": "fatal", "ts": iso8601(time.time()), "logger": log.name, "msg": text})
+    else:
+        line = f"FATAL {text}"
+    sys.stderr.write(line + "\n")
     sys.stderr.flush()
     os._exit(code)
 
@@ -106,13 +149,12 @@ async def serve(args) -> int:
     try:
         retention = parse_retention(args.auto_compaction_mode, args.auto_compaction_retention)
     except ValueError as err:
-        print(f"verikv serve: {err}", file=sys.stderr)
+        refuse(f"verikv serve: {err}")
         return EXIT_USAGE
     progress_s = parse_duration(args.experimental_watch_progress_notify_interval)
     if not progress_s:
-        print(f"verikv serve: --experimental-watch-progress-notify-interval "
-              f"{args.experimental_watch_progress_notify_interval!r} is not a duration such as 10m",
-              file=sys.stderr)
+        refuse(f"verikv serve: --experimental-watch-progress-notify-interval "
+               f"{args.experimental_watch_progress_notify_interval!r} is not a duration such as 10m")
         return EXIT_USAGE
     metrics_at = None
     if args.listen_metrics_urls:
@@ -120,18 +162,18 @@ async def serve(args) -> int:
         try:
             metrics_at = parse_metrics_url(args.listen_metrics_urls.split(",")[0])
         except ValueError as err:
-            print(f"verikv serve: {err}", file=sys.stderr)
+            refuse(f"verikv serve: {err}")
             return EXIT_USAGE
     peers = [parse_hostport(x) for x in args.peers.split(",")]
     if not 0 <= args.id < len(peers):
-        print(f"verikv serve: --id {args.id} is not an index into {len(peers)} --peers", file=sys.stderr)
+        refuse(f"verikv serve: --id {args.id} is not an index into {len(peers)} --peers")
         return EXIT_USAGE
     from verikv.shim.io import tls
     try:
         client_tls = tls.client_tls(args)
         peer_tls = tls.peer_tls(args, peers[args.id][0])
     except tls.TLSConfigError as err:
-        print(f"verikv serve: {err}", file=sys.stderr)
+        refuse(f"verikv serve: {err}")
         return EXIT_USAGE
     if args.peer_cert_file and not tls.names_member(tls.file_names(args.peer_cert_file), *peers[args.id]):
         log.warning("--peer-cert-file %s does not name this member (https://%s:%d): members that check peer "
@@ -160,7 +202,7 @@ async def serve(args) -> int:
     except wal.WalFatalError as err:
         fatal(EXIT_WAL, f"WAL failed: {err}")
     except OSError as err:
-        print(f"verikv serve: cannot start: {err}", file=sys.stderr)
+        refuse(f"verikv serve: cannot start: {err}")
         return EXIT_USAGE
     listen = f"{args.client_listen[0]}:{args.client_listen[1]}"
     try:
@@ -171,7 +213,7 @@ async def serve(args) -> int:
                                           require_leader_timeout_s=args.tick_ms * args.election_ticks / 1000)
         await server.start()
     except (OSError, RuntimeError) as err:
-        print(f"verikv serve: cannot listen for clients on {listen}: {err}", file=sys.stderr)
+        refuse(f"verikv serve: cannot listen for clients on {listen}: {err}")
         return EXIT_USAGE
     metrics = None
     if metrics_at is not None:
@@ -179,7 +221,7 @@ async def serve(args) -> int:
         try:
             metrics = MetricsServer(server, *metrics_at)
         except OSError as err:
-            print(f"verikv serve: cannot listen for metrics on {metrics_at[0]}:{metrics_at[1]}: {err}", file=sys.stderr)
+            refuse(f"verikv serve: cannot listen for metrics on {metrics_at[0]}:{metrics_at[1]}: {err}")
             await server.stop(grace=0)
             return EXIT_USAGE
         log.info("metrics and health on http://%s:%d", metrics_at[0], metrics.port)
@@ -212,9 +254,16 @@ async def serve(args) -> int:
 
 
 def main(argv: list[str]) -> int:
+    global _json_logs
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    if args.log_format == "json":
+        _json_logs = True
+        handler.setFormatter(JsonFormatter())
+        logging.captureWarnings(True)
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), handlers=[handler])
     try:
         import uvloop
         uvloop.install()
@@ -225,5 +274,5 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     except ImportError as err:
-        print(f"verikv serve: {err}", file=sys.stderr)
+        refuse(f"verikv serve: {err}")
         return EXIT_USAGE

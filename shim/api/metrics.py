@@ -118,6 +118,20 @@ class NodeCollector:
         yield GaugeMetricFamily("verikv_runtime_checks_enabled",
                                 "Whether the node checks the core's assumptions at run time (a failed check stops it).",
                                 value=1 if machine.checks.enabled else 0)
+        sender, receiver = machine.snapshot_sender, machine.snapshot_receiver
+        transfers = CounterMetricFamily("verikv_snapshot_transfers",
+                                        "Snapshots streamed to lagging peers (sent: completed or failed, i.e. "
+                                        "refused or given up) and from them (received: installed; refused: a "
+                                        "digest mismatch, unparsable, or over the bound).", labels=["direction", "outcome"])
+        transfers.add_metric(["sent", "completed"], sender.completed)
+        transfers.add_metric(["sent", "failed"], sender.failed)
+        transfers.add_metric(["received", "installed"], machine.peer_snapshots_installed)
+        transfers.add_metric(["received", "refused"], receiver.refused_transfers)
+        yield transfers
+        yield CounterMetricFamily("verikv_snapshot_sent_bytes", "Bytes of snapshot chunks sent to peers (sent again "
+                                  "after a loss included).", value=sender.sent_bytes)
+        yield CounterMetricFamily("verikv_snapshot_chunks_refused", "Snapshot chunks from peers refused as damaged "
+                                  "(CRC-32 mismatch) and asked for again.", value=receiver.refused_chunks)
         refused = CounterMetricFamily("verikv_peer_refused",
                                       "Peer connections and frames refused for who sent them, by reason "
                                       "(FrameSenderIsConnectionMember: a frame naming another sender than the "

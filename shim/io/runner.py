@@ -216,6 +216,11 @@ class Node:
                 else:
                     wal.append_lazy(action.records)
             elif kind is WriteSnapshot:
+                # the frames handed over before it leave now: the write blocks the loop (for
+                # seconds with a large state), and the peers should not wait for them
+                flush_now = getattr(self.transport, "flush_now", None)
+                if flush_now is not None:
+                    flush_now()
                 wal.drain()  # pending appends are durable before the segment is closed
                 wal.install_snapshot(action.slot, action.kv_state, action.core_records)
             else:

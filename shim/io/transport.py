@@ -126,6 +126,12 @@ class Transport:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def flush_now(self) -> None:
+        """Hand what is queued to the sockets now, rather than at the end of the loop turn (before
+        the node blocks its loop, e.g. to write a snapshot)."""
+        if self._flush_scheduled:
+            self._flush()
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         for peer in self.peers.values():

@@ -41,10 +41,12 @@ from verikv.shim.node.checks import Checks
 from verikv.shim.node.compaction import AutoCompaction
 from verikv.shim.node.lease_timers import LeaseTimers
 from verikv.shim.node.peer_wire import (CAMPAIGN, DIGEST, KIND_CAMPAIGN, KIND_CORE, KIND_DIGEST, KIND_FORWARD,
-                                        KIND_READ_INDEX, KIND_READ_INDEX_REPLY, KIND_SNAPSHOT, MAX_FRAME_BYTES,
-                                        READ_ASK, READ_REPLY, claimed_sender)
+                                        KIND_READ_INDEX, KIND_READ_INDEX_REPLY, KIND_SNAPSHOT, KIND_SNAPSHOT_ACK,
+                                        KIND_SNAPSHOT_CHUNK, READ_ASK, READ_REPLY, SNAPSHOT_ACK, SNAPSHOT_CHUNK,
+                                        claimed_sender)
 from verikv.shim.node.proposals import Proposals
 from verikv.shim.node.reads import Reads
+from verikv.shim.node.snapshot_transfer import MAX_BYTES, SnapshotReceiver, SnapshotSender
 
 log = logging.getLogger("verikv.node")
 
@@ -87,6 +89,10 @@ class NodeConfig:
     # etcd's --quota-backend-bytes: a put, txn or lease grant that would take the store's size
     # (KVStore.db_size) to it or beyond is refused, and the NOSPACE alarm raised (0 or less: no quota)
     quota_backend_bytes: int = 2 * 1024 * 1024 * 1024  # etcd's default, 2 GiB
+    # the largest snapshot this node assembles from a peer (in memory, one at a time)
+    max_snapshot_bytes: int = MAX_BYTES
+    # a snapshot transfer with no answer from its receiver for this long is given up
+    snapshot_abandon_s: float = 30.0
 
 
 # A node asked to campaign (MoveLeader) ticks its core until it starts an election: at most its
@@ -133,10 +139,14 @@ class NodeMachine:
         self._inbox: collections.deque[bytes] = collections.deque(maxlen=config.max_inbox_messages)
         self._ticks_due = 0
         self._peer_digests: list[tuple[int, int, bytes]] = []  # checked at the next turn
-        # Snapshot transfer: a peer's KV snapshot waiting to be installed (the newest one), and
-        # when this node last sent its own to each peer (sending is rate-limited).
-        self._snapshot_in: KVStore | None = None
-        self._snapshot_sent_at: dict[int, float] = {}
+        # Snapshot transfer (snapshot_transfer.py): a peer's KV snapshot waiting to be installed
+        # (the newest one: the store, its verified bytes and the transfer to answer, if any), and
+        # the transfers this node streams to peers and assembles from one
+        self._snapshot_in: tuple | None = None
+        self.snapshot_sender = SnapshotSender(self.node_id, stall_s=config.retry_after_s,
+                                              abandon_s=config.snapshot_abandon_s, retry_s=config.retry_after_s)
+        self.snapshot_receiver = SnapshotReceiver(self.node_id, max_bytes=config.max_snapshot_bytes,
+                                                  stall_s=config.retry_after_s)
         self.snapshot_slot = 0
         self._restored_records: list[bytes] = []  # the core's records in the snapshot restored
         self.peer_snapshots_installed = 0
@@ -276,14 +286,20 @@ class NodeMachine:
             last, sender, digest = DIGEST.unpack(payload)
             if sender < self.cluster_size and len(self._peer_digests) < 1024:
                 self._peer_digests.append((sender, last, digest))
-        elif kind == KIND_SNAPSHOT:
+        elif kind == KIND_SNAPSHOT_CHUNK and len(payload) >= SNAPSHOT_CHUNK.size:
+            complete = self.snapshot_receiver.on_chunk(sender, payload, self.kv.next_slot, self.clock(), self.send)
+            if complete is not None:
+                self._snapshot_arrived(complete)
+        elif kind == KIND_SNAPSHOT_ACK and len(payload) == SNAPSHOT_ACK.size:
+            self.snapshot_sender.on_ack(sender, payload, self.clock())
+        elif kind == KIND_SNAPSHOT:  # from a node that sends its snapshot in one frame
             try:
                 store = KVStore.restore(payload)
             except Exception as err:  # noqa: BLE001 - a malformed snapshot is dropped, loudly
                 log.warning("dropped a malformed snapshot from a peer (%d bytes): %s", len(payload), err)
             else:
-                if self._snapshot_in is None or store.next_slot > self._snapshot_in.next_slot:
-                    self._snapshot_in = store
+                if self._snapshot_in is None or store.next_slot > self._snapshot_in[0].next_slot:
+                    self._snapshot_in = (store, None, None)
         elif kind == KIND_READ_INDEX and len(payload) == READ_ASK.size:
             self.reads.on_ask(payload, self.cluster_size, self.config.max_pending_requests)
         elif kind == KIND_READ_INDEX_REPLY and len(payload) == READ_REPLY.size:
@@ -417,6 +433,8 @@ class NodeMachine:
                 yield from self._snapshot()
             for done in done_list:
                 done(self._with_header(rpc_pb2.DefragmentResponse()))
+        if self.snapshot_sender.transfers:
+            self.snapshot_sender.pump(now, self.send)
         yield from self._flush()
 
     def _start_campaign(self, readies: list) -> None:
@@ -593,24 +611,37 @@ class NodeMachine:
     # ---- snapshots ----
 
     def _send_snapshot(self, peers: list[int]) -> None:
-        """Peers asked for slots this node truncated: send them its KV snapshot (rate-limited)."""
-        now = self.clock()
-        due = sorted(p for p in set(peers)
-                     if now - self._snapshot_sent_at.get(p, float("-inf")) >= self.config.retry_after_s)
-        if not due:
+        """Peers asked for slots this node truncated: stream them its KV snapshot (a transfer per
+        peer at a time, started again at most every retry_after_s; see snapshot_transfer.py)."""
+        self.snapshot_sender.start(peers, self.clock(), self.kv, self._rng)
+
+    def _snapshot_arrived(self, complete) -> None:
+        """A peer's snapshot arrived whole and its sha256 matched: parse it; install it at the
+        next turn (the newest, if several arrive)."""
+        receiver = self.snapshot_receiver
+        try:
+            store = KVStore.restore(complete.data)
+            if store.next_slot != complete.slot:
+                raise ValueError(f"it holds the slots below {store.next_slot}, its transfer says {complete.slot}")
+        except Exception as err:  # noqa: BLE001 - a snapshot that does not parse is refused, loudly
+            receiver.refuse(self.send, complete, f"it does not parse: {err}")
             return
-        state = self.kv.snapshot()
-        if len(state) + 64 > MAX_FRAME_BYTES:
-            log.error("cannot send a snapshot of %d bytes to nodes %s: over the frame limit", len(state), due)
+        answer = (complete.sender, complete.tid, len(complete.data))
+        if self._snapshot_in is not None and self._snapshot_in[0].next_slot >= store.next_slot:
+            receiver.finished(self.send, *answer)  # an as recent one waits already
             return
-        for peer in due:
-            self._snapshot_sent_at[peer] = now
-            self.send(peer, KIND_SNAPSHOT, state)
-        log.info("sent a snapshot at slot %d to nodes %s", self.kv.next_slot, due)
+        if self._snapshot_in is not None and self._snapshot_in[2] is not None:
+            receiver.finished(self.send, *self._snapshot_in[2])
+        self._snapshot_in = (store, complete.data, answer)
 
     def _install_peer_snapshot(self, readies: list):
         """This node lags behind a peer's truncation point: install the peer's snapshot."""
-        store, self._snapshot_in = self._snapshot_in, None
+        (store, data, answer), self._snapshot_in = self._snapshot_in, None
+        # the answers to its last chunks leave now, not after the write below (which can take
+        # seconds for a large state): its sender would take the wait for lost chunks
+        yield from self._flush()
+        if answer is not None:  # its sender hears once it is durable here, or not needed
+            self.snapshot_receiver.finished(self.send, *answer)
         slot = store.next_slot
         if slot <= self.kv.next_slot:
             return  # caught up meanwhile
@@ -619,7 +650,8 @@ class NodeMachine:
             return  # the core refused (it is not behind): keep the own state
         self.kv = store
         self.lease_timers.reset(store.leases, self.clock())
-        yield WriteSnapshot(slot, store.snapshot(), self.core.checkpoint_records())
+        # the verified bytes are the state (restore(data) is `store`; snapshot() would give them again)
+        yield WriteSnapshot(slot, data if data is not None else store.snapshot(), self.core.checkpoint_records())
         self.snapshot_slot = slot
         self.peer_snapshots_installed += 1
         readies.append(rd)  # commits of slots above the snapshot that this node already had

@@ -197,3 +197,22 @@ def test_bench_tls_runs_both_systems_over_tls_and_prints_ratios(tmp_path):
             f = figures[system][load]
             assert (f.get("ops") or f.get("events")) and f["errors"] == 0, (system, load, f)
         assert figures["verikv"][load]["ratio_vs_etcd"] > 0
+
+
+@pytest.mark.slow
+def test_bench_big_store_prints_memory_disk_and_restart_figures_for_both(tmp_path):
+    """`bench --big-store` with a few keys: both systems loaded, every figure there and plausible
+    (every node restarted and counted every key). Ports 28760-28772 (verikv), 28790-28795 (etcd)."""
+    out = subprocess.run([sys.executable, "-m", "verikv.cli", "bench", "--big-store", "--keys", "3000",
+                          "--data-dir", str(tmp_path / "b"), "--base-port", "28760", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    figures = json.loads(out.stdout)
+    for system in ("verikv", "etcd"):
+        f = figures[system]
+        assert len(f["rss"]) == len(f["wal"]) == len(f["restart_s"]) == 3, f
+        assert all(r > 10 * 2**20 for r in f["rss"] + f["rss_after_restart"]), f
+        assert all(w > 3000 * 256 for w in f["wal"]), f  # every value went through each node's WAL
+        assert f["db_size"] > 3000 * 256, f
+        assert all(0 < s <= t for s, t in zip(f["restart_s"], f["restart_linearizable_s"])), f

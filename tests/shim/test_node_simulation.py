@@ -27,7 +27,8 @@ the same slots and every client request is answered, then the nodes hold identic
 (snapshot bytes) and every acknowledged put is reflected in them. A node that cannot catch up
 because the others truncated past it fails with ReplicaStuckBehindTruncation. Two runs:
 snapshots at the default interval (never reached: pure log replication and WAL recovery), and
-every 4 slots (snapshot recovery, snapshot transfer to lagging nodes).
+every 4 slots (snapshot recovery, snapshot transfer to lagging nodes; a third run streams them in
+chunks of 64 bytes).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from verikv.shim.io.disk import FaultyDisk
 from verikv.shim.io.wal import Wal
 from verikv.shim.kv.commands import Kind
 from verikv.shim.kv.errors import EtcdError
+from verikv.shim.node import snapshot_transfer
 from verikv.shim.node.machine import Append, NodeConfig, NodeMachine, Send, WriteSnapshot
 from verikv.verified_core.core import Core
 
@@ -612,6 +614,23 @@ class NodeSimulationWithSnapshots(NodeSimulation):
 
 def test_node_simulation_with_snapshots():
     run_state_machine_as_test(NodeSimulationWithSnapshots, settings=SETTINGS)
+
+
+def test_node_simulation_with_snapshots_streamed_in_small_chunks(monkeypatch):
+    """The same with snapshots streamed in chunks of 64 bytes, so that a transfer spans many
+    chunks and meets loss, duplication, reordering, partitions and crashes part-way."""
+    monkeypatch.setattr(snapshot_transfer, "CHUNK_BYTES", 64)
+    on_chunk, multi = snapshot_transfer.SnapshotReceiver.on_chunk, []
+
+    def counting(self, *args, **kw):
+        done = on_chunk(self, *args, **kw)
+        if done is not None and len(done.data) > 64 * 4:
+            multi.append(len(done.data))
+        return done
+    monkeypatch.setattr(snapshot_transfer.SnapshotReceiver, "on_chunk", counting)
+    run_state_machine_as_test(NodeSimulationWithSnapshots, settings=SETTINGS)
+    assert multi, "no transfer spanned more than a window of chunks"
+    print(f"{len(multi)} transfers of more than a window of chunks, up to {max(multi)} bytes")
 
 
 def scripted_run(seed: int) -> tuple[str, list[bytes]]:

@@ -104,3 +104,22 @@ async def test_a_bad_frame_closes_only_that_connection():
     finally:
         for t in ts:
             await t.close()
+
+
+async def test_flush_now_hands_queued_frames_to_the_socket_before_the_loop_turns():
+    """Before a node blocks its loop (writing a large snapshot), what it queued leaves at once.
+    Ports 28775-28777."""
+    ts, got = await start_all(28775 - BASE_PORT)
+    try:
+        await wait_for(lambda: all(p.writer for t in ts for p in t.peers.values()))
+        writes_before = ts[0].writes
+        ts[0].send(1, KIND_CORE, b"answer")
+        assert ts[0].writes == writes_before  # queued for the end of the loop turn
+        ts[0].flush_now()
+        assert ts[0].writes == writes_before + 1 and not ts[0].peers[1].queue  # written, without a turn
+        ts[0].flush_now()  # nothing queued: nothing written
+        assert ts[0].writes == writes_before + 1
+        await wait_for(lambda: got[1] == [(KIND_CORE, b"answer")])
+    finally:
+        for t in ts:
+            await t.close()
