@@ -225,12 +225,20 @@ def cmd_up(args) -> int:
     if args.netns_prefix is not None:
         netns = [f"{args.netns_prefix}{i + 1}" for i in range(CLUSTER_SIZE)]
     conf = _layout(data_dir, args.base_port, hosts, netns, args.tls)
+    changed = False
     if args.faulty_disk and not conf.get("faulty_disk"):
         conf["faulty_disk"] = True  # kept for restarts, like the placement
+        changed = True
+    if args.quota_backend_bytes is not None and args.quota_backend_bytes != conf.get("quota_backend_bytes"):
+        conf["quota_backend_bytes"] = args.quota_backend_bytes  # for the nodes started from now on
+        changed = True
+    if changed:
         (data_dir / "cluster.json").write_text(json.dumps(conf) + "\n")
     extra = ["--no-runtime-checks"] if args.no_runtime_checks else []
     if conf.get("faulty_disk"):
         extra.append("--faulty-disk")
+    if conf.get("quota_backend_bytes") is not None:
+        extra += ["--quota-backend-bytes", str(conf["quota_backend_bytes"])]
     for i in range(conf["size"]):
         pid = running_pid(data_dir, i)
         if pid is not None:
@@ -347,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--faulty-disk", action="store_true",
                            help="run the nodes on the fault-injecting disk (`verikv serve --faulty-disk`: "
                                 "a kill loses unsynced writes; fsync fails while NODE_DIR/fail-fsync exists)")
+            s.add_argument("--quota-backend-bytes", type=int, default=None, metavar="BYTES",
+                           help="each node's store quota (etcd's flag; kept in cluster.json for restarts; "
+                                "a running node keeps the quota it started with)")
             s.add_argument("--tls", action="store_true",
                            help="make a local CA and per-node certificates under DATA_DIR/certs and run the "
                                 "nodes with client TLS (client certificates required) and mutual peer TLS")

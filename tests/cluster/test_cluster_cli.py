@@ -92,6 +92,43 @@ def test_status_watch_shows_each_nodes_slots_lag_proposal_rate_and_fsync_p99(dat
     assert bad.returncode == 1 and "--watch takes a positive number" in bad.stderr
 
 
+@pytest.mark.slow
+def test_up_passes_the_quota_to_every_node_and_keeps_it_for_restarts(data_dir):
+    import urllib.request
+
+    def quotas():
+        out = []
+        for i in range(3):
+            deadline = time.monotonic() + 15
+            while True:  # a node just (re)started serves its metrics a moment after `up` returns
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{25680 + 5 + i}/metrics", timeout=5) as resp:
+                        text = resp.read().decode()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, f"node {i} serves no metrics"
+                    time.sleep(0.2)
+            line = next(l for l in text.splitlines() if l.startswith("etcd_server_quota_backend_bytes "))
+            out.append(float(line.split()[1]))
+        return out
+
+    up = verikv("cluster", "up", "--data-dir", str(data_dir), "--base-port", "25680", "--quota-backend-bytes", "4000")
+    assert up.returncode == 0, up.stderr
+    assert quotas() == [4000.0] * 3
+    with grpc.insecure_channel("127.0.0.1:25680") as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        with pytest.raises(grpc.RpcError) as full:
+            for i in range(100):
+                kv.Put(rpc_pb2.PutRequest(key=b"k%d" % i, value=b"v" * 200), timeout=10)
+        assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert full.value.details() == "etcdserver: mvcc: database space exceeded"
+    pid = json.loads(verikv("cluster", "status", "--data-dir", str(data_dir), "--json").stdout)["nodes"][1]["pid"]
+    os.kill(pid, signal.SIGKILL)  # one of the nodes this test started
+    time.sleep(0.3)
+    assert verikv("cluster", "up", "--data-dir", str(data_dir)).returncode == 0  # no flag: the kept quota
+    assert quotas() == [4000.0] * 3
+
+
 def test_the_p99_of_an_interval_is_read_from_the_histograms_difference():
     from verikv.cluster.top import p99_seconds
     before = [(0.001, 10.0), (0.002, 20.0), (0.004, 20.0), (float("inf"), 20.0)]
