@@ -48,6 +48,7 @@ LEASE_TTL_TOO_LARGE = _err(Code.OUT_OF_RANGE, "etcdserver: too large lease TTL")
 FUTURE_REV = _err(Code.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
 COMPACTED = _err(Code.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
 NO_SPACE = _err(Code.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
+CORRUPT = _err(Code.DATA_LOSS, "etcdserver: corrupt cluster")
 NOT_LEADER = _err(Code.FAILED_PRECONDITION, "etcdserver: not leader")
 BAD_LEADER_TRANSFEREE = _err(Code.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
 LEADER_TRANSFER_TIMEOUT = _err(Code.UNKNOWN,  # etcd has no gRPC status for it: Unknown

@@ -42,6 +42,10 @@ MAX_RESULTS_PER_SESSION = 4096  # remembered results per session (lowest seq evi
 # applied the same slots reports the same size.
 VERSION_OVERHEAD = 64
 LEASE_OVERHEAD = 64
+# What a CORRUPT alarm refuses while it is active (etcd 3.4's corrupt applier: reads, and txns of
+# ranges only, go on; a lease's expiry, applied as its own command here, is not a client's revoke
+# and goes on)
+CORRUPT_REFUSES = frozenset({Kind.PUT, Kind.DELETE_RANGE, Kind.TXN, Kind.COMPACT, Kind.LEASE_GRANT, Kind.LEASE_REVOKE})
 
 
 class _Rec:
@@ -440,6 +444,10 @@ class KVStore:
     def no_space(self) -> bool:
         return any(t == rpc_pb2.NOSPACE for _, t in self.alarms)
 
+    @property
+    def corrupt(self) -> bool:
+        return any(t == rpc_pb2.CORRUPT for _, t in self.alarms)
+
     def alarm(self, r: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         """etcd's Alarm as applied: GET lists the active alarms of a type (NONE: all), ACTIVATE
         and DEACTIVATE answer the alarm they added or removed (nothing if there was none)."""
@@ -590,9 +598,12 @@ class KVStore:
     def execute(self, kind: Kind, request):
         """Run one request now; return its response or the EtcdError it fails with."""
         try:
-            if self.alarms and self.no_space and (
-                    kind == Kind.PUT or kind == Kind.LEASE_GRANT or (kind == Kind.TXN and cost_txn(request))):
-                raise errors.NO_SPACE  # etcd's capped applier
+            if self.alarms:
+                if kind in CORRUPT_REFUSES and self.corrupt and not (kind == Kind.TXN and txn_reads_only(request)):
+                    raise errors.CORRUPT  # etcd's corrupt applier (a txn of ranges only is served around it)
+                if self.no_space and (
+                        kind == Kind.PUT or kind == Kind.LEASE_GRANT or (kind == Kind.TXN and cost_txn(request))):
+                    raise errors.NO_SPACE  # etcd's capped applier
             if kind == Kind.RANGE:
                 return self.range(request)
             if kind == Kind.PUT:
@@ -806,3 +817,8 @@ def _run(steps):
 
 _HASH_REC = struct.Struct("<IqIqqqI")  # key length, revision, sub, create revision, version, lease, value length
 _TAG_TYPES = {tag: t for t, tag in _RESULT_TAGS.items()}
+
+
+def txn_reads_only(r: rpc_pb2.TxnRequest) -> bool:
+    """Every operation of either branch is a range (etcd's isTxnReadonly: a nested txn is not)."""
+    return all(op.WhichOneof("request") == "request_range" for op in list(r.success) + list(r.failure))

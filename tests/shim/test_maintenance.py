@@ -98,16 +98,39 @@ def test_the_nospace_alarm_caps_writes_that_add_data_and_nothing_else():
     assert kv.execute(Kind.DELETE_RANGE, r.DeleteRangeRequest(key=b"a")).deleted == 1
     assert not isinstance(kv.execute(Kind.COMPACT, r.CompactionRequest(revision=kv.revision)), errors.EtcdError)
     assert not isinstance(kv.execute(Kind.LEASE_REVOKE, r.LeaseRevokeRequest(ID=9)), errors.EtcdError)
-    # a CORRUPT alarm, listed, does not cap writes here (verikv keeps it as a mark only)
     kv.execute(Kind.ALARM, alarm("ACTIVATE", 1, r.CORRUPT))
     listed = kv.execute(Kind.ALARM, alarm("GET"))
     assert [(m.memberID, m.alarm) for m in listed.alarms] == [(1, r.CORRUPT), (2, r.NOSPACE)]
     only = kv.execute(Kind.ALARM, alarm("GET", 0, r.NOSPACE))
     assert [(m.memberID, m.alarm) for m in only.alarms] == [(2, r.NOSPACE)]
     assert KVStore.restore(kv.snapshot()).alarms == kv.alarms
+    kv.execute(Kind.ALARM, alarm("DEACTIVATE", 1, r.CORRUPT))
     assert not kv.execute(Kind.ALARM, alarm("DEACTIVATE", 1, r.NOSPACE)).alarms  # not active: nothing
     assert kv.execute(Kind.ALARM, alarm("DEACTIVATE", 2, r.NOSPACE)).alarms[0].memberID == 2
     assert kv.execute(Kind.PUT, r.PutRequest(key=b"b", value=b"2")).header.revision == kv.revision
+
+
+def test_a_corrupt_alarm_refuses_writes_compactions_writing_txns_and_lease_grants_and_revokes_as_etcd_does():
+    kv = KVStore()
+    kv.execute(Kind.PUT, r.PutRequest(key=b"a", value=b"1"))
+    kv.execute(Kind.LEASE_GRANT, r.LeaseGrantRequest(ID=9, TTL=100))
+    kv.execute(Kind.ALARM, alarm("ACTIVATE", 1, r.CORRUPT))
+    rev = kv.revision
+    refused = [(Kind.PUT, r.PutRequest(key=b"b", value=b"2")), (Kind.DELETE_RANGE, r.DeleteRangeRequest(key=b"a")),
+               (Kind.TXN, r.TxnRequest(success=[r.RequestOp(request_range=r.RangeRequest(key=b"a"))],
+                                       failure=[r.RequestOp(request_put=r.PutRequest(key=b"a"))])),
+               (Kind.COMPACT, r.CompactionRequest(revision=rev)), (Kind.LEASE_GRANT, r.LeaseGrantRequest(ID=7, TTL=10)),
+               (Kind.LEASE_REVOKE, r.LeaseRevokeRequest(ID=9))]
+    for kind, request in refused:
+        assert kv.execute(kind, request) == errors.CORRUPT, kind
+    assert errors.CORRUPT.code.name == "DATA_LOSS" and errors.CORRUPT.message == "etcdserver: corrupt cluster"
+    assert kv.revision == rev and 9 in kv.leases.leases
+    assert kv.execute(Kind.RANGE, r.RangeRequest(key=b"a")).kvs[0].value == b"1"  # reads go on
+    reads = r.TxnRequest(success=[r.RequestOp(request_range=r.RangeRequest(key=b"a"))])
+    assert kv.execute(Kind.TXN, reads).responses[0].response_range.count == 1  # and txns of reads only
+    assert kv.execute(Kind.LEASE_KEEP_ALIVE, r.LeaseKeepAliveRequest(ID=9)).TTL == 100
+    assert kv.execute(Kind.ALARM, alarm("DEACTIVATE", 1, r.CORRUPT)).alarms[0].alarm == r.CORRUPT
+    assert kv.execute(Kind.PUT, r.PutRequest(key=b"b", value=b"2")).header.revision == rev + 1
 
 
 def test_an_alarm_of_a_type_etcd_does_not_know_is_kept_as_etcd_keeps_it_and_breaks_nothing():

@@ -105,3 +105,61 @@ def test_quota_alarm_defragment_and_hashkv_as_etcd(tmp_path):
     mine = asyncio.run(ours())
     assert theirs[2][1] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
     assert mine == theirs
+
+
+def corrupt_scenario(endpoint):
+    out = []
+    with grpc.insecure_channel(endpoint) as channel:
+        kv, maint = rpc_pb2_grpc.KVStub(channel), rpc_pb2_grpc.MaintenanceStub(channel)
+        lease = rpc_pb2_grpc.LeaseStub(channel)
+
+        def call(method, request):
+            try:
+                got = method(request, timeout=10)
+                return type(got).__name__
+            except grpc.RpcError as err:
+                return err.code(), err.details()
+
+        me = maint.Status(r.StatusRequest(), timeout=10).header.member_id
+        rev = kv.Put(r.PutRequest(key=b"a", value=b"1"), timeout=10).header.revision
+        granted = lease.LeaseGrant(r.LeaseGrantRequest(TTL=60), timeout=10).ID
+        arm = r.AlarmRequest(action=r.AlarmRequest.ACTIVATE, memberID=me, alarm=r.CORRUPT)
+        out.append(("arm", [(a.memberID == me, a.alarm) for a in maint.Alarm(arm, timeout=10).alarms]))
+        out.append(("put", call(kv.Put, r.PutRequest(key=b"b", value=b"2"))))
+        out.append(("get", call(kv.Range, r.RangeRequest(key=b"a"))))
+        out.append(("delete", call(kv.DeleteRange, r.DeleteRangeRequest(key=b"a"))))
+        out.append(("txn that reads", call(kv.Txn, r.TxnRequest(
+            success=[r.RequestOp(request_range=r.RangeRequest(key=b"a"))]))))
+        out.append(("compact", call(kv.Compact, r.CompactionRequest(revision=rev))))
+        out.append(("lease grant", call(lease.LeaseGrant, r.LeaseGrantRequest(TTL=60))))
+        out.append(("lease revoke", call(lease.LeaseRevoke, r.LeaseRevokeRequest(ID=granted))))
+        disarm = r.AlarmRequest(action=r.AlarmRequest.DEACTIVATE, memberID=me, alarm=r.CORRUPT)
+        out.append(("disarm", [(a.memberID == me, a.alarm) for a in maint.Alarm(disarm, timeout=10).alarms]))
+        out.append(("put after", call(kv.Put, r.PutRequest(key=b"b", value=b"2"))))
+    return out
+
+
+def test_a_corrupt_alarm_refuses_what_etcds_refuses(tmp_path):
+    cluster = start_etcd_cluster(Path("/tmp/verikv-shim-corruptcmp"), members=1, base_port=ETCD_BASE)
+    try:
+        theirs = corrupt_scenario(cluster.client_endpoints[0])
+    finally:
+        cluster.stop()
+
+    import asyncio
+
+    async def ours():
+        nodes = await start_cluster(tmp_path, VERIKV_PORTS)
+        server = build_server(leader_of(nodes), f"127.0.0.1:{VERIKV_CLIENT}", [""] * 3, [""] * 3)
+        await server.start()
+        try:
+            return await asyncio.to_thread(corrupt_scenario, f"127.0.0.1:{VERIKV_CLIENT}")
+        finally:
+            await server.stop(None)
+            for n in nodes:
+                await stop_node(n)
+
+    mine = asyncio.run(ours())
+    assert theirs[1][1] == (grpc.StatusCode.DATA_LOSS, "etcdserver: corrupt cluster")
+    assert mine == theirs
+
