@@ -10,6 +10,8 @@
 // a half-close, as kind HALF_CLOSED (Watch goes on sending, LeaseKeepAlive ends once answered).
 // A new stream is reported as kind OPEN, with the client's "hasleader" metadata as its bytes
 // (etcd's WithRequireLeader: "true" asks that the stream end when the node has no leader).
+// A unary call's request and a new stream also carry the client's "token" metadata (etcd's auth
+// token, from Authenticate), or None when it sent none.
 //
 // Why: Python's grpc.aio server costs hundreds of microseconds of CPU per call on a small
 // machine, which caps throughput. Here the HTTP/2 and gRPC work stays in C++; the event loop
@@ -88,7 +90,18 @@ struct Incoming {
   std::string method;
   std::string body;
   int kind;
+  bool has_token = false;
+  std::string token;  // the client's "token" metadata (unary calls and OPEN only)
 };
+
+// The call's "token" metadata into `in` (etcd's clients send their auth token so).
+void TakeToken(const grpc::GenericServerContext& ctx, Incoming& in) {
+  auto md = ctx.client_metadata().find("token");
+  if (md != ctx.client_metadata().end()) {
+    in.has_token = true;
+    in.token.assign(md->second.data(), md->second.size());
+  }
+}
 
 struct Outgoing {  // an answer `finish` queued for the CQ thread to send
   Call* call;
@@ -156,9 +169,10 @@ class Front {
   }
   int port() const { return port_; }
 
-  // Every message that arrived since the last take: (id, method, bytes, kind), kind 0 for a unary
-  // call's request, 1 for a stream's message, 2 for a stream its client ended, 3 for a new
-  // stream (its bytes: the client's "hasleader" metadata), 4 for a stream its client half-closed.
+  // Every message that arrived since the last take: (id, method, bytes, kind, token), kind 0 for
+  // a unary call's request, 1 for a stream's message, 2 for a stream its client ended, 3 for a new
+  // stream (its bytes: the client's "hasleader" metadata), 4 for a stream its client half-closed;
+  // token: the client's "token" metadata (bytes) of a unary call or a new stream, else None.
   py::list Take() {
     uint64_t v;
     while (read(efd_, &v, sizeof v) > 0) {
@@ -171,7 +185,12 @@ class Front {
     }
     py::list out;
     for (auto& in : batch) {
-      out.append(py::make_tuple(in.id, py::str(in.method), py::bytes(in.body), in.kind));
+      if (in.has_token) {
+        out.append(py::make_tuple(in.id, py::str(in.method), py::bytes(in.body), in.kind,
+                                  py::bytes(in.token)));
+      } else {
+        out.append(py::make_tuple(in.id, py::str(in.method), py::bytes(in.body), in.kind, py::none()));
+      }
     }
     return out;
   }
@@ -445,6 +464,7 @@ class Front {
               c->reading = true;
               c->stream.Read(&c->buf, &c->read_op);
               pending_.push_back(Incoming{c->id, c->ctx.method(), std::move(has_leader), OPEN});
+              TakeToken(c->ctx, pending_.back());
               if (!signaled_) signaled_ = signal = true;
             }
             if (signal) Notify();
@@ -468,6 +488,7 @@ class Front {
             uint64_t id = next_id_++;
             waiting_[id] = c;
             pending_.push_back(Incoming{id, c->ctx.method(), std::move(body), UNARY});
+            TakeToken(c->ctx, pending_.back());
             if (!signaled_) signaled_ = signal = true;
           }
           if (signal) Notify();
