@@ -22,9 +22,9 @@ from test_node import leader_of, start_cluster, stop_node
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.access(ETCD_BINARY, os.X_OK), reason="etcd is not installed")]
 
-VERIKV_PORTS = 28610 - 25300  # peers 28610-28612 (test_node's BASE_PORT + this)
-VERIKV_CLIENT = 28620
-ETCD_BASE = 28640
+VERIKV_PORTS = 28630 - 25300  # peers 28630-28632 (test_node's BASE_PORT + this)
+VERIKV_CLIENT = 28634
+ETCD_BASE = 28636  # 28636-28637
 
 
 def perm(kind, key, end=b""):
