@@ -376,6 +376,8 @@ class ClientServer:
             return
 
         def propose(hashed: bytes) -> None:
+            if self._front is None:
+                return  # the server stopped meanwhile
             user = auth_pb2.User(name=name.encode(), password=hashed)
             if kind == Kind.USER_ADD:
                 user.options.no_password = no_password
@@ -383,6 +385,9 @@ class ClientServer:
 
         if no_password:
             propose(b"")
+            return
+        if "\0" in password:  # bcrypt takes none (etcd's Go bcrypt would)
+            done(BAD_PASSWORD)
             return
         hashing = asyncio.get_running_loop().run_in_executor(None, _hash_password, password)
         hashing.add_done_callback(lambda f: propose(f.result()))
@@ -739,6 +744,7 @@ class ClientServer:
 
 
 AUTHENTICATE = "/etcdserverpb.Auth/Authenticate"
+BAD_PASSWORD = EtcdError(grpc.StatusCode.INVALID_ARGUMENT, "verikv: a password may not contain a NUL character")
 USER_ADD = "/etcdserverpb.Auth/UserAdd"
 USER_CHANGE_PASSWORD = "/etcdserverpb.Auth/UserChangePassword"
 
