@@ -291,6 +291,8 @@ class ClientServer:
             return
         if method == RANGE:
             self.node.read(request, request.serializable, functools.partial(self._read_checked, request, who, done))
+        elif method == LEASE_TIME_TO_LIVE and request.keys:
+            start(request, body, functools.partial(self._lease_keys_checked, request, who, done))
         elif method in LOGGED:
             self.node.command(LOGGED[method], request, body, done, who or NOBODY)
         elif method in (AUTHENTICATE, USER_ADD, USER_CHANGE_PASSWORD):
@@ -305,6 +307,16 @@ class ClientServer:
         if not isinstance(result, EtcdError):
             try:
                 self.node.kv.auth.check_op(who or NOBODY, request.key, request.range_end, READ)
+            except EtcdError as err:
+                result = err
+        done(result)
+
+    def _lease_keys_checked(self, request, who: AuthInfo | None, done, result) -> None:
+        """A LeaseTimeToLive with its keys, once answered: the user may read each key."""
+        if not isinstance(result, EtcdError):
+            lease = self.node.kv.leases.leases.get(request.ID)
+            try:
+                self.node.kv.auth.check_lease_keys(who or NOBODY, lease.keys if lease is not None else ())
             except EtcdError as err:
                 result = err
         done(result)
@@ -744,6 +756,7 @@ class ClientServer:
 
 
 AUTHENTICATE = "/etcdserverpb.Auth/Authenticate"
+LEASE_TIME_TO_LIVE = "/etcdserverpb.Lease/LeaseTimeToLive"
 BAD_PASSWORD = EtcdError(grpc.StatusCode.INVALID_ARGUMENT, "verikv: a password may not contain a NUL character")
 USER_ADD = "/etcdserverpb.Auth/UserAdd"
 USER_CHANGE_PASSWORD = "/etcdserverpb.Auth/UserChangePassword"

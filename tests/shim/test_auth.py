@@ -149,6 +149,23 @@ def test_a_txn_is_checked_on_its_compares_and_both_branches(kv):
     assert as_user(kv, alice, Kind.TXN, txn(b"b", b"a/2", b"a/3")) == errors.PERMISSION_DENIED  # compare: read
     ranged = r.TxnRequest(success=[r.RequestOp(request_range=r.RangeRequest(key=b"w1"))])
     assert as_user(kv, alice, Kind.TXN, ranged) == errors.PERMISSION_DENIED  # write only
+    # a nested txn's ops are checked too (etcd 3.4 lets them through unchecked)
+    nested = r.TxnRequest(success=[r.RequestOp(request_txn=txn(b"a/1", b"a/2", b"b"))])
+    assert as_user(kv, alice, Kind.TXN, nested) == errors.PERMISSION_DENIED
+    assert kv.execute(Kind.RANGE, r.RangeRequest(key=b"b")).count == 0  # not written
+    nested = r.TxnRequest(success=[r.RequestOp(request_txn=txn(b"a/1", b"a/2", b"a/3"))])
+    assert isinstance(as_user(kv, alice, Kind.TXN, nested), r.TxnResponse)
+
+
+def test_the_keys_of_a_lease_are_told_only_to_who_may_read_them(kv):
+    alice = now(kv, "alice")
+    kv.auth.check_lease_keys(alice, [b"a/1", b"k1"])
+    with pytest.raises(errors.EtcdError) as refused:
+        kv.auth.check_lease_keys(alice, [b"a/1", b"b"])
+    assert refused.value == errors.PERMISSION_DENIED
+    with pytest.raises(errors.EtcdError) as refused:
+        kv.auth.check_lease_keys(AuthInfo(), [])
+    assert refused.value == errors.USER_EMPTY
 
 
 def test_a_lease_revoke_needs_write_on_its_keys(kv):

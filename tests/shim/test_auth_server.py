@@ -1,7 +1,8 @@
 """The Auth service on an in-process 3-node cluster with a client server on every node: a token
 drawn by one node is good on the others (its grant went through the log), expires after the TTL
 without use and lives on while used, is void once its user's password changes; a write sent
-through a follower is checked for its user when the leader's log applies it; a password never
+through a follower is checked for its user when the leader's log applies it; a lease's keys are
+told only to a user who may read them; a password never
 reaches a node's WAL, and one bcrypt cannot take is refused with a message."""
 
 import asyncio
@@ -96,6 +97,17 @@ async def test_a_new_password_voids_tokens_and_writes_through_a_follower_are_che
                                    metadata=root)
     await auth.UserGrantRole(r.AuthUserGrantRoleRequest(user="alice", role="x"), timeout=10, metadata=root)
     assert await failure(kv.Put(r.PutRequest(key=b"x", value=b"1"), timeout=10, metadata=alice)) is None
+    # the keys of a lease are told only to a user who may read them all
+    lease = g.LeaseStub(channels[follower])
+    await lease.LeaseGrant(r.LeaseGrantRequest(ID=5, TTL=60), timeout=10, metadata=root)
+    await kv.Put(r.PutRequest(key=b"secret", value=b"s", lease=5), timeout=10, metadata=root)
+    ttl = await lease.LeaseTimeToLive(r.LeaseTimeToLiveRequest(ID=5), timeout=10, metadata=alice)
+    assert ttl.grantedTTL == 60 and not ttl.keys
+    assert await failure(lease.LeaseTimeToLive(r.LeaseTimeToLiveRequest(ID=5, keys=True), timeout=10,
+                                               metadata=alice)) == (
+        grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied")
+    ttl = await lease.LeaseTimeToLive(r.LeaseTimeToLiveRequest(ID=5, keys=True), timeout=10, metadata=root)
+    assert list(ttl.keys) == [b"secret"]
     await auth.UserChangePassword(r.AuthUserChangePasswordRequest(name="alice", password="alicepw2"), timeout=10,
                                   metadata=root)
     assert await failure(kv.Put(r.PutRequest(key=b"x", value=b"2"), timeout=10, metadata=alice)) == (
