@@ -402,7 +402,14 @@ class ClientServer:
             done(BAD_PASSWORD)
             return
         hashing = asyncio.get_running_loop().run_in_executor(None, _hash_password, password)
-        hashing.add_done_callback(lambda f: propose(f.result()))
+
+        def hashed(f) -> None:
+            if f.exception() is not None:  # never a password in the message
+                done(EtcdError(grpc.StatusCode.INVALID_ARGUMENT, "verikv: the password cannot be hashed"))
+                return
+            propose(f.result())
+
+        hashing.add_done_callback(hashed)
 
     def _user_add(self, request, body, done, who=None) -> None:
         self._hashed(Kind.USER_ADD, request.name, request.password, request.options.no_password, done, who)
