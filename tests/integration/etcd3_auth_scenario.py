@@ -1,7 +1,7 @@
 """A client program written with Debian's python3-etcd3, unmodified, with `user` and `password`,
-run in its own process by test_auth.py (etcd3 carries its own copy of etcd's protobufs, which
+run in its own process by test_auth_clients.py (etcd3 carries its own copy of etcd's protobufs, which
 cannot share a process with verikv's). It prints what it saw as one JSON object, the token its
-client got included (test_auth.py uses it on the other nodes).
+client got included (test_auth_clients.py uses it on the other nodes).
 
 python3-etcd3 sends its token as call credentials, which gRPC sends only over TLS: the cluster
 serves clients over TLS (CA, client certificate and key for the channel).
