@@ -242,7 +242,8 @@ class ClientServer:
 
     def who(self, token: bytes | None) -> AuthInfo | None:
         """The AuthInfo of a call's token metadata (None without one); raise etcd's "invalid auth
-        token" for a token this node did not hand out or that is void."""
+        token" for a token no grant in the log named (or one this node forgot: it restarted since,
+        or installed a peer's snapshot) or that is void."""
         if token is None:
             return None
         auth = self.node.kv.auth
