@@ -118,7 +118,7 @@ class ClientServer:
         self.node = node
         self.auth_token_ttl_s = auth_token_ttl_s
         self._tokens: dict[bytes, _Token] = {}  # the tokens granted, by their sha256
-        self._stream_who: dict[int, bytes] = {}  # a stream's token metadata, from its OPEN
+        self._stream_who: dict[int, tuple] = {}  # a stream's (token, certificate's name), from its OPEN
         self._token_serial = 0
         self.tls = tls  # shim.io.tls.ClientTLS (duck-typed: this package imports no I/O), or None
         self.listen = listen
@@ -203,10 +203,10 @@ class ClientServer:
             return
         node, finish = self.node, self._finish
         auth = node.kv.auth
-        for call_id, method, body, kind, token in front.take():
+        for call_id, method, body, kind, token, cn in front.take():
             if kind:
-                if kind == OPEN and token is not None and method != KEEP_ALIVE:
-                    self._stream_who[call_id] = token
+                if kind == OPEN and (token is not None or cn is not None) and method != KEEP_ALIVE:
+                    self._stream_who[call_id] = (token, cn)
                 elif kind == END:
                     self._stream_who.pop(call_id, None)
                 if method == WATCH:
@@ -218,7 +218,7 @@ class ClientServer:
                 continue
             done = functools.partial(finish, call_id, method)
             if token is not None or auth.enabled:
-                self._as_user(call_id, method, body, token, done)
+                self._as_user(call_id, method, body, token, cn, done)
                 continue
             if method == RANGE:
                 key = plain_range_key(body)
@@ -259,6 +259,20 @@ class ClientServer:
             del self._tokens[digest]
         raise errors.INVALID_AUTH_TOKEN
 
+    def who_of(self, token: bytes | None, cn: str | None) -> AuthInfo | None:
+        """The AuthInfo of a call: its token's, or without one (etcd's rule when clients must
+        show a certificate) its certificate's common name as the user name."""
+        who = self.who(token)
+        if who is None and cn is not None:
+            auth = self.node.kv.auth
+            if auth.enabled:
+                return AuthInfo(cn, auth.revision)
+        return who
+
+    def _stream_user(self, stream: int, keep: bool = True) -> AuthInfo | None:
+        token, cn = (self._stream_who.get if keep else self._stream_who.pop)(stream, None) or (None, None)
+        return self.who_of(token, cn)
+
     def _granted(self, grants) -> None:
         """Tokens the log granted (shim/kv/auth.py): good from now for auth_token_ttl_s."""
         now = asyncio.get_running_loop().time()
@@ -269,7 +283,7 @@ class ClientServer:
             if digest not in self._tokens:
                 self._tokens[digest] = _Token(user, password, disables, now + self.auth_token_ttl_s)
 
-    def _as_user(self, call_id: int, method: str, body: bytes, token: bytes | None, done) -> None:
+    def _as_user(self, call_id: int, method: str, body: bytes, token: bytes | None, cn: str | None, done) -> None:
         """A call while auth is enabled, or one that came with a token: what etcd checks
         before (or instead of) proposing it, then the call with the client's AuthInfo."""
         entry = self._methods.get(method)
@@ -284,7 +298,7 @@ class ClientServer:
                            f"verikv: {method}: the request is not a valid {request_type.__name__}"))
             return
         try:
-            who = self.who(token)
+            who = self.who_of(token, cn)
             if method in ADMIN_ONLY:
                 self.node.kv.auth.check_admin(who or NOBODY)
         except EtcdError as err:
@@ -471,7 +485,7 @@ class ClientServer:
         if request.HasField("create_request") and (self.node.kv.auth.enabled or stream in self._stream_who):
             create = request.create_request
             try:
-                self.node.kv.auth.check_op(self.who(self._stream_who.get(stream)) or NOBODY, create.key,
+                self.node.kv.auth.check_op(self._stream_user(stream) or NOBODY, create.key,
                                            create.range_end, READ)
             except EtcdError as err:  # etcd: created and canceled at once, with the reason
                 if err not in (errors.INVALID_AUTH_TOKEN, errors.AUTH_OLD_REVISION, errors.USER_EMPTY):
@@ -632,7 +646,7 @@ class ClientServer:
         if kind != MESSAGE:
             return
         try:
-            self.node.kv.auth.check_admin(self.who(self._stream_who.pop(stream, None)) or NOBODY)
+            self.node.kv.auth.check_admin(self._stream_user(stream, keep=False) or NOBODY)
         except EtcdError as err:
             err = errors.unmapped(err)
             front.finish(stream, err.code.value[0], err.message, b"")

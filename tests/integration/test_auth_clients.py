@@ -172,7 +172,7 @@ def etcd3_installed() -> bool:
 
 
 @pytest.mark.skipif(not etcd3_installed(), reason="python3-etcd3 is not installed (./dev setup installs it)")
-def test_python_etcd3_with_a_user_and_password(clusters):
+def test_python_etcd3_with_a_user_and_password_and_certificate_users(clusters):
     c = clusters(TLS_BASE, "tls")
     res = run_verikv("cluster", "up", "--tls", "--data-dir", c.data_dir, "--base-port", TLS_BASE)
     assert res.returncode == 0, f"cluster up --tls failed:\n{res.stdout}\n{res.stderr}"
@@ -208,4 +208,12 @@ def test_python_etcd3_with_a_user_and_password(clusters):
     assert seen["wrong password"] == ["INVALID_ARGUMENT",
                                       "etcdserver: authentication failed, invalid user ID or password"]
     assert ctl("get", "app/b", user="root:rootpw").stdout.split() == ["app/b", "2"]
-    assert ctl("get", "app/b", ok=False).returncode != 0  # a client certificate is no user
+    # a call without a token is made as its client certificate's common name (etcd's rule when
+    # clients must show a certificate): no user has that name yet, then one with the role app
+    assert "etcdserver: permission denied" in ctl("get", "app/b", ok=False).stderr
+    ctl("user", "add", "verikv client", "--no-password", user="root:rootpw")
+    ctl("user", "grant-role", "verikv client", "app", user="root:rootpw")
+    assert ctl("get", "app/b").stdout.split() == ["app/b", "2"]
+    assert "etcdserver: permission denied" in ctl("put", "config", "x", ok=False).stderr
+    assert "etcdserver: permission denied" in ctl("user", "list", ok=False).stderr
+    assert ctl("user", "list", user="root:rootpw").stdout.splitlines() == ["alice", "root", "verikv client"]

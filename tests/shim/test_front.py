@@ -140,12 +140,15 @@ async def test_streams_a_client_cancels_or_a_shutdown_ends_are_told_and_closed(f
 
 async def test_the_token_metadata_of_a_call_or_a_new_stream_reaches_python(front_and_channel):
     """etcd's clients send their auth token as the "token" metadata of every call; the front
-    hands it over with the request (None without one), and with a stream's OPEN."""
+    hands it over with the request (None without one), and with a stream's OPEN. (The common
+    name of a client's certificate, handed over without a token when clients must show one, is
+    checked by tests/integration/test_auth_clients.py over TLS.)"""
     front, call = front_and_channel
     with_token = asyncio.ensure_future(call(b"mine", metadata=(("token", "abc.7"),), timeout=10))
     without = asyncio.ensure_future(call(b"none", timeout=10))
     got = {c[2]: c for c in await take_calls(front, 2, tokens=True)}
     assert got[b"mine"][4] == b"abc.7" and got[b"none"][4] is None
+    assert got[b"mine"][5] is None and got[b"none"][5] is None  # no client certificates here
     for c in got.values():
         assert front.finish(c[0], 0, "", b"ok")
     assert await with_token == b"ok" and await without == b"ok"
