@@ -7,7 +7,8 @@ Every answer comes back through one `done`: a response, or an EtcdError that bec
 gRPC status; any method verikv does not serve is UNIMPLEMENTED with a message saying so.
 
 Auth (etcd's, with its simple tokens): a client's "token" metadata names an AuthInfo (user, and
-the node's auth revision now); writes carry it into the log and are checked when applied
+the node's auth revision now; without a token, with --client-cert-auth, the common name of the
+client's certificate is the user, etcd's rule); writes carry it into the log and are checked when applied
 (shim/kv/store.py); reads, watch creations and the maintenance calls etcd reserves for root are
 checked here against this node's auth state, as etcd checks them on the node that serves them.
 Tokens are etcd's simple tokens: random, drawn by the node that checked the password, and made
