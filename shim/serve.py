@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quota-backend-bytes", type=int, default=0,
                    help="etcd's: the store size (Status' dbSize) at which writes are refused and the "
                         "NOSPACE alarm raised (0: etcd's default, 2 GiB; negative: no quota)")
+    p.add_argument("--auth-token", default="simple", choices=["simple"],
+                   help="etcd's: the kind of token Authenticate hands out (only etcd's simple tokens: "
+                        "random, held by the node that issued them)")
+    p.add_argument("--auth-token-ttl", type=int, default=300,
+                   help="etcd's: seconds an unused token lives (default 300)")
     t = p.add_argument_group("client TLS (etcd's flags)")
     t.add_argument("--cert-file", default="", help="the client port's certificate (PEM); serves clients over TLS")
     t.add_argument("--key-file", default="", help="the private key of --cert-file (PEM)")
@@ -210,6 +215,7 @@ async def serve(args) -> int:
         server = grpc_server.build_server(node, listen, client_urls,
                                           [f"{peer_scheme}://{h}:{p}" for h, p in peers], tls=client_tls,
                                           progress_notify_interval_s=progress_s,
+                                          auth_token_ttl_s=args.auth_token_ttl,
                                           require_leader_timeout_s=args.tick_ms * args.election_ticks / 1000)
         await server.start()
     except (OSError, RuntimeError) as err:

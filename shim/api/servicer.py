@@ -1,11 +1,22 @@
-"""etcd v3 gRPC API (KV with Compact, Watch, Lease, Maintenance.Status, Cluster.MemberList) over a node.
+"""etcd v3 gRPC API (KV with Compact, Watch, Lease, Maintenance, Auth, Cluster.MemberList) over a node.
 
 Writes and compactions go through `node.command`, reads through `node.read` (see shim/node/ for how a
 follower's requests reach the leader); serializable reads are answered from the local state.
 A request's bytes are parsed once, here, and the bytes go into the log as the client sent them.
 Every answer comes back through one `done`: a response, or an EtcdError that becomes the call's
-gRPC status; any method verikv does not serve (Auth, ...) is UNIMPLEMENTED with
-a message saying so.
+gRPC status; any method verikv does not serve is UNIMPLEMENTED with a message saying so.
+
+Auth (etcd's, with its simple tokens): a client's "token" metadata names an AuthInfo (user, and
+the node's auth revision now; without a token, with --client-cert-auth, the common name of the
+client's certificate is the user, etcd's rule); writes carry it into the log and are checked when applied
+(shim/kv/store.py); reads, watch creations and the maintenance calls etcd reserves for root are
+checked here against this node's auth state, as etcd checks them on the node that serves them.
+Tokens are etcd's simple tokens: random, drawn by the node that checked the password, and made
+known to every node through the log (as its sha256: the log never holds a usable token), so a
+token is good on any node; each node holds them in memory only (a restarted node has forgotten
+them, as an etcd member has: its clients authenticate again), for --auth-token-ttl after their
+last use. Passwords are hashed (bcrypt) here, on a worker thread, before the request is proposed,
+and checked here, so neither a password nor the work of hashing reaches the log or the apply loop.
 
 This module must never change the KV state itself nor talk to the core: it only translates.
 """
@@ -14,16 +25,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
+import secrets
+import string
+
+import bcrypt
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from verikv.etcdpb import health_pb2, rpc_pb2
+from verikv.etcdpb import auth_pb2, health_pb2, rpc_pb2
 from verikv.shim.api import _front, headers
 from verikv.shim.kv import backup, errors
+from verikv.shim.kv.auth import NOBODY, READ, AuthInfo
 from verikv.shim.kv.errors import EtcdError
-from verikv.shim.kv.commands import GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, Kind, plain_range_key
+from verikv.shim.kv.commands import (GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, REQUEST_TYPES, Kind, TokenGrant,
+                                     plain_range_key)
 from verikv.shim.kv.store import EncodedRange
 from verikv.shim.kv.watch import LiveResponse, WatchHub, fragments
 
@@ -46,6 +64,47 @@ _BARRIER = rpc_pb2.RangeRequest(key=b"\0", count_only=True)  # a linearizable re
 # etcd splits the responses of a watcher created with `fragment` from this size on (its
 # max-request-bytes plus the gRPC overhead it allows on top)
 FRAGMENT_BYTES = MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES
+AUTH_TOKEN_TTL_S = 300.0  # etcd's --auth-token-ttl: a token not used for this long is forgotten
+BCRYPT_COST = 10  # etcd's (bcrypt.DefaultCost)
+_TOKEN_LETTERS = string.ascii_letters
+# the methods whose requests go into the log with the client's AuthInfo: method -> command kind
+LOGGED = {
+    "/etcdserverpb.KV/Put": Kind.PUT,
+    "/etcdserverpb.KV/DeleteRange": Kind.DELETE_RANGE,
+    "/etcdserverpb.KV/Txn": Kind.TXN,
+    "/etcdserverpb.KV/Compact": Kind.COMPACT,
+    "/etcdserverpb.Lease/LeaseRevoke": Kind.LEASE_REVOKE,
+    "/etcdserverpb.Maintenance/Alarm": Kind.ALARM,
+    "/etcdserverpb.Auth/AuthEnable": Kind.AUTH_ENABLE,
+    "/etcdserverpb.Auth/AuthDisable": Kind.AUTH_DISABLE,
+    "/etcdserverpb.Auth/UserDelete": Kind.USER_DELETE,
+    "/etcdserverpb.Auth/UserGrantRole": Kind.USER_GRANT_ROLE,
+    "/etcdserverpb.Auth/UserRevokeRole": Kind.USER_REVOKE_ROLE,
+    "/etcdserverpb.Auth/UserGet": Kind.USER_GET,
+    "/etcdserverpb.Auth/UserList": Kind.USER_LIST,
+    "/etcdserverpb.Auth/RoleAdd": Kind.ROLE_ADD,
+    "/etcdserverpb.Auth/RoleDelete": Kind.ROLE_DELETE,
+    "/etcdserverpb.Auth/RoleGet": Kind.ROLE_GET,
+    "/etcdserverpb.Auth/RoleList": Kind.ROLE_LIST,
+    "/etcdserverpb.Auth/RoleGrantPermission": Kind.ROLE_GRANT_PERMISSION,
+    "/etcdserverpb.Auth/RoleRevokePermission": Kind.ROLE_REVOKE_PERMISSION,
+}
+# Maintenance calls etcd serves to root only while auth is enabled (its authMaintenanceServer)
+ADMIN_ONLY = {"/etcdserverpb.Maintenance/Defragment", "/etcdserverpb.Maintenance/Hash",
+              "/etcdserverpb.Maintenance/HashKV", SNAPSHOT}
+
+
+class _Token:
+    """A token some node handed out: whose, and what makes it void (a change of the user's
+    password, the user's deletion, an AuthDisable, or AUTH_TOKEN_TTL_S without use)."""
+
+    __slots__ = ("user", "password", "disables", "deadline")
+
+    def __init__(self, user: str, password: bytes, disables: int, deadline: float):
+        self.user = user
+        self.password = password
+        self.disables = disables
+        self.deadline = deadline
 
 
 class ClientServer:
@@ -59,8 +118,12 @@ class ClientServer:
     def __init__(self, node, listen: str, client_urls: list[str], peer_urls: list[str],
                  progress_notify_interval_s: float = 600.0,
                  watch_backlog_bytes: tuple[int, int] = (WATCH_BACKLOG_HIGH, WATCH_BACKLOG_LOW),
-                 require_leader_timeout_s: float = 1.0, tls=None):
+                 require_leader_timeout_s: float = 1.0, tls=None, auth_token_ttl_s: float = AUTH_TOKEN_TTL_S):
         self.node = node
+        self.auth_token_ttl_s = auth_token_ttl_s
+        self._tokens: dict[bytes, _Token] = {}  # the tokens granted, by their sha256
+        self._stream_who: dict[int, tuple] = {}  # a stream's (token, certificate's name), from its OPEN
+        self._token_serial = 0
         self.tls = tls  # shim.io.tls.ClientTLS (duck-typed: this package imports no I/O), or None
         self.listen = listen
         self.client_urls = client_urls
@@ -105,7 +168,14 @@ class ClientServer:
                                                      lambda request, body, done: node.move_leader(request.targetID, done)),
             "/grpc.health.v1.Health/Check": (health_pb2.HealthCheckRequest, self._health),
             "/etcdserverpb.Cluster/MemberList": (rpc_pb2.MemberListRequest, self._member_list),
+            "/etcdserverpb.Auth/Authenticate": (rpc_pb2.AuthenticateRequest, self._authenticate),
+            "/etcdserverpb.Auth/UserAdd": (rpc_pb2.AuthUserAddRequest, self._user_add),
+            "/etcdserverpb.Auth/UserChangePassword": (rpc_pb2.AuthUserChangePasswordRequest,
+                                                      self._user_change_password),
         }
+        for method, kind in LOGGED.items():
+            if method not in self._methods:
+                self._methods[method] = (REQUEST_TYPES[kind], functools.partial(node.command, kind))
 
     async def start(self) -> None:
         try:
@@ -136,8 +206,13 @@ class ClientServer:
         if front is None:
             return
         node, finish = self.node, self._finish
-        for call_id, method, body, kind in front.take():
+        auth = node.kv.auth
+        for call_id, method, body, kind, token, cn in front.take():
             if kind:
+                if kind == OPEN and (token is not None or cn is not None) and method != KEEP_ALIVE:
+                    self._stream_who[call_id] = (token, cn)
+                elif kind == END:
+                    self._stream_who.pop(call_id, None)
                 try:
                     if method == WATCH:
                         self._on_watch(call_id, body, kind)
@@ -151,6 +226,12 @@ class ClientServer:
                         self._front.finish(call_id, failed.code.value[0], failed.message, b"")
                 continue
             done = functools.partial(finish, call_id, method)
+            if token is not None or auth.enabled:
+                try:
+                    self._as_user(call_id, method, body, token, cn, done)
+                except Exception as err:  # noqa: BLE001 - as below
+                    done(internal_error(method, err))
+                continue
             if method == RANGE:
                 key = plain_range_key(body)
                 if key is not None:  # RangeRequest(key=...) and nothing else: not parsed
@@ -171,6 +252,200 @@ class ClientServer:
                 start(request, body, done)
             except Exception as err:  # noqa: BLE001 - a fault in one handler answers that call, loudly
                 done(internal_error(method, err))
+
+    # ---- auth ----
+
+    def who(self, token: bytes | None) -> AuthInfo | None:
+        """The AuthInfo of a call's token metadata (None without one); raise etcd's "invalid auth
+        token" for a token no grant in the log named (or one this node forgot: it restarted since,
+        or installed a peer's snapshot) or that is void."""
+        if token is None:
+            return None
+        auth = self.node.kv.auth
+        digest = hashlib.sha256(token).digest()
+        t = self._tokens.get(digest)
+        now = asyncio.get_running_loop().time()
+        if t is not None:
+            user = auth.users.get(t.user)
+            if (auth.enabled and auth.disables == t.disables and user is not None
+                    and user.password == t.password and now < t.deadline):
+                t.deadline = now + self.auth_token_ttl_s
+                return AuthInfo(t.user, auth.revision)
+            del self._tokens[digest]
+        raise errors.INVALID_AUTH_TOKEN
+
+    def who_of(self, token: bytes | None, cn: str | None) -> AuthInfo | None:
+        """The AuthInfo of a call: its token's, or without one (etcd's rule when clients must
+        show a certificate) its certificate's common name as the user name."""
+        who = self.who(token)
+        if who is None and cn is not None:
+            auth = self.node.kv.auth
+            if auth.enabled:
+                return AuthInfo(cn, auth.revision)
+        return who
+
+    def _stream_user(self, stream: int, keep: bool = True) -> AuthInfo | None:
+        token, cn = (self._stream_who.get if keep else self._stream_who.pop)(stream, None) or (None, None)
+        return self.who_of(token, cn)
+
+    def _granted(self, grants) -> None:
+        """Tokens the log granted (shim/kv/auth.py): good from now for auth_token_ttl_s."""
+        now = asyncio.get_running_loop().time()
+        if len(self._tokens) + len(grants) > 1024:  # forget the expired ones
+            for t in [t for t, v in self._tokens.items() if v.deadline <= now]:
+                del self._tokens[t]
+        for digest, user, password, disables in grants:
+            if digest not in self._tokens:
+                self._tokens[digest] = _Token(user, password, disables, now + self.auth_token_ttl_s)
+
+    def _as_user(self, call_id: int, method: str, body: bytes, token: bytes | None, cn: str | None, done) -> None:
+        """A call while auth is enabled, or one that came with a token: what etcd checks
+        before (or instead of) proposing it, then the call with the client's AuthInfo."""
+        entry = self._methods.get(method)
+        if entry is None:
+            self._finish(call_id, None, errors.unsupported_method(method))
+            return
+        request_type, start = entry
+        try:
+            request = request_type.FromString(body)
+        except DecodeError:
+            done(EtcdError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"verikv: {method}: the request is not a valid {request_type.__name__}"))
+            return
+        try:
+            who = self.who_of(token, cn)
+            if method in ADMIN_ONLY:
+                self.node.kv.auth.check_admin(who or NOBODY)
+        except EtcdError as err:
+            done(errors.unmapped(err) if method in ADMIN_ONLY else err)
+            return
+        if method == RANGE:
+            self.node.read(request, request.serializable, functools.partial(self._read_checked, request, who, done))
+        elif method == LEASE_TIME_TO_LIVE and request.keys:
+            start(request, body, functools.partial(self._lease_keys_checked, request, who, done))
+        elif method in LOGGED:
+            self.node.command(LOGGED[method], request, body, done, who or NOBODY)
+        elif method in (AUTHENTICATE, USER_ADD, USER_CHANGE_PASSWORD):
+            start(request, body, done, who)
+        else:
+            start(request, body, done)
+
+    def _read_checked(self, request, who: AuthInfo | None, done, result) -> None:
+        """A Range's answer, once the node read it: etcd's check of the reader's permission on
+        the range with the node's auth state then (an AuthInfo older than it: "revision of
+        auth store is old")."""
+        if not isinstance(result, EtcdError):
+            try:
+                self.node.kv.auth.check_op(who or NOBODY, request.key, request.range_end, READ)
+            except EtcdError as err:
+                result = err
+        done(result)
+
+    def _lease_keys_checked(self, request, who: AuthInfo | None, done, result) -> None:
+        """A LeaseTimeToLive with its keys, once answered: the user may read each key."""
+        if not isinstance(result, EtcdError):
+            lease = self.node.kv.leases.leases.get(request.ID)
+            try:
+                self.node.kv.auth.check_lease_keys(who or NOBODY, lease.keys if lease is not None else ())
+            except EtcdError as err:
+                result = err
+        done(result)
+
+    def _new_token(self) -> str:
+        """etcd's simple token: 16 random letters, a dot, a serial number."""
+        self._token_serial += 1
+        return "".join(secrets.choice(_TOKEN_LETTERS) for _ in range(16)) + f".{self._token_serial}"
+
+    def _authenticate(self, request, body, done, who=None) -> None:
+        """etcd's Authenticate: once this node has applied everything committed before it (a
+        linearizable read's wait), the password is checked against the user's bcrypt hash on a
+        worker thread, then the token's grant goes through the log; if the auth state changed
+        meanwhile, all again (etcd's loop)."""
+        loop = asyncio.get_running_loop()
+
+        def check(result=None) -> None:
+            if isinstance(result, EtcdError):
+                done(result)
+                return
+            auth = self.node.kv.auth
+            if not auth.enabled:
+                done(errors.AUTH_NOT_ENABLED)
+                return
+            hashed = auth.password_hash(request.name)
+            if hashed is None:
+                u = auth.users.get(request.name)
+                done(errors.NO_PASSWORD_USER if u is not None else errors.AUTH_FAILED)
+                return
+            revision = auth.revision
+            checking = loop.run_in_executor(None, _password_matches, request.password, hashed)
+            checking.add_done_callback(lambda f: checked(f, revision, hashed))
+
+        def checked(f, revision: int, hashed: bytes) -> None:
+            if not f.result():
+                done(errors.AUTH_FAILED)
+                return
+            token = self._new_token()
+            digest = hashlib.sha256(token.encode()).digest()
+            grant = TokenGrant(request.name, revision, digest)
+            self.node.command(Kind.AUTHENTICATE, grant, grant.SerializeToString(),
+                              functools.partial(granted, token, digest))
+
+        def granted(token: str, digest: bytes, result) -> None:
+            if result == errors.AUTH_OLD_REVISION:
+                check()
+                return
+            if isinstance(result, EtcdError):
+                done(result)
+                return
+            self._granted(self.node.kv.auth.take_grants())  # this one among them, before its answer
+            resp = rpc_pb2.AuthenticateResponse()
+            resp.CopyFrom(result)  # the dedup table's copy keeps no token
+            resp.token = token
+            done(resp)
+
+        self.node.read(_BARRIER, False, check)
+
+    def _hashed(self, kind: Kind, name: str, password: str, no_password: bool, done, who) -> None:
+        """A user's new password hashed on a worker thread, then the command (an authpb.User with
+        the hash) for the log. A client that is not root is refused first (without hashing)."""
+        try:
+            self.node.kv.auth.check_admin(who or NOBODY)
+        except EtcdError as err:
+            done(err)
+            return
+        if kind == Kind.USER_ADD and not name:
+            done(errors.USER_EMPTY)
+            return
+
+        def propose(hashed: bytes) -> None:
+            if self._front is None:
+                return  # the server stopped meanwhile
+            user = auth_pb2.User(name=name.encode(), password=hashed)
+            if kind == Kind.USER_ADD:
+                user.options.no_password = no_password
+            self.node.command(kind, user, user.SerializeToString(), done, who)
+
+        if no_password:
+            propose(b"")
+            return
+        if "\0" in password:  # bcrypt takes none (etcd's Go bcrypt would)
+            done(BAD_PASSWORD)
+            return
+        hashing = asyncio.get_running_loop().run_in_executor(None, _hash_password, password)
+
+        def hashed(f) -> None:
+            if f.exception() is not None:  # never a password in the message
+                done(EtcdError(grpc.StatusCode.INVALID_ARGUMENT, "verikv: the password cannot be hashed"))
+                return
+            propose(f.result())
+
+        hashing.add_done_callback(hashed)
+
+    def _user_add(self, request, body, done, who=None) -> None:
+        self._hashed(Kind.USER_ADD, request.name, request.password, request.options.no_password, done, who)
+
+    def _user_change_password(self, request, body, done, who=None) -> None:
+        self._hashed(Kind.USER_CHANGE_PASSWORD, request.name, request.password, False, done, who)
 
     def _count(self, method: str, code: int) -> None:
         """One more call of `method` (one verikv serves) finished with `code` (grpc_server_handled_total)."""
@@ -222,6 +497,19 @@ class ClientServer:
             self._end_stream(stream, EtcdError(grpc.StatusCode.INVALID_ARGUMENT,
                                                f"verikv: {WATCH}: a message is not a valid WatchRequest"))
             return
+        if request.HasField("create_request") and (self.node.kv.auth.enabled or stream in self._stream_who):
+            create = request.create_request
+            try:
+                self.node.kv.auth.check_op(self._stream_user(stream) or NOBODY, create.key,
+                                           create.range_end, READ)
+            except EtcdError as err:  # etcd: created and canceled at once, with the reason
+                if err not in (errors.INVALID_AUTH_TOKEN, errors.AUTH_OLD_REVISION, errors.USER_EMPTY):
+                    err = errors.PERMISSION_DENIED
+                resp = rpc_pb2.WatchResponse(watch_id=-1, created=True, canceled=True,
+                                             cancel_reason=errors.go_status_text(err))
+                resp.header.revision = self.node.kv.revision
+                self._send_watch([(stream, resp)])
+                return
         self._send_watch(self.watches.request(stream, request, self.node.kv))
 
     def _progress_notify(self) -> None:
@@ -232,6 +520,7 @@ class ClientServer:
                                                                      self._progress_notify)
 
     def _end_stream(self, stream: int, err: EtcdError) -> None:
+        self._stream_who.pop(stream, None)
         self.watches.close(stream)
         self._require_leader.discard(stream)
         self._front.finish(stream, err.code.value[0], err.message, b"")
@@ -264,6 +553,9 @@ class ClientServer:
                 self._end_stream(stream, errors.NO_LEADER)
 
     def _on_applied(self, store, writes) -> None:
+        grants = store.auth.take_grants()
+        if grants:
+            self._granted(grants)
         if self._require_leader:
             self._check_leader()
         hub = self.watches
@@ -367,6 +659,13 @@ class ClientServer:
             self._count(SNAPSHOT, grpc.StatusCode.CANCELLED.value[0])
             return
         if kind != MESSAGE:
+            return
+        try:
+            self.node.kv.auth.check_admin(self._stream_user(stream, keep=False) or NOBODY)
+        except EtcdError as err:
+            err = errors.unmapped(err)
+            front.finish(stream, err.code.value[0], err.message, b"")
+            self._count(SNAPSHOT, err.code.value[0])
             return
         data = backup.encode(self.node.kv.snapshot())
         body, digest = data[:-32], data[-32:]  # etcd sends the sha256 last, on its own
@@ -494,6 +793,24 @@ class ClientServer:
             resp.members.add(ID=i + 1, name=f"node{i}", peerURLs=[self.peer_urls[i]],
                              clientURLs=[self.client_urls[i]])
         done(resp)
+
+
+AUTHENTICATE = "/etcdserverpb.Auth/Authenticate"
+LEASE_TIME_TO_LIVE = "/etcdserverpb.Lease/LeaseTimeToLive"
+BAD_PASSWORD = EtcdError(grpc.StatusCode.INVALID_ARGUMENT, "verikv: a password may not contain a NUL character")
+USER_ADD = "/etcdserverpb.Auth/UserAdd"
+USER_CHANGE_PASSWORD = "/etcdserverpb.Auth/UserChangePassword"
+
+
+def _hash_password(password: str) -> bytes:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_COST))
+
+
+def _password_matches(password: str, hashed: bytes) -> bool:
+    try:
+        return bcrypt.checkpw(password.encode(), hashed)
+    except ValueError:  # not a bcrypt hash
+        return False
 
 
 def build_server(node, listen: str, client_urls: list[str], peer_urls: list[str], **options) -> ClientServer:

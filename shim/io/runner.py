@@ -168,14 +168,14 @@ class Node:
         self.machine.frame(kind, payload, sender)
         self._wake.set()
 
-    def command(self, kind, request, body: bytes, done) -> None:
+    def command(self, kind, request, body: bytes, done, who=None) -> None:
         """A client's write (see NodeMachine.command); `done` gets the answer."""
-        self.machine.command(kind, request, body, done)
+        self.machine.command(kind, request, body, done, who)
         self._wake.set()
 
-    def lease_grant(self, request, done) -> None:
+    def lease_grant(self, request, done, who=None) -> None:
         """A client's LeaseGrant (see NodeMachine.lease_grant)."""
-        self.machine.lease_grant(request, done)
+        self.machine.lease_grant(request, done, who)
         self._wake.set()
 
     def defragment(self, done) -> None:

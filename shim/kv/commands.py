@@ -16,7 +16,7 @@ import enum
 import struct
 from dataclasses import dataclass
 
-from verikv.etcdpb import rpc_pb2
+from verikv.etcdpb import auth_pb2, rpc_pb2
 
 from verikv.shim.kv import errors
 from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry
@@ -48,6 +48,87 @@ class Kind(enum.IntEnum):
     LEASE_EXPIRE = 9  # a leader's: leases whose time ran out on its clock
     LEASE_CHECKPOINT = 10  # a leader's: what its clock says leases have left
     ALARM = 11  # etcd's Alarm: get, activate or deactivate (a node raises NOSPACE this way too)
+    AS_USER = 12  # a client's command with who sent it (AsUser: user, auth revision, the command)
+    AUTH_ENABLE = 13
+    AUTH_DISABLE = 14
+    USER_ADD = 15  # an authpb.User: the password's bcrypt hash, made by the receiving node
+    USER_DELETE = 16
+    USER_CHANGE_PASSWORD = 17  # an authpb.User: name and the new password's hash
+    USER_GRANT_ROLE = 18
+    USER_REVOKE_ROLE = 19
+    USER_GET = 20
+    USER_LIST = 21
+    ROLE_ADD = 22
+    ROLE_DELETE = 23
+    ROLE_GET = 24
+    ROLE_LIST = 25
+    ROLE_GRANT_PERMISSION = 26
+    ROLE_REVOKE_PERMISSION = 27
+    AUTHENTICATE = 28  # a TokenGrant: a token (its digest) for a user whose password was checked
+
+
+class AsUser:
+    """A client command with the user its token named ("" for none) and the auth revision the
+    receiving node had then (etcd's RequestHeader username and auth_revision), checked when the
+    command is applied (shim/kv/auth.py)."""
+
+    __slots__ = ("user", "revision", "kind", "body")
+    _HEAD = struct.Struct("<QBH")  # auth revision, the command's kind, user name length
+
+    def __init__(self, user: str, revision: int, kind: "Kind", body: bytes):
+        self.user = user
+        self.revision = revision
+        self.kind = kind
+        self.body = body
+
+    def SerializeToString(self) -> bytes:
+        name = self.user.encode()
+        return self._HEAD.pack(self.revision, self.kind, len(name)) + name + self.body
+
+    @classmethod
+    def FromString(cls, data: bytes) -> "AsUser":
+        if len(data) < cls._HEAD.size:
+            raise BatchFormatError(f"AsUser of {len(data)} bytes is shorter than its header")
+        revision, kind, n = cls._HEAD.unpack_from(data)
+        pos = cls._HEAD.size
+        if pos + n > len(data):
+            raise BatchFormatError("AsUser's user name runs past its end")
+        try:
+            kind = Kind(kind)
+        except ValueError:
+            raise BatchFormatError(f"unknown command kind {kind} inside AsUser") from None
+        if kind == Kind.AS_USER:
+            raise BatchFormatError("AsUser inside AsUser")
+        return cls(bytes(data[pos:pos + n]).decode("utf-8", "surrogateescape"), revision, kind,
+                   bytes(data[pos + n:]))
+
+    def request(self):
+        return REQUEST_TYPES[self.kind].FromString(self.body)
+
+
+class TokenGrant:
+    """etcd's InternalAuthenticateRequest: the node that received an Authenticate checked the
+    password (against the users as of auth revision `revision`) and drew a token; every node
+    learns the token's sha256 (the token itself is never in the log) so that it is good on any of
+    them, as etcd's simple tokens are."""
+
+    __slots__ = ("user", "revision", "digest")
+    _HEAD = struct.Struct("<Q32s")  # auth revision, the token's sha256
+
+    def __init__(self, user: str, revision: int, digest: bytes):
+        self.user = user
+        self.revision = revision
+        self.digest = digest
+
+    def SerializeToString(self) -> bytes:
+        return self._HEAD.pack(self.revision, self.digest) + self.user.encode()
+
+    @classmethod
+    def FromString(cls, data: bytes) -> "TokenGrant":
+        if len(data) < cls._HEAD.size:
+            raise BatchFormatError(f"TokenGrant of {len(data)} bytes is shorter than its header")
+        revision, digest = cls._HEAD.unpack_from(data)
+        return cls(bytes(data[cls._HEAD.size:]).decode("utf-8", "surrogateescape"), revision, digest)
 
 
 REQUEST_TYPES = {
@@ -62,6 +143,23 @@ REQUEST_TYPES = {
     Kind.LEASE_EXPIRE: LeaseExpiry,
     Kind.LEASE_CHECKPOINT: LeaseCheckpoints,
     Kind.ALARM: rpc_pb2.AlarmRequest,
+    Kind.AS_USER: AsUser,
+    Kind.AUTH_ENABLE: rpc_pb2.AuthEnableRequest,
+    Kind.AUTH_DISABLE: rpc_pb2.AuthDisableRequest,
+    Kind.USER_ADD: auth_pb2.User,
+    Kind.USER_DELETE: rpc_pb2.AuthUserDeleteRequest,
+    Kind.USER_CHANGE_PASSWORD: auth_pb2.User,
+    Kind.USER_GRANT_ROLE: rpc_pb2.AuthUserGrantRoleRequest,
+    Kind.USER_REVOKE_ROLE: rpc_pb2.AuthUserRevokeRoleRequest,
+    Kind.USER_GET: rpc_pb2.AuthUserGetRequest,
+    Kind.USER_LIST: rpc_pb2.AuthUserListRequest,
+    Kind.ROLE_ADD: rpc_pb2.AuthRoleAddRequest,
+    Kind.ROLE_DELETE: rpc_pb2.AuthRoleDeleteRequest,
+    Kind.ROLE_GET: rpc_pb2.AuthRoleGetRequest,
+    Kind.ROLE_LIST: rpc_pb2.AuthRoleListRequest,
+    Kind.ROLE_GRANT_PERMISSION: rpc_pb2.AuthRoleGrantPermissionRequest,
+    Kind.ROLE_REVOKE_PERMISSION: rpc_pb2.AuthRoleRevokePermissionRequest,
+    Kind.AUTHENTICATE: TokenGrant,
 }
 
 
@@ -262,7 +360,7 @@ CHECKS = {Kind.RANGE: check_range, Kind.PUT: check_put, Kind.DELETE_RANGE: check
           Kind.TXN: check_txn, Kind.COMPACT: check_compact, Kind.LEASE_GRANT: check_nothing,
           Kind.LEASE_REVOKE: check_nothing, Kind.LEASE_KEEP_ALIVE: check_nothing,
           Kind.LEASE_EXPIRE: check_nothing, Kind.LEASE_CHECKPOINT: check_nothing,
-          Kind.ALARM: check_nothing}
+          Kind.ALARM: check_nothing, **{k: check_nothing for k in REQUEST_TYPES if k >= Kind.AS_USER}}
 
 
 # ---- the quota's charge for a request (etcd 3.4's etcdserver/quota.go) ----

@@ -55,6 +55,25 @@ LEADER_TRANSFER_TIMEOUT = _err(Code.UNKNOWN,  # etcd has no gRPC status for it: 
                                 "etcdserver: request timed out, leader transfer took too long")
 NO_LEADER = _err(Code.UNAVAILABLE, "etcdserver: no leader")
 TIMEOUT = _err(Code.UNAVAILABLE, "etcdserver: request timed out")
+# etcd 3.4's auth errors (etcdserver/api/v3rpc/rpctypes/error.go)
+ROOT_USER_NOT_EXIST = _err(Code.FAILED_PRECONDITION, "etcdserver: root user does not exist")
+ROOT_ROLE_NOT_EXIST = _err(Code.FAILED_PRECONDITION, "etcdserver: root user does not have root role")
+USER_ALREADY_EXIST = _err(Code.FAILED_PRECONDITION, "etcdserver: user name already exists")
+USER_EMPTY = _err(Code.INVALID_ARGUMENT, "etcdserver: user name is empty")
+USER_NOT_FOUND = _err(Code.FAILED_PRECONDITION, "etcdserver: user name not found")
+ROLE_ALREADY_EXIST = _err(Code.FAILED_PRECONDITION, "etcdserver: role name already exists")
+ROLE_NOT_FOUND = _err(Code.FAILED_PRECONDITION, "etcdserver: role name not found")
+ROLE_EMPTY = _err(Code.INVALID_ARGUMENT, "etcdserver: role name is empty")
+AUTH_FAILED = _err(Code.INVALID_ARGUMENT, "etcdserver: authentication failed, invalid user ID or password")
+PERMISSION_DENIED = _err(Code.PERMISSION_DENIED, "etcdserver: permission denied")
+ROLE_NOT_GRANTED = _err(Code.FAILED_PRECONDITION, "etcdserver: role is not granted to the user")
+PERMISSION_NOT_GRANTED = _err(Code.FAILED_PRECONDITION, "etcdserver: permission is not granted to the role")
+AUTH_NOT_ENABLED = _err(Code.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
+INVALID_AUTH_TOKEN = _err(Code.UNAUTHENTICATED, "etcdserver: invalid auth token")
+INVALID_AUTH_MGMT = _err(Code.INVALID_ARGUMENT, "etcdserver: invalid auth management")
+# etcd 3.4 does not map this one to a gRPC status: its clients see Unknown
+NO_PASSWORD_USER = _err(Code.UNKNOWN, "auth: authentication failed, password was given for no password user")
+AUTH_OLD_REVISION = _err(Code.INVALID_ARGUMENT, "etcdserver: revision of auth store is old")
 
 # verikv's own: features it does not have. UNIMPLEMENTED, so clients can tell "not here" from "wrong".
 OUTCOME_UNKNOWN = _err(
@@ -62,11 +81,29 @@ OUTCOME_UNKNOWN = _err(
 
 
 def unsupported_method(full_method: str) -> EtcdError:
-    """The status for a gRPC method verikv does not serve (Auth, ...)."""
+    """The status for a gRPC method verikv does not serve."""
     return _err(Code.UNIMPLEMENTED, f"verikv: {full_method} is not supported "
                                     "(verikv serves KV Range/Put/DeleteRange/Txn/Compact, Watch, Lease, "
-                                    "Maintenance, Cluster.MemberList and "
+                                    "Maintenance, Auth, Cluster.MemberList and "
                                     "grpc.health.v1.Health/Check)")
+
+
+# etcd 3.4's maintenance calls reserved to root return its auth store's errors as they are (no
+# gRPC status of their own: Unknown, with the auth package's text)
+_UNMAPPED = {USER_EMPTY: "auth: user name is empty", USER_NOT_FOUND: "auth: user not found",
+             PERMISSION_DENIED: "auth: permission denied", INVALID_AUTH_TOKEN: "auth: invalid auth token"}
+
+
+def unmapped(err: EtcdError) -> EtcdError:
+    """`err` as etcd 3.4's Defragment, Hash, HashKV and Snapshot return it."""
+    text = _UNMAPPED.get(err)
+    return err if text is None else _err(Code.UNKNOWN, text)
+
+
+def go_status_text(err: EtcdError) -> str:
+    """`err` as grpc-go's status error prints it (what etcd puts in a watch's cancel_reason)."""
+    name = "".join(part.capitalize() for part in err.code.name.split("_"))
+    return f"rpc error: code = {name} desc = {err.message}"
 
 
 def encode_error(err: EtcdError) -> bytes:

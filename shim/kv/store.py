@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from verikv.etcdpb import kv_pb2, rpc_pb2
 
 from verikv.shim.kv import errors
+from verikv.shim.kv.auth import NOBODY, READ, WRITE, AuthInfo, AuthStore
 from verikv.shim.kv.errors import EtcdError
 from verikv.shim.kv.commands import Command, Kind, cost_txn, decode_batch
 from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry, LeaseTable
@@ -161,6 +162,7 @@ class KVStore:
         # etcd's alarm store: (member ID, AlarmType) of every active alarm. While a NOSPACE
         # alarm is active, puts, txns that put and lease grants fail (etcd's capped applier).
         self.alarms: set[tuple[int, int]] = set()
+        self.auth = AuthStore()  # users, roles, permissions (shim/kv/auth.py)
 
     # ---- reads ----
 
@@ -595,9 +597,107 @@ class KVStore:
 
     # ---- commands and batches ----
 
-    def execute(self, kind: Kind, request):
-        """Run one request now; return its response or the EtcdError it fails with."""
+    def _authorize(self, kind: Kind, request, who: AuthInfo) -> None:
+        """etcd's authApplierV3, while auth is enabled: raise the EtcdError refusing `who`
+        this command, or return. (Ranges are checked where they are answered, as etcd's are;
+        lease grants, keep-alives, compactions and alarms are not checked, as in etcd 3.4.)"""
+        auth = self.auth
+        if kind == Kind.PUT:
+            auth.check_op(who, request.key, b"", WRITE)
+            lease = self.leases.leases.get(request.lease) if request.lease else None
+            if lease is not None:
+                for key in sorted(lease.keys):
+                    auth.check_op(who, key, b"", WRITE)
+            if request.prev_kv:
+                auth.check_op(who, request.key, b"", READ)
+        elif kind == Kind.DELETE_RANGE:
+            auth.check_op(who, request.key, request.range_end, WRITE)
+            if request.prev_kv:
+                auth.check_op(who, request.key, request.range_end, READ)
+        elif kind == Kind.TXN:
+            auth.check_txn(who, request)
+        elif kind == Kind.LEASE_REVOKE:
+            lease = self.leases.leases.get(request.ID)
+            if lease is not None:
+                for key in sorted(lease.keys):
+                    auth.check_op(who, key, b"", WRITE)
+        elif kind == Kind.USER_GET:
+            try:
+                auth.check_admin(who)
+            except EtcdError:
+                if request.name != who.user:
+                    raise
+        elif kind == Kind.ROLE_GET:
+            try:
+                auth.check_admin(who)
+            except EtcdError:
+                u = auth.users.get(who.user)
+                if u is None or request.role not in u.roles:
+                    raise
+        elif Kind.AUTH_ENABLE <= kind < Kind.AUTHENTICATE:
+            auth.check_admin(who)
+
+    def _auth_command(self, kind: Kind, r):
+        """A command of etcd's Auth service (after its check); its response."""
+        auth = self.auth
+        if kind == Kind.AUTH_ENABLE:
+            auth.enable()
+            return self._with_header(rpc_pb2.AuthEnableResponse())
+        if kind == Kind.AUTH_DISABLE:
+            auth.disable()
+            return self._with_header(rpc_pb2.AuthDisableResponse())
+        if kind == Kind.USER_ADD:
+            auth.user_add(r)
+            return self._with_header(rpc_pb2.AuthUserAddResponse())
+        if kind == Kind.USER_DELETE:
+            auth.user_delete(r.name)
+            return self._with_header(rpc_pb2.AuthUserDeleteResponse())
+        if kind == Kind.USER_CHANGE_PASSWORD:
+            auth.user_change_password(r)
+            return self._with_header(rpc_pb2.AuthUserChangePasswordResponse())
+        if kind == Kind.USER_GRANT_ROLE:
+            auth.user_grant_role(r.user, r.role)
+            return self._with_header(rpc_pb2.AuthUserGrantRoleResponse())
+        if kind == Kind.USER_REVOKE_ROLE:
+            auth.user_revoke_role(r.name, r.role)
+            return self._with_header(rpc_pb2.AuthUserRevokeRoleResponse())
+        if kind == Kind.USER_GET:
+            return self._with_header(rpc_pb2.AuthUserGetResponse(roles=auth.user_get(r.name)))
+        if kind == Kind.USER_LIST:
+            return self._with_header(rpc_pb2.AuthUserListResponse(users=auth.user_list()))
+        if kind == Kind.ROLE_ADD:
+            auth.role_add(r.name)
+            return self._with_header(rpc_pb2.AuthRoleAddResponse())
+        if kind == Kind.ROLE_DELETE:
+            auth.role_delete(r.role)
+            return self._with_header(rpc_pb2.AuthRoleDeleteResponse())
+        if kind == Kind.ROLE_GET:
+            return self._with_header(rpc_pb2.AuthRoleGetResponse(perm=auth.role_get(r.role)))
+        if kind == Kind.ROLE_LIST:
+            return self._with_header(rpc_pb2.AuthRoleListResponse(roles=auth.role_list()))
+        if kind == Kind.ROLE_GRANT_PERMISSION:
+            auth.role_grant_permission(r.name, r.perm)
+            return self._with_header(rpc_pb2.AuthRoleGrantPermissionResponse())
+        if kind == Kind.ROLE_REVOKE_PERMISSION:
+            auth.role_revoke_permission(r.role, r.key, r.range_end)
+            return self._with_header(rpc_pb2.AuthRoleRevokePermissionResponse())
+        if kind == Kind.AUTHENTICATE:  # the token itself is added by its proposer, not kept here
+            auth.authenticate(r.user, r.revision, r.digest)
+            return self._with_header(rpc_pb2.AuthenticateResponse())
+        raise ValueError(f"unknown command kind {kind}")
+
+    def execute(self, kind: Kind, request, who: AuthInfo | None = None):
+        """Run one request now, for `who` (a command in an AsUser says; none: a request that
+        came without a token, or the node's own); return its response or the EtcdError it fails
+        with."""
         try:
+            if kind == Kind.AS_USER:
+                who = AuthInfo(request.user, request.revision)
+                kind, request = request.kind, request.request()
+            if self.auth.enabled and kind in _AUTHORIZED:
+                self._authorize(kind, request, who or NOBODY)
+            if kind >= Kind.AUTH_ENABLE:
+                return self._auth_command(kind, request)
             if self.alarms:
                 if kind in CORRUPT_REFUSES and self.corrupt and not (kind == Kind.TXN and txn_reads_only(request)):
                     raise errors.CORRUPT  # etcd's corrupt applier (a txn of ranges only is served around it)
@@ -685,7 +785,8 @@ class KVStore:
     # ---- snapshots ----
 
     _HEAD = struct.Struct("<4sQqQII")  # magic, revision, compaction point, next_slot, keys, sessions
-    _MAGIC = b"VKS4"
+    _MAGIC = b"VKS5"
+    _MAGIC_V4 = b"VKS4"  # before auth
     _MAGIC_V3 = b"VKS3"  # before alarms
     _MAGIC_V2 = b"VKS2"  # before leases
 
@@ -711,6 +812,7 @@ class KVStore:
         parts.append(self.leases.encode())
         parts.append(struct.pack("<I", len(self.alarms)))
         parts += [struct.pack("<Qi", member, t) for member, t in sorted(self.alarms)]
+        parts.append(self.auth.encode())
         return b"".join(parts)
 
     _HEAD_V1 = struct.Struct("<4sQQII")  # magic, revision, next_slot, key count, session count
@@ -738,7 +840,7 @@ class KVStore:
             return store._restore_sessions(data, pos, nsessions, leases=False)
         magic, store.revision, store.compact_revision, store.next_slot, nkeys, nsessions = \
             cls._HEAD.unpack_from(data)
-        if magic not in (cls._MAGIC, cls._MAGIC_V3, cls._MAGIC_V2):
+        if magic not in (cls._MAGIC, cls._MAGIC_V4, cls._MAGIC_V3, cls._MAGIC_V2):
             raise ValueError(f"not a verikv KV snapshot (magic {magic!r})")
         pos = cls._HEAD.size
         for _ in range(nkeys):
@@ -763,10 +865,10 @@ class KVStore:
         if store._hist_keys != sorted(store._hist_keys):
             raise ValueError("the snapshot's keys are not in order")
         return store._restore_sessions(data, pos, nsessions, leases=magic != cls._MAGIC_V2,
-                                       alarms=magic == cls._MAGIC)
+                                       alarms=magic in (cls._MAGIC, cls._MAGIC_V4), auth=magic == cls._MAGIC)
 
     def _restore_sessions(self, data: bytes, pos: int, nsessions: int, leases: bool,
-                          alarms: bool = False) -> "KVStore":
+                          alarms: bool = False, auth: bool = False) -> "KVStore":
         store = self
         for _ in range(nsessions):
             cid, acked, last_slot, nres = struct.unpack_from("<QQQI", data, pos)
@@ -791,6 +893,8 @@ class KVStore:
             for _ in range(n):
                 store.alarms.add(struct.unpack_from("<Qi", data, pos))
                 pos += 12
+        if auth:
+            pos = store.auth.decode(data, pos)
         if pos != len(data):
             raise ValueError(f"{len(data) - pos} trailing bytes in KV snapshot")
         return store
@@ -802,7 +906,17 @@ class KVStore:
 
 _RESULT_TAGS = {rpc_pb2.RangeResponse: 1, rpc_pb2.PutResponse: 2, rpc_pb2.DeleteRangeResponse: 3,
                 rpc_pb2.TxnResponse: 4, rpc_pb2.CompactionResponse: 5, rpc_pb2.LeaseGrantResponse: 6,
-                rpc_pb2.LeaseRevokeResponse: 7, rpc_pb2.LeaseKeepAliveResponse: 8, rpc_pb2.AlarmResponse: 9}
+                rpc_pb2.LeaseRevokeResponse: 7, rpc_pb2.LeaseKeepAliveResponse: 8, rpc_pb2.AlarmResponse: 9,
+                rpc_pb2.AuthEnableResponse: 10, rpc_pb2.AuthDisableResponse: 11, rpc_pb2.AuthUserAddResponse: 12,
+                rpc_pb2.AuthUserDeleteResponse: 13, rpc_pb2.AuthUserChangePasswordResponse: 14,
+                rpc_pb2.AuthUserGrantRoleResponse: 15, rpc_pb2.AuthUserRevokeRoleResponse: 16,
+                rpc_pb2.AuthUserGetResponse: 17, rpc_pb2.AuthUserListResponse: 18, rpc_pb2.AuthRoleAddResponse: 19,
+                rpc_pb2.AuthRoleDeleteResponse: 20, rpc_pb2.AuthRoleGetResponse: 21,
+                rpc_pb2.AuthRoleListResponse: 22, rpc_pb2.AuthRoleGrantPermissionResponse: 23,
+                rpc_pb2.AuthRoleRevokePermissionResponse: 24, rpc_pb2.AuthenticateResponse: 25}
+# the commands etcd checks when it applies them while auth is enabled (KVStore._authorize)
+_AUTHORIZED = frozenset([Kind.PUT, Kind.DELETE_RANGE, Kind.TXN, Kind.LEASE_REVOKE,
+                         *[k for k in Kind if Kind.AUTH_ENABLE <= k < Kind.AUTHENTICATE]])
 HASH_STEP_KEYS = 10_000  # keys hashed per step (about 10 ms here)
 
 

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 from verikv.etcdpb import rpc_pb2
 from verikv.shim.kv import errors
-from verikv.shim.kv.commands import Kind, check_size, cost, encode_batch, validate
+from verikv.shim.kv.commands import AsUser, Kind, check_size, cost, encode_batch, validate
 from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry
 from verikv.shim.kv.store import KVStore
 from verikv.shim.node.checks import Checks
@@ -165,9 +165,10 @@ class NodeMachine:
 
     # ---- events ----
 
-    def command(self, kind: Kind, request, body: bytes, done) -> None:
+    def command(self, kind: Kind, request, body: bytes, done, who=None) -> None:
         """A client's write (or a read to order through the log): `request` parsed from `body`,
-        the bytes the client sent, which go into the log as they are."""
+        the bytes the client sent, which go into the log as they are; `who`: the AuthInfo of the
+        client's token (shim/kv/auth.py), checked when the command is applied, or None."""
         try:
             validate(kind, request, len(body))
         except errors.EtcdError as err:
@@ -175,7 +176,7 @@ class NodeMachine:
             return
         if (kind == Kind.PUT or kind == Kind.TXN) and self.over_quota(kind, request, done):
             return
-        self.order(kind, body, done)
+        self.order(kind, body, done, who)
 
     def over_quota(self, kind: Kind, request, done) -> bool:
         """etcd's quota check before proposing: a request that writes (etcd's cost) and would
@@ -237,7 +238,7 @@ class NodeMachine:
         resp.header.revision = self.kv.revision
         return resp
 
-    def lease_grant(self, request: rpc_pb2.LeaseGrantRequest, done) -> None:
+    def lease_grant(self, request: rpc_pb2.LeaseGrantRequest, done, who=None) -> None:
         """A client's LeaseGrant: the ID (if the client left it to the server) and the minimum
         TTL are settled here, as etcd's server does before proposing, so every node applies the
         same grant."""
@@ -246,10 +247,14 @@ class NodeMachine:
         if request.ID == 0:
             request.ID = self._rng.getrandbits(63) or 1  # etcd's IDs are positive too
         request.TTL = max(request.TTL, self.config.min_lease_ttl_s)
-        self.order(Kind.LEASE_GRANT, request.SerializeToString(), done)
+        self.order(Kind.LEASE_GRANT, request.SerializeToString(), done, who)
 
-    def order(self, kind: Kind, body: bytes, done) -> None:
-        """A valid command for the log (proposed or forwarded at the next turn)."""
+    def order(self, kind: Kind, body: bytes, done, who=None) -> None:
+        """A valid command for the log (proposed or forwarded at the next turn), in an AsUser
+        naming `who` if it is not None."""
+        if who is not None:
+            body = AsUser(who.user, who.revision, kind, body).SerializeToString()
+            kind = Kind.AS_USER
         self.proposals.add(kind, body, done, self.clock())
 
     def read(self, request, serializable: bool, done) -> None:

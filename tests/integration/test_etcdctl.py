@@ -142,9 +142,9 @@ def test_put_get_del_txn_history_watch_status_members_and_unsupported(ctl):
     assert len(leader_nodes) == 1 and leader_nodes[0]["id"] + 1 == leader_id
 
     # ---- what verikv does not serve: a clear message and a non-zero exit ----
-    users = ctl("user", "list", ok=False)
-    assert users.returncode != 0
-    assert "UserList is not supported" in users.stderr
+    added = ctl("member", "add", "extra", "--peer-urls", "http://127.0.0.1:1", ok=False)
+    assert added.returncode != 0
+    assert "MemberAdd is not supported" in added.stderr
     for args in (["put", "", "v"], ["get", ""], ["del", ""]):
         res = ctl(*args, ok=False)
         assert res.returncode != 0 and "etcdserver: key is not provided" in res.stderr, (args, res)

@@ -16,8 +16,9 @@ METHOD = "/test.Echo/Echo"
 STREAM = "/test.Echo/Chat"
 
 
-async def take_calls(front, n: int) -> list[tuple[int, str, bytes, int]]:
-    """The next n messages the front took in, waiting on its eventfd like the server does."""
+async def take_calls(front, n: int, tokens: bool = False) -> list[tuple]:
+    """The next n messages the front took in, waiting on its eventfd like the server does:
+    (id, method, bytes, kind), and the token metadata last if `tokens`."""
     loop = asyncio.get_running_loop()
     calls: list = []
     got = asyncio.Event()
@@ -33,7 +34,7 @@ async def take_calls(front, n: int) -> list[tuple[int, str, bytes, int]]:
         await asyncio.wait_for(got.wait(), 10)
     finally:
         loop.remove_reader(front.fd)
-    return calls
+    return calls if tokens else [c[:4] for c in calls]
 
 
 @pytest.fixture
@@ -135,3 +136,24 @@ async def test_streams_a_client_cancels_or_a_shutdown_ends_are_told_and_closed(f
     await asyncio.get_running_loop().run_in_executor(None, front.shutdown, 0.5)
     assert await open_stream.read() == b"before the shutdown"
     assert await open_stream.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_token_metadata_of_a_call_or_a_new_stream_reaches_python(front_and_channel):
+    """etcd's clients send their auth token as the "token" metadata of every call; the front
+    hands it over with the request (None without one), and with a stream's OPEN. (The common
+    name of a client's certificate, handed over without a token when clients must show one, is
+    checked by tests/integration/test_auth_clients.py over TLS.)"""
+    front, call = front_and_channel
+    with_token = asyncio.ensure_future(call(b"mine", metadata=(("token", "abc.7"),), timeout=10))
+    without = asyncio.ensure_future(call(b"none", timeout=10))
+    got = {c[2]: c for c in await take_calls(front, 2, tokens=True)}
+    assert got[b"mine"][4] == b"abc.7" and got[b"none"][4] is None
+    assert got[b"mine"][5] is None and got[b"none"][5] is None  # no client certificates here
+    for c in got.values():
+        assert front.finish(c[0], 0, "", b"ok")
+    assert await with_token == b"ok" and await without == b"ok"
+    stream = call.stream(iter([b"hi"]), metadata=(("token", "xyz.1"),))
+    opened = (await take_calls(front, 2, tokens=True))[0]
+    assert opened[3] == 3 and opened[4] == b"xyz.1"
+    assert front.finish(opened[0], 0, "", b"")
+    assert await stream.code() == grpc.StatusCode.OK

@@ -210,8 +210,8 @@ async def test_unsupported_features_are_unimplemented_and_say_so(stubs):
     unknown = channel.stream_stream("/etcdserverpb.Nothing/Chat")
     code, msg = await status_of(unknown(iter([b""])).read())
     assert code == grpc.StatusCode.UNIMPLEMENTED and "/etcdserverpb.Nothing/Chat" in msg
-    users = channel.unary_unary("/etcdserverpb.Auth/UserList")
-    code, msg = await status_of(users(b""))
+    remove = channel.unary_unary("/etcdserverpb.Cluster/MemberRemove")
+    code, msg = await status_of(remove(b""))
     assert code == grpc.StatusCode.UNIMPLEMENTED and "verikv" in msg
 
 

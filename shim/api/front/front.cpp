@@ -10,6 +10,10 @@
 // a half-close, as kind HALF_CLOSED (Watch goes on sending, LeaseKeepAlive ends once answered).
 // A new stream is reported as kind OPEN, with the client's "hasleader" metadata as its bytes
 // (etcd's WithRequireLeader: "true" asks that the stream end when the node has no leader).
+// A unary call's request and a new stream also carry the client's "token" metadata (etcd's auth
+// token, from Authenticate), or None when it sent none; and, when clients must present a
+// certificate (client_cert_auth), the common name of the client's verified certificate for a call
+// without a token (etcd takes it as the call's user), else None.
 //
 // Why: Python's grpc.aio server costs hundreds of microseconds of CPU per call on a small
 // machine, which caps throughput. Here the HTTP/2 and gRPC work stays in C++; the event loop
@@ -88,7 +92,29 @@ struct Incoming {
   std::string method;
   std::string body;
   int kind;
+  bool has_token = false;
+  std::string token;  // the client's "token" metadata (unary calls and OPEN only)
+  bool has_cn = false;
+  std::string cn;  // without a token: the common name of the client's verified certificate
 };
+
+// The call's "token" metadata into `in` (etcd's clients send their auth token so); without one,
+// if `cert_users`, the common name of the certificate the client's TLS handshake verified.
+void TakeToken(const grpc::GenericServerContext& ctx, Incoming& in, bool cert_users) {
+  auto md = ctx.client_metadata().find("token");
+  if (md != ctx.client_metadata().end()) {
+    in.has_token = true;
+    in.token.assign(md->second.data(), md->second.size());
+    return;
+  }
+  if (!cert_users) return;
+  auto auth = ctx.auth_context();
+  if (!auth || !auth->IsPeerAuthenticated()) return;
+  auto names = auth->FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME);
+  if (names.empty()) return;
+  in.has_cn = true;
+  in.cn.assign(names[0].data(), names[0].size());
+}
 
 struct Outgoing {  // an answer `finish` queued for the CQ thread to send
   Call* call;
@@ -106,7 +132,7 @@ class Front {
   Front(const std::string& addr, int max_receive_bytes, const std::vector<std::string>& streaming,
         const std::string& cert_pem, const std::string& key_pem, const std::string& ca_pem,
         bool client_cert_auth)
-      : streaming_methods_(streaming.begin(), streaming.end()) {
+      : streaming_methods_(streaming.begin(), streaming.end()), cert_users_(!cert_pem.empty() && client_cert_auth) {
     grpc::ServerBuilder b;
     std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
     if (!cert_pem.empty()) {
@@ -156,9 +182,12 @@ class Front {
   }
   int port() const { return port_; }
 
-  // Every message that arrived since the last take: (id, method, bytes, kind), kind 0 for a unary
-  // call's request, 1 for a stream's message, 2 for a stream its client ended, 3 for a new
-  // stream (its bytes: the client's "hasleader" metadata), 4 for a stream its client half-closed.
+  // Every message that arrived since the last take: (id, method, bytes, kind, token, cn), kind 0
+  // for a unary call's request, 1 for a stream's message, 2 for a stream its client ended, 3 for a
+  // new stream (its bytes: the client's "hasleader" metadata), 4 for a stream its client
+  // half-closed; token: the client's "token" metadata (bytes) of a unary call or a new stream,
+  // else None; cn: without a token, the common name (str) of the client's certificate (see the
+  // top of this file), else None.
   py::list Take() {
     uint64_t v;
     while (read(efd_, &v, sizeof v) > 0) {
@@ -171,7 +200,9 @@ class Front {
     }
     py::list out;
     for (auto& in : batch) {
-      out.append(py::make_tuple(in.id, py::str(in.method), py::bytes(in.body), in.kind));
+      py::object token = in.has_token ? py::object(py::bytes(in.token)) : py::object(py::none());
+      py::object cn = in.has_cn ? py::object(py::str(in.cn)) : py::object(py::none());
+      out.append(py::make_tuple(in.id, py::str(in.method), py::bytes(in.body), in.kind, token, cn));
     }
     return out;
   }
@@ -436,6 +467,8 @@ class Front {
             std::string has_leader;
             auto md = c->ctx.client_metadata().find("hasleader");
             if (md != c->ctx.client_metadata().end()) has_leader.assign(md->second.data(), md->second.size());
+            Incoming opened{0, c->ctx.method(), std::move(has_leader), OPEN};
+            TakeToken(c->ctx, opened, cert_users_);
             bool signal = false;
             {
               std::lock_guard<std::mutex> g(mu_);
@@ -444,7 +477,8 @@ class Front {
               streams_[c->id] = c;
               c->reading = true;
               c->stream.Read(&c->buf, &c->read_op);
-              pending_.push_back(Incoming{c->id, c->ctx.method(), std::move(has_leader), OPEN});
+              opened.id = c->id;
+              pending_.push_back(std::move(opened));
               if (!signaled_) signaled_ = signal = true;
             }
             if (signal) Notify();
@@ -461,13 +495,15 @@ class Front {
                              &c->accept_op);
             break;
           }
-          std::string body = Body(c->buf);
+          Incoming in{0, c->ctx.method(), Body(c->buf), UNARY};
+          TakeToken(c->ctx, in, cert_users_);
           bool signal = false;
           {
             std::lock_guard<std::mutex> g(mu_);
             uint64_t id = next_id_++;
             waiting_[id] = c;
-            pending_.push_back(Incoming{id, c->ctx.method(), std::move(body), UNARY});
+            in.id = id;
+            pending_.push_back(std::move(in));
             if (!signaled_) signaled_ = signal = true;
           }
           if (signal) Notify();
@@ -495,6 +531,7 @@ class Front {
   std::unordered_map<uint64_t, Call*> waiting_;
   std::vector<Outgoing> outgoing_;
   std::set<std::string> streaming_methods_;
+  const bool cert_users_;  // clients must show a certificate: its common name is handed over
   std::unordered_map<uint64_t, Call*> streams_;  // open streams, by id
   std::set<Call*> dirty_;  // streams with a write or finish for the CQ thread to start
   grpc::Alarm alarm_;  // wakes the CQ thread to send outgoing_ (set when it was not armed)
