@@ -46,6 +46,15 @@ UNARY = {
     "/etcdserverpb.Maintenance/HashKV": rpc_pb2.HashKVRequest,
     "/etcdserverpb.Maintenance/Defragment": rpc_pb2.DefragmentRequest,
     "/etcdserverpb.Cluster/MemberList": rpc_pb2.MemberListRequest,
+    **{f"/etcdserverpb.Auth/{name}": getattr(rpc_pb2, request) for name, request in [
+        ("AuthEnable", "AuthEnableRequest"), ("AuthDisable", "AuthDisableRequest"),
+        ("Authenticate", "AuthenticateRequest"), ("UserAdd", "AuthUserAddRequest"),
+        ("UserGet", "AuthUserGetRequest"), ("UserList", "AuthUserListRequest"),
+        ("UserDelete", "AuthUserDeleteRequest"), ("UserChangePassword", "AuthUserChangePasswordRequest"),
+        ("UserGrantRole", "AuthUserGrantRoleRequest"), ("UserRevokeRole", "AuthUserRevokeRoleRequest"),
+        ("RoleAdd", "AuthRoleAddRequest"), ("RoleGet", "AuthRoleGetRequest"), ("RoleList", "AuthRoleListRequest"),
+        ("RoleDelete", "AuthRoleDeleteRequest"), ("RoleGrantPermission", "AuthRoleGrantPermissionRequest"),
+        ("RoleRevokePermission", "AuthRoleRevokePermissionRequest")]},
 }
 UNKNOWN_METHODS = ["/etcdserverpb.KV/Nope", "/nothing/at/all", "/etcdserverpb.Cluster/MemberAdd"]
 # Statuses that mean the server failed rather than answered: never acceptable.
