@@ -1,5 +1,5 @@
 // The driver's contract: what the node around the core (the shim, which is not verified) must
-// do with each Ready that a step of the core returns. The proofs assume it of the code they do
+// do with each Ready that a step of the core returns. The proofs take it as given of the code they do
 // not cover; TRUSTED.md (items 3 and 4) names the runtime checks that guard it.
 module Driver {
   import opened Native
