@@ -3,6 +3,7 @@ do: the same scenario runs over gRPC on a verikv node and on an etcd, each with 
 The point where the quota is reached differs (verikv's store size is its own measure, etcd's the
 bolt file's), so the scenario records what happens, not after how many puts."""
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -80,29 +81,32 @@ def quota_scenario(endpoint):
     return out
 
 
-def test_quota_alarm_defragment_and_hashkv_as_etcd(tmp_path):
-    cluster = start_etcd_cluster(Path("/tmp/verikv-shim-quotacmp"), members=1, base_port=ETCD_BASE,
-                                 extra_args=("--quota-backend-bytes", str(QUOTA)))
+def both(tmp_path, scenario, etcd_args=(), **node_kw):
+    """The scenario's record on a real etcd (one member) and on a verikv node: the leader of an
+    in-process 3-node cluster (MoveLeader's errors come from the leader, as etcdctl asks it)."""
+    cluster = start_etcd_cluster(Path("/tmp/verikv-shim-maintcmp"), members=1, base_port=ETCD_BASE,
+                                 extra_args=tuple(etcd_args))
     try:
-        theirs = quota_scenario(cluster.client_endpoints[0])
+        theirs = scenario(cluster.client_endpoints[0])
     finally:
         cluster.stop()
 
-    import asyncio
-
     async def ours():
-        nodes = await start_cluster(tmp_path, VERIKV_PORTS, quota_backend_bytes=QUOTA)
-        leader = leader_of(nodes)  # MoveLeader's errors come from the leader, as etcdctl asks it
-        server = build_server(leader, f"127.0.0.1:{VERIKV_CLIENT}", [""] * 3, [""] * 3)
+        nodes = await start_cluster(tmp_path, VERIKV_PORTS, **node_kw)
+        server = build_server(leader_of(nodes), f"127.0.0.1:{VERIKV_CLIENT}", [""] * 3, [""] * 3)
         await server.start()
         try:
-            return await asyncio.to_thread(quota_scenario, f"127.0.0.1:{VERIKV_CLIENT}")
+            return await asyncio.to_thread(scenario, f"127.0.0.1:{VERIKV_CLIENT}")
         finally:
             await server.stop(None)
             for n in nodes:
                 await stop_node(n)
 
-    mine = asyncio.run(ours())
+    return asyncio.run(ours()), theirs
+
+
+def test_quota_alarm_defragment_and_hashkv_as_etcd(tmp_path):
+    mine, theirs = both(tmp_path, quota_scenario, ("--quota-backend-bytes", str(QUOTA)), quota_backend_bytes=QUOTA)
     assert theirs[2][1] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
     assert mine == theirs
 
@@ -140,26 +144,6 @@ def corrupt_scenario(endpoint):
 
 
 def test_a_corrupt_alarm_refuses_what_etcds_refuses(tmp_path):
-    cluster = start_etcd_cluster(Path("/tmp/verikv-shim-corruptcmp"), members=1, base_port=ETCD_BASE)
-    try:
-        theirs = corrupt_scenario(cluster.client_endpoints[0])
-    finally:
-        cluster.stop()
-
-    import asyncio
-
-    async def ours():
-        nodes = await start_cluster(tmp_path, VERIKV_PORTS)
-        server = build_server(leader_of(nodes), f"127.0.0.1:{VERIKV_CLIENT}", [""] * 3, [""] * 3)
-        await server.start()
-        try:
-            return await asyncio.to_thread(corrupt_scenario, f"127.0.0.1:{VERIKV_CLIENT}")
-        finally:
-            await server.stop(None)
-            for n in nodes:
-                await stop_node(n)
-
-    mine = asyncio.run(ours())
+    mine, theirs = both(tmp_path, corrupt_scenario)
     assert theirs[1][1] == (grpc.StatusCode.DATA_LOSS, "etcdserver: corrupt cluster")
     assert mine == theirs
-
