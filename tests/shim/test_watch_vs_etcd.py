@@ -15,7 +15,7 @@ import asyncio
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from answers import execute
 from test_grpc_server import CLIENT_PORT, stubs  # noqa: F401 (a fixture)
@@ -68,7 +68,10 @@ def request_of(write, offset=0):
         if b != a:
             ops.append(r.RequestOp(request_delete_range=r.DeleteRangeRequest(key=b)))
         return r.TxnRequest(success=ops)
-    return r.CompactionRequest(revision=a + offset)
+    # physical: etcd answers once its backend has dropped what the compaction removes (a tombstone at
+    # the compacted revision goes too); without it, a watcher created just after sees that
+    # tombstone or not, depending on the backend's timing. verikv's compaction is done when answered.
+    return r.CompactionRequest(revision=a + offset, physical=True)
 
 
 def run_on_etcd(kv, req):
@@ -145,6 +148,9 @@ class EtcdWatchStream:
 
 @settings(max_examples=int(os.environ.get("VERIKV_ETCD_EXAMPLES", "60")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# a watcher from the compacted revision, where a tombstone was: etcd once sent it, once not
+@example(ops=[("put", b"a", b"x"), ("delete", b"a", b""), ("compact", 3, None)],
+         live=[(b"a", b"", 0, False, [])], past=[(b"a", b"", 1, False, [])])
 @given(ops=st.lists(writes, min_size=3, max_size=10), live=st.lists(watchers, min_size=1, max_size=2),
        past=st.lists(watchers, min_size=1, max_size=3))
 def test_same_events_as_etcd(etcd, ops, live, past):
