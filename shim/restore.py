@@ -2,8 +2,9 @@
 that `etcdctl snapshot save` took from a verikv node (Maintenance.Snapshot: the node's KV state,
 then its sha256).
 
-The snapshot's integrity is checked first (its sha256, then that it decodes as verikv's KV
-state, so that an etcd bolt file or a cut download is refused with a message). Each node's
+The snapshot's integrity is checked first (its sha256, then that it holds verikv's state and
+that the state decodes, so that a snapshot saved from etcd, which has no `verikv` bucket, or a
+cut download is refused with a message). Each node's
 directory then holds a WAL whose snapshot is that state at its slot, and a core whose log starts
 there, as a node that installed a peer's snapshot has: `verikv cluster up --data-dir DIR` starts
 the cluster, which elects a leader and goes on from the snapshot's revision, with its history,

@@ -650,9 +650,8 @@ class ClientServer:
     def _on_snapshot(self, stream: int, kind: int) -> None:
         """etcd's Snapshot: this node's whole applied state, point in time, in chunks with the
         bytes still to come, then its sha256 (which `verikv snapshot restore` checks, as etcd's
-        restore does). The state is the KV snapshot the node itself keeps (history, leases and
-        the dedup table included), not etcd's bolt file: `etcdctl snapshot save` stores it,
-        `verikv snapshot restore` builds a new cluster from it (see shim/kv/backup.py)."""
+        restore does). The file is a bolt file as etcd's is, with etcd's buckets and the node's
+        own state (shim/kv/backup.py), encoded in steps between which the node goes on."""
         front = self._front
         if kind == END:
             front.finish(stream, grpc.StatusCode.CANCELLED.value[0], "", b"")
@@ -667,17 +666,24 @@ class ClientServer:
             front.finish(stream, err.code.value[0], err.message, b"")
             self._count(SNAPSHOT, err.code.value[0])
             return
-        data = backup.encode(self.node.kv.snapshot())
-        body, digest = data[:-32], data[-32:]  # etcd sends the sha256 last, on its own
-        total = len(body)
-        for start in range(0, total, SNAPSHOT_CHUNK_BYTES):
-            blob = body[start:start + SNAPSHOT_CHUNK_BYTES]
-            resp = rpc_pb2.SnapshotResponse(remaining_bytes=total - start - len(blob), blob=blob)
-            if not front.send(stream, resp.SerializeToString()):
-                return  # the client went away
-        front.send(stream, rpc_pb2.SnapshotResponse(blob=digest).SerializeToString())
-        front.finish(stream, 0, "", b"")
-        self._count(SNAPSHOT, 0)
+
+        def send(data) -> None:
+            if isinstance(data, EtcdError):
+                front.finish(stream, data.code.value[0], data.message, b"")
+                self._count(SNAPSHOT, data.code.value[0])
+                return
+            body, digest = data[:-32], data[-32:]  # etcd sends the sha256 last, on its own
+            total = len(body)
+            for start in range(0, total, SNAPSHOT_CHUNK_BYTES):
+                blob = body[start:start + SNAPSHOT_CHUNK_BYTES]
+                resp = rpc_pb2.SnapshotResponse(remaining_bytes=total - start - len(blob), blob=blob)
+                if not front.send(stream, resp.SerializeToString()):
+                    return  # the client went away
+            front.send(stream, rpc_pb2.SnapshotResponse(blob=digest).SerializeToString())
+            front.finish(stream, 0, "", b"")
+            self._count(SNAPSHOT, 0)
+
+        self._in_steps(backup.encode_steps(self.node.kv), send)
 
     # ---- methods ----
 

@@ -440,6 +440,27 @@ class KVStore:
                     h = zlib.crc32(rec.value, zlib.crc32(k, h))
         return h, current, compact
 
+    def versions_steps(self, revision: int, out: list):
+        """Append (key, version) to `out` for every version kept with a revision up to
+        `revision`, key by key (each key's oldest first), yielding after every HASH_STEP_KEYS
+        keys as hash_steps does; returns False, with `out` incomplete, if a compaction came
+        meanwhile (the caller starts again), True otherwise. A version is never changed once
+        stored (see _Rec); a tombstone has version 0."""
+        compact = self.compact_revision
+        hist = self._hist
+        keys = list(self._hist_keys)
+        for start in range(0, len(keys), HASH_STEP_KEYS):
+            if start:
+                yield
+                if self.compact_revision != compact:
+                    return False
+            for k in keys[start:start + HASH_STEP_KEYS]:
+                for rec in hist[k]:
+                    if rec.mod_revision > revision:
+                        break
+                    out.append((k, rec))
+        return True
+
     # ---- alarms ----
 
     @property
