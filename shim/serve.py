@@ -34,6 +34,14 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _streams(text: str) -> int:
+    """--max-concurrent-streams: 0 (no limit), or a count; etcd's default, 2^32 - 1, is no limit."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of streams")
+    n = int(text)
+    return 0 if n > 2**31 - 1 else n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="verikv serve", description="run one verikv node")
     p.add_argument("--id", type=int, required=True, help="this node's id (0-based index into --peers)")
@@ -91,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--peer-auto-tls", action="store_true",
                    help="encrypt peer traffic with a self-signed certificate made under DATA_DIR/fixtures/peer "
                         "(no member is authenticated)")
+    p.add_argument("--max-concurrent-streams", type=_streams, default=0, metavar="N",
+                   help="the calls (streams included) one client connection may have open at once; more "
+                        "wait in the client until one ends (etcd 3.5's flag; default: no limit)")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="text: one line per event; json: one JSON object per line with zap's keys, as etcd's "
@@ -216,6 +227,7 @@ async def serve(args) -> int:
                                           [f"{peer_scheme}://{h}:{p}" for h, p in peers], tls=client_tls,
                                           progress_notify_interval_s=progress_s,
                                           auth_token_ttl_s=args.auth_token_ttl,
+                                          max_concurrent_streams=args.max_concurrent_streams,
                                           require_leader_timeout_s=args.tick_ms * args.election_ticks / 1000)
         await server.start()
     except (OSError, RuntimeError) as err:

@@ -118,8 +118,10 @@ class ClientServer:
     def __init__(self, node, listen: str, client_urls: list[str], peer_urls: list[str],
                  progress_notify_interval_s: float = 600.0,
                  watch_backlog_bytes: tuple[int, int] = (WATCH_BACKLOG_HIGH, WATCH_BACKLOG_LOW),
-                 require_leader_timeout_s: float = 1.0, tls=None, auth_token_ttl_s: float = AUTH_TOKEN_TTL_S):
+                 require_leader_timeout_s: float = 1.0, tls=None, auth_token_ttl_s: float = AUTH_TOKEN_TTL_S,
+                 max_concurrent_streams: int = 0):
         self.node = node
+        self.max_concurrent_streams = max_concurrent_streams  # per client connection; 0: no limit
         self.auth_token_ttl_s = auth_token_ttl_s
         self._tokens: dict[bytes, _Token] = {}  # the tokens granted, by their sha256
         self._stream_who: dict[int, tuple] = {}  # a stream's (token, certificate's name), from its OPEN
@@ -181,6 +183,7 @@ class ClientServer:
         try:
             tls = self.tls
             self._front = _front.Front(self.listen, MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES, STREAMING,
+                                       max_concurrent_streams=self.max_concurrent_streams,
                                        **({} if tls is None else dict(
                                            cert_pem=tls.cert_pem, key_pem=tls.key_pem, ca_pem=tls.ca_pem,
                                            client_cert_auth=tls.client_cert_auth)))

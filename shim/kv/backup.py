@@ -109,6 +109,7 @@ def encode_steps(store):
                        for i in range(0, max(len(state), 1), STATE_CHUNK_BYTES)],
     }
     body = yield from bolt.write_steps(buckets)
+    yield
     return body + hashlib.sha256(body).digest()
 
 

@@ -134,6 +134,7 @@ def write_steps(buckets: dict[bytes, list[tuple[bytes, bytes]]]):
     for name in sorted(buckets):
         root = yield from pages.tree([(k, v, 0) for k, v in buckets[name]])
         roots.append((name, _BUCKET.pack(root, 0), BUCKET_LEAF))
+        yield
     root = yield from pages.tree(roots)
     freelist = _HEADER.pack(_FREELIST_PAGE, FREELIST, 0, 0) + bytes(PAGE_SIZE - _HEADER.size)
     return b"".join([_meta_page(0, root, pages.next, 0), _meta_page(1, root, pages.next, 1), freelist, *pages.parts])

@@ -31,7 +31,7 @@ from verikv.etcdpb import kv_pb2, rpc_pb2
 from verikv.shim.kv import errors
 from verikv.shim.kv.auth import NOBODY, READ, WRITE, AuthInfo, AuthStore
 from verikv.shim.kv.errors import EtcdError
-from verikv.shim.kv.commands import Command, Kind, cost_txn, decode_batch
+from verikv.shim.kv.commands import MAX_REQUEST_BYTES, Command, Kind, cost_txn, decode_batch
 from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry, LeaseTable
 
 MAX_SESSIONS = 4096  # client sessions remembered in the dedup table (least recently used evicted)
@@ -43,6 +43,14 @@ MAX_RESULTS_PER_SESSION = 4096  # remembered results per session (lowest seq evi
 # applied the same slots reports the same size.
 VERSION_OVERHEAD = 64
 LEASE_OVERHEAD = 64
+# The most a Range's answer may hold: its keys and values and RANGE_KV_OVERHEAD bytes per key (the
+# other fields of its KeyValue). A larger one is refused (RANGE_TOO_LARGE) before anything is
+# built, so that one read cannot run the node out of memory (etcd builds such an answer whole and
+# fails to send it past gRPC's 2 GiB: its issues 12342 and 12678). A txn's ranges share it, less
+# the most its own puts can add (its request's size), and are refused before the txn writes
+# anything. The same on every node: a txn's answer is part of the replicated state.
+MAX_RANGE_BYTES = 1 << 30
+RANGE_KV_OVERHEAD = 32
 # What a CORRUPT alarm refuses while it is active (etcd 3.4's corrupt applier: reads, and txns of
 # ranges only, go on; a lease's expiry, applied as its own command here, is not a client's revoke
 # and goes on)
@@ -98,6 +106,13 @@ def encode_header(header: rpc_pb2.ResponseHeader) -> bytes:
 
 def _mod(rec: _Rec) -> int:
     return rec.mod_revision
+
+
+def _answer_size(r: rpc_pb2.RangeRequest, items: list[tuple[bytes, "_Rec"]]) -> int:
+    """What a Range's answer of these items holds (MAX_RANGE_BYTES' measure)."""
+    if r.keys_only:
+        return sum(len(k) for k, _ in items) + RANGE_KV_OVERHEAD * len(items)
+    return sum(len(k) + len(rec.value) for k, rec in items) + RANGE_KV_OVERHEAD * len(items)
 
 
 def _kv(key: bytes, rec: _Rec, keys_only: bool = False) -> kv_pb2.KeyValue:
@@ -219,16 +234,34 @@ class KVStore:
         if _w is None:
             current = self.revision
             self._check_read_revision(r.revision, current)
-        else:  # inside a txn: the revision was checked before the txn changed anything
+        else:  # inside a txn: the revision and size were checked before the txn changed anything
             current = _w.rev
+        count, items, more = self._selected(r, current)
+        resp = rpc_pb2.RangeResponse(count=count, more=more)
+        resp.header.revision = current
+        if r.count_only:
+            return resp
+        if _w is None:
+            self._check_range_size(_answer_size(r, items), MAX_RANGE_BYTES)
+        resp.kvs.extend(_kv(k, rec, r.keys_only) for k, rec in items)
+        return resp
+
+    @staticmethod
+    def _check_range_size(size: int, limit: int) -> None:
+        if size > limit:
+            raise EtcdError(errors.RANGE_TOO_LARGE.code,
+                            f"{errors.RANGE_TOO_LARGE.message}: {size} bytes, over {limit} (ask for fewer keys: "
+                            "limit, a narrower range, keys_only or count_only)")
+
+    def _selected(self, r: rpc_pb2.RangeRequest, current: int) -> tuple[int, list[tuple[bytes, _Rec]], bool]:
+        """(count, the (key, version) pairs answered, more) of a Range at `current`."""
         if 0 < r.revision < current:
             items = self._items_at(r.key, r.range_end, r.revision)
         else:
             items = [(k, self._data[k]) for k in self._keys_in(r.key, r.range_end)]
-        resp = rpc_pb2.RangeResponse(count=len(items))
-        resp.header.revision = current
+        count = len(items)
         if r.count_only:
-            return resp
+            return count, [], False
         if r.max_mod_revision:
             items = [kr for kr in items if kr[1].mod_revision <= r.max_mod_revision]
         if r.min_mod_revision:
@@ -243,11 +276,11 @@ class KVStore:
         if order != rpc_pb2.RangeRequest.NONE:
             sort_key = _SORT_KEYS.get(r.sort_target) or (lambda kr: kr[0])
             items.sort(key=sort_key, reverse=order == rpc_pb2.RangeRequest.DESCEND)
+        more = False
         if r.limit > 0 and len(items) > r.limit:
             items = items[:r.limit]
-            resp.more = True
-        resp.kvs.extend(_kv(k, rec, r.keys_only) for k, rec in items)
-        return resp
+            more = True
+        return count, items, more
 
     # ---- writes (inside a _Write) ----
 
@@ -568,21 +601,27 @@ class KVStore:
             if op.WhichOneof("request") == "request_txn":
                 self._txn_path(op.request_txn, path)
 
-    def _txn_check(self, r: rpc_pb2.TxnRequest, path: list[bool], i: int, which: str) -> int:
+    def _txn_check(self, r: rpc_pb2.TxnRequest, path: list[bool], i: int, which: str,
+                   budget: list[int] | None = None) -> int:
         """Raise the error of the first `which` op (request_put or request_range) on the txn's
-        path that etcd refuses: every put is checked before any range, as etcd does."""
+        path that etcd refuses: every put is checked before any range, as etcd does. `budget`:
+        the sizes of the ranges' answers so far (MAX_RANGE_BYTES), as of before the txn."""
         ok = path[i]
         i += 1
         for op in (r.success if ok else r.failure):
             kind = op.WhichOneof("request")
             if kind == "request_txn":
-                i = self._txn_check(op.request_txn, path, i, which)
+                i = self._txn_check(op.request_txn, path, i, which, budget)
             elif kind != which:
                 continue
             elif kind == "request_put":
                 self._check_put_state(op.request_put)
             else:
-                self._check_read_revision(op.request_range.revision, self.revision)
+                rr = op.request_range
+                self._check_read_revision(rr.revision, self.revision)
+                if budget is not None and not rr.count_only:
+                    budget[0] += _answer_size(rr, self._selected(rr, self.revision)[1])
+                    self._check_range_size(budget[0], MAX_RANGE_BYTES - MAX_REQUEST_BYTES)
         return i
 
     def _txn_apply(self, r: rpc_pb2.TxnRequest, path: list[bool], i: int, w: _Write,
@@ -608,7 +647,7 @@ class KVStore:
         path: list[bool] = []
         self._txn_path(r, path)
         self._txn_check(r, path, 0, "request_put")  # these raise before any change:
-        self._txn_check(r, path, 0, "request_range")  # a failed txn changes nothing
+        self._txn_check(r, path, 0, "request_range", [0])  # a failed txn changes nothing
         w = _Write(self.revision)
         resp = rpc_pb2.TxnResponse()
         self._txn_apply(r, path, 0, w, resp)

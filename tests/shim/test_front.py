@@ -157,3 +157,27 @@ async def test_the_token_metadata_of_a_call_or_a_new_stream_reaches_python(front
     assert opened[3] == 3 and opened[4] == b"xyz.1"
     assert front.finish(opened[0], 0, "", b"")
     assert await stream.code() == grpc.StatusCode.OK
+
+
+async def test_a_connection_has_at_most_max_concurrent_streams_calls_open_at_once():
+    front = _front.Front(f"127.0.0.1:{PORT + 1}", 1 << 20, [STREAM], max_concurrent_streams=2)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{PORT + 1}")
+    try:
+        chat = channel.stream_stream(STREAM, request_serializer=None, response_deserializer=None)
+        first, second = chat(iter([b"1"])), chat(iter([b"2"]))
+        got = await take_calls(front, 6)  # each: opened, its message, its half-close
+        opened = sorted({call_id for call_id, *_ in got})
+        assert len(opened) == 2
+        third = chat(iter([b"3"]))  # waits in the client: the connection's two streams are open
+        await asyncio.sleep(0.5)
+        assert front.take() == []
+        assert front.finish(opened[0], 0, "", b"")  # one ends: the third opens
+        late = await take_calls(front, 3)
+        assert {body for _, _, body, kind in late if kind == 1} == {b"3"}
+        for call_id in {c[0] for c in late} | {opened[1]}:
+            assert front.finish(call_id, 0, "", b"")
+        for stream in (first, second, third):
+            assert await stream.code() == grpc.StatusCode.OK
+    finally:
+        await channel.close()
+        front.shutdown(0.0)

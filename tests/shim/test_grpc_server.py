@@ -306,3 +306,17 @@ async def test_maintenance_status_hashes_alarms_defragment_and_move_leader(stubs
     assert follower.machine.snapshot_slot == follower.kv.next_slot
     assert await status_of(maint.MoveLeader(r.MoveLeaderRequest(targetID=1))) == (
         grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: not leader")
+
+
+async def test_a_range_too_large_to_answer_gets_a_status_saying_what_to_do(stubs, monkeypatch):
+    from verikv.shim.kv import store as store_module
+    kv, _, _, _, _ = stubs
+    for i in range(5):
+        await kv.Put(r.PutRequest(key=b"r/%d" % i, value=b"v" * 100))
+    monkeypatch.setattr(store_module, "MAX_RANGE_BYTES", 300)
+    for serializable in (False, True):
+        code, details = await status_of(kv.Range(r.RangeRequest(key=b"r/", range_end=b"r0", serializable=serializable)))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details.startswith("verikv: the range's answer is too large: ") and "limit" in details
+    got = await kv.Range(r.RangeRequest(key=b"r/", range_end=b"r0", limit=2))
+    assert len(got.kvs) == 2 and got.more and got.count == 5

@@ -331,3 +331,39 @@ def test_a_snapshot_from_before_history_restores_compacted_at_its_revision():
     store.put(r.PutRequest(key=b"a", value=b"z"))
     assert store.range(r.RangeRequest(key=b"a", revision=5)).kvs[0].value == b"x"
     assert KVStore.restore(store.snapshot()).snapshot() == store.snapshot()
+
+
+def test_a_range_answer_over_the_limit_is_refused_before_it_is_built(kv, monkeypatch):
+    from verikv.shim.kv import store as store_module
+    for i in range(10):
+        kv.put(r.PutRequest(key=b"big/%d" % i, value=b"x" * 1000))
+    whole = r.RangeRequest(key=b"big/", range_end=b"big0")
+    size = 10 * (len(b"big/0") + 1000 + store_module.RANGE_KV_OVERHEAD)
+    monkeypatch.setattr(store_module, "MAX_RANGE_BYTES", size)
+    assert len(kv.range(whole).kvs) == 10  # at the limit: answered
+    monkeypatch.setattr(store_module, "MAX_RANGE_BYTES", size - 1)
+    with pytest.raises(errors.EtcdError) as refused:
+        kv.range(whole)
+    assert refused.value.code == errors.RANGE_TOO_LARGE.code
+    assert f"{size} bytes, over {size - 1}" in refused.value.message and "limit" in refused.value.message
+    # what the message suggests is answered
+    assert len(kv.range(r.RangeRequest(key=b"big/", range_end=b"big0", limit=9)).kvs) == 9
+    assert kv.range(r.RangeRequest(key=b"big/", range_end=b"big0", count_only=True)).count == 10
+    assert len(kv.range(r.RangeRequest(key=b"big/", range_end=b"big0", keys_only=True)).kvs) == 10
+
+
+def test_a_txns_ranges_share_the_limit_and_a_refused_txn_writes_nothing(kv, monkeypatch):
+    from verikv.shim.kv import store as store_module
+    from verikv.shim.kv.commands import MAX_REQUEST_BYTES
+    for i in range(4):
+        kv.put(r.PutRequest(key=b"big/%d" % i, value=b"x" * 1000))
+    one = len(b"big/0") + 1000 + store_module.RANGE_KV_OVERHEAD
+    monkeypatch.setattr(store_module, "MAX_RANGE_BYTES", MAX_REQUEST_BYTES + 6 * one)
+    revision = kv.revision
+    ok = kv.txn(r.TxnRequest(success=[R(b"big/0", b"big/3"), R(b"big/0", b"big/3"), P(b"after", b"1")]))
+    assert [len(x.response_range.kvs) for x in ok.responses[:2]] == [3, 3] and kv.revision == revision + 1
+    with pytest.raises(errors.EtcdError) as refused:  # 3 + 4 answers: one over
+        kv.txn(r.TxnRequest(success=[P(b"first", b"1"), R(b"big/0", b"big/3"),
+                                     r.RequestOp(request_txn=r.TxnRequest(success=[R(b"big/", b"big0")]))]))
+    assert refused.value.code == errors.RANGE_TOO_LARGE.code
+    assert kv.revision == revision + 1 and not kv.range(r.RangeRequest(key=b"first")).kvs

@@ -129,9 +129,11 @@ class Front {
  public:
   // With cert_pem and key_pem, clients are served over TLS; with client_cert_auth, a client must
   // present a certificate signed by ca_pem, or the TLS handshake fails before any call starts.
+  // max_concurrent_streams > 0: the calls one client connection may have open at once (HTTP/2's
+  // SETTINGS_MAX_CONCURRENT_STREAMS; a client queues those beyond it); 0: gRPC's default.
   Front(const std::string& addr, int max_receive_bytes, const std::vector<std::string>& streaming,
         const std::string& cert_pem, const std::string& key_pem, const std::string& ca_pem,
-        bool client_cert_auth)
+        bool client_cert_auth, int max_concurrent_streams)
       : streaming_methods_(streaming.begin(), streaming.end()), cert_users_(!cert_pem.empty() && client_cert_auth) {
     grpc::ServerBuilder b;
     std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
@@ -148,6 +150,7 @@ class Front {
     b.SetMaxReceiveMessageSize(max_receive_bytes);
     b.SetMaxSendMessageSize(INT_MAX);
     b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    if (max_concurrent_streams > 0) b.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, max_concurrent_streams);
     cq_ = b.AddCompletionQueue();
     server_ = b.BuildAndStart();
     if (!server_ || port_ == 0) {
@@ -551,10 +554,10 @@ PYBIND11_MODULE(_front, m) {
   m.doc() = "verikv's client gRPC front (grpc++ async generic server); see shim/api/servicer.py";
   py::class_<Front>(m, "Front")
       .def(py::init<const std::string&, int, const std::vector<std::string>&, const std::string&,
-                    const std::string&, const std::string&, bool>(),
+                    const std::string&, const std::string&, bool, int>(),
            py::arg("listen"), py::arg("max_receive_bytes"), py::arg("streaming") = std::vector<std::string>(),
            py::arg("cert_pem") = "", py::arg("key_pem") = "", py::arg("ca_pem") = "",
-           py::arg("client_cert_auth") = false)
+           py::arg("client_cert_auth") = false, py::arg("max_concurrent_streams") = 0)
       .def_property_readonly("fd", &Front::fd)
       .def_property_readonly("port", &Front::port)
       .def_property_readonly("open_streams", &Front::OpenStreams)
