@@ -735,7 +735,7 @@ class ClientServer:
 
     def _status(self, request, body, done):
         node = self.node
-        st = node.status
+        st = node.machine.current_status()  # read again if the core stepped since: raftTerm with it
         leader = st.get("leader") if self._has_leader() else None  # as etcd's raft: none while electing
         kv = node.kv
         # raftIndex: the slots committed (the core's commit_upto: every slot below it is chosen
