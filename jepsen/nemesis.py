@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from verikv.jepsen.drivers.base import NemesisUnavailable, SystemDriver
+from verikv.jepsen.impostor import Impostor
 
 
 @dataclass
@@ -46,6 +47,8 @@ NEMESES = {
     "partition-bridge": "cut A-C while B still talks to both (a bridge)",
     "partition-flap": "a random partition switched on and off every second",
     "disk": "verikv only: fsync starts failing on a node (it must stop), or a crash loses unsynced writes",
+    "impostor": "verikv only: kill -9 a random node, and speak for it on the peer wire with damaged frames "
+                "(a corrupted member) until the window closes; then restart it",
 }
 PARTITION_KINDS = ("partition", "partition-leader", "partition-halves", "partition-bridge", "partition-flap")
 
@@ -58,6 +61,8 @@ def check_available(kind: str, driver: SystemDriver) -> None:
         raise NemesisUnavailable(f"{kind}: {driver.partition_unavailable_reason}")
     if kind == "disk":
         driver.use_faulty_disk()  # raises if the system has no disk fault points
+    if kind == "impostor":
+        driver.peer_addresses()  # raises if the system has no peer wire of verikv's
 
 
 def make_schedule(kind: str, time_s: float, seed: int, first_s: float = 4.0,
@@ -140,6 +145,7 @@ class NemesisRunner(threading.Thread):
         self.killed: set[int] = set()
         self.paused: set[int] = set()
         self.disk_faults = 0
+        self.impostors: list[Impostor] = []
 
     def _sleep_until(self, t_s: float) -> bool:
         """False if asked to stop first."""
@@ -207,6 +213,15 @@ class NemesisRunner(threading.Thread):
             d.cut(links)
         elif w.kind == "partition-flap":
             w.detail = "flapping partitions"
+        elif w.kind == "impostor":
+            node = w.choice % n
+            d.kill(node)
+            self.killed.add(node)
+            targets = [addr for i, addr in enumerate(d.peer_addresses()) if i != node]
+            impostor = Impostor(node, targets, seed=w.choice)
+            impostor.start()
+            self.impostors.append(impostor)
+            w.detail = f"kill -9 n{node + 1}; an impostor speaks for it"
         elif w.kind == "disk":
             kind = DISK_FAULTS[self.disk_faults % len(DISK_FAULTS)]
             self.disk_faults += 1
@@ -236,6 +251,9 @@ class NemesisRunner(threading.Thread):
     def _heal(self, w: FaultWindow) -> None:
         d = self.driver
         errors = []
+        for impostor in self.impostors:  # before its node is back
+            w.detail += f": {impostor.stop()}"
+        self.impostors.clear()
         for node in sorted(self.paused):
             try:
                 d.resume(node)
@@ -264,6 +282,9 @@ class NemesisRunner(threading.Thread):
         if self.is_alive():
             self.join(timeout=15)
         with self.lock:
+            for impostor in self.impostors:
+                impostor.stop()
+            self.impostors.clear()
             for node in sorted(self.paused):
                 try:
                     self.driver.resume(node)

@@ -92,6 +92,12 @@ class SystemDriver:
         """The file whose presence makes the node's fdatasync fail (see use_faulty_disk)."""
         raise NemesisUnavailable(f"{self.name}: no disk fault points")
 
+    def peer_addresses(self) -> list[tuple[str, int]]:
+        """Each node's peer (host, port) for the impostor nemesis (jepsen/impostor.py), which speaks
+        verikv's peer wire; raises NemesisUnavailable for a system without it."""
+        raise NemesisUnavailable(f"{self.name}: the impostor speaks verikv's peer wire, which {self.name} "
+                                 "does not (etcd's peers speak raft over HTTP)")
+
     @property
     def network_name(self) -> str:
         return "host loopback (no partitions)"

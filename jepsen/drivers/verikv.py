@@ -42,6 +42,7 @@ class VerikvDriver(SystemDriver):
         self.net_reason: str | None = None
         self.code_at_start: str | None = None
         self.code_dir: Path | None = None
+        self.base_port = 0
 
     def _env(self) -> dict:
         env = dict(os.environ)
@@ -75,6 +76,7 @@ class VerikvDriver(SystemDriver):
         self.code_dir = frozen_code.freeze(self.data_dir / "code")
         self._start_network()
         base_port = 24600 + (os.getpid() % 15) * 20     # a port range per harness process
+        self.base_port = base_port
         placement: list[str] = []
         if self.net is not None:
             placement = ["--node-hosts", ",".join(self.net.address(i) for i in range(self.n_nodes)),
@@ -119,6 +121,11 @@ class VerikvDriver(SystemDriver):
 
     def _node_dir(self, node: int) -> Path:
         return self.data_dir / f"node{node}"
+
+    def peer_addresses(self) -> list[tuple[str, int]]:
+        """`verikv cluster up`'s layout: node i's peer port is the base port + 10 + i, on its host."""
+        hosts = [self.net.address(i) for i in range(self.n_nodes)] if self.net is not None else ["127.0.0.1"] * self.n_nodes
+        return [(host, self.base_port + 10 + i) for i, host in enumerate(hosts)]
 
     def endpoints(self) -> list[str]:
         if not self._nodes:

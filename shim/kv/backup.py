@@ -28,7 +28,7 @@ import struct
 
 from verikv.etcdpb import kv_pb2, rpc_pb2
 
-from verikv.shim.kv import bolt
+from verikv.shim.kv import bolt, steps
 
 MAGIC = b"VKBACKUP"  # the earlier format's
 _PAGE = 512
@@ -115,12 +115,7 @@ def encode_steps(store):
 
 def encode(store) -> bytes:
     """encode_steps at once."""
-    steps = encode_steps(store)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+    return steps.run(encode_steps(store))
 
 
 def decode(data: bytes) -> bytes:

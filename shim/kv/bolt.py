@@ -26,6 +26,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
+from verikv.shim.kv import steps
+
 PAGE_SIZE = 4096
 MAGIC = 0xED0CDAED
 VERSION = 2
@@ -142,12 +144,7 @@ def write_steps(buckets: dict[bytes, list[tuple[bytes, bytes]]]):
 
 def write(buckets: dict[bytes, list[tuple[bytes, bytes]]]) -> bytes:
     """write_steps at once."""
-    steps = write_steps(buckets)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+    return steps.run(write_steps(buckets))
 
 
 # ---- reading ----

@@ -33,6 +33,7 @@ from verikv.shim.kv.auth import NOBODY, READ, WRITE, AuthInfo, AuthStore
 from verikv.shim.kv.errors import EtcdError
 from verikv.shim.kv.commands import MAX_REQUEST_BYTES, Command, Kind, cost_txn, decode_batch
 from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry, LeaseTable
+from verikv.shim.kv.steps import run as run_steps
 
 MAX_SESSIONS = 4096  # client sessions remembered in the dedup table (least recently used evicted)
 MAX_RESULTS_PER_SESSION = 4096  # remembered results per session (lowest seq evicted first)
@@ -433,11 +434,11 @@ class KVStore:
         with a revision up to `revision` (0: the current one), in key then revision order. Two
         nodes that applied the same slots give the same hash; a CRC-32 of verikv's own encoding,
         not etcd's (which hashes its bolt pages). At once; see hash_steps."""
-        return _run(self.hash_steps(revision))
+        return run_steps(self.hash_steps(revision))
 
     def hash_all(self) -> int:
         """etcd's Hash (of its whole backend): see hash_steps. At once."""
-        return _run(self.hash_steps(0, whole=True))[0]
+        return run_steps(self.hash_steps(0, whole=True))[0]
 
     def hash_steps(self, revision: int, whole: bool = False):
         """hash_kv(revision) as a generator that yields after every HASH_STEP_KEYS keys, so that a
@@ -978,15 +979,6 @@ _RESULT_TAGS = {rpc_pb2.RangeResponse: 1, rpc_pb2.PutResponse: 2, rpc_pb2.Delete
 _AUTHORIZED = frozenset([Kind.PUT, Kind.DELETE_RANGE, Kind.TXN, Kind.LEASE_REVOKE,
                          *[k for k in Kind if Kind.AUTH_ENABLE <= k < Kind.AUTHENTICATE]])
 HASH_STEP_KEYS = 10_000  # keys hashed per step (about 10 ms here)
-
-
-def _run(steps):
-    """Run a generator of steps to its end; what it returns."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
 
 
 _HASH_REC = struct.Struct("<IqIqqqI")  # key length, revision, sub, create revision, version, lease, value length

@@ -103,3 +103,31 @@ def test_verikv_short_kill_run_over_tls(tmp_path):
 def test_tls_is_refused_for_etcd_with_a_reason(tmp_path):
     with pytest.raises(DriverUnavailable, match="--tls"):
         run(RunConfig(system="etcd", nemesis="kill", time_s=1, out_dir=tmp_path, tls=True), log=lambda s: None)
+
+
+@pytest.mark.slow
+def test_a_corrupted_member_is_fenced_off_and_nothing_acknowledged_is_lost(tmp_path):
+    """The impostor nemesis: a node is killed and a thread speaks for it to the other two with
+    damaged frames (jepsen/impostor.py). They drop every frame (and log it), keep serving through
+    the window, never stop, and lose no acknowledged add; the real node then comes back."""
+    verdict = _run(tmp_path, nemesis="impostor", workload="set", time_s=10, recovery_s=3, seed=3)
+    assert verdict["valid"] is True, verdict["checker"]
+    assert verdict["checker"]["acknowledged"] > 100 and verdict["checker"]["lost"] == []
+    fault = verdict["faults"][0]
+    assert fault["error"] is None, fault
+    sent = re.search(r"(\d+) damaged frames in n(\d)'s name on (\d+) connections", fault["detail"])
+    assert sent and int(sent.group(1)) >= 1000, fault["detail"]
+    during = next(p for p in verdict["stats"]["phases"] if p["phase"].startswith("fault 1"))
+    assert during["ok"] > 50, during  # the other two served meanwhile
+    impostor_log = f"node{int(sent.group(2)) - 1}.log"
+    logs = {p.name: p.read_text(errors="replace") for p in tmp_path.glob("node*.log")}
+    assert len(logs) == 3 and not any("FATAL" in text for text in logs.values())
+    for name, text in logs.items():
+        if name != impostor_log:
+            assert "claiming to come from node" in text and "dropped a malformed" in text, name
+
+
+def test_the_impostor_is_refused_for_etcd_with_a_reason():
+    from verikv.jepsen.drivers.etcd import EtcdDriver
+    with pytest.raises(NemesisUnavailable, match="peer wire"):
+        check_available("impostor", EtcdDriver())

@@ -13,6 +13,7 @@ import pytest
 
 from verikv.etcdpb import auth_pb2, kv_pb2, rpc_pb2 as r
 from verikv.shim.kv import backup, bolt
+from verikv.shim.kv.steps import run as yield_all
 from verikv.shim.kv.store import HASH_STEP_KEYS, KVStore
 
 ETCDCTL = shutil.which("etcdctl")
@@ -75,14 +76,6 @@ def test_the_etcd_buckets_hold_every_version_kept_as_etcd_encodes_it():
     assert name == b"root" and auth_pb2.User.FromString(user).password == b"$2b$10$hash"
     for empty in (b"members", b"members_removed", b"cluster"):
         assert list(bolt.read(body, empty)) == []
-
-
-def yield_all(steps):
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
 
 
 @pytest.mark.skipif(ETCDCTL is None, reason="etcdctl is not installed")

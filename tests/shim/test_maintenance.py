@@ -309,7 +309,7 @@ def test_a_hash_in_steps_is_the_hash_at_its_start_whatever_is_applied_between_st
     steps = kv.hash_steps(rev)
     next(steps)
     kv.execute(Kind.COMPACT, r.CompactionRequest(revision=rev - 5))
-    assert store_module._run(steps) == kv.hash_kv(rev) and kv.hash_kv(rev)[0] != expected[0]
+    assert store_module.run_steps(steps) == kv.hash_kv(rev) and kv.hash_kv(rev)[0] != expected[0]
 
 
 async def test_a_stopping_node_answers_its_pending_transfer_and_defragment(tmp_path):
