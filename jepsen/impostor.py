@@ -8,6 +8,10 @@ HELLO as that member, and sends frames that are damaged by construction:
 - a whole snapshot of random bytes, and snapshot chunks naming another sender;
 - kinds that no version of the wire has (a node skips them).
 The other nodes must drop every one (and log it), keep serving, and lose nothing acknowledged.
+When each node has its own network namespace (jepsen/net.py), one impostor speaks from inside
+the member's namespace (its address: the HELLO passes and the frames must be dropped one by
+one) and one from the harness's address (a HELLO from an address that is not the member's must
+be refused at once).
 
 The harness imports nothing of the node, so the wire is spelled out here as shim/io/transport.py
 and shim/node/peer_wire.py lay it out: a frame is a u32 length (of the kind byte and the
@@ -20,6 +24,8 @@ well-formed messages is outside the crash-fault model in which the protocol is p
 
 from __future__ import annotations
 
+import ctypes
+import os
 import random
 import socket
 import struct
@@ -60,17 +66,19 @@ class Impostor(threading.Thread):
     """Speaks for `member` to the peer addresses `targets` ((host, port) of the other nodes),
     a burst of damaged frames per connection, until stop()."""
 
-    def __init__(self, member: int, targets: list[tuple[str, int]], seed: int, burst: int = 20,
-                 pause_s: float = 0.05):
+    def __init__(self, member: int, targets: list[tuple[str, int]], seed: int, netns: str | None = None,
+                 where: str = "its address", burst: int = 20, pause_s: float = 0.05):
         super().__init__(name=f"impostor-n{member + 1}", daemon=True)
-        self.member, self.targets = member, targets
+        self.member, self.targets, self.netns, self.where = member, targets, netns, where
         self.rng = random.Random(seed)
         self.burst, self.pause_s = burst, pause_s
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.frames = self.connections = self.refused = 0
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        if self.netns is not None:
+            _enter_netns(self.netns)  # this thread only: its sockets leave from the member's address
+        while not self._halt.is_set():
             for host, port in self.targets:
                 data = frame(HELLO, struct.pack("<I", self.member)) + b"".join(
                     damaged_frame(self.rng, self.member) for _ in range(self.burst))
@@ -81,11 +89,22 @@ class Impostor(threading.Thread):
                         self.frames += self.burst
                 except OSError:  # refused, reset or closed by the node: counted, and on again
                     self.refused += 1
-            self._stop.wait(self.pause_s)
+            self._halt.wait(self.pause_s)
 
     def stop(self) -> str:
         """Stop and say what was sent."""
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=5)
-        return (f"{self.frames} damaged frames in n{self.member + 1}'s name on {self.connections} connections "
-                f"({self.refused} refused or cut)")
+        return (f"{self.frames} damaged frames in n{self.member + 1}'s name from {self.where} on {self.connections} "
+                f"connections ({self.refused} refused or cut)")
+
+
+def _enter_netns(name: str) -> None:
+    """Move the calling thread into the network namespace `ip netns` names `name`."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), f"setns into {name}")
+    finally:
+        os.close(fd)

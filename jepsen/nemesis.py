@@ -218,10 +218,14 @@ class NemesisRunner(threading.Thread):
             d.kill(node)
             self.killed.add(node)
             targets = [addr for i, addr in enumerate(d.peer_addresses()) if i != node]
-            impostor = Impostor(node, targets, seed=w.choice)
-            impostor.start()
-            self.impostors.append(impostor)
-            w.detail = f"kill -9 n{node + 1}; an impostor speaks for it"
+            # from the member's address (every node's, 127.0.0.1, without namespaces), and from another
+            places = ([(None, "its address")] if d.net is None else
+                      [(d.net.namespace(node), "its address"), (None, "the harness's address")])
+            for k, (netns, where) in enumerate(places):
+                impostor = Impostor(node, targets, seed=w.choice + k, netns=netns, where=where)
+                impostor.start()
+                self.impostors.append(impostor)
+            w.detail = f"kill -9 n{node + 1}; impostors speak for it"
         elif w.kind == "disk":
             kind = DISK_FAULTS[self.disk_faults % len(DISK_FAULTS)]
             self.disk_faults += 1
@@ -251,8 +255,8 @@ class NemesisRunner(threading.Thread):
     def _heal(self, w: FaultWindow) -> None:
         d = self.driver
         errors = []
-        for impostor in self.impostors:  # before its node is back
-            w.detail += f": {impostor.stop()}"
+        if self.impostors:  # stopped before their node is back
+            w.detail += ": " + "; ".join(impostor.stop() for impostor in self.impostors)
         self.impostors.clear()
         for node in sorted(self.paused):
             try:

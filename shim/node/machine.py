@@ -313,6 +313,9 @@ class NodeMachine:
             (sender,) = CAMPAIGN.unpack(payload)
             if sender < self.cluster_size and sender == self.status.get("leader"):
                 self._campaign = True  # only the leader this node follows hands over
+        else:  # a kind whose payload has a fixed size (or a header), with another size
+            log.warning("dropped a malformed peer frame (kind %d, %d bytes: not its size) from node %d",
+                        kind, len(payload), sender)
 
     def tick(self, ticks: int = 1) -> None:
         self._ticks_due += ticks
