@@ -1120,6 +1120,7 @@ module Impl {
           overflowFrom := src;
         }
         R.AbsVotesKeys(arr0, logStart as nat);
+        assert {:split_here} true;  // the update apart from the fold's lemma and the invariants
         Cand.TakeoverFold(l0.promises, m, reported, k, tk, logStart as nat, WINDOW as nat, maxLogStart, hi0, ov0,
                           R.AbsVotes(takeover[..], logStart as nat), takeoverHi, takeoverOverflow);
         k := k + 1;
