@@ -20,12 +20,12 @@ module ImplCandidate {
   opaque ghost predicate Tied(role: Role, bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64) {
     && (role == Follower ==> l == P.NotLeader)
     && (role == Candidate ==>
-   && l.Leading? && l.bal == bal && l.proposed == map[]
-   && |pf| == n as int
-   && (forall p | p in l.promises :: p.Promise? && p.src < n as nat && pf[p.src])
-   && (forall j | 0 <= j < n as int && pf[j] :: j in P.Senders(l.promises))
-   && |P.Senders(l.promises)| == count as nat
-   && l.phase == (if Quorums.IsQuorum(S.Members(n as nat), P.Senders(l.promises)) then 2 else 1))
+          && l.Leading? && l.bal == bal && l.proposed == map[]
+          && |pf| == n as int
+          && (forall p | p in l.promises :: p.Promise? && p.src < n as nat && pf[p.src])
+          && (forall j | 0 <= j < n as int && pf[j] :: j in P.Senders(l.promises))
+          && |P.Senders(l.promises)| == count as nat
+          && l.phase == (if Quorums.IsQuorum(S.Members(n as nat), P.Senders(l.promises)) then 2 else 1))
   }
 
   lemma TiedFollower(bal: Ballot, n: uint64, pf: seq<bool>, count: uint64)
@@ -81,7 +81,7 @@ module ImplCandidate {
     requires m.Promise? && |pf| == n as int && m.src < n as nat && !pf[m.src] && count < quorum
     ensures l.Leading? && l.phase == 1 && l.bal == bal && count < n
     ensures R.Collected(c, l, m) == l.(promises := l.promises + {m},
-                                phase := if count + 1 >= quorum then 2 else 1)
+                                       phase := if count + 1 >= quorum then 2 else 1)
     ensures Tied(Candidate, bal, R.Collected(c, l, m), n, pf[m.src := true], count + 1)
   {
     TiedPhase(bal, l, n, pf, count, quorum);

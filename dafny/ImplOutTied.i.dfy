@@ -84,7 +84,7 @@ module ImplOutTied {
                     late: seq<Packet>, sync: bool, earlyAfter: uint64, r: Record)
     requires OutTiedOf(t, sentBase, recBase, sentLog, recLog, me, records, early, late, sync, earlyAfter)
     ensures OutTiedOf(t + [O.Emitted(r)], sentBase, recBase, sentLog, recLog + [r], me, records + [r],
-               early, late, sync || NeedsSync(r), earlyAfter)
+                      early, late, sync || NeedsSync(r), earlyAfter)
   {
     reveal OutTiedOf();
     O.Snoc(me, t, O.Emitted(r));
