@@ -4,6 +4,8 @@
 // then packets to send, then committed slots to apply). It never reads a clock, a socket, a
 // file or a random source. It follows dafny/PROTOCOL.md; every slot lives in a bounded window
 // [logStart, logStart + WINDOW) of preallocated arrays, so no step allocates per slot.
+// The proofs' parts that do not read a Replica (each invariant of Valid() stated over values,
+// and its lemmas) are in ImplBounds, ImplOutTied, ImplCandidate, ImplLeader and ImplReplay.
 module Impl {
   import opened Native
   import opened Ballots
@@ -17,14 +19,12 @@ module Impl {
   import PI = ProtocolInvariant
   import Sy = ImplSystem
   import O = StepOutput
+  import opened ImplBounds        // WINDOW and the other bounds
+  import OT = ImplOutTied         // the lemmas of OutTied
+  import Cand = ImplCandidate     // of CandidateTied and TakeoverTied
+  import Lead = ImplLeader        // of AcksTied, ProposedTied and LeaderTied
+  import Rep = ImplReplay         // of Replays
 
-  const WINDOW: uint64 := 4096
-  const MAX_MEMBERS: uint64 := 64
-  const CATCHUP_BATCH: uint64 := 64     // Commit messages answered per CatchUp
-  const RETRANSMIT_BATCH: uint64 := 64  // Accepts re-sent per heartbeat
-  const SELF_DELIVERY_LIMIT: uint64 := 0x10_0000
-  const SLOT_LIMIT: uint64 := 0x4000_0000_0000_0000  // slots stay far below overflow
-  const TICKS_LIMIT: uint64 := 0x1_0000_0000
   const NoOutput: Ready := Ready([], [], [], false, [], false, [], 0)  // a step's output before it does anything
 
   class Replica {
@@ -97,11 +97,7 @@ module Impl {
     ghost predicate Replays()
       reads this, votes, committed
     {
-      R.ApplyAll(InitHost(), recLog, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
-    }
-
-    static ghost function InitHost(): P.Host {
-      P.Host(Zero, map[], 0, map[], P.NotLeader)
+      R.ApplyAll(Rep.InitHost(), recLog, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
     }
 
     // The abstract host without its volatile leader state.
@@ -131,93 +127,11 @@ module Impl {
     // packets it sent to other members, early before its first record that needs a sync and
     // late after it; the packet and record logs are the step's bases followed by the trace's.
     // An opaque function of these fields only, so a method that writes none of them keeps it
-    // without a look inside; Send, Persist and the step's start and end use the lemmas below.
+    // without a look inside; Send, Persist and the step's start and end use its lemmas (ImplOutTied).
     ghost predicate OutTied()
       reads this
     {
-      OutTiedOf(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter)
-    }
-
-    static opaque ghost predicate OutTiedOf(t: seq<O.Out>, sentBase: seq<Packet>, recBase: seq<Record>,
-                                            sentLog: seq<Packet>, recLog: seq<Record>, me: uint64,
-                                            records: seq<Record>, early: seq<Packet>, late: seq<Packet>, sync: bool,
-                                            earlyAfter: uint64)
-    {
-      && sentLog == sentBase + O.Sends(t) && recLog == recBase + O.Records(t)
-      && records == O.Records(t) && sync == O.Synced(t)
-      && early == O.Early(me, t) && late == O.Late(me, t)
-      && EarlyAfterOk(records, earlyAfter)
-    }
-
-    // The first earlyAfter records need no sync (the shim checks it: EarlyBeforeSync).
-    static ghost predicate EarlyAfterOk(records: seq<Record>, earlyAfter: uint64) {
-      earlyAfter as int <= |records| && forall i | 0 <= i < earlyAfter as int :: !NeedsSync(records[i])
-    }
-
-    static lemma TiedIs(t: seq<O.Out>, sentBase: seq<Packet>, recBase: seq<Record>, sentLog: seq<Packet>,
-                        recLog: seq<Record>, me: uint64, records: seq<Record>, early: seq<Packet>,
-                        late: seq<Packet>, sync: bool, earlyAfter: uint64)
-      requires OutTiedOf(t, sentBase, recBase, sentLog, recLog, me, records, early, late, sync, earlyAfter)
-      ensures sentLog == sentBase + O.Sends(t) && recLog == recBase + O.Records(t)
-      ensures records == O.Records(t) && sync == O.Synced(t) && early == O.Early(me, t) && late == O.Late(me, t)
-      ensures EarlyAfterOk(records, earlyAfter)
-    {
-      reveal OutTiedOf();
-    }
-
-    // A step that has done nothing yet.
-    static lemma TiedNone(sentLog: seq<Packet>, recLog: seq<Record>, me: uint64)
-      ensures OutTiedOf([], sentLog, recLog, sentLog, recLog, me, [], [], [], false, 0)
-    {
-      reveal OutTiedOf();
-      O.Empty(me);
-      assert sentLog + [] == sentLog && recLog + [] == recLog;
-    }
-
-    // A step that has done nothing: the logs are its bases and the buffers are empty.
-    static lemma TiedNothing(sentBase: seq<Packet>, recBase: seq<Record>, sentLog: seq<Packet>,
-                             recLog: seq<Record>, me: uint64, records: seq<Record>, early: seq<Packet>,
-                             late: seq<Packet>, sync: bool, earlyAfter: uint64)
-      requires OutTiedOf([], sentBase, recBase, sentLog, recLog, me, records, early, late, sync, earlyAfter)
-      ensures sentLog == sentBase && recLog == recBase && records == [] && early == [] && late == [] && !sync
-      ensures earlyAfter == 0
-    {
-      reveal OutTiedOf();
-      O.Empty(me);
-      assert sentBase + [] == sentBase && recBase + [] == recBase;
-    }
-
-    // Sending p: to this host, the buffers stay; to another, it is early until the step has
-    // emitted a record that needs a sync, late after.
-    static lemma TiedSend(t: seq<O.Out>, sentBase: seq<Packet>, recBase: seq<Record>, sentLog: seq<Packet>,
-                          recLog: seq<Record>, me: uint64, records: seq<Record>, early: seq<Packet>,
-                          late: seq<Packet>, sync: bool, earlyAfter: uint64, p: Packet, count: uint64)
-      requires OutTiedOf(t, sentBase, recBase, sentLog, recLog, me, records, early, late, sync, earlyAfter)
-      requires count as int <= |records|
-      ensures p.dst == me ==> OutTiedOf(t + [O.Sent(p)], sentBase, recBase, sentLog + [p], recLog, me, records, early, late, sync, earlyAfter)
-      ensures p.dst != me && !sync ==> OutTiedOf(t + [O.Sent(p)], sentBase, recBase, sentLog + [p], recLog, me, records, early + [p], late, sync, count)
-      ensures p.dst != me && sync ==> OutTiedOf(t + [O.Sent(p)], sentBase, recBase, sentLog + [p], recLog, me, records, early, late + [p], sync, earlyAfter)
-    {
-      reveal OutTiedOf();
-      O.Snoc(me, t, O.Sent(p));
-      if !sync {
-        O.UnsyncedRecords(t);
-      }
-      assert early + [] == early && late + [] == late && recLog + [] == recLog && records + [] == records;
-      assert sentBase + O.Sends(t + [O.Sent(p)]) == sentBase + O.Sends(t) + [p];
-    }
-
-    static lemma TiedPersist(t: seq<O.Out>, sentBase: seq<Packet>, recBase: seq<Record>, sentLog: seq<Packet>,
-                             recLog: seq<Record>, me: uint64, records: seq<Record>, early: seq<Packet>,
-                             late: seq<Packet>, sync: bool, earlyAfter: uint64, r: Record)
-      requires OutTiedOf(t, sentBase, recBase, sentLog, recLog, me, records, early, late, sync, earlyAfter)
-      ensures OutTiedOf(t + [O.Emitted(r)], sentBase, recBase, sentLog, recLog + [r], me, records + [r],
-                        early, late, sync || NeedsSync(r), earlyAfter)
-    {
-      reveal OutTiedOf();
-      O.Snoc(me, t, O.Emitted(r));
-      assert sentBase + O.Sends(t + [O.Emitted(r)]) == sentBase + O.Sends(t) + [];
-      assert recBase + O.Records(t + [O.Emitted(r)]) == recBase + O.Records(t) + [r];
+      OT.OutTiedOf(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter)
     }
 
     // The step under way is the same step: its bases are unchanged.
@@ -237,7 +151,7 @@ module Impl {
       && sentLog == log0 + O.Sends(t) && recLog == recs0 + O.Records(t)
       && r.records == O.Records(t) && r.sync == O.Synced(t)
       && r.early == O.Early(me, t) && r.packets == O.Late(me, t)
-      && EarlyAfterOk(r.records, r.earlyAfter)
+      && OT.EarlyAfterOk(r.records, r.earlyAfter)
     }
 
     // The messages this host sent itself and has not handled yet are in its packet log.
@@ -285,6 +199,8 @@ module Impl {
       && leaderHint <= n && maxLogStartFrom < n && overflowFrom < n
     }
 
+    // ---- the ghost leader state (its lemmas: ImplCandidate.i.dfy, ImplLeader.i.dfy) -------
+
     // The ghost leader state tied to the role: a follower does not lead; a candidate leads bal,
     // having proposed nothing, with Promise messages from exactly the members whose promiseFrom
     // flag is set, promiseCount of them, in phase 2 exactly when they are a quorum. Part of
@@ -292,104 +208,7 @@ module Impl {
     ghost predicate CandidateTied()
       reads this, promiseFrom
     {
-      Tied(role, bal, leaderAbs, n, promiseFrom[..], promiseCount)
-    }
-
-    static opaque ghost predicate Tied(role: Role, bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64) {
-      && (role == Follower ==> l == P.NotLeader)
-      && (role == Candidate ==>
-            && l.Leading? && l.bal == bal && l.proposed == map[]
-            && |pf| == n as int
-            && (forall p | p in l.promises :: p.Promise? && p.src < n as nat && pf[p.src])
-            && (forall j | 0 <= j < n as int && pf[j] :: j in P.Senders(l.promises))
-            && |P.Senders(l.promises)| == count as nat
-            && l.phase == (if Quorums.IsQuorum(S.Members(n as nat), P.Senders(l.promises)) then 2 else 1))
-    }
-
-    static lemma TiedFollower(bal: Ballot, n: uint64, pf: seq<bool>, count: uint64)
-      ensures Tied(Follower, bal, P.NotLeader, n, pf, count)
-    {
-      reveal Tied();
-    }
-
-    // A campaign starts with no promise, no flag and a count of 0.
-    static lemma TiedStart(bal: Ballot, n: uint64, pf: seq<bool>)
-      requires |pf| == n as int && 1 <= n && forall j | 0 <= j < n as int :: !pf[j]
-      ensures Tied(Candidate, bal, P.Leading(bal, 1, {}, map[]), n, pf, 0)
-    {
-      reveal Tied();
-      assert P.Senders({}) == {};
-      QuorumFacts.IndicesCardinality(n as nat);
-    }
-
-    // Nothing constrains a leader's tie here (LeaderTied does).
-    static lemma TiedLeader(bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64)
-      ensures Tied(Leader, bal, l, n, pf, count)
-    {
-      reveal Tied();
-    }
-
-    // A follower's (or leader's) tie does not depend on the promise flags and count.
-    static lemma TiedNonCandidate(role: Role, bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64,
-                                  pf': seq<bool>, count': uint64)
-      requires role != Candidate && Tied(role, bal, l, n, pf, count)
-      ensures Tied(role, bal, l, n, pf', count')
-    {
-      reveal Tied();
-    }
-
-    // A candidate short of a quorum is in phase 1.
-    static lemma TiedPhase(bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64, quorum: uint64)
-      requires Tied(Candidate, bal, l, n, pf, count) && quorum as nat == Quorums.QuorumSize(n as nat)
-      ensures l.Leading? && l.bal == bal && l.proposed == map[]
-      ensures (l.phase == 2) == (count >= quorum)
-      ensures forall p | p in l.promises :: p.Promise?
-    {
-      reveal Tied();
-      QuorumFacts.IndicesCardinality(n as nat);
-      QuorumFacts.IndicesBound(n as nat);
-      assert P.Senders(l.promises) <= S.Members(n as nat);
-    }
-
-    // A candidate's first promise from src: ReceivePromise adds it, and the phase is 2 once
-    // the count reaches a quorum.
-    static lemma TiedPromise(c: P.Constants, bal: Ballot, l: P.LeaderState, n: uint64, pf: seq<bool>, count: uint64,
-                             m: S.Message, quorum: uint64)
-      requires Tied(Candidate, bal, l, n, pf, count) && c.n == n as nat && quorum as nat == Quorums.QuorumSize(n as nat)
-      requires m.Promise? && |pf| == n as int && m.src < n as nat && !pf[m.src] && count < quorum
-      ensures l.Leading? && l.phase == 1 && l.bal == bal && count < n
-      ensures R.Collected(c, l, m) == l.(promises := l.promises + {m},
-                                         phase := if count + 1 >= quorum then 2 else 1)
-      ensures Tied(Candidate, bal, R.Collected(c, l, m), n, pf[m.src := true], count + 1)
-    {
-      TiedPhase(bal, l, n, pf, count, quorum);
-      reveal Tied();
-      R.SendersAdd(l.promises, m);
-      var q := P.Senders(l.promises + {m});
-      assert m.src !in P.Senders(l.promises);
-      assert |q| == count as nat + 1;
-      QuorumFacts.IndicesBound(n as nat);
-      QuorumFacts.IndicesCardinality(n as nat);
-      assert q <= S.Members(n as nat);
-      QuorumFacts.SubsetCardinality(q, S.Members(n as nat));
-      forall j | 0 <= j < n as int && pf[m.src := true][j] ensures j in q {
-        if j != m.src as int {
-          assert j in P.Senders(l.promises);
-        }
-      }
-    }
-
-    // ---- the leader's acknowledgements ---------------------------------------------------
-
-    // The flag of member j for the window slot s in acks (false off the array).
-    static ghost function AckAt(acks: seq<bool>, n: uint64, s: nat, j: uint64): bool {
-      var k := (s % WINDOW as nat) * n as nat + j as nat;
-      k < |acks| && acks[k]
-    }
-
-    // An Accepted message counted (in acked) is from j, for bal and slot s.
-    static ghost predicate AckedBy(acked: set<S.Message>, j: nat, bal: Ballot, s: nat) {
-      exists x | x in acked :: x.Accepted? && x.src == j && x.bal == bal && x.slot == s
+      Cand.Tied(role, bal, leaderAbs, n, promiseFrom[..], promiseCount)
     }
 
     // A candidate's or leader's flag for member j in a window slot stands for an Accepted
@@ -397,167 +216,8 @@ module Impl {
     ghost predicate AcksTied()
       reads this, acks
     {
-      Acks(role, bal, acked, acks[..], n, logStart as nat)
+      Lead.Acks(role, bal, acked, acks[..], n, logStart as nat)
     }
-
-    static opaque ghost predicate Acks(role: Role, bal: Ballot, acked: set<S.Message>, acks: seq<bool>, n: uint64, logStart: nat) {
-      role != Follower ==>
-        forall s: nat, j: uint64 {:trigger AckAt(acks, n, s, j)} |
-          logStart <= s < logStart + WINDOW as nat && j < n && AckAt(acks, n, s, j) :: AckedBy(acked, j as nat, bal, s)
-    }
-
-    static lemma AcksFollower(bal: Ballot, acked: set<S.Message>, acks: seq<bool>, n: uint64, logStart: nat)
-      ensures Acks(Follower, bal, acked, acks, n, logStart)
-    {
-      reveal Acks();
-    }
-
-    static lemma AcksNone(role: Role, bal: Ballot, acked: set<S.Message>, acks: seq<bool>, n: uint64, logStart: nat)
-      requires forall k | 0 <= k < |acks| :: !acks[k]
-      ensures Acks(role, bal, acked, acks, n, logStart)
-    {
-      reveal Acks();
-    }
-
-    static lemma AcksRole(role: Role, role': Role, bal: Ballot, acked: set<S.Message>, acks: seq<bool>, n: uint64, logStart: nat)
-      requires Acks(role, bal, acked, acks, n, logStart) && role != Follower
-      ensures Acks(role', bal, acked, acks, n, logStart)
-    {
-      reveal Acks();
-    }
-
-    // Fewer flags keep it.
-    static lemma AcksFewer(role: Role, bal: Ballot, acked: set<S.Message>, acks: seq<bool>, acks': seq<bool>, n: uint64, logStart: nat)
-      requires Acks(role, bal, acked, acks, n, logStart) && |acks'| == |acks|
-      requires forall k | 0 <= k < |acks| :: acks'[k] ==> acks[k]
-      ensures Acks(role, bal, acked, acks', n, logStart)
-    {
-      reveal Acks();
-      if role != Follower {
-        forall s: nat, j: uint64 | logStart <= s < logStart + WINDOW as nat && j < n && AckAt(acks', n, s, j)
-          ensures AckedBy(acked, j as nat, bal, s)
-        {
-          assert AckAt(acks, n, s, j);
-        }
-      }
-    }
-
-    // Two cells of the slots-by-members flag array are one only for one slot and member.
-    static lemma AckIndexSame(a: nat, j: nat, b: nat, k: nat, n: nat)
-      requires j < n && k < n && a * n + j == b * n + k
-      ensures a == b && j == k
-    {
-      if a < b {
-        MulMonotone(a + 1, b, n);
-        assert (a + 1) * n == a * n + n;
-      } else if b < a {
-        MulMonotone(b + 1, a, n);
-        assert (b + 1) * n == b * n + n;
-      }
-    }
-
-    // One more flag, for (slot, src), with the Accepted it stands for counted.
-    static lemma AcksAdd(role: Role, bal: Ballot, acked: set<S.Message>, acks: seq<bool>, n: uint64, logStart: nat,
-                         slot: nat, src: uint64, a: S.Message)
-      requires Acks(role, bal, acked, acks, n, logStart) && logStart <= slot < logStart + WINDOW as nat && src < n
-      requires (slot % WINDOW as nat) * n as nat + src as nat < |acks|
-      requires a.Accepted? && a.src == src as nat && a.bal == bal && a.slot == slot
-      ensures Acks(role, bal, acked + {a}, acks[(slot % WINDOW as nat) * n as nat + src as nat := true], n, logStart)
-    {
-      reveal Acks();
-      var k0 := (slot % WINDOW as nat) * n as nat + src as nat;
-      var acks' := acks[k0 := true];
-      if role != Follower {
-        forall s: nat, j: uint64 | logStart <= s < logStart + WINDOW as nat && j < n && AckAt(acks', n, s, j)
-          ensures AckedBy(acked + {a}, j as nat, bal, s)
-        {
-          var k := (s % WINDOW as nat) * n as nat + j as nat;
-          if k == k0 {
-            AckIndexSame(s % WINDOW as nat, j as nat, slot % WINDOW as nat, src as nat, n as nat);
-            R.WindowIndexUnique(s, slot, logStart, WINDOW as nat);
-            assert a in acked + {a};
-          } else {
-            assert AckAt(acks, n, s, j);
-            var x :| x in acked && x.Accepted? && x.src == j as nat && x.bal == bal && x.slot == s;
-            assert x in acked + {a};
-          }
-        }
-      }
-    }
-
-    // The window moves up to t: the flags of the slots [logStart, t) were cleared, the others
-    // kept or cleared.
-    static lemma AcksTruncate(role: Role, bal: Ballot, acked: set<S.Message>, acks0: seq<bool>, acks: seq<bool>, n: uint64,
-                              logStart: nat, t: nat)
-      requires Acks(role, bal, acked, acks0, n, logStart) && logStart <= t <= logStart + WINDOW as nat
-      requires |acks| == |acks0|
-      requires forall s: nat, j: uint64 | logStart <= s < t && j < n :: !AckAt(acks, n, s, j)
-      requires forall k | 0 <= k < |acks| :: acks[k] ==> acks0[k]
-      ensures Acks(role, bal, acked, acks, n, t)
-    {
-      reveal Acks();
-      if role != Follower {
-        forall s: nat, j: uint64 | t <= s < t + WINDOW as nat && j < n && AckAt(acks, n, s, j)
-          ensures AckedBy(acked, j as nat, bal, s)
-        {
-          if s >= logStart + WINDOW as nat {
-            var s0: nat := s - WINDOW as nat;
-            R.ModShift(s0, WINDOW as nat);
-            assert AckAt(acks, n, s0, j) == AckAt(acks, n, s, j);
-            assert false;
-          } else {
-            assert AckAt(acks0, n, s, j);
-          }
-        }
-      }
-    }
-
-    // ---- the leader's proposals and its ghost leader state --------------------------------
-
-    // A leader's proposed array, read over the window, agrees with leaderAbs.proposed.
-    static opaque ghost predicate ProposalsLed(role: Role, props: map<S.Slot, S.Value>, l: P.LeaderState) {
-      role == Leader ==> l.Leading? && forall s | s in props :: s in l.proposed && l.proposed[s] == props[s]
-    }
-
-    static lemma ProposalsLedNonLeader(role: Role, props: map<S.Slot, S.Value>, l: P.LeaderState)
-      requires role != Leader
-      ensures ProposalsLed(role, props, l)
-    {
-      reveal ProposalsLed();
-    }
-
-    static lemma ProposalsLedSub(role: Role, props: map<S.Slot, S.Value>, l: P.LeaderState, props': map<S.Slot, S.Value>)
-      requires ProposalsLed(role, props, l) && forall s | s in props' :: s in props && props'[s] == props[s]
-      ensures ProposalsLed(role, props', l)
-    {
-      reveal ProposalsLed();
-    }
-
-    static lemma ProposalsLedStart(props: map<S.Slot, S.Value>, l: P.LeaderState)
-      requires props == map[] && l.Leading?
-      ensures ProposalsLed(Leader, props, l)
-    {
-      reveal ProposalsLed();
-    }
-
-    // A new proposal in a slot not proposed in yet: first in leaderAbs, then in the array.
-    static lemma ProposalsLedAdd(props: map<S.Slot, S.Value>, l: P.LeaderState, slot: nat, v: S.Value)
-      requires ProposalsLed(Leader, props, l) && l.Leading? && slot !in l.proposed
-      ensures ProposalsLed(Leader, props, l.(proposed := l.proposed[slot := v]))
-      ensures ProposalsLed(Leader, props[slot := v], l.(proposed := l.proposed[slot := v]))
-    {
-      reveal ProposalsLed();
-    }
-
-    // The value a leader's array holds in a window slot is its proposal there.
-    static lemma ProposalsLedHas(props: map<S.Slot, S.Value>, l: P.LeaderState, s: nat)
-      requires ProposalsLed(Leader, props, l) && s in props
-      ensures l.Leading? && s in l.proposed && l.proposed[s] == props[s]
-    {
-      reveal ProposalsLed();
-    }
-
-    // ---- the candidate's takeover array and the leader's free slots ---------------------
 
     // The proposed array, read over the window like committed values: empty for a candidate;
     // for a leader, every value in it went out in Accept(bal, slot, value) to every member (so
@@ -565,80 +225,8 @@ module Impl {
     ghost predicate ProposedTied()
       reads this, proposed
     {
-      && ProposalsSent(role, R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog)
-      && ProposalsLed(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs)
-    }
-
-    static opaque ghost predicate ProposalsSent(role: Role, props: map<S.Slot, S.Value>, me: uint64, n: uint64, bal: Ballot,
-                                                log: seq<Packet>) {
-      && (role == Candidate ==> props == map[])
-      && (role == Leader ==> forall s: uint64, j: uint64 | j < n :: AcceptSent(log, me, j, bal, s, props))
-    }
-
-    // The packet from me to j carrying msg is in log.
-    static ghost predicate SentTo(log: seq<Packet>, me: uint64, j: uint64, msg: Msg) {
-      Packet(me, j, msg) in log
-    }
-
-    // If props holds a value in slot s, Accept(bal, s, that value) from me to j is in log.
-    static ghost predicate AcceptSent(log: seq<Packet>, me: uint64, j: uint64, bal: Ballot, s: uint64, props: map<S.Slot, S.Value>) {
-      s as nat in props ==> SentTo(log, me, j, Accept(bal, s, props[s as nat]))
-    }
-
-    static lemma ProposalsSentFollower(props: map<S.Slot, S.Value>, me: uint64, n: uint64, bal: Ballot, log: seq<Packet>)
-      ensures ProposalsSent(Follower, props, me, n, bal, log)
-    {
-      reveal ProposalsSent();
-    }
-
-    static lemma ProposalsSentEmpty(role: Role, me: uint64, n: uint64, bal: Ballot, log: seq<Packet>)
-      ensures ProposalsSent(role, map[], me, n, bal, log)
-    {
-      reveal ProposalsSent();
-    }
-
-    // More packets sent, or fewer proposals held, keep it.
-    static lemma ProposalsSentMono(role: Role, props: map<S.Slot, S.Value>, me: uint64, n: uint64, bal: Ballot, log: seq<Packet>,
-                                   props': map<S.Slot, S.Value>, log': seq<Packet>)
-      requires ProposalsSent(role, props, me, n, bal, log) && log <= log'
-      requires forall s | s in props' :: s in props && props'[s] == props[s]
-      ensures ProposalsSent(role, props', me, n, bal, log')
-    {
-      reveal ProposalsSent();
-      if role == Leader {
-        forall s: uint64, j: uint64 | j < n ensures AcceptSent(log', me, j, bal, s, props') {
-          if s as nat in props' {
-            assert AcceptSent(log, me, j, bal, s, props);
-            var k :| 0 <= k < |log| && log[k] == Packet(me, j, Accept(bal, s, props[s as nat]));
-            assert log'[k] == log[k];
-          }
-        }
-      }
-    }
-
-    // A leader's new proposal of v in slot, once Accept(bal, slot, v) went to every member.
-    static lemma ProposalsSentAdd(props: map<S.Slot, S.Value>, me: uint64, n: uint64, bal: Ballot, log: seq<Packet>,
-                                  slot: uint64, v: S.Value, log': seq<Packet>, msg: Msg)
-      requires ProposalsSent(Leader, props, me, n, bal, log) && log <= log' && msg == Accept(bal, slot, v)
-      requires forall j: uint64 | j < n :: SentTo(log', me, j, msg)
-      ensures ProposalsSent(Leader, props[slot as nat := v], me, n, bal, log')
-    {
-      ProposalsSentMono(Leader, props, me, n, bal, log, props, log');
-      reveal ProposalsSent();
-      var props' := props[slot as nat := v];
-      forall s: uint64, j: uint64 | j < n ensures AcceptSent(log', me, j, bal, s, props') {
-        if s != slot {
-          assert AcceptSent(log', me, j, bal, s, props);
-        }
-      }
-    }
-
-    // A candidate that becomes leader: nothing proposed yet.
-    static lemma ProposalsSentLead(props: map<S.Slot, S.Value>, me: uint64, n: uint64, bal: Ballot, log: seq<Packet>)
-      requires ProposalsSent(Candidate, props, me, n, bal, log)
-      ensures props == map[] && ProposalsSent(Leader, props, me, n, bal, log)
-    {
-      reveal ProposalsSent();
+      && Lead.ProposalsSent(role, R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog)
+      && Lead.ProposalsLed(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs)
     }
 
     // A candidate's takeover array, read over the window like the votes, holds for each slot
@@ -649,52 +237,8 @@ module Impl {
     ghost predicate TakeoverTied()
       reads this, takeover
     {
-      Takeover(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
-               takeoverHi, takeoverOverflow)
-    }
-
-    static opaque ghost predicate Takeover(role: Role, l: P.LeaderState, tk: map<S.Slot, S.Vote>, logStart: nat,
-                                           maxLogStart: uint64, takeoverHi: uint64, overflow: bool) {
-      role == Candidate && l.Leading? ==> TakeoverOf(l.promises, tk, logStart, maxLogStart, takeoverHi, overflow)
-    }
-
-    static ghost predicate TakeoverOf(ps: set<S.Message>, tk: map<S.Slot, S.Vote>, logStart: nat,
-                                      maxLogStart: uint64, takeoverHi: uint64, overflow: bool) {
-      && (forall p | p in ps :: p.Promise? && p.logStart <= maxLogStart as nat)
-      && (forall p, s | p in ps && p.Promise? && s in p.votes && s >= logStart :: Covered(p, s, tk, takeoverHi, overflow))
-      && (forall s | s in tk :: exists p | p in ps :: p.Promise? && s in p.votes && p.votes[s] == tk[s])
-    }
-
-    // The vote p reports in slot s is in the takeover map, with a ballot at most the map's
-    // (unless a vote overflowed the window).
-    static ghost predicate Covered(p: S.Message, s: nat, tk: map<S.Slot, S.Vote>, takeoverHi: uint64, overflow: bool)
-      requires p.Promise? && s in p.votes
-    {
-      overflow || (s < takeoverHi as nat && s in tk && BalLe(p.votes[s].bal, tk[s].bal))
-    }
-
-    static lemma TakeoverNonCandidate(role: Role, l: P.LeaderState, tk: map<S.Slot, S.Vote>, logStart: nat,
-                                      maxLogStart: uint64, takeoverHi: uint64, overflow: bool)
-      requires role != Candidate
-      ensures Takeover(role, l, tk, logStart, maxLogStart, takeoverHi, overflow)
-    {
-      reveal Takeover();
-    }
-
-    // A fresh campaign: no promise, an empty takeover map.
-    static lemma TakeoverStart(bal: Ballot, logStart: nat, maxLogStart: uint64, takeoverHi: uint64, overflow: bool)
-      ensures Takeover(Candidate, P.Leading(bal, 1, {}, map[]), map[], logStart, maxLogStart, takeoverHi, overflow)
-    {
-      reveal Takeover();
-    }
-
-    // The window moves up to t: the takeover map keeps its slots from t on.
-    static lemma TakeoverTruncate(role: Role, l: P.LeaderState, tk: map<S.Slot, S.Vote>, logStart: nat,
-                                  maxLogStart: uint64, takeoverHi: uint64, overflow: bool, t: nat, hi': uint64)
-      requires Takeover(role, l, tk, logStart, maxLogStart, takeoverHi, overflow) && logStart <= t && takeoverHi <= hi'
-      ensures Takeover(role, l, P.VotesFrom(tk, t), t, maxLogStart, hi', overflow)
-    {
-      reveal Takeover();
+      Cand.Takeover(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
+                    takeoverHi, takeoverOverflow)
     }
 
     // A leader leads bal in phase 2; no promise it used has its logStart above nextSlot or
@@ -703,47 +247,7 @@ module Impl {
     ghost predicate LeaderTied()
       reads this
     {
-      Leads(role, bal, leaderAbs, nextSlot as nat, logStart as nat)
-    }
-
-    static opaque ghost predicate Leads(role: Role, bal: Ballot, l: P.LeaderState, nextSlot: nat, logStart: nat) {
-      role == Leader ==>
-        && l.Leading? && l.bal == bal && l.phase == 2
-        && (forall p | p in l.promises :: p.Promise? && p.logStart <= nextSlot)
-        && (forall p, s | p in l.promises && p.Promise? && s in p.votes :: s < nextSlot || s < logStart)
-        && (forall s | s in l.proposed :: s < nextSlot)
-    }
-
-    static lemma LeadsNonLeader(role: Role, bal: Ballot, l: P.LeaderState, nextSlot: nat, logStart: nat)
-      requires role != Leader
-      ensures Leads(role, bal, l, nextSlot, logStart)
-    {
-      reveal Leads();
-    }
-
-    static lemma LeadsMono(role: Role, bal: Ballot, l: P.LeaderState, nextSlot: nat, logStart: nat, nextSlot': nat, logStart': nat)
-      requires Leads(role, bal, l, nextSlot, logStart) && nextSlot <= nextSlot' && logStart <= logStart'
-      ensures Leads(role, bal, l, nextSlot', logStart')
-    {
-      reveal Leads();
-    }
-
-    // The slot nextSlot (at or above logStart) is free: SendAccept may propose any value there.
-    static lemma LeadsFree(bal: Ballot, l: P.LeaderState, nextSlot: nat, logStart: nat, val: S.Value)
-      requires Leads(Leader, bal, l, nextSlot, logStart) && logStart <= nextSlot
-      ensures l.Leading? && l.bal == bal && l.phase == 2 && nextSlot !in l.proposed
-      ensures forall p | p in l.promises :: p.Promise? && nextSlot >= p.logStart
-      ensures P.SafeToPropose(l.promises, nextSlot, val)
-    {
-      reveal Leads();
-    }
-
-    // One more proposal below nextSlot keeps the tie.
-    static lemma LeadsPropose(bal: Ballot, l: P.LeaderState, nextSlot: nat, logStart: nat, slot: nat, val: S.Value)
-      requires Leads(Leader, bal, l, nextSlot, logStart) && slot < nextSlot
-      ensures l.Leading? && Leads(Leader, bal, l.(proposed := l.proposed[slot := val]), nextSlot, logStart)
-    {
-      reveal Leads();
+      Lead.Leads(role, bal, leaderAbs, nextSlot as nat, logStart as nat)
     }
 
     constructor (me: uint64, n: uint64, electionTicks: uint64, heartbeatTicks: uint64)
@@ -803,13 +307,13 @@ module Impl {
       sofar := O.Step([], [], []);
       Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, readAck};
       new;
-      TiedNone([], [], me);
-      TiedFollower(bal, n, promiseFrom[..], promiseCount);
-      TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
-      LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
-      ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
-      ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
-      AcksFollower(bal, acked, acks[..], n, logStart as nat);
+      OT.TiedNone([], [], me);
+      Cand.TiedFollower(bal, n, promiseFrom[..], promiseCount);
+      Cand.TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      Lead.LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
+      Lead.ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
+      Lead.ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      Lead.AcksFollower(bal, acked, acks[..], n, logStart as nat);
       ResetDurableArrays();
       ResetLeaderArrays();
     }
@@ -823,9 +327,9 @@ module Impl {
       ensures sentLog == old(sentLog) + [Packet(me, dst, msg)]
     {
       ghost var props := R.AbsCommitted(proposed[..], logStart as nat);
-      ProposalsSentMono(role, props, me, n, bal, sentLog, props, sentLog + [Packet(me, dst, msg)]);
+      Lead.ProposalsSentMono(role, props, me, n, bal, sentLog, props, sentLog + [Packet(me, dst, msg)]);
       var count: uint64 := if |out.records| < 0x1_0000_0000 then |out.records| as uint64 else 0x1_0000_0000;
-      TiedSend(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter, Packet(me, dst, msg), count);
+      OT.TiedSend(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter, Packet(me, dst, msg), count);
       sentLog := sentLog + [Packet(me, dst, msg)];
       sofar := sofar.(trace := sofar.trace + [O.Sent(Packet(me, dst, msg))]);
       if dst == me {
@@ -843,7 +347,7 @@ module Impl {
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged()
       ensures old(sentLog) <= sentLog && R.Broadcasts(sentLog[|old(sentLog)|..], me, n, msg)
-      ensures forall j: uint64 | j < n && (j != me || includeSelf) :: SentTo(sentLog, me, j, msg)
+      ensures forall j: uint64 | j < n && (j != me || includeSelf) :: Lead.SentTo(sentLog, me, j, msg)
     {
       var i: uint64 := 0;
       while i < n
@@ -851,15 +355,15 @@ module Impl {
         invariant i <= n
         invariant Valid() && Unchanged()
         invariant old(sentLog) <= sentLog && R.Broadcasts(sentLog[|old(sentLog)|..], me, n, msg)
-        invariant forall j: uint64 | j < i && (j != me || includeSelf) :: SentTo(sentLog, me, j, msg)
+        invariant forall j: uint64 | j < i && (j != me || includeSelf) :: Lead.SentTo(sentLog, me, j, msg)
       {
         if i != me || includeSelf {
           ghost var before, log1 := sentLog[|old(sentLog)|..], sentLog;
           Send(i, msg);
           assert sentLog[|old(sentLog)|..] == before + [Packet(me, i, msg)];
-          forall j: uint64 | j < i + 1 && (j != me || includeSelf) ensures SentTo(sentLog, me, j, msg) {
+          forall j: uint64 | j < i + 1 && (j != me || includeSelf) ensures Lead.SentTo(sentLog, me, j, msg) {
             if j < i {
-              assert SentTo(log1, me, j, msg);
+              assert Lead.SentTo(log1, me, j, msg);
               var k :| 0 <= k < |log1| && log1[k] == Packet(me, j, msg);
               assert sentLog[k] == log1[k];
             } else {
@@ -874,13 +378,13 @@ module Impl {
     // Emit r, the record of the durable change just made (its replay makes that change).
     method Persist(r: Record)
       requires Valid0()
-      requires R.ApplyRecord(R.ApplyAll(InitHost(), recLog, WINDOW as nat, SLOT_LIMIT as nat), r, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
+      requires R.ApplyRecord(R.ApplyAll(Rep.InitHost(), recLog, WINDOW as nat, SLOT_LIMIT as nat), r, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged() && sentLog == old(sentLog) && selfQueue == old(selfQueue)
       ensures recLog == old(recLog) + [r]
     {
-      R.ApplyAllSnoc(InitHost(), recLog, r, WINDOW as nat, SLOT_LIMIT as nat);
-      TiedPersist(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter, r);
+      R.ApplyAllSnoc(Rep.InitHost(), recLog, r, WINDOW as nat, SLOT_LIMIT as nat);
+      OT.TiedPersist(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter, r);
       recLog := recLog + [r];
       sofar := sofar.(trace := sofar.trace + [O.Emitted(r)]);
       out := out.(records := out.records + [r], sync := out.sync || NeedsSync(r));
@@ -994,12 +498,12 @@ module Impl {
       role := Follower;
       bal := Zero;
       leaderAbs := P.NotLeader;
-      TiedFollower(bal, n, promiseFrom[..], promiseCount);
-      TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
-      LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
-      ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
-      ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
-      AcksFollower(bal, acked, acks[..], n, logStart as nat);
+      Cand.TiedFollower(bal, n, promiseFrom[..], promiseCount);
+      Cand.TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      Lead.LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
+      Lead.ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
+      Lead.ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      Lead.AcksFollower(bal, acked, acks[..], n, logStart as nat);
     }
 
     // ---- learning ------------------------------------------------------------------------
@@ -1022,7 +526,7 @@ module Impl {
         R.HasAllExtend(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat);
         out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);
         if nextSlot == commitUpto {
-          LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, nextSlot as nat + 1, logStart as nat);
+          Lead.LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, nextSlot as nat + 1, logStart as nat);
           nextSlot := nextSlot + 1;  // a slot committed elsewhere is never proposed in again
         }
         commitUpto := commitUpto + 1;
@@ -1041,7 +545,7 @@ module Impl {
       R.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
       if committed[Idx(slot)].None? {
         if slot >= nextSlot {
-          LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, slot as nat + 1, logStart as nat);
+          Lead.LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, slot as nat + 1, logStart as nat);
           nextSlot := slot + 1;  // never propose in a slot already known to be chosen
         }
         committed[Idx(slot)] := Some(val);
@@ -1053,14 +557,6 @@ module Impl {
     }
 
     // ---- elections -------------------------------------------------------------------------
-
-    static lemma StaggerBound(me: uint64, n: uint64, stagger: uint64, ticks: uint64)
-      requires me < n && 1 <= n && stagger == ticks / n && ticks <= TICKS_LIMIT
-      ensures me as int * stagger as int <= ticks as int
-    {
-      assert stagger as int * n as int <= ticks as int;
-      assert me as int * stagger as int <= n as int * stagger as int;
-    }
 
     method ClearLeaderState()
       requires Valid() && role != Candidate
@@ -1076,7 +572,7 @@ module Impl {
     {
       ResetLeaderArrays();
       promiseCount := 0;
-      TiedNonCandidate(role, bal, leaderAbs, n, promiseFrom[..], old(promiseCount), promiseFrom[..], 0);
+      Cand.TiedNonCandidate(role, bal, leaderAbs, n, promiseFrom[..], old(promiseCount), promiseFrom[..], 0);
       maxLogStart := 0;
       maxLogStartFrom := me;
       takeoverHi := 0;
@@ -1084,7 +580,7 @@ module Impl {
       overflowFrom := me;
       readSeq := 0;
       readConfirmed := 0;
-      TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      Cand.TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
     }
 
     // The loops below write array contents only; Valid() reads only this object's fields, so
@@ -1132,12 +628,12 @@ module Impl {
         readAck[i] := 0;
         i := i + 1;
       }
-      TiedNonCandidate(role, bal, leaderAbs, n, pf0, promiseCount, promiseFrom[..], promiseCount);
-      TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      Cand.TiedNonCandidate(role, bal, leaderAbs, n, pf0, promiseCount, promiseFrom[..], promiseCount);
+      Cand.TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       R.AbsCommittedEmpty(proposed[..], logStart as nat);
-      ProposalsSentEmpty(role, me, n, bal, sentLog);
-      ProposalsLedSub(role, props0, leaderAbs, map[]);
-      AcksNone(role, bal, acked, acks[..], n, logStart as nat);
+      Lead.ProposalsSentEmpty(role, me, n, bal, sentLog);
+      Lead.ProposalsLedSub(role, props0, leaderAbs, map[]);
+      Lead.AcksNone(role, bal, acked, acks[..], n, logStart as nat);
     }
 
     method ResetDurableArrays()
@@ -1186,12 +682,12 @@ module Impl {
       }
       role := Follower;  // campaigning anew: the old campaign's state goes
       leaderAbs := P.NotLeader;
-      TiedFollower(bal, n, promiseFrom[..], promiseCount);
-      TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
-      LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
-      ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
-      ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
-      AcksFollower(bal, acked, acks[..], n, logStart as nat);
+      Cand.TiedFollower(bal, n, promiseFrom[..], promiseCount);
+      Cand.TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      Lead.LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
+      Lead.ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
+      Lead.ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      Lead.AcksFollower(bal, acked, acks[..], n, logStart as nat);
       ClearLeaderState();
       var b := NextBallot(seen, me);
       NextBallotIsAbove(seen, me);
@@ -1201,15 +697,15 @@ module Impl {
       bal := b;
       leaderAbs := P.Leading(b, 1, {}, map[]);
       assert forall j | 0 <= j < n as int :: !promiseFrom[..][j];
-      TiedStart(bal, n, promiseFrom[..]);
+      Cand.TiedStart(bal, n, promiseFrom[..]);
       R.AbsVotesEmpty(takeover[..], logStart as nat);
-      TakeoverStart(bal, logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
-      LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
+      Cand.TakeoverStart(bal, logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      Lead.LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
       R.AbsCommittedEmpty(proposed[..], logStart as nat);
-      ProposalsSentEmpty(role, me, n, bal, sentLog);
-      ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      Lead.ProposalsSentEmpty(role, me, n, bal, sentLog);
+      Lead.ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
       acked := {};
-      AcksNone(role, bal, acked, acks[..], n, logStart as nat);
+      Lead.AcksNone(role, bal, acked, acks[..], n, logStart as nat);
       ticks := 0;
       Broadcast(Prepare(b, commitUpto), true);
       // The refinement: StartPrepare(b).
@@ -1257,7 +753,7 @@ module Impl {
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged() && TrailFrom(h0, log0, {}, moves')
     {
-      LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
+      Lead.LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
       ghost var h1, log1 := AbsHost(), sentLog;
       Broadcast(Heartbeat(bal, commitUpto, readSeq), false);
       assert AbsHost() == h1;
@@ -1319,19 +815,19 @@ module Impl {
       // What phase 1 established, kept across the proposals below.
       ghost var l := leaderAbs;
       ghost var tk := R.AbsVotes(takeover[..], logStart as nat);
-      TiedPhase(bal, l, n, promiseFrom[..], promiseCount, quorum);
-      assert TakeoverOf(l.promises, tk, logStart as nat, maxLogStart, takeoverHi, false) by {
-        reveal Takeover();
+      Cand.TiedPhase(bal, l, n, promiseFrom[..], promiseCount, quorum);
+      assert Cand.TakeoverOf(l.promises, tk, logStart as nat, maxLogStart, takeoverHi, false) by {
+        reveal Cand.Takeover();
       }
-      ProposalsSentLead(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
-      AcksRole(Candidate, Leader, bal, acked, acks[..], n, logStart as nat);
+      Lead.ProposalsSentLead(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
+      Lead.AcksRole(Candidate, Leader, bal, acked, acks[..], n, logStart as nat);
       role := Leader;
-      ProposalsLedStart(R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
-      TiedLeader(bal, leaderAbs, n, promiseFrom[..], promiseCount);
-      TakeoverNonCandidate(role, leaderAbs, tk, logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      Lead.ProposalsLedStart(R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      Cand.TiedLeader(bal, leaderAbs, n, promiseFrom[..], promiseCount);
+      Cand.TakeoverNonCandidate(role, leaderAbs, tk, logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       leaderHint := me;
       nextSlot := if start > hi then start else hi;
-      LeadsTakeover(bal, l, tk, logStart as nat, maxLogStart, takeoverHi, nextSlot as nat);
+      Lead.LeadsTakeover(bal, l, tk, logStart as nat, maxLogStart, takeoverHi, nextSlot as nat);
       var s := start;
       while s < hi
         invariant BalLe(old(promised), promised) && acked <= old(acked) && SameConfig() && SameBases()
@@ -1349,9 +845,9 @@ module Impl {
           var v := takeover[Idx(s)];
           var val := if v.Vote? then v.val else if c.Some? then c.val else [];
           R.AbsVotesAt(takeover[..], logStart as nat, s as nat);
-          TakeoverSafe(l.promises, tk, logStart as nat, maxLogStart, takeoverHi, s as nat, val);
+          Cand.TakeoverSafe(l.promises, tk, logStart as nat, maxLogStart, takeoverHi, s as nat, val);
           R.AbsCommittedAt(committed[..], logStart as nat, s as nat);
-          TakeoverValueSource(AbsHost(), tk, logStart as nat, maxLogStart, takeoverHi, s as nat, val);
+          Cand.TakeoverValueSource(AbsHost(), tk, logStart as nat, maxLogStart, takeoverHi, s as nat, val);
           ghost var h1, log1 := AbsHost(), sentLog;
           ghost var mv := ProposeAt(s, val, {});
           R.TrailSnoc(Consts(), me as nat, h0, log0, {}, moves, h1, log1, mv, sentLog);
@@ -1361,60 +857,6 @@ module Impl {
       }
       ticks := 0;
       moves := Beat(h0, log0, moves);
-    }
-
-    // The phase-1 rule, from the takeover map: in a slot where no promise reports a vote, any
-    // value; else the value of the highest vote reported (the map's).
-    static lemma TakeoverSafe(ps: set<S.Message>, tk: map<S.Slot, S.Vote>, logStart: nat, mls: uint64, hi: uint64,
-                              s: nat, val: S.Value)
-      requires TakeoverOf(ps, tk, logStart, mls, hi, false) && logStart <= s
-      requires s in tk ==> val == tk[s].val
-      ensures P.SafeToPropose(ps, s, val)
-    {
-      if s in tk {
-        var p :| p in ps && p.Promise? && s in p.votes && p.votes[s] == tk[s];
-        assert P.NoHigherVote(ps, s, tk[s].bal);
-      } else {
-        assert forall p | p in ps :: p.Promise? && s !in p.votes;
-      }
-    }
-
-    // Where a value BecomeLeader proposes comes from (P.ValueSource): the vote the promises
-    // report in the slot (the takeover map's), else the value this host committed there, else
-    // the no-op.
-    static lemma TakeoverValueSource(h: P.Host, tk: map<S.Slot, S.Vote>, logStart: nat, mls: uint64, hi: uint64,
-                                     s: nat, val: S.Value)
-      requires h.leader.Leading? && TakeoverOf(h.leader.promises, tk, logStart, mls, hi, false)
-      requires s in tk ==> val == tk[s].val
-      requires s !in tk ==> (s in h.committed && h.committed[s] == val) || val == S.NoOp
-      ensures P.ValueSource({}, h, s, val)
-    {
-      if s in tk {
-        var p :| p in h.leader.promises && p.Promise? && s in p.votes && p.votes[s] == tk[s];
-      }
-    }
-
-    // A candidate with the promises of a quorum, no vote reported beyond its window, and
-    // nextSlot at or above every promise's logStart and every reported vote: a leader.
-    static lemma LeadsTakeover(bal: Ballot, l: P.LeaderState, tk: map<S.Slot, S.Vote>, logStart: nat, mls: uint64,
-                               hi: uint64, nextSlot: nat)
-      requires l.Leading? && l.bal == bal && l.phase == 2 && l.proposed == map[]
-      requires TakeoverOf(l.promises, tk, logStart, mls, hi, false) && mls as nat <= nextSlot && hi as nat <= nextSlot
-      ensures Leads(Leader, bal, l, nextSlot, logStart)
-    {
-      reveal Leads();
-      forall p, s | p in l.promises && p.Promise? && s in p.votes ensures s < nextSlot || s < logStart {
-        if s >= logStart {
-          assert s < hi as nat;
-        }
-      }
-    }
-
-    static lemma LeadsShape(bal: Ballot, l: P.LeaderState, nextSlot: nat, logStart: nat)
-      requires Leads(Leader, bal, l, nextSlot, logStart)
-      ensures l.Leading? && l.bal == bal && l.phase == 2
-    {
-      reveal Leads();
     }
 
     // Propose val in slot: Accept(bal, slot, val) to every member, this host included.
@@ -1446,46 +888,32 @@ module Impl {
         AckIndexBound(Idx(slot), i, n, acks.Length);
         ghost var before := acks[..];
         acks[Idx(slot) * n + i] := false;
-        AcksFewer(role, bal, acked, before, acks[..], n, logStart as nat);
+        Lead.AcksFewer(role, bal, acked, before, acks[..], n, logStart as nat);
         i := i + 1;
       }
       ghost var h0 := AbsHost();
-      LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
-      LeadsPropose(bal, leaderAbs, nextSlot as nat, logStart as nat, slot as nat, val);
-      ProposalsLedAdd(R.AbsCommitted(proposed[..], logStart as nat), leaderAbs, slot as nat, val);
+      Lead.LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
+      Lead.LeadsPropose(bal, leaderAbs, nextSlot as nat, logStart as nat, slot as nat, val);
+      Lead.ProposalsLedAdd(R.AbsCommitted(proposed[..], logStart as nat), leaderAbs, slot as nat, val);
       leaderAbs := leaderAbs.(proposed := leaderAbs.proposed[slot as nat := val]);
-      TiedLeader(bal, leaderAbs, n, promiseFrom[..], promiseCount);
-      TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      Cand.TiedLeader(bal, leaderAbs, n, promiseFrom[..], promiseCount);
+      Cand.TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       ghost var log0 := sentLog;
       Broadcast(Accept(bal, slot, val), true);
       R.AcceptBroadcastRefines(sentLog[|log0|..], me, n, bal, slot, val);
       // The proposal is recorded once its Accepts are out (ProposedTied).
       ghost var props := R.AbsCommitted(proposed[..], logStart as nat);
-      assert ProposalsSent(Leader, props, me, n, bal, sentLog);
+      assert Lead.ProposalsSent(Leader, props, me, n, bal, sentLog);
       assert proposed[..] == old(proposed[..]);
       proposed[Idx(slot)] := Some(val);
       assert proposed[..] == old(proposed[..])[slot as nat % WINDOW as nat := Some(val)];
       R.AbsCommittedUpdate(old(proposed[..]), logStart as nat, slot as nat, val);
-      ProposalsSentAdd(props, me, n, bal, sentLog, slot, val, sentLog, Accept(bal, slot, val));
+      Lead.ProposalsSentAdd(props, me, n, bal, sentLog, slot, val, sentLog, Accept(bal, slot, val));
       assert R.AbsCommitted(proposed[..], logStart as nat) == props[slot as nat := val];
       assert ProposedTied();
       mv := R.Move(P.SendAcceptStep(slot as nat, val), R.AcceptAll(me as nat, n as nat, bal, slot as nat, val), AbsHost());
       assert AbsHost() == h0.(leader := leaderAbs);
       assert P.HostStep(Consts(), me as nat, h0, mv.post, net, mv.sent, mv.step);
-    }
-
-    static lemma AckIndexBound(idx: uint64, i: uint64, n: uint64, len: int)
-      requires idx < WINDOW && i < n && len == WINDOW as int * n as int
-      ensures idx as int * n as int + i as int < len
-    {
-      MulMonotone(idx as int + 1, WINDOW as int, n as int);
-      assert (idx as int + 1) * n as int == idx as int * n as int + n as int;
-    }
-
-    static lemma MulMonotone(a: int, b: int, c: int)
-      requires 0 <= a <= b && 0 <= c
-      ensures a * c <= b * c
-    {
     }
 
     // On a heartbeat tick. A leader beats (Beat), then re-sends the Accepts that have not
@@ -1518,27 +946,16 @@ module Impl {
         if p.Some? && committed[Idx(s)].None? {
           R.AbsCommittedAt(proposed[..], logStart as nat, s as nat);
           ghost var log1, h1 := sentLog, AbsHost();
-          ProposalsSentHas(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog, s, Accept(bal, s, p.val));
+          Lead.ProposalsSentHas(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog, s, Accept(bal, s, p.val));
           Broadcast(Accept(bal, s, p.val), false);
           assert AbsHost() == h1;
           forall k | |log1| <= k < |sentLog| ensures sentLog[k] in log1 {
             assert sentLog[|log1|..][k - |log1|] == sentLog[k];
-            assert SentTo(log1, me, sentLog[k].dst, Accept(bal, s, p.val));
+            assert Lead.SentTo(log1, me, sentLog[k].dst, Accept(bal, s, p.val));
           }
           R.TrailResend(Consts(), me as nat, h0, log0, {}, moves, h1, log1, sentLog);
         }
         s := s + 1;
-      }
-    }
-
-    static lemma ProposalsSentHas(props: map<S.Slot, S.Value>, me: uint64, n: uint64, bal: Ballot, log: seq<Packet>, s: uint64,
-                                  msg: Msg)
-      requires ProposalsSent(Leader, props, me, n, bal, log) && s as nat in props && msg == Accept(bal, s, props[s as nat])
-      ensures forall j: uint64 | j < n :: SentTo(log, me, j, msg)
-    {
-      reveal ProposalsSent();
-      forall j: uint64 | j < n ensures SentTo(log, me, j, msg) {
-        assert AcceptSent(log, me, j, bal, s, props);
       }
     }
 
@@ -1649,24 +1066,24 @@ module Impl {
       if role != Candidate || b != bal || src >= n || promiseFrom[src] || promiseCount >= quorum {
         return;
       }
-      var increasing := IncreasingSlots(reported);
+      var increasing := Cand.IncreasingSlots(reported);
       if !increasing {
         return;
       }
       assert {:split_here} true;
       ghost var l0, pf0, count0 := leaderAbs, promiseFrom[..], promiseCount;
-      TiedPromise(Consts(), bal, l0, n, pf0, count0, m, quorum);
-      assert TakeoverOf(l0.promises, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
-                        takeoverHi, takeoverOverflow) by {
-        reveal Takeover();
+      Cand.TiedPromise(Consts(), bal, l0, n, pf0, count0, m, quorum);
+      assert Cand.TakeoverOf(l0.promises, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
+                             takeoverHi, takeoverOverflow) by {
+        reveal Cand.Takeover();
       }
       if ls > maxLogStart {
         maxLogStart := ls;
         maxLogStartFrom := src;
       }
       // Fold the reported votes into takeover: the highest vote per slot.
-      TakeoverAddEmpty(l0.promises, m, reported, R.AbsVotes(takeover[..], logStart as nat), logStart as nat,
-                       maxLogStart, takeoverHi, takeoverOverflow);
+      Cand.TakeoverAddEmpty(l0.promises, m, reported, R.AbsVotes(takeover[..], logStart as nat), logStart as nat,
+                            maxLogStart, takeoverHi, takeoverOverflow);
       assert {:split_here} true;  // the fold apart from its preparation
       var rest := reported;
       ghost var k: nat := 0;
@@ -1679,8 +1096,8 @@ module Impl {
         invariant bal == old(bal) && promised == old(promised) && logStart == old(logStart) && nextSlot == old(nextSlot)
         invariant AbsHost() == h0 && sentLog == log0 && SameConfig()
         invariant ls <= maxLogStart
-        invariant TakeoverOf(l0.promises + {Part(m, reported, k)}, R.AbsVotes(takeover[..], logStart as nat),
-                             logStart as nat, maxLogStart, takeoverHi, takeoverOverflow)
+        invariant Cand.TakeoverOf(l0.promises + {Cand.Part(m, reported, k)}, R.AbsVotes(takeover[..], logStart as nat),
+                                  logStart as nat, maxLogStart, takeoverHi, takeoverOverflow)
         modifies this`takeoverHi, this`takeoverOverflow, this`overflowFrom, takeover
         decreases |rest|
       {
@@ -1703,8 +1120,9 @@ module Impl {
           overflowFrom := src;
         }
         R.AbsVotesKeys(arr0, logStart as nat);
-        TakeoverFold(l0.promises, m, reported, k, tk, logStart as nat, WINDOW as nat, maxLogStart, hi0, ov0,
-                     R.AbsVotes(takeover[..], logStart as nat), takeoverHi, takeoverOverflow);
+        assert {:split_here} true;  // the update apart from the fold's lemma and the invariants
+        Cand.TakeoverFold(l0.promises, m, reported, k, tk, logStart as nat, WINDOW as nat, maxLogStart, hi0, ov0,
+                          R.AbsVotes(takeover[..], logStart as nat), takeoverHi, takeoverOverflow);
         k := k + 1;
       }
       assert {:split_here} true;  // keeps each part of this proof small
@@ -1713,11 +1131,11 @@ module Impl {
       promiseCount := promiseCount + 1;
       assert promiseFrom[..] == pf0[src := true];
       leaderAbs := R.Collected(Consts(), l0, m);
-      ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      Lead.ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
       assert TakeoverTied() by {
-        reveal Takeover();
+        reveal Cand.Takeover();
       }
-      LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
+      Lead.LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
       ghost var mv := R.PromiseMoves(Consts(), h0, m, true)[0];
       assert AbsHost() == mv.post;
       R.TrailSnoc(Consts(), me as nat, h0, log0, {m}, [], h0, log0, mv, sentLog);
@@ -1729,153 +1147,6 @@ module Impl {
         R.TrailNet(Consts(), me as nat, h1, log1, {}, {m}, more, AbsHost(), sentLog);
         R.TrailChain(Consts(), me as nat, h0, log0, {m}, moves, h1, log1, more, AbsHost(), sentLog);
         moves := moves + more;
-      }
-    }
-
-    // The slots of a Promise's report increase (the core reports each slot once, in order).
-    static ghost predicate Increasing(vs: seq<SlotVote>) {
-      forall i, j | 0 <= i < j < |vs| :: vs[i].slot < vs[j].slot
-    }
-
-    static method IncreasingSlots(vs: seq<SlotVote>) returns (ok: bool)
-      ensures ok ==> Increasing(vs)
-    {
-      if vs == [] {
-        return true;
-      }
-      var last := vs[0].slot;
-      var rest := vs[1..];
-      ghost var k: nat := 1;
-      while rest != []
-        invariant 1 <= k <= |vs| && rest == vs[k..] && last == vs[k - 1].slot
-        invariant forall i, j | 0 <= i < j < k :: vs[i].slot < vs[j].slot
-        decreases |rest|
-      {
-        if rest[0].slot <= last {
-          return false;
-        }
-        last := rest[0].slot;
-        rest := rest[1..];
-        k := k + 1;
-      }
-      return true;
-    }
-
-    // The promise m with only the first k entries of its report.
-    static ghost function Part(m: S.Message, vs: seq<SlotVote>, k: nat): S.Message
-      requires m.Promise? && k <= |vs|
-    {
-      m.(votes := R.SlotVotesMap(vs[..k]))
-    }
-
-    static lemma TakeoverAddEmpty(ps: set<S.Message>, m: S.Message, vs: seq<SlotVote>, tk: map<S.Slot, S.Vote>,
-                                  logStart: nat, mls: uint64, hi: uint64, ov: bool)
-      requires m.Promise? && m.logStart <= mls as nat
-      requires TakeoverOf(ps, tk, logStart, mls, hi, ov)
-      ensures TakeoverOf(ps + {Part(m, vs, 0)}, tk, logStart, mls, hi, ov)
-    {
-      reveal R.SlotVotesMap();
-      assert vs[..0] == [];
-      assert Part(m, vs, 0).votes == map[];
-    }
-
-    // One more entry of the report folded into the takeover map (tk'): a slot in the window
-    // takes the entry's vote unless it holds a vote with a ballot at least as high; a slot
-    // beyond the window sets the overflow flag; a slot below it is ignored.
-    static lemma TakeoverFold(ps: set<S.Message>, m: S.Message, vs: seq<SlotVote>, k: nat,
-                              tk: map<S.Slot, S.Vote>, logStart: nat, w: nat, mls: uint64, hi: uint64, ov: bool,
-                              tk': map<S.Slot, S.Vote>, hi': uint64, ov': bool)
-      requires m.Promise? && k < |vs| && Increasing(vs) && m.votes == R.SlotVotesMap(vs)
-      requires TakeoverOf(ps + {Part(m, vs, k)}, tk, logStart, mls, hi, ov)
-      requires forall s | s in tk :: logStart <= s < logStart + w
-      requires var sv := vs[k]; var s := sv.slot as nat;
-               if logStart <= s < logStart + w then
-                 && hi' as nat >= s + 1 && hi' >= hi && ov' == ov
-                 && tk' == if s !in tk || BalLt(tk[s].bal, sv.bal) then tk[s := S.Vote(sv.bal, sv.val)] else tk
-               else if s >= logStart then ov' && tk' == tk && hi' == hi
-               else tk' == tk && hi' == hi && ov' == ov
-      ensures TakeoverOf(ps + {Part(m, vs, k + 1)}, tk', logStart, mls, hi', ov')
-    {
-      var sv := vs[k];
-      var s := sv.slot as nat;
-      var v := S.Vote(sv.bal, sv.val);
-      var pm, pm' := Part(m, vs, k), Part(m, vs, k + 1);
-      assert vs[..k + 1] == vs[..k] + [sv];
-      R.SlotVotesMapAppend(vs[..k], sv);
-      assert pm'.votes == pm.votes[s := v];
-      R.SlotVotesMapKeys(vs[..k]);
-      assert s !in pm.votes;
-      var P, P' := ps + {pm}, ps + {pm'};
-      forall p | p in P' ensures p.Promise? && p.logStart <= mls as nat {
-        if p == pm' {
-          assert pm in P;
-        }
-      }
-      // Every vote reported is in the map (or overflows), with a ballot at most the map's.
-      forall p: S.Message, t: nat | p in P' && p.Promise? && t in p.votes && t >= logStart
-        ensures Covered(p, t, tk', hi', ov')
-      {
-        var q := if p == pm' && t != s then pm else p;
-        assert q in P' || q in P;
-        assert q.Promise? && t in q.votes && q.votes[t] == p.votes[t];
-        if q in P {
-          TakeoverVote(P, tk, logStart, mls, hi, ov, q, t);
-        }
-        assert q !in P ==> q == pm' && t == s && q.votes[t] == v;
-        assert if logStart <= s < logStart + w then
-                 && hi' as nat >= s + 1 && hi' >= hi && ov' == ov
-                 && tk' == if s !in tk || BalLt(tk[s].bal, v.bal) then tk[s := v] else tk
-               else if s >= logStart then ov' && tk' == tk && hi' == hi
-               else tk' == tk && hi' == hi && ov' == ov;
-        FoldVote(q, pm', s, v, t, tk, logStart, w, hi, ov, tk', hi', ov', q in P);
-      }
-      // Every vote of the map is one a promise reports.
-      forall t | t in tk' ensures exists p | p in P' :: p.Promise? && t in p.votes && p.votes[t] == tk'[t] {
-        if t == s && tk' != tk {
-          assert pm' in P' && pm'.votes[s] == tk'[s];
-        } else {
-          assert t in tk && tk'[t] == tk[t];
-          var q :| q in P && q.Promise? && t in q.votes && q.votes[t] == tk[t];
-          if q == pm {
-            assert t != s;
-            assert pm' in P' && pm'.votes[t] == tk'[t];
-          } else {
-            assert q in P';
-          }
-        }
-      }
-    }
-
-    static lemma TakeoverVote(ps: set<S.Message>, tk: map<S.Slot, S.Vote>, logStart: nat, mls: uint64, hi: uint64, ov: bool,
-                              p: S.Message, t: nat)
-      requires TakeoverOf(ps, tk, logStart, mls, hi, ov) && p in ps && p.Promise? && t in p.votes && t >= logStart
-      ensures ov || (t < hi as nat && t in tk && BalLe(p.votes[t].bal, tk[t].bal))
-    {
-    }
-
-    // TakeoverFold for one vote q reports in slot t: q is a promise folded before (old), or
-    // pm', whose vote in s, v, is the one just folded.
-    static lemma FoldVote(q: S.Message, pm': S.Message, s: nat, v: S.Vote, t: nat,
-                          tk: map<S.Slot, S.Vote>, logStart: nat, w: nat, hi: uint64, ov: bool,
-                          tk': map<S.Slot, S.Vote>, hi': uint64, ov': bool, before: bool)
-      requires q.Promise? && t in q.votes && t >= logStart
-      requires before ==> ov || (t < hi as nat && t in tk && BalLe(q.votes[t].bal, tk[t].bal))
-      requires !before ==> q == pm' && t == s && q.votes[t] == v
-      requires if logStart <= s < logStart + w then
-                 && hi' as nat >= s + 1 && hi' >= hi && ov' == ov
-                 && tk' == if s !in tk || BalLt(tk[s].bal, v.bal) then tk[s := v] else tk
-               else if s >= logStart then ov' && tk' == tk && hi' == hi
-               else tk' == tk && hi' == hi && ov' == ov
-      ensures ov' || (t < hi' as nat && t in tk' && BalLe(q.votes[t].bal, tk'[t].bal))
-    {
-      if !ov' {
-        if !before {
-          if s in tk && !BalLt(tk[s].bal, v.bal) {
-            BalLtTotal(tk[s].bal, v.bal);
-          }
-        } else if t == s && logStart <= s < logStart + w && (s !in tk || BalLt(tk[s].bal, v.bal)) {
-          BalLeTransitive(q.votes[t].bal, tk[t].bal, v.bal);
-        }
       }
     }
 
@@ -1983,7 +1254,7 @@ module Impl {
       ghost var acks0 := acks[..];
       acks[idx * n + src] := true;
       assert acks[..] == acks0[(slot as nat % WINDOW as nat) * n as nat + src as nat := true];
-      AcksAdd(role, bal, acked, acks0, n, logStart as nat, slot as nat, src, a);
+      Lead.AcksAdd(role, bal, acked, acks0, n, logStart as nat, slot as nat, src, a);
       acked := acked + {a};
       R.TrailNil(Consts(), me as nat, h0, log0, acked);
       // Count the members that acknowledged this slot (n is small).
@@ -1992,7 +1263,7 @@ module Impl {
       ghost var q: set<nat> := {};
       while j < n
         invariant j <= n && count <= j && |q| == count as nat
-        invariant forall k | k in q :: k < j as nat && AckAt(acks[..], n, slot as nat, k as uint64)
+        invariant forall k | k in q :: k < j as nat && Lead.AckAt(acks[..], n, slot as nat, k as uint64)
         invariant Valid() && role == Leader
         modifies {}
       {
@@ -2009,14 +1280,14 @@ module Impl {
         R.AbsCommittedAt(proposed[..], logStart as nat, slot as nat);
         assert proposed[..][slot as nat % WINDOW as nat] == p;
         assert slot as nat in props && props[slot as nat] == p.val;
-        ProposalsLedHas(props, leaderAbs, slot as nat);
-        LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
+        Lead.ProposalsLedHas(props, leaderAbs, slot as nat);
+        Lead.LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
         R.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
         if R.AckedValues(acked, leaderAbs) {
           // The members in q are a quorum, each of which sent Accepted(b, slot, v).
-          AcksQuorum(bal, acked, acks[..], n, logStart as nat, slot as nat, q, quorum, leaderAbs, p.val);
+          Lead.AcksQuorum(bal, acked, acks[..], n, logStart as nat, slot as nat, q, quorum, leaderAbs, p.val);
           // A quorum is not empty: some member accepted p.val at b in slot.
-          AcksSome(acked, n, bal, q, slot as nat, p.val);
+          Lead.AcksSome(acked, n, bal, q, slot as nat, p.val);
         }
         assert {:split_here} true;
         ghost var h1, log1 := AbsHost(), sentLog;
@@ -2034,38 +1305,6 @@ module Impl {
         }
       } else {
         assert sentLog == log0;
-      }
-    }
-
-    // A quorum that sent Accepted(bal, slot, v): one of them did.
-    static lemma AcksSome(acked: set<S.Message>, n: uint64, bal: Ballot, q: set<nat>, slot: nat, v: S.Value)
-      requires S.ChosenAt(n as nat, acked, bal, q, slot, v)
-      ensures R.AcceptedAt(acked, bal, slot, v)
-    {
-      assert |q| >= Quorums.QuorumSize(|S.Members(n as nat)|) >= 1;
-      var k :| k in q;
-      assert S.SentAccepted(acked, k, bal, slot, v);
-    }
-
-    // The members whose flags are set for slot, a quorum of them, each sent Accepted(bal,
-    // slot, v) (v the leader's proposal there, when the counted messages carry proposals).
-    static lemma AcksQuorum(bal: Ballot, acked: set<S.Message>, acks: seq<bool>, n: uint64, logStart: nat, slot: nat,
-                            q: set<nat>, quorum: uint64, l: P.LeaderState, v: S.Value)
-      requires Acks(Leader, bal, acked, acks, n, logStart) && logStart <= slot < logStart + WINDOW as nat
-      requires forall k | k in q :: k < n as nat && AckAt(acks, n, slot, k as uint64)
-      requires |q| >= quorum as nat && quorum as nat == Quorums.QuorumSize(n as nat)
-      requires R.AckedValues(acked, l) && l.Leading? && l.bal == bal && slot in l.proposed && l.proposed[slot] == v
-      ensures S.ChosenAt(n as nat, acked, bal, q, slot, v)
-    {
-      reveal Acks();
-      QuorumFacts.IndicesBound(n as nat);
-      QuorumFacts.IndicesCardinality(n as nat);
-      assert q <= S.Members(n as nat);
-      forall k | k in q ensures S.SentAccepted(acked, k, bal, slot, v) {
-        assert AckAt(acks, n, slot, k as uint64);
-        assert AckedBy(acked, k, bal, slot);
-        var x :| x in acked && x.Accepted? && x.src == k && x.bal == bal && x.slot == slot;
-        assert x.val == v;
       }
     }
 
@@ -2311,16 +1550,11 @@ module Impl {
       && PI.Inv(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == AbsHost() && acked <= st.net
     }
 
-    // The packet is on the wire of st: its image is in the network (a Learn: backed).
-    static ghost predicate OnWire(p: Packet, net: set<S.Message>) {
-      R.PacketRefines(p, net) && R.LearnBacked(p, net, net)
-    }
-
     // Every packet this host sent is on the wire of a state with network net.
     ghost predicate SentOnWire(net: set<S.Message>)
       reads this
     {
-      forall p | p in sentLog :: OnWire(p, net)
+      forall p | p in sentLog :: OT.OnWire(p, net)
     }
 
     // A step under way: it started from the state st (this host at h0, its packet log at log0)
@@ -2331,7 +1565,7 @@ module Impl {
       && PI.Inv(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0
       && R.StepTrail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog)
       && acked <= st.net + R.SentBy(moves)
-      && (forall p | p in log0 :: OnWire(p, st.net))
+      && (forall p | p in log0 :: OT.OnWire(p, st.net))
     }
 
     // The promised ballot never decreases (PromisedGrows without its bound on acked: a step
@@ -2349,11 +1583,11 @@ module Impl {
       requires Valid() && src < n
       modifies Repr
       ensures Valid() && StepGrows() && SameConfig()
-      ensures old(Within(st)) && OnWire(Packet(src, me, m), st.net) ==>
+      ensures old(Within(st)) && OT.OnWire(Packet(src, me, m), st.net) ==>
                 && acked <= st.net
                 && R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, moves, AbsHost(), sentLog)
     {
-      ghost var ok := Within(st) && OnWire(Packet(src, me, m), st.net);
+      ghost var ok := Within(st) && OT.OnWire(Packet(src, me, m), st.net);
       ghost var h0, log0, c := AbsHost(), sentLog, Consts();
       ghost var src', me' := src as nat, me as nat;
       ghost var follower := role == Follower;
@@ -2498,7 +1732,7 @@ module Impl {
             R.PacketRefinesMono(p, R.SentBy(moves), stk.net);
             R.LearnBackedMono(p, R.SentBy(moves), st.net + R.SentBy(moves), stk.net, stk.net);
           }
-          assert Within(stk) && OnWire(p, stk.net);
+          assert Within(stk) && OT.OnWire(p, stk.net);
         }
         selfQueue := selfQueue[1..];
         assert AbsHost() == h1 && sentLog == log1;
@@ -2522,7 +1756,7 @@ module Impl {
       ensures Unchanged() && selfQueue == [] && sentLog == old(sentLog) && recLog == old(recLog)
       ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog
     {
-      TiedNone(sentLog, recLog, me);
+      OT.TiedNone(sentLog, recLog, me);
       sofar := O.Step([], sentLog, recLog);
       out := NoOutput;
       selfQueue := [];
@@ -2538,8 +1772,8 @@ module Impl {
       ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog
     {
       r := out.(accepted := accepted);
-      TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
-      TiedNone(sentLog, recLog, me);
+      OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+      OT.TiedNone(sentLog, recLog, me);
       t := sofar.trace;
       sofar := O.Step([], sentLog, recLog);
       out := NoOutput;
@@ -2581,7 +1815,7 @@ module Impl {
 
     // A step that ran a trail from st (where the host was at h0, its packet log at log0).
     lemma StepStart(st: P.State, h0: P.Host, log0: seq<Packet>, moves: seq<R.Move>)
-      requires PI.Inv(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0 && forall p | p in log0 :: OnWire(p, st.net)
+      requires PI.Inv(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0 && forall p | p in log0 :: OT.OnWire(p, st.net)
       requires R.Trail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog) && acked <= st.net
       ensures StepOk(st, h0, log0, moves)
     {
@@ -2596,14 +1830,14 @@ module Impl {
       modifies Repr
       ensures Valid() && BalLe(old(promised), promised)
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
-      ensures old(StepFrom(st)) && OnWire(p, st.net) ==>
+      ensures old(StepFrom(st)) && OT.OnWire(p, st.net) ==>
                 StepOk(st, old(AbsHost()), old(sentLog), moves)
     {
-      ghost var ok := StepFrom(st) && OnWire(p, st.net);
+      ghost var ok := StepFrom(st) && OT.OnWire(p, st.net);
       BeginStep();
       ghost var h0, log0 := AbsHost(), sentLog;
       assert h0 == old(AbsHost()) && log0 == old(sentLog);
-      assert ok ==> Within(st) && forall q | q in log0 :: OnWire(q, st.net);
+      assert ok ==> Within(st) && forall q | q in log0 :: OT.OnWire(q, st.net);
       moves := [];
       if ok {
         R.TrailNil(Consts(), me as nat, h0, log0, st.net);
@@ -2629,7 +1863,7 @@ module Impl {
       BeginStep();
       ghost var h0, log0, c := AbsHost(), sentLog, Consts();
       assert h0 == old(AbsHost()) && log0 == old(sentLog);
-      assert ok ==> Within(st) && forall q | q in log0 :: OnWire(q, st.net);
+      assert ok ==> Within(st) && forall q | q in log0 :: OT.OnWire(q, st.net);
       moves := [];
       R.TrailNil(c, me as nat, h0, log0, {});
       if ticks < TICKS_LIMIT * 4 {
@@ -2674,14 +1908,14 @@ module Impl {
       BeginStep();
       ghost var h0, log0, c := AbsHost(), sentLog, Consts();
       assert h0 == old(AbsHost()) && log0 == old(sentLog);
-      assert ok0 ==> Within(st) && forall q | q in log0 :: OnWire(q, st.net);
+      assert ok0 ==> Within(st) && forall q | q in log0 :: OT.OnWire(q, st.net);
       moves := [];
       R.TrailNil(c, me as nat, h0, log0, req);
       var ok := false;
       if role == Leader && promised == bal && nextSlot - logStart < WINDOW {
         var slot := nextSlot;
-        LeadsFree(bal, leaderAbs, slot as nat, logStart as nat, val);
-        LeadsMono(role, bal, leaderAbs, slot as nat, logStart as nat, slot as nat + 1, logStart as nat);
+        Lead.LeadsFree(bal, leaderAbs, slot as nat, logStart as nat, val);
+        Lead.LeadsMono(role, bal, leaderAbs, slot as nat, logStart as nat, slot as nat + 1, logStart as nat);
         nextSlot := nextSlot + 1;
         assert AbsHost() == h0 && sentLog == log0;
         assert S.Requested(req, val);
@@ -2713,13 +1947,13 @@ module Impl {
       BeginStep();
       ghost var h0, log0, c := AbsHost(), sentLog, Consts();
       assert h0 == old(AbsHost()) && log0 == old(sentLog);
-      assert ok ==> Within(st) && forall q | q in log0 :: OnWire(q, st.net);
+      assert ok ==> Within(st) && forall q | q in log0 :: OT.OnWire(q, st.net);
       moves := [];
       R.TrailNil(c, me as nat, h0, log0, {});
       seqNo := 0;
       readSlot := nextSlot;
       if role == Leader && readSeq < UINT64_MAX {
-        LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
+        Lead.LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
         readSeq := readSeq + 1;
         seqNo := readSeq;
         readAck[me] := readSeq;
@@ -2811,7 +2045,7 @@ module Impl {
         invariant R.Same(proposed[..], old(proposed[..]), s as nat, logStart as nat + WINDOW as nat)
         invariant sentLog == old(sentLog) && acked == old(acked)
         invariant forall k | 0 <= k < acks.Length :: acks[k] ==> old(acks[k])
-        invariant forall t: nat, j: uint64 | logStart as nat <= t < s as nat && j < n :: !AckAt(acks[..], n, t, j)
+        invariant forall t: nat, j: uint64 | logStart as nat <= t < s as nat && j < n :: !Lead.AckAt(acks[..], n, t, j)
         invariant R.Same(votes[..], old(votes[..]), s as nat, logStart as nat + WINDOW as nat)
         invariant R.Same(committed[..], old(committed[..]), s as nat, logStart as nat + WINDOW as nat)
         invariant R.Same(takeover[..], old(takeover[..]), s as nat, logStart as nat + WINDOW as nat)
@@ -2820,9 +2054,9 @@ module Impl {
       {
         ghost var before, beforeC, beforeT, beforeP, beforeA := votes[..], committed[..], takeover[..], proposed[..], acks[..];
         ClearSlot(Idx(s), s as nat);
-        forall t: nat, j: uint64 | logStart as nat <= t < s as nat + 1 && j < n ensures !AckAt(acks[..], n, t, j) {
+        forall t: nat, j: uint64 | logStart as nat <= t < s as nat + 1 && j < n ensures !Lead.AckAt(acks[..], n, t, j) {
           if t < s as nat {
-            assert !AckAt(beforeA, n, t, j);
+            assert !Lead.AckAt(beforeA, n, t, j);
             var k := (t % WINDOW as nat) * n as nat + j as nat;
             if k < acks.Length {
               assert acks[k] ==> beforeA[k];
@@ -2845,14 +2079,14 @@ module Impl {
       R.AllBelowFrom(old(AbsHost()).votes, upto as nat, voteHi as nat, if voteHi < upto then upto as nat else voteHi as nat);
       R.HasAllFrom(R.AbsCommitted(old(committed[..]), logStart as nat), upto as nat, upto as nat, commitUpto as nat);
       R.AbsVotesTruncate(old(takeover[..]), takeover[..], logStart as nat, upto as nat);
-      TakeoverTruncate(role, leaderAbs, R.AbsVotes(old(takeover[..]), logStart as nat), logStart as nat, maxLogStart,
-                       takeoverHi, takeoverOverflow, upto as nat, if takeoverHi < upto then upto else takeoverHi);
-      LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, nextSlot as nat, upto as nat);
+      Cand.TakeoverTruncate(role, leaderAbs, R.AbsVotes(old(takeover[..]), logStart as nat), logStart as nat, maxLogStart,
+                            takeoverHi, takeoverOverflow, upto as nat, if takeoverHi < upto then upto else takeoverHi);
+      Lead.LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, nextSlot as nat, upto as nat);
       R.AbsCommittedTruncate(old(proposed[..]), proposed[..], logStart as nat, upto as nat);
-      ProposalsSentMono(role, R.AbsCommitted(old(proposed[..]), logStart as nat), me, n, bal, sentLog,
-                        R.AbsCommitted(proposed[..], upto as nat), sentLog);
-      ProposalsLedSub(role, R.AbsCommitted(old(proposed[..]), logStart as nat), leaderAbs, R.AbsCommitted(proposed[..], upto as nat));
-      AcksTruncate(role, bal, acked, old(acks[..]), acks[..], n, logStart as nat, upto as nat);
+      Lead.ProposalsSentMono(role, R.AbsCommitted(old(proposed[..]), logStart as nat), me, n, bal, sentLog,
+                             R.AbsCommitted(proposed[..], upto as nat), sentLog);
+      Lead.ProposalsLedSub(role, R.AbsCommitted(old(proposed[..]), logStart as nat), leaderAbs, R.AbsCommitted(proposed[..], upto as nat));
+      Lead.AcksTruncate(role, bal, acked, old(acks[..]), acks[..], n, logStart as nat, upto as nat);
       logStart := upto;
       if voteHi < upto {
         voteHi := upto;
@@ -2872,7 +2106,7 @@ module Impl {
       ensures takeover[..] == old(takeover[..])[idx := NoVote]
       ensures proposed[..] == old(proposed[..])[idx := None]
       ensures forall k | 0 <= k < acks.Length :: acks[k] ==> old(acks[k])
-      ensures forall j: uint64 | j < n :: !AckAt(acks[..], n, s, j)
+      ensures forall j: uint64 | j < n :: !Lead.AckAt(acks[..], n, s, j)
     {
       votes[idx] := NoVote;
       committed[idx] := None;
@@ -2886,16 +2120,16 @@ module Impl {
       while i < n
         invariant i <= n
         invariant forall k | 0 <= k < acks.Length :: acks[k] ==> old(acks[k])
-        invariant forall k: uint64 | k < i :: !AckAt(acks[..], n, s, k)
+        invariant forall k: uint64 | k < i :: !Lead.AckAt(acks[..], n, s, k)
         modifies acks
       {
         AckIndexBound(idx, i, n, acks.Length);
         ghost var before := acks[..];
         acks[idx * n + i] := false;
         assert acks[..] == before[idx as int * n as int + i as int := false];
-        forall k: uint64 | k < i + 1 ensures !AckAt(acks[..], n, s, k) {
+        forall k: uint64 | k < i + 1 ensures !Lead.AckAt(acks[..], n, s, k) {
           if k < i {
-            assert !AckAt(before, n, s, k);
+            assert !Lead.AckAt(before, n, s, k);
           }
         }
         i := i + 1;
@@ -2909,10 +2143,10 @@ module Impl {
     // durable state stays, committed entries may be missing.
     lemma RestartIsCrash(recs: seq<Record>)
       requires Valid() && R.LosesCommits(recLog, recs)
-      ensures P.Crash(Consts(), me as nat, AbsHost(), R.ApplyAll(InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat), {})
+      ensures P.Crash(Consts(), me as nat, AbsHost(), R.ApplyAll(Rep.InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat), {})
     {
-      R.LosingCommits(InitHost(), recLog, recs, WINDOW as nat, SLOT_LIMIT as nat);
-      ApplyAllKeepsNotLeader(recs);
+      R.LosingCommits(Rep.InitHost(), recLog, recs, WINDOW as nat, SLOT_LIMIT as nat);
+      Rep.ApplyAllKeepsNotLeader(recs);
     }
 
     // A restart from a checkpoint is the protocol's Crash too. The log holds cp, the records
@@ -2922,35 +2156,12 @@ module Impl {
     // pre + later' is the record log less that tail.
     lemma CheckpointRestartIsCrash(cp: seq<Record>, pre: seq<Record>, later': seq<Record>)
       requires Valid() && R.LosesCommits(recLog, pre + later')
-      requires R.ApplyAll(InitHost(), cp, WINDOW as nat, SLOT_LIMIT as nat) == R.ApplyAll(InitHost(), pre, WINDOW as nat, SLOT_LIMIT as nat)
-      ensures P.Crash(Consts(), me as nat, AbsHost(), R.ApplyAll(InitHost(), cp + later', WINDOW as nat, SLOT_LIMIT as nat), {})
+      requires R.ApplyAll(Rep.InitHost(), cp, WINDOW as nat, SLOT_LIMIT as nat) == R.ApplyAll(Rep.InitHost(), pre, WINDOW as nat, SLOT_LIMIT as nat)
+      ensures P.Crash(Consts(), me as nat, AbsHost(), R.ApplyAll(Rep.InitHost(), cp + later', WINDOW as nat, SLOT_LIMIT as nat), {})
     {
-      ApplyAllAppend(InitHost(), cp, later');
-      ApplyAllAppend(InitHost(), pre, later');
+      Rep.ApplyAllAppend(Rep.InitHost(), cp, later');
+      Rep.ApplyAllAppend(Rep.InitHost(), pre, later');
       RestartIsCrash(pre + later');
-    }
-
-    static lemma ApplyAllAppend(h: P.Host, a: seq<Record>, b: seq<Record>)
-      ensures R.ApplyAll(h, a + b, WINDOW as nat, SLOT_LIMIT as nat)
-              == R.ApplyAll(R.ApplyAll(h, a, WINDOW as nat, SLOT_LIMIT as nat), b, WINDOW as nat, SLOT_LIMIT as nat)
-      decreases |b|
-    {
-      if b == [] {
-        assert a + b == a;
-      } else {
-        var b0 := b[..|b| - 1];
-        ApplyAllAppend(h, a, b0);
-        assert (a + b)[..|a + b| - 1] == a + b0;
-      }
-    }
-
-    static lemma ApplyAllKeepsNotLeader(recs: seq<Record>)
-      ensures R.ApplyAll(InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat).leader == P.NotLeader
-      decreases |recs|
-    {
-      if recs != [] {
-        ApplyAllKeepsNotLeader(recs[..|recs| - 1]);
-      }
     }
 
     // Recovery: replay one durable record, in the order the records were made.
@@ -2977,14 +2188,14 @@ module Impl {
     // proof, for a record that is not emitted again).
     ghost method Replayed(r: Record)
       requires Valid0() && sofar.trace == []
-      requires R.ApplyRecord(R.ApplyAll(InitHost(), recLog, WINDOW as nat, SLOT_LIMIT as nat), r, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
+      requires R.ApplyRecord(R.ApplyAll(Rep.InitHost(), recLog, WINDOW as nat, SLOT_LIMIT as nat), r, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
       modifies this
       ensures Valid() && recLog == old(recLog) + [r]
       ensures Unchanged() && sentLog == old(sentLog) && selfQueue == old(selfQueue) && AbsHost() == old(AbsHost())
     {
-      R.ApplyAllSnoc(InitHost(), recLog, r, WINDOW as nat, SLOT_LIMIT as nat);
-      TiedNothing(sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
-      TiedNone(sentLog, recLog + [r], me);
+      R.ApplyAllSnoc(Rep.InitHost(), recLog, r, WINDOW as nat, SLOT_LIMIT as nat);
+      OT.TiedNothing(sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+      OT.TiedNone(sentLog, recLog + [r], me);
       recLog := recLog + [r];
       sofar := sofar.(recBase := recLog);
     }
@@ -3076,15 +2287,15 @@ module Impl {
         // the whole window is dropped
         R.TruncatedPastWindow(votes[..], committed[..], logStart as nat, upto as nat);
         R.TruncatedPastWindow(takeover[..], committed[..], logStart as nat, upto as nat);
-        TakeoverTruncate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
-                         takeoverHi, takeoverOverflow, upto as nat, upto);
-        LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, upto as nat, upto as nat);
-        ProposalsLedSub(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs, map[]);
+        Cand.TakeoverTruncate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
+                              takeoverHi, takeoverOverflow, upto as nat, upto);
+        Lead.LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, upto as nat, upto as nat);
+        Lead.ProposalsLedSub(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs, map[]);
         ClearWindow();
         R.AbsVotesEmpty(takeover[..], upto as nat);
         R.AbsCommittedEmpty(proposed[..], upto as nat);
-        ProposalsSentEmpty(role, me, n, bal, sentLog);
-        AcksNone(role, bal, acked, acks[..], n, upto as nat);
+        Lead.ProposalsSentEmpty(role, me, n, bal, sentLog);
+        Lead.AcksNone(role, bal, acked, acks[..], n, upto as nat);
         R.AbsVotesEmpty(votes[..], upto as nat);
         R.AllBelowEmpty(upto as nat);
         R.AbsCommittedEmpty(committed[..], upto as nat);
@@ -3098,7 +2309,7 @@ module Impl {
         R.HasAllSub(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat,
                     upto as nat, if commitUpto < upto then upto as nat else commitUpto as nat);
         if nextSlot < upto {
-          LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, upto as nat, logStart as nat);
+          Lead.LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, upto as nat, logStart as nat);
           nextSlot := upto;
         }
         if commitUpto < upto { commitUpto := upto; }
@@ -3204,74 +2415,39 @@ module Impl {
     // a restart from them is the protocol's Crash too (CheckpointRestartIsCrash).
     method CheckpointRecords() returns (recs: seq<Record>)
       requires Valid()
-      ensures R.ApplyAll(InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
+      ensures R.ApplyAll(Rep.InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
     {
       ghost var V, C := R.AbsVotes(votes[..], logStart as nat), R.AbsCommitted(committed[..], logStart as nat);
       recs := [RecTruncate(logStart), RecPromised(promised)];
       R.AbsVotesKeys(votes[..], logStart as nat);
       R.AbsCommittedKeys(committed[..], logStart as nat);
-      CheckpointStart(logStart, promised, V, C);
+      Rep.CheckpointStart(logStart, promised, V, C);
       var s := logStart;
       while s < logStart + WINDOW
         invariant Valid() && logStart <= s <= logStart + WINDOW
-        invariant R.ApplyAll(InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat)
-                  == P.Host(promised, Below(V, s as nat), logStart as nat, Below(C, s as nat), P.NotLeader)
+        invariant R.ApplyAll(Rep.InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat)
+                  == P.Host(promised, Rep.Below(V, s as nat), logStart as nat, Rep.Below(C, s as nat), P.NotLeader)
         decreases logStart + WINDOW - s
       {
         ghost var before := recs;
         var v := votes[Idx(s)];
         R.AbsVotesAt(votes[..], logStart as nat, s as nat);
         if v.Vote? {
-          R.ApplyAllSnoc(InitHost(), recs, RecVote(s, v.bal, v.val), WINDOW as nat, SLOT_LIMIT as nat);
+          R.ApplyAllSnoc(Rep.InitHost(), recs, RecVote(s, v.bal, v.val), WINDOW as nat, SLOT_LIMIT as nat);
           recs := recs + [RecVote(s, v.bal, v.val)];
         }
-        BelowNext(V, s as nat);
+        Rep.BelowNext(V, s as nat);
         var c := committed[Idx(s)];
         R.AbsCommittedAt(committed[..], logStart as nat, s as nat);
         if c.Some? {
-          R.ApplyAllSnoc(InitHost(), recs, RecCommit(s, c.val), WINDOW as nat, SLOT_LIMIT as nat);
+          R.ApplyAllSnoc(Rep.InitHost(), recs, RecCommit(s, c.val), WINDOW as nat, SLOT_LIMIT as nat);
           recs := recs + [RecCommit(s, c.val)];
         }
-        BelowNext(C, s as nat);
+        Rep.BelowNext(C, s as nat);
         s := s + 1;
       }
-      BelowAll(V, s as nat);
-      BelowAll(C, s as nat);
-    }
-
-    // The entries of m at keys below s.
-    static ghost function Below<T>(m: map<nat, T>, s: nat): map<nat, T> {
-      map k | k in m && k < s :: m[k]
-    }
-
-    static lemma BelowNext<T>(m: map<nat, T>, s: nat)
-      ensures Below(m, s + 1) == if s in m then Below(m, s)[s := m[s]] else Below(m, s)
-    {
-    }
-
-    static lemma BelowAll<T>(m: map<nat, T>, s: nat)
-      requires forall k | k in m :: k < s
-      ensures Below(m, s) == m
-    {
-    }
-
-    // Replaying [RecTruncate(ls), RecPromised(p)] from the initial host.
-    static lemma CheckpointStart(ls: uint64, p: Ballot, V: map<nat, S.Vote>, C: map<nat, S.Value>)
-      requires ls <= SLOT_LIMIT && (forall k | k in V :: k >= ls as nat) && (forall k | k in C :: k >= ls as nat)
-      ensures R.ApplyAll(InitHost(), [RecTruncate(ls), RecPromised(p)], WINDOW as nat, SLOT_LIMIT as nat)
-              == P.Host(p, Below(V, ls as nat), ls as nat, Below(C, ls as nat), P.NotLeader)
-    {
-      var recs := [RecTruncate(ls), RecPromised(p)];
-      assert P.VotesFrom(map[], ls as nat) == map[];
-      assert R.CommittedFrom(map[], ls as nat) == map[];
-      var h1 := R.ApplyRecord(InitHost(), RecTruncate(ls), WINDOW as nat, SLOT_LIMIT as nat);
-      assert h1 == P.Host(Zero, map[], ls as nat, map[], P.NotLeader);
-      assert [RecTruncate(ls)][..0] == [];
-      assert R.ApplyAll(InitHost(), [RecTruncate(ls)], WINDOW as nat, SLOT_LIMIT as nat) == h1;
-      assert recs[..1] == [RecTruncate(ls)];
-      assert R.ApplyAll(InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat) == h1.(promised := p);
-      assert Below(V, ls as nat) == map[];
-      assert Below(C, ls as nat) == map[];
+      Rep.BelowAll(V, s as nat);
+      Rep.BelowAll(C, s as nat);
     }
 
     method GetStatus() returns (st: Status)

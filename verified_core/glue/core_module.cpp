@@ -359,7 +359,7 @@ PYBIND11_MODULE(_core, m) {
         .def("finish_recovery", &CoreHandle::finish_recovery)
         .def("checkpoint_records", &CoreHandle::checkpoint_records)
         .def("status", &CoreHandle::status);
-    m.attr("WINDOW") = Impl::__default::WINDOW;
+    m.attr("WINDOW") = ImplBounds::__default::WINDOW;
     m.attr("RECORD_COMMIT_TAG") = static_cast<int>(codec::R_COMMIT);
     m.def("decode_message", [](const py::buffer& b) {
         py::buffer_info info = b.request();

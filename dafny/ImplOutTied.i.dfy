@@ -1,0 +1,99 @@
+// A step's output (Impl's OutTied, part of Valid()): the output buffers and the packet and
+// record logs are the step so far, its trace (StepOutput), stated over their values (OutTiedOf,
+// opaque), with the lemmas Send, Persist and the step's start and end use; and a packet on the
+// wire of a protocol state (SentOnWire).
+module ImplOutTied {
+  import opened Native
+  import opened ImplTypes
+  import S = Spec
+  import R = ImplAbstraction
+  import O = StepOutput
+
+  // OutTied over the values of the fields it reads.
+  opaque ghost predicate OutTiedOf(t: seq<O.Out>, sentBase: seq<Packet>, recBase: seq<Record>,
+                                   sentLog: seq<Packet>, recLog: seq<Record>, me: uint64,
+                                   records: seq<Record>, early: seq<Packet>, late: seq<Packet>, sync: bool,
+                                   earlyAfter: uint64)
+  {
+    && sentLog == sentBase + O.Sends(t) && recLog == recBase + O.Records(t)
+    && records == O.Records(t) && sync == O.Synced(t)
+    && early == O.Early(me, t) && late == O.Late(me, t)
+    && EarlyAfterOk(records, earlyAfter)
+  }
+
+  // The first earlyAfter records need no sync (the shim checks it: EarlyBeforeSync).
+  ghost predicate EarlyAfterOk(records: seq<Record>, earlyAfter: uint64) {
+    earlyAfter as int <= |records| && forall i | 0 <= i < earlyAfter as int :: !NeedsSync(records[i])
+  }
+
+  lemma TiedIs(t: seq<O.Out>, sentBase: seq<Packet>, recBase: seq<Record>, sentLog: seq<Packet>,
+               recLog: seq<Record>, me: uint64, records: seq<Record>, early: seq<Packet>,
+               late: seq<Packet>, sync: bool, earlyAfter: uint64)
+    requires OutTiedOf(t, sentBase, recBase, sentLog, recLog, me, records, early, late, sync, earlyAfter)
+    ensures sentLog == sentBase + O.Sends(t) && recLog == recBase + O.Records(t)
+    ensures records == O.Records(t) && sync == O.Synced(t) && early == O.Early(me, t) && late == O.Late(me, t)
+    ensures EarlyAfterOk(records, earlyAfter)
+  {
+    reveal OutTiedOf();
+  }
+
+  // A step that has done nothing yet.
+  lemma TiedNone(sentLog: seq<Packet>, recLog: seq<Record>, me: uint64)
+    ensures OutTiedOf([], sentLog, recLog, sentLog, recLog, me, [], [], [], false, 0)
+  {
+    reveal OutTiedOf();
+    O.Empty(me);
+    assert sentLog + [] == sentLog && recLog + [] == recLog;
+  }
+
+  // A step that has done nothing: the logs are its bases and the buffers are empty.
+  lemma TiedNothing(sentBase: seq<Packet>, recBase: seq<Record>, sentLog: seq<Packet>,
+                    recLog: seq<Record>, me: uint64, records: seq<Record>, early: seq<Packet>,
+                    late: seq<Packet>, sync: bool, earlyAfter: uint64)
+    requires OutTiedOf([], sentBase, recBase, sentLog, recLog, me, records, early, late, sync, earlyAfter)
+    ensures sentLog == sentBase && recLog == recBase && records == [] && early == [] && late == [] && !sync
+    ensures earlyAfter == 0
+  {
+    reveal OutTiedOf();
+    O.Empty(me);
+    assert sentBase + [] == sentBase && recBase + [] == recBase;
+  }
+
+  // Sending p: to this host, the buffers stay; to another, it is early until the step has
+  // emitted a record that needs a sync, late after.
+  lemma TiedSend(t: seq<O.Out>, sentBase: seq<Packet>, recBase: seq<Record>, sentLog: seq<Packet>,
+                 recLog: seq<Record>, me: uint64, records: seq<Record>, early: seq<Packet>,
+                 late: seq<Packet>, sync: bool, earlyAfter: uint64, p: Packet, count: uint64)
+    requires OutTiedOf(t, sentBase, recBase, sentLog, recLog, me, records, early, late, sync, earlyAfter)
+    requires count as int <= |records|
+    ensures p.dst == me ==> OutTiedOf(t + [O.Sent(p)], sentBase, recBase, sentLog + [p], recLog, me, records, early, late, sync, earlyAfter)
+    ensures p.dst != me && !sync ==> OutTiedOf(t + [O.Sent(p)], sentBase, recBase, sentLog + [p], recLog, me, records, early + [p], late, sync, count)
+    ensures p.dst != me && sync ==> OutTiedOf(t + [O.Sent(p)], sentBase, recBase, sentLog + [p], recLog, me, records, early, late + [p], sync, earlyAfter)
+  {
+    reveal OutTiedOf();
+    O.Snoc(me, t, O.Sent(p));
+    if !sync {
+      O.UnsyncedRecords(t);
+    }
+    assert early + [] == early && late + [] == late && recLog + [] == recLog && records + [] == records;
+    assert sentBase + O.Sends(t + [O.Sent(p)]) == sentBase + O.Sends(t) + [p];
+  }
+
+  lemma TiedPersist(t: seq<O.Out>, sentBase: seq<Packet>, recBase: seq<Record>, sentLog: seq<Packet>,
+                    recLog: seq<Record>, me: uint64, records: seq<Record>, early: seq<Packet>,
+                    late: seq<Packet>, sync: bool, earlyAfter: uint64, r: Record)
+    requires OutTiedOf(t, sentBase, recBase, sentLog, recLog, me, records, early, late, sync, earlyAfter)
+    ensures OutTiedOf(t + [O.Emitted(r)], sentBase, recBase, sentLog, recLog + [r], me, records + [r],
+                      early, late, sync || NeedsSync(r), earlyAfter)
+  {
+    reveal OutTiedOf();
+    O.Snoc(me, t, O.Emitted(r));
+    assert sentBase + O.Sends(t + [O.Emitted(r)]) == sentBase + O.Sends(t) + [];
+    assert recBase + O.Records(t + [O.Emitted(r)]) == recBase + O.Records(t) + [r];
+  }
+
+  // The packet is on the wire of st: its image is in the network (a Learn: backed).
+  ghost predicate OnWire(p: Packet, net: set<S.Message>) {
+    R.PacketRefines(p, net) && R.LearnBacked(p, net, net)
+  }
+}

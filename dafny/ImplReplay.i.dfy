@@ -1,0 +1,77 @@
+// Recovery (Impl's Replays(), part of Valid()): the initial host that a restart replays the
+// durable records from (R.ApplyAll), facts about replaying, and the state the first records of
+// a snapshot's checkpoint rebuild (CheckpointStart).
+module ImplReplay {
+  import opened Native
+  import opened Ballots
+  import opened ImplTypes
+  import opened ImplBounds
+  import S = Spec
+  import P = Protocol
+  import R = ImplAbstraction
+
+  // The host a fresh core (Impl's constructor) is: the protocol's initial host.
+  ghost function InitHost(): P.Host {
+    P.Host(Zero, map[], 0, map[], P.NotLeader)
+  }
+
+  // Replaying a + b is replaying a, then b.
+  lemma ApplyAllAppend(h: P.Host, a: seq<Record>, b: seq<Record>)
+    ensures R.ApplyAll(h, a + b, WINDOW as nat, SLOT_LIMIT as nat)
+            == R.ApplyAll(R.ApplyAll(h, a, WINDOW as nat, SLOT_LIMIT as nat), b, WINDOW as nat, SLOT_LIMIT as nat)
+    decreases |b|
+  {
+    if b == [] {
+      assert a + b == a;
+    } else {
+      var b0 := b[..|b| - 1];
+      ApplyAllAppend(h, a, b0);
+      assert (a + b)[..|a + b| - 1] == a + b0;
+    }
+  }
+
+  // Replaying records from the initial host leads nothing.
+  lemma ApplyAllKeepsNotLeader(recs: seq<Record>)
+    ensures R.ApplyAll(InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat).leader == P.NotLeader
+    decreases |recs|
+  {
+    if recs != [] {
+      ApplyAllKeepsNotLeader(recs[..|recs| - 1]);
+    }
+  }
+
+  // The entries of m at keys below s.
+  ghost function Below<T>(m: map<nat, T>, s: nat): map<nat, T> {
+    map k | k in m && k < s :: m[k]
+  }
+
+  lemma BelowNext<T>(m: map<nat, T>, s: nat)
+    ensures Below(m, s + 1) == if s in m then Below(m, s)[s := m[s]] else Below(m, s)
+  {
+  }
+
+  lemma BelowAll<T>(m: map<nat, T>, s: nat)
+    requires forall k | k in m :: k < s
+    ensures Below(m, s) == m
+  {
+  }
+
+  // Replaying [RecTruncate(ls), RecPromised(p)] from the initial host.
+  lemma CheckpointStart(ls: uint64, p: Ballot, V: map<nat, S.Vote>, C: map<nat, S.Value>)
+    requires ls <= SLOT_LIMIT && (forall k | k in V :: k >= ls as nat) && (forall k | k in C :: k >= ls as nat)
+    ensures R.ApplyAll(InitHost(), [RecTruncate(ls), RecPromised(p)], WINDOW as nat, SLOT_LIMIT as nat)
+            == P.Host(p, Below(V, ls as nat), ls as nat, Below(C, ls as nat), P.NotLeader)
+  {
+    var recs := [RecTruncate(ls), RecPromised(p)];
+    assert P.VotesFrom(map[], ls as nat) == map[];
+    assert R.CommittedFrom(map[], ls as nat) == map[];
+    var h1 := R.ApplyRecord(InitHost(), RecTruncate(ls), WINDOW as nat, SLOT_LIMIT as nat);
+    assert h1 == P.Host(Zero, map[], ls as nat, map[], P.NotLeader);
+    assert [RecTruncate(ls)][..0] == [];
+    assert R.ApplyAll(InitHost(), [RecTruncate(ls)], WINDOW as nat, SLOT_LIMIT as nat) == h1;
+    assert recs[..1] == [RecTruncate(ls)];
+    assert R.ApplyAll(InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat) == h1.(promised := p);
+    assert Below(V, ls as nat) == map[];
+    assert Below(C, ls as nat) == map[];
+  }
+}
