@@ -375,7 +375,9 @@ class ClientServer:
         """etcd's Authenticate: once this node has applied everything committed before it (a
         linearizable read's wait), the password is checked against the user's bcrypt hash on a
         worker thread, then the token's grant goes through the log; if the auth state changed
-        meanwhile, all again (etcd's loop)."""
+        meanwhile, all again (etcd's loop). With JWTs, no grant: if the auth state is still the
+        one the password was checked against, a token for that revision is signed (on a worker
+        thread) and handed out."""
         loop = asyncio.get_running_loop()
 
         def check(result=None) -> None:

@@ -233,7 +233,7 @@ class JwtTokens:
         try:
             payload = self._jws.decode(token, self._verifying_key, algorithms=[self.method])
             claims = json.loads(payload)
-        except (jwt.InvalidTokenError, ValueError, TypeError):
+        except (jwt.InvalidTokenError, ValueError, TypeError, RecursionError):  # any input a client sends
             return None
         if not isinstance(claims, dict):
             return None
