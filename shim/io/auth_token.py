@@ -123,7 +123,7 @@ def parse(text: str) -> "JwtTokens | None":
                                  f"until its exp second, so the ttl must be 1s or more)")
     method = options.get("sign-method", "")
     if method not in SIGN_METHODS:
-        raise AuthTokenError(f"--auth-token: {INVALID_METHOD} (sign-method {method!r}; one of "
+        raise AuthTokenError(f"--auth-token: {INVALID_OPTS}: {INVALID_METHOD} (sign-method {method!r}; one of "
                              f"{', '.join(SIGN_METHODS)})")
     priv_pem = _read(options, "priv-key")
     pub_pem = _read(options, "pub-key")
@@ -177,7 +177,8 @@ def _read(options: dict[str, str], name: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as err:
-        raise AuthTokenError(f"--auth-token: {name} {path}: cannot read it: {err.strerror or err}") from None
+        raise AuthTokenError(f"--auth-token: {INVALID_OPTS}: {name} {path}: cannot read it: "
+                             f"{err.strerror or err}") from None
 
 
 def _first_line(err: Exception) -> str:

@@ -3,7 +3,8 @@
 - the real etcdctl (`--user`) and python3-etcd3 (`user=`, `password=`) authenticate and work; the
   JWT one node handed out is taken by the others, and by the nodes again after the whole cluster
   restarted (nothing about it was held in memory); a change of the auth state voids it;
-- against etcd 3.4.23 run with the same flag and the same keys: the same answers (gRPC code and
+- against etcd 3.4.23 run with the same flag and the same keys: bad flags stop both with etcd's
+  error text; the same answers (gRPC code and
   message) for a good, a tampered, a foreign, an old-revision and an expired token (an
   Authenticate sent with the expired one included), and each one's tokens are taken by the
   other (same claims, same key, same auth revisions)."""
@@ -28,7 +29,7 @@ SCENARIO = Path(__file__).with_name("etcd3_auth_scenario.py")
 PYTHON = "/usr/bin/python3"  # Debian's, where python3-etcd3 is installed
 TLS_BASE = 29020  # clients 29020-29022, metrics 29025-29027, peers 29030-29032
 PLAIN_BASE = 29040  # clients 29040-29042, metrics 29045-29047, peers 29050-29052
-ETCD_BASE = 29060  # one etcd member: client 29060, peer 29061
+ETCD_BASE = 29060  # one etcd member: client 29060, peer 29061; etcd refusing a flag: 29062, 29063
 
 pytestmark = pytest.mark.slow
 
@@ -247,3 +248,25 @@ def test_jwt_answers_as_etcd_does_and_tokens_cross_over(clusters, rsa_keys, tmp_
         e_ch.close()
     finally:
         etcd.stop()
+
+
+@pytest.mark.parametrize("flag,etcd_says", [
+    ("jwt", "auth: invalid auth options"),
+    ("jwt,sign-method=RS256", "auth: missing key data"),
+    ("jwt,priv-key={dir}/missing.pem,sign-method=RS256", "auth: invalid auth options"),
+    ("jwt,priv-key={dir}/jwt.key,sign-method=XS256", "auth: invalid auth options"),
+    ("jwt,priv-key={dir}/jwt.key,sign-method=HS256,sign-method=HS256", "auth: invalid auth options"),
+])
+def test_a_bad_auth_token_stops_verikv_and_etcd_alike(tmp_path, rsa_keys, flag, etcd_says):
+    if not os.access(ETCD_BINARY, os.X_OK):
+        pytest.skip(f"{ETCD_BINARY} is not installed (Debian's etcd-server)")
+    flag = flag.format(dir=tmp_path)
+    peer, client = "http://127.0.0.1:29063", "http://127.0.0.1:29062"
+    etcd = subprocess.run([ETCD_BINARY, "--data-dir", str(tmp_path / "etcd"), "--listen-client-urls", client,
+                           "--advertise-client-urls", client, "--listen-peer-urls", peer,
+                           "--initial-advertise-peer-urls", peer, "--initial-cluster", f"default={peer}",
+                           "--auth-token", flag], capture_output=True, text=True, timeout=60)
+    assert etcd.returncode != 0 and f"etcdmain: {etcd_says}" in etcd.stderr, etcd.stderr[-2000:]
+    res = run_verikv("serve", "--id", "0", "--peers", "127.0.0.1:29065", "--client-listen", "127.0.0.1:29064",
+                     "--data-dir", tmp_path / "verikv", "--auth-token", flag)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and etcd_says in res.stderr, res
