@@ -4,10 +4,9 @@
   JWT one node handed out is taken by the others, and by the nodes again after the whole cluster
   restarted (nothing about it was held in memory); a change of the auth state voids it;
 - against etcd 3.4.23 run with the same flag and the same keys: bad flags stop both with etcd's
-  error text; the same answers (gRPC code and
-  message) for a good, a tampered, a foreign, an old-revision and an expired token (an
-  Authenticate sent with the expired one included), and each one's tokens are taken by the
-  other (same claims, same key, same auth revisions)."""
+  error text; the same answers (gRPC code and message) for a good, a tampered, a foreign, an
+  old-revision and an expired token (an Authenticate sent with the expired one included); and
+  each one's tokens are taken by the other (same claims, same key, same auth revisions)."""
 
 import base64
 import json
