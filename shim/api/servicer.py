@@ -6,21 +6,22 @@ A request's bytes are parsed once, here, and the bytes go into the log as the cl
 Every answer comes back through one `done`: a response, or an EtcdError that becomes the call's
 gRPC status; any method verikv does not serve is UNIMPLEMENTED with a message saying so.
 
-Auth (etcd's, with its simple or JWT tokens): a client's "token" metadata names an AuthInfo (user, and
-the node's auth revision now, or for a JWT the revision it was made at; without a token, with
+Auth (etcd's, with its simple or JWT tokens): a client's "token" metadata names an AuthInfo (user,
+and the node's auth revision now, or for a JWT the revision it was made at; without a token, with
 --client-cert-auth, the common name of the client's certificate is the user, etcd's rule); writes
-carry it into the log and are checked when applied
-(shim/kv/store.py); reads, watch creations and the maintenance calls etcd reserves for root are
-checked here against this node's auth state, as etcd checks them on the node that serves them.
-Tokens are etcd's simple tokens: random, drawn by the node that checked the password, and made
+carry it into the log and are checked when applied (shim/kv/store.py); reads, watch creations and
+the maintenance calls etcd reserves for root are checked here against this node's auth state, as
+etcd checks them on the node that serves them.
+Simple tokens (etcd's default): random, drawn by the node that checked the password, and made
 known to every node through the log (as its sha256: the log never holds a usable token), so a
 token is good on any node; each node holds them in memory only (a restarted node has forgotten
 them, as an etcd member has: its clients authenticate again), for --auth-token-ttl after their
-last use. With `--auth-token jwt,...` (shim/io/auth_token.py) a token is a signed JWT naming its
-user and the auth revision the password was checked at: no grant goes through the log and no node
-holds a table; every node verifies a token with the key, and any change of the auth state since
-makes its requests fail with "revision of auth store is old" (etcd's rule). Passwords are hashed (bcrypt) here, on a worker thread, before the request is proposed,
-and checked here, so neither a password nor the work of hashing reaches the log or the apply loop.
+last use. JWTs (`--auth-token jwt,...`, shim/io/auth_token.py): signed by the node that checked
+the password, naming the user and the auth revision it was checked at; no grant goes through the
+log and no node holds a table: every node verifies a token with the key, and any change of the
+auth state since it was made fails its requests with "revision of auth store is old" (etcd's rule).
+Passwords are hashed (bcrypt) here, on a worker thread, before the request is proposed, and
+checked here, so neither a password nor the work of hashing reaches the log or the apply loop.
 
 This module must never change the KV state itself nor talk to the core: it only translates.
 """
