@@ -22,6 +22,7 @@ import pytest
 from integration_helpers import PORT_BLOCK, Cluster, ports_free, run_verikv
 from verikv.cluster.etcd import ETCD_BINARY, EtcdUnavailable, start_etcd_cluster
 from verikv.etcdpb import rpc_pb2 as r, rpc_pb2_grpc as g
+from verikv.shim.io import auth_token
 
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 SCENARIO = Path(__file__).with_name("etcd3_auth_scenario.py")
@@ -29,6 +30,10 @@ PYTHON = "/usr/bin/python3"  # Debian's, where python3-etcd3 is installed
 TLS_BASE = 29020  # clients 29020-29022, metrics 29025-29027, peers 29030-29032
 PLAIN_BASE = 29040  # clients 29040-29042, metrics 29045-29047, peers 29050-29052
 ETCD_BASE = 29060  # one etcd member: client 29060, peer 29061; etcd refusing a flag: 29062, 29063
+
+INVALID = (grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token")
+DENIED = (grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied")
+OLD = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: revision of auth store is old")
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +161,7 @@ def test_etcdctl_and_python_etcd3_with_jwt_tokens_on_every_node(clusters, rsa_ke
             if got is not None:
                 break
             time.sleep(0.05)
-        assert got == (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: revision of auth store is old")
+        assert got == OLD
     assert ctl("get", "app/b", user="alice:alicepw").stdout.split() == ["app/b", "2"]  # a new token
 
 
@@ -218,31 +223,29 @@ def test_jwt_answers_as_etcd_does_and_tokens_cross_over(clusters, rsa_keys, tmp_
             return f"{head}.{body}.{sig[:-6]}{'AAAAAA' if sig[-6:] != 'AAAAAA' else 'BBBBBB'}"
 
         got = answers(tampered)
-        assert got["verikv"] == got["etcd"] == ((grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token"),) * 2
-        from verikv.shim.io import auth_token
-
+        assert got["verikv"] == got["etcd"] == (INVALID, INVALID)
         foreign = auth_token.parse(f"jwt,priv-key={other},sign-method=RS256").make("root", v_claims["revision"])
         got = answers(lambda side: foreign)
-        assert got["verikv"] == got["etcd"] == ((grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token"),) * 2
+        assert got["verikv"] == got["etcd"] == (INVALID, INVALID)
         bob = {side: g.AuthStub(ch).Authenticate(r.AuthenticateRequest(name="bob", password="bobpw"),
                                                  timeout=10).token for side, ch in sides.items()}
         got = answers(lambda side: bob[side])  # a user without a role
-        assert got["verikv"] == got["etcd"] == ((grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied"),) * 2
+        assert got["verikv"] == got["etcd"] == (DENIED, DENIED)
         for ch in sides.values():  # an auth change: tokens made before it are old
             g.AuthStub(ch).RoleAdd(r.AuthRoleAddRequest(name="later"), timeout=10,
                                    metadata=(("token", tokens["verikv"]),))
         got = answers(lambda side: tokens[side])
-        old = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: revision of auth store is old")
-        assert got["verikv"] == got["etcd"] == (old, old)
+        assert got["verikv"] == got["etcd"] == (OLD, OLD)
         fresh = {side: g.AuthStub(ch).Authenticate(r.AuthenticateRequest(name="root", password="rootpw"),
                                                    timeout=10).token for side, ch in sides.items()}
         time.sleep(4.5)  # ttl 3s: expired
         got = answers(lambda side: fresh[side])
-        assert got["verikv"] == got["etcd"] == ((grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token"),) * 2
+        assert got["verikv"] == got["etcd"] == (INVALID, INVALID)
         # Authenticate sent with the expired token (as a client still holding it may): refused alike
         again = {side: failure(g.AuthStub(ch).Authenticate, r.AuthenticateRequest(name="root", password="rootpw"),
-                               timeout=10, metadata=(("token", fresh[side]),)) for side, ch in sides.items()}
-        assert again["verikv"] == again["etcd"] == (grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token")
+                               timeout=10, metadata=(("token", fresh[side]),))
+                 for side, ch in sides.items()}
+        assert again["verikv"] == again["etcd"] == INVALID
         v_ch.close()
         e_ch.close()
     finally:
