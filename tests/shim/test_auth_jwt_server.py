@@ -2,9 +2,11 @@
 every node: a token from one node is good on every other at once (no grant in the log, no table);
 any change of the auth state voids it with etcd's "revision of auth store is old"; it expires at
 its exp; a tampered token or one signed with another key is an invalid auth token; a node with
-only the public key verifies tokens but cannot hand them out; and a password is still checked."""
+only the public key verifies tokens but cannot hand them out; a password is still checked, and
+checked again if the auth state changed meanwhile (the token names the revision it was checked at)."""
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -13,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from verikv.etcdpb import rpc_pb2 as r, rpc_pb2_grpc as g
+from verikv.shim.api import servicer
 from verikv.shim.api.servicer import build_server
 from verikv.shim.io import auth_token
 
@@ -148,3 +151,25 @@ async def test_a_verify_only_node_takes_tokens_but_hands_out_none(servers):
                                                    metadata=md)) is None
     assert await failure(g.KVStub(channels[2]).Put(r.PutRequest(key=b"v", value=b"3"), timeout=10,
                                                    metadata=(("token", "x.y.z"),))) == INVALID
+
+
+async def test_a_change_while_the_password_is_checked_makes_authenticate_check_again(servers, monkeypatch):
+    nodes, channels, _ = servers
+    await setup_users(g.AuthStub(channels[0]))
+    root = (("token", (await token_of(channels[0], "root", "rootpw")).token),)
+    checks, matches = [], servicer._password_matches
+
+    def slow_matches(password, hashed):  # on a worker thread
+        checks.append(password)
+        if len(checks) == 1:
+            time.sleep(0.5)  # the RoleAdd below is applied meanwhile
+        return matches(password, hashed)
+
+    monkeypatch.setattr(servicer, "_password_matches", slow_matches)
+    authenticating = asyncio.ensure_future(token_of(channels[0], "alice", "alicepw"))
+    await asyncio.sleep(0.1)
+    await g.AuthStub(channels[0]).RoleAdd(r.AuthRoleAddRequest(name="meanwhile"), timeout=10, metadata=root)
+    alice = (("token", (await authenticating).token),)
+    assert checks == ["alicepw", "alicepw"]  # checked again at the new revision
+    assert await failure(g.KVStub(channels[0]).Range(r.RangeRequest(key=b"a"), timeout=10, metadata=alice)) == (
+        grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied")  # not "old"
