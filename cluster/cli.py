@@ -232,6 +232,9 @@ def cmd_up(args) -> int:
     if args.quota_backend_bytes is not None and args.quota_backend_bytes != conf.get("quota_backend_bytes"):
         conf["quota_backend_bytes"] = args.quota_backend_bytes  # for the nodes started from now on
         changed = True
+    if args.auth_token is not None and args.auth_token != conf.get("auth_token"):
+        conf["auth_token"] = args.auth_token  # for the nodes started from now on
+        changed = True
     if changed:
         (data_dir / "cluster.json").write_text(json.dumps(conf) + "\n")
     extra = ["--no-runtime-checks"] if args.no_runtime_checks else []
@@ -239,6 +242,8 @@ def cmd_up(args) -> int:
         extra.append("--faulty-disk")
     if conf.get("quota_backend_bytes") is not None:
         extra += ["--quota-backend-bytes", str(conf["quota_backend_bytes"])]
+    if conf.get("auth_token") is not None:
+        extra += ["--auth-token", conf["auth_token"]]
     for i in range(conf["size"]):
         pid = running_pid(data_dir, i)
         if pid is not None:
@@ -358,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--quota-backend-bytes", type=int, default=None, metavar="BYTES",
                            help="each node's store quota (etcd's flag; kept in cluster.json for restarts; "
                                 "a running node keeps the quota it started with)")
+            s.add_argument("--auth-token", default=None, metavar="simple|jwt,OPTIONS",
+                           help="each node's --auth-token (etcd's flag, see `verikv serve --help`; key paths "
+                                "are read by every node, so give absolute ones; kept in cluster.json for restarts)")
             s.add_argument("--tls", action="store_true",
                            help="make a local CA and per-node certificates under DATA_DIR/certs and run the "
                                 "nodes with client TLS (client certificates required) and mutual peer TLS")

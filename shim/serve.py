@@ -73,11 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quota-backend-bytes", type=int, default=0,
                    help="etcd's: the store size (Status' dbSize) at which writes are refused and the "
                         "NOSPACE alarm raised (0: etcd's default, 2 GiB; negative: no quota)")
-    p.add_argument("--auth-token", default="simple", choices=["simple"],
-                   help="etcd's: the kind of token Authenticate hands out (only etcd's simple tokens: "
-                        "random, held by the node that issued them)")
+    p.add_argument("--auth-token", default="simple", metavar="simple|jwt,OPTIONS",
+                   help="etcd's: the tokens Authenticate hands out: 'simple' (random, known to the nodes "
+                        "through the log, held in memory) or 'jwt,pub-key=PATH,priv-key=PATH,"
+                        "sign-method=METHOD[,ttl=DURATION]' (signed JWTs any node verifies with the key; "
+                        "METHOD one of RS256/384/512, PS256/384/512, ES256/384/512, HS256/384/512; "
+                        "ttl default 5m) (default: simple)")
     p.add_argument("--auth-token-ttl", type=int, default=300,
-                   help="etcd's: seconds an unused token lives (default 300)")
+                   help="etcd's: seconds an unused simple token lives (default 300)")
     t = p.add_argument_group("client TLS (etcd's flags)")
     t.add_argument("--cert-file", default="", help="the client port's certificate (PEM); serves clients over TLS")
     t.add_argument("--key-file", default="", help="the private key of --cert-file (PEM)")
@@ -191,6 +194,12 @@ async def serve(args) -> int:
     except tls.TLSConfigError as err:
         refuse(f"verikv serve: {err}")
         return EXIT_USAGE
+    from verikv.shim.io import auth_token
+    try:
+        jwt_tokens = auth_token.parse(args.auth_token)
+    except auth_token.AuthTokenError as err:
+        refuse(f"verikv serve: {err}")
+        return EXIT_USAGE
     if args.peer_cert_file and not tls.names_member(tls.file_names(args.peer_cert_file), *peers[args.id]):
         log.warning("--peer-cert-file %s does not name this member (https://%s:%d): members that check peer "
                     "certificates will refuse this node", args.peer_cert_file, *peers[args.id])
@@ -226,7 +235,7 @@ async def serve(args) -> int:
         server = grpc_server.build_server(node, listen, client_urls,
                                           [f"{peer_scheme}://{h}:{p}" for h, p in peers], tls=client_tls,
                                           progress_notify_interval_s=progress_s,
-                                          auth_token_ttl_s=args.auth_token_ttl,
+                                          auth_token_ttl_s=args.auth_token_ttl, jwt=jwt_tokens,
                                           max_concurrent_streams=args.max_concurrent_streams,
                                           require_leader_timeout_s=args.tick_ms * args.election_ticks / 1000)
         await server.start()

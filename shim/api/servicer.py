@@ -6,17 +6,22 @@ A request's bytes are parsed once, here, and the bytes go into the log as the cl
 Every answer comes back through one `done`: a response, or an EtcdError that becomes the call's
 gRPC status; any method verikv does not serve is UNIMPLEMENTED with a message saying so.
 
-Auth (etcd's, with its simple tokens): a client's "token" metadata names an AuthInfo (user, and
-the node's auth revision now; without a token, with --client-cert-auth, the common name of the
-client's certificate is the user, etcd's rule); writes carry it into the log and are checked when applied
-(shim/kv/store.py); reads, watch creations and the maintenance calls etcd reserves for root are
-checked here against this node's auth state, as etcd checks them on the node that serves them.
-Tokens are etcd's simple tokens: random, drawn by the node that checked the password, and made
+Auth (etcd's, with its simple or JWT tokens): a client's "token" metadata names an AuthInfo (user,
+and the node's auth revision now, or for a JWT the revision it was made at; without a token, with
+--client-cert-auth, the common name of the client's certificate is the user, etcd's rule); writes
+carry it into the log and are checked when applied (shim/kv/store.py); reads, watch creations and
+the maintenance calls etcd reserves for root are checked here against this node's auth state, as
+etcd checks them on the node that serves them.
+Simple tokens (etcd's default): random, drawn by the node that checked the password, and made
 known to every node through the log (as its sha256: the log never holds a usable token), so a
 token is good on any node; each node holds them in memory only (a restarted node has forgotten
 them, as an etcd member has: its clients authenticate again), for --auth-token-ttl after their
-last use. Passwords are hashed (bcrypt) here, on a worker thread, before the request is proposed,
-and checked here, so neither a password nor the work of hashing reaches the log or the apply loop.
+last use. JWTs (`--auth-token jwt,...`, shim/io/auth_token.py): signed by the node that checked
+the password, naming the user and the auth revision it was checked at; no grant goes through the
+log and no node holds a table: every node verifies a token with the key, and any change of the
+auth state since it was made fails its requests with "revision of auth store is old" (etcd's rule).
+Passwords are hashed (bcrypt) here, on a worker thread, before the request is proposed, and
+checked here, so neither a password nor the work of hashing reaches the log or the apply loop.
 
 This module must never change the KV state itself nor talk to the core: it only translates.
 """
@@ -119,8 +124,11 @@ class ClientServer:
                  progress_notify_interval_s: float = 600.0,
                  watch_backlog_bytes: tuple[int, int] = (WATCH_BACKLOG_HIGH, WATCH_BACKLOG_LOW),
                  require_leader_timeout_s: float = 1.0, tls=None, auth_token_ttl_s: float = AUTH_TOKEN_TTL_S,
-                 max_concurrent_streams: int = 0):
+                 max_concurrent_streams: int = 0, jwt=None):
         self.node = node
+        # shim.io.auth_token.JwtTokens (duck-typed: make(user, revision), info(token)), or None
+        # for etcd's simple tokens
+        self.jwt = jwt
         self.max_concurrent_streams = max_concurrent_streams  # per client connection; 0: no limit
         self.auth_token_ttl_s = auth_token_ttl_s
         self._tokens: dict[bytes, _Token] = {}  # the tokens granted, by their sha256
@@ -264,6 +272,11 @@ class ClientServer:
         or installed a peer's snapshot) or that is void."""
         if token is None:
             return None
+        if self.jwt is not None:  # etcd's: checked even while auth is disabled
+            claims = self.jwt.info(token)
+            if claims is None:
+                raise errors.INVALID_AUTH_TOKEN
+            return AuthInfo(*claims)
         auth = self.node.kv.auth
         digest = hashlib.sha256(token).digest()
         t = self._tokens.get(digest)
@@ -363,7 +376,9 @@ class ClientServer:
         """etcd's Authenticate: once this node has applied everything committed before it (a
         linearizable read's wait), the password is checked against the user's bcrypt hash on a
         worker thread, then the token's grant goes through the log; if the auth state changed
-        meanwhile, all again (etcd's loop)."""
+        meanwhile, all again (etcd's loop). With JWTs, no grant: if the auth state is still the
+        one the password was checked against, a token for that revision is signed (on a worker
+        thread) and handed out."""
         loop = asyncio.get_running_loop()
 
         def check(result=None) -> None:
@@ -387,11 +402,31 @@ class ClientServer:
             if not f.result():
                 done(errors.AUTH_FAILED)
                 return
+            if self.jwt is not None:
+                if self.node.kv.auth.revision != revision:
+                    check()  # the users changed while the password was checked: all again
+                    return
+                signing = loop.run_in_executor(None, self.jwt.make, request.name, revision)
+                signing.add_done_callback(signed)
+                return
             token = self._new_token()
             digest = hashlib.sha256(token.encode()).digest()
             grant = TokenGrant(request.name, revision, digest)
             self.node.command(Kind.AUTHENTICATE, grant, grant.SerializeToString(),
                               functools.partial(granted, token, digest))
+
+        def signed(f) -> None:
+            """A JWT for the user at the revision its password was checked at."""
+            if self._front is None:
+                return  # the server stopped meanwhile
+            err = f.exception()
+            if err is not None:  # etcd's ErrVerifyOnly (no private key), or a key that cannot sign
+                done(EtcdError(grpc.StatusCode.UNKNOWN, str(err).splitlines()[0] if str(err) else
+                               f"auth: cannot sign the token: {type(err).__name__}"))
+                return
+            resp = rpc_pb2.AuthenticateResponse(token=f.result())
+            resp.header.revision = self.node.kv.revision
+            done(resp)
 
         def granted(token: str, digest: bytes, result) -> None:
             if result == errors.AUTH_OLD_REVISION:
