@@ -22,6 +22,7 @@ compacted", above the current revision with "required revision is a future revis
 from __future__ import annotations
 
 import bisect
+import heapq
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ MAX_RESULTS_PER_SESSION = 4096  # remembered results per session (lowest seq evi
 # applied the same slots reports the same size.
 VERSION_OVERHEAD = 64
 LEASE_OVERHEAD = 64
+_GONE = object()
 # The most a Range's answer may hold: its keys and values and RANGE_KV_OVERHEAD bytes per key (the
 # other fields of its KeyValue). A larger one is refused (RANGE_TOO_LARGE) before anything is
 # built, so that one read cannot run the node out of memory (etcd builds such an answer whole and
@@ -126,6 +128,27 @@ class _Session:
     acked_below: int = 0
     results: dict[int, object] = field(default_factory=dict)  # request_seq -> response or EtcdError
     last_slot: int = 0
+    # the seqs of `results`, a min-heap (seqs removed from `results` may stay until they surface):
+    # forgetting the results below acked_below, or the lowest ones, costs no scan of them all
+    # (a client with thousands of requests in flight moves acked_below with nearly every one)
+    seqs: list[int] = field(default_factory=list, compare=False)
+
+    def remember(self, seq: int, result) -> None:
+        self.results[seq] = result
+        heapq.heappush(self.seqs, seq)
+
+    def forget_below(self, seq: int) -> None:
+        """Forget every result of a seq below `seq`."""
+        seqs, results = self.seqs, self.results
+        while seqs and seqs[0] < seq:
+            results.pop(heapq.heappop(seqs), None)
+
+    def forget_lowest(self) -> int:
+        """Forget the result of the lowest seq held; returns that seq."""
+        while True:
+            seq = heapq.heappop(self.seqs)
+            if self.results.pop(seq, _GONE) is not _GONE:
+                return seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -818,15 +841,13 @@ class KVStore:
             outcome = Outcome(cmd, errors.OUTCOME_UNKNOWN, True)
         else:
             result = self.execute(cmd.kind, cmd.request())
-            s.results[cmd.request_seq] = result
+            s.remember(cmd.request_seq, result)
             outcome = Outcome(cmd, result, False)
         if cmd.acked_below > s.acked_below:
             s.acked_below = cmd.acked_below
-            for seq in [q for q in s.results if q < s.acked_below]:
-                del s.results[seq]
+            s.forget_below(s.acked_below)
         while len(s.results) > MAX_RESULTS_PER_SESSION:
-            lowest = min(s.results)
-            del s.results[lowest]
+            lowest = s.forget_lowest()
             s.acked_below = max(s.acked_below, lowest + 1)
         return outcome
 
@@ -940,7 +961,7 @@ class KVStore:
                 pos += struct.calcsize("<QBI")
                 b = data[pos:pos + n]
                 pos += n
-                s.results[seq] = errors.decode_error(b) if tag == 0 else _TAG_TYPES[tag].FromString(b)
+                s.remember(seq, errors.decode_error(b) if tag == 0 else _TAG_TYPES[tag].FromString(b))
         if leases:
             pos = store.leases.decode(data, pos)
             for key, rec in store._data.items():

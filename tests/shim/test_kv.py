@@ -2,6 +2,7 @@
 every client command exactly once, in slot order."""
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from verikv.etcdpb import rpc_pb2 as r
 from verikv.shim.kv import errors
@@ -367,3 +368,38 @@ def test_a_txns_ranges_share_the_limit_and_a_refused_txn_writes_nothing(kv, monk
                                      r.RequestOp(request_txn=r.TxnRequest(success=[R(b"big/", b"big0")]))]))
     assert refused.value.code == errors.RANGE_TOO_LARGE.code
     assert kv.revision == revision + 1 and not kv.range(r.RangeRequest(key=b"first")).kvs
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 60), st.integers(0, 70)), min_size=1, max_size=120))
+def test_the_dedup_table_forgets_exactly_as_the_plain_rule_says(commands):
+    """Each session's results kept, their forgetting below acked_below and the eviction of the
+    lowest past MAX_RESULTS_PER_SESSION are those of the plain rule (a model: a dict scanned
+    whole), whatever the order seqs come in."""
+    from verikv.shim.kv import store as store_module
+    limit = 8
+    kv = KVStore()
+    model_results, model_acked = {}, 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(store_module, "MAX_RESULTS_PER_SESSION", limit)
+        for slot, (seq, acked) in enumerate(commands):
+            cmd = Command(Kind.PUT, 7, seq, acked, r.PutRequest(key=b"k%d" % seq, value=b"v").SerializeToString())
+            out = kv.apply(slot, encode_batch([cmd.encode()]))[0]
+            if seq in model_results:
+                assert out.duplicate and out.result == model_results[seq]
+            elif seq < model_acked:
+                assert out.duplicate and out.result == errors.OUTCOME_UNKNOWN
+            else:
+                assert not out.duplicate
+                model_results[seq] = out.result
+            if acked > model_acked:
+                model_acked = acked
+                model_results = {q: v for q, v in model_results.items() if q >= model_acked}
+            while len(model_results) > limit:
+                lowest = min(model_results)
+                del model_results[lowest]
+                model_acked = max(model_acked, lowest + 1)
+            session = kv._sessions[7]
+            assert session.results == model_results and session.acked_below == model_acked
+    restored = KVStore.restore(kv.snapshot())  # and the same after a snapshot round trip
+    assert restored._sessions[7].results.keys() == model_results.keys()
