@@ -11,6 +11,7 @@ This module must never talk to the core or do I/O: it keeps tables and makes byt
 
 from __future__ import annotations
 
+import heapq
 import logging
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ class Proposals:
         self.max_batch_bytes = max_batch_bytes
         self.next_seq = 1
         self.waiting: dict[int, _Pending] = {}
+        self._seqs: list[int] = []  # the seqs of `waiting`, a min-heap (answered ones leave it lazily)
         self.local: list[bytes] = []  # this node's encoded commands, to propose or forward
         self.forwarded: list[bytes] = []  # followers' encoded commands, proposed if this node leads
         self.failed = 0  # commands answered with an error before they were applied (timeouts, ...)
@@ -57,11 +59,16 @@ class Proposals:
         seq = self.next_seq
         self.next_seq += 1
         self.waiting[seq] = _Pending(kind, body, done, now + self.request_timeout_s, now)
+        heapq.heappush(self._seqs, seq)
         self.local.append(Command(kind, self.client_id, seq, self.acked_below(), body).encode())
 
     def acked_below(self) -> int:
-        """Every request of this session below this seq is answered (never retried again)."""
-        return min(self.waiting) if self.waiting else self.next_seq
+        """Every request of this session below this seq is answered (never retried again): the
+        lowest seq still waiting (without a scan of them all: thousands may wait)."""
+        seqs, waiting = self._seqs, self.waiting
+        while seqs and seqs[0] not in waiting:
+            heapq.heappop(seqs)
+        return seqs[0] if seqs else self.next_seq
 
     def add_forwarded(self, batch: bytes) -> None:
         """A follower's forwarded batch: its commands, as they are."""
@@ -113,6 +120,7 @@ class Proposals:
 
     def fail_all(self, err: EtcdError) -> None:
         waiting, self.waiting = self.waiting, {}
+        self._seqs = []
         self.failed += len(waiting)
         for p in waiting.values():
             p.done(err)
