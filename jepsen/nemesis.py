@@ -255,8 +255,11 @@ class NemesisRunner(threading.Thread):
     def _heal(self, w: FaultWindow) -> None:
         d = self.driver
         errors = []
-        if self.impostors:  # stopped before their node is back
-            w.detail += ": " + "; ".join(impostor.stop() for impostor in self.impostors)
+        for impostor in self.impostors:  # stopped before their node is back
+            try:
+                w.detail += ("; " if w.detail.endswith(")") else ": ") + impostor.stop()
+            except Exception as err:
+                errors.append(f"stopping an impostor: {err}")
         self.impostors.clear()
         for node in sorted(self.paused):
             try:
@@ -287,7 +290,10 @@ class NemesisRunner(threading.Thread):
             self.join(timeout=15)
         with self.lock:
             for impostor in self.impostors:
-                impostor.stop()
+                try:
+                    impostor.stop()
+                except Exception:
+                    pass
             self.impostors.clear()
             for node in sorted(self.paused):
                 try:
