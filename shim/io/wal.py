@@ -9,9 +9,16 @@ Rules this module must never break:
   waiting at that moment shares it). A record that was acknowledged is never lost or cut.
 - A failed write or sync is fatal (`WalFatalError`, and the WAL refuses every later call): after
   a failed fsync the kernel may have dropped the dirty pages, so retrying could lie.
-- Recovery only ever cuts a torn tail: a partial last record of the last segment (or zero fill).
-  A bad CRC anywhere, or a damaged record before the tail, refuses to start (`WalCorruptError`
-  names the file and the byte offset): the node must not run with a log it cannot trust.
+- Recovery only ever cuts a torn tail: a partial last record of the last segment. A bad CRC
+  anywhere else, or a damaged record before the tail, refuses to start (`WalCorruptError` names
+  the file and the byte offset): the node must not run with a log it cannot trust.
+
+Segments are preallocated (zeros, `RealDisk.open_segment`), so the last one ends in zeros after its
+last record, and a write torn by a crash can leave zeros inside a record rather than a short file.
+A record of the last segment that fails its CRC is a torn tail when a piece of it within one
+512-byte sector is all zeros: a sector that never reached the disk (etcd's rule). The zero header
+after the last record ends the log. A closed segment is trimmed to its last record, so zeros in
+an older segment are damage.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from verikv.shim.io.disk import RealDisk
+from verikv.shim.io.disk import SECTOR_BYTES, RealDisk
 
 RECORD_HEAD = struct.Struct("<IIB")  # body length, crc32(type + body), type
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -53,37 +60,80 @@ def _segment_name(seq: int) -> str:
     return f"{seq:016x}{SEGMENT_SUFFIX}"
 
 
-def _parse_segment(path: Path, data: bytes, is_last: bool) -> tuple[list[bytes], int]:
-    """Records of one segment and the length of its valid prefix (shorter only for a torn tail)."""
+def _torn(data: bytes, pos: int, end: int) -> bool:
+    """The record at [pos, end) of the last segment, which failed its check, was torn by a crash:
+    a piece of it within one 512-byte sector is all zeros, a sector that never reached the disk
+    (a disk writes a sector whole or not at all; etcd's rule, `isTornEntry`)."""
+    start = pos
+    while start < end:
+        stop = min(end, (start // SECTOR_BYTES + 1) * SECTOR_BYTES)
+        if data.count(0, start, stop) == stop - start:
+            return True
+        start = stop
+    return False
+
+
+class _More(Exception):
+    """The segment's first bytes, all that was read of it, end before its records do."""
+
+
+def _parse_segment(path: Path, data: bytes, is_last: bool, whole: bool = True) -> tuple[list[bytes], int, bool]:
+    """Records of one segment, the length of its valid prefix, and whether what follows that
+    prefix is a torn tail (False: nothing, or the zeros of its preallocation). `data` is the
+    whole segment, or (whole=False) its first bytes: _More if they do not settle it."""
     records = []
     pos = 0
     while pos < len(data):
         rest = len(data) - pos
         if rest < RECORD_HEAD.size:
-            if is_last:
-                return records, pos  # torn tail: a header that never finished reaching the disk
+            if not whole:
+                raise _More
+            if is_last:  # zeros: the preallocated rest; else a header that never finished reaching the disk
+                return records, pos, data.count(0, pos) != rest
             raise WalCorruptError(f"{path}: record at byte offset {pos} is cut short "
                                   f"({rest} bytes left) in a segment that is not the last")
         length, crc, rtype = RECORD_HEAD.unpack_from(data, pos)
-        if length == 0 and crc == 0 and rtype == 0 and is_last and not any(data[pos:]):
-            return records, pos  # zero fill after the last record: a torn tail too
+        if is_last and length == 0 and crc == 0 and rtype == 0:
+            # no record has this header (its CRC covers its type, 1): the preallocated rest,
+            # the end of the log; what a torn write left after it was never synced (as etcd's)
+            return records, pos, False
         if length > MAX_RECORD_BYTES:
             raise WalCorruptError(f"{path}: record at byte offset {pos} has a bad length {length} "
                                   f"(max {MAX_RECORD_BYTES})")
-        if pos + RECORD_HEAD.size + length > len(data):
+        end = pos + RECORD_HEAD.size + length
+        if end > len(data):
+            if not whole:
+                raise _More
             if is_last:
-                return records, pos  # torn tail: a body that never finished reaching the disk
+                return records, pos, True  # torn tail: a body that never finished reaching the disk
             raise WalCorruptError(f"{path}: record at byte offset {pos} claims {length} bytes, "
                                   f"only {rest - RECORD_HEAD.size} follow, in a segment that is not the last")
-        body = data[pos + RECORD_HEAD.size:pos + RECORD_HEAD.size + length]
-        if zlib.crc32(bytes([rtype]) + body) != crc:
+        body = data[pos + RECORD_HEAD.size:end]
+        if zlib.crc32(bytes([rtype]) + body) != crc or rtype != TYPE_CORE:
+            if is_last and _torn(data, pos, end):
+                return records, pos, True
+            if rtype != TYPE_CORE and zlib.crc32(bytes([rtype]) + body) == crc:
+                raise WalCorruptError(f"{path}: record at byte offset {pos} has an unknown type {rtype}")
             raise WalCorruptError(f"{path}: record at byte offset {pos} has a bad CRC "
                                   f"(length {length}, type {rtype})")
-        if rtype != TYPE_CORE:
-            raise WalCorruptError(f"{path}: record at byte offset {pos} has an unknown type {rtype}")
         records.append(body)
-        pos += RECORD_HEAD.size + length
-    return records, pos
+        pos = end
+    if not whole:
+        raise _More
+    return records, pos, False
+
+
+def _read_last_segment(disk, path: Path) -> tuple[bytes, tuple[list[bytes], int, bool]]:
+    """Read and parse the last segment, only as far as its records go: it is preallocated (64
+    MiB), and its zeros need not be read. Returns the bytes read and _parse_segment's answer."""
+    n = 1 << 20
+    while True:
+        data = disk.read_head(path, n)
+        whole = len(data) < n
+        try:
+            return data, _parse_segment(path, data, True, whole)
+        except _More:
+            n *= 4
 
 
 @dataclass
@@ -137,7 +187,7 @@ class Wal:
         self.segment_bytes = segment_bytes
         self.seq = seq
         self.size_bytes = size_bytes
-        self._fd = disk.open_append(directory / _segment_name(seq))
+        self._fd = disk.open_segment(directory / _segment_name(seq), size_bytes, segment_bytes)
         self._pending: list[bytes] = []
         self._waiters: list[asyncio.Future] = []
         self._flush_scheduled = False
@@ -168,18 +218,19 @@ class Wal:
         segs = [s for s in segs if s >= first]
         records: list[bytes] = []
         cut = None
+        seq, size = first, 0
         for i, seq in enumerate(segs):
             path = directory / _segment_name(seq)
-            data = disk.read(path)
-            recs, valid = _parse_segment(path, data, is_last=i == len(segs) - 1)
+            if i == len(segs) - 1:
+                data, (recs, size, torn) = _read_last_segment(disk, path)
+            else:
+                data = disk.read(path)
+                recs, size, torn = _parse_segment(path, data, is_last=False)
             records += recs
-            if valid < len(data):
-                cut = f"{path}: cut a torn tail of {len(data) - valid} bytes at byte offset {valid}"
-                disk.truncate(path, valid)
-        if segs:
-            seq, size = segs[-1], disk.size(directory / _segment_name(segs[-1]))
-        else:
-            seq, size = first, 0
+            if torn:
+                tail = max(0, len(data.rstrip(b"\0")) - size)  # up to the zeros (of what was read)
+                cut = f"{path}: cut a torn tail of {tail} bytes at byte offset {size}"
+                disk.truncate(path, size)  # the segment is preallocated again when opened
         wal = cls(directory, disk, segment_bytes, seq, size)
         if not segs:
             disk.sync_dir(directory)
@@ -276,9 +327,10 @@ class Wal:
             self._roll()  # only right after a sync: an earlier segment never ends unsynced
 
     def _roll(self) -> None:
+        self.disk.trim(self._fd, self.size_bytes)  # a closed segment ends at its last record
         self.disk.close(self._fd)
         self.seq += 1
-        self._fd = self.disk.open_append(self.directory / _segment_name(self.seq))
+        self._fd = self.disk.open_segment(self.directory / _segment_name(self.seq), 0, self.segment_bytes)
         self.size_bytes = 0
         self.disk.sync_dir(self.directory)
 

@@ -1,6 +1,6 @@
 """WAL damage on real nodes (layout in shim/io/wal.py: segments `NNNNNNNNNNNNNNNN.wal` of records
-`[u32 length][u32 crc32(type+body)][u8 type][body]`): a torn tail of the newest segment is cut
-and the node starts with its data intact; a flipped byte in the middle of a segment makes the node
+`[u32 length][u32 crc32(type+body)][u8 type][body]`, preallocated: zeros after the last record):
+a torn tail of the newest segment is cut and the node starts with its data intact; a flipped byte in the middle of a segment makes the node
 refuse to start with a FATAL line naming the file and the record's byte offset, and no traceback."""
 
 import struct
@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 
 HEAD = struct.Struct("<IIB")
+SECTOR = 512
 
 
 def records(data: bytes) -> list[tuple[int, int]]:
-    """(offset, body length) of each whole record."""
+    """(offset, body length) of each whole record, up to the zeros of the preallocation."""
     out, pos = [], 0
     while pos + HEAD.size <= len(data):
-        length, _crc, _type = HEAD.unpack_from(data, pos)
-        if pos + HEAD.size + length > len(data):
+        length, crc, rtype = HEAD.unpack_from(data, pos)
+        if (length, crc, rtype) == (0, 0, 0) or pos + HEAD.size + length > len(data):
             break
         out.append((pos, length))
         pos += HEAD.size + length
@@ -50,16 +51,28 @@ def test_torn_tail_is_cut_but_a_flipped_byte_refuses_to_start(make_cluster):
     cluster.wait_caught_up(2)
     assert cluster.down().returncode == 0
 
-    # ---- torn tails, one kind per node, on each node's newest segment ----
-    tails = {0: bytes(512),  # zero fill
-             1: HEAD.pack(100, 0x12345678, 1) + b"x" * 30,  # a record whose body never fully landed
-             2: b"\xde\xad\xbe\xef\x01"}  # a header cut short
-    sizes = {}
-    for i, tail in tails.items():
+    # ---- torn tails, one kind per node, on each node's newest segment, after its last record ----
+    def sector_rest(end: int, head: bytes) -> bytes:  # a record's first bytes, up to a sector's end
+        return head + b"x" * ((end // SECTOR + 1) * SECTOR - end - len(head))
+
+    sizes, tails = {}, {}
+    for i in range(3):
         seg = newest_segment(cluster.wal_dir(i))
-        sizes[i] = (seg.resolve(), seg.stat().st_size)
-        with open(seg, "ab") as f:
-            f.write(tail)
+        data = seg.read_bytes()
+        last_pos, last_len = records(data)[-1]
+        end = last_pos + HEAD.size + last_len
+        if i == 0:  # a record whose later sectors never reached the disk (they read as zeros)
+            tails[i] = sector_rest(end, HEAD.pack(4000, 0x12345678, 1))
+        elif i == 1:  # a record's middle sector never reached the disk, the sector after it did
+            tails[i] = sector_rest(end, HEAD.pack(4000, 0x9ABCDEF0, 1)) + bytes(SECTOR) + b"y" * SECTOR
+        else:  # a segment that was not preallocated (an older log): a header cut short at its end
+            tails[i] = b"\xde\xad\xbe\xef\x01"
+        with open(seg, "r+b") as f:
+            f.seek(end)
+            f.write(tails[i])
+            if i == 2:
+                f.truncate(end + len(tails[i]))
+        sizes[i] = (seg.resolve(), end)
     up = cluster.up()
     assert "Traceback" not in up.stdout + up.stderr
     assert all(n["pid"] for n in cluster.status()), "a node with only a torn tail did not start"

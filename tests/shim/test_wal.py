@@ -1,5 +1,6 @@
 """The WAL keeps every acknowledged record, shares one fdatasync among concurrent appends, cuts only
-a torn tail, refuses a damaged log with the file and offset, and stops for good on a failed sync."""
+a torn tail, refuses a damaged log with the file and offset, and stops for good on a failed sync.
+Segments are preallocated: the zeros after the last record are the log's end, not damage."""
 
 import asyncio
 import os
@@ -7,6 +8,7 @@ import os
 import pytest
 
 from verikv.shim.io.disk import FaultyDisk, RealDisk
+from verikv.shim.io.disk import SECTOR_BYTES
 from verikv.shim.io.wal import RECORD_HEAD, Wal, WalCorruptError, WalFatalError, encode_record
 
 
@@ -21,6 +23,48 @@ class CountingDisk(RealDisk):
 
 def segments(d):
     return sorted(p for p in d.iterdir() if p.suffix == ".wal")
+
+
+def write_at(path, offset, data):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def records_bytes(*records):
+    return sum(len(encode_record(r)) for r in records)
+
+
+async def test_a_segment_is_preallocated_and_appends_do_not_grow_it(tmp_path):
+    wal, _ = Wal.open(tmp_path, segment_bytes=4096)
+    (seg,) = segments(tmp_path)
+    assert seg.stat().st_size == 4096
+    await wal.append_many([b"one"])
+    wal.append_lazy([b"two"])
+    await wal.append_many([b"three"])
+    assert seg.stat().st_size == 4096  # no sync had a file size to write
+    data = seg.read_bytes()
+    end = records_bytes(b"one", b"two", b"three")
+    assert data[end:] == bytes(4096 - end)
+    wal.close()
+    _, rec = Wal.open(tmp_path, segment_bytes=4096)
+    assert rec.records == [b"one", b"two", b"three"] and rec.cut_tail is None
+
+
+async def test_without_preallocation_the_log_still_works(tmp_path, monkeypatch):
+    import errno
+
+    def refuse(fd, offset, length):
+        raise OSError(errno.EOPNOTSUPP, "not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", refuse)
+    wal, _ = Wal.open(tmp_path, segment_bytes=60)
+    for i in range(6):
+        await wal.append_many([b"r%d" % i + b"." * 20])
+    wal.close()
+    assert all(seg.stat().st_size <= 60 + records_bytes(b"r0" + b"." * 20) for seg in segments(tmp_path))
+    _, rec = Wal.open(tmp_path, segment_bytes=60)
+    assert rec.records == [b"r%d" % i + b"." * 20 for i in range(6)] and rec.cut_tail is None
 
 
 async def test_appended_records_come_back_in_order(tmp_path):
@@ -60,27 +104,85 @@ async def test_segments_roll_and_replay_across_files(tmp_path):
     for i in range(20):
         await wal.append_many([b"x" * 30 + b"%d" % i])
     wal.close()
-    assert len(segments(tmp_path)) > 5
+    segs = segments(tmp_path)
+    assert len(segs) > 5
+    for seg in segs[:-1]:  # a closed segment ends at its last record: no preallocated zeros
+        assert not seg.read_bytes().endswith(b"\0")
     _, rec = Wal.open(tmp_path, segment_bytes=100)
     assert rec.records == [b"x" * 30 + b"%d" % i for i in range(20)]
 
 
-@pytest.mark.parametrize("garbage", [b"\x05\x00", encode_record(b"partial body")[:-3], b"\0" * 40])
-async def test_a_torn_tail_is_cut(tmp_path, garbage):
+BIG = bytes(range(1, 256)) * 12  # no zero byte, 3,060 bytes: spans several sectors
+
+
+@pytest.mark.parametrize("torn", ["short file", "missing sector"])
+async def test_a_torn_tail_is_cut(tmp_path, torn):
     wal, _ = Wal.open(tmp_path)
     await wal.append_many([b"a", b"b"])
     wal.close()
     (seg,) = segments(tmp_path)
-    good = seg.stat().st_size
-    with open(seg, "ab") as f:
-        f.write(garbage)
+    good = records_bytes(b"a", b"b")
+    partial = encode_record(BIG)[:SECTOR_BYTES - good]  # up to the end of the first sector
+    write_at(seg, good, partial)
+    if torn == "short file":  # a segment that was not preallocated (no support, or an older log)
+        os.truncate(seg, good + len(partial))
     wal, rec = Wal.open(tmp_path)
     assert rec.records == [b"a", b"b"]
     assert rec.cut_tail and f"byte offset {good}" in rec.cut_tail
-    assert seg.stat().st_size == good
+    assert seg.read_bytes()[good:].count(0) == seg.stat().st_size - good  # cut, preallocated again
     await wal.append_many([b"c"])  # appends continue after the cut
     wal.close()
     assert Wal.open(tmp_path)[1].records == [b"a", b"b", b"c"]
+
+
+async def test_a_record_cut_inside_one_sector_is_damage_not_a_torn_write(tmp_path):
+    """A disk writes a sector whole: a record that ends inside a sector and fails its CRC was
+    damaged after it was written, so the node refuses to start rather than cut it."""
+    wal, _ = Wal.open(tmp_path)
+    await wal.append_many([b"a", b"b"])
+    wal.close()
+    (seg,) = segments(tmp_path)
+    good = records_bytes(b"a", b"b")
+    write_at(seg, good, encode_record(b"partial body")[:-3])
+    with pytest.raises(WalCorruptError, match=f"byte offset {good} has a bad CRC"):
+        Wal.open(tmp_path)
+
+
+async def test_the_zeros_after_the_last_record_are_no_cut(tmp_path):
+    wal, _ = Wal.open(tmp_path)
+    await wal.append_many([b"a", b"b"])
+    wal.close()
+    wal, rec = Wal.open(tmp_path)
+    assert rec.records == [b"a", b"b"] and rec.cut_tail is None
+    wal.close()
+
+
+async def test_a_record_with_a_sector_that_never_reached_the_disk_is_a_torn_tail(tmp_path):
+    """A crash can persist a record's later sectors but not an earlier one: in a preallocated
+    segment that sector reads as zeros, inside the record (etcd's rule for a torn write)."""
+    wal, _ = Wal.open(tmp_path)
+    await wal.append_many([b"a"])
+    await wal.append_many([BIG])
+    wal.close()
+    (seg,) = segments(tmp_path)
+    start = records_bytes(b"a")
+    sector = (start // SECTOR_BYTES + 2) * SECTOR_BYTES  # a whole sector inside the second record
+    write_at(seg, sector, bytes(SECTOR_BYTES))
+    wal, rec = Wal.open(tmp_path)
+    assert rec.records == [b"a"] and rec.cut_tail and f"byte offset {start}" in rec.cut_tail
+    wal.close()
+
+
+async def test_a_bad_crc_with_no_zero_sector_in_the_last_record_refuses_to_start(tmp_path):
+    wal, _ = Wal.open(tmp_path)
+    await wal.append_many([b"a"])
+    await wal.append_many([BIG])
+    wal.close()
+    (seg,) = segments(tmp_path)
+    start = records_bytes(b"a")
+    write_at(seg, start + RECORD_HEAD.size + 1000, b"\xff")  # a flipped byte, the rest intact
+    with pytest.raises(WalCorruptError, match=f"byte offset {start} has a bad CRC"):
+        Wal.open(tmp_path)
 
 
 async def test_a_bad_crc_in_the_middle_refuses_to_start(tmp_path):
@@ -101,9 +203,8 @@ async def test_a_bad_crc_in_the_last_record_is_not_mistaken_for_a_torn_tail(tmp_
     await wal.append_many([b"aaaa", b"bbbb"])
     wal.close()
     (seg,) = segments(tmp_path)
-    data = bytearray(seg.read_bytes())
-    data[-1] ^= 0x01
-    seg.write_bytes(bytes(data))
+    last = records_bytes(b"aaaa", b"bbbb") - 1  # the last record's last byte
+    write_at(seg, last, bytes([seg.read_bytes()[last] ^ 0x01]))
     with pytest.raises(WalCorruptError, match="bad CRC"):
         Wal.open(tmp_path)
 
@@ -157,8 +258,8 @@ async def test_a_crash_loses_exactly_the_unsynced_writes(tmp_path):
     disk = FaultyDisk()
     wal, _ = Wal.open(tmp_path, disk)
     await wal.append_many([b"synced"])
-    disk.append(wal._fd, encode_record(b"written but never synced"))
-    disk.crash(keep_unsynced_bytes=7)  # a torn write: part of it reached the disk
+    disk.append(wal._fd, encode_record(BIG))  # written but never synced
+    disk.crash(keep_unsynced_bytes=SECTOR_BYTES)  # a torn write: its first sector reached the disk
     wal, rec = Wal.open(tmp_path)
     assert rec.records == [b"synced"] and rec.cut_tail
 
@@ -174,6 +275,24 @@ async def test_snapshot_replaces_older_segments(tmp_path):
     _, rec = Wal.open(tmp_path)
     assert rec.snapshot.slot == 42 and rec.snapshot.kv_state == b"KV"
     assert rec.snapshot.core_records == [b"ckpt1", b"ckpt2"] and rec.records == [b"new"]
+
+
+async def test_a_snapshot_that_fails_after_the_segment_rolled_leaves_a_log_that_recovers(tmp_path):
+    """install_snapshot closes the segment early, before the snapshot file exists: that segment,
+    no longer the last, must end at its last record (trimmed), not in preallocated zeros."""
+
+    class NoSnapshotFiles(RealDisk):
+        def write_new(self, path, data):
+            raise OSError(28, "No space left on device")
+
+    wal, _ = Wal.open(tmp_path, NoSnapshotFiles())
+    await wal.append_many([b"a", b"b"])
+    with pytest.raises(WalFatalError, match="writing the snapshot failed"):
+        wal.install_snapshot(slot=2, kv_state=b"KV", core_records=[])
+    wal.close()
+    assert len(segments(tmp_path)) == 2
+    _, rec = Wal.open(tmp_path)
+    assert rec.snapshot is None and rec.records == [b"a", b"b"] and rec.cut_tail is None
 
 
 async def test_a_snapshot_that_never_got_renamed_is_ignored(tmp_path):
