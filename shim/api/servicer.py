@@ -613,6 +613,7 @@ class ClientServer:
         if front is None:
             return
         term, fill, encoded, hub = self.node.machine.term, self._headers.fill, self._headers.encoded, self.watches
+        out = []  # handed to the front at once: one lock, one wake-up of its thread
         for stream, resp in responses:
             if type(resp) is LiveResponse:
                 data = resp.bytes(encoded(term, resp.revision))
@@ -620,12 +621,12 @@ class ClientServer:
                 fill(resp.header, term)
                 data = resp.SerializeToString()
             if len(data) < FRAGMENT_BYTES or not hub.fragmenting(stream, resp.watch_id):
-                sent = front.send(stream, data)
+                out.append((stream, data))
             else:  # etcd measures the whole response, header included
-                sent = all([front.send(stream, part.SerializeToString())
-                            for part in fragments(rpc_pb2.WatchResponse.FromString(data), FRAGMENT_BYTES)])
-            if not sent:
-                hub.close(stream)  # the stream is over
+                out += [(stream, part.SerializeToString())
+                        for part in fragments(rpc_pb2.WatchResponse.FromString(data), FRAGMENT_BYTES)]
+        for stream in front.send_many(out):
+            hub.close(stream)  # the stream is over
         for stream in {stream for stream, _ in responses}:
             if front.backlog(stream) > self.watch_backlog_high:
                 hub.pause(stream)  # its client is behind: caught up from the history later

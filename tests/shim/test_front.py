@@ -115,6 +115,32 @@ async def test_a_stream_carries_messages_both_ways_in_order_then_its_status(fron
     assert front.take() == []  # a finish is not reported
 
 
+async def test_a_burst_sent_on_new_streams_arrives_whole(front_and_channel):
+    """Messages queued together on a stream leave in one flush (grpc's buffer hint); a stream's
+    first write, which carries its initial metadata, must not wait for a flush: a burst of
+    keep-alive answers as a stream's first messages (a follower answers in bursts) once stalled
+    the stream for good."""
+    front, call = front_and_channel
+    requests: asyncio.Queue = asyncio.Queue()
+
+    async def nothing():
+        await requests.get()
+        yield b""
+
+    streams = [call.stream(nothing()) for _ in range(50)]
+    opened = await take_calls(front, len(streams))
+    assert {kind for *_, kind in opened} == {3}
+    # each stream's first messages, queued at once (one lock, one wake-up of the front's thread)
+    assert front.send_many([(stream_id, b"burst %d" % i) for stream_id, *_ in opened for i in range(16)]) == []
+    for stream in streams:
+        got = [await asyncio.wait_for(stream.read(), 5) for _ in range(16)]
+        assert got == [b"burst %d" % i for i in range(16)]
+    for stream_id, *_ in opened:
+        assert front.finish(stream_id, 0, "", b"")
+    assert front.send_many([(opened[0][0], b"after the end"), (10**9, b"unknown"), (opened[0][0], b"again")]) == [
+        opened[0][0], 10**9]  # each stream that cannot take it, once
+
+
 async def test_streams_a_client_cancels_or_a_shutdown_ends_are_told_and_closed(front_and_channel):
     front, call = front_and_channel
     cancelled = call.stream(iter([b"hello"]), metadata=(("hasleader", "true"),))

@@ -39,6 +39,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -81,6 +82,7 @@ struct Call {
   size_t queued_bytes = 0;  // their size, and the size of the write in flight
   size_t in_flight_bytes = 0;
   bool reading = false, writing = false;
+  bool wrote = false;  // a message went out: the initial metadata with it (never buffered, see Pump)
   bool finish_queued = false, finish_started = false, finished = false;
   grpc::Status status;
 };
@@ -150,6 +152,7 @@ class Front {
     b.SetMaxReceiveMessageSize(max_receive_bytes);
     b.SetMaxSendMessageSize(INT_MAX);
     b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    b.AddChannelArgument(GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE, 8 << 20);
     if (max_concurrent_streams > 0) b.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, max_concurrent_streams);
     cq_ = b.AddCompletionQueue();
     server_ = b.BuildAndStart();
@@ -233,6 +236,38 @@ class Front {
     waiting_.erase(it);
     ArmAlarm();
     return true;
+  }
+
+  // Send each (id, message) of `messages` as `Send` does, in order, under one lock and one
+  // wake-up of the CQ thread (a put's events for many watchers go out together). Returns the ids
+  // of the streams that were unknown or already finished (each once).
+  py::list SendMany(py::list messages) {
+    std::vector<std::pair<uint64_t, std::string>> batch;
+    batch.reserve(messages.size());
+    for (auto item : messages) {
+      auto pair = item.cast<py::tuple>();
+      char* data;
+      Py_ssize_t len;
+      if (PyBytes_AsStringAndSize(pair[1].ptr(), &data, &len) != 0) throw py::error_already_set();
+      batch.emplace_back(pair[0].cast<uint64_t>(), std::string(data, static_cast<size_t>(len)));
+    }
+    std::vector<uint64_t> failed;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      for (auto& m : batch) {
+        auto st = closing_ ? streams_.end() : streams_.find(m.first);
+        if (st == streams_.end() || st->second->finish_queued) {
+          if (std::find(failed.begin(), failed.end(), m.first) == failed.end()) failed.push_back(m.first);
+          continue;
+        }
+        st->second->queued_bytes += m.second.size();
+        st->second->writes.push_back(std::move(m.second));
+        Dirty(st->second);
+      }
+    }
+    py::list out;
+    for (auto id : failed) out.append(id);
+    return out;
   }
 
   // Send one message on stream `id`, after those sent before. False if the stream is unknown or
@@ -333,7 +368,10 @@ class Front {
       c->writes.pop_front();
       c->out = grpc::ByteBuffer(&slice, 1);
       c->writing = true;
-      c->stream.Write(c->out, &c->write_op);
+      grpc::WriteOptions options;
+      if (c->wrote && !c->writes.empty()) options.set_buffer_hint();  // more follow at once: one flush for them
+      c->wrote = true;
+      c->stream.Write(c->out, options, &c->write_op);
     } else if (c->finish_queued) {
       c->finish_started = true;
       c->stream.Finish(c->status, &c->finish_op);
@@ -565,6 +603,7 @@ PYBIND11_MODULE(_front, m) {
       .def("finish", &Front::Finish, py::arg("call_id"), py::arg("code"), py::arg("message"),
            py::arg("response"))
       .def("send", &Front::Send, py::arg("call_id"), py::arg("message"))
+      .def("send_many", &Front::SendMany, py::arg("messages"))
       .def("backlog", &Front::Backlog, py::arg("call_id"))
       .def("shutdown", &Front::Shutdown, py::arg("grace_s") = 0.0);
 }
