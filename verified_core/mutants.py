@@ -72,6 +72,7 @@ MUTANTS = [
         original="""    {
       if BalLt(b, promised) {
         Send(src, Nack(promised));
+        assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);
         return;
       }
       assert {:split_here} true;
