@@ -81,7 +81,8 @@ module Impl {
     ghost var acked: set<S.Message>     // the Accepted messages (images) counted for bal (AcksTied)
     ghost var recLog: seq<Record>       // every durable record this host emitted or replayed, in order
     // The current step so far (OutTied): what it sent and emitted, in order, after the packet
-    // log sentBase and the record log recBase that the step began with.
+    // log sentBase and the record log recBase that the step began with; its commits report the
+    // slots from commitBase on (CommitsTied).
     ghost var sofar: O.Step
 
     ghost const Repr: set<object>
@@ -1229,19 +1230,6 @@ module Impl {
       assert R.MsgRefines(me as nat, b.node as nat, Accepted(b, slot), S.Accepted(me as nat, b.node as nat, b, slot as nat, val));
       AcceptRefines(old(AbsHost()), AbsHost(), S.Accept(src as nat, me as nat, b, slot as nat, val),
                     old(role) != Follower && b != old(bal));
-    }
-
-    // A refused Accept (its ballot below the promise) is ReceiveAccept answered by the Nack
-    // just sent, with no state change.
-    lemma RefuseRefines(h: P.Host, log0: seq<Packet>, src: uint64, m: S.Message, hi: nat, down: bool)
-      requires Valid() && h == AbsHost() && m.Accept? && m.src == src as nat && m.dst == me as nat
-      requires BalLt(m.bal, promised) && sentLog == log0 + [Packet(me, src, Nack(promised))]
-      ensures var moves := R.AcceptMoves(me as nat, h, hi, down, m);
-              && R.Run(Consts(), me as nat, h, {m}, moves, AbsHost())
-              && R.PacketsRefine(sentLog[|log0|..], R.SentBy(moves))
-      ensures R.NoLearns(sentLog[|log0|..])
-    {
-      assert sentLog[|log0|..] == [Packet(me, src, Nack(promised))];
     }
 
     // A vote in the window is ReceiveAccept, followed by StepDown when `down`.
