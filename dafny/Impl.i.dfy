@@ -81,7 +81,8 @@ module Impl {
     ghost var acked: set<S.Message>     // the Accepted messages (images) counted for bal (AcksTied)
     ghost var recLog: seq<Record>       // every durable record this host emitted or replayed, in order
     // The current step so far (OutTied): what it sent and emitted, in order, after the packet
-    // log sentBase and the record log recBase that the step began with.
+    // log sentBase and the record log recBase that the step began with; its commits report the
+    // slots from commitBase on (CommitsTied).
     ghost var sofar: O.Step
 
     ghost const Repr: set<object>
@@ -121,6 +122,7 @@ module Impl {
       && AcksTied()
       && SelfLogged()
       && OutTied()
+      && CommitsTied()
     }
 
     // The output buffers are the step so far (its trace): the records it emitted, and the
@@ -134,11 +136,20 @@ module Impl {
       OT.OutTiedOf(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter)
     }
 
+    // The commits the step reported so far (out.commits) are the slots [sofar.commitBase,
+    // commitUpto), in order, each with the value this host committed there; commitBase is in
+    // the window. An opaque predicate of values (ImplOutTied), as OutTied.
+    ghost predicate CommitsTied()
+      reads this, committed
+    {
+      OT.CommitsTiedOf(out.commits, R.AbsCommitted(committed[..], logStart as nat), sofar.commitBase, logStart, commitUpto)
+    }
+
     // The step under way is the same step: its bases are unchanged.
     twostate predicate SameBases()
       reads this
     {
-      sofar.sentBase == old(sofar.sentBase) && sofar.recBase == old(sofar.recBase)
+      sofar.sentBase == old(sofar.sentBase) && sofar.recBase == old(sofar.recBase) && sofar.commitBase == old(sofar.commitBase)
     }
 
     // The Ready r is exactly the step that began with the packet log log0 and the record log
@@ -152,6 +163,17 @@ module Impl {
       && r.records == O.Records(t) && r.sync == O.Synced(t)
       && r.early == O.Early(me, t) && r.packets == O.Late(me, t)
       && OT.EarlyAfterOk(r.records, r.earlyAfter)
+    }
+
+    // The commits of the Ready r are exactly the slots [from, commitUpto), in order, each with
+    // the value this host has committed there (AbsHost().committed): the driver applies only
+    // values committed here, each slot once, contiguously from `from`.
+    ghost predicate CommitsAre(r: Ready, from: uint64)
+      reads this, committed
+    {
+      && from <= commitUpto
+      && R.HasAll(R.AbsCommitted(committed[..], logStart as nat), from as nat, commitUpto as nat)
+      && r.commits == OT.CommitsOf(R.AbsCommitted(committed[..], logStart as nat), from, commitUpto)
     }
 
     // The messages this host sent itself and has not handled yet are in its packet log.
@@ -304,7 +326,7 @@ module Impl {
       sentLog := [];
       acked := {};
       recLog := [];
-      sofar := O.Step([], [], []);
+      sofar := O.Step([], [], [], 0);
       Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, readAck};
       new;
       OT.TiedNone([], [], me);
@@ -524,6 +546,8 @@ module Impl {
       {
         R.AbsCommittedAt(committed[..], logStart as nat, commitUpto as nat);
         R.HasAllExtend(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat);
+        OT.CommitsTiedAdvance(out.commits, R.AbsCommitted(committed[..], logStart as nat), sofar.commitBase, logStart, commitUpto,
+                              committed[Idx(commitUpto)].val);
         out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);
         if nextSlot == commitUpto {
           Lead.LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, nextSlot as nat + 1, logStart as nat);
@@ -551,6 +575,8 @@ module Impl {
         committed[Idx(slot)] := Some(val);
         R.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, val);
         R.HasAllAdd(R.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, val);
+        OT.CommitsTiedAdd(out.commits, R.AbsCommitted(old(committed[..]), logStart as nat), sofar.commitBase, logStart, commitUpto,
+                          slot as nat, val);
         Persist(RecCommit(slot, val));
         AdvanceCommit();
       }
@@ -638,7 +664,7 @@ module Impl {
 
     method ResetDurableArrays()
       requires Shape() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied() && SelfLogged() && OutTied()
-      requires logStart == commitUpto
+      requires logStart == commitUpto && out.commits == [] && sofar.commitBase == commitUpto
       requires recLog == [] && promised == Zero && logStart == 0
       modifies votes, committed
       ensures Valid() && PromisedGrows()
@@ -658,6 +684,7 @@ module Impl {
       R.AllBelowEmpty(voteHi as nat);
       R.AbsCommittedEmpty(committed[..], logStart as nat);
       R.HasAllEmpty(R.AbsCommitted(committed[..], logStart as nat), logStart as nat);
+      OT.CommitsTiedNone(R.AbsCommitted(committed[..], logStart as nat), logStart, commitUpto);
     }
 
     // Refines StartPrepare(b), b the next ballot of this host above every ballot it has seen;
@@ -708,6 +735,7 @@ module Impl {
       Lead.AcksNone(role, bal, acked, acks[..], n, logStart as nat);
       ticks := 0;
       Broadcast(Prepare(b, commitUpto), true);
+      assert {:split_here} true;  // the refinement apart from the state change
       // The refinement: StartPrepare(b).
       ghost var h0 := old(AbsHost());
       assert BalLt(h0.promised, b) by {
@@ -1165,6 +1193,7 @@ module Impl {
     {
       if BalLt(b, promised) {
         Send(src, Nack(promised));
+        assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);
         return;
       }
       assert {:split_here} true;
@@ -1754,10 +1783,11 @@ module Impl {
       ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
       ensures out.records == [] && out.packets == [] && out.commits == []
       ensures Unchanged() && selfQueue == [] && sentLog == old(sentLog) && recLog == old(recLog)
-      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog
+      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && sofar.commitBase == commitUpto
     {
       OT.TiedNone(sentLog, recLog, me);
-      sofar := O.Step([], sentLog, recLog);
+      OT.CommitsTiedNone(R.AbsCommitted(committed[..], logStart as nat), logStart, commitUpto);
+      sofar := O.Step([], sentLog, recLog, commitUpto);
       out := NoOutput;
       selfQueue := [];
     }
@@ -1769,13 +1799,18 @@ module Impl {
       modifies this
       ensures Valid() && Unchanged() && sentLog == old(sentLog) && recLog == old(recLog) && selfQueue == old(selfQueue)
       ensures ReadyIs(r, t, old(sofar.sentBase), old(sofar.recBase)) && r.accepted == accepted
-      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog
+      ensures CommitsAre(r, old(sofar.commitBase))
+      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && sofar.commitBase == commitUpto
     {
       r := out.(accepted := accepted);
       OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
       OT.TiedNone(sentLog, recLog, me);
+      ghost var C := R.AbsCommitted(committed[..], logStart as nat);
+      OT.CommitsTiedIs(out.commits, C, sofar.commitBase, logStart, commitUpto);
+      R.HasAllSub(C, logStart as nat, commitUpto as nat, sofar.commitBase as nat, commitUpto as nat);
+      OT.CommitsTiedNone(C, logStart, commitUpto);
       t := sofar.trace;
-      sofar := O.Step([], sentLog, recLog);
+      sofar := O.Step([], sentLog, recLog, commitUpto);
       out := NoOutput;
     }
 
@@ -1789,7 +1824,8 @@ module Impl {
       ensures old(selfQueue) == [] ==> AbsHost() == old(AbsHost()) && sentLog == old(sentLog) && SameConfig() && acked == old(acked)
       ensures old(StepOk(st, h0, log0, moves0)) ==> StepOk(st, h0, log0, moves)
       ensures ReadyIs(r, t, old(sofar.sentBase), old(sofar.recBase)) && r.accepted == accepted
-      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog
+      ensures CommitsAre(r, old(sofar.commitBase))
+      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && sofar.commitBase == commitUpto
       ensures moves0 <= moves
     {
       moves := DrainSelf(st, h0, log0, moves0);
@@ -1830,6 +1866,7 @@ module Impl {
       modifies Repr
       ensures Valid() && BalLe(old(promised), promised)
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
+      ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures old(StepFrom(st)) && OT.OnWire(p, st.net) ==>
                 StepOk(st, old(AbsHost()), old(sentLog), moves)
     {
@@ -1856,6 +1893,7 @@ module Impl {
       modifies Repr
       ensures Valid() && BalLe(old(promised), promised)
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
+      ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures old(StepFrom(st)) ==>
                 StepOk(st, old(AbsHost()), old(sentLog), moves)
     {
@@ -1897,6 +1935,7 @@ module Impl {
       modifies Repr
       ensures Valid() && BalLe(old(promised), promised)
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
+      ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       // An accepted value is proposed as it is: the step's first protocol move sends Accepts of val.
       ensures r.accepted ==> |moves| > 0 && moves[0].step.SendAcceptStep? && moves[0].step.val == val
       // The step receives the client's request for val (ImplSystem.ClientSends).
@@ -1940,6 +1979,7 @@ module Impl {
       modifies Repr
       ensures Valid() && BalLe(old(promised), promised)
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
+      ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures old(StepFrom(st)) ==>
                 StepOk(st, old(AbsHost()), old(sentLog), moves)
     {
@@ -1999,6 +2039,7 @@ module Impl {
       modifies Repr
       ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
+      ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures SameConfig() && sentLog == old(sentLog)
       ensures var ok := old(logStart) < upto <= old(commitUpto) && upto <= SLOT_LIMIT;
               R.Run(Consts(), me as nat, old(AbsHost()), {}, R.TruncateMoves(old(AbsHost()), upto as nat, ok), AbsHost())
@@ -2019,7 +2060,7 @@ module Impl {
     // Abstractly: the protocol's truncation at upto (the caller knows [logStart, upto) committed).
     method DropBelow(upto: uint64)
       requires Shape() && VotesBelowHi() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied()
-      requires SelfLogged() && OutTied()
+      requires SelfLogged() && OutTied() && CommitsTied() && upto <= sofar.commitBase
       requires logStart < upto <= commitUpto && upto <= SLOT_LIMIT
       requires R.HasAll(R.AbsCommitted(committed[..], logStart as nat), upto as nat, commitUpto as nat)
       modifies Repr
@@ -2076,6 +2117,7 @@ module Impl {
       // The slots entering the window share their indices with the ones just emptied.
       R.AbsVotesTruncate(old(votes[..]), votes[..], logStart as nat, upto as nat);
       R.AbsCommittedTruncate(old(committed[..]), committed[..], logStart as nat, upto as nat);
+      OT.CommitsTiedFrom(out.commits, R.AbsCommitted(old(committed[..]), logStart as nat), sofar.commitBase, logStart, commitUpto, upto);
       R.AllBelowFrom(old(AbsHost()).votes, upto as nat, voteHi as nat, if voteHi < upto then upto as nat else voteHi as nat);
       R.HasAllFrom(R.AbsCommitted(old(committed[..]), logStart as nat), upto as nat, upto as nat, commitUpto as nat);
       R.AbsVotesTruncate(old(takeover[..]), takeover[..], logStart as nat, upto as nat);
@@ -2253,6 +2295,8 @@ module Impl {
         committed[Idx(slot)] := Some(rec.val);
         R.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, rec.val);
         R.HasAllAdd(R.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, rec.val);
+        OT.CommitsTiedAdd(out.commits, R.AbsCommitted(old(committed[..]), logStart as nat), sofar.commitBase, logStart, commitUpto,
+                          slot as nat, rec.val);
       }
       assert AbsHost() == R.ApplyRecord(h0, rec, WINDOW as nat, SLOT_LIMIT as nat);
       R.ApplyRecordLeader(h0, rec, WINDOW as nat, SLOT_LIMIT as nat, P.NotLeader);
@@ -2260,7 +2304,7 @@ module Impl {
     }
 
     method ReplayTruncate(rec: Record)
-      requires Valid() && rec.RecTruncate? && sofar.trace == []
+      requires Valid() && rec.RecTruncate? && sofar.trace == [] && out.commits == []
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
       ensures SameConfig() && sentLog == old(sentLog)
@@ -2277,9 +2321,13 @@ module Impl {
 
     // Every slot below `upto` is in a snapshot: forget them, and count them as committed.
     method JumpTo(upto: uint64)
-      requires Valid() && logStart < upto <= SLOT_LIMIT
+      requires Valid() && logStart < upto <= SLOT_LIMIT && out.commits == []
       modifies Repr
-      ensures Valid0() && PromisedGrows() && logStart == upto && recLog == old(recLog)
+      ensures Valid0() && logStart == upto && recLog == old(recLog)
+      ensures BalLe(old(promised), promised) && acked <= old(acked)
+      ensures sofar.sentBase == old(sofar.sentBase) && sofar.recBase == old(sofar.recBase)
+      // the slots below upto are in the snapshot: none is reported
+      ensures sofar.commitBase == commitUpto == if old(commitUpto) < upto then upto else old(commitUpto)
       ensures Keeps() && sentLog == old(sentLog) && selfQueue == old(selfQueue) && sofar.trace == old(sofar.trace)
       ensures AbsHost() == R.Truncated(old(AbsHost()), upto as nat)
     {
@@ -2300,8 +2348,10 @@ module Impl {
         R.AllBelowEmpty(upto as nat);
         R.AbsCommittedEmpty(committed[..], upto as nat);
         R.HasAllEmpty(map[], upto as nat);
+        OT.CommitsTiedNone(map[], upto, upto);
         logStart := upto;
         commitUpto := upto;
+        sofar := sofar.(commitBase := upto);
         nextSlot := upto;
         voteHi := upto;
         takeoverHi := upto;
@@ -2313,6 +2363,8 @@ module Impl {
           nextSlot := upto;
         }
         if commitUpto < upto { commitUpto := upto; }
+        OT.CommitsTiedNone(R.AbsCommitted(committed[..], logStart as nat), logStart, commitUpto);
+        sofar := sofar.(commitBase := commitUpto);
         DropBelow(upto);
       }
     }
@@ -2326,6 +2378,8 @@ module Impl {
       modifies Repr
       ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
+      // the slots newly committed above the snapshot (upto, when it jumps), each once, in order
+      ensures CommitsAre(r, if old(commitUpto) < upto <= SLOT_LIMIT then upto else old(commitUpto))
       ensures SameConfig() && sentLog == old(sentLog)
       ensures var ok := old(commitUpto) < upto <= SLOT_LIMIT;
               R.Run(Consts(), me as nat, old(AbsHost()), {}, R.SnapshotMoves(old(AbsHost()), upto as nat, ok), AbsHost())
@@ -2379,6 +2433,30 @@ module Impl {
       R.AllBelowEmpty(voteHi as nat);
     }
 
+    // The commits of every slot in [logStart, commitUpto), in order.
+    method CommittedSlots() returns (cs: seq<Committed>)
+      requires Valid()
+      ensures cs == OT.CommitsOf(R.AbsCommitted(committed[..], logStart as nat), logStart, commitUpto)
+    {
+      ghost var C := R.AbsCommitted(committed[..], logStart as nat);
+      var s := logStart;
+      cs := [];
+      OT.CommitsNil(C, logStart, logStart);
+      while s < commitUpto
+        invariant logStart <= s <= commitUpto && cs == OT.CommitsOf(C, logStart, s)
+        decreases commitUpto - s
+      {
+        var c := committed[Idx(s)];
+        R.AbsCommittedAt(committed[..], logStart as nat, s as nat);
+        assert s as nat in C by { reveal R.HasAll(); }
+        if c.Some? {
+          cs := cs + [Committed(s, c.val)];
+        }
+        OT.CommitsSnoc(C, logStart, s);
+        s := s + 1;
+      }
+    }
+
     // After the last replayed record: report every committed slot from logStart on.
     // No protocol step: it only reports committed slots.
     method FinishRecovery() returns (r: Ready, ghost t: seq<O.Out>)
@@ -2386,24 +2464,18 @@ module Impl {
       modifies Repr
       ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
+      ensures CommitsAre(r, logStart)  // every committed slot from logStart on, each once, in order
       ensures SameConfig() && sentLog == old(sentLog) && AbsHost() == old(AbsHost())
     {
       BeginStep();
       assert AbsHost() == old(AbsHost());
-      var s := logStart;
-      while s < commitUpto
-        invariant BalLe(old(promised), promised) && acked <= old(acked) && sofar.sentBase == old(sentLog) && sofar.recBase == old(recLog)
-        invariant Valid() && logStart <= s <= commitUpto
-        invariant AbsSame() && selfQueue == [] && AbsHost() == old(AbsHost())
-        modifies this
-        decreases commitUpto - s
-      {
-        var c := committed[Idx(s)];
-        if c.Some? {
-          out := out.(commits := out.commits + [Committed(s, c.val)]);
-        }
-        s := s + 1;
-      }
+      ghost var C := R.AbsCommitted(committed[..], logStart as nat);
+      var cs := CommittedSlots();
+      OT.CommitsTiedIs(out.commits, C, sofar.commitBase, logStart, commitUpto);
+      out := out.(commits := out.commits + cs);
+      sofar := sofar.(commitBase := logStart);
+      assert out.commits == OT.CommitsOf(C, logStart, commitUpto);
+      reveal OT.CommitsTiedOf();
       AdvanceCommit();
       assert AbsHost() == old(AbsHost()) && selfQueue == [];
       ghost var moves: seq<R.Move>;

@@ -1040,8 +1040,9 @@ module ImplAbstraction {
   // was leading or campaigning with another ballot).
   ghost function AcceptMoves(i: S.HostId, h: P.Host, hi: nat, down: bool, m: S.Message): (moves: seq<Move>)
     requires m.Accept?
-    // The two cases without a state change, proven once here (OnAccept's refusal path has no
-    // room for a proof: verified_core/mutants.py edits it).
+    // The two cases without a state change, proven once here (OnAccept's refusal path has room
+    // for no more than a hint, that the durable arrays are unchanged: verified_core/mutants.py
+    // edits it).
     ensures (BalLt(m.bal, h.promised) || m.slot < h.logStart || hi <= m.slot) && m.dst == i ==>
               && (forall c: P.Constants {:trigger Run(c, i, h, {m}, moves, h)} :: Run(c, i, h, {m}, moves, h))
               && SentBy(moves) == (if BalLt(m.bal, h.promised) then {S.Nack(i, m.src, h.promised)} else {})

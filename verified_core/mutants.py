@@ -72,6 +72,7 @@ MUTANTS = [
         original="""    {
       if BalLt(b, promised) {
         Send(src, Nack(promised));
+        assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);
         return;
       }
       assert {:split_here} true;
@@ -182,6 +183,50 @@ MUTANTS = [
         breaks="Impl.Replica.Propose",
         why="the leader would answer that the client's value got a slot while it proposed an empty "
             "batch there: an acknowledged write that is never applied",
+    ),
+    Mutant(
+        name="impl-commit-reports-next-value",
+        file="Impl.i.dfy",
+        original="        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);\n",
+        mutated="        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto + 1)].val)]);\n",
+        breaks="Impl.Replica.AdvanceCommit",
+        why="the driver would apply, at a slot, the value committed at the next one: the key-value "
+            "state would diverge from the chosen log",
+    ),
+    Mutant(
+        name="impl-commit-reports-wrong-slot",
+        file="Impl.i.dfy",
+        original="        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);\n",
+        mutated="        out := out.(commits := out.commits + [Committed(commitUpto + 1, committed[Idx(commitUpto)].val)]);\n",
+        breaks="Impl.Replica.AdvanceCommit",
+        why="a committed value would be reported at the slot after its own: the driver's applied "
+            "index would run one ahead of the log",
+    ),
+    Mutant(
+        name="impl-commit-reported-twice",
+        file="Impl.i.dfy",
+        original="        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);\n",
+        mutated="        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]"
+                " + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);\n",
+        breaks="Impl.Replica.AdvanceCommit",
+        why="a committed command would be applied twice (a put or a transaction run again)",
+    ),
+    Mutant(
+        name="impl-recovery-skips-a-slot",
+        file="Impl.i.dfy",
+        original="        if c.Some? {\n          cs := cs + [Committed(s, c.val)];\n",
+        mutated="        if c.Some? && s != logStart {\n          cs := cs + [Committed(s, c.val)];\n",
+        breaks="Impl.Replica.CommittedSlots",
+        why="a restarted node would rebuild its key-value state without the first committed slot "
+            "of its log",
+    ),
+    Mutant(
+        name="impl-snapshot-reports-below-it",
+        file="Impl.i.dfy",
+        original="        JumpTo(upto);\n        Persist(RecTruncate(upto));\n        AdvanceCommit();\n",
+        mutated="        AdvanceCommit();\n        JumpTo(upto);\n        Persist(RecTruncate(upto));\n",
+        breaks="Impl.Replica.InstallSnapshot",
+        why="a node installing a snapshot would apply, on top of it, slots the snapshot already holds",
     ),
     Mutant(
         name="protocol-accept-any-value",
