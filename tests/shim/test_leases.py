@@ -220,3 +220,25 @@ def test_a_scan_before_the_earliest_deadline_looks_at_no_lease_yet_misses_none()
     assert timers.expiries(store.leases, 7.0) == [(2, 1)]
     timers.retry([(1, 1)])
     assert timers.expiries(store.leases, 7.1) == [(1, 1)]
+
+
+def test_a_checkpoint_pass_looks_at_a_bounded_number_of_leases_per_scan():
+    """A pass over 10,005 leases, of which only the last 5 ran down past their slack: the first
+    scan looks at the first CHECKPOINT_SCAN_LEASES (none due) and holds the loop no longer, the
+    next finds the 5; the pass is then over until CHECKPOINT_EVERY_S later."""
+    from verikv.shim.node import lease_timers
+    store, timers = KVStore(), LeaseTimers()
+    n = lease_timers.CHECKPOINT_SCAN_LEASES + 5
+    for i in range(1, n + 1):
+        grant(store, i, 60)
+    timers.applied(changes(store), 0.0)
+    timers.lead(True, store.leases, 0.0)
+    for i in range(1, lease_timers.CHECKPOINT_SCAN_LEASES + 1):  # kept alive at 25 s: not due at 30 s
+        store.execute(Kind.LEASE_KEEP_ALIVE, r.LeaseKeepAliveRequest(ID=i))
+    timers.applied(changes(store), 25.0)
+    assert timers.checkpoints(store.leases, 30.0) == []
+    due = timers.checkpoints(store.leases, 30.05)
+    assert [(i, left) for i, _, left in due] == [(i, 29_950) for i in range(n - 4, n + 1)]
+    assert timers.checkpoints(store.leases, 30.1) == []  # the pass is over
+    assert len(timers.checkpoints(store.leases, 30.0 + CHECKPOINT_EVERY_S)) == 0  # a new pass: the first 10,000
+    assert len(timers.checkpoints(store.leases, 31.05)) == 5
