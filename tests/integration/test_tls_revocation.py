@@ -24,7 +24,7 @@ from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 CLUSTER_BASE = 29130  # cluster up: 29130-29142
 SERVE_BASE = 29150  # verikv serve: clients 29150-29152, peers 29160-29162
-ETCD_BASE = 29180  # etcd: 29180-29185
+ETCD_BASE = 29180  # etcd: 29180-29181 (one member), 29186-29191 (three)
 
 pytestmark = pytest.mark.slow
 
@@ -206,3 +206,59 @@ def test_etcd_refuses_the_same_revoked_client_certificate(tmp_path, member_certs
         assert grpc_put(etcd.client_endpoints[0], f["ca"], *f["revoked"], b"sneaky") == grpc.StatusCode.UNAVAILABLE
         assert grpc_put(etcd.client_endpoints[0], f["ca"], *f["client"], b"fine") == grpc.StatusCode.OK
         assert '"kvs"' not in etcdctl(endpoint, f["ca"], *f["client"], "get", "sneaky", "-w", "json").stdout
+
+
+ETCD_PEERS_BASE = 29186  # 3 etcd members: clients 29186, 29188, 29190; peers 29187, 29189, 29191
+
+
+@pytest.mark.skipif(not os.access(ETCD_BINARY, os.X_OK), reason="etcd not installed (Debian etcd-server)")
+@pytest.mark.parametrize("case", ["revoked", "intruder"])
+def test_etcd_refuses_the_same_member_and_its_two_good_members_serve(tmp_path, member_certs, case):
+    """The certificates and flags of the verikv test above, on three etcd 3.4.23 members: its
+    good members refuse the third's connections too, and serve. With --peer-cert-allowed-cn the
+    third learns nothing, as on verikv. With --peer-crl-file it does learn the writes: etcd checks
+    the CRL only when accepting a connection, and its good members still connect to the revoked
+    one (verikv checks it both ways, above)."""
+    f = member_certs
+    flags = ["--peer-crl-file", str(f["crl"])] if case == "revoked" else ["--peer-cert-allowed-cn", "verikv member"]
+    peer = [f"https://127.0.0.1:{ETCD_PEERS_BASE + 2 * i + 1}" for i in range(3)]
+    client = [f"https://127.0.0.1:{ETCD_PEERS_BASE + 2 * i}" for i in range(3)]
+    initial = ",".join(f"e{i}={u}" for i, u in enumerate(peer))
+    procs, logs = [], []
+    try:
+        for i, pair in enumerate([f[0], f[1], f[case]]):
+            cert, key = map(str, pair)
+            logs.append(tmp_path / f"e{i}.log")
+            with open(logs[-1], "wb") as log:
+                procs.append(subprocess.Popen(
+                    [ETCD_BINARY, "--name", f"e{i}", "--data-dir", str(tmp_path / f"e{i}"),
+                     "--listen-client-urls", client[i], "--advertise-client-urls", client[i],
+                     "--listen-peer-urls", peer[i], "--initial-advertise-peer-urls", peer[i],
+                     "--initial-cluster", initial, "--initial-cluster-state", "new",
+                     "--initial-cluster-token", f"crl-{case}", "--cert-file", cert, "--key-file", key,
+                     "--trusted-ca-file", str(f["ca"]), "--client-cert-auth", "--peer-cert-file", cert,
+                     "--peer-key-file", key, "--peer-trusted-ca-file", str(f["ca"]), "--peer-client-cert-auth",
+                     *flags], stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL))
+        good = ",".join(client[:2])
+        deadline = time.monotonic() + 60
+        while etcdctl(good, f["ca"], *f["client"], "put", "k", "v", ok=False).returncode != 0:
+            assert time.monotonic() < deadline, "etcd's two good members did not serve a put"
+            time.sleep(0.5)
+        etcdctl(good, f["ca"], *f["client"], "put", "k2", "v")
+        time.sleep(1.0)
+        got = etcdctl(client[2], f["ca"], *f["client"], "get", "k", "--consistency=s", "-w", "json", ok=False)
+        if case == "intruder":
+            assert '"kvs"' not in got.stdout  # the refused member learned nothing
+        else:
+            assert '"kvs"' in got.stdout  # etcd still sends to it
+        why = "revoked" if case == "revoked" else "client certificate authentication failed"
+        assert why in logs[0].read_text(errors="replace") + logs[1].read_text(errors="replace")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
