@@ -109,3 +109,25 @@ def cluster_certs(directory: Path, peers: list[tuple[str, int]]) -> dict:
     if not all(p.exists() for p in client):
         client = issue(directory, "client", ca, "verikv client")
     return {"ca": ca[0], "nodes": nodes, "client": client}
+
+
+def make_crl(path: Path, ca: tuple[Path, Path], revoked: list[Path] = (), valid_days: int = VALID_DAYS) -> Path:
+    """A PEM certificate revocation list at `path`, signed by `ca` (its cert and key files),
+    revoking the certificates in the files `revoked` (by serial number, now)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    ca_cert = x509.load_pem_x509_certificate(Path(ca[0]).read_bytes())
+    ca_key = serialization.load_pem_private_key(Path(ca[1]).read_bytes(), password=None)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    next_update = now + datetime.timedelta(days=valid_days)  # in the past for valid_days < 0 (tests)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(min(now, next_update) - datetime.timedelta(minutes=5)).next_update(next_update))
+    for cert_path in revoked:
+        serial = x509.load_pem_x509_certificate(Path(cert_path).read_bytes()).serial_number
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now - datetime.timedelta(minutes=1))
+            .build())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    return path

@@ -235,6 +235,16 @@ def cmd_up(args) -> int:
     if args.auth_token is not None and args.auth_token != conf.get("auth_token"):
         conf["auth_token"] = args.auth_token  # for the nodes started from now on
         changed = True
+    for flag in ("client_crl_file", "peer_crl_file"):
+        path = getattr(args, flag)
+        if path is None:
+            continue
+        if not conf.get("tls"):
+            raise ClusterError(f"--{flag.replace('_', '-')} needs a cluster made with --tls")
+        path = str(Path(path).resolve()) if path else ""  # "" drops it
+        if path != conf.get(flag, ""):
+            conf[flag] = path  # for the nodes started from now on
+            changed = True
     if changed:
         (data_dir / "cluster.json").write_text(json.dumps(conf) + "\n")
     extra = ["--no-runtime-checks"] if args.no_runtime_checks else []
@@ -244,6 +254,9 @@ def cmd_up(args) -> int:
         extra += ["--quota-backend-bytes", str(conf["quota_backend_bytes"])]
     if conf.get("auth_token") is not None:
         extra += ["--auth-token", conf["auth_token"]]
+    for flag in ("client_crl_file", "peer_crl_file"):
+        if conf.get(flag):
+            extra += [f"--{flag.replace('_', '-')}", conf[flag]]
     for i in range(conf["size"]):
         pid = running_pid(data_dir, i)
         if pid is not None:
@@ -369,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--tls", action="store_true",
                            help="make a local CA and per-node certificates under DATA_DIR/certs and run the "
                                 "nodes with client TLS (client certificates required) and mutual peer TLS")
+            s.add_argument("--client-crl-file", default=None, metavar="PATH",
+                           help="with --tls: each node's --client-crl-file (a PEM CRL signed by DATA_DIR/certs/ca.pem; "
+                                "kept in cluster.json for restarts; '' drops it)")
+            s.add_argument("--peer-crl-file", default=None, metavar="PATH",
+                           help="with --tls: each node's --peer-crl-file (likewise)")
         if name == "down":
             s.add_argument("--timeout-s", type=float, default=10.0)
         if name == "status":

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--trusted-ca-file", default="", help="the CA (PEM) that signs clients' certificates")
     t.add_argument("--client-cert-auth", action="store_true",
                    help="refuse, at the TLS handshake, a client without a certificate signed by --trusted-ca-file")
+    t.add_argument("--client-crl-file", default="",
+                   help="a certificate revocation list (PEM, signed by a CA of --trusted-ca-file): a client "
+                        "certificate it revokes is refused at the TLS handshake (needs --client-cert-auth)")
     t.add_argument("--auto-tls", action="store_true",
                    help="serve clients over TLS with a self-signed certificate made under DATA_DIR/fixtures/client "
                         "(for tests; clients cannot verify it)")
@@ -99,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--peer-client-cert-auth", action="store_true",
                    help="refuse a connecting member without a certificate signed by --peer-trusted-ca-file that "
                         "names the member it claims to be")
+    t.add_argument("--peer-crl-file", default="",
+                   help="a certificate revocation list (PEM, signed by a CA of --peer-trusted-ca-file): a member "
+                        "whose certificate it revokes is refused at the TLS handshake, and not connected to "
+                        "(needs --peer-client-cert-auth)")
+    t.add_argument("--peer-cert-allowed-cn", default="", metavar="CN",
+                   help="a member's certificate must also have this common name (accepting and connecting; "
+                        "needs --peer-client-cert-auth)")
+    t.add_argument("--peer-cert-allowed-hostname", default="", metavar="HOST",
+                   help="a member's certificate must also be valid for this DNS name or IP address "
+                        "(accepting and connecting; needs --peer-client-cert-auth; not with --peer-cert-allowed-cn)")
     t.add_argument("--peer-auto-tls", action="store_true",
                    help="encrypt peer traffic with a self-signed certificate made under DATA_DIR/fixtures/peer "
                         "(no member is authenticated)")

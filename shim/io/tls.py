@@ -13,6 +13,19 @@ A node connecting to member i checks that the certificate it is shown names memb
 requires peer client certificates (`--peer-client-cert-auth`) checks that the connecting node's
 certificate names the member its HELLO claims, and closes the connection otherwise.
 
+Revocation (`--client-crl-file`, `--peer-crl-file`, etcd's flags): a PEM CRL, which must be signed
+by a CA of the side's trusted-CA file and not past its nextUpdate (else OpenSSL would refuse every
+certificate), read at start. A certificate it revokes is refused at the TLS handshake: the client
+port's (the grpc++ front, through gRPC's CRL directory), and on the peer port both ways (a node
+with a revoked certificate is neither accepted nor connected to; etcd checks only the accepting
+side). Both need the side's client-cert-auth flag: without it no certificate is asked for.
+
+Peer identity (`--peer-cert-allowed-cn`, `--peer-cert-allowed-hostname`, etcd 3.4's flags, at most
+one): besides naming its member, a member's certificate must have that common name, or be valid
+for that host name or IP address (Go's `VerifyHostname`: a DNS name matched against the DNS
+subject alternative names, `*.` matching one leftmost label; an IP address against the IP ones),
+on the accepting side and, as etcd 3.4 does, on the connecting side too.
+
 Errors in the flags or the files raise `TLSConfigError` with a one-line message.
 """
 
@@ -36,6 +49,7 @@ class ClientTLS:
     key_pem: bytes
     ca_pem: bytes
     client_cert_auth: bool
+    crl_dir: str = ""  # --client-crl-file's CRL as gRPC's CRL directory reads it ("" without one)
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,8 @@ class PeerTLS:
     client: ssl.SSLContext
     verify_server: bool  # connecting: the member's certificate is checked against the trusted CA
     client_cert_auth: bool  # accepting: a connecting node must show a certificate naming its member
+    allowed_cn: str = ""  # --peer-cert-allowed-cn: the common name a member's certificate must have
+    allowed_hostname: str = ""  # --peer-cert-allowed-hostname: a name or address it must be valid for
 
 
 def _read(path: str, flag: str) -> bytes:
@@ -93,6 +109,47 @@ def _check_flags(cert: str, key: str, ca: str, cert_auth: bool, auto: bool, pref
     return bool(cert) or auto
 
 
+def _load_crl(path: str, flag: str, ca_file: str, ca_flag: str) -> bytes:
+    """The PEM bytes of a CRL file, checked as this module's text says."""
+    from cryptography import x509
+    data = _read(path, flag)
+    try:
+        crl = x509.load_pem_x509_crl(data)
+    except ValueError:
+        raise TLSConfigError(f"{flag} {path} is not a PEM certificate revocation list (X509 CRL)") from None
+    if not any(ca.subject == crl.issuer and crl.is_signature_valid(ca.public_key()) for ca in _pem_certs(ca_file)):
+        raise TLSConfigError(f"{flag} {path} is not signed by a CA of {ca_flag} {ca_file} "
+                             f"(its issuer: {crl.issuer.rfc4514_string()})")
+    next_update = crl.next_update
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    if next_update is not None and next_update < now:
+        raise TLSConfigError(f"{flag} {path} expired at {next_update:%Y-%m-%d %H:%M:%S} UTC (its nextUpdate): "
+                             f"every certificate would be refused; issue a fresh one")
+    return data
+
+
+def _pem_certs(path: str) -> list:
+    from cryptography import x509
+    marker = b"-----END CERTIFICATE-----"
+    certs = []
+    for block in Path(path).read_bytes().split(marker)[:-1]:
+        try:
+            certs.append(x509.load_pem_x509_certificate(block + marker))
+        except ValueError:
+            pass
+    return certs
+
+
+def _crl_dir(directory: Path, crl_pem: bytes) -> str:
+    """`directory` made to hold only `crl_pem`, under the name OpenSSL's hashed lookup finds it by."""
+    from verikv.shim.api import _front
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.iterdir():
+        old.unlink()
+    (directory / f"{_front.crl_issuer_hash(crl_pem)}.r0").write_bytes(crl_pem)
+    return str(directory)
+
+
 def self_signed(directory: Path, hosts: list[str], name: str) -> tuple[str, str]:
     """A self-signed certificate and key for `hosts` in `directory` (cert.pem, key.pem), made
     once and reused, as etcd's --auto-tls does under DATA_DIR/fixtures. Returns their paths."""
@@ -134,23 +191,39 @@ def _san(hosts: list[str]):
 
 def client_tls(args) -> ClientTLS | None:
     """The client port's TLS from `verikv serve`'s flags, or None (plain text)."""
-    if not _check_flags(args.cert_file, args.key_file, args.trusted_ca_file, args.client_cert_auth,
-                        args.auto_tls, ""):
+    on = _check_flags(args.cert_file, args.key_file, args.trusted_ca_file, args.client_cert_auth, args.auto_tls, "")
+    if args.client_crl_file and not args.client_cert_auth:
+        raise TLSConfigError("--client-crl-file needs --client-cert-auth (and --trusted-ca-file): without it no "
+                             "client shows a certificate to check")
+    if not on:
         return None
     cert, key = args.cert_file, args.key_file
     if not cert:  # --auto-tls: etcd ignores it when a certificate is given
         host = args.client_listen[0]
         cert, key = self_signed(Path(args.data_dir) / "fixtures" / "client", [host, "localhost", "127.0.0.1"],
                                 "verikv client")
+    crl_dir = ""
+    if args.client_crl_file:
+        crl = _load_crl(args.client_crl_file, "--client-crl-file", args.trusted_ca_file, "--trusted-ca-file")
+        crl_dir = _crl_dir(Path(args.data_dir) / "fixtures" / "client-crl", crl)
     return ClientTLS(_read(cert, "--cert-file"), _read(key, "--key-file"),
                      _read(args.trusted_ca_file, "--trusted-ca-file") if args.trusted_ca_file else b"",
-                     args.client_cert_auth)
+                     args.client_cert_auth, crl_dir)
 
 
 def peer_tls(args, peer_host: str) -> PeerTLS | None:
     """The peer transport's TLS from `verikv serve`'s --peer-* flags, or None (plain TCP)."""
-    if not _check_flags(args.peer_cert_file, args.peer_key_file, args.peer_trusted_ca_file,
-                        args.peer_client_cert_auth, args.peer_auto_tls, "peer-"):
+    on = _check_flags(args.peer_cert_file, args.peer_key_file, args.peer_trusted_ca_file,
+                      args.peer_client_cert_auth, args.peer_auto_tls, "peer-")
+    if args.peer_cert_allowed_cn and args.peer_cert_allowed_hostname:
+        raise TLSConfigError(f"--peer-cert-allowed-cn and --peer-cert-allowed-hostname are mutually exclusive "
+                             f"(cn={args.peer_cert_allowed_cn!r}, hostname={args.peer_cert_allowed_hostname!r})")
+    for flag, value in (("--peer-crl-file", args.peer_crl_file), ("--peer-cert-allowed-cn", args.peer_cert_allowed_cn),
+                        ("--peer-cert-allowed-hostname", args.peer_cert_allowed_hostname)):
+        if value and not args.peer_client_cert_auth:
+            raise TLSConfigError(f"{flag} needs --peer-client-cert-auth (and --peer-cert-file, --peer-key-file, "
+                                 f"--peer-trusted-ca-file): without it no member shows a certificate to check")
+    if not on:
         return None
     if args.peer_client_cert_auth and not args.peer_cert_file:
         raise TLSConfigError("--peer-client-cert-auth needs --peer-cert-file and --peer-key-file: with "
@@ -178,7 +251,48 @@ def peer_tls(args, peer_host: str) -> PeerTLS | None:
     if args.peer_client_cert_auth:
         server.verify_mode = ssl.CERT_REQUIRED
         server.load_verify_locations(cafile=ca)
-    return PeerTLS(server, client, verify_server, args.peer_client_cert_auth)
+    if args.peer_crl_file:
+        _load_crl(args.peer_crl_file, "--peer-crl-file", ca, "--peer-trusted-ca-file")
+        for ctx in (server, client):
+            try:  # a file, not cadata: only a file's CRLs are loaded
+                ctx.load_verify_locations(cafile=args.peer_crl_file)
+            except ssl.SSLError as err:
+                raise TLSConfigError(f"--peer-crl-file {args.peer_crl_file}: {err.reason or err}") from None
+            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    return PeerTLS(server, client, verify_server, args.peer_client_cert_auth,
+                   args.peer_cert_allowed_cn, args.peer_cert_allowed_hostname)
+
+
+def identity_refusal(cert: dict, tls: PeerTLS) -> str:
+    """Why a member's verified certificate (as `getpeercert()` decodes it) fails
+    --peer-cert-allowed-cn or --peer-cert-allowed-hostname, or "" if it passes (or neither is set)."""
+    if tls.allowed_cn:
+        cns = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+        if tls.allowed_cn not in cns[-1:]:  # Go's Subject.CommonName: the last CN
+            return f"its certificate's CN is {cns[-1] if cns else ''!r}, not --peer-cert-allowed-cn {tls.allowed_cn!r}"
+    if tls.allowed_hostname and not valid_for(cert, tls.allowed_hostname):
+        return f"its certificate is not valid for --peer-cert-allowed-hostname {tls.allowed_hostname!r}"
+    return ""
+
+
+def valid_for(cert: dict, host: str) -> bool:
+    """Go's `x509.Certificate.VerifyHostname(host) == nil` on a `getpeercert()` dict (SANs only)."""
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    sans = cert.get("subjectAltName", ())
+    if _is_ip(host):
+        return any(k == "IP Address" and _same_host(v.strip(), host) for k, v in sans)
+    want = host.lower().rstrip(".")
+    for kind, pattern in sans:
+        if kind != "DNS":
+            continue
+        pattern = pattern.lower().rstrip(".")
+        if pattern == want:
+            return True
+        if pattern.startswith("*.") and "." in want and want.split(".", 1)[1] == pattern[2:] and want.split(".")[0]:
+            return True
+    return False
 
 
 def _same_host(a: str, b: str) -> bool:

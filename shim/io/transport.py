@@ -11,7 +11,8 @@ peers within a round trip instead of after the backoff, which reaches seconds).
 Who sends: a connection's first frame is a HELLO naming the member that opened it, and every frame
 after it is handed to the node with that member as its sender, never anything the payload says.
 With peer TLS and `--peer-client-cert-auth`, the HELLO must name a member that the connecting
-node's certificate names (shim/io/tls.py). Otherwise (no peer TLS, or no client certificates
+node's certificate names (shim/io/tls.py), and the certificate must pass --peer-cert-allowed-cn or
+--peer-cert-allowed-hostname if given (so must the certificate of a member connected to). Otherwise (no peer TLS, or no client certificates
 asked for), a HELLO naming a member whose `--peers` host is an IP address must come from that
 address (each node connects from its own `--peers` address); beyond that it is taken at its
 word (whoever can send from a member's address can claim to be it: peer TLS is what closes
@@ -203,6 +204,10 @@ class Transport:
                 writer.close()
                 raise _NotTheMember(f"its certificate does not name member {peer.node_id} "
                                     f"(https://{peer.host}:{peer.port})")
+            why = peer_tls.identity_refusal(cert, self.tls)
+            if why:
+                writer.close()
+                raise _NotTheMember(why)
         return reader, writer
 
     # ---- receiving ----
@@ -268,6 +273,9 @@ class Transport:
             cert = writer.get_extra_info("peercert") or {}
             if not peer_tls.names_member(cert, peer.host, peer.port):
                 return "certificate does not name the member"
+            why = peer_tls.identity_refusal(cert, self.tls)
+            if why:
+                return why
         else:  # no certificate to bind the HELLO to: the member's address
             host = self.peers[claimed].host
             remote = (writer.get_extra_info("peername") or ("",))[0]

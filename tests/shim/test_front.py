@@ -207,3 +207,37 @@ async def test_a_connection_has_at_most_max_concurrent_streams_calls_open_at_onc
     finally:
         await channel.close()
         front.shutdown(0.0)
+
+
+async def test_with_a_crl_directory_a_revoked_client_certificate_is_refused_at_the_handshake(tmp_path):
+    """gRPC 1.51's TLS credentials with the CRL directory tls.py lays out: a client whose
+    certificate the CRL revokes never reaches Python; one it does not revoke does, with its
+    certificate's common name (the user of a call without a token), as without a CRL."""
+    from verikv.cluster.certs import issue, make_ca, make_crl
+    from verikv.shim.io.tls import _crl_dir
+    ca = make_ca(tmp_path)
+    server = issue(tmp_path, "server", ca, "server", ["127.0.0.1"])
+    good, revoked = issue(tmp_path, "good", ca, "good user"), issue(tmp_path, "revoked", ca, "revoked user")
+    crl = make_crl(tmp_path / "crl.pem", ca, [revoked[0]]).read_bytes()
+    port = 29120
+    front = _front.Front(f"127.0.0.1:{port}", 1 << 20, [STREAM], cert_pem=server[0].read_bytes(),
+                         key_pem=server[1].read_bytes(), ca_pem=ca[0].read_bytes(), client_cert_auth=True,
+                         crl_dir=_crl_dir(tmp_path / "crl", crl))
+
+    def channel(pair):
+        return grpc.aio.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(
+            ca[0].read_bytes(), pair[1].read_bytes(), pair[0].read_bytes()))
+    try:
+        async with channel(revoked) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await ch.unary_unary(METHOD)(b"from revoked", timeout=3)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        async with channel(good) as ch:
+            fut = asyncio.ensure_future(ch.unary_unary(METHOD)(b"from good", timeout=10))
+            [(call_id, method, body, kind, token, cn)] = await take_calls(front, 1, tokens=True)
+            assert (method, body, token, cn) == (METHOD, b"from good", None, "good user")
+            assert front.finish(call_id, 0, "", b"ok")
+            assert await fut == b"ok"
+        assert front.take() == []  # the revoked client's call never arrived
+    finally:
+        front.shutdown(0.0)

@@ -188,12 +188,14 @@ def certs(tmp_path_factory):
     return files
 
 
-def peer_args(cert, key, ca, cert_auth=True, data_dir=Path("/nonexistent")):
+def peer_args(cert, key, ca, cert_auth=True, data_dir=Path("/nonexistent"), crl="", allowed_cn="",
+              allowed_hostname=""):
     class A:
         pass
     a = A()
     a.peer_cert_file, a.peer_key_file, a.peer_trusted_ca_file = str(cert), str(key), str(ca)
     a.peer_client_cert_auth, a.peer_auto_tls, a.data_dir = cert_auth, False, data_dir
+    a.peer_crl_file, a.peer_cert_allowed_cn, a.peer_cert_allowed_hostname = str(crl or ""), allowed_cn, allowed_hostname
     return a
 
 

@@ -33,9 +33,15 @@
 #include <grpcpp/alarm.h>
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <grpcpp/support/byte_buffer.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -131,15 +137,31 @@ class Front {
  public:
   // With cert_pem and key_pem, clients are served over TLS; with client_cert_auth, a client must
   // present a certificate signed by ca_pem, or the TLS handshake fails before any call starts.
+  // With crl_dir (and client_cert_auth), a client whose certificate a CRL in that directory
+  // revokes is refused at the handshake too: the directory holds the CRLs as OpenSSL's hashed
+  // directory lookup finds them (ISSUERHASH.r0, see crl_issuer_hash), which gRPC 1.51's TLS
+  // credentials read (TlsServerCredentialsOptions::set_crl_directory, checked on every chain
+  // element; an issuer without a CRL there is not refused, gRPC ignores that error).
   // max_concurrent_streams > 0: the calls one client connection may have open at once (HTTP/2's
   // SETTINGS_MAX_CONCURRENT_STREAMS; a client queues those beyond it); 0: gRPC's default.
   Front(const std::string& addr, int max_receive_bytes, const std::vector<std::string>& streaming,
         const std::string& cert_pem, const std::string& key_pem, const std::string& ca_pem,
-        bool client_cert_auth, int max_concurrent_streams)
+        bool client_cert_auth, int max_concurrent_streams, const std::string& crl_dir)
       : streaming_methods_(streaming.begin(), streaming.end()), cert_users_(!cert_pem.empty() && client_cert_auth) {
     grpc::ServerBuilder b;
     std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
-    if (!cert_pem.empty()) {
+    if (!cert_pem.empty() && !crl_dir.empty()) {
+      if (!client_cert_auth) throw std::invalid_argument("a CRL directory needs client_cert_auth");
+      namespace gx = grpc::experimental;
+      auto provider = std::make_shared<gx::StaticDataCertificateProvider>(
+          ca_pem, std::vector<gx::IdentityKeyCertPair>{{key_pem, cert_pem}});
+      gx::TlsServerCredentialsOptions opts(provider);
+      opts.watch_root_certs();
+      opts.watch_identity_key_cert_pairs();
+      opts.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+      opts.set_crl_directory(crl_dir);
+      creds = gx::TlsServerCredentials(opts);
+    } else if (!cert_pem.empty()) {
       grpc::SslServerCredentialsOptions ssl(
           client_cert_auth ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
                            : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
@@ -583,6 +605,21 @@ class Front {
   bool signaled_ = false;
 };
 
+// OpenSSL's hash of a PEM CRL's issuer name (X509_NAME_hash: 8 hex digits), the file name
+// stem under which a hashed directory lookup finds it; invalid_argument if it is not a PEM CRL.
+std::string CrlIssuerHash(const py::bytes& pem) {
+  std::string data = pem;
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())),
+                                               &BIO_free);
+  if (!bio) throw std::runtime_error("BIO_new_mem_buf failed");
+  std::unique_ptr<X509_CRL, decltype(&X509_CRL_free)> crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr),
+                                                          &X509_CRL_free);
+  if (!crl) throw std::invalid_argument("not a PEM certificate revocation list");
+  char out[16];
+  snprintf(out, sizeof out, "%08lx", X509_NAME_hash(X509_CRL_get_issuer(crl.get())));
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_front, m) {
@@ -592,10 +629,11 @@ PYBIND11_MODULE(_front, m) {
   m.doc() = "verikv's client gRPC front (grpc++ async generic server); see shim/api/servicer.py";
   py::class_<Front>(m, "Front")
       .def(py::init<const std::string&, int, const std::vector<std::string>&, const std::string&,
-                    const std::string&, const std::string&, bool, int>(),
+                    const std::string&, const std::string&, bool, int, const std::string&>(),
            py::arg("listen"), py::arg("max_receive_bytes"), py::arg("streaming") = std::vector<std::string>(),
            py::arg("cert_pem") = "", py::arg("key_pem") = "", py::arg("ca_pem") = "",
-           py::arg("client_cert_auth") = false, py::arg("max_concurrent_streams") = 0)
+           py::arg("client_cert_auth") = false, py::arg("max_concurrent_streams") = 0,
+           py::arg("crl_dir") = "")
       .def_property_readonly("fd", &Front::fd)
       .def_property_readonly("port", &Front::port)
       .def_property_readonly("open_streams", &Front::OpenStreams)
@@ -606,4 +644,5 @@ PYBIND11_MODULE(_front, m) {
       .def("send_many", &Front::SendMany, py::arg("messages"))
       .def("backlog", &Front::Backlog, py::arg("call_id"))
       .def("shutdown", &Front::Shutdown, py::arg("grace_s") = 0.0);
+  m.def("crl_issuer_hash", &CrlIssuerHash, py::arg("pem"));
 }
