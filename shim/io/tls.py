@@ -140,13 +140,46 @@ def _pem_certs(path: str) -> list:
     return certs
 
 
+def crl_issuer_hash(crl_pem: bytes) -> str:
+    """OpenSSL's hash of a PEM CRL's issuer name (X509_NAME_hash_ex, 8 hex digits): the name its
+    hashed directory lookup finds the CRL by (what `openssl crl -hash` prints). From the libcrypto
+    gRPC and Python's ssl use, so the I/O layer needs no compiled module of its own for it."""
+    import ctypes
+    import ctypes.util
+    lib = ctypes.CDLL(ctypes.util.find_library("crypto") or "libcrypto.so.3")
+    vp = ctypes.c_void_p
+    lib.BIO_new_mem_buf.argtypes, lib.BIO_new_mem_buf.restype = [ctypes.c_char_p, ctypes.c_int], vp
+    lib.BIO_free.argtypes = [vp]
+    lib.PEM_read_bio_X509_CRL.argtypes, lib.PEM_read_bio_X509_CRL.restype = [vp, vp, vp, vp], vp
+    lib.X509_CRL_free.argtypes = [vp]
+    lib.X509_CRL_get_issuer.argtypes, lib.X509_CRL_get_issuer.restype = [vp], vp
+    lib.X509_NAME_hash_ex.argtypes = [vp, vp, vp, ctypes.POINTER(ctypes.c_int)]
+    lib.X509_NAME_hash_ex.restype = ctypes.c_ulong
+    bio = lib.BIO_new_mem_buf(crl_pem, len(crl_pem))
+    if not bio:
+        raise MemoryError("BIO_new_mem_buf failed")
+    try:
+        crl = lib.PEM_read_bio_X509_CRL(bio, None, None, None)
+    finally:
+        lib.BIO_free(bio)
+    if not crl:
+        raise ValueError("not a PEM certificate revocation list")
+    try:
+        ok = ctypes.c_int(0)
+        h = lib.X509_NAME_hash_ex(lib.X509_CRL_get_issuer(crl), None, None, ctypes.byref(ok))
+        if not ok.value:
+            raise ValueError("cannot hash the CRL's issuer name")
+        return f"{h:08x}"
+    finally:
+        lib.X509_CRL_free(crl)
+
+
 def _crl_dir(directory: Path, crl_pem: bytes) -> str:
     """`directory` made to hold only `crl_pem`, under the name OpenSSL's hashed lookup finds it by."""
-    from verikv.shim.api import _front
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.iterdir():
         old.unlink()
-    (directory / f"{_front.crl_issuer_hash(crl_pem)}.r0").write_bytes(crl_pem)
+    (directory / f"{crl_issuer_hash(crl_pem)}.r0").write_bytes(crl_pem)
     return str(directory)
 
 
