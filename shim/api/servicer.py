@@ -45,8 +45,8 @@ from verikv.shim.api import _front, headers
 from verikv.shim.kv import backup, errors
 from verikv.shim.kv.auth import NOBODY, READ, AuthInfo
 from verikv.shim.kv.errors import EtcdError
-from verikv.shim.kv.commands import (GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, REQUEST_TYPES, Kind, TokenGrant,
-                                     plain_range_key)
+from verikv.shim.kv.commands import (GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, REQUEST_TYPES, KeepAlives, Kind,
+                                     TokenGrant, plain_range_key)
 from verikv.shim.kv.store import EncodedRange
 from verikv.shim.kv.watch import LiveResponse, WatchHub, fragments
 
@@ -56,6 +56,7 @@ SERVER_VERSION = "3.4.0-verikv"  # etcdctl reads the major.minor of this
 RANGE = "/etcdserverpb.KV/Range"
 WATCH = "/etcdserverpb.Watch/Watch"
 KEEP_ALIVE = "/etcdserverpb.Lease/LeaseKeepAlive"
+KEEP_ALIVES_PER_COMMAND = 4096  # keep-alives renewed by one command in the log (32 KiB of IDs)
 SNAPSHOT = "/etcdserverpb.Maintenance/Snapshot"
 STREAMING = [WATCH, KEEP_ALIVE, SNAPSHOT]
 SNAPSHOT_CHUNK_BYTES = 32 * 1024  # etcd's snapshotSendBufferSize
@@ -152,6 +153,7 @@ class ClientServer:
         # keep-alive answers of this turn, handed to the front together once the turn's callbacks
         # are done (one lock and one wake-up of its thread, not one per answer)
         self._answers: list[tuple[int, bytes]] = []
+        self._renewals: list[tuple[int, int]] = []  # (stream, lease ID) of this turn's keep-alives
         self._leaderless_since: float | None = None
         self._progress_timer: asyncio.TimerHandle | None = None
         # calls finished, by (method, gRPC status code): Prometheus' grpc_server_handled_total
@@ -639,9 +641,10 @@ class ClientServer:
     # ---- LeaseKeepAlive ----
 
     def _on_keep_alive(self, stream: int, body: bytes, kind: int) -> None:
-        """A keep-alive stream: each message renews a lease through the log; the answers go back
-        on the stream as they come (TTL 0: no such lease, as etcd answers). A client that
-        half-closes the stream gets its answers, then the end of the stream (etcd's too)."""
+        """A keep-alive stream: each message renews a lease through the log (the keep-alives of a
+        turn, from every stream, in one command); the answers go back on the stream in order as
+        they come (TTL 0: no such lease, as etcd answers). A client that half-closes the stream
+        gets its answers, then the end of the stream (etcd's too)."""
         if kind == OPEN:
             self._keep_alives[stream] = 0
             return
@@ -665,26 +668,45 @@ class ClientServer:
             self._count(KEEP_ALIVE, grpc.StatusCode.INVALID_ARGUMENT.value[0])
             return
         self._keep_alives[stream] = self._keep_alives.get(stream, 0) + 1
-        self.node.command(Kind.LEASE_KEEP_ALIVE, request, body, functools.partial(self._kept_alive, stream))
+        if not self._renewals:
+            asyncio.get_running_loop().call_soon(self._renew)
+        self._renewals.append((stream, request.ID))
 
-    def _kept_alive(self, stream: int, result) -> None:
+    def _renew(self) -> None:
+        """The keep-alives taken this turn, on every stream, go into the log as one command (at
+        most KEEP_ALIVES_PER_COMMAND each)."""
+        renewals, self._renewals = self._renewals, []
+        for i in range(0, len(renewals), KEEP_ALIVES_PER_COMMAND):
+            part = renewals[i:i + KEEP_ALIVES_PER_COMMAND]
+            request = KeepAlives([lease_id for _, lease_id in part])
+            self.node.command(Kind.LEASE_KEEP_ALIVES, request, request.SerializeToString(),
+                              functools.partial(self._kept_alive, part))
+
+    def _kept_alive(self, part: list[tuple[int, int]], result) -> None:
+        """The answers to one KeepAlives command: each (stream, lease ID) of `part` in order."""
         front = self._front
         if front is None:
             return
-        if stream in self._keep_alives:
-            self._keep_alives[stream] -= 1
-        if isinstance(result, EtcdError):  # as etcd: the stream ends with the error
-            self._keep_alives.pop(stream, None)
-            self._half_closed.discard(stream)
+        pending = self._keep_alives
+        if isinstance(result, EtcdError):  # as etcd: each of the streams ends with the error
             self._send_answers()
-            front.finish(stream, result.code.value[0], result.message, b"")
-            self._count(KEEP_ALIVE, result.code.value[0])
+            for stream in dict.fromkeys(stream for stream, _ in part):
+                if pending.pop(stream, None) is not None:
+                    self._half_closed.discard(stream)
+                    front.finish(stream, result.code.value[0], result.message, b"")
+                    self._count(KEEP_ALIVE, result.code.value[0])
             return
-        self._headers.fill(result.header, self.node.machine.term)
+        header = self._headers.encoded(self.node.machine.term, result.revision)
         if not self._answers:
             asyncio.get_running_loop().call_soon(self._send_answers)
-        self._answers.append((stream, result.SerializeToString()))
-        self._end_keep_alives(stream)
+        answers, answer = self._answers, result.answer
+        for (stream, lease_id), ttl in zip(part, result.ttls):
+            if stream in pending:
+                pending[stream] -= 1
+            answers.append((stream, answer(header, lease_id, ttl)))
+        if self._half_closed:
+            for stream in dict.fromkeys(stream for stream, _ in part):
+                self._end_keep_alives(stream)
 
     def _send_answers(self) -> None:
         """Hand the keep-alive answers queued so far to the front, in order, at once."""

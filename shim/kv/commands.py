@@ -65,6 +65,7 @@ class Kind(enum.IntEnum):
     ROLE_GRANT_PERMISSION = 26
     ROLE_REVOKE_PERMISSION = 27
     AUTHENTICATE = 28  # a TokenGrant: a token (its digest) for a user whose password was checked
+    LEASE_KEEP_ALIVES = 29  # KeepAlives: the keep-alives a node's clients sent in one turn
 
 
 class AsUser:
@@ -131,6 +132,69 @@ class TokenGrant:
         return cls(bytes(data[cls._HEAD.size:]).decode("utf-8", "surrogateescape"), revision, digest)
 
 
+class KeepAlives:
+    """The keep-alives that reached a node in one turn of its loop, on any of its streams, as one
+    command: their lease IDs in the order they came (etcd's int64 IDs, 8 bytes each). A renewal
+    through the log costs one command a turn rather than one a keep-alive."""
+
+    __slots__ = ("ids",)
+
+    def __init__(self, ids):
+        self.ids = ids
+
+    def SerializeToString(self) -> bytes:
+        return struct.pack(f"<{len(self.ids)}q", *self.ids)
+
+    def ByteSize(self) -> int:
+        return 8 * len(self.ids)
+
+    @classmethod
+    def FromString(cls, data: bytes) -> "KeepAlives":
+        if len(data) % 8:
+            raise BatchFormatError(f"KeepAlives of {len(data)} bytes is not a whole number of IDs")
+        return cls(struct.unpack(f"<{len(data) // 8}q", data))
+
+
+class KeptAlives:
+    """What a KeepAlives command did: the revision it was applied at and, for each of its IDs in
+    order, the lease's TTL (0: no such lease, as etcd answers)."""
+
+    __slots__ = ("revision", "ttls")
+
+    def __init__(self, revision: int, ttls):
+        self.revision = revision
+        self.ttls = ttls
+
+    def SerializeToString(self) -> bytes:
+        return struct.pack(f"<q{len(self.ttls)}q", self.revision, *self.ttls)
+
+    @classmethod
+    def FromString(cls, data: bytes) -> "KeptAlives":
+        if len(data) < 8 or len(data) % 8:
+            raise BatchFormatError(f"KeptAlives of {len(data)} bytes is not a revision and TTLs")
+        revision, *ttls = struct.unpack(f"<{len(data) // 8}q", data)
+        return cls(revision, ttls)
+
+    def answer(self, header: bytes, lease_id: int, ttl: int) -> bytes:
+        """etcd's LeaseKeepAliveResponse for one of them, encoded as protobuf encodes it: the
+        encoded header (field 1, shim/api/headers.py), then ID and TTL (omitted when 0)."""
+        out = header
+        if lease_id:
+            out += b"\x10" + _varint(lease_id & 0xFFFF_FFFF_FFFF_FFFF)
+        if ttl:
+            out += b"\x18" + _varint(ttl & 0xFFFF_FFFF_FFFF_FFFF)
+        return out
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 REQUEST_TYPES = {
     Kind.RANGE: rpc_pb2.RangeRequest,
     Kind.PUT: rpc_pb2.PutRequest,
@@ -140,6 +204,7 @@ REQUEST_TYPES = {
     Kind.LEASE_GRANT: rpc_pb2.LeaseGrantRequest,
     Kind.LEASE_REVOKE: rpc_pb2.LeaseRevokeRequest,
     Kind.LEASE_KEEP_ALIVE: rpc_pb2.LeaseKeepAliveRequest,
+    Kind.LEASE_KEEP_ALIVES: KeepAlives,
     Kind.LEASE_EXPIRE: LeaseExpiry,
     Kind.LEASE_CHECKPOINT: LeaseCheckpoints,
     Kind.ALARM: rpc_pb2.AlarmRequest,

@@ -70,6 +70,20 @@ class LeaseTable:
         self._changes.append((r.ID, lease.remaining_ms, False))
         return rpc_pb2.LeaseKeepAliveResponse(ID=r.ID, TTL=lease.ttl)
 
+    def keep_alive_many(self, ids) -> list[int]:
+        """Renewals, as keep_alive's, of each of `ids` in order: the TTL of each (0: gone)."""
+        leases, changes, ttls = self.leases, self._changes, []
+        for lease_id in ids:
+            lease = leases.get(lease_id)
+            if lease is None:
+                ttls.append(0)
+                continue
+            lease.version += 1
+            lease.remaining_ms = lease.ttl * 1000
+            changes.append((lease_id, lease.remaining_ms, False))
+            ttls.append(lease.ttl)
+        return ttls
+
     def checkpoint(self, c: "LeaseCheckpoints") -> None:
         for lease_id, version, remaining_ms in c.entries:
             lease = self.leases.get(lease_id)

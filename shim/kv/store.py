@@ -32,7 +32,7 @@ from verikv.etcdpb import kv_pb2, rpc_pb2
 from verikv.shim.kv import errors
 from verikv.shim.kv.auth import NOBODY, READ, WRITE, AuthInfo, AuthStore
 from verikv.shim.kv.errors import EtcdError
-from verikv.shim.kv.commands import MAX_REQUEST_BYTES, Command, Kind, cost_txn, decode_batch
+from verikv.shim.kv.commands import MAX_REQUEST_BYTES, Command, KeptAlives, Kind, cost_txn, decode_batch
 from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry, LeaseTable
 from verikv.shim.kv.steps import run as run_steps
 
@@ -775,6 +775,8 @@ class KVStore:
         came without a token, or the node's own); return its response or the EtcdError it fails
         with."""
         try:
+            if kind == Kind.LEASE_KEEP_ALIVES:  # (its kind's number is above the auth commands')
+                return KeptAlives(self.revision, self.leases.keep_alive_many(request.ids))
             if kind == Kind.AS_USER:
                 who = AuthInfo(request.user, request.revision)
                 kind, request = request.kind, request.request()
@@ -995,7 +997,7 @@ _RESULT_TAGS = {rpc_pb2.RangeResponse: 1, rpc_pb2.PutResponse: 2, rpc_pb2.Delete
                 rpc_pb2.AuthUserGetResponse: 17, rpc_pb2.AuthUserListResponse: 18, rpc_pb2.AuthRoleAddResponse: 19,
                 rpc_pb2.AuthRoleDeleteResponse: 20, rpc_pb2.AuthRoleGetResponse: 21,
                 rpc_pb2.AuthRoleListResponse: 22, rpc_pb2.AuthRoleGrantPermissionResponse: 23,
-                rpc_pb2.AuthRoleRevokePermissionResponse: 24, rpc_pb2.AuthenticateResponse: 25}
+                rpc_pb2.AuthRoleRevokePermissionResponse: 24, rpc_pb2.AuthenticateResponse: 25, KeptAlives: 26}
 # the commands etcd checks when it applies them while auth is enabled (KVStore._authorize)
 _AUTHORIZED = frozenset([Kind.PUT, Kind.DELETE_RANGE, Kind.TXN, Kind.LEASE_REVOKE,
                          *[k for k in Kind if Kind.AUTH_ENABLE <= k < Kind.AUTHENTICATE]])

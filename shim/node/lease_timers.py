@@ -8,15 +8,18 @@ deadlines:
 
 - it proposes an expiry for a lease whose deadline passed, with the lease's version, so that
   the expiry changes nothing if a keep-alive was ordered before it (whoever proposed that);
-- every CHECKPOINT_EVERY_S it proposes a checkpoint of what its clock says leases have left, for
-  those that ran down by more than their slack (a tenth of the TTL, at least a second) below what
-  the log last said (so a new leader does not start them from their whole TTL again, as etcd
-  does; the slack keeps the log's share small: a lease is checkpointed at most ten times per
-  TTL, and not at all if it is kept alive more often than that). A pass over the leases looks at
-  CHECKPOINT_SCAN_LEASES of them per scan (the node scans every 50 ms), so no scan holds the
-  loop long: with 100,000 leases a pass was one stop of about 120 ms a second on this project's
-  2-core test machine, now 10 scans of at most about 20 ms; a pass takes longer than
-  CHECKPOINT_EVERY_S only beyond 200,000 leases;
+- it proposes a checkpoint of what its clock says a lease has left once the lease ran down by
+  more than its slack (a tenth of the TTL, at least a second) below what the log last said (so a
+  new leader does not start it from its whole TTL again, as etcd does; the slack keeps the log's
+  share small: a lease is checkpointed at most ten times per TTL, and not at all if it is kept
+  alive more often than that). The leader keeps each lease in a heap by the earliest time it can
+  be due (what the log last said it had left, less its slack, counted from when this node applied
+  that); a keep-alive only moves that time later, so it leaves the heap alone, and a scan (every
+  50 ms) looks only at the leases whose time came, at most CHECKPOINT_SCAN_LEASES of them, and
+  puts each back at the time it is really due. So the leases cost the loop nothing between their
+  due times: a lease is looked at about once per slack (every 60 s for a TTL of 600 s), not once
+  a second as a pass over all of them did (100,000 leases: a quarter of a leader's CPU under a
+  keep-alive load);
 - when it becomes leader, once it has applied everything committed, it keeps the deadlines it
   has: each counts from when this node applied the last command about the lease, so a node that
   was cut off and caught up counts from the last checkpoint it applied, not from an old
@@ -29,7 +32,7 @@ deadline is never before a lease's true end: it is the time this node applied th
 about the lease plus what that command said was left; a keep-alive is committed after the client
 sent it, and a checkpoint says what its proposer's deadline (never early either) left when it
 proposed it, before anyone applied it. Late by at most: what the last checkpoint a new leader
-applied was behind its proposer's clock (CHECKPOINT_EVERY_S plus the slack), plus how late the
+applied was behind its proposer's clock (the slack plus CHECKPOINT_EVERY_S), plus how late the
 new leader applied it (at once if it was connected; its catching up if it was cut off), plus
 one scan.
 
@@ -38,14 +41,19 @@ This module must never change the KV state or do I/O: it says what to propose, a
 
 from __future__ import annotations
 
-CHECKPOINT_EVERY_S = 1.0
-CHECKPOINT_SCAN_LEASES = 10_000  # leases a checkpoint pass looks at per scan
+import heapq
+
+CHECKPOINT_EVERY_S = 1.0  # a lease checkpointed is looked at again this much later (if not applied yet)
+CHECKPOINT_SCAN_LEASES = 10_000  # leases a scan looks at, at most
 MAX_PER_COMMAND = 10_000  # leases per expiry or checkpoint command (the rest at the next scan)
+
+
+MIN_SLACK_S = 1.0
 
 
 def slack_ms(ttl_s: int) -> float:
     """How far a lease's time left may run below what the log says before it is checkpointed."""
-    return max(1000.0, ttl_s * 100.0)  # a tenth of the TTL, at least a second
+    return max(MIN_SLACK_S * 1000, ttl_s * 100.0)  # a tenth of the TTL, at least a second
 
 
 class LeaseTimers:
@@ -53,28 +61,47 @@ class LeaseTimers:
         self.deadlines: dict[int, float] = {}  # lease id: when it runs out, on this node's clock
         self.leading = False
         self._expiring: dict[int, int] = {}  # lease id: the version this leader proposed to expire
-        self._next_checkpoint = float("-inf")
-        self._pass: list[int] = []  # the lease ids of the checkpoint pass under way, from _pass_at on
-        self._pass_at = 0
+        # a leader's: (time, lease id), no later than the lease can be due for a checkpoint; each
+        # lease's live entry is the one whose time _due holds (the others are left to surface)
+        self._heap: list[tuple[float, int]] = []
+        self._due: dict[int, float] = {}
         # no deadline not yet proposed falls before this: a scan before it looks at no lease
         self._quiet_until = float("-inf")
 
     def applied(self, changes: list[tuple[int, int | None, bool]], now: float) -> None:
         """What commands did to leases (LeaseTable.take_changes()), as this node applied them."""
+        due = self._due if self.leading else None
         for lease_id, remaining_ms, by_checkpoint in changes:
             if remaining_ms is None:
                 self.deadlines.pop(lease_id, None)
                 self._expiring.pop(lease_id, None)
-            elif not (by_checkpoint and self.leading):
+                continue
+            if not (by_checkpoint and self.leading):
                 deadline = self.deadlines[lease_id] = now + remaining_ms / 1000
                 self._quiet_until = min(self._quiet_until, deadline)
+            if due is not None and lease_id not in due and lease_id in self.deadlines:
+                # (a lease already in the heap is due no earlier than its time there)
+                self._schedule(lease_id, self.deadlines[lease_id] - remaining_ms / 1000 + MIN_SLACK_S)
+
+    def _schedule(self, lease_id: int, at: float) -> None:
+        self._due[lease_id] = at
+        heapq.heappush(self._heap, (at, lease_id))
 
     def reset(self, leases, now: float) -> None:
         """The store was replaced (a snapshot, newer than anything this node applied): follow it."""
         self._expiring = {}
         self._quiet_until = float("-inf")
-        self._pass = []
         self.deadlines = {lease_id: now + lease.remaining_ms / 1000 for lease_id, lease in leases.leases.items()}
+        if self.leading:
+            self._fill_heap(leases)
+
+    def _fill_heap(self, leases) -> None:
+        """Every lease in the heap at the time it is due (a leader's, from when it leads)."""
+        table = leases.leases
+        self._due = {lease_id: deadline - (table[lease_id].remaining_ms - slack_ms(table[lease_id].ttl)) / 1000
+                     for lease_id, deadline in self.deadlines.items() if lease_id in table}
+        self._heap = [(at, lease_id) for lease_id, at in self._due.items()]
+        heapq.heapify(self._heap)
 
     def lead(self, leading: bool, leases, now: float, caught_up: bool = True) -> None:
         """Called every scan with whether this node leads now, and whether it has applied
@@ -82,14 +109,14 @@ class LeaseTimers:
         if not leading:
             self.leading = False
             self._expiring = {}
-            self._pass = []
+            self._heap, self._due = [], {}
             return
         if not self.leading and caught_up:
             for lease_id, lease in leases.leases.items():  # (every node applies every grant)
                 self.deadlines.setdefault(lease_id, now + lease.remaining_ms / 1000)
-            self._next_checkpoint = now + CHECKPOINT_EVERY_S
             self._quiet_until = float("-inf")
             self.leading = True
+            self._fill_heap(leases)
 
     def remaining_s(self, lease_id: int, now: float) -> float | None:
         deadline = self.deadlines.get(lease_id)
@@ -122,31 +149,28 @@ class LeaseTimers:
 
     def checkpoints(self, leases, now: float) -> list[tuple[int, int, int]]:
         """A leader's: (id, version, ms left) of the leases whose time left ran down by more than
-        their slack below what the log says; a pass over every lease starts every
-        CHECKPOINT_EVERY_S and looks at CHECKPOINT_SCAN_LEASES of them per call."""
+        their slack below what the log says. Looks only at the leases whose time in the heap
+        came, at most CHECKPOINT_SCAN_LEASES of them (the rest at the next scan)."""
         if not self.leading:
             return []
-        if self._pass_at >= len(self._pass):
-            if now < self._next_checkpoint:
-                return []
-            self._next_checkpoint = now + CHECKPOINT_EVERY_S
-            self._pass, self._pass_at = list(self.deadlines), 0
-        ids, start = self._pass, self._pass_at
-        stop = min(len(ids), start + CHECKPOINT_SCAN_LEASES)
-        out = []
-        deadlines, table = self.deadlines, leases.leases
-        for k in range(start, stop):
-            lease_id = ids[k]
+        heap, due, deadlines, table = self._heap, self._due, self.deadlines, leases.leases
+        out, looked = [], 0
+        while heap and heap[0][0] <= now and looked < CHECKPOINT_SCAN_LEASES:
+            at, lease_id = heapq.heappop(heap)
+            if due.get(lease_id) != at:
+                continue  # an entry left behind (the lease was put back, or is gone)
+            del due[lease_id]
+            looked += 1
             lease, deadline = table.get(lease_id), deadlines.get(lease_id)
             if lease is None or deadline is None:
-                continue  # gone since the pass began
+                continue  # gone
             left_ms = int(max(0.0, deadline - now) * 1000)
-            if lease.remaining_ms - left_ms > slack_ms(lease.ttl):
+            slack = slack_ms(lease.ttl)
+            if lease.remaining_ms - left_ms > slack:
                 out.append((lease_id, lease.version, left_ms))
+                self._schedule(lease_id, now + CHECKPOINT_EVERY_S)  # in case it is not applied by then
                 if len(out) == MAX_PER_COMMAND:
-                    stop = k + 1  # the rest at the next scan
-                    break
-        self._pass_at = stop
-        if stop >= len(ids):
-            self._pass = []
+                    break  # the rest at the next scan
+            else:  # when it will be due, as the log says now (never this scan again)
+                self._schedule(lease_id, max(deadline - (lease.remaining_ms - slack) / 1000, now + 0.001))
         return out

@@ -3,11 +3,13 @@ expiry or checkpoint that a keep-alive overtook, snapshots, and the clock's dead
 earlier than what the log says, also across a change of leader)."""
 
 import pytest
+from hypothesis import given, strategies as st
 
 from answers import execute
 from verikv.etcdpb import rpc_pb2 as r
 from verikv.shim.kv import errors
-from verikv.shim.kv.commands import Kind
+from verikv.shim.api.headers import HeaderCache
+from verikv.shim.kv.commands import BatchFormatError, KeepAlives, KeptAlives, Kind
 from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry
 from verikv.shim.kv.store import KVStore
 from verikv.shim.node.lease_timers import CHECKPOINT_EVERY_S, LeaseTimers
@@ -222,23 +224,117 @@ def test_a_scan_before_the_earliest_deadline_looks_at_no_lease_yet_misses_none()
     assert timers.expiries(store.leases, 7.1) == [(1, 1)]
 
 
-def test_a_checkpoint_pass_looks_at_a_bounded_number_of_leases_per_scan():
-    """A pass over 10,005 leases, of which only the last 5 ran down past their slack: the first
-    scan looks at the first CHECKPOINT_SCAN_LEASES (none due) and holds the loop no longer, the
-    next finds the 5; the pass is then over until CHECKPOINT_EVERY_S later."""
+class Counted(dict):
+    """The store's lease table, counting the leases a scan looks up."""
+    looked = 0
+
+    def get(self, key, default=None):
+        Counted.looked += 1
+        return super().get(key, default)
+
+
+def looked_at(timers, store, now):
+    Counted.looked = 0
+    out = timers.checkpoints(store.leases, now)
+    return out, Counted.looked
+
+
+def test_a_checkpoint_scan_looks_only_at_leases_whose_time_came_and_at_a_bounded_number():
+    """10,005 leases of TTL 60 s (slack 6 s) granted at 0; 10,000 of them kept alive at 3 s.
+    Before 6 s no scan looks at any lease; at 6 s one looks at 10,000 (CHECKPOINT_SCAN_LEASES),
+    finds the kept-alive ones not due and puts them back at 9 s, the next scan finds the other 5;
+    then no scan looks at anything until 7.05 s (those 5 again, as their checkpoint was not
+    applied) and 9 s (the 10,000, due then)."""
     from verikv.shim.node import lease_timers
     store, timers = KVStore(), LeaseTimers()
     n = lease_timers.CHECKPOINT_SCAN_LEASES + 5
     for i in range(1, n + 1):
         grant(store, i, 60)
+    store.leases.leases = Counted(store.leases.leases)
     timers.applied(changes(store), 0.0)
     timers.lead(True, store.leases, 0.0)
-    for i in range(1, lease_timers.CHECKPOINT_SCAN_LEASES + 1):  # kept alive at 25 s: not due at 30 s
+    for i in range(1, lease_timers.CHECKPOINT_SCAN_LEASES + 1):
         store.execute(Kind.LEASE_KEEP_ALIVE, r.LeaseKeepAliveRequest(ID=i))
-    timers.applied(changes(store), 25.0)
-    assert timers.checkpoints(store.leases, 30.0) == []
-    due = timers.checkpoints(store.leases, 30.05)
-    assert [(i, left) for i, _, left in due] == [(i, 29_950) for i in range(n - 4, n + 1)]
-    assert timers.checkpoints(store.leases, 30.1) == []  # the pass is over
-    assert len(timers.checkpoints(store.leases, 30.0 + CHECKPOINT_EVERY_S)) == 0  # a new pass: the first 10,000
-    assert len(timers.checkpoints(store.leases, 31.05)) == 5
+    timers.applied(changes(store), 3.0)
+    assert looked_at(timers, store, 5.95) == ([], 0)
+    assert looked_at(timers, store, 6.0) == ([], lease_timers.CHECKPOINT_SCAN_LEASES)
+    due, looked = looked_at(timers, store, 6.05)
+    assert [(i, left) for i, _, left in due] == [(i, 53_950) for i in range(n - 4, n + 1)] and looked == 5
+    assert looked_at(timers, store, 6.1) == ([], 0)
+    due, looked = looked_at(timers, store, 8.9)  # the 5 again from 7.05: their checkpoint was not applied
+    assert [(i, left) for i, _, left in due] == [(i, 51_100) for i in range(n - 4, n + 1)] and looked == 5
+    due, looked = looked_at(timers, store, 9.05)
+    assert len(due) == lease_timers.CHECKPOINT_SCAN_LEASES and looked == lease_timers.CHECKPOINT_SCAN_LEASES
+
+
+def test_leases_kept_alive_cost_a_scan_nothing_until_they_can_be_due():
+    """1,000 leases of TTL 600 s (slack 60 s), kept alive every 10 s by the log: scans every
+    50 ms for two minutes look at each lease about once per slack, not once a second."""
+    store, timers = KVStore(), LeaseTimers()
+    for i in range(1, 1001):
+        grant(store, i, 600)
+    store.leases.leases = Counted(store.leases.leases)
+    timers.applied(changes(store), 0.0)
+    timers.lead(True, store.leases, 0.0)
+    total, now = 0, 0.0
+    while now < 120.0:
+        if int(now * 20) % 200 == 0:  # every 10 s, all of them
+            store.execute(Kind.LEASE_KEEP_ALIVES, KeepAlives(list(range(1, 1001))))
+            timers.applied(changes(store), now)
+        out, looked = looked_at(timers, store, now)
+        assert out == []  # never due: kept alive well within the slack
+        total += looked
+        now += 0.05
+    assert total <= 2 * 1000  # at 60 s and 120 s at most; a pass a second would be 120,000
+
+
+def test_a_turns_keep_alives_in_one_command_renew_as_each_alone_would():
+    """KeepAlives (one command for a turn's keep-alives): the same renewals, TTLs and lease
+    versions as one LEASE_KEEP_ALIVE command each, in the same order, repeats included."""
+    ids = [1, 5, 1, 99, 2, 1]
+    one, many = KVStore(), KVStore()
+    for store in (one, many):
+        grant(store, 1, 10), grant(store, 2, 20), grant(store, 5, 7)
+        store.leases.leases[2].remaining_ms = 3  # renewals restore the whole TTL
+    grant_version = many.leases.leases[1].version
+    alone = [one.execute(Kind.LEASE_KEEP_ALIVE, r.LeaseKeepAliveRequest(ID=i)).TTL for i in ids]
+    together = many.execute(Kind.LEASE_KEEP_ALIVES, KeepAlives.FromString(KeepAlives(ids).SerializeToString()))
+    assert together.ttls == alone == [10, 7, 10, 0, 20, 10]
+    assert together.revision == many.revision
+    assert {i: (l.version, l.remaining_ms) for i, l in many.leases.leases.items()} == \
+        {i: (l.version, l.remaining_ms) for i, l in one.leases.leases.items()}
+    assert many.leases.leases[1].version == one.leases.leases[1].version == grant_version + 3
+    # its result is a dedup table's entry like any other: it survives a snapshot
+    session = many._session(7, 1)
+    session.remember(1, together)
+    copy = KVStore.restore(many.snapshot())
+    assert copy.snapshot() == many.snapshot()
+    kept = copy._sessions[7].results[1]
+    assert (kept.revision, list(kept.ttls)) == (together.revision, together.ttls)
+
+
+@given(lease_id=st.integers(-2**63, 2**63 - 1), ttl=st.integers(0, 9_000_000_000),
+       revision=st.integers(0, 2**63 - 1), term=st.integers(0, 2**40))
+def test_a_keep_alive_answer_is_the_bytes_protobuf_makes(lease_id, ttl, revision, term):
+    cache = HeaderCache(2)
+    header = r.ResponseHeader(revision=revision)
+    cache.fill(header, term)
+    want = r.LeaseKeepAliveResponse(header=header, ID=lease_id, TTL=ttl).SerializeToString()
+    assert KeptAlives(revision, [ttl]).answer(cache.encoded(term, revision), lease_id, ttl) == want
+
+
+def test_keep_alives_of_a_broken_length_are_refused():
+    for broken in (b"\x01", b"\x00" * 9):
+        with pytest.raises(BatchFormatError):
+            KeepAlives.FromString(broken)
+    with pytest.raises(BatchFormatError):
+        KeptAlives.FromString(b"\x00" * 4)
+
+
+def test_a_lease_granted_while_leading_is_checkpointed_when_due():
+    store, timers = KVStore(), LeaseTimers()
+    timers.lead(True, store.leases, 0.0)
+    grant(store, 1, 10)  # slack 1 s
+    timers.applied(changes(store), 1.0)
+    assert timers.checkpoints(store.leases, 1.95) == []
+    assert timers.checkpoints(store.leases, 2.05) == [(1, store.leases.leases[1].version, 8_950)]
