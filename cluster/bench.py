@@ -27,6 +27,7 @@ import os
 import shutil
 import statistics
 import sys
+import time
 from pathlib import Path
 
 VALUE_BYTES = 256
@@ -79,8 +80,6 @@ def leader_first(endpoints: list[str], timeout_s: float = 10.0) -> list[str]:
     names itself leader), then the others in their order. A load's first client talks to the
     leader of either system, so that neither system's figure depends on where its election
     landed (etcd forwards a follower's writes and keep-alives to the leader one by one)."""
-    import time
-
     import grpc
 
     from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
@@ -157,23 +156,32 @@ class BenchError(Exception):
     """A load could not run as asked (printed, and the bench exits with 1)."""
 
 
-def run_keep_alive_load(endpoints: list[str], streams: int, window: int, duration_s: float, first_id: int) -> dict:
+def run_keep_alive_load(endpoints: list[str], streams: int, window: int, duration_s: float, first_id: int,
+                        pids: list[int] = ()) -> dict:
     """KEEP_ALIVE_LEASES leases (IDs from first_id, granted first), kept alive over `streams`
     LeaseKeepAlive streams (spread over the endpoints from the first), `window` requests
-    unanswered per stream."""
+    unanswered per stream. With the nodes' `pids`: `lease_bytes`, the median over the nodes of
+    how much each one's resident memory grew while the leases were granted, per lease."""
     from verikv.cluster import _loadgen
+    from verikv.cluster.bigstore import rss_bytes
     from verikv.etcdpb import rpc_pb2
 
     ids = range(first_id, first_id + KEEP_ALIVE_LEASES)
     grants = [rpc_pb2.LeaseGrantRequest(ID=i, TTL=LEASE_TTL_S).SerializeToString() for i in ids]
+    before = [rss_bytes(pid) for pid in pids]
     _, failed = _loadgen.run(endpoints[0], METHODS["grant"], grants, 64, 60.0, once=True)
     if failed:
         raise RuntimeError(f"{failed} of {len(grants)} lease grants failed")
+    time.sleep(0.5)  # every node has applied them
+    grown = [rss_bytes(pid) - b for pid, b in zip(pids, before)]
     keep = [rpc_pb2.LeaseKeepAliveRequest(ID=i).SerializeToString() for i in ids]
     lat, failed = _loadgen.pipeline(endpoints, KEEP_ALIVE, keep, streams, window, duration_s)
     lat.sort()
-    return {"ops": len(lat), "ops_per_s": len(lat) / duration_s, "p50_ms": _percentile(lat, 0.50) * 1000,
-            "p99_ms": _percentile(lat, 0.99) * 1000, "errors": failed}
+    out = {"ops": len(lat), "ops_per_s": len(lat) / duration_s, "p50_ms": _percentile(lat, 0.50) * 1000,
+           "p99_ms": _percentile(lat, 0.99) * 1000, "errors": failed}
+    if grown:
+        out["lease_bytes"] = statistics.median(grown) / KEEP_ALIVE_LEASES
+    return out
 
 
 # (streams, requests unanswered per stream, where the first stream goes): one stream on the
@@ -187,7 +195,7 @@ def keep_alive_load_name(streams: int, window: int, where: str) -> str:
 
 
 def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: float = 100.0,
-          round_no: int = 0) -> dict:
+          round_no: int = 0, pids: dict[str, list[int]] | None = None) -> dict:
     """Every load against every system, load by load: both clusters run the whole time and the
     order alternates, so a drift in this machine's speed does not favour either system."""
     out: dict = {name: {} for name in systems}
@@ -216,7 +224,8 @@ def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: floa
             if where == "follower":
                 endpoints = endpoints[1:] + endpoints[:1]
             try:
-                out[name][load] = run_keep_alive_load(endpoints, streams, window, duration_s, first_id)
+                out[name][load] = run_keep_alive_load(endpoints, streams, window, duration_s, first_id,
+                                                      (pids or {}).get(name, ()))
             except RuntimeError as err:
                 raise BenchError(f"{name}: {load}: {err}") from None
     return out
@@ -290,6 +299,7 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(args.data_dir)
     args.data_dir.mkdir(parents=True)
     systems: dict[str, list[str]] = {}
+    pids: dict[str, list[int]] = {}
     vdir = args.data_dir / "verikv"
     etcd_tls = None
     if args.tls:  # one CA for both clusters, so one client certificate reaches both
@@ -320,17 +330,19 @@ def main(argv: list[str]) -> int:
                     cluster_cli.cmd_up(up)
                 conf = cluster_cli._layout(vdir, None)
                 systems["verikv"] = [cluster_cli.client_endpoint(conf, i) for i in range(conf["size"])]
+                pids["verikv"] = [cluster_cli.running_pid(vdir, i) for i in range(conf["size"])]
             if args.only in (None, "etcd"):
                 try:
                     etcd = stack.enter_context(start_etcd_cluster(args.data_dir / "etcd", 3, args.base_port + 50,
                                                                   tls=etcd_tls))
                     systems["etcd"] = etcd.client_endpoints
+                    pids["etcd"] = [p.pid for p in etcd.processes]
                 except EtcdUnavailable as err:
                     print(f"verikv bench: etcd: {err}", file=sys.stderr)
             for name, endpoints in systems.items():
                 print(f"benchmarking {name} at {','.join(endpoints)}" + (" over TLS" if args.tls else ""),
                       file=sys.stderr)
-            rounds = [bench(systems, args.duration_s, args.watch_put_rate, k) for k in range(args.rounds)]
+            rounds = [bench(systems, args.duration_s, args.watch_put_rate, k, pids) for k in range(args.rounds)]
             results = _medians(rounds)
     except (cluster_cli.ClusterError, BenchError) as err:
         print(f"verikv bench: {err}", file=sys.stderr)
@@ -344,6 +356,13 @@ def main(argv: list[str]) -> int:
     _print_table(results, [f"{op} {p}x{f}" for op, p, f in LOADS] + lease_loads, args.rounds, "throughput",
                  f"{'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}",
                  lambda r: f"{r['ops_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}")
+    memory = [(name, results[name][load]["lease_bytes"]) for name in ("verikv", "etcd")
+              for load in [keep_alive_load_name(*KEEP_ALIVE_LOADS[0])]
+              if "lease_bytes" in results.get(name, {}).get(load, {})]
+    if memory:
+        print(f"\nmemory of live leases: how much a node's RSS grew while {KEEP_ALIVE_LEASES:,} leases were granted "
+              f"(median over the nodes{' and rounds' if args.rounds > 1 else ''}), per lease: "
+              + ", ".join(f"{name} {b:,.0f} bytes" for name, b in memory))
     if args.watch_put_rate > 0:
         print(f"\nwatch loads: N watchers on one prefix ({WATCHERS_PER_STREAM} per stream, over every node), "
               f"one client putting {args.watch_put_rate:.0f}/s into it, one put at a time; latency: from a put's "
