@@ -89,7 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse, at the TLS handshake, a client without a certificate signed by --trusted-ca-file")
     t.add_argument("--client-crl-file", default="",
                    help="a certificate revocation list (PEM, signed by a CA of --trusted-ca-file): a client "
-                        "certificate it revokes is refused at the TLS handshake (needs --client-cert-auth)")
+                        "certificate it revokes is refused at the TLS handshake; read again when the file "
+                        "changes (needs --client-cert-auth)")
+    t.add_argument("--client-cert-allowed-hostname", default="", metavar="HOST",
+                   help="a client's certificate must also be valid for this DNS name or IP address (its subject "
+                        "alternative names), or it is refused at the TLS handshake (needs --client-cert-auth)")
     t.add_argument("--auto-tls", action="store_true",
                    help="serve clients over TLS with a self-signed certificate made under DATA_DIR/fixtures/client "
                         "(for tests; clients cannot verify it)")

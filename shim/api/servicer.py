@@ -194,7 +194,7 @@ class ClientServer:
                                        max_concurrent_streams=self.max_concurrent_streams,
                                        **({} if tls is None else dict(
                                            cert_pem=tls.cert_pem, key_pem=tls.key_pem, ca_pem=tls.ca_pem,
-                                           client_cert_auth=tls.client_cert_auth, crl_dir=tls.crl_dir)))
+                                           client_cert_auth=tls.client_cert_auth, check=tls.check)))
         except RuntimeError as err:
             raise OSError(str(err)) from None
         loop = asyncio.get_running_loop()
