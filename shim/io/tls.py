@@ -15,10 +15,18 @@ certificate names the member its HELLO claims, and closes the connection otherwi
 
 Revocation (`--client-crl-file`, `--peer-crl-file`, etcd's flags): a PEM CRL, which must be signed
 by a CA of the side's trusted-CA file and not past its nextUpdate (else OpenSSL would refuse every
-certificate), read at start. A certificate it revokes is refused at the TLS handshake: the client
-port's (the grpc++ front, through gRPC's CRL directory), and on the peer port both ways (a node
-with a revoked certificate is neither accepted nor connected to; etcd checks only the accepting
-side). Both need the side's client-cert-auth flag: without it no certificate is asked for.
+certificate), read at start and again whenever the file changes (`CRLFile`; etcd reads it at every
+connection): the next handshake is checked against the CRL now in the file, without a restart;
+while the file is not such a CRL, every certificate is refused (and the reason logged). A
+certificate it revokes is refused at the TLS handshake: the client port's (the grpc++ front calls
+`ClientTLS.refusal` from gRPC's certificate verifier), and on the peer port both ways (a node with
+a revoked certificate is neither accepted nor connected to; etcd checks only the accepting side;
+`PeerTLS` makes its contexts again when the file changes). Both need the side's client-cert-auth
+flag: without it no certificate is asked for.
+
+Client identity (`--client-cert-allowed-hostname`, etcd 3.4's flag): a client's certificate must
+also be valid for that host name or IP address, by the same rule (`valid_for`) as
+--peer-cert-allowed-hostname below; checked by the front at each handshake.
 
 Peer identity (`--peer-cert-allowed-cn`, `--peer-cert-allowed-hostname`, etcd 3.4's flags, at most
 one): besides naming its member, a member's certificate must have that common name, or be valid
