@@ -123,8 +123,8 @@ class ClientTLS:
                 why = self.crl.revoked([leaf] + _certs_in(chain_pem))
             else:
                 why = ""
-        except TLSConfigError as err:
-            why = f"refused: {err}"
+        except TLSConfigError as err:  # the CRL file is not usable now: nobody is let in
+            why = f"{err} (every client certificate is refused until the file holds a usable CRL)"
         except ValueError as err:
             why = f"its certificate cannot be read ({err})"
         if why:
@@ -159,9 +159,13 @@ class PeerTLS:
             return
         self.crl.current()  # raises TLSConfigError while the file is not a usable CRL
         if self.crl.version != self._version:
-            self._version = self.crl.version
-            self._server_now, self.client = self._build()
-            self._server_now.sni_callback = self._on_client_hello
+            version = self.crl.version
+            try:
+                server, client = self._build()
+            except (ssl.SSLError, OSError) as err:
+                raise TLSConfigError(f"cannot make the peer TLS contexts again: {err}") from None
+            server.sni_callback = self._on_client_hello
+            self._server_now, self.client, self._version = server, client, version
             log.info("%s %s read again: new peer connections are checked against it", self.crl.flag, self.crl.path)
 
     def client_context(self) -> ssl.SSLContext:

@@ -113,6 +113,33 @@ def test_client_cert_allowed_hostname_is_gos_verify_hostname_on_the_sans(tmp_pat
         assert why == f"its certificate is not valid for --client-cert-allowed-hostname {allowed!r}"
 
 
+def test_peer_contexts_are_made_again_when_the_crl_file_changes(tmp_path, files):
+    """--peer-crl-file: the contexts are kept while the file stays, made again when it is
+    replaced; while it is not a usable CRL, connecting fails with the reason and accepting
+    answers the ClientHello with an alert (no traceback)."""
+    import shutil
+    import ssl
+    crl = tmp_path / "crl.pem"
+    shutil.copy(files["crl"], crl)
+    p = tls.peer_tls(args(tmp_path, *[f.format(**files) for f in PEER_AUTH], "--peer-crl-file", str(crl)),
+                     "127.0.0.1")
+    first = p.client_context()
+    assert p.client_context() is first
+    ca = (files["dir"] / "ca.pem", files["dir"] / "ca-key.pem")
+    make_crl(tmp_path / "new.pem", ca, []).replace(crl)
+    second = p.client_context()
+    assert second is not first and second.verify_flags & ssl.VERIFY_CRL_CHECK_LEAF
+
+    class Hello:
+        context = p.server
+    hello = Hello()
+    assert p._on_client_hello(hello, None, p.server) is None and hello.context is not p.server  # the new one
+    crl.write_text("garbage")
+    with pytest.raises(tls.TLSConfigError, match="is not a PEM certificate revocation list"):
+        p.client_context()
+    assert p._on_client_hello(Hello(), None, p.server) == ssl.ALERT_DESCRIPTION_ACCESS_DENIED
+
+
 BAD = [
     (["--cert-file", "{cert}"], "--cert-file needs --key-file"),
     (["--key-file", "{key}"], "--key-file needs --cert-file"),
