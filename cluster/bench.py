@@ -2,7 +2,9 @@
 
 Loads: puts, then linearizable gets, of 256-byte values; (a) 1 client, one request at a time;
 (b) 2 client processes x 64 requests in flight; lease grants (2 x 64); keep-alives of 10,000
-leases on one LeaseKeepAlive stream (128 unanswered) and on 64 streams (8 each). Then watch loads: 1, 100 and 1,000 watchers on
+leases on one LeaseKeepAlive stream (128 unanswered) at the leader, one at a follower, and on 64
+streams (8 each). Every load's first client talks to the system's current leader (then the
+others in turn), so neither system's figure depends on where its election landed. Then watch loads: 1, 100 and 1,000 watchers on
 one prefix (10 per stream, over every node) while one client puts into it at --watch-put-rate:
 events delivered per second, and each event's delay after its put's answer. Both clusters run side by side for the whole run
 and the loads alternate between them (verikv first, then etcd first, ...); with --rounds N the
@@ -72,6 +74,40 @@ def _worker(args: tuple) -> tuple[int, list[float], int]:
     return len(latencies_s), latencies_s, errors
 
 
+def leader_first(endpoints: list[str], timeout_s: float = 10.0) -> list[str]:
+    """The endpoints with the current leader's first (Maintenance.Status of each: a member that
+    names itself leader), then the others in their order. A load's first client talks to the
+    leader of either system, so that neither system's figure depends on where its election
+    landed (etcd forwards a follower's writes and keep-alives to the leader one by one)."""
+    import time
+
+    import grpc
+
+    from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for endpoint in endpoints:
+            if TLS:
+                creds = grpc.ssl_channel_credentials(
+                    root_certificates=Path(TLS["ca"]).read_bytes(),
+                    private_key=Path(TLS["client"][1]).read_bytes(),
+                    certificate_chain=Path(TLS["client"][0]).read_bytes())
+                channel = grpc.secure_channel(endpoint, creds)
+            else:
+                channel = grpc.insecure_channel(endpoint)
+            try:
+                with channel:
+                    status = rpc_pb2_grpc.MaintenanceStub(channel).Status(rpc_pb2.StatusRequest(), timeout=1.0)
+            except grpc.RpcError:
+                continue
+            if status.leader and status.leader == status.header.member_id:
+                return [endpoint] + [e for e in endpoints if e != endpoint]
+        if time.monotonic() > deadline:
+            raise BenchError(f"no leader among {','.join(endpoints)} for {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
 def _percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -123,7 +159,8 @@ class BenchError(Exception):
 
 def run_keep_alive_load(endpoints: list[str], streams: int, window: int, duration_s: float, first_id: int) -> dict:
     """KEEP_ALIVE_LEASES leases (IDs from first_id, granted first), kept alive over `streams`
-    LeaseKeepAlive streams (spread over every node), `window` requests unanswered per stream."""
+    LeaseKeepAlive streams (spread over the endpoints from the first), `window` requests
+    unanswered per stream."""
     from verikv.cluster import _loadgen
     from verikv.etcdpb import rpc_pb2
 
@@ -139,7 +176,14 @@ def run_keep_alive_load(endpoints: list[str], streams: int, window: int, duratio
             "p99_ms": _percentile(lat, 0.99) * 1000, "errors": failed}
 
 
-KEEP_ALIVE_LOADS = [(1, 128), (64, 8)]  # (streams, requests unanswered per stream)
+# (streams, requests unanswered per stream, where the first stream goes): one stream on the
+# leader and one on a follower (etcd renews a lease at its leader only: a follower forwards each
+# keep-alive to it), and 64 streams over every node from the leader
+KEEP_ALIVE_LOADS = [(1, 128, "leader"), (1, 128, "follower"), (64, 8, "leader")]
+
+
+def keep_alive_load_name(streams: int, window: int, where: str) -> str:
+    return f"keep-alive {streams}x{window}" + (f" {where}" if streams == 1 else "")
 
 
 def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: float = 100.0,
@@ -150,27 +194,31 @@ def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: floa
     for k, (op, procs, in_flight) in enumerate(LOADS):
         names = list(systems) if k % 2 == 0 else list(reversed(systems))
         for name in names:
-            endpoints = systems[name]
+            endpoints = leader_first(systems[name])
             run_load(endpoints, "put", 1, 1, 0.2)  # warm up (and make sure keys exist for gets)
             out[name][f"{op} {procs}x{in_flight}"] = run_load(endpoints, op, procs, in_flight, duration_s)
     for k, watchers in enumerate(WATCHERS if watch_put_rate > 0 else []):
         names = list(systems) if k % 2 == 0 else list(reversed(systems))
         for name in names:
             try:
-                out[name][f"watch {watchers}"] = run_watch_load(systems[name], watchers, duration_s, watch_put_rate)
+                out[name][f"watch {watchers}"] = run_watch_load(leader_first(systems[name]), watchers, duration_s,
+                                                                watch_put_rate)
             except RuntimeError as err:
                 raise BenchError(f"{name}: watch {watchers}: {err}") from None
     for name in (list(systems) if round_no % 2 == 0 else list(reversed(systems))):
-        out[name]["grant 2x64"] = run_load(systems[name], "grant", 2, 64, duration_s)
-    for k, (streams, window) in enumerate(KEEP_ALIVE_LOADS):
+        out[name]["grant 2x64"] = run_load(leader_first(systems[name]), "grant", 2, 64, duration_s)
+    for k, (streams, window, where) in enumerate(KEEP_ALIVE_LOADS):
         names = list(systems) if k % 2 == 0 else list(reversed(systems))
+        load = keep_alive_load_name(streams, window, where)
         for name in names:
             first_id = 1 + (round_no * len(KEEP_ALIVE_LOADS) + k) * KEEP_ALIVE_LEASES  # new leases each time
+            endpoints = leader_first(systems[name])
+            if where == "follower":
+                endpoints = endpoints[1:] + endpoints[:1]
             try:
-                out[name][f"keep-alive {streams}x{window}"] = run_keep_alive_load(
-                    systems[name], streams, window, duration_s, first_id)
+                out[name][load] = run_keep_alive_load(endpoints, streams, window, duration_s, first_id)
             except RuntimeError as err:
-                raise BenchError(f"{name}: keep-alive {streams}x{window}: {err}") from None
+                raise BenchError(f"{name}: {load}: {err}") from None
     return out
 
 
@@ -292,7 +340,7 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    lease_loads = ["grant 2x64"] + [f"keep-alive {s}x{w}" for s, w in KEEP_ALIVE_LOADS]
+    lease_loads = ["grant 2x64"] + [keep_alive_load_name(*load) for load in KEEP_ALIVE_LOADS]
     _print_table(results, [f"{op} {p}x{f}" for op, p, f in LOADS] + lease_loads, args.rounds, "throughput",
                  f"{'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}",
                  lambda r: f"{r['ops_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}")
@@ -309,12 +357,12 @@ def main(argv: list[str]) -> int:
 
 def _print_table(results: dict, loads: list[str], rounds: int, what: str, heading: str, row) -> None:
     """A line per load and system (its figures as `row` formats them), then the load's ratio."""
-    print(f"{'load':<16} {'system':<7} {heading}")
+    print(f"{'load':<25} {'system':<7} {heading}")
     for load in loads:
         for system in ("verikv", "etcd"):
             r = results.get(system, {}).get(load)
             if r:
-                print(f"{load:<16} {system:<7} {row(r)}")
+                print(f"{load:<25} {system:<7} {row(r)}")
         _print_ratio(results, load, what, rounds)
 
 
@@ -322,5 +370,5 @@ def _print_ratio(results: dict, load: str, what: str, rounds: int) -> None:
     ratio = results.get("verikv", {}).get(load, {}).get("ratio_vs_etcd")
     if ratio is not None:
         lo, hi = results["verikv"][load]["ratio_range"]
-        print(f"{load:<16} {'ratio':<7} {ratio:>9.2f}  (verikv / etcd {what}"
+        print(f"{load:<25} {'ratio':<7} {ratio:>9.2f}  (verikv / etcd {what}"
               + (f", median of {rounds} rounds, lowest {lo:.2f}, highest {hi:.2f})" if rounds > 1 else ")"))

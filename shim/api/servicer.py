@@ -153,6 +153,9 @@ class ClientServer:
         self._require_leader: set[int] = set()
         self._keep_alives: dict[int, int] = {}  # keep-alive stream: its requests not answered yet
         self._half_closed: set[int] = set()  # keep-alive streams whose clients send no more
+        # keep-alive answers of this turn, handed to the front together once the turn's callbacks
+        # are done (one lock and one wake-up of its thread, not one per answer)
+        self._answers: list[tuple[int, bytes]] = []
         self._leaderless_since: float | None = None
         self._progress_timer: asyncio.TimerHandle | None = None
         # calls finished, by (method, gRPC status code): Prometheus' grpc_server_handled_total
@@ -208,6 +211,7 @@ class ClientServer:
     async def stop(self, grace: float | None = None) -> None:
         if self._progress_timer is not None:
             self._progress_timer.cancel()
+        self._send_answers()
         front, self._front = self._front, None
         if front is None:
             return
@@ -238,6 +242,7 @@ class ClientServer:
                 except Exception as err:  # noqa: BLE001 - a fault on one stream ends that stream, loudly
                     failed = internal_error(method, err)
                     if self._front is not None:
+                        self._send_answers()
                         self._front.finish(call_id, failed.code.value[0], failed.message, b"")
                 continue
             done = functools.partial(finish, call_id, method)
@@ -654,6 +659,7 @@ class ClientServer:
         if kind == END:
             self._keep_alives.pop(stream, None)
             self._half_closed.discard(stream)
+            self._send_answers()  # a stream finishes after its answers queued, never before
             self._front.finish(stream, grpc.StatusCode.CANCELLED.value[0], "", b"")
             self._count(KEEP_ALIVE, grpc.StatusCode.CANCELLED.value[0])
             return
@@ -664,6 +670,7 @@ class ClientServer:
         try:
             request = rpc_pb2.LeaseKeepAliveRequest.FromString(body)
         except DecodeError:
+            self._send_answers()
             self._front.finish(stream, grpc.StatusCode.INVALID_ARGUMENT.value[0],
                                f"verikv: {KEEP_ALIVE}: a message is not a valid LeaseKeepAliveRequest", b"")
             self._count(KEEP_ALIVE, grpc.StatusCode.INVALID_ARGUMENT.value[0])
@@ -680,18 +687,28 @@ class ClientServer:
         if isinstance(result, EtcdError):  # as etcd: the stream ends with the error
             self._keep_alives.pop(stream, None)
             self._half_closed.discard(stream)
+            self._send_answers()
             front.finish(stream, result.code.value[0], result.message, b"")
             self._count(KEEP_ALIVE, result.code.value[0])
             return
         self._headers.fill(result.header, self.node.machine.term)
-        front.send(stream, result.SerializeToString())
+        if not self._answers:
+            asyncio.get_running_loop().call_soon(self._send_answers)
+        self._answers.append((stream, result.SerializeToString()))
         self._end_keep_alives(stream)
+
+    def _send_answers(self) -> None:
+        """Hand the keep-alive answers queued so far to the front, in order, at once."""
+        answers, self._answers = self._answers, []
+        if answers and self._front is not None:
+            self._front.send_many(answers)
 
     def _end_keep_alives(self, stream: int) -> None:
         """A half-closed keep-alive stream whose every request was answered ends (OK)."""
         if stream in self._half_closed and not self._keep_alives.get(stream):
             self._half_closed.discard(stream)
             self._keep_alives.pop(stream, None)
+            self._send_answers()
             self._front.finish(stream, 0, "", b"")
             self._count(KEEP_ALIVE, 0)
 

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
+from verikv.cluster.bench import leader_first
 
 VERIKV = [sys.executable, "-m", "verikv.cli"]
 
@@ -46,6 +47,11 @@ def test_up_status_down(data_dir):
     nodes = json.loads(st.stdout)["nodes"]
     assert sorted(n["role"] for n in nodes) == ["follower", "follower", "leader"]
     assert all(n["pid"] and n["committed_slot"] >= 1 for n in nodes)
+    # the bench's loads start at the leader, whichever order the endpoints come in
+    endpoints = [f"127.0.0.1:2560{i}" for i in range(3)]
+    leader = endpoints[[n["role"] for n in nodes].index("leader")]
+    assert leader_first(endpoints) == [leader] + [e for e in endpoints if e != leader]
+    assert leader_first(endpoints[::-1])[0] == leader
 
     again = verikv("cluster", "up", "--data-dir", str(data_dir))
     assert again.returncode == 0 and again.stdout.count("already running") == 3
@@ -193,7 +199,8 @@ def test_bench_runs_against_verikv_and_prints_figures(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
     figures = json.loads(out.stdout)
-    for load in ("put 1x1", "get 1x1", "put 2x64", "get 2x64", "grant 2x64", "keep-alive 1x128", "keep-alive 64x8"):
+    for load in ("put 1x1", "get 1x1", "put 2x64", "get 2x64", "grant 2x64", "keep-alive 1x128 leader",
+                 "keep-alive 1x128 follower", "keep-alive 64x8"):
         assert figures["verikv"][load]["ops"] > 0 and figures["verikv"][load]["errors"] == 0, (load, figures)
     for watchers in (1, 100, 1000):  # every watcher got every put's event, once
         w = figures["verikv"][f"watch {watchers}"]
@@ -229,7 +236,8 @@ def test_bench_tls_runs_both_systems_over_tls_and_prints_ratios(tmp_path):
     for system in ("verikv", "etcd"):
         assert all(f["errors"] == 0 for f in figures[system].values()), figures[system]
     # (keep-alive 64x8 is left out: 64 streams' handshakes can outlast a 0.3 s load on this host)
-    for load in ("put 1x1", "get 2x64", "grant 2x64", "keep-alive 1x128", "watch 100"):
+    for load in ("put 1x1", "get 2x64", "grant 2x64", "keep-alive 1x128 leader", "keep-alive 1x128 follower",
+                 "watch 100"):
         for system in ("verikv", "etcd"):
             f = figures[system][load]
             assert (f.get("ops") or f.get("events")) and f["errors"] == 0, (system, load, f)
