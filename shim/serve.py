@@ -82,6 +82,22 @@ def _streams(text: str) -> int:
     return 0 if n > 2**31 - 1 else n
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        s = -1.0
+    if not (0 < s < 1e9):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds over 0")
+    return s
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="verikv serve", description="run one verikv node")
     p.add_argument("--id", type=int, required=True, help="this node's id (0-based index into --peers)")
@@ -121,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "ttl default 5m) (default: simple)")
     p.add_argument("--auth-token-ttl", type=int, default=300,
                    help="etcd's: seconds an unused simple token lives (default 300)")
+    p.add_argument("--auth-max-failures", type=_count, default=5, metavar="N",
+                   help="at most N failed Authenticate calls per user name within --auth-failure-window on this "
+                        "node; beyond, answered RESOURCE_EXHAUSTED without checking the password (0: no limit; "
+                        "default 5; etcd has none)")
+    p.add_argument("--auth-failure-window", type=_seconds, default=60.0, metavar="SECONDS",
+                   help="the window of --auth-max-failures (default 60)")
     t = p.add_argument_group("client TLS (etcd's flags)")
     t.add_argument("--cert-file", default="", help="the client port's certificate (PEM); serves clients over TLS")
     t.add_argument("--key-file", default="", help="the private key of --cert-file (PEM)")
@@ -129,7 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse, at the TLS handshake, a client without a certificate signed by --trusted-ca-file")
     t.add_argument("--client-crl-file", default="",
                    help="a certificate revocation list (PEM, signed by a CA of --trusted-ca-file): a client "
-                        "certificate it revokes is refused at the TLS handshake (needs --client-cert-auth)")
+                        "certificate it revokes is refused at the TLS handshake; read again when the file "
+                        "changes (needs --client-cert-auth)")
+    t.add_argument("--client-cert-allowed-hostname", default="", metavar="HOST",
+                   help="a client's certificate must also be valid for this DNS name or IP address (its subject "
+                        "alternative names), or it is refused at the TLS handshake (needs --client-cert-auth)")
     t.add_argument("--auto-tls", action="store_true",
                    help="serve clients over TLS with a self-signed certificate made under DATA_DIR/fixtures/client "
                         "(for tests; clients cannot verify it)")
@@ -289,6 +315,8 @@ async def serve(args) -> int:
                                           [f"{peer_scheme}://{h}:{p}" for h, p in peers], tls=client_tls,
                                           progress_notify_interval_s=progress_s,
                                           auth_token_ttl_s=args.auth_token_ttl, jwt=jwt_tokens,
+                                          auth_max_failures=args.auth_max_failures,
+                                          auth_failure_window_s=args.auth_failure_window,
                                           max_concurrent_streams=args.max_concurrent_streams,
                                           require_leader_timeout_s=args.tick_ms * args.election_ticks / 1000)
         await server.start()

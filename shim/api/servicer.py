@@ -42,6 +42,7 @@ from google.protobuf.message import DecodeError
 
 from verikv.etcdpb import auth_pb2, health_pb2, rpc_pb2
 from verikv.shim.api import _front, headers
+from verikv.shim.api.auth_limit import MAX_FAILURES, WINDOW_S, FailureLimit
 from verikv.shim.kv import backup, errors
 from verikv.shim.kv.auth import NOBODY, READ, AuthInfo
 from verikv.shim.kv.errors import EtcdError
@@ -125,8 +126,11 @@ class ClientServer:
                  progress_notify_interval_s: float = 600.0,
                  watch_backlog_bytes: tuple[int, int] = (WATCH_BACKLOG_HIGH, WATCH_BACKLOG_LOW),
                  require_leader_timeout_s: float = 1.0, tls=None, auth_token_ttl_s: float = AUTH_TOKEN_TTL_S,
-                 max_concurrent_streams: int = 0, jwt=None):
+                 max_concurrent_streams: int = 0, jwt=None, auth_max_failures: int = MAX_FAILURES,
+                 auth_failure_window_s: float = WINDOW_S):
         self.node = node
+        # failed Authenticate calls per user name (auth_limit.py): beyond the limit, no bcrypt
+        self.auth_failures = FailureLimit(auth_max_failures, auth_failure_window_s)
         # shim.io.auth_token.JwtTokens (duck-typed: make(user, revision), info(token)), or None
         # for etcd's simple tokens
         self.jwt = jwt
@@ -199,7 +203,7 @@ class ClientServer:
                                        max_concurrent_streams=self.max_concurrent_streams,
                                        **({} if tls is None else dict(
                                            cert_pem=tls.cert_pem, key_pem=tls.key_pem, ca_pem=tls.ca_pem,
-                                           client_cert_auth=tls.client_cert_auth, crl_dir=tls.crl_dir)))
+                                           client_cert_auth=tls.client_cert_auth, check=tls.check)))
         except RuntimeError as err:
             raise OSError(str(err)) from None
         loop = asyncio.get_running_loop()
@@ -396,9 +400,14 @@ class ClientServer:
             if not auth.enabled:
                 done(errors.AUTH_NOT_ENABLED)
                 return
+            refused = self.auth_failures.admit(request.name)
+            if refused is not None:  # too many failures for the name lately: no bcrypt
+                done(refused)
+                return
             hashed = auth.password_hash(request.name)
             if hashed is None:
                 u = auth.users.get(request.name)
+                self.auth_failures.done(request.name, None if u is not None else False)
                 done(errors.NO_PASSWORD_USER if u is not None else errors.AUTH_FAILED)
                 return
             revision = auth.revision
@@ -406,7 +415,9 @@ class ClientServer:
             checking.add_done_callback(lambda f: checked(f, revision, hashed))
 
         def checked(f, revision: int, hashed: bytes) -> None:
-            if not f.result():
+            matched = not f.cancelled() and f.exception() is None and f.result()
+            self.auth_failures.done(request.name, bool(matched))
+            if not matched:
                 done(errors.AUTH_FAILED)
                 return
             if self.jwt is not None:

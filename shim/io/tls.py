@@ -15,10 +15,18 @@ certificate names the member its HELLO claims, and closes the connection otherwi
 
 Revocation (`--client-crl-file`, `--peer-crl-file`, etcd's flags): a PEM CRL, which must be signed
 by a CA of the side's trusted-CA file and not past its nextUpdate (else OpenSSL would refuse every
-certificate), read at start. A certificate it revokes is refused at the TLS handshake: the client
-port's (the grpc++ front, through gRPC's CRL directory), and on the peer port both ways (a node
-with a revoked certificate is neither accepted nor connected to; etcd checks only the accepting
-side). Both need the side's client-cert-auth flag: without it no certificate is asked for.
+certificate), read at start and again whenever the file changes (`CRLFile`; etcd reads it at every
+connection): the next handshake is checked against the CRL now in the file, without a restart;
+while the file is not such a CRL, every certificate is refused (and the reason logged). A
+certificate it revokes is refused at the TLS handshake: the client port's (the grpc++ front calls
+`ClientTLS.refusal` from gRPC's certificate verifier), and on the peer port both ways (a node with
+a revoked certificate is neither accepted nor connected to; etcd checks only the accepting side;
+`PeerTLS` makes its contexts again when the file changes). Both need the side's client-cert-auth
+flag: without it no certificate is asked for.
+
+Client identity (`--client-cert-allowed-hostname`, etcd 3.4's flag): a client's certificate must
+also be valid for that host name or IP address, by the same rule (`valid_for`) as
+--peer-cert-allowed-hostname below; checked by the front at each handshake.
 
 Peer identity (`--peer-cert-allowed-cn`, `--peer-cert-allowed-hostname`, etcd 3.4's flags, at most
 one): besides naming its member, a member's certificate must have that common name, or be valid
@@ -33,35 +41,147 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+
+
+log = logging.getLogger("verikv.tls")
 
 
 class TLSConfigError(ValueError):
     pass
 
 
+class CRLFile:
+    """A CRL flag's file (`--client-crl-file`, `--peer-crl-file`), read again whenever it changes
+    (its inode, size or mtime): `current()` is the CRL now in force, checked as at start (PEM,
+    signed by a CA of the side's trusted-CA file, not past its nextUpdate), or raises
+    TLSConfigError saying why the file is not usable (then every certificate is refused, as etcd
+    refuses every connection when it cannot read its CRL)."""
+
+    def __init__(self, path: str, flag: str, ca_file: str, ca_flag: str):
+        self.path, self.flag, self.ca_file, self.ca_flag = path, flag, ca_file, ca_flag
+        self._seen: tuple | None = None
+        self._crl = None
+        self.version = 0  # moves on with each new CRL read
+        self.current()  # at start, a bad file stops the node
+
+    def _stamp(self) -> tuple:
+        try:
+            st = Path(self.path).stat()
+        except OSError as err:
+            raise TLSConfigError(f"{self.flag} {self.path}: cannot read it: {err.strerror or err}") from None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def current(self):
+        stamp = self._stamp()
+        if stamp != self._seen:
+            from cryptography import x509
+            crl = x509.load_pem_x509_crl(_load_crl(self.path, self.flag, self.ca_file, self.ca_flag))
+            self._seen, self._crl, self.version = stamp, crl, self.version + 1
+        elif self._crl is not None:
+            _check_fresh(self._crl, self.flag, self.path)
+        return self._crl
+
+    def revoked(self, pem_certs: list) -> str:
+        """Why one of these certificates (cryptography's) is revoked by the CRL now in force, or ""."""
+        crl = self.current()
+        for cert in pem_certs:
+            if cert.issuer == crl.issuer and crl.get_revoked_certificate_by_serial_number(cert.serial_number):
+                return f"its certificate (serial {cert.serial_number:x}) is revoked by {self.flag} {self.path}"
+        return ""
+
+
 @dataclass(frozen=True)
 class ClientTLS:
-    """The client port's TLS, as the grpc++ front takes it (PEM bytes)."""
+    """The client port's TLS, as the grpc++ front takes it (PEM bytes, and `check` for the
+    certificate a client shows, called at every handshake)."""
     cert_pem: bytes
     key_pem: bytes
     ca_pem: bytes
     client_cert_auth: bool
-    crl_dir: str = ""  # --client-crl-file's CRL as gRPC's CRL directory reads it ("" without one)
+    crl: CRLFile | None = None  # --client-crl-file
+    allowed_hostname: str = ""  # --client-cert-allowed-hostname
+
+    @property
+    def check(self):
+        """What the front calls at each client handshake (`refusal`), or None if nothing to check."""
+        return self.refusal if self.crl is not None or self.allowed_hostname else None
+
+    def refusal(self, leaf_pem: bytes, chain_pem: bytes) -> str:
+        """Why a client's certificate (its chain verified by gRPC against the trusted CA) is
+        refused: revoked by --client-crl-file (any certificate of the chain the client sent), or
+        not valid for --client-cert-allowed-hostname (`valid_for`, the peer side's rule); "" if not."""
+        try:
+            from cryptography import x509
+            leaf = x509.load_pem_x509_certificate(leaf_pem)
+            if self.allowed_hostname and not valid_for(_names(leaf), self.allowed_hostname):
+                why = f"its certificate is not valid for --client-cert-allowed-hostname {self.allowed_hostname!r}"
+            elif self.crl is not None:
+                why = self.crl.revoked([leaf] + _certs_in(chain_pem))
+            else:
+                why = ""
+        except TLSConfigError as err:  # the CRL file is not usable now: nobody is let in
+            why = f"{err} (every client certificate is refused until the file holds a usable CRL)"
+        except ValueError as err:
+            why = f"its certificate cannot be read ({err})"
+        if why:
+            log.warning("a client is refused at the TLS handshake: %s", why)
+        return why
 
 
-@dataclass(frozen=True)
 class PeerTLS:
-    """The peer transport's TLS: a context to accept with, one to connect with, and whether
-    certificates are checked (not with --peer-auto-tls, as etcd does not check them either)."""
-    server: ssl.SSLContext
-    client: ssl.SSLContext
-    verify_server: bool  # connecting: the member's certificate is checked against the trusted CA
-    client_cert_auth: bool  # accepting: a connecting node must show a certificate naming its member
-    allowed_cn: str = ""  # --peer-cert-allowed-cn: the common name a member's certificate must have
-    allowed_hostname: str = ""  # --peer-cert-allowed-hostname: a name or address it must be valid for
+    """The peer transport's TLS: a context to accept with (`server`), one to connect with
+    (`client_context()`), and whether certificates are checked (not with --peer-auto-tls, as etcd
+    does not check them either). With --peer-crl-file, both contexts are made again when the CRL
+    file changes: a new connection is checked against the CRL now in the file (the accepting
+    side swaps the new context in from `server`'s SNI callback, which OpenSSL calls at each
+    ClientHello); while the file is not a usable CRL, connections are refused both ways."""
+
+    def __init__(self, build, verify_server: bool, client_cert_auth: bool, allowed_cn: str = "",
+                 allowed_hostname: str = "", crl: CRLFile | None = None):
+        self._build = build  # () -> (server context, client context), with the CRL now in the file
+        self.verify_server = verify_server  # connecting: the member's certificate is checked against the CA
+        self.client_cert_auth = client_cert_auth  # accepting: a connecting node must show a certificate naming its member
+        self.allowed_cn = allowed_cn  # --peer-cert-allowed-cn: the common name a member's certificate must have
+        self.allowed_hostname = allowed_hostname  # --peer-cert-allowed-hostname: a name or address it must be valid for
+        self.crl = crl
+        self._version = crl.version if crl is not None else 0
+        self.server, self.client = build()
+        self._server_now = self.server
+        if crl is not None:
+            self.server.sni_callback = self._on_client_hello
+
+    def _refresh(self) -> None:
+        if self.crl is None:
+            return
+        self.crl.current()  # raises TLSConfigError while the file is not a usable CRL
+        if self.crl.version != self._version:
+            version = self.crl.version
+            try:
+                server, client = self._build()
+            except (ssl.SSLError, OSError) as err:
+                raise TLSConfigError(f"cannot make the peer TLS contexts again: {err}") from None
+            server.sni_callback = self._on_client_hello
+            self._server_now, self.client, self._version = server, client, version
+            log.info("%s %s read again: new peer connections are checked against it", self.crl.flag, self.crl.path)
+
+    def client_context(self) -> ssl.SSLContext:
+        """The context to connect to a member with now; TLSConfigError while the CRL file is not usable."""
+        self._refresh()
+        return self.client
+
+    def _on_client_hello(self, ssl_obj, server_name, context):
+        try:
+            self._refresh()
+        except TLSConfigError as err:
+            log.warning("a member's connection is refused: %s", err)
+            return ssl.ALERT_DESCRIPTION_ACCESS_DENIED
+        if ssl_obj.context is not self._server_now:
+            ssl_obj.context = self._server_now
+        return None
 
 
 def _read(path: str, flag: str) -> bytes:
@@ -120,67 +240,32 @@ def _load_crl(path: str, flag: str, ca_file: str, ca_flag: str) -> bytes:
     if not any(ca.subject == crl.issuer and crl.is_signature_valid(ca.public_key()) for ca in _pem_certs(ca_file)):
         raise TLSConfigError(f"{flag} {path} is not signed by a CA of {ca_flag} {ca_file} "
                              f"(its issuer: {crl.issuer.rfc4514_string()})")
+    _check_fresh(crl, flag, path)
+    return data
+
+
+def _check_fresh(crl, flag: str, path: str) -> None:
     next_update = crl.next_update
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     if next_update is not None and next_update < now:
         raise TLSConfigError(f"{flag} {path} expired at {next_update:%Y-%m-%d %H:%M:%S} UTC (its nextUpdate): "
                              f"every certificate would be refused; issue a fresh one")
-    return data
 
 
 def _pem_certs(path: str) -> list:
+    return _certs_in(Path(path).read_bytes())
+
+
+def _certs_in(pem: bytes) -> list:
     from cryptography import x509
     marker = b"-----END CERTIFICATE-----"
     certs = []
-    for block in Path(path).read_bytes().split(marker)[:-1]:
+    for block in pem.split(marker)[:-1]:
         try:
             certs.append(x509.load_pem_x509_certificate(block + marker))
         except ValueError:
             pass
     return certs
-
-
-def crl_issuer_hash(crl_pem: bytes) -> str:
-    """OpenSSL's hash of a PEM CRL's issuer name (X509_NAME_hash_ex, 8 hex digits): the name its
-    hashed directory lookup finds the CRL by (what `openssl crl -hash` prints). From the libcrypto
-    gRPC and Python's ssl use, so the I/O layer needs no compiled module of its own for it."""
-    import ctypes
-    import ctypes.util
-    lib = ctypes.CDLL(ctypes.util.find_library("crypto") or "libcrypto.so.3")
-    vp = ctypes.c_void_p
-    lib.BIO_new_mem_buf.argtypes, lib.BIO_new_mem_buf.restype = [ctypes.c_char_p, ctypes.c_int], vp
-    lib.BIO_free.argtypes = [vp]
-    lib.PEM_read_bio_X509_CRL.argtypes, lib.PEM_read_bio_X509_CRL.restype = [vp, vp, vp, vp], vp
-    lib.X509_CRL_free.argtypes = [vp]
-    lib.X509_CRL_get_issuer.argtypes, lib.X509_CRL_get_issuer.restype = [vp], vp
-    lib.X509_NAME_hash_ex.argtypes = [vp, vp, vp, ctypes.POINTER(ctypes.c_int)]
-    lib.X509_NAME_hash_ex.restype = ctypes.c_ulong
-    bio = lib.BIO_new_mem_buf(crl_pem, len(crl_pem))
-    if not bio:
-        raise MemoryError("BIO_new_mem_buf failed")
-    try:
-        crl = lib.PEM_read_bio_X509_CRL(bio, None, None, None)
-    finally:
-        lib.BIO_free(bio)
-    if not crl:
-        raise ValueError("not a PEM certificate revocation list")
-    try:
-        ok = ctypes.c_int(0)
-        h = lib.X509_NAME_hash_ex(lib.X509_CRL_get_issuer(crl), None, None, ctypes.byref(ok))
-        if not ok.value:
-            raise ValueError("cannot hash the CRL's issuer name")
-        return f"{h:08x}"
-    finally:
-        lib.X509_CRL_free(crl)
-
-
-def _crl_dir(directory: Path, crl_pem: bytes) -> str:
-    """`directory` made to hold only `crl_pem`, under the name OpenSSL's hashed lookup finds it by."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.iterdir():
-        old.unlink()
-    (directory / f"{crl_issuer_hash(crl_pem)}.r0").write_bytes(crl_pem)
-    return str(directory)
 
 
 def self_signed(directory: Path, hosts: list[str], name: str) -> tuple[str, str]:
@@ -225,9 +310,11 @@ def _san(hosts: list[str]):
 def client_tls(args) -> ClientTLS | None:
     """The client port's TLS from `verikv serve`'s flags, or None (plain text)."""
     on = _check_flags(args.cert_file, args.key_file, args.trusted_ca_file, args.client_cert_auth, args.auto_tls, "")
-    if args.client_crl_file and not args.client_cert_auth:
-        raise TLSConfigError("--client-crl-file needs --client-cert-auth (and --trusted-ca-file): without it no "
-                             "client shows a certificate to check")
+    for flag, value in (("--client-crl-file", args.client_crl_file),
+                        ("--client-cert-allowed-hostname", args.client_cert_allowed_hostname)):
+        if value and not args.client_cert_auth:
+            raise TLSConfigError(f"{flag} needs --client-cert-auth (and --trusted-ca-file): without it no "
+                                 f"client shows a certificate to check")
     if not on:
         return None
     cert, key = args.cert_file, args.key_file
@@ -235,13 +322,11 @@ def client_tls(args) -> ClientTLS | None:
         host = args.client_listen[0]
         cert, key = self_signed(Path(args.data_dir) / "fixtures" / "client", [host, "localhost", "127.0.0.1"],
                                 "verikv client")
-    crl_dir = ""
-    if args.client_crl_file:
-        crl = _load_crl(args.client_crl_file, "--client-crl-file", args.trusted_ca_file, "--trusted-ca-file")
-        crl_dir = _crl_dir(Path(args.data_dir) / "fixtures" / "client-crl", crl)
+    crl = CRLFile(args.client_crl_file, "--client-crl-file", args.trusted_ca_file, "--trusted-ca-file") \
+        if args.client_crl_file else None
     return ClientTLS(_read(cert, "--cert-file"), _read(key, "--key-file"),
                      _read(args.trusted_ca_file, "--trusted-ca-file") if args.trusted_ca_file else b"",
-                     args.client_cert_auth, crl_dir)
+                     args.client_cert_auth, crl, args.client_cert_allowed_hostname.strip())
 
 
 def peer_tls(args, peer_host: str) -> PeerTLS | None:
@@ -266,34 +351,38 @@ def peer_tls(args, peer_host: str) -> PeerTLS | None:
     if auto:
         cert, key = self_signed(Path(args.data_dir) / "fixtures" / "peer", [peer_host, "localhost", "127.0.0.1"],
                                 "verikv peer")
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.minimum_version = ssl.TLSVersion.TLSv1_2
-    server.load_cert_chain(cert, key)
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.minimum_version = ssl.TLSVersion.TLSv1_2
-    client.load_cert_chain(cert, key)  # shown to the member connected to, as etcd does
     verify_server = not auto  # a self-signed certificate names no one: etcd does not check it either
-    if verify_server:
-        if ca:
-            client.load_verify_locations(cafile=ca)
+    crl = CRLFile(args.peer_crl_file, "--peer-crl-file", ca, "--peer-trusted-ca-file") if args.peer_crl_file else None
+
+    def build() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.minimum_version = ssl.TLSVersion.TLSv1_2
+        server.load_cert_chain(cert, key)
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.minimum_version = ssl.TLSVersion.TLSv1_2
+        client.load_cert_chain(cert, key)  # shown to the member connected to, as etcd does
+        if verify_server:
+            if ca:
+                client.load_verify_locations(cafile=ca)
+            else:
+                client.load_default_certs()
         else:
-            client.load_default_certs()
-    else:
-        client.check_hostname = False
-        client.verify_mode = ssl.CERT_NONE
-    if args.peer_client_cert_auth:
-        server.verify_mode = ssl.CERT_REQUIRED
-        server.load_verify_locations(cafile=ca)
-    if args.peer_crl_file:
-        _load_crl(args.peer_crl_file, "--peer-crl-file", ca, "--peer-trusted-ca-file")
-        for ctx in (server, client):
-            try:  # a file, not cadata: only a file's CRLs are loaded
-                ctx.load_verify_locations(cafile=args.peer_crl_file)
-            except ssl.SSLError as err:
-                raise TLSConfigError(f"--peer-crl-file {args.peer_crl_file}: {err.reason or err}") from None
-            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-    return PeerTLS(server, client, verify_server, args.peer_client_cert_auth,
-                   args.peer_cert_allowed_cn, args.peer_cert_allowed_hostname)
+            client.check_hostname = False
+            client.verify_mode = ssl.CERT_NONE
+        if args.peer_client_cert_auth:
+            server.verify_mode = ssl.CERT_REQUIRED
+            server.load_verify_locations(cafile=ca)
+        if crl is not None:
+            for ctx in (server, client):
+                try:  # a file, not cadata: only a file's CRLs are loaded
+                    ctx.load_verify_locations(cafile=crl.path)
+                except (ssl.SSLError, OSError) as err:
+                    raise TLSConfigError(f"--peer-crl-file {crl.path}: {getattr(err, 'reason', None) or err}") from None
+                ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        return server, client
+
+    return PeerTLS(build, verify_server, args.peer_client_cert_auth, args.peer_cert_allowed_cn,
+                   args.peer_cert_allowed_hostname, crl)
 
 
 def identity_refusal(cert: dict, tls: PeerTLS) -> str:
@@ -353,7 +442,12 @@ def names_member(cert: dict, host: str, port: int) -> bool:
 def file_names(cert_file: str) -> dict:
     """The subject alternative names of a PEM certificate file, as `getpeercert()` shows them."""
     from cryptography import x509
-    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    return _names(x509.load_pem_x509_certificate(Path(cert_file).read_bytes()))
+
+
+def _names(cert) -> dict:
+    """The subject alternative names of a certificate (cryptography's), as `getpeercert()` shows them."""
+    from cryptography import x509
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:

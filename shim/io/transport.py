@@ -195,8 +195,12 @@ class Transport:
         local = (self.addresses[self.node_id][0], 0) if _specific_ip(self.addresses[self.node_id][0]) else None
         if self.tls is None:
             return await asyncio.open_connection(peer.host, peer.port, local_addr=local)
+        try:
+            context = self.tls.client_context()  # with --peer-crl-file: the CRL now in the file
+        except peer_tls.TLSConfigError as err:
+            raise _NotTheMember(str(err)) from None
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(peer.host, peer.port, ssl=self.tls.client, server_hostname=peer.host,
+            asyncio.open_connection(peer.host, peer.port, ssl=context, server_hostname=peer.host,
                                     local_addr=local), 10.0)
         if self.tls.verify_server:
             cert = writer.get_extra_info("peercert") or {}

@@ -209,35 +209,79 @@ async def test_a_connection_has_at_most_max_concurrent_streams_calls_open_at_onc
         front.shutdown(0.0)
 
 
-async def test_with_a_crl_directory_a_revoked_client_certificate_is_refused_at_the_handshake(tmp_path):
-    """gRPC 1.51's TLS credentials with the CRL directory tls.py lays out: a client whose
-    certificate the CRL revokes never reaches Python; one it does not revoke does, with its
-    certificate's common name (the user of a call without a token), as without a CRL."""
-    from verikv.cluster.certs import issue, make_ca, make_crl
-    from verikv.shim.io.tls import _crl_dir
+def _tls_front(tmp_path, port, check):
+    from verikv.cluster.certs import issue, make_ca
     ca = make_ca(tmp_path)
     server = issue(tmp_path, "server", ca, "server", ["127.0.0.1"])
-    good, revoked = issue(tmp_path, "good", ca, "good user"), issue(tmp_path, "revoked", ca, "revoked user")
-    crl = make_crl(tmp_path / "crl.pem", ca, [revoked[0]]).read_bytes()
-    port = 29120
     front = _front.Front(f"127.0.0.1:{port}", 1 << 20, [STREAM], cert_pem=server[0].read_bytes(),
                          key_pem=server[1].read_bytes(), ca_pem=ca[0].read_bytes(), client_cert_auth=True,
-                         crl_dir=_crl_dir(tmp_path / "crl", crl))
+                         check=check)
 
     def channel(pair):
         return grpc.aio.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(
             ca[0].read_bytes(), pair[1].read_bytes(), pair[0].read_bytes()))
+    return front, ca, channel
+
+
+async def refused(channel, pair):
+    async with channel(pair) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await ch.unary_unary(METHOD)(b"refused", timeout=3)
+        return err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def served(front, channel, pair, cn):
+    async with channel(pair) as ch:
+        fut = asyncio.ensure_future(ch.unary_unary(METHOD)(b"served", timeout=10))
+        [(call_id, method, body, kind, token, got_cn)] = await take_calls(front, 1, tokens=True)
+        assert (method, body, token, got_cn) == (METHOD, b"served", None, cn)
+        assert front.finish(call_id, 0, "", b"ok")
+        return await fut == b"ok"
+
+
+async def test_a_client_whose_certificate_fails_the_check_is_refused_at_the_handshake(tmp_path):
+    """The front's certificate check (gRPC's ExternalCertificateVerifier calling tls.py's
+    ClientTLS.refusal at every handshake): --client-cert-allowed-hostname refuses a client whose
+    certificate is not valid for the host, and --client-crl-file one its CRL revokes, read again
+    when the file is replaced, without a restart. A refused client's calls never reach Python."""
+    from verikv.cluster.certs import issue, make_crl
+    from verikv.shim.io.tls import ClientTLS, CRLFile
+    port = 29200
+    checks = []
+    front, ca, channel = _tls_front(tmp_path, port, lambda leaf, chain: checks[0].refusal(leaf, chain))
     try:
-        async with channel(revoked) as ch:
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await ch.unary_unary(METHOD)(b"from revoked", timeout=3)
-            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        async with channel(good) as ch:
-            fut = asyncio.ensure_future(ch.unary_unary(METHOD)(b"from good", timeout=10))
-            [(call_id, method, body, kind, token, cn)] = await take_calls(front, 1, tokens=True)
-            assert (method, body, token, cn) == (METHOD, b"from good", None, "good user")
-            assert front.finish(call_id, 0, "", b"ok")
-            assert await fut == b"ok"
-        assert front.take() == []  # the revoked client's call never arrived
+        crl = make_crl(tmp_path / "crl.pem", ca, [])
+        checks.append(ClientTLS(b"", b"", b"", True, CRLFile(str(crl), "--client-crl-file", str(ca[0]),
+                                                             "--trusted-ca-file"), "app.example"))
+        named = issue(tmp_path, "named", ca, "named user", ["app.example"])
+        other = issue(tmp_path, "other", ca, "other user", ["other.example"])
+        assert await refused(channel, other)
+        assert await served(front, channel, named, "named user")
+        make_crl(tmp_path / "crl2.pem", ca, [named[0]]).replace(crl)  # revoked while the front runs
+        assert await refused(channel, named)
+        make_crl(tmp_path / "crl3.pem", ca, []).replace(crl)  # and no longer
+        assert await served(front, channel, named, "named user")
+        assert front.take() == []  # the refused clients' calls never arrived
     finally:
         front.shutdown(0.0)
+
+
+async def test_a_check_that_fails_refuses_the_client_and_the_front_serves_on(tmp_path):
+    calls = []
+
+    def check(leaf, chain):
+        calls.append(leaf)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the check")
+        return ""
+    from verikv.cluster.certs import issue
+    front, ca, channel = _tls_front(tmp_path, 29201, check)
+    try:
+        pair = issue(tmp_path, "c", ca, "c user")
+        assert await refused(channel, pair)
+        assert await served(front, channel, pair, "c user")
+        assert calls[0].startswith(b"-----BEGIN CERTIFICATE")
+    finally:
+        front.shutdown(0.0)
+    with pytest.raises(ValueError, match="a certificate check needs cert_pem and client_cert_auth"):
+        _front.Front("127.0.0.1:29202", 1 << 20, [STREAM], check=check)

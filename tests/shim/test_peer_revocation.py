@@ -154,3 +154,43 @@ def test_a_revoked_certificate_fails_at_the_handshake_with_the_crl_loaded(certs)
     """The contexts themselves: the accepting one refuses the revoked client certificate."""
     p = tls.peer_tls(peer_args(*certs[0, 0], certs["ca"], crl=certs["crl"]), "127.0.0.1")
     assert p.server.verify_flags & ssl.VERIFY_CRL_CHECK_LEAF and p.client.verify_flags & ssl.VERIFY_CRL_CHECK_LEAF
+
+
+async def test_a_crl_replaced_while_running_refuses_the_next_connections_of_a_revoked_member(tmp_path):
+    """--peer-crl-file read again when the file changes: nodes 0 and 1 start with a CRL that
+    revokes nothing and talk with node 2; their CRL files are then replaced by one revoking node
+    2's certificate, without a restart. Node 2 comes back (a new connection each way): 0 and 1
+    refuse it, accepting (the new context swapped in at its ClientHello) and connecting."""
+    offset = 110  # ports 29210-29212
+    ca = make_ca(tmp_path)
+    pairs = [issue(tmp_path, f"m{i}", ca, "member", [host], [f"https://{host}:{port}"])
+             for i, (host, port) in enumerate(addrs(offset))]
+    crls = [make_crl(tmp_path / f"crl{i}.pem", ca, []) for i in range(3)]
+
+    def transport(i):
+        return Transport(i, addrs(offset), lambda s, k, p, i=i: got[i].append((s, k, p)),
+                         tls=tls.peer_tls(peer_args(*pairs[i], ca[0], crl=crls[i]), "127.0.0.1"),
+                         backoff_initial_s=0.01, backoff_max_s=0.05)
+    got = {i: [] for i in range(3)}
+    ts = [transport(i) for i in range(3)]
+    for t in ts:
+        await t.start()
+    try:
+        await wait_for(lambda: all(p.writer for t in ts for p in t.peers.values()))
+        ts[2].send(0, KIND_CORE, b"before")
+        await wait_for(lambda: got[0] == [(2, KIND_CORE, b"before")])
+        for i in (0, 1):
+            make_crl(tmp_path / "new.pem", ca, [pairs[2][0]]).replace(crls[i])
+        await ts[2].close()
+        ts[2] = transport(2)
+        await ts[2].start()
+        await wait_for(lambda: ts[0].refused["member's certificate"] >= 1 and ts[1].refused["member's certificate"] >= 1)
+        assert "revoked" in ts[0].peers[2].last_error
+        ts[2].send(0, KIND_CORE, b"after")
+        ts[0].send(1, KIND_CORE, b"0 to 1")
+        await wait_for(lambda: got[1] == [(0, KIND_CORE, b"0 to 1")])  # 0 and 1 still talk
+        await asyncio.sleep(0.5)  # node 2's connections to 0 and 1 fail their handshake: nothing arrives
+        assert got[0] == [(2, KIND_CORE, b"before")] and ts[0].peers[2].writer is None
+    finally:
+        for t in ts:
+            await t.close()

@@ -9,7 +9,6 @@ import pytest
 
 from verikv.cluster.certs import cluster_certs, make_ca, make_crl
 from verikv.shim import serve
-from verikv.shim.api import _front
 from verikv.shim.io import tls
 
 _BIN = Path(sys.executable).parent / "verikv"
@@ -69,17 +68,76 @@ PEER_AUTH = ["--peer-cert-file", "{cert}", "--peer-key-file", "{key}", "--peer-t
              "--peer-client-cert-auth"]
 
 
-def test_a_client_crl_is_laid_out_for_grpcs_crl_directory(tmp_path, files):
-    c = tls.client_tls(args(tmp_path, *[f.format(**files) for f in CLIENT_AUTH], "--client-crl-file", files["crl"]))
-    hashed = list(Path(c.crl_dir).iterdir())
-    assert [p.name for p in hashed] == [f"{_front.crl_issuer_hash(Path(files['crl']).read_bytes())}.r0"]
-    assert hashed[0].read_bytes() == Path(files["crl"]).read_bytes()
-    openssl = subprocess.run(["openssl", "crl", "-hash", "-noout", "-in", files["crl"]], capture_output=True, text=True)
-    if openssl.returncode == 0:  # the name OpenSSL's own rehash gives it
-        assert hashed[0].name == openssl.stdout.strip() + ".r0"
-    assert tls.client_tls(args(tmp_path, *[f.format(**files) for f in CLIENT_AUTH])).crl_dir == ""
-    with pytest.raises(ValueError):
-        _front.crl_issuer_hash(b"not a CRL")
+def test_a_client_certificate_is_checked_against_the_crl_now_in_its_file(tmp_path, files):
+    """--client-crl-file: the front's check refuses a certificate the CRL revokes, and reads the
+    file again when it changes (a replaced CRL revokes, or stops revoking, without a restart)."""
+    from verikv.cluster.certs import issue
+    d, ca = files["dir"], (files["dir"] / "ca.pem", files["dir"] / "ca-key.pem")
+    alice, bob = issue(tmp_path, "alice", ca, "alice")[0], issue(tmp_path, "bob", ca, "bob")[0]
+    crl = make_crl(tmp_path / "crl.pem", ca, [alice])
+    c = tls.client_tls(args(tmp_path, *[f.format(**files) for f in CLIENT_AUTH], "--client-crl-file", str(crl)))
+    assert c.check == c.refusal
+    assert "is revoked by --client-crl-file" in c.refusal(alice.read_bytes(), alice.read_bytes())
+    assert c.refusal(bob.read_bytes(), bob.read_bytes()) == ""
+    make_crl(tmp_path / "new.pem", ca, [bob]).replace(crl)  # revoke bob, not alice, while running
+    assert "is revoked by --client-crl-file" in c.refusal(bob.read_bytes(), bob.read_bytes())
+    assert c.refusal(alice.read_bytes(), alice.read_bytes()) == ""
+    crl.write_text("not a CRL")  # a bad file: everyone refused (etcd refuses when it cannot read it)
+    assert "is not a PEM certificate revocation list" in c.refusal(alice.read_bytes(), alice.read_bytes())
+    crl.unlink()
+    assert "cannot read it" in c.refusal(alice.read_bytes(), alice.read_bytes())
+    assert tls.client_tls(args(tmp_path, *[f.format(**files) for f in CLIENT_AUTH])).check is None
+
+
+@pytest.mark.parametrize("allowed,sans,ok", [
+    ("client.example", ["client.example"], True),
+    ("CLIENT.example.", ["client.example"], True),
+    ("client.example", ["other.example"], False),
+    ("a.client.example", ["*.client.example"], True),
+    ("a.b.client.example", ["*.client.example"], False),
+    ("127.0.0.1", ["127.0.0.1"], True),
+    ("127.0.0.2", ["127.0.0.1"], False),
+    ("::1", ["::1"], True),
+    ("client.example", [], False),  # the common name is not looked at (Go's rule)
+])
+def test_client_cert_allowed_hostname_is_gos_verify_hostname_on_the_sans(tmp_path, files, allowed, sans, ok):
+    from verikv.cluster.certs import issue
+    ca = (files["dir"] / "ca.pem", files["dir"] / "ca-key.pem")
+    leaf = issue(tmp_path, "c", ca, "client.example", sans)[0].read_bytes()
+    c = tls.client_tls(args(tmp_path, *[f.format(**files) for f in CLIENT_AUTH],
+                            "--client-cert-allowed-hostname", allowed))
+    assert c.check == c.refusal
+    why = c.refusal(leaf, leaf)
+    assert (why == "") == ok
+    if not ok:
+        assert why == f"its certificate is not valid for --client-cert-allowed-hostname {allowed!r}"
+
+
+def test_peer_contexts_are_made_again_when_the_crl_file_changes(tmp_path, files):
+    """--peer-crl-file: the contexts are kept while the file stays, made again when it is
+    replaced; while it is not a usable CRL, connecting fails with the reason and accepting
+    answers the ClientHello with an alert (no traceback)."""
+    import shutil
+    import ssl
+    crl = tmp_path / "crl.pem"
+    shutil.copy(files["crl"], crl)
+    p = tls.peer_tls(args(tmp_path, *[f.format(**files) for f in PEER_AUTH], "--peer-crl-file", str(crl)),
+                     "127.0.0.1")
+    first = p.client_context()
+    assert p.client_context() is first
+    ca = (files["dir"] / "ca.pem", files["dir"] / "ca-key.pem")
+    make_crl(tmp_path / "new.pem", ca, []).replace(crl)
+    second = p.client_context()
+    assert second is not first and second.verify_flags & ssl.VERIFY_CRL_CHECK_LEAF
+
+    class Hello:
+        context = p.server
+    hello = Hello()
+    assert p._on_client_hello(hello, None, p.server) is None and hello.context is not p.server  # the new one
+    crl.write_text("garbage")
+    with pytest.raises(tls.TLSConfigError, match="is not a PEM certificate revocation list"):
+        p.client_context()
+    assert p._on_client_hello(Hello(), None, p.server) == ssl.ALERT_DESCRIPTION_ACCESS_DENIED
 
 
 BAD = [
@@ -105,6 +163,8 @@ BAD = [
     (CLIENT_AUTH + ["--client-crl-file", "{foreign_crl}"],
      "--client-crl-file {foreign_crl} is not signed by a CA of --trusted-ca-file {ca}"),
     (CLIENT_AUTH + ["--client-crl-file", "{expired_crl}"], "(its nextUpdate): every certificate would be refused"),
+    (["--cert-file", "{cert}", "--key-file", "{key}", "--trusted-ca-file", "{ca}",
+      "--client-cert-allowed-hostname", "x"], "--client-cert-allowed-hostname needs --client-cert-auth"),
     (["--peer-cert-file", "{cert}", "--peer-key-file", "{key}", "--peer-trusted-ca-file", "{ca}",
       "--peer-crl-file", "{crl}"], "--peer-crl-file needs --peer-client-cert-auth"),
     (["--peer-cert-allowed-cn", "x"], "--peer-cert-allowed-cn needs --peer-client-cert-auth"),
@@ -128,7 +188,7 @@ def test_bad_tls_flags_are_refused_with_one_line(tmp_path, files, flags, message
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flags,message", [BAD[0], BAD[5], BAD[9], BAD[13], BAD[15], BAD[22]])
+@pytest.mark.parametrize("flags,message", [BAD[0], BAD[5], BAD[9], BAD[13], BAD[15], BAD[18], BAD[23]])
 def test_serve_exits_2_with_one_line_for_bad_tls_flags(tmp_path, files, flags, message):
     flags = [f.format(**files) for f in flags]
     res = subprocess.run(VERIKV + ["serve", "--id", "0", "--peers", "127.0.0.1:28190", "--client-listen",

@@ -35,13 +35,11 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_certificate_verifier.h>
 #include <grpcpp/security/tls_credentials_options.h>
 #include <grpcpp/support/byte_buffer.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
-#include <openssl/bio.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -133,33 +131,74 @@ struct Outgoing {  // an answer `finish` queued for the CQ thread to send
 
 constexpr int kOutstandingAccepts = 64;
 
+namespace gx = grpc::experimental;
+
+// The Python check a client's certificate must pass at the TLS handshake: check(leaf_pem,
+// chain_pem) -> "" to accept, else why it is refused. Called with the GIL, on the gRPC thread
+// that runs the handshake; `fn` is set and cleared with the GIL held (the front clears it when
+// it stops, so a verifier gRPC keeps after that refuses without touching Python).
+struct PyCheck {
+  py::object fn;
+
+  grpc::Status Run(const std::string& leaf, const std::string& chain) {
+    py::gil_scoped_acquire gil;
+    if (!fn) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "verikv: the node is stopping");
+    try {
+      std::string why = py::str(fn(py::bytes(leaf), py::bytes(chain)));
+      if (why.empty()) return grpc::Status::OK;
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, why);
+    } catch (py::error_already_set& err) {  // a bug in the check: refuse, and say why
+      return grpc::Status(grpc::StatusCode::INTERNAL, std::string("verikv: the certificate check failed: ") +
+                                                          err.what());
+    }
+  }
+};
+
+// gRPC's hook after it has verified the client's chain against the trusted CA: the Python
+// check above decides, before the handshake ends (so a refused client never makes a call).
+class CheckVerifier : public gx::ExternalCertificateVerifier {
+ public:
+  explicit CheckVerifier(std::shared_ptr<PyCheck> check) : check_(std::move(check)) {}
+  bool Verify(gx::TlsCustomVerificationCheckRequest* request, std::function<void(grpc::Status)>,
+              grpc::Status* sync_status) override {
+    grpc::string_ref leaf = request->peer_cert(), chain = request->peer_cert_full_chain();
+    *sync_status = check_->Run(std::string(leaf.data(), leaf.size()), std::string(chain.data(), chain.size()));
+    return true;  // answered synchronously
+  }
+  void Cancel(gx::TlsCustomVerificationCheckRequest*) override {}
+
+ private:
+  std::shared_ptr<PyCheck> check_;
+};
+
 class Front {
  public:
   // With cert_pem and key_pem, clients are served over TLS; with client_cert_auth, a client must
   // present a certificate signed by ca_pem, or the TLS handshake fails before any call starts.
-  // With crl_dir (and client_cert_auth), a client whose certificate a CRL in that directory
-  // revokes is refused at the handshake too: the directory holds the CRLs as OpenSSL's hashed
-  // directory lookup finds them (ISSUERHASH.r0, see crl_issuer_hash), which gRPC 1.51's TLS
-  // credentials read (TlsServerCredentialsOptions::set_crl_directory, checked on every chain
-  // element; an issuer without a CRL there is not refused, gRPC ignores that error).
+  // With check (a Python callable; needs client_cert_auth), a client whose verified certificate
+  // fails check(leaf_pem, chain_pem) (a non-empty answer: why) is refused at the handshake too:
+  // gRPC 1.51's TlsServerCredentials with an ExternalCertificateVerifier (CheckVerifier above),
+  // run at every handshake after gRPC has verified the chain against ca_pem.
   // max_concurrent_streams > 0: the calls one client connection may have open at once (HTTP/2's
   // SETTINGS_MAX_CONCURRENT_STREAMS; a client queues those beyond it); 0: gRPC's default.
   Front(const std::string& addr, int max_receive_bytes, const std::vector<std::string>& streaming,
         const std::string& cert_pem, const std::string& key_pem, const std::string& ca_pem,
-        bool client_cert_auth, int max_concurrent_streams, const std::string& crl_dir)
+        bool client_cert_auth, int max_concurrent_streams, py::object check)
       : streaming_methods_(streaming.begin(), streaming.end()), cert_users_(!cert_pem.empty() && client_cert_auth) {
     grpc::ServerBuilder b;
     std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
-    if (!cert_pem.empty() && !crl_dir.empty()) {
-      if (!client_cert_auth) throw std::invalid_argument("a CRL directory needs client_cert_auth");
-      namespace gx = grpc::experimental;
+    if (!check.is_none()) {
+      if (cert_pem.empty() || !client_cert_auth)
+        throw std::invalid_argument("a certificate check needs cert_pem and client_cert_auth");
+      check_ = std::make_shared<PyCheck>();
+      check_->fn = check;
       auto provider = std::make_shared<gx::StaticDataCertificateProvider>(
           ca_pem, std::vector<gx::IdentityKeyCertPair>{{key_pem, cert_pem}});
       gx::TlsServerCredentialsOptions opts(provider);
       opts.watch_root_certs();
       opts.watch_identity_key_cert_pairs();
       opts.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-      opts.set_crl_directory(crl_dir);
+      opts.set_certificate_verifier(gx::ExternalCertificateVerifier::Create<CheckVerifier>(check_));
       creds = gx::TlsServerCredentials(opts);
     } else if (!cert_pem.empty()) {
       grpc::SslServerCredentialsOptions ssl(
@@ -313,7 +352,15 @@ class Front {
   void Shutdown(double grace_s) {
     if (stopped_) return;
     stopped_ = true;
-    py::gil_scoped_release release;
+    {
+      py::gil_scoped_release release;
+      Stop(grace_s);
+    }
+    if (check_) check_->fn = py::object();  // with the GIL: handshakes from now on are refused
+  }
+
+ private:
+  void Stop(double grace_s) {
     std::vector<uint64_t> ids;
     std::vector<Outgoing> out;
     {
@@ -342,7 +389,6 @@ class Front {
     efd_ = -1;
   }
 
- private:
   void SendAnswer(Outgoing& o) {
     Call* c = o.call;
     c->state = Call::FINISHING;
@@ -589,6 +635,7 @@ class Front {
   int port_ = 0;
   int efd_ = -1;
   std::atomic<bool> stopped_{false};
+  std::shared_ptr<PyCheck> check_;  // with a certificate check: shared with gRPC's verifier
   std::mutex mu_;
   std::vector<Incoming> pending_;
   std::unordered_map<uint64_t, Call*> waiting_;
@@ -605,21 +652,6 @@ class Front {
   bool signaled_ = false;
 };
 
-// OpenSSL's hash of a PEM CRL's issuer name (X509_NAME_hash: 8 hex digits), the file name
-// stem under which a hashed directory lookup finds it; invalid_argument if it is not a PEM CRL.
-std::string CrlIssuerHash(const py::bytes& pem) {
-  std::string data = pem;
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())),
-                                               &BIO_free);
-  if (!bio) throw std::runtime_error("BIO_new_mem_buf failed");
-  std::unique_ptr<X509_CRL, decltype(&X509_CRL_free)> crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr),
-                                                          &X509_CRL_free);
-  if (!crl) throw std::invalid_argument("not a PEM certificate revocation list");
-  char out[16];
-  snprintf(out, sizeof out, "%08lx", X509_NAME_hash(X509_CRL_get_issuer(crl.get())));
-  return out;
-}
-
 }  // namespace
 
 PYBIND11_MODULE(_front, m) {
@@ -629,11 +661,11 @@ PYBIND11_MODULE(_front, m) {
   m.doc() = "verikv's client gRPC front (grpc++ async generic server); see shim/api/servicer.py";
   py::class_<Front>(m, "Front")
       .def(py::init<const std::string&, int, const std::vector<std::string>&, const std::string&,
-                    const std::string&, const std::string&, bool, int, const std::string&>(),
+                    const std::string&, const std::string&, bool, int, py::object>(),
            py::arg("listen"), py::arg("max_receive_bytes"), py::arg("streaming") = std::vector<std::string>(),
            py::arg("cert_pem") = "", py::arg("key_pem") = "", py::arg("ca_pem") = "",
            py::arg("client_cert_auth") = false, py::arg("max_concurrent_streams") = 0,
-           py::arg("crl_dir") = "")
+           py::arg("check") = py::none())
       .def_property_readonly("fd", &Front::fd)
       .def_property_readonly("port", &Front::port)
       .def_property_readonly("open_streams", &Front::OpenStreams)
@@ -644,5 +676,4 @@ PYBIND11_MODULE(_front, m) {
       .def("send_many", &Front::SendMany, py::arg("messages"))
       .def("backlog", &Front::Backlog, py::arg("call_id"))
       .def("shutdown", &Front::Shutdown, py::arg("grace_s") = 0.0);
-  m.def("crl_issuer_hash", &CrlIssuerHash, py::arg("pem"));
 }
