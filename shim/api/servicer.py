@@ -632,9 +632,12 @@ class ClientServer:
             return
         term, fill, encoded, hub = self.node.machine.term, self._headers.fill, self._headers.encoded, self.watches
         out = []  # handed to the front at once: one lock, one wake-up of its thread
+        header_rev, header = -1, b""  # the header of the revision before (a put's responses share one)
         for stream, resp in responses:
             if type(resp) is LiveResponse:
-                data = resp.bytes(encoded(term, resp.revision))
+                if resp.revision != header_rev:
+                    header_rev, header = resp.revision, encoded(term, resp.revision)
+                data = header + resp.id_field + resp.events
             else:
                 fill(resp.header, term)
                 data = resp.SerializeToString()
@@ -643,11 +646,11 @@ class ClientServer:
             else:  # etcd measures the whole response, header included
                 out += [(stream, part.SerializeToString())
                         for part in fragments(rpc_pb2.WatchResponse.FromString(data), FRAGMENT_BYTES)]
-        for stream in front.send_many(out):
+        failed, behind = front.send_many(out, self.watch_backlog_high)
+        for stream in failed:
             hub.close(stream)  # the stream is over
-        for stream in {stream for stream, _ in responses}:
-            if front.backlog(stream) > self.watch_backlog_high:
-                hub.pause(stream)  # its client is behind: caught up from the history later
+        for stream in behind:
+            hub.pause(stream)  # its client is behind: caught up from the history later
 
     # ---- LeaseKeepAlive ----
 

@@ -49,6 +49,10 @@ class Watcher:
     progress_notify: bool = False
     fragment: bool = False  # a response over the request limit may be split (see `fragments`)
     quiet: bool = True  # nothing was sent to it since the last progress notification
+    id_field: bytes = b""  # its watch_id as a WatchResponse's field 2 (b"" for 0), encoded once
+
+    def __post_init__(self) -> None:
+        self.id_field = _WATCH_ID_TAG + _varint(self.watch_id) if self.watch_id else b""
 
     def covers(self, key: bytes) -> bool:
         if not self.range_end:
@@ -256,7 +260,7 @@ class WatchHub:
                         events = encoded[variant] = _encoded_events(w, group_writes, store)
                     if events:
                         w.quiet = False
-                        out.append((w.stream, LiveResponse(rev, w.watch_id, events)))
+                        out.append((w.stream, LiveResponse(rev, w.watch_id, events, w.id_field)))
             start = end
         return out
 
@@ -321,17 +325,19 @@ class LiveResponse:
     """A live watcher's response to one revision: its events already encoded, shared with every
     watcher of the same range that wants the same ones (`bytes` completes it with a header)."""
 
-    __slots__ = ("revision", "watch_id", "events")
+    __slots__ = ("revision", "watch_id", "events", "id_field")
 
-    def __init__(self, revision: int, watch_id: int, events: bytes):
+    def __init__(self, revision: int, watch_id: int, events: bytes, id_field: bytes | None = None):
         self.revision = revision
         self.watch_id = watch_id
         self.events = events  # WatchResponse field 11, once per event
+        if id_field is None:
+            id_field = _WATCH_ID_TAG + _varint(watch_id) if watch_id else b""
+        self.id_field = id_field  # watch_id as field 2 (the watcher's, encoded once)
 
     def bytes(self, header: bytes) -> bytes:
         """The response, given its header encoded as field 1."""
-        return header + _WATCH_ID_TAG + _varint(self.watch_id) + self.events if self.watch_id \
-            else header + self.events
+        return header + self.id_field + self.events
 
     def response(self) -> rpc_pb2.WatchResponse:
         """The same response as a message (its header carries the revision only)."""

@@ -141,6 +141,29 @@ async def test_a_burst_sent_on_new_streams_arrives_whole(front_and_channel):
         opened[0][0], 10**9]  # each stream that cannot take it, once
 
 
+async def test_send_many_reports_the_streams_whose_backlog_it_took_above_a_bound(front_and_channel):
+    """With `high`, send_many also names each stream whose backlog (its queued bytes) is above
+    `high` after the batch: the watch streams to pause, without asking the front per stream."""
+    front, call = front_and_channel
+    requests: asyncio.Queue = asyncio.Queue()
+
+    async def nothing():
+        await requests.get()
+        yield b""
+
+    streams = [call.stream(nothing()) for _ in range(2)]
+    (a, *_), (b, *_) = await take_calls(front, 2)
+    batch = [(a, b"x" * 60), (b, b"y" * 10), (a, b"x" * 60), (10**9, b"unknown")]
+    assert front.send_many(batch, 100) == ([10**9], [a])  # a: 120 bytes queued (or in flight) then
+    assert front.send_many([(b, b"z")]) == []  # without `high`: the failed ids alone, as before
+    with pytest.raises(TypeError):
+        front.send_many([("not an id", b"x")])
+    with pytest.raises(TypeError):
+        front.send_many([(a, "not bytes")])
+    for s in streams:
+        s.cancel()
+
+
 async def test_streams_a_client_cancels_or_a_shutdown_ends_are_told_and_closed(front_and_channel):
     front, call = front_and_channel
     cancelled = call.stream(iter([b"hello"]), metadata=(("hasleader", "true"),))

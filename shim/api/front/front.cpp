@@ -301,34 +301,52 @@ class Front {
 
   // Send each (id, message) of `messages` as `Send` does, in order, under one lock and one
   // wake-up of the CQ thread (a put's events for many watchers go out together). Returns the ids
-  // of the streams that were unknown or already finished (each once).
-  py::list SendMany(py::list messages) {
+  // of the streams that were unknown or already finished (each once); with `high` >= 0, also the
+  // ids of the streams given a message whose backlog (Backlog) is now above `high` (each once), as
+  // (failed, over), so that a caller learns which clients fall behind without asking per stream.
+  py::object SendMany(py::list messages, long long high) {
     std::vector<std::pair<uint64_t, std::string>> batch;
     batch.reserve(messages.size());
     for (auto item : messages) {
-      auto pair = item.cast<py::tuple>();
+      PyObject* pair = item.ptr();
+      if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) throw py::type_error("send_many: (id, bytes) pairs");
+      uint64_t id = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(pair, 0));
+      if (id == static_cast<uint64_t>(-1) && PyErr_Occurred()) throw py::error_already_set();
       char* data;
       Py_ssize_t len;
-      if (PyBytes_AsStringAndSize(pair[1].ptr(), &data, &len) != 0) throw py::error_already_set();
-      batch.emplace_back(pair[0].cast<uint64_t>(), std::string(data, static_cast<size_t>(len)));
+      if (PyBytes_AsStringAndSize(PyTuple_GET_ITEM(pair, 1), &data, &len) != 0) throw py::error_already_set();
+      batch.emplace_back(id, std::string(data, static_cast<size_t>(len)));
     }
-    std::vector<uint64_t> failed;
+    std::vector<uint64_t> failed, over;
     {
       std::lock_guard<std::mutex> g(mu_);
+      Call* last = nullptr;
       for (auto& m : batch) {
         auto st = closing_ ? streams_.end() : streams_.find(m.first);
         if (st == streams_.end() || st->second->finish_queued) {
           if (std::find(failed.begin(), failed.end(), m.first) == failed.end()) failed.push_back(m.first);
           continue;
         }
-        st->second->queued_bytes += m.second.size();
-        st->second->writes.push_back(std::move(m.second));
-        Dirty(st->second);
+        Call* c = st->second;
+        c->queued_bytes += m.second.size();
+        c->writes.push_back(std::move(m.second));
+        if (c != last) Dirty(c);
+        last = c;
+      }
+      if (high >= 0) {
+        for (auto& m : batch) {
+          auto st = streams_.find(m.first);
+          if (st != streams_.end() && static_cast<long long>(st->second->queued_bytes) > high &&
+              std::find(over.begin(), over.end(), m.first) == over.end())
+            over.push_back(m.first);
+        }
       }
     }
-    py::list out;
-    for (auto id : failed) out.append(id);
-    return out;
+    py::list failed_ids, over_ids;
+    for (auto id : failed) failed_ids.append(id);
+    if (high < 0) return std::move(failed_ids);
+    for (auto id : over) over_ids.append(id);
+    return py::make_tuple(failed_ids, over_ids);
   }
 
   // Send one message on stream `id`, after those sent before. False if the stream is unknown or
@@ -673,7 +691,7 @@ PYBIND11_MODULE(_front, m) {
       .def("finish", &Front::Finish, py::arg("call_id"), py::arg("code"), py::arg("message"),
            py::arg("response"))
       .def("send", &Front::Send, py::arg("call_id"), py::arg("message"))
-      .def("send_many", &Front::SendMany, py::arg("messages"))
+      .def("send_many", &Front::SendMany, py::arg("messages"), py::arg("high") = -1)
       .def("backlog", &Front::Backlog, py::arg("call_id"))
       .def("shutdown", &Front::Shutdown, py::arg("grace_s") = 0.0);
 }
