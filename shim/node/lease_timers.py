@@ -7,7 +7,10 @@ leader does not follow checkpoints, its own or a deposed leader's). Only a leade
 deadlines:
 
 - it proposes an expiry for a lease whose deadline passed, with the lease's version, so that
-  the expiry changes nothing if a keep-alive was ordered before it (whoever proposed that);
+  the expiry changes nothing if a keep-alive was ordered before it (whoever proposed that). It
+  keeps the leases in a heap by deadline (a keep-alive, which moves a deadline later, leaves the
+  entry, and a scan that finds it early puts it back), so a scan looks only at the leases whose
+  time came, however many run out one by one;
 - it proposes a checkpoint of what its clock says a lease has left once the lease ran down by
   more than its slack (a tenth of the TTL, at least a second) below what the log last said (so a
   new leader does not start it from its whole TTL again, as etcd does; the slack keeps the log's
@@ -49,6 +52,8 @@ MAX_PER_COMMAND = 10_000  # leases per expiry or checkpoint command (the rest at
 
 
 MIN_SLACK_S = 1.0
+_NEVER = float("inf")
+_DUE_NOW = float("-inf")
 
 
 def slack_ms(ttl_s: int) -> float:
@@ -65,12 +70,15 @@ class LeaseTimers:
         # lease's live entry is the one whose time _due holds (the others are left to surface)
         self._heap: list[tuple[float, int]] = []
         self._due: dict[int, float] = {}
-        # no deadline not yet proposed falls before this: a scan before it looks at no lease
-        self._quiet_until = float("-inf")
+        # a leader's, the same for expiries: (time, lease id), no later than its deadline; the live
+        # entry of a lease is the one whose time _ends holds
+        self._ends: list[tuple[float, int]] = []
+        self._end_at: dict[int, float] = {}
 
     def applied(self, changes: list[tuple[int, int | None, bool]], now: float) -> None:
         """What commands did to leases (LeaseTable.take_changes()), as this node applied them."""
         due = self._due if self.leading else None
+        end_at = self._end_at
         for lease_id, remaining_ms, by_checkpoint in changes:
             if remaining_ms is None:
                 self.deadlines.pop(lease_id, None)
@@ -78,7 +86,8 @@ class LeaseTimers:
                 continue
             if not (by_checkpoint and self.leading):
                 deadline = self.deadlines[lease_id] = now + remaining_ms / 1000
-                self._quiet_until = min(self._quiet_until, deadline)
+                if due is not None and deadline < end_at.get(lease_id, _NEVER):
+                    self._schedule_end(lease_id, deadline)  # (a later deadline waits for its entry)
             if due is not None and lease_id not in due and lease_id in self.deadlines:
                 # (a lease already in the heap is due no earlier than its time there)
                 self._schedule(lease_id, self.deadlines[lease_id] - remaining_ms / 1000 + MIN_SLACK_S)
@@ -87,10 +96,13 @@ class LeaseTimers:
         self._due[lease_id] = at
         heapq.heappush(self._heap, (at, lease_id))
 
+    def _schedule_end(self, lease_id: int, at: float) -> None:
+        self._end_at[lease_id] = at
+        heapq.heappush(self._ends, (at, lease_id))
+
     def reset(self, leases, now: float) -> None:
         """The store was replaced (a snapshot, newer than anything this node applied): follow it."""
         self._expiring = {}
-        self._quiet_until = float("-inf")
         self.deadlines = {lease_id: now + lease.remaining_ms / 1000 for lease_id, lease in leases.leases.items()}
         if self.leading:
             self._fill_heap(leases)
@@ -102,6 +114,9 @@ class LeaseTimers:
                      for lease_id, deadline in self.deadlines.items() if lease_id in table}
         self._heap = [(at, lease_id) for lease_id, at in self._due.items()]
         heapq.heapify(self._heap)
+        self._end_at = {lease_id: deadline for lease_id, deadline in self.deadlines.items() if lease_id in table}
+        self._ends = [(at, lease_id) for lease_id, at in self._end_at.items()]
+        heapq.heapify(self._ends)
 
     def lead(self, leading: bool, leases, now: float, caught_up: bool = True) -> None:
         """Called every scan with whether this node leads now, and whether it has applied
@@ -110,11 +125,11 @@ class LeaseTimers:
             self.leading = False
             self._expiring = {}
             self._heap, self._due = [], {}
+            self._ends, self._end_at = [], {}
             return
         if not self.leading and caught_up:
             for lease_id, lease in leases.leases.items():  # (every node applies every grant)
                 self.deadlines.setdefault(lease_id, now + lease.remaining_ms / 1000)
-            self._quiet_until = float("-inf")
             self.leading = True
             self._fill_heap(leases)
 
@@ -123,21 +138,31 @@ class LeaseTimers:
         return None if deadline is None else max(0.0, deadline - now)
 
     def expiries(self, leases, now: float) -> list[tuple[int, int]]:
-        """A leader's: (id, version) of every lease that ran out and was not proposed yet."""
-        if not self.leading or now < self._quiet_until:
+        """A leader's: (id, version) of every lease that ran out and was not proposed yet. Looks
+        only at the leases whose time in the heap came (a keep-alive moved a deadline later and
+        left its entry: it is put back at the new one)."""
+        if not self.leading:
             return []
-        out, quiet_until = [], float("inf")
-        for lease_id, deadline in self.deadlines.items():
+        ends, end_at, deadlines, table = self._ends, self._end_at, self.deadlines, leases.leases
+        out = []
+        while ends and ends[0][0] <= now:
+            at, lease_id = heapq.heappop(ends)
+            if end_at.get(lease_id) != at:
+                continue  # an entry left behind (the lease was put back, or is gone)
+            del end_at[lease_id]
+            deadline, lease = deadlines.get(lease_id), table.get(lease_id)
+            if deadline is None or lease is None:
+                continue  # gone
             if deadline > now:
-                quiet_until = min(quiet_until, deadline)
+                self._schedule_end(lease_id, deadline)
                 continue
-            lease = leases.leases.get(lease_id)
-            if lease is not None and self._expiring.get(lease_id) != lease.version:
+            if self._expiring.get(lease_id) != lease.version:
                 self._expiring[lease_id] = lease.version
                 out.append((lease_id, lease.version))
                 if len(out) == MAX_PER_COMMAND:
-                    return out  # the rest at the next scan (quiet_until not raised)
-        self._quiet_until = quiet_until
+                    break  # the rest at the next scan
+            # (an expiry refused for a keep-alive ordered before it comes back through `applied`,
+            # a failed proposal through `retry`)
         return out
 
     def retry(self, expiries: list[tuple[int, int]]) -> None:
@@ -145,7 +170,8 @@ class LeaseTimers:
         for lease_id, version in expiries:
             if self._expiring.get(lease_id) == version:
                 del self._expiring[lease_id]
-        self._quiet_until = float("-inf")
+                if self.leading:
+                    self._schedule_end(lease_id, _DUE_NOW)
 
     def checkpoints(self, leases, now: float) -> list[tuple[int, int, int]]:
         """A leader's: (id, version, ms left) of the leases whose time left ran down by more than

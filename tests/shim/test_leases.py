@@ -338,3 +338,37 @@ def test_a_lease_granted_while_leading_is_checkpointed_when_due():
     timers.applied(changes(store), 1.0)
     assert timers.checkpoints(store.leases, 1.95) == []
     assert timers.checkpoints(store.leases, 2.05) == [(1, store.leases.leases[1].version, 8_950)]
+
+
+class CountedDeadlines(dict):
+    """A node's deadlines, counting the leases a scan looks at (by lookup or by iteration)."""
+    looked = 0
+
+    def get(self, key, default=None):
+        CountedDeadlines.looked += 1
+        return super().get(key, default)
+
+    def items(self):
+        CountedDeadlines.looked += len(self)
+        return super().items()
+
+
+def test_leases_running_out_one_by_one_cost_a_scan_only_the_ones_due():
+    """1,000 leases whose deadlines are a second apart: scans every 50 ms for 100 s propose each
+    of the first 100 at its deadline, never early, and look at little more than those (a look at
+    every lease whenever one is due would be about 2,000 scans x 1,000 leases)."""
+    store, timers = KVStore(), LeaseTimers()
+    for i in range(1, 1001):
+        grant(store, i, i)  # lease i runs out i seconds after 0
+    timers.applied(changes(store), 0.0)
+    timers.lead(True, store.leases, 0.0)
+    timers.deadlines = CountedDeadlines(timers.deadlines)
+    CountedDeadlines.looked = 0
+    proposed, now = [], 0.0
+    for step in range(2001):
+        now = step * 0.05
+        for lease_id, version in timers.expiries(store.leases, now):
+            assert now >= lease_id  # never early
+            proposed.append(lease_id)
+    assert proposed == list(range(1, 101))
+    assert CountedDeadlines.looked <= 2 * 100
