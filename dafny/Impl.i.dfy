@@ -24,6 +24,7 @@ module Impl {
   import Cand = ImplCandidate     // of CandidateTied and TakeoverTied
   import Lead = ImplLeader        // of AcksTied, ProposedTied and LeaderTied
   import Rep = ImplReplay         // of Replays
+  import Cr = ImplCrash           // a crash part-way through a step
 
   const NoOutput: Ready := Ready([], [], [], false, [], false, [], 0)  // a step's output before it does anything
 
@@ -2204,6 +2205,75 @@ module Impl {
       Rep.ApplyAllAppend(Rep.InitHost(), cp, later');
       Rep.ApplyAllAppend(Rep.InitHost(), pre, later');
       RestartIsCrash(pre + later');
+    }
+
+    // A crash part-way through a whole step (Receive, Tick, Propose, ConfirmRead: after it,
+    // StepOk and ReadyIs hold), the driver having made only its first k records durable, with
+    // the packets that may have left by then (pkts) on the wire: for the cuts Cr.Covered, a
+    // system step from the state the step began in (st, whose wire holds the packets sent
+    // before) to the one whose host restarted from the records before the step (recs0, which
+    // rebuilt its host h0 then: Replays()) and those k (Cr.CrashPartWay).
+    lemma CrashPartWay(st: P.State, wire: set<Packet>, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>,
+                       moves: seq<R.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+      requires Valid() && StepOk(st, h0, log0, moves) && ReadyIs(r, t, log0, recs0)
+      requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
+      requires k <= |r.records| && Cr.Covered(r.records, r.early, log0, k)
+      requires Cr.MayHaveLeft(r.records, r.early, r.early + r.packets, k, pkts)
+      ensures Sy.ImplNext(Consts(), Sy.Sys(st, wire), s')
+      ensures s'.abs.hosts == st.hosts[me := Cr.Rebuilt(recs0 + r.records[..k])]
+      ensures s'.wire == wire + (set j | 0 <= j < |pkts| :: pkts[j])
+    {
+      s' := CrashCut(st, wire, h0, log0, recs0, moves, r, t, k, pkts);
+    }
+
+    // The same for a step that sends nothing and is a run of its host's steps (Truncate,
+    // InstallSnapshot: their R.Run; FinishRecovery: the empty run), from any state st whose
+    // host is at h0: it has no early packet, so the cut before its records is Covered too
+    // (Truncate and InstallSnapshot emit one record: every cut of theirs is one of the two).
+    lemma QuietCrashPartWay(st: P.State, wire: set<Packet>, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>,
+                            moves: seq<R.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+      requires Valid() && ReadyIs(r, t, log0, recs0) && sentLog == log0
+      requires P.WF(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0
+      requires R.Run(Consts(), me as nat, h0, {}, moves, AbsHost())
+      requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
+      requires k <= |r.records| && (k == 0 || Cr.AfterLastSync(r.records, k))
+      requires Cr.MayHaveLeft(r.records, r.early, r.early + r.packets, k, pkts)
+      ensures Sy.ImplNext(Consts(), Sy.Sys(st, wire), s')
+      ensures s'.abs.hosts == st.hosts[me := Cr.Rebuilt(recs0 + r.records[..k])]
+      ensures s'.wire == wire + (set j | 0 <= j < |pkts| :: pkts[j])
+    {
+      R.RunStepTrail(Consts(), me as nat, h0, {}, st.net, moves, AbsHost(), sentLog);
+      O.EarlyThenLate(me, t);
+      assert O.Sends(t) == [] by {
+        assert log0 + O.Sends(t) == log0 + [];
+      }
+      reveal O.ToOthers();
+      assert r.early == [];
+      s' := CrashCut(st, wire, h0, log0, recs0, moves, r, t, k, pkts);
+    }
+
+    // What the two lemmas above share: the step's trail from st, and its Ready.
+    lemma CrashCut(st: P.State, wire: set<Packet>, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>,
+                   moves: seq<R.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+      requires Valid() && ReadyIs(r, t, log0, recs0)
+      requires P.WF(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0
+      requires R.StepTrail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog)
+      requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
+      requires k <= |r.records| && Cr.Covered(r.records, r.early, log0, k)
+      requires Cr.MayHaveLeft(r.records, r.early, r.early + r.packets, k, pkts)
+      ensures Sy.ImplNext(Consts(), Sy.Sys(st, wire), s')
+      ensures s'.abs.hosts == st.hosts[me := Cr.Rebuilt(recs0 + r.records[..k])]
+      ensures s'.wire == wire + (set j | 0 <= j < |pkts| :: pkts[j])
+    {
+      var s := Sy.Sys(st, wire);
+      O.EarlyThenLate(me, t);
+      forall p | p in pkts ensures p in O.Early(me, t) || (Cr.AfterLastSync(O.Records(t), k) && p in O.Sends(t)) {
+        if p !in r.early {
+          assert p in O.Early(me, t) + O.Late(me, t);
+          Cr.ToOthersIn(me, O.Sends(t), p);
+        }
+      }
+      s' := Cr.CrashPartWay(Consts(), s, me as nat, log0, recs0, moves, AbsHost(), t, k, pkts);
     }
 
     // Recovery: replay one durable record, in the order the records were made.
