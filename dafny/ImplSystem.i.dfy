@@ -11,7 +11,8 @@
 // what those steps sent, or packets already on it (re-sends) (ImplStep). What a per-handler
 // theorem of Impl.i.dfy gives (a trail, R.Trail: its re-sends are packets its host sent before,
 // so on the wire) is exactly the premise of ImplStep for that handler; `WireImage` is what a
-// handler may rely on of the packet it receives.
+// handler may rely on of the packet it receives. A host's step may be cut short by a crash
+// (ImplCrashStep: the protocol's Crash after its run, with only some of its packets sent).
 //
 // Everything here is ghost.
 module ImplSystem {
