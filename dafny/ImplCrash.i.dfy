@@ -7,7 +7,10 @@
 // protocol's Crash). Impl.Replica.CrashPartWay applies them to a whole step (its StepOk and
 // ReadyIs). The cuts covered: every cut at or after the step's last record that needs a sync
 // (the crash comes after the step's whole run: what the cut loses is commit records), and the
-// cut before the step's first record when every early packet is one sent before the step.
+// cut before the step's first record when every early packet is one sent before the step
+// (Covered); and the cut after a first record that raises the promise (PromiseCut: the
+// protocol's ReceivePrepare, then Crash), which OnAccept's vote has when it raises its promise
+// (Impl's Receive proves which cuts its Prepare and Accept steps have).
 module ImplCrash {
   import opened Native
   import opened ImplTypes
