@@ -24,6 +24,7 @@ module Impl {
   import Cand = ImplCandidate     // of CandidateTied and TakeoverTied
   import Lead = ImplLeader        // of AcksTied, ProposedTied and LeaderTied
   import Rep = ImplReplay         // of Replays
+  import Cr = ImplCrash           // a crash part-way through a step
 
   const NoOutput: Ready := Ready([], [], [], false, [], false, [], 0)  // a step's output before it does anything
 
@@ -347,6 +348,8 @@ module Impl {
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged()
       ensures sentLog == old(sentLog) + [Packet(me, dst, msg)]
+      ensures sofar.trace == old(sofar.trace) + [O.Sent(Packet(me, dst, msg))]
+      ensures selfQueue == old(selfQueue) + (if dst == me then [msg] else [])
     {
       ghost var props := R.AbsCommitted(proposed[..], logStart as nat);
       Lead.ProposalsSentMono(role, props, me, n, bal, sentLog, props, sentLog + [Packet(me, dst, msg)]);
@@ -403,7 +406,7 @@ module Impl {
       requires R.ApplyRecord(R.ApplyAll(Rep.InitHost(), recLog, WINDOW as nat, SLOT_LIMIT as nat), r, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged() && sentLog == old(sentLog) && selfQueue == old(selfQueue)
-      ensures recLog == old(recLog) + [r]
+      ensures recLog == old(recLog) + [r] && sofar.trace == old(sofar.trace) + [O.Emitted(r)]
     {
       R.ApplyAllSnoc(Rep.InitHost(), recLog, r, WINDOW as nat, SLOT_LIMIT as nat);
       OT.TiedPersist(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter, r);
@@ -500,6 +503,8 @@ module Impl {
       modifies this
       ensures Valid() && PromisedGrows() && Bounds() && role == old(role) && bal == old(bal)
       ensures promised == b && Keeps() && sentLog == old(sentLog) && promiseCount == old(promiseCount)
+      ensures sofar.trace == old(sofar.trace) + (if old(promised) != b then [O.Emitted(RecPromised(b))] else [])
+      ensures selfQueue == old(selfQueue)
     {
       if promised != b {
         promised := b;
@@ -515,7 +520,7 @@ module Impl {
       ensures promised == old(promised) && me == old(me) && n == old(n)
       ensures votes == old(votes) && committed == old(committed) && sentLog == old(sentLog)
       ensures leaderAbs == P.NotLeader && catchUpCooldown == old(catchUpCooldown)
-      ensures role == Follower
+      ensures role == Follower && sofar == old(sofar) && selfQueue == old(selfQueue)
     {
       role := Follower;
       bal := Zero;
@@ -1000,9 +1005,13 @@ module Impl {
               && R.Run(Consts(), me as nat, old(AbsHost()), {m}, moves, AbsHost())
               && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
       ensures R.NoLearns(sentLog[|old(sentLog)|..])
+      // What it did, in order: the promise's record, when it raises its promise, then its answer.
+      ensures exists q: Packet :: sofar.trace == old(sofar.trace) + Cr.PromiseTrace(BalLt(old(promised), b), b, q)
+      ensures src != me ==> selfQueue == old(selfQueue)
     {
       if !BalLe(promised, b) {
         Send(src, Nack(promised));
+        assert sofar.trace == old(sofar.trace) + Cr.PromiseTrace(false, b, Packet(me, src, Nack(old(promised))));
         ghost var m := S.Prepare(src as nat, me as nat, b);
         ghost var nack := S.Nack(me as nat, src as nat, promised);
         ghost var mv := R.Move(P.ReceivePrepareStep(m, fromSlot as nat), {nack}, AbsHost());
@@ -1012,6 +1021,7 @@ module Impl {
         R.PacketsRefineOne(Packet(me, src, Nack(promised)), nack, {nack});
         return;
       }
+      assert {:split_here} true;  // the refusal apart from the promise
       SetPromised(b);
       if role != Follower && b != bal {
         StepDown();
@@ -1041,7 +1051,10 @@ module Impl {
         s := s + 1;
       }
       assert {:split_here} true;  // keeps each half of this proof small
+      ghost var trace0 := sofar.trace;
+      assert trace0 == old(sofar.trace) + (if BalLt(old(promised), b) then [O.Emitted(RecPromised(b))] else []);
       Send(src, Promise(b, start, reported));
+      assert sofar.trace == old(sofar.trace) + Cr.PromiseTrace(BalLt(old(promised), b), b, Packet(me, src, Promise(b, start, reported)));
       // The refinement: the votes below voteHi are all the votes held (VotesBelowHi).
       ghost var m := S.Prepare(src as nat, me as nat, b);
       ghost var p := S.Promise(me as nat, src as nat, b, start as nat, P.VotesFrom(h0.votes, start as nat));
@@ -1190,10 +1203,14 @@ module Impl {
               && R.Run(Consts(), me as nat, old(AbsHost()), {m}, moves, AbsHost())
               && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
       ensures R.NoLearns(sentLog[|old(sentLog)|..])
+      // What it did, in order (Cr.AcceptTrace): a refusal's Nack; or, voting, the record of its
+      // promise when it raises it, the vote's record, then the Accepted.
+      ensures Cr.AcceptDid(old(sofar.trace), sofar.trace, old(selfQueue), selfQueue, me, src, old(promised), b, old(logStart), slot, val)
     {
       if BalLt(b, promised) {
         Send(src, Nack(promised));
         assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);
+        Cr.RefuseDid(old(sofar.trace), sofar.trace, old(selfQueue), selfQueue, me, src, old(promised), b, old(logStart), slot, val);
         return;
       }
       assert {:split_here} true;
@@ -1202,10 +1219,12 @@ module Impl {
           // the slot is in this host's snapshot: the sender lags behind it and needs the snapshot
           out := out.(needSnapshot := out.needSnapshot + [src]);
         }
+        Cr.IgnoreDid(old(sofar.trace), sofar.trace, old(selfQueue), selfQueue, me, src, old(promised), b, old(logStart), slot, val);
         return;  // beyond this host's window: it cannot hold the vote (the leader re-sends)
       }
       assert {:split_here} true;  // verify the voting path apart from the two above
       SetPromised(b);
+      ghost var trace1 := sofar.trace;
       if role != Follower && b != bal {
         StepDown();
       }
@@ -1224,8 +1243,12 @@ module Impl {
       R.AbsVotesUpdate(old(votes[..]), logStart as nat, slot as nat, b, val);
       R.AllBelowUpdate(R.AbsVotes(old(votes[..]), logStart as nat), slot as nat, S.Vote(b, val), old(voteHi) as nat, voteHi as nat);
       assert {:split_here} true;  // the vote's record and answer apart from the vote
+      ghost var trace0, queue0 := sofar.trace, selfQueue;
       Persist(RecVote(slot, b, val));
       Send(b.node, Accepted(b, slot));
+      Cr.VoteDid(old(sofar.trace), trace1, trace0, sofar.trace, old(selfQueue), queue0, selfQueue, me, src, old(promised), b,
+                 old(logStart), slot, val);
+      assert {:split_here} true;  // the refinement apart from what the step did
       // The refinement: ReceiveAccept votes (then StepDown, if it stepped down).
       assert R.MsgRefines(me as nat, b.node as nat, Accepted(b, slot), S.Accepted(me as nat, b.node as nat, b, slot as nat, val));
       AcceptRefines(old(AbsHost()), AbsHost(), S.Accept(src as nat, me as nat, b, slot as nat, val),
@@ -1615,6 +1638,10 @@ module Impl {
       ensures old(Within(st)) && OT.OnWire(Packet(src, me, m), st.net) ==>
                 && acked <= st.net
                 && R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, moves, AbsHost(), sentLog)
+      ensures m.Prepare? ==> exists q: Packet :: sofar.trace == old(sofar.trace) + Cr.PromiseTrace(BalLt(old(promised), m.bal), m.bal, q)
+      ensures m.Prepare? && src != me ==> selfQueue == old(selfQueue)
+      ensures m.Accept? ==> Cr.AcceptDid(old(sofar.trace), sofar.trace, old(selfQueue), selfQueue, me, src, old(promised), m.bal,
+                                          old(logStart), m.slot, m.val)
     {
       ghost var ok := Within(st) && OT.OnWire(Packet(src, me, m), st.net);
       ghost var h0, log0, c := AbsHost(), sentLog, Consts();
@@ -1801,6 +1828,7 @@ module Impl {
       ensures ReadyIs(r, t, old(sofar.sentBase), old(sofar.recBase)) && r.accepted == accepted
       ensures CommitsAre(r, old(sofar.commitBase))
       ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && sofar.commitBase == commitUpto
+      ensures t == old(sofar.trace)
     {
       r := out.(accepted := accepted);
       OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
@@ -1827,6 +1855,7 @@ module Impl {
       ensures CommitsAre(r, old(sofar.commitBase))
       ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && sofar.commitBase == commitUpto
       ensures moves0 <= moves
+      ensures old(selfQueue) == [] ==> t == old(sofar.trace)
     {
       moves := DrainSelf(st, h0, log0, moves0);
       ghost var h, log, ack := AbsHost(), sentLog, acked;
@@ -1869,6 +1898,13 @@ module Impl {
       ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures old(StepFrom(st)) && OT.OnWire(p, st.net) ==>
                 StepOk(st, old(AbsHost()), old(sentLog), moves)
+      // A Prepare from another member: every cut of its records is Covered (CrashPartWay).
+      ensures p.dst == me && p.src < n && p.src != me && p.msg.Prepare? ==> Cr.AllCovered(r.records, r.early, old(sentLog))
+      // An Accept from another member (not at this host's own ballot): every cut is Covered but
+      // the one between a raised promise's record and the vote's, a PromiseCut (Cr.CrashAtPromise).
+      ensures p.dst == me && p.src < n && p.src != me && p.msg.Accept? && p.msg.bal.node != me ==>
+                forall k: nat | k <= |r.records| ::
+                  Cr.Covered(r.records, r.early, old(sentLog), k) || Cr.PromiseCut(r.records, r.early, old(sentLog), k, old(promised))
     {
       ghost var ok := StepFrom(st) && OT.OnWire(p, st.net);
       BeginStep();
@@ -1879,13 +1915,30 @@ module Impl {
       if ok {
         R.TrailNil(Consts(), me as nat, h0, log0, st.net);
       }
+      ghost var q: Packet, pr0, ls0 := p, promised, logStart;
       if p.dst == me && p.src < n && p.src != me {
         moves := Dispatch(p.src, p.msg, st);
+        if p.msg.Prepare? {
+          q :| sofar.trace == Cr.PromiseTrace(BalLt(pr0, p.msg.bal), p.msg.bal, q);
+        }
+        if p.msg.Accept? {
+          Cr.AcceptDidIs([], sofar.trace, [], selfQueue, me, p.src, pr0, p.msg.bal, ls0, p.msg.slot, p.msg.val);
+          q :| sofar.trace == Cr.AcceptTrace(BalLt(p.msg.bal, pr0), ls0, BalLt(pr0, p.msg.bal), p.msg.bal, p.msg.slot, p.msg.val, q);
+        }
       }
       if ok {
         StepStart(st, h0, log0, moves);
       }
+      ghost var trace := sofar.trace;
       r, moves, t := EndStep(false, st, h0, log0, moves);
+      if p.dst == me && p.src < n && p.src != me && p.msg.Prepare? {
+        assert t == Cr.PromiseTrace(BalLt(pr0, p.msg.bal), p.msg.bal, q);
+        Cr.PromiseTraceCovered(me, BalLt(pr0, p.msg.bal), p.msg.bal, q, log0);
+      }
+      if p.dst == me && p.src < n && p.src != me && p.msg.Accept? && p.msg.bal.node != me {
+        assert t == Cr.AcceptTrace(BalLt(p.msg.bal, pr0), ls0, BalLt(pr0, p.msg.bal), p.msg.bal, p.msg.slot, p.msg.val, q);
+        Cr.AcceptTraceCovered(me, BalLt(p.msg.bal, pr0), ls0, BalLt(pr0, p.msg.bal), p.msg.bal, p.msg.slot, p.msg.val, q, log0, pr0);
+      }
     }
 
     method Tick(ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
@@ -2204,6 +2257,75 @@ module Impl {
       Rep.ApplyAllAppend(Rep.InitHost(), cp, later');
       Rep.ApplyAllAppend(Rep.InitHost(), pre, later');
       RestartIsCrash(pre + later');
+    }
+
+    // A crash part-way through a whole step (Receive, Tick, Propose, ConfirmRead: after it,
+    // StepOk and ReadyIs hold), the driver having made only its first k records durable, with
+    // the packets that may have left by then (pkts) on the wire: for the cuts Cr.Covered, a
+    // system step from the state the step began in (st, whose wire holds the packets sent
+    // before) to the one whose host restarted from the records before the step (recs0, which
+    // rebuilt its host h0 then: Replays()) and those k (Cr.CrashPartWay).
+    lemma CrashPartWay(st: P.State, wire: set<Packet>, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>,
+                       moves: seq<R.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+      requires Valid() && StepOk(st, h0, log0, moves) && ReadyIs(r, t, log0, recs0)
+      requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
+      requires k <= |r.records| && Cr.Covered(r.records, r.early, log0, k)
+      requires Cr.MayHaveLeft(r.records, r.early, r.early + r.packets, k, pkts)
+      ensures Sy.ImplNext(Consts(), Sy.Sys(st, wire), s')
+      ensures s'.abs.hosts == st.hosts[me := Cr.Rebuilt(recs0 + r.records[..k])]
+      ensures s'.wire == wire + (set j | 0 <= j < |pkts| :: pkts[j])
+    {
+      s' := CrashCut(st, wire, h0, log0, recs0, moves, r, t, k, pkts);
+    }
+
+    // The same for a step that sends nothing and is a run of its host's steps (Truncate,
+    // InstallSnapshot: their R.Run; FinishRecovery: the empty run), from any state st whose
+    // host is at h0: it has no early packet, so the cut before its records is Covered too
+    // (Truncate and InstallSnapshot emit one record: every cut of theirs is one of the two).
+    lemma QuietCrashPartWay(st: P.State, wire: set<Packet>, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>,
+                            moves: seq<R.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+      requires Valid() && ReadyIs(r, t, log0, recs0) && sentLog == log0
+      requires P.WF(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0
+      requires R.Run(Consts(), me as nat, h0, {}, moves, AbsHost())
+      requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
+      requires k <= |r.records| && (k == 0 || Cr.AfterLastSync(r.records, k))
+      requires Cr.MayHaveLeft(r.records, r.early, r.early + r.packets, k, pkts)
+      ensures Sy.ImplNext(Consts(), Sy.Sys(st, wire), s')
+      ensures s'.abs.hosts == st.hosts[me := Cr.Rebuilt(recs0 + r.records[..k])]
+      ensures s'.wire == wire + (set j | 0 <= j < |pkts| :: pkts[j])
+    {
+      R.RunStepTrail(Consts(), me as nat, h0, {}, st.net, moves, AbsHost(), sentLog);
+      O.EarlyThenLate(me, t);
+      assert O.Sends(t) == [] by {
+        assert log0 + O.Sends(t) == log0 + [];
+      }
+      reveal O.ToOthers();
+      assert r.early == [];
+      s' := CrashCut(st, wire, h0, log0, recs0, moves, r, t, k, pkts);
+    }
+
+    // What the two lemmas above share: the step's trail from st, and its Ready.
+    lemma CrashCut(st: P.State, wire: set<Packet>, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>,
+                   moves: seq<R.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+      requires Valid() && ReadyIs(r, t, log0, recs0)
+      requires P.WF(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0
+      requires R.StepTrail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog)
+      requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
+      requires k <= |r.records| && Cr.Covered(r.records, r.early, log0, k)
+      requires Cr.MayHaveLeft(r.records, r.early, r.early + r.packets, k, pkts)
+      ensures Sy.ImplNext(Consts(), Sy.Sys(st, wire), s')
+      ensures s'.abs.hosts == st.hosts[me := Cr.Rebuilt(recs0 + r.records[..k])]
+      ensures s'.wire == wire + (set j | 0 <= j < |pkts| :: pkts[j])
+    {
+      var s := Sy.Sys(st, wire);
+      O.EarlyThenLate(me, t);
+      forall p | p in pkts ensures p in O.Early(me, t) || (Cr.AfterLastSync(O.Records(t), k) && p in O.Sends(t)) {
+        if p !in r.early {
+          assert p in O.Early(me, t) + O.Late(me, t);
+          Cr.ToOthersIn(me, O.Sends(t), p);
+        }
+      }
+      s' := Cr.CrashPartWay(Consts(), s, me as nat, log0, recs0, moves, AbsHost(), t, k, pkts);
     }
 
     // Recovery: replay one durable record, in the order the records were made.

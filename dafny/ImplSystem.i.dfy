@@ -11,7 +11,8 @@
 // what those steps sent, or packets already on it (re-sends) (ImplStep). What a per-handler
 // theorem of Impl.i.dfy gives (a trail, R.Trail: its re-sends are packets its host sent before,
 // so on the wire) is exactly the premise of ImplStep for that handler; `WireImage` is what a
-// handler may rely on of the packet it receives.
+// handler may rely on of the packet it receives. A host's step may be cut short by a crash
+// (ImplCrashStep: the protocol's Crash after its run, with only some of its packets sent).
 //
 // Everything here is ghost.
 module ImplSystem {
@@ -62,10 +63,31 @@ module ImplSystem {
     P.ClientRequest(c, s.abs, s'.abs, i, val) && s'.wire == s.wire
   }
 
+  // A step cut short by a crash: host i takes a step as ImplStep says, of whose packets only
+  // `pkts` reach the wire, then crashes and restarts at d: the protocol's Crash of h' (its
+  // durable state kept, committed entries perhaps lost). ImplCrash.i.dfy proves which cuts of a
+  // core's step (the records that became durable) are such a step.
+  ghost predicate ImplCrashStep(c: P.Constants, s: Sys, s': Sys, i: nat, recv: set<S.Message>, moves: seq<R.Move>,
+                                h': P.Host, pkts: seq<I.Packet>, d: P.Host) {
+    && i < |s.abs.hosts|
+    && ImplStep(c, s, After(s, i, h', moves, pkts), i, recv, moves, h', pkts)
+    && P.Crash(c, i, h', d, {})
+    && s' == Restarted(After(s, i, h', moves, pkts), i, d)
+  }
+
+  // The system state s with host i restarted at d.
+  ghost function Restarted(s: Sys, i: nat, d: P.Host): Sys
+    requires i < |s.abs.hosts|
+  {
+    Sys(P.State(s.abs.hosts[i := d], s.abs.net), s.wire)
+  }
+
   ghost predicate ImplNext(c: P.Constants, s: Sys, s': Sys) {
     || (exists i: nat, recv: set<S.Message>, moves: seq<R.Move>, h': P.Host, pkts: seq<I.Packet> ::
           ImplStep(c, s, s', i, recv, moves, h', pkts))
     || (exists i: nat, val: S.Value :: ClientSends(c, s, s', i, val))
+    || (exists i: nat, recv: set<S.Message>, moves: seq<R.Move>, h': P.Host, pkts: seq<I.Packet>, d: P.Host ::
+          ImplCrashStep(c, s, s', i, recv, moves, h', pkts, d))
   }
 
   ghost predicate ImplReachable(c: P.Constants, run: seq<Sys>) {
@@ -283,6 +305,11 @@ module ImplSystem {
       }
       return;
     }
+    if i: nat, recv: set<S.Message>, moves: seq<R.Move>, h': P.Host, pkts: seq<I.Packet>, d: P.Host :|
+         ImplCrashStep(c, s, s', i, recv, moves, h', pkts, d) {
+      behavior := CrashStepIsSteps(c, b0, s, s', i, recv, moves, h', pkts, d);
+      return;
+    }
     var i, recv, moves, h', pkts :| ImplStep(c, s, s', i, recv, moves, h', pkts);
     RunIsSteps(c, s.abs, i, recv, moves, h');
     var t := Trace(s.abs, i, moves);
@@ -290,6 +317,36 @@ module ImplSystem {
     behavior := b0 + t[1..];
     assert behavior[|behavior| - 1] == t[|t| - 1];
     WireStep(c, s, s', i, recv, moves, h', pkts);
+  }
+
+  // A step cut short by a crash is the run's protocol steps followed by the protocol's Crash.
+  lemma CrashStepIsSteps(c: P.Constants, b0: seq<P.State>, s: Sys, s': Sys, i: nat, recv: set<S.Message>,
+                         moves: seq<R.Move>, h': P.Host, pkts: seq<I.Packet>, d: P.Host) returns (behavior: seq<P.State>)
+    requires P.Reachable(c, b0) && b0[|b0| - 1] == s.abs && WireRefines(s)
+    requires ImplCrashStep(c, s, s', i, recv, moves, h', pkts, d)
+    ensures P.Reachable(c, behavior) && behavior[|behavior| - 1] == s'.abs
+    ensures WireRefines(s')
+  {
+    var mid := After(s, i, h', moves, pkts);
+    RunIsSteps(c, s.abs, i, recv, moves, h');
+    var t := Trace(s.abs, i, moves);
+    ExtendBehavior(c, b0, t);
+    var b1 := b0 + t[1..];
+    assert b1[|b1| - 1] == mid.abs;
+    CrashIsNext(c, mid, s', i, h', d);
+    ExtendBehavior(c, b1, [mid.abs, s'.abs]);
+    behavior := b1 + [mid.abs, s'.abs][1..];
+    WireStep(c, s, mid, i, recv, moves, h', pkts);
+  }
+
+  // The restart of a host at the protocol's Crash of its state is a Next step.
+  lemma CrashIsNext(c: P.Constants, mid: Sys, s': Sys, i: nat, h': P.Host, d: P.Host)
+    requires P.WF(c, mid.abs) && i < |mid.abs.hosts| && mid.abs.hosts[i] == h'
+    requires P.Crash(c, i, h', d, {}) && s' == Restarted(mid, i, d)
+    ensures P.Next(c, mid.abs, s'.abs)
+  {
+    assert mid.abs.net + {} == mid.abs.net;
+    assert P.NextStep(c, mid.abs, s'.abs, i, P.CrashStep, {});
   }
 
   // OnAccepted's premise holds in every reachable state, of the Accepted messages a leader

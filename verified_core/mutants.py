@@ -73,6 +73,7 @@ MUTANTS = [
       if BalLt(b, promised) {
         Send(src, Nack(promised));
         assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);
+        Cr.RefuseDid(old(sofar.trace), sofar.trace, old(selfQueue), selfQueue, me, src, old(promised), b, old(logStart), slot, val);
         return;
       }
       assert {:split_here} true;
@@ -245,6 +246,53 @@ MUTANTS = [
         breaks="Impl.Replica.BecomeLeader",
         why="a new leader filling a gap with a value of its own instead of the no-op would commit "
             "a command no client sent",
+    ),
+    Mutant(
+        name="vote-needs-no-sync",
+        file="ImplTypes.s.dfy",
+        original="    !r.RecCommit?\n",
+        mutated="    !r.RecCommit? && !r.RecVote?\n",
+        breaks="ImplCrash.CutLosesCommits",
+        why="a vote record would not be made durable before the step's packets leave: its "
+            "Accepted may be on the wire when a crash loses the vote, and the restarted host "
+            "promises a newer leader without reporting it",
+    ),
+    Mutant(
+        name="promise-needs-no-sync",
+        file="ImplTypes.s.dfy",
+        original="    !r.RecCommit?\n",
+        mutated="    !r.RecCommit? && !r.RecPromised?\n",
+        breaks="ImplCrash.CutLosesCommits",
+        why="a promise record would not be made durable before its Promise leaves: a crash "
+            "loses the promise, and the restarted host votes at a ballot below it",
+    ),
+    Mutant(
+        name="system-crash-forgets-durable-state",
+        file="ImplSystem.i.dfy",
+        original="    && P.Crash(c, i, h', d, {})\n",
+        mutated="    && d.leader == P.NotLeader\n",
+        breaks="ImplSystem.CrashStepIsSteps",
+        why="a restart that kept nothing of the host's durable state (a lost promise or vote) "
+            "is no protocol step: the composition's crash must be the protocol's Crash",
+    ),
+    Mutant(
+        name="impl-vote-recorded-before-promise",
+        file="Impl.i.dfy",
+        original="      SetPromised(b);\n      ghost var trace1 := sofar.trace;\n      if role != Follower && b != bal {\n        StepDown();\n      }\n      assert {:split_here} true;\n      assert InWindow(slot);\n      if src != me {\n        ticks := 0;\n      }\n      if b.node < n {\n        leaderHint := b.node;\n      }\n      votes[Idx(slot)] := Vote(b, val);\n      if slot + 1 > voteHi {\n        voteHi := slot + 1;\n      }\n      R.AbsVotesUpdate(old(votes[..]), logStart as nat, slot as nat, b, val);\n      R.AllBelowUpdate(R.AbsVotes(old(votes[..]), logStart as nat), slot as nat, S.Vote(b, val), old(voteHi) as nat, voteHi as nat);\n      assert {:split_here} true;  // the vote's record and answer apart from the vote\n      ghost var trace0, queue0 := sofar.trace, selfQueue;\n      Persist(RecVote(slot, b, val));\n",
+        mutated="      ghost var trace1 := sofar.trace;\n      if role != Follower && b != bal {\n        StepDown();\n      }\n      assert {:split_here} true;\n      assert InWindow(slot);\n      if src != me {\n        ticks := 0;\n      }\n      if b.node < n {\n        leaderHint := b.node;\n      }\n      votes[Idx(slot)] := Vote(b, val);\n      if slot + 1 > voteHi {\n        voteHi := slot + 1;\n      }\n      R.AbsVotesUpdate(old(votes[..]), logStart as nat, slot as nat, b, val);\n      R.AllBelowUpdate(R.AbsVotes(old(votes[..]), logStart as nat), slot as nat, S.Vote(b, val), old(voteHi) as nat, voteHi as nat);\n      assert {:split_here} true;  // the vote's record and answer apart from the vote\n      ghost var trace0, queue0 := sofar.trace, selfQueue;\n      Persist(RecVote(slot, b, val));\n      SetPromised(b);\n",
+        breaks="Impl.Replica.OnAccept",
+        why="an acceptor raising its promise to vote would write the vote's record before the "
+            "promise's: a crash between the two leaves a vote above the durable promise, a state "
+            "no protocol step reaches (the step's trace is no longer Cr.AcceptTrace)",
+    ),
+    Mutant(
+        name="impl-promise-sent-before-record",
+        file="Impl.i.dfy",
+        original='      SetPromised(b);\n      if role != Follower && b != bal {\n        StepDown();\n      }\n      if src != me {\n        ticks := 0;\n      }\n      var start := if fromSlot > logStart then fromSlot else logStart;\n      var reported: seq<SlotVote> := [];\n      var s := start;\n      ghost var h0 := old(AbsHost());\n      assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);\n      R.ReportNone(h0.votes, start as nat);\n      while s < voteHi\n        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()\n        invariant Valid() && start <= s\n        invariant h0.votes == R.AbsVotes(votes[..], logStart as nat)\n        invariant R.SlotVotesMap(reported) == R.VotesIn(h0.votes, start as nat, s as nat)\n        modifies {}\n        decreases voteHi as int - s as int\n      {\n        var v := votes[Idx(s)];\n        R.ReportNext(votes[..], logStart as nat, start as nat, s, reported);\n        if v.Vote? {\n          reported := reported + [SlotVote(s, v.bal, v.val)];\n        }\n        s := s + 1;\n      }\n      assert {:split_here} true;  // keeps each half of this proof small\n      ghost var trace0 := sofar.trace;\n      assert trace0 == old(sofar.trace) + (if BalLt(old(promised), b) then [O.Emitted(RecPromised(b))] else []);\n      Send(src, Promise(b, start, reported));\n',
+        mutated='      if role != Follower && b != bal {\n        StepDown();\n      }\n      if src != me {\n        ticks := 0;\n      }\n      var start := if fromSlot > logStart then fromSlot else logStart;\n      var reported: seq<SlotVote> := [];\n      var s := start;\n      ghost var h0 := old(AbsHost());\n      assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);\n      R.ReportNone(h0.votes, start as nat);\n      while s < voteHi\n        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()\n        invariant Valid() && start <= s\n        invariant h0.votes == R.AbsVotes(votes[..], logStart as nat)\n        invariant R.SlotVotesMap(reported) == R.VotesIn(h0.votes, start as nat, s as nat)\n        modifies {}\n        decreases voteHi as int - s as int\n      {\n        var v := votes[Idx(s)];\n        R.ReportNext(votes[..], logStart as nat, start as nat, s, reported);\n        if v.Vote? {\n          reported := reported + [SlotVote(s, v.bal, v.val)];\n        }\n        s := s + 1;\n      }\n      assert {:split_here} true;  // keeps each half of this proof small\n      ghost var trace0 := sofar.trace;\n      assert trace0 == old(sofar.trace) + (if BalLt(old(promised), b) then [O.Emitted(RecPromised(b))] else []);\n      Send(src, Promise(b, start, reported));\n      SetPromised(b);\n',
+        breaks="Impl.Replica.OnPrepare",
+        why="a Promise would leave early, before its promise is durable: a crash then loses the "
+            "promise the leader counted (the cut before the record is no longer Covered)",
     ),
 ]
 

@@ -1,0 +1,432 @@
+// A crash part-way through a step of the core: the driver made only a prefix of the step's
+// records durable (the first k, the cut), and of its packets only some left (its early ones, or
+// all of them once the records that need a sync are durable). Which cuts leave a state the
+// protocol reaches: each lemma here shows that the restart (the host rebuilt from the records
+// before the step and the first k of the step's, R.ApplyAll), with those packets on the wire,
+// is one system step (ImplSystem.ImplCrashStep: a run of the host's protocol steps, then the
+// protocol's Crash). Impl.Replica.CrashPartWay applies them to a whole step (its StepOk and
+// ReadyIs). The cuts covered: every cut at or after the step's last record that needs a sync
+// (the crash comes after the step's whole run: what the cut loses is commit records), and the
+// cut before the step's first record when every early packet is one sent before the step
+// (Covered); and the cut after a first record that raises the promise (PromiseCut: the
+// protocol's ReceivePrepare, then Crash), which OnAccept's vote has when it raises its promise
+// (Impl's Receive proves which cuts its Prepare and Accept steps have).
+module ImplCrash {
+  import opened Native
+  import opened ImplTypes
+  import opened ImplBounds
+  import opened Ballots
+  import S = Spec
+  import P = Protocol
+  import R = ImplAbstraction
+  import O = StepOutput
+  import Rep = ImplReplay
+  import Sy = ImplSystem
+
+  // The host a restart rebuilds from the durable records recs (Impl's Replays()).
+  ghost function Rebuilt(recs: seq<Record>): P.Host {
+    R.ApplyAll(Rep.InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat)
+  }
+
+  // The cut k of a step's records rs comes after every one of them that needs a sync.
+  ghost predicate AfterLastSync(rs: seq<Record>, k: nat) {
+    k <= |rs| && forall j | k <= j < |rs| :: !NeedsSync(rs[j])
+  }
+
+  // The cuts proven: after the last record that needs a sync, or before every record when the
+  // step's early packets (those that may leave before its records are durable) were all sent
+  // before the step (in log0).
+  ghost predicate Covered(rs: seq<Record>, early: seq<Packet>, log0: seq<Packet>, k: nat) {
+    AfterLastSync(rs, k) || (k == 0 && forall p | p in early :: p in log0)
+  }
+
+  // The packets that may have left by the crash: the early ones, and after the last record that
+  // needs a sync, any of the step's.
+  ghost predicate MayHaveLeft(rs: seq<Record>, early: seq<Packet>, sent: seq<Packet>, k: nat, pkts: seq<Packet>) {
+    forall p | p in pkts :: p in early || (AfterLastSync(rs, k) && p in sent)
+  }
+
+  // A packet sent to another member is a packet sent.
+  lemma ToOthersIn(me: uint64, ps: seq<Packet>, p: Packet)
+    requires p in O.ToOthers(me, ps)
+    ensures p in ps
+    decreases |ps|
+  {
+    reveal O.ToOthers();
+    if ps != [] {
+      var front := ps[..|ps| - 1];
+      if p in O.ToOthers(me, front) {
+        ToOthersIn(me, front, p);
+        assert front <= ps;
+      }
+    }
+  }
+
+  // An early packet is one of the step's packets.
+  lemma EarlyIsSent(me: uint64, t: seq<O.Out>, p: Packet)
+    requires p in O.Early(me, t)
+    ensures p in O.Sends(t)
+  {
+    O.EarlyThenLate(me, t);
+    assert p in O.Early(me, t) + O.Late(me, t);
+    ToOthersIn(me, O.Sends(t), p);
+  }
+
+  // Cutting after the last record that needs a sync loses only commit records.
+  lemma CutLosesCommits(recs0: seq<Record>, rs: seq<Record>, k: nat)
+    requires AfterLastSync(rs, k)
+    ensures R.LosesCommits(recs0 + rs, recs0 + rs[..k])
+  {
+    var all, cut := recs0 + rs, recs0 + rs[..k];
+    assert all[..|cut|] == cut;
+    forall j | |cut| <= j < |all| ensures all[j].RecCommit? {
+      assert all[j] == rs[j - |recs0|];
+      assert !NeedsSync(rs[j - |recs0|]);
+    }
+  }
+
+  // A cut after the step's last record that needs a sync: the host took the step's whole run
+  // (its trail from s, ending at h with the packet log log0 + Sends(t), which Rebuilt(recs0 +
+  // Records(t)) rebuilds), then crashed, losing the commit records after the cut.
+  lemma CrashAfterRun(c: P.Constants, s: Sy.Sys, i: nat, log0: seq<Packet>, recs0: seq<Record>, moves: seq<R.Move>,
+                      h: P.Host, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+    requires P.WF(c, s.abs) && i < |s.abs.hosts| && (forall p | p in log0 :: p in s.wire)
+    requires R.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h, log0 + O.Sends(t))
+    requires Rebuilt(recs0 + O.Records(t)) == h.(leader := P.NotLeader)
+    requires AfterLastSync(O.Records(t), k) && forall p | p in pkts :: p in O.Sends(t)
+    ensures Sy.ImplNext(c, s, s')
+    ensures s'.abs.hosts == s.abs.hosts[i := Rebuilt(recs0 + O.Records(t)[..k])]
+    ensures s'.wire == s.wire + (set j | 0 <= j < |pkts| :: pkts[j])
+  {
+    var log := log0 + O.Sends(t);
+    var d := Rebuilt(recs0 + O.Records(t)[..k]);
+    R.StepTrailIs(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h, log);
+    forall j | 0 <= j < |pkts|
+      ensures (R.PacketRefines(pkts[j], R.SentBy(moves)) && R.LearnBacked(pkts[j], R.SentBy(moves), s.abs.net + R.SentBy(moves)))
+              || pkts[j] in s.wire
+    {
+      assert pkts[j] in pkts;
+      assert pkts[j] in O.Sends(t);
+      var m :| 0 <= m < |O.Sends(t)| && O.Sends(t)[m] == pkts[j];
+      assert log[|log0| + m] == pkts[j];
+    }
+    var mid := Sy.After(s, i, h, moves, pkts);
+    assert Sy.ImplStep(c, s, mid, i, s.abs.net, moves, h, pkts);
+    CutLosesCommits(recs0, O.Records(t), k);
+    R.LosingCommits(Rep.InitHost(), recs0 + O.Records(t), recs0 + O.Records(t)[..k], WINDOW as nat, SLOT_LIMIT as nat);
+    Rep.ApplyAllKeepsNotLeader(recs0 + O.Records(t)[..k]);
+    assert P.Crash(c, i, h, d, {});
+    s' := Sy.Restarted(mid, i, d);
+    assert Sy.ImplCrashStep(c, s, s', i, s.abs.net, moves, h, pkts, d);
+    assert s.abs.hosts[i := h][i := d] == s.abs.hosts[i := d];
+  }
+
+  // The cut before the step's first record: the host crashed where the step began (its
+  // records rebuild it, Replays()), and only packets already on the wire left again.
+  lemma CrashBeforeStep(c: P.Constants, s: Sy.Sys, i: nat, recs0: seq<Record>, rs: seq<Record>, pkts: seq<Packet>)
+    returns (s': Sy.Sys)
+    requires P.WF(c, s.abs) && i < |s.abs.hosts|
+    requires Rebuilt(recs0) == s.abs.hosts[i].(leader := P.NotLeader)
+    requires forall p | p in pkts :: p in s.wire
+    ensures Sy.ImplNext(c, s, s')
+    ensures s'.abs.hosts == s.abs.hosts[i := Rebuilt(recs0 + rs[..0])]
+    ensures s'.wire == s.wire + (set j | 0 <= j < |pkts| :: pkts[j])
+  {
+    var h := s.abs.hosts[i];
+    assert recs0 + rs[..0] == recs0;
+    var d := Rebuilt(recs0);
+    R.RunNil(c, i, h, s.abs.net);
+    R.RunGOf(c, i, h, s.abs.net, s.abs.net, [], h);
+    assert R.SentBy([]) == {};
+    var mid := Sy.After(s, i, h, [], pkts);
+    assert s.abs.hosts[i := h] == s.abs.hosts;
+    assert Sy.ImplStep(c, s, mid, i, s.abs.net, [], h, pkts);
+    Rep.ApplyAllKeepsNotLeader(recs0);
+    assert P.Crash(c, i, h, d, {});
+    s' := Sy.Restarted(mid, i, d);
+    assert Sy.ImplCrashStep(c, s, s', i, s.abs.net, [], h, pkts, d);
+  }
+
+  // Every cut of the records rs is Covered.
+  ghost predicate AllCovered(rs: seq<Record>, early: seq<Packet>, log0: seq<Packet>) {
+    forall k: nat | k <= |rs| :: Covered(rs, early, log0, k)
+  }
+
+  // What a host that handles a Prepare(b) does (Impl's OnPrepare): the record of its promise,
+  // when it raises its promise, then its answer q.
+  ghost function PromiseTrace(raise: bool, b: Ballot, q: Packet): seq<O.Out> {
+    (if raise then [O.Emitted(RecPromised(b))] else []) + [O.Sent(q)]
+  }
+
+  // Every cut of such a step is Covered: its answer leaves after the promise's record.
+  lemma PromiseTraceCovered(me: uint64, raise: bool, b: Ballot, q: Packet, log0: seq<Packet>)
+    ensures AllCovered(O.Records(PromiseTrace(raise, b, q)), O.Early(me, PromiseTrace(raise, b, q)), log0)
+  {
+    var t := PromiseTrace(raise, b, q);
+    O.Empty(me);
+    if raise {
+      var t1 := [O.Emitted(RecPromised(b))];
+      O.Snoc(me, [], O.Emitted(RecPromised(b)));
+      assert [] + [O.Emitted(RecPromised(b))] == t1;
+      O.Snoc(me, t1, O.Sent(q));
+      assert t == t1 + [O.Sent(q)];
+      assert O.Records(t) == [RecPromised(b)] && O.Early(me, t) == [];
+    } else {
+      O.Snoc(me, [], O.Sent(q));
+      assert t == [] + [O.Sent(q)];
+      assert O.Records(t) == [];
+    }
+  }
+
+  // THEOREM (a crash part-way through a step, for the cuts Covered): a step of host i from s
+  // (its trail: the run moves to h, its packet log log0 + Sends(t); the records before it,
+  // recs0, rebuild its host in s, and recs0 + Records(t) the host it reached) cut at k, with
+  // the packets pkts that may have left by then on the wire, is a system step to the state
+  // whose host i is the one a restart rebuilds from recs0 and the step's first k records.
+  lemma CrashPartWay(c: P.Constants, s: Sy.Sys, i: nat, log0: seq<Packet>, recs0: seq<Record>, moves: seq<R.Move>,
+                     h: P.Host, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+    requires P.WF(c, s.abs) && i < |s.abs.hosts| && i <= UINT64_MAX as nat && (forall p | p in log0 :: p in s.wire)
+    requires R.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h, log0 + O.Sends(t))
+    requires Rebuilt(recs0) == s.abs.hosts[i].(leader := P.NotLeader)
+    requires Rebuilt(recs0 + O.Records(t)) == h.(leader := P.NotLeader)
+    requires k <= |O.Records(t)| && Covered(O.Records(t), O.Early(i as uint64, t), log0, k)
+    requires MayHaveLeft(O.Records(t), O.Early(i as uint64, t), O.Sends(t), k, pkts)
+    ensures Sy.ImplNext(c, s, s')
+    ensures s'.abs.hosts == s.abs.hosts[i := Rebuilt(recs0 + O.Records(t)[..k])]
+    ensures s'.wire == s.wire + (set j | 0 <= j < |pkts| :: pkts[j])
+  {
+    var me := i as uint64;
+    if AfterLastSync(O.Records(t), k) {
+      forall p | p in pkts ensures p in O.Sends(t) {
+        if p in O.Early(me, t) {
+          EarlyIsSent(me, t, p);
+        }
+      }
+      s' := CrashAfterRun(c, s, i, log0, recs0, moves, h, t, k, pkts);
+    } else {
+      s' := CrashBeforeStep(c, s, i, recs0, O.Records(t), pkts);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // The cut between a promise record and what follows it (OnAccept raising its promise, then
+  // voting): the durable state is the protocol's ReceivePrepare of a Prepare of that ballot.
+
+  // The cut after the step's first record, a promise raised from p0, when the step sent
+  // nothing new early.
+  ghost predicate PromiseCut(rs: seq<Record>, early: seq<Packet>, log0: seq<Packet>, k: nat, p0: Ballot) {
+    k == 1 && |rs| >= 1 && rs[0].RecPromised? && BalLe(p0, rs[0].bal) && forall p | p in early :: p in log0
+  }
+
+  // A step whose first record raises the promise to b, cut after it: the host took the
+  // protocol's ReceivePrepare of a Prepare(b) sent to it (whose Promise never left), then
+  // crashed; only packets already on the wire left.
+  lemma CrashAtPromise(c: P.Constants, s: Sy.Sys, i: nat, recs0: seq<Record>, rs: seq<Record>, pkts: seq<Packet>, x: nat)
+    returns (s': Sy.Sys)
+    requires P.WF(c, s.abs) && i < |s.abs.hosts|
+    requires Rebuilt(recs0) == s.abs.hosts[i].(leader := P.NotLeader)
+    requires |rs| >= 1 && rs[0].RecPromised? && BalLe(s.abs.hosts[i].promised, rs[0].bal)
+    requires S.Prepare(x, i, rs[0].bal) in s.abs.net
+    requires forall p | p in pkts :: p in s.wire
+    ensures Sy.ImplNext(c, s, s')
+    ensures s'.abs.hosts == s.abs.hosts[i := Rebuilt(recs0 + rs[..1])]
+    ensures s'.wire == s.wire + (set j | 0 <= j < |pkts| :: pkts[j])
+  {
+    var h, b := s.abs.hosts[i], rs[0].bal;
+    var m := S.Prepare(x, i, b);
+    var h1 := h.(promised := b);
+    var mv := R.Move(P.ReceivePrepareStep(m, 0), {S.Promise(i, x, b, h.logStart, P.VotesFrom(h.votes, h.logStart))}, h1);
+    assert P.HostStep(c, i, h, h1, s.abs.net, mv.sent, mv.step);
+    R.RunOne(c, i, h, s.abs.net, mv);
+    R.RunGOf(c, i, h, s.abs.net, s.abs.net, [mv], h1);
+    var mid := Sy.After(s, i, h1, [mv], pkts);
+    assert Sy.ImplStep(c, s, mid, i, s.abs.net, [mv], h1, pkts);
+    assert recs0 + rs[..1] == recs0 + [rs[0]];
+    R.ApplyAllSnoc(Rep.InitHost(), recs0, rs[0], WINDOW as nat, SLOT_LIMIT as nat);
+    var d := Rebuilt(recs0 + rs[..1]);
+    assert d == h1.(leader := P.NotLeader);
+    assert P.Crash(c, i, h1, d, {});
+    s' := Sy.Restarted(mid, i, d);
+    assert Sy.ImplCrashStep(c, s, s', i, s.abs.net, [mv], h1, pkts, d);
+    assert s.abs.hosts[i := h1][i := d] == s.abs.hosts[i := d];
+  }
+
+  // What a host that handles an Accept(b, slot, val) does (Impl's OnAccept): refuse it with an
+  // answer q (a Nack), ignore it (outside its window, from ls), or vote: the record of its promise, when
+  // it raises it, then the vote's record, then its answer q (an Accepted).
+  ghost function AcceptTrace(refuse: bool, ls: uint64, raise: bool, b: Ballot, slot: uint64, val: Value, q: Packet): seq<O.Out> {
+    if refuse then [O.Sent(q)]
+    else if !(ls <= slot && slot - ls < WINDOW) then []
+    else (if raise then [O.Emitted(RecPromised(b))] else []) + [O.Emitted(RecVote(slot, b, val)), O.Sent(q)]
+  }
+
+  // What OnAccept did, from the trace t0 and the self-delivery queue sq0 to t and sq: its
+  // AcceptTrace, and a message to itself only when it answers itself (opaque: OnAccept's proof
+  // is large, and sees only the lemmas below).
+  opaque ghost predicate AcceptDid(t0: seq<O.Out>, t: seq<O.Out>, sq0: seq<Msg>, sq: seq<Msg>, me: uint64, src: uint64,
+                                   p0: Ballot, b: Ballot, ls: uint64, slot: uint64, val: Value) {
+    && (exists q: Packet :: t == t0 + AcceptTrace(BalLt(b, p0), ls, BalLt(p0, b), b, slot, val, q))
+    && (src != me && b.node != me ==> sq == sq0)
+  }
+
+  lemma AcceptDidIs(t0: seq<O.Out>, t: seq<O.Out>, sq0: seq<Msg>, sq: seq<Msg>, me: uint64, src: uint64,
+                    p0: Ballot, b: Ballot, ls: uint64, slot: uint64, val: Value)
+    requires AcceptDid(t0, t, sq0, sq, me, src, p0, b, ls, slot, val)
+    ensures exists q: Packet :: t == t0 + AcceptTrace(BalLt(b, p0), ls, BalLt(p0, b), b, slot, val, q)
+    ensures src != me && b.node != me ==> sq == sq0
+  {
+    reveal AcceptDid();
+  }
+
+  // Its refusal: a Nack to src.
+  lemma RefuseDid(t0: seq<O.Out>, t: seq<O.Out>, sq0: seq<Msg>, sq: seq<Msg>, me: uint64, src: uint64,
+                  p0: Ballot, b: Ballot, ls: uint64, slot: uint64, val: Value)
+    requires BalLt(b, p0) && t == t0 + [O.Sent(Packet(me, src, Nack(p0)))]
+    requires sq == sq0 + (if src == me then [Nack(p0)] else [])
+    ensures AcceptDid(t0, t, sq0, sq, me, src, p0, b, ls, slot, val)
+  {
+    reveal AcceptDid();
+    assert t == t0 + AcceptTrace(BalLt(b, p0), ls, BalLt(p0, b), b, slot, val, Packet(me, src, Nack(p0)));
+  }
+
+  // An Accept outside its window: nothing.
+  lemma IgnoreDid(t0: seq<O.Out>, t: seq<O.Out>, sq0: seq<Msg>, sq: seq<Msg>, me: uint64, src: uint64,
+                  p0: Ballot, b: Ballot, ls: uint64, slot: uint64, val: Value)
+    requires !BalLt(b, p0) && !(ls <= slot && slot - ls < WINDOW) && t == t0 && sq == sq0
+    ensures AcceptDid(t0, t, sq0, sq, me, src, p0, b, ls, slot, val)
+  {
+    reveal AcceptDid();
+    var q := Packet(me, src, Nack(p0));
+    assert t == t0 + AcceptTrace(BalLt(b, p0), ls, BalLt(p0, b), b, slot, val, q) by {
+      assert t0 + [] == t0;
+    }
+  }
+
+  // Its vote: the promise's record (SetPromised: when it raises its promise), then the vote's
+  // record and its Accepted to b's leader.
+  lemma VoteDid(t0: seq<O.Out>, t1: seq<O.Out>, t1': seq<O.Out>, t: seq<O.Out>, sq0: seq<Msg>, sq1: seq<Msg>, sq: seq<Msg>,
+                me: uint64, src: uint64, p0: Ballot, b: Ballot, ls: uint64, slot: uint64, val: Value)
+    requires !BalLt(b, p0) && ls <= slot && slot - ls < WINDOW
+    requires t1 == t0 + (if p0 != b then [O.Emitted(RecPromised(b))] else []) && t1' == t1
+    requires t == t1' + [O.Emitted(RecVote(slot, b, val))] + [O.Sent(Packet(me, b.node, Accepted(b, slot)))]
+    requires sq1 == sq0 && sq == sq1 + (if b.node == me then [Accepted(b, slot)] else [])
+    ensures AcceptDid(t0, t, sq0, sq, me, src, p0, b, ls, slot, val)
+  {
+    reveal AcceptDid();
+    var q := Packet(me, b.node, Accepted(b, slot));
+    assert t == t0 + AcceptTrace(BalLt(b, p0), ls, BalLt(p0, b), b, slot, val, q);
+  }
+
+  // Every cut of such a step is Covered, but the one between a raised promise's record and the
+  // vote's, which is a PromiseCut.
+  lemma AcceptTraceCovered(me: uint64, refuse: bool, ls: uint64, raise: bool, b: Ballot, slot: uint64, val: Value,
+                           q: Packet, log0: seq<Packet>, p0: Ballot)
+    requires raise ==> BalLe(p0, b)
+    ensures var t := AcceptTrace(refuse, ls, raise, b, slot, val, q);
+            forall k: nat | k <= |O.Records(t)| ::
+              Covered(O.Records(t), O.Early(me, t), log0, k) || PromiseCut(O.Records(t), O.Early(me, t), log0, k, p0)
+  {
+    var t := AcceptTrace(refuse, ls, raise, b, slot, val, q);
+    var vote := ls <= slot && slot - ls < WINDOW;
+    O.Empty(me);
+    var v := O.Emitted(RecVote(slot, b, val));
+    if refuse {
+      O.Snoc(me, [], O.Sent(q));
+      assert t == [] + [O.Sent(q)];
+    } else if !vote {
+    } else if raise {
+      var p := O.Emitted(RecPromised(b));
+      O.Snoc(me, [], p);
+      assert [] + [p] == [p];
+      O.Snoc(me, [p], v);
+      assert [p] + [v] == [p, v];
+      O.Snoc(me, [p, v], O.Sent(q));
+      assert t == [p, v] + [O.Sent(q)];
+      assert O.Records(t) == [RecPromised(b), RecVote(slot, b, val)] && O.Early(me, t) == [];
+    } else {
+      O.Snoc(me, [], v);
+      assert [] + [v] == [v];
+      O.Snoc(me, [v], O.Sent(q));
+      assert t == [v] + [O.Sent(q)];
+      assert O.Records(t) == [RecVote(slot, b, val)] && O.Early(me, t) == [];
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // The Prepare a PromiseCut reads: in every reachable protocol state, a leader of bal sent
+  // Prepare(bal) to every member (StartPrepare, before it leads), so the sender of an Accept
+  // at b sent its destination a Prepare(b).
+
+  ghost predicate Prepared(c: P.Constants, s: P.State) {
+    && (forall i | 0 <= i < |s.hosts| && s.hosts[i].leader.Leading? ::
+          forall j: nat | j < c.n :: S.Prepare(i, j, s.hosts[i].leader.bal) in s.net)
+    && (forall m | m in s.net && m.Accept? && m.dst < c.n :: S.Prepare(m.src, m.dst, m.bal) in s.net)
+  }
+
+  lemma ReachablePrepared(c: P.Constants, behavior: seq<P.State>)
+    requires P.Reachable(c, behavior)
+    ensures Prepared(c, behavior[|behavior| - 1])
+  {
+    var k := 0;
+    while k < |behavior| - 1
+      invariant 0 <= k <= |behavior| - 1 && Prepared(c, behavior[k])
+    {
+      Sy.NextAt(c, behavior, k);
+      PreparedNext(c, behavior[k], behavior[k + 1]);
+      k := k + 1;
+    }
+  }
+
+  lemma PreparedNext(c: P.Constants, s: P.State, s': P.State)
+    requires Prepared(c, s) && P.Next(c, s, s')
+    ensures Prepared(c, s')
+  {
+    if i: S.HostId, val: S.Value :| P.ClientRequest(c, s, s', i, val) {
+    } else {
+      var i: S.HostId, step: P.Step, sent: set<S.Message> :| P.NextStep(c, s, s', i, step, sent);
+      PreparedStep(c, s, s', i, step, sent);
+    }
+  }
+
+  lemma PreparedStep(c: P.Constants, s: P.State, s': P.State, i: S.HostId, step: P.Step, sent: set<S.Message>)
+    requires Prepared(c, s) && P.NextStep(c, s, s', i, step, sent)
+    ensures Prepared(c, s')
+  {
+    var h, h' := s.hosts[i], s'.hosts[i];
+    // Host i leads bal afterwards only if it led bal before, or it just sent Prepare(bal) to all.
+    assert h'.leader.Leading? ==> (h.leader.Leading? && h'.leader.bal == h.leader.bal)
+                                  || (forall j: nat | j < c.n :: S.Prepare(i, j, h'.leader.bal) in sent) by {
+      match step {
+        case StartPrepareStep(bal) =>
+          forall j: nat | j < c.n ensures S.Prepare(i, j, bal) in sent {}
+        case _ =>
+      }
+    }
+    // An Accept it sends is at the ballot it leads.
+    assert forall m | m in sent && m.Accept? :: h.leader.Leading? && m.src == i && m.bal == h.leader.bal;
+    forall k | 0 <= k < |s'.hosts| && s'.hosts[k].leader.Leading?
+      ensures forall j: nat | j < c.n :: S.Prepare(k, j, s'.hosts[k].leader.bal) in s'.net
+    {
+      if k != i {
+        assert s'.hosts[k] == s.hosts[k];
+      }
+    }
+  }
+
+  // The Prepare of an Accept on the wire of a state where Prepared holds.
+  lemma AcceptHasPrepare(c: P.Constants, s: P.State, p: Packet)
+    requires Prepared(c, s) && R.PacketRefines(p, s.net) && p.msg.Accept? && p.dst as nat < c.n
+    ensures S.Prepare(p.src as nat, p.dst as nat, p.msg.bal) in s.net
+  {
+    assert S.Accept(p.src as nat, p.dst as nat, p.msg.bal, p.msg.slot as nat, p.msg.val) in s.net;
+  }
+
+  // Prepared holds in every reachable state of the implementation.
+  lemma ImplPrepared(c: P.Constants, run: seq<Sy.Sys>)
+    requires Sy.ImplReachable(c, run)
+    ensures Prepared(c, run[|run| - 1].abs)
+  {
+    var behavior := Sy.ImplReachableIsProtocolReachable(c, run);
+    ReachablePrepared(c, behavior);
+  }
+}
