@@ -117,3 +117,10 @@ def test_every_package_has_a_rule_and_a_row_in_the_readme():
             continue  # a part of jepsen/, named in its row
         folder = "proto" if package == "verikv.etcdpb" else source  # stubs generated from proto/
         assert f"| `{folder}/` | `{package}` |" in table, f"the README's layout table has no row for {folder}/"
+
+
+def test_no_two_test_files_share_a_name():
+    """pytest imports test files by their basename (the test folders are not packages): two with
+    one name stop the whole run at collection."""
+    names = sorted(p.name for p in (REPO / "tests").rglob("test_*.py"))
+    assert [n for n in set(names) if names.count(n) > 1] == []
