@@ -1,7 +1,9 @@
 """`verikv bench`: the same load against a local 3-node verikv and a local 3-member etcd 3.4.
 
 Loads: puts, then linearizable gets, of 256-byte values; (a) 1 client, one request at a time;
-(b) 2 client processes x 64 requests in flight; lease grants (2 x 64); keep-alives of 10,000
+(b) 2 client processes x 64 requests in flight; a mixed load (2 x 64, every client alternating a
+put and a linearizable get of the same key: half of the calls each); puts of 16 KiB values
+(2 x 64); lease grants (2 x 64); keep-alives of 10,000
 leases on one LeaseKeepAlive stream (128 unanswered) at the leader, one at a follower, and on 64
 streams (8 each). Every load's first client talks to the system's current leader (then the
 others in turn), so neither system's figure depends on where its election landed. Then watch loads: 1, 100 and 1,000 watchers on
@@ -31,6 +33,7 @@ import time
 from pathlib import Path
 
 VALUE_BYTES = 256
+BIG_PUT, BIG_VALUE_BYTES = "put-16KiB", 16 * 1024  # the large-value load: puts of 16 KiB values
 
 
 METHODS = {"put": "/etcdserverpb.KV/Put", "get": "/etcdserverpb.KV/Range", "grant": "/etcdserverpb.Lease/LeaseGrant"}
@@ -62,16 +65,24 @@ def _worker(args: tuple) -> tuple[int, list[float], int]:
     from verikv.etcdpb import rpc_pb2
 
     use_tls(tls)
-    value = os.urandom(VALUE_BYTES // 2).hex().encode()
-    requests = []
+    value = os.urandom((BIG_VALUE_BYTES if op == BIG_PUT else VALUE_BYTES) // 2).hex().encode()
+    requests, methods = [], []
     for k in range(key_space):
-        key = b"bench/%d" % ((worker * 100_003 + k) % key_space)
+        # (the large values under keys of their own: the other loads' gets read 256-byte values)
+        key = (b"bench-big/%d" if op == BIG_PUT else b"bench/%d") % ((worker * 100_003 + k) % key_space)
         if op == "grant":  # the server chooses each lease's ID
-            msg = rpc_pb2.LeaseGrantRequest(TTL=LEASE_TTL_S)
-        else:
-            msg = rpc_pb2.PutRequest(key=key, value=value) if op == "put" else rpc_pb2.RangeRequest(key=key)
-        requests.append(msg.SerializeToString())
-    latencies_s, errors = _loadgen.run(endpoint, METHODS[op], requests, in_flight, duration_s)
+            calls = [("grant", rpc_pb2.LeaseGrantRequest(TTL=LEASE_TTL_S))]
+        elif op == "get":
+            calls = [("get", rpc_pb2.RangeRequest(key=key))]
+        elif op == "mixed":  # a put, then a linearizable get of the same key: every lane alternates
+            calls = [("put", rpc_pb2.PutRequest(key=key, value=value)), ("get", rpc_pb2.RangeRequest(key=key))]
+        else:  # put, BIG_PUT
+            calls = [("put", rpc_pb2.PutRequest(key=key, value=value))]
+        for method, msg in calls:
+            requests.append(msg.SerializeToString())
+            methods.append(METHODS[method])
+    latencies_s, errors = _loadgen.run(endpoint, methods[0], requests, in_flight, duration_s,
+                                       methods=methods if op == "mixed" else [])
     return len(latencies_s), latencies_s, errors
 
 
@@ -127,7 +138,7 @@ def run_load(endpoints: list[str], op: str, processes: int, in_flight: int, dura
             "p99_ms": _percentile(lat, 0.99) * 1000, "errors": sum(e for _, _, e in results)}
 
 
-LOADS = [("put", 1, 1), ("get", 1, 1), ("put", 2, 64), ("get", 2, 64)]
+LOADS = [("put", 1, 1), ("get", 1, 1), ("put", 2, 64), ("get", 2, 64), ("mixed", 2, 64), (BIG_PUT, 2, 64)]
 WATCHERS = [1, 100, 1000]  # watchers on one prefix, for the watch loads
 WATCHERS_PER_STREAM = 10  # as etcd's own `benchmark watch-latency` groups them by default
 WATCH_PREFIX = b"watch/"

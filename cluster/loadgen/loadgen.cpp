@@ -54,11 +54,15 @@ struct Lane {
 };
 
 // Runs for duration_s (with `once`: until each request was sent once, or duration_s); returns
-// (latencies in seconds of the successful calls, failed calls).
+// (latencies in seconds of the successful calls, failed calls). Each request goes to `method`,
+// or with `methods` (one per request) to its own.
 std::tuple<std::vector<double>, long> Run(const std::string& endpoint, const std::string& method,
                                           const std::vector<std::string>& requests, int in_flight,
-                                          double duration_s, double timeout_s, bool once) {
+                                          double duration_s, double timeout_s, bool once,
+                                          const std::vector<std::string>& methods) {
   if (requests.empty() || in_flight <= 0) throw std::invalid_argument("no requests or no lanes");
+  if (!methods.empty() && methods.size() != requests.size())
+    throw std::invalid_argument("methods: one per request");
   std::vector<grpc::Slice> slices;
   slices.reserve(requests.size());
   for (auto& r : requests) slices.emplace_back(r.data(), r.size());
@@ -81,9 +85,10 @@ std::tuple<std::vector<double>, long> Run(const std::string& endpoint, const std
       l.ctx = std::make_unique<grpc::ClientContext>();
       l.ctx->set_deadline(std::chrono::system_clock::now() +
                           std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
-      grpc::ByteBuffer req(&slices[once ? issued++ : (i * 1009 + l.next_request++) % slices.size()], 1);
+      size_t k = once ? issued++ : (i * 1009 + l.next_request++) % slices.size();
+      grpc::ByteBuffer req(&slices[k], 1);
       l.started = Clock::now();
-      l.call = stub.PrepareUnaryCall(l.ctx.get(), method, req, &cq);
+      l.call = stub.PrepareUnaryCall(l.ctx.get(), methods.empty() ? method : methods[k], req, &cq);
       l.call->StartCall();
       l.call->Finish(&l.response, &l.status, reinterpret_cast<void*>(i));
       return true;
@@ -482,5 +487,6 @@ PYBIND11_MODULE(_loadgen, m) {
   m.def("pipeline", &Pipeline, py::arg("endpoints"), py::arg("method"), py::arg("requests"), py::arg("streams"),
         py::arg("window"), py::arg("duration_s"));
   m.def("run", &Run, py::arg("endpoint"), py::arg("method"), py::arg("requests"), py::arg("in_flight"),
-        py::arg("duration_s"), py::arg("timeout_s") = 10.0, py::arg("once") = false);
+        py::arg("duration_s"), py::arg("timeout_s") = 10.0, py::arg("once") = false,
+        py::arg("methods") = std::vector<std::string>());
 }

@@ -199,8 +199,8 @@ def test_bench_runs_against_verikv_and_prints_figures(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
     figures = json.loads(out.stdout)
-    for load in ("put 1x1", "get 1x1", "put 2x64", "get 2x64", "grant 2x64", "keep-alive 1x128 leader",
-                 "keep-alive 1x128 follower", "keep-alive 64x8"):
+    for load in ("put 1x1", "get 1x1", "put 2x64", "get 2x64", "mixed 2x64", "put-16KiB 2x64", "grant 2x64",
+                 "keep-alive 1x128 leader", "keep-alive 1x128 follower", "keep-alive 64x8"):
         assert figures["verikv"][load]["ops"] > 0 and figures["verikv"][load]["errors"] == 0, (load, figures)
     # the memory of live leases: each node grew while 10,000 leases were granted
     assert 0 < figures["verikv"]["keep-alive 1x128 leader"]["lease_bytes"] < 100_000

@@ -1,0 +1,58 @@
+"""The bench's load generator against a gRPC server that counts what reaches it: the mixed load
+alternates puts and linearizable gets, half of the calls each, and the large-value load sends
+16 KiB values (port 26790)."""
+
+from concurrent import futures
+
+import grpc
+
+from verikv.cluster import bench
+from verikv.etcdpb import rpc_pb2
+
+PORT = 26790
+
+
+def _server(seen: list):
+    def handler(kind, parse, answer):
+        def call(body, context):
+            seen.append((kind, parse(body)))
+            return answer
+        return grpc.unary_unary_rpc_method_handler(call, request_deserializer=lambda b: b,
+                                                   response_serializer=lambda r: r)
+
+    put = handler("put", rpc_pb2.PutRequest.FromString, rpc_pb2.PutResponse().SerializeToString())
+    get = handler("get", rpc_pb2.RangeRequest.FromString, rpc_pb2.RangeResponse().SerializeToString())
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("etcdserverpb.KV",
+                                                                          {"Put": put, "Range": get})])
+    server.add_insecure_port(f"127.0.0.1:{PORT}")
+    server.start()
+    return server
+
+
+def test_mixed_load_alternates_puts_and_gets_of_the_same_keys():
+    seen: list = []
+    server = _server(seen)
+    try:
+        r = bench.run_load([f"127.0.0.1:{PORT}"], "mixed", 1, 8, 0.5)
+    finally:
+        server.stop(None)
+    assert r["errors"] == 0 and r["ops"] == len(seen) > 20
+    puts = [m for kind, m in seen if kind == "put"]
+    gets = [m for kind, m in seen if kind == "get"]
+    assert abs(len(puts) - len(gets)) <= 8  # each of the 8 lanes alternates
+    assert all(len(m.value) == bench.VALUE_BYTES for m in puts)
+    assert {m.key for m in gets} <= {b"bench/%d" % k for k in range(1000)}
+    assert {m.key for m in gets} & {m.key for m in puts}  # the same keys
+    assert all(not m.serializable for m in gets)  # linearizable
+
+
+def test_big_put_load_sends_16_kib_values_under_keys_of_their_own():
+    seen: list = []
+    server = _server(seen)
+    try:
+        r = bench.run_load([f"127.0.0.1:{PORT}"], bench.BIG_PUT, 1, 4, 0.3)
+    finally:
+        server.stop(None)
+    assert r["errors"] == 0 and r["ops"] == len(seen) > 0
+    assert all(kind == "put" and len(m.value) == 16 * 1024 and m.key.startswith(b"bench-big/") for kind, m in seen)
