@@ -37,6 +37,18 @@ from pathlib import Path
 CLUSTER_SIZE = 3
 DEFAULT_BASE_PORT = 32379
 DEFAULT_DATA_DIR = Path(".verikv")
+# `cluster up` flags handed to every node's `verikv serve` as they are: (flag, type, what it is)
+SERVE_FLAGS = [
+    ("auto-compaction-mode", str, "etcd's: periodic or revision"),
+    ("auto-compaction-retention", str, "etcd's: the history kept"),
+    ("experimental-watch-progress-notify-interval", str, "etcd's"),
+    ("auth-token-ttl", int, "etcd's: seconds an unused simple token lives"),
+    ("auth-max-failures", int, "failed Authenticate calls per user name and window"),
+    ("auth-failure-window", float, "seconds"),
+    ("max-concurrent-streams", int, "etcd 3.5's: calls one client connection may have open"),
+    ("client-cert-allowed-hostname", str, "with --tls: a name every client certificate must be valid for"),
+    ("log-level", str, "DEBUG, INFO, WARNING, ERROR"),
+]
 
 
 class ClusterError(Exception):
@@ -245,9 +257,20 @@ def cmd_up(args) -> int:
         if path != conf.get(flag, ""):
             conf[flag] = path  # for the nodes started from now on
             changed = True
+    if args.client_cert_allowed_hostname is not None and not conf.get("tls"):
+        raise ClusterError("--client-cert-allowed-hostname needs a cluster made with --tls")
+    flags = dict(conf.get("serve_flags", {}))
+    for flag, _, _ in SERVE_FLAGS:
+        value = getattr(args, flag.replace("-", "_"))
+        if value is not None and flags.get(flag) != str(value):
+            flags[flag] = str(value)  # for the nodes started from now on
+            changed = True
+    conf["serve_flags"] = flags
     if changed:
         (data_dir / "cluster.json").write_text(json.dumps(conf) + "\n")
     extra = ["--no-runtime-checks"] if args.no_runtime_checks else []
+    for flag, value in flags.items():
+        extra += [f"--{flag}", value]
     if conf.get("faulty_disk"):
         extra.append("--faulty-disk")
     if conf.get("quota_backend_bytes") is not None:
@@ -387,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "kept in cluster.json for restarts; '' drops it)")
             s.add_argument("--peer-crl-file", default=None, metavar="PATH",
                            help="with --tls: each node's --peer-crl-file (likewise)")
+            for flag, kind, what in SERVE_FLAGS:
+                s.add_argument(f"--{flag}", type=kind, default=None,
+                               help=f"each node's --{flag} ({what}; see `verikv serve --help`; kept in "
+                                    "cluster.json for restarts)")
         if name == "down":
             s.add_argument("--timeout-s", type=float, default=10.0)
         if name == "status":

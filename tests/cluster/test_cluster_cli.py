@@ -135,6 +135,56 @@ def test_up_passes_the_quota_to_every_node_and_keeps_it_for_restarts(data_dir):
     assert quotas() == [4000.0] * 3
 
 
+@pytest.mark.slow
+def test_up_hands_serve_flags_to_every_node_and_keeps_them_for_restarts(data_dir):
+    """`cluster up --auto-compaction-retention 10 --auth-max-failures 1`: every node runs with
+    both (history below the last 10 revisions is compacted away; a second failed Authenticate
+    for one name is refused without a check), and a node started again by a plain `up` too.
+    Ports 25640-25652."""
+    def cmdlines():
+        nodes = json.loads(verikv("cluster", "status", "--data-dir", str(data_dir), "--json").stdout)["nodes"]
+        return [Path(f"/proc/{n['pid']}/cmdline").read_bytes().split(b"\0") for n in nodes]
+
+    up = verikv("cluster", "up", "--data-dir", str(data_dir), "--base-port", "25640",
+                "--auto-compaction-retention", "10", "--auth-max-failures", "1")
+    assert up.returncode == 0, up.stderr
+    for cmd in cmdlines():
+        assert cmd[cmd.index(b"--auto-compaction-retention") + 1] == b"10"
+        assert cmd[cmd.index(b"--auth-max-failures") + 1] == b"1"
+    endpoints = leader_first([f"127.0.0.1:{25640 + i}" for i in range(3)])
+    with grpc.insecure_channel(endpoints[0]) as ch:
+        kv, auth = rpc_pb2_grpc.KVStub(ch), rpc_pb2_grpc.AuthStub(ch)
+        for i in range(30):
+            kv.Put(rpc_pb2.PutRequest(key=b"k%d" % i, value=b"v"), timeout=10)
+        deadline = time.monotonic() + 10
+        while True:  # the leader checks every second whether a compaction is due
+            try:
+                kv.Range(rpc_pb2.RangeRequest(key=b"k0", revision=2), timeout=10)
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.OUT_OF_RANGE, err
+                assert err.details() == "etcdserver: mvcc: required revision has been compacted"
+                break
+            assert time.monotonic() < deadline, "revision 2 never compacted"
+            time.sleep(0.2)
+        auth.UserAdd(rpc_pb2.AuthUserAddRequest(name="root", password="rootpw"), timeout=10)
+        auth.UserGrantRole(rpc_pb2.AuthUserGrantRoleRequest(user="root", role="root"), timeout=10)
+        auth.AuthEnable(rpc_pb2.AuthEnableRequest(), timeout=10)
+        codes = []
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError) as bad:
+                auth.Authenticate(rpc_pb2.AuthenticateRequest(name="root", password="wrong"), timeout=10)
+            codes.append(bad.value.code())
+        assert codes == [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED]
+    pid = json.loads(verikv("cluster", "status", "--data-dir", str(data_dir), "--json").stdout)["nodes"][2]["pid"]
+    os.kill(pid, signal.SIGKILL)  # one of the nodes this test started
+    time.sleep(0.3)
+    assert verikv("cluster", "up", "--data-dir", str(data_dir)).returncode == 0  # no flag: the kept ones
+    for cmd in cmdlines():
+        assert b"--auto-compaction-retention" in cmd and b"--auth-max-failures" in cmd
+    no_tls = verikv("cluster", "up", "--data-dir", str(data_dir), "--client-cert-allowed-hostname", "x")
+    assert no_tls.returncode == 1 and "needs a cluster made with --tls" in no_tls.stderr
+
+
 def test_the_p99_of_an_interval_is_read_from_the_histograms_difference():
     from verikv.cluster.top import p99_seconds
     before = [(0.001, 10.0), (0.002, 20.0), (0.004, 20.0), (float("inf"), 20.0)]
