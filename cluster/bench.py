@@ -2,13 +2,14 @@
 
 Loads: puts, then linearizable gets, of 256-byte values; (a) 1 client, one request at a time;
 (b) 2 client processes x 64 requests in flight; a mixed load (2 x 64, every client alternating a
-put and a linearizable get of the same key: half of the calls each); puts of 16 KiB values
-(2 x 64); lease grants (2 x 64); keep-alives of 10,000
+put and a linearizable get of the same key: half of the calls each); lease grants (2 x 64); keep-alives of 10,000
 leases on one LeaseKeepAlive stream (128 unanswered) at the leader, one at a follower, and on 64
 streams (8 each). Every load's first client talks to the system's current leader (then the
 others in turn), so neither system's figure depends on where its election landed. Then watch loads: 1, 100 and 1,000 watchers on
 one prefix (10 per stream, over every node) while one client puts into it at --watch-put-rate:
-events delivered per second, and each event's delay after its put's answer. Both clusters run side by side for the whole run
+events delivered per second, and each event's delay after its put's answer. Last, puts of 16
+KiB values (2 x 64), after which each system deletes them and compacts, so that the next round
+starts from a small state again. Both clusters run side by side for the whole run
 and the loads alternate between them (verikv first, then etcd first, ...); with --rounds N the
 whole sequence runs N times and each figure is the median over the rounds. The clients are a C++
 load generator (cluster/loadgen/loadgen.cpp), so that on a small machine they leave the CPU to
@@ -86,6 +87,18 @@ def _worker(args: tuple) -> tuple[int, list[float], int]:
     return len(latencies_s), latencies_s, errors
 
 
+def _channel(endpoint: str):
+    """A gRPC channel to endpoint, with this process's TLS files if the bench uses TLS."""
+    import grpc
+
+    if not TLS:
+        return grpc.insecure_channel(endpoint)
+    creds = grpc.ssl_channel_credentials(root_certificates=Path(TLS["ca"]).read_bytes(),
+                                         private_key=Path(TLS["client"][1]).read_bytes(),
+                                         certificate_chain=Path(TLS["client"][0]).read_bytes())
+    return grpc.secure_channel(endpoint, creds)
+
+
 def leader_first(endpoints: list[str], timeout_s: float = 10.0) -> list[str]:
     """The endpoints with the current leader's first (Maintenance.Status of each: a member that
     names itself leader), then the others in their order. A load's first client talks to the
@@ -98,16 +111,8 @@ def leader_first(endpoints: list[str], timeout_s: float = 10.0) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while True:
         for endpoint in endpoints:
-            if TLS:
-                creds = grpc.ssl_channel_credentials(
-                    root_certificates=Path(TLS["ca"]).read_bytes(),
-                    private_key=Path(TLS["client"][1]).read_bytes(),
-                    certificate_chain=Path(TLS["client"][0]).read_bytes())
-                channel = grpc.secure_channel(endpoint, creds)
-            else:
-                channel = grpc.insecure_channel(endpoint)
             try:
-                with channel:
+                with _channel(endpoint) as channel:
                     status = rpc_pb2_grpc.MaintenanceStub(channel).Status(rpc_pb2.StatusRequest(), timeout=1.0)
             except grpc.RpcError:
                 continue
@@ -138,7 +143,8 @@ def run_load(endpoints: list[str], op: str, processes: int, in_flight: int, dura
             "p99_ms": _percentile(lat, 0.99) * 1000, "errors": sum(e for _, _, e in results)}
 
 
-LOADS = [("put", 1, 1), ("get", 1, 1), ("put", 2, 64), ("get", 2, 64), ("mixed", 2, 64), (BIG_PUT, 2, 64)]
+LOADS = [("put", 1, 1), ("get", 1, 1), ("put", 2, 64), ("get", 2, 64), ("mixed", 2, 64)]
+BIG_LOAD = (BIG_PUT, 2, 64)  # last in each round, and cleaned up after (see bench())
 WATCHERS = [1, 100, 1000]  # watchers on one prefix, for the watch loads
 WATCHERS_PER_STREAM = 10  # as etcd's own `benchmark watch-latency` groups them by default
 WATCH_PREFIX = b"watch/"
@@ -239,7 +245,25 @@ def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: floa
                                                       (pids or {}).get(name, ()))
             except RuntimeError as err:
                 raise BenchError(f"{name}: {load}: {err}") from None
+    # The 16 KiB puts last: the history they leave (every version until a compaction) makes the
+    # state large, so each system then deletes them and compacts, and the next round's loads run
+    # on a state like this round's.
+    op, procs, in_flight = BIG_LOAD
+    for name in (list(systems) if round_no % 2 == 0 else list(reversed(systems))):
+        endpoints = leader_first(systems[name])
+        out[name][f"{op} {procs}x{in_flight}"] = run_load(endpoints, op, procs, in_flight, duration_s)
+        forget_big_values(endpoints[0])
     return out
+
+
+def forget_big_values(endpoint: str) -> None:
+    """Delete the large-value load's keys, and compact the store at its revision then."""
+    from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
+
+    with _channel(endpoint) as channel:
+        kv = rpc_pb2_grpc.KVStub(channel)
+        deleted = kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"bench-big/", range_end=b"bench-big0"), timeout=60)
+        kv.Compact(rpc_pb2.CompactionRequest(revision=deleted.header.revision, physical=True), timeout=120)
 
 
 TOTALS = ("ops", "errors", "events", "expected_events", "puts")  # summed over the rounds, not medians
@@ -364,7 +388,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(results, indent=2))
         return 0
     lease_loads = ["grant 2x64"] + [keep_alive_load_name(*load) for load in KEEP_ALIVE_LOADS]
-    _print_table(results, [f"{op} {p}x{f}" for op, p, f in LOADS] + lease_loads, args.rounds, "throughput",
+    _print_table(results, [f"{op} {p}x{f}" for op, p, f in LOADS + [BIG_LOAD]] + lease_loads, args.rounds, "throughput",
                  f"{'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}",
                  lambda r: f"{r['ops_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}")
     memory = [(name, results[name][load]["lease_bytes"]) for name in ("verikv", "etcd")

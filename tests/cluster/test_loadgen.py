@@ -1,6 +1,6 @@
 """The bench's load generator against a gRPC server that counts what reaches it: the mixed load
-alternates puts and linearizable gets, half of the calls each, and the large-value load sends
-16 KiB values (port 26790)."""
+alternates puts and linearizable gets, half of the calls each, the large-value load sends
+16 KiB values, and what it wrote is deleted and compacted away after it (port 26790)."""
 
 from concurrent import futures
 
@@ -22,9 +22,13 @@ def _server(seen: list):
 
     put = handler("put", rpc_pb2.PutRequest.FromString, rpc_pb2.PutResponse().SerializeToString())
     get = handler("get", rpc_pb2.RangeRequest.FromString, rpc_pb2.RangeResponse().SerializeToString())
+    deleted = rpc_pb2.DeleteRangeResponse(deleted=3)
+    deleted.header.revision = 77
+    delete = handler("delete", rpc_pb2.DeleteRangeRequest.FromString, deleted.SerializeToString())
+    compact = handler("compact", rpc_pb2.CompactionRequest.FromString, rpc_pb2.CompactionResponse().SerializeToString())
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("etcdserverpb.KV",
-                                                                          {"Put": put, "Range": get})])
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "etcdserverpb.KV", {"Put": put, "Range": get, "DeleteRange": delete, "Compact": compact})])
     server.add_insecure_port(f"127.0.0.1:{PORT}")
     server.start()
     return server
@@ -56,3 +60,15 @@ def test_big_put_load_sends_16_kib_values_under_keys_of_their_own():
         server.stop(None)
     assert r["errors"] == 0 and r["ops"] == len(seen) > 0
     assert all(kind == "put" and len(m.value) == 16 * 1024 and m.key.startswith(b"bench-big/") for kind, m in seen)
+
+
+def test_after_the_big_put_load_its_keys_are_deleted_and_the_store_compacted():
+    seen: list = []
+    server = _server(seen)
+    try:
+        bench.forget_big_values(f"127.0.0.1:{PORT}")
+    finally:
+        server.stop(None)
+    (k1, delete), (k2, compact) = seen
+    assert (k1, delete.key, delete.range_end) == ("delete", b"bench-big/", b"bench-big0")
+    assert k2 == "compact" and compact.revision == 77 and compact.physical  # the revision of the delete
