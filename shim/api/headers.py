@@ -1,5 +1,5 @@
 """etcd's ResponseHeader as verikv fills it: cluster_id, member_id (node id + 1), revision and
-raft_term (the highest ballot round the node has seen, which grows as etcd's term does).
+raft_term (one more than the round of the ballot the node promised: machine.term_of).
 
 This module must never read anything but the values it is given.
 """

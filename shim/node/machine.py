@@ -103,6 +103,14 @@ MAX_CAMPAIGN_TICKS = 100_000
 PROBE_EVERY_S = 0.1  # how often an otherwise idle leader confirms that a quorum hears it
 
 
+def term_of(promised) -> int:
+    """etcd's raft_term for a node whose promise is the ballot (round, node): round + 1, and 0
+    before it promised anything. Its own ballot, when it leads or campaigns, is its promise, so
+    this covers every ballot it has seen. The first election's ballot can have round 0 (node 1's
+    first is (0, 1)): etcd's term is at least 1 wherever there is a leader, and so is this."""
+    return 0 if tuple(promised) == (0, 0) else promised[0] + 1
+
+
 class NodeMachine:
     """One node's logic around its core (see the module's text).
 
@@ -131,7 +139,7 @@ class NodeMachine:
         self._quorum_probe: tuple[int, float] | None = None
         self._quorum_heard_at: float | None = None
         self.status: dict = {}
-        self.term = 0  # etcd's raft_term: the highest ballot round this node has seen
+        self.term = 0  # etcd's raft_term: term_of(the ballot this node promised)
         self.leader_changes = 0  # how often the leader this node knows changed (etcd's metric)
         self._last_leader: int | None = None
         self._status_stale = True  # the core took a step since self.status was read and checked
@@ -357,7 +365,7 @@ class NodeMachine:
                 self._last_leader = status["leader"]
                 self.leader_changes += 1
             self.status = status
-            self.term = max(status["ballot"][0], status["promised"][0])
+            self.term = term_of(status["promised"])
             self._status_stale = False
         return self.status
 

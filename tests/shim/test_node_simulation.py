@@ -693,3 +693,28 @@ def test_a_lease_is_kept_alive_then_expires_through_the_log_on_every_node():
         assert all(not n.machine.kv.leases.leases for n in sim.nodes)
     finally:
         shutil.rmtree(sim.tmp, ignore_errors=True)
+
+
+def test_raft_term_is_at_least_one_wherever_a_leader_is_known():
+    """etcd's raft_term is one more than the round of the promised ballot: a first election can be
+    won at round 0 (node 1's or 2's first ballot), and etcd's term is never 0 under a leader.
+    With node 0 first and with node 0 cut off at the start (then node 1 or 2 wins at round 0)."""
+    from verikv.shim.node.machine import term_of
+
+    assert (term_of((0, 0)), term_of((0, 2)), term_of((3, 1))) == (0, 1, 4)
+    rounds_seen = set()
+    for seed in range(4):
+        sim = NodeSimulation()
+        try:
+            if seed % 2:  # node 0, whose election timeout comes first, cut off: node 1 or 2 leads
+                sim.net.isolated = {0}
+            sim.boot(seed=seed, rounds=30)
+            sim.put(i=1, key=KEYS[0], rounds=20)
+            for n in sim.nodes[1:] if seed % 2 else sim.nodes:
+                status = n.machine.current_status()
+                if status["leader"] is not None:
+                    assert n.machine.term == status["promised"][0] + 1 >= 1, status
+                    rounds_seen.add(status["promised"][0])
+        finally:
+            shutil.rmtree(sim.tmp, ignore_errors=True)
+    assert 0 in rounds_seen  # a leader at round 0 was among them: the case this guards
