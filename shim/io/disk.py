@@ -92,6 +92,15 @@ class RealDisk:
         finally:
             os.close(fd)
 
+    def append_file(self, path: Path, data: bytes) -> None:
+        """Append data to an existing file and fsync it (not its directory)."""
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def rename(self, src: Path, dst: Path) -> None:
         os.rename(src, dst)
 
@@ -151,6 +160,10 @@ class FaultyDisk(RealDisk):
     def write_new(self, path: Path, data: bytes) -> None:
         self._check("fsync")
         super().write_new(path, data)
+
+    def append_file(self, path: Path, data: bytes) -> None:
+        self._check("fsync")
+        super().append_file(path, data)
 
     def sync_dir(self, directory: Path) -> None:
         self._check("fsync of a directory")

@@ -2,7 +2,7 @@
 
 Frames are `[u32 length][u8 kind][payload]` (length counts kind + payload). Everything queued for
 one peer during a loop turn goes out in one write at the end of the turn. Each peer has a bounded
-queue; when it is full the oldest frame is dropped — the core tolerates lost messages and the node
+queue (in frames and in bytes); when it is full the oldest frame is dropped — the core tolerates lost messages and the node
 retries forwarded commands — so a slow or dead peer never makes memory grow or blocks the node.
 Outbound connections reconnect with capped exponential backoff and jitter, and at once when the
 peer connects to this node (it restarted: its HELLO ends the wait, so a restarted node hears its
@@ -60,6 +60,7 @@ class _Peer:
         self.host = host
         self.port = port
         self.queue: collections.deque[bytes] = collections.deque(maxlen=max_queue_frames)
+        self.queued_bytes = 0
         self.writer: asyncio.StreamWriter | None = None
         self.task: asyncio.Task | None = None
         self.dropped_frames = 0
@@ -74,13 +75,15 @@ class Transport:
 
     def __init__(self, node_id: int, addresses: list[tuple[str, int]],
                  on_frame: Callable[[int, int, bytes], None], *, tls: "peer_tls.PeerTLS | None" = None,
-                 max_queue_frames: int = 4096, max_write_buffer_bytes: int = 16 * 1024 * 1024,
+                 max_queue_frames: int = 4096, max_queue_bytes: int = 64 * 1024 * 1024,
+                 max_write_buffer_bytes: int = 16 * 1024 * 1024,
                  backoff_initial_s: float = 0.05, backoff_max_s: float = 2.0):
         self.node_id = node_id
         self.tls = tls
         self.addresses = addresses
         self.on_frame = on_frame
         self.max_write_buffer_bytes = max_write_buffer_bytes
+        self.max_queue_bytes = max_queue_bytes
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.peers = {i: _Peer(i, h, p, max_queue_frames) for i, (h, p) in enumerate(addresses) if i != node_id}
@@ -120,9 +123,15 @@ class Transport:
         peer = self.peers.get(dst)
         if peer is None:
             raise ValueError(f"node {self.node_id} has no peer {dst}")
-        if len(peer.queue) == peer.queue.maxlen:
-            peer.dropped_frames += 1  # the deque drops the oldest
-        peer.queue.append(encode_frame(kind, payload))
+        frame = encode_frame(kind, payload)
+        queue = peer.queue
+        peer.queued_bytes += len(frame)
+        # bounded in frames and in bytes (a peer that is down must not make this node hold
+        # thousands of batches of large values): the oldest go, the newest always stays
+        while queue and (len(queue) == queue.maxlen or peer.queued_bytes > self.max_queue_bytes):
+            peer.queued_bytes -= len(queue.popleft())
+            peer.dropped_frames += 1
+        queue.append(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -144,9 +153,11 @@ class Transport:
             if w.transport.get_write_buffer_size() > self.max_write_buffer_bytes:
                 peer.dropped_frames += len(peer.queue)  # the peer is not reading: shed load
                 peer.queue.clear()
+                peer.queued_bytes = 0
                 continue
             data = b"".join(peer.queue)
             peer.queue.clear()
+            peer.queued_bytes = 0
             w.write(data)
             self.writes += 1
 

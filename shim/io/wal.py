@@ -24,6 +24,7 @@ an older segment are damage.
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 import time
 import zlib
@@ -39,8 +40,12 @@ SYNC_BUCKETS_S = tuple(0.001 * 2 ** i for i in range(14))  # etcd's wal_fsync_du
 TYPE_CORE = 1  # a record from the core's Ready (opaque to the shim)
 SEGMENT_SUFFIX = ".wal"
 SNAP_PREFIX, SNAP_SUFFIX = "snap-", ".snap"
-_SNAP_HEAD = struct.Struct("<4sIQQQI")  # magic, crc32 of the rest, slot, first segment, kv length, record count
-_SNAP_MAGIC = b"VKP1"
+# a snapshot file: [magic, slot, kv length, crc32 of kv][kv state] then [first segment, record
+# count][records, each u32 length + bytes][crc32 of the first header and this part]
+_STATE_HEAD = struct.Struct("<4sQQI")
+_SNAP_MAGIC = b"VKP2"
+_SNAP_HEAD_V1 = struct.Struct("<4sIQQQI")  # magic, crc32 of the rest, slot, first segment, kv length, record count
+_SNAP_MAGIC_V1 = b"VKP1"
 
 
 class WalCorruptError(Exception):
@@ -144,21 +149,54 @@ class Snapshot:
     core_records: list[bytes]  # core.checkpoint_records() at the snapshot
 
 
-def _encode_snapshot(s: Snapshot) -> bytes:
-    body = [struct.pack("<I", len(r)) + r for r in s.core_records]
-    rest = s.kv_state + b"".join(body)
-    head_rest = struct.pack("<QQQI", s.slot, s.first_segment, len(s.kv_state), len(s.core_records))
-    crc = zlib.crc32(head_rest + rest)
-    return _SNAP_MAGIC + struct.pack("<I", crc) + head_rest + rest
+def _encode_state(slot: int, kv_state: bytes) -> bytes:
+    """A snapshot file's first part: the KV state (written first, possibly by a child process)."""
+    return _STATE_HEAD.pack(_SNAP_MAGIC, slot, len(kv_state), zlib.crc32(kv_state)) + kv_state
+
+
+def _encode_trailer(slot: int, kv_state_bytes: int, kv_crc: int, first_segment: int,
+                    core_records: list[bytes]) -> bytes:
+    """Its second part, appended once the core's log is truncated at `slot`: where the log goes
+    on, and the core's state; the CRC covers the first part's header and this part."""
+    body = struct.pack("<QI", first_segment, len(core_records)) + b"".join(
+        struct.pack("<I", len(r)) + r for r in core_records)
+    head = _STATE_HEAD.pack(_SNAP_MAGIC, slot, kv_state_bytes, kv_crc)
+    return body + struct.pack("<I", zlib.crc32(head + body))
 
 
 def _decode_snapshot(path: Path, data: bytes) -> Snapshot:
-    if len(data) < _SNAP_HEAD.size:
+    if data[:4] == _SNAP_MAGIC_V1:
+        return _decode_snapshot_v1(path, data)
+    if len(data) < _STATE_HEAD.size:
         raise WalCorruptError(f"{path}: snapshot is {len(data)} bytes, shorter than its header")
-    magic, crc, slot, first_segment, kv_len, nrec = _SNAP_HEAD.unpack_from(data)
-    if magic != _SNAP_MAGIC or zlib.crc32(data[8:]) != crc:
+    magic, slot, kv_len, kv_crc = _STATE_HEAD.unpack_from(data)
+    pos = _STATE_HEAD.size
+    kv_state = data[pos:pos + kv_len]
+    if magic != _SNAP_MAGIC or len(kv_state) != kv_len or zlib.crc32(kv_state) != kv_crc:
+        raise WalCorruptError(f"{path}: snapshot has a bad magic, length or CRC of its state")
+    pos += kv_len
+    if len(data) < pos + 16 or zlib.crc32(data[:_STATE_HEAD.size] + data[pos:-4]) != struct.unpack_from("<I", data, len(data) - 4)[0]:
+        raise WalCorruptError(f"{path}: snapshot has a bad CRC of its log part")
+    first_segment, nrec = struct.unpack_from("<QI", data, pos)
+    pos += 12
+    records = []
+    for _ in range(nrec):
+        (n,) = struct.unpack_from("<I", data, pos)
+        records.append(data[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    if pos != len(data) - 4:
+        raise WalCorruptError(f"{path}: snapshot's records end at byte {pos}, its CRC at {len(data) - 4}")
+    return Snapshot(slot, first_segment, kv_state, records)
+
+
+def _decode_snapshot_v1(path: Path, data: bytes) -> Snapshot:
+    """A snapshot written whole at once (before the state was written apart)."""
+    if len(data) < _SNAP_HEAD_V1.size:
+        raise WalCorruptError(f"{path}: snapshot is {len(data)} bytes, shorter than its header")
+    magic, crc, slot, first_segment, kv_len, nrec = _SNAP_HEAD_V1.unpack_from(data)
+    if magic != _SNAP_MAGIC_V1 or zlib.crc32(data[8:]) != crc:
         raise WalCorruptError(f"{path}: snapshot has a bad magic or CRC")
-    pos = _SNAP_HEAD.size
+    pos = _SNAP_HEAD_V1.size
     kv_state = data[pos:pos + kv_len]
     pos += kv_len
     records = []
@@ -167,6 +205,17 @@ def _decode_snapshot(path: Path, data: bytes) -> Snapshot:
         records.append(data[pos + 4:pos + 4 + n])
         pos += 4 + n
     return Snapshot(slot, first_segment, kv_state, records)
+
+
+@dataclass
+class StateFile:
+    """A snapshot's first part (its KV state), begun by Wal.begin_state: the file at `tmp` is
+    written (`written`: synced) and not yet made a snapshot."""
+    slot: int
+    tmp: Path
+    kv_state_bytes: int = 0
+    kv_crc: int = 0
+    written: bool = False
 
 
 @dataclass
@@ -198,6 +247,8 @@ class Wal:
         self.sync_seconds = 0.0  # their total duration
         self.synced_records = 0  # records durable (synced) since open
         self.written_records = 0  # records handed to append_many/append_lazy since open
+        self._state: StateFile | None = None  # the next snapshot's state, being written
+        self._snapshot_tries = 0
 
     @classmethod
     def open(cls, directory: Path, disk=None, segment_bytes: int = DEFAULT_SEGMENT_BYTES
@@ -336,8 +387,9 @@ class Wal:
 
     # ---- snapshots ----
 
-    def install_snapshot(self, slot: int, kv_state: bytes, core_records: list[bytes]) -> None:
-        """Make a snapshot durable, then delete what it covers.
+    def install_snapshot(self, slot: int, kv_state: bytes | None, core_records: list[bytes]) -> None:
+        """Make a snapshot durable, then delete what it covers: its state is `kv_state`, or (None)
+        the state file written for `slot` (begin_state, write_state, state_written).
 
         Call at a turn boundary, with nothing appended since `core_records` were taken: the new
         segment this starts holds everything after the snapshot.
@@ -345,15 +397,27 @@ class Wal:
         self._check_usable()
         if self._pending:
             raise RuntimeError("install_snapshot while an append is pending")
+        state = self._state
+        if kv_state is not None:
+            self.abandon_state()
+            state = self.begin_state(slot)
+            try:
+                self.write_state(state, kv_state)
+            except OSError as err:
+                self._failed = err
+                raise WalFatalError(f"writing the snapshot failed: {err}") from err
+            self.state_written(state)
+        elif state is None or state.slot != slot or not state.written:
+            raise RuntimeError(f"install_snapshot at slot {slot} without its state written")
+        self._state = None
+        name = f"{SNAP_PREFIX}{slot:016x}{SNAP_SUFFIX}"
         try:
             if self._unsynced:  # lazily written records: the segment is closed synced
                 self._write_and_sync(b"", 0)
             self._roll()
-            snap = Snapshot(slot, self.seq, kv_state, core_records)
-            name = f"{SNAP_PREFIX}{slot:016x}{SNAP_SUFFIX}"
-            tmp = self.directory / (name + ".tmp")
-            self.disk.write_new(tmp, _encode_snapshot(snap))
-            self.disk.rename(tmp, self.directory / name)
+            self.disk.append_file(state.tmp, _encode_trailer(slot, state.kv_state_bytes, state.kv_crc,
+                                                             self.seq, core_records))
+            self.disk.rename(state.tmp, self.directory / name)
             self.disk.sync_dir(self.directory)
         except OSError as err:
             self._failed = err
@@ -363,6 +427,45 @@ class Wal:
                 self.disk.remove(self.directory / n)
             elif n.startswith(SNAP_PREFIX) and n.endswith(SNAP_SUFFIX) and n != name:
                 self.disk.remove(self.directory / n)
+
+    # A snapshot's state is written first, apart (and by a child process, in the runner: a large
+    # state takes seconds), while the node goes on; the core's log is truncated, and the snapshot
+    # made (install_snapshot with kv_state None), only once it is durable. Until then nothing
+    # of the WAL changes: recovery uses the previous snapshot and every segment after it.
+
+    def begin_state(self, slot: int) -> StateFile:
+        """Start writing the state at `slot` of the next snapshot (one at a time)."""
+        self._check_usable()
+        if self._state is not None:
+            raise RuntimeError(f"begin_state at slot {slot} while the state at slot {self._state.slot} is open")
+        self._snapshot_tries += 1
+        name = f"{SNAP_PREFIX}{slot:016x}{SNAP_SUFFIX}.{os.getpid()}-{self._snapshot_tries}.tmp"
+        self._state = StateFile(slot, self.directory / name)  # Wal.open removes a leftover one
+        return self._state
+
+    def write_state(self, state: StateFile, kv_state: bytes) -> None:
+        """Write and fsync the state's file. Touches nothing else of the WAL: a child process
+        may call it on its copy (OSError on failure)."""
+        self.disk.write_new(state.tmp, _encode_state(state.slot, kv_state))
+
+    def state_written(self, state: StateFile) -> None:
+        """The state's file is written and synced (by whoever wrote it): read its header."""
+        if self._state is not state:
+            raise RuntimeError(f"state_written for the state at slot {state.slot}, which is not open")
+        head = self.disk.read_head(state.tmp, _STATE_HEAD.size)
+        magic, slot, state.kv_state_bytes, state.kv_crc = _STATE_HEAD.unpack(head)
+        if magic != _SNAP_MAGIC or slot != state.slot:
+            raise WalFatalError(f"{state.tmp}: the state written is not the state at slot {state.slot}")
+        state.written = True
+
+    def abandon_state(self) -> None:
+        """Forget the state being written, if any (the previous snapshot stays the WAL's start)."""
+        state, self._state = self._state, None
+        if state is not None:
+            try:
+                self.disk.remove(state.tmp)
+            except FileNotFoundError:
+                pass
 
     def drain(self) -> None:
         """Make everything appended so far durable now, blocking (before a snapshot or close());

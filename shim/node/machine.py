@@ -6,7 +6,12 @@ peer), `tick`. Then `turn()`, a generator of the turn's I/O actions, which the c
 in order before it asks for the next one:
   Send(frames)                  hand these peer frames to the transport
   Append(records, durable)      append to the WAL; durable: resume only once they are on disk
-  WriteSnapshot(slot, kv_state, core_records)  make a snapshot durable (WAL.install_snapshot)
+  WriteState(slot, kv_state)    start writing the KV state at `slot` (`kv_state()` gives its bytes,
+                                of the state when the action is carried out) for the next
+                                snapshot; it may become durable after later actions and turns: the
+                                caller then says so with `state_written(slot)`
+  WriteSnapshot(slot, kv_state, core_records)  make a snapshot durable (WAL.install_snapshot):
+                                its state is kv_state, or (None) the state written for `slot`
 At start, `restore(snapshot)` (if the WAL has one), then `recover(records)`: the actions of
 replaying the WAL. Answers to clients are given by calling the `done` each request came with,
 once, with its response or EtcdError; every failure reaches the client that way. The clock and
@@ -30,7 +35,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from verikv.etcdpb import rpc_pb2
 from verikv.shim.kv import errors
@@ -60,9 +65,14 @@ class Append(NamedTuple):
     durable: bool  # the turn resumes only once they (and everything before) are on disk
 
 
+class WriteState(NamedTuple):
+    slot: int  # the KV state after every slot below this one ...
+    kv_state: Callable[[], bytes]  # ... is what this gives when the action is carried out
+
+
 class WriteSnapshot(NamedTuple):
     slot: int  # the KV state is the state after every slot below this one
-    kv_state: bytes
+    kv_state: bytes | None  # None: the one written for `slot` (WriteState, then state_written)
     core_records: list  # the core's whole durable state, which starts the new log
 
 
@@ -161,6 +171,11 @@ class NodeMachine:
         self._last_scan = float("-inf")
         self._nospace_waiting: list = []  # refused writes, answered once this node's NOSPACE alarm is applied
         self._defragments: list = []  # the `done`s of Defragment requests for the next turn
+        # this node's own snapshot: the slot of the state being written (None if none is), the
+        # slot of one that became durable (the snapshot is due), the Defragments waiting for it
+        self._snapshot_writing: int | None = None
+        self._snapshot_durable: int | None = None
+        self._defragments_waiting: list = []
         self._campaign = False  # MoveLeader: this node is to start an election at the next turn
         self._transfers: list = []  # MoveLeader at this leader: (target, deadline, done)
         self._role_logged_at = float("-inf")
@@ -339,8 +354,9 @@ class NodeMachine:
 
     @property
     def wants_turn(self) -> bool:
-        """A turn now would propose something (e.g. commands queued again for a retry)."""
-        return bool(self.proposals.local)
+        """A turn now would propose something (e.g. commands queued again for a retry), or finish
+        a snapshot that became durable."""
+        return bool(self.proposals.local) or self._snapshot_durable is not None
 
     # ---- for the parts of the machine ----
 
@@ -441,14 +457,19 @@ class NodeMachine:
             self._lease_duties(now)
         if self._transfers:
             self._check_transfers(now)
-        if self.kv.next_slot - self.snapshot_slot >= self.config.snapshot_every_slots:
+        if self._snapshot_durable is not None:
+            yield from self._snapshot_done()
+        if (self._snapshot_writing is None
+                and self.kv.next_slot - self.snapshot_slot >= self.config.snapshot_every_slots):
             yield from self._snapshot()
-        if self._defragments:
+        if self._defragments and self._snapshot_writing is None:
             done_list, self._defragments = self._defragments, []
             if self.kv.next_slot > self.snapshot_slot:
+                self._defragments_waiting += done_list  # answered once the snapshot is durable
                 yield from self._snapshot()
-            for done in done_list:
-                done(self._with_header(rpc_pb2.DefragmentResponse()))
+            else:
+                for done in done_list:
+                    done(self._with_header(rpc_pb2.DefragmentResponse()))
         if self.snapshot_sender.transfers:
             self.snapshot_sender.pump(now, self.send)
         yield from self._flush()
@@ -674,15 +695,38 @@ class NodeMachine:
         log.info("installed a peer's snapshot at slot %d (revision %d)", slot, store.revision)
 
     def _snapshot(self):
+        """Start a snapshot: the KV state after every slot applied is written first, while the
+        node goes on (by a child process of the runner, with a copy of the state: a large state
+        takes seconds); once it is durable (`state_written`), `_snapshot_done` truncates the core's
+        log there and makes the snapshot, with the core's state of that moment. The core's records
+        between them are in the segments the snapshot covers: replayed from it, the slots from the
+        snapshot's on come from the core's log (`_apply` skips those the KV state has)."""
         slot = self.kv.next_slot
-        rd = self.step(self.core.truncate, slot)
         yield from self._flush()
-        # The snapshot is durable before any record says the log starts at `slot`: a crash or a
-        # failed write in between recovers from the previous snapshot and the whole log.
-        yield WriteSnapshot(slot, self.kv.snapshot(), self.core.checkpoint_records())
-        yield from self._honour([rd])
-        self.snapshot_slot = slot
-        log.info("snapshot at slot %d (revision %d)", slot, self.kv.revision)
+        self._snapshot_writing = slot
+        yield WriteState(slot, self.kv.snapshot)
+
+    def state_written(self, slot: int) -> None:
+        """The caller made the state of this node's snapshot at `slot` durable (see WriteState)."""
+        if slot != self._snapshot_writing:
+            raise RuntimeError(f"state_written({slot}) while the state being written is at "
+                               f"slot {self._snapshot_writing}")
+        self._snapshot_durable = slot
+
+    def _snapshot_done(self):
+        slot, self._snapshot_durable, self._snapshot_writing = self._snapshot_durable, None, None
+        if slot > self.snapshot_slot:  # (not if a peer's later snapshot was installed meanwhile)
+            rd = self.step(self.core.truncate, slot)
+            yield from self._flush()
+            # The snapshot is durable before any record says the log starts at `slot`: a crash or
+            # a failed write in between recovers from the previous snapshot and the whole log.
+            yield WriteSnapshot(slot, None, self.core.checkpoint_records())
+            yield from self._honour([rd])
+            self.snapshot_slot = slot
+            log.info("snapshot at slot %d", slot)
+        done_list, self._defragments_waiting = self._defragments_waiting, []
+        for done in done_list:
+            done(self._with_header(rpc_pb2.DefragmentResponse()))
 
     def _log_role(self, s: dict, role_changed: bool) -> None:
         """A line per change of role; a new promise in the same role (elections that keep failing,

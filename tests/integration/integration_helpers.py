@@ -134,6 +134,15 @@ class Cluster:
                 ch.close()
 
 
+def wait_snapshotted(cluster, nodes, timeout_s: float = 60) -> None:
+    """Each of `nodes` has a snapshot file (a node writes its snapshot's state from a child
+    process while it goes on, so the last write's answer can come before it)."""
+    deadline = time.monotonic() + timeout_s
+    while not all(list(cluster.wal_dir(i).glob("snap-*.snap")) for i in nodes):
+        assert time.monotonic() < deadline, f"nodes {nodes} never all snapshotted"
+        time.sleep(0.2)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         return not Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")

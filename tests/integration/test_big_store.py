@@ -18,7 +18,7 @@ import time
 
 import grpc
 import pytest
-from integration_helpers import Cluster, ports_free
+from integration_helpers import Cluster, ports_free, wait_snapshotted
 
 from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
 
@@ -136,8 +136,8 @@ def test_a_follower_behind_a_200_mib_store_catches_up_by_a_streamed_snapshot(tmp
         print(f"\nwrote {BIG_VALUES * VALUE_BYTES / 2**20:.0f} MiB in {BIG_VALUES} values and {SMALL_PUTS} small "
               f"puts in {time.monotonic() - started:.1f} s")
         live = [i for i in range(3) if i != f]
-        assert all(list(cluster.wal_dir(i).glob("snap-*")) for i in live), "the live nodes never snapshotted"
-        snap = max(cluster.wal_dir(leader).glob("snap-*"), key=lambda p: p.name)
+        wait_snapshotted(cluster, live)
+        snap = max(cluster.wal_dir(leader).glob("snap-*.snap"), key=lambda p: p.name)
         assert snap.stat().st_size > 200 * 2**20, f"{snap}: {snap.stat().st_size} bytes"
 
         prober = Prober(at)

@@ -8,7 +8,7 @@ import time
 
 import grpc
 import pytest
-from integration_helpers import pid_alive
+from integration_helpers import pid_alive, wait_snapshotted
 
 from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
 
@@ -179,7 +179,7 @@ def test_a_node_behind_the_others_snapshot_catches_up(make_cluster):
     f = stop_a_follower(cluster, pre_keys=0)  # stopped right after the first election
     revision = write_while_away(cluster, f, 1100, pre_keys=0)  # > 1024 slots: the others snapshot and truncate
     live = [i for i in range(3) if i != f]
-    assert all(list(cluster.wal_dir(i).glob("snap-*")) for i in live), "the live nodes never snapshotted"
+    wait_snapshotted(cluster, live)
     up = cluster.up()
     assert f"node {f} started" in up.stdout and up.stdout.count("already running") == 2, up.stdout
     cluster.wait_caught_up(f, timeout_s=15)

@@ -309,6 +309,91 @@ async def test_snapshots_truncate_the_wal_and_restore(tmp_path):
                 await stop_node(n)
 
 
+class SlowSnapshotDisk(RealDisk):
+    """A disk whose snapshot files take `delay_s` to write (in whichever process writes them)."""
+
+    def __init__(self, delay_s):
+        self.delay_s = delay_s
+
+    def write_new(self, path, data):
+        import time
+        time.sleep(self.delay_s)
+        super().write_new(path, data)
+
+
+class FullSnapshotDisk(RealDisk):
+    def write_new(self, path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+async def start_nodes_on(disks, tmp_path, port_offset, **kw):
+    nodes = []
+    for i, disk in enumerate(disks):
+        node = Node(config(i, tmp_path, port_offset, **kw), Core(i, 3), disk)
+        await node.start()
+        node.task = asyncio.get_running_loop().create_task(node.run())
+        nodes.append(node)
+    await wait_for(lambda: leader_of(nodes) is not None)
+    return nodes
+
+
+async def test_a_snapshot_is_written_by_a_child_while_the_node_goes_on_serving(tmp_path):
+    # every snapshot takes 2 s to write: the leader commits puts meanwhile, and its log is
+    # truncated, and its old segments deleted, only once the snapshot is durable
+    nodes = await start_nodes_on([SlowSnapshotDisk(2.0)] * 3, tmp_path, 55, snapshot_every_slots=5)
+    try:
+        leader = leader_of(nodes)
+        wal_dir = tmp_path / f"n{leader.node_id}" / "wal"
+        for i in range(20):
+            if leader._state_job is not None:
+                break
+            await submit(leader, Kind.PUT, r.PutRequest(key=b"k", value=b"%d" % i))
+        assert leader._state_job is not None, "twenty slots and no snapshot being written by a child"
+        job, slot = leader._state_job, leader.machine._snapshot_writing
+        segments = sorted(wal_dir.glob("*.wal"))
+        for j in range(10):
+            await submit(leader, Kind.PUT, r.PutRequest(key=b"during", value=b"%d" % j))
+        assert not job.done(), "ten puts waited for the snapshot's write"
+        assert leader.status["log_start"] == 0 and not list(wal_dir.glob("snap-*.snap"))
+        await job
+        await wait_for(lambda: leader.status["log_start"] == slot)
+        assert [p.name for p in wal_dir.glob("snap-*.snap")] == [f"snap-{slot:016x}.snap"]
+        assert not any(p.exists() for p in segments[:-1]) and not list(wal_dir.glob("*.tmp"))
+        assert 2.0 <= leader.state_write_seconds < 10
+        # a restart starts from the newest snapshot (stop waits for one being written: the ten
+        # puts started another)
+        await stop_node(leader)
+        (newest,) = wal_dir.glob("snap-*.snap")  # (and maybe the state of the next one, unused)
+        assert newest.name.endswith(".snap") and int(newest.name[5:21], 16) >= slot
+        nodes[leader.node_id] = again = Node(config(leader.node_id, tmp_path, 55, snapshot_every_slots=5),
+                                             Core(leader.node_id, 3), RealDisk())
+        await again.start()
+        again.task = asyncio.get_running_loop().create_task(again.run())
+        assert again.machine.snapshot_slot == int(newest.name[5:21], 16)
+        assert (await read(again, r.RangeRequest(key=b"during"), True)).kvs[0].value == b"9"
+    finally:
+        for n in nodes:
+            if not n._stopping:
+                await stop_node(n)
+
+
+async def test_a_snapshot_that_cannot_be_written_stops_the_node(tmp_path, capfd):
+    nodes = await start_nodes_on([FullSnapshotDisk()] * 3, tmp_path, 70, snapshot_every_slots=3)
+    try:
+        leader = leader_of(nodes)
+        for i in range(3):  # the third slot starts the snapshot (a dead node answers nothing)
+            await submit(leader, Kind.PUT, r.PutRequest(key=b"k", value=b"%d" % i))
+        with pytest.raises(WalFatalError, match=r"writing the snapshot at slot 3 failed \(its writer exited with 1\)"):
+            await asyncio.wait_for(leader.task, 10)
+        assert "writing the snapshot at slot 3 failed: OSError(28, 'No space left on device')" in capfd.readouterr().err
+        wal_dir = tmp_path / f"n{leader.node_id}" / "wal"
+        assert not list(wal_dir.glob("snap-*")) and not list(wal_dir.glob("*.tmp"))
+    finally:
+        for n in nodes:
+            if not n._stopping:
+                await stop_node(n)
+
+
 # ---- runtime checks, with a scripted core ----
 
 def ready(records=(), messages=(), commits=(), accepted=False, early=(), sync=None):

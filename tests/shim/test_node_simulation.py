@@ -53,11 +53,12 @@ from verikv.shim.io.wal import Wal
 from verikv.shim.kv.commands import Kind
 from verikv.shim.kv.errors import EtcdError
 from verikv.shim.node import snapshot_transfer
-from verikv.shim.node.machine import Append, NodeConfig, NodeMachine, Send, WriteSnapshot
+from verikv.shim.node.machine import Append, NodeConfig, NodeMachine, Send, WriteSnapshot, WriteState
 from verikv.verified_core.core import Core
 
 N = 3
 TICK_MS = 10
+SEGMENT_BYTES = 256 * 1024
 KEYS = [b"a", b"b", b"c"]
 MAX_IN_FLIGHT = 300  # like the real transport's bounded queues: the oldest frame goes
 SETTLE_ROUNDS = 600
@@ -117,8 +118,18 @@ class SimNode:
         self.sim, self.i, self.machine, self.wal = sim, i, machine, wal
         self.durable_needed = 0
         self.observed = None
+        self.state_writing = None  # a snapshot's state begun, not written yet: (StateFile, bytes)
+
+    def finish_state(self) -> None:
+        if self.state_writing is not None:
+            (state, kv_state), self.state_writing = self.state_writing, None
+            self.wal.write_state(state, kv_state)
+            self.wal.state_written(state)
+            self.machine.state_written(state.slot)
 
     def carry_out(self, actions) -> None:
+        if self.state_writing is not None and self.sim.rng.random() < 0.3:
+            self.finish_state()
         for action in actions:
             self.observe()
             if type(action) is Send:
@@ -130,7 +141,16 @@ class SimNode:
                 if action.durable:
                     self.wal.drain()
                     self.durable_needed = self.wal.written_records
+            elif type(action) is WriteState:
+                self.finish_state()  # one at a time
+                state = self.wal.begin_state(action.slot)
+                self.state_writing = (state, action.kv_state())
+                if self.sim.rng.random() < 0.5:
+                    self.finish_state()
+                # else written as the runner's child writes it: the state now, made durable and
+                # reported after later turns (or never: a crash before then)
             elif type(action) is WriteSnapshot:
+                self.finish_state()  # the runner waits for it too
                 self.wal.drain()
                 self.wal.install_snapshot(action.slot, action.kv_state, action.core_records)
             else:
@@ -238,7 +258,9 @@ class NodeSimulation(RuleBasedStateMachine):
         config = self.config(i)
         machine = NodeMachine(config, Core(i, N, election_ticks=6, heartbeat_ticks=2),
                               clock=lambda: self.clocks[i], rng=random.Random(self.rng.getrandbits(64)))
-        wal, rec = Wal.open(config.data_dir / "wal", self.disks[i])
+        # small segments: they roll often (a path worth driving), and three nodes' worth of
+        # simulated restarts do not preallocate gigabytes of disk
+        wal, rec = Wal.open(config.data_dir / "wal", self.disks[i], segment_bytes=SEGMENT_BYTES)
         self.nodes[i] = node = SimNode(self, i, machine, wal)
         self.net.machines[i] = machine
         if rec.snapshot is not None:

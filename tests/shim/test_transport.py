@@ -91,6 +91,16 @@ async def test_a_full_queue_drops_the_oldest_frames():
     assert t.peers[1].dropped_frames == 2
 
 
+async def test_the_queue_of_a_peer_that_is_down_is_bounded_in_bytes_too():
+    t = Transport(0, addrs(20), lambda s, k, p: None, max_queue_bytes=10_000)
+    for i in range(10):
+        t.send(1, KIND_CORE, bytes([i]) * 3000)  # frames of 3005 bytes: three fit
+    assert [f[FRAME_HEAD.size] for f in t.peers[1].queue] == [7, 8, 9]
+    assert t.peers[1].dropped_frames == 7 and t.peers[1].queued_bytes == 3 * 3005
+    t.send(1, KIND_CORE, b"x" * 50_000)  # larger than the bound: the newest stays, alone
+    assert len(t.peers[1].queue) == 1 and t.peers[1].queued_bytes == 50_005
+
+
 async def test_a_bad_frame_closes_only_that_connection():
     ts, got = await start_all(30)
     try:

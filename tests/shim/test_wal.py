@@ -278,11 +278,12 @@ async def test_snapshot_replaces_older_segments(tmp_path):
 
 
 async def test_a_snapshot_that_fails_after_the_segment_rolled_leaves_a_log_that_recovers(tmp_path):
-    """install_snapshot closes the segment early, before the snapshot file exists: that segment,
-    no longer the last, must end at its last record (trimmed), not in preallocated zeros."""
+    """install_snapshot closes the segment early, before the snapshot file is complete (its log
+    part is appended after): that segment, no longer the last, must end at its last record
+    (trimmed), not in preallocated zeros."""
 
     class NoSnapshotFiles(RealDisk):
-        def write_new(self, path, data):
+        def append_file(self, path, data):
             raise OSError(28, "No space left on device")
 
     wal, _ = Wal.open(tmp_path, NoSnapshotFiles())
@@ -313,8 +314,58 @@ async def test_a_corrupt_snapshot_refuses_to_start(tmp_path):
     data = bytearray(snap.read_bytes())
     data[-1] ^= 1
     snap.write_bytes(bytes(data))
-    with pytest.raises(WalCorruptError, match="snapshot has a bad magic or CRC"):
+    with pytest.raises(WalCorruptError, match="snapshot has a bad CRC of its log part"):
         Wal.open(tmp_path)
+    data[-1] ^= 1
+    data[24] ^= 1  # the state, after its 24-byte header
+    snap.write_bytes(bytes(data))
+    with pytest.raises(WalCorruptError, match="snapshot has a bad magic, length or CRC of its state"):
+        Wal.open(tmp_path)
+
+
+async def test_a_snapshots_state_is_written_apart_and_the_log_changes_only_when_it_is_made(tmp_path):
+    """begin_state/write_state (what a child process does)/state_written, then install_snapshot
+    with the core's records: until then the WAL is as before, and a crash recovers from it."""
+    wal, _ = Wal.open(tmp_path, segment_bytes=60)
+    wal.install_snapshot(slot=3, kv_state=b"KV3", core_records=[b"c3"])
+    await wal.append_many([b"a" * 30, b"b" * 30])
+    state = wal.begin_state(5)
+    wal.write_state(state, b"KV5" * 1000)
+    await wal.append_many([b"c"])  # the node goes on meanwhile
+    with pytest.raises(RuntimeError, match="without its state written"):
+        wal.install_snapshot(slot=5, kv_state=None, core_records=[b"c5"])
+    # a crash now: the previous snapshot and every record after it
+    _, rec = Wal.open(tmp_path, segment_bytes=60)
+    assert rec.snapshot.slot == 3 and rec.records == [b"a" * 30, b"b" * 30, b"c"]
+    assert not list(tmp_path.glob("*.tmp"))  # the state written is a leftover
+
+    wal, _ = Wal.open(tmp_path, segment_bytes=60)
+    state = wal.begin_state(5)
+    with pytest.raises(RuntimeError, match="while the state at slot 5 is open"):
+        wal.begin_state(6)
+    wal.write_state(state, b"KV5" * 1000)
+    wal.state_written(state)
+    await wal.append_many([b"d"])
+    wal.install_snapshot(slot=5, kv_state=None, core_records=[b"c5", b"c5'"])
+    await wal.append_many([b"e"])
+    wal.close()
+    assert [p.name for p in tmp_path.glob("snap-*")] == ["snap-0000000000000005.snap"]
+    _, rec = Wal.open(tmp_path, segment_bytes=60)
+    assert (rec.snapshot.slot, rec.snapshot.kv_state, rec.snapshot.core_records) == (5, b"KV5" * 1000, [b"c5", b"c5'"])
+    assert rec.records == [b"e"]
+
+
+def test_a_snapshot_written_whole_before_states_were_written_apart_still_recovers(tmp_path):
+    import struct, zlib
+    (tmp_path / "0000000000000002.wal").write_bytes(encode_record(b"after"))
+    rest = b"KV" + struct.pack("<I", 2) + b"c1"
+    head_rest = struct.pack("<QQQI", 7, 2, 2, 1)
+    (tmp_path / "snap-0000000000000007.snap").write_bytes(
+        b"VKP1" + struct.pack("<I", zlib.crc32(head_rest + rest)) + head_rest + rest)
+    _, rec = Wal.open(tmp_path)
+    assert (rec.snapshot.slot, rec.snapshot.first_segment, rec.snapshot.kv_state, rec.snapshot.core_records) == (
+        7, 2, b"KV", [b"c1"])
+    assert rec.records == [b"after"]
 
 
 def test_records_are_really_fsynced(tmp_path, monkeypatch):
