@@ -109,6 +109,10 @@ class SimNetwork:
 
 # ---- one node: its machine, with simulated I/O ----
 
+class PowerLoss(Exception):
+    """Raised by a SimNode part-way through its actions: the node loses power there."""
+
+
 class SimNode:
     """A NodeMachine whose actions go to the SimNetwork and to a real WAL over a FaultyDisk.
     The KV store's apply is observed (wrapped on the store the machine holds) so the simulation
@@ -152,6 +156,8 @@ class SimNode:
             elif type(action) is WriteSnapshot:
                 self.finish_state()  # the runner waits for it too
                 self.wal.drain()
+                if action.kv_state is None and self.sim.rng.random() < 0.2:
+                    raise PowerLoss  # while its snapshot is made (its file not renamed yet)
                 self.wal.install_snapshot(action.slot, action.kv_state, action.core_records)
             else:
                 raise AssertionError(f"unknown action {action!r}")
@@ -227,7 +233,7 @@ class NodeSimulation(RuleBasedStateMachine):
         self.max_acked_rev = 1
         self.values = 0
         self.in_step = False
-        self.stats = {"acked": 0, "crashes": 0, "torn": 0, "snapshots": 0}
+        self.stats = {"acked": 0, "crashes": 0, "torn": 0, "snapshots": 0, "crashes in a snapshot": 0}
         self.lease_ids: list[int] = [424242]  # granted (and one that never is)
 
     # ---- plumbing ----
@@ -242,6 +248,9 @@ class NodeSimulation(RuleBasedStateMachine):
         """Carry out the actions of node i (a turn or its recovery) to the end."""
         try:
             self.nodes[i].carry_out(actions)
+        except PowerLoss:
+            self.stats["crashes in a snapshot"] += 1
+            self.power_loss(i, keep=0)
         except Exception as err:
             raise AssertionError(f"node {i} failed: {type(err).__name__}: {err} ({self.where(i)})") from err
 
@@ -506,6 +515,10 @@ class NodeSimulation(RuleBasedStateMachine):
     @rule(i=st.integers(0, N - 1), keep=st.one_of(st.just(0), st.integers(1, 200), st.just(10**9)))
     @guarded
     def crash(self, i, keep):
+        self.stats["crashes"] += 1
+        self.power_loss(i, keep)
+
+    def power_loss(self, i, keep):
         """Power loss at node i: what was not fsynced is lost, except a prefix of `keep` bytes
         that reached the file (a torn write); then a new machine recovers from the same disk."""
         disk = self.disks[i]
@@ -519,7 +532,6 @@ class NodeSimulation(RuleBasedStateMachine):
                 op.outcome = "unknown"  # its client sees the connection drop
         self.nodes[i] = None
         del self.net.machines[i]  # a dead process receives nothing
-        self.stats["crashes"] += 1
         self.start_node(i)
 
     # ---- invariants ----
