@@ -157,11 +157,16 @@ def _encode_state(slot: int, kv_state: bytes) -> bytes:
 def _encode_trailer(slot: int, kv_state_bytes: int, kv_crc: int, first_segment: int,
                     core_records: list[bytes]) -> bytes:
     """Its second part, appended once the core's log is truncated at `slot`: where the log goes
-    on, and the core's state; the CRC covers the first part's header and this part."""
-    body = struct.pack("<QI", first_segment, len(core_records)) + b"".join(
-        struct.pack("<I", len(r)) + r for r in core_records)
-    head = _STATE_HEAD.pack(_SNAP_MAGIC, slot, kv_state_bytes, kv_crc)
-    return body + struct.pack("<I", zlib.crc32(head + body))
+    on, and the core's state; the CRC covers the first part's header and this part. (The
+    records can be tens of MB, and this runs in the node's loop: one copy of them.)"""
+    parts = [struct.pack("<QI", first_segment, len(core_records))]
+    for r in core_records:
+        parts += (struct.pack("<I", len(r)), r)
+    crc = zlib.crc32(_STATE_HEAD.pack(_SNAP_MAGIC, slot, kv_state_bytes, kv_crc))
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    parts.append(struct.pack("<I", crc))
+    return b"".join(parts)
 
 
 def _decode_snapshot(path: Path, data: bytes) -> Snapshot:
@@ -387,9 +392,11 @@ class Wal:
 
     # ---- snapshots ----
 
-    def install_snapshot(self, slot: int, kv_state: bytes | None, core_records: list[bytes]) -> None:
+    def install_snapshot(self, slot: int, kv_state: bytes | None, core_records: list[bytes],
+                         remove=None) -> None:
         """Make a snapshot durable, then delete what it covers: its state is `kv_state`, or (None)
-        the state file written for `slot` (begin_state, write_state, state_written).
+        the state file written for `slot` (begin_state, write_state, state_written). `remove`, if
+        given, is handed the paths to delete (see remove_files) instead.
 
         Call at a turn boundary, with nothing appended since `core_records` were taken: the new
         segment this starts holds everything after the snapshot.
@@ -422,11 +429,23 @@ class Wal:
         except OSError as err:
             self._failed = err
             raise WalFatalError(f"writing the snapshot failed: {err}") from err
-        for n in self.disk.listdir(self.directory):
-            if n.endswith(SEGMENT_SUFFIX) and int(n[:-len(SEGMENT_SUFFIX)], 16) < self.seq:
-                self.disk.remove(self.directory / n)
-            elif n.startswith(SNAP_PREFIX) and n.endswith(SNAP_SUFFIX) and n != name:
-                self.disk.remove(self.directory / n)
+        covered = [self.directory / n for n in self.disk.listdir(self.directory)
+                   if (n.endswith(SEGMENT_SUFFIX) and int(n[:-len(SEGMENT_SUFFIX)], 16) < self.seq)
+                   or (n.startswith(SNAP_PREFIX) and n.endswith(SNAP_SUFFIX) and n != name)]
+        if remove is None:
+            self.remove_files(covered)
+        else:
+            remove(covered)
+
+    def remove_files(self, paths: list[Path]) -> None:
+        """Delete what a snapshot covers (segments before it, older snapshots): recovery reads
+        none of them, so this may happen later (in another thread) or never (a crash first; the
+        next snapshot deletes them)."""
+        for path in paths:
+            try:
+                self.disk.remove(path)
+            except FileNotFoundError:
+                pass
 
     # A snapshot's state is written first, apart (and by a child process, in the runner: a large
     # state takes seconds), while the node goes on; the core's log is truncated, and the snapshot
