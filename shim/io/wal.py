@@ -2,7 +2,9 @@
 
 Layout of a data directory's `wal/`: segment files `NNNNNNNNNNNNNNNN.wal` (hex sequence number)
 holding records `[u32 body length][u32 CRC32 of type+body][u8 type][body]`, and snapshot files
-`snap-NNNNNNNNNNNNNNNN.snap` (atomic: temp file, fsync, rename, fsync directory).
+`snap-NNNNNNNNNNNNNNNN.snap` (atomic: temp file, fsync, rename, fsync directory; the KV state is
+written first, possibly by a child process, and the core's state appended once the log is
+truncated: see begin_state).
 
 Rules this module must never break:
 - `append_many` returns only after the records are on disk (one fdatasync per group: every append
