@@ -97,6 +97,7 @@ class Node:
         # snapshots' states are written by a child process (see _write_state_in_child), or in the loop
         self.snapshots_in_child = snapshots_in_child
         self._state_job: asyncio.Future | None = None
+        self._state_writer: int | None = None  # the pid of the child writing it
         self.state_write_seconds = 0.0  # how long the last one written by a child took
         # each peer's round-trip time: the kernel's smoothed RTT of the connection to it (TCP
         # sees every frame's acknowledgement), sampled every RTT_SAMPLE_EVERY_S
@@ -181,6 +182,13 @@ class Node:
         if self._rtt_handle:
             self._rtt_handle.cancel()
         await self.transport.close()
+        if self._state_writer is not None:
+            # a snapshot's writer is not waited for (seconds with a large state): the node's WAL
+            # and previous snapshot hold everything, and the file begun is removed
+            try:
+                os.kill(self._state_writer, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if self._state_job is not None:
             try:
                 await self._state_finished()
@@ -252,8 +260,15 @@ class Node:
             finally:
                 os._exit(code)
         forked_s = time.monotonic() - started
-        _, status = await asyncio.get_running_loop().run_in_executor(None, os.waitpid, pid, 0)
+        self._state_writer = pid
+        try:
+            _, status = await asyncio.get_running_loop().run_in_executor(None, os.waitpid, pid, 0)
+        finally:
+            self._state_writer = None
         code = os.waitstatus_to_exitcode(status)
+        if code != 0 and self._stopping:
+            wal.abandon_state()  # stopped by stop(): the previous snapshot stays the WAL's start
+            return
         if code != 0:
             wal.abandon_state()
             raise WalFatalError(f"writing the snapshot at slot {state.slot} failed (its writer exited with {code})")

@@ -5,6 +5,7 @@ core here is a scripted test double that returns fixed Readies — it decides no
 
 import asyncio
 import errno
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -360,11 +361,16 @@ async def test_a_snapshot_is_written_by_a_child_while_the_node_goes_on_serving(t
         assert [p.name for p in wal_dir.glob("snap-*.snap")] == [f"snap-{slot:016x}.snap"]
         assert not any(p.exists() for p in segments[:-1]) and not list(wal_dir.glob("*.tmp"))
         assert 2.0 <= leader.state_write_seconds < 10
-        # a restart starts from the newest snapshot (stop waits for one being written: the ten
-        # puts started another)
+        # the ten puts started another snapshot: stop does not wait for its writer (2 s), and a
+        # restart starts from the newest snapshot made (the file begun is removed)
+        await wait_for(lambda: leader._state_writer is not None)
+        writer, stopping = leader._state_writer, asyncio.get_running_loop().time()
         await stop_node(leader)
-        (newest,) = wal_dir.glob("snap-*.snap")  # (and maybe the state of the next one, unused)
-        assert newest.name.endswith(".snap") and int(newest.name[5:21], 16) >= slot
+        assert asyncio.get_running_loop().time() - stopping < 1.5
+        with pytest.raises(ChildProcessError):
+            os.waitpid(writer, os.WNOHANG)  # killed and reaped
+        (newest,) = wal_dir.glob("snap-*.snap")
+        assert newest.name == f"snap-{slot:016x}.snap" and not list(wal_dir.glob("*.tmp"))
         nodes[leader.node_id] = again = Node(config(leader.node_id, tmp_path, 55, snapshot_every_slots=5),
                                              Core(leader.node_id, 3), RealDisk())
         await again.start()
