@@ -182,7 +182,8 @@ def _decode_snapshot(path: Path, data: bytes) -> Snapshot:
     if magic != _SNAP_MAGIC or len(kv_state) != kv_len or zlib.crc32(kv_state) != kv_crc:
         raise WalCorruptError(f"{path}: snapshot has a bad magic, length or CRC of its state")
     pos += kv_len
-    if len(data) < pos + 16 or zlib.crc32(data[:_STATE_HEAD.size] + data[pos:-4]) != struct.unpack_from("<I", data, len(data) - 4)[0]:
+    log_crc = zlib.crc32(data[pos:-4], zlib.crc32(data[:_STATE_HEAD.size]))  # (no copy of the state)
+    if len(data) < pos + 16 or log_crc != struct.unpack_from("<I", data, len(data) - 4)[0]:
         raise WalCorruptError(f"{path}: snapshot has a bad CRC of its log part")
     first_segment, nrec = struct.unpack_from("<QI", data, pos)
     pos += 12
@@ -483,10 +484,7 @@ class Wal:
         """Forget the state being written, if any (the previous snapshot stays the WAL's start)."""
         state, self._state = self._state, None
         if state is not None:
-            try:
-                self.disk.remove(state.tmp)
-            except FileNotFoundError:
-                pass
+            self.remove_files([state.tmp])
 
     def drain(self) -> None:
         """Make everything appended so far durable now, blocking (before a snapshot or close());
