@@ -46,6 +46,7 @@ SERVE_FLAGS = [
     ("auth-max-failures", int, "failed Authenticate calls per user name and window"),
     ("auth-failure-window", float, "seconds"),
     ("max-concurrent-streams", int, "etcd 3.5's: calls one client connection may have open"),
+    ("max-connections-per-client", int, "connections one client address may have open"),
     ("client-cert-allowed-hostname", str, "with --tls: a name every client certificate must be valid for"),
     ("log-level", str, "DEBUG, INFO, WARNING, ERROR"),
 ]

@@ -88,6 +88,14 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _connections(text: str) -> int:
+    """--max-connections-per-client: 0 (no limit), or a count; one past 2^31 - 1 is no limit too."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of connections")
+    n = int(text)
+    return 0 if n > 2**31 - 1 else n
+
+
 def _seconds(text: str) -> float:
     try:
         s = float(text)
@@ -184,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent-streams", type=_streams, default=0, metavar="N",
                    help="the calls (streams included) one client connection may have open at once; more "
                         "wait in the client until one ends (etcd 3.5's flag; default: no limit)")
+    p.add_argument("--max-connections-per-client", type=_connections, default=0, metavar="N",
+                   help="the connections one client address may have open at once; each call on one more "
+                        "is answered RESOURCE_EXHAUSTED and the connection closed (default 0: no limit, as etcd)")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="text: one line per event; json: one JSON object per line with zap's keys, as etcd's "
@@ -318,6 +329,7 @@ async def serve(args) -> int:
                                           auth_max_failures=args.auth_max_failures,
                                           auth_failure_window_s=args.auth_failure_window,
                                           max_concurrent_streams=args.max_concurrent_streams,
+                                          max_connections_per_client=args.max_connections_per_client,
                                           require_leader_timeout_s=args.tick_ms * args.election_ticks / 1000)
         await server.start()
     except (OSError, RuntimeError) as err:

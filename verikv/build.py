@@ -51,12 +51,13 @@ def generate_stubs(force: bool = False) -> None:
 
 def compile_grpc_modules(force: bool = False) -> None:
     """The grpc++ modules (GRPC_MODULES), against Debian's libgrpc++-dev; each is rebuilt only
-    when its source or the Python version changed."""
+    when its source, a header beside it or the Python version changed."""
     import pybind11  # Debian: python3-pybind11
 
     grpc_flags = None
     for source, package_dir, name in GRPC_MODULES:
-        digest = hashlib.sha256(source.read_bytes() + sys.version.encode()).hexdigest()
+        headers = b"".join(h.read_bytes() for h in sorted(source.parent.glob("*.h")))
+        digest = hashlib.sha256(source.read_bytes() + headers + sys.version.encode()).hexdigest()
         target = package_dir / (name + sysconfig.get_config_var("EXT_SUFFIX"))
         stamp = STAMPS / f"{name}.stamp"
         if not force and target.exists() and stamp.exists() and stamp.read_text() == digest:

@@ -132,6 +132,10 @@ class NodeCollector:
                                   "after a loss included).", value=sender.sent_bytes)
         yield CounterMetricFamily("verikv_snapshot_chunks_refused", "Snapshot chunks from peers refused as damaged "
                                   "(CRC-32 mismatch) and asked for again.", value=receiver.refused_chunks)
+        yield CounterMetricFamily("verikv_client_connections_refused",
+                                  "Client connections refused because their address had --max-connections-per-client "
+                                  "open (each call on one answered RESOURCE_EXHAUSTED, then it was closed).",
+                                  value=server.refused_connections)
         refused = CounterMetricFamily("verikv_peer_refused",
                                       "Peer connections and frames refused for who sent them, by reason "
                                       "(FrameSenderIsConnectionMember: a frame naming another sender than the "

@@ -127,7 +127,7 @@ class ClientServer:
                  watch_backlog_bytes: tuple[int, int] = (WATCH_BACKLOG_HIGH, WATCH_BACKLOG_LOW),
                  require_leader_timeout_s: float = 1.0, tls=None, auth_token_ttl_s: float = AUTH_TOKEN_TTL_S,
                  max_concurrent_streams: int = 0, jwt=None, auth_max_failures: int = MAX_FAILURES,
-                 auth_failure_window_s: float = WINDOW_S):
+                 auth_failure_window_s: float = WINDOW_S, max_connections_per_client: int = 0):
         self.node = node
         # failed Authenticate calls per user name (auth_limit.py): beyond the limit, no bcrypt
         self.auth_failures = FailureLimit(auth_max_failures, auth_failure_window_s)
@@ -135,6 +135,9 @@ class ClientServer:
         # for etcd's simple tokens
         self.jwt = jwt
         self.max_concurrent_streams = max_concurrent_streams  # per client connection; 0: no limit
+        self.max_connections_per_client = max_connections_per_client  # per client address; 0: no limit
+        self._refused_logged = 0  # connections refused so far that the log has told of
+        self._connections_timer: asyncio.TimerHandle | None = None
         self.auth_token_ttl_s = auth_token_ttl_s
         self._tokens: dict[bytes, _Token] = {}  # the tokens granted, by their sha256
         self._stream_who: dict[int, tuple] = {}  # a stream's (token, certificate's name), from its OPEN
@@ -201,6 +204,7 @@ class ClientServer:
             tls = self.tls
             self._front = _front.Front(self.listen, MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES, STREAMING,
                                        max_concurrent_streams=self.max_concurrent_streams,
+                                       max_connections_per_client=self.max_connections_per_client,
                                        **({} if tls is None else dict(
                                            cert_pem=tls.cert_pem, key_pem=tls.key_pem, ca_pem=tls.ca_pem,
                                            client_cert_auth=tls.client_cert_auth, check=tls.check)))
@@ -209,10 +213,32 @@ class ClientServer:
         loop = asyncio.get_running_loop()
         loop.add_reader(self._front.fd, self._on_calls)
         self._progress_timer = loop.call_later(self.progress_notify_interval_s, self._progress_notify)
+        if self.max_connections_per_client:
+            self._connections_timer = loop.call_later(1.0, self._log_refused_connections)
+
+    @property
+    def refused_connections(self) -> int:
+        """Client connections refused so far for --max-connections-per-client."""
+        front = self._front
+        return front.refused_connections if front is not None else self._refused_logged
+
+    def _log_refused_connections(self) -> None:
+        """Once a second, what the front refused since the last time (one line, not one per connection)."""
+        if self._front is None:
+            return
+        refused = self._front.refused_connections
+        if refused > self._refused_logged:
+            log.warning("refused %d client connection(s) in the last second: their address had "
+                        "--max-connections-per-client (%d) open; each call on them was answered "
+                        "RESOURCE_EXHAUSTED", refused - self._refused_logged, self.max_connections_per_client)
+            self._refused_logged = refused
+        self._connections_timer = asyncio.get_running_loop().call_later(1.0, self._log_refused_connections)
 
     async def stop(self, grace: float | None = None) -> None:
         if self._progress_timer is not None:
             self._progress_timer.cancel()
+        if self._connections_timer is not None:
+            self._connections_timer.cancel()
         self._send_answers()
         front, self._front = self._front, None
         if front is None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -137,23 +138,37 @@ def test_up_passes_the_quota_to_every_node_and_keeps_it_for_restarts(data_dir):
 
 @pytest.mark.slow
 def test_up_hands_serve_flags_to_every_node_and_keeps_them_for_restarts(data_dir):
-    """`cluster up --auto-compaction-retention 10 --auth-max-failures 1`: every node runs with
-    both (history below the last 10 revisions is compacted away; a second failed Authenticate
-    for one name is refused without a check), and a node started again by a plain `up` too.
+    """`cluster up --auto-compaction-retention 10 --auth-max-failures 1
+    --max-connections-per-client 2`: every node runs with them (history below the last 10
+    revisions is compacted away; a second failed Authenticate for one name is refused without a
+    check; an unmodified etcdctl, a client's third connection, is told why it is refused and
+    exits 1, and the node counts it on /metrics), and a node started again by a plain `up` too.
     Ports 25640-25652."""
     def cmdlines():
         nodes = json.loads(verikv("cluster", "status", "--data-dir", str(data_dir), "--json").stdout)["nodes"]
         return [Path(f"/proc/{n['pid']}/cmdline").read_bytes().split(b"\0") for n in nodes]
 
     up = verikv("cluster", "up", "--data-dir", str(data_dir), "--base-port", "25640",
-                "--auto-compaction-retention", "10", "--auth-max-failures", "1")
+                "--auto-compaction-retention", "10", "--auth-max-failures", "1", "--max-connections-per-client", "2")
     assert up.returncode == 0, up.stderr
     for cmd in cmdlines():
         assert cmd[cmd.index(b"--auto-compaction-retention") + 1] == b"10"
         assert cmd[cmd.index(b"--auth-max-failures") + 1] == b"1"
+        assert cmd[cmd.index(b"--max-connections-per-client") + 1] == b"2"
     endpoints = leader_first([f"127.0.0.1:{25640 + i}" for i in range(3)])
-    with grpc.insecure_channel(endpoints[0]) as ch:
+    with grpc.insecure_channel(endpoints[0]) as ch, \
+            grpc.insecure_channel(endpoints[0], options=[("grpc.use_local_subchannel_pool", 1)]) as second:
         kv, auth = rpc_pb2_grpc.KVStub(ch), rpc_pb2_grpc.AuthStub(ch)
+        kv.Put(rpc_pb2.PutRequest(key=b"first", value=b"v"), timeout=10)  # two connections open
+        rpc_pb2_grpc.KVStub(second).Put(rpc_pb2.PutRequest(key=b"second", value=b"v"), timeout=10)
+        third = subprocess.run(["etcdctl", "--endpoints", endpoints[0], "put", "third", "v"],
+                               capture_output=True, text=True, timeout=30, env={**os.environ, "ETCDCTL_API": "3"})
+        assert third.returncode == 1, third
+        assert ("verikv: too many connections from 127.0.0.1: at most 2 per client "
+                "(--max-connections-per-client)") in third.stderr
+        node = int(endpoints[0].rsplit(":", 1)[1]) - 25640
+        with urllib.request.urlopen(f"http://127.0.0.1:{25645 + node}/metrics", timeout=5) as resp:
+            assert "verikv_client_connections_refused_total 1.0" in resp.read().decode()
         for i in range(30):
             kv.Put(rpc_pb2.PutRequest(key=b"k%d" % i, value=b"v"), timeout=10)
         deadline = time.monotonic() + 10
@@ -181,6 +196,7 @@ def test_up_hands_serve_flags_to_every_node_and_keeps_them_for_restarts(data_dir
     assert verikv("cluster", "up", "--data-dir", str(data_dir)).returncode == 0  # no flag: the kept ones
     for cmd in cmdlines():
         assert b"--auto-compaction-retention" in cmd and b"--auth-max-failures" in cmd
+        assert b"--max-connections-per-client" in cmd
     no_tls = verikv("cluster", "up", "--data-dir", str(data_dir), "--client-cert-allowed-hostname", "x")
     assert no_tls.returncode == 1 and "needs a cluster made with --tls" in no_tls.stderr
 

@@ -308,3 +308,97 @@ async def test_a_check_that_fails_refuses_the_client_and_the_front_serves_on(tmp
         front.shutdown(0.0)
     with pytest.raises(ValueError, match="a certificate check needs cert_pem and client_cert_auth"):
         _front.Front("127.0.0.1:29202", 1 << 20, [STREAM], check=check)
+
+
+def _own_connection(target, credentials=None):
+    """A channel with a connection of its own (gRPC shares one between the channels of a process)."""
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+async def echo(front, stop):
+    """Answer every unary call with its request, until `stop` is set."""
+    loop = asyncio.get_running_loop()
+
+    def on_calls():
+        for call_id, _, body, kind in (c[:4] for c in front.take()):
+            if kind == 0:
+                front.finish(call_id, 0, "", b"echo " + body)
+    loop.add_reader(front.fd, on_calls)
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_reader(front.fd)
+
+
+async def test_a_client_address_has_at_most_max_connections_per_client_connections_open():
+    """With max_connections_per_client=2, a client's third connection is refused: its calls, a
+    stream's too, are answered RESOURCE_EXHAUSTED with why, and never reach Python; a second
+    later it is closed, so its channel connects again, and is served once one of the first two
+    has ended. The front listens itself (gRPC 1.51 has no such limit): see connection_limit.h."""
+    target = f"127.0.0.1:{PORT + 2}"
+    front = _front.Front(target, 1 << 20, [STREAM], max_connections_per_client=2)
+    stop = asyncio.Event()
+    server = asyncio.ensure_future(echo(front, stop))
+    channels = [_own_connection(target) for _ in range(3)]
+    try:
+        assert front.port == PORT + 2
+        for i in (0, 1):
+            assert await channels[i].unary_unary(METHOD)(b"%d" % i, timeout=10) == b"echo %d" % i
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await channels[2].unary_unary(METHOD)(b"2", timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert err.value.details() == ("verikv: too many connections from 127.0.0.1: at most 2 per client "
+                                       "(--max-connections-per-client)")
+        stream = channels[2].stream_stream(STREAM)(iter([b"s"]))
+        assert await stream.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert front.refused_connections == 1
+        await channels[0].close()  # one of the two ends
+        await asyncio.sleep(1.5)  # the refused connection is closed meanwhile
+        assert await channels[2].unary_unary(METHOD)(b"2", timeout=10) == b"echo 2"
+        assert await channels[1].unary_unary(METHOD)(b"1", timeout=10) == b"echo 1"
+        fourth = _own_connection(target)  # 1 and 2 are open: a fourth is one too many
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await fourth.unary_unary(METHOD)(b"4", timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        await fourth.close()
+        assert front.refused_connections == 2
+    finally:
+        stop.set()
+        await server
+        for ch in channels[1:]:
+            await ch.close()
+        front.shutdown(0.0)
+
+
+async def test_the_connection_limit_holds_over_tls(tmp_path):
+    """The connections the front accepts itself get gRPC's TLS handshake as any other."""
+    from verikv.cluster.certs import issue, make_ca
+    ca = make_ca(tmp_path)
+    server_pair = issue(tmp_path, "server", ca, "server", ["127.0.0.1"])
+    target = "127.0.0.1:29203"
+    front = _front.Front(target, 1 << 20, [], cert_pem=server_pair[0].read_bytes(),
+                         key_pem=server_pair[1].read_bytes(), ca_pem=ca[0].read_bytes(), max_connections_per_client=1)
+    stop = asyncio.Event()
+    server = asyncio.ensure_future(echo(front, stop))
+    credentials = grpc.ssl_channel_credentials(ca[0].read_bytes())
+    first, second = _own_connection(target, credentials), _own_connection(target, credentials)
+    try:
+        assert await first.unary_unary(METHOD)(b"a", timeout=10) == b"echo a"
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await second.unary_unary(METHOD)(b"b", timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "at most 1 per client" in err.value.details()
+        plain = _own_connection(target)  # TLS is still required
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await plain.unary_unary(METHOD)(b"c", timeout=3)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        await plain.close()
+    finally:
+        stop.set()
+        await server
+        await first.close()
+        await second.close()
+        front.shutdown(0.0)

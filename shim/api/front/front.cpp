@@ -57,6 +57,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "connection_limit.h"
+
 namespace py = pybind11;
 
 namespace {
@@ -181,9 +183,12 @@ class Front {
   // run at every handshake after gRPC has verified the chain against ca_pem.
   // max_concurrent_streams > 0: the calls one client connection may have open at once (HTTP/2's
   // SETTINGS_MAX_CONCURRENT_STREAMS; a client queues those beyond it); 0: gRPC's default.
+  // max_connections_per_client > 0: the connections one client address may have open at once;
+  // calls on one more are answered RESOURCE_EXHAUSTED, and it is closed (connection_limit.h);
+  // 0: no limit, and gRPC listens itself.
   Front(const std::string& addr, int max_receive_bytes, const std::vector<std::string>& streaming,
         const std::string& cert_pem, const std::string& key_pem, const std::string& ca_pem,
-        bool client_cert_auth, int max_concurrent_streams, py::object check)
+        bool client_cert_auth, int max_concurrent_streams, py::object check, int max_connections_per_client)
       : streaming_methods_(streaming.begin(), streaming.end()), cert_users_(!cert_pem.empty() && client_cert_auth) {
     grpc::ServerBuilder b;
     std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
@@ -208,7 +213,15 @@ class Front {
       ssl.pem_key_cert_pairs.push_back({key_pem, cert_pem});
       creds = grpc::SslServerCredentials(ssl);
     }
-    b.AddListeningPort(addr, creds, &port_);
+    std::unique_ptr<gx::ExternalConnectionAcceptor> acceptor;
+    if (max_connections_per_client > 0) {
+      limit_ = std::make_unique<verikv_front::ConnectionLimit>(addr, max_connections_per_client);
+      port_ = limit_->port();
+      acceptor = b.experimental().AddExternalConnectionAcceptor(
+          grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD, creds);
+    } else {
+      b.AddListeningPort(addr, creds, &port_);
+    }
     b.RegisterAsyncGenericService(&service_);
     b.SetMaxReceiveMessageSize(max_receive_bytes);
     b.SetMaxSendMessageSize(INT_MAX);
@@ -227,6 +240,7 @@ class Front {
     if (efd_ < 0) throw std::runtime_error("eventfd failed");
     for (int i = 0; i < kOutstandingAccepts; i++) RequestNew();
     thread_ = std::thread([this] { Loop(); });
+    if (limit_) limit_->Start(std::move(acceptor));
   }
 
   ~Front() { Shutdown(0.0); }
@@ -248,6 +262,9 @@ class Front {
     return streams_.size();
   }
   int port() const { return port_; }
+
+  // With max_connections_per_client: connections refused so far (each answered, then closed).
+  uint64_t RefusedConnections() const { return limit_ ? limit_->refused_total() : 0; }
 
   // Every message that arrived since the last take: (id, method, bytes, kind, token, cn), kind 0
   // for a unary call's request, 1 for a stream's message, 2 for a stream its client ended, 3 for a
@@ -399,6 +416,7 @@ class Front {
     }
     for (auto& o : out) SendAnswer(o);
     for (auto id : ids) FailCall(id, grpc::StatusCode::UNAVAILABLE, "verikv: the node is stopping");
+    if (limit_) limit_->Stop();  // no connection handed over any more
     server_->Shutdown(std::chrono::system_clock::now() +
                       std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000)));
     cq_->Shutdown();
@@ -590,6 +608,14 @@ class Front {
             break;
           }
           if (!stopped_) RequestNew();
+          if (limit_ && limit_->AnyMarked()) {  // a connection over its client's limit: refused
+            std::string why = limit_->Refusal(c->ctx.peer());
+            if (!why.empty()) {
+              c->state = Call::FINISHING;
+              c->stream.Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, why), &c->accept_op);
+              break;
+            }
+          }
           if (streaming_methods_.count(c->ctx.method())) {
             std::string has_leader;
             auto md = c->ctx.client_metadata().find("hasleader");
@@ -654,6 +680,7 @@ class Front {
   int efd_ = -1;
   std::atomic<bool> stopped_{false};
   std::shared_ptr<PyCheck> check_;  // with a certificate check: shared with gRPC's verifier
+  std::unique_ptr<verikv_front::ConnectionLimit> limit_;  // with max_connections_per_client
   std::mutex mu_;
   std::vector<Incoming> pending_;
   std::unordered_map<uint64_t, Call*> waiting_;
@@ -679,14 +706,15 @@ PYBIND11_MODULE(_front, m) {
   m.doc() = "verikv's client gRPC front (grpc++ async generic server); see shim/api/servicer.py";
   py::class_<Front>(m, "Front")
       .def(py::init<const std::string&, int, const std::vector<std::string>&, const std::string&,
-                    const std::string&, const std::string&, bool, int, py::object>(),
+                    const std::string&, const std::string&, bool, int, py::object, int>(),
            py::arg("listen"), py::arg("max_receive_bytes"), py::arg("streaming") = std::vector<std::string>(),
            py::arg("cert_pem") = "", py::arg("key_pem") = "", py::arg("ca_pem") = "",
            py::arg("client_cert_auth") = false, py::arg("max_concurrent_streams") = 0,
-           py::arg("check") = py::none())
+           py::arg("check") = py::none(), py::arg("max_connections_per_client") = 0)
       .def_property_readonly("fd", &Front::fd)
       .def_property_readonly("port", &Front::port)
       .def_property_readonly("open_streams", &Front::OpenStreams)
+      .def_property_readonly("refused_connections", &Front::RefusedConnections)
       .def("take", &Front::Take)
       .def("finish", &Front::Finish, py::arg("call_id"), py::arg("code"), py::arg("message"),
            py::arg("response"))
