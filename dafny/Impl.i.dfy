@@ -146,11 +146,14 @@ module Impl {
       OT.CommitsTiedOf(out.commits, R.AbsCommitted(committed[..], logStart as nat), sofar.commitBase, logStart, commitUpto)
     }
 
-    // The step under way is the same step: its bases are unchanged.
+    // The step under way is the same step: its bases are unchanged, and once it emitted a
+    // record that needs a sync, its early packets are fixed (Send puts every later packet to
+    // another member among the late ones).
     twostate predicate SameBases()
       reads this
     {
-      sofar.sentBase == old(sofar.sentBase) && sofar.recBase == old(sofar.recBase) && sofar.commitBase == old(sofar.commitBase)
+      && sofar.sentBase == old(sofar.sentBase) && sofar.recBase == old(sofar.recBase) && sofar.commitBase == old(sofar.commitBase)
+      && (old(out.sync) ==> out.sync && out.early == old(out.early))
     }
 
     // The Ready r is exactly the step that began with the packet log log0 and the record log
@@ -349,7 +352,7 @@ module Impl {
       ensures Valid() && PromisedGrows() && Unchanged()
       ensures sentLog == old(sentLog) + [Packet(me, dst, msg)]
       ensures sofar.trace == old(sofar.trace) + [O.Sent(Packet(me, dst, msg))]
-      ensures selfQueue == old(selfQueue) + (if dst == me then [msg] else [])
+      ensures selfQueue == old(selfQueue) + (if dst == me then [msg] else []) && recLog == old(recLog)
     {
       ghost var props := R.AbsCommitted(proposed[..], logStart as nat);
       Lead.ProposalsSentMono(role, props, me, n, bal, sentLog, props, sentLog + [Packet(me, dst, msg)]);
@@ -373,10 +376,12 @@ module Impl {
       ensures Valid() && PromisedGrows() && Unchanged()
       ensures old(sentLog) <= sentLog && R.Broadcasts(sentLog[|old(sentLog)|..], me, n, msg)
       ensures forall j: uint64 | j < n && (j != me || includeSelf) :: Lead.SentTo(sentLog, me, j, msg)
+      ensures selfQueue == old(selfQueue) + (if includeSelf then [msg] else []) && recLog == old(recLog)
     {
       var i: uint64 := 0;
       while i < n
         invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
+        invariant selfQueue == old(selfQueue) + (if includeSelf && me < i then [msg] else []) && recLog == old(recLog)
         invariant i <= n
         invariant Valid() && Unchanged()
         invariant old(sentLog) <= sentLog && R.Broadcasts(sentLog[|old(sentLog)|..], me, n, msg)
@@ -910,6 +915,7 @@ module Impl {
       ensures mv.step == P.SendAcceptStep(slot as nat, val)
       ensures old(sentLog) <= sentLog && R.PacketsRefine(sentLog[|old(sentLog)|..], mv.sent)
       ensures R.NoLearns(sentLog[|old(sentLog)|..])
+      ensures recLog == old(recLog) && selfQueue == old(selfQueue) + [Accept(bal, slot, val)]
     {
       var i: uint64 := 0;
       while i < n
@@ -1192,7 +1198,10 @@ module Impl {
     }
 
     // Refines ReceiveAccept (and StepDown when it stops leading), see R.AcceptMoves.
-    method OnAccept(src: uint64, b: Ballot, slot: uint64, val: Value)
+    // {:isolate_assertions}: each of its proof obligations apart (the refusal path with
+    // SameBases' early packets cost 66 % of the resource limit as one batch, and Z3 4.8.12 gives
+    // up on a {:split_here} after its Send).
+    method {:isolate_assertions} OnAccept(src: uint64, b: Ballot, slot: uint64, val: Value)
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
@@ -1754,14 +1763,20 @@ module Impl {
       returns (ghost moves: seq<R.Move>)
       requires Valid()
       modifies Repr
-      ensures Valid() && StepGrows()
+      ensures Valid() && StepGrows() && SameConfig()
       ensures old(selfQueue) == [] ==> unchanged(this, votes, committed)
       ensures old(selfQueue) == [] ==> AbsHost() == old(AbsHost()) && sentLog == old(sentLog) && SameConfig()
       ensures old(StepOk(st, h0, log0, moves0)) ==> StepOk(st, h0, log0, moves)
       ensures moves0 <= moves
+      // A first self-message whose handling begins with a record that needs a sync (its own
+      // vote, its own promise): the step's early packets are those it had sent before.
+      ensures old(selfQueue) != [] && FirstRecord(old(selfQueue)[0], old(promised), old(logStart)) != [] ==>
+                out.sync && out.early == old(out.early)
     {
       ghost var ok := StepOk(st, h0, log0, moves0);
       ghost var c := Consts();
+      ghost var t0, q0, pr0, ls0, e0 := sofar.trace, selfQueue, promised, logStart, out.early;
+      OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
       moves := moves0;
       var fuel := SELF_DELIVERY_LIMIT;
       while |selfQueue| > 0 && fuel > 0
@@ -1770,6 +1785,8 @@ module Impl {
         invariant old(selfQueue) == [] ==> unchanged(this, votes, committed)
         invariant ok ==> StepOk(st, h0, log0, moves)
         invariant moves0 <= moves
+        invariant fuel == SELF_DELIVERY_LIMIT ==> selfQueue == q0 && sofar.trace == t0 && promised == pr0 && logStart == ls0
+        invariant fuel < SELF_DELIVERY_LIMIT && q0 != [] && FirstRecord(q0[0], pr0, ls0) != [] ==> out.sync && out.early == e0
         decreases fuel
       {
         var m := selfQueue[0];
@@ -1790,9 +1807,14 @@ module Impl {
           }
           assert Within(stk) && OT.OnWire(p, stk.net);
         }
+        ghost var first, sq1 := fuel == SELF_DELIVERY_LIMIT, selfQueue[1..];
         selfQueue := selfQueue[1..];
         assert AbsHost() == h1 && sentLog == log1;
         ghost var more := Dispatch(me, m, stk);
+        if first && FirstRecord(m, pr0, ls0) != [] {
+          FirstRecordDid(m, t0, sq1, pr0, ls0);
+          FirstRecordSyncs(t0, m, pr0, ls0);
+        }
         if ok {
           R.StepTrailChain(c, me as nat, h0, log0, st.net, moves, h1, log1, more, AbsHost(), sentLog);
           R.SentByAppend(moves, more);
@@ -1801,6 +1823,47 @@ module Impl {
         fuel := fuel - 1;
       }
       selfQueue := [];
+    }
+
+    // The record that handling m, a message this host sent itself, emits before anything else,
+    // when its promise was pr0 and its window started at ls0: an Accept at its promised ballot
+    // in its window, the vote (its own proposal: Propose, a takeover); a Prepare above its
+    // promise, the promise (its own election).
+    ghost function FirstRecord(m: Msg, pr0: Ballot, ls0: uint64): seq<O.Out> {
+      if m.Accept? && m.bal == pr0 && ls0 <= m.slot && m.slot - ls0 < WINDOW then [O.Emitted(RecVote(m.slot, m.bal, m.val))]
+      else if m.Prepare? && BalLt(pr0, m.bal) then [O.Emitted(RecPromised(m.bal))]
+      else []
+    }
+
+    // Once the trace is past FirstRecord (a record that needs a sync), the step's early packets
+    // are those of t0, and it is synced.
+    lemma FirstRecordSyncs(t0: seq<O.Out>, m: Msg, pr0: Ballot, ls0: uint64)
+      requires Valid() && FirstRecord(m, pr0, ls0) != [] && t0 + FirstRecord(m, pr0, ls0) <= sofar.trace
+      ensures out.sync && out.early == O.Early(me, t0)
+    {
+      var r := FirstRecord(m, pr0, ls0)[0].r;
+      assert FirstRecord(m, pr0, ls0) == [O.Emitted(r)] && NeedsSync(r);
+      O.EarlyBeforeSync(me, t0, r, sofar.trace);
+      O.Snoc(me, t0, O.Emitted(r));
+      O.Prefix(me, t0 + [O.Emitted(r)], sofar.trace);
+      OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+    }
+
+    // What Dispatch of m from this host itself did to the trace t0, as FirstRecord says.
+    lemma FirstRecordDid(m: Msg, t0: seq<O.Out>, sq0: seq<Msg>, pr0: Ballot, ls0: uint64)
+      requires FirstRecord(m, pr0, ls0) != []
+      requires m.Prepare? ==> exists q: Packet :: sofar.trace == t0 + Cr.PromiseTrace(BalLt(pr0, m.bal), m.bal, q)
+      requires m.Accept? ==> Cr.AcceptDid(t0, sofar.trace, sq0, selfQueue, me, me, pr0, m.bal, ls0, m.slot, m.val)
+      ensures t0 + FirstRecord(m, pr0, ls0) <= sofar.trace
+    {
+      if m.Accept? && m.bal == pr0 && ls0 <= m.slot && m.slot - ls0 < WINDOW {
+        Cr.AcceptDidIs(t0, sofar.trace, sq0, selfQueue, me, me, pr0, m.bal, ls0, m.slot, m.val);
+        var q :| sofar.trace == t0 + Cr.AcceptTrace(BalLt(m.bal, pr0), ls0, BalLt(pr0, m.bal), m.bal, m.slot, m.val, q);
+        assert sofar.trace == t0 + [O.Emitted(RecVote(m.slot, m.bal, m.val))] + [O.Sent(q)];
+      } else if m.Prepare? && BalLt(pr0, m.bal) {
+        var q :| sofar.trace == t0 + Cr.PromiseTrace(true, m.bal, q);
+        assert sofar.trace == t0 + [O.Emitted(RecPromised(m.bal))] + [O.Sent(q)];
+      }
     }
 
     // A step begins with empty output buffers and an empty trace, from the logs as they are.
@@ -1828,7 +1891,7 @@ module Impl {
       ensures ReadyIs(r, t, old(sofar.sentBase), old(sofar.recBase)) && r.accepted == accepted
       ensures CommitsAre(r, old(sofar.commitBase))
       ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && sofar.commitBase == commitUpto
-      ensures t == old(sofar.trace)
+      ensures t == old(sofar.trace) && r.early == old(out.early)
     {
       r := out.(accepted := accepted);
       OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
@@ -1856,6 +1919,9 @@ module Impl {
       ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && sofar.commitBase == commitUpto
       ensures moves0 <= moves
       ensures old(selfQueue) == [] ==> t == old(sofar.trace)
+      ensures SameConfig()
+      ensures old(selfQueue) != [] && FirstRecord(old(selfQueue)[0], old(promised), old(logStart)) != [] ==>
+                r.early == old(out.early)
     {
       moves := DrainSelf(st, h0, log0, moves0);
       ghost var h, log, ack := AbsHost(), sentLog, acked;
@@ -1994,6 +2060,10 @@ module Impl {
       // The step receives the client's request for val (ImplSystem.ClientSends).
       ensures old(StepFrom(st) && S.Request(me as nat, me as nat, val) in st.net) ==>
                 StepOk(st, old(AbsHost()), old(sentLog), moves)
+      // The cut before its own vote is a crash after its SendAccept, its Accepts sent (Cr.CutAtPoint).
+      ensures r.accepted && old(StepFrom(st) && S.Request(me as nat, me as nat, val) in st.net) ==>
+                exists pt :: Cr.PointOf(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, old(recLog), t, pt)
+                             && Cr.CutAtPoint(me, t, old(sentLog), pt, 0)
     {
       ghost var ok0 := StepFrom(st) && S.Request(me as nat, me as nat, val) in st.net;
       ghost var req := {S.Request(me as nat, me as nat, val)};
@@ -2004,6 +2074,7 @@ module Impl {
       moves := [];
       R.TrailNil(c, me as nat, h0, log0, req);
       var ok := false;
+      ghost var slot0 := nextSlot;
       if role == Leader && promised == bal && nextSlot - logStart < WINDOW {
         var slot := nextSlot;
         Lead.LeadsFree(bal, leaderAbs, slot as nat, logStart as nat, val);
@@ -2018,11 +2089,30 @@ module Impl {
         moves := [mv];
         ok := true;
       }
+      ghost var pt := Cr.Point(moves, AbsHost(), sofar.trace);
+      ghost var q1, pr1, ls1, e1 := selfQueue, promised, logStart, out.early;
+      OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+      assert e1 == O.Early(me, pt.trace);
       if ok0 {
         R.TrailNet(c, me as nat, h0, log0, req, st.net, moves, AbsHost(), sentLog);
         StepStart(st, h0, log0, moves);
+        assert R.StepTrail(c, me as nat, h0, log0, st.net, pt.moves, pt.host, log0 + O.Sends(pt.trace));
+        assert Replays() && recLog == old(recLog) + O.Records(pt.trace);
+        assert Cr.Rebuilt(old(recLog) + O.Records(pt.trace)) == pt.host.(leader := P.NotLeader);
       }
       r, moves, t := EndStep(ok, st, h0, log0, moves);
+      if ok && ok0 {
+        // The point after its Accepts left, before its vote: the vote is the first record.
+        assert q1 == [Accept(pr1, slot0, val)] && q1[0] == Accept(pr1, slot0, val);
+        assert FirstRecord(q1[0], pr1, ls1) == [O.Emitted(RecVote(slot0, pr1, val))];
+        assert O.Early(me, t) == r.early == e1 == O.Early(me, pt.trace);
+        forall p | p in O.Early(me, t) ensures p in O.Sends(pt.trace) {
+          Cr.EarlyIsSent(me, pt.trace, p);
+        }
+        assert O.Records(pt.trace) == [];
+        assert Cr.PointOf(c, me as nat, h0, log0, st.net, old(recLog), t, pt);
+        assert Cr.CutAtPoint(me, t, log0, pt, 0);
+      }
     }
 
     // Leader: start confirming that it still leads; reads that arrived before this call may be
@@ -2269,7 +2359,9 @@ module Impl {
                        moves: seq<R.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
       requires Valid() && StepOk(st, h0, log0, moves) && ReadyIs(r, t, log0, recs0)
       requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
-      requires k <= |r.records| && Cr.Covered(r.records, r.early, log0, k)
+      requires k <= |r.records|
+      requires Cr.Covered(r.records, r.early, log0, k)
+               || exists pt :: Cr.PointOf(Consts(), me as nat, h0, log0, st.net, recs0, t, pt) && Cr.CutAtPoint(me, t, log0, pt, k)
       requires Cr.MayHaveLeft(r.records, r.early, r.early + r.packets, k, pkts)
       ensures Sy.ImplNext(Consts(), Sy.Sys(st, wire), s')
       ensures s'.abs.hosts == st.hosts[me := Cr.Rebuilt(recs0 + r.records[..k])]
@@ -2311,7 +2403,9 @@ module Impl {
       requires P.WF(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0
       requires R.StepTrail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog)
       requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
-      requires k <= |r.records| && Cr.Covered(r.records, r.early, log0, k)
+      requires k <= |r.records|
+      requires Cr.Covered(r.records, r.early, log0, k)
+               || exists pt :: Cr.PointOf(Consts(), me as nat, h0, log0, st.net, recs0, t, pt) && Cr.CutAtPoint(me, t, log0, pt, k)
       requires Cr.MayHaveLeft(r.records, r.early, r.early + r.packets, k, pkts)
       ensures Sy.ImplNext(Consts(), Sy.Sys(st, wire), s')
       ensures s'.abs.hosts == st.hosts[me := Cr.Rebuilt(recs0 + r.records[..k])]
@@ -2322,7 +2416,7 @@ module Impl {
       forall p | p in pkts ensures p in O.Early(me, t) || (Cr.AfterLastSync(O.Records(t), k) && p in O.Sends(t)) {
         if p !in r.early {
           assert p in O.Early(me, t) + O.Late(me, t);
-          Cr.ToOthersIn(me, O.Sends(t), p);
+          O.ToOthersSub(me, O.Sends(t), p);
         }
       }
       s' := Cr.CrashPartWay(Consts(), s, me as nat, log0, recs0, moves, AbsHost(), t, k, pkts);

@@ -46,22 +46,6 @@ module ImplCrash {
     forall p | p in pkts :: p in early || (AfterLastSync(rs, k) && p in sent)
   }
 
-  // A packet sent to another member is a packet sent.
-  lemma ToOthersIn(me: uint64, ps: seq<Packet>, p: Packet)
-    requires p in O.ToOthers(me, ps)
-    ensures p in ps
-    decreases |ps|
-  {
-    reveal O.ToOthers();
-    if ps != [] {
-      var front := ps[..|ps| - 1];
-      if p in O.ToOthers(me, front) {
-        ToOthersIn(me, front, p);
-        assert front <= ps;
-      }
-    }
-  }
-
   // An early packet is one of the step's packets.
   lemma EarlyIsSent(me: uint64, t: seq<O.Out>, p: Packet)
     requires p in O.Early(me, t)
@@ -69,7 +53,7 @@ module ImplCrash {
   {
     O.EarlyThenLate(me, t);
     assert p in O.Early(me, t) + O.Late(me, t);
-    ToOthersIn(me, O.Sends(t), p);
+    O.ToOthersSub(me, O.Sends(t), p);
   }
 
   // Cutting after the last record that needs a sync loses only commit records.
@@ -93,7 +77,7 @@ module ImplCrash {
     requires P.WF(c, s.abs) && i < |s.abs.hosts| && (forall p | p in log0 :: p in s.wire)
     requires R.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h, log0 + O.Sends(t))
     requires Rebuilt(recs0 + O.Records(t)) == h.(leader := P.NotLeader)
-    requires AfterLastSync(O.Records(t), k) && forall p | p in pkts :: p in O.Sends(t)
+    requires AfterLastSync(O.Records(t), k) && forall p | p in pkts :: p in O.Sends(t) || p in log0
     ensures Sy.ImplNext(c, s, s')
     ensures s'.abs.hosts == s.abs.hosts[i := Rebuilt(recs0 + O.Records(t)[..k])]
     ensures s'.wire == s.wire + (set j | 0 <= j < |pkts| :: pkts[j])
@@ -106,9 +90,11 @@ module ImplCrash {
               || pkts[j] in s.wire
     {
       assert pkts[j] in pkts;
-      assert pkts[j] in O.Sends(t);
-      var m :| 0 <= m < |O.Sends(t)| && O.Sends(t)[m] == pkts[j];
-      assert log[|log0| + m] == pkts[j];
+      if pkts[j] !in log0 {
+        assert pkts[j] in O.Sends(t);
+        var m :| 0 <= m < |O.Sends(t)| && O.Sends(t)[m] == pkts[j];
+        assert log[|log0| + m] == pkts[j];
+      }
     }
     var mid := Sy.After(s, i, h, moves, pkts);
     assert Sy.ImplStep(c, s, mid, i, s.abs.net, moves, h, pkts);
@@ -189,7 +175,9 @@ module ImplCrash {
     requires R.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h, log0 + O.Sends(t))
     requires Rebuilt(recs0) == s.abs.hosts[i].(leader := P.NotLeader)
     requires Rebuilt(recs0 + O.Records(t)) == h.(leader := P.NotLeader)
-    requires k <= |O.Records(t)| && Covered(O.Records(t), O.Early(i as uint64, t), log0, k)
+    requires k <= |O.Records(t)|
+    requires Covered(O.Records(t), O.Early(i as uint64, t), log0, k)
+             || exists pt :: PointOf(c, i, s.abs.hosts[i], log0, s.abs.net, recs0, t, pt) && CutAtPoint(i as uint64, t, log0, pt, k)
     requires MayHaveLeft(O.Records(t), O.Early(i as uint64, t), O.Sends(t), k, pkts)
     ensures Sy.ImplNext(c, s, s')
     ensures s'.abs.hosts == s.abs.hosts[i := Rebuilt(recs0 + O.Records(t)[..k])]
@@ -203,9 +191,39 @@ module ImplCrash {
         }
       }
       s' := CrashAfterRun(c, s, i, log0, recs0, moves, h, t, k, pkts);
-    } else {
+    } else if Covered(O.Records(t), O.Early(me, t), log0, k) {
       s' := CrashBeforeStep(c, s, i, recs0, O.Records(t), pkts);
+    } else {
+      var pt :| PointOf(c, i, s.abs.hosts[i], log0, s.abs.net, recs0, t, pt) && CutAtPoint(me, t, log0, pt, k);
+      s' := CrashAfterRun(c, s, i, log0, recs0, pt.moves, pt.host, pt.trace, k, pkts);
     }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // A point part-way through a step, between two of its host's protocol moves: a crash there,
+  // with some of the records emitted so far durable, is the run so far, then Crash. Which cuts
+  // of a step such a point covers: those whose packets (the step's early ones) had all been
+  // sent by then, with only records that need no sync between the cut and the point.
+
+  // The run so far (moves, to host) and the trace so far.
+  datatype Point = Point(moves: seq<R.Move>, host: P.Host, trace: seq<O.Out>)
+
+  // pt is a point of the step of host i that began at h0 (its packet log log0, its record log
+  // recs0, reading net) and did t: the run to it is a trail whose packets are the trace's so
+  // far, and the records so far rebuild its durable state.
+  ghost predicate PointOf(c: P.Constants, i: nat, h0: P.Host, log0: seq<Packet>, net: set<S.Message>, recs0: seq<Record>,
+                          t: seq<O.Out>, pt: Point) {
+    && R.StepTrail(c, i, h0, log0, net, pt.moves, pt.host, log0 + O.Sends(pt.trace))
+    && Rebuilt(recs0 + O.Records(pt.trace)) == pt.host.(leader := P.NotLeader)
+  }
+
+  // The cut k is one the point covers: the step's first k records are the point's, the
+  // point's records from k on need no sync, and every early packet of the step had been sent
+  // by then (or before the step).
+  ghost predicate CutAtPoint(me: uint64, t: seq<O.Out>, log0: seq<Packet>, pt: Point, k: nat) {
+    && k <= |O.Records(pt.trace)| && k <= |O.Records(t)| && O.Records(t)[..k] == O.Records(pt.trace)[..k]
+    && AfterLastSync(O.Records(pt.trace), k)
+    && forall p | p in O.Early(me, t) :: p in O.Sends(pt.trace) || p in log0
   }
 
   // ---------------------------------------------------------------------------------------

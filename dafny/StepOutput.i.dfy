@@ -129,6 +129,54 @@ module StepOutput {
     assert (t + [o])[..|t|] == t;
   }
 
+  // A longer trace: its packets and records extend those of t.
+  lemma Prefix(me: uint64, t: seq<Out>, t': seq<Out>)
+    requires t <= t'
+    ensures Sends(t) <= Sends(t') && Records(t) <= Records(t')
+    ensures Synced(t) ==> Synced(t') && Early(me, t') == Early(me, t)
+    decreases |t'|
+  {
+    if |t'| > |t| {
+      var f := Front(t');
+      assert t <= f;
+      Prefix(me, t, f);
+      Snoc(me, f, Last(t'));
+      assert f + [Last(t')] == t';
+    } else {
+      assert t == t';
+    }
+  }
+
+  // Once a record that needs a sync is in a trace, its early packets are those sent before it.
+  lemma EarlyBeforeSync(me: uint64, t: seq<Out>, r: Record, t': seq<Out>)
+    requires t + [Emitted(r)] <= t' && NeedsSync(r)
+    ensures Early(me, t') == Early(me, t)
+    ensures forall p | p in Early(me, t') :: p in Sends(t)
+  {
+    Snoc(me, t, Emitted(r));
+    Prefix(me, t + [Emitted(r)], t');
+    EarlyThenLate(me, t);
+    forall p | p in Early(me, t) ensures p in Sends(t) {
+      assert p in ToOthers(me, Sends(t));
+      ToOthersSub(me, Sends(t), p);
+    }
+  }
+
+  lemma ToOthersSub(me: uint64, ps: seq<Packet>, p: Packet)
+    requires p in ToOthers(me, ps)
+    ensures p in ps
+    decreases |ps|
+  {
+    reveal ToOthers();
+    if ps != [] {
+      var front := ps[..|ps| - 1];
+      if p in ToOthers(me, front) {
+        ToOthersSub(me, front, p);
+        assert front <= ps;
+      }
+    }
+  }
+
   // A trace that is not Synced emitted no record that needs a sync.
   lemma UnsyncedRecords(t: seq<Out>)
     requires !Synced(t)
