@@ -170,13 +170,6 @@ class ConnectionLimit {
 
   uint64_t refused_total() const { return refused_total_.load(); }
 
-  size_t open() {  // connections counted against their clients now
-    std::lock_guard<std::mutex> g(mu_);
-    size_t n = 0;
-    for (auto& kv : per_client_) n += kv.second;
-    return n;
-  }
-
  private:
   struct Conn {
     std::string client;  // its address (the key of per_client_)
