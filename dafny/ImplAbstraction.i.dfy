@@ -430,6 +430,15 @@ module ImplAbstraction {
        case CatchUp(from) => a == S.CatchUp(src, dst, from as nat)
   }
 
+  // A message of net whose image m from src to dst is (a lemma, so that the Replica's methods
+  // need no `:|` statement: see the head of Impl.i.dfy).
+  lemma ImageIn(net: set<S.Message>, src: nat, dst: nat, m: I.Msg) returns (a: S.Message)
+    requires exists a :: a in net && MsgRefines(src, dst, m, a)
+    ensures a in net && MsgRefines(src, dst, m, a)
+  {
+    a :| a in net && MsgRefines(src, dst, m, a);
+  }
+
   // Every packet the core sent is the image of a message the protocol steps sent (HeartbeatAck
   // excepted: it has no role in the protocol).
   ghost predicate PacketsRefine(pkts: seq<I.Packet>, sent: set<S.Message>) {
@@ -597,6 +606,15 @@ module ImplAbstraction {
     decreases |moves|
   {
     if moves == [] then {} else moves[0].sent + SentBy(moves[1..])
+  }
+
+  // Runs from h to h' that sent the images of pkts, one of them named (a lemma, so that the
+  // Replica's methods need no `:|` statement: see the head of Impl.i.dfy).
+  lemma RunThatSent(c: P.Constants, i: S.HostId, h: P.Host, h': P.Host, pkts: seq<I.Packet>) returns (moves: seq<Move>)
+    requires exists moves :: Run(c, i, h, {}, moves, h') && PacketsRefine(pkts, SentBy(moves))
+    ensures Run(c, i, h, {}, moves, h') && PacketsRefine(pkts, SentBy(moves))
+  {
+    moves :| Run(c, i, h, {}, moves, h') && PacketsRefine(pkts, SentBy(moves));
   }
 
   lemma RunNil(c: P.Constants, i: S.HostId, h: P.Host, net: set<S.Message>)

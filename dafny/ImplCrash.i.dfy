@@ -144,6 +144,15 @@ module ImplCrash {
     (if raise then [O.Emitted(RecPromised(b))] else []) + [O.Sent(q)]
   }
 
+  // The answer of a PromiseTrace that t continues t0 with (a lemma, so that the Replica's methods
+  // need no `:|` statement: see the head of Impl.i.dfy).
+  lemma PromiseAnswer(t: seq<O.Out>, t0: seq<O.Out>, raise: bool, b: Ballot) returns (q: Packet)
+    requires exists q :: t == t0 + PromiseTrace(raise, b, q)
+    ensures t == t0 + PromiseTrace(raise, b, q)
+  {
+    q :| t == t0 + PromiseTrace(raise, b, q);
+  }
+
   // Every cut of such a step is Covered: its answer leaves after the promise's record.
   lemma PromiseTraceCovered(me: uint64, raise: bool, b: Ballot, q: Packet, log0: seq<Packet>)
     ensures AllCovered(O.Records(PromiseTrace(raise, b, q)), O.Early(me, PromiseTrace(raise, b, q)), log0)
@@ -276,6 +285,15 @@ module ImplCrash {
     if refuse then [O.Sent(q)]
     else if !(ls <= slot && slot - ls < WINDOW) then []
     else (if raise then [O.Emitted(RecPromised(b))] else []) + [O.Emitted(RecVote(slot, b, val)), O.Sent(q)]
+  }
+
+  // The answer of an AcceptTrace that t continues t0 with (as PromiseAnswer).
+  lemma AcceptAnswer(t: seq<O.Out>, t0: seq<O.Out>, refuse: bool, ls: uint64, raise: bool, b: Ballot, slot: uint64,
+                     val: Value) returns (q: Packet)
+    requires exists q :: t == t0 + AcceptTrace(refuse, ls, raise, b, slot, val, q)
+    ensures t == t0 + AcceptTrace(refuse, ls, raise, b, slot, val, q)
+  {
+    q :| t == t0 + AcceptTrace(refuse, ls, raise, b, slot, val, q);
   }
 
   // What OnAccept did, from the trace t0 and the self-delivery queue sq0 to t and sq: its

@@ -14,7 +14,7 @@ def test_dafny_project_verifies():
     # within its budget.
     result = build.ensure_verified()
     assert result.proofs and not result.failed() and not result.over_budget()
-    assert any(p.name.startswith("Impl.Replica.OnAccept ") for p in result.proofs)
+    assert any(p.name.startswith("ImplHandlers.Replica.OnAccept ") for p in result.proofs)
 
 
 def test_a_proof_over_its_budget_fails_the_build(tmp_path):

@@ -1,6 +1,6 @@
 """The Python API of the compiled core: thin calls into `_core`, which Dafny generated.
 
-`Core` is one replica of the Multi-Paxos core (dafny/Impl.i.dfy, `Impl.Replica`), sans-I/O
+`Core` is one replica of the Multi-Paxos core (dafny/Impl.i.dfy and the six files it names, `Impl.Replica`), sans-I/O
 in the style of etcd-io/raft's Ready: every call takes one input (a received message, a tick,
 a proposal, durable records at recovery) and returns one `Ready`, whose duties the caller
 performs in order:

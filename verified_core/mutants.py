@@ -68,7 +68,7 @@ MUTANTS = [
     ),
     Mutant(
         name="impl-vote-below-promise",
-        file="Impl.i.dfy",
+        file="ImplHandlers.i.dfy",
         original="""    {
       if BalLt(b, promised) {
         Send(src, Nack(promised));
@@ -81,152 +81,152 @@ MUTANTS = [
         mutated="""    {
       assert {:split_here} true;
       if !InWindow(slot) {""",
-        breaks="Impl.Replica.OnAccept",
+        breaks="ImplHandlers.Replica.OnAccept",
         why="the executable acceptor would vote, and lower its promise, for a ballot below its promise",
     ),
     Mutant(
         name="impl-promise-any-ballot",
-        file="Impl.i.dfy",
+        file="ImplHandlers.i.dfy",
         original="      if role != Candidate || b != bal || src >= n || promiseFrom[src] || promiseCount >= quorum {\n",
         mutated="      if role != Candidate || src >= n || promiseFrom[src] || promiseCount >= quorum {\n",
-        breaks="Impl.Replica.OnPromise",
+        breaks="ImplHandlers.Replica.OnPromise",
         why="a candidate would count a promise made to another ballot toward its quorum, which "
             "the protocol's ReceivePromise never does",
     ),
     Mutant(
         name="impl-leader-ignores-reported-vote",
-        file="Impl.i.dfy",
+        file="ImplMoves.i.dfy",
         original="          var val := if v.Vote? then v.val else if c.Some? then c.val else [];\n",
         mutated="          var val := if c.Some? then c.val else [];\n",
-        breaks="Impl.Replica.BecomeLeader",
+        breaks="ImplMoves.Replica.BecomeLeader",
         why="a new leader would propose a fresh (empty) value in a slot where its quorum's "
             "promises report a vote, which may be a value already chosen",
     ),
     Mutant(
         name="impl-takeover-keeps-lower-vote",
-        file="Impl.i.dfy",
+        file="ImplHandlers.i.dfy",
         original="          if cur.NoVote? || BalLt(cur.bal, sv.bal) {\n",
         mutated="          if cur.NoVote? || BalLt(sv.bal, cur.bal) {\n",
-        breaks="Impl.Replica.OnPromise",
+        breaks="ImplHandlers.Replica.OnPromise",
         why="a candidate would keep the lower-ballot vote of two reported for a slot, and as "
             "leader propose a value that a later ballot may have replaced",
     ),
     Mutant(
         name="impl-learn-without-quorum",
-        file="Impl.i.dfy",
+        file="ImplHandlers.i.dfy",
         original="        j := j + 1;\n      }\n      if count >= quorum {\n",
         mutated="        j := j + 1;\n      }\n      if count >= 1 {\n",
-        breaks="Impl.Replica.OnAccepted",
+        breaks="ImplHandlers.Replica.OnAccepted",
         why="a leader would announce a slot chosen after one acknowledgement, before a quorum "
             "accepted it",
     ),
     Mutant(
         name="impl-learn-any-own-vote",
-        file="Impl.i.dfy",
+        file="ImplHandlers.i.dfy",
         original="      if v.Vote? && v.bal == b {\n",
         mutated="      if v.Vote? {\n",
-        breaks="Impl.Replica.OnLearn",
+        breaks="ImplHandlers.Replica.OnLearn",
         why="a replica told that a slot was chosen at one ballot would commit its own vote from "
             "another ballot, which may hold a different value",
     ),
     Mutant(
         name="impl-self-delivery-wrong-sender",
-        file="Impl.i.dfy",
+        file="ImplSteps.i.dfy",
         original="        ghost var more := Dispatch(me, m, stk);\n",
         mutated="        ghost var more := Dispatch(0, m, stk);\n",
-        breaks="Impl.Replica.DrainSelf",
+        breaks="ImplSteps.Replica.DrainSelf",
         why="a message a host sent itself would be handled as if member 0 sent it: a leader "
             "would count its own acknowledgement as member 0's",
     ),
     Mutant(
         name="impl-early-ignores-sync",
-        file="Impl.i.dfy",
+        file="ImplState.i.dfy",
         original="      } else if out.sync {\n        out := out.(packets := out.packets + [Packet(me, dst, msg)]);\n"
                  "      } else {\n",
         mutated="      } else {\n",
-        breaks="Impl.Replica.Send",
+        breaks="ImplState.Replica.Send",
         why="every packet would leave before the step's records are durable: a Promise or an "
             "Accepted vote sent before its record, then a crash, and the restarted host promises "
             "a lower ballot or forgets its vote (the shim's EarlyBeforeSync check sees it too)",
     ),
     Mutant(
         name="impl-send-reports-another-packet",
-        file="Impl.i.dfy",
+        file="ImplState.i.dfy",
         original="        out := out.(packets := out.packets + [Packet(me, dst, msg)]);\n",
         mutated="        out := out.(packets := out.packets + [Packet(dst, me, msg)]);\n",
-        breaks="Impl.Replica.Send",
+        breaks="ImplState.Replica.Send",
         why="the Ready would hand the node a packet other than the one the proof's packet log "
             "holds: the theorem would be about messages that are never sent",
     ),
     Mutant(
         name="impl-replay-vote-ignores-ballot",
-        file="Impl.i.dfy",
+        file="ImplRecovery.i.dfy",
         original="        votes[Idx(slot)] := Vote(rec.bal, rec.val);\n",
         mutated="        votes[Idx(slot)] := Vote(promised, rec.val);\n",
-        breaks="Impl.Replica.ReplayVote",
+        breaks="ImplRecovery.Replica.ReplayVote",
         why="a restarted host would report its vote at the ballot it last promised, which may be "
             "higher than the vote's: a new leader would prefer that value over a later chosen one",
     ),
     Mutant(
         name="impl-checkpoint-forgets-promise",
-        file="Impl.i.dfy",
+        file="ImplRecovery.i.dfy",
         original="      recs := [RecTruncate(logStart), RecPromised(promised)];\n",
         mutated="      recs := [RecTruncate(logStart)];\n",
-        breaks="Impl.Replica.CheckpointRecords",
+        breaks="ImplRecovery.Replica.CheckpointRecords",
         why="a host restarted after a snapshot would have forgotten its promise and could promise "
             "a lower ballot, letting an old leader choose a value the newer one overwrites",
     ),
     Mutant(
         name="impl-propose-empty-value",
-        file="Impl.i.dfy",
+        file="ImplSteps.i.dfy",
         original="        ghost var mv := ProposeAt(slot, val, req);\n",
         mutated="        ghost var mv := ProposeAt(slot, [], req);\n",
-        breaks="Impl.Replica.Propose",
+        breaks="ImplSteps.Replica.Propose",
         why="the leader would answer that the client's value got a slot while it proposed an empty "
             "batch there: an acknowledged write that is never applied",
     ),
     Mutant(
         name="impl-commit-reports-next-value",
-        file="Impl.i.dfy",
+        file="ImplMoves.i.dfy",
         original="        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);\n",
         mutated="        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto + 1)].val)]);\n",
-        breaks="Impl.Replica.AdvanceCommit",
+        breaks="ImplMoves.Replica.AdvanceCommit",
         why="the driver would apply, at a slot, the value committed at the next one: the key-value "
             "state would diverge from the chosen log",
     ),
     Mutant(
         name="impl-commit-reports-wrong-slot",
-        file="Impl.i.dfy",
+        file="ImplMoves.i.dfy",
         original="        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);\n",
         mutated="        out := out.(commits := out.commits + [Committed(commitUpto + 1, committed[Idx(commitUpto)].val)]);\n",
-        breaks="Impl.Replica.AdvanceCommit",
+        breaks="ImplMoves.Replica.AdvanceCommit",
         why="a committed value would be reported at the slot after its own: the driver's applied "
             "index would run one ahead of the log",
     ),
     Mutant(
         name="impl-commit-reported-twice",
-        file="Impl.i.dfy",
+        file="ImplMoves.i.dfy",
         original="        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);\n",
         mutated="        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]"
                 " + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);\n",
-        breaks="Impl.Replica.AdvanceCommit",
+        breaks="ImplMoves.Replica.AdvanceCommit",
         why="a committed command would be applied twice (a put or a transaction run again)",
     ),
     Mutant(
         name="impl-recovery-skips-a-slot",
-        file="Impl.i.dfy",
+        file="ImplRecovery.i.dfy",
         original="        if c.Some? {\n          cs := cs + [Committed(s, c.val)];\n",
         mutated="        if c.Some? && s != logStart {\n          cs := cs + [Committed(s, c.val)];\n",
-        breaks="Impl.Replica.CommittedSlots",
+        breaks="ImplRecovery.Replica.CommittedSlots",
         why="a restarted node would rebuild its key-value state without the first committed slot "
             "of its log",
     ),
     Mutant(
         name="impl-snapshot-reports-below-it",
-        file="Impl.i.dfy",
+        file="ImplRecovery.i.dfy",
         original="        JumpTo(upto);\n        Persist(RecTruncate(upto));\n        AdvanceCommit();\n",
         mutated="        AdvanceCommit();\n        JumpTo(upto);\n        Persist(RecTruncate(upto));\n",
-        breaks="Impl.Replica.InstallSnapshot",
+        breaks="ImplRecovery.Replica.InstallSnapshot",
         why="a node installing a snapshot would apply, on top of it, slots the snapshot already holds",
     ),
     Mutant(
@@ -240,10 +240,10 @@ MUTANTS = [
     ),
     Mutant(
         name="impl-takeover-invents-value",
-        file="Impl.i.dfy",
+        file="ImplMoves.i.dfy",
         original="var val := if v.Vote? then v.val else if c.Some? then c.val else [];",
         mutated="var val := if v.Vote? then v.val else if c.Some? then c.val else [0];",
-        breaks="Impl.Replica.BecomeLeader",
+        breaks="ImplMoves.Replica.BecomeLeader",
         why="a new leader filling a gap with a value of its own instead of the no-op would commit "
             "a command no client sent",
     ),
@@ -277,20 +277,20 @@ MUTANTS = [
     ),
     Mutant(
         name="impl-vote-recorded-before-promise",
-        file="Impl.i.dfy",
+        file="ImplHandlers.i.dfy",
         original="      SetPromised(b);\n      ghost var trace1 := sofar.trace;\n      if role != Follower && b != bal {\n        StepDown();\n      }\n      assert {:split_here} true;\n      assert InWindow(slot);\n      if src != me {\n        ticks := 0;\n      }\n      if b.node < n {\n        leaderHint := b.node;\n      }\n      votes[Idx(slot)] := Vote(b, val);\n      if slot + 1 > voteHi {\n        voteHi := slot + 1;\n      }\n      R.AbsVotesUpdate(old(votes[..]), logStart as nat, slot as nat, b, val);\n      R.AllBelowUpdate(R.AbsVotes(old(votes[..]), logStart as nat), slot as nat, S.Vote(b, val), old(voteHi) as nat, voteHi as nat);\n      assert {:split_here} true;  // the vote's record and answer apart from the vote\n      ghost var trace0, queue0 := sofar.trace, selfQueue;\n      Persist(RecVote(slot, b, val));\n",
         mutated="      ghost var trace1 := sofar.trace;\n      if role != Follower && b != bal {\n        StepDown();\n      }\n      assert {:split_here} true;\n      assert InWindow(slot);\n      if src != me {\n        ticks := 0;\n      }\n      if b.node < n {\n        leaderHint := b.node;\n      }\n      votes[Idx(slot)] := Vote(b, val);\n      if slot + 1 > voteHi {\n        voteHi := slot + 1;\n      }\n      R.AbsVotesUpdate(old(votes[..]), logStart as nat, slot as nat, b, val);\n      R.AllBelowUpdate(R.AbsVotes(old(votes[..]), logStart as nat), slot as nat, S.Vote(b, val), old(voteHi) as nat, voteHi as nat);\n      assert {:split_here} true;  // the vote's record and answer apart from the vote\n      ghost var trace0, queue0 := sofar.trace, selfQueue;\n      Persist(RecVote(slot, b, val));\n      SetPromised(b);\n",
-        breaks="Impl.Replica.OnAccept",
+        breaks="ImplHandlers.Replica.OnAccept",
         why="an acceptor raising its promise to vote would write the vote's record before the "
             "promise's: a crash between the two leaves a vote above the durable promise, a state "
             "no protocol step reaches (the step's trace is no longer Cr.AcceptTrace)",
     ),
     Mutant(
         name="impl-promise-sent-before-record",
-        file="Impl.i.dfy",
+        file="ImplHandlers.i.dfy",
         original='      SetPromised(b);\n      if role != Follower && b != bal {\n        StepDown();\n      }\n      if src != me {\n        ticks := 0;\n      }\n      var start := if fromSlot > logStart then fromSlot else logStart;\n      var reported: seq<SlotVote> := [];\n      var s := start;\n      ghost var h0 := old(AbsHost());\n      assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);\n      R.ReportNone(h0.votes, start as nat);\n      while s < voteHi\n        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()\n        invariant Valid() && start <= s\n        invariant h0.votes == R.AbsVotes(votes[..], logStart as nat)\n        invariant R.SlotVotesMap(reported) == R.VotesIn(h0.votes, start as nat, s as nat)\n        modifies {}\n        decreases voteHi as int - s as int\n      {\n        var v := votes[Idx(s)];\n        R.ReportNext(votes[..], logStart as nat, start as nat, s, reported);\n        if v.Vote? {\n          reported := reported + [SlotVote(s, v.bal, v.val)];\n        }\n        s := s + 1;\n      }\n      assert {:split_here} true;  // keeps each half of this proof small\n      ghost var trace0 := sofar.trace;\n      assert trace0 == old(sofar.trace) + (if BalLt(old(promised), b) then [O.Emitted(RecPromised(b))] else []);\n      Send(src, Promise(b, start, reported));\n',
         mutated='      if role != Follower && b != bal {\n        StepDown();\n      }\n      if src != me {\n        ticks := 0;\n      }\n      var start := if fromSlot > logStart then fromSlot else logStart;\n      var reported: seq<SlotVote> := [];\n      var s := start;\n      ghost var h0 := old(AbsHost());\n      assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);\n      R.ReportNone(h0.votes, start as nat);\n      while s < voteHi\n        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()\n        invariant Valid() && start <= s\n        invariant h0.votes == R.AbsVotes(votes[..], logStart as nat)\n        invariant R.SlotVotesMap(reported) == R.VotesIn(h0.votes, start as nat, s as nat)\n        modifies {}\n        decreases voteHi as int - s as int\n      {\n        var v := votes[Idx(s)];\n        R.ReportNext(votes[..], logStart as nat, start as nat, s, reported);\n        if v.Vote? {\n          reported := reported + [SlotVote(s, v.bal, v.val)];\n        }\n        s := s + 1;\n      }\n      assert {:split_here} true;  // keeps each half of this proof small\n      ghost var trace0 := sofar.trace;\n      assert trace0 == old(sofar.trace) + (if BalLt(old(promised), b) then [O.Emitted(RecPromised(b))] else []);\n      Send(src, Promise(b, start, reported));\n      SetPromised(b);\n',
-        breaks="Impl.Replica.OnPrepare",
+        breaks="ImplHandlers.Replica.OnPrepare",
         why="a Promise would leave early, before its promise is durable: a crash then loses the "
             "promise the leader counted (the cut before the record is no longer Covered)",
     ),

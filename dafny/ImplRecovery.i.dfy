@@ -1,0 +1,358 @@
+// The Replica (Impl.i.dfy), part 6 of 6: a replica's start and restart, and snapshots. The
+// constructor; replaying durable records at recovery, then FinishRecovery; truncating below a
+// snapshot (Truncate), installing one (InstallSnapshot) and the records that rebuild the durable
+// state from it (CheckpointRecords); and the lemmas that a restart, from the start or from a
+// checkpoint, is the protocol's Crash.
+abstract module ImplRecovery refines ImplSteps {
+  class Replica ... {
+    constructor (me: uint64, n: uint64, electionTicks: uint64, heartbeatTicks: uint64)
+      requires 1 <= n <= MAX_MEMBERS && me < n
+      requires 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
+      ensures Valid() && fresh(Repr - {this})
+      ensures P.HostInit(AbsHost()) && Consts() == P.Constants(n as nat) && sentLog == [] && recLog == []  // the protocol's Init
+      ensures CandidateTied()
+    {
+      this.me := me;
+      this.n := n;
+      this.quorum := QuorumFacts.QuorumSize64(n);
+      this.electionTicks := electionTicks;
+      this.heartbeatTicks := heartbeatTicks;
+      var stagger := electionTicks / n;
+      StaggerBound(me, n, stagger, electionTicks);
+      this.electionTimeout := electionTicks + me * stagger;
+      var votes := new Vote[WINDOW];
+      var committed := new OptValue[WINDOW];
+      var takeover := new Vote[WINDOW];
+      var proposed := new OptValue[WINDOW];
+      var acks := new bool[WINDOW * n];
+      var promiseFrom := new bool[n];
+      var readAck := new uint64[n];
+      this.votes := votes;
+      this.committed := committed;
+      this.takeover := takeover;
+      this.proposed := proposed;
+      this.acks := acks;
+      this.promiseFrom := promiseFrom;
+      this.readAck := readAck;
+      promised := Zero;
+      logStart := 0;
+      commitUpto := 0;
+      role := Follower;
+      bal := Zero;
+      maxSeen := Zero;
+      leaderHint := n;
+      ticks := 0;
+      catchUpCooldown := 0;
+      voteHi := 0;
+      promiseCount := 0;
+      maxLogStart := 0;
+      maxLogStartFrom := me;
+      takeoverHi := 0;
+      takeoverOverflow := false;
+      overflowFrom := me;
+      nextSlot := 0;
+      readSeq := 0;
+      readConfirmed := 0;
+      out := NoOutput;
+      selfQueue := [];
+      leaderAbs := P.NotLeader;
+      sentLog := [];
+      acked := {};
+      recLog := [];
+      sofar := O.Step([], [], [], 0);
+      Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, readAck};
+      new;
+      OT.TiedNone([], [], me);
+      Cand.TiedFollower(bal, n, promiseFrom[..], promiseCount);
+      Cand.TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      Lead.LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
+      Lead.ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
+      Lead.ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      Lead.AcksFollower(bal, acked, acks[..], n, logStart as nat);
+      ResetDurableArrays();
+      ResetLeaderArrays();
+    }
+
+    // Forget slots below `upto` (the shim has them in a snapshot). Only committed slots.
+    // Refines the protocol's Truncate(upto) when it truncates; otherwise no step.
+    method Truncate(upto: uint64) returns (r: Ready, ghost t: seq<O.Out>)
+      requires Valid()
+      modifies Repr
+      ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
+      ensures ReadyIs(r, t, old(sentLog), old(recLog))
+      ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures var ok := old(logStart) < upto <= old(commitUpto) && upto <= SLOT_LIMIT;
+              R.Run(Consts(), me as nat, old(AbsHost()), {}, R.TruncateMoves(old(AbsHost()), upto as nat, ok), AbsHost())
+    {
+      R.RunNil(Consts(), me as nat, AbsHost(), {});
+      BeginStep();
+      if logStart < upto && upto <= commitUpto && upto <= SLOT_LIMIT {
+        R.TruncateRefines(Consts(), me as nat, AbsHost(), upto as nat, commitUpto as nat);
+        R.HasAllSub(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat,
+                    upto as nat, commitUpto as nat);
+        DropBelow(upto);
+        Persist(RecTruncate(upto));
+      }
+      ghost var moves: seq<R.Move>;
+      r, moves, t := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
+    }
+
+    // A restart is the protocol's Crash: a fresh core (the initial host: constructor) that
+    // replays (Replay, then FinishRecovery) the records this host emitted, in order, with any
+    // commit records among them lost, ends at R.ApplyAll(InitHost(), recs) (Replays() on the
+    // fresh core), which is Crash from this host's state: the volatile leader state goes, the
+    // durable state stays, committed entries may be missing.
+    lemma RestartIsCrash(recs: seq<Record>)
+      requires Valid() && R.LosesCommits(recLog, recs)
+      ensures P.Crash(Consts(), me as nat, AbsHost(), R.ApplyAll(Rep.InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat), {})
+    {
+      R.LosingCommits(Rep.InitHost(), recLog, recs, WINDOW as nat, SLOT_LIMIT as nat);
+      Rep.ApplyAllKeepsNotLeader(recs);
+    }
+
+    // A restart from a checkpoint is the protocol's Crash too. The log holds cp, the records
+    // CheckpointRecords returned when this host's record log was pre (so they rebuild what pre
+    // does: CheckpointRecords' postcondition and Replays() then), followed by the records emitted
+    // since, of which a tail of commit records may be lost: the log is cp + later', where
+    // pre + later' is the record log less that tail.
+    lemma CheckpointRestartIsCrash(cp: seq<Record>, pre: seq<Record>, later': seq<Record>)
+      requires Valid() && R.LosesCommits(recLog, pre + later')
+      requires R.ApplyAll(Rep.InitHost(), cp, WINDOW as nat, SLOT_LIMIT as nat) == R.ApplyAll(Rep.InitHost(), pre, WINDOW as nat, SLOT_LIMIT as nat)
+      ensures P.Crash(Consts(), me as nat, AbsHost(), R.ApplyAll(Rep.InitHost(), cp + later', WINDOW as nat, SLOT_LIMIT as nat), {})
+    {
+      Rep.ApplyAllAppend(Rep.InitHost(), cp, later');
+      Rep.ApplyAllAppend(Rep.InitHost(), pre, later');
+      RestartIsCrash(pre + later');
+    }
+
+    // Recovery: replay one durable record, in the order the records were made.
+    // Abstractly: R.ApplyRecord. Each kind of record is its own proof (ReplayPromised, ...):
+    // one proof of all four was cheap or out of resource depending on the order in which the
+    // verifier happened to declare things.
+    method Replay(rec: Record)
+      requires Valid()
+      modifies Repr
+      ensures Valid() && recLog == old(recLog) + [rec]
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
+    {
+      BeginStep();
+      match rec {
+        case RecPromised(_) => ReplayPromised(rec);
+        case RecVote(_, _, _) => ReplayVote(rec);
+        case RecCommit(_, _) => ReplayCommit(rec);
+        case RecTruncate(_) => ReplayTruncate(rec);
+      }
+    }
+
+    // The replayed record r joins the log, which then rebuilds the state r made (Persist's
+    // proof, for a record that is not emitted again).
+    ghost method Replayed(r: Record)
+      requires Valid0() && sofar.trace == []
+      requires R.ApplyRecord(R.ApplyAll(Rep.InitHost(), recLog, WINDOW as nat, SLOT_LIMIT as nat), r, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
+      modifies this
+      ensures Valid() && recLog == old(recLog) + [r]
+      ensures Unchanged() && sentLog == old(sentLog) && selfQueue == old(selfQueue) && AbsHost() == old(AbsHost())
+    {
+      R.ApplyAllSnoc(Rep.InitHost(), recLog, r, WINDOW as nat, SLOT_LIMIT as nat);
+      OT.TiedNothing(sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+      OT.TiedNone(sentLog, recLog + [r], me);
+      recLog := recLog + [r];
+      sofar := sofar.(recBase := recLog);
+    }
+
+    method ReplayPromised(rec: Record)
+      requires Valid() && rec.RecPromised? && sofar.trace == []
+      modifies Repr
+      ensures Valid() && recLog == old(recLog) + [rec]
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
+    {
+      ghost var h0 := AbsHost();
+      promised := rec.bal;
+      maxSeen := BalMax(maxSeen, rec.bal);
+      assert AbsHost() == R.ApplyRecord(h0, rec, WINDOW as nat, SLOT_LIMIT as nat);
+      R.ApplyRecordLeader(h0, rec, WINDOW as nat, SLOT_LIMIT as nat, P.NotLeader);
+      Replayed(rec);
+    }
+
+    method ReplayVote(rec: Record)
+      requires Valid() && rec.RecVote? && sofar.trace == []
+      modifies Repr
+      ensures Valid() && recLog == old(recLog) + [rec]
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
+    {
+      ghost var h0 := AbsHost();
+      var slot := rec.slot;
+      if InWindow(slot) {
+        votes[Idx(slot)] := Vote(rec.bal, rec.val);
+        if slot + 1 > voteHi {
+          voteHi := slot + 1;
+        }
+        R.AbsVotesUpdate(old(votes[..]), logStart as nat, slot as nat, rec.bal, rec.val);
+        R.AllBelowUpdate(R.AbsVotes(old(votes[..]), logStart as nat), slot as nat, S.Vote(rec.bal, rec.val), old(voteHi) as nat, voteHi as nat);
+      }
+      assert AbsHost() == R.ApplyRecord(h0, rec, WINDOW as nat, SLOT_LIMIT as nat);
+      R.ApplyRecordLeader(h0, rec, WINDOW as nat, SLOT_LIMIT as nat, P.NotLeader);
+      Replayed(rec);
+    }
+
+    method ReplayCommit(rec: Record)
+      requires Valid() && rec.RecCommit? && sofar.trace == []
+      modifies Repr
+      ensures Valid() && recLog == old(recLog) + [rec]
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
+    {
+      ghost var h0 := AbsHost();
+      var slot := rec.slot;
+      if InWindow(slot) {
+        R.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
+      }
+      if InWindow(slot) && committed[Idx(slot)].None? {
+        committed[Idx(slot)] := Some(rec.val);
+        R.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, rec.val);
+        R.HasAllAdd(R.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, rec.val);
+        OT.CommitsTiedAdd(out.commits, R.AbsCommitted(old(committed[..]), logStart as nat), sofar.commitBase, logStart, commitUpto,
+                          slot as nat, rec.val);
+      }
+      assert AbsHost() == R.ApplyRecord(h0, rec, WINDOW as nat, SLOT_LIMIT as nat);
+      R.ApplyRecordLeader(h0, rec, WINDOW as nat, SLOT_LIMIT as nat, P.NotLeader);
+      Replayed(rec);
+    }
+
+    method ReplayTruncate(rec: Record)
+      requires Valid() && rec.RecTruncate? && sofar.trace == [] && out.commits == []
+      modifies Repr
+      ensures Valid() && recLog == old(recLog) + [rec]
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
+    {
+      ghost var h0 := AbsHost();
+      if logStart < rec.logStart && rec.logStart <= SLOT_LIMIT {
+        JumpTo(rec.logStart);
+      }
+      assert AbsHost() == R.ApplyRecord(h0, rec, WINDOW as nat, SLOT_LIMIT as nat);
+      R.ApplyRecordLeader(h0, rec, WINDOW as nat, SLOT_LIMIT as nat, P.NotLeader);
+      Replayed(rec);
+    }
+
+    // A snapshot of the state after slots below `upto` arrived from a peer (this host lagged
+    // behind the peers' truncation point): jump to it. Slots above it that this host already
+    // committed are reported as commits, in order. Refines the protocol's InstallSnapshot
+    // when it jumps, else takes no step (R.SnapshotMoves).
+    method InstallSnapshot(upto: uint64) returns (r: Ready, ghost t: seq<O.Out>)
+      requires Valid()
+      modifies Repr
+      ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
+      ensures ReadyIs(r, t, old(sentLog), old(recLog))
+      // the slots newly committed above the snapshot (upto, when it jumps), each once, in order
+      ensures CommitsAre(r, if old(commitUpto) < upto <= SLOT_LIMIT then upto else old(commitUpto))
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures var ok := old(commitUpto) < upto <= SLOT_LIMIT;
+              R.Run(Consts(), me as nat, old(AbsHost()), {}, R.SnapshotMoves(old(AbsHost()), upto as nat, ok), AbsHost())
+    {
+      R.RunNil(Consts(), me as nat, AbsHost(), {});
+      BeginStep();
+      if commitUpto < upto && upto <= SLOT_LIMIT {
+        R.SnapshotRefines(Consts(), me as nat, AbsHost(), upto as nat);
+        JumpTo(upto);
+        Persist(RecTruncate(upto));
+        AdvanceCommit();
+      }
+      ghost var moves: seq<R.Move>;
+      r, moves, t := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
+    }
+
+    // The commits of every slot in [logStart, commitUpto), in order.
+    method CommittedSlots() returns (cs: seq<Committed>)
+      requires Valid()
+      ensures cs == OT.CommitsOf(R.AbsCommitted(committed[..], logStart as nat), logStart, commitUpto)
+    {
+      ghost var C := R.AbsCommitted(committed[..], logStart as nat);
+      var s := logStart;
+      cs := [];
+      OT.CommitsNil(C, logStart, logStart);
+      while s < commitUpto
+        invariant logStart <= s <= commitUpto && cs == OT.CommitsOf(C, logStart, s)
+        decreases commitUpto - s
+      {
+        var c := committed[Idx(s)];
+        R.AbsCommittedAt(committed[..], logStart as nat, s as nat);
+        assert s as nat in C by { reveal R.HasAll(); }
+        if c.Some? {
+          cs := cs + [Committed(s, c.val)];
+        }
+        OT.CommitsSnoc(C, logStart, s);
+        s := s + 1;
+      }
+    }
+
+    // After the last replayed record: report every committed slot from logStart on.
+    // No protocol step: it only reports committed slots.
+    method FinishRecovery() returns (r: Ready, ghost t: seq<O.Out>)
+      requires Valid()
+      modifies Repr
+      ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
+      ensures ReadyIs(r, t, old(sentLog), old(recLog))
+      ensures CommitsAre(r, logStart)  // every committed slot from logStart on, each once, in order
+      ensures SameConfig() && sentLog == old(sentLog) && AbsHost() == old(AbsHost())
+    {
+      BeginStep();
+      assert AbsHost() == old(AbsHost());
+      ghost var C := R.AbsCommitted(committed[..], logStart as nat);
+      var cs := CommittedSlots();
+      OT.CommitsTiedIs(out.commits, C, sofar.commitBase, logStart, commitUpto);
+      out := out.(commits := out.commits + cs);
+      sofar := sofar.(commitBase := logStart);
+      assert out.commits == OT.CommitsOf(C, logStart, commitUpto);
+      reveal OT.CommitsTiedOf();
+      AdvanceCommit();
+      assert AbsHost() == old(AbsHost()) && selfQueue == [];
+      ghost var moves: seq<R.Move>;
+      r, moves, t := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
+    }
+
+    // The whole durable state as records, for a fresh log after a snapshot: replaying them from
+    // the initial host rebuilds the durable state, as replaying the whole log does (Replays), so
+    // a restart from them is the protocol's Crash too (CheckpointRestartIsCrash).
+    method CheckpointRecords() returns (recs: seq<Record>)
+      requires Valid()
+      ensures R.ApplyAll(Rep.InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
+    {
+      ghost var V, C := R.AbsVotes(votes[..], logStart as nat), R.AbsCommitted(committed[..], logStart as nat);
+      recs := [RecTruncate(logStart), RecPromised(promised)];
+      R.AbsVotesKeys(votes[..], logStart as nat);
+      R.AbsCommittedKeys(committed[..], logStart as nat);
+      Rep.CheckpointStart(logStart, promised, V, C);
+      var s := logStart;
+      while s < logStart + WINDOW
+        invariant Valid() && logStart <= s <= logStart + WINDOW
+        invariant R.ApplyAll(Rep.InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat)
+                  == P.Host(promised, Rep.Below(V, s as nat), logStart as nat, Rep.Below(C, s as nat), P.NotLeader)
+        decreases logStart + WINDOW - s
+      {
+        ghost var before := recs;
+        var v := votes[Idx(s)];
+        R.AbsVotesAt(votes[..], logStart as nat, s as nat);
+        if v.Vote? {
+          R.ApplyAllSnoc(Rep.InitHost(), recs, RecVote(s, v.bal, v.val), WINDOW as nat, SLOT_LIMIT as nat);
+          recs := recs + [RecVote(s, v.bal, v.val)];
+        }
+        Rep.BelowNext(V, s as nat);
+        var c := committed[Idx(s)];
+        R.AbsCommittedAt(committed[..], logStart as nat, s as nat);
+        if c.Some? {
+          R.ApplyAllSnoc(Rep.InitHost(), recs, RecCommit(s, c.val), WINDOW as nat, SLOT_LIMIT as nat);
+          recs := recs + [RecCommit(s, c.val)];
+        }
+        Rep.BelowNext(C, s as nat);
+        s := s + 1;
+      }
+      Rep.BelowAll(V, s as nat);
+      Rep.BelowAll(C, s as nat);
+    }
+  }
+}

@@ -1,0 +1,645 @@
+// The Replica (Impl.i.dfy), part 5 of 6: whole steps, what the driver calls (Receive, Tick,
+// Propose, ConfirmRead). A step dispatches its input, then delivers the messages the host sent
+// itself (DrainSelf), and returns one Ready that is exactly what it did (ReadyIs, CommitsAre);
+// the lemmas at the end cover a crash part-way through a step (ImplCrash.i.dfy).
+abstract module ImplSteps refines ImplHandlers {
+  class Replica ... {
+    // What a step relies on of the protocol state this host is part of (ImplSystem: the abstraction of
+    // a reachable state): the protocol's invariant holds, this host is at AbsHost(), and the
+    // Accepted messages it counted are in the network.
+    ghost predicate Within(st: P.State)
+      reads this, votes, committed
+    {
+      && PI.Inv(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == AbsHost() && acked <= st.net
+    }
+
+    // Every packet this host sent is on the wire of a state with network net.
+    ghost predicate SentOnWire(net: set<S.Message>)
+      reads this
+    {
+      forall p | p in sentLog :: OT.OnWire(p, net)
+    }
+
+    // A step under way: it started from the state st (this host at h0, its packet log at log0)
+    // and has run `moves` so far (R.StepTrail, reading st.net and what it sent itself).
+    ghost predicate StepOk(st: P.State, h0: P.Host, log0: seq<Packet>, moves: seq<R.Move>)
+      reads this, votes, committed
+    {
+      && PI.Inv(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0
+      && R.StepTrail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog)
+      && acked <= st.net + R.SentBy(moves)
+      && (forall p | p in log0 :: OT.OnWire(p, st.net))
+    }
+
+    // The message m from src, in a state st the host is part of, whose wire carries it: a
+    // trail of this host's protocol steps reading st.net (each handler's theorem, its premise
+    // discharged by the protocol's invariant: ImplSystem.AckedValuesFromInv, LearnValueFromInv).
+    method Dispatch(src: uint64, m: Msg, ghost st: P.State) returns (ghost moves: seq<R.Move>)
+      requires Valid() && src < n
+      modifies Repr
+      ensures Valid() && StepGrows() && SameConfig()
+      ensures old(Within(st)) && OT.OnWire(Packet(src, me, m), st.net) ==>
+                && acked <= st.net
+                && R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, moves, AbsHost(), sentLog)
+      ensures m.Prepare? ==> exists q: Packet :: sofar.trace == old(sofar.trace) + Cr.PromiseTrace(BalLt(old(promised), m.bal), m.bal, q)
+      ensures m.Prepare? && src != me ==> selfQueue == old(selfQueue)
+      ensures m.Accept? ==> Cr.AcceptDid(old(sofar.trace), sofar.trace, old(selfQueue), selfQueue, me, src, old(promised), m.bal,
+                                          old(logStart), m.slot, m.val)
+    {
+      ghost var ok := Within(st) && OT.OnWire(Packet(src, me, m), st.net);
+      ghost var h0, log0, c := AbsHost(), sentLog, Consts();
+      ghost var src', me' := src as nat, me as nat;
+      ghost var follower := role == Follower;
+      ghost var bal0, commit0, cool0 := bal, commitUpto, catchUpCooldown;
+      moves := [];
+      match m {
+        case Prepare(b, fromSlot) =>
+          OnPrepare(src, b, fromSlot);
+          ghost var a := S.Prepare(src', me', b);
+          moves := R.PrepareMoves(me', h0, !follower && b != bal0, a, fromSlot as nat);
+          if ok {
+            R.NoLearnsBacked(sentLog[|log0|..], R.SentBy(moves), {a});
+            R.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
+            R.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
+          }
+        case Promise(b, ls, reported) =>
+          moves := OnPromise(src, b, ls, reported);
+          if ok {
+            ghost var a := S.Promise(src', me', b, ls as nat, R.SlotVotesMap(reported));
+            R.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
+          }
+        case Accept(b, slot, val) =>
+          OnAccept(src, b, slot, val);
+          ghost var a := S.Accept(src', me', b, slot as nat, val);
+          moves := R.AcceptMoves(me', h0, h0.logStart + WINDOW as nat, !follower && b != bal0, a);
+          if ok {
+            R.NoLearnsBacked(sentLog[|log0|..], R.SentBy(moves), {a});
+            R.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
+            R.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
+          }
+        case Accepted(b, slot) =>
+          // Its image: some Accepted(b, slot, v) from src in the network (OnWire).
+          ghost var a: S.Message := S.Accepted(src', me', b, slot as nat, []);
+          if ok {
+            assert R.PacketRefines(Packet(src, me, m), st.net);
+            a := R.ImageIn(st.net, src', me', m);
+            Sy.AckedValuesFromInv(c, st, me', acked + {a});
+          }
+          ghost var acked0 := acked;
+          moves := OnAccepted(src, b, slot, a);
+          if ok {
+            assert acked <= acked0 + {a} && acked0 + {a} <= st.net;
+            assert R.AckedValues(acked, leaderAbs);
+            R.TrailNet(c, me', h0, log0, acked, st.net, moves, AbsHost(), sentLog);
+          }
+        case Learn(b, slot) =>
+          ghost var hv := h0.votes;
+          if ok && slot as nat in hv && hv[slot as nat].bal == b {
+            Sy.LearnValueFromInv(c, st, Packet(src, me, m));
+          }
+          OnLearn(b, slot, src);
+          if ok {
+            if slot as nat in hv && hv[slot as nat].bal == b {
+              ghost var a := S.Commit(src', me', slot as nat, hv[slot as nat].val);
+              moves := R.CommitMoves(h0, h0.logStart + WINDOW as nat, a);
+              assert sentLog[|log0|..] == [];
+              R.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
+              R.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
+            } else {
+              R.TrailNil(c, me', h0, log0, st.net);
+            }
+          }
+        case Commit(slot, val) =>
+          OnCommit(slot, val, src);
+          ghost var a := S.Commit(src', me', slot as nat, val);
+          moves := R.CommitMoves(h0, h0.logStart + WINDOW as nat, a);
+          if ok {
+            assert sentLog[|log0|..] == [];
+            R.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
+            R.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
+          }
+        case Nack(pr) =>
+          OnNack(pr);
+          moves := R.StepDownMoves(h0, !follower && BalLt(bal0, pr));
+          if ok {
+            assert sentLog[|log0|..] == [];
+            R.TrailOf(c, me', h0, log0, {}, moves, AbsHost(), sentLog);
+            R.TrailNet(c, me', h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+          }
+        case Heartbeat(b, cu, rs) =>
+          OnHeartbeat(src, b, cu, rs);
+          moves := R.HeartbeatMoves(me', h0, src', b, !follower && b != bal0, cu > commit0 && cool0 == 0, commit0 as nat);
+          if ok {
+            R.NoLearnsBacked(sentLog[|log0|..], R.SentBy(moves), {});
+            R.TrailOf(c, me', h0, log0, {}, moves, AbsHost(), sentLog);
+            R.TrailNet(c, me', h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+          }
+        case HeartbeatAck(b, rs) =>
+          OnHeartbeatAck(src, b, rs);
+          R.TrailNil(c, me', h0, log0, st.net);
+        case CatchUp(fromSlot) =>
+          OnCatchUp(src, fromSlot);
+          moves := R.RunThatSent(c, me', h0, AbsHost(), sentLog[|log0|..]);
+          if ok {
+            R.NoLearnsBacked(sentLog[|log0|..], R.SentBy(moves), {});
+            R.TrailOf(c, me', h0, log0, {}, moves, AbsHost(), sentLog);
+            R.TrailNet(c, me', h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+          }
+      }
+    }
+
+    // Handle the messages this host sent to itself during the step (bounded: a chain of
+    // self-deliveries is short; past the limit they are dropped, like lost messages). Each is
+    // on the wire of the state the step has reached (sent before the step, or by its moves so
+    // far), where the protocol's invariant holds (ImplSystem.InvAfterRun): the step's trail
+    // grows by the handler's.
+    method DrainSelf(ghost st: P.State, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves0: seq<R.Move>)
+      returns (ghost moves: seq<R.Move>)
+      requires Valid()
+      modifies Repr
+      ensures Valid() && StepGrows() && SameConfig()
+      ensures old(selfQueue) == [] ==> unchanged(this, votes, committed)
+      ensures old(selfQueue) == [] ==> AbsHost() == old(AbsHost()) && sentLog == old(sentLog) && SameConfig()
+      ensures old(StepOk(st, h0, log0, moves0)) ==> StepOk(st, h0, log0, moves)
+      ensures moves0 <= moves
+      // A first self-message whose handling begins with a record that needs a sync (its own
+      // vote, its own promise): the step's early packets are those it had sent before.
+      ensures old(selfQueue) != [] && FirstRecord(old(selfQueue)[0], old(promised), old(logStart)) != [] ==>
+                out.sync && out.early == old(out.early)
+    {
+      ghost var ok := StepOk(st, h0, log0, moves0);
+      ghost var c := Consts();
+      ghost var t0, q0, pr0, ls0, e0 := sofar.trace, selfQueue, promised, logStart, out.early;
+      OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+      moves := moves0;
+      var fuel := SELF_DELIVERY_LIMIT;
+      while |selfQueue| > 0 && fuel > 0
+        invariant BalLe(old(promised), promised) && SameConfig() && Consts() == c && SameBases()
+        invariant Valid()
+        invariant old(selfQueue) == [] ==> unchanged(this, votes, committed)
+        invariant ok ==> StepOk(st, h0, log0, moves)
+        invariant moves0 <= moves
+        invariant fuel == SELF_DELIVERY_LIMIT ==> selfQueue == q0 && sofar.trace == t0 && promised == pr0 && logStart == ls0
+        invariant fuel < SELF_DELIVERY_LIMIT && q0 != [] && FirstRecord(q0[0], pr0, ls0) != [] ==> out.sync && out.early == e0
+        decreases fuel
+      {
+        var m := selfQueue[0];
+        ghost var p := Packet(me, me, m);
+        assert p in sentLog;  // SelfLogged
+        ghost var h1, log1 := AbsHost(), sentLog;
+        ghost var stk := if ok then P.State(st.hosts[me := h1], st.net + R.SentBy(moves)) else st;
+        if ok {
+          R.StepTrailIs(c, me as nat, h0, log0, st.net, moves, h1, log1);
+          Sy.InvAfterRun(c, st, me as nat, st.net, moves, h1);
+          R.StepTrailHas(c, me as nat, h0, log0, st.net, moves, h1, log1, p);
+          if p in log0 {
+            R.PacketRefinesMono(p, st.net, stk.net);
+            R.LearnBackedMono(p, st.net, st.net, stk.net, stk.net);
+          } else {
+            R.PacketRefinesMono(p, R.SentBy(moves), stk.net);
+            R.LearnBackedMono(p, R.SentBy(moves), st.net + R.SentBy(moves), stk.net, stk.net);
+          }
+          assert Within(stk) && OT.OnWire(p, stk.net);
+        }
+        ghost var first, sq1 := fuel == SELF_DELIVERY_LIMIT, selfQueue[1..];
+        selfQueue := selfQueue[1..];
+        assert AbsHost() == h1 && sentLog == log1;
+        ghost var more := Dispatch(me, m, stk);
+        if first && FirstRecord(m, pr0, ls0) != [] {
+          FirstRecordDid(m, t0, sq1, pr0, ls0);
+          FirstRecordSyncs(t0, m, pr0, ls0);
+        }
+        if ok {
+          R.StepTrailChain(c, me as nat, h0, log0, st.net, moves, h1, log1, more, AbsHost(), sentLog);
+          R.SentByAppend(moves, more);
+          moves := moves + more;
+        }
+        fuel := fuel - 1;
+      }
+      selfQueue := [];
+    }
+
+    // The record that handling m, a message this host sent itself, emits before anything else,
+    // when its promise was pr0 and its window started at ls0: an Accept at its promised ballot
+    // in its window, the vote (its own proposal: Propose, a takeover); a Prepare above its
+    // promise, the promise (its own election).
+    ghost function FirstRecord(m: Msg, pr0: Ballot, ls0: uint64): seq<O.Out> {
+      if m.Accept? && m.bal == pr0 && ls0 <= m.slot && m.slot - ls0 < WINDOW then [O.Emitted(RecVote(m.slot, m.bal, m.val))]
+      else if m.Prepare? && BalLt(pr0, m.bal) then [O.Emitted(RecPromised(m.bal))]
+      else []
+    }
+
+    // Once the trace is past FirstRecord (a record that needs a sync), the step's early packets
+    // are those of t0, and it is synced.
+    lemma FirstRecordSyncs(t0: seq<O.Out>, m: Msg, pr0: Ballot, ls0: uint64)
+      requires Valid() && FirstRecord(m, pr0, ls0) != [] && t0 + FirstRecord(m, pr0, ls0) <= sofar.trace
+      ensures out.sync && out.early == O.Early(me, t0)
+    {
+      var r := FirstRecord(m, pr0, ls0)[0].r;
+      assert FirstRecord(m, pr0, ls0) == [O.Emitted(r)] && NeedsSync(r);
+      O.EarlyBeforeSync(me, t0, r, sofar.trace);
+      O.Snoc(me, t0, O.Emitted(r));
+      O.Prefix(me, t0 + [O.Emitted(r)], sofar.trace);
+      OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+    }
+
+    // What Dispatch of m from this host itself did to the trace t0, as FirstRecord says.
+    lemma FirstRecordDid(m: Msg, t0: seq<O.Out>, sq0: seq<Msg>, pr0: Ballot, ls0: uint64)
+      requires FirstRecord(m, pr0, ls0) != []
+      requires m.Prepare? ==> exists q: Packet :: sofar.trace == t0 + Cr.PromiseTrace(BalLt(pr0, m.bal), m.bal, q)
+      requires m.Accept? ==> Cr.AcceptDid(t0, sofar.trace, sq0, selfQueue, me, me, pr0, m.bal, ls0, m.slot, m.val)
+      ensures t0 + FirstRecord(m, pr0, ls0) <= sofar.trace
+    {
+      if m.Accept? && m.bal == pr0 && ls0 <= m.slot && m.slot - ls0 < WINDOW {
+        Cr.AcceptDidIs(t0, sofar.trace, sq0, selfQueue, me, me, pr0, m.bal, ls0, m.slot, m.val);
+        var q := Cr.AcceptAnswer(sofar.trace, t0, BalLt(m.bal, pr0), ls0, BalLt(pr0, m.bal), m.bal, m.slot, m.val);
+        assert sofar.trace == t0 + [O.Emitted(RecVote(m.slot, m.bal, m.val))] + [O.Sent(q)];
+      } else if m.Prepare? && BalLt(pr0, m.bal) {
+        var q := Cr.PromiseAnswer(sofar.trace, t0, true, m.bal);
+        assert sofar.trace == t0 + [O.Emitted(RecPromised(m.bal))] + [O.Sent(q)];
+      }
+    }
+
+    // A step begins with empty output buffers and an empty trace, from the logs as they are.
+    method BeginStep()
+      requires Valid()
+      modifies this
+      ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
+      ensures out.records == [] && out.packets == [] && out.commits == []
+      ensures Unchanged() && selfQueue == [] && sentLog == old(sentLog) && recLog == old(recLog)
+      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && sofar.commitBase == commitUpto
+    {
+      OT.TiedNone(sentLog, recLog, me);
+      OT.CommitsTiedNone(R.AbsCommitted(committed[..], logStart as nat), logStart, commitUpto);
+      sofar := O.Step([], sentLog, recLog, commitUpto);
+      out := NoOutput;
+      selfQueue := [];
+    }
+
+    // The step's Ready: its output buffers, which are all it did (ReadyIs). They are emptied,
+    // and the next step starts from here.
+    method TakeReady(accepted: bool) returns (r: Ready, ghost t: seq<O.Out>)
+      requires Valid()
+      modifies this
+      ensures Valid() && Unchanged() && sentLog == old(sentLog) && recLog == old(recLog) && selfQueue == old(selfQueue)
+      ensures ReadyIs(r, t, old(sofar.sentBase), old(sofar.recBase)) && r.accepted == accepted
+      ensures CommitsAre(r, old(sofar.commitBase))
+      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && sofar.commitBase == commitUpto
+      ensures t == old(sofar.trace) && r.early == old(out.early)
+    {
+      r := out.(accepted := accepted);
+      OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+      OT.TiedNone(sentLog, recLog, me);
+      ghost var C := R.AbsCommitted(committed[..], logStart as nat);
+      OT.CommitsTiedIs(out.commits, C, sofar.commitBase, logStart, commitUpto);
+      R.HasAllSub(C, logStart as nat, commitUpto as nat, sofar.commitBase as nat, commitUpto as nat);
+      OT.CommitsTiedNone(C, logStart, commitUpto);
+      t := sofar.trace;
+      sofar := O.Step([], sentLog, recLog, commitUpto);
+      out := NoOutput;
+    }
+
+    // A step ends by handling what it sent itself; its Ready is all it did (ReadyIs), and the
+    // next step starts from here.
+    method EndStep(accepted: bool, ghost st: P.State, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves0: seq<R.Move>)
+      returns (r: Ready, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
+      requires Valid()
+      modifies Repr
+      ensures Valid() && BalLe(old(promised), promised)
+      ensures old(selfQueue) == [] ==> AbsHost() == old(AbsHost()) && sentLog == old(sentLog) && SameConfig() && acked == old(acked)
+      ensures old(StepOk(st, h0, log0, moves0)) ==> StepOk(st, h0, log0, moves)
+      ensures ReadyIs(r, t, old(sofar.sentBase), old(sofar.recBase)) && r.accepted == accepted
+      ensures CommitsAre(r, old(sofar.commitBase))
+      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && sofar.commitBase == commitUpto
+      ensures moves0 <= moves
+      ensures old(selfQueue) == [] ==> t == old(sofar.trace)
+      ensures SameConfig()
+      ensures old(selfQueue) != [] && FirstRecord(old(selfQueue)[0], old(promised), old(logStart)) != [] ==>
+                r.early == old(out.early)
+    {
+      moves := DrainSelf(st, h0, log0, moves0);
+      ghost var h, log, ack := AbsHost(), sentLog, acked;
+      r, t := TakeReady(accepted);
+      assert AbsHost() == h && sentLog == log && acked == ack;
+    }
+
+    // ---- the step API (what the extension exposes) --------------------------------------
+    // Each step is given, as a ghost argument, the protocol state st its host is part of (in
+    // ImplSystem: the abstraction of a reachable state, whose wire holds every packet sent).
+    // Then the step is a run of its host's protocol steps from there (StepOk: R.StepTrail,
+    // ImplStep's premise, see ImplSystem.StepTrailIsImplStep), after which the Accepted
+    // messages the host counted are in the network it reached.
+
+    // What a step relies on of st: the host is part of it, and every packet it sent is on its
+    // wire.
+    ghost predicate StepFrom(st: P.State)
+      reads this, votes, committed
+    {
+      Within(st) && SentOnWire(st.net)
+    }
+
+    // A step that ran a trail from st (where the host was at h0, its packet log at log0).
+    lemma StepStart(st: P.State, h0: P.Host, log0: seq<Packet>, moves: seq<R.Move>)
+      requires PI.Inv(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0 && forall p | p in log0 :: OT.OnWire(p, st.net)
+      requires R.Trail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog) && acked <= st.net
+      ensures StepOk(st, h0, log0, moves)
+    {
+      R.StepTrailNil(Consts(), me as nat, h0, log0, st.net);
+      assert st.net + R.SentBy([]) == st.net;
+      R.StepTrailChain(Consts(), me as nat, h0, log0, st.net, [], h0, log0, moves, AbsHost(), sentLog);
+      assert [] + moves == moves;
+    }
+
+    method Receive(p: Packet, ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
+      requires Valid()
+      modifies Repr
+      ensures Valid() && BalLe(old(promised), promised)
+      ensures ReadyIs(r, t, old(sentLog), old(recLog))
+      ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
+      ensures old(StepFrom(st)) && OT.OnWire(p, st.net) ==>
+                StepOk(st, old(AbsHost()), old(sentLog), moves)
+      // A Prepare from another member: every cut of its records is Covered (CrashPartWay).
+      ensures p.dst == me && p.src < n && p.src != me && p.msg.Prepare? ==> Cr.AllCovered(r.records, r.early, old(sentLog))
+      // An Accept from another member (not at this host's own ballot): every cut is Covered but
+      // the one between a raised promise's record and the vote's, a PromiseCut (Cr.CrashAtPromise).
+      ensures p.dst == me && p.src < n && p.src != me && p.msg.Accept? && p.msg.bal.node != me ==>
+                forall k: nat | k <= |r.records| ::
+                  Cr.Covered(r.records, r.early, old(sentLog), k) || Cr.PromiseCut(r.records, r.early, old(sentLog), k, old(promised))
+    {
+      ghost var ok := StepFrom(st) && OT.OnWire(p, st.net);
+      BeginStep();
+      ghost var h0, log0 := AbsHost(), sentLog;
+      assert h0 == old(AbsHost()) && log0 == old(sentLog);
+      assert ok ==> Within(st) && forall q | q in log0 :: OT.OnWire(q, st.net);
+      moves := [];
+      if ok {
+        R.TrailNil(Consts(), me as nat, h0, log0, st.net);
+      }
+      ghost var q: Packet, pr0, ls0 := p, promised, logStart;
+      if p.dst == me && p.src < n && p.src != me {
+        moves := Dispatch(p.src, p.msg, st);
+        if p.msg.Prepare? {
+          q := Cr.PromiseAnswer(sofar.trace, [], BalLt(pr0, p.msg.bal), p.msg.bal);
+        }
+        if p.msg.Accept? {
+          Cr.AcceptDidIs([], sofar.trace, [], selfQueue, me, p.src, pr0, p.msg.bal, ls0, p.msg.slot, p.msg.val);
+          q := Cr.AcceptAnswer(sofar.trace, [], BalLt(p.msg.bal, pr0), ls0, BalLt(pr0, p.msg.bal), p.msg.bal, p.msg.slot, p.msg.val);
+        }
+      }
+      if ok {
+        StepStart(st, h0, log0, moves);
+      }
+      ghost var trace := sofar.trace;
+      r, moves, t := EndStep(false, st, h0, log0, moves);
+      if p.dst == me && p.src < n && p.src != me && p.msg.Prepare? {
+        assert t == Cr.PromiseTrace(BalLt(pr0, p.msg.bal), p.msg.bal, q);
+        Cr.PromiseTraceCovered(me, BalLt(pr0, p.msg.bal), p.msg.bal, q, log0);
+      }
+      if p.dst == me && p.src < n && p.src != me && p.msg.Accept? && p.msg.bal.node != me {
+        assert t == Cr.AcceptTrace(BalLt(p.msg.bal, pr0), ls0, BalLt(pr0, p.msg.bal), p.msg.bal, p.msg.slot, p.msg.val, q);
+        Cr.AcceptTraceCovered(me, BalLt(p.msg.bal, pr0), ls0, BalLt(pr0, p.msg.bal), p.msg.bal, p.msg.slot, p.msg.val, q, log0, pr0);
+      }
+    }
+
+    method Tick(ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
+      requires Valid()
+      modifies Repr
+      ensures Valid() && BalLe(old(promised), promised)
+      ensures ReadyIs(r, t, old(sentLog), old(recLog))
+      ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
+      ensures old(StepFrom(st)) ==>
+                StepOk(st, old(AbsHost()), old(sentLog), moves)
+    {
+      ghost var ok := StepFrom(st);
+      BeginStep();
+      ghost var h0, log0, c := AbsHost(), sentLog, Consts();
+      assert h0 == old(AbsHost()) && log0 == old(sentLog);
+      assert ok ==> Within(st) && forall q | q in log0 :: OT.OnWire(q, st.net);
+      moves := [];
+      R.TrailNil(c, me as nat, h0, log0, {});
+      if ticks < TICKS_LIMIT * 4 {
+        ticks := ticks + 1;
+      }
+      if catchUpCooldown > 0 {
+        catchUpCooldown := catchUpCooldown - 1;
+      }
+      assert AbsHost() == h0 && sentLog == log0 && acked == old(acked);
+      if role == Leader {
+        if ticks >= heartbeatTicks {
+          moves := SendHeartbeats();
+        }
+      } else if ticks >= electionTimeout {
+        ghost var seen := BalMax(promised, maxSeen);
+        ghost var okb := seen.round < UINT64_MAX - 1;
+        moves := R.ElectionMoves(me as nat, n as nat, h0, if okb then NextBallot(seen, me) else Zero, okb);
+        StartElection();
+        R.NoLearnsBacked(sentLog[|log0|..], R.SentBy(moves), {});
+        R.TrailOf(c, me as nat, h0, log0, {}, moves, AbsHost(), sentLog);
+      }
+      if ok {
+        R.TrailNet(c, me as nat, h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+        StepStart(st, h0, log0, moves);
+      }
+      r, moves, t := EndStep(false, st, h0, log0, moves);
+    }
+
+    method Propose(val: Value, ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
+      requires Valid()
+      modifies Repr
+      ensures Valid() && BalLe(old(promised), promised)
+      ensures ReadyIs(r, t, old(sentLog), old(recLog))
+      ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
+      // An accepted value is proposed as it is: the step's first protocol move sends Accepts of val.
+      ensures r.accepted ==> |moves| > 0 && moves[0].step.SendAcceptStep? && moves[0].step.val == val
+      // The step receives the client's request for val (ImplSystem.ClientSends).
+      ensures old(StepFrom(st) && S.Request(me as nat, me as nat, val) in st.net) ==>
+                StepOk(st, old(AbsHost()), old(sentLog), moves)
+      // The cut before its own vote is a crash after its SendAccept, its Accepts sent (Cr.CutAtPoint).
+      ensures r.accepted && old(StepFrom(st) && S.Request(me as nat, me as nat, val) in st.net) ==>
+                exists pt :: Cr.PointOf(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, old(recLog), t, pt)
+                             && Cr.CutAtPoint(me, t, old(sentLog), pt, 0)
+    {
+      ghost var ok0 := StepFrom(st) && S.Request(me as nat, me as nat, val) in st.net;
+      ghost var req := {S.Request(me as nat, me as nat, val)};
+      BeginStep();
+      ghost var h0, log0, c := AbsHost(), sentLog, Consts();
+      assert h0 == old(AbsHost()) && log0 == old(sentLog);
+      assert ok0 ==> Within(st) && forall q | q in log0 :: OT.OnWire(q, st.net);
+      moves := [];
+      R.TrailNil(c, me as nat, h0, log0, req);
+      var ok := false;
+      ghost var slot0 := nextSlot;
+      if role == Leader && promised == bal && nextSlot - logStart < WINDOW {
+        var slot := nextSlot;
+        Lead.LeadsFree(bal, leaderAbs, slot as nat, logStart as nat, val);
+        Lead.LeadsMono(role, bal, leaderAbs, slot as nat, logStart as nat, slot as nat + 1, logStart as nat);
+        nextSlot := nextSlot + 1;
+        assert AbsHost() == h0 && sentLog == log0;
+        assert S.Requested(req, val);
+        ghost var mv := ProposeAt(slot, val, req);
+        R.NoLearnsBacked(sentLog[|log0|..], mv.sent, req);
+        R.TrailSnoc(c, me as nat, h0, log0, req, [], h0, log0, mv, sentLog);
+        assert [] + [mv] == [mv];
+        moves := [mv];
+        ok := true;
+      }
+      ghost var pt := Cr.Point(moves, AbsHost(), sofar.trace);
+      ghost var q1, pr1, ls1, e1 := selfQueue, promised, logStart, out.early;
+      OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+      assert e1 == O.Early(me, pt.trace);
+      if ok0 {
+        R.TrailNet(c, me as nat, h0, log0, req, st.net, moves, AbsHost(), sentLog);
+        StepStart(st, h0, log0, moves);
+        assert R.StepTrail(c, me as nat, h0, log0, st.net, pt.moves, pt.host, log0 + O.Sends(pt.trace));
+        assert Replays() && recLog == old(recLog) + O.Records(pt.trace);
+        assert Cr.Rebuilt(old(recLog) + O.Records(pt.trace)) == pt.host.(leader := P.NotLeader);
+      }
+      r, moves, t := EndStep(ok, st, h0, log0, moves);
+      if ok && ok0 {
+        // The point after its Accepts left, before its vote: the vote is the first record.
+        assert q1 == [Accept(pr1, slot0, val)] && q1[0] == Accept(pr1, slot0, val);
+        assert FirstRecord(q1[0], pr1, ls1) == [O.Emitted(RecVote(slot0, pr1, val))];
+        assert O.Early(me, t) == r.early == e1 == O.Early(me, pt.trace);
+        forall p | p in O.Early(me, t) ensures p in O.Sends(pt.trace) {
+          Cr.EarlyIsSent(me, pt.trace, p);
+        }
+        assert O.Records(pt.trace) == [];
+        assert Cr.PointOf(c, me as nat, h0, log0, st.net, old(recLog), t, pt);
+        assert Cr.CutAtPoint(me, t, log0, pt, 0);
+      }
+    }
+
+    // Leader: start confirming that it still leads; reads that arrived before this call may be
+    // served once readConfirmed >= the returned number and commitUpto >= the returned slot.
+    method ConfirmRead(ghost st: P.State) returns (r: Ready, seqNo: uint64, readSlot: uint64, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
+      requires Valid()
+      modifies Repr
+      ensures Valid() && BalLe(old(promised), promised)
+      ensures ReadyIs(r, t, old(sentLog), old(recLog))
+      ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
+      ensures old(StepFrom(st)) ==>
+                StepOk(st, old(AbsHost()), old(sentLog), moves)
+    {
+      ghost var ok := StepFrom(st);
+      BeginStep();
+      ghost var h0, log0, c := AbsHost(), sentLog, Consts();
+      assert h0 == old(AbsHost()) && log0 == old(sentLog);
+      assert ok ==> Within(st) && forall q | q in log0 :: OT.OnWire(q, st.net);
+      moves := [];
+      R.TrailNil(c, me as nat, h0, log0, {});
+      seqNo := 0;
+      readSlot := nextSlot;
+      if role == Leader && readSeq < UINT64_MAX {
+        Lead.LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
+        readSeq := readSeq + 1;
+        seqNo := readSeq;
+        readAck[me] := readSeq;
+        assert AbsHost() == h0 && sentLog == log0;
+        // The Heartbeats: a SendNoSafety step each (read confirmation has no protocol role).
+        Broadcast(Heartbeat(bal, commitUpto, readSeq), false);
+        R.BeatRefines(c, h0, {}, me, n, bal, commitUpto, readSeq, sentLog[|log0|..]);
+        moves := R.BeatMoves(h0, me as nat, n as nat, bal, commitUpto as nat);
+        R.TrailOf(c, me as nat, h0, log0, {}, moves, h0, sentLog);
+        UpdateReadConfirmed();
+        ticks := 0;
+      }
+      if ok {
+        R.TrailNet(c, me as nat, h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+        StepStart(st, h0, log0, moves);
+      }
+      r, moves, t := EndStep(false, st, h0, log0, moves);
+    }
+
+    // A ReadIndex request from member src, which had promised exactly b when it sent it (after
+    // the reads it asks for arrived there). With three members (a quorum of two), this leader
+    // and src are a quorum neither of which had promised a ballot above this leader's when
+    // those reads arrived; a newer leader needs the promise of one of them, so none committed
+    // anything before the reads, and nextSlot covers every slot this leader may have committed
+    // or re-proposed: the reads may be served once applied up to the returned slot, with no
+    // heartbeat round. Returns 0 when that does not hold (confirm with ConfirmRead instead).
+    // No state changes: the method only answers.
+    method ReadIndexAttested(src: uint64, b: Ballot) returns (readSlot: uint64)
+      requires Valid()
+      ensures readSlot != 0 ==> && role == Leader && b == bal && promised == bal && quorum == 2
+                                && src < n && src != me && readSlot == nextSlot
+    {
+      readSlot := 0;
+      if role == Leader && b == bal && promised == bal && quorum == 2 && src < n && src != me {
+        readSlot := nextSlot;
+      }
+    }
+
+    // A crash part-way through a whole step (Receive, Tick, Propose, ConfirmRead: after it,
+    // StepOk and ReadyIs hold), the driver having made only its first k records durable, with
+    // the packets that may have left by then (pkts) on the wire: for the cuts Cr.Covered, a
+    // system step from the state the step began in (st, whose wire holds the packets sent
+    // before) to the one whose host restarted from the records before the step (recs0, which
+    // rebuilt its host h0 then: Replays()) and those k (Cr.CrashPartWay).
+    lemma CrashPartWay(st: P.State, wire: set<Packet>, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>,
+                       moves: seq<R.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+      requires Valid() && StepOk(st, h0, log0, moves) && ReadyIs(r, t, log0, recs0)
+      requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
+      requires k <= |r.records|
+      requires Cr.Covered(r.records, r.early, log0, k)
+               || exists pt :: Cr.PointOf(Consts(), me as nat, h0, log0, st.net, recs0, t, pt) && Cr.CutAtPoint(me, t, log0, pt, k)
+      requires Cr.MayHaveLeft(r.records, r.early, r.early + r.packets, k, pkts)
+      ensures Sy.ImplNext(Consts(), Sy.Sys(st, wire), s')
+      ensures s'.abs.hosts == st.hosts[me := Cr.Rebuilt(recs0 + r.records[..k])]
+      ensures s'.wire == wire + (set j | 0 <= j < |pkts| :: pkts[j])
+    {
+      s' := CrashCut(st, wire, h0, log0, recs0, moves, r, t, k, pkts);
+    }
+
+    // The same for a step that sends nothing and is a run of its host's steps (Truncate,
+    // InstallSnapshot: their R.Run; FinishRecovery: the empty run), from any state st whose
+    // host is at h0: it has no early packet, so the cut before its records is Covered too
+    // (Truncate and InstallSnapshot emit one record: every cut of theirs is one of the two).
+    lemma QuietCrashPartWay(st: P.State, wire: set<Packet>, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>,
+                            moves: seq<R.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+      requires Valid() && ReadyIs(r, t, log0, recs0) && sentLog == log0
+      requires P.WF(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0
+      requires R.Run(Consts(), me as nat, h0, {}, moves, AbsHost())
+      requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
+      requires k <= |r.records| && (k == 0 || Cr.AfterLastSync(r.records, k))
+      requires Cr.MayHaveLeft(r.records, r.early, r.early + r.packets, k, pkts)
+      ensures Sy.ImplNext(Consts(), Sy.Sys(st, wire), s')
+      ensures s'.abs.hosts == st.hosts[me := Cr.Rebuilt(recs0 + r.records[..k])]
+      ensures s'.wire == wire + (set j | 0 <= j < |pkts| :: pkts[j])
+    {
+      R.RunStepTrail(Consts(), me as nat, h0, {}, st.net, moves, AbsHost(), sentLog);
+      O.EarlyThenLate(me, t);
+      assert O.Sends(t) == [] by {
+        assert log0 + O.Sends(t) == log0 + [];
+      }
+      reveal O.ToOthers();
+      assert r.early == [];
+      s' := CrashCut(st, wire, h0, log0, recs0, moves, r, t, k, pkts);
+    }
+
+    // What the two lemmas above share: the step's trail from st, and its Ready.
+    lemma CrashCut(st: P.State, wire: set<Packet>, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>,
+                   moves: seq<R.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+      requires Valid() && ReadyIs(r, t, log0, recs0)
+      requires P.WF(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0
+      requires R.StepTrail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog)
+      requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
+      requires k <= |r.records|
+      requires Cr.Covered(r.records, r.early, log0, k)
+               || exists pt :: Cr.PointOf(Consts(), me as nat, h0, log0, st.net, recs0, t, pt) && Cr.CutAtPoint(me, t, log0, pt, k)
+      requires Cr.MayHaveLeft(r.records, r.early, r.early + r.packets, k, pkts)
+      ensures Sy.ImplNext(Consts(), Sy.Sys(st, wire), s')
+      ensures s'.abs.hosts == st.hosts[me := Cr.Rebuilt(recs0 + r.records[..k])]
+      ensures s'.wire == wire + (set j | 0 <= j < |pkts| :: pkts[j])
+    {
+      var s := Sy.Sys(st, wire);
+      O.EarlyThenLate(me, t);
+      forall p | p in pkts ensures p in O.Early(me, t) || (Cr.AfterLastSync(O.Records(t), k) && p in O.Sends(t)) {
+        if p !in r.early {
+          assert p in O.Early(me, t) + O.Late(me, t);
+          O.ToOthersSub(me, O.Sends(t), p);
+        }
+      }
+      s' := Cr.CrashPartWay(Consts(), s, me as nat, log0, recs0, moves, AbsHost(), t, k, pkts);
+    }
+  }
+}
