@@ -108,6 +108,9 @@ abstract module ImplHandlers refines ImplMoves {
       ensures Valid() && PromisedGrows() && SameConfig()
       ensures var m := S.Promise(src as nat, me as nat, b, ls as nat, R.SlotVotesMap(reported));
               R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), {m}, moves, AbsHost(), sentLog)
+      // As BecomeLeader: no record, and the first message to itself begins with its vote's record.
+      ensures recLog == old(recLog)
+      ensures old(selfQueue) == [] ==> selfQueue == [] || FirstRecord(selfQueue[0], promised, logStart) != []
     {
       ghost var m := S.Promise(src as nat, me as nat, b, ls as nat, R.SlotVotesMap(reported));
       ghost var h0, log0 := AbsHost(), sentLog;

@@ -192,9 +192,10 @@ abstract module ImplMoves refines ImplWindow {
     // Send CatchUp(commitUpto) to dst: a SendNoSafety step, appended to the trail.
     method SendCatchUp(dst: uint64, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves: seq<R.Move>)
       returns (ghost moves': seq<R.Move>)
-      requires Valid() && dst < n && TrailFrom(h0, log0, {}, moves)
+      requires Valid() && dst < n && dst != me && TrailFrom(h0, log0, {}, moves)
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged() && TrailFrom(h0, log0, {}, moves')
+      ensures selfQueue == old(selfQueue) && recLog == old(recLog)
     {
       ghost var h1, log1 := AbsHost(), sentLog;
       Send(dst, CatchUp(commitUpto));
@@ -213,6 +214,7 @@ abstract module ImplMoves refines ImplWindow {
       requires Valid() && role == Leader && TrailFrom(h0, log0, {}, moves)
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged() && TrailFrom(h0, log0, {}, moves')
+      ensures selfQueue == old(selfQueue) && recLog == old(recLog)
     {
       Lead.LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
       ghost var h1, log1 := AbsHost(), sentLog;
@@ -240,22 +242,29 @@ abstract module ImplMoves refines ImplWindow {
       modifies Repr
       ensures Valid() && PromisedGrows() && SameConfig()
       ensures R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), {}, moves, AbsHost(), sentLog)
+      // It emits no record, and the first message it sends itself is the Accept of its first
+      // takeover slot, whose handling begins with its vote's record (FirstRecord).
+      ensures recLog == old(recLog)
+      ensures old(selfQueue) == [] ==> selfQueue == [] || FirstRecord(selfQueue[0], promised, logStart) != []
     {
       ghost var h0, log0 := AbsHost(), sentLog;
       R.TrailNil(Consts(), me as nat, h0, log0, {});
       moves := [];
       if takeoverOverflow || promised != bal {
         var lags := takeoverOverflow && promised == bal;
+        OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);  // the records: StepDown keeps them (sofar)
         StepDown();
+        OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
         moves := R.StepDownMoves(h0, true);
         R.StepDownRefines(Consts(), me as nat, h0, {}, true);
         assert sentLog[|log0|..] == [];
         R.TrailOf(Consts(), me as nat, h0, log0, {}, moves, AbsHost(), sentLog);
-        if lags {
+        var from := if maxLogStart > commitUpto then maxLogStartFrom else overflowFrom;
+        if lags && from != me {
           // A promise reported votes beyond this host's window: it lags and cannot take those
           // slots over. Ask for what it lacks, or each election it starts preempts the others
           // again and nobody leads (its election timeout may be the shortest).
-          moves := SendCatchUp(if maxLogStart > commitUpto then maxLogStartFrom else overflowFrom, h0, log0, moves);
+          moves := SendCatchUp(from, h0, log0, moves);
         }
         return;
       }
@@ -265,12 +274,16 @@ abstract module ImplMoves refines ImplWindow {
       var hi := if takeoverHi > nextSlot then takeoverHi else nextSlot;
       if start - logStart > WINDOW {
         // The others are a whole window ahead: this host cannot lead until it catches up.
+        OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
         StepDown();
+        OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
         moves := R.StepDownMoves(h0, true);
         R.StepDownRefines(Consts(), me as nat, h0, {}, true);
         assert sentLog[|log0|..] == [];
         R.TrailOf(Consts(), me as nat, h0, log0, {}, moves, AbsHost(), sentLog);
-        moves := SendCatchUp(maxLogStartFrom, h0, log0, moves);
+        if maxLogStartFrom != me {
+          moves := SendCatchUp(maxLogStartFrom, h0, log0, moves);
+        }
         return;
       }
       // What phase 1 established, kept across the proposals below.
@@ -299,6 +312,8 @@ abstract module ImplMoves refines ImplWindow {
         invariant forall t | t in leaderAbs.proposed :: start as nat <= t < s as nat
         invariant R.AbsVotes(takeover[..], logStart as nat) == tk
         invariant TrailFrom(h0, log0, {}, moves)
+        invariant recLog == old(recLog)
+        invariant old(selfQueue) == [] ==> selfQueue == [] || FirstRecord(selfQueue[0], promised, logStart) != []
         decreases hi as int - s as int
       {
         if InWindow(s) {

@@ -158,6 +158,16 @@ abstract module ImplState {
     // recs0 and did t: the logs grew by t's packets and records; r's records are t's, in order,
     // and its early and late packets are those t sent to other members before and after its
     // first record that needs a sync (StepOutput), in order.
+    // The record that handling m, a message this host sent itself, emits before anything else,
+    // when its promise was pr0 and its window started at ls0: an Accept at its promised ballot
+    // in its window, the vote (its own proposal: Propose, a takeover); a Prepare above its
+    // promise, the promise (its own election).
+    ghost function FirstRecord(m: Msg, pr0: Ballot, ls0: uint64): seq<O.Out> {
+      if m.Accept? && m.bal == pr0 && ls0 <= m.slot && m.slot - ls0 < WINDOW then [O.Emitted(RecVote(m.slot, m.bal, m.val))]
+      else if m.Prepare? && BalLt(pr0, m.bal) then [O.Emitted(RecPromised(m.bal))]
+      else []
+    }
+
     ghost predicate ReadyIs(r: Ready, t: seq<O.Out>, log0: seq<Packet>, recs0: seq<Record>)
       reads this
     {

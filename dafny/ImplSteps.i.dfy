@@ -43,6 +43,8 @@ abstract module ImplSteps refines ImplHandlers {
                 && R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, moves, AbsHost(), sentLog)
       ensures m.Prepare? ==> exists q: Packet :: sofar.trace == old(sofar.trace) + Cr.PromiseTrace(BalLt(old(promised), m.bal), m.bal, q)
       ensures m.Prepare? && src != me ==> selfQueue == old(selfQueue)
+      ensures m.Promise? ==> recLog == old(recLog)
+      ensures m.Promise? && old(selfQueue) == [] ==> selfQueue == [] || FirstRecord(selfQueue[0], promised, logStart) != []
       ensures m.Accept? ==> Cr.AcceptDid(old(sofar.trace), sofar.trace, old(selfQueue), selfQueue, me, src, old(promised), m.bal,
                                           old(logStart), m.slot, m.val)
     {
@@ -219,16 +221,6 @@ abstract module ImplSteps refines ImplHandlers {
       selfQueue := [];
     }
 
-    // The record that handling m, a message this host sent itself, emits before anything else,
-    // when its promise was pr0 and its window started at ls0: an Accept at its promised ballot
-    // in its window, the vote (its own proposal: Propose, a takeover); a Prepare above its
-    // promise, the promise (its own election).
-    ghost function FirstRecord(m: Msg, pr0: Ballot, ls0: uint64): seq<O.Out> {
-      if m.Accept? && m.bal == pr0 && ls0 <= m.slot && m.slot - ls0 < WINDOW then [O.Emitted(RecVote(m.slot, m.bal, m.val))]
-      else if m.Prepare? && BalLt(pr0, m.bal) then [O.Emitted(RecPromised(m.bal))]
-      else []
-    }
-
     // Once the trace is past FirstRecord (a record that needs a sync), the step's early packets
     // are those of t0, and it is synced.
     lemma FirstRecordSyncs(t0: seq<O.Out>, m: Msg, pr0: Ballot, ls0: uint64)
@@ -365,6 +357,11 @@ abstract module ImplSteps refines ImplHandlers {
       ensures p.dst == me && p.src < n && p.src != me && p.msg.Accept? && p.msg.bal.node != me ==>
                 forall k: nat | k <= |r.records| ::
                   Cr.Covered(r.records, r.early, old(sentLog), k) || Cr.PromiseCut(r.records, r.early, old(sentLog), k, old(promised))
+      // A Promise from another member, which may make this host the leader: the cut before its
+      // first vote (the takeover's Accepts sent early) is a crash after its takeover (Cr.CutAtPoint).
+      ensures p.dst == me && p.src < n && p.src != me && p.msg.Promise? && old(StepFrom(st)) && OT.OnWire(p, st.net) ==>
+                exists pt :: Cr.PointOf(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, old(recLog), t, pt)
+                             && Cr.CutAtPoint(me, t, old(sentLog), pt, 0)
     {
       ghost var ok := StepFrom(st) && OT.OnWire(p, st.net);
       BeginStep();
@@ -389,8 +386,28 @@ abstract module ImplSteps refines ImplHandlers {
       if ok {
         StepStart(st, h0, log0, moves);
       }
+      // The point after a Promise's handling, before the messages this host sent itself.
+      ghost var promise := ok && p.dst == me && p.src < n && p.src != me && p.msg.Promise?;
+      ghost var pt := Cr.Point(moves, AbsHost(), sofar.trace);
+      ghost var q1, pr1, ls1, e1 := selfQueue, promised, logStart, out.early;
+      if promise {
+        OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+        assert e1 == O.Early(me, pt.trace);
+        assert R.StepTrail(Consts(), me as nat, h0, log0, st.net, pt.moves, pt.host, log0 + O.Sends(pt.trace));
+        assert recLog == old(recLog) + O.Records(pt.trace) && recLog == old(recLog);
+        assert O.Records(pt.trace) == [];
+        assert Cr.Rebuilt(old(recLog) + O.Records(pt.trace)) == pt.host.(leader := P.NotLeader);
+      }
       ghost var trace := sofar.trace;
       r, moves, t := EndStep(false, st, h0, log0, moves);
+      if promise {
+        assert O.Early(me, t) == r.early == e1 == O.Early(me, pt.trace);
+        forall e | e in O.Early(me, t) ensures e in O.Sends(pt.trace) {
+          Cr.EarlyIsSent(me, pt.trace, e);
+        }
+        assert Cr.PointOf(Consts(), me as nat, h0, log0, st.net, old(recLog), t, pt);
+        assert Cr.CutAtPoint(me, t, log0, pt, 0);
+      }
       if p.dst == me && p.src < n && p.src != me && p.msg.Prepare? {
         assert t == Cr.PromiseTrace(BalLt(pr0, p.msg.bal), p.msg.bal, q);
         Cr.PromiseTraceCovered(me, BalLt(pr0, p.msg.bal), p.msg.bal, q, log0);
