@@ -102,9 +102,11 @@ class Node:
         # each peer's round-trip time: the kernel's smoothed RTT of the connection to it (TCP
         # sees every frame's acknowledgement), sampled every RTT_SAMPLE_EVERY_S
         self.peer_rtt: dict[int, RttHistogram] = {}
-        # called after each turn with the KV store and the writes it applied in the turn (in
-        # order): how watchers learn of them
+        # called with the KV store and the writes applied since the last call (in order), after
+        # each batch of commits is applied, before its clients are answered, and after each
+        # turn: how watchers learn of them
         self.on_applied: list = []
+        self.machine.applied_hook = self._applied
 
     # what the servicer reads
     @property

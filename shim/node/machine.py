@@ -143,6 +143,10 @@ class NodeMachine:
         self.reads = Reads(self)
         self.compaction = AutoCompaction(config.auto_compaction_mode, config.auto_compaction_retention)
         self.lease_timers = LeaseTimers()
+        # called with no argument after each batch of commits is applied, before its clients are
+        # answered: watchers hear of a write no later than its writer, as etcd notifies them
+        # in the apply, before the response (the runner hands the writes to the watch hub)
+        self.applied_hook = None
         self._rng = rng
         # check-quorum: the leadership confirmation in flight (its read_seq, when it started),
         # and when the last confirmed one started (a quorum heard from this leader since then)
@@ -544,12 +548,16 @@ class NodeMachine:
     def _apply(self, commits: list) -> None:
         if not commits:
             return
-        kv, answer = self.kv, self.proposals.answer
+        kv = self.kv
         self.checks.on_commits(commits, kv.next_slot)
-        for slot, value in commits:
-            if slot < kv.next_slot:
-                continue  # already in the KV state (e.g. redelivered after recovery)
-            answer(kv.apply(slot, value, reads_for=self.client_id))
+        outcomes = [kv.apply(slot, value, reads_for=self.client_id)
+                    for slot, value in commits
+                    if slot >= kv.next_slot]  # else already in the KV state (e.g. redelivered after recovery)
+        if self.applied_hook is not None:
+            self.applied_hook()
+        answer = self.proposals.answer
+        for outcome in outcomes:
+            answer(outcome)
         changes = kv.leases.take_changes()
         if changes:
             self.lease_timers.applied(changes, self.clock())

@@ -108,6 +108,28 @@ async def test_a_put_at_a_follower_commits_everywhere(cluster):
         assert kv.value == b"v" and kv.mod_revision == 2
 
 
+@pytest.mark.ports(60)
+async def test_watchers_hear_of_a_write_before_its_writer_is_answered(cluster):
+    # As in etcd, whose apply notifies the watchers before the put returns: the node hands the
+    # writes of a batch to its listeners (the watch hub) before it answers their clients, so
+    # a watcher's event does not wait for the rest of the node's turn.
+    leader = leader_of(cluster)
+    seen = []
+    leader.on_applied.append(lambda kv, writes: seen.extend(writes))
+    answered_after = []
+    fut = asyncio.get_running_loop().create_future()
+
+    def done(answer):
+        answered_after.append(len(seen))
+        fut.set_result(answer)
+
+    request = r.PutRequest(key=b"w", value=b"v")
+    leader.command(Kind.PUT, request, request.SerializeToString(), done)
+    resp = _outcome(await fut)
+    assert resp.header.revision == 2
+    assert answered_after == [1], (answered_after, seen)  # its write, handed over before the answer
+
+
 @pytest.mark.ports(10)
 async def test_concurrent_requests_apply_once_each(cluster):
     puts = [submit(n, Kind.PUT, r.PutRequest(key=b"c", value=b"%d" % i)) for i, n in
