@@ -74,26 +74,21 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _streams(text: str) -> int:
-    """--max-concurrent-streams: 0 (no limit), or a count; etcd's default, 2^32 - 1, is no limit."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of streams")
-    n = int(text)
-    return 0 if n > 2**31 - 1 else n
+def _limit(noun: str):
+    """A limit flag's parser: 0 (no limit), or a count of `noun`; above 2^31 - 1 (etcd's default
+    for --max-concurrent-streams is 2^32 - 1) is no limit too."""
+    def parse(text: str) -> int:
+        if not text.isdigit():
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {noun}")
+        n = int(text)
+        return 0 if n > 2**31 - 1 else n
+    return parse
 
 
 def _count(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
     return int(text)
-
-
-def _connections(text: str) -> int:
-    """--max-connections-per-client: 0 (no limit), or a count; one past 2^31 - 1 is no limit too."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of connections")
-    n = int(text)
-    return 0 if n > 2**31 - 1 else n
 
 
 def _seconds(text: str) -> float:
@@ -189,10 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--peer-auto-tls", action="store_true",
                    help="encrypt peer traffic with a self-signed certificate made under DATA_DIR/fixtures/peer "
                         "(no member is authenticated)")
-    p.add_argument("--max-concurrent-streams", type=_streams, default=0, metavar="N",
+    p.add_argument("--max-concurrent-streams", type=_limit("streams"), default=0, metavar="N",
                    help="the calls (streams included) one client connection may have open at once; more "
                         "wait in the client until one ends (etcd 3.5's flag; default: no limit)")
-    p.add_argument("--max-connections-per-client", type=_connections, default=0, metavar="N",
+    p.add_argument("--max-connections-per-client", type=_limit("connections"), default=0, metavar="N",
                    help="the connections one client address may have open at once; each call on one more "
                         "is answered RESOURCE_EXHAUSTED and the connection closed (default 0: no limit, as etcd)")
     p.add_argument("--log-level", default="INFO")
