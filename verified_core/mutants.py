@@ -72,6 +72,7 @@ MUTANTS = [
         original="""    {
       if BalLt(b, promised) {
         Send(src, Nack(promised));
+        assert sentLog[|old(sentLog)|..] == [Packet(me, src, Nack(promised))];  // no Learn
         assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);
         Cr.RefuseDid(old(sofar.trace), sofar.trace, old(selfQueue), selfQueue, me, src, old(promised), b, old(logStart), slot, val);
         return;
