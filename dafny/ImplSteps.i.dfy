@@ -389,7 +389,7 @@ abstract module ImplSteps refines ImplHandlers {
       // The point after a Promise's handling, before the messages this host sent itself.
       ghost var promise := ok && p.dst == me && p.src < n && p.src != me && p.msg.Promise?;
       ghost var pt := Cr.Point(moves, AbsHost(), sofar.trace);
-      ghost var q1, pr1, ls1, e1 := selfQueue, promised, logStart, out.early;
+      ghost var e1 := out.early;
       if promise {
         OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
         assert e1 == O.Early(me, pt.trace);
