@@ -298,6 +298,9 @@ class Node:
                 self.machine.checks.before_send(max(0, self._durable_needed - wal.synced_records))
                 for dst, frame_kind, payload in action.frames:
                     send(dst, frame_kind, payload)
+                if action.now:
+                    # uvloop writes to sockets between loop iterations: end this one
+                    await asyncio.sleep(0)
             elif kind is Append:
                 if action.durable:
                     # the transport's flush is scheduled before the WAL's sync, which starts one

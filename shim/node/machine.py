@@ -4,7 +4,8 @@ no randomness of its own, no file or socket).
 Events: `command` (a client write, or a read ordered through the log), `read`, `frame` (from a
 peer), `tick`. Then `turn()`, a generator of the turn's I/O actions, which the caller carries out
 in order before it asks for the next one:
-  Send(frames)                  hand these peer frames to the transport
+  Send(frames, now)             hand these peer frames to the transport; now: let them leave
+                                before the next action (the caller yields to its loop once)
   Append(records, durable)      append to the WAL; durable: resume only once they are on disk
   WriteState(slot, kv_state)    start writing the KV state at `slot` (`kv_state()` gives its bytes,
                                 of the state when the action is carried out) for the next
@@ -58,6 +59,7 @@ log = logging.getLogger("verikv.node")
 
 class Send(NamedTuple):
     frames: list  # (destination node id, frame kind, payload)
+    now: bool = False  # leave before the next action, not at the end of the turn
 
 
 class Append(NamedTuple):
@@ -512,17 +514,17 @@ class NodeMachine:
     def _honour(self, readies: list):
         """Each Ready in turn order: early messages at once; records in order; a `sync` Ready's
         records durable (one group commit for the turn) before its messages and commits and
-        before anything of the Readies after it."""
+        before anything of the Readies after it. Messages leave before commits are applied (as
+        etcd's leader sends the commit index before it applies): a follower learns of a commit
+        without waiting for the leader's watchers and writers."""
         records = [r for rd in readies for r in rd.records]
         barrier = next((i for i, rd in enumerate(readies) if rd.sync), len(readies))
         for rd in readies:
             self.checks.on_ready(rd)
             if rd.need_snapshot:
                 self._send_snapshot(rd.need_snapshot)
-        for rd in readies[:barrier]:  # nothing of theirs waits for a sync
-            self._messages(rd.early)
-            self._messages(rd.messages)
-            self._apply(rd.commits)
+        # nothing of the Readies before the barrier waits for a sync
+        yield from self._send_then_apply(readies[:barrier])
         if barrier == len(readies):
             if records:
                 yield Append(records, False)
@@ -531,12 +533,22 @@ class NodeMachine:
             self._messages(readies[barrier].early)
             yield from self._flush()
             yield Append(records, True)
-            for i, rd in enumerate(readies[barrier:]):
-                if i:
-                    self._messages(rd.early)
-                self._messages(rd.messages)
-                self._apply(rd.commits)
+            yield from self._send_then_apply(readies[barrier:], skip_early=1)
         self.checks.on_log_start(self.current_status()["log_start"], self.kv.next_slot)
+
+    def _send_then_apply(self, readies: list, skip_early: int = 0):
+        """The Readies' messages (but the first `skip_early` Readies' early ones, already sent),
+        on their way before their commits are applied."""
+        for i, rd in enumerate(readies):
+            if i >= skip_early:
+                self._messages(rd.early)
+            self._messages(rd.messages)
+        if any(rd.commits for rd in readies):
+            if self._out:
+                frames, self._out = self._out, []
+                yield Send(frames, True)
+            for rd in readies:
+                self._apply(rd.commits)
 
     def _messages(self, messages: list) -> None:
         if messages:

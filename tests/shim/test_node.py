@@ -18,6 +18,7 @@ from verikv.verified_core import core as vcore
 from verikv.shim.io.disk import RealDisk
 from verikv.shim.kv.errors import EtcdError
 from verikv.shim.io.runner import Node, NodeConfig
+from verikv.shim.node.machine import Send
 from verikv.shim.kv.commands import Kind, encode_batch
 from verikv.shim.node.peer_wire import KIND_READ_INDEX
 from verikv.shim.io.wal import WalFatalError
@@ -128,6 +129,41 @@ async def test_watchers_hear_of_a_write_before_its_writer_is_answered(cluster):
     resp = _outcome(await fut)
     assert resp.header.revision == 2
     assert answered_after == [1], (answered_after, seen)  # its write, handed over before the answer
+
+
+@pytest.mark.ports(70)
+async def test_followers_hear_of_a_commit_before_its_writer_is_answered(cluster):
+    # As etcd's leader sends the commit index before it applies: the leader's frames of the
+    # turn that commits a write (its Learn to each follower) are written to the sockets before
+    # it applies the write and answers, so a follower's watchers do not wait for the leader's.
+    leader = leader_of(cluster)
+    followers = {n.node_id for n in cluster if n is not leader}
+    log = []
+    turn = leader.machine.turn
+
+    def logged_turn():
+        log.append(("turn",))
+        for action in turn():
+            if type(action) is Send:
+                log.append(("send", {dst for dst, _, _ in action.frames}, action.now, leader.transport.writes))
+            yield action
+
+    leader.machine.turn = logged_turn
+    fut = asyncio.get_running_loop().create_future()
+
+    def done(answer):
+        log.append(("answered", leader.transport.writes))
+        fut.set_result(answer)
+
+    request = r.PutRequest(key=b"f", value=b"v")
+    leader.command(Kind.PUT, request, request.SerializeToString(), done)
+    assert _outcome(await fut).header.revision == 2
+    answered = next(i for i, e in enumerate(log) if e[0] == "answered")
+    start = max(i for i, e in enumerate(log[:answered]) if e[0] == "turn")
+    sends = [e for e in log[start:answered] if e[0] == "send"]
+    assert any(e[1] == followers and e[2] for e in sends), log[start:answered + 1]
+    # and they left: one socket write per follower between the hand-over and the answer
+    assert log[answered][1] - sends[-1][3] >= len(followers), log[start:answered + 1]
 
 
 @pytest.mark.ports(10)
