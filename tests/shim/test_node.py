@@ -131,7 +131,7 @@ async def test_watchers_hear_of_a_write_before_its_writer_is_answered(cluster):
     assert answered_after == [1], (answered_after, seen)  # its write, handed over before the answer
 
 
-@pytest.mark.ports(70)
+@pytest.mark.ports(75)
 async def test_followers_hear_of_a_commit_before_its_writer_is_answered(cluster):
     # As etcd's leader sends the commit index before it applies: the leader's frames of the
     # turn that commits a write (its Learn to each follower) are written to the sockets before
