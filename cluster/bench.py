@@ -252,18 +252,30 @@ def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: floa
     for name in (list(systems) if round_no % 2 == 0 else list(reversed(systems))):
         endpoints = leader_first(systems[name])
         out[name][f"{op} {procs}x{in_flight}"] = run_load(endpoints, op, procs, in_flight, duration_s)
-        forget_big_values(endpoints[0])
+        try:
+            forget_big_values(endpoints[0])
+        except BenchError as err:
+            raise BenchError(f"{name}: {err}") from None
     return out
 
 
 def forget_big_values(endpoint: str) -> None:
-    """Delete the large-value load's keys, and compact the store at its revision then."""
+    """Delete the large-value load's keys, and compact the store at its revision then (a
+    BenchError if the system refuses either)."""
+    import grpc
+
     from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
 
     with _channel(endpoint) as channel:
         kv = rpc_pb2_grpc.KVStub(channel)
-        deleted = kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"bench-big/", range_end=b"bench-big0"), timeout=60)
-        kv.Compact(rpc_pb2.CompactionRequest(revision=deleted.header.revision, physical=True), timeout=120)
+        step = "deleting the 16 KiB load's keys"
+        try:
+            deleted = kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"bench-big/", range_end=b"bench-big0"),
+                                     timeout=60)
+            step = f"compacting at revision {deleted.header.revision}"
+            kv.Compact(rpc_pb2.CompactionRequest(revision=deleted.header.revision, physical=True), timeout=120)
+        except grpc.RpcError as err:
+            raise BenchError(f"{step} at {endpoint}: {err.code().name}: {err.details()}") from None
 
 
 TOTALS = ("ops", "errors", "events", "expected_events", "puts")  # summed over the rounds, not medians

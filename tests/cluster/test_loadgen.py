@@ -1,10 +1,12 @@
 """The bench's load generator against a gRPC server that counts what reaches it: the mixed load
 alternates puts and linearizable gets, half of the calls each, the large-value load sends
-16 KiB values, and what it wrote is deleted and compacted away after it (port 26790)."""
+16 KiB values, and what it wrote is deleted and compacted away after it (a refusal of that ends
+the bench with its message, not a traceback) (port 26790)."""
 
 from concurrent import futures
 
 import grpc
+import pytest
 
 from verikv.cluster import bench
 from verikv.etcdpb import rpc_pb2
@@ -12,10 +14,12 @@ from verikv.etcdpb import rpc_pb2
 PORT = 26790
 
 
-def _server(seen: list):
+def _server(seen: list, refuse: str = ""):
     def handler(kind, parse, answer):
         def call(body, context):
             seen.append((kind, parse(body)))
+            if kind == refuse:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: request timed out")
             return answer
         return grpc.unary_unary_rpc_method_handler(call, request_deserializer=lambda b: b,
                                                    response_serializer=lambda r: r)
@@ -72,3 +76,15 @@ def test_after_the_big_put_load_its_keys_are_deleted_and_the_store_compacted():
     (k1, delete), (k2, compact) = seen
     assert (k1, delete.key, delete.range_end) == ("delete", b"bench-big/", b"bench-big0")
     assert k2 == "compact" and compact.revision == 77 and compact.physical  # the revision of the delete
+
+
+def test_a_refused_clean_up_is_the_benchs_error_not_a_traceback():
+    seen: list = []
+    server = _server(seen, refuse="compact")
+    try:
+        with pytest.raises(bench.BenchError) as err:
+            bench.forget_big_values(f"127.0.0.1:{PORT}")
+    finally:
+        server.stop(None)
+    assert str(err.value) == (f"compacting at revision 77 at 127.0.0.1:{PORT}: "
+                              "UNAVAILABLE: etcdserver: request timed out")
