@@ -506,10 +506,10 @@ class NodeMachine:
                 pending.append((target, deadline, done))
         self._transfers = pending
 
-    def _flush(self):
+    def _flush(self, now: bool = False):
         if self._out:
             frames, self._out = self._out, []
-            yield Send(frames)
+            yield Send(frames, now)
 
     def _honour(self, readies: list):
         """Each Ready in turn order: early messages at once; records in order; a `sync` Ready's
@@ -544,9 +544,7 @@ class NodeMachine:
                 self._messages(rd.early)
             self._messages(rd.messages)
         if any(rd.commits for rd in readies):
-            if self._out:
-                frames, self._out = self._out, []
-                yield Send(frames, True)
+            yield from self._flush(now=True)
             for rd in readies:
                 self._apply(rd.commits)
 
