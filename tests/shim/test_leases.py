@@ -372,3 +372,44 @@ def test_leases_running_out_one_by_one_cost_a_scan_only_the_ones_due():
             proposed.append(lease_id)
     assert proposed == list(range(1, 101))
     assert CountedDeadlines.looked <= 2 * 100
+
+
+def test_a_new_leader_places_its_leases_a_bounded_number_per_scan_and_leads_once_all_are():
+    # Placing 350,000 leases in the heaps at once took 276 ms here, longer than the followers'
+    # election timeout: each new leader was replaced before it could lead (a 5-round bench).
+    from verikv.shim.node import lease_timers
+    store, timers = KVStore(), LeaseTimers()
+    per_scan = lease_timers.PLACE_PER_SCAN
+    n = 2 * per_scan + 5
+    for i in range(1, n + 1):
+        grant(store, i, 2)
+    timers.applied(changes(store), 0.0)
+    timers.lead(True, store.leases, 0.0)
+    assert not timers.leading and len(timers._due) == per_scan
+    assert timers.expiries(store.leases, 10.0) == []  # it does not lead for leases yet
+    grant(store, n + 1, 2)  # granted, and one revoked, while it places
+    store.execute(Kind.LEASE_REVOKE, r.LeaseRevokeRequest(ID=1))
+    timers.applied(changes(store), 1.0)
+    timers.lead(True, store.leases, 1.0)
+    assert not timers.leading and len(timers._due) == 2 * per_scan
+    timers.lead(True, store.leases, 1.0)
+    assert timers.leading
+    expired = []
+    while batch := timers.expiries(store.leases, 10.0):
+        expired += [i for i, _ in batch]
+    assert sorted(expired) == list(range(2, n + 2))  # every lease but the revoked one, the late one too
+
+
+def test_a_leader_deposed_while_placing_starts_again_when_it_leads_again():
+    from verikv.shim.node import lease_timers
+    store, timers = KVStore(), LeaseTimers()
+    for i in range(1, lease_timers.PLACE_PER_SCAN + 6):
+        grant(store, i, 2)
+    timers.applied(changes(store), 0.0)
+    timers.lead(True, store.leases, 0.0)
+    timers.lead(False, store.leases, 0.5)
+    assert not timers.leading and timers._due == {}
+    timers.lead(True, store.leases, 1.0)
+    assert not timers.leading and len(timers._due) == lease_timers.PLACE_PER_SCAN
+    timers.lead(True, store.leases, 1.0)
+    assert timers.leading and len(timers._due) == lease_timers.PLACE_PER_SCAN + 5
