@@ -19,6 +19,14 @@ import os
 from pathlib import Path
 
 SECTOR_BYTES = 512  # what a disk writes whole or not at all (the smallest sector in use)
+# A new file (a snapshot's state: up to hundreds of MB) is written and synced this much at a
+# time. Written whole and synced once, its pages wait in the page cache and then reach the disk
+# in one burst, and every WAL sync on that disk (this node's, its peers') waits behind the burst:
+# three WAL writers (400 bytes and an fdatasync, in a loop) beside three writers of 100 MiB files
+# on this project's 2-core test machine: p99 9.7 ms, worst 101 ms per fdatasync with files
+# written whole; 1.4-1.7 ms, worst 33 ms with 256 KiB chunks (a 100 MiB file alone: 0.13 s
+# written whole, 0.16 s in chunks).
+WRITE_SYNC_CHUNK = 256 * 1024
 
 
 class RealDisk:
@@ -84,10 +92,16 @@ class RealDisk:
             os.close(fd)
 
     def write_new(self, path: Path, data: bytes) -> None:
-        """Create (or replace) path with data and fsync it (not its directory)."""
+        """Create (or replace) path with data and fsync it (not its directory); its data reaches
+        the disk WRITE_SYNC_CHUNK bytes at a time."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _write_all(fd, data)  # not self.append: a subclass may hold appends back
+            view = memoryview(data)
+            for start in range(0, len(view), WRITE_SYNC_CHUNK):
+                # (not self.append: a subclass may hold appends back)
+                _write_all(fd, view[start:start + WRITE_SYNC_CHUNK])
+                if start + WRITE_SYNC_CHUNK < len(view):
+                    os.fdatasync(fd)
             os.fsync(fd)
         finally:
             os.close(fd)

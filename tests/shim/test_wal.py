@@ -414,3 +414,32 @@ def test_packets_handed_to_a_socket_before_a_durable_append_leave_before_its_syn
         loop.close()
         peer.close()
     assert seen_at_sync == [b"early"]
+
+
+def test_a_snapshots_state_reaches_the_disk_a_chunk_at_a_time(tmp_path, monkeypatch):
+    # written whole and synced once, a large state reaches the disk in one burst that the WAL's
+    # syncs (this node's and its peers', on the same disk) wait behind
+    from verikv.shim.io import disk as disk_mod
+    written_since_sync, most = [0], [0]
+    real_write, real_sync = os.write, os.fdatasync
+
+    def write(fd, data):
+        n = real_write(fd, data)
+        written_since_sync[0] += n
+        most[0] = max(most[0], written_since_sync[0])
+        return n
+
+    def sync(fd):
+        written_since_sync[0] = 0
+        real_sync(fd)
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "fdatasync", sync)
+    wal, _ = Wal.open(tmp_path)
+    state = wal.begin_state(5)
+    kv_state = os.urandom(10 * disk_mod.WRITE_SYNC_CHUNK + 123)
+    wal.write_state(state, kv_state)
+    assert most[0] <= disk_mod.WRITE_SYNC_CHUNK
+    wal.state_written(state)
+    wal.install_snapshot(5, None, [b"core"])
+    _, rec = Wal.open(tmp_path)
+    assert (rec.snapshot.slot, rec.snapshot.kv_state, rec.snapshot.core_records) == (5, kv_state, [b"core"])
