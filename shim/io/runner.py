@@ -278,7 +278,7 @@ class Node:
         self.state_write_seconds = time.monotonic() - started
         log.info("the state at slot %d written by a child process: %d bytes in %.2f s (its fork took %.1f ms here)",
                  state.slot, state.kv_state_bytes, self.state_write_seconds, forked_s * 1000)
-        self.machine.state_written(state.slot)
+        self.machine.state_written(state.slot, state.kv_state_bytes)
 
     async def _state_finished(self) -> None:
         """Wait for the snapshot state being written, if one is; its failure is fatal."""
@@ -324,7 +324,7 @@ class Node:
                         wal.abandon_state()
                         raise WalFatalError(f"writing the snapshot at slot {action.slot} failed: {err}") from err
                     wal.state_written(state)
-                    self.machine.state_written(action.slot)
+                    self.machine.state_written(action.slot, state.kv_state_bytes)
             elif kind is WriteSnapshot:
                 # the frames handed over before it leave now: the peers should not wait for them
                 flush_now = getattr(self.transport, "flush_now", None)

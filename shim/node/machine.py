@@ -10,7 +10,7 @@ in order before it asks for the next one:
   WriteState(slot, kv_state)    start writing the KV state at `slot` (`kv_state()` gives its bytes,
                                 of the state when the action is carried out) for the next
                                 snapshot; it may become durable after later actions and turns: the
-                                caller then says so with `state_written(slot)`
+                                caller then says so with `state_written(slot, bytes)`
   WriteSnapshot(slot, kv_state, core_records)  make a snapshot durable (WAL.install_snapshot):
                                 its state is kv_state, or (None) the state written for `slot`
 At start, `restore(snapshot)` (if the WAL has one), then `recover(records)`: the actions of
@@ -53,6 +53,7 @@ from verikv.shim.node.peer_wire import (CAMPAIGN, DIGEST, KIND_CAMPAIGN, KIND_CO
 from verikv.shim.node.proposals import Proposals
 from verikv.shim.node.reads import Reads
 from verikv.shim.node.snapshot_transfer import MAX_BYTES, SnapshotReceiver, SnapshotSender
+from verikv.verified_core.core import WINDOW
 
 log = logging.getLogger("verikv.node")
 
@@ -87,7 +88,13 @@ class NodeConfig:
     runtime_checks: bool = True
     request_timeout_s: float = 5.0
     retry_after_s: float = 1.0
+    # A snapshot is taken once `snapshot_every_slots` slots were applied since the last one and
+    # either the records logged since then are as many bytes as the last snapshot's state, or
+    # `snapshot_max_slots` slots were applied (None: 3 x snapshot_every_slots); at most so many
+    # that the core's window keeps room for the slots applied while the state is written
+    # (see `_snapshot_due`).
     snapshot_every_slots: int = 1024
+    snapshot_max_slots: int | None = None
     max_batch_bytes: int = 4 * 1024 * 1024
     max_pending_requests: int = 20_000
     max_inbox_messages: int = 50_000
@@ -181,6 +188,11 @@ class NodeMachine:
         # slot of one that became durable (the snapshot is due), the Defragments waiting for it
         self._snapshot_writing: int | None = None
         self._snapshot_durable: int | None = None
+        # what decides when the next one is due (_snapshot_due): the bytes of the records logged
+        # since the last one began, its state's bytes, and the slots applied while it was written
+        self._logged_bytes = 0
+        self._state_bytes = 0
+        self._slots_while_writing = 0
         self._defragments_waiting: list = []
         self._campaign = False  # MoveLeader: this node is to start an election at the next turn
         self._transfers: list = []  # MoveLeader at this leader: (target, deadline, done)
@@ -399,6 +411,7 @@ class NodeMachine:
         self.kv = KVStore.restore(snapshot.kv_state)
         self.lease_timers.reset(self.kv.leases, self.clock())
         self.snapshot_slot = snapshot.slot
+        self._state_bytes = len(snapshot.kv_state)
         self._restored_records = list(snapshot.core_records)
 
     def recover(self, records: list[bytes]):
@@ -465,8 +478,7 @@ class NodeMachine:
             self._check_transfers(now)
         if self._snapshot_durable is not None:
             yield from self._snapshot_done()
-        if (self._snapshot_writing is None
-                and self.kv.next_slot - self.snapshot_slot >= self.config.snapshot_every_slots):
+        if self._snapshot_writing is None and self._snapshot_due():
             yield from self._snapshot()
         if self._defragments and self._snapshot_writing is None:
             done_list, self._defragments = self._defragments, []
@@ -518,6 +530,8 @@ class NodeMachine:
         etcd's leader sends the commit index before it applies): a follower learns of a commit
         without waiting for the leader's watchers and writers."""
         records = [r for rd in readies for r in rd.records]
+        if records:
+            self._logged_bytes += sum(map(len, records))
         barrier = next((i for i, rd in enumerate(readies) if rd.sync), len(readies))
         for rd in readies:
             self.checks.on_ready(rd)
@@ -706,11 +720,38 @@ class NodeMachine:
         self.kv = store
         self.lease_timers.reset(store.leases, self.clock())
         # the verified bytes are the state (restore(data) is `store`; snapshot() would give them again)
-        yield WriteSnapshot(slot, data if data is not None else store.snapshot(), self.core.checkpoint_records())
+        if data is None:
+            data = store.snapshot()
+        yield WriteSnapshot(slot, data, self.core.checkpoint_records())
         self.snapshot_slot = slot
+        self._state_bytes, self._logged_bytes = len(data), 0
         self.peer_snapshots_installed += 1
         readies.append(rd)  # commits of slots above the snapshot that this node already had
         log.info("installed a peer's snapshot at slot %d (revision %d)", slot, store.revision)
+
+    def _snapshot_due(self) -> bool:
+        """Whether to start a snapshot. Each one writes the whole state (seconds for a large one)
+        in a burst that slows this node's WAL syncs while it lasts; so a snapshot is taken once
+        the records logged since the last one are about as many bytes as its state (recovery then
+        replays at most about a state's worth of records), or after `snapshot_max_slots` slots,
+        and never before `snapshot_every_slots`; never so late that the core's window (WINDOW
+        slots from the last snapshot) would fill while the state is written, judging by how many
+        slots came while the last one was written. Both bounds shrink with the node's id (node i
+        of n: by i/2n), so that the nodes, which apply the same slots, do not all write their
+        state at once: a write waits for the leader and one follower, and while one node writes,
+        the others' syncs are the quick ones."""
+        config = self.config
+        since = self.kv.next_slot - self.snapshot_slot
+        if since < config.snapshot_every_slots:
+            return False
+        share = 2 * self.cluster_size - self.node_id  # (of 2n)
+        if 2 * self.cluster_size * self._logged_bytes >= share * self._state_bytes:
+            return True
+        most = config.snapshot_max_slots
+        if most is None:
+            most = 3 * config.snapshot_every_slots
+        most = min(most, WINDOW - config.snapshot_every_slots - 2 * self._slots_while_writing)
+        return 2 * self.cluster_size * since >= share * most
 
     def _snapshot(self):
         """Start a snapshot: the KV state after every slot applied is written first, while the
@@ -722,14 +763,18 @@ class NodeMachine:
         slot = self.kv.next_slot
         yield from self._flush()
         self._snapshot_writing = slot
+        self._logged_bytes = 0
         yield WriteState(slot, self.kv.snapshot)
 
-    def state_written(self, slot: int) -> None:
-        """The caller made the state of this node's snapshot at `slot` durable (see WriteState)."""
+    def state_written(self, slot: int, kv_state_bytes: int) -> None:
+        """The caller made the state of this node's snapshot at `slot` durable (see WriteState);
+        it is `kv_state_bytes` long."""
         if slot != self._snapshot_writing:
             raise RuntimeError(f"state_written({slot}) while the state being written is at "
                                f"slot {self._snapshot_writing}")
         self._snapshot_durable = slot
+        self._state_bytes = kv_state_bytes
+        self._slots_while_writing = self.kv.next_slot - slot
 
     def _snapshot_done(self):
         slot, self._snapshot_durable, self._snapshot_writing = self._snapshot_durable, None, None

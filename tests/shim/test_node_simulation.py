@@ -129,7 +129,7 @@ class SimNode:
             (state, kv_state), self.state_writing = self.state_writing, None
             self.wal.write_state(state, kv_state)
             self.wal.state_written(state)
-            self.machine.state_written(state.slot)
+            self.machine.state_written(state.slot, state.kv_state_bytes)
 
     def carry_out(self, actions) -> None:
         if self.state_writing is not None and self.sim.rng.random() < 0.3:

@@ -1,0 +1,89 @@
+"""When a node starts a snapshot (NodeMachine._snapshot_due): once the records logged since its
+last snapshot are about as many bytes as that snapshot's state, or after a bound of slots that
+keeps the core's window from filling, and at different slots on different nodes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from verikv.shim.node.machine import NodeConfig, NodeMachine, WriteState
+from verikv.verified_core.core import WINDOW, Core
+
+EVERY = 1024
+STATE = 2800 * 2048  # bytes: about a state of 100,000 leases
+SMALL_RECORDS = 400  # bytes logged per slot by one client's puts
+
+
+def _machine(tmp_path, node_id: int = 0) -> NodeMachine:
+    config = NodeConfig(node_id=node_id, peer_addresses=[("127.0.0.1", 1)] * 3, data_dir=tmp_path)
+    return NodeMachine(config, Core(node_id, 3), clock=lambda: 100.0, rng=random.Random(node_id))
+
+
+def _after_a_snapshot(m: NodeMachine, slots: int, logged_per_slot: int, state_bytes: int = STATE,
+                      slots_while_writing: int = 0) -> NodeMachine:
+    """`m` as it is `slots` slots after a snapshot of `state_bytes` at slot 10,000, which took
+    `slots_while_writing` slots to write, having logged `logged_per_slot` bytes per slot."""
+    m.snapshot_slot = 10_000
+    m._snapshot_writing = 10_000
+    m.kv.next_slot = 10_000 + slots_while_writing
+    m.state_written(10_000, state_bytes)
+    m._snapshot_durable = m._snapshot_writing = None
+    m.kv.next_slot = 10_000 + slots
+    m._logged_bytes = slots * logged_per_slot
+    return m
+
+
+def _first_due(m: NodeMachine, logged_per_slot: int, **kw) -> int:
+    return next(s for s in range(1, WINDOW + 1) if _after_a_snapshot(m, s, logged_per_slot, **kw)._snapshot_due())
+
+
+def test_a_fresh_node_snapshots_after_the_least_number_of_slots(tmp_path):
+    m = _machine(tmp_path)
+    m.kv.next_slot = EVERY - 1
+    assert not m._snapshot_due()
+    m.kv.next_slot = EVERY
+    assert m._snapshot_due()
+    # and the turn starts writing its state
+    assert [a.slot for a in m.turn() if type(a) is WriteState] == [EVERY]
+
+
+def test_a_large_state_with_small_records_is_written_after_the_most_slots(tmp_path):
+    # 1,024 slots of 400 bytes are 410 kB: a 5.7 MB state written then would be 14 times the
+    # bytes it saves replaying; it waits for the bound (3 x 1,024 slots on node 0)
+    assert _first_due(_machine(tmp_path, 0), SMALL_RECORDS) == 3 * EVERY
+
+
+def test_records_as_large_as_the_state_make_a_snapshot_due(tmp_path):
+    per_slot = STATE // (2 * EVERY)  # the state's bytes logged after 2,048 slots
+    assert _first_due(_machine(tmp_path, 0), per_slot) == 2 * EVERY
+    # never before the least number of slots, however large the records
+    assert _first_due(_machine(tmp_path, 0), STATE) == EVERY
+
+
+def test_the_nodes_write_their_states_at_different_slots(tmp_path):
+    small = [_first_due(_machine(tmp_path / str(i), i), SMALL_RECORDS) for i in range(3)]
+    assert small == [3072, 2560, 2048]  # node i of 3: (6 - i) / 6 of the bound
+    per_slot = STATE // (2 * EVERY)
+    large = [_first_due(_machine(tmp_path / str(i), i), per_slot) for i in range(3)]
+    assert large == [2048, 1707, 1366]  # and of the state's bytes
+
+
+@pytest.mark.parametrize("while_writing, due", [(300, 2472), (600, 1872), (1500, EVERY)])
+def test_a_slow_write_makes_the_next_snapshot_earlier(tmp_path, while_writing, due):
+    # the log may reach WINDOW slots past the last snapshot: the next state starts early enough
+    # to be written (taking as many slots as the last one did, twice over) before it does
+    m = _machine(tmp_path)
+    assert _first_due(m, SMALL_RECORDS, slots_while_writing=while_writing) == due
+    assert m._slots_while_writing == while_writing
+    assert due + 2 * while_writing <= WINDOW - EVERY or due == EVERY
+
+
+def test_configured_bounds(tmp_path):
+    config = NodeConfig(node_id=0, peer_addresses=[("127.0.0.1", 1)] * 3, data_dir=tmp_path,
+                        snapshot_every_slots=40, snapshot_max_slots=100)
+    m = NodeMachine(config, Core(0, 3), clock=lambda: 100.0, rng=random.Random(0))
+    assert _first_due(m, 1) == 100
+    config.snapshot_max_slots = 40  # one fixed number of slots
+    assert _first_due(m, 1) == 40
