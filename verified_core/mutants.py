@@ -171,8 +171,8 @@ MUTANTS = [
     Mutant(
         name="impl-checkpoint-forgets-promise",
         file="ImplRecovery.i.dfy",
-        original="      recs := [RecTruncate(logStart), RecPromised(promised)];\n",
-        mutated="      recs := [RecTruncate(logStart)];\n",
+        original="      var k: uint64 := 2;\n      ghost var g := [RecTruncate(logStart), RecPromised(promised)];\n",
+        mutated="      var k: uint64 := 1;\n      ghost var g := [RecTruncate(logStart)];\n",
         breaks="ImplRecovery.Replica.CheckpointRecords",
         why="a host restarted after a snapshot would have forgotten its promise and could promise "
             "a lower ballot, letting an old leader choose a value the newer one overwrites",
