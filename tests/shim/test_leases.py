@@ -167,7 +167,7 @@ def test_a_new_leader_keeps_the_time_left_from_the_last_checkpoint_not_the_whole
 
 def test_many_leases_at_once_go_in_commands_of_bounded_size():
     from verikv.shim.node import lease_timers
-    store, timers = KVStore(), LeaseTimers()
+    store, timers = KVStore(), LeaseTimers(work_clock=lambda: 0.0)  # (no time passes scanning)
     n = lease_timers.MAX_PER_COMMAND + 5
     for i in range(1, n + 1):
         grant(store, i, 2)
@@ -246,7 +246,7 @@ def test_a_checkpoint_scan_looks_only_at_leases_whose_time_came_and_at_a_bounded
     then no scan looks at anything until 7.05 s (those 5 again, as their checkpoint was not
     applied) and 9 s (the 10,000, due then)."""
     from verikv.shim.node import lease_timers
-    store, timers = KVStore(), LeaseTimers()
+    store, timers = KVStore(), LeaseTimers(work_clock=lambda: 0.0)
     n = lease_timers.CHECKPOINT_SCAN_LEASES + 5
     for i in range(1, n + 1):
         grant(store, i, 60)
@@ -437,3 +437,35 @@ def test_a_new_leader_places_its_leases_for_a_bounded_time_per_scan():
         scans += 1
         assert len(timers._due) - before <= 3 * chunk  # started, +0.4, +0.8, +1.2: three chunks
     assert scans == 3 and len(timers._due) == n
+
+
+def test_expiry_and_checkpoint_scans_stop_once_their_time_budget_is_spent():
+    # 10,000 checkpoints took 18-20 ms on an idle machine, several times that on a busy one
+    from verikv.shim.node import lease_timers
+    t = [0.0]
+
+    def work_clock():  # each look at the clock: 0.3 of the budget later
+        t[0] += 0.3 * lease_timers.SCAN_BUDGET_S
+        return t[0]
+    every = lease_timers.BUDGET_EVERY
+    n = 20 * every
+    store, timers = KVStore(), LeaseTimers(work_clock=work_clock)
+    for i in range(1, n + 1):
+        grant(store, i, 100)  # slack 10 s: due for a checkpoint from 90 s on
+    timers.applied(changes(store), 0.0)
+    while not timers.leading:
+        timers.lead(True, store.leases, 0.0)
+    # a scan reads the clock when it starts (its budget ends 1.0 later), then every BUDGET_EVERY
+    # leases: +0.3, +0.6, +0.9, +1.2, past its budget at the fourth, after 4 x BUDGET_EVERY - 1
+    checkpointed, scans = [], 0
+    while batch := timers.checkpoints(store.leases, 95.0):
+        assert len(batch) == min(4 * every - 1, n - len(checkpointed))
+        checkpointed += [i for i, _, _ in batch]
+        scans += 1
+    assert sorted(checkpointed) == list(range(1, n + 1)) and scans == -(-n // (4 * every - 1))
+    expired, scans = [], 0
+    while batch := timers.expiries(store.leases, 200.0):
+        assert len(batch) == min(4 * every - 1, n - len(expired))
+        expired += [i for i, _ in batch]
+        scans += 1
+    assert sorted(expired) == list(range(1, n + 1)) and scans == -(-n // (4 * every - 1))
