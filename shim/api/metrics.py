@@ -115,6 +115,9 @@ class NodeCollector:
                                 value=len(kv.leases.leases))
         yield GaugeMetricFamily("verikv_watch_streams", "Open Watch streams on this node.",
                                 value=len(server.watches.streams))
+        yield CounterMetricFamily("verikv_slow_turns", "Turns of the node's loop that took longer than 100 ms "
+                                  "(heartbeats and answers wait for them; the node's log says where the time went).",
+                                  value=getattr(node, "slow_turns", 0))
         yield GaugeMetricFamily("verikv_runtime_checks_enabled",
                                 "Whether the node checks the core's assumptions at run time (a failed check stops it).",
                                 value=1 if machine.checks.enabled else 0)

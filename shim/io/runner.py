@@ -36,6 +36,12 @@ __all__ = ["Node", "NodeConfig"]
 # etcd_network_peer_round_trip_time_seconds: etcd's buckets, and how often the runner samples
 RTT_BUCKETS_S = tuple(0.0001 * 2 ** i for i in range(16))
 RTT_SAMPLE_EVERY_S = 1.0
+# A turn longer than this is counted and logged (at most a line a second), with where its time
+# went: heartbeats and answers wait for it (etcd warns of an apply longer than 100 ms, too)
+SLOW_TURN_S = 0.1
+# what each kind of action is called in that line
+_ACTION_NAMES = {Send: "sending", Append: "appending to the WAL", WriteState: "starting a snapshot",
+                 WriteSnapshot: "installing a snapshot"}
 _TCP_INFO_RTT_US = struct.Struct("<I")  # struct tcp_info's tcpi_rtt (Linux), at offset 68
 _TCP_INFO_BYTES = 104
 
@@ -99,6 +105,11 @@ class Node:
         self._state_job: asyncio.Future | None = None
         self._state_writer: int | None = None  # the pid of the child writing it
         self.state_write_seconds = 0.0  # how long the last one written by a child took
+        # turns longer than SLOW_TURN_S; the seconds this turn's actions took, by kind
+        self.slow_turns = 0
+        self._action_seconds: dict[type, float] = {}
+        self._slow_logged_at = float("-inf")
+        self._slow_unlogged = 0
         # each peer's round-trip time: the kernel's smoothed RTT of the connection to it (TCP
         # sees every frame's acknowledgement), sampled every RTT_SAMPLE_EVERY_S
         self.peer_rtt: dict[int, RttHistogram] = {}
@@ -163,12 +174,32 @@ class Node:
             await self.turn()
 
     async def turn(self) -> None:
+        started = time.monotonic()
+        self._action_seconds = {}
         if self._state_job is not None and self._state_job.done():
             await self._state_finished()  # raises if it failed
         await self._carry_out(self.machine.turn())
         self._applied()
         if self.machine.wants_turn:
             self._wake.set()
+        took = time.monotonic() - started
+        if took > SLOW_TURN_S:
+            self._slow_turn(took)
+
+    def _slow_turn(self, took: float) -> None:
+        self.slow_turns += 1
+        now = time.monotonic()
+        if now - self._slow_logged_at < 1.0:
+            self._slow_unlogged += 1
+            return
+        more = f" ({self._slow_unlogged} more since the last line)" if self._slow_unlogged else ""
+        self._slow_logged_at, self._slow_unlogged = now, 0
+        spent = sorted(self._action_seconds.items(), key=lambda kv: -kv[1])
+        own = took - sum(s for _, s in spent)
+        parts = [f"{_ACTION_NAMES.get(kind, kind.__name__)} {s * 1000:.0f} ms" for kind, s in spent if s >= 0.001]
+        parts.append(f"the node's own work (the core's steps, applying, answering) {own * 1000:.0f} ms")
+        log.warning("a turn took %.0f ms (longer than %.0f ms: heartbeats and answers wait for it): %s%s",
+                    took * 1000, SLOW_TURN_S * 1000, ", ".join(parts), more)
 
     def _applied(self) -> None:
         kv = self.machine.kv
@@ -289,9 +320,10 @@ class Node:
     # ---- actions ----
 
     async def _carry_out(self, actions) -> None:
-        wal, send = self.wal, self.transport.send
+        wal, send, spent = self.wal, self.transport.send, self._action_seconds
         for action in actions:
             kind = type(action)
+            began = time.monotonic()
             if kind is Send:
                 # PersistBeforeSend, observed on the WAL: every record the machine asked to be
                 # durable is durable before a frame leaves.
@@ -339,3 +371,4 @@ class Node:
                                          None, wal.remove_files, paths))
             else:
                 raise TypeError(f"unknown action {action!r}")
+            spent[kind] = spent.get(kind, 0.0) + time.monotonic() - began

@@ -590,6 +590,28 @@ async def test_records_are_durable_before_the_turns_messages_leave(tmp_path):
     assert seen == [(1, b"msg", 1)]  # the record was synced when the message was handed over
 
 
+async def test_a_slow_turn_is_counted_and_logged_with_where_its_time_went(tmp_path, caplog):
+    import time
+    from verikv.shim.io import runner
+    node = Node(config(0, tmp_path, 68), ScriptedCore([ready(records=[b"vote"], messages=[(1, b"m")]), ready()],
+                                                     [status(), status()]))
+    await node.start()
+    node.transport.send = lambda dst, kind, payload: time.sleep(runner.SLOW_TURN_S * 1.5)  # a slow send
+    node.machine.tick()
+    with caplog.at_level("WARNING", logger="verikv.node"):
+        await node.turn()
+        assert node.slow_turns == 1
+        node.transport.send = lambda dst, kind, payload: None
+        node.machine.tick()
+        await node.turn()  # a quick one
+    await node.stop()
+    assert node.slow_turns == 1
+    (line,) = [r.getMessage() for r in caplog.records if "a turn took" in r.getMessage()]
+    took = int(line.split("a turn took ")[1].split(" ms")[0])
+    sending = int(line.split("sending ")[1].split(" ms")[0])
+    assert took >= sending >= 150 and "the node's own work" in line, line
+
+
 async def test_early_messages_leave_before_the_sync_and_lazy_records_do_not_delay_commits(tmp_path):
     node = Node(config(0, tmp_path, 65), ScriptedCore(
         [ready(records=[b"vote"], messages=[(1, b"late")], early=[(2, b"early")])], [status()]))
