@@ -100,7 +100,7 @@ class Node:
         self._stopping = False
         self._tick_handle: asyncio.TimerHandle | None = None
         self._rtt_handle: asyncio.TimerHandle | None = None
-        # snapshots' states are written by a child process (see _write_state_in_child), or in the loop
+        # snapshots are written by a child process (see _fork_state_writer), or in the loop
         self.snapshots_in_child = snapshots_in_child
         self._state_job: asyncio.Future | None = None
         self._state_writer: int | None = None  # the pid of the child writing it
@@ -266,13 +266,14 @@ class Node:
 
     # ---- snapshots ----
 
-    async def _write_state_in_child(self, state, kv_state) -> None:
-        """Write a snapshot's state from a child process, which holds a copy of it as it is now
-        (fork: copy-on-write pages, about 20 ms for a GB), while this process goes on serving;
-        then tell the machine. A state of 156 MiB takes about 1.2 s to encode, write and sync:
-        in the loop, that would stop heartbeats for six election timeouts."""
+    def _fork_state_writer(self, state, kv_state, core_records) -> int:
+        """Fork a child process that writes the snapshot `state` (the KV state and the core's, as
+        they are now: its copy-on-write pages, about 20 ms for a GB), while this process goes on
+        serving; its pid. A state of 156 MiB takes about 1.2 s to encode, write and sync: in the
+        loop, that would stop heartbeats for six election timeouts. The fork happens here, not in
+        a task of its own: the core's state it copies must be the one the WAL's new segment
+        follows (`start_segment`), with no record of a later step in between."""
         wal = self.wal
-        started = time.monotonic()
         pid = os.fork()
         if pid == 0:  # the child: nothing of the parent's loop, sockets or threads is used here
             code = 1
@@ -283,7 +284,7 @@ class Node:
                 # meanwhile must close, and a port it frees be free (stderr stays, for errors)
                 os.closerange(3, os.sysconf("SC_OPEN_MAX"))
                 _die_with_parent()
-                wal.write_state(state, kv_state())
+                wal.write_state(state, kv_state(), core_records())
                 code = 0
             except BaseException as err:  # noqa: BLE001 - reported on stderr, then the exit code
                 try:
@@ -292,8 +293,12 @@ class Node:
                     pass
             finally:
                 os._exit(code)
-        forked_s = time.monotonic() - started
         self._state_writer = pid
+        return pid
+
+    async def _state_writer_done(self, state, pid: int, started: float, forked_s: float) -> None:
+        """Wait for the child writing `state`, then tell the machine (its failure is fatal)."""
+        wal = self.wal
         try:
             _, status = await asyncio.get_running_loop().run_in_executor(None, os.waitpid, pid, 0)
         finally:
@@ -345,13 +350,17 @@ class Node:
             elif kind is WriteState:
                 await self._state_finished()  # one at a time
                 state = wal.begin_state(action.slot)
+                wal.start_segment(state)  # the records after this action follow the core's state
                 if self.snapshots_in_child:
-                    self._state_job = asyncio.ensure_future(self._write_state_in_child(state, action.kv_state))
+                    started = time.monotonic()
+                    pid = self._fork_state_writer(state, action.kv_state, action.core_records)
+                    self._state_job = asyncio.ensure_future(
+                        self._state_writer_done(state, pid, started, time.monotonic() - started))
                     self._state_job.add_done_callback(lambda _: self._wake.set())
                 else:
                     # (blocks the loop for as long as the state takes to encode, write and sync)
                     try:
-                        wal.write_state(state, action.kv_state())
+                        wal.write_state(state, action.kv_state(), action.core_records())
                     except OSError as err:
                         wal.abandon_state()
                         raise WalFatalError(f"writing the snapshot at slot {action.slot} failed: {err}") from err

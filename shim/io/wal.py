@@ -2,9 +2,10 @@
 
 Layout of a data directory's `wal/`: segment files `NNNNNNNNNNNNNNNN.wal` (hex sequence number)
 holding records `[u32 body length][u32 CRC32 of type+body][u8 type][body]`, and snapshot files
-`snap-NNNNNNNNNNNNNNNN.snap` (atomic: temp file, fsync, rename, fsync directory; the KV state is
-written first, possibly by a child process, and the core's state appended once the log is
-truncated: see begin_state).
+`snap-NNNNNNNNNNNNNNNN.snap` (atomic: temp file, fsync, rename, fsync directory). A node's own
+snapshot is written whole apart (possibly by a child process): its KV state, then the core's
+state as of the same moment, when the WAL starts a new segment for the records that follow (see
+begin_state); a peer's snapshot is written in the loop, with the core's state after installing it.
 
 Rules this module must never break:
 - `append_many` returns only after the records are on disk (one fdatasync per group: every append
@@ -151,16 +152,11 @@ class Snapshot:
     core_records: list[bytes]  # core.checkpoint_records() at the snapshot
 
 
-def _encode_state(slot: int, kv_state: bytes) -> bytes:
-    """A snapshot file's first part: the KV state (written first, possibly by a child process)."""
-    return _STATE_HEAD.pack(_SNAP_MAGIC, slot, len(kv_state), zlib.crc32(kv_state)) + kv_state
-
-
 def _encode_trailer(slot: int, kv_state_bytes: int, kv_crc: int, first_segment: int,
                     core_records: list[bytes]) -> bytes:
-    """Its second part, appended once the core's log is truncated at `slot`: where the log goes
-    on, and the core's state; the CRC covers the first part's header and this part. (The
-    records can be tens of MB, and this runs in the node's loop: one copy of them.)"""
+    """Its second part: where the log goes on, and the core's state; the CRC covers the first
+    part's header and this part. Written with the state by whoever writes it (a node's own
+    snapshot), or appended in the loop (a peer's)."""
     parts = [struct.pack("<QI", first_segment, len(core_records))]
     for r in core_records:
         parts += (struct.pack("<I", len(r)), r)
@@ -217,13 +213,15 @@ def _decode_snapshot_v1(path: Path, data: bytes) -> Snapshot:
 
 @dataclass
 class StateFile:
-    """A snapshot's first part (its KV state), begun by Wal.begin_state: the file at `tmp` is
-    written (`written`: synced) and not yet made a snapshot."""
+    """A snapshot being written apart, begun by Wal.begin_state: the file at `tmp` is written
+    (`written`: synced) and not yet made a snapshot. `first_segment`: the segment its log goes on
+    in, once the WAL started it (start_segment), when the snapshot is written whole apart."""
     slot: int
     tmp: Path
     kv_state_bytes: int = 0
     kv_crc: int = 0
     written: bool = False
+    first_segment: int | None = None
 
 
 @dataclass
@@ -398,11 +396,13 @@ class Wal:
     def install_snapshot(self, slot: int, kv_state: bytes | None, core_records: list[bytes],
                          remove=None) -> None:
         """Make a snapshot durable, then delete what it covers: its state is `kv_state`, or (None)
-        the state file written for `slot` (begin_state, write_state, state_written). `remove`, if
-        given, is handed the paths to delete (see remove_files) instead.
+        the state file written for `slot` (begin_state, [start_segment,] write_state,
+        state_written). `remove`, if given, is handed the paths to delete (see remove_files) instead.
 
-        Call at a turn boundary, with nothing appended since `core_records` were taken: the new
-        segment this starts holds everything after the snapshot.
+        Unless the file was written whole (start_segment, then write_state with the core's
+        records: `core_records` is then not used), call at a turn boundary, with nothing appended
+        since `core_records` were taken: the new segment this starts holds everything after the
+        snapshot.
         """
         self._check_usable()
         if self._pending:
@@ -421,19 +421,22 @@ class Wal:
             raise RuntimeError(f"install_snapshot at slot {slot} without its state written")
         self._state = None
         name = f"{SNAP_PREFIX}{slot:016x}{SNAP_SUFFIX}"
+        first = state.first_segment  # (written whole apart: its log goes on there)
         try:
-            if self._unsynced:  # lazily written records: the segment is closed synced
-                self._write_and_sync(b"", 0)
-            self._roll()
-            self.disk.append_file(state.tmp, _encode_trailer(slot, state.kv_state_bytes, state.kv_crc,
-                                                             self.seq, core_records))
+            if first is None:
+                if self._unsynced:  # lazily written records: the segment is closed synced
+                    self._write_and_sync(b"", 0)
+                self._roll()
+                first = self.seq
+                self.disk.append_file(state.tmp, _encode_trailer(slot, state.kv_state_bytes, state.kv_crc,
+                                                                 first, core_records))
             self.disk.rename(state.tmp, self.directory / name)
             self.disk.sync_dir(self.directory)
         except OSError as err:
             self._failed = err
             raise WalFatalError(f"writing the snapshot failed: {err}") from err
         covered = [self.directory / n for n in self.disk.listdir(self.directory)
-                   if (n.endswith(SEGMENT_SUFFIX) and int(n[:-len(SEGMENT_SUFFIX)], 16) < self.seq)
+                   if (n.endswith(SEGMENT_SUFFIX) and int(n[:-len(SEGMENT_SUFFIX)], 16) < first)
                    or (n.startswith(SNAP_PREFIX) and n.endswith(SNAP_SUFFIX) and n != name)]
         if remove is None:
             self.remove_files(covered)
@@ -450,10 +453,12 @@ class Wal:
             except FileNotFoundError:
                 pass
 
-    # A snapshot's state is written first, apart (and by a child process, in the runner: a large
-    # state takes seconds), while the node goes on; the core's log is truncated, and the snapshot
-    # made (install_snapshot with kv_state None), only once it is durable. Until then nothing
-    # of the WAL changes: recovery uses the previous snapshot and every segment after it.
+    # A node's own snapshot is written apart (by a child process, in the runner: a large state
+    # takes seconds), while the node goes on: begin_state, then start_segment (the records that
+    # follow go to a new segment), then write_state with the KV state and the core's state of
+    # that moment; the snapshot is made (install_snapshot with kv_state None) and the core's log
+    # truncated only once the file is durable. Until then the WAL only grew by a segment:
+    # recovery uses the previous snapshot and every segment after it.
 
     def begin_state(self, slot: int) -> StateFile:
         """Start writing the state at `slot` of the next snapshot (one at a time)."""
@@ -465,10 +470,36 @@ class Wal:
         self._state = StateFile(slot, self.directory / name)  # Wal.open removes a leftover one
         return self._state
 
-    def write_state(self, state: StateFile, kv_state: bytes) -> None:
-        """Write and fsync the state's file. Touches nothing else of the WAL: a child process
-        may call it on its copy (OSError on failure)."""
-        self.disk.write_new(state.tmp, _encode_state(state.slot, kv_state))
+    def start_segment(self, state: StateFile) -> None:
+        """The records appended from now on go to a new segment, where the log of the snapshot
+        being written goes on: its core records (write_state) are the core's state as of now.
+        Lazily written records are synced first (the segment is closed synced)."""
+        self._check_usable()
+        if self._state is not state or state.first_segment is not None:
+            raise RuntimeError(f"start_segment for the state at slot {state.slot}, which is not open or has one")
+        if self._pending:
+            raise RuntimeError("start_segment while an append is pending")
+        try:
+            if self._unsynced:
+                self._write_and_sync(b"", 0)
+            self._roll()
+        except OSError as err:
+            self._failed = err
+            raise WalFatalError(f"starting a segment for the snapshot at slot {state.slot} failed: {err}") from err
+        state.first_segment = self.seq
+
+    def write_state(self, state: StateFile, kv_state: bytes, core_records: list[bytes] | None = None) -> None:
+        """Write and fsync the state's file: the KV state, and with `core_records` (the core's
+        state when start_segment was called) the whole snapshot. Touches nothing else of the WAL:
+        a child process may call it on its copy (OSError on failure)."""
+        kv_crc = zlib.crc32(kv_state)
+        parts = [_STATE_HEAD.pack(_SNAP_MAGIC, state.slot, len(kv_state), kv_crc), kv_state]
+        if core_records is not None:
+            if state.first_segment is None:
+                raise RuntimeError(f"write_state with core records for the state at slot {state.slot} "
+                                   "before start_segment")
+            parts.append(_encode_trailer(state.slot, len(kv_state), kv_crc, state.first_segment, core_records))
+        self.disk.write_new(state.tmp, b"".join(parts))
 
     def state_written(self, state: StateFile) -> None:
         """The state's file is written and synced (by whoever wrote it): read its header."""

@@ -122,12 +122,13 @@ class SimNode:
         self.sim, self.i, self.machine, self.wal = sim, i, machine, wal
         self.durable_needed = 0
         self.observed = None
-        self.state_writing = None  # a snapshot's state begun, not written yet: (StateFile, bytes)
+        # a snapshot begun, not written yet: (StateFile, the KV state's bytes, the core's records)
+        self.state_writing = None
 
     def finish_state(self) -> None:
         if self.state_writing is not None:
-            (state, kv_state), self.state_writing = self.state_writing, None
-            self.wal.write_state(state, kv_state)
+            (state, kv_state, core_records), self.state_writing = self.state_writing, None
+            self.wal.write_state(state, kv_state, core_records)
             self.wal.state_written(state)
             self.machine.state_written(state.slot, state.kv_state_bytes)
 
@@ -148,11 +149,12 @@ class SimNode:
             elif type(action) is WriteState:
                 self.finish_state()  # one at a time
                 state = self.wal.begin_state(action.slot)
-                self.state_writing = (state, action.kv_state())
+                self.wal.start_segment(state)
+                self.state_writing = (state, action.kv_state(), action.core_records())
                 if self.sim.rng.random() < 0.5:
                     self.finish_state()
-                # else written as the runner's child writes it: the state now, made durable and
-                # reported after later turns (or never: a crash before then)
+                # else written as the runner's child writes it: both states as of now, made
+                # durable and reported after later turns (or never: a crash before then)
             elif type(action) is WriteSnapshot:
                 self.finish_state()  # the runner waits for it too
                 self.wal.drain()

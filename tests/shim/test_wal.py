@@ -355,6 +355,48 @@ async def test_a_snapshots_state_is_written_apart_and_the_log_changes_only_when_
     assert rec.records == [b"e"]
 
 
+async def test_a_snapshot_written_whole_apart_starts_at_the_segment_begun_with_it(tmp_path):
+    """A node's own snapshot: begin_state, start_segment (the core's state is taken then: the
+    records after it go to a new segment), write_state with both (a child process), and
+    install_snapshot only renames it: the log goes on at that segment, the segments before it
+    go, and until it is made a crash recovers from the previous snapshot and every record."""
+    wal, _ = Wal.open(tmp_path, segment_bytes=60)
+    wal.install_snapshot(slot=3, kv_state=b"KV3", core_records=[b"c3"])
+    await wal.append_many([b"a" * 30])
+    wal.append_lazy([b"b" * 30])
+    state = wal.begin_state(5)
+    with pytest.raises(RuntimeError, match="before start_segment"):
+        wal.write_state(state, b"KV5", [b"c5"])
+    synced = wal.synced_records
+    wal.start_segment(state)
+    assert wal.synced_records == synced + 1  # the lazily written record is synced with its segment
+    first = state.first_segment
+    assert (tmp_path / f"{first:016x}.wal").exists()
+    await wal.append_many([b"c"])  # after the core's state: in the new segment
+    wal.write_state(state, b"KV5" * 1000, [b"c5", b"c5'"])
+    # a crash now: the previous snapshot and every record after it
+    _, rec = Wal.open(tmp_path, segment_bytes=60)
+    assert rec.snapshot.slot == 3 and rec.records == [b"a" * 30, b"b" * 30, b"c"]
+
+    wal, _ = Wal.open(tmp_path, segment_bytes=60)
+    state = wal.begin_state(5)
+    wal.start_segment(state)
+    first = state.first_segment
+    await wal.append_many([b"d"])
+    wal.write_state(state, b"KV5" * 1000, [b"c5", b"c5'"])
+    wal.state_written(state)
+    await wal.append_many([b"e"])
+    wal.install_snapshot(slot=5, kv_state=None, core_records=None)
+    await wal.append_many([b"f"])
+    wal.close()
+    assert [p.name for p in tmp_path.glob("snap-*")] == ["snap-0000000000000005.snap"]
+    assert min(int(p.name[:-4], 16) for p in tmp_path.glob("*.wal")) == first  # the ones before went
+    _, rec = Wal.open(tmp_path, segment_bytes=60)
+    assert (rec.snapshot.slot, rec.snapshot.first_segment, rec.snapshot.kv_state, rec.snapshot.core_records) == (
+        5, first, b"KV5" * 1000, [b"c5", b"c5'"])
+    assert rec.records == [b"d", b"e", b"f"]
+
+
 def test_a_snapshot_written_whole_before_states_were_written_apart_still_recovers(tmp_path):
     import struct, zlib
     (tmp_path / "0000000000000002.wal").write_bytes(encode_record(b"after"))
