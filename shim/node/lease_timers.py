@@ -93,9 +93,10 @@ class LeaseTimers:
         self._ends: list[tuple[float, int]] = []
         self._end_at: dict[int, float] = {}
         # a node that became leader and is placing its leases in the heaps: those still to place
-        # (None when it is not), and those granted meanwhile
+        # (None when it is not), and those granted or given a new time meanwhile (placed again
+        # at the end, at their new times)
         self._to_place: list[int] | None = None
-        self._granted_meanwhile: set[int] = set()
+        self._changed_meanwhile: set[int] = set()
 
     def applied(self, changes: list[tuple[int, int | None, bool]], now: float) -> None:
         """What commands did to leases (LeaseTable.take_changes()), as this node applied them."""
@@ -108,7 +109,7 @@ class LeaseTimers:
                 self._expiring.pop(lease_id, None)
                 continue
             if placing:
-                self._granted_meanwhile.add(lease_id)
+                self._changed_meanwhile.add(lease_id)
             if not (by_checkpoint and self.leading):
                 deadline = self.deadlines[lease_id] = now + remaining_ms / 1000
                 if due is not None and deadline < end_at.get(lease_id, _NEVER):
@@ -151,7 +152,7 @@ class LeaseTimers:
             self._expiring = {}
             self._heap, self._due = [], {}
             self._ends, self._end_at = [], {}
-            self._to_place, self._granted_meanwhile = None, set()
+            self._to_place, self._changed_meanwhile = None, set()
             return
         if self.leading or not caught_up:
             return
@@ -168,8 +169,8 @@ class LeaseTimers:
             if clock() >= until:
                 break
         if not todo:
-            self._place(leases, self._granted_meanwhile, now)
-            self._to_place, self._granted_meanwhile = None, set()
+            self._place(leases, self._changed_meanwhile, now)
+            self._to_place, self._changed_meanwhile = None, set()
             self.leading = True
 
     def _place(self, leases, lease_ids, now: float) -> None:

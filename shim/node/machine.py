@@ -739,8 +739,8 @@ class NodeMachine:
     def _snapshot_due(self) -> bool:
         """Whether to start a snapshot. Each one writes the whole state (seconds for a large one)
         in a burst that slows this node's WAL syncs while it lasts; so a snapshot is taken once
-        the records logged since the last one are about as many bytes as its state (recovery then
-        replays at most about a state's worth of records), or after `snapshot_max_slots` slots,
+        the records logged since the last one are about as many bytes as its state (so the state's
+        bytes cost no more than the records they save replaying), or after `snapshot_max_slots` slots,
         and never before `snapshot_every_slots`; never so late that the core's window (WINDOW
         slots from the last snapshot) would fill while the state is written, judging by how many
         slots came while the last one was written. Both bounds shrink with the node's id (node i
