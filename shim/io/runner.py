@@ -110,6 +110,9 @@ class Node:
         self._action_seconds: dict[type, float] = {}
         self._slow_logged_at = float("-inf")
         self._slow_unlogged = 0
+        # the seconds Python's cycle collector ran during this turn (part of the node's own work)
+        self._gc_seconds = 0.0
+        self._gc_started: float | None = None
         # each peer's round-trip time: the kernel's smoothed RTT of the connection to it (TCP
         # sees every frame's acknowledgement), sampled every RTT_SAMPLE_EVERY_S
         self.peer_rtt: dict[int, RttHistogram] = {}
@@ -147,6 +150,7 @@ class Node:
         await self._carry_out(self.machine.recover(rec.records))
         self._applied()
         await self.transport.start()
+        gc.callbacks.append(self._on_gc)
         self._tick_handle = asyncio.get_running_loop().call_later(self.config.tick_ms / 1000.0, self._on_tick)
         self._rtt_handle = asyncio.get_running_loop().call_later(RTT_SAMPLE_EVERY_S, self._sample_rtt)
 
@@ -158,6 +162,13 @@ class Node:
                 self.peer_rtt.setdefault(peer_id, RttHistogram()).observe(rtt)
         if not self._stopping:
             self._rtt_handle = asyncio.get_running_loop().call_later(RTT_SAMPLE_EVERY_S, self._sample_rtt)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started = time.monotonic()
+        elif self._gc_started is not None:
+            self._gc_seconds += time.monotonic() - self._gc_started
+            self._gc_started = None
 
     def _on_tick(self) -> None:
         self.machine.tick()
@@ -176,6 +187,7 @@ class Node:
     async def turn(self) -> None:
         started = time.monotonic()
         self._action_seconds = {}
+        self._gc_seconds = 0.0
         if self._state_job is not None and self._state_job.done():
             await self._state_finished()  # raises if it failed
         await self._carry_out(self.machine.turn())
@@ -197,7 +209,9 @@ class Node:
         spent = sorted(self._action_seconds.items(), key=lambda kv: -kv[1])
         own = took - sum(s for _, s in spent)
         parts = [f"{_ACTION_NAMES.get(kind, kind.__name__)} {s * 1000:.0f} ms" for kind, s in spent if s >= 0.001]
-        parts.append(f"the node's own work (the core's steps, applying, answering) {own * 1000:.0f} ms")
+        collector = (f", of which Python's cycle collector {self._gc_seconds * 1000:.0f} ms"
+                     if self._gc_seconds >= 0.001 else "")
+        parts.append(f"the node's own work (the core's steps, applying, answering) {own * 1000:.0f} ms{collector}")
         log.warning("a turn took %.0f ms (longer than %.0f ms: heartbeats and answers wait for it): %s%s",
                     took * 1000, SLOW_TURN_S * 1000, ", ".join(parts), more)
 
@@ -210,6 +224,8 @@ class Node:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
         if self._tick_handle:
             self._tick_handle.cancel()
         if self._rtt_handle:

@@ -610,6 +610,33 @@ async def test_a_slow_turn_is_counted_and_logged_with_where_its_time_went(tmp_pa
     took = int(line.split("a turn took ")[1].split(" ms")[0])
     sending = int(line.split("sending ")[1].split(" ms")[0])
     assert took >= sending >= 150 and "the node's own work" in line, line
+    assert "cycle collector" not in line, line  # none ran (under 1 ms, it is not named)
+
+
+async def test_a_slow_turn_names_the_time_of_pythons_cycle_collector(tmp_path, caplog):
+    import gc
+    import time
+    node = Node(config(0, tmp_path, 69), ScriptedCore([ready()], [status()]))
+    await node.start()
+
+    def slow_collection(phase, info):  # after the node's own callback: inside what it measures
+        if phase == "start":
+            time.sleep(0.12)
+
+    gc.callbacks.append(slow_collection)
+    try:
+        with caplog.at_level("WARNING", logger="verikv.node"):
+            node.machine.core.tick = lambda: (gc.collect(), ready())[1]  # the turn's tick collects
+            node.machine.tick()
+            await node.turn()
+    finally:
+        gc.callbacks.remove(slow_collection)
+        await node.stop()
+    assert node.slow_turns == 1
+    (line,) = [r.getMessage() for r in caplog.records if "a turn took" in r.getMessage()]
+    own = int(line.split("answering) ")[1].split(" ms")[0])
+    collector = int(line.split("cycle collector ")[1].split(" ms")[0])
+    assert own >= collector >= 120, line
 
 
 async def test_early_messages_leave_before_the_sync_and_lazy_records_do_not_delay_commits(tmp_path):
