@@ -57,9 +57,6 @@ abstract module ImplMoves refines ImplWindow {
       {
         R.AbsCommittedAt(committed[..], logStart as nat, commitUpto as nat);
         R.HasAllExtend(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat);
-        OT.CommitsTiedAdvance(out.commits, R.AbsCommitted(committed[..], logStart as nat), sofar.commitBase, logStart, commitUpto,
-                              committed[Idx(commitUpto)].val);
-        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);
         if nextSlot == commitUpto {
           Lead.LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, nextSlot as nat + 1, logStart as nat);
           nextSlot := nextSlot + 1;  // a slot committed elsewhere is never proposed in again
@@ -86,8 +83,6 @@ abstract module ImplMoves refines ImplWindow {
         committed[Idx(slot)] := Some(val);
         R.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, val);
         R.HasAllAdd(R.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, val);
-        OT.CommitsTiedAdd(out.commits, R.AbsCommitted(old(committed[..]), logStart as nat), sofar.commitBase, logStart, commitUpto,
-                          slot as nat, val);
         Persist(RecCommit(slot, val));
         AdvanceCommit();
       }

@@ -92,19 +92,13 @@ module ImplOutTied {
     assert recBase + O.Records(t + [O.Emitted(r)]) == recBase + O.Records(t) + [r];
   }
 
-  // ---- the step's commits (Impl's CommitsTied and CommitsAre) ----------------------------
+  // ---- the step's commits (Impl's CommitsAre and CommitsFrom) ----------------------------
 
   // The commits of the slots [lo, hi), in order, each with the value C holds there.
   opaque ghost function CommitsOf(C: map<S.Slot, S.Value>, lo: uint64, hi: uint64): seq<Committed>
     decreases hi
   {
     if hi <= lo then [] else CommitsOf(C, lo, hi - 1) + [Committed(hi - 1, if (hi - 1) as nat in C then C[(hi - 1) as nat] else [])]
-  }
-
-  // The commits a step reported so far are the slots [base, upto), with their values in C (the
-  // host's committed map), and base is in the window.
-  opaque ghost predicate CommitsTiedOf(commits: seq<Committed>, C: map<S.Slot, S.Value>, base: uint64, logStart: uint64, upto: uint64) {
-    logStart <= base <= upto && commits == CommitsOf(C, base, upto)
   }
 
   lemma CommitsNil(C: map<S.Slot, S.Value>, lo: uint64, hi: uint64)
@@ -120,64 +114,6 @@ module ImplOutTied {
     ensures CommitsOf(C, lo, hi + 1) == CommitsOf(C, lo, hi) + [Committed(hi, C[hi as nat])]
   {
     reveal CommitsOf();
-  }
-
-  // Two maps that agree on [lo, hi) give the same commits there.
-  lemma CommitsSame(C: map<S.Slot, S.Value>, C': map<S.Slot, S.Value>, lo: uint64, hi: uint64)
-    requires forall s: nat | lo as nat <= s < hi as nat :: (s in C <==> s in C') && (s in C ==> C[s] == C'[s])
-    ensures CommitsOf(C, lo, hi) == CommitsOf(C', lo, hi)
-    decreases hi
-  {
-    reveal CommitsOf();
-    if lo < hi {
-      CommitsSame(C, C', lo, hi - 1);
-    }
-  }
-
-  lemma CommitsTiedIs(commits: seq<Committed>, C: map<S.Slot, S.Value>, base: uint64, logStart: uint64, upto: uint64)
-    requires CommitsTiedOf(commits, C, base, logStart, upto)
-    ensures logStart <= base <= upto && commits == CommitsOf(C, base, upto)
-  {
-    reveal CommitsTiedOf();
-  }
-
-  // Nothing reported, from upto on.
-  lemma CommitsTiedNone(C: map<S.Slot, S.Value>, logStart: uint64, upto: uint64)
-    requires logStart <= upto
-    ensures CommitsTiedOf([], C, upto, logStart, upto)
-  {
-    reveal CommitsTiedOf();
-    CommitsNil(C, upto, upto);
-  }
-
-  // Slot upto, committed with v, reported next.
-  lemma CommitsTiedAdvance(commits: seq<Committed>, C: map<S.Slot, S.Value>, base: uint64, logStart: uint64, upto: uint64, v: S.Value)
-    requires CommitsTiedOf(commits, C, base, logStart, upto)
-    requires upto as nat in C && C[upto as nat] == v && upto < 0xFFFF_FFFF_FFFF_FFFF
-    ensures CommitsTiedOf(commits + [Committed(upto, v)], C, base, logStart, upto + 1)
-  {
-    reveal CommitsTiedOf(), CommitsOf();
-  }
-
-  // A slot newly committed is not below upto (every slot of [logStart, upto) was): the commits
-  // stay those of the new map.
-  lemma CommitsTiedAdd(commits: seq<Committed>, C: map<S.Slot, S.Value>, base: uint64, logStart: uint64, upto: uint64,
-                       slot: nat, v: S.Value)
-    requires CommitsTiedOf(commits, C, base, logStart, upto)
-    requires R.HasAll(C, logStart as nat, upto as nat) && slot !in C
-    ensures CommitsTiedOf(commits, C[slot := v], base, logStart, upto)
-  {
-    reveal CommitsTiedOf(), R.HasAll();
-    CommitsSame(C, C[slot := v], base, upto);
-  }
-
-  // Truncation at t, at most base: the reported slots stay.
-  lemma CommitsTiedFrom(commits: seq<Committed>, C: map<S.Slot, S.Value>, base: uint64, logStart: uint64, upto: uint64, t: uint64)
-    requires CommitsTiedOf(commits, C, base, logStart, upto) && t <= base
-    ensures CommitsTiedOf(commits, R.CommittedFrom(C, t as nat), base, t, upto)
-  {
-    reveal CommitsTiedOf();
-    CommitsSame(C, R.CommittedFrom(C, t as nat), base, upto);
   }
 
   // The packet is on the wire of st: its image is in the network (a Learn: backed).

@@ -59,7 +59,8 @@ abstract module ImplRecovery refines ImplSteps {
       sentLog := [];
       acked := {};
       recLog := [];
-      sofar := O.Step([], [], [], 0);
+      sofar := O.Step([], [], []);
+      commitBase := 0;
       Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, readAck};
       new;
       OT.TiedNone([], [], me);
@@ -215,8 +216,6 @@ abstract module ImplRecovery refines ImplSteps {
         committed[Idx(slot)] := Some(rec.val);
         R.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, rec.val);
         R.HasAllAdd(R.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, rec.val);
-        OT.CommitsTiedAdd(out.commits, R.AbsCommitted(old(committed[..]), logStart as nat), sofar.commitBase, logStart, commitUpto,
-                          slot as nat, rec.val);
       }
       assert AbsHost() == R.ApplyRecord(h0, rec, WINDOW as nat, SLOT_LIMIT as nat);
       R.ApplyRecordLeader(h0, rec, WINDOW as nat, SLOT_LIMIT as nat, P.NotLeader);
@@ -266,30 +265,6 @@ abstract module ImplRecovery refines ImplSteps {
       r, moves, t := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
     }
 
-    // The commits of every slot in [logStart, commitUpto), in order.
-    method CommittedSlots() returns (cs: seq<Committed>)
-      requires Valid()
-      ensures cs == OT.CommitsOf(R.AbsCommitted(committed[..], logStart as nat), logStart, commitUpto)
-    {
-      ghost var C := R.AbsCommitted(committed[..], logStart as nat);
-      var s := logStart;
-      cs := [];
-      OT.CommitsNil(C, logStart, logStart);
-      while s < commitUpto
-        invariant logStart <= s <= commitUpto && cs == OT.CommitsOf(C, logStart, s)
-        decreases commitUpto - s
-      {
-        var c := committed[Idx(s)];
-        R.AbsCommittedAt(committed[..], logStart as nat, s as nat);
-        assert s as nat in C by { reveal R.HasAll(); }
-        if c.Some? {
-          cs := cs + [Committed(s, c.val)];
-        }
-        OT.CommitsSnoc(C, logStart, s);
-        s := s + 1;
-      }
-    }
-
     // After the last replayed record: report every committed slot from logStart on.
     // No protocol step: it only reports committed slots.
     method FinishRecovery() returns (r: Ready, ghost t: seq<O.Out>)
@@ -302,13 +277,7 @@ abstract module ImplRecovery refines ImplSteps {
     {
       BeginStep();
       assert AbsHost() == old(AbsHost());
-      ghost var C := R.AbsCommitted(committed[..], logStart as nat);
-      var cs := CommittedSlots();
-      OT.CommitsTiedIs(out.commits, C, sofar.commitBase, logStart, commitUpto);
-      out := out.(commits := out.commits + cs);
-      sofar := sofar.(commitBase := logStart);
-      assert out.commits == OT.CommitsOf(C, logStart, commitUpto);
-      reveal OT.CommitsTiedOf();
+      commitBase := logStart;  // the step's commits start at the window's first slot
       AdvanceCommit();
       assert AbsHost() == old(AbsHost()) && selfQueue == [];
       ghost var moves: seq<R.Move>;

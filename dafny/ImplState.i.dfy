@@ -80,9 +80,9 @@ abstract module ImplState {
     ghost var acked: set<S.Message>     // the Accepted messages (images) counted for bal (AcksTied)
     ghost var recLog: seq<Record>       // every durable record this host emitted or replayed, in order
     // The current step so far (OutTied): what it sent and emitted, in order, after the packet
-    // log sentBase and the record log recBase that the step began with; its commits report the
-    // slots from commitBase on (CommitsTied).
+    // log sentBase and the record log recBase that the step began with.
     ghost var sofar: O.Step
+    var commitBase: uint64            // the step's commits are the slots from here on (CommitsTied)
 
     ghost const Repr: set<object>
 
@@ -135,13 +135,14 @@ abstract module ImplState {
       OT.OutTiedOf(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter)
     }
 
-    // The commits the step reported so far (out.commits) are the slots [sofar.commitBase,
-    // commitUpto), in order, each with the value this host committed there; commitBase is in
-    // the window. An opaque predicate of values (ImplOutTied), as OutTied.
+    // The step's commits are the slots [commitBase, commitUpto): commitBase is in the
+    // window, so those slots are still in the arrays when the step ends, and TakeReady reads
+    // them from there, once (CommitsFrom). Nothing collects commits during the step: a step
+    // that commits k slots at once stays linear in k.
     ghost predicate CommitsTied()
-      reads this, committed
+      reads this
     {
-      OT.CommitsTiedOf(out.commits, R.AbsCommitted(committed[..], logStart as nat), sofar.commitBase, logStart, commitUpto)
+      logStart <= commitBase <= commitUpto && out.commits == []
     }
 
     // The step under way is the same step: its bases are unchanged, and once it emitted a
@@ -150,7 +151,7 @@ abstract module ImplState {
     twostate predicate SameBases()
       reads this
     {
-      && sofar.sentBase == old(sofar.sentBase) && sofar.recBase == old(sofar.recBase) && sofar.commitBase == old(sofar.commitBase)
+      && sofar.sentBase == old(sofar.sentBase) && sofar.recBase == old(sofar.recBase) && commitBase == old(commitBase)
       && (old(out.sync) ==> out.sync && out.early == old(out.early))
     }
 

@@ -259,11 +259,11 @@ abstract module ImplSteps refines ImplHandlers {
       ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
       ensures out.records == [] && out.packets == [] && out.commits == []
       ensures Unchanged() && selfQueue == [] && sentLog == old(sentLog) && recLog == old(recLog)
-      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && sofar.commitBase == commitUpto
+      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && commitBase == commitUpto
     {
       OT.TiedNone(sentLog, recLog, me);
-      OT.CommitsTiedNone(R.AbsCommitted(committed[..], logStart as nat), logStart, commitUpto);
-      sofar := O.Step([], sentLog, recLog, commitUpto);
+      sofar := O.Step([], sentLog, recLog);
+      commitBase := commitUpto;
       out := NoOutput;
       selfQueue := [];
     }
@@ -275,19 +275,19 @@ abstract module ImplSteps refines ImplHandlers {
       modifies this
       ensures Valid() && Unchanged() && sentLog == old(sentLog) && recLog == old(recLog) && selfQueue == old(selfQueue)
       ensures ReadyIs(r, t, old(sofar.sentBase), old(sofar.recBase)) && r.accepted == accepted
-      ensures CommitsAre(r, old(sofar.commitBase))
-      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && sofar.commitBase == commitUpto
+      ensures CommitsAre(r, old(commitBase))
+      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && commitBase == commitUpto
       ensures t == old(sofar.trace) && r.early == old(out.early)
     {
-      r := out.(accepted := accepted);
+      var commits := CommitsFrom(commitBase);
+      r := out.(accepted := accepted, commits := commits);
       OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
       OT.TiedNone(sentLog, recLog, me);
-      ghost var C := R.AbsCommitted(committed[..], logStart as nat);
-      OT.CommitsTiedIs(out.commits, C, sofar.commitBase, logStart, commitUpto);
-      R.HasAllSub(C, logStart as nat, commitUpto as nat, sofar.commitBase as nat, commitUpto as nat);
-      OT.CommitsTiedNone(C, logStart, commitUpto);
+      R.HasAllSub(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat,
+                  commitBase as nat, commitUpto as nat);
       t := sofar.trace;
-      sofar := O.Step([], sentLog, recLog, commitUpto);
+      sofar := O.Step([], sentLog, recLog);
+      commitBase := commitUpto;
       out := NoOutput;
     }
 
@@ -301,8 +301,8 @@ abstract module ImplSteps refines ImplHandlers {
       ensures old(selfQueue) == [] ==> AbsHost() == old(AbsHost()) && sentLog == old(sentLog) && SameConfig() && acked == old(acked)
       ensures old(StepOk(st, h0, log0, moves0)) ==> StepOk(st, h0, log0, moves)
       ensures ReadyIs(r, t, old(sofar.sentBase), old(sofar.recBase)) && r.accepted == accepted
-      ensures CommitsAre(r, old(sofar.commitBase))
-      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && sofar.commitBase == commitUpto
+      ensures CommitsAre(r, old(commitBase))
+      ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && commitBase == commitUpto
       ensures moves0 <= moves
       ensures old(selfQueue) == [] ==> t == old(sofar.trace)
       ensures SameConfig()

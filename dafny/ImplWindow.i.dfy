@@ -59,7 +59,7 @@ abstract module ImplWindow refines ImplState {
 
     method ResetDurableArrays()
       requires Shape() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied() && SelfLogged() && OutTied()
-      requires logStart == commitUpto && out.commits == [] && sofar.commitBase == commitUpto
+      requires logStart == commitUpto && out.commits == [] && commitBase == commitUpto
       requires recLog == [] && promised == Zero && logStart == 0
       modifies votes, committed
       ensures Valid() && PromisedGrows()
@@ -79,13 +79,12 @@ abstract module ImplWindow refines ImplState {
       R.AllBelowEmpty(voteHi as nat);
       R.AbsCommittedEmpty(committed[..], logStart as nat);
       R.HasAllEmpty(R.AbsCommitted(committed[..], logStart as nat), logStart as nat);
-      OT.CommitsTiedNone(R.AbsCommitted(committed[..], logStart as nat), logStart, commitUpto);
     }
 
     // Abstractly: the protocol's truncation at upto (the caller knows [logStart, upto) committed).
     method DropBelow(upto: uint64)
       requires Shape() && VotesBelowHi() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied()
-      requires SelfLogged() && OutTied() && CommitsTied() && upto <= sofar.commitBase
+      requires SelfLogged() && OutTied() && CommitsTied() && upto <= commitBase
       requires logStart < upto <= commitUpto && upto <= SLOT_LIMIT
       requires R.HasAll(R.AbsCommitted(committed[..], logStart as nat), upto as nat, commitUpto as nat)
       modifies Repr
@@ -142,7 +141,6 @@ abstract module ImplWindow refines ImplState {
       // The slots entering the window share their indices with the ones just emptied.
       R.AbsVotesTruncate(old(votes[..]), votes[..], logStart as nat, upto as nat);
       R.AbsCommittedTruncate(old(committed[..]), committed[..], logStart as nat, upto as nat);
-      OT.CommitsTiedFrom(out.commits, R.AbsCommitted(old(committed[..]), logStart as nat), sofar.commitBase, logStart, commitUpto, upto);
       R.AllBelowFrom(old(AbsHost()).votes, upto as nat, voteHi as nat, if voteHi < upto then upto as nat else voteHi as nat);
       R.HasAllFrom(R.AbsCommitted(old(committed[..]), logStart as nat), upto as nat, upto as nat, commitUpto as nat);
       R.AbsVotesTruncate(old(takeover[..]), takeover[..], logStart as nat, upto as nat);
@@ -211,7 +209,7 @@ abstract module ImplWindow refines ImplState {
       ensures BalLe(old(promised), promised) && acked <= old(acked)
       ensures sofar.sentBase == old(sofar.sentBase) && sofar.recBase == old(sofar.recBase)
       // the slots below upto are in the snapshot: none is reported
-      ensures sofar.commitBase == commitUpto == if old(commitUpto) < upto then upto else old(commitUpto)
+      ensures commitBase == commitUpto == if old(commitUpto) < upto then upto else old(commitUpto)
       ensures Keeps() && sentLog == old(sentLog) && selfQueue == old(selfQueue) && sofar.trace == old(sofar.trace)
       ensures AbsHost() == R.Truncated(old(AbsHost()), upto as nat)
     {
@@ -232,10 +230,9 @@ abstract module ImplWindow refines ImplState {
         R.AllBelowEmpty(upto as nat);
         R.AbsCommittedEmpty(committed[..], upto as nat);
         R.HasAllEmpty(map[], upto as nat);
-        OT.CommitsTiedNone(map[], upto, upto);
         logStart := upto;
         commitUpto := upto;
-        sofar := sofar.(commitBase := upto);
+        commitBase := upto;
         nextSlot := upto;
         voteHi := upto;
         takeoverHi := upto;
@@ -247,10 +244,39 @@ abstract module ImplWindow refines ImplState {
           nextSlot := upto;
         }
         if commitUpto < upto { commitUpto := upto; }
-        OT.CommitsTiedNone(R.AbsCommitted(committed[..], logStart as nat), logStart, commitUpto);
-        sofar := sofar.(commitBase := commitUpto);
+        commitBase := commitUpto;
         DropBelow(upto);
       }
+    }
+
+    // The commits of the slots [base, commitUpto), in order, each with the value committed
+    // there (all of them are: CommittedPrefix). Gathered in an array and copied out once:
+    // appending to a sequence copies it (the C++ runtime's sequences are flat), which would
+    // make a step that commits k slots at once cost k^2.
+    method CommitsFrom(base: uint64) returns (cs: seq<Committed>)
+      requires Valid() && logStart <= base <= commitUpto
+      ensures cs == OT.CommitsOf(R.AbsCommitted(committed[..], logStart as nat), base, commitUpto)
+    {
+      ghost var C := R.AbsCommitted(committed[..], logStart as nat);
+      OT.CommitsNil(C, base, base);
+      if base == commitUpto {
+        return [];
+      }
+      var buf := new Committed[commitUpto - base];
+      var s := base;
+      while s < commitUpto
+        invariant base <= s <= commitUpto && buf[..s - base] == OT.CommitsOf(C, base, s)
+        decreases commitUpto - s
+      {
+        R.AbsCommittedAt(committed[..], logStart as nat, s as nat);
+        assert s as nat in C by { reveal R.HasAll(); }
+        buf[s - base] := Committed(s, committed[Idx(s)].val);
+        OT.CommitsSnoc(C, base, s);
+        assert buf[..s - base + 1] == buf[..s - base] + [Committed(s, C[s as nat])];
+        s := s + 1;
+      }
+      cs := buf[..];
+      assert buf[..] == buf[..s - base];
     }
 
     method ClearWindow()

@@ -13,9 +13,8 @@ module StepOutput {
 
   datatype Out = Sent(p: Packet) | Emitted(r: Record)
 
-  // A step under way: what it did so far, after the packet log and record log it began with;
-  // commitBase is the first slot its commits report (Impl's CommitsTied).
-  datatype Step = Step(trace: seq<Out>, sentBase: seq<Packet>, recBase: seq<Record>, commitBase: uint64)
+  // A step under way: what it did so far, after the packet log and record log it began with.
+  datatype Step = Step(trace: seq<Out>, sentBase: seq<Packet>, recBase: seq<Record>)
 
   opaque ghost function Sends(t: seq<Out>): seq<Packet> {
     if t == [] then [] else Sends(Front(t)) + (if Last(t).Sent? then [Last(t).p] else [])

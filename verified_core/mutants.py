@@ -188,37 +188,46 @@ MUTANTS = [
     ),
     Mutant(
         name="impl-commit-reports-next-value",
-        file="ImplMoves.i.dfy",
-        original="        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);\n",
-        mutated="        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto + 1)].val)]);\n",
-        breaks="ImplMoves.Replica.AdvanceCommit",
+        file="ImplWindow.i.dfy",
+        original="        buf[s - base] := Committed(s, committed[Idx(s)].val);\n",
+        mutated="        buf[s - base] := Committed(s, committed[Idx(s + 1)].val);\n",
+        breaks="ImplWindow.Replica.CommitsFrom",
         why="the driver would apply, at a slot, the value committed at the next one: the key-value "
             "state would diverge from the chosen log",
     ),
     Mutant(
         name="impl-commit-reports-wrong-slot",
-        file="ImplMoves.i.dfy",
-        original="        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);\n",
-        mutated="        out := out.(commits := out.commits + [Committed(commitUpto + 1, committed[Idx(commitUpto)].val)]);\n",
-        breaks="ImplMoves.Replica.AdvanceCommit",
+        file="ImplWindow.i.dfy",
+        original="        buf[s - base] := Committed(s, committed[Idx(s)].val);\n",
+        mutated="        buf[s - base] := Committed(s + 1, committed[Idx(s)].val);\n",
+        breaks="ImplWindow.Replica.CommitsFrom",
         why="a committed value would be reported at the slot after its own: the driver's applied "
             "index would run one ahead of the log",
     ),
     Mutant(
+        name="impl-commit-last-slot-unreported",
+        file="ImplWindow.i.dfy",
+        original="      while s < commitUpto\n        invariant base <= s <= commitUpto",
+        mutated="      while s + 1 < commitUpto\n        invariant base <= s <= commitUpto",
+        breaks="ImplWindow.Replica.CommitsFrom",
+        why="the last slot a step commits would never be applied: an acknowledged write lost "
+            "from the key-value state",
+    ),
+    Mutant(
         name="impl-commit-reported-twice",
-        file="ImplMoves.i.dfy",
-        original="        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);\n",
-        mutated="        out := out.(commits := out.commits + [Committed(commitUpto, committed[Idx(commitUpto)].val)]"
-                " + [Committed(commitUpto, committed[Idx(commitUpto)].val)]);\n",
-        breaks="ImplMoves.Replica.AdvanceCommit",
-        why="a committed command would be applied twice (a put or a transaction run again)",
+        file="ImplSteps.i.dfy",
+        original="      t := sofar.trace;\n      sofar := O.Step([], sentLog, recLog);\n      commitBase := commitUpto;\n",
+        mutated="      t := sofar.trace;\n      sofar := O.Step([], sentLog, recLog);\n",
+        breaks="ImplSteps.Replica.TakeReady",
+        why="the next step would report this step's commits again: a committed command applied "
+            "twice (a put or a transaction run again)",
     ),
     Mutant(
         name="impl-recovery-skips-a-slot",
         file="ImplRecovery.i.dfy",
-        original="        if c.Some? {\n          cs := cs + [Committed(s, c.val)];\n",
-        mutated="        if c.Some? && s != logStart {\n          cs := cs + [Committed(s, c.val)];\n",
-        breaks="ImplRecovery.Replica.CommittedSlots",
+        original="      commitBase := logStart;",
+        mutated="      commitBase := if logStart < commitUpto then logStart + 1 else logStart;",
+        breaks="ImplRecovery.Replica.FinishRecovery",
         why="a restarted node would rebuild its key-value state without the first committed slot "
             "of its log",
     ),
