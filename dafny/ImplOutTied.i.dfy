@@ -8,6 +8,7 @@ module ImplOutTied {
   import S = Spec
   import R = ImplAbstraction
   import O = StepOutput
+  import opened Stacks
 
   // OutTied over the values of the fields it reads.
   opaque ghost predicate OutTiedOf(t: seq<O.Out>, sentBase: seq<Packet>, recBase: seq<Record>,
@@ -114,6 +115,75 @@ module ImplOutTied {
     ensures CommitsOf(C, lo, hi + 1) == CommitsOf(C, lo, hi) + [Committed(hi, C[hi as nat])]
   {
     reveal CommitsOf();
+  }
+
+  // ---- the output buffers (Impl's BuffersTied) --------------------------------------------
+
+  // The replica's output buffers: Stacks that each packet and record is pushed on, in constant
+  // time, and its self-messages (a front to take them from, then a Stack of those sent since).
+  datatype Buffers = Buffers(records: Stack<Record>, recordCount: uint64, early: Stack<Packet>, late: Stack<Packet>,
+                             sync: bool, earlyAfter: uint64, needSnapshot: seq<uint64>,
+                             selfFront: seq<Msg>, selfBack: Stack<Msg>)
+
+  const NoBuffers := Buffers(Empty, 0, Empty, Empty, false, 0, [], [], Empty)
+
+  // The items of a Stack of each type, oldest first, in linear time.
+  method UnstackRecords(s: Stack<Record>) returns (r: seq<Record>)
+    ensures r == Items(s)
+  {
+    var n := Count(s);
+    if n == UINT64_MAX { r := Collect(s); return; }
+    var a := new Record[n];
+    Fill(s, a, n);
+    r := a[..];
+  }
+
+  method UnstackPackets(s: Stack<Packet>) returns (r: seq<Packet>)
+    ensures r == Items(s)
+  {
+    var n := Count(s);
+    if n == UINT64_MAX { r := Collect(s); return; }
+    var a := new Packet[n];
+    Fill(s, a, n);
+    r := a[..];
+  }
+
+  method UnstackMsgs(s: Stack<Msg>) returns (r: seq<Msg>)
+    ensures r == Items(s)
+  {
+    var n := Count(s);
+    if n == UINT64_MAX { r := Collect(s); return; }
+    var a := new Msg[n];
+    Fill(s, a, n);
+    r := a[..];
+  }
+
+  // The buffers hold the ghost Ready so far and the self-messages; recordCount is
+  // |out.records|, at most 2^32.
+  ghost predicate BuffersAre(out: Ready, selfQueue: seq<Msg>, b: Buffers) {
+    && Items(b.records) == out.records
+    && b.recordCount as int == (if |out.records| < 0x1_0000_0000 then |out.records| else 0x1_0000_0000)
+    && Items(b.early) == out.early && Items(b.late) == out.packets
+    && b.sync == out.sync && b.earlyAfter == out.earlyAfter && b.needSnapshot == out.needSnapshot
+    && selfQueue == b.selfFront + Items(b.selfBack)
+  }
+
+  opaque ghost predicate BuffersTiedOf(out: Ready, selfQueue: seq<Msg>, b: Buffers) {
+    BuffersAre(out, selfQueue, b)
+  }
+
+  lemma BuffersTiedIs(out: Ready, selfQueue: seq<Msg>, b: Buffers)
+    requires BuffersTiedOf(out, selfQueue, b)
+    ensures BuffersAre(out, selfQueue, b)
+  {
+    reveal BuffersTiedOf();
+  }
+
+  lemma BuffersTiedMake(out: Ready, selfQueue: seq<Msg>, b: Buffers)
+    requires BuffersAre(out, selfQueue, b)
+    ensures BuffersTiedOf(out, selfQueue, b)
+  {
+    reveal BuffersTiedOf();
   }
 
   // The packet is on the wire of st: its image is in the network (a Learn: backed).

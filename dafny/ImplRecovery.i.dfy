@@ -55,6 +55,7 @@ abstract module ImplRecovery refines ImplSteps {
       readConfirmed := 0;
       out := NoOutput;
       selfQueue := [];
+      buffers := OT.NoBuffers;
       leaderAbs := P.NotLeader;
       sentLog := [];
       acked := {};
@@ -64,6 +65,7 @@ abstract module ImplRecovery refines ImplSteps {
       Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, readAck};
       new;
       OT.TiedNone([], [], me);
+      OT.BuffersTiedMake(out, selfQueue, buffers);
       Cand.TiedFollower(bal, n, promiseFrom[..], promiseCount);
       Cand.TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       Lead.LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);

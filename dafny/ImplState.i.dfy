@@ -18,6 +18,7 @@ abstract module ImplState {
   import Sy = ImplSystem
   import O = StepOutput
   import opened ImplBounds        // WINDOW and the other bounds
+  import opened Stacks            // the output buffers
   import OT = ImplOutTied         // the lemmas of OutTied
   import Cand = ImplCandidate     // of CandidateTied and TakeoverTied
   import Lead = ImplLeader        // of AcksTied, ProposedTied and LeaderTied
@@ -67,9 +68,12 @@ abstract module ImplState {
     var readConfirmed: uint64
     var readAck: array<uint64>      // leader: highest read sequence each member acknowledged
 
-    // The current step's output, and messages this host sent to itself.
-    var out: Ready                  // the step's Ready so far (its `accepted` is set at the end)
-    var selfQueue: seq<Msg>
+    // The current step's output, and messages this host sent to itself, kept in Stacks so
+    // that each packet and record costs constant time (BuffersTied ties them to the ghost
+    // `out` and `selfQueue`, which the proofs read).
+    var buffers: OT.Buffers
+    ghost var out: Ready            // the step's Ready so far (its `accepted` and commits are set at the end)
+    ghost var selfQueue: seq<Msg>
 
     // Ghost state for the refinement proof (ImplAbstraction.i.dfy).
     // The protocol's volatile leader state. StartElection (Leading(bal, 1, {}, {})), StepDown
@@ -122,6 +126,7 @@ abstract module ImplState {
       && SelfLogged()
       && OutTied()
       && CommitsTied()
+      && BuffersTied()
     }
 
     // The output buffers are the step so far (its trace): the records it emitted, and the
@@ -143,6 +148,14 @@ abstract module ImplState {
       reads this
     {
       logStart <= commitBase <= commitUpto && out.commits == []
+    }
+
+    // The concrete output buffers hold the ghost `out` and `selfQueue`. An opaque predicate of
+    // these fields only (ImplOutTied), as OutTied.
+    ghost predicate BuffersTied()
+      reads this
+    {
+      OT.BuffersTiedOf(out, selfQueue, buffers)
     }
 
     // The step under way is the same step: its bases are unchanged, and once it emitted a
@@ -297,18 +310,23 @@ abstract module ImplState {
     {
       ghost var props := R.AbsCommitted(proposed[..], logStart as nat);
       Lead.ProposalsSentMono(role, props, me, n, bal, sentLog, props, sentLog + [Packet(me, dst, msg)]);
-      var count: uint64 := if |out.records| < 0x1_0000_0000 then |out.records| as uint64 else 0x1_0000_0000;
+      OT.BuffersTiedIs(out, selfQueue, buffers);
+      var count: uint64 := buffers.recordCount;
       OT.TiedSend(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter, Packet(me, dst, msg), count);
       sentLog := sentLog + [Packet(me, dst, msg)];
       sofar := sofar.(trace := sofar.trace + [O.Sent(Packet(me, dst, msg))]);
       if dst == me {
         selfQueue := selfQueue + [msg];
-      } else if out.sync {
+        buffers := buffers.(selfBack := Push(buffers.selfBack, msg));
+      } else if buffers.sync {
         out := out.(packets := out.packets + [Packet(me, dst, msg)]);
+        buffers := buffers.(late := Push(buffers.late, Packet(me, dst, msg)));
       } else {
         // depends on no record of this step that needs a sync
         out := out.(early := out.early + [Packet(me, dst, msg)], earlyAfter := count);
+        buffers := buffers.(early := Push(buffers.early, Packet(me, dst, msg)), earlyAfter := count);
       }
+      OT.BuffersTiedMake(out, selfQueue, buffers);
     }
 
     method Broadcast(msg: Msg, includeSelf: bool)
@@ -358,7 +376,25 @@ abstract module ImplState {
       OT.TiedPersist(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter, r);
       recLog := recLog + [r];
       sofar := sofar.(trace := sofar.trace + [O.Emitted(r)]);
+      OT.BuffersTiedIs(out, selfQueue, buffers);
       out := out.(records := out.records + [r], sync := out.sync || NeedsSync(r));
+      buffers := buffers.(records := Push(buffers.records, r), sync := buffers.sync || NeedsSync(r),
+                          recordCount := if buffers.recordCount < 0x1_0000_0000 then buffers.recordCount + 1 else buffers.recordCount);
+      OT.BuffersTiedMake(out, selfQueue, buffers);
+    }
+
+    // The Ready asks the driver to send member src a snapshot.
+    method AskSnapshot(src: uint64)
+      requires Valid()
+      modifies this
+      ensures Valid() && PromisedGrows() && Unchanged() && sentLog == old(sentLog) && recLog == old(recLog)
+      ensures sofar == old(sofar) && commitBase == old(commitBase) && selfQueue == old(selfQueue)
+      ensures out == old(out).(needSnapshot := old(out.needSnapshot) + [src])
+    {
+      OT.BuffersTiedIs(out, selfQueue, buffers);
+      out := out.(needSnapshot := out.needSnapshot + [src]);
+      buffers := buffers.(needSnapshot := buffers.needSnapshot + [src]);
+      OT.BuffersTiedMake(out, selfQueue, buffers);
     }
 
     // The state this step must not change behind the caller's back: everything but the

@@ -150,6 +150,52 @@ abstract module ImplSteps refines ImplHandlers {
       }
     }
 
+    // The next message this host sent itself, taken off its queue: from the front, refilled
+    // from the Stack of those sent since when it is empty (each message is moved once).
+    method PopSelf() returns (m: Msg)
+      requires Valid() && selfQueue != []
+      modifies this
+      ensures Valid() && Unchanged() && sentLog == old(sentLog) && recLog == old(recLog)
+      ensures sofar == old(sofar) && out == old(out) && commitBase == old(commitBase)
+      ensures m == old(selfQueue[0]) && selfQueue == old(selfQueue[1..]) && Packet(me, me, m) in sentLog
+      ensures AbsHost() == old(AbsHost())
+    {
+      assert Packet(me, me, selfQueue[0]) in sentLog;  // SelfLogged
+      OT.BuffersTiedIs(out, selfQueue, buffers);
+      if |buffers.selfFront| == 0 {
+        // the messages sent since the front was filled, in the order sent
+        var front := OT.UnstackMsgs(buffers.selfBack);
+        buffers := buffers.(selfFront := front, selfBack := Empty);
+      }
+      m := buffers.selfFront[0];
+      selfQueue := selfQueue[1..];
+      buffers := buffers.(selfFront := buffers.selfFront[1..]);
+      OT.BuffersTiedMake(out, selfQueue, buffers);
+    }
+
+    method SelfPending() returns (pending: bool)
+      requires BuffersTied()
+      ensures pending == (selfQueue != [])
+    {
+      OT.BuffersTiedIs(out, selfQueue, buffers);
+      pending := |buffers.selfFront| > 0 || buffers.selfBack.Push?;
+    }
+
+    // The self-messages are all gone (handled, or dropped past the limit).
+    method DropSelf()
+      requires Valid()
+      modifies this
+      ensures Valid() && Unchanged() && sentLog == old(sentLog) && recLog == old(recLog)
+      ensures sofar == old(sofar) && out == old(out) && commitBase == old(commitBase) && AbsHost() == old(AbsHost())
+      ensures selfQueue == [] && (old(selfQueue) == [] ==> unchanged(this))
+    {
+      OT.BuffersTiedIs(out, selfQueue, buffers);
+      if selfQueue == [] { ItemsNil(buffers.selfBack); }
+      selfQueue := [];
+      buffers := buffers.(selfFront := [], selfBack := Empty);
+      OT.BuffersTiedMake(out, selfQueue, buffers);
+    }
+
     // Handle the messages this host sent to itself during the step (bounded: a chain of
     // self-deliveries is short; past the limit they are dropped, like lost messages). Each is
     // on the wire of the state the step has reached (sent before the step, or by its moves so
@@ -175,7 +221,8 @@ abstract module ImplSteps refines ImplHandlers {
       OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
       moves := moves0;
       var fuel := SELF_DELIVERY_LIMIT;
-      while |selfQueue| > 0 && fuel > 0
+      var pending := SelfPending();
+      while pending && fuel > 0
         invariant BalLe(old(promised), promised) && SameConfig() && Consts() == c && SameBases()
         invariant Valid()
         invariant old(selfQueue) == [] ==> unchanged(this, votes, committed)
@@ -184,10 +231,10 @@ abstract module ImplSteps refines ImplHandlers {
         invariant fuel == SELF_DELIVERY_LIMIT ==> selfQueue == q0 && sofar.trace == t0 && promised == pr0 && logStart == ls0
         invariant fuel < SELF_DELIVERY_LIMIT && q0 != [] && FirstRecord(q0[0], pr0, ls0) != [] ==> out.sync && out.early == e0
         decreases fuel
+        invariant pending == (selfQueue != [])
       {
-        var m := selfQueue[0];
+        var m := PopSelf();
         ghost var p := Packet(me, me, m);
-        assert p in sentLog;  // SelfLogged
         ghost var h1, log1 := AbsHost(), sentLog;
         ghost var stk := if ok then P.State(st.hosts[me := h1], st.net + R.SentBy(moves)) else st;
         if ok {
@@ -203,8 +250,7 @@ abstract module ImplSteps refines ImplHandlers {
           }
           assert Within(stk) && OT.OnWire(p, stk.net);
         }
-        ghost var first, sq1 := fuel == SELF_DELIVERY_LIMIT, selfQueue[1..];
-        selfQueue := selfQueue[1..];
+        ghost var first, sq1 := fuel == SELF_DELIVERY_LIMIT, selfQueue;
         assert AbsHost() == h1 && sentLog == log1;
         ghost var more := Dispatch(me, m, stk);
         if first && FirstRecord(m, pr0, ls0) != [] {
@@ -217,8 +263,9 @@ abstract module ImplSteps refines ImplHandlers {
           moves := moves + more;
         }
         fuel := fuel - 1;
+        pending := SelfPending();
       }
-      selfQueue := [];
+      DropSelf();  // past the limit, the rest are dropped, like lost messages
     }
 
     // Once the trace is past FirstRecord (a record that needs a sync), the step's early packets
@@ -266,6 +313,8 @@ abstract module ImplSteps refines ImplHandlers {
       commitBase := commitUpto;
       out := NoOutput;
       selfQueue := [];
+      buffers := OT.NoBuffers;
+      OT.BuffersTiedMake(out, selfQueue, buffers);
     }
 
     // The step's Ready: its output buffers, which are all it did (ReadyIs). They are emptied,
@@ -280,7 +329,12 @@ abstract module ImplSteps refines ImplHandlers {
       ensures t == old(sofar.trace) && r.early == old(out.early)
     {
       var commits := CommitsFrom(commitBase);
-      r := out.(accepted := accepted, commits := commits);
+      OT.BuffersTiedIs(out, selfQueue, buffers);
+      var records := OT.UnstackRecords(buffers.records);
+      var early := OT.UnstackPackets(buffers.early);
+      var late := OT.UnstackPackets(buffers.late);
+      r := Ready(records, late, commits, accepted, early, buffers.sync, buffers.needSnapshot, buffers.earlyAfter);
+      assert r == out.(accepted := accepted, commits := commits);
       OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
       OT.TiedNone(sentLog, recLog, me);
       R.HasAllSub(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat,
@@ -289,6 +343,9 @@ abstract module ImplSteps refines ImplHandlers {
       sofar := O.Step([], sentLog, recLog);
       commitBase := commitUpto;
       out := NoOutput;
+      buffers := buffers.(records := Empty, recordCount := 0, early := Empty, late := Empty, sync := false,
+                  earlyAfter := 0, needSnapshot := []);
+      OT.BuffersTiedMake(out, selfQueue, buffers);
     }
 
     // A step ends by handling what it sent itself; its Ready is all it did (ReadyIs), and the

@@ -142,8 +142,8 @@ MUTANTS = [
     Mutant(
         name="impl-early-ignores-sync",
         file="ImplState.i.dfy",
-        original="      } else if out.sync {\n        out := out.(packets := out.packets + [Packet(me, dst, msg)]);\n"
-                 "      } else {\n",
+        original="      } else if buffers.sync {\n        out := out.(packets := out.packets + [Packet(me, dst, msg)]);\n"
+                 "        buffers := buffers.(late := Push(buffers.late, Packet(me, dst, msg)));\n      } else {\n",
         mutated="      } else {\n",
         breaks="ImplState.Replica.Send",
         why="every packet would leave before the step's records are durable: a Promise or an "
@@ -153,11 +153,38 @@ MUTANTS = [
     Mutant(
         name="impl-send-reports-another-packet",
         file="ImplState.i.dfy",
-        original="        out := out.(packets := out.packets + [Packet(me, dst, msg)]);\n",
-        mutated="        out := out.(packets := out.packets + [Packet(dst, me, msg)]);\n",
+        original="        buffers := buffers.(late := Push(buffers.late, Packet(me, dst, msg)));\n",
+        mutated="        buffers := buffers.(late := Push(buffers.late, Packet(dst, me, msg)));\n",
         breaks="ImplState.Replica.Send",
         why="the Ready would hand the node a packet other than the one the proof's packet log "
             "holds: the theorem would be about messages that are never sent",
+    ),
+    Mutant(
+        name="impl-promise-reports-promised-ballot",
+        file="ImplHandlers.i.dfy",
+        original="          buf[k] := SlotVote(s, v.bal, v.val);\n",
+        mutated="          buf[k] := SlotVote(s, promised, v.val);\n",
+        breaks="ImplHandlers.Replica.ReportedVotes",
+        why="a Promise would report each vote at the ballot just promised, above the vote's own: "
+            "a new leader would prefer that value over one a quorum may have chosen since",
+    ),
+    Mutant(
+        name="impl-buffer-reversed",
+        file="Stacks.i.dfy",
+        original="      i := i - 1;\n      a[i] := l.top;\n",
+        mutated="      i := i - 1;\n      a[n - 1 - i] := l.top;\n",
+        breaks="Stacks.Fill",
+        why="a step's records and packets would reach the node newest first: a vote written "
+            "before the promise it depends on, Accepts sent in the reverse of their slots' order",
+    ),
+    Mutant(
+        name="impl-self-message-out-of-order",
+        file="ImplSteps.i.dfy",
+        original="      m := buffers.selfFront[0];\n",
+        mutated="      m := buffers.selfFront[|buffers.selfFront| - 1];\n",
+        breaks="ImplSteps.Replica.PopSelf",
+        why="the messages a host sends itself would be handled out of order (its own Accept of "
+            "a later slot before an earlier one's, a takeover's first vote not first)",
     ),
     Mutant(
         name="impl-replay-vote-ignores-ballot",
@@ -298,8 +325,8 @@ MUTANTS = [
     Mutant(
         name="impl-promise-sent-before-record",
         file="ImplHandlers.i.dfy",
-        original='      SetPromised(b);\n      if role != Follower && b != bal {\n        StepDown();\n      }\n      if src != me {\n        ticks := 0;\n      }\n      var start := if fromSlot > logStart then fromSlot else logStart;\n      var reported: seq<SlotVote> := [];\n      var s := start;\n      ghost var h0 := old(AbsHost());\n      assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);\n      R.ReportNone(h0.votes, start as nat);\n      while s < voteHi\n        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()\n        invariant Valid() && start <= s\n        invariant h0.votes == R.AbsVotes(votes[..], logStart as nat)\n        invariant R.SlotVotesMap(reported) == R.VotesIn(h0.votes, start as nat, s as nat)\n        modifies {}\n        decreases voteHi as int - s as int\n      {\n        var v := votes[Idx(s)];\n        R.ReportNext(votes[..], logStart as nat, start as nat, s, reported);\n        if v.Vote? {\n          reported := reported + [SlotVote(s, v.bal, v.val)];\n        }\n        s := s + 1;\n      }\n      assert {:split_here} true;  // keeps each half of this proof small\n      ghost var trace0 := sofar.trace;\n      assert trace0 == old(sofar.trace) + (if BalLt(old(promised), b) then [O.Emitted(RecPromised(b))] else []);\n      Send(src, Promise(b, start, reported));\n',
-        mutated='      if role != Follower && b != bal {\n        StepDown();\n      }\n      if src != me {\n        ticks := 0;\n      }\n      var start := if fromSlot > logStart then fromSlot else logStart;\n      var reported: seq<SlotVote> := [];\n      var s := start;\n      ghost var h0 := old(AbsHost());\n      assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);\n      R.ReportNone(h0.votes, start as nat);\n      while s < voteHi\n        invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()\n        invariant Valid() && start <= s\n        invariant h0.votes == R.AbsVotes(votes[..], logStart as nat)\n        invariant R.SlotVotesMap(reported) == R.VotesIn(h0.votes, start as nat, s as nat)\n        modifies {}\n        decreases voteHi as int - s as int\n      {\n        var v := votes[Idx(s)];\n        R.ReportNext(votes[..], logStart as nat, start as nat, s, reported);\n        if v.Vote? {\n          reported := reported + [SlotVote(s, v.bal, v.val)];\n        }\n        s := s + 1;\n      }\n      assert {:split_here} true;  // keeps each half of this proof small\n      ghost var trace0 := sofar.trace;\n      assert trace0 == old(sofar.trace) + (if BalLt(old(promised), b) then [O.Emitted(RecPromised(b))] else []);\n      Send(src, Promise(b, start, reported));\n      SetPromised(b);\n',
+        original='      SetPromised(b);\n      if role != Follower && b != bal {\n        StepDown();\n      }\n      if src != me {\n        ticks := 0;\n      }\n      var start := if fromSlot > logStart then fromSlot else logStart;\n      ghost var h0 := old(AbsHost());\n      assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);\n      var reported, s := ReportedVotes(start);\n      assert {:split_here} true;  // keeps each half of this proof small\n      ghost var trace0 := sofar.trace;\n      assert trace0 == old(sofar.trace) + (if BalLt(old(promised), b) then [O.Emitted(RecPromised(b))] else []);\n      Send(src, Promise(b, start, reported));\n',
+        mutated='      if role != Follower && b != bal {\n        StepDown();\n      }\n      if src != me {\n        ticks := 0;\n      }\n      var start := if fromSlot > logStart then fromSlot else logStart;\n      ghost var h0 := old(AbsHost());\n      assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);\n      var reported, s := ReportedVotes(start);\n      assert {:split_here} true;  // keeps each half of this proof small\n      ghost var trace0 := sofar.trace;\n      assert trace0 == old(sofar.trace) + (if BalLt(old(promised), b) then [O.Emitted(RecPromised(b))] else []);\n      Send(src, Promise(b, start, reported));\n      SetPromised(b);\n',
         breaks="ImplHandlers.Replica.OnPrepare",
         why="a Promise would leave early, before its promise is durable: a crash then loses the "
             "promise the leader counted (the cut before the record is no longer Covered)",
