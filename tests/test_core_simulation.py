@@ -267,3 +267,49 @@ def test_a_promise_whose_report_repeats_a_slot_is_dropped():
     ready = core.receive(_promise(1, 0, bal, 0, [(4, (0, 2), b"y"), (5, (0, 1), b"x")]))
     assert core.status()["role"] == "leader"
     assert {(slot, val) for _, slot, val in _accepts(ready)} == {(4, b"y"), (5, b"x"), (0, b""), (1, b""), (2, b""), (3, b"")}
+
+
+def test_a_new_leader_takes_over_a_window_of_votes_no_quorum_accepted_and_commits_them_in_order():
+    # The leader's Accepts reach one follower only, and nothing comes back: that follower holds
+    # 4,000 votes no quorum accepted. Whichever of the two is elected takes them all over in one
+    # step (an Accept of each slot to every member, and its own vote), and both commit each
+    # value once, at its slot, in order.
+    cores = [Core(i, 3) for i in range(3)]
+    queue: list[tuple[int, bytes]] = []
+    commits: dict[int, list[tuple[int, bytes]]] = {i: [] for i in range(3)}
+
+    def obey(i, ready):
+        queue.extend(ready.early)
+        queue.extend(ready.messages)
+        commits[i].extend(ready.commits)
+
+    def pump(drop=lambda dst: False):
+        while queue:
+            dst, m = queue.pop(0)
+            if not drop(dst):
+                obey(dst, cores[dst].receive(m))
+
+    for _ in range(400):
+        for i in range(3):
+            obey(i, cores[i].tick())
+        pump()
+        if any(c.status()["role"] == "leader" for c in cores):
+            break
+    leader = next(i for i in range(3) if cores[i].status()["role"] == "leader")
+    voter, other = [i for i in range(3) if i != leader]
+    start = cores[leader].status()["next_slot"]
+    values = [b"v%06d" % k for k in range(4000)]
+    for v in values:
+        obey(leader, cores[leader].propose(v))
+        pump(drop=lambda dst: dst in (leader, other))
+    assert cores[voter].status()["commit_upto"] == start  # voted on every slot, learned none
+    for _ in range(2000):  # the leader is gone; the other two elect one of them
+        for i in (voter, other):
+            obey(i, cores[i].tick())
+        pump(drop=lambda dst: dst == leader)
+        if min(cores[i].status()["commit_upto"] for i in (voter, other)) >= start + 4000:
+            break
+    for i in (voter, other):
+        got = [c for c in commits[i] if c[0] >= start]
+        assert [s for s, _ in got] == list(range(start, start + 4000))
+        assert [v for _, v in got] == values
