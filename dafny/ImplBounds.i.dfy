@@ -5,7 +5,7 @@ module ImplBounds {
   import opened Native
 
   // Every slot lives in the window [logStart, logStart + WINDOW) of preallocated arrays.
-  const WINDOW: uint64 := 4096
+  const WINDOW: uint64 := 16384
   const MAX_MEMBERS: uint64 := 64
   const CATCHUP_BATCH: uint64 := 64     // Commit messages answered per CatchUp
   const RETRANSMIT_BATCH: uint64 := 64  // Accepts re-sent per heartbeat

@@ -97,9 +97,9 @@ class NodeConfig:
     retry_after_s: float = 1.0
     # A snapshot is taken once `snapshot_every_slots` slots were applied since the last one and
     # either the records logged since then are as many bytes as the last snapshot's state, or
-    # `snapshot_max_slots` slots were applied (None: 3 x snapshot_every_slots); at most so many
-    # that the core's window keeps room for the slots applied while the state is written
-    # (see `_snapshot_due`).
+    # `snapshot_max_slots` slots were applied (None: as many as the core's window allows); at
+    # most so many that the core's window keeps room for the slots applied while the state is
+    # written (see `_snapshot_due`).
     snapshot_every_slots: int = 1024
     snapshot_max_slots: int | None = None
     max_batch_bytes: int = 4 * 1024 * 1024
@@ -754,10 +754,9 @@ class NodeMachine:
         share = 2 * self.cluster_size - self.node_id  # (of 2n)
         if 2 * self.cluster_size * self._logged_bytes >= share * self._state_bytes:
             return True
-        most = config.snapshot_max_slots
-        if most is None:
-            most = 3 * config.snapshot_every_slots
-        most = min(most, WINDOW - config.snapshot_every_slots - 2 * self._slots_while_writing)
+        most = WINDOW - config.snapshot_every_slots - 2 * self._slots_while_writing
+        if config.snapshot_max_slots is not None:
+            most = min(most, config.snapshot_max_slots)
         return 2 * self.cluster_size * since >= share * most
 
     def _snapshot(self):

@@ -261,6 +261,7 @@ class NodeSimulation(RuleBasedStateMachine):
         return NodeConfig(node_id=i, peer_addresses=peers, data_dir=self.tmp / f"n{i}", tick_ms=TICK_MS,
                           request_timeout_s=1.0, retry_after_s=0.1,
                           snapshot_every_slots=self.snapshot_every_slots,
+                          snapshot_max_slots=3 * self.snapshot_every_slots,
                           auto_compaction_mode="revision",
                           auto_compaction_retention=self.auto_compaction_retention)
 

@@ -49,10 +49,13 @@ def test_a_fresh_node_snapshots_after_the_least_number_of_slots(tmp_path):
     assert [a.slot for a in m.turn() if type(a) is WriteState] == [EVERY]
 
 
-def test_a_large_state_with_small_records_is_written_after_the_most_slots(tmp_path):
+def test_a_large_state_with_small_records_is_written_once_they_are_as_many_bytes(tmp_path):
     # 1,024 slots of 400 bytes are 410 kB: a 5.7 MB state written then would be 14 times the
-    # bytes it saves replaying; it waits for the bound (3 x 1,024 slots on node 0)
-    assert _first_due(_machine(tmp_path, 0), SMALL_RECORDS) == 3 * EVERY
+    # bytes it saves replaying; node 0 waits until the records are as many bytes as the state
+    assert _first_due(_machine(tmp_path, 0), SMALL_RECORDS) == STATE // SMALL_RECORDS == 14_336
+    # a state larger still: at the most slots the core's window allows (room left for the
+    # least number of slots)
+    assert _first_due(_machine(tmp_path, 0), SMALL_RECORDS, state_bytes=4 * STATE) == WINDOW - EVERY
 
 
 def test_records_as_large_as_the_state_make_a_snapshot_due(tmp_path):
@@ -64,18 +67,20 @@ def test_records_as_large_as_the_state_make_a_snapshot_due(tmp_path):
 
 def test_the_nodes_write_their_states_at_different_slots(tmp_path):
     small = [_first_due(_machine(tmp_path / str(i), i), SMALL_RECORDS) for i in range(3)]
-    assert small == [3072, 2560, 2048]  # node i of 3: (6 - i) / 6 of the bound
+    assert small == [14_336, 11_947, 9_558]  # node i of 3: (6 - i) / 6 of the state's bytes
+    bound = [_first_due(_machine(tmp_path / str(i), i), SMALL_RECORDS, state_bytes=4 * STATE) for i in range(3)]
+    assert bound == [15_360, 12_800, 10_240]  # and of the bound
     per_slot = STATE // (2 * EVERY)
     large = [_first_due(_machine(tmp_path / str(i), i), per_slot) for i in range(3)]
     assert large == [2048, 1707, 1366]  # and of the state's bytes
 
 
-@pytest.mark.parametrize("while_writing, due", [(300, 2472), (600, 1872), (1500, EVERY)])
+@pytest.mark.parametrize("while_writing, due", [(300, 14_760), (3000, 9_360), (7500, EVERY)])
 def test_a_slow_write_makes_the_next_snapshot_earlier(tmp_path, while_writing, due):
     # the log may reach WINDOW slots past the last snapshot: the next state starts early enough
     # to be written (taking as many slots as the last one did, twice over) before it does
     m = _machine(tmp_path)
-    assert _first_due(m, SMALL_RECORDS, slots_while_writing=while_writing) == due
+    assert _first_due(m, SMALL_RECORDS, state_bytes=4 * STATE, slots_while_writing=while_writing) == due
     assert m._slots_while_writing == while_writing
     assert due + 2 * while_writing <= WINDOW - EVERY or due == EVERY
 
