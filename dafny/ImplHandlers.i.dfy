@@ -196,6 +196,7 @@ abstract module ImplHandlers refines ImplMoves {
                           R.AbsVotes(takeover[..], logStart as nat), takeoverHi, takeoverOverflow);
         k := k + 1;
       }
+      assert OutTied() && CommitsTied() && BuffersTied();  // untouched by the fold
       assert {:split_here} true;  // keeps each part of this proof small
       assert reported[..|reported|] == reported;
       promiseFrom[src] := true;

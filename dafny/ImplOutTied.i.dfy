@@ -119,53 +119,56 @@ module ImplOutTied {
 
   // ---- the output buffers (Impl's BuffersTied) --------------------------------------------
 
-  // The replica's output buffers: Stacks that each packet and record is pushed on, in constant
-  // time, and its self-messages (a front to take them from, then a Stack of those sent since).
-  datatype Buffers = Buffers(records: Stack<Record>, recordCount: uint64, early: Stack<Packet>, late: Stack<Packet>,
+  // The replica's output buffers, each item appended in constant time (Stacks.Buf), and its
+  // self-messages: a front to take them from, then a Buf of those sent since.
+  datatype Buffers = Buffers(records: Buf<Record>, recordCount: uint64, early: Buf<Packet>, late: Buf<Packet>,
                              sync: bool, earlyAfter: uint64, needSnapshot: seq<uint64>,
-                             selfFront: seq<Msg>, selfBack: Stack<Msg>)
+                             selfFront: seq<Msg>, selfBack: Buf<Msg>)
 
-  const NoBuffers := Buffers(Empty, 0, Empty, Empty, false, 0, [], [], Empty)
+  const NoBuffers := Buffers(Short([]), 0, Short([]), Short([]), false, 0, [], [], Short([]))
 
-  // The items of a Stack of each type, oldest first, in linear time.
-  method UnstackRecords(s: Stack<Record>) returns (r: seq<Record>)
-    ensures r == Items(s)
+  // The items of a Buf of each type, in order, in linear time.
+  method RecordsOf(b: Buf<Record>) returns (r: seq<Record>)
+    ensures r == Contents(b)
   {
-    var n := Count(s);
-    if n == UINT64_MAX { r := Collect(s); return; }
+    if b.Short? { return b.small; }
+    var n := Count(b.big);
+    if n == UINT64_MAX { var rest := Collect(b.big); return b.small + rest; }
     var a := new Record[n];
-    Fill(s, a, n);
-    r := a[..];
+    Fill(b.big, a, n);
+    r := b.small + a[..];
   }
 
-  method UnstackPackets(s: Stack<Packet>) returns (r: seq<Packet>)
-    ensures r == Items(s)
+  method PacketsOf(b: Buf<Packet>) returns (r: seq<Packet>)
+    ensures r == Contents(b)
   {
-    var n := Count(s);
-    if n == UINT64_MAX { r := Collect(s); return; }
+    if b.Short? { return b.small; }
+    var n := Count(b.big);
+    if n == UINT64_MAX { var rest := Collect(b.big); return b.small + rest; }
     var a := new Packet[n];
-    Fill(s, a, n);
-    r := a[..];
+    Fill(b.big, a, n);
+    r := b.small + a[..];
   }
 
-  method UnstackMsgs(s: Stack<Msg>) returns (r: seq<Msg>)
-    ensures r == Items(s)
+  method MsgsOf(b: Buf<Msg>) returns (r: seq<Msg>)
+    ensures r == Contents(b)
   {
-    var n := Count(s);
-    if n == UINT64_MAX { r := Collect(s); return; }
+    if b.Short? { return b.small; }
+    var n := Count(b.big);
+    if n == UINT64_MAX { var rest := Collect(b.big); return b.small + rest; }
     var a := new Msg[n];
-    Fill(s, a, n);
-    r := a[..];
+    Fill(b.big, a, n);
+    r := b.small + a[..];
   }
 
   // The buffers hold the ghost Ready so far and the self-messages; recordCount is
   // |out.records|, at most 2^32.
   ghost predicate BuffersAre(out: Ready, selfQueue: seq<Msg>, b: Buffers) {
-    && Items(b.records) == out.records
+    && Contents(b.records) == out.records
     && b.recordCount as int == (if |out.records| < 0x1_0000_0000 then |out.records| else 0x1_0000_0000)
-    && Items(b.early) == out.early && Items(b.late) == out.packets
+    && Contents(b.early) == out.early && Contents(b.late) == out.packets
     && b.sync == out.sync && b.earlyAfter == out.earlyAfter && b.needSnapshot == out.needSnapshot
-    && selfQueue == b.selfFront + Items(b.selfBack)
+    && selfQueue == b.selfFront + Contents(b.selfBack)
   }
 
   opaque ghost predicate BuffersTiedOf(out: Ready, selfQueue: seq<Msg>, b: Buffers) {

@@ -68,7 +68,7 @@ abstract module ImplState {
     var readConfirmed: uint64
     var readAck: array<uint64>      // leader: highest read sequence each member acknowledged
 
-    // The current step's output, and messages this host sent to itself, kept in Stacks so
+    // The current step's output, and messages this host sent to itself, kept in Bufs so
     // that each packet and record costs constant time (BuffersTied ties them to the ghost
     // `out` and `selfQueue`, which the proofs read).
     var buffers: OT.Buffers
@@ -317,14 +317,14 @@ abstract module ImplState {
       sofar := sofar.(trace := sofar.trace + [O.Sent(Packet(me, dst, msg))]);
       if dst == me {
         selfQueue := selfQueue + [msg];
-        buffers := buffers.(selfBack := Push(buffers.selfBack, msg));
+        buffers := buffers.(selfBack := Append(buffers.selfBack, msg));
       } else if buffers.sync {
         out := out.(packets := out.packets + [Packet(me, dst, msg)]);
-        buffers := buffers.(late := Push(buffers.late, Packet(me, dst, msg)));
+        buffers := buffers.(late := Append(buffers.late, Packet(me, dst, msg)));
       } else {
         // depends on no record of this step that needs a sync
         out := out.(early := out.early + [Packet(me, dst, msg)], earlyAfter := count);
-        buffers := buffers.(early := Push(buffers.early, Packet(me, dst, msg)), earlyAfter := count);
+        buffers := buffers.(early := Append(buffers.early, Packet(me, dst, msg)), earlyAfter := count);
       }
       OT.BuffersTiedMake(out, selfQueue, buffers);
     }
@@ -378,7 +378,7 @@ abstract module ImplState {
       sofar := sofar.(trace := sofar.trace + [O.Emitted(r)]);
       OT.BuffersTiedIs(out, selfQueue, buffers);
       out := out.(records := out.records + [r], sync := out.sync || NeedsSync(r));
-      buffers := buffers.(records := Push(buffers.records, r), sync := buffers.sync || NeedsSync(r),
+      buffers := buffers.(records := Append(buffers.records, r), sync := buffers.sync || NeedsSync(r),
                           recordCount := if buffers.recordCount < 0x1_0000_0000 then buffers.recordCount + 1 else buffers.recordCount);
       OT.BuffersTiedMake(out, selfQueue, buffers);
     }

@@ -151,7 +151,7 @@ abstract module ImplSteps refines ImplHandlers {
     }
 
     // The next message this host sent itself, taken off its queue: from the front, refilled
-    // from the Stack of those sent since when it is empty (each message is moved once).
+    // from the Buf of those sent since when it is empty (each message is moved once).
     method PopSelf() returns (m: Msg)
       requires Valid() && selfQueue != []
       modifies this
@@ -164,8 +164,8 @@ abstract module ImplSteps refines ImplHandlers {
       OT.BuffersTiedIs(out, selfQueue, buffers);
       if |buffers.selfFront| == 0 {
         // the messages sent since the front was filled, in the order sent
-        var front := OT.UnstackMsgs(buffers.selfBack);
-        buffers := buffers.(selfFront := front, selfBack := Empty);
+        var front := OT.MsgsOf(buffers.selfBack);
+        buffers := buffers.(selfFront := front, selfBack := OT.NoBuffers.selfBack);
       }
       m := buffers.selfFront[0];
       selfQueue := selfQueue[1..];
@@ -178,7 +178,7 @@ abstract module ImplSteps refines ImplHandlers {
       ensures pending == (selfQueue != [])
     {
       OT.BuffersTiedIs(out, selfQueue, buffers);
-      pending := |buffers.selfFront| > 0 || buffers.selfBack.Push?;
+      pending := |buffers.selfFront| > 0 || |buffers.selfBack.small| > 0 || (buffers.selfBack.Long? && buffers.selfBack.big.Push?);
     }
 
     // The self-messages are all gone (handled, or dropped past the limit).
@@ -189,11 +189,13 @@ abstract module ImplSteps refines ImplHandlers {
       ensures sofar == old(sofar) && out == old(out) && commitBase == old(commitBase) && AbsHost() == old(AbsHost())
       ensures selfQueue == [] && (old(selfQueue) == [] ==> unchanged(this))
     {
-      OT.BuffersTiedIs(out, selfQueue, buffers);
-      if selfQueue == [] { ItemsNil(buffers.selfBack); }
-      selfQueue := [];
-      buffers := buffers.(selfFront := [], selfBack := Empty);
-      OT.BuffersTiedMake(out, selfQueue, buffers);
+      var pending := SelfPending();
+      if pending {
+        OT.BuffersTiedIs(out, selfQueue, buffers);
+        selfQueue := [];
+        buffers := buffers.(selfFront := OT.NoBuffers.selfFront, selfBack := OT.NoBuffers.selfBack);
+        OT.BuffersTiedMake(out, selfQueue, buffers);
+      }
     }
 
     // Handle the messages this host sent to itself during the step (bounded: a chain of
@@ -330,9 +332,9 @@ abstract module ImplSteps refines ImplHandlers {
     {
       var commits := CommitsFrom(commitBase);
       OT.BuffersTiedIs(out, selfQueue, buffers);
-      var records := OT.UnstackRecords(buffers.records);
-      var early := OT.UnstackPackets(buffers.early);
-      var late := OT.UnstackPackets(buffers.late);
+      var records := OT.RecordsOf(buffers.records);
+      var early := OT.PacketsOf(buffers.early);
+      var late := OT.PacketsOf(buffers.late);
       r := Ready(records, late, commits, accepted, early, buffers.sync, buffers.needSnapshot, buffers.earlyAfter);
       assert r == out.(accepted := accepted, commits := commits);
       OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
@@ -343,8 +345,8 @@ abstract module ImplSteps refines ImplHandlers {
       sofar := O.Step([], sentLog, recLog);
       commitBase := commitUpto;
       out := NoOutput;
-      buffers := buffers.(records := Empty, recordCount := 0, early := Empty, late := Empty, sync := false,
-                  earlyAfter := 0, needSnapshot := []);
+      // emptied from a constant: an empty sequence written here would be allocated each step
+      buffers := OT.NoBuffers.(selfFront := buffers.selfFront, selfBack := buffers.selfBack);
       OT.BuffersTiedMake(out, selfQueue, buffers);
     }
 

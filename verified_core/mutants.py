@@ -143,7 +143,7 @@ MUTANTS = [
         name="impl-early-ignores-sync",
         file="ImplState.i.dfy",
         original="      } else if buffers.sync {\n        out := out.(packets := out.packets + [Packet(me, dst, msg)]);\n"
-                 "        buffers := buffers.(late := Push(buffers.late, Packet(me, dst, msg)));\n      } else {\n",
+                 "        buffers := buffers.(late := Append(buffers.late, Packet(me, dst, msg)));\n      } else {\n",
         mutated="      } else {\n",
         breaks="ImplState.Replica.Send",
         why="every packet would leave before the step's records are durable: a Promise or an "
@@ -153,8 +153,8 @@ MUTANTS = [
     Mutant(
         name="impl-send-reports-another-packet",
         file="ImplState.i.dfy",
-        original="        buffers := buffers.(late := Push(buffers.late, Packet(me, dst, msg)));\n",
-        mutated="        buffers := buffers.(late := Push(buffers.late, Packet(dst, me, msg)));\n",
+        original="        buffers := buffers.(late := Append(buffers.late, Packet(me, dst, msg)));\n",
+        mutated="        buffers := buffers.(late := Append(buffers.late, Packet(dst, me, msg)));\n",
         breaks="ImplState.Replica.Send",
         why="the Ready would hand the node a packet other than the one the proof's packet log "
             "holds: the theorem would be about messages that are never sent",
@@ -176,6 +176,15 @@ MUTANTS = [
         breaks="Stacks.Fill",
         why="a step's records and packets would reach the node newest first: a vote written "
             "before the promise it depends on, Accepts sent in the reverse of their slots' order",
+    ),
+    Mutant(
+        name="impl-buffer-drops-the-item-past-its-short-part",
+        file="Stacks.i.dfy",
+        original="Long(b.small, Push(Empty, x))\n",
+        mutated="Long(b.small, Empty)\n",
+        breaks="Stacks.Append",
+        why="the 33rd packet or record of a step would be lost: a vote never written, an Accept "
+            "never sent, and the proof's logs would hold what the node never did",
     ),
     Mutant(
         name="impl-self-message-out-of-order",
