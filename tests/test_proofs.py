@@ -31,6 +31,28 @@ def test_a_proof_over_its_budget_fails_the_build(tmp_path):
     assert "60.0%" in table and "A.Brittle" in table.splitlines()[2]
 
 
+def test_a_failed_verification_leaves_no_record_of_earlier_sources(tmp_path, monkeypatch):
+    # Sources that verified, then an edit whose run failed (it replaced the costs file), then the
+    # edit undone: the record must not pass the failed run's costs off as the restored sources'.
+    stamp, costs = tmp_path / "verified.stamp", tmp_path / "costs.csv"
+    monkeypatch.setattr(build, "VERIFIED_STAMP", stamp)
+    monkeypatch.setattr(build, "PROOF_COSTS", costs)
+    monkeypatch.setattr(build, "inputs_digest", lambda: "sources-a")
+    stamp.write_text("sources-a\n2.0\n")
+    costs.write_text("TestResult.DisplayName,TestResult.Outcome,TestResult.Duration,TestResult.ResourceCount,RandomSeed\n"
+                     "A.Fine (correctness),Passed,00:00:00.5000000,100,0\n")
+    assert build.recorded_verification() is not None
+
+    def failing_run(check=True):
+        costs.write_text("TestResult.DisplayName,TestResult.Outcome,TestResult.Duration,TestResult.ResourceCount,RandomSeed\n"
+                         "A.Fine (correctness),Passed,00:00:00.5000000,900,0\n")
+        raise build.BuildError("proofs cost more than 50% of the resource limit")
+    monkeypatch.setattr(build, "verify", failing_run)
+    with pytest.raises(build.BuildError):
+        build.verify_and_record()
+    assert build.recorded_verification() is None
+
+
 def test_the_project_keeps_verification_deterministic():
     # Each of these is part of why a verification's outcome does not depend on the machine's
     # speed or load (README, build pipeline); dropping one brings the flaky failures back.

@@ -214,6 +214,9 @@ def recorded_verification() -> Verification | None:
 
 def verify_and_record(check: bool = True) -> Verification:
     """verify(), and record the result for these sources if every proof is within its budget."""
+    # verify() replaces the costs file: the record of earlier sources goes with it, or those
+    # sources, restored after a run that failed, would be read with this run's costs
+    VERIFIED_STAMP.unlink(missing_ok=True)
     result = verify(check=check)
     if not result.over_budget():
         VERIFIED_STAMP.write_text(f"{inputs_digest()}\n{result.seconds:.1f}\n")
