@@ -19,12 +19,6 @@ module Stacks {
     if s.Empty? then [] else Items(s.rest) + [s.top]
   }
 
-  lemma ItemsNil<T>(s: Stack<T>)
-    requires Items(s) == []
-    ensures s == Empty
-  {
-  }
-
   // The number of items of s, or UINT64_MAX if there are as many or more.
   method Count<T>(s: Stack<T>) returns (n: uint64)
     ensures n == UINT64_MAX || n as nat == |Items(s)|
@@ -89,15 +83,5 @@ module Stacks {
     if b.Long? then Long(b.small, Push(b.big, x))
     else if |b.small| < 32 then Short(b.small + [x])
     else assert Items(Push(Empty, x)) == [x]; Long(b.small, Push(Empty, x))
-  }
-
-  lemma ContentsNil<T>(b: Buf<T>)
-    requires Contents(b) == []
-    ensures b.small == [] && (b.Long? ==> b.big == Empty)
-  {
-    if b.Long? {
-      assert |Contents(b)| == |b.small| + |Items(b.big)|;
-      ItemsNil(b.big);
-    }
   }
 }
