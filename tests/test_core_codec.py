@@ -82,6 +82,20 @@ def test_checkpoint_records_rebuild_the_same_durable_state():
         assert rebuilt.status()[key] == original.status()[key]
 
 
+def test_checkpoint_records_are_those_of_the_moment_they_were_taken():
+    # encoded as they are read (a snapshot's writer streams them), from the value of that moment
+    sim = Simulation(3, seed=5, faults=Faults(0, 0, 0, 0, 0))
+    sim.commit_some(8, rounds=3)
+    core = sim.cores[1]
+    taken = core.checkpoint_records()
+    then = list(taken)
+    sim.commit_some(8, rounds=3)
+    assert list(core.checkpoint_records()) != then  # the core went on
+    assert list(taken) == then and len(taken) == len(then) and taken[len(then) - 1] == then[-1]
+    with pytest.raises(IndexError):
+        taken[len(then)]
+
+
 def test_the_core_microbenchmark_runs_and_commits_every_slot():
     from verikv.verified_core import bench
 

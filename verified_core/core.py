@@ -22,7 +22,7 @@ QuorumFacts.CheckQuorum, ...).
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from typing import Iterable, NamedTuple, Sequence
 
 try:
     from verikv.verified_core import _core
@@ -126,8 +126,9 @@ class Core:
         self._stepped = True
         return Ready(*self._replica.install_snapshot(upto_slot))
 
-    def checkpoint_records(self) -> list[bytes]:
-        """The whole durable state as records, to start a fresh log after a snapshot."""
+    def checkpoint_records(self) -> Sequence[bytes]:
+        """The whole durable state as records, to start a fresh log after a snapshot: a sequence
+        (len, indexing, iteration) of the records of this moment, each encoded as it is read."""
         return self._replica.checkpoint_records()
 
     def status(self) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 SECTOR_BYTES = 512  # what a disk writes whole or not at all (the smallest sector in use)
@@ -91,17 +92,35 @@ class RealDisk:
         finally:
             os.close(fd)
 
-    def write_new(self, path: Path, data: bytes) -> None:
-        """Create (or replace) path with data and fsync it (not its directory); its data reaches
-        the disk WRITE_SYNC_CHUNK bytes at a time."""
+    def write_new(self, path: Path, parts: Iterable[bytes], head_size: int = 0,
+                  head: Callable[[], bytes] | None = None) -> None:
+        """Create (or replace) path with the parts' bytes, in order, and fsync it (not its
+        directory). They reach the disk WRITE_SYNC_CHUNK bytes at a time, as they come: a file of
+        hundreds of MB never needs a buffer of its size. With `head`, the file starts with
+        `head_size` bytes that `head()` gives once the last part is written (what it says may
+        depend on the parts: their length, their checksum)."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            view = memoryview(data)
-            for start in range(0, len(view), WRITE_SYNC_CHUNK):
-                # (not self.append: a subclass may hold appends back)
-                _write_all(fd, view[start:start + WRITE_SYNC_CHUNK])
-                if start + WRITE_SYNC_CHUNK < len(view):
-                    os.fdatasync(fd)
+            buf = bytearray(head_size)  # what is not written yet: less than WRITE_SYNC_CHUNK bytes
+            for part in parts:
+                view = memoryview(part)
+                while view:
+                    take = min(len(view), WRITE_SYNC_CHUNK - len(buf))
+                    buf += view[:take]
+                    view = view[take:]
+                    if len(buf) == WRITE_SYNC_CHUNK:
+                        # (not self.append: a subclass may hold appends back)
+                        _write_all(fd, buf)
+                        os.fdatasync(fd)
+                        buf.clear()
+            _write_all(fd, buf)
+            if head is not None:
+                data = head()
+                if len(data) != head_size:
+                    raise ValueError(f"a head of {len(data)} bytes for {head_size} bytes kept for it")
+                view = memoryview(data)
+                while view:
+                    view = view[os.pwrite(fd, view, head_size - len(view)):]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -171,9 +190,10 @@ class FaultyDisk(RealDisk):
         self._pending.pop(fd, None)  # unsynced bytes are lost, as in a crash
         super().close(fd)
 
-    def write_new(self, path: Path, data: bytes) -> None:
+    def write_new(self, path: Path, parts: Iterable[bytes], head_size: int = 0,
+                  head: Callable[[], bytes] | None = None) -> None:
         self._check("fsync")
-        super().write_new(path, data)
+        super().write_new(path, parts, head_size, head)
 
     def append_file(self, path: Path, data: bytes) -> None:
         self._check("fsync")

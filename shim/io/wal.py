@@ -31,6 +31,7 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,14 +158,22 @@ def _encode_trailer(slot: int, kv_state_bytes: int, kv_crc: int, first_segment: 
     """Its second part: where the log goes on, and the core's state; the CRC covers the first
     part's header and this part. Written with the state by whoever writes it (a node's own
     snapshot), or appended in the loop (a peer's)."""
-    parts = [struct.pack("<QI", first_segment, len(core_records))]
-    for r in core_records:
-        parts += (struct.pack("<I", len(r)), r)
+    return b"".join(_trailer_parts(slot, kv_state_bytes, kv_crc, first_segment, core_records))
+
+
+def _trailer_parts(slot: int, kv_state_bytes: int, kv_crc: int, first_segment: int,
+                   core_records: list[bytes]) -> Iterator[bytes]:
+    """_encode_trailer's bytes, in parts (the core's records are not copied)."""
     crc = zlib.crc32(_STATE_HEAD.pack(_SNAP_MAGIC, slot, kv_state_bytes, kv_crc))
-    for part in parts:
-        crc = zlib.crc32(part, crc)
-    parts.append(struct.pack("<I", crc))
-    return b"".join(parts)
+    head = struct.pack("<QI", first_segment, len(core_records))
+    crc = zlib.crc32(head, crc)
+    yield head
+    for r in core_records:
+        length = struct.pack("<I", len(r))
+        crc = zlib.crc32(r, zlib.crc32(length, crc))
+        yield length
+        yield r
+    yield struct.pack("<I", crc)
 
 
 def _decode_snapshot(path: Path, data: bytes) -> Snapshot:
@@ -488,18 +497,30 @@ class Wal:
             raise WalFatalError(f"starting a segment for the snapshot at slot {state.slot} failed: {err}") from err
         state.first_segment = self.seq
 
-    def write_state(self, state: StateFile, kv_state: bytes, core_records: list[bytes] | None = None) -> None:
-        """Write and fsync the state's file: the KV state, and with `core_records` (the core's
-        state when start_segment was called) the whole snapshot. Touches nothing else of the WAL:
-        a child process may call it on its copy (OSError on failure)."""
-        kv_crc = zlib.crc32(kv_state)
-        parts = [_STATE_HEAD.pack(_SNAP_MAGIC, state.slot, len(kv_state), kv_crc), kv_state]
-        if core_records is not None:
-            if state.first_segment is None:
-                raise RuntimeError(f"write_state with core records for the state at slot {state.slot} "
-                                   "before start_segment")
-            parts.append(_encode_trailer(state.slot, len(kv_state), kv_crc, state.first_segment, core_records))
-        self.disk.write_new(state.tmp, b"".join(parts))
+    def write_state(self, state: StateFile, kv_state: bytes | Iterable[bytes],
+                    core_records: list[bytes] | None = None) -> None:
+        """Write and fsync the state's file: the KV state (its bytes, or its parts in order: they
+        are written as they come, so a state of hundreds of MB is never whole in memory), and with
+        `core_records` (the core's state when start_segment was called) the whole snapshot.
+        Touches nothing else of the WAL: a child process may call it on its copy (OSError on
+        failure)."""
+        if core_records is not None and state.first_segment is None:
+            raise RuntimeError(f"write_state with core records for the state at slot {state.slot} "
+                               "before start_segment")
+        parts = [kv_state] if isinstance(kv_state, (bytes, bytearray, memoryview)) else kv_state
+        length = kv_crc = 0
+
+        def body() -> Iterator[bytes]:
+            nonlocal length, kv_crc
+            for part in parts:
+                length += len(part)
+                kv_crc = zlib.crc32(part, kv_crc)
+                yield part
+            if core_records is not None:
+                yield from _trailer_parts(state.slot, length, kv_crc, state.first_segment, core_records)
+
+        self.disk.write_new(state.tmp, body(), _STATE_HEAD.size,
+                            lambda: _STATE_HEAD.pack(_SNAP_MAGIC, state.slot, length, kv_crc))
 
     def state_written(self, state: StateFile) -> None:
         """The state's file is written and synced (by whoever wrote it): read its header."""

@@ -25,6 +25,7 @@ import bisect
 import heapq
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from verikv.etcdpb import kv_pb2, rpc_pb2
@@ -877,27 +878,35 @@ class KVStore:
     def snapshot(self) -> bytes:
         """The whole state, history included, as bytes; `KVStore.restore(snapshot())` equals this
         store."""
-        parts = [self._HEAD.pack(self._MAGIC, self.revision, self.compact_revision, self.next_slot,
-                                 len(self._hist_keys), len(self._sessions))]
+        return b"".join(self.snapshot_parts())
+
+    def snapshot_parts(self) -> Iterator[bytes]:
+        """snapshot()'s bytes, in parts, read from the store as they are asked for (so it must not
+        change meanwhile: a snapshot's writer reads a child process's copy of it)."""
+        yield self._HEAD.pack(self._MAGIC, self.revision, self.compact_revision, self.next_slot,
+                              len(self._hist_keys), len(self._sessions))
         for k in self._hist_keys:
             versions = self._hist[k]
-            parts += [struct.pack("<II", len(k), len(versions)), k]
+            yield struct.pack("<II", len(k), len(versions))
+            yield k
             for rec in versions:  # the key is said once, above
                 b = _kv(b"", rec).SerializeToString()
-                parts += [struct.pack("<II", rec.sub, len(b)), b]
+                yield struct.pack("<II", rec.sub, len(b))
+                yield b
         for cid, s in sorted(self._sessions.items()):
-            parts.append(struct.pack("<QQQI", cid, s.acked_below, s.last_slot, len(s.results)))
+            yield struct.pack("<QQQI", cid, s.acked_below, s.last_slot, len(s.results))
             for seq, result in sorted(s.results.items()):
                 if isinstance(result, EtcdError):
                     tag, b = 0, errors.encode_error(result)
                 else:
                     tag, b = _RESULT_TAGS[type(result)], result.SerializeToString()
-                parts += [struct.pack("<QBI", seq, tag, len(b)), b]
-        parts.append(self.leases.encode())
-        parts.append(struct.pack("<I", len(self.alarms)))
-        parts += [struct.pack("<Qi", member, t) for member, t in sorted(self.alarms)]
-        parts.append(self.auth.encode())
-        return b"".join(parts)
+                yield struct.pack("<QBI", seq, tag, len(b))
+                yield b
+        yield self.leases.encode()
+        yield struct.pack("<I", len(self.alarms))
+        for member, t in sorted(self.alarms):
+            yield struct.pack("<Qi", member, t)
+        yield self.auth.encode()
 
     _HEAD_V1 = struct.Struct("<4sQQII")  # magic, revision, next_slot, key count, session count
     _MAGIC_V1 = b"VKS1"  # before history: each key's current version only

@@ -39,7 +39,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 from verikv.etcdpb import rpc_pb2
 from verikv.shim.kv import errors
@@ -73,7 +73,9 @@ class Append(NamedTuple):
 
 class WriteState(NamedTuple):
     slot: int  # the KV state after every slot below this one ...
-    kv_state: Callable[[], bytes]  # ... is what this gives when the action is carried out
+    # ... is what this gives when the action is carried out, in parts read from the store as they
+    # are asked for: they are read from a copy that nothing changes (a child process's), or at once
+    kv_state: Callable[[], Iterable[bytes]]
     # the core's whole durable state then (every record handed over before this action), which
     # the records after it follow (a restart replays both: CheckpointRestartIsCrash)
     core_records: Callable[[], list]
@@ -773,7 +775,7 @@ class NodeMachine:
         yield from self._flush()
         self._snapshot_writing = slot
         self._logged_bytes = 0
-        yield WriteState(slot, self.kv.snapshot, self.core.checkpoint_records)
+        yield WriteState(slot, self.kv.snapshot_parts, self.core.checkpoint_records)
 
     def state_written(self, slot: int, kv_state_bytes: int) -> None:
         """The caller made the state of this node's snapshot at `slot` durable (see WriteState);

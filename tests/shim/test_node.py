@@ -374,14 +374,14 @@ class SlowSnapshotDisk(RealDisk):
     def __init__(self, delay_s):
         self.delay_s = delay_s
 
-    def write_new(self, path, data):
+    def write_new(self, path, *args):
         import time
         time.sleep(self.delay_s)
-        super().write_new(path, data)
+        super().write_new(path, *args)
 
 
 class FullSnapshotDisk(RealDisk):
-    def write_new(self, path, data):
+    def write_new(self, path, *args):
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
@@ -790,7 +790,7 @@ async def test_a_node_behind_the_others_snapshots_catches_up_from_a_peer_snapsho
 class _SnapshotWriteFails(RealDisk):
     """The WAL works; writing a snapshot file fails (EIO), as a full or failing disk would."""
 
-    def write_new(self, path, data):
+    def write_new(self, path, *args):
         raise OSError(errno.EIO, "injected fault: writing the snapshot failed")
 
 

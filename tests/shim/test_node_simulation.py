@@ -150,7 +150,7 @@ class SimNode:
                 self.finish_state()  # one at a time
                 state = self.wal.begin_state(action.slot)
                 self.wal.start_segment(state)
-                self.state_writing = (state, action.kv_state(), action.core_records())
+                self.state_writing = (state, list(action.kv_state()), action.core_records())
                 if self.sim.rng.random() < 0.5:
                     self.finish_state()
                 # else written as the runner's child writes it: both states as of now, made

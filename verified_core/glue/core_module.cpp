@@ -228,6 +228,25 @@ class FatalCheck : public std::runtime_error {
 };
 
 // One replica of the compiled core, plus the conversions between its Ready and Python values.
+// The core's checkpoint records (the value CheckpointRecords returned: later steps do not change
+// it), each encoded when it is asked for: a log of hundreds of MB is never copied whole (a node's
+// snapshot writer streams them to its file).
+class CheckpointRecords {
+  public:
+    using Records = decltype(std::declval<Impl::Replica&>().CheckpointRecords());
+    explicit CheckpointRecords(Records recs) : recs_(std::move(recs)) {}
+
+    size_t size() const { return recs_.size(); }
+
+    py::bytes at(Py_ssize_t i) const {
+        if (i < 0 || static_cast<size_t>(i) >= recs_.size()) throw py::index_error("record index out of range");
+        return py::bytes(codec::encode_record(recs_.start[i]));
+    }
+
+  private:
+    Records recs_;
+};
+
 class CoreHandle {
   public:
     CoreHandle(uint64 me, uint64 n, uint64 election_ticks, uint64 heartbeat_ticks, bool runtime_checks)
@@ -290,15 +309,7 @@ class CoreHandle {
 
     py::tuple finish_recovery() { return convert(replica_->FinishRecovery()); }
 
-    py::list checkpoint_records() {
-        auto recs = replica_->CheckpointRecords();
-        py::list out;
-        for (size_t i = 0; i < recs.size(); i++) {
-            std::string b = codec::encode_record(recs.start[i]);
-            out.append(py::bytes(b));
-        }
-        return out;
-    }
+    CheckpointRecords checkpoint_records() { return CheckpointRecords(replica_->CheckpointRecords()); }
 
     py::dict status() {
         auto s = replica_->GetStatus();
@@ -345,6 +356,10 @@ class CoreHandle {
 
 PYBIND11_MODULE(_core, m) {
     py::register_exception<FatalCheck>(m, "FatalCheck", PyExc_RuntimeError);
+    py::class_<CheckpointRecords>(m, "CheckpointRecords",
+                                  "The core's checkpoint records, a sequence of bytes encoded as they are read.")
+        .def("__len__", &CheckpointRecords::size)
+        .def("__getitem__", &CheckpointRecords::at);
     py::class_<CoreHandle>(m, "Replica", "One replica of the Dafny-generated Multi-Paxos core (Impl.Replica).")
         .def(py::init<uint64, uint64, uint64, uint64, bool>(), py::arg("node_id"), py::arg("cluster_size"),
              py::arg("election_ticks"), py::arg("heartbeat_ticks"), py::arg("runtime_checks") = true)
