@@ -22,7 +22,7 @@
 //
 // Dafny 4.11 stops with an internal error (a NullReferenceException in its precedence linter)
 // on a module that refines one whose methods hold a `:|` statement over a function call, so the
-// methods take such witnesses from lemmas instead (R.ImageIn, R.RunThatSent, Cr.PromiseAnswer,
+// methods take such witnesses from lemmas instead (RM.ImageIn, RR.RunThatSent, Cr.PromiseAnswer,
 // Cr.AcceptAnswer).
 module Impl refines ImplRecovery {
 }

@@ -13,6 +13,7 @@ module ImplCandidate {
   import S = Spec
   import P = Protocol
   import R = ImplAbstraction
+  import RM = ImplAbsMessages
 
   // ---- the promises collected (CandidateTied) ------------------------------------------------
 
@@ -216,7 +217,7 @@ module ImplCandidate {
   ghost function Part(m: S.Message, vs: seq<SlotVote>, k: nat): S.Message
     requires m.Promise? && k <= |vs|
   {
-    m.(votes := R.SlotVotesMap(vs[..k]))
+    m.(votes := RM.SlotVotesMap(vs[..k]))
   }
 
   // A promise with none of its report folded yet.
@@ -226,7 +227,7 @@ module ImplCandidate {
     requires TakeoverOf(ps, tk, logStart, mls, hi, ov)
     ensures TakeoverOf(ps + {Part(m, vs, 0)}, tk, logStart, mls, hi, ov)
   {
-    reveal R.SlotVotesMap();
+    reveal RM.SlotVotesMap();
     assert vs[..0] == [];
     assert Part(m, vs, 0).votes == map[];
   }
@@ -237,7 +238,7 @@ module ImplCandidate {
   lemma TakeoverFold(ps: set<S.Message>, m: S.Message, vs: seq<SlotVote>, k: nat,
                      tk: map<S.Slot, S.Vote>, logStart: nat, w: nat, mls: uint64, hi: uint64, ov: bool,
                      tk': map<S.Slot, S.Vote>, hi': uint64, ov': bool)
-    requires m.Promise? && k < |vs| && Increasing(vs) && m.votes == R.SlotVotesMap(vs)
+    requires m.Promise? && k < |vs| && Increasing(vs) && m.votes == RM.SlotVotesMap(vs)
     requires TakeoverOf(ps + {Part(m, vs, k)}, tk, logStart, mls, hi, ov)
     requires forall s | s in tk :: logStart <= s < logStart + w
     requires var sv := vs[k]; var s := sv.slot as nat;

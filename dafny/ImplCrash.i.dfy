@@ -19,6 +19,8 @@ module ImplCrash {
   import S = Spec
   import P = Protocol
   import R = ImplAbstraction
+  import RM = ImplAbsMessages
+  import RR = ImplAbsRuns
   import O = StepOutput
   import Rep = ImplReplay
   import Sy = ImplSystem
@@ -72,10 +74,10 @@ module ImplCrash {
   // A cut after the step's last record that needs a sync: the host took the step's whole run
   // (its trail from s, ending at h with the packet log log0 + Sends(t), which Rebuilt(recs0 +
   // Records(t)) rebuilds), then crashed, losing the commit records after the cut.
-  lemma CrashAfterRun(c: P.Constants, s: Sy.Sys, i: nat, log0: seq<Packet>, recs0: seq<Record>, moves: seq<R.Move>,
+  lemma CrashAfterRun(c: P.Constants, s: Sy.Sys, i: nat, log0: seq<Packet>, recs0: seq<Record>, moves: seq<RR.Move>,
                       h: P.Host, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
     requires P.WF(c, s.abs) && i < |s.abs.hosts| && (forall p | p in log0 :: p in s.wire)
-    requires R.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h, log0 + O.Sends(t))
+    requires RR.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h, log0 + O.Sends(t))
     requires Rebuilt(recs0 + O.Records(t)) == h.(leader := P.NotLeader)
     requires AfterLastSync(O.Records(t), k) && forall p | p in pkts :: p in O.Sends(t) || p in log0
     ensures Sy.ImplNext(c, s, s')
@@ -84,9 +86,9 @@ module ImplCrash {
   {
     var log := log0 + O.Sends(t);
     var d := Rebuilt(recs0 + O.Records(t)[..k]);
-    R.StepTrailIs(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h, log);
+    RR.StepTrailIs(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h, log);
     forall j | 0 <= j < |pkts|
-      ensures (R.PacketRefines(pkts[j], R.SentBy(moves)) && R.LearnBacked(pkts[j], R.SentBy(moves), s.abs.net + R.SentBy(moves)))
+      ensures (RM.PacketRefines(pkts[j], RR.SentBy(moves)) && RM.LearnBacked(pkts[j], RR.SentBy(moves), s.abs.net + RR.SentBy(moves)))
               || pkts[j] in s.wire
     {
       assert pkts[j] in pkts;
@@ -121,9 +123,9 @@ module ImplCrash {
     var h := s.abs.hosts[i];
     assert recs0 + rs[..0] == recs0;
     var d := Rebuilt(recs0);
-    R.RunNil(c, i, h, s.abs.net);
-    R.RunGOf(c, i, h, s.abs.net, s.abs.net, [], h);
-    assert R.SentBy([]) == {};
+    RR.RunNil(c, i, h, s.abs.net);
+    RR.RunGOf(c, i, h, s.abs.net, s.abs.net, [], h);
+    assert RR.SentBy([]) == {};
     var mid := Sy.After(s, i, h, [], pkts);
     assert s.abs.hosts[i := h] == s.abs.hosts;
     assert Sy.ImplStep(c, s, mid, i, s.abs.net, [], h, pkts);
@@ -178,10 +180,10 @@ module ImplCrash {
   // recs0, rebuild its host in s, and recs0 + Records(t) the host it reached) cut at k, with
   // the packets pkts that may have left by then on the wire, is a system step to the state
   // whose host i is the one a restart rebuilds from recs0 and the step's first k records.
-  lemma CrashPartWay(c: P.Constants, s: Sy.Sys, i: nat, log0: seq<Packet>, recs0: seq<Record>, moves: seq<R.Move>,
+  lemma CrashPartWay(c: P.Constants, s: Sy.Sys, i: nat, log0: seq<Packet>, recs0: seq<Record>, moves: seq<RR.Move>,
                      h: P.Host, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
     requires P.WF(c, s.abs) && i < |s.abs.hosts| && i <= UINT64_MAX as nat && (forall p | p in log0 :: p in s.wire)
-    requires R.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h, log0 + O.Sends(t))
+    requires RR.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h, log0 + O.Sends(t))
     requires Rebuilt(recs0) == s.abs.hosts[i].(leader := P.NotLeader)
     requires Rebuilt(recs0 + O.Records(t)) == h.(leader := P.NotLeader)
     requires k <= |O.Records(t)|
@@ -215,14 +217,14 @@ module ImplCrash {
   // sent by then, with only records that need no sync between the cut and the point.
 
   // The run so far (moves, to host) and the trace so far.
-  datatype Point = Point(moves: seq<R.Move>, host: P.Host, trace: seq<O.Out>)
+  datatype Point = Point(moves: seq<RR.Move>, host: P.Host, trace: seq<O.Out>)
 
   // pt is a point of the step of host i that began at h0 (its packet log log0, its record log
   // recs0, reading net) and did t: the run to it is a trail whose packets are the trace's so
   // far, and the records so far rebuild its durable state.
   ghost predicate PointOf(c: P.Constants, i: nat, h0: P.Host, log0: seq<Packet>, net: set<S.Message>, recs0: seq<Record>,
                           t: seq<O.Out>, pt: Point) {
-    && R.StepTrail(c, i, h0, log0, net, pt.moves, pt.host, log0 + O.Sends(pt.trace))
+    && RR.StepTrail(c, i, h0, log0, net, pt.moves, pt.host, log0 + O.Sends(pt.trace))
     && Rebuilt(recs0 + O.Records(pt.trace)) == pt.host.(leader := P.NotLeader)
   }
 
@@ -262,10 +264,10 @@ module ImplCrash {
     var h, b := s.abs.hosts[i], rs[0].bal;
     var m := S.Prepare(x, i, b);
     var h1 := h.(promised := b);
-    var mv := R.Move(P.ReceivePrepareStep(m, 0), {S.Promise(i, x, b, h.logStart, P.VotesFrom(h.votes, h.logStart))}, h1);
+    var mv := RR.Move(P.ReceivePrepareStep(m, 0), {S.Promise(i, x, b, h.logStart, P.VotesFrom(h.votes, h.logStart))}, h1);
     assert P.HostStep(c, i, h, h1, s.abs.net, mv.sent, mv.step);
-    R.RunOne(c, i, h, s.abs.net, mv);
-    R.RunGOf(c, i, h, s.abs.net, s.abs.net, [mv], h1);
+    RR.RunOne(c, i, h, s.abs.net, mv);
+    RR.RunGOf(c, i, h, s.abs.net, s.abs.net, [mv], h1);
     var mid := Sy.After(s, i, h1, [mv], pkts);
     assert Sy.ImplStep(c, s, mid, i, s.abs.net, [mv], h1, pkts);
     assert recs0 + rs[..1] == recs0 + [rs[0]];
@@ -451,7 +453,7 @@ module ImplCrash {
 
   // The Prepare of an Accept on the wire of a state where Prepared holds.
   lemma AcceptHasPrepare(c: P.Constants, s: P.State, p: Packet)
-    requires Prepared(c, s) && R.PacketRefines(p, s.net) && p.msg.Accept? && p.dst as nat < c.n
+    requires Prepared(c, s) && RM.PacketRefines(p, s.net) && p.msg.Accept? && p.dst as nat < c.n
     ensures S.Prepare(p.src as nat, p.dst as nat, p.msg.bal) in s.net
   {
     assert S.Accept(p.src as nat, p.dst as nat, p.msg.bal, p.msg.slot as nat, p.msg.val) in s.net;

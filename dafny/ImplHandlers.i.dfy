@@ -11,9 +11,9 @@ abstract module ImplHandlers refines ImplMoves {
       ensures SameConfig() && old(sentLog) <= sentLog
       ensures var m := S.Prepare(src as nat, me as nat, b);
               var moves := R.PrepareMoves(me as nat, old(AbsHost()), old(role) != Follower && b != old(bal), m, fromSlot as nat);
-              && R.Run(Consts(), me as nat, old(AbsHost()), {m}, moves, AbsHost())
-              && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
-      ensures R.NoLearns(sentLog[|old(sentLog)|..])
+              && RR.Run(Consts(), me as nat, old(AbsHost()), {m}, moves, AbsHost())
+              && RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(moves))
+      ensures RM.NoLearns(sentLog[|old(sentLog)|..])
       // What it did, in order: the promise's record, when it raises its promise, then its answer.
       ensures exists q: Packet :: sofar.trace == old(sofar.trace) + Cr.PromiseTrace(BalLt(old(promised), b), b, q)
       ensures src != me ==> selfQueue == old(selfQueue)
@@ -23,11 +23,11 @@ abstract module ImplHandlers refines ImplMoves {
         assert sofar.trace == old(sofar.trace) + Cr.PromiseTrace(false, b, Packet(me, src, Nack(old(promised))));
         ghost var m := S.Prepare(src as nat, me as nat, b);
         ghost var nack := S.Nack(me as nat, src as nat, promised);
-        ghost var mv := R.Move(P.ReceivePrepareStep(m, fromSlot as nat), {nack}, AbsHost());
+        ghost var mv := RR.Move(P.ReceivePrepareStep(m, fromSlot as nat), {nack}, AbsHost());
         assert P.HostStep(Consts(), me as nat, AbsHost(), AbsHost(), {m}, mv.sent, mv.step);
-        R.RunOne(Consts(), me as nat, AbsHost(), {m}, mv);
+        RR.RunOne(Consts(), me as nat, AbsHost(), {m}, mv);
         assert sentLog[|old(sentLog)|..] == [Packet(me, src, Nack(promised))];
-        R.PacketsRefineOne(Packet(me, src, Nack(promised)), nack, {nack});
+        RM.PacketsRefineOne(Packet(me, src, Nack(promised)), nack, {nack});
         return;
       }
       assert {:split_here} true;  // the refusal apart from the promise
@@ -51,11 +51,11 @@ abstract module ImplHandlers refines ImplMoves {
       ghost var m := S.Prepare(src as nat, me as nat, b);
       ghost var p := S.Promise(me as nat, src as nat, b, start as nat, P.VotesFrom(h0.votes, start as nat));
       R.ReportAll(h0.votes, start as nat, s as nat, voteHi as nat);
-      assert R.MsgRefines(me as nat, src as nat, Promise(b, start, reported), p);
+      assert RM.MsgRefines(me as nat, src as nat, Promise(b, start, reported), p);
       assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);
       PrepareRefines(h0, AbsHost(), m, fromSlot as nat, old(role) != Follower && b != old(bal));
       assert sentLog[|old(sentLog)|..] == [Packet(me, src, Promise(b, start, reported))];
-      R.PacketsRefineOne(Packet(me, src, Promise(b, start, reported)), p, {p});
+      RM.PacketsRefineOne(Packet(me, src, Promise(b, start, reported)), p, {p});
     }
 
     // The votes this host holds from slot start on, in slot order, for a Promise: gathered in
@@ -64,9 +64,9 @@ abstract module ImplHandlers refines ImplMoves {
     method ReportedVotes(start: uint64) returns (reported: seq<SlotVote>, s: uint64)
       requires Valid() && logStart <= start
       ensures start <= s && (s == voteHi || (s == start && voteHi <= start))
-      ensures R.SlotVotesMap(reported) == R.VotesIn(R.AbsVotes(votes[..], logStart as nat), start as nat, s as nat)
+      ensures RM.SlotVotesMap(reported) == R.VotesIn(RS.AbsVotes(votes[..], logStart as nat), start as nat, s as nat)
     {
-      ghost var V := R.AbsVotes(votes[..], logStart as nat);
+      ghost var V := RS.AbsVotes(votes[..], logStart as nat);
       ghost var g: seq<SlotVote> := [];
       var size := if start < voteHi then voteHi - start else 0;
       var buf := new SlotVote[size];
@@ -75,7 +75,7 @@ abstract module ImplHandlers refines ImplMoves {
       R.ReportNone(V, start as nat);
       while s < voteHi
         invariant Valid() && start <= s && (s <= voteHi || s == start)
-        invariant R.SlotVotesMap(g) == R.VotesIn(V, start as nat, s as nat)
+        invariant RM.SlotVotesMap(g) == R.VotesIn(V, start as nat, s as nat)
         invariant buf.Length == size as int && k <= s - start && buf[..k] == g
         modifies buf
         decreases voteHi as int - s as int
@@ -99,18 +99,18 @@ abstract module ImplHandlers refines ImplMoves {
       requires h' == if down then h.(promised := m.bal, leader := P.NotLeader) else h.(promised := m.bal)
       ensures var moves := R.PrepareMoves(me as nat, h, down, m, from);
               var ls := if from > h.logStart then from else h.logStart;
-              && R.Run(Consts(), me as nat, h, {m}, moves, h')
-              && R.SentBy(moves) == {S.Promise(me as nat, m.src, m.bal, ls, P.VotesFrom(h.votes, ls))}
+              && RR.Run(Consts(), me as nat, h, {m}, moves, h')
+              && RR.SentBy(moves) == {S.Promise(me as nat, m.src, m.bal, ls, P.VotesFrom(h.votes, ls))}
     {
       var h1 := h.(promised := m.bal);
       var ls := if from > h.logStart then from else h.logStart;
-      var mv := R.Move(P.ReceivePrepareStep(m, from), {S.Promise(me as nat, m.src, m.bal, ls, P.VotesFrom(h.votes, ls))}, h1);
+      var mv := RR.Move(P.ReceivePrepareStep(m, from), {S.Promise(me as nat, m.src, m.bal, ls, P.VotesFrom(h.votes, ls))}, h1);
       assert P.HostStep(Consts(), me as nat, h, h1, {m}, mv.sent, mv.step);
       if down {
-        R.RunOne(Consts(), me as nat, h1, {m}, R.Move(P.StepDownStep, {}, h'));
-        R.RunCons(Consts(), me as nat, h, {m}, mv, [R.Move(P.StepDownStep, {}, h')], h');
+        RR.RunOne(Consts(), me as nat, h1, {m}, RR.Move(P.StepDownStep, {}, h'));
+        RR.RunCons(Consts(), me as nat, h, {m}, mv, [RR.Move(P.StepDownStep, {}, h')], h');
       } else {
-        R.RunOne(Consts(), me as nat, h, {m}, mv);
+        RR.RunOne(Consts(), me as nat, h, {m}, mv);
         assert [mv] + [] == [mv];
       }
     }
@@ -120,19 +120,19 @@ abstract module ImplHandlers refines ImplMoves {
     // then, when the promises reach a quorum, BecomeLeader's steps. Otherwise no step (a report
     // whose slots do not increase is malformed, the core never sends one: it is dropped like a
     // lost message).
-    method OnPromise(src: uint64, b: Ballot, ls: uint64, reported: seq<SlotVote>) returns (ghost moves: seq<R.Move>)
+    method OnPromise(src: uint64, b: Ballot, ls: uint64, reported: seq<SlotVote>) returns (ghost moves: seq<RR.Move>)
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows() && SameConfig()
-      ensures var m := S.Promise(src as nat, me as nat, b, ls as nat, R.SlotVotesMap(reported));
-              R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), {m}, moves, AbsHost(), sentLog)
+      ensures var m := S.Promise(src as nat, me as nat, b, ls as nat, RM.SlotVotesMap(reported));
+              RR.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), {m}, moves, AbsHost(), sentLog)
       // As BecomeLeader: no record, and the first message to itself begins with its vote's record.
       ensures recLog == old(recLog)
       ensures old(selfQueue) == [] ==> selfQueue == [] || FirstRecord(selfQueue[0], promised, logStart) != []
     {
-      ghost var m := S.Promise(src as nat, me as nat, b, ls as nat, R.SlotVotesMap(reported));
+      ghost var m := S.Promise(src as nat, me as nat, b, ls as nat, RM.SlotVotesMap(reported));
       ghost var h0, log0 := AbsHost(), sentLog;
-      R.TrailNil(Consts(), me as nat, h0, log0, {m});
+      RR.TrailNil(Consts(), me as nat, h0, log0, {m});
       moves := [];
       if role != Candidate || b != bal || src >= n || promiseFrom[src] || promiseCount >= quorum {
         return;
@@ -144,7 +144,7 @@ abstract module ImplHandlers refines ImplMoves {
       assert {:split_here} true;
       ghost var l0, pf0, count0 := leaderAbs, promiseFrom[..], promiseCount;
       Cand.TiedPromise(Consts(), bal, l0, n, pf0, count0, m, quorum);
-      assert Cand.TakeoverOf(l0.promises, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
+      assert Cand.TakeoverOf(l0.promises, RS.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
                              takeoverHi, takeoverOverflow) by {
         reveal Cand.Takeover();
       }
@@ -153,7 +153,7 @@ abstract module ImplHandlers refines ImplMoves {
         maxLogStartFrom := src;
       }
       // Fold the reported votes into takeover: the highest vote per slot.
-      Cand.TakeoverAddEmpty(l0.promises, m, reported, R.AbsVotes(takeover[..], logStart as nat), logStart as nat,
+      Cand.TakeoverAddEmpty(l0.promises, m, reported, RS.AbsVotes(takeover[..], logStart as nat), logStart as nat,
                             maxLogStart, takeoverHi, takeoverOverflow);
       assert {:split_here} true;  // the fold apart from its preparation
       var rest := reported;
@@ -167,7 +167,7 @@ abstract module ImplHandlers refines ImplMoves {
         invariant bal == old(bal) && promised == old(promised) && logStart == old(logStart) && nextSlot == old(nextSlot)
         invariant AbsHost() == h0 && sentLog == log0 && SameConfig()
         invariant ls <= maxLogStart
-        invariant Cand.TakeoverOf(l0.promises + {Cand.Part(m, reported, k)}, R.AbsVotes(takeover[..], logStart as nat),
+        invariant Cand.TakeoverOf(l0.promises + {Cand.Part(m, reported, k)}, RS.AbsVotes(takeover[..], logStart as nat),
                                   logStart as nat, maxLogStart, takeoverHi, takeoverOverflow)
         modifies this`takeoverHi, this`takeoverOverflow, this`overflowFrom, takeover
         decreases |rest|
@@ -175,13 +175,13 @@ abstract module ImplHandlers refines ImplMoves {
         var sv := rest[0];
         rest := rest[1..];
         ghost var arr0 := takeover[..];
-        ghost var tk, hi0, ov0 := R.AbsVotes(takeover[..], logStart as nat), takeoverHi, takeoverOverflow;
+        ghost var tk, hi0, ov0 := RS.AbsVotes(takeover[..], logStart as nat), takeoverHi, takeoverOverflow;
         if InWindow(sv.slot) {
           var cur := takeover[Idx(sv.slot)];
-          R.AbsVotesAt(takeover[..], logStart as nat, sv.slot as nat);
+          RS.AbsVotesAt(takeover[..], logStart as nat, sv.slot as nat);
           if cur.NoVote? || BalLt(cur.bal, sv.bal) {
             takeover[Idx(sv.slot)] := Vote(sv.bal, sv.val);
-            R.AbsVotesUpdate(arr0, logStart as nat, sv.slot as nat, sv.bal, sv.val);
+            RS.AbsVotesUpdate(arr0, logStart as nat, sv.slot as nat, sv.bal, sv.val);
           }
           if sv.slot + 1 > takeoverHi {
             takeoverHi := sv.slot + 1;
@@ -190,10 +190,10 @@ abstract module ImplHandlers refines ImplMoves {
           takeoverOverflow := true;
           overflowFrom := src;
         }
-        R.AbsVotesKeys(arr0, logStart as nat);
+        RS.AbsVotesKeys(arr0, logStart as nat);
         assert {:split_here} true;  // the update apart from the fold's lemma and the invariants
         Cand.TakeoverFold(l0.promises, m, reported, k, tk, logStart as nat, WINDOW as nat, maxLogStart, hi0, ov0,
-                          R.AbsVotes(takeover[..], logStart as nat), takeoverHi, takeoverOverflow);
+                          RS.AbsVotes(takeover[..], logStart as nat), takeoverHi, takeoverOverflow);
         k := k + 1;
       }
       assert OutTied() && CommitsTied() && BuffersTied();  // untouched by the fold
@@ -203,21 +203,21 @@ abstract module ImplHandlers refines ImplMoves {
       promiseCount := promiseCount + 1;
       assert promiseFrom[..] == pf0[src := true];
       leaderAbs := R.Collected(Consts(), l0, m);
-      Lead.ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      Lead.ProposalsLedNonLeader(role, RS.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
       assert TakeoverTied() by {
         reveal Cand.Takeover();
       }
       Lead.LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
       ghost var mv := R.PromiseMoves(Consts(), h0, m, true)[0];
       assert AbsHost() == mv.post;
-      R.TrailSnoc(Consts(), me as nat, h0, log0, {m}, [], h0, log0, mv, sentLog);
+      RR.TrailSnoc(Consts(), me as nat, h0, log0, {m}, [], h0, log0, mv, sentLog);
       assert [] + [mv] == [mv];
       moves := [mv];
       if promiseCount >= quorum {
         ghost var h1, log1 := AbsHost(), sentLog;
         ghost var more := BecomeLeader();
-        R.TrailNet(Consts(), me as nat, h1, log1, {}, {m}, more, AbsHost(), sentLog);
-        R.TrailChain(Consts(), me as nat, h0, log0, {m}, moves, h1, log1, more, AbsHost(), sentLog);
+        RR.TrailNet(Consts(), me as nat, h1, log1, {}, {m}, more, AbsHost(), sentLog);
+        RR.TrailChain(Consts(), me as nat, h0, log0, {m}, moves, h1, log1, more, AbsHost(), sentLog);
         moves := moves + more;
       }
     }
@@ -234,9 +234,9 @@ abstract module ImplHandlers refines ImplMoves {
       ensures var m := S.Accept(src as nat, me as nat, b, slot as nat, val);
               var moves := R.AcceptMoves(me as nat, old(AbsHost()), old(logStart) as nat + WINDOW as nat,
                                          old(role) != Follower && b != old(bal), m);
-              && R.Run(Consts(), me as nat, old(AbsHost()), {m}, moves, AbsHost())
-              && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
-      ensures R.NoLearns(sentLog[|old(sentLog)|..])
+              && RR.Run(Consts(), me as nat, old(AbsHost()), {m}, moves, AbsHost())
+              && RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(moves))
+      ensures RM.NoLearns(sentLog[|old(sentLog)|..])
       // What it did, in order (Cr.AcceptTrace): a refusal's Nack; or, voting, the record of its
       // promise when it raises it, the vote's record, then the Accepted.
       ensures Cr.AcceptDid(old(sofar.trace), sofar.trace, old(selfQueue), selfQueue, me, src, old(promised), b, old(logStart), slot, val)
@@ -276,8 +276,8 @@ abstract module ImplHandlers refines ImplMoves {
       if slot + 1 > voteHi {
         voteHi := slot + 1;
       }
-      R.AbsVotesUpdate(old(votes[..]), logStart as nat, slot as nat, b, val);
-      R.AllBelowUpdate(R.AbsVotes(old(votes[..]), logStart as nat), slot as nat, S.Vote(b, val), old(voteHi) as nat, voteHi as nat);
+      RS.AbsVotesUpdate(old(votes[..]), logStart as nat, slot as nat, b, val);
+      RS.AllBelowUpdate(RS.AbsVotes(old(votes[..]), logStart as nat), slot as nat, S.Vote(b, val), old(voteHi) as nat, voteHi as nat);
       assert {:split_here} true;  // the vote's record and answer apart from the vote
       ghost var trace0, queue0 := sofar.trace, selfQueue;
       Persist(RecVote(slot, b, val));
@@ -287,7 +287,7 @@ abstract module ImplHandlers refines ImplMoves {
                  old(logStart), slot, val);
       assert {:split_here} true;  // the refinement apart from what the step did
       // The refinement: ReceiveAccept votes (then StepDown, if it stepped down).
-      assert R.MsgRefines(me as nat, b.node as nat, Accepted(b, slot), S.Accepted(me as nat, b.node as nat, b, slot as nat, val));
+      assert RM.MsgRefines(me as nat, b.node as nat, Accepted(b, slot), S.Accepted(me as nat, b.node as nat, b, slot as nat, val));
       AcceptRefines(old(AbsHost()), AbsHost(), S.Accept(src as nat, me as nat, b, slot as nat, val),
                     old(role) != Follower && b != old(bal));
     }
@@ -299,17 +299,17 @@ abstract module ImplHandlers refines ImplMoves {
       requires var h1 := h.(promised := m.bal, votes := h.votes[m.slot := S.Vote(m.bal, m.val)]);
                h' == if down then h1.(leader := P.NotLeader) else h1
       ensures var moves := R.AcceptMoves(me as nat, h, h.logStart + WINDOW as nat, down, m);
-              && R.Run(Consts(), me as nat, h, {m}, moves, h')
-              && R.SentBy(moves) == {S.Accepted(me as nat, m.bal.node as nat, m.bal, m.slot, m.val)}
+              && RR.Run(Consts(), me as nat, h, {m}, moves, h')
+              && RR.SentBy(moves) == {S.Accepted(me as nat, m.bal.node as nat, m.bal, m.slot, m.val)}
     {
       var h1 := h.(promised := m.bal, votes := h.votes[m.slot := S.Vote(m.bal, m.val)]);
-      var mv := R.Move(P.ReceiveAcceptStep(m), {S.Accepted(me as nat, m.bal.node as nat, m.bal, m.slot, m.val)}, h1);
+      var mv := RR.Move(P.ReceiveAcceptStep(m), {S.Accepted(me as nat, m.bal.node as nat, m.bal, m.slot, m.val)}, h1);
       assert P.HostStep(Consts(), me as nat, h, h1, {m}, mv.sent, mv.step);
       if down {
-        R.RunOne(Consts(), me as nat, h1, {m}, R.Move(P.StepDownStep, {}, h'));
-        R.RunCons(Consts(), me as nat, h, {m}, mv, [R.Move(P.StepDownStep, {}, h')], h');
+        RR.RunOne(Consts(), me as nat, h1, {m}, RR.Move(P.StepDownStep, {}, h'));
+        RR.RunCons(Consts(), me as nat, h, {m}, mv, [RR.Move(P.StepDownStep, {}, h')], h');
       } else {
-        R.RunOne(Consts(), me as nat, h, {m}, mv);
+        RR.RunOne(Consts(), me as nat, h, {m}, mv);
         assert [mv] + [] == [mv];
       }
     }
@@ -318,26 +318,26 @@ abstract module ImplHandlers refines ImplMoves {
     // of b counts it; once a quorum acknowledged the slot, it is chosen: LearnChosen(slot, v, b,
     // q), v the value proposed there and q those members, reading the Accepted messages counted
     // (`acked`), given that they carry the proposal's value (AckedValues). Otherwise no step.
-    method OnAccepted(src: uint64, b: Ballot, slot: uint64, ghost a: S.Message) returns (ghost moves: seq<R.Move>)
+    method OnAccepted(src: uint64, b: Ballot, slot: uint64, ghost a: S.Message) returns (ghost moves: seq<RR.Move>)
       requires Valid()
       requires a.Accepted? && a.src == src as nat && a.dst == me as nat && a.bal == b && a.slot == slot as nat
       modifies Repr
       ensures Valid() && StepGrows() && SameConfig() && old(acked) <= acked <= old(acked) + {a}
       ensures leaderAbs == old(leaderAbs)
       ensures R.AckedValues(acked, leaderAbs) ==>
-                R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), acked, moves, AbsHost(), sentLog)
+                RR.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), acked, moves, AbsHost(), sentLog)
     {
       ghost var h0, log0 := AbsHost(), sentLog;
       moves := [];
       if role != Leader || b != bal || src >= n || !InWindow(slot) {
-        R.TrailNil(Consts(), me as nat, h0, log0, acked);
+        RR.TrailNil(Consts(), me as nat, h0, log0, acked);
         return;
       }
       var idx := Idx(slot);
       var p := proposed[idx];
       AckIndexBound(idx, src, n, acks.Length);
       if p.None? || acks[idx * n + src] || committed[idx].Some? {
-        R.TrailNil(Consts(), me as nat, h0, log0, acked);
+        RR.TrailNil(Consts(), me as nat, h0, log0, acked);
         return;
       }
       ghost var acks0 := acks[..];
@@ -345,7 +345,7 @@ abstract module ImplHandlers refines ImplMoves {
       assert acks[..] == acks0[(slot as nat % WINDOW as nat) * n as nat + src as nat := true];
       Lead.AcksAdd(role, bal, acked, acks0, n, logStart as nat, slot as nat, src, a);
       acked := acked + {a};
-      R.TrailNil(Consts(), me as nat, h0, log0, acked);
+      RR.TrailNil(Consts(), me as nat, h0, log0, acked);
       // Count the members that acknowledged this slot (n is small).
       var count: uint64 := 0;
       var j: uint64 := 0;
@@ -365,13 +365,13 @@ abstract module ImplHandlers refines ImplMoves {
         j := j + 1;
       }
       if count >= quorum {
-        ghost var props := R.AbsCommitted(proposed[..], logStart as nat);
-        R.AbsCommittedAt(proposed[..], logStart as nat, slot as nat);
+        ghost var props := RS.AbsCommitted(proposed[..], logStart as nat);
+        RS.AbsCommittedAt(proposed[..], logStart as nat, slot as nat);
         assert proposed[..][slot as nat % WINDOW as nat] == p;
         assert slot as nat in props && props[slot as nat] == p.val;
         Lead.ProposalsLedHas(props, leaderAbs, slot as nat);
         Lead.LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
-        R.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
+        RS.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
         if R.AckedValues(acked, leaderAbs) {
           // The members in q are a quorum, each of which sent Accepted(b, slot, v).
           Lead.AcksQuorum(bal, acked, acks[..], n, logStart as nat, slot as nat, q, quorum, leaderAbs, p.val);
@@ -384,11 +384,11 @@ abstract module ImplHandlers refines ImplMoves {
         ghost var h2, log2 := AbsHost(), sentLog;
         Broadcast(Learn(b, slot), false);
         assert AbsHost() == h2;
-        R.LearnBroadcastRefines(sentLog[|log2|..], me, n, b, slot, p.val, acked);
+        RM.LearnBroadcastRefines(sentLog[|log2|..], me, n, b, slot, p.val, acked);
         if R.AckedValues(acked, leaderAbs) {
-          ghost var mv := R.Move(P.LearnChosenStep(slot as nat, p.val, b, q), R.CommitAll(me as nat, n as nat, slot as nat, p.val), AbsHost());
+          ghost var mv := RR.Move(P.LearnChosenStep(slot as nat, p.val, b, q), RM.CommitAll(me as nat, n as nat, slot as nat, p.val), AbsHost());
           assert P.HostStep(Consts(), me as nat, h1, mv.post, acked, mv.sent, mv.step);
-          R.TrailSnoc(Consts(), me as nat, h0, log0, acked, [], h1, log1, mv, sentLog);
+          RR.TrailSnoc(Consts(), me as nat, h0, log0, acked, [], h1, log1, mv, sentLog);
           assert [] + [mv] == [mv];
           moves := [mv];
         }
@@ -409,12 +409,12 @@ abstract module ImplHandlers refines ImplMoves {
       ensures var h := old(AbsHost());
               if slot as nat in h.votes && h.votes[slot as nat].bal == b then
                 var m := S.Commit(src as nat, me as nat, slot as nat, h.votes[slot as nat].val);
-                R.Run(Consts(), me as nat, h, {m}, R.CommitMoves(h, old(logStart) as nat + WINDOW as nat, m), AbsHost())
+                RR.Run(Consts(), me as nat, h, {m}, R.CommitMoves(h, old(logStart) as nat + WINDOW as nat, m), AbsHost())
               else AbsHost() == h
     {
-      R.AbsVotesKeys(votes[..], logStart as nat);
+      RS.AbsVotesKeys(votes[..], logStart as nat);
       if InWindow(slot) {
-        R.AbsVotesAt(votes[..], logStart as nat, slot as nat);
+        RS.AbsVotesAt(votes[..], logStart as nat, slot as nat);
       }
       if !InWindow(slot) {
         return;
@@ -431,12 +431,12 @@ abstract module ImplHandlers refines ImplMoves {
     lemma ReceiveCommitRefines(h: P.Host, h': P.Host, m: S.Message)
       requires Valid() && m.Commit? && m.dst == me as nat && h.logStart <= m.slot < h.logStart + WINDOW as nat
       requires h' == if m.slot in h.committed then h else h.(committed := h.committed[m.slot := m.val])
-      ensures R.Run(Consts(), me as nat, h, {m}, R.CommitMoves(h, h.logStart + WINDOW as nat, m), h')
+      ensures RR.Run(Consts(), me as nat, h, {m}, R.CommitMoves(h, h.logStart + WINDOW as nat, m), h')
     {
       if m.slot !in h.committed {
-        R.RunOne(Consts(), me as nat, h, {m}, R.Move(P.ReceiveCommitStep(m), {}, h'));
+        RR.RunOne(Consts(), me as nat, h, {m}, RR.Move(P.ReceiveCommitStep(m), {}, h'));
       } else {
-        R.RunNil(Consts(), me as nat, h, {m});
+        RR.RunNil(Consts(), me as nat, h, {m});
       }
     }
 
@@ -447,9 +447,9 @@ abstract module ImplHandlers refines ImplMoves {
       ensures Valid() && PromisedGrows()
       ensures Keeps() && sentLog == old(sentLog)
       ensures var m := S.Commit(src as nat, me as nat, slot as nat, val);
-              R.Run(Consts(), me as nat, old(AbsHost()), {m}, R.CommitMoves(old(AbsHost()), old(logStart) as nat + WINDOW as nat, m), AbsHost())
+              RR.Run(Consts(), me as nat, old(AbsHost()), {m}, R.CommitMoves(old(AbsHost()), old(logStart) as nat + WINDOW as nat, m), AbsHost())
     {
-      R.RunNil(Consts(), me as nat, AbsHost(), {S.Commit(src as nat, me as nat, slot as nat, val)});
+      RR.RunNil(Consts(), me as nat, AbsHost(), {S.Commit(src as nat, me as nat, slot as nat, val)});
       if InWindow(slot) {
         CommitSlot(slot, val);
         ReceiveCommitRefines(old(AbsHost()), AbsHost(), S.Commit(src as nat, me as nat, slot as nat, val));
@@ -462,7 +462,7 @@ abstract module ImplHandlers refines ImplMoves {
       modifies Repr
       ensures Valid() && PromisedGrows()
       ensures SameConfig() && sentLog == old(sentLog)
-      ensures R.Run(Consts(), me as nat, old(AbsHost()), {}, R.StepDownMoves(old(AbsHost()), old(role) != Follower && BalLt(old(bal), p)), AbsHost())
+      ensures RR.Run(Consts(), me as nat, old(AbsHost()), {}, R.StepDownMoves(old(AbsHost()), old(role) != Follower && BalLt(old(bal), p)), AbsHost())
     {
       maxSeen := BalMax(maxSeen, p);
       if role != Follower && BalLt(bal, p) {
@@ -479,16 +479,16 @@ abstract module ImplHandlers refines ImplMoves {
       ensures SameConfig() && old(sentLog) <= sentLog
       ensures var moves := R.HeartbeatMoves(me as nat, old(AbsHost()), src as nat, b, old(role) != Follower && b != old(bal),
                                             leaderCommit > old(commitUpto) && old(catchUpCooldown) == 0, old(commitUpto) as nat);
-              && R.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
-              && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
-      ensures R.NoLearns(sentLog[|old(sentLog)|..])
+              && RR.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
+              && RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(moves))
+      ensures RM.NoLearns(sentLog[|old(sentLog)|..])
     {
       if BalLt(b, promised) {
         Send(src, Nack(promised));
         ghost var nack := S.Nack(me as nat, src as nat, promised);
-        R.RunOne(Consts(), me as nat, AbsHost(), {}, R.NoSafety(AbsHost(), nack));
+        RR.RunOne(Consts(), me as nat, AbsHost(), {}, RR.NoSafety(AbsHost(), nack));
         assert sentLog[|old(sentLog)|..] == [Packet(me, src, Nack(promised))];
-        R.PacketsRefineOne(Packet(me, src, Nack(promised)), nack, {nack});
+        RM.PacketsRefineOne(Packet(me, src, Nack(promised)), nack, {nack});
         return;
       }
       maxSeen := BalMax(maxSeen, b);
@@ -514,14 +514,14 @@ abstract module ImplHandlers refines ImplMoves {
       ghost var h0, down := old(AbsHost()), old(role) != Follower && b != old(bal);
       R.StepDownRefines(Consts(), me as nat, h0, {}, down);
       ghost var ack := [Packet(me, src, HeartbeatAck(b, rs))];
-      assert R.PacketsRefine(ack, {});
+      assert RM.PacketsRefine(ack, {});
       if leaderCommit > old(commitUpto) && old(catchUpCooldown) == 0 {
         ghost var cu := S.CatchUp(me as nat, src as nat, old(commitUpto) as nat);
-        R.RunSnoc(Consts(), me as nat, h0, {}, R.StepDownMoves(h0, down), AbsHost(), R.NoSafety(AbsHost(), cu));
+        RR.RunSnoc(Consts(), me as nat, h0, {}, R.StepDownMoves(h0, down), AbsHost(), RR.NoSafety(AbsHost(), cu));
         assert sentLog == old(sentLog) + (ack + [Packet(me, src, CatchUp(old(commitUpto)))]);
         assert sentLog[|old(sentLog)|..] == ack + [Packet(me, src, CatchUp(old(commitUpto)))];
-        R.PacketsRefineOne(Packet(me, src, CatchUp(old(commitUpto))), cu, {cu});
-        R.PacketsRefineAppend(ack, [Packet(me, src, CatchUp(old(commitUpto)))], {}, {cu});
+        RM.PacketsRefineOne(Packet(me, src, CatchUp(old(commitUpto))), cu, {cu});
+        RR.PacketsRefineAppend(ack, [Packet(me, src, CatchUp(old(commitUpto)))], {}, {cu});
         assert {} + {cu} == {cu};
       } else {
         assert sentLog == old(sentLog) + ack;
@@ -552,17 +552,17 @@ abstract module ImplHandlers refines ImplMoves {
       modifies Repr
       ensures Valid() && PromisedGrows()
       ensures SameConfig() && old(sentLog) <= sentLog && AbsHost() == old(AbsHost())
-      ensures exists moves :: && R.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
-                              && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
-      ensures R.NoLearns(sentLog[|old(sentLog)|..])
+      ensures exists moves :: && RR.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
+                              && RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(moves))
+      ensures RM.NoLearns(sentLog[|old(sentLog)|..])
     {
       if fromSlot < logStart && src != me && src < n {
         // the slots it lacks are only in this host's snapshot now
         AskSnapshot(src);
       }
-      ghost var moves: seq<R.Move> := [];
-      R.RunNil(Consts(), me as nat, AbsHost(), {});
-      assert R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves));
+      ghost var moves: seq<RR.Move> := [];
+      RR.RunNil(Consts(), me as nat, AbsHost(), {});
+      assert RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(moves));
       var s := if fromSlot > logStart then fromSlot else logStart;
       if s >= commitUpto {
         return;
@@ -572,24 +572,24 @@ abstract module ImplHandlers refines ImplMoves {
         invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
         invariant Valid() && Bounds() && logStart <= s <= end <= commitUpto
         invariant SameConfig() && old(sentLog) <= sentLog && AbsHost() == old(AbsHost())
-        invariant R.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
-        invariant R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
-        invariant R.NoLearns(sentLog[|old(sentLog)|..])
+        invariant RR.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
+        invariant RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(moves))
+        invariant RM.NoLearns(sentLog[|old(sentLog)|..])
         decreases end - s
       {
         var c := committed[Idx(s)];
         if c.Some? {
           ghost var sent0 := sentLog[|old(sentLog)|..];
           Send(src, Commit(s, c.val));
-          R.AbsCommittedAt(committed[..], logStart as nat, s as nat);
+          RS.AbsCommittedAt(committed[..], logStart as nat, s as nat);
           ghost var mv := R.CatchUpMove(me as nat, AbsHost(), s as nat, src as nat, c.val);
           ghost var a := S.Commit(me as nat, src as nat, s as nat, c.val);
           assert P.HostStep(Consts(), me as nat, AbsHost(), mv.post, {}, mv.sent, mv.step);
-          R.RunSnoc(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost(), mv);
+          RR.RunSnoc(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost(), mv);
           assert sentLog[|old(sentLog)|..] == sent0 + [Packet(me, src, Commit(s, c.val))];
-          R.PacketsRefineOne(Packet(me, src, Commit(s, c.val)), a, {a});
-          R.PacketsRefineAppend(sent0, [Packet(me, src, Commit(s, c.val))], R.SentBy(moves), {a});
-          assert R.NoLearns(sent0);
+          RM.PacketsRefineOne(Packet(me, src, Commit(s, c.val)), a, {a});
+          RR.PacketsRefineAppend(sent0, [Packet(me, src, Commit(s, c.val))], RR.SentBy(moves), {a});
+          assert RM.NoLearns(sent0);
           moves := moves + [mv];
         }
         s := s + 1;

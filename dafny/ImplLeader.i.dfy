@@ -13,6 +13,8 @@ module ImplLeader {
   import S = Spec
   import P = Protocol
   import R = ImplAbstraction
+  import RS = ImplAbsState
+  import RM = ImplAbsMessages
   import Cand = ImplCandidate
 
   // ---- the acknowledgements (AcksTied) -------------------------------------------------------
@@ -89,7 +91,7 @@ module ImplLeader {
         var k := (s % WINDOW as nat) * n as nat + j as nat;
         if k == k0 {
           AckIndexSame(s % WINDOW as nat, j as nat, slot % WINDOW as nat, src as nat, n as nat);
-          R.WindowIndexUnique(s, slot, logStart, WINDOW as nat);
+          RS.WindowIndexUnique(s, slot, logStart, WINDOW as nat);
           assert a in acked + {a};
         } else {
           assert AckAt(acks, n, s, j);
@@ -117,7 +119,7 @@ module ImplLeader {
       {
         if s >= logStart + WINDOW as nat {
           var s0: nat := s - WINDOW as nat;
-          R.ModShift(s0, WINDOW as nat);
+          RS.ModShift(s0, WINDOW as nat);
           assert AckAt(acks, n, s0, j) == AckAt(acks, n, s, j);
           assert false;
         } else {
@@ -130,7 +132,7 @@ module ImplLeader {
   // A quorum that sent Accepted(bal, slot, v): one of them did.
   lemma AcksSome(acked: set<S.Message>, n: uint64, bal: Ballot, q: set<nat>, slot: nat, v: S.Value)
     requires S.ChosenAt(n as nat, acked, bal, q, slot, v)
-    ensures R.AcceptedAt(acked, bal, slot, v)
+    ensures RM.AcceptedAt(acked, bal, slot, v)
   {
     assert |q| >= Quorums.QuorumSize(|S.Members(n as nat)|) >= 1;
     var k :| k in q;

@@ -1,7 +1,7 @@
 // The Replica (Impl.i.dfy), part 3 of 6: the host's own moves, which the handlers and the whole
 // steps make: raise the promise, step down, commit and learn, stand for election, take over as
 // leader, propose a value in a slot, send heartbeats and catch-up requests, confirm reads. Each
-// is a run of protocol steps of its host (ImplAbstraction.i.dfy).
+// is a run of protocol steps of its host (ImplAbsRuns.i.dfy).
 abstract module ImplMoves refines ImplWindow {
   class Replica ... {
     method SetPromised(b: Ballot)
@@ -32,10 +32,10 @@ abstract module ImplMoves refines ImplWindow {
       bal := Zero;
       leaderAbs := P.NotLeader;
       Cand.TiedFollower(bal, n, promiseFrom[..], promiseCount);
-      Cand.TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      Cand.TakeoverNonCandidate(role, leaderAbs, RS.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       Lead.LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
-      Lead.ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
-      Lead.ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      Lead.ProposalsSentFollower(RS.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
+      Lead.ProposalsLedNonLeader(role, RS.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
       Lead.AcksFollower(bal, acked, acks[..], n, logStart as nat);
     }
 
@@ -55,8 +55,8 @@ abstract module ImplMoves refines ImplWindow {
         invariant selfQueue == old(selfQueue)
         decreases logStart + WINDOW - commitUpto
       {
-        R.AbsCommittedAt(committed[..], logStart as nat, commitUpto as nat);
-        R.HasAllExtend(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat);
+        RS.AbsCommittedAt(committed[..], logStart as nat, commitUpto as nat);
+        RS.HasAllExtend(RS.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat);
         if nextSlot == commitUpto {
           Lead.LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, nextSlot as nat + 1, logStart as nat);
           nextSlot := nextSlot + 1;  // a slot committed elsewhere is never proposed in again
@@ -74,15 +74,15 @@ abstract module ImplMoves refines ImplWindow {
       ensures var h := old(AbsHost());
               AbsHost() == if slot as nat in h.committed then h else h.(committed := h.committed[slot as nat := val])
     {
-      R.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
+      RS.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
       if committed[Idx(slot)].None? {
         if slot >= nextSlot {
           Lead.LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, slot as nat + 1, logStart as nat);
           nextSlot := slot + 1;  // never propose in a slot already known to be chosen
         }
         committed[Idx(slot)] := Some(val);
-        R.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, val);
-        R.HasAllAdd(R.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, val);
+        RS.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, val);
+        RS.HasAllAdd(RS.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, val);
         Persist(RecCommit(slot, val));
         AdvanceCommit();
       }
@@ -112,7 +112,7 @@ abstract module ImplMoves refines ImplWindow {
       overflowFrom := me;
       readSeq := 0;
       readConfirmed := 0;
-      Cand.TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      Cand.TakeoverNonCandidate(role, leaderAbs, RS.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
     }
 
     // Refines StartPrepare(b), b the next ballot of this host above every ballot it has seen;
@@ -125,12 +125,12 @@ abstract module ImplMoves refines ImplWindow {
       ensures var seen := BalMax(old(promised), old(maxSeen));
               var ok := seen.round < UINT64_MAX - 1;
               var moves := R.ElectionMoves(me as nat, n as nat, old(AbsHost()), if ok then NextBallot(seen, me) else Zero, ok);
-              && R.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
-              && R.PacketsRefine(sentLog[|old(sentLog)|..], R.SentBy(moves))
+              && RR.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
+              && RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(moves))
       ensures BalMax(old(promised), old(maxSeen)).round < UINT64_MAX - 1 ==> CandidateTied()
-      ensures R.NoLearns(sentLog[|old(sentLog)|..])
+      ensures RM.NoLearns(sentLog[|old(sentLog)|..])
     {
-      R.RunNil(Consts(), me as nat, AbsHost(), {});
+      RR.RunNil(Consts(), me as nat, AbsHost(), {});
       var seen := BalMax(promised, maxSeen);
       if seen.round >= UINT64_MAX - 1 {
         return;  // ballots exhausted: never lead again rather than reuse a ballot
@@ -138,10 +138,10 @@ abstract module ImplMoves refines ImplWindow {
       role := Follower;  // campaigning anew: the old campaign's state goes
       leaderAbs := P.NotLeader;
       Cand.TiedFollower(bal, n, promiseFrom[..], promiseCount);
-      Cand.TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      Cand.TakeoverNonCandidate(role, leaderAbs, RS.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       Lead.LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
-      Lead.ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
-      Lead.ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      Lead.ProposalsSentFollower(RS.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
+      Lead.ProposalsLedNonLeader(role, RS.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
       Lead.AcksFollower(bal, acked, acks[..], n, logStart as nat);
       ClearLeaderState();
       var b := NextBallot(seen, me);
@@ -153,12 +153,12 @@ abstract module ImplMoves refines ImplWindow {
       leaderAbs := P.Leading(b, 1, {}, map[]);
       assert forall j | 0 <= j < n as int :: !promiseFrom[..][j];
       Cand.TiedStart(bal, n, promiseFrom[..]);
-      R.AbsVotesEmpty(takeover[..], logStart as nat);
+      RS.AbsVotesEmpty(takeover[..], logStart as nat);
       Cand.TakeoverStart(bal, logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       Lead.LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
-      R.AbsCommittedEmpty(proposed[..], logStart as nat);
+      RS.AbsCommittedEmpty(proposed[..], logStart as nat);
       Lead.ProposalsSentEmpty(role, me, n, bal, sentLog);
-      Lead.ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      Lead.ProposalsLedNonLeader(role, RS.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
       acked := {};
       Lead.AcksNone(role, bal, acked, acks[..], n, logStart as nat);
       ticks := 0;
@@ -172,21 +172,21 @@ abstract module ImplMoves refines ImplWindow {
       ghost var mv := R.ElectionMoves(me as nat, n as nat, h0, b, true)[0];
       assert AbsHost() == mv.post;
       assert P.HostStep(Consts(), me as nat, h0, mv.post, {}, mv.sent, mv.step);
-      R.RunOne(Consts(), me as nat, h0, {}, mv);
-      R.PrepareBroadcastRefines(sentLog[|old(sentLog)|..], me, n, b, commitUpto);
+      RR.RunOne(Consts(), me as nat, h0, {}, mv);
+      RM.PrepareBroadcastRefines(sentLog[|old(sentLog)|..], me, n, b, commitUpto);
     }
 
     // The trail of this host's protocol steps from h0, its state when its packet log was log0,
-    // to now (see R.Trail).
-    ghost predicate TrailFrom(h0: P.Host, log0: seq<Packet>, net: set<S.Message>, moves: seq<R.Move>)
+    // to now (see RR.Trail).
+    ghost predicate TrailFrom(h0: P.Host, log0: seq<Packet>, net: set<S.Message>, moves: seq<RR.Move>)
       reads this, votes, committed
     {
-      R.Trail(Consts(), me as nat, h0, log0, net, moves, AbsHost(), sentLog)
+      RR.Trail(Consts(), me as nat, h0, log0, net, moves, AbsHost(), sentLog)
     }
 
     // Send CatchUp(commitUpto) to dst: a SendNoSafety step, appended to the trail.
-    method SendCatchUp(dst: uint64, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves: seq<R.Move>)
-      returns (ghost moves': seq<R.Move>)
+    method SendCatchUp(dst: uint64, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves: seq<RR.Move>)
+      returns (ghost moves': seq<RR.Move>)
       requires Valid() && dst < n && dst != me && TrailFrom(h0, log0, {}, moves)
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged() && TrailFrom(h0, log0, {}, moves')
@@ -197,15 +197,15 @@ abstract module ImplMoves refines ImplWindow {
       ghost var a := S.CatchUp(me as nat, dst as nat, commitUpto as nat);
       assert AbsHost() == h1;
       assert sentLog[|log1|..] == [Packet(me, dst, CatchUp(commitUpto))];
-      R.PacketsRefineOne(Packet(me, dst, CatchUp(commitUpto)), a, {a});
+      RM.PacketsRefineOne(Packet(me, dst, CatchUp(commitUpto)), a, {a});
       assert P.HostStep(Consts(), me as nat, h1, h1, {}, {a}, P.SendNoSafetyStep(a));
-      R.TrailSnoc(Consts(), me as nat, h0, log0, {}, moves, h1, log1, R.NoSafety(h1, a), sentLog);
-      moves' := moves + [R.NoSafety(h1, a)];
+      RR.TrailSnoc(Consts(), me as nat, h0, log0, {}, moves, h1, log1, RR.NoSafety(h1, a), sentLog);
+      moves' := moves + [RR.NoSafety(h1, a)];
     }
 
     // The leader's heartbeat: Heartbeat(bal, commitUpto, readSeq) to the other members, and a
     // CatchUp when this leader lags behind a promise's logStart. A SendNoSafety step each.
-    method Beat(ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves: seq<R.Move>) returns (ghost moves': seq<R.Move>)
+    method Beat(ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves: seq<RR.Move>) returns (ghost moves': seq<RR.Move>)
       requires Valid() && role == Leader && TrailFrom(h0, log0, {}, moves)
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged() && TrailFrom(h0, log0, {}, moves')
@@ -215,10 +215,10 @@ abstract module ImplMoves refines ImplWindow {
       ghost var h1, log1 := AbsHost(), sentLog;
       Broadcast(Heartbeat(bal, commitUpto, readSeq), false);
       assert AbsHost() == h1;
-      R.BeatRefines(Consts(), h1, {}, me, n, bal, commitUpto, readSeq, sentLog[|log1|..]);
-      ghost var beats := R.BeatMoves(h1, me as nat, n as nat, bal, commitUpto as nat);
-      R.TrailOf(Consts(), me as nat, h1, log1, {}, beats, h1, sentLog);
-      R.TrailChain(Consts(), me as nat, h0, log0, {}, moves, h1, log1, beats, h1, sentLog);
+      RR.BeatRefines(Consts(), h1, {}, me, n, bal, commitUpto, readSeq, sentLog[|log1|..]);
+      ghost var beats := RR.BeatMoves(h1, me as nat, n as nat, bal, commitUpto as nat);
+      RR.TrailOf(Consts(), me as nat, h1, log1, {}, beats, h1, sentLog);
+      RR.TrailChain(Consts(), me as nat, h0, log0, {}, moves, h1, log1, beats, h1, sentLog);
       moves' := moves + beats;
       if maxLogStart > commitUpto && maxLogStartFrom != me {
         moves' := SendCatchUp(maxLogStartFrom, h0, log0, moves');  // this leader lags: ask again
@@ -232,18 +232,18 @@ abstract module ImplMoves refines ImplWindow {
     // there, else a value this host saw committed there, else the empty value (a no-op batch).
     // Abstractly: SendAccept for each of those slots, then a SendNoSafety step per Heartbeat
     // and CatchUp; or StepDown and a CatchUp.
-    method BecomeLeader() returns (ghost moves: seq<R.Move>)
+    method BecomeLeader() returns (ghost moves: seq<RR.Move>)
       requires Valid() && role == Candidate && promiseCount >= quorum
       modifies Repr
       ensures Valid() && PromisedGrows() && SameConfig()
-      ensures R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), {}, moves, AbsHost(), sentLog)
+      ensures RR.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), {}, moves, AbsHost(), sentLog)
       // It emits no record, and the first message it sends itself is the Accept of its first
       // takeover slot, whose handling begins with its vote's record (FirstRecord).
       ensures recLog == old(recLog)
       ensures old(selfQueue) == [] ==> selfQueue == [] || FirstRecord(selfQueue[0], promised, logStart) != []
     {
       ghost var h0, log0 := AbsHost(), sentLog;
-      R.TrailNil(Consts(), me as nat, h0, log0, {});
+      RR.TrailNil(Consts(), me as nat, h0, log0, {});
       moves := [];
       if takeoverOverflow || promised != bal {
         var lags := takeoverOverflow && promised == bal;
@@ -253,7 +253,7 @@ abstract module ImplMoves refines ImplWindow {
         moves := R.StepDownMoves(h0, true);
         R.StepDownRefines(Consts(), me as nat, h0, {}, true);
         assert sentLog[|log0|..] == [];
-        R.TrailOf(Consts(), me as nat, h0, log0, {}, moves, AbsHost(), sentLog);
+        RR.TrailOf(Consts(), me as nat, h0, log0, {}, moves, AbsHost(), sentLog);
         var from := if maxLogStart > commitUpto then maxLogStartFrom else overflowFrom;
         if lags && from != me {
           // A promise reported votes beyond this host's window: it lags and cannot take those
@@ -275,7 +275,7 @@ abstract module ImplMoves refines ImplWindow {
         moves := R.StepDownMoves(h0, true);
         R.StepDownRefines(Consts(), me as nat, h0, {}, true);
         assert sentLog[|log0|..] == [];
-        R.TrailOf(Consts(), me as nat, h0, log0, {}, moves, AbsHost(), sentLog);
+        RR.TrailOf(Consts(), me as nat, h0, log0, {}, moves, AbsHost(), sentLog);
         if maxLogStartFrom != me {
           moves := SendCatchUp(maxLogStartFrom, h0, log0, moves);
         }
@@ -283,15 +283,15 @@ abstract module ImplMoves refines ImplWindow {
       }
       // What phase 1 established, kept across the proposals below.
       ghost var l := leaderAbs;
-      ghost var tk := R.AbsVotes(takeover[..], logStart as nat);
+      ghost var tk := RS.AbsVotes(takeover[..], logStart as nat);
       Cand.TiedPhase(bal, l, n, promiseFrom[..], promiseCount, quorum);
       assert Cand.TakeoverOf(l.promises, tk, logStart as nat, maxLogStart, takeoverHi, false) by {
         reveal Cand.Takeover();
       }
-      Lead.ProposalsSentLead(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
+      Lead.ProposalsSentLead(RS.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
       Lead.AcksRole(Candidate, Leader, bal, acked, acks[..], n, logStart as nat);
       role := Leader;
-      Lead.ProposalsLedStart(R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      Lead.ProposalsLedStart(RS.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
       Cand.TiedLeader(bal, leaderAbs, n, promiseFrom[..], promiseCount);
       Cand.TakeoverNonCandidate(role, leaderAbs, tk, logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       leaderHint := me;
@@ -305,7 +305,7 @@ abstract module ImplMoves refines ImplWindow {
         invariant maxLogStart == old(maxLogStart) && takeoverHi == old(takeoverHi)
         invariant leaderAbs.Leading? && leaderAbs.promises == l.promises
         invariant forall t | t in leaderAbs.proposed :: start as nat <= t < s as nat
-        invariant R.AbsVotes(takeover[..], logStart as nat) == tk
+        invariant RS.AbsVotes(takeover[..], logStart as nat) == tk
         invariant TrailFrom(h0, log0, {}, moves)
         invariant recLog == old(recLog)
         invariant old(selfQueue) == [] ==> selfQueue == [] || FirstRecord(selfQueue[0], promised, logStart) != []
@@ -315,13 +315,13 @@ abstract module ImplMoves refines ImplWindow {
           var c := committed[Idx(s)];
           var v := takeover[Idx(s)];
           var val := if v.Vote? then v.val else if c.Some? then c.val else [];
-          R.AbsVotesAt(takeover[..], logStart as nat, s as nat);
+          RS.AbsVotesAt(takeover[..], logStart as nat, s as nat);
           Cand.TakeoverSafe(l.promises, tk, logStart as nat, maxLogStart, takeoverHi, s as nat, val);
-          R.AbsCommittedAt(committed[..], logStart as nat, s as nat);
+          RS.AbsCommittedAt(committed[..], logStart as nat, s as nat);
           Cand.TakeoverValueSource(AbsHost(), tk, logStart as nat, maxLogStart, takeoverHi, s as nat, val);
           ghost var h1, log1 := AbsHost(), sentLog;
           ghost var mv := ProposeAt(s, val, {});
-          R.TrailSnoc(Consts(), me as nat, h0, log0, {}, moves, h1, log1, mv, sentLog);
+          RR.TrailSnoc(Consts(), me as nat, h0, log0, {}, moves, h1, log1, mv, sentLog);
           moves := moves + [mv];
         }
         s := s + 1;
@@ -333,7 +333,7 @@ abstract module ImplMoves refines ImplWindow {
     // Propose val in slot: Accept(bal, slot, val) to every member, this host included.
     // Abstractly SendAccept(slot, val), receiving from net; the caller shows it is safe, and
     // where val comes from (a client's request in net, a reported vote, a commit, the no-op).
-    method ProposeAt(slot: uint64, val: Value, ghost net: set<S.Message>) returns (ghost mv: R.Move)
+    method ProposeAt(slot: uint64, val: Value, ghost net: set<S.Message>) returns (ghost mv: RR.Move)
       requires Valid() && InWindow(slot) && role == Leader && promised == bal && slot < nextSlot
       requires leaderAbs.Leading? && slot as nat !in leaderAbs.proposed
       requires forall p | p in leaderAbs.promises :: p.Promise? && slot as nat >= p.logStart
@@ -346,8 +346,8 @@ abstract module ImplMoves refines ImplWindow {
       ensures leaderAbs == old(leaderAbs).(proposed := old(leaderAbs).proposed[slot as nat := val])
       ensures mv.post == AbsHost() && P.HostStep(Consts(), me as nat, old(AbsHost()), mv.post, net, mv.sent, mv.step)
       ensures mv.step == P.SendAcceptStep(slot as nat, val)
-      ensures old(sentLog) <= sentLog && R.PacketsRefine(sentLog[|old(sentLog)|..], mv.sent)
-      ensures R.NoLearns(sentLog[|old(sentLog)|..])
+      ensures old(sentLog) <= sentLog && RM.PacketsRefine(sentLog[|old(sentLog)|..], mv.sent)
+      ensures RM.NoLearns(sentLog[|old(sentLog)|..])
       ensures recLog == old(recLog) && selfQueue == old(selfQueue) + [Accept(bal, slot, val)]
     {
       var i: uint64 := 0;
@@ -366,24 +366,24 @@ abstract module ImplMoves refines ImplWindow {
       ghost var h0 := AbsHost();
       Lead.LeadsShape(bal, leaderAbs, nextSlot as nat, logStart as nat);
       Lead.LeadsPropose(bal, leaderAbs, nextSlot as nat, logStart as nat, slot as nat, val);
-      Lead.ProposalsLedAdd(R.AbsCommitted(proposed[..], logStart as nat), leaderAbs, slot as nat, val);
+      Lead.ProposalsLedAdd(RS.AbsCommitted(proposed[..], logStart as nat), leaderAbs, slot as nat, val);
       leaderAbs := leaderAbs.(proposed := leaderAbs.proposed[slot as nat := val]);
       Cand.TiedLeader(bal, leaderAbs, n, promiseFrom[..], promiseCount);
-      Cand.TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      Cand.TakeoverNonCandidate(role, leaderAbs, RS.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       ghost var log0 := sentLog;
       Broadcast(Accept(bal, slot, val), true);
-      R.AcceptBroadcastRefines(sentLog[|log0|..], me, n, bal, slot, val);
+      RM.AcceptBroadcastRefines(sentLog[|log0|..], me, n, bal, slot, val);
       // The proposal is recorded once its Accepts are out (ProposedTied).
-      ghost var props := R.AbsCommitted(proposed[..], logStart as nat);
+      ghost var props := RS.AbsCommitted(proposed[..], logStart as nat);
       assert Lead.ProposalsSent(Leader, props, me, n, bal, sentLog);
       assert proposed[..] == old(proposed[..]);
       proposed[Idx(slot)] := Some(val);
       assert proposed[..] == old(proposed[..])[slot as nat % WINDOW as nat := Some(val)];
-      R.AbsCommittedUpdate(old(proposed[..]), logStart as nat, slot as nat, val);
+      RS.AbsCommittedUpdate(old(proposed[..]), logStart as nat, slot as nat, val);
       Lead.ProposalsSentAdd(props, me, n, bal, sentLog, slot, val, sentLog, Accept(bal, slot, val));
-      assert R.AbsCommitted(proposed[..], logStart as nat) == props[slot as nat := val];
+      assert RS.AbsCommitted(proposed[..], logStart as nat) == props[slot as nat := val];
       assert ProposedTied();
-      mv := R.Move(P.SendAcceptStep(slot as nat, val), R.AcceptAll(me as nat, n as nat, bal, slot as nat, val), AbsHost());
+      mv := RR.Move(P.SendAcceptStep(slot as nat, val), RM.AcceptAll(me as nat, n as nat, bal, slot as nat, val), AbsHost());
       assert AbsHost() == h0.(leader := leaderAbs);
       assert P.HostStep(Consts(), me as nat, h0, mv.post, net, mv.sent, mv.step);
     }
@@ -392,15 +392,15 @@ abstract module ImplMoves refines ImplWindow {
     // reached a quorum yet (messages may be lost). Abstractly: Beat's SendNoSafety steps; the
     // re-sent Accepts are packets it sent before (ProposedTied), so their images are in the
     // network already.
-    method SendHeartbeats() returns (ghost moves: seq<R.Move>)
+    method SendHeartbeats() returns (ghost moves: seq<RR.Move>)
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows() && SameConfig()
-      ensures R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), {}, moves, AbsHost(), sentLog)
+      ensures RR.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), {}, moves, AbsHost(), sentLog)
     {
       ticks := 0;
       ghost var h0, log0 := AbsHost(), sentLog;
-      R.TrailNil(Consts(), me as nat, h0, log0, {});
+      RR.TrailNil(Consts(), me as nat, h0, log0, {});
       moves := [];
       if role != Leader {
         return;
@@ -416,16 +416,16 @@ abstract module ImplMoves refines ImplWindow {
       {
         var p := proposed[Idx(s)];
         if p.Some? && committed[Idx(s)].None? {
-          R.AbsCommittedAt(proposed[..], logStart as nat, s as nat);
+          RS.AbsCommittedAt(proposed[..], logStart as nat, s as nat);
           ghost var log1, h1 := sentLog, AbsHost();
-          Lead.ProposalsSentHas(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog, s, Accept(bal, s, p.val));
+          Lead.ProposalsSentHas(RS.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog, s, Accept(bal, s, p.val));
           Broadcast(Accept(bal, s, p.val), false);
           assert AbsHost() == h1;
           forall k | |log1| <= k < |sentLog| ensures sentLog[k] in log1 {
             assert sentLog[|log1|..][k - |log1|] == sentLog[k];
             assert Lead.SentTo(log1, me, sentLog[k].dst, Accept(bal, s, p.val));
           }
-          R.TrailResend(Consts(), me as nat, h0, log0, {}, moves, h1, log1, sentLog);
+          RR.TrailResend(Consts(), me as nat, h0, log0, {}, moves, h1, log1, sentLog);
         }
         s := s + 1;
       }

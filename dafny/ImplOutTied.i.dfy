@@ -6,7 +6,7 @@ module ImplOutTied {
   import opened Native
   import opened ImplTypes
   import S = Spec
-  import R = ImplAbstraction
+  import RM = ImplAbsMessages
   import O = StepOutput
   import opened Stacks
 
@@ -191,6 +191,6 @@ module ImplOutTied {
 
   // The packet is on the wire of st: its image is in the network (a Learn: backed).
   ghost predicate OnWire(p: Packet, net: set<S.Message>) {
-    R.PacketRefines(p, net) && R.LearnBacked(p, net, net)
+    RM.PacketRefines(p, net) && RM.LearnBacked(p, net, net)
   }
 }

@@ -67,10 +67,10 @@ abstract module ImplRecovery refines ImplSteps {
       OT.TiedNone([], [], me);
       OT.BuffersTiedMake(out, selfQueue, buffers);
       Cand.TiedFollower(bal, n, promiseFrom[..], promiseCount);
-      Cand.TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      Cand.TakeoverNonCandidate(role, leaderAbs, RS.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       Lead.LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
-      Lead.ProposalsSentFollower(R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
-      Lead.ProposalsLedNonLeader(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
+      Lead.ProposalsSentFollower(RS.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog);
+      Lead.ProposalsLedNonLeader(role, RS.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
       Lead.AcksFollower(bal, acked, acks[..], n, logStart as nat);
       ResetDurableArrays();
       ResetLeaderArrays();
@@ -86,18 +86,18 @@ abstract module ImplRecovery refines ImplSteps {
       ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures SameConfig() && sentLog == old(sentLog)
       ensures var ok := old(logStart) < upto <= old(commitUpto) && upto <= SLOT_LIMIT;
-              R.Run(Consts(), me as nat, old(AbsHost()), {}, R.TruncateMoves(old(AbsHost()), upto as nat, ok), AbsHost())
+              RR.Run(Consts(), me as nat, old(AbsHost()), {}, R.TruncateMoves(old(AbsHost()), upto as nat, ok), AbsHost())
     {
-      R.RunNil(Consts(), me as nat, AbsHost(), {});
+      RR.RunNil(Consts(), me as nat, AbsHost(), {});
       BeginStep();
       if logStart < upto && upto <= commitUpto && upto <= SLOT_LIMIT {
         R.TruncateRefines(Consts(), me as nat, AbsHost(), upto as nat, commitUpto as nat);
-        R.HasAllSub(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat,
-                    upto as nat, commitUpto as nat);
+        RS.HasAllSub(RS.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat,
+                     upto as nat, commitUpto as nat);
         DropBelow(upto);
         Persist(RecTruncate(upto));
       }
-      ghost var moves: seq<R.Move>;
+      ghost var moves: seq<RR.Move>;
       r, moves, t := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
     }
 
@@ -194,8 +194,8 @@ abstract module ImplRecovery refines ImplSteps {
         if slot + 1 > voteHi {
           voteHi := slot + 1;
         }
-        R.AbsVotesUpdate(old(votes[..]), logStart as nat, slot as nat, rec.bal, rec.val);
-        R.AllBelowUpdate(R.AbsVotes(old(votes[..]), logStart as nat), slot as nat, S.Vote(rec.bal, rec.val), old(voteHi) as nat, voteHi as nat);
+        RS.AbsVotesUpdate(old(votes[..]), logStart as nat, slot as nat, rec.bal, rec.val);
+        RS.AllBelowUpdate(RS.AbsVotes(old(votes[..]), logStart as nat), slot as nat, S.Vote(rec.bal, rec.val), old(voteHi) as nat, voteHi as nat);
       }
       assert AbsHost() == R.ApplyRecord(h0, rec, WINDOW as nat, SLOT_LIMIT as nat);
       R.ApplyRecordLeader(h0, rec, WINDOW as nat, SLOT_LIMIT as nat, P.NotLeader);
@@ -212,12 +212,12 @@ abstract module ImplRecovery refines ImplSteps {
       ghost var h0 := AbsHost();
       var slot := rec.slot;
       if InWindow(slot) {
-        R.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
+        RS.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
       }
       if InWindow(slot) && committed[Idx(slot)].None? {
         committed[Idx(slot)] := Some(rec.val);
-        R.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, rec.val);
-        R.HasAllAdd(R.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, rec.val);
+        RS.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, rec.val);
+        RS.HasAllAdd(RS.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, rec.val);
       }
       assert AbsHost() == R.ApplyRecord(h0, rec, WINDOW as nat, SLOT_LIMIT as nat);
       R.ApplyRecordLeader(h0, rec, WINDOW as nat, SLOT_LIMIT as nat, P.NotLeader);
@@ -253,9 +253,9 @@ abstract module ImplRecovery refines ImplSteps {
       ensures CommitsAre(r, if old(commitUpto) < upto <= SLOT_LIMIT then upto else old(commitUpto))
       ensures SameConfig() && sentLog == old(sentLog)
       ensures var ok := old(commitUpto) < upto <= SLOT_LIMIT;
-              R.Run(Consts(), me as nat, old(AbsHost()), {}, R.SnapshotMoves(old(AbsHost()), upto as nat, ok), AbsHost())
+              RR.Run(Consts(), me as nat, old(AbsHost()), {}, R.SnapshotMoves(old(AbsHost()), upto as nat, ok), AbsHost())
     {
-      R.RunNil(Consts(), me as nat, AbsHost(), {});
+      RR.RunNil(Consts(), me as nat, AbsHost(), {});
       BeginStep();
       if commitUpto < upto && upto <= SLOT_LIMIT {
         R.SnapshotRefines(Consts(), me as nat, AbsHost(), upto as nat);
@@ -263,7 +263,7 @@ abstract module ImplRecovery refines ImplSteps {
         Persist(RecTruncate(upto));
         AdvanceCommit();
       }
-      ghost var moves: seq<R.Move>;
+      ghost var moves: seq<RR.Move>;
       r, moves, t := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
     }
 
@@ -282,7 +282,7 @@ abstract module ImplRecovery refines ImplSteps {
       commitBase := logStart;  // the step's commits start at the window's first slot
       AdvanceCommit();
       assert AbsHost() == old(AbsHost()) && selfQueue == [];
-      ghost var moves: seq<R.Move>;
+      ghost var moves: seq<RR.Move>;
       r, moves, t := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
     }
 
@@ -293,7 +293,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires Valid()
       ensures R.ApplyAll(Rep.InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
     {
-      ghost var V, C := R.AbsVotes(votes[..], logStart as nat), R.AbsCommitted(committed[..], logStart as nat);
+      ghost var V, C := RS.AbsVotes(votes[..], logStart as nat), RS.AbsCommitted(committed[..], logStart as nat);
       // The records are gathered in an array, then copied out once: appending to a sequence
       // copies it (the C++ runtime's sequences are flat), which made this quadratic in the
       // records (5,427 records took 369 ms).
@@ -301,8 +301,8 @@ abstract module ImplRecovery refines ImplSteps {
       buf[0 as uint64], buf[1 as uint64] := RecTruncate(logStart), RecPromised(promised);
       var k: uint64 := 2;
       ghost var g := [RecTruncate(logStart), RecPromised(promised)];
-      R.AbsVotesKeys(votes[..], logStart as nat);
-      R.AbsCommittedKeys(committed[..], logStart as nat);
+      RS.AbsVotesKeys(votes[..], logStart as nat);
+      RS.AbsCommittedKeys(committed[..], logStart as nat);
       Rep.CheckpointStart(logStart, promised, V, C);
       var s := logStart;
       while s < logStart + WINDOW
@@ -314,7 +314,7 @@ abstract module ImplRecovery refines ImplSteps {
         decreases logStart + WINDOW - s
       {
         var v := votes[Idx(s)];
-        R.AbsVotesAt(votes[..], logStart as nat, s as nat);
+        RS.AbsVotesAt(votes[..], logStart as nat, s as nat);
         if v.Vote? {
           R.ApplyAllSnoc(Rep.InitHost(), g, RecVote(s, v.bal, v.val), WINDOW as nat, SLOT_LIMIT as nat);
           buf[k] := RecVote(s, v.bal, v.val);
@@ -324,7 +324,7 @@ abstract module ImplRecovery refines ImplSteps {
         }
         Rep.BelowNext(V, s as nat);
         var c := committed[Idx(s)];
-        R.AbsCommittedAt(committed[..], logStart as nat, s as nat);
+        RS.AbsCommittedAt(committed[..], logStart as nat, s as nat);
         if c.Some? {
           R.ApplyAllSnoc(Rep.InitHost(), g, RecCommit(s, c.val), WINDOW as nat, SLOT_LIMIT as nat);
           buf[k] := RecCommit(s, c.val);

@@ -9,6 +9,7 @@ module ImplReplay {
   import S = Spec
   import P = Protocol
   import R = ImplAbstraction
+  import RS = ImplAbsState
 
   // The host a fresh core (Impl's constructor) is: the protocol's initial host.
   ghost function InitHost(): P.Host {
@@ -64,7 +65,7 @@ module ImplReplay {
   {
     var recs := [RecTruncate(ls), RecPromised(p)];
     assert P.VotesFrom(map[], ls as nat) == map[];
-    assert R.CommittedFrom(map[], ls as nat) == map[];
+    assert RS.CommittedFrom(map[], ls as nat) == map[];
     var h1 := R.ApplyRecord(InitHost(), RecTruncate(ls), WINDOW as nat, SLOT_LIMIT as nat);
     assert h1 == P.Host(Zero, map[], ls as nat, map[], P.NotLeader);
     assert [RecTruncate(ls)][..0] == [];

@@ -14,6 +14,9 @@ abstract module ImplState {
   import S = Spec
   import P = Protocol
   import R = ImplAbstraction
+  import RS = ImplAbsState
+  import RM = ImplAbsMessages
+  import RR = ImplAbsRuns
   import PI = ProtocolInvariant
   import Sy = ImplSystem
   import O = StepOutput
@@ -75,7 +78,7 @@ abstract module ImplState {
     ghost var out: Ready            // the step's Ready so far (its `accepted` and commits are set at the end)
     ghost var selfQueue: seq<Msg>
 
-    // Ghost state for the refinement proof (ImplAbstraction.i.dfy).
+    // Ghost state for the refinement proof (ImplAbsState.i.dfy to ImplAbstraction.i.dfy).
     // The protocol's volatile leader state. StartElection (Leading(bal, 1, {}, {})), StepDown
     // (NotLeader), OnPromise (R.Collected: the promise added) and ProposeAt (the proposal
     // added) write it; CandidateTied, TakeoverTied and LeaderTied tie it to the concrete state.
@@ -198,8 +201,8 @@ abstract module ImplState {
       reads this, committed
     {
       && from <= commitUpto
-      && R.HasAll(R.AbsCommitted(committed[..], logStart as nat), from as nat, commitUpto as nat)
-      && r.commits == OT.CommitsOf(R.AbsCommitted(committed[..], logStart as nat), from, commitUpto)
+      && RS.HasAll(RS.AbsCommitted(committed[..], logStart as nat), from as nat, commitUpto as nat)
+      && r.commits == OT.CommitsOf(RS.AbsCommitted(committed[..], logStart as nat), from, commitUpto)
     }
 
     // The messages this host sent itself and has not handled yet are in its packet log.
@@ -213,7 +216,7 @@ abstract module ImplState {
     ghost predicate CommittedPrefix()
       reads this, committed
     {
-      R.HasAll(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat)
+      RS.HasAll(RS.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat)
     }
 
     // Every vote the window holds is at a slot below voteHi, so a Promise, which reports the
@@ -221,7 +224,7 @@ abstract module ImplState {
     ghost predicate VotesBelowHi()
       reads this, votes
     {
-      R.AllBelow(R.AbsVotes(votes[..], logStart as nat), voteHi as nat)
+      RS.AllBelow(RS.AbsVotes(votes[..], logStart as nat), voteHi as nat)
     }
 
     // Valid() but for the contents of the arrays.
@@ -273,8 +276,8 @@ abstract module ImplState {
     ghost predicate ProposedTied()
       reads this, proposed
     {
-      && Lead.ProposalsSent(role, R.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog)
-      && Lead.ProposalsLed(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs)
+      && Lead.ProposalsSent(role, RS.AbsCommitted(proposed[..], logStart as nat), me, n, bal, sentLog)
+      && Lead.ProposalsLed(role, RS.AbsCommitted(proposed[..], logStart as nat), leaderAbs)
     }
 
     // A candidate's takeover array, read over the window like the votes, holds for each slot
@@ -285,7 +288,7 @@ abstract module ImplState {
     ghost predicate TakeoverTied()
       reads this, takeover
     {
-      Cand.Takeover(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
+      Cand.Takeover(role, leaderAbs, RS.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
                     takeoverHi, takeoverOverflow)
     }
 
@@ -308,7 +311,7 @@ abstract module ImplState {
       ensures sofar.trace == old(sofar.trace) + [O.Sent(Packet(me, dst, msg))]
       ensures selfQueue == old(selfQueue) + (if dst == me then [msg] else []) && recLog == old(recLog)
     {
-      ghost var props := R.AbsCommitted(proposed[..], logStart as nat);
+      ghost var props := RS.AbsCommitted(proposed[..], logStart as nat);
       Lead.ProposalsSentMono(role, props, me, n, bal, sentLog, props, sentLog + [Packet(me, dst, msg)]);
       OT.BuffersTiedIs(out, selfQueue, buffers);
       var count: uint64 := buffers.recordCount;
@@ -333,7 +336,7 @@ abstract module ImplState {
       requires Valid()
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged()
-      ensures old(sentLog) <= sentLog && R.Broadcasts(sentLog[|old(sentLog)|..], me, n, msg)
+      ensures old(sentLog) <= sentLog && RM.Broadcasts(sentLog[|old(sentLog)|..], me, n, msg)
       ensures forall j: uint64 | j < n && (j != me || includeSelf) :: Lead.SentTo(sentLog, me, j, msg)
       ensures selfQueue == old(selfQueue) + (if includeSelf then [msg] else []) && recLog == old(recLog)
     {
@@ -343,7 +346,7 @@ abstract module ImplState {
         invariant selfQueue == old(selfQueue) + (if includeSelf && me < i then [msg] else []) && recLog == old(recLog)
         invariant i <= n
         invariant Valid() && Unchanged()
-        invariant old(sentLog) <= sentLog && R.Broadcasts(sentLog[|old(sentLog)|..], me, n, msg)
+        invariant old(sentLog) <= sentLog && RM.Broadcasts(sentLog[|old(sentLog)|..], me, n, msg)
         invariant forall j: uint64 | j < i && (j != me || includeSelf) :: Lead.SentTo(sentLog, me, j, msg)
       {
         if i != me || includeSelf {
@@ -436,7 +439,7 @@ abstract module ImplState {
       me == old(me) && n == old(n) && votes == old(votes) && committed == old(committed)
     }
 
-    // ---- the abstraction (ImplAbstraction.i.dfy) ------------------------------------------
+    // ---- the abstraction (ImplAbsState.i.dfy) ---------------------------------------------
 
     // The protocol's configuration.
     ghost function Consts(): P.Constants
@@ -450,8 +453,8 @@ abstract module ImplState {
     ghost function AbsHost(): P.Host
       reads this, votes, committed
     {
-      P.Host(promised, R.AbsVotes(votes[..], logStart as nat), logStart as nat,
-             R.AbsCommitted(committed[..], logStart as nat), leaderAbs)
+      P.Host(promised, RS.AbsVotes(votes[..], logStart as nat), logStart as nat,
+             RS.AbsCommitted(committed[..], logStart as nat), leaderAbs)
     }
 
     // The window's bookkeeping is unchanged (for callers reasoning about slot bounds).

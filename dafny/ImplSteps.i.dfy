@@ -21,26 +21,26 @@ abstract module ImplSteps refines ImplHandlers {
     }
 
     // A step under way: it started from the state st (this host at h0, its packet log at log0)
-    // and has run `moves` so far (R.StepTrail, reading st.net and what it sent itself).
-    ghost predicate StepOk(st: P.State, h0: P.Host, log0: seq<Packet>, moves: seq<R.Move>)
+    // and has run `moves` so far (RR.StepTrail, reading st.net and what it sent itself).
+    ghost predicate StepOk(st: P.State, h0: P.Host, log0: seq<Packet>, moves: seq<RR.Move>)
       reads this, votes, committed
     {
       && PI.Inv(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0
-      && R.StepTrail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog)
-      && acked <= st.net + R.SentBy(moves)
+      && RR.StepTrail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog)
+      && acked <= st.net + RR.SentBy(moves)
       && (forall p | p in log0 :: OT.OnWire(p, st.net))
     }
 
     // The message m from src, in a state st the host is part of, whose wire carries it: a
     // trail of this host's protocol steps reading st.net (each handler's theorem, its premise
     // discharged by the protocol's invariant: ImplSystem.AckedValuesFromInv, LearnValueFromInv).
-    method Dispatch(src: uint64, m: Msg, ghost st: P.State) returns (ghost moves: seq<R.Move>)
+    method Dispatch(src: uint64, m: Msg, ghost st: P.State) returns (ghost moves: seq<RR.Move>)
       requires Valid() && src < n
       modifies Repr
       ensures Valid() && StepGrows() && SameConfig()
       ensures old(Within(st)) && OT.OnWire(Packet(src, me, m), st.net) ==>
                 && acked <= st.net
-                && R.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, moves, AbsHost(), sentLog)
+                && RR.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, moves, AbsHost(), sentLog)
       ensures m.Prepare? ==> exists q: Packet :: sofar.trace == old(sofar.trace) + Cr.PromiseTrace(BalLt(old(promised), m.bal), m.bal, q)
       ensures m.Prepare? && src != me ==> selfQueue == old(selfQueue)
       ensures m.Promise? ==> recLog == old(recLog)
@@ -60,31 +60,31 @@ abstract module ImplSteps refines ImplHandlers {
           ghost var a := S.Prepare(src', me', b);
           moves := R.PrepareMoves(me', h0, !follower && b != bal0, a, fromSlot as nat);
           if ok {
-            R.NoLearnsBacked(sentLog[|log0|..], R.SentBy(moves), {a});
-            R.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
-            R.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
+            RM.NoLearnsBacked(sentLog[|log0|..], RR.SentBy(moves), {a});
+            RR.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
+            RR.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
           }
         case Promise(b, ls, reported) =>
           moves := OnPromise(src, b, ls, reported);
           if ok {
-            ghost var a := S.Promise(src', me', b, ls as nat, R.SlotVotesMap(reported));
-            R.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
+            ghost var a := S.Promise(src', me', b, ls as nat, RM.SlotVotesMap(reported));
+            RR.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
           }
         case Accept(b, slot, val) =>
           OnAccept(src, b, slot, val);
           ghost var a := S.Accept(src', me', b, slot as nat, val);
           moves := R.AcceptMoves(me', h0, h0.logStart + WINDOW as nat, !follower && b != bal0, a);
           if ok {
-            R.NoLearnsBacked(sentLog[|log0|..], R.SentBy(moves), {a});
-            R.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
-            R.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
+            RM.NoLearnsBacked(sentLog[|log0|..], RR.SentBy(moves), {a});
+            RR.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
+            RR.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
           }
         case Accepted(b, slot) =>
           // Its image: some Accepted(b, slot, v) from src in the network (OnWire).
           ghost var a: S.Message := S.Accepted(src', me', b, slot as nat, []);
           if ok {
-            assert R.PacketRefines(Packet(src, me, m), st.net);
-            a := R.ImageIn(st.net, src', me', m);
+            assert RM.PacketRefines(Packet(src, me, m), st.net);
+            a := RM.ImageIn(st.net, src', me', m);
             Sy.AckedValuesFromInv(c, st, me', acked + {a});
           }
           ghost var acked0 := acked;
@@ -92,7 +92,7 @@ abstract module ImplSteps refines ImplHandlers {
           if ok {
             assert acked <= acked0 + {a} && acked0 + {a} <= st.net;
             assert R.AckedValues(acked, leaderAbs);
-            R.TrailNet(c, me', h0, log0, acked, st.net, moves, AbsHost(), sentLog);
+            RR.TrailNet(c, me', h0, log0, acked, st.net, moves, AbsHost(), sentLog);
           }
         case Learn(b, slot) =>
           ghost var hv := h0.votes;
@@ -105,10 +105,10 @@ abstract module ImplSteps refines ImplHandlers {
               ghost var a := S.Commit(src', me', slot as nat, hv[slot as nat].val);
               moves := R.CommitMoves(h0, h0.logStart + WINDOW as nat, a);
               assert sentLog[|log0|..] == [];
-              R.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
-              R.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
+              RR.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
+              RR.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
             } else {
-              R.TrailNil(c, me', h0, log0, st.net);
+              RR.TrailNil(c, me', h0, log0, st.net);
             }
           }
         case Commit(slot, val) =>
@@ -117,35 +117,35 @@ abstract module ImplSteps refines ImplHandlers {
           moves := R.CommitMoves(h0, h0.logStart + WINDOW as nat, a);
           if ok {
             assert sentLog[|log0|..] == [];
-            R.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
-            R.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
+            RR.TrailOf(c, me', h0, log0, {a}, moves, AbsHost(), sentLog);
+            RR.TrailNet(c, me', h0, log0, {a}, st.net, moves, AbsHost(), sentLog);
           }
         case Nack(pr) =>
           OnNack(pr);
           moves := R.StepDownMoves(h0, !follower && BalLt(bal0, pr));
           if ok {
             assert sentLog[|log0|..] == [];
-            R.TrailOf(c, me', h0, log0, {}, moves, AbsHost(), sentLog);
-            R.TrailNet(c, me', h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+            RR.TrailOf(c, me', h0, log0, {}, moves, AbsHost(), sentLog);
+            RR.TrailNet(c, me', h0, log0, {}, st.net, moves, AbsHost(), sentLog);
           }
         case Heartbeat(b, cu, rs) =>
           OnHeartbeat(src, b, cu, rs);
           moves := R.HeartbeatMoves(me', h0, src', b, !follower && b != bal0, cu > commit0 && cool0 == 0, commit0 as nat);
           if ok {
-            R.NoLearnsBacked(sentLog[|log0|..], R.SentBy(moves), {});
-            R.TrailOf(c, me', h0, log0, {}, moves, AbsHost(), sentLog);
-            R.TrailNet(c, me', h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+            RM.NoLearnsBacked(sentLog[|log0|..], RR.SentBy(moves), {});
+            RR.TrailOf(c, me', h0, log0, {}, moves, AbsHost(), sentLog);
+            RR.TrailNet(c, me', h0, log0, {}, st.net, moves, AbsHost(), sentLog);
           }
         case HeartbeatAck(b, rs) =>
           OnHeartbeatAck(src, b, rs);
-          R.TrailNil(c, me', h0, log0, st.net);
+          RR.TrailNil(c, me', h0, log0, st.net);
         case CatchUp(fromSlot) =>
           OnCatchUp(src, fromSlot);
-          moves := R.RunThatSent(c, me', h0, AbsHost(), sentLog[|log0|..]);
+          moves := RR.RunThatSent(c, me', h0, AbsHost(), sentLog[|log0|..]);
           if ok {
-            R.NoLearnsBacked(sentLog[|log0|..], R.SentBy(moves), {});
-            R.TrailOf(c, me', h0, log0, {}, moves, AbsHost(), sentLog);
-            R.TrailNet(c, me', h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+            RM.NoLearnsBacked(sentLog[|log0|..], RR.SentBy(moves), {});
+            RR.TrailOf(c, me', h0, log0, {}, moves, AbsHost(), sentLog);
+            RR.TrailNet(c, me', h0, log0, {}, st.net, moves, AbsHost(), sentLog);
           }
       }
     }
@@ -203,8 +203,8 @@ abstract module ImplSteps refines ImplHandlers {
     // on the wire of the state the step has reached (sent before the step, or by its moves so
     // far), where the protocol's invariant holds (ImplSystem.InvAfterRun): the step's trail
     // grows by the handler's.
-    method DrainSelf(ghost st: P.State, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves0: seq<R.Move>)
-      returns (ghost moves: seq<R.Move>)
+    method DrainSelf(ghost st: P.State, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves0: seq<RR.Move>)
+      returns (ghost moves: seq<RR.Move>)
       requires Valid()
       modifies Repr
       ensures Valid() && StepGrows() && SameConfig()
@@ -238,17 +238,17 @@ abstract module ImplSteps refines ImplHandlers {
         var m := PopSelf();
         ghost var p := Packet(me, me, m);
         ghost var h1, log1 := AbsHost(), sentLog;
-        ghost var stk := if ok then P.State(st.hosts[me := h1], st.net + R.SentBy(moves)) else st;
+        ghost var stk := if ok then P.State(st.hosts[me := h1], st.net + RR.SentBy(moves)) else st;
         if ok {
-          R.StepTrailIs(c, me as nat, h0, log0, st.net, moves, h1, log1);
+          RR.StepTrailIs(c, me as nat, h0, log0, st.net, moves, h1, log1);
           Sy.InvAfterRun(c, st, me as nat, st.net, moves, h1);
-          R.StepTrailHas(c, me as nat, h0, log0, st.net, moves, h1, log1, p);
+          RR.StepTrailHas(c, me as nat, h0, log0, st.net, moves, h1, log1, p);
           if p in log0 {
-            R.PacketRefinesMono(p, st.net, stk.net);
-            R.LearnBackedMono(p, st.net, st.net, stk.net, stk.net);
+            RR.PacketRefinesMono(p, st.net, stk.net);
+            RM.LearnBackedMono(p, st.net, st.net, stk.net, stk.net);
           } else {
-            R.PacketRefinesMono(p, R.SentBy(moves), stk.net);
-            R.LearnBackedMono(p, R.SentBy(moves), st.net + R.SentBy(moves), stk.net, stk.net);
+            RR.PacketRefinesMono(p, RR.SentBy(moves), stk.net);
+            RM.LearnBackedMono(p, RR.SentBy(moves), st.net + RR.SentBy(moves), stk.net, stk.net);
           }
           assert Within(stk) && OT.OnWire(p, stk.net);
         }
@@ -260,8 +260,8 @@ abstract module ImplSteps refines ImplHandlers {
           FirstRecordSyncs(t0, m, pr0, ls0);
         }
         if ok {
-          R.StepTrailChain(c, me as nat, h0, log0, st.net, moves, h1, log1, more, AbsHost(), sentLog);
-          R.SentByAppend(moves, more);
+          RR.StepTrailChain(c, me as nat, h0, log0, st.net, moves, h1, log1, more, AbsHost(), sentLog);
+          RR.SentByAppend(moves, more);
           moves := moves + more;
         }
         fuel := fuel - 1;
@@ -339,8 +339,8 @@ abstract module ImplSteps refines ImplHandlers {
       assert r == out.(accepted := accepted, commits := commits);
       OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
       OT.TiedNone(sentLog, recLog, me);
-      R.HasAllSub(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat,
-                  commitBase as nat, commitUpto as nat);
+      RS.HasAllSub(RS.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat,
+                   commitBase as nat, commitUpto as nat);
       t := sofar.trace;
       sofar := O.Step([], sentLog, recLog);
       commitBase := commitUpto;
@@ -352,8 +352,8 @@ abstract module ImplSteps refines ImplHandlers {
 
     // A step ends by handling what it sent itself; its Ready is all it did (ReadyIs), and the
     // next step starts from here.
-    method EndStep(accepted: bool, ghost st: P.State, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves0: seq<R.Move>)
-      returns (r: Ready, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
+    method EndStep(accepted: bool, ghost st: P.State, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves0: seq<RR.Move>)
+      returns (r: Ready, ghost moves: seq<RR.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
       ensures Valid() && BalLe(old(promised), promised)
@@ -377,7 +377,7 @@ abstract module ImplSteps refines ImplHandlers {
     // ---- the step API (what the extension exposes) --------------------------------------
     // Each step is given, as a ghost argument, the protocol state st its host is part of (in
     // ImplSystem: the abstraction of a reachable state, whose wire holds every packet sent).
-    // Then the step is a run of its host's protocol steps from there (StepOk: R.StepTrail,
+    // Then the step is a run of its host's protocol steps from there (StepOk: RR.StepTrail,
     // ImplStep's premise, see ImplSystem.StepTrailIsImplStep), after which the Accepted
     // messages the host counted are in the network it reached.
 
@@ -390,18 +390,18 @@ abstract module ImplSteps refines ImplHandlers {
     }
 
     // A step that ran a trail from st (where the host was at h0, its packet log at log0).
-    lemma StepStart(st: P.State, h0: P.Host, log0: seq<Packet>, moves: seq<R.Move>)
+    lemma StepStart(st: P.State, h0: P.Host, log0: seq<Packet>, moves: seq<RR.Move>)
       requires PI.Inv(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0 && forall p | p in log0 :: OT.OnWire(p, st.net)
-      requires R.Trail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog) && acked <= st.net
+      requires RR.Trail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog) && acked <= st.net
       ensures StepOk(st, h0, log0, moves)
     {
-      R.StepTrailNil(Consts(), me as nat, h0, log0, st.net);
-      assert st.net + R.SentBy([]) == st.net;
-      R.StepTrailChain(Consts(), me as nat, h0, log0, st.net, [], h0, log0, moves, AbsHost(), sentLog);
+      RR.StepTrailNil(Consts(), me as nat, h0, log0, st.net);
+      assert st.net + RR.SentBy([]) == st.net;
+      RR.StepTrailChain(Consts(), me as nat, h0, log0, st.net, [], h0, log0, moves, AbsHost(), sentLog);
       assert [] + moves == moves;
     }
 
-    method Receive(p: Packet, ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
+    method Receive(p: Packet, ghost st: P.State) returns (r: Ready, ghost moves: seq<RR.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
       ensures Valid() && BalLe(old(promised), promised)
@@ -429,7 +429,7 @@ abstract module ImplSteps refines ImplHandlers {
       assert ok ==> Within(st) && forall q | q in log0 :: OT.OnWire(q, st.net);
       moves := [];
       if ok {
-        R.TrailNil(Consts(), me as nat, h0, log0, st.net);
+        RR.TrailNil(Consts(), me as nat, h0, log0, st.net);
       }
       ghost var q: Packet, pr0, ls0 := p, promised, logStart;
       if p.dst == me && p.src < n && p.src != me {
@@ -452,7 +452,7 @@ abstract module ImplSteps refines ImplHandlers {
       if promise {
         OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
         assert e1 == O.Early(me, pt.trace);
-        assert R.StepTrail(Consts(), me as nat, h0, log0, st.net, pt.moves, pt.host, log0 + O.Sends(pt.trace));
+        assert RR.StepTrail(Consts(), me as nat, h0, log0, st.net, pt.moves, pt.host, log0 + O.Sends(pt.trace));
         assert recLog == old(recLog) + O.Records(pt.trace) && recLog == old(recLog);
         assert O.Records(pt.trace) == [];
         assert Cr.Rebuilt(old(recLog) + O.Records(pt.trace)) == pt.host.(leader := P.NotLeader);
@@ -477,7 +477,7 @@ abstract module ImplSteps refines ImplHandlers {
       }
     }
 
-    method Tick(ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
+    method Tick(ghost st: P.State) returns (r: Ready, ghost moves: seq<RR.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
       ensures Valid() && BalLe(old(promised), promised)
@@ -492,7 +492,7 @@ abstract module ImplSteps refines ImplHandlers {
       assert h0 == old(AbsHost()) && log0 == old(sentLog);
       assert ok ==> Within(st) && forall q | q in log0 :: OT.OnWire(q, st.net);
       moves := [];
-      R.TrailNil(c, me as nat, h0, log0, {});
+      RR.TrailNil(c, me as nat, h0, log0, {});
       if ticks < TICKS_LIMIT * 4 {
         ticks := ticks + 1;
       }
@@ -509,17 +509,17 @@ abstract module ImplSteps refines ImplHandlers {
         ghost var okb := seen.round < UINT64_MAX - 1;
         moves := R.ElectionMoves(me as nat, n as nat, h0, if okb then NextBallot(seen, me) else Zero, okb);
         StartElection();
-        R.NoLearnsBacked(sentLog[|log0|..], R.SentBy(moves), {});
-        R.TrailOf(c, me as nat, h0, log0, {}, moves, AbsHost(), sentLog);
+        RM.NoLearnsBacked(sentLog[|log0|..], RR.SentBy(moves), {});
+        RR.TrailOf(c, me as nat, h0, log0, {}, moves, AbsHost(), sentLog);
       }
       if ok {
-        R.TrailNet(c, me as nat, h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+        RR.TrailNet(c, me as nat, h0, log0, {}, st.net, moves, AbsHost(), sentLog);
         StepStart(st, h0, log0, moves);
       }
       r, moves, t := EndStep(false, st, h0, log0, moves);
     }
 
-    method Propose(val: Value, ghost st: P.State) returns (r: Ready, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
+    method Propose(val: Value, ghost st: P.State) returns (r: Ready, ghost moves: seq<RR.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
       ensures Valid() && BalLe(old(promised), promised)
@@ -542,7 +542,7 @@ abstract module ImplSteps refines ImplHandlers {
       assert h0 == old(AbsHost()) && log0 == old(sentLog);
       assert ok0 ==> Within(st) && forall q | q in log0 :: OT.OnWire(q, st.net);
       moves := [];
-      R.TrailNil(c, me as nat, h0, log0, req);
+      RR.TrailNil(c, me as nat, h0, log0, req);
       var ok := false;
       ghost var slot0 := nextSlot;
       if role == Leader && promised == bal && nextSlot - logStart < WINDOW {
@@ -553,8 +553,8 @@ abstract module ImplSteps refines ImplHandlers {
         assert AbsHost() == h0 && sentLog == log0;
         assert S.Requested(req, val);
         ghost var mv := ProposeAt(slot, val, req);
-        R.NoLearnsBacked(sentLog[|log0|..], mv.sent, req);
-        R.TrailSnoc(c, me as nat, h0, log0, req, [], h0, log0, mv, sentLog);
+        RM.NoLearnsBacked(sentLog[|log0|..], mv.sent, req);
+        RR.TrailSnoc(c, me as nat, h0, log0, req, [], h0, log0, mv, sentLog);
         assert [] + [mv] == [mv];
         moves := [mv];
         ok := true;
@@ -564,9 +564,9 @@ abstract module ImplSteps refines ImplHandlers {
       OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
       assert e1 == O.Early(me, pt.trace);
       if ok0 {
-        R.TrailNet(c, me as nat, h0, log0, req, st.net, moves, AbsHost(), sentLog);
+        RR.TrailNet(c, me as nat, h0, log0, req, st.net, moves, AbsHost(), sentLog);
         StepStart(st, h0, log0, moves);
-        assert R.StepTrail(c, me as nat, h0, log0, st.net, pt.moves, pt.host, log0 + O.Sends(pt.trace));
+        assert RR.StepTrail(c, me as nat, h0, log0, st.net, pt.moves, pt.host, log0 + O.Sends(pt.trace));
         assert Replays() && recLog == old(recLog) + O.Records(pt.trace);
         assert Cr.Rebuilt(old(recLog) + O.Records(pt.trace)) == pt.host.(leader := P.NotLeader);
       }
@@ -587,7 +587,7 @@ abstract module ImplSteps refines ImplHandlers {
 
     // Leader: start confirming that it still leads; reads that arrived before this call may be
     // served once readConfirmed >= the returned number and commitUpto >= the returned slot.
-    method ConfirmRead(ghost st: P.State) returns (r: Ready, seqNo: uint64, readSlot: uint64, ghost moves: seq<R.Move>, ghost t: seq<O.Out>)
+    method ConfirmRead(ghost st: P.State) returns (r: Ready, seqNo: uint64, readSlot: uint64, ghost moves: seq<RR.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
       ensures Valid() && BalLe(old(promised), promised)
@@ -602,7 +602,7 @@ abstract module ImplSteps refines ImplHandlers {
       assert h0 == old(AbsHost()) && log0 == old(sentLog);
       assert ok ==> Within(st) && forall q | q in log0 :: OT.OnWire(q, st.net);
       moves := [];
-      R.TrailNil(c, me as nat, h0, log0, {});
+      RR.TrailNil(c, me as nat, h0, log0, {});
       seqNo := 0;
       readSlot := nextSlot;
       if role == Leader && readSeq < UINT64_MAX {
@@ -613,14 +613,14 @@ abstract module ImplSteps refines ImplHandlers {
         assert AbsHost() == h0 && sentLog == log0;
         // The Heartbeats: a SendNoSafety step each (read confirmation has no protocol role).
         Broadcast(Heartbeat(bal, commitUpto, readSeq), false);
-        R.BeatRefines(c, h0, {}, me, n, bal, commitUpto, readSeq, sentLog[|log0|..]);
-        moves := R.BeatMoves(h0, me as nat, n as nat, bal, commitUpto as nat);
-        R.TrailOf(c, me as nat, h0, log0, {}, moves, h0, sentLog);
+        RR.BeatRefines(c, h0, {}, me, n, bal, commitUpto, readSeq, sentLog[|log0|..]);
+        moves := RR.BeatMoves(h0, me as nat, n as nat, bal, commitUpto as nat);
+        RR.TrailOf(c, me as nat, h0, log0, {}, moves, h0, sentLog);
         UpdateReadConfirmed();
         ticks := 0;
       }
       if ok {
-        R.TrailNet(c, me as nat, h0, log0, {}, st.net, moves, AbsHost(), sentLog);
+        RR.TrailNet(c, me as nat, h0, log0, {}, st.net, moves, AbsHost(), sentLog);
         StepStart(st, h0, log0, moves);
       }
       r, moves, t := EndStep(false, st, h0, log0, moves);
@@ -652,7 +652,7 @@ abstract module ImplSteps refines ImplHandlers {
     // before) to the one whose host restarted from the records before the step (recs0, which
     // rebuilt its host h0 then: Replays()) and those k (Cr.CrashPartWay).
     lemma CrashPartWay(st: P.State, wire: set<Packet>, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>,
-                       moves: seq<R.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+                       moves: seq<RR.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
       requires Valid() && StepOk(st, h0, log0, moves) && ReadyIs(r, t, log0, recs0)
       requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
       requires k <= |r.records|
@@ -667,14 +667,14 @@ abstract module ImplSteps refines ImplHandlers {
     }
 
     // The same for a step that sends nothing and is a run of its host's steps (Truncate,
-    // InstallSnapshot: their R.Run; FinishRecovery: the empty run), from any state st whose
+    // InstallSnapshot: their RR.Run; FinishRecovery: the empty run), from any state st whose
     // host is at h0: it has no early packet, so the cut before its records is Covered too
     // (Truncate and InstallSnapshot emit one record: every cut of theirs is one of the two).
     lemma QuietCrashPartWay(st: P.State, wire: set<Packet>, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>,
-                            moves: seq<R.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+                            moves: seq<RR.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
       requires Valid() && ReadyIs(r, t, log0, recs0) && sentLog == log0
       requires P.WF(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0
-      requires R.Run(Consts(), me as nat, h0, {}, moves, AbsHost())
+      requires RR.Run(Consts(), me as nat, h0, {}, moves, AbsHost())
       requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
       requires k <= |r.records| && (k == 0 || Cr.AfterLastSync(r.records, k))
       requires Cr.MayHaveLeft(r.records, r.early, r.early + r.packets, k, pkts)
@@ -682,7 +682,7 @@ abstract module ImplSteps refines ImplHandlers {
       ensures s'.abs.hosts == st.hosts[me := Cr.Rebuilt(recs0 + r.records[..k])]
       ensures s'.wire == wire + (set j | 0 <= j < |pkts| :: pkts[j])
     {
-      R.RunStepTrail(Consts(), me as nat, h0, {}, st.net, moves, AbsHost(), sentLog);
+      RR.RunStepTrail(Consts(), me as nat, h0, {}, st.net, moves, AbsHost(), sentLog);
       O.EarlyThenLate(me, t);
       assert O.Sends(t) == [] by {
         assert log0 + O.Sends(t) == log0 + [];
@@ -694,10 +694,10 @@ abstract module ImplSteps refines ImplHandlers {
 
     // What the two lemmas above share: the step's trail from st, and its Ready.
     lemma CrashCut(st: P.State, wire: set<Packet>, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>,
-                   moves: seq<R.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+                   moves: seq<RR.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
       requires Valid() && ReadyIs(r, t, log0, recs0)
       requires P.WF(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == h0
-      requires R.StepTrail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog)
+      requires RR.StepTrail(Consts(), me as nat, h0, log0, st.net, moves, AbsHost(), sentLog)
       requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
       requires k <= |r.records|
       requires Cr.Covered(r.records, r.early, log0, k)

@@ -1,5 +1,5 @@
 // The system-level composition of the refinement: the hosts of the executable core, each
-// handler a run of protocol steps of its host (ImplAbstraction.Run, proven per handler in
+// handler a run of protocol steps of its host (ImplAbsRuns.Run, proven per handler in
 // Impl.i.dfy), make a behavior of the protocol, so Agreement and CommittedWasChosen hold of
 // the abstraction of the implementation's state.
 //
@@ -9,7 +9,7 @@
 // network). One step of the system is one host taking a run of protocol steps that receive
 // only messages of the abstract network, and putting on the wire packets that are images of
 // what those steps sent, or packets already on it (re-sends) (ImplStep). What a per-handler
-// theorem of Impl.i.dfy gives (a trail, R.Trail: its re-sends are packets its host sent before,
+// theorem of Impl.i.dfy gives (a trail, RR.Trail: its re-sends are packets its host sent before,
 // so on the wire) is exactly the premise of ImplStep for that handler; `WireImage` is what a
 // handler may rely on of the packet it receives. A host's step may be cut short by a crash
 // (ImplCrashStep: the protocol's Crash after its run, with only some of its packets sent).
@@ -22,6 +22,8 @@ module ImplSystem {
   import P = Protocol
   import I = ImplTypes
   import R = ImplAbstraction
+  import RM = ImplAbsMessages
+  import RR = ImplAbsRuns
   import A = AgreementProof
   import PI = ProtocolInvariant
   import IP = InvariantProof
@@ -34,25 +36,25 @@ module ImplSystem {
   }
 
   // The system state after host i ran `moves` to h' and sent `pkts`.
-  ghost function After(s: Sys, i: nat, h': P.Host, moves: seq<R.Move>, pkts: seq<I.Packet>): Sys
+  ghost function After(s: Sys, i: nat, h': P.Host, moves: seq<RR.Move>, pkts: seq<I.Packet>): Sys
     requires i < |s.abs.hosts|
   {
-    Sys(P.State(s.abs.hosts[i := h'], s.abs.net + R.SentBy(moves)), s.wire + (set k | 0 <= k < |pkts| :: pkts[k]))
+    Sys(P.State(s.abs.hosts[i := h'], s.abs.net + RR.SentBy(moves)), s.wire + (set k | 0 <= k < |pkts| :: pkts[k]))
   }
 
   // One step of the implementation: host i receives only messages of the abstract network
   // (`recv`) or messages it sent itself earlier in the step, takes the run `moves` from its
-  // abstract state to h' (R.RunG), and sends `pkts`, each the image of a message the run sent
-  // (a Learn: backed, R.LearnBacked) or a packet already on the wire (a re-send: a leader's
-  // Accept after a heartbeat tick). This is what a step of the core ensures (R.StepTrail).
-  ghost predicate ImplStep(c: P.Constants, s: Sys, s': Sys, i: nat, recv: set<S.Message>, moves: seq<R.Move>,
+  // abstract state to h' (RR.RunG), and sends `pkts`, each the image of a message the run sent
+  // (a Learn: backed, RM.LearnBacked) or a packet already on the wire (a re-send: a leader's
+  // Accept after a heartbeat tick). This is what a step of the core ensures (RR.StepTrail).
+  ghost predicate ImplStep(c: P.Constants, s: Sys, s': Sys, i: nat, recv: set<S.Message>, moves: seq<RR.Move>,
                            h': P.Host, pkts: seq<I.Packet>) {
     && P.WF(c, s.abs)
     && i < |s.abs.hosts|
     && recv <= s.abs.net
-    && R.RunG(c, i, s.abs.hosts[i], recv, moves, h')
+    && RR.RunG(c, i, s.abs.hosts[i], recv, moves, h')
     && (forall k | 0 <= k < |pkts| ::
-          (R.PacketRefines(pkts[k], R.SentBy(moves)) && R.LearnBacked(pkts[k], R.SentBy(moves), recv + R.SentBy(moves)))
+          (RM.PacketRefines(pkts[k], RR.SentBy(moves)) && RM.LearnBacked(pkts[k], RR.SentBy(moves), recv + RR.SentBy(moves)))
           || pkts[k] in s.wire)
     && s' == After(s, i, h', moves, pkts)
   }
@@ -67,7 +69,7 @@ module ImplSystem {
   // `pkts` reach the wire, then crashes and restarts at d: the protocol's Crash of h' (its
   // durable state kept, committed entries perhaps lost). ImplCrash.i.dfy proves which cuts of a
   // core's step (the records that became durable) are such a step.
-  ghost predicate ImplCrashStep(c: P.Constants, s: Sys, s': Sys, i: nat, recv: set<S.Message>, moves: seq<R.Move>,
+  ghost predicate ImplCrashStep(c: P.Constants, s: Sys, s': Sys, i: nat, recv: set<S.Message>, moves: seq<RR.Move>,
                                 h': P.Host, pkts: seq<I.Packet>, d: P.Host) {
     && i < |s.abs.hosts|
     && ImplStep(c, s, After(s, i, h', moves, pkts), i, recv, moves, h', pkts)
@@ -83,10 +85,10 @@ module ImplSystem {
   }
 
   ghost predicate ImplNext(c: P.Constants, s: Sys, s': Sys) {
-    || (exists i: nat, recv: set<S.Message>, moves: seq<R.Move>, h': P.Host, pkts: seq<I.Packet> ::
+    || (exists i: nat, recv: set<S.Message>, moves: seq<RR.Move>, h': P.Host, pkts: seq<I.Packet> ::
           ImplStep(c, s, s', i, recv, moves, h', pkts))
     || (exists i: nat, val: S.Value :: ClientSends(c, s, s', i, val))
-    || (exists i: nat, recv: set<S.Message>, moves: seq<R.Move>, h': P.Host, pkts: seq<I.Packet>, d: P.Host ::
+    || (exists i: nat, recv: set<S.Message>, moves: seq<RR.Move>, h': P.Host, pkts: seq<I.Packet>, d: P.Host ::
           ImplCrashStep(c, s, s', i, recv, moves, h', pkts, d))
   }
 
@@ -97,16 +99,16 @@ module ImplSystem {
   }
 
   // Every packet on the wire is the image of a message of the abstract network (a Learn: one
-  // backed by an Accepted of its ballot, R.LearnBacked).
+  // backed by an Accepted of its ballot, RM.LearnBacked).
   ghost predicate WireRefines(s: Sys) {
-    forall p | p in s.wire :: R.PacketRefines(p, s.abs.net) && R.LearnBacked(p, s.abs.net, s.abs.net)
+    forall p | p in s.wire :: RM.PacketRefines(p, s.abs.net) && RM.LearnBacked(p, s.abs.net, s.abs.net)
   }
 
   // ---------------------------------------------------------------------------------------
   // One run of one host is a sequence of protocol steps of the whole system.
 
   // The protocol states a run of host i passes through, from s: one per step.
-  ghost function Trace(s: P.State, i: nat, moves: seq<R.Move>): (t: seq<P.State>)
+  ghost function Trace(s: P.State, i: nat, moves: seq<RR.Move>): (t: seq<P.State>)
     requires i < |s.hosts|
     ensures |t| == |moves| + 1 && t[0] == s
     decreases |moves|
@@ -118,33 +120,33 @@ module ImplSystem {
   // A run of host i that receives only messages of the network recv <= s.net, or that it sent
   // earlier in the run, is a sequence of the protocol's Next steps, from s to the state where i
   // is at h' and the network has gained what the run sent.
-  lemma RunIsSteps(c: P.Constants, s: P.State, i: nat, recv: set<S.Message>, moves: seq<R.Move>, h': P.Host)
+  lemma RunIsSteps(c: P.Constants, s: P.State, i: nat, recv: set<S.Message>, moves: seq<RR.Move>, h': P.Host)
     requires P.WF(c, s) && i < |s.hosts| && recv <= s.net
-    requires R.RunG(c, i, s.hosts[i], recv, moves, h')
+    requires RR.RunG(c, i, s.hosts[i], recv, moves, h')
     ensures var t := Trace(s, i, moves);
-            && t[|t| - 1] == P.State(s.hosts[i := h'], s.net + R.SentBy(moves))
+            && t[|t| - 1] == P.State(s.hosts[i := h'], s.net + RR.SentBy(moves))
             && forall k {:trigger t[k]} | 0 <= k < |t| - 1 :: P.Next(c, t[k], t[k + 1])
     decreases |moves|
   {
     var t := Trace(s, i, moves);
-    reveal R.RunG();
+    reveal RR.RunG();
     if moves == [] {
       assert s.hosts[i := s.hosts[i]] == s.hosts;
-      assert s.net + R.SentBy(moves) == s.net;
+      assert s.net + RR.SentBy(moves) == s.net;
     } else {
       var mv := moves[0];
       var s1 := P.State(s.hosts[i := mv.post], s.net + mv.sent);
       // The first step reads from the network recv; it reads as well from the larger s.net.
-      R.HostStepNetMonotone(c, i, s.hosts[i], mv.post, recv, s.net, mv.sent, mv.step);
+      RR.HostStepNetMonotone(c, i, s.hosts[i], mv.post, recv, s.net, mv.sent, mv.step);
       assert P.NextStep(c, s, s1, i, mv.step, mv.sent);
       assert P.Next(c, s, s1);
       // The rest of the run, from s1: it reads recv and what mv sent, both in s1.net.
-      assert R.RunG(c, i, mv.post, recv + mv.sent, moves[1..], h');
+      assert RR.RunG(c, i, mv.post, recv + mv.sent, moves[1..], h');
       RunIsSteps(c, s1, i, recv + mv.sent, moves[1..], h');
       var t1 := Trace(s1, i, moves[1..]);
       assert t == [s] + t1;
       assert s1.hosts[i := h'] == s.hosts[i := h'];
-      assert s.net + R.SentBy(moves) == s1.net + R.SentBy(moves[1..]);
+      assert s.net + RR.SentBy(moves) == s1.net + RR.SentBy(moves[1..]);
       forall k | 0 <= k < |t| - 1 ensures P.Next(c, t[k], t[k + 1]) {
         if k > 0 {
           assert t[k] == t1[k - 1] && t[k + 1] == t1[k];
@@ -186,21 +188,21 @@ module ImplSystem {
   // The wire.
 
   // Packets that refine what a run sent refine the grown network.
-  lemma WireStep(c: P.Constants, s: Sys, s': Sys, i: nat, recv: set<S.Message>, moves: seq<R.Move>,
+  lemma WireStep(c: P.Constants, s: Sys, s': Sys, i: nat, recv: set<S.Message>, moves: seq<RR.Move>,
                  h': P.Host, pkts: seq<I.Packet>)
     requires ImplStep(c, s, s', i, recv, moves, h', pkts) && WireRefines(s)
     ensures WireRefines(s')
   {
-    forall p | p in s'.wire ensures R.PacketRefines(p, s'.abs.net) && R.LearnBacked(p, s'.abs.net, s'.abs.net) {
+    forall p | p in s'.wire ensures RM.PacketRefines(p, s'.abs.net) && RM.LearnBacked(p, s'.abs.net, s'.abs.net) {
       if p in s.wire {
-        R.PacketRefinesMono(p, s.abs.net, s'.abs.net);
-        R.LearnBackedMono(p, s.abs.net, s.abs.net, s'.abs.net, s'.abs.net);
+        RR.PacketRefinesMono(p, s.abs.net, s'.abs.net);
+        RM.LearnBackedMono(p, s.abs.net, s.abs.net, s'.abs.net, s'.abs.net);
       } else {
         var k :| 0 <= k < |pkts| && pkts[k] == p;
         // not a re-send: p is new on the wire
-        assert R.PacketRefines(pkts[k], R.SentBy(moves)) && R.LearnBacked(pkts[k], R.SentBy(moves), recv + R.SentBy(moves));
-        R.PacketRefinesMono(p, R.SentBy(moves), s'.abs.net);
-        R.LearnBackedMono(p, R.SentBy(moves), recv + R.SentBy(moves), s'.abs.net, s'.abs.net);
+        assert RM.PacketRefines(pkts[k], RR.SentBy(moves)) && RM.LearnBacked(pkts[k], RR.SentBy(moves), recv + RR.SentBy(moves));
+        RR.PacketRefinesMono(p, RR.SentBy(moves), s'.abs.net);
+        RM.LearnBackedMono(p, RR.SentBy(moves), recv + RR.SentBy(moves), s'.abs.net, s'.abs.net);
       }
     }
   }
@@ -210,35 +212,35 @@ module ImplSystem {
   // HeartbeatAck has no image; its handler takes no protocol step.
   lemma WireImage(s: Sys, p: I.Packet)
     requires WireRefines(s) && p in s.wire && !p.msg.HeartbeatAck?
-    ensures exists a | a in s.abs.net :: R.MsgRefines(p.src as nat, p.dst as nat, p.msg, a)
+    ensures exists a | a in s.abs.net :: RM.MsgRefines(p.src as nat, p.dst as nat, p.msg, a)
   {
-    assert R.PacketRefines(p, s.abs.net);
+    assert RM.PacketRefines(p, s.abs.net);
     var src, dst := p.src as nat, p.dst as nat;
     match p.msg {
       case Prepare(b, _) =>
-        assert R.MsgRefines(src, dst, p.msg, S.Prepare(src, dst, b));
+        assert RM.MsgRefines(src, dst, p.msg, S.Prepare(src, dst, b));
       case Accept(b, slot, val) =>
-        assert R.MsgRefines(src, dst, p.msg, S.Accept(src, dst, b, slot as nat, val));
+        assert RM.MsgRefines(src, dst, p.msg, S.Accept(src, dst, b, slot as nat, val));
       case Commit(slot, val) =>
-        assert R.MsgRefines(src, dst, p.msg, S.Commit(src, dst, slot as nat, val));
+        assert RM.MsgRefines(src, dst, p.msg, S.Commit(src, dst, slot as nat, val));
       case Nack(pr) =>
-        assert R.MsgRefines(src, dst, p.msg, S.Nack(src, dst, pr));
+        assert RM.MsgRefines(src, dst, p.msg, S.Nack(src, dst, pr));
       case Heartbeat(b, cu, _) =>
-        assert R.MsgRefines(src, dst, p.msg, S.Heartbeat(src, dst, b, cu as nat));
+        assert RM.MsgRefines(src, dst, p.msg, S.Heartbeat(src, dst, b, cu as nat));
       case CatchUp(from) =>
-        assert R.MsgRefines(src, dst, p.msg, S.CatchUp(src, dst, from as nat));
+        assert RM.MsgRefines(src, dst, p.msg, S.CatchUp(src, dst, from as nat));
       case Promise(b, ls, vs) =>
-        assert R.MsgRefines(src, dst, p.msg, S.Promise(src, dst, b, ls as nat, R.SlotVotesMap(vs)));
+        assert RM.MsgRefines(src, dst, p.msg, S.Promise(src, dst, b, ls as nat, RM.SlotVotesMap(vs)));
       case Accepted(_, _) =>
       case Learn(_, _) =>
     }
   }
 
   // The protocol's invariant holds after a run of one host from a state where it holds.
-  lemma InvAfterRun(c: P.Constants, s: P.State, i: nat, recv: set<S.Message>, moves: seq<R.Move>, h': P.Host)
+  lemma InvAfterRun(c: P.Constants, s: P.State, i: nat, recv: set<S.Message>, moves: seq<RR.Move>, h': P.Host)
     requires PI.Inv(c, s) && i < |s.hosts| && recv <= s.net
-    requires R.RunG(c, i, s.hosts[i], recv, moves, h')
-    ensures PI.Inv(c, P.State(s.hosts[i := h'], s.net + R.SentBy(moves)))
+    requires RR.RunG(c, i, s.hosts[i], recv, moves, h')
+    ensures PI.Inv(c, P.State(s.hosts[i := h'], s.net + RR.SentBy(moves)))
   {
     RunIsSteps(c, s, i, recv, moves, h');
     var t := Trace(s, i, moves);
@@ -252,21 +254,21 @@ module ImplSystem {
     }
   }
 
-  // What a step of the core ensures (Replica.Receive, Tick, Propose: R.StepTrail from the
+  // What a step of the core ensures (Replica.Receive, Tick, Propose: RR.StepTrail from the
   // host's abstraction in s, reading s's network) is a system step, whose packets are those
   // appended to the host's packet log (the packets before it are on the wire).
-  lemma StepTrailIsImplStep(c: P.Constants, s: Sys, i: nat, log0: seq<I.Packet>, moves: seq<R.Move>,
+  lemma StepTrailIsImplStep(c: P.Constants, s: Sys, i: nat, log0: seq<I.Packet>, moves: seq<RR.Move>,
                             h': P.Host, log: seq<I.Packet>)
     requires P.WF(c, s.abs) && i < |s.abs.hosts|
-    requires R.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h', log)
+    requires RR.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h', log)
     requires forall p | p in log0 :: p in s.wire
-    ensures R.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h', log) && log0 <= log
+    ensures RR.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h', log) && log0 <= log
     ensures ImplStep(c, s, After(s, i, h', moves, log[|log0|..]), i, s.abs.net, moves, h', log[|log0|..])
   {
-    R.StepTrailIs(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h', log);
+    RR.StepTrailIs(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h', log);
     var pkts := log[|log0|..];
     forall k | 0 <= k < |pkts|
-      ensures (R.PacketRefines(pkts[k], R.SentBy(moves)) && R.LearnBacked(pkts[k], R.SentBy(moves), s.abs.net + R.SentBy(moves)))
+      ensures (RM.PacketRefines(pkts[k], RR.SentBy(moves)) && RM.LearnBacked(pkts[k], RR.SentBy(moves), s.abs.net + RR.SentBy(moves)))
               || pkts[k] in s.wire
     {
       assert pkts[k] == log[|log0| + k];
@@ -299,13 +301,13 @@ module ImplSystem {
       ExtendBehavior(c, b0, [s.abs, s'.abs]);
       behavior := b0 + [s'.abs];
       assert behavior == b0 + [s.abs, s'.abs][1..];
-      forall p | p in s'.wire ensures R.PacketRefines(p, s'.abs.net) && R.LearnBacked(p, s'.abs.net, s'.abs.net) {
-        R.PacketRefinesMono(p, s.abs.net, s'.abs.net);
-        R.LearnBackedMono(p, s.abs.net, s.abs.net, s'.abs.net, s'.abs.net);
+      forall p | p in s'.wire ensures RM.PacketRefines(p, s'.abs.net) && RM.LearnBacked(p, s'.abs.net, s'.abs.net) {
+        RR.PacketRefinesMono(p, s.abs.net, s'.abs.net);
+        RM.LearnBackedMono(p, s.abs.net, s.abs.net, s'.abs.net, s'.abs.net);
       }
       return;
     }
-    if i: nat, recv: set<S.Message>, moves: seq<R.Move>, h': P.Host, pkts: seq<I.Packet>, d: P.Host :|
+    if i: nat, recv: set<S.Message>, moves: seq<RR.Move>, h': P.Host, pkts: seq<I.Packet>, d: P.Host :|
          ImplCrashStep(c, s, s', i, recv, moves, h', pkts, d) {
       behavior := CrashStepIsSteps(c, b0, s, s', i, recv, moves, h', pkts, d);
       return;
@@ -321,7 +323,7 @@ module ImplSystem {
 
   // A step cut short by a crash is the run's protocol steps followed by the protocol's Crash.
   lemma CrashStepIsSteps(c: P.Constants, b0: seq<P.State>, s: Sys, s': Sys, i: nat, recv: set<S.Message>,
-                         moves: seq<R.Move>, h': P.Host, pkts: seq<I.Packet>, d: P.Host) returns (behavior: seq<P.State>)
+                         moves: seq<RR.Move>, h': P.Host, pkts: seq<I.Packet>, d: P.Host) returns (behavior: seq<P.State>)
     requires P.Reachable(c, b0) && b0[|b0| - 1] == s.abs && WireRefines(s)
     requires ImplCrashStep(c, s, s', i, recv, moves, h', pkts, d)
     ensures P.Reachable(c, behavior) && behavior[|behavior| - 1] == s'.abs
@@ -402,7 +404,7 @@ module ImplSystem {
 
   // The same, of any state where the protocol's invariant holds, for a backed Learn.
   lemma LearnValueFromInv(c: P.Constants, s: P.State, p: I.Packet)
-    requires PI.Inv(c, s) && R.LearnBacked(p, s.net, s.net)
+    requires PI.Inv(c, s) && RM.LearnBacked(p, s.net, s.net)
     requires && p.msg.Learn? && p.dst as nat < |s.hosts|
              && var h := s.hosts[p.dst];
                 p.msg.slot as nat in h.votes && h.votes[p.msg.slot as nat].bal == p.msg.bal
@@ -410,8 +412,8 @@ module ImplSystem {
   {
     var b, slot, dst := p.msg.bal, p.msg.slot as nat, p.dst as nat;
     var w := s.hosts[dst].votes[slot].val;
-    assert R.LearnBacked(p, s.net, s.net);
-    var v :| S.Commit(p.src as nat, dst, slot, v) in s.net && R.AcceptedAt(s.net, b, slot, v);
+    assert RM.LearnBacked(p, s.net, s.net);
+    var v :| S.Commit(p.src as nat, dst, slot, v) in s.net && RM.AcceptedAt(s.net, b, slot, v);
     var x :| x in s.net && x.Accepted? && x.bal == b && x.slot == slot && x.val == v;
     reveal PI.AcceptedHasAccept();
     reveal PI.HostVotesOk();

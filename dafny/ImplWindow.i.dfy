@@ -16,7 +16,7 @@ abstract module ImplWindow refines ImplState {
       ensures forall k | 0 <= k < acks.Length :: !acks[k]
     {
       ghost var pf0 := promiseFrom[..];
-      ghost var props0 := R.AbsCommitted(proposed[..], logStart as nat);
+      ghost var props0 := RS.AbsCommitted(proposed[..], logStart as nat);
       var i: uint64 := 0;
       while i < WINDOW
         invariant i <= WINDOW
@@ -50,8 +50,8 @@ abstract module ImplWindow refines ImplState {
         i := i + 1;
       }
       Cand.TiedNonCandidate(role, bal, leaderAbs, n, pf0, promiseCount, promiseFrom[..], promiseCount);
-      Cand.TakeoverNonCandidate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
-      R.AbsCommittedEmpty(proposed[..], logStart as nat);
+      Cand.TakeoverNonCandidate(role, leaderAbs, RS.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
+      RS.AbsCommittedEmpty(proposed[..], logStart as nat);
       Lead.ProposalsSentEmpty(role, me, n, bal, sentLog);
       Lead.ProposalsLedSub(role, props0, leaderAbs, map[]);
       Lead.AcksNone(role, bal, acked, acks[..], n, logStart as nat);
@@ -64,7 +64,7 @@ abstract module ImplWindow refines ImplState {
       requires recLog == [] && promised == Zero && logStart == 0
       modifies votes, committed
       ensures Valid() && PromisedGrows()
-      ensures R.AbsVotes(votes[..], logStart as nat) == map[] && R.AbsCommitted(committed[..], logStart as nat) == map[]
+      ensures RS.AbsVotes(votes[..], logStart as nat) == map[] && RS.AbsCommitted(committed[..], logStart as nat) == map[]
     {
       var i: uint64 := 0;
       while i < WINDOW
@@ -76,10 +76,10 @@ abstract module ImplWindow refines ImplState {
         committed[i] := None;
         i := i + 1;
       }
-      R.AbsVotesEmpty(votes[..], logStart as nat);
-      R.AllBelowEmpty(voteHi as nat);
-      R.AbsCommittedEmpty(committed[..], logStart as nat);
-      R.HasAllEmpty(R.AbsCommitted(committed[..], logStart as nat), logStart as nat);
+      RS.AbsVotesEmpty(votes[..], logStart as nat);
+      RS.AllBelowEmpty(voteHi as nat);
+      RS.AbsCommittedEmpty(committed[..], logStart as nat);
+      RS.HasAllEmpty(RS.AbsCommitted(committed[..], logStart as nat), logStart as nat);
     }
 
     // Abstractly: the protocol's truncation at upto (the caller knows [logStart, upto) committed).
@@ -87,34 +87,34 @@ abstract module ImplWindow refines ImplState {
       requires Shape() && VotesBelowHi() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied()
       requires SelfLogged() && OutTied() && CommitsTied() && BuffersTied() && upto <= commitBase
       requires logStart < upto <= commitUpto && upto <= SLOT_LIMIT
-      requires R.HasAll(R.AbsCommitted(committed[..], logStart as nat), upto as nat, commitUpto as nat)
+      requires RS.HasAll(RS.AbsCommitted(committed[..], logStart as nat), upto as nat, commitUpto as nat)
       modifies Repr
       ensures Valid0() && PromisedGrows() && logStart == upto && recLog == old(recLog)
       ensures Keeps() && sentLog == old(sentLog) && selfQueue == old(selfQueue) && sofar.trace == old(sofar.trace)
       ensures promised == old(promised) && commitUpto == old(commitUpto)
       ensures var h := old(AbsHost());
               AbsHost() == h.(logStart := upto as nat, votes := P.VotesFrom(h.votes, upto as nat),
-                              committed := R.CommittedFrom(h.committed, upto as nat))
+                              committed := RS.CommittedFrom(h.committed, upto as nat))
     {
       var s := logStart;
-      R.SameRefl(votes[..], logStart as nat, logStart as nat + WINDOW as nat);
-      R.SameRefl(committed[..], logStart as nat, logStart as nat + WINDOW as nat);
-      R.SameRefl(takeover[..], logStart as nat, logStart as nat + WINDOW as nat);
-      R.SameRefl(proposed[..], logStart as nat, logStart as nat + WINDOW as nat);
+      RS.SameRefl(votes[..], logStart as nat, logStart as nat + WINDOW as nat);
+      RS.SameRefl(committed[..], logStart as nat, logStart as nat + WINDOW as nat);
+      RS.SameRefl(takeover[..], logStart as nat, logStart as nat + WINDOW as nat);
+      RS.SameRefl(proposed[..], logStart as nat, logStart as nat + WINDOW as nat);
       while s < upto
         invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
         invariant Shape() && VotesBelowHi() && CandidateTied() && LeaderTied() && Bounds() && logStart <= s <= upto
-        invariant R.Emptied(votes[..], logStart as nat, s as nat)
-        invariant R.EmptiedC(committed[..], logStart as nat, s as nat)
-        invariant R.Emptied(takeover[..], logStart as nat, s as nat)
-        invariant R.EmptiedC(proposed[..], logStart as nat, s as nat)
-        invariant R.Same(proposed[..], old(proposed[..]), s as nat, logStart as nat + WINDOW as nat)
+        invariant RS.Emptied(votes[..], logStart as nat, s as nat)
+        invariant RS.EmptiedC(committed[..], logStart as nat, s as nat)
+        invariant RS.Emptied(takeover[..], logStart as nat, s as nat)
+        invariant RS.EmptiedC(proposed[..], logStart as nat, s as nat)
+        invariant RS.Same(proposed[..], old(proposed[..]), s as nat, logStart as nat + WINDOW as nat)
         invariant sentLog == old(sentLog) && acked == old(acked)
         invariant forall k | 0 <= k < acks.Length :: acks[k] ==> old(acks[k])
         invariant forall t: nat, j: uint64 | logStart as nat <= t < s as nat && j < n :: !Lead.AckAt(acks[..], n, t, j)
-        invariant R.Same(votes[..], old(votes[..]), s as nat, logStart as nat + WINDOW as nat)
-        invariant R.Same(committed[..], old(committed[..]), s as nat, logStart as nat + WINDOW as nat)
-        invariant R.Same(takeover[..], old(takeover[..]), s as nat, logStart as nat + WINDOW as nat)
+        invariant RS.Same(votes[..], old(votes[..]), s as nat, logStart as nat + WINDOW as nat)
+        invariant RS.Same(committed[..], old(committed[..]), s as nat, logStart as nat + WINDOW as nat)
+        invariant RS.Same(takeover[..], old(takeover[..]), s as nat, logStart as nat + WINDOW as nat)
         modifies votes, committed, takeover, proposed, acks
         decreases upto - s
       {
@@ -129,29 +129,29 @@ abstract module ImplWindow refines ImplState {
             }
           }
         }
-        R.EmptiedExtend(before, votes[..], logStart as nat, s as nat);
-        R.EmptiedCExtend(beforeC, committed[..], logStart as nat, s as nat);
-        R.EmptiedExtend(beforeT, takeover[..], logStart as nat, s as nat);
-        R.EmptiedCExtend(beforeP, proposed[..], logStart as nat, s as nat);
-        R.SameStep(beforeP, proposed[..], old(proposed[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, None);
-        R.SameStep(before, votes[..], old(votes[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, NoVote);
-        R.SameStep(beforeC, committed[..], old(committed[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, None);
-        R.SameStep(beforeT, takeover[..], old(takeover[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, NoVote);
+        RS.EmptiedExtend(before, votes[..], logStart as nat, s as nat);
+        RS.EmptiedCExtend(beforeC, committed[..], logStart as nat, s as nat);
+        RS.EmptiedExtend(beforeT, takeover[..], logStart as nat, s as nat);
+        RS.EmptiedCExtend(beforeP, proposed[..], logStart as nat, s as nat);
+        RS.SameStep(beforeP, proposed[..], old(proposed[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, None);
+        RS.SameStep(before, votes[..], old(votes[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, NoVote);
+        RS.SameStep(beforeC, committed[..], old(committed[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, None);
+        RS.SameStep(beforeT, takeover[..], old(takeover[..]), logStart as nat, s as nat, logStart as nat + WINDOW as nat, NoVote);
         s := s + 1;
       }
       // The slots entering the window share their indices with the ones just emptied.
-      R.AbsVotesTruncate(old(votes[..]), votes[..], logStart as nat, upto as nat);
-      R.AbsCommittedTruncate(old(committed[..]), committed[..], logStart as nat, upto as nat);
-      R.AllBelowFrom(old(AbsHost()).votes, upto as nat, voteHi as nat, if voteHi < upto then upto as nat else voteHi as nat);
-      R.HasAllFrom(R.AbsCommitted(old(committed[..]), logStart as nat), upto as nat, upto as nat, commitUpto as nat);
-      R.AbsVotesTruncate(old(takeover[..]), takeover[..], logStart as nat, upto as nat);
-      Cand.TakeoverTruncate(role, leaderAbs, R.AbsVotes(old(takeover[..]), logStart as nat), logStart as nat, maxLogStart,
+      RS.AbsVotesTruncate(old(votes[..]), votes[..], logStart as nat, upto as nat);
+      RS.AbsCommittedTruncate(old(committed[..]), committed[..], logStart as nat, upto as nat);
+      RS.AllBelowFrom(old(AbsHost()).votes, upto as nat, voteHi as nat, if voteHi < upto then upto as nat else voteHi as nat);
+      RS.HasAllFrom(RS.AbsCommitted(old(committed[..]), logStart as nat), upto as nat, upto as nat, commitUpto as nat);
+      RS.AbsVotesTruncate(old(takeover[..]), takeover[..], logStart as nat, upto as nat);
+      Cand.TakeoverTruncate(role, leaderAbs, RS.AbsVotes(old(takeover[..]), logStart as nat), logStart as nat, maxLogStart,
                             takeoverHi, takeoverOverflow, upto as nat, if takeoverHi < upto then upto else takeoverHi);
       Lead.LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, nextSlot as nat, upto as nat);
-      R.AbsCommittedTruncate(old(proposed[..]), proposed[..], logStart as nat, upto as nat);
-      Lead.ProposalsSentMono(role, R.AbsCommitted(old(proposed[..]), logStart as nat), me, n, bal, sentLog,
-                             R.AbsCommitted(proposed[..], upto as nat), sentLog);
-      Lead.ProposalsLedSub(role, R.AbsCommitted(old(proposed[..]), logStart as nat), leaderAbs, R.AbsCommitted(proposed[..], upto as nat));
+      RS.AbsCommittedTruncate(old(proposed[..]), proposed[..], logStart as nat, upto as nat);
+      Lead.ProposalsSentMono(role, RS.AbsCommitted(old(proposed[..]), logStart as nat), me, n, bal, sentLog,
+                             RS.AbsCommitted(proposed[..], upto as nat), sentLog);
+      Lead.ProposalsLedSub(role, RS.AbsCommitted(old(proposed[..]), logStart as nat), leaderAbs, RS.AbsCommitted(proposed[..], upto as nat));
       Lead.AcksTruncate(role, bal, acked, old(acks[..]), acks[..], n, logStart as nat, upto as nat);
       logStart := upto;
       if voteHi < upto {
@@ -181,7 +181,7 @@ abstract module ImplWindow refines ImplState {
       assert votes[..] == old(votes[..])[idx := NoVote];
       assert takeover[..] == old(takeover[..])[idx := NoVote];
       assert proposed[..] == old(proposed[..])[idx := None];
-      R.AbsVotesClear(old(votes[..]), logStart as nat, idx as nat, voteHi as nat);
+      RS.AbsVotesClear(old(votes[..]), logStart as nat, idx as nat, voteHi as nat);
       var i: uint64 := 0;
       while i < n
         invariant i <= n
@@ -218,19 +218,19 @@ abstract module ImplWindow refines ImplState {
         // the whole window is dropped
         R.TruncatedPastWindow(votes[..], committed[..], logStart as nat, upto as nat);
         R.TruncatedPastWindow(takeover[..], committed[..], logStart as nat, upto as nat);
-        Cand.TakeoverTruncate(role, leaderAbs, R.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
+        Cand.TakeoverTruncate(role, leaderAbs, RS.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart,
                               takeoverHi, takeoverOverflow, upto as nat, upto);
         Lead.LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, upto as nat, upto as nat);
-        Lead.ProposalsLedSub(role, R.AbsCommitted(proposed[..], logStart as nat), leaderAbs, map[]);
+        Lead.ProposalsLedSub(role, RS.AbsCommitted(proposed[..], logStart as nat), leaderAbs, map[]);
         ClearWindow();
-        R.AbsVotesEmpty(takeover[..], upto as nat);
-        R.AbsCommittedEmpty(proposed[..], upto as nat);
+        RS.AbsVotesEmpty(takeover[..], upto as nat);
+        RS.AbsCommittedEmpty(proposed[..], upto as nat);
         Lead.ProposalsSentEmpty(role, me, n, bal, sentLog);
         Lead.AcksNone(role, bal, acked, acks[..], n, upto as nat);
-        R.AbsVotesEmpty(votes[..], upto as nat);
-        R.AllBelowEmpty(upto as nat);
-        R.AbsCommittedEmpty(committed[..], upto as nat);
-        R.HasAllEmpty(map[], upto as nat);
+        RS.AbsVotesEmpty(votes[..], upto as nat);
+        RS.AllBelowEmpty(upto as nat);
+        RS.AbsCommittedEmpty(committed[..], upto as nat);
+        RS.HasAllEmpty(map[], upto as nat);
         logStart := upto;
         commitUpto := upto;
         commitBase := upto;
@@ -238,8 +238,8 @@ abstract module ImplWindow refines ImplState {
         voteHi := upto;
         takeoverHi := upto;
       } else {
-        R.HasAllSub(R.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat,
-                    upto as nat, if commitUpto < upto then upto as nat else commitUpto as nat);
+        RS.HasAllSub(RS.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat,
+                     upto as nat, if commitUpto < upto then upto as nat else commitUpto as nat);
         if nextSlot < upto {
           Lead.LeadsMono(role, bal, leaderAbs, nextSlot as nat, logStart as nat, upto as nat, logStart as nat);
           nextSlot := upto;
@@ -256,9 +256,9 @@ abstract module ImplWindow refines ImplState {
     // make a step that commits k slots at once cost k^2.
     method CommitsFrom(base: uint64) returns (cs: seq<Committed>)
       requires Valid() && logStart <= base <= commitUpto
-      ensures cs == OT.CommitsOf(R.AbsCommitted(committed[..], logStart as nat), base, commitUpto)
+      ensures cs == OT.CommitsOf(RS.AbsCommitted(committed[..], logStart as nat), base, commitUpto)
     {
-      ghost var C := R.AbsCommitted(committed[..], logStart as nat);
+      ghost var C := RS.AbsCommitted(committed[..], logStart as nat);
       OT.CommitsNil(C, base, base);
       if base == commitUpto {
         return [];
@@ -269,8 +269,8 @@ abstract module ImplWindow refines ImplState {
         invariant base <= s <= commitUpto && buf[..s - base] == OT.CommitsOf(C, base, s)
         decreases commitUpto - s
       {
-        R.AbsCommittedAt(committed[..], logStart as nat, s as nat);
-        assert s as nat in C by { reveal R.HasAll(); }
+        RS.AbsCommittedAt(committed[..], logStart as nat, s as nat);
+        assert s as nat in C by { reveal RS.HasAll(); }
         buf[s - base] := Committed(s, committed[Idx(s)].val);
         OT.CommitsSnoc(C, base, s);
         assert buf[..s - base + 1] == buf[..s - base] + [Committed(s, C[s as nat])];
@@ -313,8 +313,8 @@ abstract module ImplWindow refines ImplState {
         proposed[i] := None;
         i := i + 1;
       }
-      R.AbsVotesEmpty(votes[..], logStart as nat);
-      R.AllBelowEmpty(voteHi as nat);
+      RS.AbsVotesEmpty(votes[..], logStart as nat);
+      RS.AllBelowEmpty(voteHi as nat);
     }
   }
 }
