@@ -474,13 +474,16 @@ def test_a_snapshots_state_reaches_the_disk_a_chunk_at_a_time(tmp_path, monkeypa
     def sync(fd):
         written_since_sync[0] = 0
         real_sync(fd)
+    dropped = []  # each synced chunk leaves the page cache (nothing reads it soon)
     monkeypatch.setattr(os, "write", write)
     monkeypatch.setattr(os, "fdatasync", sync)
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: dropped.append(advice))
     wal, _ = Wal.open(tmp_path)
     state = wal.begin_state(5)
     kv_state = os.urandom(10 * disk_mod.WRITE_SYNC_CHUNK + 123)
     wal.write_state(state, kv_state)
     assert most[0] <= disk_mod.WRITE_SYNC_CHUNK
+    assert dropped == [os.POSIX_FADV_DONTNEED] * 10
     wal.state_written(state)
     wal.install_snapshot(5, None, [b"core"])
     _, rec = Wal.open(tmp_path)
