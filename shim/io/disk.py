@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -28,6 +29,9 @@ SECTOR_BYTES = 512  # what a disk writes whole or not at all (the smallest secto
 # written whole; 1.4-1.7 ms, worst 33 ms with 256 KiB chunks (a 100 MiB file alone: 0.13 s
 # written whole, 0.16 s in chunks).
 WRITE_SYNC_CHUNK = 256 * 1024
+# A large file is removed this much at a time, this long apart (remove_large).
+REMOVE_STEP = 8 * 1024 * 1024
+REMOVE_PAUSE_S = 0.005
 
 
 class RealDisk:
@@ -144,6 +148,23 @@ class RealDisk:
         os.rename(src, dst)
 
     def remove(self, path: Path) -> None:
+        os.remove(path)
+
+    def remove_large(self, path: Path) -> None:
+        """Remove a file that may be large (a WAL segment, an old snapshot), freeing its blocks
+        REMOVE_STEP bytes at a time, a moment apart (it takes a while: call it off the loop).
+        Freed at once, hundreds of MB of blocks make the file system's next commit slow, and every
+        log sync on the disk waits for it: removing ten 64 MiB segments at once, the slowest of
+        a beside writer's syncs took 22-24 ms here; truncated 8 MiB at a time, 1.9-2.6 ms."""
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            size = os.fstat(fd).st_size
+            while size > REMOVE_STEP:
+                size -= REMOVE_STEP
+                os.ftruncate(fd, size)
+                time.sleep(REMOVE_PAUSE_S)
+        finally:
+            os.close(fd)
         os.remove(path)
 
     def sync_dir(self, directory: Path) -> None:

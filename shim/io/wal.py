@@ -458,7 +458,7 @@ class Wal:
         next snapshot deletes them)."""
         for path in paths:
             try:
-                self.disk.remove(path)
+                self.disk.remove_large(path)
             except FileNotFoundError:
                 pass
 

@@ -510,3 +510,19 @@ def test_a_snapshots_state_is_written_as_its_parts_come(tmp_path):
     wal.install_snapshot(5, None, [b"core"])
     _, rec = Wal.open(tmp_path)
     assert (rec.snapshot.slot, rec.snapshot.kv_state, rec.snapshot.core_records) == (5, part * n + b"last", [b"core"])
+
+
+def test_a_large_file_a_snapshot_covers_is_freed_a_step_at_a_time(tmp_path, monkeypatch):
+    # freed at once, hundreds of MB of blocks slow the file system's next commit, which every
+    # log sync on the disk waits for
+    from verikv.shim.io import disk as disk_mod
+    monkeypatch.setattr(disk_mod, "REMOVE_STEP", 4096)
+    monkeypatch.setattr(disk_mod, "REMOVE_PAUSE_S", 0)
+    sizes, real_ftruncate = [], os.ftruncate
+    monkeypatch.setattr(os, "ftruncate", lambda fd, n: (sizes.append(n), real_ftruncate(fd, n))[1])
+    wal, _ = Wal.open(tmp_path)
+    old = tmp_path / "0000000000000000.old"
+    old.write_bytes(os.urandom(5 * 4096 + 100))
+    wal.remove_files([old, tmp_path / "gone-already"])
+    assert sizes == [4 * 4096 + 100, 3 * 4096 + 100, 2 * 4096 + 100, 4096 + 100, 100]
+    assert not old.exists()
