@@ -118,7 +118,7 @@ class RealDisk:
                         os.fdatasync(fd)
                         # and out of the page cache: nothing reads it soon, and a file of
                         # hundreds of MB would fill the cache with pages that are slow to get
-                        # on this project's VMs (three nodes' writers of 250 MB after a burst
+                        # on this project's VMs (three nodes' writers of a burst's log, after a burst
                         # of 16 KiB puts: 5.5-6.1 s with the pages kept, 3.2-3.8 s without, and
                         # one client's puts meanwhile 4,500-5,300 ops in 8 s, 5,700-6,400 without)
                         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
