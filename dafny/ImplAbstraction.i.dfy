@@ -276,6 +276,11 @@ module ImplAbstraction {
       then h.(committed := h.committed[slot as nat := val]) else h
     case RecTruncate(upto) =>
       if h.logStart < upto as nat <= limit then Truncated(h, upto as nat) else h
+    case RecLearn(slot, b) =>
+      // the value of the host's vote in the slot, if it is the vote cast at b
+      if h.logStart <= slot as nat < h.logStart + w && slot as nat !in h.committed
+         && slot as nat in h.votes && h.votes[slot as nat].bal == b
+      then h.(committed := h.committed[slot as nat := h.votes[slot as nat].val]) else h
   }
 
   // Replaying a record does not touch the volatile leader state.
@@ -302,7 +307,7 @@ module ImplAbstraction {
   // all the records before it, see I.NeedsSync; commit records need no sync).
   ghost predicate LosesCommits(recs: seq<I.Record>, recs': seq<I.Record>) {
     && |recs'| <= |recs| && recs' == recs[..|recs'|]
-    && forall k | |recs'| <= k < |recs| :: recs[k].RecCommit?
+    && forall k | |recs'| <= k < |recs| :: recs[k].RecCommit? || recs[k].RecLearn?
   }
 
   // h' is h after a crash that kept the durable state but for some committed entries.

@@ -65,7 +65,7 @@ module ImplCrash {
   {
     var all, cut := recs0 + rs, recs0 + rs[..k];
     assert all[..|cut|] == cut;
-    forall j | |cut| <= j < |all| ensures all[j].RecCommit? {
+    forall j | |cut| <= j < |all| ensures all[j].RecCommit? || all[j].RecLearn? {
       assert all[j] == rs[j - |recs0|];
       assert !NeedsSync(rs[j - |recs0|]);
     }

@@ -491,6 +491,7 @@ abstract module ImplHandlers refines ImplMoves {
         RM.PacketsRefineOne(Packet(me, src, Nack(promised)), nack, {nack});
         return;
       }
+      assert {:split_here} true;  // the refusal apart from the rest (one proof was near its limit)
       maxSeen := BalMax(maxSeen, b);
       if role != Follower && b != bal {
         StepDown();
@@ -501,6 +502,7 @@ abstract module ImplHandlers refines ImplMoves {
       ticks := 0;
       ghost var log0 := sentLog;
       assert log0 == old(sentLog) && commitUpto == old(commitUpto) && catchUpCooldown == old(catchUpCooldown);
+      assert {:split_here} true;  // the answers apart from the state's update
       Send(src, HeartbeatAck(b, rs));
       ghost var log1 := sentLog;
       assert log1 == log0 + [Packet(me, src, HeartbeatAck(b, rs))];
@@ -509,7 +511,7 @@ abstract module ImplHandlers refines ImplMoves {
         catchUpCooldown := heartbeatTicks;
         assert sentLog == log1 + [Packet(me, src, CatchUp(old(commitUpto)))];
       }
-      assert {:split_here} true;  // keeps each half of this proof small
+      assert {:split_here} true;  // the refinement apart from the answers
       // The refinement.
       ghost var h0, down := old(AbsHost()), old(role) != Follower && b != old(bal);
       R.StepDownRefines(Consts(), me as nat, h0, {}, down);

@@ -83,7 +83,11 @@ abstract module ImplMoves refines ImplWindow {
         committed[Idx(slot)] := Some(val);
         RS.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, val);
         RS.HasAllAdd(RS.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, val);
-        Persist(RecCommit(slot, val));
+        // the value of this host's own vote is not written again (a large value would be on
+        // disk twice): the record names the vote
+        var v := votes[Idx(slot)];
+        RS.AbsVotesAt(votes[..], logStart as nat, slot as nat);
+        Persist(Rep.CommitRecord(slot, v, val));
         AdvanceCommit();
       }
     }

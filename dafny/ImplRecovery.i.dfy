@@ -146,6 +146,7 @@ abstract module ImplRecovery refines ImplSteps {
         case RecVote(_, _, _) => ReplayVote(rec);
         case RecCommit(_, _) => ReplayCommit(rec);
         case RecTruncate(_) => ReplayTruncate(rec);
+        case RecLearn(_, _) => ReplayLearn(rec);
       }
     }
 
@@ -218,6 +219,30 @@ abstract module ImplRecovery refines ImplSteps {
         committed[Idx(slot)] := Some(rec.val);
         RS.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, rec.val);
         RS.HasAllAdd(RS.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, rec.val);
+      }
+      assert AbsHost() == R.ApplyRecord(h0, rec, WINDOW as nat, SLOT_LIMIT as nat);
+      R.ApplyRecordLeader(h0, rec, WINDOW as nat, SLOT_LIMIT as nat, P.NotLeader);
+      Replayed(rec);
+    }
+
+    method ReplayLearn(rec: Record)
+      requires Valid() && rec.RecLearn? && sofar.trace == []
+      modifies Repr
+      ensures Valid() && recLog == old(recLog) + [rec]
+      ensures SameConfig() && sentLog == old(sentLog)
+      ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
+    {
+      ghost var h0 := AbsHost();
+      var slot := rec.slot;
+      if InWindow(slot) {
+        RS.AbsCommittedNone(committed[..], logStart as nat, slot as nat);
+        RS.AbsVotesAt(votes[..], logStart as nat, slot as nat);
+      }
+      if InWindow(slot) && committed[Idx(slot)].None? && votes[Idx(slot)].Vote? && votes[Idx(slot)].bal == rec.bal {
+        var val := votes[Idx(slot)].val;
+        committed[Idx(slot)] := Some(val);
+        RS.AbsCommittedUpdate(old(committed[..]), logStart as nat, slot as nat, val);
+        RS.HasAllAdd(RS.AbsCommitted(old(committed[..]), logStart as nat), logStart as nat, commitUpto as nat, slot as nat, val);
       }
       assert AbsHost() == R.ApplyRecord(h0, rec, WINDOW as nat, SLOT_LIMIT as nat);
       R.ApplyRecordLeader(h0, rec, WINDOW as nat, SLOT_LIMIT as nat, P.NotLeader);
@@ -326,10 +351,12 @@ abstract module ImplRecovery refines ImplSteps {
         var c := committed[Idx(s)];
         RS.AbsCommittedAt(committed[..], logStart as nat, s as nat);
         if c.Some? {
-          R.ApplyAllSnoc(Rep.InitHost(), g, RecCommit(s, c.val), WINDOW as nat, SLOT_LIMIT as nat);
-          buf[k] := RecCommit(s, c.val);
-          assert buf[..k + 1] == buf[..k] + [RecCommit(s, c.val)];
-          g := g + [RecCommit(s, c.val)];
+          var rec := Rep.CommitRecord(s, v, c.val);  // a value voted for here is not written again
+          Rep.CheckpointCommit(promised, V, logStart, C, s, v, c.val);
+          R.ApplyAllSnoc(Rep.InitHost(), g, rec, WINDOW as nat, SLOT_LIMIT as nat);
+          buf[k] := rec;
+          assert buf[..k + 1] == buf[..k] + [rec];
+          g := g + [rec];
           k := k + 1;
         }
         Rep.BelowNext(C, s as nat);

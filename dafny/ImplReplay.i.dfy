@@ -75,4 +75,23 @@ module ImplReplay {
     assert Below(V, ls as nat) == map[];
     assert Below(C, ls as nat) == map[];
   }
+
+  // The record of slot s committed with val, when the host's vote there is v: the vote named,
+  // if it holds val (the value is then on the disk once), else the value.
+  function CommitRecord(s: uint64, v: Vote, val: Value): Record {
+    if v.Vote? && v.val == val then RecLearn(s, v.bal) else RecCommit(s, val)
+  }
+
+  // A checkpoint's commit record of slot s, after its records of the slots below s and of s's
+  // vote, adds s's committed value.
+  lemma CheckpointCommit(p: Ballot, V: map<nat, S.Vote>, ls: uint64, C: map<nat, S.Value>, s: uint64, v: Vote, val: Value)
+    requires ls as nat <= s as nat < ls as nat + WINDOW as nat
+    requires s as nat in C && C[s as nat] == val
+    requires v.Vote? ==> s as nat in V && V[s as nat] == S.Vote(v.bal, v.val)
+    ensures R.ApplyRecord(P.Host(p, Below(V, s as nat + 1), ls as nat, Below(C, s as nat), P.NotLeader),
+                          CommitRecord(s, v, val), WINDOW as nat, SLOT_LIMIT as nat)
+            == P.Host(p, Below(V, s as nat + 1), ls as nat, Below(C, s as nat + 1), P.NotLeader)
+  {
+    BelowNext(C, s as nat);
+  }
 }

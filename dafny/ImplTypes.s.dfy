@@ -38,6 +38,9 @@ module ImplTypes {
     | RecVote(slot: uint64, bal: Ballot, val: Value)
     | RecCommit(slot: uint64, val: Value)
     | RecTruncate(logStart: uint64)
+    // slot is committed with the value of this host's vote there, cast at bal (the vote's
+    // record came before it): a commit record that does not carry the value again
+    | RecLearn(slot: uint64, bal: Ballot)
 
   datatype Committed = Committed(slot: uint64, val: Value)
 
@@ -73,8 +76,8 @@ module ImplTypes {
   )
 
   // Records that must be durable before the step's packets leave: promises, votes and
-  // truncations. A commit record may lag.
+  // truncations. A commit record (RecCommit, RecLearn) may lag.
   predicate NeedsSync(r: Record) {
-    !r.RecCommit?
+    !r.RecCommit? && !r.RecLearn?
   }
 }

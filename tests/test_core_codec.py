@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from core_sim import Faults, Simulation
-from verikv.verified_core.core import Core, reencode_message
+from verikv.verified_core.core import RECORD_COMMIT_TAG, RECORD_LEARN_TAG, Core, reencode_message
 
 
 def _traffic():
@@ -94,6 +94,24 @@ def test_checkpoint_records_are_those_of_the_moment_they_were_taken():
     assert list(taken) == then and len(taken) == len(then) and taken[len(then) - 1] == then[-1]
     with pytest.raises(IndexError):
         taken[len(then)]
+
+
+def test_a_value_a_replica_voted_for_is_on_its_disk_once():
+    # the commit of a slot names the replica's vote there (a learn record) instead of holding
+    # the value again: in its log and in its checkpoint; both rebuild the values
+    sim = Simulation(3, seed=5, faults=Faults(0, 0, 0, 0, 0))
+    sim.commit_some(8, rounds=3)
+    for i, core in enumerate(sim.cores):
+        values = set(sim.observed[i].values()) - {b""}
+        assert len(values) >= 8
+        written = sim.disks[i] + sim.unsynced[i]  # commit records wait for the next sync
+        for records in (written, list(core.checkpoint_records())):
+            tags = [rec[0] for rec in records]
+            assert RECORD_LEARN_TAG in tags and RECORD_COMMIT_TAG not in tags
+            assert all(sum(rec.count(v) for rec in records) == 1 for v in values)
+            ready = Core(i, 3).recover(list(records))
+            assert set(ready.commits) <= set(sim.observed[i].items())
+            assert values <= {v for _, v in ready.commits}
 
 
 def test_the_core_microbenchmark_runs_and_commits_every_slot():

@@ -45,8 +45,12 @@ has_quorum = _core.has_quorum
 #: Slots a replica holds at once: [log_start, log_start + WINDOW). The shim snapshots and
 #: truncates well before a window fills; until then proposals are refused (back-pressure).
 WINDOW: int = _core.WINDOW
-#: The first byte of an encoded commit record: the one kind of record that needs no sync.
+#: The first byte of an encoded commit record, with its value (a slot committed with a value
+#: this replica did not vote for), and of a learn record (a slot committed with the value of
+#: this replica's vote there, named by its ballot): the kinds of record that need no sync.
 RECORD_COMMIT_TAG: int = _core.RECORD_COMMIT_TAG
+RECORD_LEARN_TAG: int = _core.RECORD_LEARN_TAG
+NO_SYNC_RECORD_TAGS: frozenset[int] = frozenset((RECORD_COMMIT_TAG, RECORD_LEARN_TAG))
 
 #: Raised when a runtime check inside the extension fails (e.g. MessageRoundTrip); fatal.
 FatalCheck = _core.FatalCheck

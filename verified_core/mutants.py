@@ -205,6 +205,25 @@ MUTANTS = [
             "higher than the vote's: a new leader would prefer that value over a later chosen one",
     ),
     Mutant(
+        name="impl-learn-record-names-another-value",
+        file="ImplReplay.i.dfy",
+        original="if v.Vote? && v.val == val then RecLearn(s, v.bal) else RecCommit(s, val)",
+        mutated="if v.Vote? then RecLearn(s, v.bal) else RecCommit(s, val)",
+        breaks="ImplMoves.Replica.CommitSlot",
+        why="a commit record would name the host's vote in the slot even when the slot was "
+            "committed with another value (learned from a Commit): a restart would apply its "
+            "own vote's value, one that was not chosen",
+    ),
+    Mutant(
+        name="impl-replay-learn-ignores-ballot",
+        file="ImplRecovery.i.dfy",
+        original="committed[Idx(slot)].None? && votes[Idx(slot)].Vote? && votes[Idx(slot)].bal == rec.bal {",
+        mutated="committed[Idx(slot)].None? && votes[Idx(slot)].Vote? {",
+        breaks="ImplRecovery.Replica.ReplayLearn",
+        why="replaying a learn record would commit whatever vote the slot holds, not the vote "
+            "the record names",
+    ),
+    Mutant(
         name="impl-checkpoint-forgets-promise",
         file="ImplRecovery.i.dfy",
         original="      var k: uint64 := 2;\n      ghost var g := [RecTruncate(logStart), RecPromised(promised)];\n",
@@ -296,8 +315,8 @@ MUTANTS = [
     Mutant(
         name="vote-needs-no-sync",
         file="ImplTypes.s.dfy",
-        original="    !r.RecCommit?\n",
-        mutated="    !r.RecCommit? && !r.RecVote?\n",
+        original="    !r.RecCommit? && !r.RecLearn?\n",
+        mutated="    !r.RecCommit? && !r.RecLearn? && !r.RecVote?\n",
         breaks="ImplCrash.CutLosesCommits",
         why="a vote record would not be made durable before the step's packets leave: its "
             "Accepted may be on the wire when a crash loses the vote, and the restarted host "
@@ -306,8 +325,8 @@ MUTANTS = [
     Mutant(
         name="promise-needs-no-sync",
         file="ImplTypes.s.dfy",
-        original="    !r.RecCommit?\n",
-        mutated="    !r.RecCommit? && !r.RecPromised?\n",
+        original="    !r.RecCommit? && !r.RecLearn?\n",
+        mutated="    !r.RecCommit? && !r.RecLearn? && !r.RecPromised?\n",
         breaks="ImplCrash.CutLosesCommits",
         why="a promise record would not be made durable before its Promise leaves: a crash "
             "loses the promise, and the restarted host votes at a ballot below it",

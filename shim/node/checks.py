@@ -94,13 +94,13 @@ class Checks:
     def on_ready(self, ready: vcore.Ready) -> None:
         if not self.enabled:
             return
-        records, commit = ready.records, vcore.RECORD_COMMIT_TAG
+        records, no_sync = ready.records, vcore.NO_SYNC_RECORD_TAGS
         if ready.early_after > len(records):
             self._fail("EarlyBeforeSync", f"early messages after record {ready.early_after} of {len(records)}")
         for i in range(ready.early_after):
-            if records[i][0] != commit:
+            if records[i][0] not in no_sync:
                 self._fail("EarlyBeforeSync", f"an early message left after record {i}, which needs a sync")
-        needs_sync = any(rec[0] != commit for rec in records)
+        needs_sync = any(rec[0] not in no_sync for rec in records)
         if needs_sync != ready.sync:
             self._fail("EarlyBeforeSync", f"sync is {ready.sync} for records that {'' if needs_sync else 'do not '}"
                                           f"need one")

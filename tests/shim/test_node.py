@@ -6,6 +6,7 @@ core here is a scripted test double that returns fixed Readies — it decides no
 import asyncio
 import errno
 import os
+import struct
 from types import SimpleNamespace
 
 import pytest
@@ -356,8 +357,8 @@ async def test_snapshots_truncate_the_wal_and_restore(tmp_path):
         for i in range(30):
             await submit(nodes[i % 3], Kind.PUT, r.PutRequest(key=b"s%d" % (i % 4), value=b"%d" % i))
         await wait_for(lambda: all(n.kv.revision == 31 for n in nodes))
-        assert list((tmp_path / "n0" / "wal").glob("snap-*.snap"))
-        assert nodes[0].status["log_start"] > 0
+        # a snapshot is written by a child process while the node goes on: wait for it
+        await wait_for(lambda: list((tmp_path / "n0" / "wal").glob("snap-*.snap")) and nodes[0].status["log_start"] > 0)
         await stop_node(nodes[0])
         nodes[0] = await start_node(0, tmp_path, 50, snapshot_every_slots=5)
         await wait_for(lambda: nodes[0].kv.revision == 31)
@@ -687,18 +688,26 @@ def test_persist_before_send_check_fires_on_unsynced_records():
 
 
 def _record(kind: str) -> bytes:
-    tags = {"promised": 1, "vote": 2, "commit": vcore.RECORD_COMMIT_TAG, "truncate": 4}
+    tags = {"promised": 1, "vote": 2, "commit": vcore.RECORD_COMMIT_TAG, "truncate": 4, "learn": vcore.RECORD_LEARN_TAG}
     return bytes([tags[kind]]) + b"body"
 
 
-def test_the_commit_tag_is_the_one_the_core_writes():
+def test_the_commit_tags_are_the_ones_the_core_writes():
     core = vcore.Core(0, 1, election_ticks=1, heartbeat_ticks=1)  # a cluster of one commits alone
     while core.status()["role"] != "leader":
         core.tick()
     rd = core.propose(b"x")
     assert rd.commits == [(0, b"x")] and len(rd.records) == 2  # its vote, then the commit
-    assert [rec[0] == vcore.RECORD_COMMIT_TAG for rec in rd.records] == [False, True]
+    assert [rec[0] for rec in rd.records] == [2, vcore.RECORD_LEARN_TAG]  # the commit names its vote
     Checks(0, 1).on_ready(rd)
+    follower = vcore.Core(1, 3)  # a slot learned from a Commit message, with no vote here
+    rd = follower.recover([_record_commit(0, b"y")])
+    assert rd.commits == [(0, b"y")]
+    assert vcore.NO_SYNC_RECORD_TAGS == {vcore.RECORD_COMMIT_TAG, vcore.RECORD_LEARN_TAG}
+
+
+def _record_commit(slot: int, value: bytes) -> bytes:
+    return bytes([vcore.RECORD_COMMIT_TAG]) + struct.pack("<QI", slot, len(value)) + value
 
 
 @pytest.mark.parametrize("records, early_after, sync, messages, fails", [
@@ -706,6 +715,10 @@ def test_the_commit_tag_is_the_one_the_core_writes():
     (["vote", "commit"], 0, True, [], None),
     ([], 0, False, [], None),
     (["commit"], 1, False, [], None),                           # nothing to sync: everything early
+    (["learn", "commit"], 2, False, [], None),
+    (["learn", "vote"], 1, True, [(1, b"m")], None),
+    (["learn", "vote"], 2, True, [], "needs a sync"),
+    (["learn"], 0, True, [], "sync is True"),
     (["vote", "commit"], 1, True, [], "needs a sync"),          # an early packet after the vote
     (["promised"], 1, True, [], "needs a sync"),
     (["commit"], 2, False, [], "after record 2 of 1"),

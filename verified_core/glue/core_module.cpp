@@ -173,7 +173,7 @@ Packet decode_packet(const uint8_t* data, size_t len) {
     return Packet(src, dst, m);
 }
 
-enum RecTag : uint8_t { R_PROMISED = 1, R_VOTE, R_COMMIT, R_TRUNCATE };
+enum RecTag : uint8_t { R_PROMISED = 1, R_VOTE, R_COMMIT, R_TRUNCATE, R_LEARN };
 
 std::string encode_record(const Record& rec) {
     Writer w;
@@ -181,6 +181,7 @@ std::string encode_record(const Record& rec) {
     else if (auto* x = std::get_if<Record_RecVote>(&rec.v)) { w.u8(R_VOTE); w.u64(x->slot); w.ballot(x->bal); w.value(x->val); }
     else if (auto* x = std::get_if<Record_RecCommit>(&rec.v)) { w.u8(R_COMMIT); w.u64(x->slot); w.value(x->val); }
     else if (auto* x = std::get_if<Record_RecTruncate>(&rec.v)) { w.u8(R_TRUNCATE); w.u64(x->logStart); }
+    else if (auto* x = std::get_if<Record_RecLearn>(&rec.v)) { w.u8(R_LEARN); w.u64(x->slot); w.ballot(x->bal); }
     else throw std::logic_error("unknown record variant");
     return std::move(w.buf);
 }
@@ -194,6 +195,7 @@ Record decode_record(const uint8_t* data, size_t len) {
         case R_VOTE: { auto s = r.u64(); auto b = r.ballot(); auto v = r.value(); rec = Record::create_RecVote(s, b, v); break; }
         case R_COMMIT: { auto s = r.u64(); auto v = r.value(); rec = Record::create_RecCommit(s, v); break; }
         case R_TRUNCATE: { auto s = r.u64(); rec = Record::create_RecTruncate(s); break; }
+        case R_LEARN: { auto s = r.u64(); auto b = r.ballot(); rec = Record::create_RecLearn(s, b); break; }
         default: throw DecodeError("unknown record tag " + std::to_string(tag));
     }
     r.end();
@@ -376,6 +378,7 @@ PYBIND11_MODULE(_core, m) {
         .def("status", &CoreHandle::status);
     m.attr("WINDOW") = ImplBounds::__default::WINDOW;
     m.attr("RECORD_COMMIT_TAG") = static_cast<int>(codec::R_COMMIT);
+    m.attr("RECORD_LEARN_TAG") = static_cast<int>(codec::R_LEARN);
     m.def("decode_message", [](const py::buffer& b) {
         py::buffer_info info = b.request();
         try {
