@@ -10,7 +10,9 @@
 // cut before the step's first record when every early packet is one sent before the step
 // (Covered); and the cut after a first record that raises the promise (PromiseCut: the
 // protocol's ReceivePrepare, then Crash), which OnAccept's vote has when it raises its promise
-// (Impl's Receive proves which cuts its Prepare and Accept steps have).
+// (Impl's Receive proves which cuts its Prepare and Accept steps have); and a cut at a point
+// part-way through the step (CutAtPoint). Every cut of a whole step is one of these
+// (EveryCutCovered, which Impl's whole steps ensure; EveryCutIsCrashStep).
 module ImplCrash {
   import opened Native
   import opened ImplTypes
@@ -415,14 +417,15 @@ module ImplCrash {
     || exists pt :: PointOf(c, me as nat, h0, log0, net, recs0, t, pt) && CutAtPoint(me, t, log0, pt, k)
   }
 
-  ghost predicate EveryCutCovered(c: P.Constants, me: uint64, h0: P.Host, log0: seq<Packet>, net: set<S.Message>,
+  // (opaque: the steps' proofs see it only through the lemmas below)
+  opaque ghost predicate EveryCutCovered(c: P.Constants, me: uint64, h0: P.Host, log0: seq<Packet>, net: set<S.Message>,
                                   recs0: seq<Record>, t: seq<O.Out>) {
     forall k: nat | k <= |O.Records(t)| :: CutCovered(c, me, h0, log0, net, recs0, t, k)
   }
 
   // From t0 to t1, a handling emitted no record that needs a sync but its first, and when its
   // first needs one, it sent nothing early before it.
-  ghost predicate SyncFirst(me: uint64, t0: seq<O.Out>, t1: seq<O.Out>) {
+  opaque ghost predicate SyncFirst(me: uint64, t0: seq<O.Out>, t1: seq<O.Out>) {
     && O.Records(t0) <= O.Records(t1)
     && (forall j | |O.Records(t0)| < j < |O.Records(t1)| :: !NeedsSync(O.Records(t1)[j]))
     && (|O.Records(t1)| > |O.Records(t0)| && NeedsSync(O.Records(t1)[|O.Records(t0)|]) ==> O.Early(me, t1) == O.Early(me, t0))
@@ -434,6 +437,7 @@ module ImplCrash {
     requires SyncFirst(me, [], t1)
     ensures EveryCutCovered(c, me, h0, log0, net, recs0, t1)
   {
+    reveal EveryCutCovered(), SyncFirst();
     O.Empty(me);
     var rs := O.Records(t1);
     forall k: nat | k <= |rs| ensures Covered(rs, O.Early(me, t1), log0, k) {
@@ -452,6 +456,7 @@ module ImplCrash {
     requires PointOf(c, me as nat, h0, log0, net, recs0, t0, pt0) && pt0.trace == t0
     ensures EveryCutCovered(c, me, h0, log0, net, recs0, t1)
   {
+    reveal EveryCutCovered(), SyncFirst();
     var r0, r1 := O.Records(t0), O.Records(t1);
     var e0, e1 := O.Early(me, t0), O.Early(me, t1);
     var syncs := |r1| > |r0| && NeedsSync(r1[|r0|]);
@@ -491,6 +496,7 @@ module ImplCrash {
   lemma SyncFirstRecordSend(me: uint64, t0: seq<O.Out>, r: Record, q: Packet)
     ensures SyncFirst(me, t0, t0 + [O.Emitted(r), O.Sent(q)])
   {
+    reveal SyncFirst();
     var t1 := t0 + [O.Emitted(r)];
     O.Snoc(me, t0, O.Emitted(r));
     O.Snoc(me, t1, O.Sent(q));
@@ -503,6 +509,7 @@ module ImplCrash {
   lemma SyncFirstSend(me: uint64, t0: seq<O.Out>, q: Packet)
     ensures SyncFirst(me, t0, t0 + [O.Sent(q)])
   {
+    reveal SyncFirst();
     O.Snoc(me, t0, O.Sent(q));
   }
 
@@ -529,6 +536,7 @@ module ImplCrash {
       SyncFirstSend(me, t0, q);
     } else if !(ls <= slot && slot - ls < WINDOW) {
       assert t0 + t == t0;
+      reveal SyncFirst();
     } else {
       assert t0 + t == t0 + [O.Emitted(RecVote(slot, b, val)), O.Sent(q)];
       SyncFirstRecordSend(me, t0, RecVote(slot, b, val), q);
@@ -542,6 +550,7 @@ module ImplCrash {
     requires BalLe(h0.promised, b) && AcceptIn(net, me as nat, b)
     ensures EveryCutCovered(c, me, h0, log0, net, recs0, AcceptTrace(refuse, ls, true, b, slot, val, q))
   {
+    reveal EveryCutCovered();
     var t := AcceptTrace(refuse, ls, true, b, slot, val, q);
     AcceptTraceCovered(me, refuse, ls, true, b, slot, val, q, log0, h0.promised);
     O.Empty(me);
@@ -560,6 +569,9 @@ module ImplCrash {
       O.Snoc(me, [p, v], O.Sent(q));
       assert t == [p, v] + [O.Sent(q)];
       assert O.Records(t)[0] == RecPromised(b);
+    }
+    forall k: nat | k <= |O.Records(t)| ensures CutCovered(c, me, h0, log0, net, recs0, t, k) {
+      assert Covered(O.Records(t), O.Early(me, t), log0, k) || PromiseCut(O.Records(t), O.Early(me, t), log0, k, h0.promised);
     }
   }
 
@@ -580,6 +592,7 @@ module ImplCrash {
     ensures s'.abs.hosts == s.abs.hosts[i := Rebuilt(recs0 + O.Records(t)[..k])]
     ensures s'.wire == s.wire + (set j | 0 <= j < |pkts| :: pkts[j])
   {
+    reveal EveryCutCovered();
     var me, h0, rs := i as uint64, s.abs.hosts[i], O.Records(t);
     assert CutCovered(c, me, h0, log0, s.abs.net, recs0, t, k);
     if Covered(rs, O.Early(me, t), log0, k)

@@ -323,7 +323,7 @@ abstract module ImplHandlers refines ImplMoves {
       requires a.Accepted? && a.src == src as nat && a.dst == me as nat && a.bal == b && a.slot == slot as nat
       modifies Repr
       ensures Valid() && StepGrows() && SameConfig() && old(acked) <= acked <= old(acked) + {a}
-      ensures leaderAbs == old(leaderAbs)
+      ensures leaderAbs == old(leaderAbs) && QuietSince()
       ensures R.AckedValues(acked, leaderAbs) ==>
                 RR.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), acked, moves, AbsHost(), sentLog)
     {
@@ -405,7 +405,7 @@ abstract module ImplHandlers refines ImplMoves {
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
-      ensures Keeps() && sentLog == old(sentLog)
+      ensures Keeps() && sentLog == old(sentLog) && QuietSince()
       ensures var h := old(AbsHost());
               if slot as nat in h.votes && h.votes[slot as nat].bal == b then
                 var m := S.Commit(src as nat, me as nat, slot as nat, h.votes[slot as nat].val);
@@ -445,7 +445,7 @@ abstract module ImplHandlers refines ImplMoves {
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
-      ensures Keeps() && sentLog == old(sentLog)
+      ensures Keeps() && sentLog == old(sentLog) && QuietSince()
       ensures var m := S.Commit(src as nat, me as nat, slot as nat, val);
               RR.Run(Consts(), me as nat, old(AbsHost()), {m}, R.CommitMoves(old(AbsHost()), old(logStart) as nat + WINDOW as nat, m), AbsHost())
     {
@@ -461,7 +461,7 @@ abstract module ImplHandlers refines ImplMoves {
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
-      ensures SameConfig() && sentLog == old(sentLog)
+      ensures SameConfig() && sentLog == old(sentLog) && recLog == old(recLog)
       ensures RR.Run(Consts(), me as nat, old(AbsHost()), {}, R.StepDownMoves(old(AbsHost()), old(role) != Follower && BalLt(old(bal), p)), AbsHost())
     {
       maxSeen := BalMax(maxSeen, p);
@@ -476,7 +476,7 @@ abstract module ImplHandlers refines ImplMoves {
       requires Valid() && src < n
       modifies Repr
       ensures Valid() && PromisedGrows()
-      ensures SameConfig() && old(sentLog) <= sentLog
+      ensures SameConfig() && old(sentLog) <= sentLog && recLog == old(recLog)
       ensures var moves := R.HeartbeatMoves(me as nat, old(AbsHost()), src as nat, b, old(role) != Follower && b != old(bal),
                                             leaderCommit > old(commitUpto) && old(catchUpCooldown) == 0, old(commitUpto) as nat);
               && RR.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
@@ -491,6 +491,7 @@ abstract module ImplHandlers refines ImplMoves {
         RM.PacketsRefineOne(Packet(me, src, Nack(promised)), nack, {nack});
         return;
       }
+      assert {:split_here} true;  // the refusal apart from the heartbeat's handling
       maxSeen := BalMax(maxSeen, b);
       if role != Follower && b != bal {
         StepDown();
@@ -535,7 +536,7 @@ abstract module ImplHandlers refines ImplMoves {
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
-      ensures SameConfig() && sentLog == old(sentLog) && AbsHost() == old(AbsHost())
+      ensures SameConfig() && sentLog == old(sentLog) && AbsHost() == old(AbsHost()) && recLog == old(recLog)
     {
       if role != Leader || b != bal || src >= n || rs > readSeq {
         return;
@@ -551,7 +552,7 @@ abstract module ImplHandlers refines ImplMoves {
       requires Valid() && src < n
       modifies Repr
       ensures Valid() && PromisedGrows()
-      ensures SameConfig() && old(sentLog) <= sentLog && AbsHost() == old(AbsHost())
+      ensures SameConfig() && old(sentLog) <= sentLog && AbsHost() == old(AbsHost()) && recLog == old(recLog)
       ensures exists moves :: && RR.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
                               && RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(moves))
       ensures RM.NoLearns(sentLog[|old(sentLog)|..])
@@ -571,7 +572,7 @@ abstract module ImplHandlers refines ImplMoves {
       while s < end
         invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
         invariant Valid() && Bounds() && logStart <= s <= end <= commitUpto
-        invariant SameConfig() && old(sentLog) <= sentLog && AbsHost() == old(AbsHost())
+        invariant SameConfig() && old(sentLog) <= sentLog && AbsHost() == old(AbsHost()) && recLog == old(recLog)
         invariant RR.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
         invariant RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(moves))
         invariant RM.NoLearns(sentLog[|old(sentLog)|..])
