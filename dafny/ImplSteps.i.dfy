@@ -639,8 +639,8 @@ abstract module ImplSteps refines ImplHandlers {
       ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures old(StepFrom(st)) ==>
                 StepOk(st, old(AbsHost()), old(sentLog), moves)
-      // Every cut of the step is covered: its one record that needs a sync, an election's
-      // promise, comes first (Cr.EveryCutIsCrashStep).
+      // Every cut of the step is covered: the one record of its own that needs a sync, an
+      // election's promise, comes first; then its messages to itself (Cr.EveryCutIsCrashStep).
       ensures old(StepFrom(st)) ==> Cr.EveryCutCovered(Consts(), me, old(AbsHost()), old(sentLog), st.net, old(recLog), t)
     {
       ghost var ok := StepFrom(st);
