@@ -10,7 +10,9 @@
 // cut before the step's first record when every early packet is one sent before the step
 // (Covered); and the cut after a first record that raises the promise (PromiseCut: the
 // protocol's ReceivePrepare, then Crash), which OnAccept's vote has when it raises its promise
-// (Impl's Receive proves which cuts its Prepare and Accept steps have).
+// (Impl's Receive proves which cuts its Prepare and Accept steps have); and a cut at a point
+// part-way through the step (CutAtPoint). Every cut of a whole step is one of these
+// (EveryCutCovered, which Impl's whole steps ensure; EveryCutIsCrashStep).
 module ImplCrash {
   import opened Native
   import opened ImplTypes
@@ -387,6 +389,223 @@ module ImplCrash {
       O.Snoc(me, [v], O.Sent(q));
       assert t == [v] + [O.Sent(q)];
       assert O.Records(t) == [RecVote(slot, b, val)] && O.Early(me, t) == [];
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Every cut of a whole step. A step is its first handling (of the message received, of the
+  // tick, the proposal or the read) and then one handling per message it sent itself; between
+  // two of them the host is at a point (Replays()). Each handling emits no record that needs a
+  // sync but its first record, and sends nothing early before that one (SyncFirst); then each
+  // cut is after the last record that needs a sync, or before the first record of a handling
+  // that begins with one, a point at which every early packet of the step had been sent
+  // (CoveredGrows). The step's first handling begins where the step began (CoveredFromStart),
+  // or is an Accept that raises the promise, whose cut after the promise is a PromiseCut.
+
+  // An Accept at b to host i is in net (then its sender sent i a Prepare(b): Prepared).
+  ghost predicate AcceptIn(net: set<S.Message>, i: nat, b: Ballot) {
+    exists m :: m in net && m.Accept? && m.dst == i && m.bal == b
+  }
+
+  // The cut k of the step of host me that began at h0 (its packet log log0, its record log
+  // recs0, reading net) and did t is covered: Covered, a PromiseCut whose Accept is in net,
+  // or covered by a point.
+  ghost predicate CutCovered(c: P.Constants, me: uint64, h0: P.Host, log0: seq<Packet>, net: set<S.Message>, recs0: seq<Record>,
+                             t: seq<O.Out>, k: nat) {
+    || Covered(O.Records(t), O.Early(me, t), log0, k)
+    || (PromiseCut(O.Records(t), O.Early(me, t), log0, k, h0.promised) && AcceptIn(net, me as nat, O.Records(t)[0].bal))
+    || exists pt :: PointOf(c, me as nat, h0, log0, net, recs0, t, pt) && CutAtPoint(me, t, log0, pt, k)
+  }
+
+  // (opaque: the steps' proofs see it only through the lemmas below)
+  opaque ghost predicate EveryCutCovered(c: P.Constants, me: uint64, h0: P.Host, log0: seq<Packet>, net: set<S.Message>,
+                                  recs0: seq<Record>, t: seq<O.Out>) {
+    forall k: nat | k <= |O.Records(t)| :: CutCovered(c, me, h0, log0, net, recs0, t, k)
+  }
+
+  // From t0 to t1, a handling emitted no record that needs a sync but its first, and when its
+  // first needs one, it sent nothing early before it.
+  opaque ghost predicate SyncFirst(me: uint64, t0: seq<O.Out>, t1: seq<O.Out>) {
+    && O.Records(t0) <= O.Records(t1)
+    && (forall j | |O.Records(t0)| < j < |O.Records(t1)| :: !NeedsSync(O.Records(t1)[j]))
+    && (|O.Records(t1)| > |O.Records(t0)| && NeedsSync(O.Records(t1)[|O.Records(t0)|]) ==> O.Early(me, t1) == O.Early(me, t0))
+  }
+
+  // A step whose first handling did t1 from its start: every cut is Covered.
+  lemma CoveredFromStart(c: P.Constants, me: uint64, h0: P.Host, log0: seq<Packet>, net: set<S.Message>, recs0: seq<Record>,
+                         t1: seq<O.Out>)
+    requires SyncFirst(me, [], t1)
+    ensures EveryCutCovered(c, me, h0, log0, net, recs0, t1)
+  {
+    reveal EveryCutCovered(), SyncFirst();
+    O.Empty(me);
+    var rs := O.Records(t1);
+    forall k: nat | k <= |rs| ensures Covered(rs, O.Early(me, t1), log0, k) {
+      if !AfterLastSync(rs, k) {
+        assert k == 0 && NeedsSync(rs[0]);
+      }
+    }
+  }
+
+  // A handling from the point pt0 (whose trace is t0) to t1 that is SyncFirst, the step's early
+  // packets fixed once it is synced (SameBases): every cut stays covered.
+  lemma CoveredGrows(c: P.Constants, me: uint64, h0: P.Host, log0: seq<Packet>, net: set<S.Message>, recs0: seq<Record>,
+                     t0: seq<O.Out>, t1: seq<O.Out>, pt0: Point)
+    requires EveryCutCovered(c, me, h0, log0, net, recs0, t0)
+    requires SyncFirst(me, t0, t1) && (O.Synced(t0) ==> O.Early(me, t1) == O.Early(me, t0))
+    requires PointOf(c, me as nat, h0, log0, net, recs0, t0, pt0) && pt0.trace == t0
+    ensures EveryCutCovered(c, me, h0, log0, net, recs0, t1)
+  {
+    reveal EveryCutCovered(), SyncFirst();
+    var r0, r1 := O.Records(t0), O.Records(t1);
+    var e0, e1 := O.Early(me, t0), O.Early(me, t1);
+    var syncs := |r1| > |r0| && NeedsSync(r1[|r0|]);
+    if !O.Synced(t0) {
+      O.UnsyncedRecords(t0);
+    }
+    forall k: nat | k <= |r1| ensures CutCovered(c, me, h0, log0, net, recs0, t1, k) {
+      assert r1[..k] == r0[..k] <== k <= |r0|;
+      if k > |r0| {
+        assert AfterLastSync(r1, k);
+      } else if AfterLastSync(r0, k) || !O.Synced(t0) {
+        assert AfterLastSync(r0, k);
+        if syncs {
+          forall p | p in e1 ensures p in O.Sends(pt0.trace) || p in log0 {
+            EarlyIsSent(me, t0, p);
+          }
+          assert CutAtPoint(me, t1, log0, pt0, k);
+        } else {
+          assert AfterLastSync(r1, k);
+        }
+      } else {
+        assert e1 == e0;
+        assert CutCovered(c, me, h0, log0, net, recs0, t0, k);
+        if Covered(r0, e0, log0, k) {
+          assert Covered(r1, e1, log0, k);
+        } else if PromiseCut(r0, e0, log0, k, h0.promised) && AcceptIn(net, me as nat, r0[0].bal) {
+          assert r1[0] == r0[0];
+        } else {
+          var pt :| PointOf(c, me as nat, h0, log0, net, recs0, t0, pt) && CutAtPoint(me, t0, log0, pt, k);
+          assert CutAtPoint(me, t1, log0, pt, k);
+        }
+      }
+    }
+  }
+
+  // The handlings whose trace is known: a record, then a packet; a packet; nothing.
+  lemma SyncFirstRecordSend(me: uint64, t0: seq<O.Out>, r: Record, q: Packet)
+    ensures SyncFirst(me, t0, t0 + [O.Emitted(r), O.Sent(q)])
+  {
+    reveal SyncFirst();
+    var t1 := t0 + [O.Emitted(r)];
+    O.Snoc(me, t0, O.Emitted(r));
+    O.Snoc(me, t1, O.Sent(q));
+    assert t1 + [O.Sent(q)] == t0 + [O.Emitted(r), O.Sent(q)];
+    if NeedsSync(r) {
+      O.EarlyBeforeSync(me, t0, r, t0 + [O.Emitted(r), O.Sent(q)]);
+    }
+  }
+
+  lemma SyncFirstSend(me: uint64, t0: seq<O.Out>, q: Packet)
+    ensures SyncFirst(me, t0, t0 + [O.Sent(q)])
+  {
+    reveal SyncFirst();
+    O.Snoc(me, t0, O.Sent(q));
+  }
+
+  // OnPrepare's trace (PromiseTrace) is SyncFirst.
+  lemma PromiseTraceSyncFirst(me: uint64, t0: seq<O.Out>, raise: bool, b: Ballot, q: Packet)
+    ensures SyncFirst(me, t0, t0 + PromiseTrace(raise, b, q))
+  {
+    if raise {
+      assert t0 + PromiseTrace(raise, b, q) == t0 + [O.Emitted(RecPromised(b)), O.Sent(q)];
+      SyncFirstRecordSend(me, t0, RecPromised(b), q);
+    } else {
+      assert t0 + PromiseTrace(raise, b, q) == t0 + [O.Sent(q)];
+      SyncFirstSend(me, t0, q);
+    }
+  }
+
+  // OnAccept's trace (AcceptTrace) is SyncFirst when it does not raise its promise.
+  lemma AcceptTraceSyncFirst(me: uint64, t0: seq<O.Out>, refuse: bool, ls: uint64, b: Ballot, slot: uint64, val: Value, q: Packet)
+    ensures SyncFirst(me, t0, t0 + AcceptTrace(refuse, ls, false, b, slot, val, q))
+  {
+    var t := AcceptTrace(refuse, ls, false, b, slot, val, q);
+    if refuse {
+      assert t0 + t == t0 + [O.Sent(q)];
+      SyncFirstSend(me, t0, q);
+    } else if !(ls <= slot && slot - ls < WINDOW) {
+      assert t0 + t == t0;
+      reveal SyncFirst();
+    } else {
+      assert t0 + t == t0 + [O.Emitted(RecVote(slot, b, val)), O.Sent(q)];
+      SyncFirstRecordSend(me, t0, RecVote(slot, b, val), q);
+    }
+  }
+
+  // A step whose first handling is OnAccept raising its promise (its AcceptTrace): every cut is
+  // Covered or the PromiseCut, whose Accept is in net.
+  lemma AcceptRaiseCovered(c: P.Constants, me: uint64, h0: P.Host, log0: seq<Packet>, net: set<S.Message>, recs0: seq<Record>,
+                           refuse: bool, ls: uint64, b: Ballot, slot: uint64, val: Value, q: Packet)
+    requires BalLe(h0.promised, b) && AcceptIn(net, me as nat, b)
+    ensures EveryCutCovered(c, me, h0, log0, net, recs0, AcceptTrace(refuse, ls, true, b, slot, val, q))
+  {
+    reveal EveryCutCovered();
+    var t := AcceptTrace(refuse, ls, true, b, slot, val, q);
+    AcceptTraceCovered(me, refuse, ls, true, b, slot, val, q, log0, h0.promised);
+    O.Empty(me);
+    if refuse {
+      O.Snoc(me, [], O.Sent(q));
+      assert t == [] + [O.Sent(q)];
+      assert O.Records(t) == [];
+    } else if !(ls <= slot && slot - ls < WINDOW) {
+      assert O.Records(t) == [];
+    } else {
+      var p, v := O.Emitted(RecPromised(b)), O.Emitted(RecVote(slot, b, val));
+      O.Snoc(me, [], p);
+      assert [] + [p] == [p];
+      O.Snoc(me, [p], v);
+      assert [p] + [v] == [p, v];
+      O.Snoc(me, [p, v], O.Sent(q));
+      assert t == [p, v] + [O.Sent(q)];
+      assert O.Records(t)[0] == RecPromised(b);
+    }
+    forall k: nat | k <= |O.Records(t)| ensures CutCovered(c, me, h0, log0, net, recs0, t, k) {
+      assert Covered(O.Records(t), O.Early(me, t), log0, k) || PromiseCut(O.Records(t), O.Early(me, t), log0, k, h0.promised);
+    }
+  }
+
+  // THEOREM (a crash part-way through a whole step, at any cut): when every cut of the step is
+  // covered (EveryCutCovered), which each whole step ensures, the crash with the first k records
+  // durable is a system step, as in CrashPartWay, in every state where Prepared holds (every
+  // reachable one: ImplPrepared), which a PromiseCut reads.
+  lemma EveryCutIsCrashStep(c: P.Constants, s: Sy.Sys, i: nat, log0: seq<Packet>, recs0: seq<Record>, moves: seq<RR.Move>,
+                            h: P.Host, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+    requires P.WF(c, s.abs) && i < |s.abs.hosts| && i <= UINT64_MAX as nat && (forall p | p in log0 :: p in s.wire)
+    requires Prepared(c, s.abs) && i < c.n
+    requires RR.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h, log0 + O.Sends(t))
+    requires Rebuilt(recs0) == s.abs.hosts[i].(leader := P.NotLeader)
+    requires Rebuilt(recs0 + O.Records(t)) == h.(leader := P.NotLeader)
+    requires k <= |O.Records(t)| && EveryCutCovered(c, i as uint64, s.abs.hosts[i], log0, s.abs.net, recs0, t)
+    requires MayHaveLeft(O.Records(t), O.Early(i as uint64, t), O.Sends(t), k, pkts)
+    ensures Sy.ImplNext(c, s, s')
+    ensures s'.abs.hosts == s.abs.hosts[i := Rebuilt(recs0 + O.Records(t)[..k])]
+    ensures s'.wire == s.wire + (set j | 0 <= j < |pkts| :: pkts[j])
+  {
+    reveal EveryCutCovered();
+    var me, h0, rs := i as uint64, s.abs.hosts[i], O.Records(t);
+    assert CutCovered(c, me, h0, log0, s.abs.net, recs0, t, k);
+    if Covered(rs, O.Early(me, t), log0, k)
+       || exists pt :: PointOf(c, i, h0, log0, s.abs.net, recs0, t, pt) && CutAtPoint(me, t, log0, pt, k) {
+      s' := CrashPartWay(c, s, i, log0, recs0, moves, h, t, k, pkts);
+    } else {
+      assert PromiseCut(rs, O.Early(me, t), log0, k, h0.promised) && AcceptIn(s.abs.net, i, rs[0].bal);
+      var m :| m in s.abs.net && m.Accept? && m.dst == i && m.bal == rs[0].bal;
+      assert S.Prepare(m.src, i, rs[0].bal) in s.abs.net;
+      forall p | p in pkts ensures p in s.wire {
+        assert p in O.Early(me, t);
+      }
+      s' := CrashAtPromise(c, s, i, recs0, rs, pkts, m.src);
     }
   }
 

@@ -38,6 +38,7 @@ abstract module ImplHandlers refines ImplMoves {
       if src != me {
         ticks := 0;
       }
+      assert {:split_here} true;  // the votes reported apart from the promise's update
       var start := if fromSlot > logStart then fromSlot else logStart;
       ghost var h0 := old(AbsHost());
       assert votes[..] == old(votes[..]) && committed[..] == old(committed[..]);
@@ -323,7 +324,7 @@ abstract module ImplHandlers refines ImplMoves {
       requires a.Accepted? && a.src == src as nat && a.dst == me as nat && a.bal == b && a.slot == slot as nat
       modifies Repr
       ensures Valid() && StepGrows() && SameConfig() && old(acked) <= acked <= old(acked) + {a}
-      ensures leaderAbs == old(leaderAbs)
+      ensures leaderAbs == old(leaderAbs) && QuietSince()
       ensures R.AckedValues(acked, leaderAbs) ==>
                 RR.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), acked, moves, AbsHost(), sentLog)
     {
@@ -405,7 +406,7 @@ abstract module ImplHandlers refines ImplMoves {
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
-      ensures Keeps() && sentLog == old(sentLog)
+      ensures Keeps() && sentLog == old(sentLog) && QuietSince()
       ensures var h := old(AbsHost());
               if slot as nat in h.votes && h.votes[slot as nat].bal == b then
                 var m := S.Commit(src as nat, me as nat, slot as nat, h.votes[slot as nat].val);
@@ -445,7 +446,7 @@ abstract module ImplHandlers refines ImplMoves {
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
-      ensures Keeps() && sentLog == old(sentLog)
+      ensures Keeps() && sentLog == old(sentLog) && QuietSince()
       ensures var m := S.Commit(src as nat, me as nat, slot as nat, val);
               RR.Run(Consts(), me as nat, old(AbsHost()), {m}, R.CommitMoves(old(AbsHost()), old(logStart) as nat + WINDOW as nat, m), AbsHost())
     {
@@ -461,7 +462,7 @@ abstract module ImplHandlers refines ImplMoves {
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
-      ensures SameConfig() && sentLog == old(sentLog)
+      ensures SameConfig() && sentLog == old(sentLog) && recLog == old(recLog)
       ensures RR.Run(Consts(), me as nat, old(AbsHost()), {}, R.StepDownMoves(old(AbsHost()), old(role) != Follower && BalLt(old(bal), p)), AbsHost())
     {
       maxSeen := BalMax(maxSeen, p);
@@ -476,7 +477,7 @@ abstract module ImplHandlers refines ImplMoves {
       requires Valid() && src < n
       modifies Repr
       ensures Valid() && PromisedGrows()
-      ensures SameConfig() && old(sentLog) <= sentLog
+      ensures SameConfig() && old(sentLog) <= sentLog && recLog == old(recLog)
       ensures var moves := R.HeartbeatMoves(me as nat, old(AbsHost()), src as nat, b, old(role) != Follower && b != old(bal),
                                             leaderCommit > old(commitUpto) && old(catchUpCooldown) == 0, old(commitUpto) as nat);
               && RR.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
@@ -491,7 +492,7 @@ abstract module ImplHandlers refines ImplMoves {
         RM.PacketsRefineOne(Packet(me, src, Nack(promised)), nack, {nack});
         return;
       }
-      assert {:split_here} true;  // the refusal apart from the rest (one proof was near its limit)
+      assert {:split_here} true;  // the refusal apart from the heartbeat's handling
       maxSeen := BalMax(maxSeen, b);
       if role != Follower && b != bal {
         StepDown();
@@ -537,7 +538,7 @@ abstract module ImplHandlers refines ImplMoves {
       requires Valid()
       modifies Repr
       ensures Valid() && PromisedGrows()
-      ensures SameConfig() && sentLog == old(sentLog) && AbsHost() == old(AbsHost())
+      ensures SameConfig() && sentLog == old(sentLog) && AbsHost() == old(AbsHost()) && recLog == old(recLog)
     {
       if role != Leader || b != bal || src >= n || rs > readSeq {
         return;
@@ -553,7 +554,7 @@ abstract module ImplHandlers refines ImplMoves {
       requires Valid() && src < n
       modifies Repr
       ensures Valid() && PromisedGrows()
-      ensures SameConfig() && old(sentLog) <= sentLog && AbsHost() == old(AbsHost())
+      ensures SameConfig() && old(sentLog) <= sentLog && AbsHost() == old(AbsHost()) && recLog == old(recLog)
       ensures exists moves :: && RR.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
                               && RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(moves))
       ensures RM.NoLearns(sentLog[|old(sentLog)|..])
@@ -573,7 +574,7 @@ abstract module ImplHandlers refines ImplMoves {
       while s < end
         invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
         invariant Valid() && Bounds() && logStart <= s <= end <= commitUpto
-        invariant SameConfig() && old(sentLog) <= sentLog && AbsHost() == old(AbsHost())
+        invariant SameConfig() && old(sentLog) <= sentLog && AbsHost() == old(AbsHost()) && recLog == old(recLog)
         invariant RR.Run(Consts(), me as nat, old(AbsHost()), {}, moves, AbsHost())
         invariant RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(moves))
         invariant RM.NoLearns(sentLog[|old(sentLog)|..])

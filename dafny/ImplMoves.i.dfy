@@ -11,6 +11,8 @@ abstract module ImplMoves refines ImplWindow {
       ensures promised == b && Keeps() && sentLog == old(sentLog) && promiseCount == old(promiseCount)
       ensures sofar.trace == old(sofar.trace) + (if old(promised) != b then [O.Emitted(RecPromised(b))] else [])
       ensures selfQueue == old(selfQueue)
+      ensures recLog == old(recLog) + (if old(promised) != b then [RecPromised(b)] else [])
+      ensures out.early == old(out.early) && (old(promised) != b ==> out.sync)
     {
       if promised != b {
         promised := b;
@@ -26,7 +28,7 @@ abstract module ImplMoves refines ImplWindow {
       ensures promised == old(promised) && me == old(me) && n == old(n)
       ensures votes == old(votes) && committed == old(committed) && sentLog == old(sentLog)
       ensures leaderAbs == P.NotLeader && catchUpCooldown == old(catchUpCooldown)
-      ensures role == Follower && sofar == old(sofar) && selfQueue == old(selfQueue)
+      ensures role == Follower && sofar == old(sofar) && selfQueue == old(selfQueue) && recLog == old(recLog)
     {
       role := Follower;
       bal := Zero;
@@ -46,13 +48,13 @@ abstract module ImplMoves refines ImplWindow {
       modifies this
       ensures Valid() && PromisedGrows()
       ensures promised == old(promised) && logStart == old(logStart) && Keeps() && sentLog == old(sentLog)
-      ensures selfQueue == old(selfQueue)
+      ensures selfQueue == old(selfQueue) && recLog == old(recLog)
     {
       while commitUpto - logStart < WINDOW && committed[Idx(commitUpto)].Some?
         invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
         invariant Valid()
         invariant promised == old(promised) && logStart == old(logStart) && Keeps() && sentLog == old(sentLog)
-        invariant selfQueue == old(selfQueue)
+        invariant selfQueue == old(selfQueue) && recLog == old(recLog)
         decreases logStart + WINDOW - commitUpto
       {
         RS.AbsCommittedAt(committed[..], logStart as nat, commitUpto as nat);
@@ -70,7 +72,7 @@ abstract module ImplMoves refines ImplWindow {
       requires Valid() && InWindow(slot)
       modifies Repr
       ensures Valid() && PromisedGrows()
-      ensures Keeps() && sentLog == old(sentLog)
+      ensures Keeps() && sentLog == old(sentLog) && QuietSince()
       ensures var h := old(AbsHost());
               AbsHost() == if slot as nat in h.committed then h else h.(committed := h.committed[slot as nat := val])
     {
@@ -105,6 +107,7 @@ abstract module ImplMoves refines ImplWindow {
       ensures forall j | 0 <= j < WINDOW :: proposed[j].None?
       ensures forall k | 0 <= k < acks.Length :: !acks[k]
       ensures nextSlot == old(nextSlot) && bal == old(bal) && acked == old(acked)
+      ensures out == old(out) && recLog == old(recLog)
     {
       ResetLeaderArrays();
       promiseCount := 0;
@@ -133,6 +136,9 @@ abstract module ImplMoves refines ImplWindow {
               && RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(moves))
       ensures BalMax(old(promised), old(maxSeen)).round < UINT64_MAX - 1 ==> CandidateTied()
       ensures RM.NoLearns(sentLog[|old(sentLog)|..])
+      // Its one record, the promise, comes before anything it sends.
+      ensures recLog == old(recLog) || (|recLog| == |old(recLog)| + 1 && recLog[..|old(recLog)|] == old(recLog)
+                                        && NeedsSync(recLog[|old(recLog)|]) && out.early == old(out.early))
     {
       RR.RunNil(Consts(), me as nat, AbsHost(), {});
       var seen := BalMax(promised, maxSeen);
@@ -148,10 +154,16 @@ abstract module ImplMoves refines ImplWindow {
       Lead.ProposalsLedNonLeader(role, RS.AbsCommitted(proposed[..], logStart as nat), leaderAbs);
       Lead.AcksFollower(bal, acked, acks[..], n, logStart as nat);
       ClearLeaderState();
+      assert {:split_here} true;  // the promise apart from the old campaign's end
       var b := NextBallot(seen, me);
       NextBallotIsAbove(seen, me);
       BalLeTransitive(promised, seen, b);
+      assert BalLt(promised, b) by {
+        if promised != seen { BalLtTransitive(promised, seen, b); }
+      }
       SetPromised(b);
+      ghost var rl1, e1, s1 := recLog, out.early, out.sync;  // its record, before anything it sends
+      assert {:split_here} true;  // the campaign's state apart from the promise
       role := Candidate;
       bal := b;
       leaderAbs := P.Leading(b, 1, {}, map[]);
@@ -168,6 +180,8 @@ abstract module ImplMoves refines ImplWindow {
       ticks := 0;
       Broadcast(Prepare(b, commitUpto), true);
       assert {:split_here} true;  // the refinement apart from the state change
+      assert rl1 == old(recLog) + [RecPromised(b)] && s1 && e1 == old(out.early);
+      assert recLog == rl1 && out.early == e1 && recLog[..|old(recLog)|] == old(recLog);
       // The refinement: StartPrepare(b).
       ghost var h0 := old(AbsHost());
       assert BalLt(h0.promised, b) by {
@@ -401,6 +415,7 @@ abstract module ImplMoves refines ImplWindow {
       modifies Repr
       ensures Valid() && PromisedGrows() && SameConfig()
       ensures RR.Trail(Consts(), me as nat, old(AbsHost()), old(sentLog), {}, moves, AbsHost(), sentLog)
+      ensures recLog == old(recLog)
     {
       ticks := 0;
       ghost var h0, log0 := AbsHost(), sentLog;
@@ -415,7 +430,7 @@ abstract module ImplMoves refines ImplWindow {
       while s < end
         invariant BalLe(old(promised), promised) && acked <= old(acked) && SameConfig() && SameBases()
         invariant Valid() && role == Leader && commitUpto <= s <= end <= nextSlot
-        invariant TrailFrom(h0, log0, {}, moves)
+        invariant TrailFrom(h0, log0, {}, moves) && recLog == old(recLog)
         decreases end - s
       {
         var p := proposed[Idx(s)];
@@ -440,12 +455,12 @@ abstract module ImplMoves refines ImplWindow {
       requires Valid()
       modifies this
       ensures Valid() && PromisedGrows()
-      ensures AbsSame()
+      ensures AbsSame() && recLog == old(recLog)
     {
       var i: uint64 := 0;
       while i < n
         invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
-        invariant i <= n && Valid() && AbsSame()
+        invariant i <= n && Valid() && AbsSame() && recLog == old(recLog)
       {
         var c := readAck[i];
         if c > readConfirmed {
@@ -453,7 +468,7 @@ abstract module ImplMoves refines ImplWindow {
           var j: uint64 := 0;
           while j < n
             invariant BalLe(old(promised), promised) && acked <= old(acked) && SameBases()
-            invariant j <= n && count <= j && Valid() && AbsSame()
+            invariant j <= n && count <= j && Valid() && AbsSame() && recLog == old(recLog)
           {
             if readAck[j] >= c {
               count := count + 1;

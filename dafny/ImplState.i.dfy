@@ -171,6 +171,13 @@ abstract module ImplState {
       && (old(out.sync) ==> out.sync && out.early == old(out.early))
     }
 
+    // The records emitted since are commit records only: none needs a sync.
+    twostate predicate QuietSince()
+      reads this
+    {
+      old(recLog) <= recLog && forall j | |old(recLog)| <= j < |recLog| :: !NeedsSync(recLog[j])
+    }
+
     // The Ready r is exactly the step that began with the packet log log0 and the record log
     // recs0 and did t: the logs grew by t's packets and records; r's records are t's, in order,
     // and its early and late packets are those t sent to other members before and after its
@@ -374,6 +381,7 @@ abstract module ImplState {
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged() && sentLog == old(sentLog) && selfQueue == old(selfQueue)
       ensures recLog == old(recLog) + [r] && sofar.trace == old(sofar.trace) + [O.Emitted(r)]
+      ensures out.early == old(out.early) && out.sync == (old(out.sync) || NeedsSync(r))
     {
       R.ApplyAllSnoc(Rep.InitHost(), recLog, r, WINDOW as nat, SLOT_LIMIT as nat);
       OT.TiedPersist(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter, r);

@@ -47,6 +47,8 @@ abstract module ImplSteps refines ImplHandlers {
       ensures m.Promise? && old(selfQueue) == [] ==> selfQueue == [] || FirstRecord(selfQueue[0], promised, logStart) != []
       ensures m.Accept? ==> Cr.AcceptDid(old(sofar.trace), sofar.trace, old(selfQueue), selfQueue, me, src, old(promised), m.bal,
                                           old(logStart), m.slot, m.val)
+      // Every other message: only commit records.
+      ensures !m.Prepare? && !m.Accept? ==> QuietSince()
     {
       ghost var ok := Within(st) && OT.OnWire(Packet(src, me, m), st.net);
       ghost var h0, log0, c := AbsHost(), sentLog, Consts();
@@ -216,8 +218,14 @@ abstract module ImplSteps refines ImplHandlers {
       // vote, its own promise): the step's early packets are those it had sent before.
       ensures old(selfQueue) != [] && FirstRecord(old(selfQueue)[0], old(promised), old(logStart)) != [] ==>
                 out.sync && out.early == old(out.early)
+      // Every cut of the step stays covered: each message it sent itself is handled at a point.
+      ensures old(StepOk(st, h0, log0, moves0)) && log0 == old(sofar.sentBase)
+              && old(Cr.EveryCutCovered(Consts(), me, h0, log0, st.net, sofar.recBase, sofar.trace)) ==>
+                Cr.EveryCutCovered(Consts(), me, h0, log0, st.net, sofar.recBase, sofar.trace)
     {
       ghost var ok := StepOk(st, h0, log0, moves0);
+      ghost var recs0 := sofar.recBase;
+      ghost var cov := ok && log0 == sofar.sentBase && Cr.EveryCutCovered(Consts(), me, h0, log0, st.net, recs0, sofar.trace);
       ghost var c := Consts();
       ghost var t0, q0, pr0, ls0, e0 := sofar.trace, selfQueue, promised, logStart, out.early;
       OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
@@ -234,6 +242,7 @@ abstract module ImplSteps refines ImplHandlers {
         invariant fuel < SELF_DELIVERY_LIMIT && q0 != [] && FirstRecord(q0[0], pr0, ls0) != [] ==> out.sync && out.early == e0
         decreases fuel
         invariant pending == (selfQueue != [])
+        invariant cov ==> Cr.EveryCutCovered(c, me, h0, log0, st.net, recs0, sofar.trace)
       {
         var m := PopSelf();
         ghost var p := Packet(me, me, m);
@@ -254,7 +263,21 @@ abstract module ImplSteps refines ImplHandlers {
         }
         ghost var first, sq1 := fuel == SELF_DELIVERY_LIMIT, selfQueue;
         assert AbsHost() == h1 && sentLog == log1;
+        // The point before its handling.
+        ghost var t1, rl1, e1, s1, pr1, ls1 := sofar.trace, recLog, out.early, out.sync, promised, logStart;
+        ghost var pt1 := Cr.Point(moves, h1, t1);
+        if cov {
+          PointHere(st, h0, log0, moves);
+          if m.Accept? {
+            SelfAcceptNotAbove(stk, m);
+          }
+        }
+        assert {:split_here} true;  // the handling apart from what came before it
         ghost var more := Dispatch(me, m, stk);
+        if cov {
+          HandledCovered(st, h0, log0, recs0, m, t1, pt1, rl1, e1, s1, sq1, pr1, ls1);
+        }
+        assert {:split_here} true;  // the trail and FirstRecord apart from the cuts
         if first && FirstRecord(m, pr0, ls0) != [] {
           FirstRecordDid(m, t0, sq1, pr0, ls0);
           FirstRecordSyncs(t0, m, pr0, ls0);
@@ -301,12 +324,131 @@ abstract module ImplSteps refines ImplHandlers {
       }
     }
 
+    // The moment between two handlings of a step under way is a point (Cr.PointOf): its run so
+    // far, and its records so far, which rebuild its durable state (Replays()).
+    lemma PointHere(st: P.State, h0: P.Host, log0: seq<Packet>, moves: seq<RR.Move>)
+      requires Valid() && StepOk(st, h0, log0, moves) && log0 == sofar.sentBase
+      ensures Cr.PointOf(Consts(), me as nat, h0, log0, st.net, sofar.recBase, sofar.trace, Cr.Point(moves, AbsHost(), sofar.trace))
+      ensures recLog == sofar.recBase + O.Records(sofar.trace)
+      ensures out.early == O.Early(me, sofar.trace) && out.sync == O.Synced(sofar.trace)
+    {
+      OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+    }
+
+    // An Accept this host sent itself, on the wire of a state st it is part of, is at a ballot
+    // it has promised (AcceptFromLeader, AcceptBelowLeaderPromise): handling it raises no promise.
+    lemma SelfAcceptNotAbove(st: P.State, m: Msg)
+      requires PI.Inv(Consts(), st) && me as nat < |st.hosts| && st.hosts[me] == AbsHost()
+      requires m.Accept? && OT.OnWire(Packet(me, me, m), st.net)
+      ensures !BalLt(promised, m.bal)
+    {
+      reveal PI.AcceptFromLeader(), PI.AcceptBelowLeaderPromise();
+      assert S.Accept(me as nat, me as nat, m.bal, m.slot as nat, m.val) in st.net;
+    }
+
+    // A handling of m from the trace t0 (the record log rl0) on, as Dispatch ensures, with no
+    // promise raised by an Accept: SyncFirst.
+    lemma HandledSyncFirst(m: Msg, t0: seq<O.Out>, rl0: seq<Record>, sq0: seq<Msg>, src: uint64, pr0: Ballot, ls0: uint64)
+      requires Valid() && rl0 == sofar.recBase + O.Records(t0)
+      requires m.Prepare? ==> exists q: Packet :: sofar.trace == t0 + Cr.PromiseTrace(BalLt(pr0, m.bal), m.bal, q)
+      requires m.Accept? ==> Cr.AcceptDid(t0, sofar.trace, sq0, selfQueue, me, src, pr0, m.bal, ls0, m.slot, m.val)
+                              && !BalLt(pr0, m.bal)
+      requires !m.Prepare? && !m.Accept? ==> rl0 <= recLog && forall j | |rl0| <= j < |recLog| :: !NeedsSync(recLog[j])
+      ensures Cr.SyncFirst(me, t0, sofar.trace)
+    {
+      OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+      if m.Prepare? {
+        var q := Cr.PromiseAnswer(sofar.trace, t0, BalLt(pr0, m.bal), m.bal);
+        Cr.PromiseTraceSyncFirst(me, t0, BalLt(pr0, m.bal), m.bal, q);
+      } else if m.Accept? {
+        Cr.AcceptDidIs(t0, sofar.trace, sq0, selfQueue, me, src, pr0, m.bal, ls0, m.slot, m.val);
+        var q := Cr.AcceptAnswer(sofar.trace, t0, BalLt(m.bal, pr0), ls0, BalLt(pr0, m.bal), m.bal, m.slot, m.val);
+        Cr.AcceptTraceSyncFirst(me, t0, BalLt(m.bal, pr0), ls0, m.bal, m.slot, m.val, q);
+      } else {
+        reveal Cr.SyncFirst();
+        var r0, r1 := O.Records(t0), O.Records(sofar.trace);
+        assert r0 == rl0[|sofar.recBase|..] && r1 == recLog[|sofar.recBase|..];
+        forall j | |r0| <= j < |r1| ensures !NeedsSync(r1[j]) {
+          assert r1[j] == recLog[|sofar.recBase| + j];
+        }
+      }
+    }
+
+    // A handling of a message this host sent itself, at the point pt0 (trace t0) of a step whose
+    // every cut was covered: every cut is still covered (Cr.CoveredGrows).
+    lemma HandledCovered(st: P.State, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>, m: Msg, t0: seq<O.Out>, pt0: Cr.Point,
+                         rl0: seq<Record>, e0: seq<Packet>, s0: bool, sq0: seq<Msg>, pr0: Ballot, ls0: uint64)
+      requires Valid() && sofar.recBase == recs0 && rl0 == recs0 + O.Records(t0)
+      requires Cr.EveryCutCovered(Consts(), me, h0, log0, st.net, recs0, t0)
+      requires Cr.PointOf(Consts(), me as nat, h0, log0, st.net, recs0, t0, pt0) && pt0.trace == t0
+      requires e0 == O.Early(me, t0) && s0 == O.Synced(t0) && (s0 ==> out.early == e0)
+      requires m.Prepare? ==> exists q: Packet :: sofar.trace == t0 + Cr.PromiseTrace(BalLt(pr0, m.bal), m.bal, q)
+      requires m.Accept? ==> Cr.AcceptDid(t0, sofar.trace, sq0, selfQueue, me, me, pr0, m.bal, ls0, m.slot, m.val)
+                              && !BalLt(pr0, m.bal)
+      requires !m.Prepare? && !m.Accept? ==> rl0 <= recLog && forall j | |rl0| <= j < |recLog| :: !NeedsSync(recLog[j])
+      ensures Cr.EveryCutCovered(Consts(), me, h0, log0, st.net, recs0, sofar.trace)
+    {
+      HandledSyncFirst(m, t0, rl0, sq0, me, pr0, ls0);
+      OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+      Cr.CoveredGrows(Consts(), me, h0, log0, st.net, recs0, t0, sofar.trace, pt0);
+    }
+
+    // A step whose first handling emitted no record that needs a sync but its first, sending
+    // nothing early before it: every cut is covered (Cr.CoveredFromStart).
+    lemma StartCovered(st: P.State, h0: P.Host, log0: seq<Packet>)
+      requires Valid() && sofar.recBase <= recLog
+      requires forall j | |sofar.recBase| < j < |recLog| :: !NeedsSync(recLog[j])
+      requires |recLog| > |sofar.recBase| && NeedsSync(recLog[|sofar.recBase|]) ==> out.early == []
+      ensures Cr.EveryCutCovered(Consts(), me, h0, log0, st.net, sofar.recBase, sofar.trace)
+    {
+      OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+      O.Empty(me);
+      var r1 := O.Records(sofar.trace);
+      assert r1 == recLog[|sofar.recBase|..];
+      forall j | 0 < j < |r1| ensures !NeedsSync(r1[j]) {
+        assert r1[j] == recLog[|sofar.recBase| + j];
+      }
+      if |r1| > 0 {
+        assert r1[0] == recLog[|sofar.recBase|];
+      }
+      assert Cr.SyncFirst(me, [], sofar.trace) by {
+        reveal Cr.SyncFirst();
+      }
+      Cr.CoveredFromStart(Consts(), me, h0, log0, st.net, sofar.recBase, sofar.trace);
+    }
+
+    // Receive's handling of p from another member, from the step's start (as Dispatch ensures):
+    // every cut is covered, from the start, or, for an Accept that raises the promise, Covered
+    // or the PromiseCut (Cr.AcceptRaiseCovered).
+    lemma ReceivedCovered(st: P.State, h0: P.Host, log0: seq<Packet>, p: Packet, pr0: Ballot, ls0: uint64, rl0: seq<Record>)
+      requires Valid() && h0.promised == pr0 && p.dst == me && p.src != me && OT.OnWire(p, st.net)
+      requires rl0 == sofar.recBase
+      requires p.msg.Prepare? ==> exists q: Packet :: sofar.trace == [] + Cr.PromiseTrace(BalLt(pr0, p.msg.bal), p.msg.bal, q)
+      requires p.msg.Accept? ==> Cr.AcceptDid([], sofar.trace, [], selfQueue, me, p.src, pr0, p.msg.bal, ls0, p.msg.slot, p.msg.val)
+      requires !p.msg.Prepare? && !p.msg.Accept? ==> rl0 <= recLog && forall j | |rl0| <= j < |recLog| :: !NeedsSync(recLog[j])
+      ensures Cr.EveryCutCovered(Consts(), me, h0, log0, st.net, sofar.recBase, sofar.trace)
+    {
+      O.Empty(me);
+      var m := p.msg;
+      if m.Accept? && BalLt(pr0, m.bal) {
+        Cr.AcceptDidIs([], sofar.trace, [], selfQueue, me, p.src, pr0, m.bal, ls0, m.slot, m.val);
+        var q := Cr.AcceptAnswer(sofar.trace, [], BalLt(m.bal, pr0), ls0, BalLt(pr0, m.bal), m.bal, m.slot, m.val);
+        assert sofar.trace == Cr.AcceptTrace(BalLt(m.bal, pr0), ls0, true, m.bal, m.slot, m.val, q);
+        assert S.Accept(p.src as nat, me as nat, m.bal, m.slot as nat, m.val) in st.net;
+        Cr.AcceptRaiseCovered(Consts(), me, h0, log0, st.net, sofar.recBase, BalLt(m.bal, pr0), ls0, m.bal, m.slot, m.val, q);
+      } else {
+        assert rl0 == sofar.recBase + O.Records([]);
+        HandledSyncFirst(m, [], rl0, [], p.src, pr0, ls0);
+        Cr.CoveredFromStart(Consts(), me, h0, log0, st.net, sofar.recBase, sofar.trace);
+      }
+    }
+
     // A step begins with empty output buffers and an empty trace, from the logs as they are.
     method BeginStep()
       requires Valid()
       modifies this
       ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
-      ensures out.records == [] && out.packets == [] && out.commits == []
+      ensures out.records == [] && out.packets == [] && out.commits == [] && out.early == []
       ensures Unchanged() && selfQueue == [] && sentLog == old(sentLog) && recLog == old(recLog)
       ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && commitBase == commitUpto
     {
@@ -367,6 +509,9 @@ abstract module ImplSteps refines ImplHandlers {
       ensures SameConfig()
       ensures old(selfQueue) != [] && FirstRecord(old(selfQueue)[0], old(promised), old(logStart)) != [] ==>
                 r.early == old(out.early)
+      ensures old(StepOk(st, h0, log0, moves0)) && log0 == old(sofar.sentBase)
+              && old(Cr.EveryCutCovered(Consts(), me, h0, log0, st.net, sofar.recBase, sofar.trace)) ==>
+                Cr.EveryCutCovered(Consts(), me, h0, log0, st.net, old(sofar.recBase), t)
     {
       moves := DrainSelf(st, h0, log0, moves0);
       ghost var h, log, ack := AbsHost(), sentLog, acked;
@@ -421,6 +566,9 @@ abstract module ImplSteps refines ImplHandlers {
       ensures p.dst == me && p.src < n && p.src != me && p.msg.Promise? && old(StepFrom(st)) && OT.OnWire(p, st.net) ==>
                 exists pt :: Cr.PointOf(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, old(recLog), t, pt)
                              && Cr.CutAtPoint(me, t, old(sentLog), pt, 0)
+      // Every cut of the step is covered (Cr.EveryCutIsCrashStep).
+      ensures old(StepFrom(st)) && OT.OnWire(p, st.net) ==>
+                Cr.EveryCutCovered(Consts(), me, old(AbsHost()), old(sentLog), st.net, old(recLog), t)
     {
       ghost var ok := StepFrom(st) && OT.OnWire(p, st.net);
       BeginStep();
@@ -431,7 +579,8 @@ abstract module ImplSteps refines ImplHandlers {
       if ok {
         RR.TrailNil(Consts(), me as nat, h0, log0, st.net);
       }
-      ghost var q: Packet, pr0, ls0 := p, promised, logStart;
+      ghost var q: Packet, pr0, ls0, rl0 := p, promised, logStart, recLog;
+      assert rl0 == sofar.recBase;
       if p.dst == me && p.src < n && p.src != me {
         moves := Dispatch(p.src, p.msg, st);
         if p.msg.Prepare? {
@@ -444,6 +593,11 @@ abstract module ImplSteps refines ImplHandlers {
       }
       if ok {
         StepStart(st, h0, log0, moves);
+        if p.dst == me && p.src < n && p.src != me {
+          ReceivedCovered(st, h0, log0, p, pr0, ls0, rl0);
+        } else {
+          StartCovered(st, h0, log0);
+        }
       }
       // The point after a Promise's handling, before the messages this host sent itself.
       ghost var promise := ok && p.dst == me && p.src < n && p.src != me && p.msg.Promise?;
@@ -485,6 +639,9 @@ abstract module ImplSteps refines ImplHandlers {
       ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures old(StepFrom(st)) ==>
                 StepOk(st, old(AbsHost()), old(sentLog), moves)
+      // Every cut of the step is covered: the one record of its own that needs a sync, an
+      // election's promise, comes first; then its messages to itself (Cr.EveryCutIsCrashStep).
+      ensures old(StepFrom(st)) ==> Cr.EveryCutCovered(Consts(), me, old(AbsHost()), old(sentLog), st.net, old(recLog), t)
     {
       ghost var ok := StepFrom(st);
       BeginStep();
@@ -493,6 +650,8 @@ abstract module ImplSteps refines ImplHandlers {
       assert ok ==> Within(st) && forall q | q in log0 :: OT.OnWire(q, st.net);
       moves := [];
       RR.TrailNil(c, me as nat, h0, log0, {});
+      ghost var rl0 := recLog;
+      assert rl0 == sofar.recBase && out.early == [];
       if ticks < TICKS_LIMIT * 4 {
         ticks := ticks + 1;
       }
@@ -515,6 +674,8 @@ abstract module ImplSteps refines ImplHandlers {
       if ok {
         RR.TrailNet(c, me as nat, h0, log0, {}, st.net, moves, AbsHost(), sentLog);
         StepStart(st, h0, log0, moves);
+        assert rl0 == sofar.recBase;
+        StartCovered(st, h0, log0);
       }
       r, moves, t := EndStep(false, st, h0, log0, moves);
     }
@@ -534,6 +695,9 @@ abstract module ImplSteps refines ImplHandlers {
       ensures r.accepted && old(StepFrom(st) && S.Request(me as nat, me as nat, val) in st.net) ==>
                 exists pt :: Cr.PointOf(Consts(), me as nat, old(AbsHost()), old(sentLog), st.net, old(recLog), t, pt)
                              && Cr.CutAtPoint(me, t, old(sentLog), pt, 0)
+      // Every cut of the step is covered (Cr.EveryCutIsCrashStep).
+      ensures old(StepFrom(st) && S.Request(me as nat, me as nat, val) in st.net) ==>
+                Cr.EveryCutCovered(Consts(), me, old(AbsHost()), old(sentLog), st.net, old(recLog), t)
     {
       ghost var ok0 := StepFrom(st) && S.Request(me as nat, me as nat, val) in st.net;
       ghost var req := {S.Request(me as nat, me as nat, val)};
@@ -569,6 +733,7 @@ abstract module ImplSteps refines ImplHandlers {
         assert RR.StepTrail(c, me as nat, h0, log0, st.net, pt.moves, pt.host, log0 + O.Sends(pt.trace));
         assert Replays() && recLog == old(recLog) + O.Records(pt.trace);
         assert Cr.Rebuilt(old(recLog) + O.Records(pt.trace)) == pt.host.(leader := P.NotLeader);
+        StartCovered(st, h0, log0);
       }
       r, moves, t := EndStep(ok, st, h0, log0, moves);
       if ok && ok0 {
@@ -595,6 +760,8 @@ abstract module ImplSteps refines ImplHandlers {
       ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures old(StepFrom(st)) ==>
                 StepOk(st, old(AbsHost()), old(sentLog), moves)
+      // Every cut of the step is covered (Cr.EveryCutIsCrashStep).
+      ensures old(StepFrom(st)) ==> Cr.EveryCutCovered(Consts(), me, old(AbsHost()), old(sentLog), st.net, old(recLog), t)
     {
       ghost var ok := StepFrom(st);
       BeginStep();
@@ -603,6 +770,7 @@ abstract module ImplSteps refines ImplHandlers {
       assert ok ==> Within(st) && forall q | q in log0 :: OT.OnWire(q, st.net);
       moves := [];
       RR.TrailNil(c, me as nat, h0, log0, {});
+      ghost var rl0 := recLog;
       seqNo := 0;
       readSlot := nextSlot;
       if role == Leader && readSeq < UINT64_MAX {
@@ -622,6 +790,8 @@ abstract module ImplSteps refines ImplHandlers {
       if ok {
         RR.TrailNet(c, me as nat, h0, log0, {}, st.net, moves, AbsHost(), sentLog);
         StepStart(st, h0, log0, moves);
+        assert rl0 == sofar.recBase && recLog == rl0;
+        StartCovered(st, h0, log0);
       }
       r, moves, t := EndStep(false, st, h0, log0, moves);
     }
@@ -664,6 +834,32 @@ abstract module ImplSteps refines ImplHandlers {
       ensures s'.wire == wire + (set j | 0 <= j < |pkts| :: pkts[j])
     {
       s' := CrashCut(st, wire, h0, log0, recs0, moves, r, t, k, pkts);
+    }
+
+    // A crash part-way through a whole step at any cut k: each whole step ensures that every
+    // cut is covered (Cr.EveryCutCovered), and then the crash is a system step from the state
+    // the step began in, as above, in every state where Cr.Prepared holds (every reachable one,
+    // Cr.ImplPrepared), which a PromiseCut reads (Cr.EveryCutIsCrashStep).
+    lemma EveryCutIsCrashStep(st: P.State, wire: set<Packet>, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>,
+                              moves: seq<RR.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+      requires Valid() && StepOk(st, h0, log0, moves) && ReadyIs(r, t, log0, recs0)
+      requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
+      requires Cr.Prepared(Consts(), st)
+      requires k <= |r.records| && Cr.EveryCutCovered(Consts(), me, h0, log0, st.net, recs0, t)
+      requires Cr.MayHaveLeft(r.records, r.early, r.early + r.packets, k, pkts)
+      ensures Sy.ImplNext(Consts(), Sy.Sys(st, wire), s')
+      ensures s'.abs.hosts == st.hosts[me := Cr.Rebuilt(recs0 + r.records[..k])]
+      ensures s'.wire == wire + (set j | 0 <= j < |pkts| :: pkts[j])
+    {
+      var s := Sy.Sys(st, wire);
+      O.EarlyThenLate(me, t);
+      forall p | p in pkts ensures p in O.Early(me, t) || (Cr.AfterLastSync(O.Records(t), k) && p in O.Sends(t)) {
+        if p !in r.early {
+          assert p in O.Early(me, t) + O.Late(me, t);
+          O.ToOthersSub(me, O.Sends(t), p);
+        }
+      }
+      s' := Cr.EveryCutIsCrashStep(Consts(), s, me as nat, log0, recs0, moves, AbsHost(), t, k, pkts);
     }
 
     // The same for a step that sends nothing and is a run of its host's steps (Truncate,
