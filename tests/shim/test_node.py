@@ -703,7 +703,6 @@ def test_the_commit_tags_are_the_ones_the_core_writes():
     follower = vcore.Core(1, 3)  # a slot learned from a Commit message, with no vote here
     rd = follower.recover([_record_commit(0, b"y")])
     assert rd.commits == [(0, b"y")]
-    assert vcore.NO_SYNC_RECORD_TAGS == {vcore.RECORD_COMMIT_TAG, vcore.RECORD_LEARN_TAG}
 
 
 def _record_commit(slot: int, value: bytes) -> bytes:
