@@ -4,15 +4,15 @@
 // protocol reaches: each lemma here shows that the restart (the host rebuilt from the records
 // before the step and the first k of the step's, R.ApplyAll), with those packets on the wire,
 // is one system step (ImplSystem.ImplCrashStep: a run of the host's protocol steps, then the
-// protocol's Crash). Impl.Replica.CrashPartWay applies them to a whole step (its StepOk and
-// ReadyIs). The cuts covered: every cut at or after the step's last record that needs a sync
-// (the crash comes after the step's whole run: what the cut loses is commit records), and the
-// cut before the step's first record when every early packet is one sent before the step
-// (Covered); and the cut after a first record that raises the promise (PromiseCut: the
-// protocol's ReceivePrepare, then Crash), which OnAccept's vote has when it raises its promise
-// (Impl's Receive proves which cuts its Prepare and Accept steps have); and a cut at a point
-// part-way through the step (CutAtPoint). Every cut of a whole step is one of these
-// (EveryCutCovered, which Impl's whole steps ensure; EveryCutIsCrashStep).
+// protocol's Crash). Replica.CrashPartWay (ImplCuts.i.dfy) applies them to a whole step (its
+// StepOk and ReadyIs). The cuts covered: every cut at or after the step's last record that
+// needs a sync (the crash comes after the step's whole run: what the cut loses is commit
+// records), and the cut before the step's first record when every early packet is one sent
+// before the step (Covered); and the cut after a first record that raises the promise
+// (PromiseCut: the protocol's ReceivePrepare, then Crash), which OnAccept's vote has when it
+// raises its promise (Impl's Receive proves which cuts its Prepare and Accept steps have); and
+// a cut at a point part-way through the step (CutAtPoint). Every cut of a whole step is one of
+// these (EveryCutCovered, which Impl's whole steps ensure; EveryCutIsCrashStep).
 module ImplCrash {
   import opened Native
   import opened ImplTypes
