@@ -6,6 +6,8 @@
 // every cut covered (StartCovered, ReceivedCovered, HandledCovered); and, at the end, a crash at
 // a cut of a whole step is a system step (CrashPartWay, EveryCutIsCrashStep, QuietCrashPartWay).
 abstract module ImplCuts refines ImplHandlers {
+  import Prep = ImplPrepared      // Prepared, which a PromiseCut reads
+
   class Replica ... {
     // A step under way: it started from the state st (this host at h0, its packet log at log0)
     // and has run `moves` so far (RR.StepTrail, reading st.net and what it sent itself).
@@ -191,13 +193,13 @@ abstract module ImplCuts refines ImplHandlers {
 
     // A crash part-way through a whole step at any cut k: each whole step ensures that every
     // cut is covered (Cr.EveryCutCovered), and then the crash is a system step from the state
-    // the step began in, as above, in every state where Cr.Prepared holds (every reachable one,
-    // Cr.ImplPrepared), which a PromiseCut reads (Cr.EveryCutIsCrashStep).
+    // the step began in, as above, in every state where Prep.Prepared holds (every reachable one,
+    // Prep.ImplPrepared), which a PromiseCut reads (Cr.EveryCutIsCrashStep).
     lemma EveryCutIsCrashStep(st: P.State, wire: set<Packet>, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>,
                               moves: seq<RR.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
       requires Valid() && StepOk(st, h0, log0, moves) && ReadyIs(r, t, log0, recs0)
       requires Cr.Rebuilt(recs0) == h0.(leader := P.NotLeader) && forall p | p in log0 :: p in wire
-      requires Cr.Prepared(Consts(), st)
+      requires Prep.Prepared(Consts(), st)
       requires k <= |r.records| && Cr.EveryCutCovered(Consts(), me, h0, log0, st.net, recs0, t)
       requires Cr.MayHaveLeft(r.records, r.early, r.early + r.packets, k, pkts)
       ensures Sy.ImplNext(Consts(), Sy.Sys(st, wire), s')
