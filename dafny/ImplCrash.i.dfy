@@ -4,15 +4,16 @@
 // protocol reaches: each lemma here shows that the restart (the host rebuilt from the records
 // before the step and the first k of the step's, R.ApplyAll), with those packets on the wire,
 // is one system step (ImplSystem.ImplCrashStep: a run of the host's protocol steps, then the
-// protocol's Crash). Impl.Replica.CrashPartWay applies them to a whole step (its StepOk and
-// ReadyIs). The cuts covered: every cut at or after the step's last record that needs a sync
-// (the crash comes after the step's whole run: what the cut loses is commit records), and the
-// cut before the step's first record when every early packet is one sent before the step
-// (Covered); and the cut after a first record that raises the promise (PromiseCut: the
-// protocol's ReceivePrepare, then Crash), which OnAccept's vote has when it raises its promise
-// (Impl's Receive proves which cuts its Prepare and Accept steps have); and a cut at a point
-// part-way through the step (CutAtPoint). Every cut of a whole step is one of these
-// (EveryCutCovered, which Impl's whole steps ensure; EveryCutIsCrashStep).
+// protocol's Crash). Replica.CrashPartWay (ImplCuts.i.dfy) applies them to a whole step (its
+// StepOk and ReadyIs). The cuts covered: every cut at or after the step's last record that
+// needs a sync (the crash comes after the step's whole run: what the cut loses is commit
+// records), and the cut before the step's first record when every early packet is one sent
+// before the step (Covered); and the cut after a first record that raises the promise
+// (PromiseCut: the protocol's ReceivePrepare, then Crash), which OnAccept's vote has when it
+// raises its promise (Impl's Receive proves which cuts its Prepare and Accept steps have); and
+// a cut at a point part-way through the step (CutAtPoint). Every cut of a whole step is one of
+// these (EveryCutCovered, which Impl's whole steps ensure; EveryCutIsCrashStep, in every state
+// where the Prepare a PromiseCut reads was sent: ImplPrepared.i.dfy).
 module ImplCrash {
   import opened Native
   import opened ImplTypes
@@ -26,6 +27,7 @@ module ImplCrash {
   import O = StepOutput
   import Rep = ImplReplay
   import Sy = ImplSystem
+  import Prep = ImplPrepared      // the Prepare a PromiseCut reads
 
   // The host a restart rebuilds from the durable records recs (Impl's Replays()).
   ghost function Rebuilt(recs: seq<Record>): P.Host {
@@ -402,7 +404,7 @@ module ImplCrash {
   // (CoveredGrows). The step's first handling begins where the step began (CoveredFromStart),
   // or is an Accept that raises the promise, whose cut after the promise is a PromiseCut.
 
-  // An Accept at b to host i is in net (then its sender sent i a Prepare(b): Prepared).
+  // An Accept at b to host i is in net (then its sender sent i a Prepare(b): Prep.Prepared).
   ghost predicate AcceptIn(net: set<S.Message>, i: nat, b: Ballot) {
     exists m :: m in net && m.Accept? && m.dst == i && m.bal == b
   }
@@ -577,12 +579,12 @@ module ImplCrash {
 
   // THEOREM (a crash part-way through a whole step, at any cut): when every cut of the step is
   // covered (EveryCutCovered), which each whole step ensures, the crash with the first k records
-  // durable is a system step, as in CrashPartWay, in every state where Prepared holds (every
-  // reachable one: ImplPrepared), which a PromiseCut reads.
+  // durable is a system step, as in CrashPartWay, in every state where Prep.Prepared holds
+  // (every reachable one: Prep.ImplPrepared), which a PromiseCut reads.
   lemma EveryCutIsCrashStep(c: P.Constants, s: Sy.Sys, i: nat, log0: seq<Packet>, recs0: seq<Record>, moves: seq<RR.Move>,
                             h: P.Host, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
     requires P.WF(c, s.abs) && i < |s.abs.hosts| && i <= UINT64_MAX as nat && (forall p | p in log0 :: p in s.wire)
-    requires Prepared(c, s.abs) && i < c.n
+    requires Prep.Prepared(c, s.abs) && i < c.n
     requires RR.StepTrail(c, i, s.abs.hosts[i], log0, s.abs.net, moves, h, log0 + O.Sends(t))
     requires Rebuilt(recs0) == s.abs.hosts[i].(leader := P.NotLeader)
     requires Rebuilt(recs0 + O.Records(t)) == h.(leader := P.NotLeader)
@@ -607,83 +609,5 @@ module ImplCrash {
       }
       s' := CrashAtPromise(c, s, i, recs0, rs, pkts, m.src);
     }
-  }
-
-  // ---------------------------------------------------------------------------------------
-  // The Prepare a PromiseCut reads: in every reachable protocol state, a leader of bal sent
-  // Prepare(bal) to every member (StartPrepare, before it leads), so the sender of an Accept
-  // at b sent its destination a Prepare(b).
-
-  ghost predicate Prepared(c: P.Constants, s: P.State) {
-    && (forall i | 0 <= i < |s.hosts| && s.hosts[i].leader.Leading? ::
-          forall j: nat | j < c.n :: S.Prepare(i, j, s.hosts[i].leader.bal) in s.net)
-    && (forall m | m in s.net && m.Accept? && m.dst < c.n :: S.Prepare(m.src, m.dst, m.bal) in s.net)
-  }
-
-  lemma ReachablePrepared(c: P.Constants, behavior: seq<P.State>)
-    requires P.Reachable(c, behavior)
-    ensures Prepared(c, behavior[|behavior| - 1])
-  {
-    var k := 0;
-    while k < |behavior| - 1
-      invariant 0 <= k <= |behavior| - 1 && Prepared(c, behavior[k])
-    {
-      Sy.NextAt(c, behavior, k);
-      PreparedNext(c, behavior[k], behavior[k + 1]);
-      k := k + 1;
-    }
-  }
-
-  lemma PreparedNext(c: P.Constants, s: P.State, s': P.State)
-    requires Prepared(c, s) && P.Next(c, s, s')
-    ensures Prepared(c, s')
-  {
-    if i: S.HostId, val: S.Value :| P.ClientRequest(c, s, s', i, val) {
-    } else {
-      var i: S.HostId, step: P.Step, sent: set<S.Message> :| P.NextStep(c, s, s', i, step, sent);
-      PreparedStep(c, s, s', i, step, sent);
-    }
-  }
-
-  lemma PreparedStep(c: P.Constants, s: P.State, s': P.State, i: S.HostId, step: P.Step, sent: set<S.Message>)
-    requires Prepared(c, s) && P.NextStep(c, s, s', i, step, sent)
-    ensures Prepared(c, s')
-  {
-    var h, h' := s.hosts[i], s'.hosts[i];
-    // Host i leads bal afterwards only if it led bal before, or it just sent Prepare(bal) to all.
-    assert h'.leader.Leading? ==> (h.leader.Leading? && h'.leader.bal == h.leader.bal)
-                                  || (forall j: nat | j < c.n :: S.Prepare(i, j, h'.leader.bal) in sent) by {
-      match step {
-        case StartPrepareStep(bal) =>
-          forall j: nat | j < c.n ensures S.Prepare(i, j, bal) in sent {}
-        case _ =>
-      }
-    }
-    // An Accept it sends is at the ballot it leads.
-    assert forall m | m in sent && m.Accept? :: h.leader.Leading? && m.src == i && m.bal == h.leader.bal;
-    forall k | 0 <= k < |s'.hosts| && s'.hosts[k].leader.Leading?
-      ensures forall j: nat | j < c.n :: S.Prepare(k, j, s'.hosts[k].leader.bal) in s'.net
-    {
-      if k != i {
-        assert s'.hosts[k] == s.hosts[k];
-      }
-    }
-  }
-
-  // The Prepare of an Accept on the wire of a state where Prepared holds.
-  lemma AcceptHasPrepare(c: P.Constants, s: P.State, p: Packet)
-    requires Prepared(c, s) && RM.PacketRefines(p, s.net) && p.msg.Accept? && p.dst as nat < c.n
-    ensures S.Prepare(p.src as nat, p.dst as nat, p.msg.bal) in s.net
-  {
-    assert S.Accept(p.src as nat, p.dst as nat, p.msg.bal, p.msg.slot as nat, p.msg.val) in s.net;
-  }
-
-  // Prepared holds in every reachable state of the implementation.
-  lemma ImplPrepared(c: P.Constants, run: seq<Sy.Sys>)
-    requires Sy.ImplReachable(c, run)
-    ensures Prepared(c, run[|run| - 1].abs)
-  {
-    var behavior := Sy.ImplReachableIsProtocolReachable(c, run);
-    ReachablePrepared(c, behavior);
   }
 }

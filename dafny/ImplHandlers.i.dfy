@@ -1,4 +1,4 @@
-// The Replica (Impl.i.dfy), part 4 of 6: one handler per kind of message received from another
+// The Replica (Impl.i.dfy), part 4 of 7: one handler per kind of message received from another
 // member (OnPrepare .. OnCatchUp), each a run of its host's protocol steps, and the lemmas that
 // show a received message's handling refines the protocol's receive step.
 abstract module ImplHandlers refines ImplMoves {

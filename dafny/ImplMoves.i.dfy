@@ -1,4 +1,4 @@
-// The Replica (Impl.i.dfy), part 3 of 6: the host's own moves, which the handlers and the whole
+// The Replica (Impl.i.dfy), part 3 of 7: the host's own moves, which the handlers and the whole
 // steps make: raise the promise, step down, commit and learn, stand for election, take over as
 // leader, propose a value in a slot, send heartbeats and catch-up requests, confirm reads. Each
 // is a run of protocol steps of its host (ImplAbsRuns.i.dfy).

@@ -1,4 +1,4 @@
-// The Replica (Impl.i.dfy), part 6 of 6: a replica's start and restart, and snapshots. The
+// The Replica (Impl.i.dfy), part 7 of 7: a replica's start and restart, and snapshots. The
 // constructor; replaying durable records at recovery, then FinishRecovery; truncating below a
 // snapshot (Truncate), installing one (InstallSnapshot) and the records that rebuild the durable
 // state from it (CheckpointRecords); and the lemmas that a restart, from the start or from a

@@ -1,4 +1,4 @@
-// The Replica (Impl.i.dfy), part 1 of 6: its state. The fields, durable and volatile; Valid(),
+// The Replica (Impl.i.dfy), part 1 of 7: its state. The fields, durable and volatile; Valid(),
 // the invariant every method keeps, with the ties of the concrete state to the protocol's ghost
 // state (OutTied, CommitsTied, the leader's CandidateTied, TakeoverTied, AcksTied, ProposedTied,
 // LeaderTied); the output primitives every step goes through (Send, Broadcast, Persist); and the

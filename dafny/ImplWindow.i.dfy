@@ -1,4 +1,4 @@
-// The Replica (Impl.i.dfy), part 2 of 6: the slot window. Slot s lives at index s % WINDOW of
+// The Replica (Impl.i.dfy), part 2 of 7: the slot window. Slot s lives at index s % WINDOW of
 // preallocated arrays while logStart <= s < logStart + WINDOW; these methods reset the arrays,
 // move the window forward (DropBelow, JumpTo) and clear what leaves it, so no step allocates
 // per slot.
