@@ -39,6 +39,7 @@ DEFAULT_BASE_PORT = 32379
 DEFAULT_DATA_DIR = Path(".verikv")
 # `cluster up` flags handed to every node's `verikv serve` as they are: (flag, type, what it is)
 SERVE_FLAGS = [
+    ("snapshot-count", int, "etcd's: a node snapshots after at most this many slots"),
     ("auto-compaction-mode", str, "etcd's: periodic or revision"),
     ("auto-compaction-retention", str, "etcd's: the history kept"),
     ("experimental-watch-progress-notify-interval", str, "etcd's"),

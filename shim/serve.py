@@ -85,6 +85,14 @@ def _limit(noun: str):
     return parse
 
 
+def _positive(noun: str):
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) == 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {noun} (1 or more)")
+        return int(text)
+    return parse
+
+
 def _count(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
@@ -118,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faulty-disk", action="store_true",
                    help="hold unsynced writes in memory (a kill loses them) and fail fsync while "
                         "DATA_DIR/fail-fsync exists (fault injection)")
+    p.add_argument("--snapshot-count", type=_positive("slots"), default=None, metavar="N",
+                   help="etcd's: a node snapshots its state after at most N slots (each slot a batch of "
+                        "commands); sooner once the log since its last snapshot is as large as its state "
+                        "and holds at least 4 MiB (default: as many as the consensus core's window allows)")
     p.add_argument("--auto-compaction-mode", choices=["periodic", "revision"], default="revision",
                    help="etcd's: what --auto-compaction-retention counts (default: revision)")
     p.add_argument("--auto-compaction-retention", default="10000",
@@ -296,7 +308,8 @@ async def serve(args) -> int:
                         auto_compaction_mode=args.auto_compaction_mode, auto_compaction_retention=retention,
                         # etcd's minimum lease TTL: 1.5 election timeouts, rounded up to a second
                         min_lease_ttl_s=math.ceil(1.5 * args.election_ticks * args.tick_ms / 1000),
-                        quota_backend_bytes=args.quota_backend_bytes or NodeConfig.quota_backend_bytes)
+                        quota_backend_bytes=args.quota_backend_bytes or NodeConfig.quota_backend_bytes,
+                        snapshot_max_slots=args.snapshot_count)
     core = vcore.Core(args.id, len(peers), election_ticks=args.election_ticks,
                       heartbeat_ticks=args.heartbeat_ticks, runtime_checks=not args.no_runtime_checks)
     disk = FaultyDisk(trigger_dir=args.data_dir) if args.faulty_disk else None

@@ -98,11 +98,12 @@ class NodeConfig:
     request_timeout_s: float = 5.0
     retry_after_s: float = 1.0
     # A snapshot is taken once `snapshot_every_slots` slots were applied since the last one and
-    # either the records logged since then are as many bytes as the last snapshot's state, or
-    # `snapshot_max_slots` slots were applied (None: as many as the core's window allows); at
-    # most so many that the core's window keeps room for the slots applied while the state is
-    # written (see `_snapshot_due`).
+    # either the records logged since then are as many bytes as the last snapshot's state and at
+    # least `snapshot_min_log_bytes`, or `snapshot_max_slots` slots were applied (None: as many as
+    # the core's window allows; serve's --snapshot-count); at most so many that the core's window
+    # keeps room for the slots applied while the state is written (see `_snapshot_due`).
     snapshot_every_slots: int = 1024
+    snapshot_min_log_bytes: int = 4 * 1024 * 1024
     snapshot_max_slots: int | None = None
     max_batch_bytes: int = 4 * 1024 * 1024
     max_pending_requests: int = 20_000
@@ -748,13 +749,21 @@ class NodeMachine:
         slots came while the last one was written. Both bounds shrink with the node's id (node i
         of n: by i/2n), so that the nodes, which apply the same slots, do not all write their
         state at once: a write waits for the leader and one follower, and while one node writes,
-        the others' syncs are the quick ones."""
+        the others' syncs are the quick ones.
+        A small state is not written before `snapshot_min_log_bytes` of records: every snapshot
+        also forks the node (its loop stops 10-20 ms here, and every request in flight waits), so
+        one client's small puts beside a small state, which made a snapshot every 1,024 slots (a
+        second), now make one every ~10,000."""
         config = self.config
         since = self.kv.next_slot - self.snapshot_slot
-        if since < config.snapshot_every_slots:
+        least = config.snapshot_every_slots
+        if config.snapshot_max_slots is not None:
+            least = min(least, config.snapshot_max_slots)
+        if since < least:
             return False
         share = 2 * self.cluster_size - self.node_id  # (of 2n)
-        if 2 * self.cluster_size * self._logged_bytes >= share * self._state_bytes:
+        worth = max(self._state_bytes, config.snapshot_min_log_bytes)
+        if 2 * self.cluster_size * self._logged_bytes >= share * worth:
             return True
         most = WINDOW - config.snapshot_every_slots - 2 * self._slots_while_writing
         if config.snapshot_max_slots is not None:

@@ -41,8 +41,9 @@ class Cluster:
 
     # ---- the CLI ----
 
-    def up(self, check: bool = True) -> subprocess.CompletedProcess:
-        res = run_verikv("cluster", "up", "--data-dir", self.data_dir, "--base-port", self.base_port)
+    def up(self, *flags, check: bool = True) -> subprocess.CompletedProcess:
+        """`verikv cluster up` (with `flags`, which the cluster keeps for the nodes it starts later)."""
+        res = run_verikv("cluster", "up", "--data-dir", self.data_dir, "--base-port", self.base_port, *flags)
         if check:
             assert res.returncode == 0, f"cluster up failed:\n{res.stdout}\n{res.stderr}"
         return res

@@ -90,6 +90,8 @@ def test_etcd_has_no_limit(tmp_path):
     ("--auth-failure-window", "nan", "'nan' is not a number of seconds over 0"),
     ("--max-concurrent-streams", "x", "'x' is not a number of streams"),
     ("--max-connections-per-client", "-1", "'-1' is not a number of connections"),
+    ("--snapshot-count", "0", "'0' is not a number of slots (1 or more)"),
+    ("--snapshot-count", "1e5", "'1e5' is not a number of slots (1 or more)"),
 ])
 def test_serve_refuses_bad_limit_flags(tmp_path, flag, value, message):
     res = subprocess.run(VERIKV + ["serve", "--id", "0", "--peers", f"127.0.0.1:{PEER}", "--client-listen",

@@ -175,7 +175,7 @@ def test_a_stopped_follower_restarts_catches_up_and_serves_the_same_data(make_cl
 @pytest.mark.slow
 def test_a_node_behind_the_others_snapshot_catches_up(make_cluster):
     cluster = make_cluster(3)
-    cluster.up()
+    cluster.up("--snapshot-count", "1024")  # small records alone make a snapshot due after ~10,000 slots
     f = stop_a_follower(cluster, pre_keys=0)  # stopped right after the first election
     revision = write_while_away(cluster, f, 1100, pre_keys=0)  # > 1024 slots: the others snapshot and truncate
     live = [i for i in range(3) if i != f]

@@ -352,7 +352,7 @@ async def test_a_restarted_node_recovers_its_state_from_the_wal(cluster, tmp_pat
 
 
 async def test_snapshots_truncate_the_wal_and_restore(tmp_path):
-    nodes = await start_cluster(tmp_path, 50, snapshot_every_slots=5)
+    nodes = await start_cluster(tmp_path, 50, snapshot_every_slots=5, snapshot_min_log_bytes=0)
     try:
         for i in range(30):
             await submit(nodes[i % 3], Kind.PUT, r.PutRequest(key=b"s%d" % (i % 4), value=b"%d" % i))
@@ -360,7 +360,7 @@ async def test_snapshots_truncate_the_wal_and_restore(tmp_path):
         # a snapshot is written by a child process while the node goes on: wait for it
         await wait_for(lambda: list((tmp_path / "n0" / "wal").glob("snap-*.snap")) and nodes[0].status["log_start"] > 0)
         await stop_node(nodes[0])
-        nodes[0] = await start_node(0, tmp_path, 50, snapshot_every_slots=5)
+        nodes[0] = await start_node(0, tmp_path, 50, snapshot_every_slots=5, snapshot_min_log_bytes=0)
         await wait_for(lambda: nodes[0].kv.revision == 31)
         assert nodes[0].kv.items() == nodes[1].kv.items()
     finally:
@@ -400,7 +400,7 @@ async def start_nodes_on(disks, tmp_path, port_offset, **kw):
 async def test_a_snapshot_is_written_by_a_child_while_the_node_goes_on_serving(tmp_path):
     # every snapshot takes 2 s to write: the leader commits puts meanwhile, and its log is
     # truncated, and its old segments deleted, only once the snapshot is durable
-    nodes = await start_nodes_on([SlowSnapshotDisk(2.0)] * 3, tmp_path, 55, snapshot_every_slots=5)
+    nodes = await start_nodes_on([SlowSnapshotDisk(2.0)] * 3, tmp_path, 55, snapshot_every_slots=5, snapshot_min_log_bytes=0)
     try:
         leader = leader_of(nodes)
         wal_dir = tmp_path / f"n{leader.node_id}" / "wal"
@@ -430,7 +430,7 @@ async def test_a_snapshot_is_written_by_a_child_while_the_node_goes_on_serving(t
             os.waitpid(writer, os.WNOHANG)  # killed and reaped
         (newest,) = wal_dir.glob("snap-*.snap")
         assert newest.name == f"snap-{slot:016x}.snap" and not list(wal_dir.glob("*.tmp"))
-        nodes[leader.node_id] = again = Node(config(leader.node_id, tmp_path, 55, snapshot_every_slots=5),
+        nodes[leader.node_id] = again = Node(config(leader.node_id, tmp_path, 55, snapshot_every_slots=5, snapshot_min_log_bytes=0),
                                              Core(leader.node_id, 3), RealDisk())
         await again.start()
         again.task = asyncio.get_running_loop().create_task(again.run())
@@ -443,7 +443,7 @@ async def test_a_snapshot_is_written_by_a_child_while_the_node_goes_on_serving(t
 
 
 async def test_a_snapshot_that_cannot_be_written_stops_the_node(tmp_path, capfd):
-    nodes = await start_nodes_on([FullSnapshotDisk()] * 3, tmp_path, 70, snapshot_every_slots=3)
+    nodes = await start_nodes_on([FullSnapshotDisk()] * 3, tmp_path, 70, snapshot_every_slots=3, snapshot_min_log_bytes=0)
     try:
         leader = leader_of(nodes)
         for i in range(3):  # the third slot starts the snapshot (a dead node answers nothing)
@@ -775,7 +775,7 @@ async def test_digests_travel_between_real_nodes_and_agree(cluster):
 
 @pytest.mark.ports(100)
 async def test_a_node_behind_the_others_snapshots_catches_up_from_a_peer_snapshot(tmp_path):
-    nodes = await start_cluster(tmp_path, 100, snapshot_every_slots=40)
+    nodes = await start_cluster(tmp_path, 100, snapshot_every_slots=40, snapshot_min_log_bytes=0)
     try:
         leader = leader_of(nodes)
         lagger = next(n for n in nodes if n is not leader)
@@ -786,7 +786,7 @@ async def test_a_node_behind_the_others_snapshots_catches_up_from_a_peer_snapsho
         await wait_for(lambda: all(n.machine.core.status()["log_start"] > 40 for n in live))
         for n in live:  # what the peers queued for it is lost too (a long outage overflows the queue)
             n.transport.peers[lagger.node_id].queue.clear()
-        revived = await start_node(lagger.node_id, tmp_path, 100, snapshot_every_slots=40)
+        revived = await start_node(lagger.node_id, tmp_path, 100, snapshot_every_slots=40, snapshot_min_log_bytes=0)
         nodes[lagger.node_id] = revived
         await wait_for(lambda: revived.kv.revision == leader.kv.revision, timeout_s=20)
         got = revived.kv.range(r.RangeRequest(key=b"s", range_end=b"t"))
@@ -807,7 +807,7 @@ class _SnapshotWriteFails(RealDisk):
 
 
 async def test_a_failed_snapshot_write_stops_the_node_and_its_log_still_recovers(tmp_path):
-    first = Node(config(0, tmp_path, 60, snapshot_every_slots=5), Core(0, 3), _SnapshotWriteFails())
+    first = Node(config(0, tmp_path, 60, snapshot_every_slots=5, snapshot_min_log_bytes=0), Core(0, 3), _SnapshotWriteFails())
     await first.start()
     first.task = asyncio.get_running_loop().create_task(first.run())
     others = [await start_node(i, tmp_path, 60) for i in (1, 2)]

@@ -1,6 +1,7 @@
 """When a node starts a snapshot (NodeMachine._snapshot_due): once the records logged since its
-last snapshot are about as many bytes as that snapshot's state, or after a bound of slots that
-keeps the core's window from filling, and at different slots on different nodes."""
+last snapshot are about as many bytes as that snapshot's state (and at least 4 MiB), or after a
+bound of slots that keeps the core's window from filling, and at different slots on different
+nodes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from verikv.verified_core.core import WINDOW, Core
 EVERY = 1024
 STATE = 2800 * 2048  # bytes: about a state of 100,000 leases
 SMALL_RECORDS = 400  # bytes logged per slot by one client's puts
+MIN_LOG = NodeConfig.snapshot_min_log_bytes  # 4 MiB
 
 
 def _machine(tmp_path, node_id: int = 0) -> NodeMachine:
@@ -39,14 +41,41 @@ def _first_due(m: NodeMachine, logged_per_slot: int, **kw) -> int:
     return next(s for s in range(1, WINDOW + 1) if _after_a_snapshot(m, s, logged_per_slot, **kw)._snapshot_due())
 
 
-def test_a_fresh_node_snapshots_after_the_least_number_of_slots(tmp_path):
+def test_a_fresh_node_snapshots_once_it_logged_the_least_number_of_bytes(tmp_path):
     m = _machine(tmp_path)
-    m.kv.next_slot = EVERY - 1
-    assert not m._snapshot_due()
     m.kv.next_slot = EVERY
+    m._logged_bytes = MIN_LOG - 1
+    assert not m._snapshot_due()
+    m._logged_bytes = MIN_LOG
     assert m._snapshot_due()
     # and the turn starts writing its state
     assert [a.slot for a in m.turn() if type(a) is WriteState] == [EVERY]
+    # never before the least number of slots, however many bytes
+    m = _machine(tmp_path)
+    m.kv.next_slot, m._logged_bytes = EVERY - 1, 10 * MIN_LOG
+    assert not m._snapshot_due()
+
+
+def test_a_small_state_waits_for_the_least_number_of_bytes(tmp_path):
+    # one client's small puts beside a small state: every ~10,000 slots, not every 1,024 (each
+    # snapshot forks the node), and the nodes at different slots
+    small = [_first_due(_machine(tmp_path / str(i), i), SMALL_RECORDS, state_bytes=200_000) for i in range(3)]
+    assert small == [10_486, 8_739, 6_991]  # node i of 3: (6 - i) / 6 of 4 MiB
+    # 16 KiB values: the bytes come at once, and the least number of slots decides, as before
+    assert _first_due(_machine(tmp_path, 0), 16 * 1024, state_bytes=200_000) == EVERY
+
+
+def test_snapshot_count_bounds_the_slots_whatever_the_bytes(tmp_path):
+    # serve's --snapshot-count N (etcd's flag): a snapshot after at most N slots, on every node,
+    # even when N is below the least number of slots
+    for n in (1024, 100):
+        due = []
+        for i in range(3):
+            config = NodeConfig(node_id=i, peer_addresses=[("127.0.0.1", 1)] * 3, data_dir=tmp_path / f"{n}-{i}",
+                                snapshot_max_slots=n)
+            m = NodeMachine(config, Core(i, 3), clock=lambda: 100.0, rng=random.Random(i))
+            due.append(_first_due(m, SMALL_RECORDS, state_bytes=200_000))
+        assert due == [n, n, n]
 
 
 def test_a_large_state_with_small_records_is_written_once_they_are_as_many_bytes(tmp_path):
