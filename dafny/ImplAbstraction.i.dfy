@@ -262,7 +262,7 @@ module ImplAbstraction {
   // Recovery: the abstract effect of replaying one durable record (`w` the window size,
   // `limit` the highest slot the core accepts). A building block for refining Crash: it says
   // what Replay does to the abstraction; that the records a host emitted rebuild its durable
-  // state is not proven yet.
+  // state is Replica.Replays() (ImplState), and a restart from them is Crash (RestartIsCrash).
 
   ghost function ApplyRecord(h: P.Host, rec: I.Record, w: nat, limit: nat): P.Host {
     match rec
