@@ -2,8 +2,10 @@
 // constructor; replaying durable records at recovery, then FinishRecovery; truncating below a
 // snapshot (Truncate), installing one (InstallSnapshot) and the records that rebuild the durable
 // state from it (CheckpointRecords); and the lemmas that a restart, from the start or from a
-// checkpoint, is the protocol's Crash.
+// checkpoint, is the protocol's Crash (from a checkpoint of a copy of the core truncated first:
+// its Truncate, then Crash).
 abstract module ImplRecovery refines ImplSteps {
+  import Ck = ImplCheckpoint  // of TruncatedCheckpointRestartIsCrash
   class Replica ... {
     constructor (me: uint64, n: uint64, electionTicks: uint64, heartbeatTicks: uint64)
       requires 1 <= n <= MAX_MEMBERS && me < n
@@ -127,6 +129,104 @@ abstract module ImplRecovery refines ImplSteps {
       Rep.ApplyAllAppend(Rep.InitHost(), cp, later');
       Rep.ApplyAllAppend(Rep.InitHost(), pre, later');
       RestartIsCrash(pre + later');
+    }
+
+    // A restart from a checkpoint taken after a truncation at t is the protocol's Truncate(t)
+    // then Crash. The checkpoint cp rebuilds the durable state this host had when its record
+    // log was pre, truncated at t (CheckpointRecords on a copy of the core that first called
+    // Truncate(t), with every slot in [logStart, t) then committed: t <= commitUpto); the log
+    // since holds the records emitted after pre, each of a slot not beyond the window the host
+    // then had (Ck.NotBeyondAll: a premise, which the record log does not carry; OnAccept and
+    // CommitSlot, the only steps that emit a vote, commit or learn record, do so for a slot of
+    // the window only), of which a tail of commit records may be lost: the log is cp + later',
+    // where pre + later' is the record log less that tail. The
+    // host's Truncate(t) is enabled now (its log start is t or later already, when later' holds
+    // a truncation record of t or later: then no step), and the restart is its Crash.
+    lemma TruncatedCheckpointRestartIsCrash(cp: seq<Record>, pre: seq<Record>, later': seq<Record>, t: nat)
+      requires Valid() && R.LosesCommits(recLog, pre + later')
+      requires var x := R.ApplyAll(Rep.InitHost(), pre, WINDOW as nat, SLOT_LIMIT as nat);
+               && (forall s | x.logStart <= s < t :: s in x.committed)
+               && R.ApplyAll(Rep.InitHost(), cp, WINDOW as nat, SLOT_LIMIT as nat) == Ck.TruncatedTo(x, t)
+               && Ck.NotBeyondAll(x, later', WINDOW as nat, SLOT_LIMIT as nat)
+      ensures var h, h1 := AbsHost(), Ck.TruncatedTo(AbsHost(), t);
+              && RR.Run(Consts(), me as nat, h, {}, R.TruncateMoves(h, t, h.logStart < t), h1)
+              && P.Crash(Consts(), me as nat, h1, R.ApplyAll(Rep.InitHost(), cp + later', WINDOW as nat, SLOT_LIMIT as nat), {})
+    {
+      var W, L := WINDOW as nat, SLOT_LIMIT as nat;
+      var h := AbsHost();
+      var x := R.ApplyAll(Rep.InitHost(), pre, W, L);
+      var z := R.ApplyAll(Rep.InitHost(), pre + later', W, L);
+      // the restart is the host the records pre + later' rebuild, truncated at t
+      Rep.ApplyAllAppend(Rep.InitHost(), cp, later');
+      Rep.ApplyAllAppend(Rep.InitHost(), pre, later');
+      Ck.ApplyAllTruncatedTo(x, later', W, L, t);
+      assert R.ApplyAll(Rep.InitHost(), cp + later', W, L) == Ck.TruncatedTo(z, t);
+      Rep.ApplyAllKeepsNotLeader(cp + later');
+      // which is Crash from the durable state but for committed entries
+      R.LosingCommits(Rep.InitHost(), recLog, pre + later', W, L);
+      assert R.CrashedFrom(h, z);
+      // every slot in [h.logStart, t) is committed: it was in x, and replaying the rest of the
+      // log keeps the committed slots at or above the log start it ends with
+      var rest := recLog[|pre|..];
+      assert recLog == pre + rest;
+      Rep.ApplyAllAppend(Rep.InitHost(), pre, rest);
+      Ck.ApplyAllKeepsCommitted(x, rest, W, L);
+      assert forall s | h.logStart <= s < t :: s in h.committed;
+      if h.logStart < t {
+        reveal RS.HasAll();
+        R.TruncateRefines(Consts(), me as nat, h, t, t);
+      } else {
+        RR.RunNil(Consts(), me as nat, h, {});
+      }
+    }
+
+    // At the checkpoint (pre the record log then): when t <= commitUpto, every slot in
+    // [logStart, t) of the host pre rebuilds is committed, the premise above; Truncate(t) on the
+    // copy (t <= SLOT_LIMIT too) ends at the host truncated at t (Ck.TruncateRunEnds), whose
+    // durable state CheckpointRecords then rebuilds.
+    lemma CommittedBelow(t: nat)
+      requires Valid() && t <= commitUpto as nat
+      ensures var x := R.ApplyAll(Rep.InitHost(), recLog, WINDOW as nat, SLOT_LIMIT as nat);
+              forall s | x.logStart <= s < t :: s in x.committed
+    {
+      RS.HasAllCovers(RS.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat);
+    }
+
+    // The same at the system's level: in a system state where this host is AbsHost(), the
+    // restart from such a checkpoint is one step of the system (Sy.ImplCrashStep: the run of
+    // Truncate(t)'s moves, no packet sent, then Crash), to the state with this host restarted.
+    lemma TruncatedCheckpointRestartIsCrashStep(s: Sy.Sys, cp: seq<Record>, pre: seq<Record>, later': seq<Record>, t: nat)
+      returns (s': Sy.Sys)
+      requires Valid() && R.LosesCommits(recLog, pre + later')
+      requires var x := R.ApplyAll(Rep.InitHost(), pre, WINDOW as nat, SLOT_LIMIT as nat);
+               && (forall s | x.logStart <= s < t :: s in x.committed)
+               && R.ApplyAll(Rep.InitHost(), cp, WINDOW as nat, SLOT_LIMIT as nat) == Ck.TruncatedTo(x, t)
+               && Ck.NotBeyondAll(x, later', WINDOW as nat, SLOT_LIMIT as nat)
+      requires P.WF(Consts(), s.abs) && me as nat < |s.abs.hosts| && s.abs.hosts[me] == AbsHost()
+      ensures var h := AbsHost();
+              Sy.ImplCrashStep(Consts(), s, s', me as nat, s.abs.net, R.TruncateMoves(h, t, h.logStart < t),
+                               Ck.TruncatedTo(h, t), [], R.ApplyAll(Rep.InitHost(), cp + later', WINDOW as nat, SLOT_LIMIT as nat))
+      ensures Sy.ImplNext(Consts(), s, s')
+      ensures s' == Sy.Restarted(s, me as nat, R.ApplyAll(Rep.InitHost(), cp + later', WINDOW as nat, SLOT_LIMIT as nat))
+    {
+      var c, i, h := Consts(), me as nat, AbsHost();
+      var h1 := Ck.TruncatedTo(h, t);
+      var d := R.ApplyAll(Rep.InitHost(), cp + later', WINDOW as nat, SLOT_LIMIT as nat);
+      var moves := R.TruncateMoves(h, t, h.logStart < t);
+      TruncatedCheckpointRestartIsCrash(cp, pre, later', t);
+      RR.RunGOf(c, i, h, {}, s.abs.net, moves, h1);
+      assert RR.SentBy(moves) == {} by {
+        if moves != [] {
+          assert moves[1..] == [];
+        }
+      }
+      var pkts: seq<Packet> := [];
+      var mid := Sy.After(s, i, h1, moves, pkts);
+      assert (set k | 0 <= k < |pkts| :: pkts[k]) == {};
+      assert Sy.ImplStep(c, s, mid, i, s.abs.net, moves, h1, pkts);
+      s' := Sy.Restarted(mid, i, d);
+      assert Sy.ImplCrashStep(c, s, s', i, s.abs.net, moves, h1, pkts, d);
+      assert s.abs.hosts[i := h1][i := d] == s.abs.hosts[i := d];
     }
 
     // Recovery: replay one durable record, in the order the records were made.

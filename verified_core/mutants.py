@@ -233,6 +233,16 @@ MUTANTS = [
             "a lower ballot, letting an old leader choose a value the newer one overwrites",
     ),
     Mutant(
+        name="truncation-drops-its-first-slot",
+        file="ImplAbstraction.i.dfy",
+        original="    h.(logStart := t, votes := P.VotesFrom(h.votes, t), committed := CommittedFrom(h.committed, t))\n",
+        mutated="    h.(logStart := t, votes := P.VotesFrom(h.votes, t + 1), committed := CommittedFrom(h.committed, t))\n",
+        breaks="ImplRecovery.Replica.TruncatedCheckpointRestartIsCrash",
+        why="a checkpoint of a core truncated at t would lack the host's vote in slot t, which "
+            "its Promises may have reported: a restart from it is not the protocol's Truncate "
+            "then Crash, and a new leader could miss the vote",
+    ),
+    Mutant(
         name="impl-propose-empty-value",
         file="ImplSteps.i.dfy",
         original="        ghost var mv := ProposeAt(slot, val, req);\n",
