@@ -82,6 +82,29 @@ def test_checkpoint_records_rebuild_the_same_durable_state():
         assert rebuilt.status()[key] == original.status()[key]
 
 
+def test_a_checkpoint_truncated_at_a_committed_slot_rebuilds_the_state_from_that_slot():
+    # what a snapshot's writer does in its copy of the node: truncate the core at the
+    # snapshot's slot, then take its records; they leave out the slots below it
+    sim = Simulation(3, seed=5, faults=Faults(0, 0, 0, 0, 0))
+    sim.commit_some(12, rounds=3)
+    original = sim.cores[1]
+    whole = list(original.checkpoint_records())
+    copy = Core(1, 3)
+    copy.recover(whole)
+    t = original.status()["commit_upto"] - 3
+    assert t > original.status()["log_start"]
+    copy.truncate(t)
+    truncated = list(copy.checkpoint_records())
+    assert len(truncated) < len(whole)
+    rebuilt = Core(1, 3)
+    ready = rebuilt.recover(truncated)
+    assert [s for s, _ in ready.commits] == list(range(t, original.status()["commit_upto"]))
+    assert [v for _, v in ready.commits] == [sim.observed[1][s] for s in range(t, original.status()["commit_upto"])]
+    assert rebuilt.status()["log_start"] == t
+    for key in ("promised", "commit_upto"):
+        assert rebuilt.status()[key] == original.status()[key]
+
+
 def test_checkpoint_records_are_those_of_the_moment_they_were_taken():
     # encoded as they are read (a snapshot's writer streams them), from the value of that moment
     sim = Simulation(3, seed=5, faults=Faults(0, 0, 0, 0, 0))

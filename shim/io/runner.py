@@ -300,7 +300,7 @@ class Node:
                 # meanwhile must close, and a port it frees be free (stderr stays, for errors)
                 os.closerange(3, os.sysconf("SC_OPEN_MAX"))
                 _die_with_parent()
-                wal.write_state(state, kv_state(), core_records())
+                wal.write_state(state, kv_state(), core_records(state.slot))  # (truncates this copy's core)
                 code = 0
             except BaseException as err:  # noqa: BLE001 - reported on stderr, then the exit code
                 try:
@@ -376,7 +376,7 @@ class Node:
                 else:
                     # (blocks the loop for as long as the state takes to encode, write and sync)
                     try:
-                        wal.write_state(state, action.kv_state(), action.core_records())
+                        wal.write_state(state, action.kv_state(), action.core_records(None))
                     except OSError as err:
                         wal.abandon_state()
                         raise WalFatalError(f"writing the snapshot at slot {action.slot} failed: {err}") from err

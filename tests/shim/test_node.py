@@ -6,6 +6,7 @@ core here is a scripted test double that returns fixed Readies — it decides no
 import asyncio
 import errno
 import os
+import shutil
 import struct
 from types import SimpleNamespace
 
@@ -22,7 +23,7 @@ from verikv.shim.io.runner import Node, NodeConfig
 from verikv.shim.node.machine import Send
 from verikv.shim.kv.commands import Kind, encode_batch
 from verikv.shim.node.peer_wire import KIND_READ_INDEX
-from verikv.shim.io.wal import WalFatalError
+from verikv.shim.io.wal import Wal, WalFatalError
 from verikv.verified_core.core import Core
 
 BASE_PORT = 25300
@@ -430,6 +431,15 @@ async def test_a_snapshot_is_written_by_a_child_while_the_node_goes_on_serving(t
             os.waitpid(writer, os.WNOHANG)  # killed and reaped
         (newest,) = wal_dir.glob("snap-*.snap")
         assert newest.name == f"snap-{slot:016x}.snap" and not list(wal_dir.glob("*.tmp"))
+        # the child wrote the core's state truncated at the snapshot's slot: none of the log
+        # the KV state covers (read from a copy of the directory: opening a WAL may repair it)
+        shutil.copytree(wal_dir, tmp_path / "wal-copy")
+        _, rec = Wal.open(tmp_path / "wal-copy", RealDisk())
+        assert rec.snapshot.slot == slot
+        assert Core(leader.node_id, 3).recover(rec.snapshot.core_records).commits == []
+        from_snapshot = Core(leader.node_id, 3)
+        from_snapshot.recover(rec.snapshot.core_records)
+        assert from_snapshot.status()["log_start"] == slot
         nodes[leader.node_id] = again = Node(config(leader.node_id, tmp_path, 55, snapshot_every_slots=5, snapshot_min_log_bytes=0),
                                              Core(leader.node_id, 3), RealDisk())
         await again.start()

@@ -109,6 +109,11 @@ class SimNetwork:
 
 # ---- one node: its machine, with simulated I/O ----
 
+# the core's state in the snapshots written: (node, slot) -> whether truncated at the slot; and
+# how many restarts, in every run, began from a truncated one
+TRUNCATED_CHECKPOINTS: dict[tuple[int, int], bool] = {}
+RESTARTS_FROM_TRUNCATED: list[int] = []
+
 class PowerLoss(Exception):
     """Raised by a SimNode part-way through its actions: the node loses power there."""
 
@@ -132,6 +137,25 @@ class SimNode:
             self.wal.state_written(state)
             self.machine.state_written(state.slot, state.kv_state_bytes)
 
+    def core_records(self, action: WriteState) -> list:
+        """The core's records as the runner writes them: as they are (in its loop), or as its
+        child does, truncated at the snapshot's slot in a copy of the core. The copy here is a
+        fresh core that replays the live one's records (the same durable state, and so the same
+        records), given to the machine's own `core_records` in place of the live core."""
+        if self.sim.rng.random() < 0.5:
+            TRUNCATED_CHECKPOINTS[self.i, action.slot] = False
+            return action.core_records(None)
+        copy = Core(self.i, N, election_ticks=6, heartbeat_ticks=2)
+        copy.recover(action.core_records(None))
+        live, self.machine.core = self.machine.core, copy
+        try:
+            records = action.core_records(action.slot)
+        finally:
+            self.machine.core = live
+        assert copy.status()["log_start"] == action.slot, (copy.status(), action.slot)
+        TRUNCATED_CHECKPOINTS[self.i, action.slot] = True
+        return records
+
     def carry_out(self, actions) -> None:
         if self.state_writing is not None and self.sim.rng.random() < 0.3:
             self.finish_state()
@@ -150,7 +174,7 @@ class SimNode:
                 self.finish_state()  # one at a time
                 state = self.wal.begin_state(action.slot)
                 self.wal.start_segment(state)
-                self.state_writing = (state, list(action.kv_state()), action.core_records())
+                self.state_writing = (state, list(action.kv_state()), self.core_records(action))
                 if self.sim.rng.random() < 0.5:
                     self.finish_state()
                 # else written as the runner's child writes it: both states as of now, made
@@ -160,6 +184,8 @@ class SimNode:
                 self.wal.drain()
                 if action.kv_state is None and self.sim.rng.random() < 0.2:
                     raise PowerLoss  # while its snapshot is made (its file not renamed yet)
+                if action.kv_state is not None:  # a peer's: the core's state as it is
+                    TRUNCATED_CHECKPOINTS[self.i, action.slot] = False
                 self.wal.install_snapshot(action.slot, action.kv_state, action.core_records)
             else:
                 raise AssertionError(f"unknown action {action!r}")
@@ -220,6 +246,7 @@ class NodeSimulation(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="verikv-sim-"))
+        TRUNCATED_CHECKPOINTS.clear()  # (of the run before)
         self.net = SimNetwork()
         self.disks = [FaultyDisk() for _ in range(N)]
         self.clocks = [1000.0 + i for i in range(N)]
@@ -277,6 +304,8 @@ class NodeSimulation(RuleBasedStateMachine):
         self.net.machines[i] = machine
         if rec.snapshot is not None:
             machine.restore(rec.snapshot)
+            if TRUNCATED_CHECKPOINTS.get((i, rec.snapshot.slot)):
+                RESTARTS_FROM_TRUNCATED.append(rec.snapshot.slot)
         node.observe()  # recovery re-applies slots: they must be what was applied before
         self.run(i, machine.recover(rec.records))
         self.check_recovered_state(i)
@@ -650,7 +679,12 @@ class NodeSimulationWithSnapshots(NodeSimulation):
 
 
 def test_node_simulation_with_snapshots():
+    before = len(RESTARTS_FROM_TRUNCATED)
     run_state_machine_as_test(NodeSimulationWithSnapshots, settings=SETTINGS)
+    # some restarts began from a snapshot whose core state was written as the runner's child
+    # writes it, truncated at the snapshot's slot
+    assert len(RESTARTS_FROM_TRUNCATED) > before, "no restart began from a truncated checkpoint"
+    print(f"{len(RESTARTS_FROM_TRUNCATED) - before} restarts from a truncated checkpoint")
 
 
 def test_node_simulation_with_snapshots_streamed_in_small_chunks(monkeypatch):
