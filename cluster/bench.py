@@ -9,8 +9,10 @@ others in turn), so neither system's figure depends on where its election landed
 one prefix (10 per stream, over every node) while one client puts into it at --watch-put-rate:
 events delivered per second, and each event's delay after its put's answer. Last, puts of 16
 KiB values (2 x 64), after which each system deletes them and compacts, so that the next round
-starts from a small state again. Both clusters run side by side for the whole run
-and the loads alternate between them (verikv first, then etcd first, ...); with --rounds N the
+starts from a small state again, and the bench waits until the disk is quiet (see
+wait_for_quiet_disk) before the next load. Both clusters run side by side for the whole run
+and the loads alternate between them (verikv first, then etcd first, ..., the other way round in
+every other round); with --rounds N the
 whole sequence runs N times and each figure is the median over the rounds. The clients are a C++
 load generator (cluster/loadgen/loadgen.cpp), so that on a small machine they leave the CPU to
 the servers. Prints throughput and p50/p99 latency for both systems and the verikv/etcd ratio. Both clusters run on this machine, on loopback, with real
@@ -212,12 +214,13 @@ def keep_alive_load_name(streams: int, window: int, where: str) -> str:
 
 
 def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: float = 100.0,
-          round_no: int = 0, pids: dict[str, list[int]] | None = None) -> dict:
+          round_no: int = 0, pids: dict[str, list[int]] | None = None,
+          quiet_disk_of: Path | None = None) -> dict:
     """Every load against every system, load by load: both clusters run the whole time and the
     order alternates, so a drift in this machine's speed does not favour either system."""
     out: dict = {name: {} for name in systems}
     for k, (op, procs, in_flight) in enumerate(LOADS):
-        names = list(systems) if k % 2 == 0 else list(reversed(systems))
+        names = list(systems) if (k + round_no) % 2 == 0 else list(reversed(systems))
         for name in names:
             endpoints = leader_first(systems[name])
             run_load(endpoints, "put", 1, 1, 0.2)  # warm up (and make sure keys exist for gets)
@@ -256,7 +259,47 @@ def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: floa
             forget_big_values(endpoints[0])
         except BenchError as err:
             raise BenchError(f"{name}: {err}") from None
+        if quiet_disk_of is not None:
+            waited = wait_for_quiet_disk(quiet_disk_of)
+            print(f"round {round_no + 1}: after {name}'s 16 KiB puts, the disk was quiet in "
+                  + (f"{waited:.1f} s" if waited is not None else "no time it could see"), file=sys.stderr)
     return out
+
+
+#: the disk counts as quiet once it writes (and discards) less than this in each of two
+#: consecutive half seconds (the two clusters' heartbeats, leases and idle syncs write far less)
+QUIET_BYTES_PER_HALF_S = 1 << 20
+QUIET_MOST_S = 30.0
+
+
+def _device_bytes(path: Path) -> int | None:
+    """Bytes written and discarded so far by the block device that holds `path` (its counters
+    in /sys/dev/block), or None where there are none to read."""
+    dev = os.stat(path).st_dev
+    try:
+        fields = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat").read_text().split()
+    except OSError:
+        return None
+    sectors = int(fields[6]) + (int(fields[13]) if len(fields) > 13 else 0)  # written, discarded
+    return sectors * 512
+
+
+def wait_for_quiet_disk(path: Path, quiet_bytes: int = QUIET_BYTES_PER_HALF_S,
+                        most_s: float = QUIET_MOST_S) -> float | None:
+    """Wait (at most `most_s`) until the disk holding `path` is quiet; the seconds waited, or None
+    if its counters cannot be read. After the 16 KiB load, a system's disk work goes on for
+    seconds (snapshots, compaction, freed blocks discarded): without the wait, it fell into the
+    next load, which is the other system's as often as its own."""
+    before = _device_bytes(path)
+    if before is None:
+        return None
+    began, quiet = time.monotonic(), 0
+    while quiet < 2 and time.monotonic() - began < most_s:
+        time.sleep(0.5)
+        now = _device_bytes(path)
+        quiet = quiet + 1 if now - before < quiet_bytes else 0
+        before = now
+    return time.monotonic() - began
 
 
 def forget_big_values(endpoint: str) -> None:
@@ -389,7 +432,8 @@ def main(argv: list[str]) -> int:
             for name, endpoints in systems.items():
                 print(f"benchmarking {name} at {','.join(endpoints)}" + (" over TLS" if args.tls else ""),
                       file=sys.stderr)
-            rounds = [bench(systems, args.duration_s, args.watch_put_rate, k, pids) for k in range(args.rounds)]
+            rounds = [bench(systems, args.duration_s, args.watch_put_rate, k, pids, args.data_dir)
+                      for k in range(args.rounds)]
             results = _medians(rounds)
     except (cluster_cli.ClusterError, BenchError) as err:
         print(f"verikv bench: {err}", file=sys.stderr)

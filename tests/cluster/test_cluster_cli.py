@@ -264,6 +264,8 @@ def test_bench_runs_against_verikv_and_prints_figures(tmp_path):
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+    # the next round waits for the 16 KiB load's disk work to end, and says how long it took
+    assert "round 1: after verikv's 16 KiB puts, the disk was quiet in" in out.stderr, out.stderr[-2000:]
     figures = json.loads(out.stdout)
     for load in ("put 1x1", "get 1x1", "put 2x64", "get 2x64", "mixed 2x64", "put-16KiB 2x64", "grant 2x64",
                  "keep-alive 1x128 leader", "keep-alive 1x128 follower", "keep-alive 64x8"):

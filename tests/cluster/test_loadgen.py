@@ -88,3 +88,28 @@ def test_a_refused_clean_up_is_the_benchs_error_not_a_traceback():
         server.stop(None)
     assert str(err.value) == (f"compacting at revision 77 at 127.0.0.1:{PORT}: "
                               "UNAVAILABLE: etcdserver: request timed out")
+
+
+def test_the_bench_waits_for_a_quiet_disk_and_no_longer(monkeypatch, tmp_path):
+    # after the 16 KiB load: busy half seconds (2 MiB each), then quiet ones (4 KiB)
+    counts = iter([0] + [2 << 20] * 4 + [4096] * 10)
+    total = [0]
+
+    def device_bytes(path):
+        total[0] += next(counts)
+        return total[0]
+    monkeypatch.setattr(bench, "_device_bytes", device_bytes)
+    now = [0.0]  # a clock that only sleeping moves
+
+    def sleep(s):
+        now[0] += s
+    monkeypatch.setattr(bench.time, "sleep", sleep)
+    monkeypatch.setattr(bench.time, "monotonic", lambda: now[0])
+    assert bench.wait_for_quiet_disk(tmp_path) == 3.0  # four busy samples, then two quiet ones
+    # a disk that never quiets: at most `most_s`
+    monkeypatch.setattr(bench, "_device_bytes", lambda path, n=iter(range(0, 10**12, 2 << 20)): next(n))
+    now[0] = 100.0
+    assert bench.wait_for_quiet_disk(tmp_path, most_s=5.0) == 5.0
+    # no counters to read: no wait
+    monkeypatch.setattr(bench, "_device_bytes", lambda path: None)
+    assert bench.wait_for_quiet_disk(tmp_path) is None
