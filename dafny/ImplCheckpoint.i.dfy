@@ -1,8 +1,11 @@
 // A checkpoint taken after a truncation: replaying records from a truncated host ends where
 // replaying them from the host and truncating after does (ApplyAllTruncatedTo), when the
 // records are ones the host emitted (each vote, commit and learn record of a slot in the window
-// the host had when it emitted it: NotBeyondAll). The Replica's restart from such a checkpoint is
-// the protocol's Truncate then Crash (Replica.TruncatedCheckpointRestartIsCrash, ImplRecovery).
+// the host had when it emitted it: NotBeyondAll). That holds of the records a Replica emitted
+// after a checkpoint taken after recovery (InWindowAfter: its Valid() carries ImplReplay's
+// InWindowFrom of the records after the replayed ones, as Persist emits a vote, commit or learn
+// record only for a slot of the window). The Replica's restart from such a checkpoint is the
+// protocol's Truncate then Crash (Replica.TruncatedCheckpointRestartIsCrash, ImplRecovery).
 //
 // Everything here is ghost.
 module ImplCheckpoint {
@@ -13,6 +16,8 @@ module ImplCheckpoint {
   import R = ImplAbstraction
   import RS = ImplAbsState
   import RR = ImplAbsRuns
+  import Rep = ImplReplay
+  import opened ImplBounds
 
   // h truncated at t, unless its log starts at t or later already (what a truncation record
   // of t does, R.ApplyRecord, when t is within the limit).
@@ -45,6 +50,31 @@ module ImplCheckpoint {
   // replayed on.
   ghost predicate NotBeyondAll(h: P.Host, recs: seq<I.Record>, w: nat, limit: nat) {
     forall k | 0 <= k < |recs| :: NotBeyond(R.ApplyAll(h, recs[..k], w, limit), recs[k], w)
+  }
+
+  // The records of recs after a prefix pre at least `from` long (a checkpoint's records, taken
+  // after the replayed ones), up to any later point (pre + later a prefix of recs), are each not
+  // beyond the window of the host they are replayed on, from the host pre rebuilds.
+  lemma InWindowAfter(recs: seq<I.Record>, from: nat, pre: seq<I.Record>, later: seq<I.Record>)
+    requires Rep.InWindowFrom(recs, from)
+    requires from <= |pre| && |pre| + |later| <= |recs| && recs[..|pre| + |later|] == pre + later
+    ensures NotBeyondAll(R.ApplyAll(Rep.InitHost(), pre, WINDOW as nat, SLOT_LIMIT as nat), later, WINDOW as nat, SLOT_LIMIT as nat)
+  {
+    var W, L, m := WINDOW as nat, SLOT_LIMIT as nat, |pre| + |later|;
+    var x := R.ApplyAll(Rep.InitHost(), pre, W, L);
+    forall k | 0 <= k < |later|
+      ensures NotBeyond(R.ApplyAll(x, later[..k], W, L), later[k], W)
+    {
+      var j := |pre| + k;
+      assert recs[..j] == pre + later[..k] by {
+        assert recs[..j] == recs[..m][..j];
+      }
+      assert recs[j] == later[k] by {
+        assert recs[j] == recs[..m][j];
+      }
+      reveal Rep.InWindowFrom();
+      Rep.ApplyAllAppend(Rep.InitHost(), pre, later[..k]);
+    }
   }
 
   // Truncating at t1, then at t2 >= t1, is truncating at t2.

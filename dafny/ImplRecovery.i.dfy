@@ -62,12 +62,14 @@ abstract module ImplRecovery refines ImplSteps {
       sentLog := [];
       acked := {};
       recLog := [];
+      emitFrom := 0;
       sofar := O.Step([], [], []);
       commitBase := 0;
       Repr := {this, votes, committed, promiseFrom, takeover, proposed, acks, readAck};
       new;
       OT.TiedNone([], [], me);
       OT.BuffersTiedMake(out, selfQueue, buffers);
+      Rep.InWindowFromEnd([]);
       Cand.TiedFollower(bal, n, promiseFrom[..], promiseCount);
       Cand.TakeoverNonCandidate(role, leaderAbs, RS.AbsVotes(takeover[..], logStart as nat), logStart as nat, maxLogStart, takeoverHi, takeoverOverflow);
       Lead.LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
@@ -134,12 +136,12 @@ abstract module ImplRecovery refines ImplSteps {
     // A restart from a checkpoint taken after a truncation at t is the protocol's Truncate(t)
     // then Crash. The checkpoint cp rebuilds the durable state this host had when its record
     // log was pre, truncated at t (CheckpointRecords on a copy of the core that first called
-    // Truncate(t), with every slot in [logStart, t) then committed: t <= commitUpto); the log
-    // since holds the records emitted after pre, each of a slot not beyond the window the host
-    // then had (Ck.NotBeyondAll: a premise, which the record log does not carry; OnAccept and
-    // CommitSlot, the only steps that emit a vote, commit or learn record, do so for a slot of
-    // the window only), of which a tail of commit records may be lost: the log is cp + later',
-    // where pre + later' is the record log less that tail. The
+    // Truncate(t), with every slot in [logStart, t) then committed: t <= commitUpto), taken
+    // after recovery: pre holds every replayed record (emitFrom <= |pre|). The log since holds
+    // the records emitted after pre, each of a slot not beyond the window the host then had
+    // (Ck.NotBeyondAll, from Emitted(): Persist emits a vote, commit or learn record only for
+    // a slot of the window), of which a tail of commit records may be lost: the log is
+    // cp + later', where pre + later' is the record log less that tail. The
     // host's Truncate(t) is enabled now (its log start is t or later already, when later' holds
     // a truncation record of t or later: then no step), and the restart is its Crash.
     lemma TruncatedCheckpointRestartIsCrash(cp: seq<Record>, pre: seq<Record>, later': seq<Record>, t: nat)
@@ -147,7 +149,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires var x := R.ApplyAll(Rep.InitHost(), pre, WINDOW as nat, SLOT_LIMIT as nat);
                && (forall s | x.logStart <= s < t :: s in x.committed)
                && R.ApplyAll(Rep.InitHost(), cp, WINDOW as nat, SLOT_LIMIT as nat) == Ck.TruncatedTo(x, t)
-               && Ck.NotBeyondAll(x, later', WINDOW as nat, SLOT_LIMIT as nat)
+      requires emitFrom <= |pre|
       ensures var h, h1 := AbsHost(), Ck.TruncatedTo(AbsHost(), t);
               && RR.Run(Consts(), me as nat, h, {}, R.TruncateMoves(h, t, h.logStart < t), h1)
               && P.Crash(Consts(), me as nat, h1, R.ApplyAll(Rep.InitHost(), cp + later', WINDOW as nat, SLOT_LIMIT as nat), {})
@@ -156,11 +158,14 @@ abstract module ImplRecovery refines ImplSteps {
       var h := AbsHost();
       var x := R.ApplyAll(Rep.InitHost(), pre, W, L);
       var z := R.ApplyAll(Rep.InitHost(), pre + later', W, L);
-      // the restart is the host the records pre + later' rebuild, truncated at t
+      // the restart is the host the records pre + later' rebuild, truncated at t: the records
+      // emitted after pre are not beyond the window the host then had
       Rep.ApplyAllAppend(Rep.InitHost(), cp, later');
       Rep.ApplyAllAppend(Rep.InitHost(), pre, later');
-      Ck.ApplyAllTruncatedTo(x, later', W, L, t);
-      assert R.ApplyAll(Rep.InitHost(), cp + later', W, L) == Ck.TruncatedTo(z, t);
+      assert R.ApplyAll(Rep.InitHost(), cp + later', W, L) == Ck.TruncatedTo(z, t) by {
+        EmittedAfter(pre, later');
+        Ck.ApplyAllTruncatedTo(x, later', W, L, t);
+      }
       Rep.ApplyAllKeepsNotLeader(cp + later');
       // which is Crash from the durable state but for committed entries
       R.LosingCommits(Rep.InitHost(), recLog, pre + later', W, L);
@@ -168,7 +173,10 @@ abstract module ImplRecovery refines ImplSteps {
       // every slot in [h.logStart, t) is committed: it was in x, and replaying the rest of the
       // log keeps the committed slots at or above the log start it ends with
       var rest := recLog[|pre|..];
-      assert recLog == pre + rest;
+      assert recLog == pre + rest by {
+        assert recLog[..|pre|] == recLog[..|pre + later'|][..|pre|] == (pre + later')[..|pre|] == pre;
+        assert recLog == recLog[..|pre|] + rest;
+      }
       Rep.ApplyAllAppend(Rep.InitHost(), pre, rest);
       Ck.ApplyAllKeepsCommitted(x, rest, W, L);
       assert forall s | h.logStart <= s < t :: s in h.committed;
@@ -178,6 +186,16 @@ abstract module ImplRecovery refines ImplSteps {
       } else {
         RR.RunNil(Consts(), me as nat, h, {});
       }
+    }
+
+    // The records emitted after pre, a prefix of the record log that holds every replayed
+    // record, are each of a slot not beyond the window the host had when it emitted it
+    // (Emitted()), up to any later point of the log.
+    lemma EmittedAfter(pre: seq<Record>, later': seq<Record>)
+      requires Valid() && R.LosesCommits(recLog, pre + later') && emitFrom <= |pre|
+      ensures Ck.NotBeyondAll(R.ApplyAll(Rep.InitHost(), pre, WINDOW as nat, SLOT_LIMIT as nat), later', WINDOW as nat, SLOT_LIMIT as nat)
+    {
+      Ck.InWindowAfter(recLog, emitFrom, pre, later');
     }
 
     // At the checkpoint (pre the record log then): when t <= commitUpto, every slot in
@@ -201,7 +219,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires var x := R.ApplyAll(Rep.InitHost(), pre, WINDOW as nat, SLOT_LIMIT as nat);
                && (forall s | x.logStart <= s < t :: s in x.committed)
                && R.ApplyAll(Rep.InitHost(), cp, WINDOW as nat, SLOT_LIMIT as nat) == Ck.TruncatedTo(x, t)
-               && Ck.NotBeyondAll(x, later', WINDOW as nat, SLOT_LIMIT as nat)
+      requires emitFrom <= |pre|
       requires P.WF(Consts(), s.abs) && me as nat < |s.abs.hosts| && s.abs.hosts[me] == AbsHost()
       ensures var h := AbsHost();
               Sy.ImplCrashStep(Consts(), s, s', me as nat, s.abs.net, R.TruncateMoves(h, t, h.logStart < t),
@@ -251,7 +269,8 @@ abstract module ImplRecovery refines ImplSteps {
     }
 
     // The replayed record r joins the log, which then rebuilds the state r made (Persist's
-    // proof, for a record that is not emitted again).
+    // proof, for a record that is not emitted again). The records emitted from now on follow it
+    // (emitFrom): nothing is known of the slot of r, a record of whatever log the restart read.
     ghost method Replayed(r: Record)
       requires Valid0() && sofar.trace == []
       requires R.ApplyRecord(R.ApplyAll(Rep.InitHost(), recLog, WINDOW as nat, SLOT_LIMIT as nat), r, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
@@ -263,6 +282,8 @@ abstract module ImplRecovery refines ImplSteps {
       OT.TiedNothing(sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
       OT.TiedNone(sentLog, recLog + [r], me);
       recLog := recLog + [r];
+      emitFrom := |recLog|;
+      Rep.InWindowFromEnd(recLog);
       sofar := sofar.(recBase := recLog);
     }
 

@@ -41,6 +41,50 @@ module ImplReplay {
     }
   }
 
+  // The records of recs from index `from` on are each of a slot, if they have one, below the
+  // end of the window of the host the records before them rebuild (ImplCheckpoint.NotBeyond):
+  // a Replica's records from emitFrom on, the ones its core emitted (Persist: a vote, commit or
+  // learn record of a slot of its window only), after the ones it replayed at recovery (of any
+  // slot). Opaque, so that Impl's Valid() carries it without its quantifier: only the steps
+  // that add a record look inside.
+  opaque ghost predicate InWindowFrom(recs: seq<Record>, from: nat) {
+    && from <= |recs|
+    && forall k | from <= k < |recs| ::
+         (recs[k].RecVote? || recs[k].RecCommit? || recs[k].RecLearn?) ==>
+         recs[k].slot as nat < R.ApplyAll(InitHost(), recs[..k], WINDOW as nat, SLOT_LIMIT as nat).logStart + WINDOW as nat
+  }
+
+  // From the end of recs on, there is no record: it holds (of [] from 0, at the start; of the
+  // records so far, after a replayed one).
+  lemma InWindowFromEnd(recs: seq<Record>)
+    ensures InWindowFrom(recs, |recs|)
+  {
+    reveal InWindowFrom();
+  }
+
+  // One more record r, of a slot of the window [ls, ls + WINDOW) when it is a vote, commit or
+  // learn record, which keeps the log start of the host the records before it rebuild at ls
+  // (as such a record does): its slot is below the end of that host's window.
+  lemma InWindowFromSnoc(recs: seq<Record>, from: nat, r: Record, ls: nat)
+    requires InWindowFrom(recs, from)
+    requires R.ApplyRecord(R.ApplyAll(InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat), r, WINDOW as nat, SLOT_LIMIT as nat).logStart == ls
+    requires (r.RecVote? || r.RecCommit? || r.RecLearn?) ==> r.slot as nat < ls + WINDOW as nat
+    ensures InWindowFrom(recs + [r], from)
+  {
+    reveal InWindowFrom();
+    var recs' := recs + [r];
+    forall k | from <= k < |recs'|
+      ensures (recs'[k].RecVote? || recs'[k].RecCommit? || recs'[k].RecLearn?) ==>
+              recs'[k].slot as nat < R.ApplyAll(InitHost(), recs'[..k], WINDOW as nat, SLOT_LIMIT as nat).logStart + WINDOW as nat
+    {
+      if k < |recs| {
+        assert recs'[..k] == recs[..k] && recs'[k] == recs[k];
+      } else {
+        assert recs'[..k] == recs && recs'[k] == r;
+      }
+    }
+  }
+
   // The entries of m at keys below s.
   ghost function Below<T>(m: map<nat, T>, s: nat): map<nat, T> {
     map k | k in m && k < s :: m[k]

@@ -86,6 +86,7 @@ abstract module ImplState {
     ghost var sentLog: seq<Packet>      // every packet this host sent, to itself included, in order
     ghost var acked: set<S.Message>     // the Accepted messages (images) counted for bal (AcksTied)
     ghost var recLog: seq<Record>       // every durable record this host emitted or replayed, in order
+    ghost var emitFrom: nat             // recLog's records from here on were emitted, those before it replayed
     // The current step so far (OutTied): what it sent and emitted, in order, after the packet
     // log sentBase and the record log recBase that the step began with.
     ghost var sofar: O.Step
@@ -130,6 +131,18 @@ abstract module ImplState {
       && OutTied()
       && CommitsTied()
       && BuffersTied()
+      && Emitted()
+    }
+
+    // Each record this host emitted (recLog from emitFrom on) is of a slot not beyond the window
+    // of the host the records before it rebuild: Persist emits a vote, commit or learn record
+    // only for a slot of the window. (Nothing is known of the records replayed at recovery: they
+    // are whatever log the restart read.)
+    // Opaque (Rep.InWindowFrom) of these fields only, as OutTied.
+    ghost predicate Emitted()
+      reads this
+    {
+      Rep.InWindowFrom(recLog, emitFrom)
     }
 
     // The output buffers are the step so far (its trace): the records it emitted, and the
@@ -374,16 +387,20 @@ abstract module ImplState {
       }
     }
 
-    // Emit r, the record of the durable change just made (its replay makes that change).
+    // Emit r, the record of the durable change just made (its replay makes that change). A
+    // vote, commit or learn record is of a slot of the window.
     method Persist(r: Record)
       requires Valid0()
       requires R.ApplyRecord(R.ApplyAll(Rep.InitHost(), recLog, WINDOW as nat, SLOT_LIMIT as nat), r, WINDOW as nat, SLOT_LIMIT as nat) == Durable()
+      requires (r.RecVote? || r.RecCommit? || r.RecLearn?) ==> InWindow(r.slot)
       modifies this
       ensures Valid() && PromisedGrows() && Unchanged() && sentLog == old(sentLog) && selfQueue == old(selfQueue)
       ensures recLog == old(recLog) + [r] && sofar.trace == old(sofar.trace) + [O.Emitted(r)]
       ensures out.early == old(out.early) && out.sync == (old(out.sync) || NeedsSync(r))
     {
       R.ApplyAllSnoc(Rep.InitHost(), recLog, r, WINDOW as nat, SLOT_LIMIT as nat);
+      // its replay ends at Durable(), whose log start is logStart
+      Rep.InWindowFromSnoc(recLog, emitFrom, r, logStart as nat);
       OT.TiedPersist(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter, r);
       recLog := recLog + [r];
       sofar := sofar.(trace := sofar.trace + [O.Emitted(r)]);

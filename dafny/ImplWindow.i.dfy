@@ -59,7 +59,7 @@ abstract module ImplWindow refines ImplState {
 
     method ResetDurableArrays()
       requires Shape() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied() && SelfLogged() && OutTied()
-      requires BuffersTied()
+      requires BuffersTied() && Emitted()
       requires logStart == commitUpto && out.commits == [] && commitBase == commitUpto
       requires recLog == [] && promised == Zero && logStart == 0
       modifies votes, committed
@@ -85,7 +85,7 @@ abstract module ImplWindow refines ImplState {
     // Abstractly: the protocol's truncation at upto (the caller knows [logStart, upto) committed).
     method DropBelow(upto: uint64)
       requires Shape() && VotesBelowHi() && CandidateTied() && TakeoverTied() && LeaderTied() && ProposedTied() && AcksTied()
-      requires SelfLogged() && OutTied() && CommitsTied() && BuffersTied() && upto <= commitBase
+      requires SelfLogged() && OutTied() && CommitsTied() && BuffersTied() && Emitted() && upto <= commitBase
       requires logStart < upto <= commitUpto && upto <= SLOT_LIMIT
       requires RS.HasAll(RS.AbsCommitted(committed[..], logStart as nat), upto as nat, commitUpto as nat)
       modifies Repr
