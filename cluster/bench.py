@@ -287,9 +287,11 @@ def _device_bytes(path: Path) -> int | None:
 def wait_for_quiet_disk(path: Path, quiet_bytes: int = QUIET_BYTES_PER_HALF_S,
                         most_s: float = QUIET_MOST_S) -> float | None:
     """Wait (at most `most_s`) until the disk holding `path` is quiet; the seconds waited, or None
-    if its counters cannot be read. After the 16 KiB load, a system's disk work goes on for
-    seconds (snapshots, compaction, freed blocks discarded): without the wait, it fell into the
-    next load, which is the other system's as often as its own."""
+    if its counters cannot be read. So that what a system's 16 KiB load left to write (its
+    compaction, a snapshot under way) does not fall into the next load, which is the other
+    system's as often as its own. (Disk work the next load itself sets off, such as a snapshot
+    that its first slots make due and the discards of the segments that snapshot frees, is that
+    load's: no wait before it can see it.)"""
     before = _device_bytes(path)
     if before is None:
         return None
