@@ -243,6 +243,16 @@ MUTANTS = [
             "then Crash, and a new leader could miss the vote",
     ),
     Mutant(
+        name="replayed-records-count-as-emitted",
+        file="ImplRecovery.i.dfy",
+        original="      emitFrom := |recLog|;\n      Rep.InWindowFromEnd(recLog);\n",
+        mutated="      Rep.InWindowFromEnd(recLog);\n",
+        breaks="ImplRecovery.Replica.Replayed",
+        why="a record replayed at recovery, which is whatever the restart read, would count as "
+            "one the core emitted in its window: a vote beyond that window in the log would make a "
+            "restart from a truncated checkpoint other than the protocol's Truncate then Crash",
+    ),
+    Mutant(
         name="impl-propose-empty-value",
         file="ImplSteps.i.dfy",
         original="        ghost var mv := ProposeAt(slot, val, req);\n",
