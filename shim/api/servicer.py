@@ -49,7 +49,7 @@ from verikv.shim.kv.errors import EtcdError
 from verikv.shim.kv.commands import (GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, REQUEST_TYPES, KeepAlives, Kind,
                                      TokenGrant, plain_range_key)
 from verikv.shim.kv.store import EncodedRange
-from verikv.shim.kv.watch import LiveResponse, WatchHub, fragments
+from verikv.shim.kv.watch import FanOut, WatchHub, fragments
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ _BARRIER = rpc_pb2.RangeRequest(key=b"\0", count_only=True)  # a linearizable re
 # etcd splits the responses of a watcher created with `fragment` from this size on (its
 # max-request-bytes plus the gRPC overhead it allows on top)
 FRAGMENT_BYTES = MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES
+MAX_WATCH_ID_FIELD = 11  # a WatchResponse's watch_id field: its tag and at most ten varint bytes
 AUTH_TOKEN_TTL_S = 300.0  # etcd's --auth-token-ttl: a token not used for this long is forgotten
 BCRYPT_COST = 10  # etcd's (bcrypt.DefaultCost)
 _TOKEN_LETTERS = string.ascii_letters
@@ -641,7 +642,7 @@ class ClientServer:
         if self._require_leader:
             self._check_leader()
         hub = self.watches
-        out = hub.applied(store, writes)
+        out = hub.applied(store, writes, fan_out=True)
         if out:
             self._send_watch(out)
         if hub.paused and self._front is not None:
@@ -658,20 +659,27 @@ class ClientServer:
             return
         term, fill, encoded, hub = self.node.machine.term, self._headers.fill, self._headers.encoded, self.watches
         out = []  # handed to the front at once: one lock, one wake-up of its thread
-        header_rev, header = -1, b""  # the header of the revision before (a put's responses share one)
-        for stream, resp in responses:
-            if type(resp) is LiveResponse:
-                if resp.revision != header_rev:
-                    header_rev, header = resp.revision, encoded(term, resp.revision)
-                data = header + resp.id_field + resp.events
-            else:
-                fill(resp.header, term)
-                data = resp.SerializeToString()
+        for item in responses:
+            if type(item) is FanOut:  # one revision's events for many watchers: the front copies them
+                header = encoded(term, item.revision)
+                if len(header) + len(item.events) + MAX_WATCH_ID_FIELD < FRAGMENT_BYTES:
+                    out.append((header, item.events, item.targets.ids))
+                    continue
+                for w in item.targets.watchers:
+                    data = header + w.id_field + item.events
+                    if len(data) < FRAGMENT_BYTES or not w.fragment:
+                        out.append((w.stream, data))
+                    else:  # etcd measures the whole response, header included
+                        out += [(w.stream, part.SerializeToString())
+                                for part in fragments(rpc_pb2.WatchResponse.FromString(data), FRAGMENT_BYTES)]
+                continue
+            stream, resp = item
+            fill(resp.header, term)
+            data = resp.SerializeToString()
             if len(data) < FRAGMENT_BYTES or not hub.fragmenting(stream, resp.watch_id):
                 out.append((stream, data))
-            else:  # etcd measures the whole response, header included
-                out += [(stream, part.SerializeToString())
-                        for part in fragments(rpc_pb2.WatchResponse.FromString(data), FRAGMENT_BYTES)]
+            else:
+                out += [(stream, part.SerializeToString()) for part in fragments(resp, FRAGMENT_BYTES)]
         failed, behind = front.send_many(out, self.watch_backlog_high)
         for stream in failed:
             hub.close(stream)  # the stream is over

@@ -79,6 +79,9 @@ class WatchHub:
         # bound (a start in the future); `_leave` makes it exact.
         self._live_by_range: dict[tuple[bytes, bytes], dict[tuple[int, int], Watcher]] = {}
         self._ranges: list[tuple[bytes, bytes]] = []  # the keys above with a range_end
+        # of each range above: (the first start revision still in the future, the live
+        # watchers whose start was reached, by filter: `_targets_of`)
+        self._targets: dict[tuple[bytes, bytes], tuple[int, list[_Targets]]] = {}
 
     # ---- a stream's requests ----
 
@@ -188,6 +191,7 @@ class WatchHub:
     def _join(self, w: Watcher) -> None:
         """w was sent everything up to `revision`: from now on it is fed as writes apply."""
         group = (w.key, w.range_end)
+        self._targets.pop(group, None)
         members = self._live_by_range.get(group)
         if members is None:
             members = self._live_by_range[group] = {}
@@ -201,6 +205,7 @@ class WatchHub:
         members = self._live_by_range.get(group)
         if members is None or members.pop((w.stream, w.watch_id), None) is None:
             return
+        self._targets.pop(group, None)
         w.next_revision = max(w.next_revision, self.revision + 1)
         if not members:
             del self._live_by_range[group]
@@ -213,25 +218,28 @@ class WatchHub:
 
     # ---- applied writes ----
 
-    def applied(self, store, writes: list) -> list:
+    def applied(self, store, writes: list, fan_out: bool = False) -> list:
         """The store applied `writes` (its take_recent()) since the last call: the responses for
         every watcher, one per revision. If the store changed otherwise (a snapshot installed
-        from a peer), the watchers are caught up from its history instead."""
+        from a peer), the watchers are caught up from its history instead. With `fan_out`, the
+        live watchers' responses come as FanOut items, one per range, revision and filter
+        (the others still as (stream, response))."""
         if not self.streams:
             self.revision = store.revision
             return []
         if writes and writes[0][1].mod_revision == self.revision + 1 \
                 and writes[-1][1].mod_revision == store.revision:
-            out = self._live(writes, store)
+            out = self._live(writes, store, fan_out)
             self.revision = store.revision
             return out
         if store.revision == self.revision and not writes:
             return []
         return self._catch_up(store)
 
-    def _live(self, writes: list, store) -> list:
+    def _live(self, writes: list, store, fan_out: bool) -> list:
         """The live watchers' responses to `writes`, one per watcher and revision. A revision's
-        events are encoded once for all the watchers of one range that want the same ones."""
+        events are encoded once for all the watchers of one range that want the same ones (a
+        FanOut; with `fan_out`, returned as such)."""
         out = []
         by_range, ranges = self._live_by_range, self._ranges
         start = 0
@@ -250,19 +258,39 @@ class WatchHub:
                     if lo <= key and (hi == b"\0" or key < hi):
                         touched.setdefault(group, []).append(write)
             for group, group_writes in touched.items():
-                encoded: dict[tuple, bytes] = {}  # (no_put, no_delete, prev_kv): the events
-                for w in by_range[group].values():
-                    if rev < w.next_revision:
-                        continue  # a start in the future
-                    variant = (w.no_put, w.no_delete, w.prev_kv)
-                    events = encoded.get(variant)
-                    if events is None:
-                        events = encoded[variant] = _encoded_events(w, group_writes, store)
+                for t in self._targets_of(group, rev):
+                    events = _encoded_events(t.watchers[0], group_writes, store)
                     if events:
-                        w.quiet = False
-                        out.append((w.stream, LiveResponse(rev, w.watch_id, events, w.id_field)))
+                        for w in t.notify:
+                            w.quiet = False
+                        f = FanOut(rev, events, t)
+                        if fan_out:
+                            out.append(f)
+                        else:
+                            out += f.responses()
             start = end
         return out
+
+    def _targets_of(self, group: tuple[bytes, bytes], rev: int) -> list[_Targets]:
+        """The live watchers of `group` that revision `rev` reaches (not those that start
+        later), by what they want of it; kept until a watcher joins or leaves the group, or a
+        later start is reached."""
+        cached = self._targets.get(group)
+        if cached is None or rev >= cached[0]:
+            until, by_variant = 1 << 63, {}
+            for w in self._live_by_range[group].values():
+                if rev < w.next_revision:
+                    until = min(until, w.next_revision)  # a start in the future
+                    continue
+                t = by_variant.get((w.no_put, w.no_delete, w.prev_kv))
+                if t is None:
+                    t = by_variant[(w.no_put, w.no_delete, w.prev_kv)] = _Targets([], [], [])
+                t.watchers.append(w)
+                t.ids.append((w.stream, w.id_field))
+                if w.progress_notify:
+                    t.notify.append(w)
+            cached = self._targets[group] = (until, list(by_variant.values()))
+        return cached[1]
 
     def _catch_up(self, store) -> list:
         """Every watcher behind the store's revision gets what it missed from the history (or
@@ -270,6 +298,7 @@ class WatchHub:
         their resume."""
         out = []
         if store.revision != self.revision:
+            self._targets.clear()  # the live watchers' next revisions move up
             for stream, ws in self.streams.items():
                 if stream not in self.paused:
                     for w in list(ws.values()):
@@ -319,6 +348,33 @@ def _wants(w: Watcher, key: bytes, rec) -> bool:
     if not w.covers(key):
         return False
     return not (w.no_delete if rec.version == 0 else w.no_put)
+
+
+@dataclass(slots=True)
+class _Targets:
+    """Live watchers of one range that want the same events of a revision (the same filters and
+    prev_kv): each as itself, and as (stream, watch_id field) for the front (see FanOut)."""
+    watchers: list[Watcher]
+    ids: list[tuple[int, bytes]]
+    notify: list[Watcher]  # those created with progress_notify (see progress_tick)
+
+
+class FanOut:
+    """One revision's events for every watcher of a _Targets: each watcher's response is a header,
+    its watch_id field and these events. A put's events for a thousand watchers of one prefix
+    are one object, copied per watcher by the front (`send_many`), not by Python."""
+
+    __slots__ = ("revision", "events", "targets")
+
+    def __init__(self, revision: int, events: bytes, targets: _Targets):
+        self.revision = revision
+        self.events = events
+        self.targets = targets
+
+    def responses(self) -> list:
+        """The same, as (stream, LiveResponse) for each watcher."""
+        return [(w.stream, LiveResponse(self.revision, w.watch_id, self.events, w.id_field))
+                for w in self.targets.watchers]
 
 
 class LiveResponse:

@@ -402,3 +402,34 @@ async def test_the_connection_limit_holds_over_tls(tmp_path):
         await first.close()
         await second.close()
         front.shutdown(0.0)
+
+
+async def test_send_many_shares_one_payload_among_many_streams(front_and_channel):
+    """An item (prefix, suffix, [(id, middle), ...]) sends prefix + middle + suffix to each stream
+    named (one revision's events for many watchers, copied by the front), in order with the
+    batch's other items; unknown streams are reported, and a malformed item is a TypeError."""
+    front, call = front_and_channel
+    requests: asyncio.Queue = asyncio.Queue()
+
+    async def nothing():
+        await requests.get()
+        yield b""
+
+    streams = [call.stream(nothing()) for _ in range(3)]
+    opened = [stream_id for stream_id, *_ in await take_calls(front, 3)]
+    assert front.send_many([(stream_id, b"%d" % stream_id) for stream_id in opened]) == []
+    by_id = {int(await asyncio.wait_for(s.read(), 5)): s for s in streams}  # which client stream is which id
+    a, b, c = opened
+    targets = [(a, b"<a1>"), (b, b"<b>"), (a, b"<a2>"), (10**9, b"<unknown>")]
+    assert front.send_many([(c, b"first"), (b"head:", b":tail", targets), (a, b"last"), (b"h", b"t", [])],
+                           1 << 20) == ([10**9], [])
+    assert [await asyncio.wait_for(by_id[a].read(), 5) for _ in range(3)] == [
+        b"head:<a1>:tail", b"head:<a2>:tail", b"last"]
+    assert await asyncio.wait_for(by_id[b].read(), 5) == b"head:<b>:tail"
+    assert await asyncio.wait_for(by_id[c].read(), 5) == b"first"
+    for bad in ([(b"p", b"s", [(a, "not bytes")])], [(b"p", b"s", (a, b"m"))], [(b"p", b"s", [(a,)])],
+                [(b"p", "not bytes", [(a, b"m")])], [(a, b"m", b"x", b"y")]):
+        with pytest.raises(TypeError):
+            front.send_many(bad)
+    for s in streams:
+        s.cancel()

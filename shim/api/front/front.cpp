@@ -53,6 +53,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -317,22 +318,50 @@ class Front {
   }
 
   // Send each (id, message) of `messages` as `Send` does, in order, under one lock and one
-  // wake-up of the CQ thread (a put's events for many watchers go out together). Returns the ids
-  // of the streams that were unknown or already finished (each once); with `high` >= 0, also the
-  // ids of the streams given a message whose backlog (Backlog) is now above `high` (each once), as
-  // (failed, over), so that a caller learns which clients fall behind without asking per stream.
+  // wake-up of the CQ thread (a put's events for many watchers go out together). An item may
+  // also be (prefix, suffix, [(id, middle), ...]): the message prefix + middle + suffix to each
+  // stream named, in that order (one revision's events for many watchers: each message a
+  // header, its watch id, the events shared by all, copied here rather than built in Python).
+  // Returns the ids of the streams that were unknown or already finished (each once); with
+  // `high` >= 0, also the ids of the streams given a message whose backlog (Backlog) is now above
+  // `high` (each once), as (failed, over), so that a caller learns which clients fall behind
+  // without asking per stream.
   py::object SendMany(py::list messages, long long high) {
     std::vector<std::pair<uint64_t, std::string>> batch;
     batch.reserve(messages.size());
-    for (auto item : messages) {
-      PyObject* pair = item.ptr();
-      if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) throw py::type_error("send_many: (id, bytes) pairs");
-      uint64_t id = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(pair, 0));
+    auto id_of = [](PyObject* o) {
+      uint64_t id = PyLong_AsUnsignedLongLong(o);
       if (id == static_cast<uint64_t>(-1) && PyErr_Occurred()) throw py::error_already_set();
+      return id;
+    };
+    auto bytes_of = [](PyObject* o) {
       char* data;
       Py_ssize_t len;
-      if (PyBytes_AsStringAndSize(PyTuple_GET_ITEM(pair, 1), &data, &len) != 0) throw py::error_already_set();
-      batch.emplace_back(id, std::string(data, static_cast<size_t>(len)));
+      if (PyBytes_AsStringAndSize(o, &data, &len) != 0) throw py::error_already_set();
+      return std::string_view(data, static_cast<size_t>(len));
+    };
+    for (auto item : messages) {
+      PyObject* t = item.ptr();
+      if (PyTuple_Check(t) && PyTuple_GET_SIZE(t) == 2) {
+        batch.emplace_back(id_of(PyTuple_GET_ITEM(t, 0)), std::string(bytes_of(PyTuple_GET_ITEM(t, 1))));
+        continue;
+      }
+      if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 3 || !PyList_Check(PyTuple_GET_ITEM(t, 2)))
+        throw py::type_error("send_many: (id, bytes) or (bytes, bytes, [(id, bytes), ...]) items");
+      std::string_view prefix = bytes_of(PyTuple_GET_ITEM(t, 0)), suffix = bytes_of(PyTuple_GET_ITEM(t, 1));
+      PyObject* targets = PyTuple_GET_ITEM(t, 2);
+      Py_ssize_t n = PyList_GET_SIZE(targets);
+      batch.reserve(batch.size() + static_cast<size_t>(n));
+      for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject* target = PyList_GET_ITEM(targets, k);
+        if (!PyTuple_Check(target) || PyTuple_GET_SIZE(target) != 2) throw py::type_error("send_many: (id, bytes) targets");
+        uint64_t id = id_of(PyTuple_GET_ITEM(target, 0));
+        std::string_view middle = bytes_of(PyTuple_GET_ITEM(target, 1));
+        std::string m;
+        m.reserve(prefix.size() + middle.size() + suffix.size());
+        m.append(prefix).append(middle).append(suffix);
+        batch.emplace_back(id, std::move(m));
+      }
     }
     std::vector<uint64_t> failed, over;
     {
