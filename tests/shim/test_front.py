@@ -37,6 +37,12 @@ async def take_calls(front, n: int, tokens: bool = False) -> list[tuple]:
     return calls if tokens else [c[:4] for c in calls]
 
 
+async def silent():
+    """A client's side of a stream that sends nothing and stays open (until the test cancels it)."""
+    await asyncio.Event().wait()
+    yield b""
+
+
 @pytest.fixture
 async def front_and_channel():
     front = _front.Front(f"127.0.0.1:{PORT}", 1 << 20, [STREAM])
@@ -121,13 +127,7 @@ async def test_a_burst_sent_on_new_streams_arrives_whole(front_and_channel):
     keep-alive answers as a stream's first messages (a follower answers in bursts) once stalled
     the stream for good."""
     front, call = front_and_channel
-    requests: asyncio.Queue = asyncio.Queue()
-
-    async def nothing():
-        await requests.get()
-        yield b""
-
-    streams = [call.stream(nothing()) for _ in range(50)]
+    streams = [call.stream(silent()) for _ in range(50)]
     opened = await take_calls(front, len(streams))
     assert {kind for *_, kind in opened} == {3}
     # each stream's first messages, queued at once (one lock, one wake-up of the front's thread)
@@ -145,13 +145,7 @@ async def test_send_many_reports_the_streams_whose_backlog_it_took_above_a_bound
     """With `high`, send_many also names each stream whose backlog (its queued bytes) is above
     `high` after the batch: the watch streams to pause, without asking the front per stream."""
     front, call = front_and_channel
-    requests: asyncio.Queue = asyncio.Queue()
-
-    async def nothing():
-        await requests.get()
-        yield b""
-
-    streams = [call.stream(nothing()) for _ in range(2)]
+    streams = [call.stream(silent()) for _ in range(2)]
     (a, *_), (b, *_) = await take_calls(front, 2)
     batch = [(a, b"x" * 60), (b, b"y" * 10), (a, b"x" * 60), (10**9, b"unknown")]
     assert front.send_many(batch, 100) == ([10**9], [a])  # a: 120 bytes queued (or in flight) then
@@ -409,13 +403,7 @@ async def test_send_many_shares_one_payload_among_many_streams(front_and_channel
     named (one revision's events for many watchers, copied by the front), in order with the
     batch's other items; unknown streams are reported, and a malformed item is a TypeError."""
     front, call = front_and_channel
-    requests: asyncio.Queue = asyncio.Queue()
-
-    async def nothing():
-        await requests.get()
-        yield b""
-
-    streams = [call.stream(nothing()) for _ in range(3)]
+    streams = [call.stream(silent()) for _ in range(3)]
     opened = [stream_id for stream_id, *_ in await take_calls(front, 3)]
     assert front.send_many([(stream_id, b"%d" % stream_id) for stream_id in opened]) == []
     by_id = {int(await asyncio.wait_for(s.read(), 5)): s for s in streams}  # which client stream is which id
