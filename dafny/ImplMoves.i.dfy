@@ -192,6 +192,15 @@ abstract module ImplMoves refines ImplWindow {
       assert P.HostStep(Consts(), me as nat, h0, mv.post, {}, mv.sent, mv.step);
       RR.RunOne(Consts(), me as nat, h0, {}, mv);
       RM.PrepareBroadcastRefines(sentLog[|old(sentLog)|..], me, n, b, commitUpto);
+      assert {:split_here} true;  // this path's postconditions apart: where the paths join (batch 1) they are only looked up
+      assert Valid() && PromisedGrows();
+      assert SameConfig() && old(sentLog) <= sentLog;
+      assert CandidateTied();
+      assert RM.NoLearns(sentLog[|old(sentLog)|..]);
+      assert |recLog| == |old(recLog)| + 1 && recLog[..|old(recLog)|] == old(recLog)
+             && NeedsSync(recLog[|old(recLog)|]) && out.early == old(out.early);
+      assert RR.Run(Consts(), me as nat, h0, {}, R.ElectionMoves(me as nat, n as nat, h0, b, true), AbsHost());
+      assert RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(R.ElectionMoves(me as nat, n as nat, h0, b, true)));
     }
 
     // The trail of this host's protocol steps from h0, its state when its packet log was log0,
