@@ -510,6 +510,8 @@ abstract module ImplHandlers refines ImplMoves {
       if leaderCommit > commitUpto && catchUpCooldown == 0 {
         Send(src, CatchUp(commitUpto));
         catchUpCooldown := heartbeatTicks;
+        assert {:split_here} true;  // Valid() past the cooldown's update, apart from the postconditions
+        assert Valid();
         assert sentLog == log1 + [Packet(me, src, CatchUp(old(commitUpto)))];
       }
       assert {:split_here} true;  // the refinement apart from the answers
@@ -531,6 +533,16 @@ abstract module ImplHandlers refines ImplMoves {
         assert sentLog[|old(sentLog)|..] == ack;
         assert R.StepDownMoves(h0, down) + [] == R.StepDownMoves(h0, down);
       }
+      // This path's postconditions, in a batch of their own: where the paths join (batch 1,
+      // with the refusal) they are then only looked up.
+      assert {:split_here} true;
+      assert Valid() && PromisedGrows();
+      assert SameConfig() && old(sentLog) <= sentLog && recLog == old(recLog);
+      assert RM.NoLearns(sentLog[|old(sentLog)|..]);
+      ghost var mvs := R.HeartbeatMoves(me as nat, h0, src as nat, b, down,
+                                        leaderCommit > old(commitUpto) && old(catchUpCooldown) == 0, old(commitUpto) as nat);
+      assert RR.Run(Consts(), me as nat, h0, {}, mvs, AbsHost());
+      assert RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(mvs));
     }
 
     // A HeartbeatAck changes only the leader's read bookkeeping: no protocol step.
