@@ -195,6 +195,7 @@ abstract module ImplHandlers refines ImplMoves {
         assert {:split_here} true;  // the update apart from the fold's lemma and the invariants
         Cand.TakeoverFold(l0.promises, m, reported, k, tk, logStart as nat, WINDOW as nat, maxLogStart, hi0, ov0,
                           RS.AbsVotes(takeover[..], logStart as nat), takeoverHi, takeoverOverflow);
+        assert {:split_here} true;  // the invariants apart from the fold's lemma
         k := k + 1;
       }
       assert OutTied() && CommitsTied() && BuffersTied();  // untouched by the fold
@@ -209,6 +210,9 @@ abstract module ImplHandlers refines ImplMoves {
         reveal Cand.Takeover();
       }
       Lead.LeadsNonLeader(role, bal, leaderAbs, nextSlot as nat, logStart as nat);
+      assert {:split_here} true;  // Valid() past the promise's count apart from its parts
+      assert Valid();
+      assert {:split_here} true;  // the refinement apart from the state's update
       ghost var mv := R.PromiseMoves(Consts(), h0, m, true)[0];
       assert AbsHost() == mv.post;
       RR.TrailSnoc(Consts(), me as nat, h0, log0, {m}, [], h0, log0, mv, sentLog);
@@ -221,6 +225,12 @@ abstract module ImplHandlers refines ImplMoves {
         RR.TrailChain(Consts(), me as nat, h0, log0, {m}, moves, h1, log1, more, AbsHost(), sentLog);
         moves := moves + more;
       }
+      assert {:split_here} true;  // this path's postconditions apart: where the paths join (batch 1) they are only looked up
+      assert Valid() && PromisedGrows() && SameConfig();
+      assert {:split_here} true;
+      assert RR.Trail(Consts(), me as nat, h0, log0, {m}, moves, AbsHost(), sentLog);
+      assert recLog == old(recLog);
+      assert old(selfQueue) == [] ==> selfQueue == [] || FirstRecord(selfQueue[0], promised, logStart) != [];
     }
 
     // Refines ReceiveAccept (and StepDown when it stops leading), see R.AcceptMoves.
@@ -510,6 +520,8 @@ abstract module ImplHandlers refines ImplMoves {
       if leaderCommit > commitUpto && catchUpCooldown == 0 {
         Send(src, CatchUp(commitUpto));
         catchUpCooldown := heartbeatTicks;
+        assert {:split_here} true;  // Valid() past the cooldown's update, apart from the postconditions
+        assert Valid();
         assert sentLog == log1 + [Packet(me, src, CatchUp(old(commitUpto)))];
       }
       assert {:split_here} true;  // the refinement apart from the answers
@@ -531,6 +543,16 @@ abstract module ImplHandlers refines ImplMoves {
         assert sentLog[|old(sentLog)|..] == ack;
         assert R.StepDownMoves(h0, down) + [] == R.StepDownMoves(h0, down);
       }
+      // This path's postconditions, in a batch of their own: where the paths join (batch 1,
+      // with the refusal) they are then only looked up.
+      assert {:split_here} true;
+      assert Valid() && PromisedGrows();
+      assert SameConfig() && old(sentLog) <= sentLog && recLog == old(recLog);
+      assert RM.NoLearns(sentLog[|old(sentLog)|..]);
+      ghost var mvs := R.HeartbeatMoves(me as nat, h0, src as nat, b, down,
+                                        leaderCommit > old(commitUpto) && old(catchUpCooldown) == 0, old(commitUpto) as nat);
+      assert RR.Run(Consts(), me as nat, h0, {}, mvs, AbsHost());
+      assert RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(mvs));
     }
 
     // A HeartbeatAck changes only the leader's read bookkeeping: no protocol step.

@@ -192,6 +192,15 @@ abstract module ImplMoves refines ImplWindow {
       assert P.HostStep(Consts(), me as nat, h0, mv.post, {}, mv.sent, mv.step);
       RR.RunOne(Consts(), me as nat, h0, {}, mv);
       RM.PrepareBroadcastRefines(sentLog[|old(sentLog)|..], me, n, b, commitUpto);
+      assert {:split_here} true;  // this path's postconditions apart: where the paths join (batch 1) they are only looked up
+      assert Valid() && PromisedGrows();
+      assert SameConfig() && old(sentLog) <= sentLog;
+      assert CandidateTied();
+      assert RM.NoLearns(sentLog[|old(sentLog)|..]);
+      assert |recLog| == |old(recLog)| + 1 && recLog[..|old(recLog)|] == old(recLog)
+             && NeedsSync(recLog[|old(recLog)|]) && out.early == old(out.early);
+      assert RR.Run(Consts(), me as nat, h0, {}, R.ElectionMoves(me as nat, n as nat, h0, b, true), AbsHost());
+      assert RM.PacketsRefine(sentLog[|old(sentLog)|..], RR.SentBy(R.ElectionMoves(me as nat, n as nat, h0, b, true)));
     }
 
     // The trail of this host's protocol steps from h0, its state when its packet log was log0,
@@ -279,6 +288,11 @@ abstract module ImplMoves refines ImplWindow {
           // again and nobody leads (its election timeout may be the shortest).
           moves := SendCatchUp(from, h0, log0, moves);
         }
+        assert {:split_here} true;  // this path's postconditions apart: where the paths join (batch 1) they are only looked up
+        assert Valid() && PromisedGrows() && SameConfig();
+        assert RR.Trail(Consts(), me as nat, h0, log0, {}, moves, AbsHost(), sentLog);
+        assert recLog == old(recLog);
+        assert old(selfQueue) == [] ==> selfQueue == [] || FirstRecord(selfQueue[0], promised, logStart) != [];
         return;
       }
       // Phase 2 covers every slot from the first one this host has not seen committed, up to
@@ -297,8 +311,14 @@ abstract module ImplMoves refines ImplWindow {
         if maxLogStartFrom != me {
           moves := SendCatchUp(maxLogStartFrom, h0, log0, moves);
         }
+        assert {:split_here} true;  // this path's postconditions apart: where the paths join (batch 1) they are only looked up
+        assert Valid() && PromisedGrows() && SameConfig();
+        assert RR.Trail(Consts(), me as nat, h0, log0, {}, moves, AbsHost(), sentLog);
+        assert recLog == old(recLog);
+        assert old(selfQueue) == [] ==> selfQueue == [] || FirstRecord(selfQueue[0], promised, logStart) != [];
         return;
       }
+      assert {:split_here} true;  // phase 2 apart from the steps down
       // What phase 1 established, kept across the proposals below.
       ghost var l := leaderAbs;
       ghost var tk := RS.AbsVotes(takeover[..], logStart as nat);
@@ -316,6 +336,7 @@ abstract module ImplMoves refines ImplWindow {
       nextSlot := if start > hi then start else hi;
       Lead.LeadsTakeover(bal, l, tk, logStart as nat, maxLogStart, takeoverHi, nextSlot as nat);
       var s := start;
+      assert {:split_here} true;  // the loop's invariants on entry apart from the takeover
       while s < hi
         invariant BalLe(old(promised), promised) && acked <= old(acked) && SameConfig() && SameBases()
         invariant Valid() && role == Leader && promised == bal && bal == old(bal)
@@ -342,10 +363,17 @@ abstract module ImplMoves refines ImplWindow {
           RR.TrailSnoc(Consts(), me as nat, h0, log0, {}, moves, h1, log1, mv, sentLog);
           moves := moves + [mv];
         }
+        assert {:split_here} true;  // the invariants kept apart from the proposal
         s := s + 1;
       }
+      assert {:split_here} true;  // the heartbeat apart from the loop
       ticks := 0;
       moves := Beat(h0, log0, moves);
+      assert {:split_here} true;  // this path's postconditions apart: where the paths join (batch 1) they are only looked up
+      assert Valid() && PromisedGrows() && SameConfig();
+      assert RR.Trail(Consts(), me as nat, h0, log0, {}, moves, AbsHost(), sentLog);
+      assert recLog == old(recLog);
+      assert old(selfQueue) == [] ==> selfQueue == [] || FirstRecord(selfQueue[0], promised, logStart) != [];
     }
 
     // Propose val in slot: Accept(bal, slot, val) to every member, this host included.
