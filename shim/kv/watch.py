@@ -274,7 +274,9 @@ class WatchHub:
     def _targets_of(self, group: tuple[bytes, bytes], rev: int) -> list[_Targets]:
         """The live watchers of `group` that revision `rev` reaches (not those that start
         later), by what they want of it; kept until a watcher joins or leaves the group, or a
-        later start is reached."""
+        later start is reached. (A catch-up needs no refresh: it moves a watcher's next revision
+        up to the store's next one at most, which a watcher reached already reaches, and a
+        watcher whose start it passed is past the kept `until`.)"""
         cached = self._targets.get(group)
         if cached is None or rev >= cached[0]:
             until, by_variant = 1 << 63, {}
@@ -298,7 +300,6 @@ class WatchHub:
         their resume."""
         out = []
         if store.revision != self.revision:
-            self._targets.clear()  # the live watchers' next revisions move up
             for stream, ws in self.streams.items():
                 if stream not in self.paused:
                     for w in list(ws.values()):
