@@ -85,7 +85,7 @@ abstract module ImplRecovery refines ImplSteps {
     method Truncate(upto: uint64) returns (r: Ready, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
+      ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked) && EmitFromKept()
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures SameConfig() && sentLog == old(sentLog)
@@ -393,7 +393,7 @@ abstract module ImplRecovery refines ImplSteps {
     method InstallSnapshot(upto: uint64) returns (r: Ready, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
+      ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked) && EmitFromKept()
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
       // the slots newly committed above the snapshot (upto, when it jumps), each once, in order
       ensures CommitsAre(r, if old(commitUpto) < upto <= SLOT_LIMIT then upto else old(commitUpto))

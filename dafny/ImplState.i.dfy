@@ -182,6 +182,7 @@ abstract module ImplState {
     {
       && sofar.sentBase == old(sofar.sentBase) && sofar.recBase == old(sofar.recBase) && commitBase == old(commitBase)
       && (old(out.sync) ==> out.sync && out.early == old(out.early))
+      && EmitFromKept()
     }
 
     // The records emitted since are commit records only: none needs a sync.
@@ -462,6 +463,18 @@ abstract module ImplState {
       reads this
     {
       me == old(me) && n == old(n) && votes == old(votes) && committed == old(committed)
+    }
+
+    // emitFrom is unchanged: only recovery's replay (Replayed) moves it. Every whole step of the
+    // core (Receive, Tick, Propose, ConfirmRead, Truncate, InstallSnapshot) ensures this, so a
+    // checkpoint taken after recovery has every replayed record in its log, pre: emitFrom <= |pre|,
+    // the premise of TruncatedCheckpointRestartIsCrash(Step). Kept by SameBases(), hence by
+    // PromisedGrows() and StepGrows(); stated on its own where a method resets the bases or
+    // ensures only BalLe(old(promised), promised).
+    twostate predicate EmitFromKept()
+      reads this
+    {
+      emitFrom == old(emitFrom)
     }
 
     // ---- the abstraction (ImplAbsState.i.dfy) ---------------------------------------------

@@ -148,7 +148,7 @@ abstract module ImplSteps refines ImplCuts {
     method PopSelf() returns (m: Msg)
       requires Valid() && selfQueue != []
       modifies this
-      ensures Valid() && Unchanged() && sentLog == old(sentLog) && recLog == old(recLog)
+      ensures Valid() && Unchanged() && sentLog == old(sentLog) && recLog == old(recLog) && EmitFromKept()
       ensures sofar == old(sofar) && out == old(out) && commitBase == old(commitBase)
       ensures m == old(selfQueue[0]) && selfQueue == old(selfQueue[1..]) && Packet(me, me, m) in sentLog
       ensures AbsHost() == old(AbsHost())
@@ -178,7 +178,7 @@ abstract module ImplSteps refines ImplCuts {
     method DropSelf()
       requires Valid()
       modifies this
-      ensures Valid() && Unchanged() && sentLog == old(sentLog) && recLog == old(recLog)
+      ensures Valid() && Unchanged() && sentLog == old(sentLog) && recLog == old(recLog) && EmitFromKept()
       ensures sofar == old(sofar) && out == old(out) && commitBase == old(commitBase) && AbsHost() == old(AbsHost())
       ensures selfQueue == [] && (old(selfQueue) == [] ==> unchanged(this))
     {
@@ -288,7 +288,7 @@ abstract module ImplSteps refines ImplCuts {
     method BeginStep()
       requires Valid()
       modifies this
-      ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked)
+      ensures Valid() && BalLe(old(promised), promised) && acked <= old(acked) && EmitFromKept()
       ensures out.records == [] && out.packets == [] && out.commits == [] && out.early == []
       ensures Unchanged() && selfQueue == [] && sentLog == old(sentLog) && recLog == old(recLog)
       ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && commitBase == commitUpto
@@ -307,7 +307,7 @@ abstract module ImplSteps refines ImplCuts {
     method TakeReady(accepted: bool) returns (r: Ready, ghost t: seq<O.Out>)
       requires Valid()
       modifies this
-      ensures Valid() && Unchanged() && sentLog == old(sentLog) && recLog == old(recLog) && selfQueue == old(selfQueue)
+      ensures Valid() && Unchanged() && sentLog == old(sentLog) && recLog == old(recLog) && selfQueue == old(selfQueue) && EmitFromKept()
       ensures ReadyIs(r, t, old(sofar.sentBase), old(sofar.recBase)) && r.accepted == accepted
       ensures CommitsAre(r, old(commitBase))
       ensures sofar.trace == [] && sofar.sentBase == sentLog && sofar.recBase == recLog && commitBase == commitUpto
@@ -339,7 +339,7 @@ abstract module ImplSteps refines ImplCuts {
       returns (r: Ready, ghost moves: seq<RR.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && BalLe(old(promised), promised)
+      ensures Valid() && BalLe(old(promised), promised) && EmitFromKept()
       ensures old(selfQueue) == [] ==> AbsHost() == old(AbsHost()) && sentLog == old(sentLog) && SameConfig() && acked == old(acked)
       ensures old(StepOk(st, h0, log0, moves0)) ==> StepOk(st, h0, log0, moves)
       ensures ReadyIs(r, t, old(sofar.sentBase), old(sofar.recBase)) && r.accepted == accepted
@@ -390,7 +390,7 @@ abstract module ImplSteps refines ImplCuts {
     method Receive(p: Packet, ghost st: P.State) returns (r: Ready, ghost moves: seq<RR.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && BalLe(old(promised), promised)
+      ensures Valid() && BalLe(old(promised), promised) && EmitFromKept()
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures old(StepFrom(st)) && OT.OnWire(p, st.net) ==>
@@ -475,7 +475,7 @@ abstract module ImplSteps refines ImplCuts {
     method Tick(ghost st: P.State) returns (r: Ready, ghost moves: seq<RR.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && BalLe(old(promised), promised)
+      ensures Valid() && BalLe(old(promised), promised) && EmitFromKept()
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures old(StepFrom(st)) ==>
@@ -524,7 +524,7 @@ abstract module ImplSteps refines ImplCuts {
     method Propose(val: Value, ghost st: P.State) returns (r: Ready, ghost moves: seq<RR.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && BalLe(old(promised), promised)
+      ensures Valid() && BalLe(old(promised), promised) && EmitFromKept()
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       // An accepted value is proposed as it is: the step's first protocol move sends Accepts of val.
@@ -596,7 +596,7 @@ abstract module ImplSteps refines ImplCuts {
     method ConfirmRead(ghost st: P.State) returns (r: Ready, seqNo: uint64, readSlot: uint64, ghost moves: seq<RR.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && BalLe(old(promised), promised)
+      ensures Valid() && BalLe(old(promised), promised) && EmitFromKept()
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures old(StepFrom(st)) ==>

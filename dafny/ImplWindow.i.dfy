@@ -207,7 +207,7 @@ abstract module ImplWindow refines ImplState {
       requires Valid() && logStart < upto <= SLOT_LIMIT && out.commits == []
       modifies Repr
       ensures Valid0() && logStart == upto && recLog == old(recLog)
-      ensures BalLe(old(promised), promised) && acked <= old(acked)
+      ensures BalLe(old(promised), promised) && acked <= old(acked) && EmitFromKept()
       ensures sofar.sentBase == old(sofar.sentBase) && sofar.recBase == old(sofar.recBase)
       // the slots below upto are in the snapshot: none is reported
       ensures commitBase == commitUpto == if old(commitUpto) < upto then upto else old(commitUpto)
