@@ -659,27 +659,27 @@ class ClientServer:
             return
         term, fill, encoded, hub = self.node.machine.term, self._headers.fill, self._headers.encoded, self.watches
         out = []  # handed to the front at once: one lock, one wake-up of its thread
+
+        def add(stream: int, data: bytes, fragment: bool, resp=None) -> None:
+            if len(data) < FRAGMENT_BYTES or not fragment:
+                out.append((stream, data))
+            else:  # etcd measures the whole response, header included
+                whole = resp if resp is not None else rpc_pb2.WatchResponse.FromString(data)
+                out.extend((stream, part.SerializeToString()) for part in fragments(whole, FRAGMENT_BYTES))
+
         for item in responses:
             if type(item) is FanOut:  # one revision's events for many watchers: the front copies them
                 header = encoded(term, item.revision)
                 if len(header) + len(item.events) + MAX_WATCH_ID_FIELD < FRAGMENT_BYTES:
                     out.append((header, item.events, item.targets.ids))
-                    continue
-                for w in item.targets.watchers:
-                    data = header + w.id_field + item.events
-                    if len(data) < FRAGMENT_BYTES or not w.fragment:
-                        out.append((w.stream, data))
-                    else:  # etcd measures the whole response, header included
-                        out += [(w.stream, part.SerializeToString())
-                                for part in fragments(rpc_pb2.WatchResponse.FromString(data), FRAGMENT_BYTES)]
+                else:
+                    for w in item.targets.watchers:
+                        add(w.stream, header + w.id_field + item.events, w.fragment)
                 continue
             stream, resp = item
             fill(resp.header, term)
             data = resp.SerializeToString()
-            if len(data) < FRAGMENT_BYTES or not hub.fragmenting(stream, resp.watch_id):
-                out.append((stream, data))
-            else:
-                out += [(stream, part.SerializeToString()) for part in fragments(resp, FRAGMENT_BYTES)]
+            add(stream, data, len(data) >= FRAGMENT_BYTES and hub.fragmenting(stream, resp.watch_id), resp)
         failed, behind = front.send_many(out, self.watch_backlog_high)
         for stream in failed:
             hub.close(stream)  # the stream is over

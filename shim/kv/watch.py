@@ -284,9 +284,10 @@ class WatchHub:
                 if rev < w.next_revision:
                     until = min(until, w.next_revision)  # a start in the future
                     continue
-                t = by_variant.get((w.no_put, w.no_delete, w.prev_kv))
+                variant = (w.no_put, w.no_delete, w.prev_kv)
+                t = by_variant.get(variant)
                 if t is None:
-                    t = by_variant[(w.no_put, w.no_delete, w.prev_kv)] = _Targets([], [], [])
+                    t = by_variant[variant] = _Targets([], [], [])
                 t.watchers.append(w)
                 t.ids.append((w.stream, w.id_field))
                 if w.progress_notify:
