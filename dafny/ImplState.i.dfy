@@ -27,6 +27,7 @@ abstract module ImplState {
   import Lead = ImplLeader        // of AcksTied, ProposedTied and LeaderTied
   import Rep = ImplReplay         // of Replays
   import Cr = ImplCrash           // a crash part-way through a step
+  import Rd = ImplReadies         // what the Readies' commits are (ReadyCommitted)
 
   const NoOutput: Ready := Ready([], [], [], false, [], false, [], 0)  // a step's output before it does anything
 
@@ -224,6 +225,18 @@ abstract module ImplState {
       && from <= commitUpto
       && RS.HasAll(RS.AbsCommitted(committed[..], logStart as nat), from as nat, commitUpto as nat)
       && r.commits == OT.CommitsOf(RS.AbsCommitted(committed[..], logStart as nat), from, commitUpto)
+    }
+
+    // A Ready whose commits are CommitsAre's holds only values this host has committed: every
+    // commit is in AbsHost().committed at its slot (what ImplReadies.ReadiesAgree reads).
+    lemma CommitsAreCommitted(r: Ready, from: uint64)
+      requires CommitsAre(r, from)
+      ensures Rd.ReadyCommitted(r, AbsHost())
+    {
+      var C := RS.AbsCommitted(committed[..], logStart as nat);
+      Rd.CommitsOfCommitted(C, from, commitUpto);
+      assert r.commits == OT.CommitsOf(C, from, commitUpto);
+      assert AbsHost().committed == C;
     }
 
     // The messages this host sent itself and has not handled yet are in its packet log.
