@@ -393,9 +393,11 @@ abstract module ImplHandlers refines ImplMoves {
         ghost var h1, log1 := AbsHost(), sentLog;
         CommitSlot(slot, p.val);
         ghost var h2, log2 := AbsHost(), sentLog;
+        assert {:split_here} true;  // the broadcast apart from the commit
         Broadcast(Learn(b, slot), false);
         assert AbsHost() == h2;
         RM.LearnBroadcastRefines(sentLog[|log2|..], me, n, b, slot, p.val, acked);
+        assert {:split_here} true;  // the step's move apart from the broadcast
         if R.AckedValues(acked, leaderAbs) {
           ghost var mv := RR.Move(P.LearnChosenStep(slot as nat, p.val, b, q), RM.CommitAll(me as nat, n as nat, slot as nat, p.val), AbsHost());
           assert P.HostStep(Consts(), me as nat, h1, mv.post, acked, mv.sent, mv.step);
@@ -519,9 +521,11 @@ abstract module ImplHandlers refines ImplMoves {
       assert log1 == log0 + [Packet(me, src, HeartbeatAck(b, rs))];
       if leaderCommit > commitUpto && catchUpCooldown == 0 {
         Send(src, CatchUp(commitUpto));
+        assert sentLog == log1 + [Packet(me, src, CatchUp(old(commitUpto)))];  // before the update: below it, only looked up
         catchUpCooldown := heartbeatTicks;
         assert {:split_here} true;  // Valid() past the cooldown's update, apart from the postconditions
         assert Valid();
+        assert {:split_here} true;  // the packets sent apart from Valid()
         assert sentLog == log1 + [Packet(me, src, CatchUp(old(commitUpto)))];
       }
       assert {:split_here} true;  // the refinement apart from the answers
