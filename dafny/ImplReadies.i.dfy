@@ -15,6 +15,7 @@ module ImplReadies {
   import OT = ImplOutTied
   import RR = ImplAbsRuns
   import A = AgreementProof
+  import PI = ProtocolInvariant
   import opened ImplSystem
 
   // Every commit of r is a value committed in h's committed map at its slot.
@@ -40,7 +41,7 @@ module ImplReadies {
   }
 
   // ---------------------------------------------------------------------------------------
-  // The network only grows along a run, and what is chosen stays chosen.
+  // The network only grows along a run (and what is chosen stays chosen: PI.ChosenMonotone).
 
   // Every system step keeps the network's messages: a host's step and a crashed step add what
   // the run sent, a client's request adds the request.
@@ -70,20 +71,6 @@ module ImplReadies {
     }
   }
 
-  // Chosen is monotone in the network: the quorum's Accepted messages stay in it.
-  lemma ChosenMono(n: nat, net: set<S.Message>, net': set<S.Message>, slot: S.Slot, v: S.Value)
-    requires net <= net' && S.Chosen(n, net, slot, v)
-    ensures S.Chosen(n, net', slot, v)
-  {
-    var b, q :| S.ChosenAt(n, net, b, q, slot, v);
-    forall a | a in q ensures S.SentAccepted(net', a, b, slot, v) {
-      assert S.SentAccepted(net, a, b, slot, v);
-      var m :| m in net && m.Accepted? && m.src == a && m.bal == b && m.slot == slot && m.val == v;
-      assert m in net';
-    }
-    assert S.ChosenAt(n, net', b, q, slot, v);
-  }
-
   // Every prefix of a reachable run is a reachable run.
   lemma PrefixReachable(c: P.Constants, run: seq<Sys>, k: nat)
     requires ImplReachable(c, run) && k < |run|
@@ -108,7 +95,7 @@ module ImplReadies {
     assert p[|p| - 1] == run[k];
     ImplAgreement(c, p, i, i, slot);
     RunNetGrows(c, run, k, |run| - 1);
-    ChosenMono(c.n, run[k].abs.net, run[|run| - 1].abs.net, slot, run[k].abs.hosts[i].committed[slot]);
+    PI.ChosenMonotone(c.n, run[k].abs.net, run[|run| - 1].abs.net, slot, run[k].abs.hosts[i].committed[slot]);
   }
 
   // The run's last network satisfies Agreement and Validity.
