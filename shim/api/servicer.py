@@ -313,7 +313,7 @@ class ClientServer:
         if self.jwt is not None:  # etcd's: checked even while auth is disabled
             claims = self.jwt.info(token)
             if claims is None:
-                raise errors.INVALID_AUTH_TOKEN
+                raise errors.INVALID_AUTH_TOKEN.fresh()
             return AuthInfo(*claims)
         auth = self.node.kv.auth
         digest = hashlib.sha256(token).digest()
@@ -326,7 +326,7 @@ class ClientServer:
                 t.deadline = now + self.auth_token_ttl_s
                 return AuthInfo(t.user, auth.revision)
             del self._tokens[digest]
-        raise errors.INVALID_AUTH_TOKEN
+        raise errors.INVALID_AUTH_TOKEN.fresh()
 
     def who_of(self, token: bytes | None, cn: str | None) -> AuthInfo | None:
         """The AuthInfo of a call: its token's, or without one (etcd's rule when clients must

@@ -131,26 +131,26 @@ class AuthStore:
         if not self.enabled:
             return
         if who.revision == 0:
-            raise errors.USER_EMPTY
+            raise errors.USER_EMPTY.fresh()
         if who.revision < self.revision:
-            raise errors.AUTH_OLD_REVISION
+            raise errors.AUTH_OLD_REVISION.fresh()
         if who.user not in self.users:
-            raise errors.PERMISSION_DENIED
+            raise errors.PERMISSION_DENIED.fresh()
         if self.has_root_role(who.user):
             return
         if not self._merged(who.user).allows(key, range_end, kind):
-            raise errors.PERMISSION_DENIED
+            raise errors.PERMISSION_DENIED.fresh()
 
     def check_admin(self, who: AuthInfo) -> None:
         """etcd's IsAdminPermitted (user-management commands and some maintenance ones)."""
         if not self.enabled:
             return
         if not who.user:
-            raise errors.USER_EMPTY
+            raise errors.USER_EMPTY.fresh()
         if who.user not in self.users:
-            raise errors.USER_NOT_FOUND
+            raise errors.USER_NOT_FOUND.fresh()
         if not self.has_root_role(who.user):
-            raise errors.PERMISSION_DENIED
+            raise errors.PERMISSION_DENIED.fresh()
 
     def check_txn(self, who: AuthInfo, r: rpc_pb2.TxnRequest) -> None:
         """etcd's checkTxnAuth: every compare's key (READ), every op of both branches, and those
@@ -179,7 +179,7 @@ class AuthStore:
         if not self.enabled:
             return
         if who.revision == 0:
-            raise errors.USER_EMPTY
+            raise errors.USER_EMPTY.fresh()
         for key in sorted(keys):
             self.check_op(who, key, b"", READ)
 
@@ -202,9 +202,9 @@ class AuthStore:
             return
         root = self.users.get(ROOT)
         if root is None:
-            raise errors.ROOT_USER_NOT_EXIST
+            raise errors.ROOT_USER_NOT_EXIST.fresh()
         if ROOT not in root.roles:
-            raise errors.ROOT_ROLE_NOT_EXIST
+            raise errors.ROOT_ROLE_NOT_EXIST.fresh()
         self.enabled = True
         self._perms = None
 
@@ -219,18 +219,18 @@ class AuthStore:
         """`u`: name, the password's hash (none with options.no_password) and options."""
         name = u.name.decode("utf-8", "surrogateescape")
         if not name:
-            raise errors.USER_EMPTY
+            raise errors.USER_EMPTY.fresh()
         if name in self.users:
-            raise errors.USER_ALREADY_EXIST
+            raise errors.USER_ALREADY_EXIST.fresh()
         self.users[name] = auth_pb2.User(name=u.name, password=b"" if u.options.no_password else u.password,
                                          options=u.options)
         self._changed()
 
     def user_delete(self, name: str) -> None:
         if self.enabled and name == ROOT:
-            raise errors.INVALID_AUTH_MGMT
+            raise errors.INVALID_AUTH_MGMT.fresh()
         if name not in self.users:
-            raise errors.USER_NOT_FOUND
+            raise errors.USER_NOT_FOUND.fresh()
         del self.users[name]
         self._changed()
 
@@ -238,7 +238,7 @@ class AuthStore:
         name = u.name.decode("utf-8", "surrogateescape")
         old = self.users.get(name)
         if old is None:
-            raise errors.USER_NOT_FOUND
+            raise errors.USER_NOT_FOUND.fresh()
         self.users[name] = auth_pb2.User(name=old.name, password=u.password, roles=old.roles,
                                          options=old.options)
         self._changed()
@@ -246,9 +246,9 @@ class AuthStore:
     def user_grant_role(self, user: str, role: str) -> None:
         u = self.users.get(user)
         if u is None:
-            raise errors.USER_NOT_FOUND
+            raise errors.USER_NOT_FOUND.fresh()
         if role != ROOT and role not in self.roles:
-            raise errors.ROLE_NOT_FOUND
+            raise errors.ROLE_NOT_FOUND.fresh()
         if role in u.roles:
             return  # etcd ignores it (and the revision stays)
         roles = sorted([*u.roles, role])
@@ -258,28 +258,28 @@ class AuthStore:
 
     def user_revoke_role(self, user: str, role: str) -> None:
         if self.enabled and user == ROOT and role == ROOT:
-            raise errors.INVALID_AUTH_MGMT
+            raise errors.INVALID_AUTH_MGMT.fresh()
         u = self.users.get(user)
         if u is None:
-            raise errors.USER_NOT_FOUND
+            raise errors.USER_NOT_FOUND.fresh()
         if role not in u.roles:
-            raise errors.ROLE_NOT_GRANTED
+            raise errors.ROLE_NOT_GRANTED.fresh()
         u.roles.remove(role)
         self._changed()
 
     def role_add(self, name: str) -> None:
         if not name:
-            raise errors.ROLE_EMPTY
+            raise errors.ROLE_EMPTY.fresh()
         if name in self.roles:
-            raise errors.ROLE_ALREADY_EXIST
+            raise errors.ROLE_ALREADY_EXIST.fresh()
         self.roles[name] = auth_pb2.Role(name=name.encode())
         self._changed()
 
     def role_delete(self, name: str) -> None:
         if self.enabled and name == ROOT:
-            raise errors.INVALID_AUTH_MGMT
+            raise errors.INVALID_AUTH_MGMT.fresh()
         if name not in self.roles:
-            raise errors.ROLE_NOT_FOUND
+            raise errors.ROLE_NOT_FOUND.fresh()
         del self.roles[name]
         for u in self.users.values():
             if name in u.roles:
@@ -289,7 +289,7 @@ class AuthStore:
     def role_grant_permission(self, name: str, perm: auth_pb2.Permission) -> None:
         role = self.roles.get(name)
         if role is None:
-            raise errors.ROLE_NOT_FOUND
+            raise errors.ROLE_NOT_FOUND.fresh()
         perms = role.keyPermission
         keys = [p.key for p in perms]
         i = bisect.bisect_left(keys, perm.key)
@@ -306,10 +306,10 @@ class AuthStore:
     def role_revoke_permission(self, name: str, key: bytes, range_end: bytes) -> None:
         role = self.roles.get(name)
         if role is None:
-            raise errors.ROLE_NOT_FOUND
+            raise errors.ROLE_NOT_FOUND.fresh()
         keep = [p for p in role.keyPermission if p.key != key or p.range_end != range_end]
         if len(keep) == len(role.keyPermission):
-            raise errors.PERMISSION_NOT_GRANTED
+            raise errors.PERMISSION_NOT_GRANTED.fresh()
         del role.keyPermission[:]
         role.keyPermission.extend(keep)
         self._changed()
@@ -318,12 +318,12 @@ class AuthStore:
         """etcd's Authenticate as applied: the proposer checked the password at `revision`;
         if the users changed since, the token is not granted (its proposer checks again)."""
         if not self.enabled:
-            raise errors.AUTH_NOT_ENABLED
+            raise errors.AUTH_NOT_ENABLED.fresh()
         u = self.users.get(user)
         if u is None or u.options.no_password:
-            raise errors.AUTH_FAILED
+            raise errors.AUTH_FAILED.fresh()
         if revision != self.revision:
-            raise errors.AUTH_OLD_REVISION
+            raise errors.AUTH_OLD_REVISION.fresh()
         if len(self._grants) >= MAX_UNTAKEN_GRANTS:
             del self._grants[:len(self._grants) // 2]
         self._grants.append((digest, user, u.password, self.disables))
@@ -337,13 +337,13 @@ class AuthStore:
     def user_get(self, name: str) -> list[str]:
         u = self.users.get(name)
         if u is None:
-            raise errors.USER_NOT_FOUND
+            raise errors.USER_NOT_FOUND.fresh()
         return list(u.roles)
 
     def role_get(self, name: str) -> list[auth_pb2.Permission]:
         role = self.roles.get(name)
         if role is None:
-            raise errors.ROLE_NOT_FOUND
+            raise errors.ROLE_NOT_FOUND.fresh()
         return list(role.keyPermission)
 
     def user_list(self) -> list[str]:

@@ -312,26 +312,26 @@ def plain_range_key(body: bytes) -> bytes | None:
 
 def check_size(request_bytes: int) -> None:
     if request_bytes > MAX_REQUEST_BYTES:
-        raise errors.REQUEST_TOO_LARGE
+        raise errors.REQUEST_TOO_LARGE.fresh()
 
 
 def check_range(r: rpc_pb2.RangeRequest) -> None:
     if not r.key:
-        raise errors.EMPTY_KEY
+        raise errors.EMPTY_KEY.fresh()
 
 
 def check_put(r: rpc_pb2.PutRequest) -> None:
     if not r.key:
-        raise errors.EMPTY_KEY
+        raise errors.EMPTY_KEY.fresh()
     if r.ignore_value and r.value:
-        raise errors.VALUE_PROVIDED
+        raise errors.VALUE_PROVIDED.fresh()
     if r.ignore_lease and r.lease != 0:
-        raise errors.LEASE_PROVIDED
+        raise errors.LEASE_PROVIDED.fresh()
 
 
 def check_delete(r: rpc_pb2.DeleteRangeRequest) -> None:
     if not r.key:
-        raise errors.EMPTY_KEY
+        raise errors.EMPTY_KEY.fresh()
 
 
 def _check_op(op: rpc_pb2.RequestOp, max_txn_ops: int) -> None:
@@ -345,16 +345,16 @@ def _check_op(op: rpc_pb2.RequestOp, max_txn_ops: int) -> None:
     elif which == "request_txn":
         _check_txn_ops(op.request_txn, max_txn_ops)
     else:  # an empty RequestOp: etcd says "key not found"
-        raise errors.KEY_NOT_FOUND
+        raise errors.KEY_NOT_FOUND.fresh()
 
 
 def _check_txn_ops(r: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
     opc = max(len(r.compare), len(r.success), len(r.failure))
     if opc > max_txn_ops:
-        raise errors.TOO_MANY_OPS
+        raise errors.TOO_MANY_OPS.fresh()
     for c in r.compare:
         if not c.key:
-            raise errors.EMPTY_KEY
+            raise errors.EMPTY_KEY.fresh()
     for op in r.success:
         _check_op(op, max_txn_ops - opc)
     for op in r.failure:
@@ -388,13 +388,13 @@ def _check_intervals(ops) -> tuple[set[bytes], _Dels]:
         puts_else, dels_else = _check_intervals(op.request_txn.failure)
         for k in puts_then:
             if k in puts or dels.hits_point(k):
-                raise errors.DUPLICATE_KEY
+                raise errors.DUPLICATE_KEY.fresh()
             puts.add(k)
         for k in puts_else:
             if k in puts and k not in puts_then:  # then/else exclude each other
-                raise errors.DUPLICATE_KEY
+                raise errors.DUPLICATE_KEY.fresh()
             if dels.hits_point(k):
-                raise errors.DUPLICATE_KEY
+                raise errors.DUPLICATE_KEY.fresh()
             puts.add(k)
         dels.intervals += dels_then.intervals + dels_else.intervals
     for op in ops:
@@ -402,7 +402,7 @@ def _check_intervals(ops) -> tuple[set[bytes], _Dels]:
             continue
         k = op.request_put.key
         if k in puts or dels.hits_point(k):
-            raise errors.DUPLICATE_KEY
+            raise errors.DUPLICATE_KEY.fresh()
         puts.add(k)
     return puts, dels
 

@@ -29,6 +29,12 @@ class EtcdError(Exception):
     def __repr__(self) -> str:
         return f"EtcdError({self.code.name}, {self.message!r})"
 
+    def fresh(self) -> "EtcdError":
+        """A new instance, equal to this one, to raise. The module's errors are shared: raising one
+        of them would leave the traceback of its last raise on it, and with it every frame of that
+        stack and their locals (a request, its callbacks), alive until the next raise."""
+        return EtcdError(self.code, self.message)
+
 
 def _err(code: grpc.StatusCode, message: str) -> EtcdError:
     return EtcdError(code, message)

@@ -51,11 +51,11 @@ class LeaseTable:
     def grant(self, r: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
         """The proposer chose the ID and applied the minimum TTL (both are in the log)."""
         if r.ID == 0:
-            raise errors.LEASE_NOT_FOUND  # etcd's lessor refuses NoLease the same way
+            raise errors.LEASE_NOT_FOUND.fresh()  # etcd's lessor refuses NoLease the same way
         if r.TTL > MAX_TTL_S:
-            raise errors.LEASE_TTL_TOO_LARGE
+            raise errors.LEASE_TTL_TOO_LARGE.fresh()
         if r.ID in self.leases:
-            raise errors.LEASE_EXISTS
+            raise errors.LEASE_EXISTS.fresh()
         self.leases[r.ID] = Lease(r.ID, r.TTL, r.TTL * 1000)
         self._changes.append((r.ID, r.TTL * 1000, False))
         return rpc_pb2.LeaseGrantResponse(ID=r.ID, TTL=r.TTL)
@@ -94,7 +94,7 @@ class LeaseTable:
     def pop(self, lease_id: int) -> Lease:
         lease = self.leases.pop(lease_id, None)
         if lease is None:
-            raise errors.LEASE_NOT_FOUND
+            raise errors.LEASE_NOT_FOUND.fresh()
         self._changes.append((lease_id, None, False))
         return lease
 

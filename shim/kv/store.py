@@ -250,9 +250,9 @@ class KVStore:
 
     def _check_read_revision(self, revision: int, current: int) -> None:
         if revision > current:
-            raise errors.FUTURE_REV
+            raise errors.FUTURE_REV.fresh()
         if 0 < revision < self.compact_revision:
-            raise errors.COMPACTED
+            raise errors.COMPACTED.fresh()
 
     def range(self, r: rpc_pb2.RangeRequest, _w: _Write | None = None) -> rpc_pb2.RangeResponse:
         """etcd's Range at the current revision (a serializable read if called outside the log)."""
@@ -369,9 +369,9 @@ class KVStore:
     def _check_put_state(self, r: rpc_pb2.PutRequest) -> None:
         # etcd's checkPut, before any change
         if r.lease != 0 and not self.leases.exists(r.lease):
-            raise errors.LEASE_NOT_FOUND
+            raise errors.LEASE_NOT_FOUND.fresh()
         if (r.ignore_value or r.ignore_lease) and r.key not in self._data:
-            raise errors.KEY_NOT_FOUND
+            raise errors.KEY_NOT_FOUND.fresh()
 
     def put(self, r: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
         self._check_put_state(r)
@@ -390,9 +390,9 @@ class KVStore:
         """etcd's Compact: forget the versions no read at `r.revision` or later can see."""
         rev = r.revision
         if rev <= self.compact_revision:
-            raise errors.COMPACTED
+            raise errors.COMPACTED.fresh()
         if rev > self.revision:
-            raise errors.FUTURE_REV
+            raise errors.FUTURE_REV.fresh()
         hist = self._hist
         emptied = []
         for k, versions in hist.items():
@@ -472,9 +472,9 @@ class KVStore:
         starts from the leases and alarms as of the first step, then every version up to the
         current revision."""
         if 0 < revision <= self.compact_revision:
-            raise errors.COMPACTED
+            raise errors.COMPACTED.fresh()
         if revision > self.revision:
-            raise errors.FUTURE_REV
+            raise errors.FUTURE_REV.fresh()
         rev = revision or self.revision
         current, compact = self.revision, self.compact_revision
         h = zlib.crc32(b"key")
@@ -787,10 +787,10 @@ class KVStore:
                 return self._auth_command(kind, request)
             if self.alarms:
                 if kind in CORRUPT_REFUSES and self.corrupt and not (kind == Kind.TXN and txn_reads_only(request)):
-                    raise errors.CORRUPT  # etcd's corrupt applier (a txn of ranges only is served around it)
+                    raise errors.CORRUPT.fresh()  # etcd's corrupt applier (a txn of ranges only is served around it)
                 if self.no_space and (
                         kind == Kind.PUT or kind == Kind.LEASE_GRANT or (kind == Kind.TXN and cost_txn(request))):
-                    raise errors.NO_SPACE  # etcd's capped applier
+                    raise errors.NO_SPACE.fresh()  # etcd's capped applier
             if kind == Kind.RANGE:
                 return self.range(request)
             if kind == Kind.PUT:

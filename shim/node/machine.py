@@ -317,7 +317,7 @@ class NodeMachine:
         try:
             if type(request) is bytes:
                 if not request:
-                    raise errors.EMPTY_KEY
+                    raise errors.EMPTY_KEY.fresh()
                 check_size(len(request))
             else:
                 validate(Kind.RANGE, request)

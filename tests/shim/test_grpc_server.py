@@ -9,6 +9,7 @@ import pytest_asyncio
 
 from verikv.etcdpb import health_pb2, rpc_pb2 as r, rpc_pb2_grpc as g
 from verikv.shim.api.servicer import build_server
+from verikv.shim.kv import errors
 from verikv.shim.kv.commands import MAX_REQUEST_BYTES
 
 from test_node import leader_of, start_cluster, start_node, stop_node, wait_for
@@ -82,6 +83,10 @@ async def test_etcd_errors(stubs):
     assert await status_of(kv.Txn(r.TxnRequest(success=[
         r.RequestOp(request_put=r.PutRequest(key=b"a")), r.RequestOp(request_put=r.PutRequest(key=b"a"))]))) == (
         grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request")
+    # Each error was raised as a fresh instance: the module's shared ones hold no traceback,
+    # which would keep the frames of their last raise (and this test's calls) alive.
+    shared = [e for e in vars(errors).values() if isinstance(e, errors.EtcdError)]
+    assert len(shared) > 20 and [e for e in shared if e.__traceback__ is not None] == []
 
 
 async def test_history_and_compaction_over_grpc(stubs):
