@@ -12,6 +12,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
       ensures Valid() && fresh(Repr - {this})
       ensures P.HostInit(AbsHost()) && Consts() == P.Constants(n as nat) && sentLog == [] && recLog == []  // the protocol's Init
+      ensures this.me == me && this.n == n && acked == {}  // member me of n, no Accepted message counted
       ensures CandidateTied()
     {
       this.me := me;
