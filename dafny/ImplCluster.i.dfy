@@ -23,16 +23,16 @@ module ImplCluster {
   import Rd = ImplReadies
   import Impl
 
-  // A Ready a step returned: of host `host`, whose state after the step is that of the run's
-  // state `at`.
-  datatype Returned = Returned(at: nat, host: nat, r: Ready)
+  // A Ready a step returned, (at, host, r): of host `host`, whose state after the step is that
+  // of the run's state `at`. (A tuple, not a datatype: a datatype of nats has no C++ translation.)
+  type Returned = (nat, nat, Ready)
 
   // The commits of any two returned Readies agree per slot, and each is a requested value or the
   // no-op (in the network net).
   ghost predicate AllAgree(rs: seq<Returned>, net: set<S.Message>) {
-    forall a, b, x, y | a in rs && b in rs && 0 <= x < |a.r.commits| && 0 <= y < |b.r.commits| ::
-      && (a.r.commits[x].slot == b.r.commits[y].slot ==> a.r.commits[x].val == b.r.commits[y].val)
-      && (a.r.commits[x].val == S.NoOp || S.Requested(net, a.r.commits[x].val))
+    forall a, b, x, y | a in rs && b in rs && 0 <= x < |a.2.commits| && 0 <= y < |b.2.commits| ::
+      && (a.2.commits[x].slot == b.2.commits[y].slot ==> a.2.commits[x].val == b.2.commits[y].val)
+      && (a.2.commits[x].val == S.NoOp || S.Requested(net, a.2.commits[x].val))
   }
 
   // The last state of a reachable run: the protocol's invariant holds, and its wire refines
@@ -84,7 +84,7 @@ module ImplCluster {
   // Every returned Ready holds committed values of its host at its state of the run.
   ghost predicate ReadiesHeld(run: seq<Sy.Sys>, readies: seq<Returned>) {
     forall e | e in readies ::
-      e.at < |run| && e.host < |run[e.at].abs.hosts| && Rd.ReadyCommitted(e.r, run[e.at].abs.hosts[e.host])
+      e.0 < |run| && e.1 < |run[e.0].abs.hosts| && Rd.ReadyCommitted(e.2, run[e.0].abs.hosts[e.1])
   }
 
   // THEOREM: the commits of the Readies returned along a reachable run agree per slot, and each
@@ -93,11 +93,11 @@ module ImplCluster {
     requires Sy.ImplReachable(c, run) && ReadiesHeld(run, readies)
     ensures AllAgree(readies, run[|run| - 1].abs.net)
   {
-    forall a, b, x, y | a in readies && b in readies && 0 <= x < |a.r.commits| && 0 <= y < |b.r.commits|
-      ensures && (a.r.commits[x].slot == b.r.commits[y].slot ==> a.r.commits[x].val == b.r.commits[y].val)
-              && (a.r.commits[x].val == S.NoOp || S.Requested(run[|run| - 1].abs.net, a.r.commits[x].val))
+    forall a, b, x, y | a in readies && b in readies && 0 <= x < |a.2.commits| && 0 <= y < |b.2.commits|
+      ensures && (a.2.commits[x].slot == b.2.commits[y].slot ==> a.2.commits[x].val == b.2.commits[y].val)
+              && (a.2.commits[x].val == S.NoOp || S.Requested(run[|run| - 1].abs.net, a.2.commits[x].val))
     {
-      Rd.ReadiesAgree(c, run, a.at, a.host, a.r, x, b.at, b.host, b.r, y);
+      Rd.ReadiesAgree(c, run, a.0, a.1, a.2, x, b.0, b.1, b.2, y);
     }
   }
 
@@ -245,7 +245,7 @@ module ImplCluster {
       requires forall q | q in log0 :: q in Last().wire
       modifies this
       ensures Valid() && Repr == old(Repr)
-      ensures run == old(run) + [Last()] && readies == old(readies) + [Returned(|run| - 1, i, r)]
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i, r)]
       ensures Sy.ImplNext(c, old(Last()), Last())
     {
       reveal Inner();
@@ -258,7 +258,7 @@ module ImplCluster {
       Extend(c, run, s');
       rep.CommitsAreCommitted(r, from);
       run := run + [s'];
-      readies := readies + [Returned(|run| - 1, i, r)];
+      readies := readies + [(|run| - 1, i, r)];
       assert Owns();
       forall j | 0 <= j < |reps| ensures Tied(reps[j], j, s') {
         if j == i {
@@ -273,10 +273,10 @@ module ImplCluster {
         }
       }
       forall e | e in readies
-        ensures e.at < |run| && e.host < |run[e.at].abs.hosts| && Rd.ReadyCommitted(e.r, run[e.at].abs.hosts[e.host])
+        ensures e.0 < |run| && e.1 < |run[e.0].abs.hosts| && Rd.ReadyCommitted(e.2, run[e.0].abs.hosts[e.1])
       {
         if e in old(readies) {
-          assert run[e.at] == old(run)[e.at];
+          assert run[e.0] == old(run)[e.0];
         }
       }
     }
@@ -300,9 +300,9 @@ module ImplCluster {
         assert Tied(reps[j], j, s);
       }
       forall e | e in readies
-        ensures e.at < |run| && e.host < |run[e.at].abs.hosts| && Rd.ReadyCommitted(e.r, run[e.at].abs.hosts[e.host])
+        ensures e.0 < |run| && e.1 < |run[e.0].abs.hosts| && Rd.ReadyCommitted(e.2, run[e.0].abs.hosts[e.1])
       {
-        assert run[e.at] == old(run)[e.at];
+        assert run[e.0] == old(run)[e.0];
       }
     }
 
@@ -336,7 +336,7 @@ module ImplCluster {
       requires Valid() && i < n && p in Last().wire
       modifies Repr
       ensures Valid() && Repr == old(Repr)
-      ensures run == old(run) + [Last()] && readies == old(readies) + [Returned(|run| - 1, i as nat, r)]
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
       ensures forall q | q in r.early || q in r.packets :: q in Last().wire
       ensures AllAgree(readies, Last().abs.net)
     {
@@ -360,7 +360,7 @@ module ImplCluster {
       requires Valid() && i < n
       modifies Repr
       ensures Valid() && Repr == old(Repr)
-      ensures run == old(run) + [Last()] && readies == old(readies) + [Returned(|run| - 1, i as nat, r)]
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
       ensures forall q | q in r.early || q in r.packets :: q in Last().wire
       ensures AllAgree(readies, Last().abs.net)
     {
@@ -385,7 +385,7 @@ module ImplCluster {
       modifies Repr
       ensures Valid() && Repr == old(Repr)
       ensures |run| == |old(run)| + 2 && run[..|old(run)|] == old(run)
-      ensures readies == old(readies) + [Returned(|run| - 1, i as nat, r)]
+      ensures readies == old(readies) + [(|run| - 1, i as nat, r)]
       ensures forall q | q in r.early || q in r.packets :: q in Last().wire
       ensures AllAgree(readies, Last().abs.net)
     {
@@ -412,7 +412,7 @@ module ImplCluster {
       requires Valid() && i < n
       modifies Repr
       ensures Valid() && Repr == old(Repr)
-      ensures run == old(run) + [Last()] && readies == old(readies) + [Returned(|run| - 1, i as nat, r)]
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
       ensures forall q | q in r.early || q in r.packets :: q in Last().wire
       ensures AllAgree(readies, Last().abs.net)
     {
