@@ -21,6 +21,7 @@ module ImplCluster {
   import OT = ImplOutTied
   import Sy = ImplSystem
   import Rd = ImplReadies
+  import R = ImplAbstraction
   import Impl
 
   // A Ready a step returned, (at, host, r): of host `host`, whose state after the step is that
@@ -281,6 +282,44 @@ module ImplCluster {
       }
     }
 
+    // Replica i ran the protocol steps `moves` from the last state s, receiving nothing and
+    // sending nothing (Truncate, InstallSnapshot: RR.Run), the others unchanged: the run grows
+    // by the system step it is (an ImplStep that puts no packet on the wire).
+    ghost method GrowRun(i: nat, h0: P.Host, moves: seq<RR.Move>, r: Ready, from: uint64)
+      requires Owns() && i < |reps| && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int && ReadiesHeld(run, readies)
+      requires forall j | 0 <= j < |reps| && j != i :: Tied(reps[j], j, Last())
+      requires h0 == Last().abs.hosts[i] && RR.Run(c, i, h0, {}, moves, reps[i].AbsHost()) && reps[i].CommitsAre(r, from)
+      requires (forall q | q in reps[i].sentLog :: q in Last().wire) && reps[i].acked <= Last().abs.net
+      modifies this
+      ensures Valid() && Repr == old(Repr)
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i, r)]
+      ensures Sy.ImplNext(c, old(Last()), Last())
+    {
+      reveal Inner();
+      var s, rep := Last(), reps[i];
+      RR.RunGOf(c, i, h0, {}, s.abs.net, moves, rep.AbsHost());
+      var s' := Sy.After(s, i, rep.AbsHost(), moves, []);
+      assert Sy.ImplStep(c, s, s', i, s.abs.net, moves, rep.AbsHost(), []);
+      assert Sy.ImplNext(c, s, s');
+      Extend(c, run, s');
+      rep.CommitsAreCommitted(r, from);
+      run := run + [s'];
+      readies := readies + [(|run| - 1, i, r)];
+      assert Owns();
+      forall j | 0 <= j < |reps| ensures Tied(reps[j], j, s') {
+        if j != i {
+          assert Tied(reps[j], j, s);
+        }
+      }
+      forall e | e in readies
+        ensures e.0 < |run| && e.1 < |run[e.0].abs.hosts| && Rd.ReadyCommitted(e.2, run[e.0].abs.hosts[e.1])
+      {
+        if e in old(readies) {
+          assert run[e.0] == old(run)[e.0];
+        }
+      }
+    }
+
     // A client's request for val, to replica i, enters the network (ClientSends).
     ghost method Request(i: nat, val: S.Value)
       requires Valid() && i < |reps|
@@ -426,6 +465,58 @@ module ImplCluster {
       assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
       OthersKept(i as nat);
       Grow(i as nat, h0, log0, moves, r, from);
+      CarriedOnWire(i as nat, r, t, log0, recs0);
+      ClusterAgreement();
+    }
+
+    // Replica i drops the slots below upto (its state machine holds a snapshot of them).
+    method Truncate(i: uint64, upto: uint64) returns (r: Ready)
+      requires Valid() && i < n
+      modifies Repr
+      ensures Valid() && Repr == old(Repr)
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      var rep := reps[i];
+      StepFromLast(i as nat);
+      ghost var h0, log0, recs0, from := rep.AbsHost(), rep.sentLog, rep.recLog, rep.commitUpto;
+      ghost var ok := rep.logStart < upto <= rep.commitUpto && upto <= SLOT_LIMIT;
+      ghost var acked0 := rep.acked;
+      assert acked0 <= s.abs.net && forall q | q in log0 :: q in s.wire;
+      ghost var t;
+      r, t := rep.Truncate(upto);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      OthersKept(i as nat);
+      GrowRun(i as nat, h0, R.TruncateMoves(h0, upto as nat, ok), r, from);
+      CarriedOnWire(i as nat, r, t, log0, recs0);
+      ClusterAgreement();
+    }
+
+    // Replica i installs a snapshot of the slots below upto (from another member).
+    method InstallSnapshot(i: uint64, upto: uint64) returns (r: Ready)
+      requires Valid() && i < n
+      modifies Repr
+      ensures Valid() && Repr == old(Repr)
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      var rep := reps[i];
+      StepFromLast(i as nat);
+      ghost var h0, log0, recs0, cu0 := rep.AbsHost(), rep.sentLog, rep.recLog, rep.commitUpto;
+      ghost var ok := cu0 < upto <= SLOT_LIMIT;
+      ghost var acked0 := rep.acked;
+      assert acked0 <= s.abs.net && forall q | q in log0 :: q in s.wire;
+      ghost var t;
+      r, t := rep.InstallSnapshot(upto);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      OthersKept(i as nat);
+      GrowRun(i as nat, h0, R.SnapshotMoves(h0, upto as nat, ok), r, if ok then upto else cu0);
       CarriedOnWire(i as nat, r, t, log0, recs0);
       ClusterAgreement();
     }
