@@ -22,6 +22,7 @@ module ImplCluster {
   import Sy = ImplSystem
   import Rd = ImplReadies
   import R = ImplAbstraction
+  import Rep = ImplReplay
   import Impl
 
   // A Ready a step returned, (at, host, r): of host `host`, whose state after the step is that
@@ -102,9 +103,41 @@ module ImplCluster {
     }
   }
 
+  // A restarted replica: member i of n, fresh from the constructor, that replayed recs, then
+  // reported its committed slots (FinishRecovery): its host is what recs rebuild, it sent
+  // nothing and counted no Accepted message.
+  method Recovered(i: uint64, n: uint64, electionTicks: uint64, heartbeatTicks: uint64, recs: seq<Record>)
+    returns (rep: Impl.Replica, r: Ready, ghost from: uint64)
+    requires 1 <= n <= MAX_MEMBERS && i < n && |recs| < 0x1_0000_0000_0000_0000
+    requires 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
+    ensures fresh(rep.Repr) && rep.Shape() && rep.Valid() && rep.me == i && rep.n == n
+    ensures rep.sentLog == [] && rep.acked == {} && rep.CommitsAre(r, from)
+    ensures rep.AbsHost() == R.ApplyAll(Rep.InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat)
+  {
+    rep := new Impl.Replica(i, n, electionTicks, heartbeatTicks);
+    assert recs[..0] == [];
+    var k: uint64 := 0;
+    while k < |recs| as uint64
+      invariant k as nat <= |recs|
+      invariant rep.Valid() && fresh(rep.Repr) && rep.me == i && rep.n == n && rep.sentLog == [] && rep.acked == {}
+      invariant rep.AbsHost() == R.ApplyAll(Rep.InitHost(), recs[..k], WINDOW as nat, SLOT_LIMIT as nat)
+      modifies rep.Repr
+    {
+      rep.Replay(recs[k]);
+      assert recs[..k + 1][..k] == recs[..k];
+      k := k + 1;
+    }
+    assert recs[..k] == recs;
+    from := rep.logStart;
+    ghost var t;
+    r, t := rep.FinishRecovery();
+  }
+
   class Cluster {
     const n: uint64
-    const reps: seq<Impl.Replica>
+    const electionTicks: uint64
+    const heartbeatTicks: uint64
+    var reps: seq<Impl.Replica>  // replica i is reps[i]; a restart replaces it
     ghost const c: P.Constants
     ghost var run: seq<Sy.Sys>
     ghost var readies: seq<Returned>
@@ -123,6 +156,7 @@ module ImplCluster {
     {
       && this in Repr
       && |reps| == n as int && 1 <= n <= MAX_MEMBERS && c == P.Constants(n as nat)
+      && 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
       && (forall i | 0 <= i < |reps| ::
             && reps[i] in Repr && reps[i].Repr <= Repr && this !in reps[i].Repr
             && reps[i].Shape() && reps[i].Valid() && reps[i].me == i as uint64 && reps[i].n == n)
@@ -177,6 +211,8 @@ module ImplCluster {
         k := k + 1;
       }
       this.n := n;
+      this.electionTicks := electionTicks;
+      this.heartbeatTicks := heartbeatTicks;
       reps := rs;
       c := P.Constants(n as nat);
       run := [Sy.Sys(P.State(hosts, {}), {})];
@@ -195,7 +231,8 @@ module ImplCluster {
       requires Valid() && i < n as int
       ensures |reps| == n as int && reps[i].Valid() && reps[i].Repr <= Repr && this !in reps[i].Repr
       ensures reps[i].me == i as uint64 && reps[i].n == n
-      ensures forall j | 0 <= j < |reps| && j != i :: reps[j].Repr !! reps[i].Repr
+      ensures 1 <= n <= MAX_MEMBERS && 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
+      ensures forall j | 0 <= j < |reps| && j != i :: reps[j].Repr !! reps[i].Repr && this !in reps[j].Repr
     {
       reveal Inner();
     }
@@ -245,7 +282,7 @@ module ImplCluster {
       requires reps[i].StepOk(Last().abs, h0, log0, moves) && reps[i].CommitsAre(r, from)
       requires forall q | q in log0 :: q in Last().wire
       modifies this
-      ensures Valid() && Repr == old(Repr)
+      ensures Valid() && Repr == old(Repr) && reps == old(reps)
       ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i, r)]
       ensures Sy.ImplNext(c, old(Last()), Last())
     {
@@ -291,7 +328,7 @@ module ImplCluster {
       requires h0 == Last().abs.hosts[i] && RR.Run(c, i, h0, {}, moves, reps[i].AbsHost()) && reps[i].CommitsAre(r, from)
       requires (forall q | q in reps[i].sentLog :: q in Last().wire) && reps[i].acked <= Last().abs.net
       modifies this
-      ensures Valid() && Repr == old(Repr)
+      ensures Valid() && Repr == old(Repr) && reps == old(reps)
       ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i, r)]
       ensures Sy.ImplNext(c, old(Last()), Last())
     {
@@ -320,11 +357,77 @@ module ImplCluster {
       }
     }
 
+    // Replica i was replaced by a fresh one, the others unchanged: the replicas' structure
+    // holds, the others are as before.
+    twostate lemma Swapped(i: nat)
+      requires old(Valid()) && i < |old(reps)| && i < |reps| && reps == old(reps)[i := reps[i]]
+      requires run == old(run) && readies == old(readies) && Repr == old(Repr) + reps[i].Repr && this in old(Repr)
+      requires fresh(reps[i].Repr) && reps[i].Repr !! old(Repr)
+      requires forall j | 0 <= j < |reps| && j != i :: unchanged(reps[j].Repr)
+      requires reps[i].Shape() && reps[i].Valid() && reps[i].me == i as uint64 && reps[i].n == n
+      ensures Owns() && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int && ReadiesHeld(run, readies)
+      ensures forall j | 0 <= j < |reps| && j != i :: Tied(reps[j], j, Last())
+    {
+      reveal Inner();
+      forall j | 0 <= j < |reps| && j != i
+        ensures reps[j].Shape() && reps[j].Valid() && reps[j].me == j as uint64 && reps[j].n == n
+        ensures Tied(reps[j], j, Last()) && reps[j].Repr <= Repr && this !in reps[j].Repr
+      {
+        assert reps[j] == old(reps[j]);
+        assert old(reps[j].Shape());
+        assert old(Tied(reps[j], j, Last()));
+      }
+    }
+
+    // Replica i restarted at d, the protocol's Crash of its host in the last state s, with no
+    // packet sent and no Accepted message counted, the others unchanged: the run grows by the
+    // system step it is (an ImplCrashStep of an empty step), and the Ready of its recovery joins
+    // the returned ones.
+    ghost method GrowCrash(i: nat, d: P.Host, r: Ready, from: uint64)
+      requires Owns() && i < |reps| && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int && ReadiesHeld(run, readies)
+      requires forall j | 0 <= j < |reps| && j != i :: Tied(reps[j], j, Last())
+      requires P.Crash(c, i, Last().abs.hosts[i], d, {}) && reps[i].AbsHost() == d && reps[i].CommitsAre(r, from)
+      requires reps[i].sentLog == [] && reps[i].acked == {}
+      modifies this
+      ensures Valid() && Repr == old(Repr) && reps == old(reps)
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i, r)]
+      ensures Sy.ImplNext(c, old(Last()), Last())
+    {
+      reveal Inner();
+      var s, rep := Last(), reps[i];
+      var h := s.abs.hosts[i];
+      var mid := Sy.After(s, i, h, [], []);
+      var s' := Sy.Restarted(mid, i, d);
+      reveal RR.RunG();
+      assert RR.RunG(c, i, h, {}, [], h);
+      assert Sy.ImplStep(c, s, mid, i, {}, [], h, []);
+      assert mid.abs.hosts[i] == h;
+      assert Sy.ImplCrashStep(c, s, s', i, {}, [], h, [], d);
+      assert Sy.ImplNext(c, s, s');
+      Extend(c, run, s');
+      rep.CommitsAreCommitted(r, from);
+      run := run + [s'];
+      readies := readies + [(|run| - 1, i, r)];
+      assert Owns();
+      forall j | 0 <= j < |reps| ensures Tied(reps[j], j, s') {
+        if j != i {
+          assert Tied(reps[j], j, s);
+        }
+      }
+      forall e | e in readies
+        ensures e.0 < |run| && e.1 < |run[e.0].abs.hosts| && Rd.ReadyCommitted(e.2, run[e.0].abs.hosts[e.1])
+      {
+        if e in old(readies) {
+          assert run[e.0] == old(run)[e.0];
+        }
+      }
+    }
+
     // A client's request for val, to replica i, enters the network (ClientSends).
     ghost method Request(i: nat, val: S.Value)
       requires Valid() && i < |reps|
       modifies this
-      ensures Valid() && Repr == old(Repr) && readies == old(readies)
+      ensures Valid() && Repr == old(Repr) && reps == old(reps) && readies == old(readies)
       ensures run == old(run) + [Last()] && Sy.ClientSends(c, old(Last()), Last(), i, val)
       ensures S.Request(i, i, val) in Last().abs.net
     {
@@ -518,6 +621,36 @@ module ImplCluster {
       OthersKept(i as nat);
       GrowRun(i as nat, h0, R.SnapshotMoves(h0, upto as nat, ok), r, if ok then upto else cu0);
       CarriedOnWire(i as nat, r, t, log0, recs0);
+      ClusterAgreement();
+    }
+
+    // Replica i crashes and restarts: a fresh replica (the constructor) replays recs, the records
+    // the old one emitted but for a tail of commit records that did not become durable
+    // (R.LosesCommits), then FinishRecovery reports its committed slots. The system takes the
+    // protocol's Crash of host i (Replica.RestartIsCrash).
+    method Restart(i: uint64, recs: seq<Record>) returns (r: Ready)
+      requires Valid() && i < n && R.LosesCommits(reps[i].recLog, recs) && |recs| < 0x1_0000_0000_0000_0000
+      modifies Repr
+      ensures Valid() && old(Repr) <= Repr && fresh(Repr - old(Repr))
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      StepFromLast(i as nat);
+      var rep0 := reps[i];
+      rep0.RestartIsCrash(recs);
+      ghost var d := R.ApplyAll(Rep.InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat);
+      assert P.Crash(c, i as nat, s.abs.hosts[i], d, {});
+      ghost var from;
+      var rep;
+      rep, r, from := Recovered(i, n, electionTicks, heartbeatTicks, recs);
+      assert rep.Repr !! old(Repr);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      reps := reps[i := rep];
+      Repr := Repr + rep.Repr;
+      Swapped(i as nat);
+      GrowCrash(i as nat, d, r, from);
       ClusterAgreement();
     }
   }

@@ -256,7 +256,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires Valid()
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
-      ensures SameConfig() && sentLog == old(sentLog)
+      ensures SameConfig() && sentLog == old(sentLog) && acked <= old(acked)
       ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
       BeginStep();
@@ -292,7 +292,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires Valid() && rec.RecPromised? && sofar.trace == []
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
-      ensures SameConfig() && sentLog == old(sentLog)
+      ensures SameConfig() && sentLog == old(sentLog) && acked == old(acked)
       ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
       ghost var h0 := AbsHost();
@@ -307,7 +307,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires Valid() && rec.RecVote? && sofar.trace == []
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
-      ensures SameConfig() && sentLog == old(sentLog)
+      ensures SameConfig() && sentLog == old(sentLog) && acked == old(acked)
       ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
       ghost var h0 := AbsHost();
@@ -329,7 +329,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires Valid() && rec.RecCommit? && sofar.trace == []
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
-      ensures SameConfig() && sentLog == old(sentLog)
+      ensures SameConfig() && sentLog == old(sentLog) && acked == old(acked)
       ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
       ghost var h0 := AbsHost();
@@ -351,7 +351,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires Valid() && rec.RecLearn? && sofar.trace == []
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
-      ensures SameConfig() && sentLog == old(sentLog)
+      ensures SameConfig() && sentLog == old(sentLog) && acked == old(acked)
       ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
       ghost var h0 := AbsHost();
@@ -375,7 +375,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires Valid() && rec.RecTruncate? && sofar.trace == [] && out.commits == []
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
-      ensures SameConfig() && sentLog == old(sentLog)
+      ensures SameConfig() && sentLog == old(sentLog) && acked == old(acked)
       ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
       ghost var h0 := AbsHost();
