@@ -638,7 +638,7 @@ module ImplCluster {
       ghost var s := Last();
       Parts(i as nat);
       StepFromLast(i as nat);
-      var rep0 := reps[i];
+      ghost var rep0 := reps[i];
       rep0.RestartIsCrash(recs);
       ghost var d := R.ApplyAll(Rep.InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat);
       assert P.Crash(c, i as nat, s.abs.hosts[i], d, {});
