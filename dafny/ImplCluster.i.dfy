@@ -2,12 +2,16 @@
 // (ImplSystem). Each of its methods calls one replica's step (Receive, Tick, Propose,
 // ConfirmRead) with the abstraction of the run's last state, and extends the run by the system
 // step that the step's trail is (ImplSystem.StepTrailIsImplStep; a Propose after the client's
-// request, ClientSends). So Valid() keeps ImplReachable(run): Replica objects called in any
-// order, over a network that delivers only packets sent (and may drop, duplicate or reorder
-// them), make a reachable run of the system, whose wire holds every packet the Readies carry.
-// Every Ready a step returned holds committed values of its host at a state of that run, so the
-// commits of all of them agree per slot and are requested values or the no-op (ClusterAgreement,
-// by ImplReadies.ReadiesAgree).
+// request, ClientSends); Truncate and InstallSnapshot are steps that send nothing (GrowRun); a
+// restart (a fresh replica replays the durable records, less a tail of commit records, then
+// FinishRecovery) is the protocol's Crash of the host (Replica.RestartIsCrash, an ImplCrashStep
+// of an empty step). So Valid() keeps ImplReachable(run): Replica objects called in any order,
+// over a network that delivers only packets sent (and may drop, duplicate or reorder them), make
+// a reachable run of the system, whose wire holds every packet the Readies carry. Every Ready a
+// step returned holds committed values of its host at a state of that run, so the commits of all
+// of them agree per slot and are requested values or the no-op (ClusterAgreement, by
+// ImplReadies.ReadiesAgree). Not composed here: a crash part-way through a step (ImplCrash,
+// Replica.CrashPartWay) and a restart from a checkpoint (CheckpointRestartIsCrash).
 module ImplCluster {
   import opened Native
   import opened ImplTypes
