@@ -536,8 +536,20 @@ module ImplCluster {
       ensures AllAgree(readies, Last().abs.net)
     {
       Request(i as nat, val);
-      label requested:
       ghost var run1 := run;
+      r := ProposeRequested(i, val);
+      assert run[..|old(run)|] == run1[..|old(run)|] == old(run);
+    }
+
+    // Replica i's Propose of val, whose request is in the network.
+    method ProposeRequested(i: uint64, val: Value) returns (r: Ready)
+      requires Valid() && i < n && S.Request(i as nat, i as nat, val) in Last().abs.net
+      modifies Repr
+      ensures Valid() && Repr == old(Repr)
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures AllAgree(readies, Last().abs.net)
+    {
       ghost var s := Last();
       Parts(i as nat);
       var rep := reps[i];
@@ -545,10 +557,9 @@ module ImplCluster {
       ghost var h0, log0, recs0, from := rep.AbsHost(), rep.sentLog, rep.recLog, rep.commitUpto;
       ghost var moves, t;
       r, moves, t := rep.Propose(val, s.abs);
-      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged@requested(reps[j].Repr);
-      OthersKept@requested(i as nat);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      OthersKept(i as nat);
       Grow(i as nat, h0, log0, moves, r, from);
-      assert run[..|old(run)|] == run1[..|old(run)|] == old(run);
       CarriedOnWire(i as nat, r, t, log0, recs0);
       ClusterAgreement();
     }
