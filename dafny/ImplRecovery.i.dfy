@@ -12,6 +12,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
       ensures Valid() && fresh(Repr - {this})
       ensures P.HostInit(AbsHost()) && Consts() == P.Constants(n as nat) && sentLog == [] && recLog == []  // the protocol's Init
+      ensures this.me == me && this.n == n && acked == {}  // member me of n, no Accepted message counted
       ensures CandidateTied()
     {
       this.me := me;
@@ -255,7 +256,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires Valid()
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
-      ensures SameConfig() && sentLog == old(sentLog)
+      ensures SameConfig() && sentLog == old(sentLog) && acked <= old(acked)
       ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
       BeginStep();
@@ -291,7 +292,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires Valid() && rec.RecPromised? && sofar.trace == []
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
-      ensures SameConfig() && sentLog == old(sentLog)
+      ensures SameConfig() && sentLog == old(sentLog) && acked == old(acked)
       ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
       ghost var h0 := AbsHost();
@@ -306,7 +307,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires Valid() && rec.RecVote? && sofar.trace == []
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
-      ensures SameConfig() && sentLog == old(sentLog)
+      ensures SameConfig() && sentLog == old(sentLog) && acked == old(acked)
       ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
       ghost var h0 := AbsHost();
@@ -328,7 +329,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires Valid() && rec.RecCommit? && sofar.trace == []
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
-      ensures SameConfig() && sentLog == old(sentLog)
+      ensures SameConfig() && sentLog == old(sentLog) && acked == old(acked)
       ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
       ghost var h0 := AbsHost();
@@ -350,7 +351,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires Valid() && rec.RecLearn? && sofar.trace == []
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
-      ensures SameConfig() && sentLog == old(sentLog)
+      ensures SameConfig() && sentLog == old(sentLog) && acked == old(acked)
       ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
       ghost var h0 := AbsHost();
@@ -374,7 +375,7 @@ abstract module ImplRecovery refines ImplSteps {
       requires Valid() && rec.RecTruncate? && sofar.trace == [] && out.commits == []
       modifies Repr
       ensures Valid() && recLog == old(recLog) + [rec]
-      ensures SameConfig() && sentLog == old(sentLog)
+      ensures SameConfig() && sentLog == old(sentLog) && acked == old(acked)
       ensures AbsHost() == R.ApplyRecord(old(AbsHost()), rec, WINDOW as nat, SLOT_LIMIT as nat)
     {
       ghost var h0 := AbsHost();

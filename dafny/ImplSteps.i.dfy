@@ -390,7 +390,7 @@ abstract module ImplSteps refines ImplCuts {
     method Receive(p: Packet, ghost st: P.State) returns (r: Ready, ghost moves: seq<RR.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && BalLe(old(promised), promised) && EmitFromKept()
+      ensures Valid() && BalLe(old(promised), promised) && EmitFromKept() && SameConfig()
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures old(StepFrom(st)) && OT.OnWire(p, st.net) ==>
@@ -475,7 +475,7 @@ abstract module ImplSteps refines ImplCuts {
     method Tick(ghost st: P.State) returns (r: Ready, ghost moves: seq<RR.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && BalLe(old(promised), promised) && EmitFromKept()
+      ensures Valid() && BalLe(old(promised), promised) && EmitFromKept() && SameConfig()
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures old(StepFrom(st)) ==>
@@ -524,7 +524,7 @@ abstract module ImplSteps refines ImplCuts {
     method Propose(val: Value, ghost st: P.State) returns (r: Ready, ghost moves: seq<RR.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && BalLe(old(promised), promised) && EmitFromKept()
+      ensures Valid() && BalLe(old(promised), promised) && EmitFromKept() && SameConfig()
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       // An accepted value is proposed as it is: the step's first protocol move sends Accepts of val.
@@ -596,7 +596,7 @@ abstract module ImplSteps refines ImplCuts {
     method ConfirmRead(ghost st: P.State) returns (r: Ready, seqNo: uint64, readSlot: uint64, ghost moves: seq<RR.Move>, ghost t: seq<O.Out>)
       requires Valid()
       modifies Repr
-      ensures Valid() && BalLe(old(promised), promised) && EmitFromKept()
+      ensures Valid() && BalLe(old(promised), promised) && EmitFromKept() && SameConfig()
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures CommitsAre(r, old(commitUpto))  // the slots newly committed, each once, in order
       ensures old(StepFrom(st)) ==>

@@ -1,0 +1,672 @@
+// The replicas composed: a Cluster owns n Replicas (Impl.i.dfy) and a ghost run of the system
+// (ImplSystem). Each of its methods calls one replica's step (Receive, Tick, Propose,
+// ConfirmRead) with the abstraction of the run's last state, and extends the run by the system
+// step that the step's trail is (ImplSystem.StepTrailIsImplStep; a Propose after the client's
+// request, ClientSends); Truncate and InstallSnapshot are steps that send nothing (GrowRun); a
+// restart (a fresh replica replays the durable records, less a tail of commit records, then
+// FinishRecovery) is the protocol's Crash of the host (Replica.RestartIsCrash, an ImplCrashStep
+// of an empty step). So Valid() keeps ImplReachable(run): Replica objects called in any order,
+// over a network that delivers only packets sent (and may drop, duplicate or reorder them), make
+// a reachable run of the system, whose wire holds every packet the Readies carry. Every Ready a
+// step returned holds committed values of its host at a state of that run, so the commits of all
+// of them agree per slot and are requested values or the no-op (ClusterAgreement, by
+// ImplReadies.ReadiesAgree). Not composed here: a crash part-way through a step (ImplCrash,
+// Replica.CrashPartWay) and a restart from a checkpoint (CheckpointRestartIsCrash).
+module ImplCluster {
+  import opened Native
+  import opened ImplTypes
+  import opened ImplBounds
+  import S = Spec
+  import P = Protocol
+  import RR = ImplAbsRuns
+  import O = StepOutput
+  import A = AgreementProof
+  import PI = ProtocolInvariant
+  import OT = ImplOutTied
+  import Sy = ImplSystem
+  import Rd = ImplReadies
+  import R = ImplAbstraction
+  import Rep = ImplReplay
+  import Impl
+
+  // A Ready a step returned, (at, host, r): of host `host`, whose state after the step is that
+  // of the run's state `at`. (A tuple, not a datatype: a datatype of nats has no C++ translation.)
+  type Returned = (nat, nat, Ready)
+
+  // The commits of any two returned Readies agree per slot, and each is a requested value or the
+  // no-op (in the network net).
+  ghost predicate AllAgree(rs: seq<Returned>, net: set<S.Message>) {
+    forall a, b, x, y | a in rs && b in rs && 0 <= x < |a.2.commits| && 0 <= y < |b.2.commits| ::
+      && (a.2.commits[x].slot == b.2.commits[y].slot ==> a.2.commits[x].val == b.2.commits[y].val)
+      && (a.2.commits[x].val == S.NoOp || S.Requested(net, a.2.commits[x].val))
+  }
+
+  // The last state of a reachable run: the protocol's invariant holds, and its wire refines
+  // its network.
+  lemma LastFacts(c: P.Constants, run: seq<Sy.Sys>)
+    requires Sy.ImplReachable(c, run)
+    ensures PI.Inv(c, run[|run| - 1].abs) && Sy.WireRefines(run[|run| - 1])
+  {
+    var behavior := Sy.ImplReachableIsProtocolReachable(c, run);
+    A.ReachableInv(c, behavior);
+  }
+
+  // A reachable run extended by one system step is reachable.
+  lemma Extend(c: P.Constants, run: seq<Sy.Sys>, s': Sy.Sys)
+    requires Sy.ImplReachable(c, run) && Sy.ImplNext(c, run[|run| - 1], s')
+    ensures Sy.ImplReachable(c, run + [s'])
+  {
+    var run' := run + [s'];
+    assert run'[0] == run[0];
+    forall k | 0 <= k < |run'| - 1 ensures Sy.ImplNext(c, run'[k], run'[k + 1]) {
+      assert run'[k] == run[k];
+      if k < |run| - 1 {
+        assert run'[k + 1] == run[k + 1];
+      }
+    }
+  }
+
+  // The packets a Ready carries (early and late) are among those its step sent.
+  lemma ReadySent(me: uint64, t: seq<O.Out>, q: Packet)
+    requires q in O.Early(me, t) || q in O.Late(me, t)
+    ensures q in O.Sends(t)
+  {
+    O.EarlyThenLate(me, t);
+    assert q in O.Early(me, t) + O.Late(me, t);
+    O.ToOthersSub(me, O.Sends(t), q);
+  }
+
+  // Replica rep is host i of the system state s: it is at s's host i, every packet it sent is on
+  // s's wire, and the Accepted messages it counted are in s's network.
+  ghost predicate Tied(rep: Impl.Replica, i: nat, s: Sy.Sys)
+    reads rep, rep.votes, rep.committed
+  {
+    && i < |s.abs.hosts|
+    && rep.AbsHost() == s.abs.hosts[i]
+    && (forall q | q in rep.sentLog :: q in s.wire)
+    && rep.acked <= s.abs.net
+  }
+
+  // Every returned Ready holds committed values of its host at its state of the run.
+  ghost predicate ReadiesHeld(run: seq<Sy.Sys>, readies: seq<Returned>) {
+    forall e | e in readies ::
+      e.0 < |run| && e.1 < |run[e.0].abs.hosts| && Rd.ReadyCommitted(e.2, run[e.0].abs.hosts[e.1])
+  }
+
+  // THEOREM: the commits of the Readies returned along a reachable run agree per slot, and each
+  // is a requested value or the no-op (ImplReadies.ReadiesAgree).
+  lemma ReadiesAllAgree(c: P.Constants, run: seq<Sy.Sys>, readies: seq<Returned>)
+    requires Sy.ImplReachable(c, run) && ReadiesHeld(run, readies)
+    ensures AllAgree(readies, run[|run| - 1].abs.net)
+  {
+    forall a, b, x, y | a in readies && b in readies && 0 <= x < |a.2.commits| && 0 <= y < |b.2.commits|
+      ensures && (a.2.commits[x].slot == b.2.commits[y].slot ==> a.2.commits[x].val == b.2.commits[y].val)
+              && (a.2.commits[x].val == S.NoOp || S.Requested(run[|run| - 1].abs.net, a.2.commits[x].val))
+    {
+      Rd.ReadiesAgree(c, run, a.0, a.1, a.2, x, b.0, b.1, b.2, y);
+    }
+  }
+
+  // A restarted replica: member i of n, fresh from the constructor, that replayed recs, then
+  // reported its committed slots (FinishRecovery): its host is what recs rebuild, it sent
+  // nothing and counted no Accepted message.
+  method Recovered(i: uint64, n: uint64, electionTicks: uint64, heartbeatTicks: uint64, recs: seq<Record>)
+    returns (rep: Impl.Replica, r: Ready, ghost from: uint64)
+    requires 1 <= n <= MAX_MEMBERS && i < n && |recs| < 0x1_0000_0000_0000_0000
+    requires 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
+    ensures fresh(rep.Repr) && rep.Shape() && rep.Valid() && rep.me == i && rep.n == n
+    ensures rep.sentLog == [] && rep.acked == {} && rep.CommitsAre(r, from)
+    ensures rep.AbsHost() == R.ApplyAll(Rep.InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat)
+  {
+    rep := new Impl.Replica(i, n, electionTicks, heartbeatTicks);
+    assert recs[..0] == [];
+    var k: uint64 := 0;
+    while k < |recs| as uint64
+      invariant k as nat <= |recs|
+      invariant rep.Valid() && fresh(rep.Repr) && rep.me == i && rep.n == n && rep.sentLog == [] && rep.acked == {}
+      invariant rep.AbsHost() == R.ApplyAll(Rep.InitHost(), recs[..k], WINDOW as nat, SLOT_LIMIT as nat)
+      modifies rep.Repr
+    {
+      rep.Replay(recs[k]);
+      assert recs[..k + 1][..k] == recs[..k];
+      k := k + 1;
+    }
+    assert recs[..k] == recs;
+    from := rep.logStart;
+    ghost var t;
+    r, t := rep.FinishRecovery();
+  }
+
+  class Cluster {
+    const n: uint64
+    const electionTicks: uint64
+    const heartbeatTicks: uint64
+    var reps: seq<Impl.Replica>  // replica i is reps[i]; a restart replaces it
+    ghost const c: P.Constants
+    ghost var run: seq<Sy.Sys>
+    ghost var readies: seq<Returned>
+    ghost var Repr: set<object>
+
+    ghost function Last(): Sy.Sys
+      reads this
+      requires |run| > 0
+    {
+      run[|run| - 1]
+    }
+
+    // The replicas: each valid, replica i is member i of n, their Reprs disjoint and in Repr.
+    ghost predicate Owns()
+      reads this, Repr
+    {
+      && this in Repr
+      && |reps| == n as int && 1 <= n <= MAX_MEMBERS && c == P.Constants(n as nat)
+      && 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
+      && (forall i | 0 <= i < |reps| ::
+            && reps[i] in Repr && reps[i].Repr <= Repr && this !in reps[i].Repr
+            && reps[i].Shape() && reps[i].Valid() && reps[i].me == i as uint64 && reps[i].n == n)
+      && (forall i, j | 0 <= i < |reps| && 0 <= j < |reps| && i != j :: reps[i].Repr !! reps[j].Repr)
+    }
+
+    ghost predicate Valid()
+      reads this, Repr
+    {
+      this in Repr && |reps| == n as int && |run| > 0 && Inner()
+    }
+
+    // Opaque: a method reads it through the lemmas below (Parts, StepFromLast, OthersKept, Grow).
+    opaque ghost predicate Inner()
+      reads this, Repr
+    {
+      && |run| > 0
+      && Owns()
+      && Sy.ImplReachable(c, run)
+      && |Last().abs.hosts| == n as int
+      && (forall i | 0 <= i < |reps| :: Tied(reps[i], i, Last()))
+      && ReadiesHeld(run, readies)
+    }
+
+    constructor (n: uint64, electionTicks: uint64, heartbeatTicks: uint64)
+      requires 1 <= n <= MAX_MEMBERS
+      requires 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
+      ensures Valid() && fresh(Repr) && |run| == 1 && readies == []
+    {
+      var rs: seq<Impl.Replica> := [];
+      ghost var objs: set<object> := {};
+      ghost var hosts: seq<P.Host> := [];
+      var k: uint64 := 0;
+      while k < n
+        invariant k <= n && |rs| == k as int && |hosts| == k as int && fresh(objs)
+        invariant forall i | 0 <= i < |rs| :: rs[i].Repr <= objs && rs[i].Shape() && rs[i].Valid()
+        invariant forall i | 0 <= i < |rs| :: rs[i].me == i as uint64 && rs[i].n == n
+        invariant forall i | 0 <= i < |rs| :: rs[i].AbsHost() == hosts[i] && P.HostInit(hosts[i])
+        invariant forall i | 0 <= i < |rs| :: rs[i].sentLog == [] && rs[i].acked == {}
+        invariant forall i, j | 0 <= i < |rs| && 0 <= j < |rs| && i != j :: rs[i].Repr !! rs[j].Repr
+      {
+        ghost var rs0, objs0, hosts0 := rs, objs, hosts;
+        var rep := new Impl.Replica(k, n, electionTicks, heartbeatTicks);
+        assert rep.Repr !! objs0;
+        forall i | 0 <= i < |rs0|
+          ensures rs0[i].Valid() && rs0[i].AbsHost() == hosts0[i] && rs0[i].Shape()
+        {
+        }
+        rs := rs + [rep];
+        objs := objs + rep.Repr;
+        hosts := hosts + [rep.AbsHost()];
+        k := k + 1;
+      }
+      this.n := n;
+      this.electionTicks := electionTicks;
+      this.heartbeatTicks := heartbeatTicks;
+      reps := rs;
+      c := P.Constants(n as nat);
+      run := [Sy.Sys(P.State(hosts, {}), {})];
+      readies := [];
+      new;
+      Repr := objs + {this};
+      assert Sy.SysInit(c, run[0]);
+      reveal Inner();
+    }
+
+    // ---- the proof's steps ------------------------------------------------------------------
+
+    // What a method needs of Valid() to call replica i's step: the replica valid, its objects
+    // in Repr and disjoint from the other replicas' and from this object.
+    lemma Parts(i: nat)
+      requires Valid() && i < n as int
+      ensures |reps| == n as int && reps[i].Valid() && reps[i].Repr <= Repr && this !in reps[i].Repr
+      ensures reps[i].me == i as uint64 && reps[i].n == n
+      ensures 1 <= n <= MAX_MEMBERS && 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
+      ensures forall j | 0 <= j < |reps| && j != i :: reps[j].Repr !! reps[i].Repr && this !in reps[j].Repr
+    {
+      reveal Inner();
+    }
+
+    // The last state is one a step of replica i may start from (Replica.StepFrom): the
+    // protocol's invariant holds there (the run is reachable), and every packet the replica
+    // sent is on its wire, so refines its network (WireRefines).
+    lemma StepFromLast(i: nat)
+      requires Valid() && i < |reps|
+      ensures reps[i].StepFrom(Last().abs) && Sy.WireRefines(Last())
+      ensures forall q | q in reps[i].sentLog :: q in Last().wire
+    {
+      reveal Inner();
+      LastFacts(c, run);
+      var s, rep := Last(), reps[i];
+      assert Tied(reps[i], i, s);
+      forall q | q in rep.sentLog ensures OT.OnWire(q, s.abs.net) {
+        assert q in s.wire;
+      }
+    }
+
+    // A step of replica i changed none of the other replicas nor this object: all but replica
+    // i's state, and the replicas' structure, are as before.
+    twostate lemma OthersKept(i: nat)
+      requires old(Valid()) && i < |reps| && unchanged(this)
+      requires forall j | 0 <= j < |reps| && j != i :: unchanged(reps[j].Repr)
+      requires reps[i].Shape() && reps[i].Valid() && reps[i].me == i as uint64 && reps[i].n == n
+      ensures Owns() && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int && ReadiesHeld(run, readies)
+      ensures forall j | 0 <= j < |reps| && j != i :: Tied(reps[j], j, Last())
+    {
+      reveal Inner();
+      forall j | 0 <= j < |reps| && j != i
+        ensures reps[j].Shape() && reps[j].Valid() && reps[j].me == j as uint64 && reps[j].n == n
+        ensures Tied(reps[j], j, Last())
+      {
+        assert old(reps[j].Shape());
+        assert old(Tied(reps[j], j, Last()));
+      }
+    }
+
+    // Replica i took a step from the last state s (its trail: StepOk), the others unchanged:
+    // the run grows by the system step it is (ImplStep, its packets those the replica sent),
+    // and its Ready joins the returned ones, its commits committed at the new last state.
+    ghost method Grow(i: nat, h0: P.Host, log0: seq<Packet>, moves: seq<RR.Move>, r: Ready, from: uint64)
+      requires Owns() && i < |reps| && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int && ReadiesHeld(run, readies)
+      requires forall j | 0 <= j < |reps| && j != i :: Tied(reps[j], j, Last())
+      requires reps[i].StepOk(Last().abs, h0, log0, moves) && reps[i].CommitsAre(r, from)
+      requires forall q | q in log0 :: q in Last().wire
+      modifies this
+      ensures Valid() && Repr == old(Repr) && reps == old(reps)
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i, r)]
+      ensures Sy.ImplNext(c, old(Last()), Last())
+    {
+      reveal Inner();
+      var s, rep := Last(), reps[i];
+      Sy.StepTrailIsImplStep(c, s, i, log0, moves, rep.AbsHost(), rep.sentLog);
+      var pkts := rep.sentLog[|log0|..];
+      var s' := Sy.After(s, i, rep.AbsHost(), moves, pkts);
+      assert Sy.ImplStep(c, s, s', i, s.abs.net, moves, rep.AbsHost(), pkts);
+      assert Sy.ImplNext(c, s, s');
+      Extend(c, run, s');
+      rep.CommitsAreCommitted(r, from);
+      run := run + [s'];
+      readies := readies + [(|run| - 1, i, r)];
+      assert Owns();
+      forall j | 0 <= j < |reps| ensures Tied(reps[j], j, s') {
+        if j == i {
+          forall q | q in rep.sentLog ensures q in s'.wire {
+            if q !in log0 {
+              var k :| 0 <= k < |rep.sentLog| && rep.sentLog[k] == q;
+              assert pkts[k - |log0|] == q;
+            }
+          }
+        } else {
+          assert Tied(reps[j], j, s);
+        }
+      }
+      forall e | e in readies
+        ensures e.0 < |run| && e.1 < |run[e.0].abs.hosts| && Rd.ReadyCommitted(e.2, run[e.0].abs.hosts[e.1])
+      {
+        if e in old(readies) {
+          assert run[e.0] == old(run)[e.0];
+        }
+      }
+    }
+
+    // Replica i ran the protocol steps `moves` from the last state s, receiving nothing and
+    // sending nothing (Truncate, InstallSnapshot: RR.Run), the others unchanged: the run grows
+    // by the system step it is (an ImplStep that puts no packet on the wire).
+    ghost method GrowRun(i: nat, h0: P.Host, moves: seq<RR.Move>, r: Ready, from: uint64)
+      requires Owns() && i < |reps| && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int && ReadiesHeld(run, readies)
+      requires forall j | 0 <= j < |reps| && j != i :: Tied(reps[j], j, Last())
+      requires h0 == Last().abs.hosts[i] && RR.Run(c, i, h0, {}, moves, reps[i].AbsHost()) && reps[i].CommitsAre(r, from)
+      requires (forall q | q in reps[i].sentLog :: q in Last().wire) && reps[i].acked <= Last().abs.net
+      modifies this
+      ensures Valid() && Repr == old(Repr) && reps == old(reps)
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i, r)]
+      ensures Sy.ImplNext(c, old(Last()), Last())
+    {
+      reveal Inner();
+      var s, rep := Last(), reps[i];
+      RR.RunGOf(c, i, h0, {}, s.abs.net, moves, rep.AbsHost());
+      var s' := Sy.After(s, i, rep.AbsHost(), moves, []);
+      assert Sy.ImplStep(c, s, s', i, s.abs.net, moves, rep.AbsHost(), []);
+      assert Sy.ImplNext(c, s, s');
+      Extend(c, run, s');
+      rep.CommitsAreCommitted(r, from);
+      run := run + [s'];
+      readies := readies + [(|run| - 1, i, r)];
+      assert Owns();
+      forall j | 0 <= j < |reps| ensures Tied(reps[j], j, s') {
+        if j != i {
+          assert Tied(reps[j], j, s);
+        }
+      }
+      forall e | e in readies
+        ensures e.0 < |run| && e.1 < |run[e.0].abs.hosts| && Rd.ReadyCommitted(e.2, run[e.0].abs.hosts[e.1])
+      {
+        if e in old(readies) {
+          assert run[e.0] == old(run)[e.0];
+        }
+      }
+    }
+
+    // Replica i was replaced by a fresh one, the others unchanged: the replicas' structure
+    // holds, the others are as before.
+    twostate lemma Swapped(i: nat)
+      requires old(Valid()) && i < |old(reps)| && i < |reps| && reps == old(reps)[i := reps[i]]
+      requires run == old(run) && readies == old(readies) && Repr == old(Repr) + reps[i].Repr && this in old(Repr)
+      requires fresh(reps[i].Repr) && reps[i].Repr !! old(Repr)
+      requires forall j | 0 <= j < |reps| && j != i :: unchanged(reps[j].Repr)
+      requires reps[i].Shape() && reps[i].Valid() && reps[i].me == i as uint64 && reps[i].n == n
+      ensures Owns() && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int && ReadiesHeld(run, readies)
+      ensures forall j | 0 <= j < |reps| && j != i :: Tied(reps[j], j, Last())
+    {
+      reveal Inner();
+      forall j | 0 <= j < |reps| && j != i
+        ensures reps[j].Shape() && reps[j].Valid() && reps[j].me == j as uint64 && reps[j].n == n
+        ensures Tied(reps[j], j, Last()) && reps[j].Repr <= Repr && this !in reps[j].Repr
+      {
+        assert reps[j] == old(reps[j]);
+        assert old(reps[j].Shape());
+        assert old(Tied(reps[j], j, Last()));
+      }
+    }
+
+    // Replica i restarted at d, the protocol's Crash of its host in the last state s, with no
+    // packet sent and no Accepted message counted, the others unchanged: the run grows by the
+    // system step it is (an ImplCrashStep of an empty step), and the Ready of its recovery joins
+    // the returned ones.
+    ghost method GrowCrash(i: nat, d: P.Host, r: Ready, from: uint64)
+      requires Owns() && i < |reps| && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int && ReadiesHeld(run, readies)
+      requires forall j | 0 <= j < |reps| && j != i :: Tied(reps[j], j, Last())
+      requires P.Crash(c, i, Last().abs.hosts[i], d, {}) && reps[i].AbsHost() == d && reps[i].CommitsAre(r, from)
+      requires reps[i].sentLog == [] && reps[i].acked == {}
+      modifies this
+      ensures Valid() && Repr == old(Repr) && reps == old(reps)
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i, r)]
+      ensures Sy.ImplNext(c, old(Last()), Last())
+    {
+      reveal Inner();
+      var s, rep := Last(), reps[i];
+      var h := s.abs.hosts[i];
+      var mid := Sy.After(s, i, h, [], []);
+      var s' := Sy.Restarted(mid, i, d);
+      reveal RR.RunG();
+      assert RR.RunG(c, i, h, {}, [], h);
+      assert Sy.ImplStep(c, s, mid, i, {}, [], h, []);
+      assert mid.abs.hosts[i] == h;
+      assert Sy.ImplCrashStep(c, s, s', i, {}, [], h, [], d);
+      assert Sy.ImplNext(c, s, s');
+      Extend(c, run, s');
+      rep.CommitsAreCommitted(r, from);
+      run := run + [s'];
+      readies := readies + [(|run| - 1, i, r)];
+      assert Owns();
+      forall j | 0 <= j < |reps| ensures Tied(reps[j], j, s') {
+        if j != i {
+          assert Tied(reps[j], j, s);
+        }
+      }
+      forall e | e in readies
+        ensures e.0 < |run| && e.1 < |run[e.0].abs.hosts| && Rd.ReadyCommitted(e.2, run[e.0].abs.hosts[e.1])
+      {
+        if e in old(readies) {
+          assert run[e.0] == old(run)[e.0];
+        }
+      }
+    }
+
+    // A client's request for val, to replica i, enters the network (ClientSends).
+    ghost method Request(i: nat, val: S.Value)
+      requires Valid() && i < |reps|
+      modifies this
+      ensures Valid() && Repr == old(Repr) && reps == old(reps) && readies == old(readies)
+      ensures run == old(run) + [Last()] && Sy.ClientSends(c, old(Last()), Last(), i, val)
+      ensures S.Request(i, i, val) in Last().abs.net
+    {
+      reveal Inner();
+      var s := Last();
+      var s' := Sy.Sys(P.State(s.abs.hosts, s.abs.net + {S.Request(i, i, val)}), s.wire);
+      assert Sy.ClientSends(c, s, s', i, val);
+      Extend(c, run, s');
+      run := run + [s'];
+      assert Owns();
+      forall j | 0 <= j < |reps| ensures Tied(reps[j], j, s') {
+        assert Tied(reps[j], j, s);
+      }
+      forall e | e in readies
+        ensures e.0 < |run| && e.1 < |run[e.0].abs.hosts| && Rd.ReadyCommitted(e.2, run[e.0].abs.hosts[e.1])
+      {
+        assert run[e.0] == old(run)[e.0];
+      }
+    }
+
+    // The packets the Ready of replica i's last step carries are on the wire.
+    lemma CarriedOnWire(i: nat, r: Ready, t: seq<O.Out>, log0: seq<Packet>, recs0: seq<Record>)
+      requires Valid() && i < |reps| && reps[i].ReadyIs(r, t, log0, recs0)
+      ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+    {
+      reveal Inner();
+      forall q | q in r.early || q in r.packets ensures q in Last().wire {
+        ReadySent(reps[i].me, t, q);
+        assert q in reps[i].sentLog;
+        assert Tied(reps[i], i, Last());
+      }
+    }
+
+    // THEOREM: the commits of all Readies the replicas returned agree per slot, and each is a
+    // requested value or the no-op.
+    lemma ClusterAgreement()
+      requires Valid()
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      reveal Inner();
+      ReadiesAllAgree(c, run, readies);
+    }
+
+    // ---- the driver's calls -------------------------------------------------------------------
+
+    // The network delivers p, a packet sent before, to replica i.
+    method Deliver(i: uint64, p: Packet) returns (r: Ready)
+      requires Valid() && i < n && p in Last().wire
+      modifies Repr
+      ensures Valid() && Repr == old(Repr)
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      var rep := reps[i];
+      StepFromLast(i as nat);
+      assert OT.OnWire(p, s.abs.net);
+      ghost var h0, log0, recs0, from := rep.AbsHost(), rep.sentLog, rep.recLog, rep.commitUpto;
+      ghost var moves, t;
+      r, moves, t := rep.Receive(p, s.abs);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      OthersKept(i as nat);
+      Grow(i as nat, h0, log0, moves, r, from);
+      CarriedOnWire(i as nat, r, t, log0, recs0);
+      ClusterAgreement();
+    }
+
+    // A tick of replica i's clock.
+    method Tick(i: uint64) returns (r: Ready)
+      requires Valid() && i < n
+      modifies Repr
+      ensures Valid() && Repr == old(Repr)
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      var rep := reps[i];
+      StepFromLast(i as nat);
+      ghost var h0, log0, recs0, from := rep.AbsHost(), rep.sentLog, rep.recLog, rep.commitUpto;
+      ghost var moves, t;
+      r, moves, t := rep.Tick(s.abs);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      OthersKept(i as nat);
+      Grow(i as nat, h0, log0, moves, r, from);
+      CarriedOnWire(i as nat, r, t, log0, recs0);
+      ClusterAgreement();
+    }
+
+    // A client asks replica i to decide val: its request enters the network (ClientSends),
+    // then replica i's Propose receives it.
+    method Propose(i: uint64, val: Value) returns (r: Ready)
+      requires Valid() && i < n
+      modifies Repr
+      ensures Valid() && Repr == old(Repr)
+      ensures |run| == |old(run)| + 2 && run[..|old(run)|] == old(run)
+      ensures readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      Request(i as nat, val);
+      ghost var run1 := run;
+      r := ProposeRequested(i, val);
+      assert run[..|old(run)|] == run1[..|old(run)|] == old(run);
+    }
+
+    // Replica i's Propose of val, whose request is in the network.
+    method ProposeRequested(i: uint64, val: Value) returns (r: Ready)
+      requires Valid() && i < n && S.Request(i as nat, i as nat, val) in Last().abs.net
+      modifies Repr
+      ensures Valid() && Repr == old(Repr)
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      var rep := reps[i];
+      StepFromLast(i as nat);
+      ghost var h0, log0, recs0, from := rep.AbsHost(), rep.sentLog, rep.recLog, rep.commitUpto;
+      ghost var moves, t;
+      r, moves, t := rep.Propose(val, s.abs);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      OthersKept(i as nat);
+      Grow(i as nat, h0, log0, moves, r, from);
+      CarriedOnWire(i as nat, r, t, log0, recs0);
+      ClusterAgreement();
+    }
+
+    // Leader i starts confirming that it still leads (a read's confirmation).
+    method ConfirmRead(i: uint64) returns (r: Ready, seqNo: uint64, readSlot: uint64)
+      requires Valid() && i < n
+      modifies Repr
+      ensures Valid() && Repr == old(Repr)
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      var rep := reps[i];
+      StepFromLast(i as nat);
+      ghost var h0, log0, recs0, from := rep.AbsHost(), rep.sentLog, rep.recLog, rep.commitUpto;
+      ghost var moves, t;
+      r, seqNo, readSlot, moves, t := rep.ConfirmRead(s.abs);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      OthersKept(i as nat);
+      Grow(i as nat, h0, log0, moves, r, from);
+      CarriedOnWire(i as nat, r, t, log0, recs0);
+      ClusterAgreement();
+    }
+
+    // Replica i drops the slots below upto (its state machine holds a snapshot of them).
+    method Truncate(i: uint64, upto: uint64) returns (r: Ready)
+      requires Valid() && i < n
+      modifies Repr
+      ensures Valid() && Repr == old(Repr)
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      var rep := reps[i];
+      StepFromLast(i as nat);
+      ghost var h0, log0, recs0, from := rep.AbsHost(), rep.sentLog, rep.recLog, rep.commitUpto;
+      ghost var ok := rep.logStart < upto <= rep.commitUpto && upto <= SLOT_LIMIT;
+      ghost var acked0 := rep.acked;
+      assert acked0 <= s.abs.net && forall q | q in log0 :: q in s.wire;
+      ghost var t;
+      r, t := rep.Truncate(upto);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      OthersKept(i as nat);
+      GrowRun(i as nat, h0, R.TruncateMoves(h0, upto as nat, ok), r, from);
+      CarriedOnWire(i as nat, r, t, log0, recs0);
+      ClusterAgreement();
+    }
+
+    // Replica i installs a snapshot of the slots below upto (from another member).
+    method InstallSnapshot(i: uint64, upto: uint64) returns (r: Ready)
+      requires Valid() && i < n
+      modifies Repr
+      ensures Valid() && Repr == old(Repr)
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      var rep := reps[i];
+      StepFromLast(i as nat);
+      ghost var h0, log0, recs0, cu0 := rep.AbsHost(), rep.sentLog, rep.recLog, rep.commitUpto;
+      ghost var ok := cu0 < upto <= SLOT_LIMIT;
+      ghost var acked0 := rep.acked;
+      assert acked0 <= s.abs.net && forall q | q in log0 :: q in s.wire;
+      ghost var t;
+      r, t := rep.InstallSnapshot(upto);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      OthersKept(i as nat);
+      GrowRun(i as nat, h0, R.SnapshotMoves(h0, upto as nat, ok), r, if ok then upto else cu0);
+      CarriedOnWire(i as nat, r, t, log0, recs0);
+      ClusterAgreement();
+    }
+
+    // Replica i crashes and restarts: a fresh replica (the constructor) replays recs, the records
+    // the old one emitted but for a tail of commit records that did not become durable
+    // (R.LosesCommits), then FinishRecovery reports its committed slots. The system takes the
+    // protocol's Crash of host i (Replica.RestartIsCrash).
+    method Restart(i: uint64, recs: seq<Record>) returns (r: Ready)
+      requires Valid() && i < n && R.LosesCommits(reps[i].recLog, recs) && |recs| < 0x1_0000_0000_0000_0000
+      modifies Repr
+      ensures Valid() && old(Repr) <= Repr && fresh(Repr - old(Repr))
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      StepFromLast(i as nat);
+      ghost var rep0 := reps[i];
+      rep0.RestartIsCrash(recs);
+      ghost var d := R.ApplyAll(Rep.InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat);
+      assert P.Crash(c, i as nat, s.abs.hosts[i], d, {});
+      ghost var from;
+      var rep;
+      rep, r, from := Recovered(i, n, electionTicks, heartbeatTicks, recs);
+      assert rep.Repr !! old(Repr);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      reps := reps[i := rep];
+      Repr := Repr + rep.Repr;
+      Swapped(i as nat);
+      GrowCrash(i as nat, d, r, from);
+      ClusterAgreement();
+    }
+  }
+}
