@@ -10,8 +10,18 @@
 // a reachable run of the system, whose wire holds every packet the Readies carry. Every Ready a
 // step returned holds committed values of its host at a state of that run, so the commits of all
 // of them agree per slot and are requested values or the no-op (ClusterAgreement, by
-// ImplReadies.ReadiesAgree). Not composed here: a crash part-way through a step (ImplCrash,
-// Replica.CrashPartWay) and a restart from a checkpoint (CheckpointRestartIsCrash).
+// ImplReadies.ReadiesAgree). A crash part-way through a whole step (DeliverThenCrash,
+// TickThenCrash, ProposeThenCrash, ConfirmReadThenCrash: CrashTail) runs the replica's step, then
+// replaces the replica by a fresh one that replays its durable records before the step and the
+// step's first k records; the run grows by one system step, the crashed step
+// (Replica.EveryCutIsCrashStep), with only the packets that may have left by the cut
+// (Cr.MayHaveLeft) on the wire; the crashed step's Ready is not returned, only the recovery's.
+// A restart from a checkpoint (RestartFromCheckpoint: a fresh replica replays the checkpoint's
+// records and the later ones, Replica.TruncatedCheckpointRestartIsCrashStep, whose premises are
+// the driver's obligations) is the crash of the host after a Truncate. Not composed here: a
+// crash part-way through a step that loses a tail of its commit records as well (the cut's
+// records are replayed whole), a crash part-way through Truncate, InstallSnapshot or a
+// recovery (QuietCrashPartWay), and a crash part-way through a step after a checkpoint restart.
 module ImplCluster {
   import opened Native
   import opened ImplTypes
