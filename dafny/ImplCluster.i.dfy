@@ -20,8 +20,8 @@
 // records and the later ones, Replica.TruncatedCheckpointRestartIsCrashStep, whose premises are
 // the driver's obligations) is the crash of the host after a Truncate. Not composed here: a
 // crash part-way through a step that loses a tail of its commit records as well (the cut's
-// records are replayed whole), a crash part-way through Truncate, InstallSnapshot or a
-// recovery (QuietCrashPartWay), and a crash part-way through a step after a checkpoint restart.
+// records are replayed whole), and a crash part-way through Truncate, InstallSnapshot or a
+// recovery (QuietCrashPartWay).
 module ImplCluster {
   import opened Native
   import opened ImplTypes
