@@ -703,9 +703,13 @@ module ImplCluster {
       assert acked0 <= s.abs.net && forall q | q in log0 :: q in s.wire;
       ghost var t;
       r, t := rep.InstallSnapshot(upto);
+      ghost var from := if ok then upto else cu0;
+      assert rep.CommitsAre(r, from) && rep.sentLog == log0 && rep.acked <= acked0;
+      assert RR.Run(rep.Consts(), rep.me as nat, h0, {}, R.SnapshotMoves(h0, upto as nat, ok), rep.AbsHost());
       assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
       OthersKept(i as nat);
-      GrowRun(i as nat, h0, R.SnapshotMoves(h0, upto as nat, ok), r, if ok then upto else cu0);
+      assert rep.Consts() == c && rep.me as nat == i as nat;
+      GrowRun(i as nat, h0, R.SnapshotMoves(h0, upto as nat, ok), r, from);
       CarriedOnWire(i as nat, r, t, log0, recs0);
       ClusterAgreement();
     }
