@@ -769,19 +769,17 @@ module ImplCluster {
       ensures pkts == left || pkts == []
       ensures AllAgree(readies, Last().abs.net)
     {
-      ghost var s := Last();
-      var rep0 := reps[i];
-      Prep.ImplPrepared(c, run);
       var kk := k;
       if |r0.records| < k as int {
         kk := |r0.records| as uint64;
       }
       pkts := if Cr.MayHaveLeft(r0.records, r0.early, r0.early + r0.packets, kk as nat, left) then left else [];
-      ghost var s' := rep0.EveryCutIsCrashStep(s.abs, s.wire, h0, log0, disk, moves, r0, t, kk as nat, pkts);
+      ghost var s' := CutStep(i as nat, disk, h0, log0, moves, r0, t, kk as nat, pkts);
       var recs := disk + r0.records[..kk];
       ghost var from;
       var rep;
       rep, r, from := Recovered(i, n, electionTicks, heartbeatTicks, recs);
+      assert {:split_here} true;  // the replacement apart from the step's crash
       assert rep.AbsHost() == Cr.Rebuilt(recs);
       assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
       reps := reps[i := rep];
@@ -789,6 +787,25 @@ module ImplCluster {
       Replaced(i as nat);
       GrowCut(i as nat, s', r, from);
       ClusterAgreement();
+    }
+
+    // The crash of replica i at cut k of its whole step, with pkts on the wire: a system step
+    // from the last state (Replica.EveryCutIsCrashStep; the last state is Prepared, being
+    // reachable: Prep.ImplPrepared).
+    lemma CutStep(i: nat, disk: seq<Record>, h0: P.Host, log0: seq<Packet>, moves: seq<RR.Move>,
+                  r0: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+      requires Owns() && i < n as nat && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int
+      requires reps[i].StepOk(Last().abs, h0, log0, moves) && reps[i].ReadyIs(r0, t, log0, disk)
+      requires Cr.Rebuilt(disk) == h0.(leader := P.NotLeader) && forall q | q in log0 :: q in Last().wire
+      requires Cr.EveryCutCovered(c, i as uint64, h0, log0, Last().abs.net, disk, t)
+      requires k <= |r0.records| && Cr.MayHaveLeft(r0.records, r0.early, r0.early + r0.packets, k, pkts)
+      ensures Sy.ImplNext(c, Last(), s')
+      ensures s'.abs.hosts == Last().abs.hosts[i := Cr.Rebuilt(disk + r0.records[..k])]
+      ensures s'.wire == Last().wire + (set j | 0 <= j < |pkts| :: pkts[j])
+    {
+      var s, rep0 := Last(), reps[i];
+      Prep.ImplPrepared(c, run);
+      s' := rep0.EveryCutIsCrashStep(s.abs, s.wire, h0, log0, disk, moves, r0, t, k, pkts);
     }
 
     // The network delivers p to replica i, whose durable records are disk, and replica i
