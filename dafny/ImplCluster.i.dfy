@@ -10,8 +10,18 @@
 // a reachable run of the system, whose wire holds every packet the Readies carry. Every Ready a
 // step returned holds committed values of its host at a state of that run, so the commits of all
 // of them agree per slot and are requested values or the no-op (ClusterAgreement, by
-// ImplReadies.ReadiesAgree). Not composed here: a crash part-way through a step (ImplCrash,
-// Replica.CrashPartWay) and a restart from a checkpoint (CheckpointRestartIsCrash).
+// ImplReadies.ReadiesAgree). A crash part-way through a whole step (DeliverThenCrash,
+// TickThenCrash, ProposeThenCrash, ConfirmReadThenCrash: CrashTail) runs the replica's step, then
+// replaces the replica by a fresh one that replays its durable records before the step and the
+// step's first k records; the run grows by one system step, the crashed step
+// (Replica.EveryCutIsCrashStep), with only the packets that may have left by the cut
+// (Cr.MayHaveLeft) on the wire; the crashed step's Ready is not returned, only the recovery's.
+// A restart from a checkpoint (RestartFromCheckpoint: a fresh replica replays the checkpoint's
+// records and the later ones, Replica.TruncatedCheckpointRestartIsCrashStep, whose premises are
+// the driver's obligations) is the crash of the host after a Truncate. Not composed here: a
+// crash part-way through a step that loses a tail of its commit records as well (the cut's
+// records are replayed whole), and a crash part-way through Truncate, InstallSnapshot or a
+// recovery (QuietCrashPartWay).
 module ImplCluster {
   import opened Native
   import opened ImplTypes
@@ -27,6 +37,9 @@ module ImplCluster {
   import Rd = ImplReadies
   import R = ImplAbstraction
   import Rep = ImplReplay
+  import Cr = ImplCrash
+  import Prep = ImplPrepared
+  import Ck = ImplCheckpoint
   import Impl
 
   // A Ready a step returned, (at, host, r): of host `host`, whose state after the step is that
@@ -427,6 +440,64 @@ module ImplCluster {
       }
     }
 
+    // Replica i was replaced by a fresh one, after a step of the old one that left the others
+    // unchanged (the Cluster no longer Valid: the old replica is ahead of the run): the
+    // replicas' structure holds, the others are as before.
+    twostate lemma Replaced(i: nat)
+      requires old(Owns()) && i < |old(reps)| && i < |reps| && reps == old(reps)[i := reps[i]]
+      requires run == old(run) && |run| > 0 && Repr == old(Repr) + reps[i].Repr
+      requires fresh(reps[i].Repr)
+      requires forall j | 0 <= j < |reps| && j != i :: unchanged(reps[j].Repr)
+      requires reps[i].Shape() && reps[i].Valid() && reps[i].me == i as uint64 && reps[i].n == n
+      requires old(forall j | 0 <= j < |reps| && j != i :: Tied(reps[j], j, Last()))
+      ensures Owns() && forall j | 0 <= j < |reps| && j != i :: Tied(reps[j], j, Last())
+    {
+      forall j | 0 <= j < |reps| && j != i
+        ensures reps[j].Shape() && reps[j].Valid() && reps[j].me == j as uint64 && reps[j].n == n
+        ensures Tied(reps[j], j, Last()) && reps[j].Repr <= Repr && this !in reps[j].Repr
+      {
+        assert reps[j] == old(reps[j]);
+        assert old(reps[j].Shape());
+        assert old(Tied(reps[j], j, Last()));
+      }
+    }
+
+    // Replica i restarted (a fresh replica that sent nothing and counted no Accepted message),
+    // the others unchanged, and s' is a system step from the last state s whose host i is the
+    // restarted replica's, the others' as in s, its wire holding s's: the run grows by s', and
+    // the Ready of the recovery joins the returned ones.
+    ghost method GrowCut(i: nat, s': Sy.Sys, r: Ready, from: uint64)
+      requires Owns() && i < |reps| && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int && ReadiesHeld(run, readies)
+      requires forall j | 0 <= j < |reps| && j != i :: Tied(reps[j], j, Last())
+      requires Sy.ImplNext(c, Last(), s') && s'.abs.hosts == Last().abs.hosts[i := reps[i].AbsHost()]
+      requires Last().wire <= s'.wire
+      requires reps[i].sentLog == [] && reps[i].acked == {} && reps[i].CommitsAre(r, from)
+      modifies this
+      ensures Valid() && Repr == old(Repr) && reps == old(reps)
+      ensures run == old(run) + [s'] && readies == old(readies) + [(|run| - 1, i, r)]
+    {
+      reveal Inner();
+      var s, rep := Last(), reps[i];
+      Extend(c, run, s');
+      Rd.NextNetGrows(c, s, s');
+      rep.CommitsAreCommitted(r, from);
+      run := run + [s'];
+      readies := readies + [(|run| - 1, i, r)];
+      assert Owns();
+      forall j | 0 <= j < |reps| ensures Tied(reps[j], j, s') {
+        if j != i {
+          assert Tied(reps[j], j, s);
+        }
+      }
+      forall e | e in readies
+        ensures e.0 < |run| && e.1 < |run[e.0].abs.hosts| && Rd.ReadyCommitted(e.2, run[e.0].abs.hosts[e.1])
+      {
+        if e in old(readies) {
+          assert run[e.0] == old(run)[e.0];
+        }
+      }
+    }
+
     // A client's request for val, to replica i, enters the network (ClientSends).
     ghost method Request(i: nat, val: S.Value)
       requires Valid() && i < |reps|
@@ -632,9 +703,13 @@ module ImplCluster {
       assert acked0 <= s.abs.net && forall q | q in log0 :: q in s.wire;
       ghost var t;
       r, t := rep.InstallSnapshot(upto);
+      ghost var from := if ok then upto else cu0;
+      assert rep.CommitsAre(r, from) && rep.sentLog == log0 && rep.acked <= acked0;
+      assert RR.Run(rep.Consts(), rep.me as nat, h0, {}, R.SnapshotMoves(h0, upto as nat, ok), rep.AbsHost());
       assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
       OthersKept(i as nat);
-      GrowRun(i as nat, h0, R.SnapshotMoves(h0, upto as nat, ok), r, if ok then upto else cu0);
+      assert rep.Consts() == c && rep.me as nat == i as nat;
+      GrowRun(i as nat, h0, R.SnapshotMoves(h0, upto as nat, ok), r, from);
       CarriedOnWire(i as nat, r, t, log0, recs0);
       ClusterAgreement();
     }
@@ -666,6 +741,232 @@ module ImplCluster {
       Repr := Repr + rep.Repr;
       Swapped(i as nat);
       GrowCrash(i as nat, d, r, from);
+      ClusterAgreement();
+    }
+
+    // The crash that ends replica i's whole step (r0: its Ready; t: its trail from the last
+    // state s, where its host was at h0, its packet log at log0, its durable records disk), the
+    // others unchanged: only the step's first kk records became durable (kk: k, at most all of
+    // them), and only the packets left (when they may have left by then, Cr.MayHaveLeft; else
+    // none) reached the wire. A fresh replica replays disk + r0.records[..kk] (Recovered). The
+    // run grows by one system step, the crashed step (Replica.EveryCutIsCrashStep), to the state
+    // whose host i is the fresh replica's; the step's Ready is not returned (it was never
+    // honoured), only the recovery's.
+    method CrashTail(i: uint64, disk: seq<Record>, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves: seq<RR.Move>,
+                     r0: Ready, ghost t: seq<O.Out>, k: uint64, ghost left: seq<Packet>)
+      returns (r: Ready, ghost pkts: seq<Packet>)
+      requires Owns() && i < n && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int && ReadiesHeld(run, readies)
+      requires forall j | 0 <= j < |reps| && j != i as nat :: Tied(reps[j], j, Last())
+      requires reps[i].StepOk(Last().abs, h0, log0, moves) && reps[i].ReadyIs(r0, t, log0, disk)
+      requires Cr.Rebuilt(disk) == h0.(leader := P.NotLeader) && forall q | q in log0 :: q in Last().wire
+      requires Cr.EveryCutCovered(c, i, h0, log0, Last().abs.net, disk, t)
+      requires |disk| + k as int < 0x1_0000_0000_0000_0000
+      modifies this
+      ensures Valid() && old(Repr) <= Repr && fresh(Repr - old(Repr))
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures Sy.ImplNext(c, old(Last()), Last())
+      ensures Last().wire == old(Last().wire) + (set j | 0 <= j < |pkts| :: pkts[j])
+      ensures pkts == left || pkts == []
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      var kk := k;
+      if |r0.records| < k as int {
+        kk := |r0.records| as uint64;
+      }
+      pkts := if Cr.MayHaveLeft(r0.records, r0.early, r0.early + r0.packets, kk as nat, left) then left else [];
+      ghost var s' := CutStep(i as nat, disk, h0, log0, moves, r0, t, kk as nat, pkts);
+      var recs := disk + r0.records[..kk];
+      ghost var from;
+      var rep;
+      rep, r, from := Recovered(i, n, electionTicks, heartbeatTicks, recs);
+      assert {:split_here} true;  // the replacement apart from the step's crash
+      assert rep.AbsHost() == Cr.Rebuilt(recs);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      reps := reps[i := rep];
+      Repr := Repr + rep.Repr;
+      Replaced(i as nat);
+      GrowCut(i as nat, s', r, from);
+      ClusterAgreement();
+    }
+
+    // The crash of replica i at cut k of its whole step, with pkts on the wire: a system step
+    // from the last state (Replica.EveryCutIsCrashStep; the last state is Prepared, being
+    // reachable: Prep.ImplPrepared).
+    lemma CutStep(i: nat, disk: seq<Record>, h0: P.Host, log0: seq<Packet>, moves: seq<RR.Move>,
+                  r0: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
+      requires Owns() && i < n as nat && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int
+      requires reps[i].StepOk(Last().abs, h0, log0, moves) && reps[i].ReadyIs(r0, t, log0, disk)
+      requires Cr.Rebuilt(disk) == h0.(leader := P.NotLeader) && forall q | q in log0 :: q in Last().wire
+      requires Cr.EveryCutCovered(c, i as uint64, h0, log0, Last().abs.net, disk, t)
+      requires k <= |r0.records| && Cr.MayHaveLeft(r0.records, r0.early, r0.early + r0.packets, k, pkts)
+      ensures Sy.ImplNext(c, Last(), s')
+      ensures s'.abs.hosts == Last().abs.hosts[i := Cr.Rebuilt(disk + r0.records[..k])]
+      ensures s'.wire == Last().wire + (set j | 0 <= j < |pkts| :: pkts[j])
+    {
+      var s, rep0 := Last(), reps[i];
+      Prep.ImplPrepared(c, run);
+      s' := rep0.EveryCutIsCrashStep(s.abs, s.wire, h0, log0, disk, moves, r0, t, k, pkts);
+    }
+
+    // The network delivers p to replica i, whose durable records are disk, and replica i
+    // crashes part-way through the step (CrashTail): its first k records durable (at most all),
+    // the packets left on the wire if they may have left by then. Returned: the recovery's Ready.
+    method DeliverThenCrash(i: uint64, p: Packet, disk: seq<Record>, k: uint64, ghost left: seq<Packet>)
+      returns (r: Ready, ghost pkts: seq<Packet>)
+      requires Valid() && i < n && p in Last().wire
+      requires disk == reps[i].recLog && |disk| + k as int < 0x1_0000_0000_0000_0000
+      modifies Repr
+      ensures Valid() && old(Repr) <= Repr && fresh(Repr - old(Repr))
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures Last().wire == old(Last().wire) + (set j | 0 <= j < |pkts| :: pkts[j])
+      ensures pkts == left || pkts == []
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      var rep := reps[i];
+      StepFromLast(i as nat);
+      assert OT.OnWire(p, s.abs.net);
+      ghost var h0, log0 := rep.AbsHost(), rep.sentLog;
+      ghost var moves, t;
+      var r0;
+      r0, moves, t := rep.Receive(p, s.abs);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      OthersKept(i as nat);
+      r, pkts := CrashTail(i, disk, h0, log0, moves, r0, t, k, left);
+    }
+
+    // A tick of replica i's clock, and a crash part-way through it (as DeliverThenCrash).
+    method TickThenCrash(i: uint64, disk: seq<Record>, k: uint64, ghost left: seq<Packet>)
+      returns (r: Ready, ghost pkts: seq<Packet>)
+      requires Valid() && i < n
+      requires disk == reps[i].recLog && |disk| + k as int < 0x1_0000_0000_0000_0000
+      modifies Repr
+      ensures Valid() && old(Repr) <= Repr && fresh(Repr - old(Repr))
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures Last().wire == old(Last().wire) + (set j | 0 <= j < |pkts| :: pkts[j])
+      ensures pkts == left || pkts == []
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      var rep := reps[i];
+      StepFromLast(i as nat);
+      ghost var h0, log0 := rep.AbsHost(), rep.sentLog;
+      ghost var moves, t;
+      var r0;
+      r0, moves, t := rep.Tick(s.abs);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      OthersKept(i as nat);
+      r, pkts := CrashTail(i, disk, h0, log0, moves, r0, t, k, left);
+    }
+
+    // A client asks replica i to decide val (its request enters the network, ClientSends), and
+    // replica i crashes part-way through its Propose (as DeliverThenCrash).
+    method ProposeThenCrash(i: uint64, val: Value, disk: seq<Record>, k: uint64, ghost left: seq<Packet>)
+      returns (r: Ready, ghost pkts: seq<Packet>)
+      requires Valid() && i < n
+      requires disk == reps[i].recLog && |disk| + k as int < 0x1_0000_0000_0000_0000
+      modifies Repr
+      ensures Valid() && old(Repr) <= Repr && fresh(Repr - old(Repr))
+      ensures |run| == |old(run)| + 2 && run[..|old(run)|] == old(run)
+      ensures readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures Last().wire == old(Last().wire) + (set j | 0 <= j < |pkts| :: pkts[j])
+      ensures pkts == left || pkts == []
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      Request(i as nat, val);
+      ghost var run1 := run;
+      r, pkts := ProposeRequestedThenCrash(i, val, disk, k, left);
+      assert run[..|old(run)|] == run1[..|old(run)|] == old(run);
+    }
+
+    // Replica i's Propose of val, whose request is in the network, and a crash part-way
+    // through it (as DeliverThenCrash).
+    method ProposeRequestedThenCrash(i: uint64, val: Value, disk: seq<Record>, k: uint64, ghost left: seq<Packet>)
+      returns (r: Ready, ghost pkts: seq<Packet>)
+      requires Valid() && i < n && S.Request(i as nat, i as nat, val) in Last().abs.net
+      requires disk == reps[i].recLog && |disk| + k as int < 0x1_0000_0000_0000_0000
+      modifies Repr
+      ensures Valid() && old(Repr) <= Repr && fresh(Repr - old(Repr))
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures Last().wire == old(Last().wire) + (set j | 0 <= j < |pkts| :: pkts[j])
+      ensures pkts == left || pkts == []
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      var rep := reps[i];
+      StepFromLast(i as nat);
+      ghost var h0, log0 := rep.AbsHost(), rep.sentLog;
+      ghost var moves, t;
+      var r0;
+      r0, moves, t := rep.Propose(val, s.abs);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      OthersKept(i as nat);
+      r, pkts := CrashTail(i, disk, h0, log0, moves, r0, t, k, left);
+    }
+
+    // Leader i starts confirming a read, and crashes part-way through (as DeliverThenCrash).
+    method ConfirmReadThenCrash(i: uint64, disk: seq<Record>, k: uint64, ghost left: seq<Packet>)
+      returns (r: Ready, ghost pkts: seq<Packet>)
+      requires Valid() && i < n
+      requires disk == reps[i].recLog && |disk| + k as int < 0x1_0000_0000_0000_0000
+      modifies Repr
+      ensures Valid() && old(Repr) <= Repr && fresh(Repr - old(Repr))
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures Last().wire == old(Last().wire) + (set j | 0 <= j < |pkts| :: pkts[j])
+      ensures pkts == left || pkts == []
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      var rep := reps[i];
+      StepFromLast(i as nat);
+      ghost var h0, log0 := rep.AbsHost(), rep.sentLog;
+      ghost var moves, t;
+      var r0, seqNo, readSlot;
+      r0, seqNo, readSlot, moves, t := rep.ConfirmRead(s.abs);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      OthersKept(i as nat);
+      r, pkts := CrashTail(i, disk, h0, log0, moves, r0, t, k, left);
+    }
+
+    // Replica i restarts from a checkpoint: a fresh replica replays cp + later', where cp is a
+    // checkpoint's records (they rebuild the host that the durable prefix pre rebuilds, truncated
+    // at t, below which that host committed every slot), later' the records after pre less a
+    // tail of commit records (Replica.TruncatedCheckpointRestartIsCrashStep's premises, the
+    // driver's obligations). The system takes the crash of host i after a Truncate(t) of its
+    // host.
+    method RestartFromCheckpoint(i: uint64, cp: seq<Record>, ghost pre: seq<Record>, later': seq<Record>, ghost t: nat)
+      returns (r: Ready)
+      requires Valid() && i < n && |cp + later'| < 0x1_0000_0000_0000_0000
+      requires R.LosesCommits(reps[i].recLog, pre + later')
+      requires var x := R.ApplyAll(Rep.InitHost(), pre, WINDOW as nat, SLOT_LIMIT as nat);
+               && (forall s | x.logStart <= s < t :: s in x.committed)
+               && R.ApplyAll(Rep.InitHost(), cp, WINDOW as nat, SLOT_LIMIT as nat) == Ck.TruncatedTo(x, t)
+      requires reps[i].emitFrom <= |pre|
+      modifies Repr
+      ensures Valid() && old(Repr) <= Repr && fresh(Repr - old(Repr))
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      StepFromLast(i as nat);
+      ghost var rep0 := reps[i];
+      reveal Inner();
+      assert Tied(rep0, i as nat, s);
+      ghost var s' := rep0.TruncatedCheckpointRestartIsCrashStep(s, cp, pre, later', t);
+      ghost var from;
+      var rep;
+      rep, r, from := Recovered(i, n, electionTicks, heartbeatTicks, cp + later');
+      assert rep.Repr !! old(Repr);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      reps := reps[i := rep];
+      Repr := Repr + rep.Repr;
+      Swapped(i as nat);
+      GrowCut(i as nat, s', r, from);
       ClusterAgreement();
     }
   }
