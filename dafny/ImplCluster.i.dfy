@@ -54,6 +54,33 @@ module ImplCluster {
       && (a.2.commits[x].val == S.NoOp || S.Requested(net, a.2.commits[x].val))
   }
 
+  // No host step sends a client's request (only ClientSends puts one in the network).
+  lemma HostSendsNoRequest(c: P.Constants, i: nat, h: P.Host, h': P.Host, net: set<S.Message>,
+                           sent: set<S.Message>, step: P.Step)
+    requires P.HostStep(c, i, h, h', net, sent, step)
+    ensures forall m | m in sent :: !m.Request?
+  {
+  }
+
+  // Nor does a run of host steps.
+  lemma RunSendsNoRequest(c: P.Constants, i: nat, h: P.Host, net: set<S.Message>, moves: seq<RR.Move>, h': P.Host)
+    requires RR.RunG(c, i, h, net, moves, h')
+    ensures forall m | m in RR.SentBy(moves) :: !m.Request?
+    decreases |moves|
+  {
+    reveal RR.RunG();
+    if moves != [] {
+      HostSendsNoRequest(c, i, h, moves[0].post, net, moves[0].sent, moves[0].step);
+      RunSendsNoRequest(c, i, moves[0].post, net + moves[0].sent, moves[1..], h');
+    }
+  }
+
+  // From s to s' the wire only grew and no client's request entered the network.
+  opaque ghost predicate Grew(s: Sy.Sys, s': Sy.Sys) {
+    && s.wire <= s'.wire
+    && forall m | m in s'.abs.net && m.Request? :: m in s.abs.net
+  }
+
   // The last state of a reachable run: the protocol's invariant holds, and its wire refines
   // its network.
   lemma LastFacts(c: P.Constants, run: seq<Sy.Sys>)
@@ -202,6 +229,7 @@ module ImplCluster {
       requires 1 <= n <= MAX_MEMBERS
       requires 1 <= electionTicks <= TICKS_LIMIT && 1 <= heartbeatTicks <= TICKS_LIMIT
       ensures Valid() && fresh(Repr) && |run| == 1 && readies == []
+      ensures this.n == n && Last().wire == {} && Last().abs.net == {}
     {
       var rs: seq<Impl.Replica> := [];
       ghost var objs: set<object> := {};
@@ -301,7 +329,7 @@ module ImplCluster {
       modifies this
       ensures Valid() && Repr == old(Repr) && reps == old(reps)
       ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i, r)]
-      ensures Sy.ImplNext(c, old(Last()), Last())
+      ensures Sy.ImplNext(c, old(Last()), Last()) && Grew(old(Last()), Last())
     {
       reveal Inner();
       var s, rep := Last(), reps[i];
@@ -309,6 +337,8 @@ module ImplCluster {
       var pkts := rep.sentLog[|log0|..];
       var s' := Sy.After(s, i, rep.AbsHost(), moves, pkts);
       assert Sy.ImplStep(c, s, s', i, s.abs.net, moves, rep.AbsHost(), pkts);
+      RunSendsNoRequest(c, i, s.abs.hosts[i], s.abs.net, moves, rep.AbsHost());
+      reveal Grew();
       assert Sy.ImplNext(c, s, s');
       Extend(c, run, s');
       rep.CommitsAreCommitted(r, from);
@@ -347,11 +377,13 @@ module ImplCluster {
       modifies this
       ensures Valid() && Repr == old(Repr) && reps == old(reps)
       ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i, r)]
-      ensures Sy.ImplNext(c, old(Last()), Last())
+      ensures Sy.ImplNext(c, old(Last()), Last()) && Grew(old(Last()), Last())
     {
       reveal Inner();
       var s, rep := Last(), reps[i];
       RR.RunGOf(c, i, h0, {}, s.abs.net, moves, rep.AbsHost());
+      RunSendsNoRequest(c, i, h0, s.abs.net, moves, rep.AbsHost());
+      reveal Grew();
       var s' := Sy.After(s, i, rep.AbsHost(), moves, []);
       assert Sy.ImplStep(c, s, s', i, s.abs.net, moves, rep.AbsHost(), []);
       assert Sy.ImplNext(c, s, s');
@@ -505,6 +537,7 @@ module ImplCluster {
       ensures Valid() && Repr == old(Repr) && reps == old(reps) && readies == old(readies)
       ensures run == old(run) + [Last()] && Sy.ClientSends(c, old(Last()), Last(), i, val)
       ensures S.Request(i, i, val) in Last().abs.net
+      ensures Last().wire == old(Last().wire) && Last().abs.net == old(Last().abs.net) + {S.Request(i, i, val)}
     {
       reveal Inner();
       var s := Last();
@@ -555,6 +588,7 @@ module ImplCluster {
       ensures Valid() && Repr == old(Repr)
       ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
       ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures Grew(old(Last()), Last())
       ensures AllAgree(readies, Last().abs.net)
     {
       ghost var s := Last();
@@ -579,6 +613,7 @@ module ImplCluster {
       ensures Valid() && Repr == old(Repr)
       ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
       ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures Grew(old(Last()), Last())
       ensures AllAgree(readies, Last().abs.net)
     {
       ghost var s := Last();
@@ -619,6 +654,7 @@ module ImplCluster {
       ensures Valid() && Repr == old(Repr)
       ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
       ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures Grew(old(Last()), Last())
       ensures AllAgree(readies, Last().abs.net)
     {
       ghost var s := Last();
@@ -642,6 +678,7 @@ module ImplCluster {
       ensures Valid() && Repr == old(Repr)
       ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
       ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures Grew(old(Last()), Last())
       ensures AllAgree(readies, Last().abs.net)
     {
       ghost var s := Last();
@@ -665,6 +702,7 @@ module ImplCluster {
       ensures Valid() && Repr == old(Repr)
       ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
       ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures Grew(old(Last()), Last())
       ensures AllAgree(readies, Last().abs.net)
     {
       ghost var s := Last();
@@ -691,6 +729,7 @@ module ImplCluster {
       ensures Valid() && Repr == old(Repr)
       ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
       ensures forall q | q in r.early || q in r.packets :: q in Last().wire
+      ensures Grew(old(Last()), Last())
       ensures AllAgree(readies, Last().abs.net)
     {
       ghost var s := Last();
