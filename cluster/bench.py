@@ -213,48 +213,101 @@ def keep_alive_load_name(streams: int, window: int, where: str) -> str:
     return f"keep-alive {streams}x{window}" + (f" {where}" if streams == 1 else "")
 
 
+def load_names() -> list[str]:
+    """Every load of a round, in the order a round runs them (as the tables name them)."""
+    return ([f"{op} {procs}x{in_flight}" for op, procs, in_flight in LOADS] + [f"watch {w}" for w in WATCHERS]
+            + ["grant 2x64"] + [keep_alive_load_name(*load) for load in KEEP_ALIVE_LOADS]
+            + ["{} {}x{}".format(*BIG_LOAD)])
+
+
+def _plain(name: str) -> str:
+    """A load's name as `--loads` takes it: dashes for spaces (`put-1x1`, `keep-alive-64x8`)."""
+    return name.replace(" ", "-")
+
+
+def pick_loads(text: str) -> list[str]:
+    """The loads `--loads` names (comma-separated, as `_plain` spells them; case and the choice
+    between a dash and a space do not matter), in the order a round runs them. ValueError names
+    what is unknown and every load there is."""
+    known = {_plain(name).lower(): name for name in load_names()}
+    wanted = [w.strip() for w in text.split(",") if w.strip()]
+    unknown = [w for w in wanted if _plain(w).lower() not in known]
+    if unknown or not wanted:
+        raise ValueError(("no load named" if not unknown else "unknown load " + ", ".join(map(repr, unknown)))
+                         + "; the loads are " + ", ".join(_plain(name) for name in load_names()))
+    chosen = {known[_plain(w).lower()] for w in wanted}
+    return [name for name in load_names() if name in chosen]
+
+
+def _report(round_no: int, rounds: int, load: str, name: str, figures: dict) -> None:
+    """Progress on stderr (stdout carries only the tables): one line per load and system."""
+    if "events_per_s" in figures:
+        what = f"{figures['events_per_s']:,.0f} events/s"
+    else:
+        what = f"{figures['ops_per_s']:,.0f} ops/s"
+    print(f"round {round_no + 1}/{rounds}: {load}, {name}: {what}, p50 {figures['p50_ms']:.2f} ms, "
+          f"p99 {figures['p99_ms']:.2f} ms, {figures['errors']} errors", file=sys.stderr, flush=True)
+
+
 def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: float = 100.0,
           round_no: int = 0, pids: dict[str, list[int]] | None = None,
-          quiet_disk_of: Path | None = None) -> dict:
-    """Every load against every system, load by load: both clusters run the whole time and the
-    order alternates, so a drift in this machine's speed does not favour either system."""
+          quiet_disk_of: Path | None = None, loads: list[str] | None = None, rounds: int = 1) -> dict:
+    """Every load (of `loads`, if given) against every system, load by load: both clusters run
+    the whole time and the order alternates, so a drift in this machine's speed does not favour
+    either system."""
     out: dict = {name: {} for name in systems}
+    chosen = set(load_names() if loads is None else loads)
+
+    def done(load: str, name: str, figures: dict) -> None:
+        out[name][load] = figures
+        _report(round_no, rounds, load, name, figures)
+
     for k, (op, procs, in_flight) in enumerate(LOADS):
+        if f"{op} {procs}x{in_flight}" not in chosen:
+            continue
         names = list(systems) if (k + round_no) % 2 == 0 else list(reversed(systems))
         for name in names:
             endpoints = leader_first(systems[name])
             run_load(endpoints, "put", 1, 1, 0.2)  # warm up (and make sure keys exist for gets)
-            out[name][f"{op} {procs}x{in_flight}"] = run_load(endpoints, op, procs, in_flight, duration_s)
+            done(f"{op} {procs}x{in_flight}", name, run_load(endpoints, op, procs, in_flight, duration_s))
     for k, watchers in enumerate(WATCHERS if watch_put_rate > 0 else []):
+        if f"watch {watchers}" not in chosen:
+            continue
         names = list(systems) if k % 2 == 0 else list(reversed(systems))
         for name in names:
             try:
-                out[name][f"watch {watchers}"] = run_watch_load(leader_first(systems[name]), watchers, duration_s,
-                                                                watch_put_rate)
+                done(f"watch {watchers}", name, run_watch_load(leader_first(systems[name]), watchers, duration_s,
+                                                               watch_put_rate))
             except RuntimeError as err:
                 raise BenchError(f"{name}: watch {watchers}: {err}") from None
-    for name in (list(systems) if round_no % 2 == 0 else list(reversed(systems))):
-        out[name]["grant 2x64"] = run_load(leader_first(systems[name]), "grant", 2, 64, duration_s)
+    if "grant 2x64" in chosen:
+        for name in (list(systems) if round_no % 2 == 0 else list(reversed(systems))):
+            done("grant 2x64", name, run_load(leader_first(systems[name]), "grant", 2, 64, duration_s))
     for k, (streams, window, where) in enumerate(KEEP_ALIVE_LOADS):
         names = list(systems) if k % 2 == 0 else list(reversed(systems))
         load = keep_alive_load_name(streams, window, where)
+        if load not in chosen:
+            continue
         for name in names:
             first_id = 1 + (round_no * len(KEEP_ALIVE_LOADS) + k) * KEEP_ALIVE_LEASES  # new leases each time
             endpoints = leader_first(systems[name])
             if where == "follower":
                 endpoints = endpoints[1:] + endpoints[:1]
             try:
-                out[name][load] = run_keep_alive_load(endpoints, streams, window, duration_s, first_id,
-                                                      (pids or {}).get(name, ()))
+                done(load, name, run_keep_alive_load(endpoints, streams, window, duration_s, first_id,
+                                                     (pids or {}).get(name, ())))
             except RuntimeError as err:
                 raise BenchError(f"{name}: {load}: {err}") from None
     # The 16 KiB puts last: the history they leave (every version until a compaction) makes the
     # state large, so each system then deletes them and compacts, and the next round's loads run
     # on a state like this round's.
     op, procs, in_flight = BIG_LOAD
+    big = f"{op} {procs}x{in_flight}"
+    if big not in chosen:
+        return out
     for name in (list(systems) if round_no % 2 == 0 else list(reversed(systems))):
         endpoints = leader_first(systems[name])
-        out[name][f"{op} {procs}x{in_flight}"] = run_load(endpoints, op, procs, in_flight, duration_s)
+        done(big, name, run_load(endpoints, op, procs, in_flight, duration_s))
         try:
             forget_big_values(endpoints[0])
         except BenchError as err:
@@ -360,6 +413,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--only", choices=["verikv", "etcd"], default=None)
     p.add_argument("--watch-put-rate", type=float, default=100.0,
                    help="puts per second during the watch loads (0: no watch loads)")
+    p.add_argument("--loads", metavar="LOAD,...",
+                   help="only these loads, comma-separated, e.g. put-1x1,get-1x1,keep-alive-64x8 "
+                        "(default: every load; an unknown name is refused with the list)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-runtime-checks", action="store_true",
                    help="run the verikv nodes without runtime checks (to measure their cost)")
@@ -377,6 +433,16 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    loads = None
+    if args.loads is not None:
+        if args.big_store:
+            p.error("--loads chooses among the loads, which --big-store does not run")
+        try:
+            loads = pick_loads(args.loads)
+        except ValueError as err:
+            p.error(f"--loads: {err}")
+        if args.watch_put_rate <= 0 and any(load.startswith("watch ") for load in loads):
+            p.error("--loads names a watch load, and --watch-put-rate 0 leaves the watch loads out")
     if args.big_store:
         if args.tls:
             p.error("--big-store runs without TLS")
@@ -434,7 +500,7 @@ def main(argv: list[str]) -> int:
             for name, endpoints in systems.items():
                 print(f"benchmarking {name} at {','.join(endpoints)}" + (" over TLS" if args.tls else ""),
                       file=sys.stderr)
-            rounds = [bench(systems, args.duration_s, args.watch_put_rate, k, pids, args.data_dir)
+            rounds = [bench(systems, args.duration_s, args.watch_put_rate, k, pids, args.data_dir, loads, args.rounds)
                       for k in range(args.rounds)]
             results = _medians(rounds)
     except (cluster_cli.ClusterError, BenchError) as err:
@@ -445,10 +511,13 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
+    ran = {load for name in results for load in results[name]}
     lease_loads = ["grant 2x64"] + [keep_alive_load_name(*load) for load in KEEP_ALIVE_LOADS]
-    _print_table(results, [f"{op} {p}x{f}" for op, p, f in LOADS + [BIG_LOAD]] + lease_loads, args.rounds, "throughput",
-                 f"{'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}",
-                 lambda r: f"{r['ops_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}")
+    table = [load for load in [f"{op} {p}x{f}" for op, p, f in LOADS + [BIG_LOAD]] + lease_loads if load in ran]
+    if table:
+        _print_table(results, table, args.rounds, "throughput",
+                     f"{'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}",
+                     lambda r: f"{r['ops_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}")
     memory = [(name, results[name][load]["lease_bytes"]) for name in ("verikv", "etcd")
               for load in [keep_alive_load_name(*KEEP_ALIVE_LOADS[0])]
               if "lease_bytes" in results.get(name, {}).get(load, {})]
@@ -456,11 +525,12 @@ def main(argv: list[str]) -> int:
         print(f"\nmemory of live leases: how much a node's RSS grew while {KEEP_ALIVE_LEASES:,} leases were granted "
               f"(median over the nodes{' and rounds' if args.rounds > 1 else ''}), per lease: "
               + ", ".join(f"{name} {b:,.0f} bytes" for name, b in memory))
-    if args.watch_put_rate > 0:
+    if any(load.startswith("watch ") for load in ran):
         print(f"\nwatch loads: N watchers on one prefix ({WATCHERS_PER_STREAM} per stream, over every node), "
               f"one client putting {args.watch_put_rate:.0f}/s into it, one put at a time; latency: from a put's "
               f"answer to its event at a watcher (negative: the event came first); undelivered: not there 10 s after the last put")
-        _print_table(results, [f"watch {w}" for w in WATCHERS], args.rounds, "events delivered per second",
+        _print_table(results, [f"watch {w}" for w in WATCHERS if f"watch {w}" in ran], args.rounds,
+                     "events delivered per second",
                      f"{'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'undelivered':>11} {'errors':>6}",
                      lambda r: f"{r['events_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                                f"{r['expected_events'] - r['events']:>11} {r['errors']:>6}")

@@ -278,6 +278,53 @@ def test_bench_runs_against_verikv_and_prints_figures(tmp_path):
         assert w["events_per_s"] > 0 and w["p50_ms"] <= w["p99_ms"]
 
 
+def test_bench_loads_picks_loads_by_name_in_the_order_a_round_runs_them():
+    from verikv.cluster.bench import load_names, pick_loads
+
+    assert pick_loads("keep-alive-64x8, PUT-1x1,watch 100,put-16kib-2x64") == [
+        "put 1x1", "watch 100", "keep-alive 64x8", "put-16KiB 2x64"]
+    assert pick_loads(",".join(name.replace(" ", "-") for name in load_names())) == load_names()
+    for bad in ("put-1x2", "", " , "):
+        with pytest.raises(ValueError) as err:
+            pick_loads(bad)
+        assert "the loads are put-1x1, get-1x1," in str(err.value) and "keep-alive-1x128-follower" in str(err.value)
+    with pytest.raises(ValueError, match="unknown load 'put-1x2'"):
+        pick_loads("put-1x1,put-1x2")
+
+
+def test_bench_refuses_unknown_loads_and_watch_loads_without_puts_before_starting_anything(tmp_path):
+    """The refusals are argparse's: exit code 2, one line that says why, no cluster started."""
+    for args, says in ((["--loads", "put-1x2"], "--loads: unknown load 'put-1x2'; the loads are put-1x1,"),
+                       (["--loads", "watch-100", "--watch-put-rate", "0"], "--loads names a watch load"),
+                       (["--loads", "put-1x1", "--big-store"], "--big-store does not run")):
+        out = subprocess.run([sys.executable, "-m", "verikv.cli", "bench", "--data-dir", str(tmp_path / "b"), *args],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+        assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_bench_loads_runs_only_those_and_reports_each_as_it_ends(tmp_path):
+    """`--loads`: only the loads named run (figures for them alone, in the JSON and the tables),
+    and each load's figures are on stderr as soon as it ends, with its round. Ports 28800-28812."""
+    base = ["bench", "--only", "verikv", "--duration-s", "0.3", "--data-dir", str(tmp_path / "b"),
+            "--base-port", "28800", "--loads", "get-1x1,keep-alive-64x8"]
+    out = subprocess.run([sys.executable, "-m", "verikv.cli", *base, "--rounds", "2", "--json"],
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    figures = json.loads(out.stdout)["verikv"]
+    assert sorted(figures) == ["get 1x1", "keep-alive 64x8"], figures
+    assert all(f["ops"] > 0 and f["errors"] == 0 and f["rounds"] == 2 for f in figures.values()), figures
+    progress = [line for line in out.stderr.splitlines() if line.startswith("round ")]
+    assert [line.split(",")[0] for line in progress] == [
+        "round 1/2: get 1x1", "round 1/2: keep-alive 64x8", "round 2/2: get 1x1", "round 2/2: keep-alive 64x8"]
+    assert all(", verikv: " in line and " ops/s, p50 " in line and line.endswith(" 0 errors") for line in progress)
+    tables = subprocess.run([sys.executable, "-m", "verikv.cli", *base], capture_output=True, text=True, timeout=240)
+    assert tables.returncode == 0, tables.stderr[-2000:]
+    rows = [line.split("  ")[0].strip() for line in tables.stdout.splitlines()[1:] if line.strip()]
+    assert rows == ["get 1x1", "keep-alive 64x8"], tables.stdout  # no watch table, no other load
+
+
 def test_bench_medians_report_the_median_ratio_and_its_spread_over_rounds():
     from verikv.cluster.bench import _medians
 
