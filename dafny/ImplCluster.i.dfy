@@ -21,7 +21,8 @@
 // the driver's obligations) is the crash of the host after a Truncate. Not composed here: a
 // crash part-way through a step that loses a tail of its commit records as well (the cut's
 // records are replayed whole), and a crash part-way through Truncate, InstallSnapshot or a
-// recovery (QuietCrashPartWay).
+// recovery (QuietCrashPartWay). Main.i.dfy wraps this Cluster as the end-to-end contract of
+// Main.s.dfy (module MainSpec), the one a reader checks.
 module ImplCluster {
   import opened Native
   import opened ImplTypes
