@@ -306,5 +306,8 @@ FANNED = [0]  # FanOut items the property above was sent
 
 
 def test_the_fan_out_property_saw_fan_outs():
-    """Runs after the property (pytest keeps the file's order): it checked fan-outs, not nothing."""
-    assert FANNED[0] > 100
+    """Runs after the property (pytest keeps the file's order): it checked fan-outs, not nothing.
+    Its 300 examples are drawn afresh each run: 13 runs here saw 84 to 267 FanOuts, 3 of them
+    below 100 (a bound of 100 failed a CI run), so the bound sits far below that spread and far
+    above none."""
+    assert FANNED[0] > 20
