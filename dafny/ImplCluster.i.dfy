@@ -18,10 +18,13 @@
 // (Cr.MayHaveLeft) on the wire; the crashed step's Ready is not returned, only the recovery's.
 // A restart from a checkpoint (RestartFromCheckpoint: a fresh replica replays the checkpoint's
 // records and the later ones, Replica.TruncatedCheckpointRestartIsCrashStep, whose premises are
-// the driver's obligations) is the crash of the host after a Truncate. Not composed here: a
-// crash part-way through a step that loses a tail of its commit records as well (the cut's
-// records are replayed whole), and a crash part-way through Truncate, InstallSnapshot or a
-// recovery (QuietCrashPartWay). Main.i.dfy wraps this Cluster as the end-to-end contract of
+// the driver's obligations) is the crash of the host after a Truncate. A crash part-way
+// through Truncate or InstallSnapshot (TruncateThenCrash, InstallSnapshotThenCrash:
+// QuietCrashTail) is at one of two cuts, their one record durable or not (Cr.AtMostOne,
+// Replica.QuietCrashPartWay); one part-way through a recovery is Restart again from the same
+// records (a recovery emits none; Restart ensures its precondition holds for them again). Not
+// composed here: a crash part-way through a step that loses a tail of its commit records as well
+// (the cut's records are replayed whole). Main.i.dfy wraps this Cluster as the end-to-end contract of
 // Main.s.dfy (module MainSpec), the one a reader checks.
 module ImplCluster {
   import opened Native
@@ -158,6 +161,7 @@ module ImplCluster {
     ensures fresh(rep.Repr) && rep.Shape() && rep.Valid() && rep.me == i && rep.n == n
     ensures rep.sentLog == [] && rep.acked == {} && rep.CommitsAre(r, from)
     ensures rep.AbsHost() == R.ApplyAll(Rep.InitHost(), recs, WINDOW as nat, SLOT_LIMIT as nat)
+    ensures rep.recLog == recs  // its durable records: what it replayed, and nothing of its own
   {
     rep := new Impl.Replica(i, n, electionTicks, heartbeatTicks);
     assert recs[..0] == [];
@@ -166,6 +170,7 @@ module ImplCluster {
       invariant k as nat <= |recs|
       invariant rep.Valid() && fresh(rep.Repr) && rep.me == i && rep.n == n && rep.sentLog == [] && rep.acked == {}
       invariant rep.AbsHost() == R.ApplyAll(Rep.InitHost(), recs[..k], WINDOW as nat, SLOT_LIMIT as nat)
+      invariant rep.recLog == recs[..k]
       modifies rep.Repr
     {
       rep.Replay(recs[k]);
@@ -764,6 +769,9 @@ module ImplCluster {
       ensures Valid() && old(Repr) <= Repr && fresh(Repr - old(Repr))
       ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
       ensures AllAgree(readies, Last().abs.net)
+      // a crash part-way through the recovery (which emits no record) is this restart again,
+      // from the same records
+      ensures reps[i].recLog == recs && R.LosesCommits(reps[i].recLog, recs)
     {
       ghost var s := Last();
       Parts(i as nat);
@@ -815,11 +823,27 @@ module ImplCluster {
       }
       pkts := if Cr.MayHaveLeft(r0.records, r0.early, r0.early + r0.packets, kk as nat, left) then left else [];
       ghost var s' := CutStep(i as nat, disk, h0, log0, moves, r0, t, kk as nat, pkts);
-      var recs := disk + r0.records[..kk];
+      r := ReplaceAt(i, disk + r0.records[..kk], s');
+    }
+
+    // What a crash part-way through a step ends with (CrashTail, QuietCrashTail): replica i is
+    // replaced by a fresh one that replays recs (Recovered), the others unchanged, and the run
+    // grows by s', the crashed step (a system step from the last state to one whose host i is
+    // what recs rebuild). Returned: the recovery's Ready.
+    method ReplaceAt(i: uint64, recs: seq<Record>, ghost s': Sy.Sys) returns (r: Ready)
+      requires Owns() && i < n && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int && ReadiesHeld(run, readies)
+      requires forall j | 0 <= j < |reps| && j != i as nat :: Tied(reps[j], j, Last())
+      requires |recs| < 0x1_0000_0000_0000_0000
+      requires Sy.ImplNext(c, Last(), s') && s'.abs.hosts == Last().abs.hosts[i := Cr.Rebuilt(recs)]
+      requires Last().wire <= s'.wire
+      modifies this
+      ensures Valid() && old(Repr) <= Repr && fresh(Repr - old(Repr))
+      ensures run == old(run) + [s'] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures AllAgree(readies, Last().abs.net)
+    {
       ghost var from;
       var rep;
       rep, r, from := Recovered(i, n, electionTicks, heartbeatTicks, recs);
-      assert {:split_here} true;  // the replacement apart from the step's crash
       assert rep.AbsHost() == Cr.Rebuilt(recs);
       assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
       reps := reps[i := rep];
@@ -827,6 +851,55 @@ module ImplCluster {
       Replaced(i as nat);
       GrowCut(i as nat, s', r, from);
       ClusterAgreement();
+    }
+
+    // The crash that ends replica i's step that sends nothing and is a run of its host's steps
+    // (Truncate, InstallSnapshot: moves from h0; r0: its Ready, at most one record,
+    // Cr.AtMostOne; t: its trail), the others unchanged: the step's first kk records (k, at most
+    // all) became durable, so none or its one record. As CrashTail, with no packet to leave.
+    method QuietCrashTail(i: uint64, disk: seq<Record>, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves: seq<RR.Move>,
+                          r0: Ready, ghost t: seq<O.Out>, k: uint64)
+      returns (r: Ready)
+      requires Owns() && i < n && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int && ReadiesHeld(run, readies)
+      requires forall j | 0 <= j < |reps| && j != i as nat :: Tied(reps[j], j, Last())
+      requires reps[i].ReadyIs(r0, t, log0, disk) && reps[i].sentLog == log0 && Last().abs.hosts[i] == h0
+      requires RR.Run(c, i as nat, h0, {}, moves, reps[i].AbsHost()) && Cr.AtMostOne(r0.records)
+      requires Cr.Rebuilt(disk) == h0.(leader := P.NotLeader) && forall q | q in log0 :: q in Last().wire
+      requires |disk| + k as int < 0x1_0000_0000_0000_0000
+      modifies this
+      ensures Valid() && old(Repr) <= Repr && fresh(Repr - old(Repr))
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures Sy.ImplNext(c, old(Last()), Last()) && Last().wire == old(Last().wire)
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      var kk := k;
+      if |r0.records| < k as int {
+        kk := |r0.records| as uint64;
+      }
+      ghost var s' := QuietCutStep(i as nat, disk, h0, log0, moves, r0, t, kk as nat);
+      r := ReplaceAt(i, disk + r0.records[..kk], s');
+    }
+
+    // The crash of replica i at cut k of its step that sends nothing (Truncate,
+    // InstallSnapshot): a system step from the last state (Cr.EveryQuietCut: the cut is before
+    // or after the step's one record; Replica.QuietCrashPartWay), with nothing new on the wire.
+    lemma QuietCutStep(i: nat, disk: seq<Record>, h0: P.Host, log0: seq<Packet>, moves: seq<RR.Move>,
+                       r0: Ready, t: seq<O.Out>, k: nat) returns (s': Sy.Sys)
+      requires Owns() && i < n as nat && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int
+      requires reps[i].ReadyIs(r0, t, log0, disk) && reps[i].sentLog == log0 && Last().abs.hosts[i] == h0
+      requires RR.Run(c, i, h0, {}, moves, reps[i].AbsHost()) && Cr.AtMostOne(r0.records)
+      requires Cr.Rebuilt(disk) == h0.(leader := P.NotLeader) && forall q | q in log0 :: q in Last().wire
+      requires k <= |r0.records|
+      ensures Sy.ImplNext(c, Last(), s')
+      ensures s'.abs.hosts == Last().abs.hosts[i := Cr.Rebuilt(disk + r0.records[..k])]
+      ensures s'.wire == Last().wire
+    {
+      var s, rep0 := Last(), reps[i];
+      LastFacts(c, run);
+      Cr.EveryQuietCut(r0.records, k);
+      var none: seq<Packet> := [];
+      s' := rep0.QuietCrashPartWay(s.abs, s.wire, h0, log0, disk, moves, r0, t, k, none);
+      assert (set j | 0 <= j < |none| :: none[j]) == {};
     }
 
     // The crash of replica i at cut k of its whole step, with pkts on the wire: a system step
@@ -970,6 +1043,56 @@ module ImplCluster {
       assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
       OthersKept(i as nat);
       r, pkts := CrashTail(i, disk, h0, log0, moves, r0, t, k, left);
+    }
+
+    // Replica i truncates its log below upto (as Truncate) and crashes part-way through it
+    // (QuietCrashTail): its one record durable (k > 0) or not. Returned: the recovery's Ready.
+    method TruncateThenCrash(i: uint64, upto: uint64, disk: seq<Record>, k: uint64) returns (r: Ready)
+      requires Valid() && i < n
+      requires disk == reps[i].recLog && |disk| + k as int < 0x1_0000_0000_0000_0000
+      modifies Repr
+      ensures Valid() && old(Repr) <= Repr && fresh(Repr - old(Repr))
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures Last().wire == old(Last().wire)
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      var rep := reps[i];
+      StepFromLast(i as nat);
+      ghost var h0, log0 := rep.AbsHost(), rep.sentLog;
+      ghost var ok := rep.logStart < upto <= rep.commitUpto && upto <= SLOT_LIMIT;
+      ghost var t;
+      var r0;
+      r0, t := rep.Truncate(upto);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      OthersKept(i as nat);
+      r := QuietCrashTail(i, disk, h0, log0, R.TruncateMoves(h0, upto as nat, ok), r0, t, k);
+    }
+
+    // Replica i installs a snapshot of the slots below upto (as InstallSnapshot) and crashes
+    // part-way through it (QuietCrashTail). Returned: the recovery's Ready.
+    method InstallSnapshotThenCrash(i: uint64, upto: uint64, disk: seq<Record>, k: uint64) returns (r: Ready)
+      requires Valid() && i < n
+      requires disk == reps[i].recLog && |disk| + k as int < 0x1_0000_0000_0000_0000
+      modifies Repr
+      ensures Valid() && old(Repr) <= Repr && fresh(Repr - old(Repr))
+      ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
+      ensures Last().wire == old(Last().wire)
+      ensures AllAgree(readies, Last().abs.net)
+    {
+      ghost var s := Last();
+      Parts(i as nat);
+      var rep := reps[i];
+      StepFromLast(i as nat);
+      ghost var h0, log0, cu0 := rep.AbsHost(), rep.sentLog, rep.commitUpto;
+      ghost var ok := cu0 < upto <= SLOT_LIMIT;
+      ghost var t;
+      var r0;
+      r0, t := rep.InstallSnapshot(upto);
+      assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
+      OthersKept(i as nat);
+      r := QuietCrashTail(i, disk, h0, log0, R.SnapshotMoves(h0, upto as nat, ok), r0, t, k);
     }
 
     // Replica i restarts from a checkpoint: a fresh replica replays cp + later', where cp is a

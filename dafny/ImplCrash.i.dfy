@@ -39,6 +39,20 @@ module ImplCrash {
     k <= |rs| && forall j | k <= j < |rs| :: !NeedsSync(rs[j])
   }
 
+  // A step's records rs are at most one record (Truncate's and InstallSnapshot's: the one that
+  // moves the log's start), so every cut of it is before all of them or after all of them
+  // (EveryQuietCut). Opaque: the steps' callers that do not cut them see only the name.
+  opaque ghost predicate AtMostOne(rs: seq<Record>) {
+    |rs| <= 1
+  }
+
+  lemma EveryQuietCut(rs: seq<Record>, k: nat)
+    requires AtMostOne(rs) && k <= |rs|
+    ensures k == 0 || AfterLastSync(rs, k)
+  {
+    reveal AtMostOne();
+  }
+
   // The cuts proven: after the last record that needs a sync, or before every record when the
   // step's early packets (those that may leave before its records are durable) were all sent
   // before the step (in log0).

@@ -220,7 +220,8 @@ abstract module ImplCuts refines ImplHandlers {
     // The same for a step that sends nothing and is a run of its host's steps (Truncate,
     // InstallSnapshot: their RR.Run; FinishRecovery: the empty run), from any state st whose
     // host is at h0: it has no early packet, so the cut before its records is Covered too
-    // (Truncate and InstallSnapshot emit one record: every cut of theirs is one of the two).
+    // (Truncate and InstallSnapshot emit at most one record, Cr.AtMostOne: every cut of theirs is
+    // one of the two; FinishRecovery emits none).
     lemma QuietCrashPartWay(st: P.State, wire: set<Packet>, h0: P.Host, log0: seq<Packet>, recs0: seq<Record>,
                             moves: seq<RR.Move>, r: Ready, t: seq<O.Out>, k: nat, pkts: seq<Packet>) returns (s': Sy.Sys)
       requires Valid() && ReadyIs(r, t, log0, recs0) && sentLog == log0

@@ -92,9 +92,13 @@ abstract module ImplRecovery refines ImplSteps {
       ensures SameConfig() && sentLog == old(sentLog)
       ensures var ok := old(logStart) < upto <= old(commitUpto) && upto <= SLOT_LIMIT;
               RR.Run(Consts(), me as nat, old(AbsHost()), {}, R.TruncateMoves(old(AbsHost()), upto as nat, ok), AbsHost())
+      // its one record, when it truncates: so a crash part-way through it is at one of two cuts
+      // (ImplCluster.TruncateThenCrash)
+      ensures Cr.AtMostOne(r.records)
     {
       RR.RunNil(Consts(), me as nat, AbsHost(), {});
       BeginStep();
+      ghost var ok := logStart < upto && upto <= commitUpto && upto <= SLOT_LIMIT;
       if logStart < upto && upto <= commitUpto && upto <= SLOT_LIMIT {
         R.TruncateRefines(Consts(), me as nat, AbsHost(), upto as nat, commitUpto as nat);
         RS.HasAllSub(RS.AbsCommitted(committed[..], logStart as nat), logStart as nat, commitUpto as nat,
@@ -102,8 +106,22 @@ abstract module ImplRecovery refines ImplSteps {
         DropBelow(upto);
         Persist(RecTruncate(upto));
       }
+      EmittedOnly(if ok then [RecTruncate(upto)] else []);
       ghost var moves: seq<RR.Move>;
       r, moves, t := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
+      reveal Cr.AtMostOne();
+    }
+
+    // At the end of a step that delivered nothing to itself and emitted only recs since
+    // BeginStep (its records so far, Tied to its record log): the step's Ready will carry
+    // exactly recs (EndStep returns the trace so far).
+    lemma EmittedOnly(recs: seq<Record>)
+      requires Valid() && selfQueue == [] && recLog == sofar.recBase + recs
+      ensures O.Records(sofar.trace) == recs
+    {
+      assert OutTied();
+      OT.TiedIs(sofar.trace, sofar.sentBase, sofar.recBase, sentLog, recLog, me, out.records, out.early, out.packets, out.sync, out.earlyAfter);
+      assert recs == recLog[|sofar.recBase|..] == O.Records(sofar.trace);
     }
 
     // A restart is the protocol's Crash: a fresh core (the initial host: constructor) that
@@ -401,17 +419,22 @@ abstract module ImplRecovery refines ImplSteps {
       ensures SameConfig() && sentLog == old(sentLog)
       ensures var ok := old(commitUpto) < upto <= SLOT_LIMIT;
               RR.Run(Consts(), me as nat, old(AbsHost()), {}, R.SnapshotMoves(old(AbsHost()), upto as nat, ok), AbsHost())
+      // its one record, when it jumps (ImplCluster.InstallSnapshotThenCrash)
+      ensures Cr.AtMostOne(r.records)
     {
       RR.RunNil(Consts(), me as nat, AbsHost(), {});
       BeginStep();
+      ghost var ok := commitUpto < upto <= SLOT_LIMIT;
       if commitUpto < upto && upto <= SLOT_LIMIT {
         R.SnapshotRefines(Consts(), me as nat, AbsHost(), upto as nat);
         JumpTo(upto);
         Persist(RecTruncate(upto));
         AdvanceCommit();
       }
+      EmittedOnly(if ok then [RecTruncate(upto)] else []);
       ghost var moves: seq<RR.Move>;
       r, moves, t := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
+      reveal Cr.AtMostOne();
     }
 
     // After the last replayed record: report every committed slot from logStart on.
@@ -423,12 +446,16 @@ abstract module ImplRecovery refines ImplSteps {
       ensures ReadyIs(r, t, old(sentLog), old(recLog))
       ensures CommitsAre(r, logStart)  // every committed slot from logStart on, each once, in order
       ensures SameConfig() && sentLog == old(sentLog) && AbsHost() == old(AbsHost())
+      // it emits no record: a crash part-way through a recovery finds the records it started from
+      ensures r.records == [] && recLog == old(recLog)
     {
       BeginStep();
       assert AbsHost() == old(AbsHost());
       commitBase := logStart;  // the step's commits start at the window's first slot
       AdvanceCommit();
       assert AbsHost() == old(AbsHost()) && selfQueue == [];
+      assert recLog == sofar.recBase + [];
+      EmittedOnly([]);
       ghost var moves: seq<RR.Move>;
       r, moves, t := EndStep(false, P.State([], {}), AbsHost(), sentLog, []);
     }

@@ -379,6 +379,24 @@ MUTANTS = [
         why="a Promise would leave early, before its promise is durable: a crash then loses the "
             "promise the leader counted (the cut before the record is no longer Covered)",
     ),
+    Mutant(
+        name="truncate-emits-two-records",
+        file="ImplRecovery.i.dfy",
+        original="        DropBelow(upto);\n        Persist(RecTruncate(upto));\n",
+        mutated="        DropBelow(upto);\n        Persist(RecTruncate(upto));\n        Persist(RecPromised(promised));\n",
+        breaks="ImplRecovery.Replica.Truncate",
+        why="a Truncate that emitted a second record needing a sync would have a cut between the "
+            "two, which a crash part-way through it (TruncateThenCrash) may hit and no proof covers",
+    ),
+    Mutant(
+        name="quiet-cut-of-any-records",
+        file="ImplCluster.i.dfy",
+        original="      requires RR.Run(c, i, h0, {}, moves, reps[i].AbsHost()) && Cr.AtMostOne(r0.records)\n",
+        mutated="      requires RR.Run(c, i, h0, {}, moves, reps[i].AbsHost())\n",
+        breaks="ImplCluster.Cluster.QuietCutStep",
+        why="a crash part-way through a step that sends nothing is a crash step only at its cuts "
+            "before or after its records that need a sync: with two of them, the cut between is not",
+    ),
 ]
 
 
