@@ -209,15 +209,20 @@ def run_keep_alive_load(endpoints: list[str], streams: int, window: int, duratio
 KEEP_ALIVE_LOADS = [(1, 128, "leader"), (1, 128, "follower"), (64, 8, "leader")]
 
 
+def load_name(op: str, procs: int, in_flight: int) -> str:
+    """A client load's name in the tables (`put 1x1`: one process, one request in flight)."""
+    return f"{op} {procs}x{in_flight}"
+
+
 def keep_alive_load_name(streams: int, window: int, where: str) -> str:
     return f"keep-alive {streams}x{window}" + (f" {where}" if streams == 1 else "")
 
 
 def load_names() -> list[str]:
     """Every load of a round, in the order a round runs them (as the tables name them)."""
-    return ([f"{op} {procs}x{in_flight}" for op, procs, in_flight in LOADS] + [f"watch {w}" for w in WATCHERS]
+    return ([load_name(*load) for load in LOADS] + [f"watch {w}" for w in WATCHERS]
             + ["grant 2x64"] + [keep_alive_load_name(*load) for load in KEEP_ALIVE_LOADS]
-            + ["{} {}x{}".format(*BIG_LOAD)])
+            + [load_name(*BIG_LOAD)])
 
 
 def _plain(name: str) -> str:
@@ -263,13 +268,14 @@ def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: floa
         _report(round_no, rounds, load, name, figures)
 
     for k, (op, procs, in_flight) in enumerate(LOADS):
-        if f"{op} {procs}x{in_flight}" not in chosen:
+        load = load_name(op, procs, in_flight)
+        if load not in chosen:
             continue
         names = list(systems) if (k + round_no) % 2 == 0 else list(reversed(systems))
         for name in names:
             endpoints = leader_first(systems[name])
             run_load(endpoints, "put", 1, 1, 0.2)  # warm up (and make sure keys exist for gets)
-            done(f"{op} {procs}x{in_flight}", name, run_load(endpoints, op, procs, in_flight, duration_s))
+            done(load, name, run_load(endpoints, op, procs, in_flight, duration_s))
     for k, watchers in enumerate(WATCHERS if watch_put_rate > 0 else []):
         if f"watch {watchers}" not in chosen:
             continue
@@ -302,7 +308,7 @@ def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: floa
     # state large, so each system then deletes them and compacts, and the next round's loads run
     # on a state like this round's.
     op, procs, in_flight = BIG_LOAD
-    big = f"{op} {procs}x{in_flight}"
+    big = load_name(op, procs, in_flight)
     if big not in chosen:
         return out
     for name in (list(systems) if round_no % 2 == 0 else list(reversed(systems))):
@@ -513,7 +519,7 @@ def main(argv: list[str]) -> int:
         return 0
     ran = {load for name in results for load in results[name]}
     lease_loads = ["grant 2x64"] + [keep_alive_load_name(*load) for load in KEEP_ALIVE_LOADS]
-    table = [load for load in [f"{op} {p}x{f}" for op, p, f in LOADS + [BIG_LOAD]] + lease_loads if load in ran]
+    table = [load for load in [load_name(*load) for load in LOADS + [BIG_LOAD]] + lease_loads if load in ran]
     if table:
         _print_table(results, table, args.rounds, "throughput",
                      f"{'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}",
