@@ -53,6 +53,28 @@ def test_a_failed_verification_leaves_no_record_of_earlier_sources(tmp_path, mon
     assert build.recorded_verification() is None
 
 
+def test_an_edit_saved_during_verification_is_not_recorded_as_verified(tmp_path, monkeypatch):
+    # The verifier reads the sources when it starts; an edit saved while it runs (minutes) was not
+    # verified: the record is of the sources it read, so the edited ones verify again next time.
+    stamp, costs = tmp_path / "verified.stamp", tmp_path / "costs.csv"
+    monkeypatch.setattr(build, "VERIFIED_STAMP", stamp)
+    monkeypatch.setattr(build, "PROOF_COSTS", costs)
+    sources = ["sources-a"]
+    monkeypatch.setattr(build, "inputs_digest", lambda: sources[0])
+
+    def run_during_which_a_file_is_saved(check=True):
+        costs.write_text("TestResult.DisplayName,TestResult.Outcome,TestResult.Duration,TestResult.ResourceCount,RandomSeed\n"
+                         "A.Fine (correctness),Passed,00:00:00.5000000,100,0\n")
+        sources[0] = "sources-b"
+        return build.read_costs(costs, seconds=2.0, limit=1000)
+    monkeypatch.setattr(build, "verify", run_during_which_a_file_is_saved)
+    build.verify_and_record()
+    assert stamp.read_text().startswith("sources-a\n")
+    assert build.recorded_verification() is None  # the current sources, b, never verified
+    sources[0] = "sources-a"  # the edit undone: the record is a's
+    assert build.recorded_verification() is not None
+
+
 def test_the_project_keeps_verification_deterministic():
     # Each of these is part of why a verification's outcome does not depend on the machine's
     # speed or load (README, build pipeline); dropping one brings the flaky failures back.

@@ -222,9 +222,12 @@ def verify_and_record(check: bool = True) -> Verification:
     # verify() replaces the costs file: the record of earlier sources goes with it, or those
     # sources, restored after a run that failed, would be read with this run's costs
     VERIFIED_STAMP.unlink(missing_ok=True)
+    # the sources as they were when the verifier read them: an edit saved during the run (minutes)
+    # was not verified, and must not be recorded as if it had been
+    digest = inputs_digest()
     result = verify(check=check)
     if not result.over_budget():
-        VERIFIED_STAMP.write_text(f"{inputs_digest()}\n{result.seconds:.1f}\n")
+        VERIFIED_STAMP.write_text(f"{digest}\n{result.seconds:.1f}\n")
     return result
 
 
