@@ -22,9 +22,11 @@
 // through Truncate or InstallSnapshot (TruncateThenCrash, InstallSnapshotThenCrash:
 // QuietCrashTail) is at one of two cuts, their one record durable or not (Cr.AtMostOne,
 // Replica.QuietCrashPartWay); one part-way through a recovery is Restart again from the same
-// records (a recovery emits none; Restart ensures its precondition holds for them again). Not
-// composed here: a crash part-way through a step that loses a tail of its commit records as well
-// (the cut's records are replayed whole). Main.i.dfy wraps this Cluster as the end-to-end contract of
+// records (a recovery emits none; Restart ensures its precondition holds for them again). A
+// crash part-way through a step that also loses a tail of commit records is two calls: the crash
+// at the cut (each ...ThenCrash ensures that the replica's record log is then disk + kept, the
+// step's records that became durable), then Restart from the records left, which the protocol's
+// Crash allows (R.LosesCommits of that log). Main.i.dfy wraps this Cluster as the end-to-end contract of
 // Main.s.dfy (module MainSpec), the one a reader checks.
 module ImplCluster {
   import opened Native
@@ -346,30 +348,13 @@ module ImplCluster {
       RunSendsNoRequest(c, i, s.abs.hosts[i], s.abs.net, moves, rep.AbsHost());
       reveal Grew();
       assert Sy.ImplNext(c, s, s');
-      Extend(c, run, s');
-      rep.CommitsAreCommitted(r, from);
-      run := run + [s'];
-      readies := readies + [(|run| - 1, i, r)];
-      assert Owns();
-      forall j | 0 <= j < |reps| ensures Tied(reps[j], j, s') {
-        if j == i {
-          forall q | q in rep.sentLog ensures q in s'.wire {
-            if q !in log0 {
-              var k :| 0 <= k < |rep.sentLog| && rep.sentLog[k] == q;
-              assert pkts[k - |log0|] == q;
-            }
-          }
-        } else {
-          assert Tied(reps[j], j, s);
+      forall q | q in rep.sentLog ensures q in s'.wire {
+        if q !in log0 {
+          var k :| 0 <= k < |rep.sentLog| && rep.sentLog[k] == q;
+          assert pkts[k - |log0|] == q;
         }
       }
-      forall e | e in readies
-        ensures e.0 < |run| && e.1 < |run[e.0].abs.hosts| && Rd.ReadyCommitted(e.2, run[e.0].abs.hosts[e.1])
-      {
-        if e in old(readies) {
-          assert run[e.0] == old(run)[e.0];
-        }
-      }
+      Append(i, s', r, from);
     }
 
     // Replica i ran the protocol steps `moves` from the last state s, receiving nothing and
@@ -393,23 +378,7 @@ module ImplCluster {
       var s' := Sy.After(s, i, rep.AbsHost(), moves, []);
       assert Sy.ImplStep(c, s, s', i, s.abs.net, moves, rep.AbsHost(), []);
       assert Sy.ImplNext(c, s, s');
-      Extend(c, run, s');
-      rep.CommitsAreCommitted(r, from);
-      run := run + [s'];
-      readies := readies + [(|run| - 1, i, r)];
-      assert Owns();
-      forall j | 0 <= j < |reps| ensures Tied(reps[j], j, s') {
-        if j != i {
-          assert Tied(reps[j], j, s);
-        }
-      }
-      forall e | e in readies
-        ensures e.0 < |run| && e.1 < |run[e.0].abs.hosts| && Rd.ReadyCommitted(e.2, run[e.0].abs.hosts[e.1])
-      {
-        if e in old(readies) {
-          assert run[e.0] == old(run)[e.0];
-        }
-      }
+      Append(i, s', r, from);
     }
 
     // Replica i was replaced by a fresh one, the others unchanged: the replicas' structure
@@ -459,23 +428,7 @@ module ImplCluster {
       assert mid.abs.hosts[i] == h;
       assert Sy.ImplCrashStep(c, s, s', i, {}, [], h, [], d);
       assert Sy.ImplNext(c, s, s');
-      Extend(c, run, s');
-      rep.CommitsAreCommitted(r, from);
-      run := run + [s'];
-      readies := readies + [(|run| - 1, i, r)];
-      assert Owns();
-      forall j | 0 <= j < |reps| ensures Tied(reps[j], j, s') {
-        if j != i {
-          assert Tied(reps[j], j, s);
-        }
-      }
-      forall e | e in readies
-        ensures e.0 < |run| && e.1 < |run[e.0].abs.hosts| && Rd.ReadyCommitted(e.2, run[e.0].abs.hosts[e.1])
-      {
-        if e in old(readies) {
-          assert run[e.0] == old(run)[e.0];
-        }
-      }
+      Append(i, s', r, from);
     }
 
     // Replica i was replaced by a fresh one, after a step of the old one that left the others
@@ -510,6 +463,22 @@ module ImplCluster {
       requires Sy.ImplNext(c, Last(), s') && s'.abs.hosts == Last().abs.hosts[i := reps[i].AbsHost()]
       requires Last().wire <= s'.wire
       requires reps[i].sentLog == [] && reps[i].acked == {} && reps[i].CommitsAre(r, from)
+      modifies this
+      ensures Valid() && Repr == old(Repr) && reps == old(reps)
+      ensures run == old(run) + [s'] && readies == old(readies) + [(|run| - 1, i, r)]
+    {
+      Append(i, s', r, from);
+    }
+
+    // The tail of Grow, GrowRun, GrowCrash and GrowCut: the run grows by s', a system step from
+    // its last state s whose hosts are s's but replica i's, which is reps[i]'s (Tied to s'), its
+    // wire holding s's; the others unchanged. Valid() holds again, and r, the Ready of replica
+    // i's step (its commits from `from`), joins the returned ones.
+    ghost method Append(i: nat, s': Sy.Sys, r: Ready, from: uint64)
+      requires Owns() && i < |reps| && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int && ReadiesHeld(run, readies)
+      requires forall j | 0 <= j < |reps| && j != i :: Tied(reps[j], j, Last())
+      requires Sy.ImplNext(c, Last(), s') && s'.abs.hosts == Last().abs.hosts[i := reps[i].AbsHost()]
+      requires Last().wire <= s'.wire && Tied(reps[i], i, s') && reps[i].CommitsAre(r, from)
       modifies this
       ensures Valid() && Repr == old(Repr) && reps == old(reps)
       ensures run == old(run) + [s'] && readies == old(readies) + [(|run| - 1, i, r)]
@@ -802,7 +771,7 @@ module ImplCluster {
     // honoured), only the recovery's.
     method CrashTail(i: uint64, disk: seq<Record>, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves: seq<RR.Move>,
                      r0: Ready, ghost t: seq<O.Out>, k: uint64, ghost left: seq<Packet>)
-      returns (r: Ready, ghost pkts: seq<Packet>)
+      returns (r: Ready, ghost pkts: seq<Packet>, ghost kept: seq<Record>)
       requires Owns() && i < n && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int && ReadiesHeld(run, readies)
       requires forall j | 0 <= j < |reps| && j != i as nat :: Tied(reps[j], j, Last())
       requires reps[i].StepOk(Last().abs, h0, log0, moves) && reps[i].ReadyIs(r0, t, log0, disk)
@@ -816,6 +785,7 @@ module ImplCluster {
       ensures Last().wire == old(Last().wire) + (set j | 0 <= j < |pkts| :: pkts[j])
       ensures pkts == left || pkts == []
       ensures AllAgree(readies, Last().abs.net)
+      ensures reps[i].recLog == disk + kept && |kept| <= k as int  // the step's records kept
     {
       var kk := k;
       if |r0.records| < k as int {
@@ -823,6 +793,7 @@ module ImplCluster {
       }
       pkts := if Cr.MayHaveLeft(r0.records, r0.early, r0.early + r0.packets, kk as nat, left) then left else [];
       ghost var s' := CutStep(i as nat, disk, h0, log0, moves, r0, t, kk as nat, pkts);
+      kept := r0.records[..kk];
       r := ReplaceAt(i, disk + r0.records[..kk], s');
     }
 
@@ -840,6 +811,7 @@ module ImplCluster {
       ensures Valid() && old(Repr) <= Repr && fresh(Repr - old(Repr))
       ensures run == old(run) + [s'] && readies == old(readies) + [(|run| - 1, i as nat, r)]
       ensures AllAgree(readies, Last().abs.net)
+      ensures reps[i].recLog == recs
     {
       ghost var from;
       var rep;
@@ -859,7 +831,7 @@ module ImplCluster {
     // all) became durable, so none or its one record. As CrashTail, with no packet to leave.
     method QuietCrashTail(i: uint64, disk: seq<Record>, ghost h0: P.Host, ghost log0: seq<Packet>, ghost moves: seq<RR.Move>,
                           r0: Ready, ghost t: seq<O.Out>, k: uint64)
-      returns (r: Ready)
+      returns (r: Ready, ghost kept: seq<Record>)
       requires Owns() && i < n && Sy.ImplReachable(c, run) && |Last().abs.hosts| == n as int && ReadiesHeld(run, readies)
       requires forall j | 0 <= j < |reps| && j != i as nat :: Tied(reps[j], j, Last())
       requires reps[i].ReadyIs(r0, t, log0, disk) && reps[i].sentLog == log0 && Last().abs.hosts[i] == h0
@@ -871,12 +843,14 @@ module ImplCluster {
       ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
       ensures Sy.ImplNext(c, old(Last()), Last()) && Last().wire == old(Last().wire)
       ensures AllAgree(readies, Last().abs.net)
+      ensures reps[i].recLog == disk + kept && |kept| <= k as int  // the step's records kept
     {
       var kk := k;
       if |r0.records| < k as int {
         kk := |r0.records| as uint64;
       }
       ghost var s' := QuietCutStep(i as nat, disk, h0, log0, moves, r0, t, kk as nat);
+      kept := r0.records[..kk];
       r := ReplaceAt(i, disk + r0.records[..kk], s');
     }
 
@@ -925,7 +899,7 @@ module ImplCluster {
     // crashes part-way through the step (CrashTail): its first k records durable (at most all),
     // the packets left on the wire if they may have left by then. Returned: the recovery's Ready.
     method DeliverThenCrash(i: uint64, p: Packet, disk: seq<Record>, k: uint64, ghost left: seq<Packet>)
-      returns (r: Ready, ghost pkts: seq<Packet>)
+      returns (r: Ready, ghost pkts: seq<Packet>, ghost kept: seq<Record>)
       requires Valid() && i < n && p in Last().wire
       requires disk == reps[i].recLog && |disk| + k as int < 0x1_0000_0000_0000_0000
       modifies Repr
@@ -934,6 +908,7 @@ module ImplCluster {
       ensures Last().wire == old(Last().wire) + (set j | 0 <= j < |pkts| :: pkts[j])
       ensures pkts == left || pkts == []
       ensures AllAgree(readies, Last().abs.net)
+      ensures reps[i].recLog == disk + kept && |kept| <= k as int  // the step's records kept
     {
       ghost var s := Last();
       Parts(i as nat);
@@ -946,12 +921,12 @@ module ImplCluster {
       r0, moves, t := rep.Receive(p, s.abs);
       assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
       OthersKept(i as nat);
-      r, pkts := CrashTail(i, disk, h0, log0, moves, r0, t, k, left);
+      r, pkts, kept := CrashTail(i, disk, h0, log0, moves, r0, t, k, left);
     }
 
     // A tick of replica i's clock, and a crash part-way through it (as DeliverThenCrash).
     method TickThenCrash(i: uint64, disk: seq<Record>, k: uint64, ghost left: seq<Packet>)
-      returns (r: Ready, ghost pkts: seq<Packet>)
+      returns (r: Ready, ghost pkts: seq<Packet>, ghost kept: seq<Record>)
       requires Valid() && i < n
       requires disk == reps[i].recLog && |disk| + k as int < 0x1_0000_0000_0000_0000
       modifies Repr
@@ -960,6 +935,7 @@ module ImplCluster {
       ensures Last().wire == old(Last().wire) + (set j | 0 <= j < |pkts| :: pkts[j])
       ensures pkts == left || pkts == []
       ensures AllAgree(readies, Last().abs.net)
+      ensures reps[i].recLog == disk + kept && |kept| <= k as int  // the step's records kept
     {
       ghost var s := Last();
       Parts(i as nat);
@@ -971,13 +947,13 @@ module ImplCluster {
       r0, moves, t := rep.Tick(s.abs);
       assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
       OthersKept(i as nat);
-      r, pkts := CrashTail(i, disk, h0, log0, moves, r0, t, k, left);
+      r, pkts, kept := CrashTail(i, disk, h0, log0, moves, r0, t, k, left);
     }
 
     // A client asks replica i to decide val (its request enters the network, ClientSends), and
     // replica i crashes part-way through its Propose (as DeliverThenCrash).
     method ProposeThenCrash(i: uint64, val: Value, disk: seq<Record>, k: uint64, ghost left: seq<Packet>)
-      returns (r: Ready, ghost pkts: seq<Packet>)
+      returns (r: Ready, ghost pkts: seq<Packet>, ghost kept: seq<Record>)
       requires Valid() && i < n
       requires disk == reps[i].recLog && |disk| + k as int < 0x1_0000_0000_0000_0000
       modifies Repr
@@ -987,17 +963,18 @@ module ImplCluster {
       ensures Last().wire == old(Last().wire) + (set j | 0 <= j < |pkts| :: pkts[j])
       ensures pkts == left || pkts == []
       ensures AllAgree(readies, Last().abs.net)
+      ensures reps[i].recLog == disk + kept && |kept| <= k as int  // the step's records kept
     {
       Request(i as nat, val);
       ghost var run1 := run;
-      r, pkts := ProposeRequestedThenCrash(i, val, disk, k, left);
+      r, pkts, kept := ProposeRequestedThenCrash(i, val, disk, k, left);
       assert run[..|old(run)|] == run1[..|old(run)|] == old(run);
     }
 
     // Replica i's Propose of val, whose request is in the network, and a crash part-way
     // through it (as DeliverThenCrash).
     method ProposeRequestedThenCrash(i: uint64, val: Value, disk: seq<Record>, k: uint64, ghost left: seq<Packet>)
-      returns (r: Ready, ghost pkts: seq<Packet>)
+      returns (r: Ready, ghost pkts: seq<Packet>, ghost kept: seq<Record>)
       requires Valid() && i < n && S.Request(i as nat, i as nat, val) in Last().abs.net
       requires disk == reps[i].recLog && |disk| + k as int < 0x1_0000_0000_0000_0000
       modifies Repr
@@ -1006,6 +983,7 @@ module ImplCluster {
       ensures Last().wire == old(Last().wire) + (set j | 0 <= j < |pkts| :: pkts[j])
       ensures pkts == left || pkts == []
       ensures AllAgree(readies, Last().abs.net)
+      ensures reps[i].recLog == disk + kept && |kept| <= k as int  // the step's records kept
     {
       ghost var s := Last();
       Parts(i as nat);
@@ -1017,12 +995,12 @@ module ImplCluster {
       r0, moves, t := rep.Propose(val, s.abs);
       assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
       OthersKept(i as nat);
-      r, pkts := CrashTail(i, disk, h0, log0, moves, r0, t, k, left);
+      r, pkts, kept := CrashTail(i, disk, h0, log0, moves, r0, t, k, left);
     }
 
     // Leader i starts confirming a read, and crashes part-way through (as DeliverThenCrash).
     method ConfirmReadThenCrash(i: uint64, disk: seq<Record>, k: uint64, ghost left: seq<Packet>)
-      returns (r: Ready, ghost pkts: seq<Packet>)
+      returns (r: Ready, ghost pkts: seq<Packet>, ghost kept: seq<Record>)
       requires Valid() && i < n
       requires disk == reps[i].recLog && |disk| + k as int < 0x1_0000_0000_0000_0000
       modifies Repr
@@ -1031,6 +1009,7 @@ module ImplCluster {
       ensures Last().wire == old(Last().wire) + (set j | 0 <= j < |pkts| :: pkts[j])
       ensures pkts == left || pkts == []
       ensures AllAgree(readies, Last().abs.net)
+      ensures reps[i].recLog == disk + kept && |kept| <= k as int  // the step's records kept
     {
       ghost var s := Last();
       Parts(i as nat);
@@ -1042,12 +1021,13 @@ module ImplCluster {
       r0, seqNo, readSlot, moves, t := rep.ConfirmRead(s.abs);
       assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
       OthersKept(i as nat);
-      r, pkts := CrashTail(i, disk, h0, log0, moves, r0, t, k, left);
+      r, pkts, kept := CrashTail(i, disk, h0, log0, moves, r0, t, k, left);
     }
 
     // Replica i truncates its log below upto (as Truncate) and crashes part-way through it
     // (QuietCrashTail): its one record durable (k > 0) or not. Returned: the recovery's Ready.
-    method TruncateThenCrash(i: uint64, upto: uint64, disk: seq<Record>, k: uint64) returns (r: Ready)
+    method TruncateThenCrash(i: uint64, upto: uint64, disk: seq<Record>, k: uint64)
+      returns (r: Ready, ghost kept: seq<Record>)
       requires Valid() && i < n
       requires disk == reps[i].recLog && |disk| + k as int < 0x1_0000_0000_0000_0000
       modifies Repr
@@ -1055,6 +1035,7 @@ module ImplCluster {
       ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
       ensures Last().wire == old(Last().wire)
       ensures AllAgree(readies, Last().abs.net)
+      ensures reps[i].recLog == disk + kept && |kept| <= k as int  // the step's records kept
     {
       ghost var s := Last();
       Parts(i as nat);
@@ -1067,12 +1048,13 @@ module ImplCluster {
       r0, t := rep.Truncate(upto);
       assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
       OthersKept(i as nat);
-      r := QuietCrashTail(i, disk, h0, log0, R.TruncateMoves(h0, upto as nat, ok), r0, t, k);
+      r, kept := QuietCrashTail(i, disk, h0, log0, R.TruncateMoves(h0, upto as nat, ok), r0, t, k);
     }
 
     // Replica i installs a snapshot of the slots below upto (as InstallSnapshot) and crashes
     // part-way through it (QuietCrashTail). Returned: the recovery's Ready.
-    method InstallSnapshotThenCrash(i: uint64, upto: uint64, disk: seq<Record>, k: uint64) returns (r: Ready)
+    method InstallSnapshotThenCrash(i: uint64, upto: uint64, disk: seq<Record>, k: uint64)
+      returns (r: Ready, ghost kept: seq<Record>)
       requires Valid() && i < n
       requires disk == reps[i].recLog && |disk| + k as int < 0x1_0000_0000_0000_0000
       modifies Repr
@@ -1080,6 +1062,7 @@ module ImplCluster {
       ensures run == old(run) + [Last()] && readies == old(readies) + [(|run| - 1, i as nat, r)]
       ensures Last().wire == old(Last().wire)
       ensures AllAgree(readies, Last().abs.net)
+      ensures reps[i].recLog == disk + kept && |kept| <= k as int  // the step's records kept
     {
       ghost var s := Last();
       Parts(i as nat);
@@ -1092,7 +1075,7 @@ module ImplCluster {
       r0, t := rep.InstallSnapshot(upto);
       assert forall j | 0 <= j < |reps| && j != i as nat :: unchanged(reps[j].Repr);
       OthersKept(i as nat);
-      r := QuietCrashTail(i, disk, h0, log0, R.SnapshotMoves(h0, upto as nat, ok), r0, t, k);
+      r, kept := QuietCrashTail(i, disk, h0, log0, R.SnapshotMoves(h0, upto as nat, ok), r0, t, k);
     }
 
     // Replica i restarts from a checkpoint: a fresh replica replays cp + later', where cp is a
