@@ -4,7 +4,10 @@ Real encoded messages travel over a simulated network that loses, duplicates, re
 partitions them; replicas crash and restart from their durable records only. Each Ready is
 honoured as a node would: early messages leave at once, records are written, and only a
 `sync` Ready makes them durable before its messages and commits; a crash loses what was
-written but not synced, or keeps a prefix of it (a torn write). One
+written but not synced, or keeps a prefix of it (a torn write). With `Faults.truncate`, replicas
+also truncate their logs below committed slots (as a node does once a snapshot covers them), and a
+replica asked for slots truncated there (`need_snapshot`) sends the peer its snapshot, which the
+peer installs (`install_snapshot`; the snapshot's contents are the values chosen below it). One
 seed fixes every choice, so a failing run replays exactly: `Simulation(seed=...)`.
 
 After every step the simulation checks the safety properties the proof promises:
@@ -94,6 +97,7 @@ class Faults:
     crash: float = 0.003     # per step: a random replica crashes and restarts
     torn: float = 0.3        # of crashes: the last step's records are cut to a prefix
     partition: float = 0.01  # per step: the network splits in two groups, or heals
+    truncate: float = 0.0    # per step: a random replica truncates its log below a committed slot
 
 
 class Simulation:
@@ -117,6 +121,10 @@ class Simulation:
         self.next_value = 0
         self.trace: list[str] = []
         self.observer = ProtocolObserver(n, self._fail)
+        self.mid_sync_crashes = 0
+        self.truncations = 0  # Truncates that moved a log's start
+        self.truncation_crashes = 0  # crashes part-way through a Truncate or an InstallSnapshot
+        self.snapshots_installed = 0
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -138,6 +146,7 @@ class Simulation:
             pending = self.unsynced[i]
             keep = self.rng.randrange(len(pending))
             self.trace.append(f"{self.steps}: node {i} crashed mid-sync ({keep}/{len(pending)} records)")
+            self.mid_sync_crashes += 1
             self._restart(i, keep_unsynced=keep)
             return
         if ready.sync:                             # ... and durable before what follows
@@ -147,6 +156,31 @@ class Simulation:
             self.observer.sent(message)
             self.in_flight.append((dst, message))
         self._observe(i, ready.commits)            # 4. applied
+        for peer in ready.need_snapshot:           # 5. peers behind its log's start: a snapshot
+            self._send_snapshot(i, peer)
+
+    def _send_snapshot(self, i: int, j: int) -> None:
+        """Replica i's snapshot (the state after every slot below its log's start) reaches j,
+        unless the network loses it; j installs it if it is ahead of j's commits."""
+        if (i, j) in self.blocked or self.rng.random() < self.faults.drop:
+            return
+        upto = self.cores[i].status()["log_start"]
+        if self.cores[j].status()["commit_upto"] >= upto:
+            return  # j has every slot it covers: install_snapshot would not jump
+        # its contents: the values chosen below upto (i committed each before truncating it)
+        seen = self.observed[j]
+        for slot in range(max(seen, default=-1) + 1, upto):
+            if slot in self.chosen:
+                seen[slot] = self.chosen[slot]
+        self.snapshots_installed += 1
+        self.trace.append(f"{self.steps}: node {j} installed node {i}'s snapshot below slot {upto}")
+        self._quiet_step(j, self.cores[j].install_snapshot(upto))
+
+    def _quiet_step(self, i: int, ready: Ready) -> None:
+        """Honour a Truncate's or InstallSnapshot's Ready, counting a crash part-way through it."""
+        crashes = self.mid_sync_crashes
+        self._apply(i, ready)
+        self.truncation_crashes += self.mid_sync_crashes - crashes
 
     def _observe(self, i: int, commits: list[tuple[int, bytes]]) -> None:
         seen = self.observed[i]
@@ -220,7 +254,15 @@ class Simulation:
                 self.blocked = {(a, b) for a in range(self.n) for b in range(self.n)
                                 if (a in group) != (b in group)}
                 self.trace.append(f"{self.steps}: partition {sorted(group)} | rest")
-        elif r < f.crash + f.partition + propose_rate:
+        elif r < f.crash + f.partition + f.truncate:
+            i = self.rng.randrange(self.n)
+            status = self.cores[i].status()
+            if status["commit_upto"] > status["log_start"]:
+                upto = self.rng.randrange(status["log_start"] + 1, status["commit_upto"] + 1)
+                self.truncations += 1
+                self.trace.append(f"{self.steps}: node {i} truncated below slot {upto}")
+                self._quiet_step(i, self.cores[i].truncate(upto))
+        elif r < f.crash + f.partition + f.truncate + propose_rate:
             i = self.rng.randrange(self.n)
             if self.cores[i].status()["role"] == "leader":
                 value, ok = self.propose(i)

@@ -58,6 +58,60 @@ def test_after_faults_stop_every_proposal_to_a_stable_leader_commits(n, seed):
         assert not missing, f"node {i} lacks {missing} {bound_rounds} rounds after proposing (seed={seed})"
 
 
+TRUNCATING = {"runs": 0, "truncations": 0, "snapshots": 0, "crashes": 0}  # over the examples below
+
+
+@pytest.mark.parametrize("n", [3, 5])
+@SIM_SETTINGS
+@given(seed=SEEDS)
+def test_safety_with_truncations_snapshots_and_crashes_part_way_through_them(n, seed):
+    # Replicas truncate their logs below committed slots, peers behind a log's start install the
+    # truncating replica's snapshot, and a crash may cut either before its record is durable
+    # (dafny/ImplCluster.i.dfy: TruncateThenCrash, InstallSnapshotThenCrash).
+    sim = Simulation(n, seed=seed, faults=Faults(truncate=0.01))
+    sim.run(6000, propose_rate=0.08)
+    assert sim.steps == 6000
+    TRUNCATING["runs"] += 1
+    TRUNCATING["truncations"] += sim.truncations
+    TRUNCATING["snapshots"] += sim.snapshots_installed
+    TRUNCATING["crashes"] += sim.truncation_crashes
+
+
+def test_the_truncating_runs_truncated_installed_snapshots_and_crashed_part_way():
+    """Runs after them (pytest keeps the file's order): the paths were taken, not skipped."""
+    if TRUNCATING["runs"] == 0:
+        pytest.skip("the truncating runs did not run")
+    assert TRUNCATING["truncations"] > 10 * TRUNCATING["runs"]
+    assert TRUNCATING["snapshots"] > TRUNCATING["runs"] // 2
+    assert TRUNCATING["crashes"] > 0
+
+
+def test_a_replica_behind_the_others_log_start_catches_up_from_a_snapshot():
+    sim = Simulation(3, seed=5, faults=Faults(0, 0, 0, 0, 0))
+    leader = sim.stable_leader(rounds=50)
+    behind = (leader + 1) % 3
+    sim.blocked = {(a, b) for a in range(3) for b in range(3) if (a == behind) != (b == behind)}
+    values = [sim.propose(leader)[0] for _ in range(10)]
+    for _ in range(5):
+        sim.run_round()
+    for i in range(3):
+        if i != behind:
+            upto = sim.cores[i].status()["commit_upto"]
+            sim._quiet_step(i, sim.cores[i].truncate(upto))
+            assert sim.cores[i].status()["log_start"] == upto
+    assert sim.cores[behind].status()["commit_upto"] < upto
+    sim.blocked = set()
+    leader = sim.stable_leader(rounds=100)
+    assert leader is not None
+    later = [sim.propose(leader)[0] for _ in range(3)]
+    for _ in range(10):
+        sim.run_round()
+    assert sim.snapshots_installed >= 1
+    assert sim.cores[behind].status()["log_start"] >= upto  # it jumped to a snapshot
+    have = set(sim.observed[behind].values())
+    assert all(v in have for v in values + later)
+
+
 def test_the_checker_catches_a_disagreement():
     # The checks themselves must be able to fail: feed a conflicting commit by hand.
     sim = Simulation(3, seed=7, faults=Faults(0, 0, 0, 0, 0))
