@@ -170,8 +170,9 @@ class Simulation:
         # its contents: the values chosen below upto (i committed each before truncating it)
         seen = self.observed[j]
         for slot in range(max(seen, default=-1) + 1, upto):
-            if slot in self.chosen:
-                seen[slot] = self.chosen[slot]
+            if slot not in self.chosen:
+                self._fail(f"node {i}'s snapshot covers slot {slot}, which no replica committed")
+            seen[slot] = self.chosen[slot]
         self.snapshots_installed += 1
         self.trace.append(f"{self.steps}: node {j} installed node {i}'s snapshot below slot {upto}")
         self._quiet_step(j, self.cores[j].install_snapshot(upto))
