@@ -108,6 +108,9 @@ def test_a_replica_behind_the_others_log_start_catches_up_from_a_snapshot():
         sim.run_round()
     assert sim.snapshots_installed >= 1
     assert sim.cores[behind].status()["log_start"] >= upto  # it jumped to a snapshot
+    # the 10 values reached it in the snapshot's contents (the simulation's), the later ones as
+    # its core's own commits, past the snapshot
+    assert sim.cores[behind].status()["commit_upto"] >= upto + len(later)
     have = set(sim.observed[behind].values())
     assert all(v in have for v in values + later)
 
