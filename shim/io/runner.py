@@ -342,6 +342,7 @@ class Node:
 
     async def _carry_out(self, actions) -> None:
         wal, send, spent = self.wal, self.transport.send, self._action_seconds
+        flush_now = getattr(self.transport, "flush_now", lambda: None)
         for action in actions:
             kind = type(action)
             began = time.monotonic()
@@ -352,7 +353,11 @@ class Node:
                 for dst, frame_kind, payload in action.frames:
                     send(dst, frame_kind, payload)
                 if action.now:
-                    # uvloop writes to sockets between loop iterations: end this one
+                    # uvloop writes to sockets after the callbacks of a loop iteration have run:
+                    # hand the frames to the sockets now (the transport would in its own callback,
+                    # which runs in the same iteration as this turn's next step), then end the
+                    # iteration, so that they are written before the turn goes on
+                    flush_now()
                     await asyncio.sleep(0)
             elif kind is Append:
                 if action.durable:
@@ -384,9 +389,7 @@ class Node:
                     self.machine.state_written(action.slot, state.kv_state_bytes)
             elif kind is WriteSnapshot:
                 # the frames handed over before it leave now: the peers should not wait for them
-                flush_now = getattr(self.transport, "flush_now", None)
-                if flush_now is not None:
-                    flush_now()
+                flush_now()
                 await self._state_finished()  # a peer's snapshot replaces the one being written
                 wal.drain()  # pending appends are durable before the segment is closed
                 # (what it covers is deleted by another thread: unlinking 64 MiB segments takes

@@ -135,6 +135,31 @@ async def test_watchers_hear_of_a_write_before_its_writer_is_answered(cluster):
 
 @pytest.mark.ports(75)
 async def test_followers_hear_of_a_commit_before_its_writer_is_answered(cluster):
+    await _learn_leaves_before_the_answer(cluster)
+
+
+def test_followers_hear_of_a_commit_before_its_writer_is_answered_on_uvloop(tmp_path):
+    # The node runs on uvloop, which writes to sockets only after a loop iteration's callbacks
+    # (asyncio's own loop writes at once): the frames must be in the sockets, not only handed to
+    # the transport's writers, before the turn goes on to apply and answer.
+    uvloop = pytest.importorskip("uvloop")
+
+    async def body():
+        nodes = await start_cluster(tmp_path, 80)
+        try:
+            await _learn_leaves_before_the_answer(nodes)
+        finally:
+            for n in nodes:
+                await stop_node(n)
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(body())
+    finally:
+        loop.close()
+
+
+async def _learn_leaves_before_the_answer(cluster):
     # As etcd's leader sends the commit index before it applies: the leader's frames of the
     # turn that commits a write (its Learn to each follower) are written to the sockets before
     # it applies the write and answers, so a follower's watchers do not wait for the leader's.
@@ -150,11 +175,15 @@ async def test_followers_hear_of_a_commit_before_its_writer_is_answered(cluster)
                 log.append(("send", {dst for dst, _, _ in action.frames}, action.now, leader.transport.writes))
             yield action
 
+    def unwritten():  # bytes each writer holds that are not yet in the kernel's socket buffer
+        return {i: p.writer.transport.get_write_buffer_size() for i, p in leader.transport.peers.items()}
+
+    await wait_for(lambda: all(p.writer is not None for p in leader.transport.peers.values()))
     leader.machine.turn = logged_turn
     fut = asyncio.get_running_loop().create_future()
 
     def done(answer):
-        log.append(("answered", leader.transport.writes))
+        log.append(("answered", leader.transport.writes, unwritten()))
         fut.set_result(answer)
 
     request = r.PutRequest(key=b"f", value=b"v")
@@ -164,8 +193,10 @@ async def test_followers_hear_of_a_commit_before_its_writer_is_answered(cluster)
     start = max(i for i, e in enumerate(log[:answered]) if e[0] == "turn")
     sends = [e for e in log[start:answered] if e[0] == "send"]
     assert any(e[1] == followers and e[2] for e in sends), log[start:answered + 1]
-    # and they left: one socket write per follower between the hand-over and the answer
+    # and they left: one write per follower between the hand-over and the answer, each in the
+    # kernel by then
     assert log[answered][1] - sends[-1][3] >= len(followers), log[start:answered + 1]
+    assert log[answered][2] == {i: 0 for i in followers}, log[start:answered + 1]
 
 
 @pytest.mark.ports(10)
