@@ -342,7 +342,7 @@ class Node:
 
     async def _carry_out(self, actions) -> None:
         wal, send, spent = self.wal, self.transport.send, self._action_seconds
-        flush_now = getattr(self.transport, "flush_now", lambda: None)
+        flush_now = getattr(self.transport, "flush_now", lambda: True)
         for action in actions:
             kind = type(action)
             began = time.monotonic()
@@ -352,12 +352,11 @@ class Node:
                 self.machine.checks.before_send(max(0, self._durable_needed - wal.synced_records))
                 for dst, frame_kind, payload in action.frames:
                     send(dst, frame_kind, payload)
-                if action.now:
-                    # uvloop writes to sockets after the callbacks of a loop iteration have run:
-                    # hand the frames to the sockets now (the transport would in its own callback,
-                    # which runs in the same iteration as this turn's next step), then end the
-                    # iteration, so that they are written before the turn goes on
-                    flush_now()
+                # to the sockets now, not when the transport's own callback runs (after the rest
+                # of this turn, or at the start of the next loop iteration)
+                if not flush_now() and action.now:
+                    # some wait in a loop transport, written after this iteration's callbacks:
+                    # end the iteration, so that they leave before the turn goes on
                     await asyncio.sleep(0)
             elif kind is Append:
                 if action.durable:

@@ -1,7 +1,10 @@
 """Peer transport: length-prefixed frames over TCP between the nodes of one cluster (asyncio/uvloop).
 
 Frames are `[u32 length][u8 kind][payload]` (length counts kind + payload). Everything queued for
-one peer during a loop turn goes out in one write at the end of the turn. Each peer has a bounded
+one peer during a loop turn goes out in one write at the end of the turn, or when the node calls
+`flush_now`. A plain TCP connection's bytes are then written to its socket at once, when nothing of
+it waits in the loop's transport (uvloop writes only after the loop iteration's callbacks, so a
+frame handed to it would wait for the rest of the node's turn). Each peer has a bounded
 queue (in frames and in bytes); when it is full the oldest frame is dropped — the core tolerates lost messages and the node
 retries forwarded commands — so a slow or dead peer never makes memory grow or blocks the node.
 Outbound connections reconnect with capped exponential backoff and jitter, and at once when the
@@ -32,6 +35,7 @@ import asyncio
 import collections
 import ipaddress
 import logging
+import os
 import random
 import struct
 import ssl
@@ -62,6 +66,7 @@ class _Peer:
         self.queue: collections.deque[bytes] = collections.deque(maxlen=max_queue_frames)
         self.queued_bytes = 0
         self.writer: asyncio.StreamWriter | None = None
+        self.fd: int | None = None  # the writer's socket, when written to directly (plain TCP)
         self.task: asyncio.Task | None = None
         self.dropped_frames = 0
         self.connects = 0
@@ -136,21 +141,27 @@ class Transport:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def flush_now(self) -> None:
+    def flush_now(self) -> bool:
         """Hand what is queued to the sockets now, rather than at the end of the loop turn (before
-        the node blocks its loop, e.g. to write a snapshot)."""
+        the node goes on with its turn, or blocks its loop to sync or to write a snapshot). True
+        if every byte handed over is in the kernel's socket buffers; False if some wait in a
+        loop transport (TLS, or a peer behind on reading), which writes them once this loop
+        iteration's callbacks have run."""
         if self._flush_scheduled:
-            self._flush()
+            return self._flush()
+        return True
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
         self._flush_scheduled = False
+        written = True
         for peer in self.peers.values():
             w = peer.writer
             if w is None or not peer.queue:
                 continue
             if w.transport.is_closing():
                 continue
-            if w.transport.get_write_buffer_size() > self.max_write_buffer_bytes:
+            buffered = w.transport.get_write_buffer_size()
+            if buffered > self.max_write_buffer_bytes:
                 peer.dropped_frames += len(peer.queue)  # the peer is not reading: shed load
                 peer.queue.clear()
                 peer.queued_bytes = 0
@@ -158,8 +169,22 @@ class Transport:
             data = b"".join(peer.queue)
             peer.queue.clear()
             peer.queued_bytes = 0
-            w.write(data)
             self.writes += 1
+            if peer.fd is not None and buffered == 0:
+                # nothing of this connection waits in the loop's transport: the socket's own
+                # order is the frames' order
+                try:
+                    sent = os.write(peer.fd, data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:  # the connection broke: the loop's transport finds out and reports it
+                    sent = 0
+                if sent == len(data):
+                    continue
+                data = data[sent:]
+            w.write(data)
+            written = False
+        return written
 
     async def _connect_loop(self, peer: _Peer) -> None:
         backoff_s = self.backoff_initial_s
@@ -178,6 +203,7 @@ class Transport:
                 peer.connects += 1
                 writer.write(encode_frame(KIND_HELLO, struct.pack("<I", self.node_id)))
                 peer.writer = writer
+                peer.fd = _socket_fd(writer) if self.tls is None else None
                 if peer.queue:
                     self._flush()
                 opened_at = loop.time()
@@ -186,7 +212,7 @@ class Transport:
                 except OSError:
                     pass
                 finally:
-                    peer.writer = None
+                    peer.writer = peer.fd = None
                     writer.close()
                 if loop.time() - opened_at >= CONNECTION_LASTED_S:
                     backoff_s = self.backoff_initial_s
@@ -297,6 +323,14 @@ class Transport:
             if _specific_ip(host) and not _same_ip(remote, host):
                 return "address is not the member's"
         return ""
+
+
+def _socket_fd(writer: asyncio.StreamWriter) -> int | None:
+    sock = writer.get_extra_info("socket")
+    try:
+        return sock.fileno() if sock is not None else None
+    except (AttributeError, OSError):
+        return None
 
 
 def _specific_ip(host: str) -> bool:

@@ -320,11 +320,11 @@ class Wal:
         self._waiters.append(fut)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            # One loop iteration later: the sync blocks the loop's thread, and uvloop writes
-            # to sockets only between iterations, so the packets a turn handed to the transport
-            # before asking for this sync (its early packets) leave before the sync starts.
-            loop = asyncio.get_running_loop()
-            loop.call_soon(loop.call_soon, self._flush)
+            # In the next loop iteration: the sync blocks the loop's thread, and uvloop writes
+            # to sockets only after an iteration's callbacks, so the packets a turn handed to a
+            # socket's transport before asking for this sync (its early packets) leave before
+            # the sync starts.
+            asyncio.get_running_loop().call_soon(self._flush)
         await fut
 
     def append_lazy(self, records: list[bytes]) -> None:

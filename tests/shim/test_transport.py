@@ -133,3 +133,39 @@ async def test_flush_now_hands_queued_frames_to_the_socket_before_the_loop_turns
     finally:
         for t in ts:
             await t.close()
+
+
+def test_on_uvloop_flush_now_puts_a_plain_connections_frames_in_the_kernel_at_once():
+    """The node runs on uvloop, which writes what its transports are handed only after the loop
+    iteration's callbacks, that is after the rest of the node's turn: flush_now writes a plain
+    TCP connection's frames to the socket itself. Bytes already waiting in the loop's transport
+    keep their place: what follows them waits behind them. Ports 25140-25142."""
+    import pytest
+    uvloop = pytest.importorskip("uvloop")
+    from verikv.shim.io.transport import encode_frame
+
+    async def body():
+        ts, got = await start_all(40)
+        try:
+            await wait_for(lambda: all(p.writer for t in ts for p in t.peers.values()))
+            w = ts[0].peers[1].writer
+            await wait_for(lambda: w.transport.get_write_buffer_size() == 0)  # the HELLO is out
+            for i in range(50):
+                ts[0].send(1, KIND_CORE, b"m%d" % i)
+            assert ts[0].flush_now() is True
+            assert w.transport.get_write_buffer_size() == 0 and not ts[0].peers[1].queue
+            w.write(encode_frame(KIND_CORE, b"first"))  # waits in uvloop's transport
+            ts[0].send(1, KIND_CORE, b"second")
+            assert ts[0].flush_now() is False  # behind it, in the loop's transport too
+            await wait_for(lambda: len(got[1]) == 52)
+            assert got[1] == [(KIND_CORE, b"m%d" % i) for i in range(50)] + [(KIND_CORE, b"first"),
+                                                                               (KIND_CORE, b"second")]
+        finally:
+            for t in ts:
+                await t.close()
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(body())
+    finally:
+        loop.close()

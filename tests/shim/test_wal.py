@@ -422,10 +422,11 @@ def test_records_are_really_fsynced(tmp_path, monkeypatch):
 
 
 def test_packets_handed_to_a_socket_before_a_durable_append_leave_before_its_sync(tmp_path):
-    """The node's loop runs on uvloop, which writes to sockets only between loop iterations, and
-    the WAL's sync blocks the loop's thread: a turn's early packets (the transport's flush is
-    scheduled just before the turn asks for a sync) must be on the wire before the sync starts,
-    so peers persist in parallel with this node."""
+    """The node's loop runs on uvloop, which writes to sockets only after a loop iteration's
+    callbacks, and the WAL's sync blocks the loop's thread: a turn's early packets (handed to the
+    socket's transport just before the turn asks for a sync, as the runner's flush_now does with
+    a TLS connection's) must be on the wire before the sync starts, so peers persist in parallel
+    with this node."""
     import socket
 
     import uvloop
@@ -444,7 +445,7 @@ def test_packets_handed_to_a_socket_before_a_durable_append_leave_before_its_syn
     async def turn():
         wal, _ = Wal.open(tmp_path, PeekingDisk())
         _, writer = await asyncio.open_connection(sock=ours)
-        asyncio.get_running_loop().call_soon(writer.write, b"early")  # as Transport.send does
+        writer.write(b"early")  # as Transport.flush_now does
         await wal.append_many([b"vote"])
         wal.close()
         writer.close()
