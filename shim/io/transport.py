@@ -175,10 +175,8 @@ class Transport:
                 # order is the frames' order
                 try:
                     sent = os.write(peer.fd, data)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                except OSError:  # the connection broke: the loop's transport finds out and reports it
-                    sent = 0
+                except OSError:  # it would block, or the connection broke: the loop's transport
+                    sent = 0     # takes the frames, and finds out and reports a broken one
                 if sent == len(data):
                     continue
                 data = data[sent:]
