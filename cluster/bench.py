@@ -425,6 +425,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-runtime-checks", action="store_true",
                    help="run the verikv nodes without runtime checks (to measure their cost)")
+    p.add_argument("--cpu-scheduling", choices=["normal", "batch"], default="normal",
+                   help="the verikv nodes' `serve --cpu-scheduling` (default normal)")
     p.add_argument("--tls", action="store_true",
                    help="run both clusters with client TLS (client certificates required) and mutual peer TLS, "
                         "certificates from one local CA (verikv: `cluster up --tls`); the clients use TLS")
@@ -482,7 +484,8 @@ def main(argv: list[str]) -> int:
                 up = cluster_cli.build_parser().parse_args(
                     ["up", "--data-dir", str(vdir), "--base-port", str(args.base_port)]
                     + (["--no-runtime-checks"] if args.no_runtime_checks else [])
-                    + (["--tls"] if args.tls else []))
+                    + (["--tls"] if args.tls else [])
+                    + ["--cpu-scheduling", args.cpu_scheduling])
                 down = cluster_cli.build_parser().parse_args(["down", "--data-dir", str(vdir)])
 
                 def stop_verikv() -> None:
@@ -504,8 +507,9 @@ def main(argv: list[str]) -> int:
                 except EtcdUnavailable as err:
                     print(f"verikv bench: etcd: {err}", file=sys.stderr)
             for name, endpoints in systems.items():
-                print(f"benchmarking {name} at {','.join(endpoints)}" + (" over TLS" if args.tls else ""),
-                      file=sys.stderr)
+                print(f"benchmarking {name} at {','.join(endpoints)}" + (" over TLS" if args.tls else "")
+                      + (" (its nodes' threads under SCHED_BATCH)" if name == "verikv" and args.cpu_scheduling == "batch"
+                         else ""), file=sys.stderr)
             rounds = [bench(systems, args.duration_s, args.watch_put_rate, k, pids, args.data_dir, loads, args.rounds)
                       for k in range(args.rounds)]
             results = _medians(rounds)
