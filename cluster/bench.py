@@ -425,8 +425,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-runtime-checks", action="store_true",
                    help="run the verikv nodes without runtime checks (to measure their cost)")
-    p.add_argument("--cpu-scheduling", choices=["normal", "batch"], default="normal",
-                   help="the verikv nodes' `serve --cpu-scheduling` (default normal)")
+    p.add_argument("--cpu-scheduling", choices=["loop-first", "normal", "batch"], default="loop-first",
+                   help="the verikv nodes' `serve --cpu-scheduling` (default loop-first, as serve's)")
     p.add_argument("--tls", action="store_true",
                    help="run both clusters with client TLS (client certificates required) and mutual peer TLS, "
                         "certificates from one local CA (verikv: `cluster up --tls`); the clients use TLS")
@@ -508,8 +508,8 @@ def main(argv: list[str]) -> int:
                     print(f"verikv bench: etcd: {err}", file=sys.stderr)
             for name, endpoints in systems.items():
                 print(f"benchmarking {name} at {','.join(endpoints)}" + (" over TLS" if args.tls else "")
-                      + (" (its nodes' threads under SCHED_BATCH)" if name == "verikv" and args.cpu_scheduling == "batch"
-                         else ""), file=sys.stderr)
+                      + (f" (--cpu-scheduling {args.cpu_scheduling})"
+                         if name == "verikv" and args.cpu_scheduling != "loop-first" else ""), file=sys.stderr)
             rounds = [bench(systems, args.duration_s, args.watch_put_rate, k, pids, args.data_dir, loads, args.rounds)
                       for k in range(args.rounds)]
             results = _medians(rounds)

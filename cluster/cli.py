@@ -49,7 +49,8 @@ SERVE_FLAGS = [
     ("max-concurrent-streams", int, "etcd 3.5's: calls one client connection may have open"),
     ("max-connections-per-client", int, "connections one client address may have open"),
     ("client-cert-allowed-hostname", str, "with --tls: a name every client certificate must be valid for"),
-    ("cpu-scheduling", str, "normal or batch (Linux's SCHED_BATCH for the nodes' threads)"),
+    ("cpu-scheduling", str, "loop-first (default), normal or batch: which of the nodes' threads run under "
+                            "Linux's SCHED_BATCH"),
     ("log-level", str, "DEBUG, INFO, WARNING, ERROR"),
 ]
 

@@ -202,11 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-connections-per-client", type=_limit("connections"), default=0, metavar="N",
                    help="the connections one client address may have open at once; each call on one more "
                         "is answered RESOURCE_EXHAUSTED and the connection closed (default 0: no limit, as etcd)")
-    p.add_argument("--cpu-scheduling", choices=["normal", "batch"], default="normal",
-                   help="batch: run the node's threads under Linux's SCHED_BATCH policy, so that a thread it "
-                        "wakes (a peer's, its own gRPC front's) does not preempt it and waits for a free CPU "
-                        "instead: more throughput under load on a host with few CPUs, a little more latency "
-                        "for watchers (see the README's Benchmarks section; default: normal)")
+    p.add_argument("--cpu-scheduling", choices=["loop-first", "normal", "batch"], default=None,
+                   help="loop-first (the default): the node's threads but its event loop's (its gRPC front's, "
+                        "grpc's own, the metrics server's) under Linux's SCHED_BATCH policy, so that a thread "
+                        "the loop wakes does not take the CPU from it; batch: every thread, the loop's too (more "
+                        "throughput under some loads, later watch events); normal: every thread under the host's "
+                        "normal policy (see the README's Benchmarks section)")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="text: one line per event; json: one JSON object per line with zap's keys, as etcd's "
@@ -358,6 +359,8 @@ async def serve(args) -> int:
             await server.stop(grace=0)
             return EXIT_USAGE
         log.info("metrics and health on http://%s:%d", metrics_at[0], metrics.port)
+    if (args.cpu_scheduling or "loop-first") == "loop-first":
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # this thread, the loop's
     client_security = "" if client_tls is None else \
         " over TLS" + (" (client certificates required)" if client_tls.client_cert_auth else "")
     peer_security = "" if peer_tls is None else \
@@ -392,9 +395,9 @@ async def serve(args) -> int:
 def schedule_batch() -> None:
     """Every thread of this process, and so every thread it starts later (a new thread takes its
     creator's policy), under SCHED_BATCH: the kernel does not let a batch thread it wakes preempt
-    the running one. A leader that writes to a follower's socket, or hands answers to its front's
-    thread, goes on with its turn instead of giving its CPU to the thread it woke. OSError if the
-    host cannot (not Linux, or the call is refused)."""
+    the running one. A loop that hands answers to its front's thread, or (all batch) a leader
+    that writes to a follower's socket, goes on with its turn instead of giving its CPU to the
+    thread it woke. OSError if the host cannot (not Linux, or the call is refused)."""
     policy = getattr(os, "SCHED_BATCH", None)
     if policy is None or not hasattr(os, "sched_setscheduler"):
         raise OSError("this host has no SCHED_BATCH (Linux only)")
@@ -420,12 +423,17 @@ def main(argv: list[str]) -> int:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), handlers=[handler])
-    if args.cpu_scheduling == "batch":
+    if (args.cpu_scheduling or "loop-first") != "normal":
+        # every thread started from now on takes the policy (loop-first: the loop's own thread
+        # goes back to the normal policy once the front and the metrics server are up)
         try:
             schedule_batch()
         except OSError as err:
-            refuse(f"verikv serve: --cpu-scheduling batch: {err}")
-            return EXIT_USAGE
+            if args.cpu_scheduling is not None:
+                refuse(f"verikv serve: --cpu-scheduling {args.cpu_scheduling}: {err}")
+                return EXIT_USAGE
+            log.info("every thread under the normal scheduling policy: %s", err)
+            args.cpu_scheduling = "normal"
     try:
         import uvloop
         uvloop.install()
