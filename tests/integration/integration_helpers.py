@@ -22,6 +22,22 @@ def run_verikv(*args, timeout_s: float = 90) -> subprocess.CompletedProcess:
     return subprocess.run(VERIKV + [str(a) for a in args], capture_output=True, text=True, timeout=timeout_s)
 
 
+def first_put(node: subprocess.Popen, port: int, timeout_s: float = 20) -> rpc_pb2.PutResponse:
+    """Put k=v at the one-node `verikv serve` process `node` (client port `port`) once it answers;
+    the test fails if the process exits or does not answer in time."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            return rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"k", value=b"v"), timeout=2)
+        except grpc.RpcError:
+            assert node.poll() is None, node.communicate()[1]
+            assert time.monotonic() < deadline, "the node never answered a put"
+            time.sleep(0.2)
+        finally:
+            ch.close()
+
+
 def ports_free(base: int) -> bool:
     for port in [base + i for i in range(3)] + [base + 5 + i for i in range(3)] + [base + 10 + i for i in range(3)]:
         with socket.socket() as s:

@@ -7,14 +7,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-import grpc
 import pytest
-from integration_helpers import VERIKV
-
-from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
+from integration_helpers import VERIKV, first_put
 
 CLIENT_PORT, PEER_PORT = 28750, 28751
 
@@ -30,18 +26,7 @@ def serve(data_dir: Path, *extra: str) -> subprocess.Popen:
 
 def policies_once_serving(node: subprocess.Popen) -> dict[int, int]:
     """Each thread's scheduling policy, once the node answered a put (its threads are all up)."""
-    deadline = time.monotonic() + 20
-    while True:
-        ch = grpc.insecure_channel(f"127.0.0.1:{CLIENT_PORT}")
-        try:
-            rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"k", value=b"v"), timeout=2)
-            break
-        except grpc.RpcError:
-            assert node.poll() is None, node.communicate()[1]
-            assert time.monotonic() < deadline, "the node never answered a put"
-            time.sleep(0.2)
-        finally:
-            ch.close()
+    first_put(node, CLIENT_PORT)
     policies = {}
     for tid in os.listdir(f"/proc/{node.pid}/task"):
         try:

@@ -10,14 +10,10 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import grpc
 import pytest
-from integration_helpers import VERIKV
-
-from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
+from integration_helpers import VERIKV, first_put
 
 CLIENT_PORT, PEER_PORT = 28740, 28741
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4}$")
@@ -47,19 +43,7 @@ def parsed(stderr: str) -> list[dict]:
 def test_every_line_of_a_node_run_is_a_json_object(tmp_path):
     node = serve(tmp_path / "n0")
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            ch = grpc.insecure_channel(f"127.0.0.1:{CLIENT_PORT}")
-            try:
-                resp = rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"k", value=b"v"), timeout=2)
-                break
-            except grpc.RpcError:
-                assert node.poll() is None, node.communicate()[1]
-                assert time.monotonic() < deadline, "the node never answered a put"
-                time.sleep(0.2)
-            finally:
-                ch.close()
-        assert resp.header.revision == 2
+        assert first_put(node, CLIENT_PORT).header.revision == 2
     finally:
         node.send_signal(signal.SIGTERM)
         _, err = node.communicate(timeout=20)
