@@ -359,7 +359,7 @@ async def serve(args) -> int:
             await server.stop(grace=0)
             return EXIT_USAGE
         log.info("metrics and health on http://%s:%d", metrics_at[0], metrics.port)
-    if (args.cpu_scheduling or "loop-first") == "loop-first":
+    if args.cpu_scheduling == "loop-first":
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # this thread, the loop's
     client_security = "" if client_tls is None else \
         " over TLS" + (" (client certificates required)" if client_tls.client_cert_auth else "")
@@ -423,14 +423,15 @@ def main(argv: list[str]) -> int:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), handlers=[handler])
-    if (args.cpu_scheduling or "loop-first") != "normal":
+    asked, args.cpu_scheduling = args.cpu_scheduling, args.cpu_scheduling or "loop-first"
+    if args.cpu_scheduling != "normal":
         # every thread started from now on takes the policy (loop-first: the loop's own thread
         # goes back to the normal policy once the front and the metrics server are up)
         try:
             schedule_batch()
         except OSError as err:
-            if args.cpu_scheduling is not None:
-                refuse(f"verikv serve: --cpu-scheduling {args.cpu_scheduling}: {err}")
+            if asked is not None:
+                refuse(f"verikv serve: --cpu-scheduling {asked}: {err}")
                 return EXIT_USAGE
             log.info("every thread under the normal scheduling policy: %s", err)
             args.cpu_scheduling = "normal"

@@ -24,22 +24,19 @@ def serve(data_dir: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def policies_once_serving(node: subprocess.Popen) -> dict[int, int]:
-    """Each thread's scheduling policy, once the node answered a put (its threads are all up)."""
-    first_put(node, CLIENT_PORT)
-    policies = {}
-    for tid in os.listdir(f"/proc/{node.pid}/task"):
-        try:
-            policies[int(tid)] = os.sched_getscheduler(int(tid))
-        except ProcessLookupError:
-            pass
-    return policies
-
-
-def run(data_dir: Path, *extra: str) -> dict[int, int]:
+def policies(data_dir: Path, *extra: str) -> tuple[int, dict[int, int]]:
+    """The node's loop thread (the process's main thread) and each thread's scheduling policy,
+    once the node answered a put (its threads are all up); the node stops cleanly after."""
     node = serve(data_dir, *extra)
     try:
-        return policies_once_serving(node)
+        first_put(node, CLIENT_PORT)
+        found = {}
+        for tid in os.listdir(f"/proc/{node.pid}/task"):
+            try:
+                found[int(tid)] = os.sched_getscheduler(int(tid))
+            except ProcessLookupError:
+                pass
+        return node.pid, found
     finally:
         node.send_signal(signal.SIGTERM)
         _, err = node.communicate(timeout=20)
@@ -47,29 +44,22 @@ def run(data_dir: Path, *extra: str) -> dict[int, int]:
 
 
 def test_batch_puts_every_thread_of_the_node_under_sched_batch(tmp_path):
-    policies = run(tmp_path / "n0", "--cpu-scheduling", "batch")
-    assert len(policies) >= 3, policies  # the loop's thread, the front's, grpc's own
-    assert set(policies.values()) == {os.SCHED_BATCH}, policies
+    _, found = policies(tmp_path / "n0", "--cpu-scheduling", "batch")
+    assert len(found) >= 3, found  # the loop's thread, the front's, grpc's own
+    assert set(found.values()) == {os.SCHED_BATCH}, found
 
 
 def test_by_default_the_loops_thread_is_normal_and_every_other_under_sched_batch(tmp_path):
-    node = serve(tmp_path / "n0")
-    try:
-        policies = policies_once_serving(node)
-        loop_thread = node.pid  # the process's main thread runs the event loop
-    finally:
-        node.send_signal(signal.SIGTERM)
-        _, err = node.communicate(timeout=20)
-        assert node.returncode == 0, err
-    assert policies.pop(loop_thread) == os.SCHED_OTHER
-    assert len(policies) >= 2, policies  # the front's thread, grpc's own
-    assert set(policies.values()) == {os.SCHED_BATCH}, policies
+    loop_thread, found = policies(tmp_path / "n0")
+    assert found.pop(loop_thread) == os.SCHED_OTHER
+    assert len(found) >= 2, found  # the front's thread, grpc's own
+    assert set(found.values()) == {os.SCHED_BATCH}, found
 
 
 def test_normal_leaves_every_thread_under_the_normal_policy(tmp_path):
-    policies = run(tmp_path / "n0", "--cpu-scheduling", "normal")
-    assert len(policies) >= 3, policies
-    assert set(policies.values()) == {os.SCHED_OTHER}, policies
+    _, found = policies(tmp_path / "n0", "--cpu-scheduling", "normal")
+    assert len(found) >= 3, found
+    assert set(found.values()) == {os.SCHED_OTHER}, found
 
 
 def test_an_unknown_policy_is_refused_with_the_choices(tmp_path):
