@@ -29,6 +29,7 @@ import struct
 from verikv.etcdpb import kv_pb2, rpc_pb2
 
 from verikv.shim.kv import bolt, steps
+from verikv.shim.kv.protowire import varint_field
 
 MAGIC = b"VKBACKUP"  # the earlier format's
 _PAGE = 512
@@ -42,23 +43,9 @@ def _revision(main: int, sub: int = 0) -> bytes:
     return _REV.pack(main, b"_", sub)
 
 
-def _varint_field(number: int, n: int) -> bytes:
-    """A protobuf varint field (int64 as two's complement); nothing for 0, as proto3 writes."""
-    if not n:
-        return b""
-    n &= 0xFFFFFFFFFFFFFFFF
-    out = bytearray([number << 3])
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
-
-
 def _lease(lease_id: int, ttl: int) -> bytes:
     """leasepb.Lease{ID, TTL}: RemainingTTL 0, as etcd 3.4 keeps it without checkpoints."""
-    return _varint_field(1, lease_id) + _varint_field(2, ttl)
+    return varint_field(1, lease_id) + varint_field(2, ttl)
 
 
 def encode_steps(store):

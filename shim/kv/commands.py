@@ -20,6 +20,7 @@ from verikv.etcdpb import auth_pb2, rpc_pb2
 
 from verikv.shim.kv import errors
 from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry
+from verikv.shim.kv.protowire import varint
 
 MAX_REQUEST_BYTES = 1536 * 1024  # etcd's default --max-request-bytes (1.5 MiB)
 GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd accepts gRPC messages up to max-request-bytes + this
@@ -180,19 +181,10 @@ class KeptAlives:
         encoded header (field 1, shim/api/headers.py), then ID and TTL (omitted when 0)."""
         out = header
         if lease_id:
-            out += b"\x10" + _varint(lease_id & 0xFFFF_FFFF_FFFF_FFFF)
+            out += b"\x10" + varint(lease_id)
         if ttl:
-            out += b"\x18" + _varint(ttl & 0xFFFF_FFFF_FFFF_FFFF)
+            out += b"\x18" + varint(ttl)
         return out
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 REQUEST_TYPES = {

@@ -35,6 +35,7 @@ from verikv.shim.kv.auth import NOBODY, READ, WRITE, AuthInfo, AuthStore
 from verikv.shim.kv.errors import EtcdError
 from verikv.shim.kv.commands import MAX_REQUEST_BYTES, Command, KeptAlives, Kind, cost_txn, decode_batch
 from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry, LeaseTable
+from verikv.shim.kv.protowire import varint
 from verikv.shim.kv.steps import run as run_steps
 
 MAX_SESSIONS = 4096  # client sessions remembered in the dedup table (least recently used evicted)
@@ -80,15 +81,6 @@ class _Rec:
         self.wire: bytes | None = None
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 class EncodedRange:
     """A RangeResponse already in protobuf encoding except its header: the encoded header
     (field 1, which the servicer completes with cluster_id, member_id and raft_term) followed by
@@ -105,7 +97,7 @@ class EncodedRange:
 def encode_header(header: rpc_pb2.ResponseHeader) -> bytes:
     """`header` as field 1 of a response (what goes before an EncodedRange's body)."""
     b = header.SerializeToString()
-    return b"\x0a" + _varint(len(b)) + b
+    return b"\x0a" + varint(len(b)) + b
 
 
 def _mod(rec: _Rec) -> int:
@@ -219,7 +211,7 @@ class KVStore:
         wire = rec.wire
         if wire is None:
             kv = _kv(key, rec).SerializeToString()
-            wire = rec.wire = b"\x12" + _varint(len(kv)) + kv + b"\x20\x01"  # kvs: [kv], count: 1
+            wire = rec.wire = b"\x12" + varint(len(kv)) + kv + b"\x20\x01"  # kvs: [kv], count: 1
         return EncodedRange(self.revision, wire)
 
     def _keys_in(self, key: bytes, range_end: bytes, keys: list[bytes] | None = None) -> list[bytes]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from verikv.etcdpb import kv_pb2, rpc_pb2
+from verikv.shim.kv.protowire import varint
 
 MAX_REVISIONS_PER_RESPONSE = 1000  # etcd's watchBatchMaxRevs, for a watcher catching up
 DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
@@ -52,7 +53,7 @@ class Watcher:
     id_field: bytes = b""  # its watch_id as a WatchResponse's field 2 (b"" for 0), encoded once
 
     def __post_init__(self) -> None:
-        self.id_field = _WATCH_ID_TAG + _varint(self.watch_id) if self.watch_id else b""
+        self.id_field = _WATCH_ID_TAG + varint(self.watch_id) if self.watch_id else b""
 
     def covers(self, key: bytes) -> bool:
         if not self.range_end:
@@ -390,7 +391,7 @@ class LiveResponse:
         self.watch_id = watch_id
         self.events = events  # WatchResponse field 11, once per event
         if id_field is None:
-            id_field = _WATCH_ID_TAG + _varint(watch_id) if watch_id else b""
+            id_field = _WATCH_ID_TAG + varint(watch_id) if watch_id else b""
         self.id_field = id_field  # watch_id as field 2 (the watcher's, encoded once)
 
     def bytes(self, header: bytes) -> bytes:
@@ -447,16 +448,6 @@ def _encoded_events(w: Watcher, writes: list, store) -> bytes:
 
 
 _WATCH_ID_TAG = b"\x10"  # WatchResponse.watch_id: field 2, varint
-
-
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1  # int64 on the wire: a negative number takes ten bytes
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _event(key: bytes, rec, prev, store):
