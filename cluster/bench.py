@@ -3,8 +3,9 @@
 Loads: puts, then linearizable gets, of 256-byte values; (a) 1 client, one request at a time;
 (b) 2 client processes x 64 requests in flight; a mixed load (2 x 64, every client alternating a
 put and a linearizable get of the same key: half of the calls each); lease grants (2 x 64); keep-alives of 10,000
-leases on one LeaseKeepAlive stream (128 unanswered) at the leader, one at a follower, and on 64
-streams (8 each). Every load's first client talks to the system's current leader (then the
+leases on one LeaseKeepAlive stream (128 unanswered) at the leader (with the resident memory that
+10,000 live leases take, measured on the freshly started nodes before any load), one at a
+follower, and on 64 streams (8 each). Every load's first client talks to the system's current leader (then the
 others in turn), so neither system's figure depends on where its election landed. Then watch loads: 1, 100 and 1,000 watchers on
 one prefix (10 per stream, over every node) while one client puts into it at --watch-put-rate:
 events delivered per second, and each event's delay after its put's answer. Last, puts of 16
@@ -43,6 +44,7 @@ METHODS = {"put": "/etcdserverpb.KV/Put", "get": "/etcdserverpb.KV/Range", "gran
 KEEP_ALIVE = "/etcdserverpb.Lease/LeaseKeepAlive"
 LEASE_TTL_S = 600  # the bench's leases outlive it
 KEEP_ALIVE_LEASES = 10_000
+MEMORY_LEASES_FIRST_ID = 1 << 40  # the leases of the memory figure: above every keep-alive load's IDs
 
 
 TLS: dict | None = None  # with --tls: {"ca", "client": (cert, key)}, the files every client uses
@@ -175,32 +177,47 @@ class BenchError(Exception):
     """A load could not run as asked (printed, and the bench exits with 1)."""
 
 
-def run_keep_alive_load(endpoints: list[str], streams: int, window: int, duration_s: float, first_id: int,
-                        pids: list[int] = ()) -> dict:
-    """KEEP_ALIVE_LEASES leases (IDs from first_id, granted first), kept alive over `streams`
-    LeaseKeepAlive streams (spread over the endpoints from the first), `window` requests
-    unanswered per stream. With the nodes' `pids`: `lease_bytes`, the median over the nodes of
-    how much each one's resident memory grew while the leases were granted, per lease."""
+def grant_leases(endpoint: str, first_id: int) -> range:
+    """KEEP_ALIVE_LEASES leases of LEASE_TTL_S (IDs from first_id), 64 grants in flight; their IDs."""
     from verikv.cluster import _loadgen
-    from verikv.cluster.bigstore import rss_bytes
     from verikv.etcdpb import rpc_pb2
 
     ids = range(first_id, first_id + KEEP_ALIVE_LEASES)
     grants = [rpc_pb2.LeaseGrantRequest(ID=i, TTL=LEASE_TTL_S).SerializeToString() for i in ids]
-    before = [rss_bytes(pid) for pid in pids]
-    _, failed = _loadgen.run(endpoints[0], METHODS["grant"], grants, 64, 60.0, once=True)
+    _, failed = _loadgen.run(endpoint, METHODS["grant"], grants, 64, 60.0, once=True)
     if failed:
         raise RuntimeError(f"{failed} of {len(grants)} lease grants failed")
+    return ids
+
+
+def lease_memory(endpoint: str, pids: list[int]) -> float:
+    """How much the nodes' resident memory grew while KEEP_ALIVE_LEASES leases were granted, per
+    lease (the median over the nodes). Measured on freshly started nodes, before any load: a
+    process that has served loads holds free memory that it reuses, or returns to the system
+    while the leases are granted (etcd's RSS once shrank by 40 MB meanwhile), and the growth then
+    says nothing about the leases."""
+    from verikv.cluster.bigstore import rss_bytes
+
+    before = [rss_bytes(pid) for pid in pids]
+    grant_leases(endpoint, MEMORY_LEASES_FIRST_ID)
     time.sleep(0.5)  # every node has applied them
     grown = [rss_bytes(pid) - b for pid, b in zip(pids, before)]
+    return statistics.median(grown) / KEEP_ALIVE_LEASES
+
+
+def run_keep_alive_load(endpoints: list[str], streams: int, window: int, duration_s: float, first_id: int) -> dict:
+    """KEEP_ALIVE_LEASES leases (IDs from first_id, granted first), kept alive over `streams`
+    LeaseKeepAlive streams (spread over the endpoints from the first), `window` requests
+    unanswered per stream."""
+    from verikv.cluster import _loadgen
+    from verikv.etcdpb import rpc_pb2
+
+    ids = grant_leases(endpoints[0], first_id)
     keep = [rpc_pb2.LeaseKeepAliveRequest(ID=i).SerializeToString() for i in ids]
     lat, failed = _loadgen.pipeline(endpoints, KEEP_ALIVE, keep, streams, window, duration_s)
     lat.sort()
-    out = {"ops": len(lat), "ops_per_s": len(lat) / duration_s, "p50_ms": _percentile(lat, 0.50) * 1000,
-           "p99_ms": _percentile(lat, 0.99) * 1000, "errors": failed}
-    if grown:
-        out["lease_bytes"] = statistics.median(grown) / KEEP_ALIVE_LEASES
-    return out
+    return {"ops": len(lat), "ops_per_s": len(lat) / duration_s, "p50_ms": _percentile(lat, 0.50) * 1000,
+            "p99_ms": _percentile(lat, 0.99) * 1000, "errors": failed}
 
 
 # (streams, requests unanswered per stream, where the first stream goes): one stream on the
@@ -255,8 +272,7 @@ def _report(round_no: int, rounds: int, load: str, name: str, figures: dict) -> 
 
 
 def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: float = 100.0,
-          round_no: int = 0, pids: dict[str, list[int]] | None = None,
-          quiet_disk_of: Path | None = None, loads: list[str] | None = None, rounds: int = 1) -> dict:
+          round_no: int = 0, quiet_disk_of: Path | None = None, loads: list[str] | None = None, rounds: int = 1) -> dict:
     """Every load (of `loads`, if given) against every system, load by load: both clusters run
     the whole time and the order alternates, so a drift in this machine's speed does not favour
     either system."""
@@ -300,8 +316,7 @@ def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: floa
             if where == "follower":
                 endpoints = endpoints[1:] + endpoints[:1]
             try:
-                done(load, name, run_keep_alive_load(endpoints, streams, window, duration_s, first_id,
-                                                     (pids or {}).get(name, ())))
+                done(load, name, run_keep_alive_load(endpoints, streams, window, duration_s, first_id))
             except RuntimeError as err:
                 raise BenchError(f"{name}: {load}: {err}") from None
     # The 16 KiB puts last: the history they leave (every version until a compaction) makes the
@@ -510,9 +525,20 @@ def main(argv: list[str]) -> int:
                 print(f"benchmarking {name} at {','.join(endpoints)}" + (" over TLS" if args.tls else "")
                       + (f" (--cpu-scheduling {args.cpu_scheduling})"
                          if name == "verikv" and args.cpu_scheduling != "loop-first" else ""), file=sys.stderr)
-            rounds = [bench(systems, args.duration_s, args.watch_put_rate, k, pids, args.data_dir, loads, args.rounds)
+            memory_load = keep_alive_load_name(*KEEP_ALIVE_LOADS[0])
+            lease_bytes_of = {}
+            if memory_load in (load_names() if loads is None else loads):
+                for name, endpoints in systems.items():  # first: on the freshly started nodes
+                    try:
+                        lease_bytes_of[name] = lease_memory(leader_first(endpoints)[0], pids[name])
+                    except RuntimeError as err:
+                        raise BenchError(f"{name}: the memory of live leases: {err}") from None
+                    print(f"{name}: {lease_bytes_of[name]:,.0f} bytes of resident memory per live lease", file=sys.stderr)
+            rounds = [bench(systems, args.duration_s, args.watch_put_rate, k, args.data_dir, loads, args.rounds)
                       for k in range(args.rounds)]
             results = _medians(rounds)
+            for name, lease_bytes in lease_bytes_of.items():
+                results[name][memory_load]["lease_bytes"] = lease_bytes
     except (cluster_cli.ClusterError, BenchError) as err:
         print(f"verikv bench: {err}", file=sys.stderr)
         return 1
@@ -533,7 +559,7 @@ def main(argv: list[str]) -> int:
               if "lease_bytes" in results.get(name, {}).get(load, {})]
     if memory:
         print(f"\nmemory of live leases: how much a node's RSS grew while {KEEP_ALIVE_LEASES:,} leases were granted "
-              f"(median over the nodes{' and rounds' if args.rounds > 1 else ''}), per lease: "
+              f"on the freshly started nodes, before the loads (median over the nodes), per lease: "
               + ", ".join(f"{name} {b:,.0f} bytes" for name, b in memory))
     if any(load.startswith("watch ") for load in ran):
         print(f"\nwatch loads: N watchers on one prefix ({WATCHERS_PER_STREAM} per stream, over every node), "
