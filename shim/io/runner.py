@@ -24,6 +24,7 @@ import socket
 import struct
 import time
 
+from verikv.shim.io.heap import release_free_memory
 from verikv.shim.io.transport import Transport
 from verikv.shim.io.wal import Wal, WalFatalError
 from verikv.shim.kv import errors
@@ -149,6 +150,10 @@ class Node:
             self.machine.restore(rec.snapshot)
         await self._carry_out(self.machine.recover(rec.records))
         self._applied()
+        del rec  # the replayed records: their memory goes back to the system
+        freed = release_free_memory()
+        if freed:
+            log.info("recovered: %d MiB of freed memory returned to the system", freed >> 20)
         await self.transport.start()
         gc.callbacks.append(self._on_gc)
         self._tick_handle = asyncio.get_running_loop().call_later(self.config.tick_ms / 1000.0, self._on_tick)
