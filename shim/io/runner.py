@@ -152,7 +152,7 @@ class Node:
         self._applied()
         del rec  # the replayed records: their memory goes back to the system
         freed = release_free_memory()
-        if freed:
+        if freed is not None and freed >= 1 << 20:  # (None: a C library without malloc_trim)
             log.info("recovered: %d MiB of freed memory returned to the system", freed >> 20)
         await self.transport.start()
         gc.callbacks.append(self._on_gc)
