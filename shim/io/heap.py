@@ -4,7 +4,7 @@ Replaying a WAL at start holds every record since the last snapshot at once (hun
 a bulk load); once they are applied Python frees them, but glibc's allocator keeps most of the
 freed pages, scattered among live objects, and a restarted node's RSS stayed 80 % above a node
 that never restarted (`verikv bench --big-store --keys 200000`: 472-485 MiB per node after a
-restart against 261-263 MiB after the load). glibc's `malloc_trim` hands the free pages back.
+restart against 262-263 MiB after the load). glibc's `malloc_trim` hands the free pages back.
 
 This module must never touch anything but the allocator and /proc/self.
 """
