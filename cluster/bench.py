@@ -44,6 +44,8 @@ METHODS = {"put": "/etcdserverpb.KV/Put", "get": "/etcdserverpb.KV/Range", "gran
 KEEP_ALIVE = "/etcdserverpb.Lease/LeaseKeepAlive"
 LEASE_TTL_S = 600  # the bench's leases outlive it
 KEEP_ALIVE_LEASES = 10_000
+UNCHECKED = "unchecked"  # with --no-runtime-checks: a verikv cluster without them, beside the one with them
+UNCHECKED_PORTS = 100  # its ports: --base-port + this and up (etcd's are at + 50)
 MEMORY_LEASES_FIRST_ID = 1 << 40  # the leases of the memory figure: above every keep-alive load's IDs
 
 
@@ -404,7 +406,9 @@ def _medians(rounds: list[dict]) -> dict:
     """Per system and load: the median of each figure over the rounds (ops and errors: their
     totals), the median of the per-round verikv/etcd ratios (`ratio_vs_etcd`, of ops/s, or of
     events delivered per second for the watch loads) and their lowest
-    and highest (`ratio_range`: how much this machine's speed drifted between rounds)."""
+    and highest (`ratio_range`: how much this machine's speed drifted between rounds); with a
+    verikv cluster without runtime checks, the same against it (`ratio_vs_unchecked`,
+    `ratio_range_vs_unchecked`)."""
     out: dict = {}
     for name in rounds[0]:
         out[name] = {}
@@ -413,13 +417,16 @@ def _medians(rounds: list[dict]) -> dict:
             out[name][load] = {k: (sum(f[k] for f in figures) if k in TOTALS
                                    else statistics.median(f[k] for f in figures)) for k in figures[0]}
             out[name][load]["rounds"] = len(figures)
-    if "verikv" in out and "etcd" in out:
+    for other, key, span in (("etcd", "ratio_vs_etcd", "ratio_range"),
+                             (UNCHECKED, "ratio_vs_unchecked", "ratio_range_vs_unchecked")):
+        if "verikv" not in out or other not in out:
+            continue
         for load in out["verikv"]:
             rate = "events_per_s" if load.startswith("watch") else "ops_per_s"
-            ratios = [r["verikv"][load][rate] / r["etcd"][load][rate] for r in rounds if r["etcd"][load][rate]]
+            ratios = [r["verikv"][load][rate] / r[other][load][rate] for r in rounds if r[other][load][rate]]
             if ratios:
-                out["verikv"][load]["ratio_vs_etcd"] = statistics.median(ratios)
-                out["verikv"][load]["ratio_range"] = [min(ratios), max(ratios)]
+                out["verikv"][load][key] = statistics.median(ratios)
+                out["verikv"][load][span] = [min(ratios), max(ratios)]
     return out
 
 
@@ -439,7 +446,8 @@ def main(argv: list[str]) -> int:
                         "(default: every load; an unknown name is refused with the list)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-runtime-checks", action="store_true",
-                   help="run the verikv nodes without runtime checks (to measure their cost)")
+                   help="also run a second verikv cluster without runtime checks, beside the first (which keeps "
+                        "them), every load against both: the checks' cost, as verikv's / its throughput")
     p.add_argument("--cpu-scheduling", choices=["loop-first", "normal", "batch"], default="loop-first",
                    help="the verikv nodes' `serve --cpu-scheduling` (default loop-first, as serve's)")
     p.add_argument("--tls", action="store_true",
@@ -466,9 +474,13 @@ def main(argv: list[str]) -> int:
             p.error(f"--loads: {err}")
         if args.watch_put_rate <= 0 and any(load.startswith("watch ") for load in loads):
             p.error("--loads names a watch load, and --watch-put-rate 0 leaves the watch loads out")
+    if args.tls and args.no_runtime_checks:
+        p.error("--no-runtime-checks runs without --tls (the second verikv cluster would have a CA of its own)")
     if args.big_store:
         if args.tls:
             p.error("--big-store runs without TLS")
+        if args.no_runtime_checks:
+            p.error("--big-store runs with the runtime checks")
         from verikv.cluster import bigstore
         return bigstore.main(args)
 
@@ -494,14 +506,14 @@ def main(argv: list[str]) -> int:
         use_tls({"ca": files["ca"], "client": files["client"]})
     try:
         with contextlib.ExitStack() as stack:
-            if args.only in (None, "verikv"):
+            def start_verikv(name: str, data_dir: Path, base_port: int, checks: bool) -> None:
                 # the cluster CLI's own parser, so its defaults and new options always apply
                 up = cluster_cli.build_parser().parse_args(
-                    ["up", "--data-dir", str(vdir), "--base-port", str(args.base_port)]
-                    + (["--no-runtime-checks"] if args.no_runtime_checks else [])
+                    ["up", "--data-dir", str(data_dir), "--base-port", str(base_port)]
+                    + ([] if checks else ["--no-runtime-checks"])
                     + (["--tls"] if args.tls else [])
                     + ["--cpu-scheduling", args.cpu_scheduling])
-                down = cluster_cli.build_parser().parse_args(["down", "--data-dir", str(vdir)])
+                down = cluster_cli.build_parser().parse_args(["down", "--data-dir", str(data_dir)])
 
                 def stop_verikv() -> None:
                     with contextlib.redirect_stdout(sys.stderr):
@@ -510,9 +522,15 @@ def main(argv: list[str]) -> int:
                 stack.callback(stop_verikv)
                 with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the figures
                     cluster_cli.cmd_up(up)
-                conf = cluster_cli._layout(vdir, None)
-                systems["verikv"] = [cluster_cli.client_endpoint(conf, i) for i in range(conf["size"])]
-                pids["verikv"] = [cluster_cli.running_pid(vdir, i) for i in range(conf["size"])]
+                conf = cluster_cli._layout(data_dir, None)
+                systems[name] = [cluster_cli.client_endpoint(conf, i) for i in range(conf["size"])]
+                pids[name] = [cluster_cli.running_pid(data_dir, i) for i in range(conf["size"])]
+
+            if args.only in (None, "verikv"):
+                start_verikv("verikv", vdir, args.base_port, checks=True)
+                if args.no_runtime_checks:  # beside it, in the same run: what the checks cost
+                    start_verikv(UNCHECKED, args.data_dir / "verikv-unchecked", args.base_port + UNCHECKED_PORTS,
+                                 checks=False)
             if args.only in (None, "etcd"):
                 try:
                     etcd = stack.enter_context(start_etcd_cluster(args.data_dir / "etcd", 3, args.base_port + 50,
@@ -523,6 +541,7 @@ def main(argv: list[str]) -> int:
                     print(f"verikv bench: etcd: {err}", file=sys.stderr)
             for name, endpoints in systems.items():
                 print(f"benchmarking {name} at {','.join(endpoints)}" + (" over TLS" if args.tls else "")
+                      + (" (verikv without runtime checks)" if name == UNCHECKED else "")
                       + (f" (--cpu-scheduling {args.cpu_scheduling})"
                          if name == "verikv" and args.cpu_scheduling != "loop-first" else ""), file=sys.stderr)
             memory_load = keep_alive_load_name(*KEEP_ALIVE_LOADS[0])
@@ -554,7 +573,7 @@ def main(argv: list[str]) -> int:
         _print_table(results, table, args.rounds, "throughput",
                      f"{'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}",
                      lambda r: f"{r['ops_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}")
-    memory = [(name, results[name][load]["lease_bytes"]) for name in ("verikv", "etcd")
+    memory = [(name, results[name][load]["lease_bytes"]) for name in ("verikv", UNCHECKED, "etcd")
               for load in [keep_alive_load_name(*KEEP_ALIVE_LOADS[0])]
               if "lease_bytes" in results.get(name, {}).get(load, {})]
     if memory:
@@ -574,19 +593,21 @@ def main(argv: list[str]) -> int:
 
 
 def _print_table(results: dict, loads: list[str], rounds: int, what: str, heading: str, row) -> None:
-    """A line per load and system (its figures as `row` formats them), then the load's ratio."""
-    print(f"{'load':<25} {'system':<7} {heading}")
+    """A line per load and system (its figures as `row` formats them), then the load's ratios."""
+    print(f"{'load':<25} {'system':<9} {heading}")
     for load in loads:
-        for system in ("verikv", "etcd"):
+        for system in ("verikv", UNCHECKED, "etcd"):
             r = results.get(system, {}).get(load)
             if r:
-                print(f"{load:<25} {system:<7} {row(r)}")
-        _print_ratio(results, load, what, rounds)
+                print(f"{load:<25} {system:<9} {row(r)}")
+        _print_ratio(results, load, "ratio", "ratio_vs_etcd", "ratio_range", f"verikv / etcd {what}", rounds)
+        _print_ratio(results, load, "checks", "ratio_vs_unchecked", "ratio_range_vs_unchecked",
+                     f"verikv / verikv without runtime checks, {what}", rounds)
 
 
-def _print_ratio(results: dict, load: str, what: str, rounds: int) -> None:
-    ratio = results.get("verikv", {}).get(load, {}).get("ratio_vs_etcd")
-    if ratio is not None:
-        lo, hi = results["verikv"][load]["ratio_range"]
-        print(f"{load:<25} {'ratio':<7} {ratio:>9.2f}  (verikv / etcd {what}"
+def _print_ratio(results: dict, load: str, label: str, key: str, span: str, what: str, rounds: int) -> None:
+    figures = results.get("verikv", {}).get(load, {})
+    if key in figures:
+        lo, hi = figures[span]
+        print(f"{load:<25} {label:<9} {figures[key]:>9.2f}  ({what}"
               + (f", median of {rounds} rounds, lowest {lo:.2f}, highest {hi:.2f})" if rounds > 1 else ")"))

@@ -367,6 +367,9 @@ async def serve(args) -> int:
         " over TLS" + (" (member certificates required)" if peer_tls.client_cert_auth else "")
     log.info("node %d serving clients on %s%s, peers on %s:%d%s, data in %s", args.id, listen, client_security,
              *peers[args.id], peer_security, args.data_dir)
+    if args.no_runtime_checks:
+        log.warning("runtime checks off (--no-runtime-checks): a broken invariant of the core or the shim "
+                    "will not stop this node")
     collector = Collector()
     collector.start()
     runner = asyncio.ensure_future(node.run())

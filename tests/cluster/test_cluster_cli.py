@@ -296,7 +296,9 @@ def test_bench_refuses_unknown_loads_and_watch_loads_without_puts_before_startin
     """The refusals are argparse's: exit code 2, one line that says why, no cluster started."""
     for args, says in ((["--loads", "put-1x2"], "--loads: unknown load 'put-1x2'; the loads are put-1x1,"),
                        (["--loads", "watch-100", "--watch-put-rate", "0"], "--loads names a watch load"),
-                       (["--loads", "put-1x1", "--big-store"], "--big-store does not run")):
+                       (["--loads", "put-1x1", "--big-store"], "--big-store does not run"),
+                       (["--big-store", "--no-runtime-checks"], "--big-store runs with the runtime checks"),
+                       (["--no-runtime-checks", "--tls"], "--no-runtime-checks runs without --tls")):
         out = subprocess.run([sys.executable, "-m", "verikv.cli", "bench", "--data-dir", str(tmp_path / "b"), *args],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
@@ -323,6 +325,33 @@ def test_bench_loads_runs_only_those_and_reports_each_as_it_ends(tmp_path):
     assert tables.returncode == 0, tables.stderr[-2000:]
     rows = [line.split("  ")[0].strip() for line in tables.stdout.splitlines()[1:] if line.strip()]
     assert rows == ["get 1x1", "keep-alive 64x8"], tables.stdout  # no watch table, no other load
+
+
+@pytest.mark.slow
+def test_bench_no_runtime_checks_runs_a_verikv_without_them_beside_the_one_with_them(tmp_path):
+    """`--no-runtime-checks`: the figures of verikv with its checks, as in every run, and of a
+    second verikv cluster without them, in the same run, with the checks' cost as a ratio; only
+    the second cluster's nodes say their checks are off. Ports 26100-26115 and 26200-26215."""
+    base = ["bench", "--only", "verikv", "--duration-s", "0.3", "--data-dir", str(tmp_path / "b"),
+            "--base-port", "26100", "--loads", "put-1x1", "--no-runtime-checks"]
+    out = subprocess.run([sys.executable, "-m", "verikv.cli", *base, "--json"], capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    figures = json.loads(out.stdout)
+    assert sorted(figures) == ["unchecked", "verikv"], figures
+    checked, unchecked = figures["verikv"]["put 1x1"], figures["unchecked"]["put 1x1"]
+    assert checked["ops"] > 0 and unchecked["ops"] > 0 and checked["errors"] == unchecked["errors"] == 0
+    assert checked["ratio_vs_unchecked"] == pytest.approx(checked["ops_per_s"] / unchecked["ops_per_s"])
+    assert "benchmarking unchecked at 127.0.0.1:26200" in out.stderr, out.stderr[-2000:]
+
+    def checks_off(cluster: str) -> list[bool]:
+        return ["runtime checks off (--no-runtime-checks)" in (tmp_path / "b" / cluster / f"node{i}.log").read_text()
+                for i in range(3)]
+
+    assert checks_off("verikv") == [False] * 3 and checks_off("verikv-unchecked") == [True] * 3
+    tables = subprocess.run([sys.executable, "-m", "verikv.cli", *base], capture_output=True, text=True, timeout=240)
+    assert tables.returncode == 0, tables.stderr[-2000:]
+    assert "put 1x1                   checks " in tables.stdout, tables.stdout
 
 
 def test_bench_medians_report_the_median_ratio_and_its_spread_over_rounds():
