@@ -355,13 +355,13 @@ def test_bench_no_runtime_checks_runs_a_verikv_without_them_beside_the_one_with_
 
 
 def test_bench_medians_report_the_median_ratio_and_its_spread_over_rounds():
-    from verikv.cluster.bench import _medians
+    from verikv.cluster.bench_report import medians
 
     def one(v_ops, e_ops):
         fig = lambda ops: {"ops": ops * 5, "ops_per_s": ops, "p50_ms": 1.0, "p99_ms": 2.0, "errors": 0}
         return {"verikv": {"get 2x64": fig(v_ops)}, "etcd": {"get 2x64": fig(e_ops)}}
 
-    out = _medians([one(100, 100), one(300, 100), one(120, 80)])
+    out = medians([one(100, 100), one(300, 100), one(120, 80)])
     got = out["verikv"]["get 2x64"]
     assert got["ratio_vs_etcd"] == 1.5 and got["ratio_range"] == [1.0, 3.0]
     assert got["ops_per_s"] == 120 and got["ops"] == 2600 and got["rounds"] == 3
