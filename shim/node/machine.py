@@ -46,6 +46,7 @@ from verikv.shim.kv import errors
 from verikv.shim.kv.commands import AsUser, Kind, check_size, cost, encode_batch, validate
 from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry
 from verikv.shim.kv.store import KVStore
+from verikv.shim.node.check_quorum import CheckQuorum
 from verikv.shim.node.checks import Checks
 from verikv.shim.node.compaction import AutoCompaction
 from verikv.shim.node.lease_timers import LeaseTimers
@@ -132,9 +133,6 @@ class NodeConfig:
 MAX_CAMPAIGN_TICKS = 100_000
 
 
-PROBE_EVERY_S = 0.1  # how often an otherwise idle leader confirms that a quorum hears it
-
-
 def term_of(promised) -> int:
     """etcd's raft_term for a node whose promise is the ballot (round, node): round + 1, and 0
     before it promised anything. Its own ballot, when it leads or campaigns, is its promise, so
@@ -163,6 +161,7 @@ class NodeMachine:
                                    max_pending=config.max_pending_requests,
                                    max_batch_bytes=config.max_batch_bytes)
         self.reads = Reads(self)
+        self.check_quorum = CheckQuorum(self)
         self.compaction = AutoCompaction(config.auto_compaction_mode, config.auto_compaction_retention)
         self.lease_timers = LeaseTimers()
         # called with no argument after each batch of commits is applied, before its clients are
@@ -170,10 +169,6 @@ class NodeMachine:
         # in the apply, before the response (the runner hands the writes to the watch hub)
         self.applied_hook = None
         self._rng = rng
-        # check-quorum: the leadership confirmation in flight (its read_seq, when it started),
-        # and when the last confirmed one started (a quorum heard from this leader since then)
-        self._quorum_probe: tuple[int, float] | None = None
-        self._quorum_heard_at: float | None = None
         self.status: dict = {}
         self.term = 0  # etcd's raft_term: term_of(the ballot this node promised)
         self.leader_changes = 0  # how often the leader this node knows changed (etcd's metric)
@@ -477,7 +472,7 @@ class NodeMachine:
         if reads.asks:
             reads.answer_asks()
         reads.confirm(readies)
-        self._probe_quorum(readies)
+        self.check_quorum.probe(readies)
         yield from self._honour(readies)
         reads.serve()
         now = self.clock()
@@ -635,29 +630,9 @@ class NodeMachine:
             body = rpc_pb2.CompactionRequest(revision=target).SerializeToString()
             self.order(Kind.COMPACT, body, functools.partial(self._compacted, target))
 
-    def _probe_quorum(self, readies: list) -> None:
-        """A leader confirms its leadership (one heartbeat round, as for reads) every
-        PROBE_EVERY_S, so that it knows when a quorum last heard from it."""
-        if self.status.get("role") != "leader":
-            self._quorum_probe = self._quorum_heard_at = None
-            return
-        now = self.clock()
-        if self._quorum_heard_at is None:
-            self._quorum_heard_at = now  # it has just been elected: a quorum promised to it
-        probe = self._quorum_probe
-        if probe is not None and self.status.get("read_confirmed", 0) >= probe[0]:
-            self._quorum_heard_at = max(self._quorum_heard_at, probe[1])
-            probe = self._quorum_probe = None
-        if now - (probe[1] if probe is not None else self._quorum_heard_at) >= PROBE_EVERY_S:
-            rd, read_seq, _ = self.step(self.core.confirm_read)
-            readies.append(rd)
-            if read_seq:
-                self._quorum_probe = (read_seq, now)
-
     def leader_has_quorum(self) -> bool:
-        """This node leads and a quorum heard from it within check_quorum_s (see NodeConfig)."""
-        return (self.status.get("role") == "leader" and self._quorum_heard_at is not None
-                and self.clock() - self._quorum_heard_at <= self.config.check_quorum_s)
+        """This node leads and a quorum heard from it within check_quorum_s (check_quorum.py)."""
+        return self.check_quorum.has_quorum()
 
     def _lease_duties(self, now: float) -> None:
         """A leader's expiries and checkpoints (see lease_timers.py)."""

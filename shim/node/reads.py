@@ -107,17 +107,18 @@ class Reads:
                 self.waiting.append(PeerRead(asker, req_id))
 
     def confirm(self, readies: list) -> None:
-        """Start a leadership confirmation for every read waiting, unless one is in flight."""
+        """Start a leadership confirmation for every read waiting, unless one is in flight (the
+        reads' or check_quorum.py's probe's: one that started before these reads arrived cannot
+        confirm them)."""
         if not self.waiting:
             return
         m = self.m
         leading = m.status.get("role") == "leader"
-        if leading and self.confirming and self.confirming[-1][0] > m.status.get("read_confirmed", 0):
-            return  # a confirmation is in flight: these reads wait for the next one
+        if leading and m.check_quorum.in_flight():
+            return  # these reads wait for the next one
         reads, self.waiting = self.waiting, []
         if leading:
-            rd, read_seq, read_slot = m.step(m.core.confirm_read)
-            readies.append(rd)
+            read_seq, read_slot = m.check_quorum.confirm(readies)
             if read_seq:
                 self.confirming.append((read_seq, read_slot, reads))
                 return

@@ -318,16 +318,15 @@ async def test_a_followers_read_index_request_needs_no_heartbeat_round_when_its_
 @pytest.mark.ports(45)
 async def test_one_read_confirmation_at_a_time_covers_every_read_that_arrived_meanwhile(cluster, monkeypatch):
     """Reads arriving over many loop turns: the leader never starts a confirmation while another
-    is in flight, a follower never sends a ReadIndex request while one is unanswered, and every
-    read still sees the latest acknowledged write. (The leader's own quorum probe, a confirmation
-    every PROBE_EVERY_S of its own, is kept out: it is not a read's, and on a slow run it fell
-    among the reads.)"""
-    from verikv.shim.node import machine
-    monkeypatch.setattr(machine, "PROBE_EVERY_S", 3600.0)
+    is in flight, its reads' or its own quorum probe's, a follower never sends a ReadIndex request
+    while one is unanswered, and every read still sees the latest acknowledged write. The probe
+    is made due at every turn, so that it falls among the reads."""
+    from verikv.shim.node import check_quorum
+    monkeypatch.setattr(check_quorum, "PROBE_EVERY_S", 0.0)
     leader = leader_of(cluster)
     follower = next(n for n in cluster if n is not leader)
     await submit(leader, Kind.PUT, r.PutRequest(key=b"w", value=b"1"))
-    overlaps, confirms, asks = [], [], []
+    overlaps, confirms, asks, probing, probes = [], [], [], [], []
     core = leader.machine.core
 
     class CountingCore:  # the real core, with its confirm_read calls observed
@@ -336,11 +335,23 @@ async def test_one_read_confirmation_at_a_time_covers_every_read_that_arrived_me
 
         def confirm_read(self):
             if confirms and core.status()["read_confirmed"] < confirms[-1]:
-                overlaps.append(("leader", confirms[-1]))
+                overlaps.append(("leader", confirms[-1], "probe" if probing else "read"))
             rd, seq, slot = core.confirm_read()
             confirms.append(seq)
+            if probing:
+                probes.append(seq)
             return rd, seq, slot
 
+    probe = leader.machine.check_quorum.probe
+
+    def observed_probe(readies):
+        probing.append(True)
+        try:
+            probe(readies)
+        finally:
+            probing.pop()
+
+    leader.machine.check_quorum.probe = observed_probe
     leader.machine.core = CountingCore()
     send = follower.transport.send
 
@@ -355,15 +366,17 @@ async def test_one_read_confirmation_at_a_time_covers_every_read_that_arrived_me
 
     async def reads(node, count):
         out = []
-        for _ in range(count):
+        for i in range(count):
             out.append(asyncio.ensure_future(read(node, r.RangeRequest(key=b"w"), serializable=False)))
-            await asyncio.sleep(0)  # one read per loop iteration
+            # one read per loop iteration, in bursts: between them the probe starts its own
+            await asyncio.sleep(0.002 if i % 10 == 9 else 0)
         return await asyncio.gather(*out)
 
     got = await asyncio.gather(reads(leader, 200), reads(follower, 200))
     assert all(g.kvs[0].value == b"1" for batch in got for g in batch)
     assert not overlaps, overlaps
-    assert 1 <= len(confirms) < 200 and 1 <= len(asks) < 200, (len(confirms), len(asks))
+    assert probes and len(probes) < len(confirms), (len(probes), len(confirms))
+    assert 1 <= len(confirms) - len(probes) < 200 and 1 <= len(asks) < 200, (len(confirms), len(asks))
 
 
 @pytest.mark.ports(30)
@@ -937,3 +950,23 @@ async def test_a_leader_cut_off_from_a_quorum_knows_it(tmp_path):
         for n in nodes:
             if not n._stopping:
                 await stop_node(n)
+
+
+async def test_a_leaders_read_confirmations_tell_it_a_quorum_heard_it(tmp_path, monkeypatch):
+    """Check-quorum counts every leadership confirmation, a read's as well as the leader's own
+    probe: with the probe kept away, a leader knows a quorum heard it after each linearizable
+    read, and not once check_quorum_s passed without one."""
+    from verikv.shim.node import check_quorum
+    monkeypatch.setattr(check_quorum, "PROBE_EVERY_S", 3600.0)
+    nodes = await start_cluster(tmp_path, 235, check_quorum_s=0.3)
+    leader = leader_of(nodes)
+    try:
+        for _ in range(2):
+            await asyncio.sleep(0.45)
+            assert not leader.machine.leader_has_quorum()
+            await read(leader, r.RangeRequest(key=b"k"), serializable=False)
+            await wait_for(leader.machine.leader_has_quorum)
+            assert leader.status["role"] == "leader"
+    finally:
+        for n in nodes:
+            await stop_node(n)
