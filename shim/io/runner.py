@@ -151,13 +151,19 @@ class Node:
         await self._carry_out(self.machine.recover(rec.records))
         self._applied()
         del rec  # the replayed records: their memory goes back to the system
-        freed = release_free_memory()
-        if freed is not None and freed >= 1 << 20:  # (None: a C library without malloc_trim)
-            log.info("recovered: %d MiB of freed memory returned to the system", freed >> 20)
+        self._release_memory("recovered")
         await self.transport.start()
         gc.callbacks.append(self._on_gc)
         self._tick_handle = asyncio.get_running_loop().call_later(self.config.tick_ms / 1000.0, self._on_tick)
         self._rtt_handle = asyncio.get_running_loop().call_later(RTT_SAMPLE_EVERY_S, self._sample_rtt)
+
+    @staticmethod
+    def _release_memory(after: str) -> None:
+        """Hand the C heap's free pages back to the system after a burst of objects was freed
+        (shim/io/heap.py)."""
+        freed = release_free_memory()
+        if freed is not None and freed >= 1 << 20:  # (None: a C library without malloc_trim)
+            log.info("%s: %d MiB of freed memory returned to the system", after, freed >> 20)
 
     def _sample_rtt(self) -> None:
         for peer_id, peer in getattr(self.transport, "peers", {}).items():
@@ -401,6 +407,8 @@ class Node:
                 wal.install_snapshot(action.slot, action.kv_state, action.core_records,
                                      remove=lambda paths: asyncio.get_running_loop().run_in_executor(
                                          None, wal.remove_files, paths))
+                if action.kv_state is not None:  # a peer's: the state it replaced is freed
+                    self._release_memory("installed a peer's snapshot")
             else:
                 raise TypeError(f"unknown action {action!r}")
             spent[kind] = spent.get(kind, 0.0) + time.monotonic() - began

@@ -858,7 +858,11 @@ async def test_digests_travel_between_real_nodes_and_agree(cluster):
 
 
 @pytest.mark.ports(100)
-async def test_a_node_behind_the_others_snapshots_catches_up_from_a_peer_snapshot(tmp_path):
+async def test_a_node_behind_the_others_snapshots_catches_up_from_a_peer_snapshot(tmp_path, monkeypatch):
+    """...and hands the memory of the state it replaced back to the system (shim/io/heap.py)."""
+    from verikv.shim.io import runner
+    releases = []
+    monkeypatch.setattr(runner, "release_free_memory", lambda: releases.append(1) or 0)
     nodes = await start_cluster(tmp_path, 100, snapshot_every_slots=40, snapshot_min_log_bytes=0)
     try:
         leader = leader_of(nodes)
@@ -877,6 +881,8 @@ async def test_a_node_behind_the_others_snapshots_catches_up_from_a_peer_snapsho
         assert len(got.kvs) == 120
         # it jumped over slots no peer holds any more
         assert revived.machine.peer_snapshots_installed >= 1, (revived.machine.core.status(), [n.machine.core.status() for n in live])
+        # once at each start (the three, and the revived node's), once at each install
+        assert len(releases) == 4 + revived.machine.peer_snapshots_installed, len(releases)
     finally:
         for n in nodes:
             if not n.task.done():
