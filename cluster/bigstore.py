@@ -2,7 +2,9 @@
 3-member etcd 3.4 holding the same keys (default 1,000,000 keys of 256-byte values).
 
 Each system is loaded with Txns of 128 puts (etcd's default --max-txn-ops), keys `big/%08d`, from
---writers clients in parallel. Once every node counts every key: each node's resident memory
+--writers clients in parallel. The keys are written in a scattered order (the i-th is key
+i * SCATTER mod --keys), so that each Txn's keys land all over the key space, as an
+application's names do, rather than each after the last. Once every node counts every key: each node's resident memory
 (VmRSS of its process), its WAL files' bytes and its snapshot bytes (verikv: `snap-*.snap`;
 etcd: the bolt file `member/snap/db` and any `*.snap`), and the store's size as Status reports it
 (verikv's measure, etcd's bolt file). Then every node is stopped (SIGTERM) and started again on
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 TXN_OPS = 128
+SCATTER = 1_000_003  # a prime: i -> i * SCATTER mod keys is a permutation unless keys is a multiple of it
 PREFIX, PREFIX_END = b"big/", b"big0"
 
 
@@ -36,7 +39,9 @@ def load(endpoints: list[str], keys: int, value_bytes: int, writers: int) -> flo
 
     from verikv.etcdpb import rpc_pb2, rpc_pb2_grpc
 
-    batches = [range(b, min(b + TXN_OPS, keys)) for b in range(0, keys, TXN_OPS)]
+    stride = SCATTER if keys % SCATTER else 1
+    order = [i * stride % keys for i in range(keys)]
+    batches = [order[b:b + TXN_OPS] for b in range(0, keys, TXN_OPS)]
     errors: list[str] = []
 
     def writer(w: int) -> None:
