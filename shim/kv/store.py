@@ -305,25 +305,35 @@ class KVStore:
 
     # ---- writes (inside a _Write) ----
 
-    def _put(self, r: rpc_pb2.PutRequest, w: _Write) -> rpc_pb2.PutResponse:
-        resp = rpc_pb2.PutResponse()
-        prev = self._data.get(r.key)
-        if prev is not None and r.prev_kv:
-            resp.prev_kv.CopyFrom(_kv(r.key, prev))
+    def _put(self, r: rpc_pb2.PutRequest, w: _Write, resp: rpc_pb2.PutResponse | None = None) -> rpc_pb2.PutResponse:
+        """The put, answered in `resp` (a new PutResponse if None; a txn's answers its op in place)."""
+        if resp is None:
+            resp = rpc_pb2.PutResponse()
+        key = r.key
+        prev = self._data.get(key)
         rev = w.begin + 1
         value = r.value
         lease = r.lease
-        if r.ignore_value:
-            value = prev.value if prev is not None else b""
-        if r.ignore_lease:
-            lease = prev.lease if prev is not None else 0
         if prev is None:
-            rec = self._data[r.key] = _Rec(rev, rev, 1, value, lease, w.changes)
-            self._keys.add(r.key)
+            if r.ignore_value:  # (only a txn that deleted the key before gets here with these)
+                value = b""
+            if r.ignore_lease:
+                lease = 0
+            rec = self._data[key] = _Rec(rev, rev, 1, value, lease, w.changes)
+            self._keys.add(key)
+            if lease:
+                self.leases.attach(key, 0, lease)
         else:  # a new record: the old one's cached encoding goes with it
-            rec = self._data[r.key] = _Rec(prev.create_revision, rev, prev.version + 1, value, lease, w.changes)
-        self.leases.attach(r.key, prev.lease if prev is not None else 0, lease)
-        self._record(r.key, rec, prev)
+            if r.prev_kv:
+                resp.prev_kv.CopyFrom(_kv(key, prev))
+            if r.ignore_value:
+                value = prev.value
+            if r.ignore_lease:
+                lease = prev.lease
+            rec = self._data[key] = _Rec(prev.create_revision, rev, prev.version + 1, value, lease, w.changes)
+            if lease != prev.lease:
+                self.leases.attach(key, prev.lease, lease)
+        self._record(key, rec, prev)
         w.changes += 1
         resp.header.revision = rev
         return resp
@@ -656,7 +666,7 @@ class KVStore:
             if which == "request_range":
                 out.response_range.CopyFrom(self.range(op.request_range, w))
             elif which == "request_put":
-                out.response_put.CopyFrom(self._put(op.request_put, w))
+                self._put(op.request_put, w, out.response_put)
             elif which == "request_delete_range":
                 out.response_delete_range.CopyFrom(self._delete(op.request_delete_range, w))
             elif which == "request_txn":
