@@ -24,7 +24,7 @@ import socket
 import struct
 import time
 
-from verikv.shim.io.heap import release_free_memory
+from verikv.shim.io.heap import collector_paused, release_free_memory
 from verikv.shim.io.transport import Transport
 from verikv.shim.io.wal import Wal, WalFatalError
 from verikv.shim.kv import errors
@@ -143,14 +143,15 @@ class Node:
     # ---- lifecycle ----
 
     async def start(self) -> None:
-        self.wal, rec = Wal.open(self.config.data_dir / "wal", self.disk)
-        if rec.cut_tail:
-            log.warning("WAL recovery: %s", rec.cut_tail)
-        if rec.snapshot is not None:
-            self.machine.restore(rec.snapshot)
-        await self._carry_out(self.machine.recover(rec.records))
-        self._applied()
-        del rec  # the replayed records: their memory goes back to the system
+        with collector_paused():  # the recovered state is made at once (heap.py)
+            self.wal, rec = Wal.open(self.config.data_dir / "wal", self.disk)
+            if rec.cut_tail:
+                log.warning("WAL recovery: %s", rec.cut_tail)
+            if rec.snapshot is not None:
+                self.machine.restore(rec.snapshot)
+            await self._carry_out(self.machine.recover(rec.records))
+            self._applied()
+            del rec  # the replayed records: their memory goes back to the system
         self._release_memory("recovered")
         await self.transport.start()
         gc.callbacks.append(self._on_gc)

@@ -401,10 +401,13 @@ async def test_a_restarted_node_recovers_its_state_from_the_wal(cluster, tmp_pat
 
 
 @pytest.mark.ports(105)
-async def test_a_restarted_node_returns_the_replayed_records_memory_once_it_recovered(cluster, tmp_path,
+async def test_a_restarted_node_recovers_with_the_collector_paused_and_returns_the_replayed_records_memory(cluster, tmp_path,
                                                                                      monkeypatch):
     """The WAL's records, replayed at start, are freed and the C heap's free pages handed back to
-    the system (shim/io/heap.py) once, after the node's state is recovered."""
+    the system (shim/io/heap.py) once, after the node's state is recovered; the recovery runs
+    with the cycle collector paused, from before the first record to after the last."""
+    import contextlib
+
     from verikv.shim.io import runner
 
     for i in range(5):
@@ -421,10 +424,21 @@ async def test_a_restarted_node_returns_the_replayed_records_memory_once_it_reco
         keys_at_release.append(len(starting[0].kv.items()))
         return 0
 
+    paused, collector_paused = [], runner.collector_paused
+
+    @contextlib.contextmanager
+    def observed_pause():
+        with collector_paused():
+            paused.append(len(starting[0].kv.items()))
+            yield
+            paused.append(len(starting[0].kv.items()))
+
     monkeypatch.setattr(runner.Node, "start", start)
     monkeypatch.setattr(runner, "release_free_memory", release)
+    monkeypatch.setattr(runner, "collector_paused", observed_pause)
     cluster[1] = await start_node(1, tmp_path, 105)
     assert keys_at_release == [5]  # once, with every replayed put applied
+    assert paused == [0, 5]
 
 
 async def test_snapshots_truncate_the_wal_and_restore(tmp_path):
