@@ -24,10 +24,11 @@ import socket
 import struct
 import time
 
-from verikv.shim.io.heap import collector_paused, release_free_memory
+from verikv.shim.io.heap import release_free_memory
 from verikv.shim.io.transport import Transport
 from verikv.shim.io.wal import Wal, WalFatalError
 from verikv.shim.kv import errors
+from verikv.shim.kv.gc_pause import collector_paused
 from verikv.shim.node.machine import Append, NodeConfig, NodeMachine, Send, WriteSnapshot, WriteState
 
 log = logging.getLogger("verikv.node")
@@ -143,7 +144,7 @@ class Node:
     # ---- lifecycle ----
 
     async def start(self) -> None:
-        with collector_paused():  # the recovered state is made at once (heap.py)
+        with collector_paused():  # the recovered state is made at once (gc_pause.py)
             self.wal, rec = Wal.open(self.config.data_dir / "wal", self.disk)
             if rec.cut_tail:
                 log.warning("WAL recovery: %s", rec.cut_tail)

@@ -35,6 +35,7 @@ from verikv.etcdpb import kv_pb2, rpc_pb2
 from verikv.shim.kv import errors
 from verikv.shim.kv.auth import NOBODY, READ, WRITE, AuthInfo, AuthStore
 from verikv.shim.kv.errors import EtcdError
+from verikv.shim.kv.gc_pause import collector_paused
 from verikv.shim.kv.commands import MAX_REQUEST_BYTES, Command, KeptAlives, Kind, cost_txn, decode_batch
 from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry, LeaseTable
 from verikv.shim.kv.protowire import varint
@@ -919,6 +920,11 @@ class KVStore:
 
     @classmethod
     def restore(cls, data: bytes) -> "KVStore":
+        with collector_paused():  # a whole store made at once (gc_pause.py)
+            return cls._restore(data)
+
+    @classmethod
+    def _restore(cls, data: bytes) -> "KVStore":
         store = cls()
         if data[:4] == cls._MAGIC_V1:
             # A snapshot from before history was kept: nothing below its revision can be read

@@ -4,7 +4,6 @@ it, says little about what one call frees."""
 
 from __future__ import annotations
 
-import gc
 import json
 import subprocess
 import sys
@@ -54,36 +53,3 @@ def test_without_the_call_the_freed_records_stay_resident():
     r = scenario(release=False)
     assert r["before"] - r["base"] > r["grown"] // 2, r
 
-
-class _Record:  # tracked by the cycle collector, as the store's records are
-    __slots__ = ("value",)
-
-
-def _in_generation(obj, generation: int) -> bool:
-    return any(o is obj for o in gc.get_objects(generation=generation))
-
-
-@pytest.mark.parametrize("enabled_before", [True, False])
-def test_the_collector_is_off_while_a_state_is_built_and_what_it_made_is_old_afterwards(enabled_before):
-    """Inside collector_paused() no collection runs, however many objects are made; afterwards
-    they are in the oldest generation (not left young, for the next young collection to look at
-    all of them) and the collector is as it was before."""
-    collections = []
-
-    def observe(phase, info):
-        if phase == "start":
-            collections.append(info["generation"])
-
-    was = gc.isenabled()
-    (gc.enable if enabled_before else gc.disable)()
-    gc.callbacks.append(observe)
-    try:
-        with heap.collector_paused():
-            assert not gc.isenabled()
-            made = [_Record() for _ in range(50_000)]  # 70 times the young generation's threshold
-        assert collections == []
-        assert gc.isenabled() is enabled_before
-        assert _in_generation(made[0], 2) and _in_generation(made[-1], 2) and _in_generation(made, 2)
-    finally:
-        gc.callbacks.remove(observe)
-        (gc.enable if was else gc.disable)()
