@@ -273,11 +273,19 @@ def _report(round_no: int, rounds: int, load: str, name: str, figures: dict) -> 
           f"p99 {figures['p99_ms']:.2f} ms, {figures['errors']} errors", file=sys.stderr, flush=True)
 
 
+def turn_order(systems, k: int) -> list[str]:
+    """The systems in the order of a load's k-th turn: rotated by k, so each takes each place in
+    turn (two: one first, then the other; three: no system always in the middle)."""
+    names = list(systems)
+    i = k % len(names)
+    return names[i:] + names[:i]
+
+
 def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: float = 100.0,
           round_no: int = 0, quiet_disk_of: Path | None = None, loads: list[str] | None = None, rounds: int = 1) -> dict:
     """Every load (of `loads`, if given) against every system, load by load: both clusters run
-    the whole time and the order alternates, so a drift in this machine's speed does not favour
-    either system."""
+    the whole time and the order rotates (turn_order), so a drift in this machine's speed does
+    not favour any system."""
     out: dict = {name: {} for name in systems}
     chosen = set(load_names() if loads is None else loads)
 
@@ -289,7 +297,7 @@ def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: floa
         load = load_name(op, procs, in_flight)
         if load not in chosen:
             continue
-        names = list(systems) if (k + round_no) % 2 == 0 else list(reversed(systems))
+        names = turn_order(systems, k + round_no)
         for name in names:
             endpoints = leader_first(systems[name])
             run_load(endpoints, "put", 1, 1, 0.2)  # warm up (and make sure keys exist for gets)
@@ -297,7 +305,7 @@ def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: floa
     for k, watchers in enumerate(WATCHERS if watch_put_rate > 0 else []):
         if f"watch {watchers}" not in chosen:
             continue
-        names = list(systems) if k % 2 == 0 else list(reversed(systems))
+        names = turn_order(systems, k)
         for name in names:
             try:
                 done(f"watch {watchers}", name, run_watch_load(leader_first(systems[name]), watchers, duration_s,
@@ -305,10 +313,10 @@ def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: floa
             except RuntimeError as err:
                 raise BenchError(f"{name}: watch {watchers}: {err}") from None
     if "grant 2x64" in chosen:
-        for name in (list(systems) if round_no % 2 == 0 else list(reversed(systems))):
+        for name in turn_order(systems, round_no):
             done("grant 2x64", name, run_load(leader_first(systems[name]), "grant", 2, 64, duration_s))
     for k, (streams, window, where) in enumerate(KEEP_ALIVE_LOADS):
-        names = list(systems) if k % 2 == 0 else list(reversed(systems))
+        names = turn_order(systems, k)
         load = keep_alive_load_name(streams, window, where)
         if load not in chosen:
             continue
@@ -328,7 +336,7 @@ def bench(systems: dict[str, list[str]], duration_s: float, watch_put_rate: floa
     big = load_name(op, procs, in_flight)
     if big not in chosen:
         return out
-    for name in (list(systems) if round_no % 2 == 0 else list(reversed(systems))):
+    for name in turn_order(systems, round_no):
         endpoints = leader_first(systems[name])
         done(big, name, run_load(endpoints, op, procs, in_flight, duration_s))
         try:

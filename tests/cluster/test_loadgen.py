@@ -113,3 +113,13 @@ def test_the_bench_waits_for_a_quiet_disk_and_no_longer(monkeypatch, tmp_path):
     # no counters to read: no wait
     monkeypatch.setattr(bench, "_device_bytes", lambda path: None)
     assert bench.wait_for_quiet_disk(tmp_path) is None
+
+
+def test_every_system_takes_every_place_in_a_loads_turns():
+    """The order the systems run a load in rotates from turn to turn: with two, one first then
+    the other, as before; with three (`--no-runtime-checks`), no system is always in the middle."""
+    assert [bench.turn_order(["verikv", "etcd"], k) for k in range(3)] == [
+        ["verikv", "etcd"], ["etcd", "verikv"], ["verikv", "etcd"]]
+    three = [bench.turn_order({"verikv": [], "unchecked": [], "etcd": []}, k) for k in range(3)]
+    assert three == [["verikv", "unchecked", "etcd"], ["unchecked", "etcd", "verikv"], ["etcd", "verikv", "unchecked"]]
+    assert all(sorted(column) == ["etcd", "unchecked", "verikv"] for column in zip(*three))
