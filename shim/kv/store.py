@@ -103,6 +103,9 @@ def encode_header(header: rpc_pb2.ResponseHeader) -> bytes:
     return b"\x0a" + varint(len(b)) + b
 
 
+_PAIR = struct.Struct("<II")  # in a snapshot: (key length, version count), (sub-revision, length)
+
+
 def _mod(rec: _Rec) -> int:
     return rec.mod_revision
 
@@ -949,25 +952,32 @@ class KVStore:
             raise ValueError(f"not a verikv KV snapshot (magic {magic!r})")
         pos = cls._HEAD.size
         hist_keys, keys = [], []
+        hist, live = store._hist, store._data
+        pair, parse = _PAIR.unpack_from, kv_pb2.KeyValue.FromString
+        hist_bytes = 0
         for _ in range(nkeys):
-            klen, nversions = struct.unpack_from("<II", data, pos)
+            klen, nversions = pair(data, pos)
             pos += 8
-            key = bytes(data[pos:pos + klen])
+            key = bytes(data[pos:pos + klen])  # (data may be a memoryview)
             pos += klen
             versions = []
             for _ in range(nversions):
-                sub, n = struct.unpack_from("<II", data, pos)
-                kv = kv_pb2.KeyValue.FromString(data[pos + 8:pos + 8 + n])
+                sub, n = pair(data, pos)
+                kv = parse(data[pos + 8:pos + 8 + n])
                 pos += 8 + n
-                versions.append(_Rec(kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease, sub))
-            if not versions or any(a.mod_revision >= b.mod_revision for a, b in zip(versions, versions[1:])):
+                rec = _Rec(kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease, sub)
+                if versions and versions[-1].mod_revision >= rec.mod_revision:
+                    raise ValueError(f"key {key!r}: its versions are not in revision order")
+                versions.append(rec)
+                hist_bytes += klen + len(rec.value) + VERSION_OVERHEAD
+            if not versions:
                 raise ValueError(f"key {key!r}: its versions are not in revision order")
-            store._hist[key] = versions
+            hist[key] = versions
             hist_keys.append(key)
-            store._hist_bytes += sum(len(key) + len(v.value) + VERSION_OVERHEAD for v in versions)
-            if versions[-1].version:
-                store._data[key] = versions[-1]
+            if rec.version:
+                live[key] = rec
                 keys.append(key)
+        store._hist_bytes = hist_bytes
         if any(a >= b for a, b in zip(hist_keys, hist_keys[1:])):
             raise ValueError("the snapshot's keys are not in order")
         store._hist_keys, store._keys = SortedList(hist_keys), SortedList(keys)

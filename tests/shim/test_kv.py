@@ -449,3 +449,21 @@ def test_a_snapshot_whose_keys_are_out_of_order_or_repeated_is_refused():
         KVStore.restore(b"".join([head] + b + a + rest))
     with pytest.raises(ValueError, match="not in order"):
         KVStore.restore(b"".join([head] + a + a + rest))
+
+
+def test_a_snapshot_whose_key_has_no_versions_or_versions_out_of_order_is_refused():
+    import struct
+
+    kv = KVStore()
+    kv.put(r.PutRequest(key=b"a", value=b"1"))
+    kv.put(r.PutRequest(key=b"a", value=b"2"))
+    parts = list(kv.snapshot_parts())
+    head, count, key, v1, v2, rest = parts[0], parts[1], parts[2], parts[3:5], parts[5:7], parts[7:]
+    assert count == struct.pack("<II", 1, 2) and key == b"a"
+    assert KVStore.restore(b"".join([head, count, key] + v1 + v2 + rest)).items() == kv.items()
+    with pytest.raises(ValueError, match="not in revision order"):
+        KVStore.restore(b"".join([head, count, key] + v2 + v1 + rest))
+    with pytest.raises(ValueError, match="not in revision order"):
+        KVStore.restore(b"".join([head, count, key] + v1 + v1 + rest))
+    with pytest.raises(ValueError, match="not in revision order"):
+        KVStore.restore(b"".join([head, struct.pack("<II", 1, 0), key] + rest))
