@@ -63,6 +63,18 @@ class Watcher:
         return self.key <= key < self.range_end
 
 
+def prefix_end(prefix: bytes) -> bytes:
+    """The range_end that makes [prefix, range_end) every key with this prefix, as etcd's
+    clients compute it (clientv3.GetPrefixRangeEnd): the prefix with its last byte below 0xff
+    incremented and what follows it dropped. For a prefix of 0xff bytes only (or none) there is
+    none: b"" here (etcd's clients send b"\0", every key from it on, a range compared like any
+    other)."""
+    end = prefix.rstrip(b"\xff")
+    if not end:
+        return b""
+    return end[:-1] + bytes([end[-1] + 1])
+
+
 class WatchHub:
     """The watchers of one node's watch streams (see the module's text). Every method returns
     the responses to send, as (stream, WatchResponse) in order; a header carries its revision
@@ -79,7 +91,13 @@ class WatchHub:
         # ranges that hold it, not every watcher. A live watcher's next_revision is only a lower
         # bound (a start in the future); `_leave` makes it exact.
         self._live_by_range: dict[tuple[bytes, bytes], dict[tuple[int, int], Watcher]] = {}
-        self._ranges: list[tuple[bytes, bytes]] = []  # the keys above with a range_end
+        # the keys above with a range_end: a prefix's range (range_end the prefix's end, as
+        # clients ask for a prefix) by its prefix, with how many of them have each length, so a
+        # write finds its key's in one lookup per length; any other range in a list, each compared
+        # (10,000 watchers on distinct prefixes cost every write 266 us while they were all there)
+        self._prefixes: dict[bytes, tuple[bytes, bytes]] = {}
+        self._prefix_lengths: dict[int, int] = {}
+        self._ranges: list[tuple[bytes, bytes]] = []
         # of each range above: (the first start revision still in the future, the live
         # watchers whose start was reached, by filter: `_targets_of`)
         self._targets: dict[tuple[bytes, bytes], tuple[int, list[_Targets]]] = {}
@@ -196,7 +214,10 @@ class WatchHub:
         members = self._live_by_range.get(group)
         if members is None:
             members = self._live_by_range[group] = {}
-            if w.range_end:
+            if w.range_end and w.range_end == prefix_end(w.key):
+                self._prefixes[w.key] = group
+                self._prefix_lengths[len(w.key)] = self._prefix_lengths.get(len(w.key), 0) + 1
+            elif w.range_end:
                 self._ranges.append(group)
         members[(w.stream, w.watch_id)] = w
 
@@ -210,7 +231,13 @@ class WatchHub:
         w.next_revision = max(w.next_revision, self.revision + 1)
         if not members:
             del self._live_by_range[group]
-            if w.range_end:
+            if w.range_end and w.range_end == prefix_end(w.key):
+                del self._prefixes[w.key]
+                n = len(w.key)
+                self._prefix_lengths[n] -= 1
+                if not self._prefix_lengths[n]:
+                    del self._prefix_lengths[n]
+            elif w.range_end:
                 self._ranges.remove(group)
 
     def _forget(self, w: Watcher) -> None:
@@ -243,6 +270,7 @@ class WatchHub:
         FanOut; with `fan_out`, returned as such)."""
         out = []
         by_range, ranges = self._live_by_range, self._ranges
+        prefixes, lengths = self._prefixes, self._prefix_lengths
         start = 0
         while start < len(writes):  # one revision at a time
             rev = writes[start][1].mod_revision
@@ -254,6 +282,11 @@ class WatchHub:
                 key = write[0]
                 if (key, b"") in by_range:
                     touched.setdefault((key, b""), []).append(write)
+                for n in lengths:
+                    if n <= len(key):  # (a shorter key would be looked up whole: another length's)
+                        group = prefixes.get(key[:n])
+                        if group is not None:
+                            touched.setdefault(group, []).append(write)
                 for group in ranges:
                     lo, hi = group
                     if lo <= key and (hi == b"\0" or key < hi):

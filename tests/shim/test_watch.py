@@ -5,7 +5,7 @@ from hypothesis import example, given, settings, strategies as st
 from answers import execute
 from verikv.etcdpb import kv_pb2, rpc_pb2 as r
 from verikv.shim.kv.store import KVStore
-from verikv.shim.kv.watch import MAX_REVISIONS_PER_RESPONSE, FanOut, WatchHub, as_response
+from verikv.shim.kv.watch import MAX_REVISIONS_PER_RESPONSE, FanOut, WatchHub, as_response, prefix_end
 
 PUT, DELETE = kv_pb2.Event.PUT, kv_pb2.Event.DELETE
 
@@ -221,8 +221,11 @@ def test_a_progress_response_comes_after_every_event_it_covers():
     assert hub.progress_tick(store) == []  # stream 1 is behind; stream 2's watcher was just sent an event
 
 
-KEYS = [b"a", b"ab", b"b", b"c"]
-RANGES = [(b"a", b""), (b"a", b"b"), (b"b", b"\0"), (b"\0", b"\0")]  # few: watchers often share one
+KEYS = [b"a", b"ab", b"b", b"c", b"a\xff", b"a\xff\x01"]
+# few: watchers often share one. Prefixes' ranges (found by their prefix), nested ones and one
+# ending in 0xff among them, and other ranges (compared), one of which looks like a prefix's
+RANGES = [(b"a", b""), (b"a", b"b"), (b"ab", b"ac"), (b"a\xff", b"b"), (b"a", b"ab"), (b"b", b"\0"),
+          (b"\0", b"\0")]
 _put = st.tuples(st.just("put"), st.sampled_from(KEYS))
 # a watcher on stream 1..3: its range, its start (0: the next revision; else that many ahead),
 # NOPUT/NODELETE, prev_kv, progress_notify
@@ -311,3 +314,25 @@ def test_the_fan_out_property_saw_fan_outs():
     below 100 (a bound of 100 failed a CI run), so the bound sits far below that spread and far
     above none."""
     assert FANNED[0] > 20
+
+
+def test_a_prefixs_range_end_is_the_one_etcds_clients_compute():
+    """clientv3.GetPrefixRangeEnd: the last byte below 0xff incremented, what follows dropped;
+    a prefix of 0xff bytes only has none here (etcd's b"\\0": every key from it on)."""
+    assert [prefix_end(p) for p in (b"a", b"ab", b"a\xff", b"a\xff\xff", b"\x00", b"\xff", b"")] == [
+        b"b", b"ac", b"b", b"b", b"\x01", b"", b""]
+
+
+def test_many_watchers_on_distinct_prefixes_each_get_their_keys_only():
+    """Watchers on many prefixes (a service registry's), nested ones among them, and on other
+    ranges: each write reaches exactly the watchers whose range holds its key."""
+    store, hub = KVStore(), WatchHub()
+    ranges = [(b"/svc/%03d/" % i, prefix_end(b"/svc/%03d/" % i)) for i in range(300)]
+    ranges += [(b"/svc/", prefix_end(b"/svc/")), (b"/svc/00", b"/svc/010"), (b"/svc/299/", b"\0")]
+    for key, end in ranges:
+        create(hub, store, key=key, range_end=end)
+    writes = [b"/svc/%03d/x" % i for i in (0, 5, 9, 10, 150, 299)] + [b"/svc/", b"/other"]
+    got = apply(hub, store, *[r.PutRequest(key=k, value=b"v") for k in writes])
+    seen = sorted((resp.watch_id, e.kv.key) for _, resp in got for e in resp.events)
+    assert seen == sorted((i, k) for i, (key, end) in enumerate(ranges) for k in writes
+                          if key <= k and (end == b"\0" or k < end))
