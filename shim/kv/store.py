@@ -22,11 +22,10 @@ compacted", above the current revision with "required revision is a future revis
 from __future__ import annotations
 
 import bisect
-import heapq
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sortedcontainers import SortedList
 
@@ -38,11 +37,10 @@ from verikv.shim.kv.errors import EtcdError
 from verikv.shim.kv.gc_pause import collector_paused
 from verikv.shim.kv.commands import MAX_REQUEST_BYTES, Command, KeptAlives, Kind, cost_txn, decode_batch
 from verikv.shim.kv.leases import LeaseCheckpoints, LeaseExpiry, LeaseTable
+from verikv.shim.kv.sessions import Sessions
 from verikv.shim.kv.protowire import varint
 from verikv.shim.kv.steps import run as run_steps
 
-MAX_SESSIONS = 4096  # client sessions remembered in the dedup table (least recently used evicted)
-MAX_RESULTS_PER_SESSION = 4096  # remembered results per session (lowest seq evicted first)
 # The store's size (Status' dbSize, the quota's measure): every version kept (tombstones
 # included) counts its key, its value and VERSION_OVERHEAD bytes (its revisions, version and
 # lease, about what etcd's bolt file holds besides key and value); every lease LEASE_OVERHEAD
@@ -50,7 +48,6 @@ MAX_RESULTS_PER_SESSION = 4096  # remembered results per session (lowest seq evi
 # applied the same slots reports the same size.
 VERSION_OVERHEAD = 64
 LEASE_OVERHEAD = 64
-_GONE = object()
 # The most a Range's answer may hold: its keys and values and RANGE_KV_OVERHEAD bytes per key (the
 # other fields of its KeyValue). A larger one is refused (RANGE_TOO_LARGE) before anything is
 # built, so that one read cannot run the node out of memory (etcd builds such an answer whole and
@@ -122,34 +119,6 @@ def _kv(key: bytes, rec: _Rec, keys_only: bool = False) -> kv_pb2.KeyValue:
                            version=rec.version, value=b"" if keys_only else rec.value, lease=rec.lease)
 
 
-@dataclass(slots=True)
-class _Session:
-    acked_below: int = 0
-    results: dict[int, object] = field(default_factory=dict)  # request_seq -> response or EtcdError
-    last_slot: int = 0
-    # the seqs of `results`, a min-heap (seqs removed from `results` may stay until they surface):
-    # forgetting the results below acked_below, or the lowest ones, costs no scan of them all
-    # (a client with thousands of requests in flight moves acked_below with nearly every one)
-    seqs: list[int] = field(default_factory=list, compare=False)
-
-    def remember(self, seq: int, result) -> None:
-        self.results[seq] = result
-        heapq.heappush(self.seqs, seq)
-
-    def forget_below(self, seq: int) -> None:
-        """Forget every result of a seq below `seq`."""
-        seqs, results = self.seqs, self.results
-        while seqs and seqs[0] < seq:
-            results.pop(heapq.heappop(seqs), None)
-
-    def forget_lowest(self) -> int:
-        """Forget the result of the lowest seq held; returns that seq."""
-        while True:
-            seq = heapq.heappop(self.seqs)
-            if self.results.pop(seq, _GONE) is not _GONE:
-                return seq
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The result of one command of an applied batch, for whoever is waiting for it."""
@@ -197,7 +166,7 @@ class KVStore:
         self._hist_keys = SortedList()  # the keys of _hist, sorted
         self._hist_bytes = 0  # sum of len(key) + len(value) + VERSION_OVERHEAD over _hist
         self._recent: list[tuple[bytes, _Rec, _Rec | None]] = []  # writes since take_recent()
-        self._sessions: dict[int, _Session] = {}
+        self._sessions = Sessions()  # the dedup table (sessions.py)
         self.leases = LeaseTable()
         # etcd's alarm store: (member ID, AlarmType) of every active alarm. While a NOSPACE
         # alarm is active, puts, txns that put and lease grants fail (etcd's capped applier).
@@ -824,16 +793,6 @@ class KVStore:
             return err
         raise ValueError(f"unknown command kind {kind}")
 
-    def _session(self, client_id: int, slot: int) -> _Session:
-        s = self._sessions.get(client_id)
-        if s is None:
-            if len(self._sessions) >= MAX_SESSIONS:
-                oldest = min(self._sessions.items(), key=lambda item: (item[1].last_slot, item[0]))[0]
-                del self._sessions[oldest]
-            s = self._sessions[client_id] = _Session()
-        s.last_slot = slot
-        return s
-
     def apply_command(self, cmd: Command, slot: int, reads_for: int | None = None) -> Outcome | None:
         """Apply one command exactly once.
 
@@ -844,22 +803,8 @@ class KVStore:
             if reads_for is not None and cmd.client_id != reads_for:
                 return None
             return Outcome(cmd, self.execute(cmd.kind, cmd.request()), False)
-        s = self._session(cmd.client_id, slot)
-        if cmd.request_seq in s.results:
-            outcome = Outcome(cmd, s.results[cmd.request_seq], True)
-        elif cmd.request_seq < s.acked_below:
-            outcome = Outcome(cmd, errors.OUTCOME_UNKNOWN, True)
-        else:
-            result = self.execute(cmd.kind, cmd.request())
-            s.remember(cmd.request_seq, result)
-            outcome = Outcome(cmd, result, False)
-        if cmd.acked_below > s.acked_below:
-            s.acked_below = cmd.acked_below
-            s.forget_below(s.acked_below)
-        while len(s.results) > MAX_RESULTS_PER_SESSION:
-            lowest = s.forget_lowest()
-            s.acked_below = max(s.acked_below, lowest + 1)
-        return outcome
+        result, duplicate = self._sessions.apply(cmd, slot, self.execute)
+        return Outcome(cmd, result, duplicate)
 
     def apply(self, slot: int, batch: bytes, reads_for: int | None = None) -> list[Outcome]:
         """Apply the committed batch of `slot`; slots must come exactly in order."""
@@ -900,15 +845,7 @@ class KVStore:
                 b = _kv(b"", rec).SerializeToString()
                 yield struct.pack("<II", rec.sub, len(b))
                 yield b
-        for cid, s in sorted(self._sessions.items()):
-            yield struct.pack("<QQQI", cid, s.acked_below, s.last_slot, len(s.results))
-            for seq, result in sorted(s.results.items()):
-                if isinstance(result, EtcdError):
-                    tag, b = 0, errors.encode_error(result)
-                else:
-                    tag, b = _RESULT_TAGS[type(result)], result.SerializeToString()
-                yield struct.pack("<QBI", seq, tag, len(b))
-                yield b
+        yield from self._sessions.encode()
         yield self.leases.encode()
         yield struct.pack("<I", len(self.alarms))
         for member, t in sorted(self.alarms):
@@ -942,7 +879,7 @@ class KVStore:
             store._keys = SortedList(store._data)
             store._hist_keys = SortedList(store._keys)
             store._hist_bytes = sum(len(k) + len(r.value) + VERSION_OVERHEAD for k, r in store._data.items())
-            return store._restore_sessions(data, pos, nsessions, leases=False)
+            return store._restore_after_keys(data, pos, nsessions, leases=False)
         magic, store.revision, store.compact_revision, store.next_slot, nkeys, nsessions = \
             cls._HEAD.unpack_from(data)
         if magic not in (cls._MAGIC, cls._MAGIC_V4, cls._MAGIC_V3, cls._MAGIC_V2):
@@ -978,22 +915,13 @@ class KVStore:
         if any(a >= b for a, b in zip(hist_keys, hist_keys[1:])):
             raise ValueError("the snapshot's keys are not in order")
         store._hist_keys, store._keys = SortedList(hist_keys), SortedList(keys)
-        return store._restore_sessions(data, pos, nsessions, leases=magic != cls._MAGIC_V2,
+        return store._restore_after_keys(data, pos, nsessions, leases=magic != cls._MAGIC_V2,
                                        alarms=magic in (cls._MAGIC, cls._MAGIC_V4), auth=magic == cls._MAGIC)
 
-    def _restore_sessions(self, data: bytes, pos: int, nsessions: int, leases: bool,
+    def _restore_after_keys(self, data: bytes, pos: int, nsessions: int, leases: bool,
                           alarms: bool = False, auth: bool = False) -> "KVStore":
         store = self
-        for _ in range(nsessions):
-            cid, acked, last_slot, nres = struct.unpack_from("<QQQI", data, pos)
-            pos += struct.calcsize("<QQQI")
-            s = store._sessions[cid] = _Session(acked, {}, last_slot)
-            for _ in range(nres):
-                seq, tag, n = struct.unpack_from("<QBI", data, pos)
-                pos += struct.calcsize("<QBI")
-                b = data[pos:pos + n]
-                pos += n
-                s.remember(seq, errors.decode_error(b) if tag == 0 else _TAG_TYPES[tag].FromString(b))
+        pos = store._sessions.decode(data, pos, nsessions)
         if leases:
             pos = store.leases.decode(data, pos)
             for key, rec in store._data.items():
@@ -1018,16 +946,6 @@ class KVStore:
         return [_kv(k, self._data[k]) for k in self._keys]
 
 
-_RESULT_TAGS = {rpc_pb2.RangeResponse: 1, rpc_pb2.PutResponse: 2, rpc_pb2.DeleteRangeResponse: 3,
-                rpc_pb2.TxnResponse: 4, rpc_pb2.CompactionResponse: 5, rpc_pb2.LeaseGrantResponse: 6,
-                rpc_pb2.LeaseRevokeResponse: 7, rpc_pb2.LeaseKeepAliveResponse: 8, rpc_pb2.AlarmResponse: 9,
-                rpc_pb2.AuthEnableResponse: 10, rpc_pb2.AuthDisableResponse: 11, rpc_pb2.AuthUserAddResponse: 12,
-                rpc_pb2.AuthUserDeleteResponse: 13, rpc_pb2.AuthUserChangePasswordResponse: 14,
-                rpc_pb2.AuthUserGrantRoleResponse: 15, rpc_pb2.AuthUserRevokeRoleResponse: 16,
-                rpc_pb2.AuthUserGetResponse: 17, rpc_pb2.AuthUserListResponse: 18, rpc_pb2.AuthRoleAddResponse: 19,
-                rpc_pb2.AuthRoleDeleteResponse: 20, rpc_pb2.AuthRoleGetResponse: 21,
-                rpc_pb2.AuthRoleListResponse: 22, rpc_pb2.AuthRoleGrantPermissionResponse: 23,
-                rpc_pb2.AuthRoleRevokePermissionResponse: 24, rpc_pb2.AuthenticateResponse: 25, KeptAlives: 26}
 # the commands etcd checks when it applies them while auth is enabled (KVStore._authorize)
 _AUTHORIZED = frozenset([Kind.PUT, Kind.DELETE_RANGE, Kind.TXN, Kind.LEASE_REVOKE,
                          *[k for k in Kind if Kind.AUTH_ENABLE <= k < Kind.AUTHENTICATE]])
@@ -1035,7 +953,6 @@ HASH_STEP_KEYS = 10_000  # keys hashed per step (about 10 ms here)
 
 
 _HASH_REC = struct.Struct("<IqIqqqI")  # key length, revision, sub, create revision, version, lease, value length
-_TAG_TYPES = {tag: t for t, tag in _RESULT_TAGS.items()}
 
 
 def txn_reads_only(r: rpc_pb2.TxnRequest) -> bool:

@@ -6,7 +6,8 @@ from hypothesis import given, settings, strategies as st
 
 from verikv.etcdpb import rpc_pb2 as r
 from verikv.shim.kv import errors
-from verikv.shim.kv.store import KVStore, MAX_RESULTS_PER_SESSION
+from verikv.shim.kv.sessions import MAX_RESULTS_PER_SESSION
+from verikv.shim.kv.store import KVStore
 from verikv.shim.kv.commands import Command, Kind, encode_batch
 
 
@@ -376,12 +377,12 @@ def test_the_dedup_table_forgets_exactly_as_the_plain_rule_says(commands):
     """Each session's results kept, their forgetting below acked_below and the eviction of the
     lowest past MAX_RESULTS_PER_SESSION are those of the plain rule (a model: a dict scanned
     whole), whatever the order seqs come in."""
-    from verikv.shim.kv import store as store_module
+    from verikv.shim.kv import sessions as sessions_module
     limit = 8
     kv = KVStore()
     model_results, model_acked = {}, 0
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(store_module, "MAX_RESULTS_PER_SESSION", limit)
+        mp.setattr(sessions_module, "MAX_RESULTS_PER_SESSION", limit)
         for slot, (seq, acked) in enumerate(commands):
             cmd = Command(Kind.PUT, 7, seq, acked, r.PutRequest(key=b"k%d" % seq, value=b"v").SerializeToString())
             out = kv.apply(slot, encode_batch([cmd.encode()]))[0]
@@ -467,3 +468,32 @@ def test_a_snapshot_whose_key_has_no_versions_or_versions_out_of_order_is_refuse
         KVStore.restore(b"".join([head, count, key] + v1 + v1 + rest))
     with pytest.raises(ValueError, match="not in revision order"):
         KVStore.restore(b"".join([head, struct.pack("<II", 1, 0), key] + rest))
+
+
+def test_the_dedup_table_evicts_the_least_recently_used_session(monkeypatch):
+    """Past MAX_SESSIONS, a new client's session replaces the one used longest ago (the lowest
+    client id among equals): that client's retried command is then applied again."""
+    from verikv.shim.kv import sessions as sessions_module
+    monkeypatch.setattr(sessions_module, "MAX_SESSIONS", 3)
+    kv = KVStore()
+    slot = 0
+    for client in (1, 2, 3, 1):  # client 2's session is now the one used longest ago
+        kv.apply(slot, batch(put_cmd(client, 1, b"k%d" % client, b"v")))
+        slot += 1
+    kv.apply(slot, batch(put_cmd(4, 1, b"k4", b"v")))
+    assert sorted(c for c in (1, 2, 3, 4) if _has_session(kv, c)) == [1, 3, 4]
+    revision = kv.revision
+    (again,) = kv.apply(slot + 1, batch(put_cmd(1, 1, b"k1", b"v")))  # remembered: not applied again
+    assert again.duplicate and kv.revision == revision
+    (fresh,) = kv.apply(slot + 2, batch(put_cmd(2, 1, b"k2", b"v")))  # forgotten: applied again
+    assert not fresh.duplicate and kv.revision == revision + 1
+    restored = KVStore.restore(kv.snapshot())
+    assert sorted(c for c in (1, 2, 3, 4) if _has_session(restored, c)) == [1, 2, 4]
+
+
+def _has_session(kv: KVStore, client: int) -> bool:
+    try:
+        kv._sessions[client]
+    except KeyError:
+        return False
+    return True

@@ -305,7 +305,7 @@ def test_a_turns_keep_alives_in_one_command_renew_as_each_alone_would():
         {i: (l.version, l.remaining_ms) for i, l in one.leases.leases.items()}
     assert many.leases.leases[1].version == one.leases.leases[1].version == grant_version + 3
     # its result is a dedup table's entry like any other: it survives a snapshot
-    session = many._session(7, 1)
+    session = many._sessions.session(7, 1)
     session.remember(1, together)
     copy = KVStore.restore(many.snapshot())
     assert copy.snapshot() == many.snapshot()
