@@ -98,7 +98,6 @@ class Node:
         self.transport = transport_factory(config.node_id, config.peer_addresses, self._on_frame,
                                            **({"tls": peer_tls} if peer_tls is not None else {}))
         self._wake = asyncio.Event()
-        self._durable_needed = 0  # WAL records that must be durable before a frame leaves
         self._stopping = False
         self._tick_handle: asyncio.TimerHandle | None = None
         self._rtt_handle: asyncio.TimerHandle | None = None
@@ -360,9 +359,10 @@ class Node:
             kind = type(action)
             began = time.monotonic()
             if kind is Send:
-                # PersistBeforeSend, observed on the WAL: every record the machine asked to be
-                # durable is durable before a frame leaves.
-                self.machine.checks.before_send(max(0, self._durable_needed - wal.synced_records))
+                # PersistBeforeSend, observed on the WAL: every record that a core message queued
+                # so far depends on (the checks count them from the core's Readies) is durable
+                # before a frame leaves.
+                self.machine.checks.before_send(wal.synced_records)
                 for dst, frame_kind, payload in action.frames:
                     send(dst, frame_kind, payload)
                 # to the sockets now, not when the transport's own callback runs (after the rest
@@ -377,7 +377,6 @@ class Node:
                     # loop iteration later (uvloop writes to sockets between iterations), so the
                     # frames of the Send before this leave while this node syncs
                     await wal.append_many(action.records)
-                    self._durable_needed = wal.written_records
                 else:
                     wal.append_lazy(action.records)
             elif kind is WriteState:

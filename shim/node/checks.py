@@ -6,7 +6,10 @@ raises `RuntimeCheckFailed`; the node must then stop at once (FATAL log line, no
 never log and carry on. This module must never change what the node does, only observe it.
 
 Checks (names as in dafny/PROTOCOL.md where there is one):
-- PersistBeforeSend: no message of a Ready leaves before that Ready's records are durable.
+- PersistBeforeSend: no message of a Ready leaves before that Ready's records are durable, nor
+  before those of every earlier Ready that needed a sync. Counted here from the Readies (every
+  Ready's records go to the WAL, in order), compared with the WAL's own count of synced records
+  when a frame is about to leave: it does not rely on where the machine asked for a sync.
 - EarlyBeforeSync: the early channel. The records the core emitted before its last early message
   need no sync (commit records only: losing them loses nothing an early message depends on);
   `sync` is set exactly when a record needs one; a Ready with nothing to sync has no late messages.
@@ -71,6 +74,12 @@ class Checks:
         self._ranges: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self._claims: collections.OrderedDict[int, tuple[int, bytes]] = collections.OrderedDict()
         self.announcements: list[tuple[int, bytes]] = []  # (last slot, digest) to send to peers
+        # PersistBeforeSend: the core's records handed to the WAL (every Ready's, in order; the
+        # WAL's written_records), those through the last Ready that needed a sync, and how many
+        # must be durable before the next frame leaves (the most any queued message needs)
+        self.records_handed = 0
+        self._synced_through = 0
+        self.durable_needed = 0
         self.failures_seen = 0
         self.counts: collections.Counter[str] = collections.Counter()  # the counted checks' refusals
 
@@ -87,13 +96,23 @@ class Checks:
         self.counts["FrameSenderIsConnectionMember"] += 1
         return False
 
-    def before_send(self, unsynced_records: int) -> None:
-        if self.enabled and unsynced_records:
-            self._fail("PersistBeforeSend", f"{unsynced_records} records of this turn are not durable yet")
+    def before_send(self, synced_records: int) -> None:
+        """A frame is about to leave, with `synced_records` of the WAL's records durable."""
+        if self.enabled and synced_records < self.durable_needed:
+            self._fail("PersistBeforeSend", f"{self.durable_needed - synced_records} records that a core message "
+                                            f"waiting to leave depends on are not durable yet")
 
-    def on_ready(self, ready: vcore.Ready) -> None:
+    def on_ready(self, ready: vcore.Ready) -> tuple[int, int]:
+        """Observe a Ready whose records the shim hands to the WAL after every earlier Ready's;
+        (early, late): how many of the WAL's records must be durable before its early messages
+        leave (those of every earlier Ready that needed a sync), and before its other messages
+        (its own too, if it needs a sync)."""
+        early = self._synced_through
+        self.records_handed += len(ready.records)
+        if ready.sync:
+            self._synced_through = self.records_handed
         if not self.enabled:
-            return
+            return early, self._synced_through
         records, no_sync = ready.records, vcore.NO_SYNC_RECORD_TAGS
         if ready.early_after > len(records):
             self._fail("EarlyBeforeSync", f"early messages after record {ready.early_after} of {len(records)}")
@@ -106,6 +125,7 @@ class Checks:
                                           f"need one")
         if not ready.sync and ready.messages:
             self._fail("EarlyBeforeSync", f"{len(ready.messages)} late messages in a Ready with nothing to sync")
+        return early, self._synced_through
 
     def on_status(self, status: dict) -> None:
         if not self.enabled:
@@ -187,7 +207,10 @@ class Checks:
         if self.enabled and accepted and status["role"] != "leader":
             self._fail("ProposalOnlyAtLeader", f"propose() accepted a value while role is {status['role']}")
 
-    def on_messages(self, messages: list[tuple[int, bytes]]) -> None:
+    def on_messages(self, messages: list[tuple[int, bytes]], durable_needed: int) -> None:
+        """Core messages queued to leave once `durable_needed` WAL records are durable (on_ready)."""
+        if durable_needed > self.durable_needed:
+            self.durable_needed = durable_needed
         if not self.enabled:
             return
         for dst, _ in messages:

@@ -541,38 +541,40 @@ class NodeMachine:
         if records:
             self._logged_bytes += sum(map(len, records))
         barrier = next((i for i, rd in enumerate(readies) if rd.sync), len(readies))
+        needs = []  # per Ready: the WAL records durable before its (early, late) messages leave
         for rd in readies:
-            self.checks.on_ready(rd)
+            needs.append(self.checks.on_ready(rd))
             if rd.need_snapshot:
                 self._send_snapshot(rd.need_snapshot)
         # nothing of the Readies before the barrier waits for a sync
-        yield from self._send_then_apply(readies[:barrier])
+        yield from self._send_then_apply(readies[:barrier], needs)
         if barrier == len(readies):
             if records:
                 yield Append(records, False)
         else:
             # independent of the barrier's own records: they leave while this node syncs
-            self._messages(readies[barrier].early)
+            self._messages(readies[barrier].early, needs[barrier][0])
             yield from self._flush()
             yield Append(records, True)
-            yield from self._send_then_apply(readies[barrier:], skip_early=1)
+            yield from self._send_then_apply(readies[barrier:], needs[barrier:], skip_early=1)
         self.checks.on_log_start(self.current_status()["log_start"], self.kv.next_slot)
 
-    def _send_then_apply(self, readies: list, skip_early: int = 0):
+    def _send_then_apply(self, readies: list, needs: list, skip_early: int = 0):
         """The Readies' messages (but the first `skip_early` Readies' early ones, already sent),
         on their way before their commits are applied."""
         for i, rd in enumerate(readies):
+            early, late = needs[i]
             if i >= skip_early:
-                self._messages(rd.early)
-            self._messages(rd.messages)
+                self._messages(rd.early, early)
+            self._messages(rd.messages, late)
         if any(rd.commits for rd in readies):
             yield from self._flush(now=True)
             for rd in readies:
                 self._apply(rd.commits)
 
-    def _messages(self, messages: list) -> None:
+    def _messages(self, messages: list, durable_needed: int) -> None:
         if messages:
-            self.checks.on_messages(messages)
+            self.checks.on_messages(messages, durable_needed)
             out = self._out
             for dst, msg in messages:
                 out.append((dst, KIND_CORE, msg))

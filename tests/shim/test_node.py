@@ -20,7 +20,7 @@ from verikv.verified_core import core as vcore
 from verikv.shim.io.disk import RealDisk
 from verikv.shim.kv.errors import EtcdError
 from verikv.shim.io.runner import Node, NodeConfig
-from verikv.shim.node.machine import Send
+from verikv.shim.node.machine import Append, Send
 from verikv.shim.kv.commands import Kind, encode_batch
 from verikv.shim.node.peer_wire import KIND_READ_INDEX
 from verikv.shim.io.wal import Wal, WalFatalError
@@ -755,6 +755,29 @@ async def test_early_messages_leave_before_the_sync_and_lazy_records_do_not_dela
     assert seen == [(2, b"early", 0), (1, b"late", 1)]
 
 
+async def test_a_machine_that_sends_before_asking_for_the_sync_is_caught(tmp_path):
+    """PersistBeforeSend counts what each message needs from the core's Readies, not from where
+    the machine asks for durability: the same turn with its durable Append moved after the Send
+    of the messages that depend on it stops the node."""
+    node = Node(config(0, tmp_path, 67), ScriptedCore(
+        [ready(records=[b"vote"], messages=[(1, b"late")], commits=[(0, encode_batch([]))])], [status()]))
+    await node.start()
+    sent = []
+    node.transport.send = lambda dst, kind, payload: sent.append(payload)
+    honour = node.machine._honour
+
+    def append_last(readies):
+        actions = list(honour(readies))
+        return iter([a for a in actions if type(a) is not Append] + [a for a in actions if type(a) is Append])
+
+    node.machine._honour = append_last
+    node.machine.tick()
+    with pytest.raises(RuntimeCheckFailed, match="PersistBeforeSend"):
+        await node.turn()
+    await node.stop()
+    assert sent == []
+
+
 async def test_a_wal_that_acknowledges_without_syncing_is_caught(tmp_path):
     node = Node(config(0, tmp_path, 66), ScriptedCore([ready(records=[b"vote"], messages=[(1, b"m")])],
                                                      [status()]))
@@ -776,13 +799,31 @@ def test_checks_can_be_turned_off():
     checks.on_status(status(promised=(5, 1)))
     checks.on_status(status(promised=(1, 1)))
     checks.on_commits([(0, b"a"), (0, b"b")], 0)
+    checks.on_messages([(1, b"m")], 5)
     checks.before_send(3)
     assert checks.failures_seen == 0
 
 
 def test_persist_before_send_check_fires_on_unsynced_records():
+    checks = Checks(0, 3)
+    checks.before_send(0)  # nothing queued needs anything
+    checks.on_messages([(1, b"m")], 2)
     with pytest.raises(RuntimeCheckFailed, match="PersistBeforeSend"):
-        Checks(0, 3).before_send(1)
+        checks.before_send(1)
+    checks.before_send(2)  # once they are durable
+
+
+def test_persist_before_send_counts_what_each_message_needs_from_the_readies():
+    """A Ready's early messages need the records of every earlier Ready that needed a sync; its
+    other messages its own records too; a Ready with nothing to sync adds no need."""
+    checks = Checks(0, 3)
+    lazy = ready(records=[_record("commit")], sync=False)
+    synced = ready(records=[_record("commit"), _record("vote")], sync=True, messages=[(1, b"2b")])
+    assert checks.on_ready(lazy) == (0, 0)
+    assert checks.on_ready(synced) == (0, 3)  # the lazy record comes first in the WAL
+    assert checks.on_ready(lazy) == (3, 3)
+    assert checks.on_ready(ready(records=[_record("vote")], sync=True)) == (3, 5)
+    assert checks.records_handed == 5
 
 
 def _record(kind: str) -> bytes:
@@ -837,9 +878,9 @@ def test_early_before_sync_check(records, early_after, sync, messages, fails):
 
 def test_message_destination_check():
     with pytest.raises(RuntimeCheckFailed, match="MessageDestinationValid"):
-        Checks(0, 3).on_messages([(0, b"to myself")])
+        Checks(0, 3).on_messages([(0, b"to myself")], 0)
     with pytest.raises(RuntimeCheckFailed, match="MessageDestinationValid"):
-        Checks(0, 3).on_messages([(3, b"outside")])
+        Checks(0, 3).on_messages([(3, b"outside")], 0)
 
 
 def _commit_range(checks, first_slot, value):

@@ -125,7 +125,6 @@ class SimNode:
 
     def __init__(self, sim: "NodeSimulation", i: int, machine: NodeMachine, wal: Wal):
         self.sim, self.i, self.machine, self.wal = sim, i, machine, wal
-        self.durable_needed = 0
         self.observed = None
         # a snapshot begun, not written yet: (StateFile, the KV state's bytes, the core's records)
         self.state_writing = None
@@ -162,14 +161,13 @@ class SimNode:
         for action in actions:
             self.observe()
             if type(action) is Send:
-                self.machine.checks.before_send(max(0, self.durable_needed - self.wal.synced_records))
+                self.machine.checks.before_send(self.wal.synced_records)
                 for dst, kind, payload in action.frames:
                     self.sim.net.send(self.i, dst, kind, payload)
             elif type(action) is Append:
                 self.wal.append_lazy(action.records)
                 if action.durable:
                     self.wal.drain()
-                    self.durable_needed = self.wal.written_records
             elif type(action) is WriteState:
                 self.finish_state()  # one at a time
                 state = self.wal.begin_state(action.slot)
